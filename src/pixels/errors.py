@@ -1,0 +1,49 @@
+"""Errors raised by Pixels.
+
+Every error derives from :class:`PixelsError` and names what it is about (a path,
+a DICOM tag written ``(gggg,eeee)``, a field) so a message in a log or a table
+row is actionable on its own.
+"""
+
+from __future__ import annotations
+
+
+class PixelsError(Exception):
+    """Root of all errors raised by Pixels.
+
+    Parameters
+    ----------
+    message : str
+        What went wrong.
+    path : str, optional
+        The file, URL or archive member the error is about; prefixed to the message.
+    """
+
+    def __init__(self, message: str, path: str | None = None) -> None:
+        self.path = path
+        self.reason = message
+        super().__init__(f"{path}: {message}" if path else message)
+
+
+class SourceError(PixelsError):
+    """A source (folder, URL, archive) could not be listed or a file could not be opened."""
+
+
+class SourceNotFoundError(SourceError, FileNotFoundError):
+    """The folder, URL or archive given as a source does not exist."""
+
+
+class UnsafeArchiveMemberError(SourceError):
+    """A zip member was refused: path traversal, absolute name, encryption, or bomb limits."""
+
+
+class DicomReadError(PixelsError):
+    """A DICOM file could not be read (truncated, corrupt, not DICOM)."""
+
+
+class TableError(PixelsError):
+    """The Delta table could not be created, read or written."""
+
+
+class QueryError(PixelsError, ValueError):
+    """A SQL query was rejected by the engine; the message is the engine's own."""

@@ -1,0 +1,52 @@
+"""The record every source produces: one file (or archive member) to catalog."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+@dataclass(frozen=True, slots=True)
+class FileRef:
+    """One file found by a source, before any of its bytes are read.
+
+    Attributes
+    ----------
+    path : str
+        Where the file is: an absolute local path, an fsspec URL (``s3://b/k``),
+        or for a zip member the chained fsspec URL ``zip://{member}::{archive}``.
+        Together with ``length`` and ``modificationTime`` it identifies a row.
+    modificationTime : datetime
+        Last modification time, timezone-aware UTC (zip members: the member's
+        stored date, taken as UTC).
+    length : int
+        Size in bytes (zip members: uncompressed size declared by the archive).
+    relative_path : str
+        Path relative to the root that was listed, ``/``-separated; for members of
+        an archive found under the root, ``{archive relative path}/{member name}``.
+    local_path : str or None
+        A path on this machine that holds the bytes, when there is one
+        (local files, extracted members); None for URLs and in-memory members.
+    extension : str
+        Lower-cased file extension without the dot (``dcm``), "" when none.
+    path_tags : tuple of str
+        ``relative_path`` split on separators, directories and file name.
+    original_path : str or None
+        The archive a member came from (its path or URL); None for plain files.
+    member : str or None
+        Name of the member inside ``original_path``; None for plain files.
+    error : str or None
+        Set when the source refused the entry (unsafe zip member, unreadable
+        directory entry); the entry still becomes a row, with this error.
+    """
+
+    path: str
+    modificationTime: datetime
+    length: int
+    relative_path: str
+    local_path: str | None
+    extension: str
+    path_tags: tuple[str, ...] = field(default_factory=tuple)
+    original_path: str | None = None
+    member: str | None = None
+    error: str | None = None
