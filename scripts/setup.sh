@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Set up everything Pixels needs on a fresh machine: a virtual environment with
+# the package and its test dependencies, and dcmtk (used by tests to transcode).
+# Safe to run again: it only installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+. .venv/bin/activate
+python -m pip install -q --upgrade pip >/dev/null
+python -m pip install -q -e ".[test]"
+if ! command -v dcmconv >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dcmtk) >/dev/null
+  else
+    echo "note: dcmtk is not installed (sudo apt-get install dcmtk); tests that transcode will fail" >&2
+  fi
+fi

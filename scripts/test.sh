@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Fresh machine -> the whole test suite: set-up, lint, type check, every test
+# (slow, S3 and kill-and-resume included).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+. .venv/bin/activate
+echo "== ruff"; ruff check src tests bench; ruff format --check src tests bench
+echo "== mypy"; mypy
+echo "== pytest"; python -m pytest -q -p no:cacheprovider "$@"

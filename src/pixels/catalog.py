@@ -1,0 +1,128 @@
+"""The public entry point: :class:`Catalog`."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+
+from pixels.dicom.record import RecordOptions
+from pixels.engines.local import CatalogStats, ProgressCallback, run_catalog
+from pixels.sources import ArchiveLimits
+from pixels.sql import query
+from pixels.table import CatalogTable
+
+
+class Catalog:
+    """A catalog of medical image files stored as a Delta Lake table.
+
+    Parameters
+    ----------
+    table : str or path-like
+        Folder (or object-store URL) of the Delta table. Created on first use.
+    storage_options : dict, optional
+        Options for the table's object store (delta-rs).
+
+    Examples
+    --------
+    >>> from pixels import Catalog
+    >>> cat = Catalog("./catalog")                              # doctest: +SKIP
+    >>> stats = cat.catalog("/data/dicom")                      # doctest: +SKIP
+    >>> cat.sql("SELECT Modality, count(*) n FROM object_catalog GROUP BY 1")  # doctest: +SKIP
+    """
+
+    def __init__(self, table: str | os.PathLike[str] = "./catalog", *, storage_options: dict[str, str] | None = None):
+        self.table = CatalogTable(table, storage_options=storage_options)
+
+    def __repr__(self) -> str:
+        return f"Catalog({self.table.uri!r})"
+
+    def catalog(
+        self,
+        source: str | os.PathLike[str],
+        *,
+        workers: int | None = None,
+        pattern: str | None = None,
+        recursive: bool = True,
+        expand_archives: bool = True,
+        extract_dir: str | None = None,
+        storage_options: dict[str, Any] | None = None,
+        limits: ArchiveLimits | None = None,
+        bulk_threshold: int = 1024,
+        retry_errors: bool = False,
+        commit_rows: int = 5000,
+        progress: ProgressCallback | None = None,
+    ) -> CatalogStats:
+        """List ``source`` and add new or changed files to the catalog.
+
+        Parameters
+        ----------
+        source : str or path-like
+            A folder, a file, a zip archive, or an fsspec URL (``s3://bucket/prefix``).
+        workers : int, optional
+            Worker processes (default: number of CPUs; 0 = in this process).
+        pattern : str, optional
+            Glob on file names (``*.dcm``), or on relative paths if it holds ``/``.
+        recursive : bool
+            Descend into sub-folders.
+        expand_archives : bool
+            Catalog the members of zip archives found in ``source``.
+        extract_dir : str, optional
+            Extract zip members there (safely) instead of reading them in memory.
+        storage_options : dict, optional
+            fsspec options for ``source`` (credentials, ``endpoint_url``).
+        limits : ArchiveLimits, optional
+            Zip safety limits (member size, ratio, total size).
+        bulk_threshold : int
+            Binary elements longer than this go to ``meta`` as BulkDataURI.
+        retry_errors : bool
+            Read again unchanged files whose row has an error.
+        commit_rows : int
+            Rows per Delta commit (also committed every 30 s).
+        progress : callable, optional
+            Called with running :class:`CatalogStats`.
+
+        Returns
+        -------
+        CatalogStats
+            Counts of what was listed, skipped, read, written and failed.
+        """
+        opts = RecordOptions(
+            bulk_threshold=bulk_threshold,
+            storage_options=storage_options,
+            limits=limits or ArchiveLimits(),
+        )
+        return run_catalog(
+            os.fspath(source),
+            self.table,
+            workers=workers,
+            pattern=pattern,
+            recursive=recursive,
+            expand_archives=expand_archives,
+            extract_dir=extract_dir,
+            options=opts,
+            retry_errors=retry_errors,
+            commit_rows=commit_rows,
+            progress=progress,
+        )
+
+    def sql(self, sql: str, params: list[Any] | None = None) -> pd.DataFrame:
+        """Run a DuckDB query over the view ``object_catalog``; return a DataFrame.
+
+        Use ``?`` placeholders with ``params`` for values.
+        """
+        return self.sql_arrow(sql, params).to_pandas()
+
+    def sql_arrow(self, sql: str, params: list[Any] | None = None) -> pa.Table:
+        """Like :meth:`sql` but return an Arrow table."""
+        return query(self.table, sql, params)
+
+    def count(self) -> int:
+        """Number of rows (files) in the catalog."""
+        return self.table.count()
+
+    def optimize(self) -> dict[str, Any]:
+        """Compact the table's small files and vacuum the replaced ones."""
+        return self.table.optimize()

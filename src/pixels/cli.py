@@ -1,0 +1,270 @@
+"""The ``pixels`` command."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+from typing import Any
+
+import click
+
+DEFAULT_TABLE = "./catalog"
+
+
+def _storage_options(pairs: tuple[str, ...]) -> dict[str, Any] | None:
+    if not pairs:
+        return None
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--storage-option")
+        key, value = pair.split("=", 1)
+        val: Any = value
+        if value.lower() in ("true", "false"):
+            val = value.lower() == "true"
+        out[key] = val
+    return out
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="pixels-lake", prog_name="pixels")
+def main() -> None:
+    """Pixels: catalog medical image files into a SQL-queryable Delta Lake table."""
+
+
+@main.command("catalog")
+@click.argument("source")
+@click.option("--table", "-t", default=DEFAULT_TABLE, show_default=True, help="Delta table folder or URL.")
+@click.option("--workers", "-w", type=int, default=None, help="Worker processes [default: CPUs; 0 = in-process].")
+@click.option("--pattern", "-p", default=None, help="Glob on file names, e.g. '*.dcm'.")
+@click.option("--no-recursive", is_flag=True, help="Do not descend into sub-folders.")
+@click.option("--no-archives", is_flag=True, help="Do not expand zip archives found in SOURCE.")
+@click.option("--extract-dir", default=None, help="Extract zip members here instead of reading them in memory.")
+@click.option("--retry-errors", is_flag=True, help="Read again unchanged files whose row has an error.")
+@click.option("--commit-rows", type=int, default=5000, show_default=True, help="Rows per Delta commit.")
+@click.option(
+    "--storage-option", "-o", "storage_option", multiple=True, metavar="KEY=VALUE",
+    help="fsspec option for SOURCE (repeatable), e.g. endpoint_url=http://127.0.0.1:9000.",
+)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def catalog_cmd(
+    source: str,
+    table: str,
+    workers: int | None,
+    pattern: str | None,
+    no_recursive: bool,
+    no_archives: bool,
+    extract_dir: str | None,
+    retry_errors: bool,
+    commit_rows: int,
+    storage_option: tuple[str, ...],
+    quiet: bool,
+) -> None:
+    """List SOURCE (folder, file, zip, s3://... URL) and catalog new or changed files."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from pixels.catalog import Catalog
+    from pixels.engines.local import CatalogStats
+    from pixels.errors import PixelsError
+
+    console = Console(stderr=True)
+    cat = Catalog(table)
+    progress = Progress(
+        TextColumn("[bold]cataloging"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("read · {task.fields[unchanged]} unchanged · {task.fields[errors]} errors · {task.fields[rate]}"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=quiet,
+        transient=False,
+    )
+    task = progress.add_task("catalog", total=None, unchanged=0, errors=0, rate="")
+
+    def on_progress(s: CatalogStats) -> None:
+        progress.update(
+            task,
+            completed=s.processed,
+            total=max(s.listed - s.unchanged, s.processed) or None,
+            unchanged=s.unchanged,
+            errors=s.errors,
+            rate="",
+        )
+
+    try:
+        with progress:
+            stats = cat.catalog(
+                source,
+                workers=workers,
+                pattern=pattern,
+                recursive=not no_recursive,
+                expand_archives=not no_archives,
+                extract_dir=extract_dir,
+                storage_options=_storage_options(storage_option),
+                retry_errors=retry_errors,
+                commit_rows=commit_rows,
+                progress=on_progress,
+            )
+    except PixelsError as e:
+        console.print(f"[red]error:[/red] {e}")
+        sys.exit(2)
+    console.print(
+        f"listed {stats.listed:,} · unchanged {stats.unchanged:,} · read {stats.processed:,} "
+        f"({stats.dicom:,} DICOM) · written {stats.written:,} · errors {stats.errors:,} · "
+        f"{stats.seconds:.1f} s ({stats.files_per_second:,.0f} files/s) -> {cat.table.uri}"
+    )
+    for msg in stats.error_samples[:5]:
+        console.print(f"  [yellow]error:[/yellow] {msg}", highlight=False, markup=False)
+    if stats.errors > 5:
+        console.print(
+            f"  ... see all with: pixels sql --table {table} "
+            "\"SELECT path, error FROM object_catalog WHERE error IS NOT NULL\"",
+            markup=False,
+        )
+
+
+@main.command("sql")
+@click.argument("query")
+@click.option("--table", "-t", default=DEFAULT_TABLE, show_default=True, help="Delta table folder or URL.")
+@click.option(
+    "--format", "-f", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]), default="table",
+    show_default=True, help="Output format (json = one object per line).",
+)
+@click.option("--output", "-O", default=None, help="Write to this file instead of standard output.")
+@click.option("--max-rows", type=int, default=100, show_default=True, help="Rows shown by --format table.")
+def sql_cmd(query: str, table: str, fmt: str, output: str | None, max_rows: int) -> None:
+    """Run a DuckDB QUERY over the view object_catalog."""
+    from pixels.catalog import Catalog
+    from pixels.errors import PixelsError, QueryError
+
+    try:
+        result = Catalog(table).sql_arrow(query)
+    except QueryError as e:
+        click.echo(f"SQL error: {e}", err=True)
+        sys.exit(1)
+    except PixelsError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    _write_result(result, fmt, output, max_rows)
+
+
+def _write_result(result: Any, fmt: str, output: str | None, max_rows: int) -> None:
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    if fmt == "parquet":
+        if output is None and sys.stdout.isatty():
+            raise click.UsageError("--format parquet needs --output FILE (or a pipe)")
+        sink: Any = output if output else sys.stdout.buffer
+        pq.write_table(result, sink)
+        return
+    if fmt == "csv":
+        buf = io.BytesIO()
+        pacsv.write_csv(_printable(result), buf)
+        _emit(buf.getvalue().decode("utf-8"), output)
+        return
+    if fmt == "json":
+        lines = [json.dumps(r, default=str, ensure_ascii=False) for r in _printable(result).to_pylist()]
+        _emit("\n".join(lines) + ("\n" if lines else ""), output)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(file=open(output, "w") if output else None, width=None if output is None else 200)  # noqa: SIM115
+    t = Table(show_lines=False)
+    for name in result.column_names:
+        t.add_column(name, overflow="fold")
+    shown = result.slice(0, max_rows).to_pylist()
+    for row in shown:
+        t.add_row(*(_cell(v) for v in row.values()))
+    console.print(t)
+    if result.num_rows > max_rows:
+        console.print(f"({result.num_rows:,} rows, first {max_rows} shown; use --max-rows or --format csv)")
+    else:
+        console.print(f"({result.num_rows:,} rows)")
+
+
+def _printable(result: Any) -> Any:
+    """Binary and nested columns turned into text for CSV/JSON."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    cols = []
+    for name in result.column_names:
+        col = result.column(name)
+        if pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type):
+            col = pc.binary_length(col).cast(pa.string())  # lengths, not raw bytes
+            name = f"{name}_bytes"
+        elif pa.types.is_list(col.type) or pa.types.is_struct(col.type):
+            col = pa.array([json.dumps(v, default=str) if v is not None else None for v in col.to_pylist()])
+        cols.append((name, col))
+    return pa.table(dict(cols))
+
+
+def _cell(v: Any, limit: int = 120) -> str:
+    if v is None:
+        return "∅"
+    if isinstance(v, bytes):
+        return f"<{len(v)} bytes>"
+    s = str(v)
+    return s if len(s) <= limit else s[: limit - 1] + "…"
+
+
+def _emit(text: str, output: str | None) -> None:
+    if output:
+        with open(output, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    else:
+        sys.stdout.write(text)
+
+
+@main.command("optimize")
+@click.option("--table", "-t", default=DEFAULT_TABLE, show_default=True, help="Delta table folder or URL.")
+def optimize_cmd(table: str) -> None:
+    """Compact the table's small files and vacuum replaced ones."""
+    from pixels.catalog import Catalog
+
+    metrics = Catalog(table).optimize()
+    click.echo(json.dumps({k: metrics.get(k) for k in ("numFilesAdded", "numFilesRemoved")}))
+
+
+@main.command("schema")
+@click.option("--markdown", is_flag=True, help="As a Markdown table (used in the README).")
+def schema_cmd(markdown: bool) -> None:
+    """Print the catalog's columns."""
+    from pixels.schema import SCHEMA, markdown_table
+
+    click.echo(markdown_table() if markdown else str(SCHEMA))
+
+
+@main.command("demo")
+@click.option("--table", "-t", default="./sample-catalog", show_default=True, help="Where to write the demo table.")
+@click.option("--workers", "-w", type=int, default=None, help="Worker processes.")
+def demo_cmd(table: str, workers: int | None) -> None:
+    """Catalog the real DICOM files bundled with pydicom (and pydicom-data if installed)."""
+    from pydicom.data import get_testdata_file
+
+    ct = get_testdata_file("CT_small.dcm", download=False)
+    if ct is None:  # pragma: no cover - pydicom always ships it
+        raise click.ClickException("pydicom's test files are missing")
+    folders = [os.path.dirname(str(ct))]
+    big = get_testdata_file("emri_small.dcm", download=False)  # from pydicom-data, if installed
+    if big:
+        folders.append(os.path.dirname(str(big)))
+    ctx = click.get_current_context()
+    for folder in folders:
+        click.echo(f"$ pixels catalog {folder} --table {table}", err=True)
+        ctx.invoke(catalog_cmd, source=folder, table=table, workers=workers, pattern=None, no_recursive=False,
+                   no_archives=False, extract_dir=None, retry_errors=False, commit_rows=5000,
+                   storage_option=(), quiet=False)
+    q = ("SELECT Modality, count(*) AS files, count(DISTINCT StudyInstanceUID) AS studies, "
+         "count(error) AS errors FROM object_catalog GROUP BY 1 ORDER BY files DESC")
+    click.echo(f'\n$ pixels sql --table {table} "{q}"', err=True)
+    ctx.invoke(sql_cmd, query=q, table=table, fmt="table", output=None, max_rows=100)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

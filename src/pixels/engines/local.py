@@ -1,0 +1,256 @@
+"""The embedded engine: a process pool fed in chunks, Arrow batches into Delta.
+
+It only schedules the per-file work of :mod:`pixels.dicom.record` and writes
+the table; memory is bounded by the number of chunks in flight and the commit
+size, never by the number of files.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pixels.dicom.record import RecordOptions, catalog_batch
+from pixels.sources import iter_files
+from pixels.sources.ref import FileRef
+from pixels.table import CatalogTable, iter_new
+
+
+@dataclass
+class CatalogStats:
+    """What a catalog run did.
+
+    Attributes
+    ----------
+    listed : int
+        Files (and archive members) found by the listing.
+    unchanged : int
+        Already in the table with the same identity, not read again.
+    processed : int
+        Files read in this run.
+    written : int
+        Rows committed by this run (files another writer committed first are not counted).
+    errors : int
+        Processed files whose row has ``error`` set.
+    dicom : int
+        Processed files read as DICOM without error.
+    commits : int
+        Delta commits made.
+    seconds : float
+        Wall time of the run.
+    error_samples : list of str
+        Up to 10 error messages, for the summary.
+    """
+
+    listed: int = 0
+    unchanged: int = 0
+    processed: int = 0
+    written: int = 0
+    errors: int = 0
+    dicom: int = 0
+    commits: int = 0
+    seconds: float = 0.0
+    error_samples: list[str] = field(default_factory=list)
+
+    @property
+    def files_per_second(self) -> float:
+        """Processed files per second of wall time."""
+        return self.processed / self.seconds if self.seconds > 0 else 0.0
+
+
+ProgressCallback = Callable[[CatalogStats], None]
+
+
+def _chunks(items: Iterable[tuple[FileRef, bool]], size: int) -> Iterator[list[tuple[FileRef, bool]]]:
+    buf: list[tuple[FileRef, bool]] = []
+    for item in items:
+        buf.append(item)
+        if len(buf) >= size:
+            yield buf
+            buf = []
+    if buf:
+        yield buf
+
+
+def _work(refs: list[FileRef], options: RecordOptions) -> pa.RecordBatch:
+    return catalog_batch(refs, options)
+
+
+class _Writer:
+    """Commits batches from a background thread (delta-rs releases the GIL)."""
+
+    def __init__(self, table: CatalogTable, stats: CatalogStats):
+        self.table = table
+        self.stats = stats
+        self.q: queue.Queue[tuple[list[pa.RecordBatch], set[str]] | None] = queue.Queue(maxsize=1)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="pixels-writer", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self.q.get()
+            if item is None:
+                return
+            if self.error is not None:
+                continue
+            batches, replace = item
+            try:
+                written = self.table.append(pa.Table.from_batches(batches), replace=replace)
+                self.stats.written += written
+                self.stats.commits += 1
+            except BaseException as e:  # surfaced by close()
+                self.error = e
+
+    def put(self, batches: list[pa.RecordBatch], replace: set[str]) -> None:
+        if self.error is not None:
+            raise self.error
+        self.q.put((batches, replace))
+
+    def close(self) -> None:
+        self.q.put(None)
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+
+def run_catalog(
+    source: str,
+    table: CatalogTable,
+    *,
+    workers: int | None = None,
+    pattern: str | None = None,
+    recursive: bool = True,
+    expand_archives: bool = True,
+    extract_dir: str | None = None,
+    options: RecordOptions | None = None,
+    retry_errors: bool = False,
+    chunk_files: int = 64,
+    commit_rows: int = 5000,
+    commit_seconds: float = 30.0,
+    progress: ProgressCallback | None = None,
+) -> CatalogStats:
+    """Catalog every file under ``source`` into ``table``; only new or changed files are read.
+
+    Parameters
+    ----------
+    source : str
+        Folder, file, zip archive or fsspec URL.
+    table : CatalogTable
+        Destination table (created when missing).
+    workers : int, optional
+        Worker processes; default: the number of CPUs. ``0`` runs in this process.
+    pattern, recursive, expand_archives, extract_dir
+        Passed to :func:`pixels.sources.iter_files`.
+    options : RecordOptions, optional
+        Per-file options (bulk threshold, storage options, archive limits).
+    retry_errors : bool
+        Read again files whose row has an error, even when unchanged.
+    chunk_files : int
+        Files per task sent to a worker.
+    commit_rows, commit_seconds : int, float
+        A commit happens when this many rows are pending or this much time has passed.
+    progress : callable, optional
+        Called with the running :class:`CatalogStats` after every chunk.
+
+    Returns
+    -------
+    CatalogStats
+        Counts of the run; ``errors`` counts rows with an error (the run itself succeeds).
+    """
+    opts = options or RecordOptions()
+    n_workers = (os.cpu_count() or 1) if workers is None else workers
+    stats = CatalogStats()
+    t0 = time.perf_counter()
+
+    storage = opts.storage_options
+    listing = iter_files(
+        source,
+        pattern=pattern,
+        recursive=recursive,
+        expand_archives=expand_archives,
+        extract_dir=extract_dir,
+        limits=opts.limits,
+        storage_options=storage,
+    )
+
+    def counted(refs: Iterable[FileRef]) -> Iterator[FileRef]:
+        for r in refs:
+            stats.listed += 1
+            yield r
+
+    table.create()
+    todo_refs = iter_new(table, counted(listing), retry_errors=retry_errors)
+
+    writer = _Writer(table, stats)
+    pending: list[pa.RecordBatch] = []
+    pending_rows = 0
+    pending_replace: set[str] = set()
+    last_commit = time.monotonic()
+
+    def take(batch: pa.RecordBatch, changed: set[str]) -> None:
+        nonlocal pending_rows, last_commit, pending, pending_replace
+        stats.processed += batch.num_rows
+        err = batch.column("error")
+        n_err = batch.num_rows - err.null_count
+        stats.errors += n_err
+        if n_err and len(stats.error_samples) < 10:
+            for e in pc.drop_null(err).to_pylist()[: 10 - len(stats.error_samples)]:
+                stats.error_samples.append(e)
+        is_dicom = pc.and_(pc.equal(batch.column("file_type"), "dicom"), pc.is_null(err))
+        stats.dicom += int(pc.sum(is_dicom).as_py() or 0)
+        pending.append(batch)
+        pending_rows += batch.num_rows
+        pending_replace |= changed
+        now = time.monotonic()
+        if pending_rows >= commit_rows or now - last_commit >= commit_seconds:
+            writer.put(pending, pending_replace)
+            pending, pending_rows, pending_replace, last_commit = [], 0, set(), now
+        stats.unchanged = stats.listed - stats.processed - in_flight_files()
+        if progress:
+            progress(stats)
+
+    inflight: deque[tuple[Future[pa.RecordBatch], set[str], int]] = deque()
+
+    def in_flight_files() -> int:
+        return sum(n for _, _, n in inflight)
+
+    try:
+        if n_workers <= 0:
+            for chunk in _chunks(todo_refs, chunk_files):
+                changed = {r.path for r, c in chunk if c}
+                take(catalog_batch([r for r, _ in chunk], opts), changed)
+        else:
+            ctx = multiprocessing.get_context("forkserver")
+            ctx.set_forkserver_preload(["pixels.dicom.record", "pixels.dicom.meta"])
+            max_inflight = n_workers * 4
+            with ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx) as pool:
+                for chunk in _chunks(todo_refs, chunk_files):
+                    refs = [r for r, _ in chunk]
+                    inflight.append((pool.submit(_work, refs, opts), {r.path for r, c in chunk if c}, len(refs)))
+                    while len(inflight) >= max_inflight or (inflight and inflight[0][0].done()):
+                        fut, changed, _ = inflight.popleft()
+                        take(fut.result(), changed)
+                while inflight:
+                    fut, changed, _ = inflight.popleft()
+                    take(fut.result(), changed)
+        if pending:
+            writer.put(pending, pending_replace)
+            pending = []
+    finally:
+        writer.close()
+        stats.seconds = time.perf_counter() - t0
+        stats.unchanged = stats.listed - stats.processed
+    if progress:
+        progress(stats)
+    return stats

@@ -1,0 +1,336 @@
+"""The catalog's Delta Lake table: create, append, incremental state, compact.
+
+The table is written with ``deltalake`` (delta-rs) and read with DuckDB over the
+table's current Parquet files (see :mod:`pixels.sql`).
+
+Writers coordinate in two ways:
+
+* every commit is atomic (Delta's log), so a crash loses only uncommitted work;
+* before a batch is committed, rows whose identity (``path``, ``length``,
+  ``modificationTime``) is already in the table are dropped, and rows whose path
+  is there with another identity *replace* the old row. On local tables an
+  advisory lock (``_pixels/writer.lock``) makes that check-and-commit atomic across
+  concurrent ``pixels catalog`` processes; the check is skipped when nobody else
+  committed since this writer's last commit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import random
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+from deltalake import DeltaTable, write_deltalake
+from deltalake.exceptions import CommitFailedError, TableNotFoundError
+
+from pixels.errors import TableError
+from pixels.schema import IDENTITY, SCHEMA, SCHEMA_VERSION, VIEW_NAME
+
+_LOCK_DIR = "_pixels"
+_RETRIES = 8
+
+
+def _is_local(uri: str) -> bool:
+    return "://" not in uri or uri.startswith("file://")
+
+
+def _local_path(uri: str) -> str:
+    return uri[len("file://") :] if uri.startswith("file://") else uri
+
+
+def sql_string(value: str) -> str:
+    """Quote ``value`` as a SQL string literal (single quotes doubled)."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def conform(data: pa.Table | pa.RecordBatch) -> pa.Table:
+    """Cast ``data`` to the catalog schema (column order, types, ``string_view`` -> ``string``)."""
+    table = pa.Table.from_batches([data]) if isinstance(data, pa.RecordBatch) else data
+    missing = [f for f in SCHEMA if f.name not in table.column_names]
+    for f in missing:
+        table = table.append_column(f, pa.nulls(table.num_rows, f.type))
+    return table.select(SCHEMA.names).cast(SCHEMA)
+
+
+class CatalogTable:
+    """A Delta Lake table holding the catalog.
+
+    Parameters
+    ----------
+    uri : str
+        Folder (or object-store URL) of the Delta table; created on first write.
+    storage_options : dict, optional
+        Passed to delta-rs for object stores.
+
+    Examples
+    --------
+    >>> t = CatalogTable("./catalog")                 # doctest: +SKIP
+    >>> t.append(batch)                                # doctest: +SKIP
+    """
+
+    def __init__(self, uri: str | os.PathLike[str], storage_options: dict[str, str] | None = None):
+        uri = os.fspath(uri)
+        self.uri = os.path.abspath(uri) if _is_local(uri) and "://" not in uri else uri
+        self.storage_options = storage_options
+        self._dt: DeltaTable | None = None
+        self._my_version: int | None = None
+
+    # ------------------------------------------------------------------ state
+    def exists(self) -> bool:
+        """True when a Delta table is at :attr:`uri`."""
+        return DeltaTable.is_deltatable(self.uri, storage_options=self.storage_options)
+
+    def delta(self) -> DeltaTable:
+        """The :class:`deltalake.DeltaTable`, refreshed to the latest version.
+
+        Raises
+        ------
+        TableError
+            When there is no table at :attr:`uri`.
+        """
+        try:
+            if self._dt is None:
+                self._dt = DeltaTable(self.uri, storage_options=self.storage_options)
+            else:
+                self._dt.update_incremental()
+        except TableNotFoundError as e:
+            raise TableError("no catalog table here (run `pixels catalog` first)", self.uri) from e
+        return self._dt
+
+    def create(self) -> None:
+        """Create the table with the catalog schema unless it exists (safe to race)."""
+        if self.exists():
+            return
+        if _is_local(self.uri):
+            os.makedirs(_local_path(self.uri), exist_ok=True)
+        try:
+            DeltaTable.create(
+                self.uri,
+                schema=SCHEMA,
+                mode="ignore",
+                name="object_catalog",
+                description="Pixels catalog: one row per file",
+                configuration={"pixels.schemaVersion": str(SCHEMA_VERSION)},
+                storage_options=self.storage_options,
+            )
+        except CommitFailedError:
+            if not self.exists():  # somebody else created it at the same moment: fine
+                raise
+
+    def file_uris(self) -> list[str]:
+        """Parquet files of the current version (empty list when there is no table)."""
+        if not self.exists():
+            return []
+        return list(self.delta().file_uris())
+
+    def version(self) -> int:
+        """Current table version."""
+        return int(self.delta().version())
+
+    def count(self) -> int:
+        """Number of rows in the current version."""
+        if not self.exists():
+            return 0
+        return int(self.delta().count())
+
+    # ------------------------------------------------------------ identities
+    def lookup(self, paths: pa.Array | list[str]) -> pa.Table:
+        """Return ``path, length, modificationTime, has_error`` of rows whose path is in ``paths``."""
+        uris = self.file_uris()
+        paths_tbl = pa.table({"path": pa.array(paths, pa.string())})
+        empty = pa.table(
+            {
+                "path": pa.array([], pa.string()),
+                "length": pa.array([], pa.int64()),
+                "modificationTime": pa.array([], SCHEMA.field("modificationTime").type),
+                "has_error": pa.array([], pa.bool_()),
+            }
+        )
+        if not uris or paths_tbl.num_rows == 0:
+            return empty
+        con = duckdb.connect()
+        try:
+            con.register("wanted", paths_tbl)
+            con.execute("SET TimeZone='UTC'")
+            rel = con.execute(
+                "SELECT t.path, t.length, t.modificationTime, t.error IS NOT NULL AS has_error "
+                "FROM read_parquet(?, union_by_name=true) t SEMI JOIN wanted w ON t.path = w.path",
+                [uris],
+            )
+            return rel.to_arrow_table().cast(empty.schema)
+        finally:
+            con.close()
+
+    # ----------------------------------------------------------------- writes
+    @contextlib.contextmanager
+    def _writer_lock(self) -> Iterator[None]:
+        if not _is_local(self.uri):
+            yield
+            return
+        lock_dir = os.path.join(_local_path(self.uri), _LOCK_DIR)
+        os.makedirs(lock_dir, exist_ok=True)
+        with open(os.path.join(lock_dir, "writer.lock"), "a+") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def append(self, data: pa.Table | pa.RecordBatch, replace: Iterable[str] = ()) -> int:
+        """Commit ``data`` so that each file appears once, at its latest identity.
+
+        Rows whose identity is already in the table are dropped; rows whose
+        ``path`` is present with another ``length``/``modificationTime`` replace
+        the old row in the same commit. Concurrent writers are retried with
+        backoff.
+
+        Parameters
+        ----------
+        data : pyarrow.Table or RecordBatch
+            Rows in (or castable to) the catalog schema.
+        replace : iterable of str
+            Paths known to be in the table already (changed files, retried
+            errors): their old rows are replaced by the new ones.
+
+        Returns
+        -------
+        int
+            Number of rows written.
+        """
+        table = conform(data)
+        if table.num_rows == 0:
+            return 0
+        self.create()
+        for attempt in range(_RETRIES):
+            try:
+                with self._writer_lock():
+                    return self._append_locked(table, set(replace))
+            except CommitFailedError as e:
+                if attempt == _RETRIES - 1:
+                    raise TableError(f"commit failed after {_RETRIES} attempts: {e}", self.uri) from e
+                time.sleep(min(2.0, 0.05 * 2**attempt) * (0.5 + random.random()))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _append_locked(self, table: pa.Table, known: set[str]) -> int:
+        dt = self.delta()
+        foreign = self._my_version is None or dt.version() != self._my_version
+        if foreign:
+            table, replace = self._reconcile(table, known)
+        else:
+            replace = [p for p in table["path"].to_pylist() if p in known] if known else []
+        if table.num_rows == 0:
+            return 0
+        if replace:
+            predicate = "path IN (" + ", ".join(sql_string(p) for p in replace) + ")"
+            rows = table.filter(pc.is_in(table["path"], pa.array(replace)))
+            write_deltalake(dt, rows, mode="overwrite", predicate=predicate, storage_options=self.storage_options)
+            dt.update_incremental()
+            table = table.filter(pc.invert(pc.is_in(table["path"], pa.array(replace))))
+        if table.num_rows:
+            write_deltalake(dt, table, mode="append", storage_options=self.storage_options)
+        dt.update_incremental()
+        self._my_version = int(dt.version())
+        return table.num_rows + len(replace)
+
+    def _reconcile(self, table: pa.Table, known: set[str]) -> tuple[pa.Table, list[str]]:
+        """Drop rows already present (unless in ``known``); list paths to replace."""
+        # one row per path within the batch: the last wins
+        if len(pc.unique(table["path"])) != table.num_rows:
+            seen: dict[str, int] = {}
+            for i, p in enumerate(table["path"].to_pylist()):
+                seen[p] = i
+            table = table.take(pa.array(sorted(seen.values())))
+        existing = self.lookup(table["path"])
+        if existing.num_rows == 0:
+            return table, []
+        have = {
+            (p, n, t)
+            for p, n, t in zip(
+                existing["path"].to_pylist(),
+                existing["length"].to_pylist(),
+                existing["modificationTime"].to_pylist(),
+                strict=True,
+            )
+        }
+        present_paths = set(existing["path"].to_pylist())
+        keep: list[int] = []
+        replace: list[str] = []
+        for i, (p, n, t) in enumerate(
+            zip(
+                table["path"].to_pylist(),
+                table["length"].to_pylist(),
+                table["modificationTime"].to_pylist(),
+                strict=True,
+            )
+        ):
+            if (p, n, t) in have and p not in known:
+                continue
+            keep.append(i)
+            if p in present_paths:
+                replace.append(p)
+        return table.take(pa.array(keep, pa.int64())), replace
+
+    # ----------------------------------------------------------- maintenance
+    def optimize(self, vacuum: bool = True) -> dict[str, Any]:
+        """Compact small files into larger ones, then vacuum unreferenced files.
+
+        Returns the compaction metrics from delta-rs.
+        """
+        dt = self.delta()
+        with self._writer_lock():
+            metrics = dt.optimize.compact()
+            if vacuum:
+                dt.vacuum(retention_hours=0, enforce_retention_duration=False, dry_run=False)
+        return dict(metrics)
+
+
+def iter_new(
+    table: CatalogTable, refs: Iterable[Any], *, chunk: int = 5000, retry_errors: bool = False
+) -> Iterator[tuple[Any, bool]]:
+    """Filter a stream of :class:`~pixels.sources.ref.FileRef` against the table.
+
+    Yields ``(ref, changed)`` for refs not already in the table at the same
+    identity; ``changed`` is True when the path is present with another identity
+    (or, with ``retry_errors``, present with an error). Works chunk by chunk so
+    memory does not grow with the number of files.
+    """
+    buf: list[Any] = []
+
+    def flush(buf: list[Any]) -> Iterator[tuple[Any, bool]]:
+        existing = table.lookup([r.path for r in buf])
+        index: dict[str, tuple[int, Any, bool]] = {}
+        for p, n, t, e in zip(
+            existing["path"].to_pylist(),
+            existing["length"].to_pylist(),
+            existing["modificationTime"].to_pylist(),
+            existing["has_error"].to_pylist(),
+            strict=True,
+        ):
+            index[p] = (n, t, e)
+        for r in buf:
+            hit = index.get(r.path)
+            if hit is None:
+                yield r, False
+                continue
+            same = hit[0] == r.length and hit[1] == r.modificationTime
+            if same and not (retry_errors and hit[2]):
+                continue
+            yield r, True
+
+    for ref in refs:
+        buf.append(ref)
+        if len(buf) >= chunk:
+            yield from flush(buf)
+            buf = []
+    if buf:
+        yield from flush(buf)
+
+
+__all__ = ["IDENTITY", "VIEW_NAME", "CatalogTable", "conform", "iter_new", "sql_string"]

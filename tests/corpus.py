@@ -1,0 +1,83 @@
+"""Real DICOM test data for the tests: pydicom's bundled files, pydicom-data's, copies with fresh UIDs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pydicom
+from pydicom.data import get_testdata_file
+from pydicom.uid import generate_uid
+
+
+def testdata(name: str) -> Path:
+    """Path of one of pydicom's bundled (or pydicom-data's) test files."""
+    p = get_testdata_file(name, download=False)
+    assert p is not None, f"pydicom test file {name} is not installed"
+    return Path(str(p))
+
+
+def pydicom_folder() -> Path:
+    """The folder of pydicom's bundled test files."""
+    return testdata("CT_small.dcm").parent
+
+
+def pydicom_data_folder() -> Path:
+    """The folder of the pydicom-data package's files."""
+    return testdata("emri_small.dcm").parent
+
+
+def readable_dicom_files(folder: Path) -> list[Path]:
+    """Files in ``folder`` that pydicom reads as DICOM (header only, no force)."""
+    out = []
+    for p in sorted(folder.iterdir()):
+        if not p.is_file():
+            continue
+        try:
+            pydicom.dcmread(p, stop_before_pixels=True)
+        except Exception:
+            continue
+        out.append(p)
+    return out
+
+
+def copy_with_new_uids(src: Path, dest_dir: Path, n: int, per_series: int = 50) -> list[Path]:
+    """Write ``n`` copies of a real file with fresh Study/Series/SOP UIDs; return their paths."""
+    ds = pydicom.dcmread(src)
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    out = []
+    study = generate_uid()
+    series = generate_uid()
+    for i in range(n):
+        if i % per_series == 0:
+            series = generate_uid()
+        if i % (per_series * 3) == 0:
+            study = generate_uid()
+        sop = generate_uid()
+        ds.StudyInstanceUID = study
+        ds.SeriesInstanceUID = series
+        ds.SOPInstanceUID = sop
+        ds.file_meta.MediaStorageSOPInstanceUID = sop
+        ds.InstanceNumber = i + 1
+        p = dest_dir / f"s{i // per_series:04d}" / f"{i:06d}.dcm"
+        p.parent.mkdir(exist_ok=True)
+        ds.save_as(p)
+        out.append(p)
+    return out
+
+
+def copy_tree(files: list[Path], dest: Path) -> list[Path]:
+    """Copy files flat into ``dest`` keeping names; return the new paths."""
+    dest.mkdir(parents=True, exist_ok=True)
+    out = []
+    for f in files:
+        d = dest / f.name
+        shutil.copyfile(f, d)
+        out.append(d)
+    return out
+
+
+def tree_files(root: Path) -> list[str]:
+    """Absolute paths of every regular file under ``root``."""
+    return sorted(os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs)

@@ -1,0 +1,169 @@
+"""The embedded engine end to end: real files in, Delta table out, checked against pydicom."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pydicom
+import pytest
+from corpus import copy_tree, pydicom_folder, readable_dicom_files, testdata
+from deltalake import DeltaTable
+
+from pixels import Catalog
+
+CT = "CT_small.dcm"
+MR = "MR_small.dcm"
+
+
+@pytest.fixture()
+def mixed(tmp_path: Path) -> Path:
+    """A folder of real DICOM files, a PNG, a text file, and broken files."""
+    root = tmp_path / "data"
+    sub = root / "study1" / "series1"
+    copy_tree([testdata(CT), testdata(MR), testdata("JPEG2000.dcm")], sub)
+    copy_tree([testdata("waveform_ecg.dcm")], root / "ecg")
+    png = root / "images" / "pic.png"
+    png.parent.mkdir(parents=True)
+    # a real PNG written by Pillow-free means: the PNG signature + IHDR from a real encoder
+    import zlib
+
+    raw = b"\x00" + b"\x80" * 4
+    ihdr = (4).to_bytes(4, "big") + (1).to_bytes(4, "big") + bytes([8, 0, 0, 0, 0])
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+
+    png.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    (root / "notes.txt").write_text("not an image")
+    (root / "empty.dcm").write_bytes(b"")
+    data = testdata(CT).read_bytes()
+    (root / "truncated.dcm").write_bytes(data[:700])
+    (root / ".hidden.dcm").write_bytes(data)
+    return root
+
+
+def rows_by_name(cat: Catalog) -> dict[str, dict]:
+    df = cat.sql("SELECT * FROM object_catalog")
+    return {os.path.basename(r["path"]): r for r in df.to_dict("records")}
+
+
+def test_catalog_values_match_pydicom(mixed: Path, tmp_path: Path) -> None:
+    cat = Catalog(tmp_path / "cat")
+    stats = cat.catalog(mixed, workers=2)
+    rows = rows_by_name(cat)
+    assert ".hidden.dcm" not in rows
+    assert set(rows) == {CT, MR, "JPEG2000.dcm", "waveform_ecg.dcm", "pic.png", "notes.txt", "empty.dcm", "truncated.dcm"}
+    assert stats.listed == 8 and stats.processed == 8 and stats.written == 8
+    assert stats.errors == 3  # notes.txt, empty.dcm, truncated.dcm
+
+    for name in (CT, MR, "JPEG2000.dcm", "waveform_ecg.dcm"):
+        row = rows[name]
+        path = mixed / ("ecg" if name == "waveform_ecg.dcm" else "study1/series1") / name
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        assert row["error"] is None, row["error"]
+        assert row["file_type"] == "dicom"
+        assert row["path"] == str(path)
+        assert row["local_path"] == str(path)
+        assert row["length"] == path.stat().st_size
+        assert row["extension"] == "dcm"
+        assert row["SOPInstanceUID"] == ds.SOPInstanceUID
+        assert row["StudyInstanceUID"] == ds.StudyInstanceUID
+        assert row["Modality"] == ds.Modality
+        assert row["TransferSyntaxUID"] == ds.file_meta.TransferSyntaxUID
+        assert row["PatientName"] == str(ds.get("PatientName", "")) or row["PatientName"] is None
+        if "Rows" in ds:
+            assert row["Rows"] == ds.Rows and row["Columns"] == ds.Columns
+        if ds.get("StudyDate"):
+            assert row["StudyDate"] == dt.datetime.strptime(ds.StudyDate, "%Y%m%d").date()
+        meta = json.loads(row["meta"])
+        assert meta["00080018"]["Value"] == [ds.SOPInstanceUID]
+        back = pydicom.Dataset.from_json(row["meta"])
+        assert back.SOPInstanceUID == ds.SOPInstanceUID
+    ct = rows[CT]
+    assert ct["relative_path"] == f"study1/series1/{CT}"
+    assert list(ct["path_tags"]) == ["study1", "series1", CT]
+    assert ct["original_path"] is None
+    # the ECG waveform stays out of the JSON
+    assert len(rows["waveform_ecg.dcm"]["meta"]) < 20_000
+    assert "BulkDataURI" in rows["waveform_ecg.dcm"]["meta"]
+
+    assert rows["pic.png"]["file_type"] == "png" and rows["pic.png"]["error"] is None
+    assert rows["pic.png"]["meta"] is None
+    for bad in ("notes.txt", "empty.dcm", "truncated.dcm"):
+        assert rows[bad]["error"] and str(mixed) in rows[bad]["error"], rows[bad]
+    assert "empty" in rows["empty.dcm"]["error"]
+
+
+def test_every_pydicom_test_file_is_a_row(tmp_path: Path) -> None:
+    src = pydicom_folder()
+    files = [p for p in src.iterdir() if p.is_file() and not p.name.startswith(".")]
+    cat = Catalog(tmp_path / "cat")
+    stats = cat.catalog(src, workers=2)
+    assert stats.listed == len(files) == stats.processed
+    df = cat.sql("SELECT path, SOPInstanceUID, error FROM object_catalog")
+    assert len(df) == len(files)
+    readable = {str(p) for p in readable_dicom_files(src)}
+    ok = set(df[df.error.isna() & df.SOPInstanceUID.notna()].path)
+    # every file pydicom reads strictly is read without error
+    missing = {p for p in readable if p not in ok and pydicom.dcmread(p, stop_before_pixels=True).get("SOPInstanceUID")}
+    assert not missing
+
+
+def test_incremental_rerun_and_changed_file(mixed: Path, tmp_path: Path) -> None:
+    cat = Catalog(tmp_path / "cat")
+    first = cat.catalog(mixed, workers=0)
+    assert first.processed == 8
+    v1 = DeltaTable(str(tmp_path / "cat")).version()
+    again = cat.catalog(mixed, workers=0)
+    assert again.listed == 8 and again.processed == 0 and again.unchanged == 8 and again.written == 0
+    assert DeltaTable(str(tmp_path / "cat")).version() == v1  # nothing committed
+
+    # change one file (now a different real DICOM), add one
+    target = mixed / "study1" / "series1" / CT
+    shutil.copyfile(testdata("rtplan.dcm"), target)
+    os.utime(target, (time.time() + 5, time.time() + 5))
+    shutil.copyfile(testdata(CT), mixed / "new.dcm")
+    third = cat.catalog(mixed, workers=0)
+    assert third.processed == 2 and third.unchanged == 7
+    df = cat.sql("SELECT path, Modality, length FROM object_catalog")
+    assert len(df) == 9 and df.path.is_unique
+    row = df[df.path == str(target)].iloc[0]
+    assert row.Modality == "RTPLAN" and row.length == target.stat().st_size
+
+
+def test_retry_errors(mixed: Path, tmp_path: Path) -> None:
+    cat = Catalog(tmp_path / "cat")
+    cat.catalog(mixed, workers=0)
+    stats = cat.catalog(mixed, workers=0, retry_errors=True)
+    assert stats.processed == 3  # the three bad files, read again
+    assert cat.count() == 8
+    assert cat.sql("SELECT count(DISTINCT path) n FROM object_catalog").n[0] == 8
+
+
+def test_zip_archive_members_cataloged(tmp_path: Path) -> None:
+    import zipfile
+
+    arc = tmp_path / "archive.zip"
+    with zipfile.ZipFile(arc, "w", zipfile.ZIP_DEFLATED) as z:
+        z.write(testdata(CT), "patient1/ct/CT_small.dcm")
+        z.write(testdata(MR), "patient1/mr/MR_small.dcm")
+        z.writestr("../escape.dcm", testdata(CT).read_bytes())
+    cat = Catalog(tmp_path / "cat")
+    stats = cat.catalog(arc, workers=0)
+    assert stats.listed == 3
+    df = cat.sql("SELECT * FROM object_catalog ORDER BY relative_path").to_dict("records")
+    by_rel = {r["relative_path"]: r for r in df}
+    ct = by_rel["patient1/ct/CT_small.dcm"]
+    assert ct["error"] is None
+    assert ct["original_path"] == str(arc)
+    assert ct["path"].startswith("zip://patient1/ct/CT_small.dcm::")
+    assert ct["local_path"] is None
+    assert ct["SOPInstanceUID"] == pydicom.dcmread(testdata(CT)).SOPInstanceUID
+    escape = [r for r in df if "escape" in r["path"]]
+    assert len(escape) == 1 and escape[0]["error"] and "escape.dcm" in escape[0]["error"]
+    assert escape[0]["meta"] is None

@@ -1,0 +1,92 @@
+"""The `pixels` command as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pydicom
+import pytest
+from corpus import copy_tree, testdata
+
+PIXELS = [sys.executable, "-m", "pixels.cli"]
+
+
+def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*PIXELS, *args], capture_output=True, text=True, check=check)
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("cli")
+    data = root / "data"
+    copy_tree([testdata("CT_small.dcm"), testdata("MR_small.dcm"), testdata("rtplan.dcm")], data / "a")
+    (data / "broken.dcm").write_bytes(testdata("CT_small.dcm").read_bytes()[:300])
+    out = run("catalog", str(data), "--table", str(root / "cat"), "--workers", "2", "-q")
+    assert "listed 4" in out.stderr and "errors 1" in out.stderr, out.stderr
+    assert "broken.dcm" in out.stderr  # the error summary names the file
+    return data, root / "cat"
+
+
+def test_second_run_reads_nothing(table: tuple[Path, Path]) -> None:
+    data, cat = table
+    out = run("catalog", str(data), "--table", str(cat), "-q")
+    assert "unchanged 4" in out.stderr and "read 0" in out.stderr
+
+
+def test_sql_table_output(table: tuple[Path, Path]) -> None:
+    _, cat = table
+    out = run("sql", "--table", str(cat), "SELECT Modality, count(*) AS n FROM object_catalog GROUP BY 1 ORDER BY 1")
+    for modality in ("CT", "MR", "RTPLAN"):
+        assert modality in out.stdout
+    assert "(4 rows)" in out.stdout
+
+
+def test_sql_csv_json_parquet(table: tuple[Path, Path], tmp_path: Path) -> None:
+    _, cat = table
+    q = "SELECT SOPInstanceUID, Rows, path_tags FROM object_catalog WHERE Modality = 'CT'"
+    csv = run("sql", "--table", str(cat), q, "--format", "csv").stdout.splitlines()
+    ct = pydicom.dcmread(testdata("CT_small.dcm"))
+    assert csv[0] == '"SOPInstanceUID","Rows","path_tags"'
+    assert csv[1].startswith(f'"{ct.SOPInstanceUID}",{ct.Rows},')
+    js = [json.loads(line) for line in run("sql", "--table", str(cat), q, "--format", "json").stdout.splitlines()]
+    assert js == [{"SOPInstanceUID": ct.SOPInstanceUID, "Rows": ct.Rows, "path_tags": '["a", "CT_small.dcm"]'}]
+    out = tmp_path / "r.parquet"
+    run("sql", "--table", str(cat), q, "--format", "parquet", "--output", str(out))
+    t = pq.read_table(out)
+    assert t.column("SOPInstanceUID").to_pylist() == [ct.SOPInstanceUID]
+    assert t.column("path_tags").to_pylist() == [["a", "CT_small.dcm"]]
+
+
+def test_bad_sql_gives_duckdb_message(table: tuple[Path, Path]) -> None:
+    _, cat = table
+    out = run("sql", "--table", str(cat), "SELECT nope FROM object_catalog", check=False)
+    assert out.returncode == 1
+    assert "SQL error" in out.stderr and "nope" in out.stderr
+    assert "Traceback" not in out.stderr
+    out = run("sql", "--table", str(cat), "SELEC 1", check=False)
+    assert out.returncode == 1 and "syntax error" in out.stderr.lower()
+
+
+def test_missing_source_is_clear(tmp_path: Path) -> None:
+    out = run("catalog", str(tmp_path / "absent"), "--table", str(tmp_path / "cat"), check=False)
+    assert out.returncode == 2
+    assert "absent" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_schema_markdown_lists_every_column() -> None:
+    from pixels.schema import COLUMNS
+
+    out = run("schema", "--markdown").stdout
+    for c in COLUMNS:
+        assert f"`{c.name}`" in out
+
+
+def test_readme_column_table_is_generated_from_schema() -> None:
+    from pixels.schema import markdown_table
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    assert markdown_table() in readme, "README column table is stale: run `pixels schema --markdown`"

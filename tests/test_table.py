@@ -1,0 +1,110 @@
+"""The Delta table under crashes and concurrent writers, driven through the real `pixels` command."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from corpus import copy_with_new_uids, testdata, tree_files
+from deltalake import DeltaTable
+
+from pixels import Catalog
+from pixels.table import CatalogTable
+
+PIXELS = [sys.executable, "-m", "pixels.cli"]
+
+
+def count_distinct(table: Path) -> tuple[int, int]:
+    df = Catalog(table).sql("SELECT count(*) AS n, count(DISTINCT path) AS d FROM object_catalog")
+    return int(df.n[0]), int(df.d[0])
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("corpus")
+    copy_with_new_uids(testdata("CT_small.dcm"), root / "ct", 1200)
+    copy_with_new_uids(testdata("MR_small.dcm"), root / "mr", 600)
+    return root
+
+
+@pytest.mark.slow
+def test_kill_9_then_resume_loses_nothing_and_duplicates_nothing(corpus: Path, tmp_path: Path) -> None:
+    files = tree_files(corpus)
+    table = tmp_path / "cat"
+    proc = subprocess.Popen(
+        [*PIXELS, "catalog", str(corpus), "--table", str(table), "--workers", "1", "--commit-rows", "60", "-q"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 120
+    committed = 0
+    while time.monotonic() < deadline:
+        if DeltaTable.is_deltatable(str(table)):
+            committed = DeltaTable(str(table)).count()
+            if committed >= 200:
+                break
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, f"run finished before it could be killed: {proc.stderr.read()!r}"
+    os.killpg(proc.pid, signal.SIGKILL)  # the whole group: main process and workers
+    proc.wait()
+    before = DeltaTable(str(table)).count()
+    assert 200 <= before < len(files)
+    n, d = count_distinct(table)
+    assert n == d == before  # what was committed is intact
+
+    out = subprocess.run(
+        [*PIXELS, "catalog", str(corpus), "--table", str(table), "--workers", "2", "-q"],
+        capture_output=True, text=True, check=True,
+    )
+    assert f"unchanged {before:,}" in out.stderr, out.stderr
+    n, d = count_distinct(table)
+    assert n == d == len(files)
+    got = set(Catalog(table).sql("SELECT path FROM object_catalog").path)
+    assert got == set(files)
+
+
+@pytest.mark.slow
+def test_concurrent_runs_into_one_table(corpus: Path, tmp_path: Path) -> None:
+    files = tree_files(corpus)
+    table = tmp_path / "cat"
+    cmd = [*PIXELS, "catalog", str(corpus), "--table", str(table), "--workers", "1", "--commit-rows", "100", "-q"]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    n, d = count_distinct(table)
+    assert n == d == len(files)
+    dt = DeltaTable(str(table))
+    assert dt.count() == len(files)
+    # the table stays readable by delta-rs itself, and a later run finds nothing to do
+    stats = Catalog(table).catalog(corpus, workers=0)
+    assert stats.processed == 0 and stats.unchanged == len(files)
+
+
+def test_optimize_compacts_and_keeps_rows(corpus: Path, tmp_path: Path) -> None:
+    table = tmp_path / "cat"
+    cat = Catalog(table)
+    cat.catalog(corpus / "mr", workers=0, commit_rows=100)
+    before = len(CatalogTable(table).file_uris())
+    assert before >= 6
+    cat.optimize()
+    assert len(CatalogTable(table).file_uris()) == 1
+    n, d = count_distinct(table)
+    assert n == d == 600
+
+
+def test_missing_table_is_a_clear_error(tmp_path: Path) -> None:
+    from pixels.errors import TableError
+
+    with pytest.raises(TableError, match="no catalog table"):
+        CatalogTable(tmp_path / "nothing").delta()
+    # SQL over a table that does not exist yet sees an empty catalog
+    assert len(Catalog(tmp_path / "nothing").sql("SELECT * FROM object_catalog")) == 0
