@@ -1,0 +1,203 @@
+"""Listing a local folder, plus the naming rules every source shares.
+
+The walk streams: it keeps an explicit stack of open directory listings (one per
+level of depth), so memory grows with the depth and width of the tree, never with
+the total number of files. The set of visited directories (for symlink loops) holds
+one ``(st_dev, st_ino)`` pair per directory, not per file.
+
+Rules (shared with the fsspec and zip sources)
+----------------------------------------------
+- Order is deterministic: entries are sorted within each directory, directories
+  sorting as ``name/`` (the order S3 lists keys in), and the walk is depth-first.
+- Hidden entries (name starting with ``.``) are skipped, files and directories;
+  so are temporary or partial files (``~``, ``.tmp``, ``.part``, ``.crdownload``,
+  ``.swp`` suffixes, ``Thumbs.db``, ``.DS_Store``). A source named explicitly is
+  never skipped.
+- ``pattern`` is matched case-insensitively with :func:`fnmatch.fnmatchcase`
+  against the file name, or against ``relative_path`` when it contains ``/``.
+- ``extension`` is the lower-cased last suffix without the dot, except for the
+  double suffixes in :data:`DOUBLE_SUFFIXES` (``scan.nii.gz`` -> ``nii.gz``).
+
+Symbolic links (local only)
+---------------------------
+Links are followed, to files and to directories. A file reached through a link is
+listed under the link's path (``path`` is ``os.path.abspath``, not resolved), so two
+links to one file give two rows. A directory is descended at most once: the walk
+remembers ``(st_dev, st_ino)`` of every directory it entered, so a loop (a link to
+a parent) ends. Dangling links are skipped with a logged warning (there is nothing
+to catalog); an entry whose ``stat`` fails otherwise, or a directory that cannot be
+listed, becomes a row with ``error`` set naming the path.
+"""
+
+from __future__ import annotations
+
+import errno
+import fnmatch
+import logging
+import os
+import stat
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+from pixels.sources.ref import FileRef
+
+log = logging.getLogger(__name__)
+
+#: Double suffixes kept whole in ``extension``.
+DOUBLE_SUFFIXES = ("nii.gz", "tar.gz", "tar.bz2", "tar.xz")
+_TEMP_SUFFIXES = ("~", ".tmp", ".part", ".crdownload", ".swp")
+_TEMP_NAMES = frozenset({"thumbs.db", ".ds_store"})
+#: Timestamp used when a source reports no modification time.
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def is_skipped_name(name: str) -> bool:
+    """True for hidden, temporary or partial files (see the module docstring)."""
+    lower = name.lower()
+    return name.startswith(".") or lower in _TEMP_NAMES or lower.endswith(_TEMP_SUFFIXES)
+
+
+def is_hidden_dir(name: str) -> bool:
+    """True for directories the walk does not enter (hidden, ``__MACOSX``)."""
+    return name.startswith(".") or name == "__MACOSX"
+
+
+def extension_of(name: str) -> str:
+    """Lower-cased extension without the dot; ``nii.gz`` style for known double suffixes.
+
+    Examples
+    --------
+    >>> extension_of("IM0001.DCM"), extension_of("t1.nii.gz"), extension_of("README")
+    ('dcm', 'nii.gz', '')
+    """
+    base = name.rsplit("/", 1)[-1].lower().lstrip(".")
+    for double in DOUBLE_SUFFIXES:
+        if base.endswith("." + double):
+            return double
+    return base.rsplit(".", 1)[1] if "." in base else ""
+
+
+def matches(pattern: str | None, name: str, relative_path: str) -> bool:
+    """Whether a file passes ``pattern`` (None passes everything)."""
+    if pattern is None:
+        return True
+    target = relative_path if "/" in pattern else name
+    return fnmatch.fnmatchcase(target.lower(), pattern.lower())
+
+
+def is_url(source: str) -> bool:
+    """True for fsspec URLs (``s3://b/k``, ``memory://x``, chained ``a::b``), False for paths."""
+    return "://" in source or "::" in source
+
+
+def to_utc(timestamp: float) -> datetime:
+    """POSIX timestamp to an aware UTC datetime, truncated to microseconds."""
+    return datetime.fromtimestamp(timestamp, tz=UTC)
+
+
+def make_ref(path: str, mtime: datetime, length: int, relative_path: str, **kw: object) -> FileRef:
+    """Build a FileRef, deriving ``extension`` and ``path_tags`` from the relative path."""
+    name = relative_path.rsplit("/", 1)[-1]
+    return FileRef(
+        path=path,
+        modificationTime=mtime,
+        length=length,
+        relative_path=relative_path,
+        extension=extension_of(name),
+        path_tags=tuple(relative_path.split("/")),
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def error_ref(path: str, relative_path: str, message: str, mtime: datetime = EPOCH) -> FileRef:
+    """A row for an entry the source could not handle; ``message`` should name the path."""
+    return make_ref(path, mtime, 0, relative_path, local_path=None, error=message)
+
+
+def local_ref(path: str, st: os.stat_result, relative_path: str) -> FileRef:
+    """FileRef for a local file from its (followed) ``stat`` result."""
+    return make_ref(path, to_utc(st.st_mtime), st.st_size, relative_path, local_path=path)
+
+
+def _sorted_entries(path: str) -> list[tuple[str, os.DirEntry[str], bool]]:
+    """Entries of one directory, filtered and sorted; each with whether it is a directory."""
+    out = []
+    with os.scandir(path) as it:
+        for entry in it:
+            try:
+                is_dir = entry.is_dir()  # follows symlinks
+            except OSError:
+                is_dir = False
+            if is_hidden_dir(entry.name) if is_dir else is_skipped_name(entry.name):
+                continue
+            out.append((entry.name + "/" if is_dir else entry.name, entry, is_dir))
+    out.sort(key=lambda t: t[0])
+    return out
+
+
+def iter_local_dir(
+    root: str, *, pattern: str | None = None, recursive: bool = True
+) -> Iterator[FileRef]:
+    """Walk a local directory, yielding one FileRef per file (see the module docstring).
+
+    Parameters
+    ----------
+    root : str
+        An existing directory; made absolute with :func:`os.path.abspath`.
+    pattern : str, optional
+        Glob on the file name, or on ``relative_path`` when it contains ``/``.
+    recursive : bool
+        Descend into subdirectories.
+
+    Yields
+    ------
+    FileRef
+        Files in depth-first, per-directory sorted order; rows with ``error`` set for
+        directories that cannot be listed and entries whose ``stat`` fails.
+    """
+    root = os.path.abspath(root)
+    root_st = os.stat(root)
+    visited = {(root_st.st_dev, root_st.st_ino)}
+    try:
+        first = iter(_sorted_entries(root))
+    except OSError as e:
+        yield error_ref(root, "", f"cannot list directory {root}: {e.strerror or e}")
+        return
+    stack: list[tuple[str, Iterator[tuple[str, os.DirEntry[str], bool]]]] = [("", first)]
+    while stack:
+        prefix, entries = stack[-1]
+        item = next(entries, None)
+        if item is None:
+            stack.pop()
+            continue
+        _, entry, is_dir = item
+        rel = prefix + entry.name
+        path = os.path.join(root, *rel.split("/"))
+        try:
+            st = entry.stat()  # follows symlinks
+        except OSError as e:
+            if entry.is_symlink() and e.errno in (errno.ENOENT, errno.ELOOP):
+                log.warning("skipping dangling symlink %s", path)
+                continue
+            if e.errno == errno.ENOENT:
+                continue  # removed while walking
+            yield error_ref(path, rel, f"cannot stat {path}: {e.strerror or e}")
+            continue
+        if is_dir:
+            if not recursive:
+                continue
+            key = (st.st_dev, st.st_ino)
+            if key in visited:
+                log.info("not descending %s again (symlink loop or second link)", path)
+                continue
+            visited.add(key)
+            try:
+                children = iter(_sorted_entries(path))
+            except OSError as e:
+                yield error_ref(path, rel, f"cannot list directory {path}: {e.strerror or e}",
+                                to_utc(st.st_mtime))  # fmt: skip
+                continue
+            stack.append((rel + "/", children))
+        elif stat.S_ISREG(st.st_mode) and matches(pattern, entry.name, rel):
+            yield local_ref(path, st, rel)
+        # sockets, fifos, devices: not files to catalog

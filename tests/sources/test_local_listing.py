@@ -1,0 +1,190 @@
+"""Listing local folders: order, skips, patterns, symlinks, streaming, errors."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from pydicom.data import get_testdata_file
+
+from pixels.errors import SourceNotFoundError
+from pixels.sources import FileRef, iter_files, open_file
+from pixels.sources.local import extension_of
+
+
+def _testfile(name: str) -> Path:
+    path = get_testdata_file(name, download=False)
+    assert path is not None, name
+    return Path(str(path))
+
+
+CT = _testfile("CT_small.dcm")
+MR = _testfile("MR_small.dcm")
+RT = _testfile("rtplan.dcm")
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    """A study folder with nested series, hidden and temporary files."""
+    root = tmp_path / "study"
+    (root / "series1").mkdir(parents=True)
+    (root / "series2" / "sub").mkdir(parents=True)
+    (root / ".git").mkdir()
+    shutil.copy(CT, root / "series1" / "a.dcm")
+    shutil.copy(MR, root / "series1" / "B.DCM")
+    shutil.copy(RT, root / "series2" / "sub" / "plan.dcm")
+    shutil.copy(CT, root / "top.dcm")
+    (root / "notes.txt").write_text("hello")
+    for junk in (".hidden.dcm", "x.dcm~", "y.tmp", "z.part", "d.crdownload", ".a.swp",
+                 "Thumbs.db", ".DS_Store"):  # fmt: skip
+        (root / junk).write_bytes(b"junk")
+    shutil.copy(CT, root / ".git" / "inside_hidden.dcm")
+    return root
+
+
+def test_lists_nested_tree_with_file_fields(tree: Path) -> None:
+    refs = list(iter_files(str(tree)))
+    rels = [r.relative_path for r in refs]
+    # sorted within each directory, depth first; hidden/temp files skipped
+    assert rels == [
+        "notes.txt",
+        "series1/B.DCM",
+        "series1/a.dcm",
+        "series2/sub/plan.dcm",
+        "top.dcm",
+    ]
+    ref = refs[2]
+    path = tree / "series1" / "a.dcm"
+    st = path.stat()
+    assert ref == FileRef(
+        path=str(path),
+        modificationTime=datetime.fromtimestamp(st.st_mtime, tz=UTC),
+        length=CT.stat().st_size,
+        relative_path="series1/a.dcm",
+        local_path=str(path),
+        extension="dcm",
+        path_tags=("series1", "a.dcm"),
+    )
+    assert ref.modificationTime.tzinfo is UTC
+    assert refs[1].extension == "dcm"  # lower-cased
+    assert all(r.error is None for r in refs)
+
+
+def test_listing_is_deterministic(tree: Path) -> None:
+    assert list(iter_files(str(tree))) == list(iter_files(str(tree)))
+
+
+def test_pattern_on_name_is_case_insensitive(tree: Path) -> None:
+    rels = [r.relative_path for r in iter_files(str(tree), pattern="*.dcm")]
+    assert rels == ["series1/B.DCM", "series1/a.dcm", "series2/sub/plan.dcm", "top.dcm"]
+
+
+def test_pattern_with_slash_matches_relative_path(tree: Path) -> None:
+    rels = [r.relative_path for r in iter_files(str(tree), pattern="series2/*")]
+    assert rels == ["series2/sub/plan.dcm"]
+
+
+def test_not_recursive(tree: Path) -> None:
+    rels = [r.relative_path for r in iter_files(str(tree), recursive=False)]
+    assert rels == ["notes.txt", "top.dcm"]
+
+
+def test_single_file_source(tree: Path) -> None:
+    (ref,) = iter_files(str(tree / "series1" / "a.dcm"))
+    assert ref.relative_path == "a.dcm"
+    assert ref.path_tags == ("a.dcm",)
+    assert ref.length == CT.stat().st_size
+
+
+def test_file_url_is_listed_as_local(tree: Path) -> None:
+    refs = list(iter_files(f"file://{tree}", pattern="*.dcm"))
+    assert [r.local_path for r in refs] == [r.path for r in refs]
+    assert len(refs) == 4
+
+
+def test_missing_source_raises_naming_it(tmp_path: Path) -> None:
+    missing = tmp_path / "nope"
+    with pytest.raises(SourceNotFoundError, match="nope") as info:
+        list(iter_files(str(missing)))
+    assert isinstance(info.value, FileNotFoundError)
+
+
+def test_symlink_loop_terminates_and_lists_each_file_once(tree: Path) -> None:
+    os.symlink(tree, tree / "series1" / "loop")  # a link to an ancestor
+    os.symlink("..", tree / "series2" / "up")
+    rels = [r.relative_path for r in iter_files(str(tree), pattern="*.dcm")]
+    assert sorted(rels) == ["series1/B.DCM", "series1/a.dcm", "series2/sub/plan.dcm", "top.dcm"]
+
+
+def test_symlinked_file_and_dir_are_followed_under_link_path(tree: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    shutil.copy(MR, outside / "mr.dcm")
+    os.symlink(outside, tree / "linked")
+    os.symlink(tree / "top.dcm", tree / "alias.dcm")
+    refs = {r.relative_path: r for r in iter_files(str(tree), pattern="*.dcm")}
+    assert refs["linked/mr.dcm"].path == str(tree / "linked" / "mr.dcm")  # not resolved
+    assert refs["linked/mr.dcm"].length == MR.stat().st_size
+    assert refs["alias.dcm"].path == str(tree / "alias.dcm")
+    assert refs["alias.dcm"].length == CT.stat().st_size
+
+
+def test_dangling_symlink_is_skipped(tree: Path, caplog: pytest.LogCaptureFixture) -> None:
+    os.symlink(tree / "gone.dcm", tree / "dangling.dcm")
+    os.symlink("self.dcm", tree / "self.dcm")  # a link to itself (ELOOP)
+    rels = [r.relative_path for r in iter_files(str(tree), pattern="*.dcm")]
+    assert "dangling.dcm" not in rels and "self.dcm" not in rels
+    assert "dangling" in caplog.text
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can list any directory")
+def test_unreadable_directory_becomes_error_row(tree: Path) -> None:
+    locked = tree / "series2"
+    locked.chmod(0)
+    try:
+        refs = list(iter_files(str(tree)))
+    finally:
+        locked.chmod(0o755)
+    errors = [r for r in refs if r.error]
+    assert [r.relative_path for r in errors] == ["series2"]
+    assert str(locked) in errors[0].error  # type: ignore[operator]
+
+
+def test_listing_streams_while_walking(tmp_path: Path) -> None:
+    for d in ("a", "b", "c"):
+        (tmp_path / d).mkdir()
+        shutil.copy(CT, tmp_path / d / "1.dcm")
+    it = iter_files(str(tmp_path))
+    first = next(it)
+    assert first.relative_path == "a/1.dcm"
+    # c/ is listed only when the walk reaches it: a file added now is seen
+    shutil.copy(CT, tmp_path / "c" / "2.dcm")
+    rest = [r.relative_path for r in it]
+    assert rest == ["b/1.dcm", "c/1.dcm", "c/2.dcm"]
+
+
+def test_open_file_local(tree: Path) -> None:
+    ref = next(iter_files(str(tree), pattern="a.dcm"))
+    with open_file(ref) as f:
+        assert f.read() == CT.read_bytes()
+        f.seek(128)
+        assert f.read(4) == b"DICM"
+
+
+def test_open_file_missing_raises_naming_path(tree: Path) -> None:
+    ref = next(iter_files(str(tree), pattern="a.dcm"))
+    os.unlink(ref.path)
+    with pytest.raises(SourceNotFoundError, match=r"a\.dcm"), open_file(ref):
+        pass
+
+
+@pytest.mark.parametrize(
+    ("name", "ext"),
+    [("a.dcm", "dcm"), ("A.DCM", "dcm"), ("t1.nii.gz", "nii.gz"), ("x.tar.gz", "tar.gz"),
+     ("data.gz", "gz"), ("IM0001", ""), ("dir/v1.2/IM", ""), ("trailing.", "")],
+)  # fmt: skip
+def test_extension(name: str, ext: str) -> None:
+    assert extension_of(name) == ext
