@@ -38,7 +38,6 @@ def s3_server() -> Iterator[S3Server]:
 
     Use a unique bucket name per test (the server is shared by the session).
     """
-    pytest.importorskip("moto.server")
     port = _free_port()
     endpoint = f"http://127.0.0.1:{port}"
     env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}

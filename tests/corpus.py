@@ -11,7 +11,7 @@ from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
 
-def testdata(name: str) -> Path:
+def sample_file(name: str) -> Path:
     """Path of one of pydicom's bundled (or pydicom-data's) test files."""
     p = get_testdata_file(name, download=False)
     assert p is not None, f"pydicom test file {name} is not installed"
@@ -20,12 +20,12 @@ def testdata(name: str) -> Path:
 
 def pydicom_folder() -> Path:
     """The folder of pydicom's bundled test files."""
-    return testdata("CT_small.dcm").parent
+    return sample_file("CT_small.dcm").parent
 
 
 def pydicom_data_folder() -> Path:
     """The folder of the pydicom-data package's files."""
-    return testdata("emri_small.dcm").parent
+    return sample_file("emri_small.dcm").parent
 
 
 def readable_dicom_files(folder: Path) -> list[Path]:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pydicom
 import pytest
-from corpus import copy_tree, testdata
+from corpus import copy_tree, sample_file
 
 PIXELS = [sys.executable, "-m", "pixels.cli"]
 
@@ -23,8 +23,8 @@ def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 def table(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("cli")
     data = root / "data"
-    copy_tree([testdata("CT_small.dcm"), testdata("MR_small.dcm"), testdata("rtplan.dcm")], data / "a")
-    (data / "broken.dcm").write_bytes(testdata("CT_small.dcm").read_bytes()[:300])
+    copy_tree([sample_file("CT_small.dcm"), sample_file("MR_small.dcm"), sample_file("rtplan.dcm")], data / "a")
+    (data / "broken.dcm").write_bytes(sample_file("CT_small.dcm").read_bytes()[:300])
     out = run("catalog", str(data), "--table", str(root / "cat"), "--workers", "2", "-q")
     assert "listed 4" in out.stderr and "errors 1" in out.stderr, out.stderr
     assert "broken.dcm" in out.stderr  # the error summary names the file
@@ -49,7 +49,7 @@ def test_sql_csv_json_parquet(table: tuple[Path, Path], tmp_path: Path) -> None:
     _, cat = table
     q = "SELECT SOPInstanceUID, Rows, path_tags FROM object_catalog WHERE Modality = 'CT'"
     csv = run("sql", "--table", str(cat), q, "--format", "csv").stdout.splitlines()
-    ct = pydicom.dcmread(testdata("CT_small.dcm"))
+    ct = pydicom.dcmread(sample_file("CT_small.dcm"))
     assert csv[0] == '"SOPInstanceUID","Rows","path_tags"'
     assert csv[1].startswith(f'"{ct.SOPInstanceUID}",{ct.Rows},')
     js = [json.loads(line) for line in run("sql", "--table", str(cat), q, "--format", "json").stdout.splitlines()]

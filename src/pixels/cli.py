@@ -114,15 +114,17 @@ def catalog_cmd(
     console.print(
         f"listed {stats.listed:,} · unchanged {stats.unchanged:,} · read {stats.processed:,} "
         f"({stats.dicom:,} DICOM) · written {stats.written:,} · errors {stats.errors:,} · "
-        f"{stats.seconds:.1f} s ({stats.files_per_second:,.0f} files/s) -> {cat.table.uri}"
+        f"{stats.seconds:.1f} s ({stats.files_per_second:,.0f} files/s) -> {cat.table.uri}",
+        soft_wrap=True,
     )
     for msg in stats.error_samples[:5]:
-        console.print(f"  [yellow]error:[/yellow] {msg}", highlight=False, markup=False)
+        console.print(f"  error: {msg}", highlight=False, markup=False, soft_wrap=True)
     if stats.errors > 5:
         console.print(
             f"  ... see all with: pixels sql --table {table} "
             "\"SELECT path, error FROM object_catalog WHERE error IS NOT NULL\"",
             markup=False,
+            soft_wrap=True,
         )
 
 

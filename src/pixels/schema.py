@@ -72,7 +72,7 @@ KEY_COLUMNS: tuple[Column, ...] = (
     Column("PatientSex", pa.string(), "(0010,0040) Patient's Sex.", 0x00100040),
     Column("StudyInstanceUID", pa.string(), "(0020,000D) Study Instance UID.", 0x0020000D),
     Column("StudyDate", pa.date32(), "(0008,0020) Study Date; null when absent or not a valid DA.", 0x00080020),
-    Column("StudyTime", pa.time64("us"), "(0008,0030) Study Time; null when absent or not a valid TM.", 0x00080030),
+    Column("StudyTime", pa.string(), "(0008,0030) Study Time as ISO `HH:MM:SS[.ffffff]` (Delta has no time type); null when absent or not a valid TM.", 0x00080030),
     Column("StudyDescription", pa.string(), "(0008,1030) Study Description.", 0x00081030),
     Column("AccessionNumber", pa.string(), "(0008,0050) Accession Number.", 0x00080050),
     Column("SeriesInstanceUID", pa.string(), "(0020,000E) Series Instance UID.", 0x0020000E),

@@ -116,8 +116,7 @@ class CatalogTable:
                 schema=SCHEMA,
                 mode="ignore",
                 name="object_catalog",
-                description="Pixels catalog: one row per file",
-                configuration={"pixels.schemaVersion": str(SCHEMA_VERSION)},
+                description=f"Pixels catalog: one row per file (pixels schema {SCHEMA_VERSION})",
                 storage_options=self.storage_options,
             )
         except CommitFailedError:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from corpus import copy_tree, pydicom_folder, readable_dicom_files, testdata
+from corpus import copy_tree, pydicom_folder, readable_dicom_files, sample_file
 from deltalake import DeltaTable
 
 from pixels import Catalog
@@ -25,8 +25,8 @@ def mixed(tmp_path: Path) -> Path:
     """A folder of real DICOM files, a PNG, a text file, and broken files."""
     root = tmp_path / "data"
     sub = root / "study1" / "series1"
-    copy_tree([testdata(CT), testdata(MR), testdata("JPEG2000.dcm")], sub)
-    copy_tree([testdata("waveform_ecg.dcm")], root / "ecg")
+    copy_tree([sample_file(CT), sample_file(MR), sample_file("JPEG2000.dcm")], sub)
+    copy_tree([sample_file("waveform_ecg.dcm")], root / "ecg")
     png = root / "images" / "pic.png"
     png.parent.mkdir(parents=True)
     # a real PNG written by Pillow-free means: the PNG signature + IHDR from a real encoder
@@ -41,15 +41,15 @@ def mixed(tmp_path: Path) -> Path:
     png.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
     (root / "notes.txt").write_text("not an image")
     (root / "empty.dcm").write_bytes(b"")
-    data = testdata(CT).read_bytes()
+    data = sample_file(CT).read_bytes()
     (root / "truncated.dcm").write_bytes(data[:700])
     (root / ".hidden.dcm").write_bytes(data)
     return root
 
 
 def rows_by_name(cat: Catalog) -> dict[str, dict]:
-    df = cat.sql("SELECT * FROM object_catalog")
-    return {os.path.basename(r["path"]): r for r in df.to_dict("records")}
+    rows = cat.sql_arrow("SELECT * FROM object_catalog").to_pylist()
+    return {os.path.basename(r["path"]): r for r in rows}
 
 
 def test_catalog_values_match_pydicom(mixed: Path, tmp_path: Path) -> None:
@@ -88,9 +88,14 @@ def test_catalog_values_match_pydicom(mixed: Path, tmp_path: Path) -> None:
     assert ct["relative_path"] == f"study1/series1/{CT}"
     assert list(ct["path_tags"]) == ["study1", "series1", CT]
     assert ct["original_path"] is None
-    # the ECG waveform stays out of the JSON
-    assert len(rows["waveform_ecg.dcm"]["meta"]) < 20_000
-    assert "BulkDataURI" in rows["waveform_ecg.dcm"]["meta"]
+    # the ECG waveform (~400 KB of samples) stays out of the JSON: only its annotations are there
+    ecg = json.loads(rows["waveform_ecg.dcm"]["meta"])
+    assert len(rows["waveform_ecg.dcm"]["meta"]) < 100_000
+    waveform = ecg["54000100"]["Value"][0]["54001010"]
+    assert set(waveform) == {"vr", "BulkDataURI"}
+    assert "InlineBinary" not in rows["waveform_ecg.dcm"]["meta"] or all(
+        len(m) <= 1024 for m in _inline_values(ecg)
+    )
 
     assert rows["pic.png"]["file_type"] == "png" and rows["pic.png"]["error"] is None
     assert rows["pic.png"]["meta"] is None
@@ -101,7 +106,9 @@ def test_catalog_values_match_pydicom(mixed: Path, tmp_path: Path) -> None:
 
 def test_every_pydicom_test_file_is_a_row(tmp_path: Path) -> None:
     src = pydicom_folder()
-    files = [p for p in src.iterdir() if p.is_file() and not p.name.startswith(".")]
+    files = [
+        p for p in src.rglob("*") if p.is_file() and not any(part.startswith((".", "__")) for part in p.relative_to(src).parts)
+    ]
     cat = Catalog(tmp_path / "cat")
     stats = cat.catalog(src, workers=2)
     assert stats.listed == len(files) == stats.processed
@@ -111,7 +118,12 @@ def test_every_pydicom_test_file_is_a_row(tmp_path: Path) -> None:
     ok = set(df[df.error.isna() & df.SOPInstanceUID.notna()].path)
     # every file pydicom reads strictly is read without error
     missing = {p for p in readable if p not in ok and pydicom.dcmread(p, stop_before_pixels=True).get("SOPInstanceUID")}
-    assert not missing
+    # pydicom reads these two without complaint; they are cut short, and Pixels says so
+    truncated = {str(src / "MR_truncated.dcm"), str(src / "rtplan_truncated.dcm")}
+    assert missing == truncated
+    errors = dict(zip(df.path, df.error, strict=True))
+    assert "(7FE0,0010)" in errors[str(src / "MR_truncated.dcm")]
+    assert "truncated" in errors[str(src / "rtplan_truncated.dcm")]
 
 
 def test_incremental_rerun_and_changed_file(mixed: Path, tmp_path: Path) -> None:
@@ -125,9 +137,9 @@ def test_incremental_rerun_and_changed_file(mixed: Path, tmp_path: Path) -> None
 
     # change one file (now a different real DICOM), add one
     target = mixed / "study1" / "series1" / CT
-    shutil.copyfile(testdata("rtplan.dcm"), target)
+    shutil.copyfile(sample_file("rtplan.dcm"), target)
     os.utime(target, (time.time() + 5, time.time() + 5))
-    shutil.copyfile(testdata(CT), mixed / "new.dcm")
+    shutil.copyfile(sample_file(CT), mixed / "new.dcm")
     third = cat.catalog(mixed, workers=0)
     assert third.processed == 2 and third.unchanged == 7
     df = cat.sql("SELECT path, Modality, length FROM object_catalog")
@@ -150,20 +162,35 @@ def test_zip_archive_members_cataloged(tmp_path: Path) -> None:
 
     arc = tmp_path / "archive.zip"
     with zipfile.ZipFile(arc, "w", zipfile.ZIP_DEFLATED) as z:
-        z.write(testdata(CT), "patient1/ct/CT_small.dcm")
-        z.write(testdata(MR), "patient1/mr/MR_small.dcm")
-        z.writestr("../escape.dcm", testdata(CT).read_bytes())
+        z.write(sample_file(CT), "patient1/ct/CT_small.dcm")
+        z.write(sample_file(MR), "patient1/mr/MR_small.dcm")
+        z.writestr("../escape.dcm", sample_file(CT).read_bytes())
     cat = Catalog(tmp_path / "cat")
     stats = cat.catalog(arc, workers=0)
     assert stats.listed == 3
-    df = cat.sql("SELECT * FROM object_catalog ORDER BY relative_path").to_dict("records")
+    df = cat.sql_arrow("SELECT * FROM object_catalog ORDER BY relative_path").to_pylist()
     by_rel = {r["relative_path"]: r for r in df}
     ct = by_rel["patient1/ct/CT_small.dcm"]
     assert ct["error"] is None
     assert ct["original_path"] == str(arc)
     assert ct["path"].startswith("zip://patient1/ct/CT_small.dcm::")
     assert ct["local_path"] is None
-    assert ct["SOPInstanceUID"] == pydicom.dcmread(testdata(CT)).SOPInstanceUID
+    assert ct["SOPInstanceUID"] == pydicom.dcmread(sample_file(CT)).SOPInstanceUID
     escape = [r for r in df if "escape" in r["path"]]
     assert len(escape) == 1 and escape[0]["error"] and "escape.dcm" in escape[0]["error"]
     assert escape[0]["meta"] is None
+
+
+def _inline_values(obj: object) -> list[str]:
+    """Every InlineBinary string in a DICOM JSON tree."""
+    out: list[str] = []
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if k == "InlineBinary":
+                out.append(v)
+            else:
+                out.extend(_inline_values(v))
+    elif isinstance(obj, list):
+        for v in obj:
+            out.extend(_inline_values(v))
+    return out

@@ -6,6 +6,7 @@ Pure functions: no process pool, no table, no Spark. Engines call
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -94,7 +95,8 @@ def catalog_record(ref: FileRef, options: RecordOptions | None = None) -> dict[s
                 row["meta"] = header.meta
                 row["forced"] = header.forced
                 for col in KEY_COLUMNS:
-                    row[col.name] = header.keys.get(col.name)
+                    value = header.keys.get(col.name)
+                    row[col.name] = value.isoformat() if isinstance(value, dt.time) else value
             elif ftype not in IMAGE_TYPES:
                 row["error"] = (
                     f"{ref.path}: not a DICOM file (no 'DICM' prefix at byte 128 and no "
