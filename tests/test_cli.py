@@ -10,6 +10,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pydicom
 import pytest
+
 from corpus import copy_tree, sample_file
 
 PIXELS = [sys.executable, "-m", "pixels.cli"]
@@ -23,7 +24,10 @@ def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 def table(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("cli")
     data = root / "data"
-    copy_tree([sample_file("CT_small.dcm"), sample_file("MR_small.dcm"), sample_file("rtplan.dcm")], data / "a")
+    copy_tree(
+        [sample_file("CT_small.dcm"), sample_file("MR_small.dcm"), sample_file("rtplan.dcm")],
+        data / "a",
+    )
     (data / "broken.dcm").write_bytes(sample_file("CT_small.dcm").read_bytes()[:300])
     out = run("catalog", str(data), "--table", str(root / "cat"), "--workers", "2", "-q")
     assert "listed 4" in out.stderr and "errors 1" in out.stderr, out.stderr
@@ -39,7 +43,12 @@ def test_second_run_reads_nothing(table: tuple[Path, Path]) -> None:
 
 def test_sql_table_output(table: tuple[Path, Path]) -> None:
     _, cat = table
-    out = run("sql", "--table", str(cat), "SELECT Modality, count(*) AS n FROM object_catalog GROUP BY 1 ORDER BY 1")
+    out = run(
+        "sql",
+        "--table",
+        str(cat),
+        "SELECT Modality, count(*) AS n FROM object_catalog GROUP BY 1 ORDER BY 1",
+    )
     for modality in ("CT", "MR", "RTPLAN"):
         assert modality in out.stdout
     assert "(4 rows)" in out.stdout
@@ -52,8 +61,13 @@ def test_sql_csv_json_parquet(table: tuple[Path, Path], tmp_path: Path) -> None:
     ct = pydicom.dcmread(sample_file("CT_small.dcm"))
     assert csv[0] == '"SOPInstanceUID","Rows","path_tags"'
     assert csv[1].startswith(f'"{ct.SOPInstanceUID}",{ct.Rows},')
-    js = [json.loads(line) for line in run("sql", "--table", str(cat), q, "--format", "json").stdout.splitlines()]
-    assert js == [{"SOPInstanceUID": ct.SOPInstanceUID, "Rows": ct.Rows, "path_tags": '["a", "CT_small.dcm"]'}]
+    js = [
+        json.loads(line)
+        for line in run("sql", "--table", str(cat), q, "--format", "json").stdout.splitlines()
+    ]
+    assert js == [
+        {"SOPInstanceUID": ct.SOPInstanceUID, "Rows": ct.Rows, "path_tags": '["a", "CT_small.dcm"]'}
+    ]
     out = tmp_path / "r.parquet"
     run("sql", "--table", str(cat), q, "--format", "parquet", "--output", str(out))
     t = pq.read_table(out)
@@ -89,4 +103,6 @@ def test_readme_column_table_is_generated_from_schema() -> None:
     from pixels.schema import markdown_table
 
     readme = (Path(__file__).parent.parent / "README.md").read_text()
-    assert markdown_table() in readme, "README column table is stale: run `pixels schema --markdown`"
+    assert markdown_table() in readme, (
+        "README column table is stale: run `pixels schema --markdown`"
+    )

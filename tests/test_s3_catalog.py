@@ -10,8 +10,8 @@ import zipfile
 from typing import Any
 
 import pydicom
-from corpus import sample_file
 
+from corpus import sample_file
 from pixels import Catalog
 
 
@@ -32,12 +32,32 @@ def test_catalog_s3_prefix_end_to_end(s3_server: Any, tmp_path: Any) -> None:
     fs.pipe(f"{bucket}/elsewhere/x.dcm", ct.read_bytes())
 
     table = tmp_path / "cat"
-    opts = ["-o", f"endpoint_url={s3_server.endpoint_url}", "-o", "key=testing", "-o", "secret=testing"]
-    cmd = [sys.executable, "-m", "pixels.cli", "catalog", f"s3://{bucket}/data", "--table", str(table), "-q", *opts]
+    opts = [
+        "-o",
+        f"endpoint_url={s3_server.endpoint_url}",
+        "-o",
+        "key=testing",
+        "-o",
+        "secret=testing",
+    ]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pixels.cli",
+        "catalog",
+        f"s3://{bucket}/data",
+        "--table",
+        str(table),
+        "-q",
+        *opts,
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True)
     assert "listed 4" in out.stderr and "errors 1" in out.stderr, out.stderr
 
-    rows = {r["relative_path"]: r for r in Catalog(table).sql_arrow("SELECT * FROM object_catalog").to_pylist()}
+    rows = {
+        r["relative_path"]: r
+        for r in Catalog(table).sql_arrow("SELECT * FROM object_catalog").to_pylist()
+    }
     assert set(rows) == {"p1/ct.dcm", "p1/mr.dcm", "p2/archive.zip/inner/ct.dcm", "p2/bad.dcm"}
     assert rows["p1/ct.dcm"]["path"] == f"s3://{bucket}/data/p1/ct.dcm"
     assert rows["p1/ct.dcm"]["local_path"] is None
@@ -47,7 +67,10 @@ def test_catalog_s3_prefix_end_to_end(s3_server: Any, tmp_path: Any) -> None:
     member = rows["p2/archive.zip/inner/ct.dcm"]
     assert member["original_path"] == f"s3://{bucket}/data/p2/archive.zip"
     assert member["error"] is None and member["Modality"] == "CT"
-    assert rows["p2/bad.dcm"]["error"] and f"s3://{bucket}/data/p2/bad.dcm" in rows["p2/bad.dcm"]["error"]
+    assert (
+        rows["p2/bad.dcm"]["error"]
+        and f"s3://{bucket}/data/p2/bad.dcm" in rows["p2/bad.dcm"]["error"]
+    )
 
     # incremental: nothing new, then one new key
     out = subprocess.run(cmd, capture_output=True, text=True, check=True)

@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
-from corpus import copy_with_new_uids, sample_file, tree_files
 from deltalake import DeltaTable
 
+from corpus import copy_with_new_uids, sample_file, tree_files
 from pixels import Catalog
 from pixels.table import CatalogTable
 
@@ -33,11 +33,24 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.slow
-def test_kill_9_then_resume_loses_nothing_and_duplicates_nothing(corpus: Path, tmp_path: Path) -> None:
+def test_kill_9_then_resume_loses_nothing_and_duplicates_nothing(
+    corpus: Path, tmp_path: Path
+) -> None:
     files = tree_files(corpus)
     table = tmp_path / "cat"
     proc = subprocess.Popen(
-        [*PIXELS, "catalog", str(corpus), "--table", str(table), "--workers", "1", "--commit-rows", "60", "-q"],
+        [
+            *PIXELS,
+            "catalog",
+            str(corpus),
+            "--table",
+            str(table),
+            "--workers",
+            "1",
+            "--commit-rows",
+            "60",
+            "-q",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         start_new_session=True,
@@ -62,7 +75,9 @@ def test_kill_9_then_resume_loses_nothing_and_duplicates_nothing(corpus: Path, t
 
     out = subprocess.run(
         [*PIXELS, "catalog", str(corpus), "--table", str(table), "--workers", "2", "-q"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert f"unchanged {before:,}" in out.stderr, out.stderr
     n, d = count_distinct(table)
@@ -75,8 +90,22 @@ def test_kill_9_then_resume_loses_nothing_and_duplicates_nothing(corpus: Path, t
 def test_concurrent_runs_into_one_table(corpus: Path, tmp_path: Path) -> None:
     files = tree_files(corpus)
     table = tmp_path / "cat"
-    cmd = [*PIXELS, "catalog", str(corpus), "--table", str(table), "--workers", "1", "--commit-rows", "100", "-q"]
-    procs = [subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    cmd = [
+        *PIXELS,
+        "catalog",
+        str(corpus),
+        "--table",
+        str(table),
+        "--workers",
+        "1",
+        "--commit-rows",
+        "100",
+        "-q",
+    ]
+    procs = [
+        subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
     for p in procs:
         _, err = p.communicate(timeout=300)
         assert p.returncode == 0, err

@@ -33,7 +33,12 @@ class Catalog:
     >>> cat.sql("SELECT Modality, count(*) n FROM object_catalog GROUP BY 1")  # doctest: +SKIP
     """
 
-    def __init__(self, table: str | os.PathLike[str] = "./catalog", *, storage_options: dict[str, str] | None = None):
+    def __init__(
+        self,
+        table: str | os.PathLike[str] = "./catalog",
+        *,
+        storage_options: dict[str, str] | None = None,
+    ):
         self.table = CatalogTable(table, storage_options=storage_options)
 
     def __repr__(self) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -19,7 +20,9 @@ def _storage_options(pairs: tuple[str, ...]) -> dict[str, Any] | None:
     out: dict[str, Any] = {}
     for pair in pairs:
         if "=" not in pair:
-            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--storage-option")
+            raise click.BadParameter(
+                f"expected KEY=VALUE, got {pair!r}", param_hint="--storage-option"
+            )
         key, value = pair.split("=", 1)
         val: Any = value
         if value.lower() in ("true", "false"):
@@ -36,16 +39,36 @@ def main() -> None:
 
 @main.command("catalog")
 @click.argument("source")
-@click.option("--table", "-t", default=DEFAULT_TABLE, show_default=True, help="Delta table folder or URL.")
-@click.option("--workers", "-w", type=int, default=None, help="Worker processes [default: CPUs; 0 = in-process].")
+@click.option(
+    "--table", "-t", default=DEFAULT_TABLE, show_default=True, help="Delta table folder or URL."
+)
+@click.option(
+    "--workers",
+    "-w",
+    type=int,
+    default=None,
+    help="Worker processes [default: CPUs; 0 = in-process].",
+)
 @click.option("--pattern", "-p", default=None, help="Glob on file names, e.g. '*.dcm'.")
 @click.option("--no-recursive", is_flag=True, help="Do not descend into sub-folders.")
 @click.option("--no-archives", is_flag=True, help="Do not expand zip archives found in SOURCE.")
-@click.option("--extract-dir", default=None, help="Extract zip members here instead of reading them in memory.")
-@click.option("--retry-errors", is_flag=True, help="Read again unchanged files whose row has an error.")
-@click.option("--commit-rows", type=int, default=5000, show_default=True, help="Rows per Delta commit.")
 @click.option(
-    "--storage-option", "-o", "storage_option", multiple=True, metavar="KEY=VALUE",
+    "--extract-dir",
+    default=None,
+    help="Extract zip members here instead of reading them in memory.",
+)
+@click.option(
+    "--retry-errors", is_flag=True, help="Read again unchanged files whose row has an error."
+)
+@click.option(
+    "--commit-rows", type=int, default=5000, show_default=True, help="Rows per Delta commit."
+)
+@click.option(
+    "--storage-option",
+    "-o",
+    "storage_option",
+    multiple=True,
+    metavar="KEY=VALUE",
     help="fsspec option for SOURCE (repeatable), e.g. endpoint_url=http://127.0.0.1:9000.",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
@@ -76,7 +99,9 @@ def catalog_cmd(
         TextColumn("[bold]cataloging"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("read · {task.fields[unchanged]} unchanged · {task.fields[errors]} errors · {task.fields[rate]}"),
+        TextColumn(
+            "read · {task.fields[unchanged]} unchanged · {task.fields[errors]} errors · {task.fields[rate]}"
+        ),
         TimeElapsedColumn(),
         console=console,
         disable=quiet,
@@ -122,7 +147,7 @@ def catalog_cmd(
     if stats.errors > 5:
         console.print(
             f"  ... see all with: pixels sql --table {table} "
-            "\"SELECT path, error FROM object_catalog WHERE error IS NOT NULL\"",
+            '"SELECT path, error FROM object_catalog WHERE error IS NOT NULL"',
             markup=False,
             soft_wrap=True,
         )
@@ -130,13 +155,22 @@ def catalog_cmd(
 
 @main.command("sql")
 @click.argument("query")
-@click.option("--table", "-t", default=DEFAULT_TABLE, show_default=True, help="Delta table folder or URL.")
 @click.option(
-    "--format", "-f", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]), default="table",
-    show_default=True, help="Output format (json = one object per line).",
+    "--table", "-t", default=DEFAULT_TABLE, show_default=True, help="Delta table folder or URL."
+)
+@click.option(
+    "--format",
+    "-f",
+    "fmt",
+    type=click.Choice(["table", "csv", "json", "parquet"]),
+    default="table",
+    show_default=True,
+    help="Output format (json = one object per line).",
 )
 @click.option("--output", "-O", default=None, help="Write to this file instead of standard output.")
-@click.option("--max-rows", type=int, default=100, show_default=True, help="Rows shown by --format table.")
+@click.option(
+    "--max-rows", type=int, default=100, show_default=True, help="Rows shown by --format table."
+)
 def sql_cmd(query: str, table: str, fmt: str, output: str | None, max_rows: int) -> None:
     """Run a DuckDB QUERY over the view object_catalog."""
     from pixels.catalog import Catalog
@@ -169,24 +203,28 @@ def _write_result(result: Any, fmt: str, output: str | None, max_rows: int) -> N
         _emit(buf.getvalue().decode("utf-8"), output)
         return
     if fmt == "json":
-        lines = [json.dumps(r, default=str, ensure_ascii=False) for r in _printable(result).to_pylist()]
+        lines = [
+            json.dumps(r, default=str, ensure_ascii=False) for r in _printable(result).to_pylist()
+        ]
         _emit("\n".join(lines) + ("\n" if lines else ""), output)
         return
     from rich.console import Console
     from rich.table import Table
 
-    console = Console(file=open(output, "w") if output else None, width=None if output is None else 200)  # noqa: SIM115
-    t = Table(show_lines=False)
-    for name in result.column_names:
-        t.add_column(name, overflow="fold")
-    shown = result.slice(0, max_rows).to_pylist()
-    for row in shown:
-        t.add_row(*(_cell(v) for v in row.values()))
-    console.print(t)
-    if result.num_rows > max_rows:
-        console.print(f"({result.num_rows:,} rows, first {max_rows} shown; use --max-rows or --format csv)")
-    else:
-        console.print(f"({result.num_rows:,} rows)")
+    with open(output, "w", encoding="utf-8") if output else contextlib.nullcontext(None) as fh:
+        console = Console(file=fh, width=200 if output else None)
+        t = Table(show_lines=False)
+        for name in result.column_names:
+            t.add_column(name, overflow="fold")
+        for row in result.slice(0, max_rows).to_pylist():
+            t.add_row(*(_cell(v) for v in row.values()))
+        console.print(t)
+        if result.num_rows > max_rows:
+            console.print(
+                f"({result.num_rows:,} rows, first {max_rows} shown; use --max-rows or --format csv)"
+            )
+        else:
+            console.print(f"({result.num_rows:,} rows)")
 
 
 def _printable(result: Any) -> Any:
@@ -201,7 +239,9 @@ def _printable(result: Any) -> Any:
             col = pc.binary_length(col).cast(pa.string())  # lengths, not raw bytes
             name = f"{name}_bytes"
         elif pa.types.is_list(col.type) or pa.types.is_struct(col.type):
-            col = pa.array([json.dumps(v, default=str) if v is not None else None for v in col.to_pylist()])
+            col = pa.array(
+                [json.dumps(v, default=str) if v is not None else None for v in col.to_pylist()]
+            )
         cols.append((name, col))
     return pa.table(dict(cols))
 
@@ -224,7 +264,9 @@ def _emit(text: str, output: str | None) -> None:
 
 
 @main.command("optimize")
-@click.option("--table", "-t", default=DEFAULT_TABLE, show_default=True, help="Delta table folder or URL.")
+@click.option(
+    "--table", "-t", default=DEFAULT_TABLE, show_default=True, help="Delta table folder or URL."
+)
 def optimize_cmd(table: str) -> None:
     """Compact the table's small files and vacuum replaced ones."""
     from pixels.catalog import Catalog
@@ -243,7 +285,13 @@ def schema_cmd(markdown: bool) -> None:
 
 
 @main.command("demo")
-@click.option("--table", "-t", default="./sample-catalog", show_default=True, help="Where to write the demo table.")
+@click.option(
+    "--table",
+    "-t",
+    default="./sample-catalog",
+    show_default=True,
+    help="Where to write the demo table.",
+)
 @click.option("--workers", "-w", type=int, default=None, help="Worker processes.")
 def demo_cmd(table: str, workers: int | None) -> None:
     """Catalog the real DICOM files bundled with pydicom (and pydicom-data if installed)."""
@@ -259,11 +307,24 @@ def demo_cmd(table: str, workers: int | None) -> None:
     ctx = click.get_current_context()
     for folder in folders:
         click.echo(f"$ pixels catalog {folder} --table {table}", err=True)
-        ctx.invoke(catalog_cmd, source=folder, table=table, workers=workers, pattern=None, no_recursive=False,
-                   no_archives=False, extract_dir=None, retry_errors=False, commit_rows=5000,
-                   storage_option=(), quiet=False)
-    q = ("SELECT Modality, count(*) AS files, count(DISTINCT StudyInstanceUID) AS studies, "
-         "count(error) AS errors FROM object_catalog GROUP BY 1 ORDER BY files DESC")
+        ctx.invoke(
+            catalog_cmd,
+            source=folder,
+            table=table,
+            workers=workers,
+            pattern=None,
+            no_recursive=False,
+            no_archives=False,
+            extract_dir=None,
+            retry_errors=False,
+            commit_rows=5000,
+            storage_option=(),
+            quiet=False,
+        )
+    q = (
+        "SELECT Modality, count(*) AS files, count(DISTINCT StudyInstanceUID) AS studies, "
+        "count(error) AS errors FROM object_catalog GROUP BY 1 ORDER BY files DESC"
+    )
     click.echo(f'\n$ pixels sql --table {table} "{q}"', err=True)
     ctx.invoke(sql_cmd, query=q, table=table, fmt="table", output=None, max_rows=100)
 

@@ -47,32 +47,74 @@ TIMESTAMP = pa.timestamp("us", tz="UTC")
 
 #: Columns that describe the file itself (known before it is read).
 FILE_COLUMNS: tuple[Column, ...] = (
-    Column("path", pa.string(), "Absolute path or URL of the file; zip members as `zip://member::archive`."),
+    Column(
+        "path",
+        pa.string(),
+        "Absolute path or URL of the file; zip members as `zip://member::archive`.",
+    ),
     Column("modificationTime", TIMESTAMP, "Last modification time of the file (UTC)."),
     Column("length", pa.int64(), "File size in bytes (zip member: uncompressed size)."),
     Column("relative_path", pa.string(), "Path relative to the cataloged root, `/`-separated."),
-    Column("local_path", pa.string(), "Path on local disk holding the bytes, null for URLs and in-memory zip members."),
+    Column(
+        "local_path",
+        pa.string(),
+        "Path on local disk holding the bytes, null for URLs and in-memory zip members.",
+    ),
     Column("extension", pa.string(), "Lower-case file extension without the dot."),
-    Column("path_tags", pa.list_(pa.string()), "`relative_path` split on `/`: folders and file name."),
+    Column(
+        "path_tags", pa.list_(pa.string()), "`relative_path` split on `/`: folders and file name."
+    ),
     Column("original_path", pa.string(), "The archive a member came from; null for plain files."),
-    Column("file_type", pa.string(), "Detected from magic bytes: dicom, png, jpeg, tiff, nifti, zip, gzip, unknown."),
+    Column(
+        "file_type",
+        pa.string(),
+        "Detected from magic bytes: dicom, png, jpeg, tiff, nifti, zip, gzip, unknown.",
+    ),
 )
 
 #: Columns produced by reading the DICOM header.
 DICOM_COLUMNS: tuple[Column, ...] = (
-    Column("meta", pa.string(), "DICOM JSON model (PS3.18 F.2) of the header, bulk data as BulkDataURI."),
-    Column("forced", pa.bool_(), "True when the file had no preamble/`DICM` prefix and was read with force."),
+    Column(
+        "meta",
+        pa.string(),
+        "DICOM JSON model (PS3.18 F.2) of the header, bulk data as BulkDataURI.",
+    ),
+    Column(
+        "forced",
+        pa.bool_(),
+        "True when the file had no preamble/`DICM` prefix and was read with force.",
+    ),
 )
 
 #: Typed key columns, named by DICOM keyword; values come from the header.
 KEY_COLUMNS: tuple[Column, ...] = (
     Column("PatientID", pa.string(), "(0010,0020) Patient ID.", 0x00100020),
-    Column("PatientName", pa.string(), "(0010,0010) Patient's Name as written (`Family^Given=Ideographic`).", 0x00100010),
-    Column("PatientBirthDate", pa.date32(), "(0010,0030) Patient's Birth Date; null when absent or not a valid DA.", 0x00100030),
+    Column(
+        "PatientName",
+        pa.string(),
+        "(0010,0010) Patient's Name as written (`Family^Given=Ideographic`).",
+        0x00100010,
+    ),
+    Column(
+        "PatientBirthDate",
+        pa.date32(),
+        "(0010,0030) Patient's Birth Date; null when absent or not a valid DA.",
+        0x00100030,
+    ),
     Column("PatientSex", pa.string(), "(0010,0040) Patient's Sex.", 0x00100040),
     Column("StudyInstanceUID", pa.string(), "(0020,000D) Study Instance UID.", 0x0020000D),
-    Column("StudyDate", pa.date32(), "(0008,0020) Study Date; null when absent or not a valid DA.", 0x00080020),
-    Column("StudyTime", pa.string(), "(0008,0030) Study Time as ISO `HH:MM:SS[.ffffff]` (Delta has no time type); null when absent or not a valid TM.", 0x00080030),
+    Column(
+        "StudyDate",
+        pa.date32(),
+        "(0008,0020) Study Date; null when absent or not a valid DA.",
+        0x00080020,
+    ),
+    Column(
+        "StudyTime",
+        pa.string(),
+        "(0008,0030) Study Time as ISO `HH:MM:SS[.ffffff]` (Delta has no time type); null when absent or not a valid TM.",
+        0x00080030,
+    ),
     Column("StudyDescription", pa.string(), "(0008,1030) Study Description.", 0x00081030),
     Column("AccessionNumber", pa.string(), "(0008,0050) Accession Number.", 0x00080050),
     Column("SeriesInstanceUID", pa.string(), "(0020,000E) Series Instance UID.", 0x0020000E),
@@ -85,23 +127,41 @@ KEY_COLUMNS: tuple[Column, ...] = (
     Column("InstanceNumber", pa.int64(), "(0020,0013) Instance Number.", 0x00200013),
     Column("Rows", pa.int32(), "(0028,0010) Rows.", 0x00280010),
     Column("Columns", pa.int32(), "(0028,0011) Columns.", 0x00280011),
-    Column("NumberOfFrames", pa.int32(), "(0028,0008) Number of Frames (null when absent).", 0x00280008),
+    Column(
+        "NumberOfFrames", pa.int32(), "(0028,0008) Number of Frames (null when absent).", 0x00280008
+    ),
     Column("BitsAllocated", pa.int32(), "(0028,0100) Bits Allocated.", 0x00280100),
-    Column("PhotometricInterpretation", pa.string(), "(0028,0004) Photometric Interpretation.", 0x00280004),
-    Column("TransferSyntaxUID", pa.string(), "(0002,0010) Transfer Syntax UID from the file meta (or as read).", 0x00020010),
+    Column(
+        "PhotometricInterpretation",
+        pa.string(),
+        "(0028,0004) Photometric Interpretation.",
+        0x00280004,
+    ),
+    Column(
+        "TransferSyntaxUID",
+        pa.string(),
+        "(0002,0010) Transfer Syntax UID from the file meta (or as read).",
+        0x00020010,
+    ),
     Column("Manufacturer", pa.string(), "(0008,0070) Manufacturer.", 0x00080070),
 )
 
 #: Bookkeeping columns.
 STATUS_COLUMNS: tuple[Column, ...] = (
-    Column("error", pa.string(), "Why the file could not be read (names the file and, where known, the tag); null when fine."),
+    Column(
+        "error",
+        pa.string(),
+        "Why the file could not be read (names the file and, where known, the tag); null when fine.",
+    ),
     Column("cataloged_at", TIMESTAMP, "When this row was written."),
 )
 
 COLUMNS: tuple[Column, ...] = FILE_COLUMNS + DICOM_COLUMNS + KEY_COLUMNS + STATUS_COLUMNS
 
 #: The Arrow schema of the catalog table.
-SCHEMA: pa.Schema = pa.schema([pa.field(c.name, c.type, nullable=c.name != "path") for c in COLUMNS])
+SCHEMA: pa.Schema = pa.schema(
+    [pa.field(c.name, c.type, nullable=c.name != "path") for c in COLUMNS]
+)
 
 #: Key columns by DICOM tag.
 KEY_TAGS: dict[int, Column] = {c.tag: c for c in KEY_COLUMNS if c.tag is not None}

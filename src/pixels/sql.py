@@ -18,7 +18,9 @@ from pixels.schema import SCHEMA, VIEW_NAME
 from pixels.table import CatalogTable
 
 
-def connect(table: CatalogTable, con: duckdb.DuckDBPyConnection | None = None) -> duckdb.DuckDBPyConnection:
+def connect(
+    table: CatalogTable, con: duckdb.DuckDBPyConnection | None = None
+) -> duckdb.DuckDBPyConnection:
     """Return a DuckDB connection with the view ``object_catalog`` over ``table``.
 
     The view is pinned to the table version current at this call.
@@ -60,7 +62,10 @@ def query(table: CatalogTable, sql: str, params: list[Any] | None = None) -> pa.
     """
     con = connect(table)
     try:
-        return con.execute(sql, params or []).to_arrow_table()
+        rel = con.sql(sql, params=params or None)
+        if rel is None:  # a statement that returns nothing (SET, CREATE ...)
+            return pa.table({})
+        return rel.to_arrow_table()
     except duckdb.Error as e:
         raise QueryError(str(e)) from e
     finally:

@@ -158,10 +158,10 @@ class CatalogTable:
         try:
             con.register("wanted", paths_tbl)
             con.execute("SET TimeZone='UTC'")
-            rel = con.execute(
+            rel = con.sql(
                 "SELECT t.path, t.length, t.modificationTime, t.error IS NOT NULL AS has_error "
                 "FROM read_parquet(?, union_by_name=true) t SEMI JOIN wanted w ON t.path = w.path",
-                [uris],
+                params=[uris],
             )
             return rel.to_arrow_table().cast(empty.schema)
         finally:
@@ -213,7 +213,9 @@ class CatalogTable:
                     return self._append_locked(table, set(replace))
             except CommitFailedError as e:
                 if attempt == _RETRIES - 1:
-                    raise TableError(f"commit failed after {_RETRIES} attempts: {e}", self.uri) from e
+                    raise TableError(
+                        f"commit failed after {_RETRIES} attempts: {e}", self.uri
+                    ) from e
                 time.sleep(min(2.0, 0.05 * 2**attempt) * (0.5 + random.random()))
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -229,7 +231,13 @@ class CatalogTable:
         if replace:
             predicate = "path IN (" + ", ".join(sql_string(p) for p in replace) + ")"
             rows = table.filter(pc.is_in(table["path"], pa.array(replace)))
-            write_deltalake(dt, rows, mode="overwrite", predicate=predicate, storage_options=self.storage_options)
+            write_deltalake(
+                dt,
+                rows,
+                mode="overwrite",
+                predicate=predicate,
+                storage_options=self.storage_options,
+            )
             dt.update_incremental()
             table = table.filter(pc.invert(pc.is_in(table["path"], pa.array(replace))))
         if table.num_rows:

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from corpus import copy_tree, pydicom_folder, readable_dicom_files, sample_file
 from deltalake import DeltaTable
 
+from corpus import copy_tree, pydicom_folder, readable_dicom_files, sample_file
 from pixels import Catalog
 
 CT = "CT_small.dcm"
@@ -36,9 +36,16 @@ def mixed(tmp_path: Path) -> Path:
     ihdr = (4).to_bytes(4, "big") + (1).to_bytes(4, "big") + bytes([8, 0, 0, 0, 0])
 
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+        return (
+            len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+        )
 
-    png.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    png.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
     (root / "notes.txt").write_text("not an image")
     (root / "empty.dcm").write_bytes(b"")
     data = sample_file(CT).read_bytes()
@@ -57,7 +64,16 @@ def test_catalog_values_match_pydicom(mixed: Path, tmp_path: Path) -> None:
     stats = cat.catalog(mixed, workers=2)
     rows = rows_by_name(cat)
     assert ".hidden.dcm" not in rows
-    assert set(rows) == {CT, MR, "JPEG2000.dcm", "waveform_ecg.dcm", "pic.png", "notes.txt", "empty.dcm", "truncated.dcm"}
+    assert set(rows) == {
+        CT,
+        MR,
+        "JPEG2000.dcm",
+        "waveform_ecg.dcm",
+        "pic.png",
+        "notes.txt",
+        "empty.dcm",
+        "truncated.dcm",
+    }
     assert stats.listed == 8 and stats.processed == 8 and stats.written == 8
     assert stats.errors == 3  # notes.txt, empty.dcm, truncated.dcm
 
@@ -107,7 +123,10 @@ def test_catalog_values_match_pydicom(mixed: Path, tmp_path: Path) -> None:
 def test_every_pydicom_test_file_is_a_row(tmp_path: Path) -> None:
     src = pydicom_folder()
     files = [
-        p for p in src.rglob("*") if p.is_file() and not any(part.startswith((".", "__")) for part in p.relative_to(src).parts)
+        p
+        for p in src.rglob("*")
+        if p.is_file()
+        and not any(part.startswith((".", "__")) for part in p.relative_to(src).parts)
     ]
     cat = Catalog(tmp_path / "cat")
     stats = cat.catalog(src, workers=2)
@@ -117,13 +136,21 @@ def test_every_pydicom_test_file_is_a_row(tmp_path: Path) -> None:
     readable = {str(p) for p in readable_dicom_files(src)}
     ok = set(df[df.error.isna() & df.SOPInstanceUID.notna()].path)
     # every file pydicom reads strictly is read without error
-    missing = {p for p in readable if p not in ok and pydicom.dcmread(p, stop_before_pixels=True).get("SOPInstanceUID")}
+    missing = {
+        p
+        for p in readable
+        if p not in ok and pydicom.dcmread(p, stop_before_pixels=True).get("SOPInstanceUID")
+    }
     # pydicom reads these two without complaint; they are cut short, and Pixels says so
     truncated = {str(src / "MR_truncated.dcm"), str(src / "rtplan_truncated.dcm")}
     assert missing == truncated
-    errors = dict(zip(df.path, df.error, strict=True))
-    assert "(7FE0,0010)" in errors[str(src / "MR_truncated.dcm")]
-    assert "truncated" in errors[str(src / "rtplan_truncated.dcm")]
+    rows = {r["path"]: r for r in cat.sql_arrow("SELECT * FROM object_catalog").to_pylist()}
+    for p in truncated:
+        assert "truncated" in rows[p]["error"]
+    # the header of MR_truncated is whole: it is kept with the error about its pixel data
+    mr = rows[str(src / "MR_truncated.dcm")]
+    assert "(7FE0,0010)" in mr["error"] and mr["SOPInstanceUID"] and mr["meta"]
+    assert rows[str(src / "rtplan_truncated.dcm")]["meta"] is None
 
 
 def test_incremental_rerun_and_changed_file(mixed: Path, tmp_path: Path) -> None:
@@ -132,7 +159,9 @@ def test_incremental_rerun_and_changed_file(mixed: Path, tmp_path: Path) -> None
     assert first.processed == 8
     v1 = DeltaTable(str(tmp_path / "cat")).version()
     again = cat.catalog(mixed, workers=0)
-    assert again.listed == 8 and again.processed == 0 and again.unchanged == 8 and again.written == 0
+    assert (
+        again.listed == 8 and again.processed == 0 and again.unchanged == 8 and again.written == 0
+    )
     assert DeltaTable(str(tmp_path / "cat")).version() == v1  # nothing committed
 
     # change one file (now a different real DICOM), add one

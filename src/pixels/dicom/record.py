@@ -94,6 +94,8 @@ def catalog_record(ref: FileRef, options: RecordOptions | None = None) -> dict[s
                 header = read_header(fp, path=ref.path, bulk_threshold=opts.bulk_threshold)
                 row["meta"] = header.meta
                 row["forced"] = header.forced
+                if header.problem:
+                    row["error"] = f"{ref.path}: {header.problem}"
                 for col in KEY_COLUMNS:
                     value = header.keys.get(col.name)
                     row[col.name] = value.isoformat() if isinstance(value, dt.time) else value

@@ -71,7 +71,9 @@ class CatalogStats:
 ProgressCallback = Callable[[CatalogStats], None]
 
 
-def _chunks(items: Iterable[tuple[FileRef, bool]], size: int) -> Iterator[list[tuple[FileRef, bool]]]:
+def _chunks(
+    items: Iterable[tuple[FileRef, bool]], size: int
+) -> Iterator[list[tuple[FileRef, bool]]]:
     buf: list[tuple[FileRef, bool]] = []
     for item in items:
         buf.append(item)
@@ -237,7 +239,9 @@ def run_catalog(
             with ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx) as pool:
                 for chunk in _chunks(todo_refs, chunk_files):
                     refs = [r for r, _ in chunk]
-                    inflight.append((pool.submit(_work, refs, opts), {r.path for r, c in chunk if c}, len(refs)))
+                    inflight.append(
+                        (pool.submit(_work, refs, opts), {r.path for r, c in chunk if c}, len(refs))
+                    )
                     while len(inflight) >= max_inflight or (inflight and inflight[0][0].done()):
                         fut, changed, _ = inflight.popleft()
                         take(fut.result(), changed)

@@ -1,0 +1,398 @@
+"""Read a DICOM header once: its DICOM JSON model and the typed key columns.
+
+This is the hot path of the catalog. :func:`read_header` reads the header with
+``pydicom.dcmread(stop_before_pixels=True)``, encodes it with
+:func:`pixels.dicom.jsonenc.encode_json` (pydicom's JSON, ~7x faster; see that
+module for where it deliberately differs: it never fails a file on one bad
+element), adds the pixel data element pydicom stopped before, and derives the
+typed key columns from the JSON.
+
+Files are refused (:class:`~pixels.errors.DicomReadError`, naming the path and,
+where one is to blame, the tag) when they are empty, hold no data element, are
+not DICOM (no ``DICM`` prefix and a first element that cannot start a dataset),
+or are truncated: a value shorter than its length, pixel data running past the
+end of the file, or 1 to 7 stray bytes after the last element (a cut header,
+which pydicom silently ignores).
+
+Key columns are typed by their DICOM VR: DA -> ``datetime.date``, TM ->
+``datetime.time`` (partial ``HHMM`` and ACR-NEMA ``HH:MM:SS`` accepted, a leap
+second read as 59), IS/US -> ``int`` (first value), others ``str`` with multiple
+values joined by a backslash as written; ``None`` when absent or invalid.
+
+
+Bulk data
+---------
+A binary value longer than ``(bulk_threshold // 4) * 3`` bytes is replaced by
+``{"BulkDataURI": "bulkdata/<tagpath>?offset=<o>&length=<n>"}`` where
+``<tagpath>`` is the 8-hex-digit tags and item indexes joined by ``/``
+(``bulkdata/54000100/0/54001010``) and ``offset`` is the byte offset of the
+value in the file (absent for deflated files, whose offsets are in the inflated
+stream). Pixel data, where pydicom stops reading, is added by :func:`read_header`
+from the element header found at the stop position:
+``{"vr": "OB"|"OW"|"OF"|"OD", "BulkDataURI": "bulkdata/7FE00010?offset=<o>[&length=<n>]"}``
+(no ``length`` for encapsulated, undefined-length pixel data).
+
+Examples
+--------
+>>> from pydicom.data import get_testdata_file
+>>> with open(get_testdata_file("CT_small.dcm"), "rb") as f:
+...     h = read_header(f, path="CT_small.dcm")
+>>> h.keys["Modality"], h.keys["Rows"]
+('CT', 128)
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import re
+import struct
+import zlib
+from dataclasses import dataclass
+from io import BytesIO
+from typing import Any, BinaryIO
+
+import pydicom
+from pydicom.datadict import dictionary_VR
+from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset
+from pydicom.filereader import read_dataset
+
+from pixels.dicom.jsonenc import _DEFLATED, _UNDEFINED, _Encoder, _tag_str, encode_json
+from pixels.errors import DicomReadError
+from pixels.schema import KEY_COLUMNS
+
+__all__ = ["Header", "encode_json", "parse_da", "parse_tm", "read_header"]
+
+_PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
+_EXPLICIT_32 = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR"}
+_EXPLICIT_32 |= {b"UT", b"UV"}
+_INFERRED_TS = {
+    (True, True): "1.2.840.10008.1.2",
+    (False, True): "1.2.840.10008.1.2.1",
+    (False, False): "1.2.840.10008.1.2.2",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    """What one read of a DICOM header yields.
+
+    Attributes
+    ----------
+    meta : str
+        DICOM JSON model (PS3.18 F.2) of the header as compact JSON, keys sorted by
+        tag, bulk data (including pixel data) as ``BulkDataURI``.
+    keys : dict[str, Any]
+        Every :data:`pixels.schema.KEY_COLUMNS` keyword mapped to its typed value
+        (``str``, ``int``, ``datetime.date``, ``datetime.time``), ``None`` when
+        absent or invalid.
+    forced : bool
+        True when the file had no preamble/``DICM`` prefix and was read with force.
+    transfer_syntax : str or None
+        (0002,0010) from the file meta, or inferred from the encoding when absent.
+    problem : str or None
+        A defect found after the header was read whole (pixel data cut short):
+        the header is good, the file is not. The catalog keeps ``meta`` and
+        reports this in ``error``.
+    """
+
+    meta: str
+    keys: dict[str, Any]
+    forced: bool
+    transfer_syntax: str | None
+    problem: str | None = None
+
+
+# ---------------------------------------------------------------------------
+# pixel data element header
+# ---------------------------------------------------------------------------
+
+
+def _pixel_header(
+    data: bytes, little: bool, implicit: bool
+) -> tuple[int, str | None, int, int] | None:
+    """Parse the pixel data element header at the start of `data`.
+
+    Returns ``(tag, explicit VR or None, value length, header size)`` or None.
+    """
+    if len(data) < 8:
+        return None
+    e = "<" if little else ">"
+    group, elem = struct.unpack(e + "HH", data[:4])
+    tag = group << 16 | elem
+    if tag not in _PIXEL_TAGS:
+        return None
+    raw_vr = data[4:6]
+    if not implicit or (b"AA" <= raw_vr <= b"ZZ" and raw_vr in _EXPLICIT_32):
+        if raw_vr in _EXPLICIT_32:
+            if len(data) < 12:
+                return None
+            return tag, raw_vr.decode(), struct.unpack(e + "L", data[8:12])[0], 12
+        if b"AA" <= raw_vr <= b"ZZ":
+            return tag, raw_vr.decode(), struct.unpack(e + "H", data[6:8])[0], 8
+    return tag, None, struct.unpack(e + "L", data[4:8])[0], 8
+
+
+def _pixel_vr(tag: int, vr: str | None, length: int, implicit: bool, ds: Dataset) -> str:
+    if tag == 0x7FE00008:
+        return "OF"
+    if tag == 0x7FE00009:
+        return "OD"
+    if vr in ("OB", "OW"):
+        return vr
+    if length == _UNDEFINED:
+        return "OB"
+    if implicit:
+        return "OW"
+    bits = ds.get(0x00280100)
+    try:
+        return "OW" if int(bits.value) > 8 else "OB"
+    except Exception:
+        return "OW"
+
+
+def _deflated_stop(fp: BinaryIO, start: int) -> bytes:
+    """Inflate a deflated file's dataset; return the bytes from the pixel data on."""
+    from pydicom.filereader import _read_file_meta_info, read_preamble
+
+    fp.seek(start)
+    read_preamble(fp, False)
+    _read_file_meta_info(fp)
+    inflated = zlib.decompress(fp.read(), -zlib.MAX_WBITS)
+    buf = BytesIO(inflated)
+    read_dataset(buf, False, True, stop_when=lambda tag, vr, length: tag in _PIXEL_TAGS)
+    return inflated[buf.tell() : buf.tell() + 12]
+
+
+# ---------------------------------------------------------------------------
+# key columns
+# ---------------------------------------------------------------------------
+
+_DA = re.compile(r"(\d{4})\.?(\d{2})\.?(\d{2})")
+_TM = re.compile(r"(\d{2})(?::?(\d{2})(?::?(\d{2})(?:\.(\d{1,6}))?)?)?")
+
+
+def parse_da(s: str) -> _dt.date | None:
+    """Parse a DA value (``YYYYMMDD``, or ACR-NEMA ``YYYY.MM.DD``); None when invalid."""
+    m = _DA.fullmatch(s.strip())
+    if m is None:
+        return None
+    try:
+        return _dt.date(int(m[1]), int(m[2]), int(m[3]))
+    except ValueError:
+        return None
+
+
+def parse_tm(s: str) -> _dt.time | None:
+    """Parse a TM value (``HH[MM[SS[.F{1,6}]]]``, ``HH:MM:SS`` too); None when invalid.
+
+    A leap second (``SS == 60``) is read as 59, as pydicom does.
+    """
+    m = _TM.fullmatch(s.strip())
+    if m is None:
+        return None
+    h, mi, sec, frac = m[1], m[2], m[3], m[4]
+    try:
+        return _dt.time(
+            int(h),
+            int(mi or 0),
+            min(int(sec or 0), 59),
+            int((frac or "0").ljust(6, "0")),
+        )
+    except ValueError:
+        return None
+
+
+_PN_KEYS = ("Alphabetic", "Ideographic", "Phonetic")
+
+
+def _as_text(entry: dict[str, Any] | None) -> str | None:
+    if not entry or entry.get("vr") == "UN":
+        return None
+    values = entry.get("Value")
+    if not values:
+        return None
+    parts = []
+    for v in values:
+        if v is None:
+            parts.append("")
+        elif isinstance(v, dict):
+            parts.append(
+                "=".join(v.get(k, "") for k in ("Alphabetic", "Ideographic", "Phonetic") if k in v)
+            )
+        else:
+            parts.append(str(v))
+    return "\\".join(parts)
+
+
+def _first(entry: dict[str, Any] | None) -> Any:
+    if not entry or entry.get("vr") == "UN":
+        return None
+    values = entry.get("Value")
+    return values[0] if values else None
+
+
+def _kind(tag: int) -> str:
+    """How a key column is typed, from its DICOM VR (not its Arrow type)."""
+    if tag == 0x00020010:
+        return "ts"
+    vr = dictionary_VR(tag)
+    if vr in ("DA", "TM"):
+        return vr
+    return "int" if vr in ("IS", "US", "UL", "SS", "SL") else "str"
+
+
+#: (keyword, JSON key, kind) for every key column.
+_KEY_SPECS: tuple[tuple[str, str, str], ...] = tuple(
+    (c.name, f"{c.tag:08X}", _kind(c.tag)) for c in KEY_COLUMNS if c.tag is not None
+)
+
+
+def _keys(js: dict[str, Any], transfer_syntax: str | None) -> dict[str, Any]:
+    keys: dict[str, Any] = {}
+    for name, key, kind in _KEY_SPECS:
+        entry = js.get(key)
+        value: Any = None
+        if kind == "str":
+            value = _as_text(entry)
+        elif kind == "ts":
+            value = transfer_syntax
+        else:
+            v = _first(entry)
+            if kind == "DA":
+                value = parse_da(v) if isinstance(v, str) else None
+            elif kind == "TM":
+                value = parse_tm(v) if isinstance(v, str) else None
+            elif isinstance(v, int) and not isinstance(v, bool):
+                value = v
+        keys[name] = value
+    return keys
+
+
+# ---------------------------------------------------------------------------
+# read_header
+# ---------------------------------------------------------------------------
+
+
+def read_header(fp: BinaryIO, *, path: str, bulk_threshold: int = 1024) -> Header:
+    """Read a DICOM file's header once: its JSON model and key column values.
+
+    Parameters
+    ----------
+    fp : binary file-like
+        Seekable, positioned at the start of the file.
+    path : str
+        Named in error messages.
+    bulk_threshold : int
+        Base64 size above which binary values become ``BulkDataURI``.
+
+    Returns
+    -------
+    Header
+
+    Raises
+    ------
+    DicomReadError
+        Not DICOM, truncated or corrupt; the message names the path and, when an
+        element is to blame, its tag.
+    """
+    try:
+        start = fp.tell()
+        head = fp.read(132)
+        fp.seek(start)
+    except Exception as e:
+        raise DicomReadError(f"cannot read file: {e}", path=path) from e
+    if not head:
+        raise DicomReadError("empty file (0 bytes)", path=path)
+    forced = head[128:132] != b"DICM"
+    try:
+        ds = pydicom.dcmread(fp, stop_before_pixels=True, force=forced)
+    except Exception as e:
+        raise DicomReadError(
+            f"not a readable DICOM file: {type(e).__name__}: {e}", path=path
+        ) from e
+    if forced:
+        _check_forced(ds, path)
+    elif not ds._dict:
+        raise DicomReadError("no data elements after the file meta information", path=path)
+
+    meta = ds.file_meta
+    ts_elem = meta.get(0x00020010) if meta is not None else None
+    transfer_syntax: str | None = None
+    if ts_elem is not None and ts_elem.value:
+        transfer_syntax = str(ts_elem.value).rstrip("\x00 ")
+    try:
+        implicit, little = ds.original_encoding
+    except Exception:
+        implicit, little = False, True
+    if transfer_syntax is None:
+        transfer_syntax = _INFERRED_TS.get((bool(implicit), bool(little)))
+    deflated = transfer_syntax in _DEFLATED
+
+    problem: str | None = None
+    try:
+        js = _Encoder(bulk_threshold, deflated).dataset(ds, "", 0)
+        if deflated:
+            stop = fp.tell()
+            head12 = _deflated_stop(fp, start)
+            fp.seek(stop)
+        else:
+            stop = fp.tell()
+            head12 = fp.read(12)
+        pixel = _pixel_header(head12, bool(little), bool(implicit))
+        if pixel is not None:
+            tag, vr, length, size = pixel
+            if not deflated and length != _UNDEFINED:
+                end = fp.seek(0, 2)
+                if stop + size + length > end:
+                    problem = (
+                        f"truncated: pixel data {_tag_str(tag)} should have {length} bytes, "
+                        f"the file holds {max(end - stop - size, 0)}"
+                    )
+            entry: dict[str, Any] = {"vr": _pixel_vr(tag, vr, length, bool(implicit), ds)}
+            if length:
+                key = f"{tag:08X}"
+                if deflated:
+                    entry["BulkDataURI"] = f"bulkdata/{key}"
+                elif length == _UNDEFINED:
+                    entry["BulkDataURI"] = f"bulkdata/{key}?offset={stop + size}"
+                else:
+                    entry["BulkDataURI"] = f"bulkdata/{key}?offset={stop + size}&length={length}"
+            js[f"{tag:08X}"] = entry
+        elif not deflated:
+            _check_trailing(ds, fp)
+        text = json.dumps(js, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except DicomReadError as e:
+        raise DicomReadError(e.reason, path=path) from e
+    except Exception as e:
+        raise DicomReadError(f"cannot encode header: {type(e).__name__}: {e}", path=path) from e
+    return Header(text, _keys(js, transfer_syntax), forced, transfer_syntax, problem)
+
+
+def _check_trailing(ds: Dataset, fp: BinaryIO) -> None:
+    """Refuse 1 to 7 bytes after the last element: a header cut short (pydicom ignores them)."""
+    elems = list(ds._dict.values())
+    last: Any = elems[-1] if elems else None
+    if type(last) is not RawDataElement or last.length == _UNDEFINED:
+        return
+    end = last.value_tell + last.length
+    extra = fp.seek(0, 2) - end
+    if 0 < extra < 8:
+        raise DicomReadError(
+            f"truncated: {extra} byte(s) after element {_tag_str(last.tag)} "
+            "are not a complete element header"
+        )
+
+
+def _check_forced(ds: Dataset, path: str) -> None:
+    """Reject what a forced read of a non-DICOM file produces."""
+    first = next(iter(ds._dict), None)
+    if first is None:
+        raise DicomReadError("not a DICOM file: no 'DICM' prefix and no data elements", path=path)
+    if first >> 16 not in (0x0002, 0x0004, 0x0008):
+        raise DicomReadError(
+            f"not a DICOM file: no 'DICM' prefix and the first element {_tag_str(first)} "
+            "is not a plausible start of a dataset",
+            path=path,
+        )
