@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import pyarrow as pa
 
 from pixels.dicom.record import RecordOptions
@@ -13,6 +12,9 @@ from pixels.engines.local import CatalogStats, ProgressCallback, run_catalog
 from pixels.sources import ArchiveLimits
 from pixels.sql import query
 from pixels.table import CatalogTable
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 class Catalog:

@@ -140,17 +140,64 @@ def test_dangling_symlink_is_skipped(tree: Path, caplog: pytest.LogCaptureFixtur
     assert "dangling" in caplog.text
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root can list any directory")
-def test_unreadable_directory_becomes_error_row(tree: Path) -> None:
-    locked = tree / "series2"
-    locked.chmod(0)
+_UNREADABLE_PROBE = """
+import json, sys
+from pixels.dicom.record import catalog_record
+from pixels.sources import iter_files
+refs = list(iter_files(sys.argv[1]))
+rows = [catalog_record(r) for r in refs]
+print(json.dumps([[r.relative_path, r.error, row["error"]] for r, row in zip(refs, rows)]))
+"""
+
+
+def _drop_dac_override() -> None:
+    """In the child, before exec: root without CAP_DAC_OVERRIDE / CAP_DAC_READ_SEARCH obeys modes."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_capbset_drop = 24
+    for cap in (1, 2):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
+        if libc.prctl(pr_capbset_drop, cap, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
+def test_unreadable_directory_and_file_become_error_rows() -> None:
+    """Permissions really refuse access (as root, the child drops the capabilities that bypass them)."""
+    import json
+    import subprocess
+    import sys
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="pixels-perm-", dir="/tmp"))
     try:
-        refs = list(iter_files(str(tree)))
+        root.chmod(0o755)
+        (root / "ok").mkdir(mode=0o755)
+        shutil.copy(CT, root / "ok" / "a.dcm")
+        (root / "ok" / "a.dcm").chmod(0o644)
+        (root / "locked").mkdir(mode=0o755)
+        shutil.copy(CT, root / "locked" / "b.dcm")
+        (root / "locked").chmod(0)
+        shutil.copy(CT, root / "secret.dcm")
+        (root / "secret.dcm").chmod(0)
+        out = subprocess.run(
+            [sys.executable, "-c", _UNREADABLE_PROBE, str(root)],
+            capture_output=True,
+            text=True,
+            preexec_fn=_drop_dac_override if os.geteuid() == 0 else None,
+            check=True,
+        )
+        rows = {rel: (list_err, row_err) for rel, list_err, row_err in json.loads(out.stdout)}
     finally:
-        locked.chmod(0o755)
-    errors = [r for r in refs if r.error]
-    assert [r.relative_path for r in errors] == ["series2"]
-    assert str(locked) in errors[0].error  # type: ignore[operator]
+        (root / "locked").chmod(0o755)
+        shutil.rmtree(root)
+    assert set(rows) == {"ok/a.dcm", "locked", "secret.dcm"}
+    assert rows["ok/a.dcm"] == (None, None)
+    assert rows["locked"][0] and str(root / "locked") in rows["locked"][0]
+    assert rows["locked"][1] == rows["locked"][0]
+    assert rows["secret.dcm"][0] is None
+    assert (
+        str(root / "secret.dcm") in rows["secret.dcm"][1] and "ermission" in rows["secret.dcm"][1]
+    )
 
 
 def test_listing_streams_while_walking(tmp_path: Path) -> None:

@@ -139,6 +139,7 @@ def run_catalog(
     retry_errors: bool = False,
     chunk_files: int = 64,
     commit_rows: int = 5000,
+    commit_bytes: int = 64 << 20,
     commit_seconds: float = 30.0,
     progress: ProgressCallback | None = None,
 ) -> CatalogStats:
@@ -160,8 +161,9 @@ def run_catalog(
         Read again files whose row has an error, even when unchanged.
     chunk_files : int
         Files per task sent to a worker.
-    commit_rows, commit_seconds : int, float
-        A commit happens when this many rows are pending or this much time has passed.
+    commit_rows, commit_bytes, commit_seconds : int, int, float
+        A commit happens when this many rows or bytes are pending, or this much
+        time has passed since the last one (bounds memory and lost work).
     progress : callable, optional
         Called with the running :class:`CatalogStats` after every chunk.
 
@@ -197,11 +199,12 @@ def run_catalog(
     writer = _Writer(table, stats)
     pending: list[pa.RecordBatch] = []
     pending_rows = 0
+    pending_bytes = 0
     pending_replace: set[str] = set()
     last_commit = time.monotonic()
 
     def take(batch: pa.RecordBatch, changed: set[str]) -> None:
-        nonlocal pending_rows, last_commit, pending, pending_replace
+        nonlocal pending_rows, pending_bytes, last_commit, pending, pending_replace
         stats.processed += batch.num_rows
         err = batch.column("error")
         n_err = batch.num_rows - err.null_count
@@ -213,11 +216,22 @@ def run_catalog(
         stats.dicom += int(pc.sum(is_dicom).as_py() or 0)
         pending.append(batch)
         pending_rows += batch.num_rows
+        pending_bytes += batch.nbytes
         pending_replace |= changed
         now = time.monotonic()
-        if pending_rows >= commit_rows or now - last_commit >= commit_seconds:
+        if (
+            pending_rows >= commit_rows
+            or pending_bytes >= commit_bytes
+            or now - last_commit >= commit_seconds
+        ):
             writer.put(pending, pending_replace)
-            pending, pending_rows, pending_replace, last_commit = [], 0, set(), now
+            pending, pending_rows, pending_bytes, pending_replace, last_commit = (
+                [],
+                0,
+                0,
+                set(),
+                now,
+            )
         stats.unchanged = stats.listed - stats.processed - in_flight_files()
         if progress:
             progress(stats)
