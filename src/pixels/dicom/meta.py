@@ -5,7 +5,11 @@ This is the hot path of the catalog. :func:`read_header` reads the header with
 :func:`pixels.dicom.jsonenc.encode_json` (pydicom's JSON, ~7x faster; see that
 module for where it deliberately differs: it never fails a file on one bad
 element), adds the pixel data element pydicom stopped before, and derives the
-typed key columns from the JSON.
+typed key columns from the JSON. Files with a preamble and an explicit VR little
+endian dataset (most files: uncompressed explicit VR and every encapsulated
+syntax) are first tried by :func:`pixels.dicom.fastread.parse`, which reads the
+bytes directly, without a pydicom ``Dataset``, to the very same ``Header``; it
+leaves anything unusual to the pydicom path above.
 
 Files are refused (:class:`~pixels.errors.DicomReadError`, naming the path and,
 where one is to blame, the tag) when they are empty, hold no data element, are
@@ -58,6 +62,7 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.filereader import read_dataset
 
+from pixels.dicom.fastread import parse
 from pixels.dicom.jsonenc import _DEFLATED, _UNDEFINED, _Encoder, _tag_str, encode_json
 from pixels.errors import DicomReadError
 from pixels.schema import KEY_COLUMNS
@@ -134,7 +139,7 @@ def _pixel_header(
     return tag, None, struct.unpack(e + "L", data[4:8])[0], 8
 
 
-def _pixel_vr(tag: int, vr: str | None, length: int, implicit: bool, ds: Dataset) -> str:
+def _pixel_vr(tag: int, vr: str | None, length: int, implicit: bool, ds: Dataset | None) -> str:
     if tag == 0x7FE00008:
         return "OF"
     if tag == 0x7FE00009:
@@ -145,11 +150,53 @@ def _pixel_vr(tag: int, vr: str | None, length: int, implicit: bool, ds: Dataset
         return "OB"
     if implicit:
         return "OW"
+    if ds is None:
+        raise ValueError("the pixel data VR depends on (0028,0100)")  # not on the fast path
     bits = ds.get(0x00280100)
     try:
         return "OW" if int(bits.value) > 8 else "OB"
     except Exception:
         return "OW"
+
+
+def _add_pixel(
+    js: dict[str, Any],
+    fp: BinaryIO,
+    stop: int,
+    head12: bytes,
+    little: bool,
+    implicit: bool,
+    deflated: bool,
+    ds: Dataset | None,
+) -> tuple[bool, str | None]:
+    """Add the pixel data element whose header is `head12`, found at `stop`, to `js`.
+
+    Returns (whether there was one, the truncation problem or None). `ds` is
+    only consulted for a pixel data VR read_header must infer from (0028,0100).
+    """
+    pixel = _pixel_header(head12, little, implicit)
+    if pixel is None:
+        return False, None
+    problem: str | None = None
+    tag, vr, length, size = pixel
+    if not deflated and length != _UNDEFINED:
+        end = fp.seek(0, 2)
+        if stop + size + length > end:
+            problem = (
+                f"truncated: pixel data {_tag_str(tag)} should have {length} bytes, "
+                f"the file holds {max(end - stop - size, 0)}"
+            )
+    entry: dict[str, Any] = {"vr": _pixel_vr(tag, vr, length, implicit, ds)}
+    if length:
+        key = f"{tag:08X}"
+        if deflated:
+            entry["BulkDataURI"] = f"bulkdata/{key}"
+        elif length == _UNDEFINED:
+            entry["BulkDataURI"] = f"bulkdata/{key}?offset={stop + size}"
+        else:
+            entry["BulkDataURI"] = f"bulkdata/{key}?offset={stop + size}&length={length}"
+    js[f"{tag:08X}"] = entry
+    return True, problem
 
 
 def _deflated_stop(fp: BinaryIO, start: int) -> bytes:
@@ -275,7 +322,9 @@ def _keys(js: dict[str, Any], transfer_syntax: str | None) -> dict[str, Any]:
 # ---------------------------------------------------------------------------
 
 
-def read_header(fp: BinaryIO, *, path: str, bulk_threshold: int = 1024) -> Header:
+def read_header(
+    fp: BinaryIO, *, path: str, bulk_threshold: int = 1024, fast: bool = True
+) -> Header:
     """Read a DICOM file's header once: its JSON model and key column values.
 
     Parameters
@@ -286,6 +335,9 @@ def read_header(fp: BinaryIO, *, path: str, bulk_threshold: int = 1024) -> Heade
         Named in error messages.
     bulk_threshold : int
         Base64 size above which binary values become ``BulkDataURI``.
+    fast : bool
+        Try :func:`pixels.dicom.fastread.parse` first (the same result, faster);
+        False reads every file with pydicom.
 
     Returns
     -------
@@ -306,6 +358,10 @@ def read_header(fp: BinaryIO, *, path: str, bulk_threshold: int = 1024) -> Heade
     if not head:
         raise DicomReadError("empty file (0 bytes)", path=path)
     forced = head[128:132] != b"DICM"
+    if fast and not forced:
+        parsed = _read_fast(fp, start, path, bulk_threshold)
+        if parsed is not None:
+            return parsed
     try:
         ds = pydicom.dcmread(fp, stop_before_pixels=True, force=forced)
     except Exception as e:
@@ -330,7 +386,6 @@ def read_header(fp: BinaryIO, *, path: str, bulk_threshold: int = 1024) -> Heade
         transfer_syntax = _INFERRED_TS.get((bool(implicit), bool(little)))
     deflated = transfer_syntax in _DEFLATED
 
-    problem: str | None = None
     try:
         js = _Encoder(bulk_threshold, deflated).dataset(ds, "", 0)
         if deflated:
@@ -340,27 +395,10 @@ def read_header(fp: BinaryIO, *, path: str, bulk_threshold: int = 1024) -> Heade
         else:
             stop = fp.tell()
             head12 = fp.read(12)
-        pixel = _pixel_header(head12, bool(little), bool(implicit))
-        if pixel is not None:
-            tag, vr, length, size = pixel
-            if not deflated and length != _UNDEFINED:
-                end = fp.seek(0, 2)
-                if stop + size + length > end:
-                    problem = (
-                        f"truncated: pixel data {_tag_str(tag)} should have {length} bytes, "
-                        f"the file holds {max(end - stop - size, 0)}"
-                    )
-            entry: dict[str, Any] = {"vr": _pixel_vr(tag, vr, length, bool(implicit), ds)}
-            if length:
-                key = f"{tag:08X}"
-                if deflated:
-                    entry["BulkDataURI"] = f"bulkdata/{key}"
-                elif length == _UNDEFINED:
-                    entry["BulkDataURI"] = f"bulkdata/{key}?offset={stop + size}"
-                else:
-                    entry["BulkDataURI"] = f"bulkdata/{key}?offset={stop + size}&length={length}"
-            js[f"{tag:08X}"] = entry
-        elif not deflated:
+        found, problem = _add_pixel(
+            js, fp, stop, head12, bool(little), bool(implicit), deflated, ds
+        )
+        if not found and not deflated:
             _check_trailing(ds, fp)
         text = json.dumps(js, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except DicomReadError as e:
@@ -368,6 +406,25 @@ def read_header(fp: BinaryIO, *, path: str, bulk_threshold: int = 1024) -> Heade
     except Exception as e:
         raise DicomReadError(f"cannot encode header: {type(e).__name__}: {e}", path=path) from e
     return Header(text, _keys(js, transfer_syntax), forced, transfer_syntax, problem)
+
+
+def _read_fast(fp: BinaryIO, start: int, path: str, bulk_threshold: int) -> Header | None:
+    """The fast path: None when the file is left to pydicom (`fp` back at `start`)."""
+    try:
+        parsed = parse(fp, start, bulk_threshold)
+    except Exception as e:  # the file cannot even be rewound
+        raise DicomReadError(f"cannot read file: {type(e).__name__}: {e}", path=path) from e
+    if parsed is None:
+        return None
+    js, transfer_syntax, stop, head12 = parsed
+    try:
+        problem = None
+        if stop is not None:
+            problem = _add_pixel(js, fp, stop, head12, True, False, False, None)[1]
+        text = json.dumps(js, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except Exception as e:
+        raise DicomReadError(f"cannot encode header: {type(e).__name__}: {e}", path=path) from e
+    return Header(text, _keys(js, transfer_syntax), False, transfer_syntax, problem)
 
 
 def _check_trailing(ds: Dataset, fp: BinaryIO) -> None:

@@ -1,0 +1,271 @@
+"""pixels.dicom.fastread: the fast path of read_header gives the slow path's Header.
+
+Every file the fast path accepts is read both ways (``read_header(fast=False)``
+is pydicom's ``dcmread`` + the encoder) and the two Headers must be equal; the
+fast path must accept most real files; and every case it must leave to pydicom
+(other transfer syntaxes, odd structures, truncation) is left to pydicom.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydicom.data import get_testdata_file
+from test_meta import EXPECTED_ERRORS, FILES, converted  # noqa: F401 (fixture)
+
+from pixels.dicom import fastread
+from pixels.dicom.meta import Header, read_header
+from pixels.errors import DicomReadError
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+def _accepted(data: bytes, start: int = 0) -> bool:
+    fp = io.BytesIO(data)
+    fp.seek(start)
+    parsed = fastread.parse(fp, start, 1024)
+    if parsed is None:
+        assert fp.tell() == start, "rewound for pydicom"
+    return parsed is not None
+
+
+def _both(data: bytes, **kw: Any) -> tuple[Header | str, Header | str]:
+    """read_header with and without the fast path (a DicomReadError as its message)."""
+    out: list[Header | str] = []
+    for fast in (True, False):
+        try:
+            out.append(read_header(io.BytesIO(data), path="f.dcm", fast=fast, **kw))
+        except DicomReadError as e:
+            out.append(str(e))
+    return out[0], out[1]
+
+
+def _same(data: bytes) -> None:
+    for threshold in (1024, 0):
+        fast, slow = _both(data, bulk_threshold=threshold)
+        assert fast == slow
+
+
+# -- real files ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", FILES, ids=[f"{p.parent.name}/{p.name}" for p in FILES])
+def test_fast_equals_slow(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = path.read_bytes()
+    if not _accepted(data):
+        return
+    _same(data)
+    # the same when the header is read in small chunks (the buffer grows)
+    monkeypatch.setattr(fastread, "FIRST_READ", 256)
+    assert _accepted(data)
+    fast, slow = _both(data)
+    assert fast == slow
+
+
+def test_fast_path_share() -> None:
+    names = [p.name for p in FILES if p.name not in EXPECTED_ERRORS]
+    accepted = {p.name for p in FILES if _accepted(p.read_bytes())}
+    assert len(accepted) >= 0.6 * len(names), (len(accepted), len(names))
+    for name in ("CT_small.dcm", "MR_small.dcm", "JPEG2000.dcm", "emri_small.dcm",
+                 "waveform_ecg.dcm", "MR_truncated.dcm", "SC_rgb_small_odd.dcm",
+                 "emri_small_jpeg_2k_lossless.dcm", "chrX1.dcm"):  # fmt: skip
+        assert name in accepted, name
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["MR_small_implicit.dcm", "MR_small_bigendian.dcm", "image_dfl.dcm", "no_meta.dcm",
+     "rtplan.dcm", "rtplan_truncated.dcm", "explicit_VR-UN.dcm", "chrH31.dcm", "DICOMDIR"],
+)  # fmt: skip
+def test_left_to_pydicom(name: str) -> None:
+    path = next(p for p in FILES if p.name == name)
+    assert not _accepted(path.read_bytes())
+
+
+def test_transcoded(converted: dict[str, Path]) -> None:  # noqa: F811 (fixture)
+    for name, path in converted.items():
+        data = path.read_bytes()
+        if name.startswith("te_"):  # explicit VR little endian
+            assert _accepted(data), name
+            _same(data)
+        else:  # big endian, implicit, deflated
+            assert not _accepted(data), name
+
+
+def test_not_at_the_start_of_the_stream() -> None:
+    data = Path(get_testdata_file("waveform_ecg.dcm", download=False) or "").read_bytes()
+    prefixed = b"x" * 1000 + data
+    assert _accepted(prefixed, 1000)
+    headers = []
+    for fast in (True, False):
+        fp = io.BytesIO(prefixed)
+        fp.seek(1000)
+        headers.append(read_header(fp, path="f", fast=fast, bulk_threshold=0))
+    assert headers[0] == headers[1]
+    assert "offset=1" in headers[0].meta
+
+
+# -- hand-made files ----------------------------------------------------------------------------
+
+LONG = {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "UC", "UN", "UR", "UT", "SV", "UV"}
+ITEM = b"\xfe\xff\x00\xe0"
+ITEM_END = b"\xfe\xff\x0d\xe0\0\0\0\0"
+SEQ_END = b"\xfe\xff\xdd\xe0\0\0\0\0"
+PIXEL = b"\xe0\x7f\x10\x00OW\0\0" + struct.pack("<L", 32) + bytes(32)
+VRS = ["AE", "AS", "AT", "CS", "DA", "DS", "DT", "FD", "FL", "IS", "LO", "LT", "OB", "OD", "OF",
+       "OL", "OV", "OW", "PN", "SH", "SL", "SQ", "SS", "ST", "SV", "TM", "UC", "UI", "UL", "UR",
+       "US", "UT", "UV"]  # fmt: skip
+
+
+def el(tag: int, vr: str, value: bytes, undefined: bool = False) -> bytes:
+    head = struct.pack("<HH", tag >> 16, tag & 0xFFFF) + vr.encode()
+    if vr in LONG:
+        length = 0xFFFFFFFF if undefined else len(value)
+        return head + b"\0\0" + struct.pack("<L", length) + value
+    return head + struct.pack("<H", len(value)) + value
+
+
+def item(body: bytes, undefined: bool = False) -> bytes:
+    if undefined:
+        return ITEM + b"\xff\xff\xff\xff" + body + ITEM_END
+    return ITEM + struct.pack("<L", len(body)) + body
+
+
+def seq(tag: int, items: list[bytes], undefined: bool = False) -> bytes:
+    body = b"".join(items) + (SEQ_END if undefined else b"")
+    return el(tag, "SQ", body, undefined)
+
+
+def dicom(body: bytes, ts: bytes = b"1.2.840.10008.1.2.1\0", pixel: bytes = PIXEL) -> bytes:
+    meta = el(0x00020010, "UI", ts)
+    meta = el(0x00020000, "UL", struct.pack("<L", len(meta))) + meta
+    return b"\0" * 128 + b"DICM" + meta + body + pixel
+
+
+def test_every_vr_empty() -> None:
+    body = el(0x00080005, "CS", b"ISO_IR 100") + el(0x00090010, "LO", b"CREATOR")
+    data = dicom(body + b"".join(el(0x00091000 + i, vr, b"") for i, vr in enumerate(VRS)))
+    assert _accepted(data)
+    _same(data)
+
+
+def _nested(undefined_seq: bool, undefined_item: bool) -> bytes:
+    name = el(0x00100010, "PN", b"M\xfcller^J\xf6rg")
+    blob = el(0x00540001, "OB", bytes(range(200)) * 6)  # bulk at threshold 1024
+    inner = seq(0x00081115, [item(name + blob, undefined_item), item(b"", undefined_item)],
+                undefined_seq)  # fmt: skip
+    outer = [item(el(0x00080100, "SH", b"CODE") + inner, undefined_item), item(b"", False)]
+    return (
+        el(0x00080005, "CS", b"ISO_IR 100")
+        + el(0x00080060, "CS", b"CT")
+        + seq(0x00081110, outer, undefined_seq)
+        + seq(0x00081111, [], undefined_seq)
+        + el(0x00100010, "PN", b"Caf\xe9^A")
+        + el(0x00280100, "US", b"\x10\x00")
+    )
+
+
+@pytest.mark.parametrize("undefined_seq", [False, True])
+@pytest.mark.parametrize("undefined_item", [False, True])
+def test_nested_sequences(undefined_seq: bool, undefined_item: bool) -> None:
+    data = dicom(_nested(undefined_seq, undefined_item))
+    assert _accepted(data)
+    _same(data)
+    fast, _ = _both(data, bulk_threshold=0)
+    assert isinstance(fast, Header)
+    assert "bulkdata/00081110/0/00081115/0/00540001?offset=" in fast.meta
+    assert "Müller^Jörg" in fast.meta
+
+
+@pytest.mark.parametrize(
+    "charset",
+    [b"  ", b"ISO_IR 100", b"ISO_IR 192", b"ISO_IR 999", b"\\", b"ISO_IR 100\\",
+     b"ISO 2022 IR 100", b"GB18030", b"ISO_IR 6 ", b"ISO_IR 13", b"ISO_IR 166"],
+)  # fmt: skip
+@pytest.mark.parametrize("text", [b"Caf\xe9", "Café".encode()])
+def test_character_sets(charset: bytes, text: bytes) -> None:
+    """(0008,0005) applies to text at the top level and in items, as pydicom reads it."""
+    data = dicom(
+        el(0x00080005, "CS", charset)
+        + el(0x00080070, "LO", text)
+        + seq(0x00081110, [item(el(0x00100010, "PN", text))], True)
+        + seq(0x00081111, [item(el(0x00100010, "PN", text))], False)
+        + el(0x00100010, "PN", text)
+    )
+    if charset in (b"ISO_IR 100", b"ISO_IR 6 ", b"ISO_IR 166"):
+        assert _accepted(data)
+    fast, slow = _both(data)
+    assert fast == slow
+
+
+@pytest.mark.parametrize("pixel", [b"", PIXEL, PIXEL[:-10],
+                                   b"\xe0\x7f\x10\x00OB\0\0\xff\xff\xff\xff" + ITEM + bytes(4),
+                                   b"\xe0\x7f\x08\x00OF\0\0\x04\0\0\0\0\0\x80\x3f"])  # fmt: skip
+def test_pixel_data(pixel: bytes) -> None:
+    data = dicom(el(0x00080060, "CS", b"MR"), pixel=pixel)
+    assert _accepted(data)
+    _same(data)
+
+
+def _edge(**kw: bytes) -> bytes:
+    return dicom(el(0x00080060, "CS", b"MR") + el(0x00100010, "PN", b"A^B"), **kw)
+
+
+FALLBACKS = {
+    "implicit": _edge(ts=b"1.2.840.10008.1.2\0"),
+    "big endian": _edge(ts=b"1.2.840.10008.1.2.2\0"),
+    "deflated": _edge(ts=b"1.2.840.10008.1.2.1.99"),
+    "no transfer syntax": b"\0" * 128 + b"DICM" + el(0x00020001, "OB", b"\0\1") + PIXEL,
+    "no preamble": _edge()[128:],
+    "duplicate": dicom(el(0x00080060, "CS", b"MR") + el(0x00080060, "CS", b"CT")),
+    "out of order": dicom(el(0x00100010, "PN", b"A") + el(0x00080060, "CS", b"CT")),
+    "group 2 in dataset": dicom(el(0x00020002, "UI", b"1.2") + el(0x00080060, "CS", b"CT")),
+    "UN": dicom(el(0x00080060, "UN", b"CT")),
+    "undefined OB": dicom(el(0x00091001, "OB", ITEM + bytes(4) + SEQ_END, True)),
+    "unknown VR": dicom(el(0x00080060, "XX", b"CT")),
+    "charset in item": dicom(seq(0x00081110, [item(el(0x00080005, "CS", b"ISO_IR 192"))])),
+    "text before charset": dicom(el(0x00041130, "LO", b"\xe9") + el(0x00080005, "CS", b"ISO_IR 100")),
+    "item overruns": dicom(seq(0x00081110, [ITEM + struct.pack("<L", 4) + el(0x00080060, "CS", b"CT")])),
+    "implicit item": dicom(seq(0x00081110, [item(b"\x08\x00\x60\x00\x02\0\0\0CT")])),
+    "not an item": dicom(el(0x00081110, "SQ", b"\x08\x00\x60\x00CS\x02\0CT")),
+    "pixel data VR": dicom(el(0x00280100, "US", b"\x08\x00"), pixel=b"\xe0\x7f\x10\x00UN\0\0\x02\0\0\0\0\0"),
+    "multi-byte charset PN": dicom(el(0x00080005, "CS", b"\\ISO 2022 IR 87") + el(0x00100010, "PN", b"A")),
+    "invalid IS": dicom(el(0x00200013, "IS", b"1.0")),
+    "trailing bytes": dicom(el(0x00080060, "CS", b"MR"), pixel=b"\0\0\0"),
+    "cut value": dicom(el(0x00080060, "CS", b"MR"), pixel=b"\x10\x00\x10\x00PN\x08\0AB"),
+    "cut header": dicom(el(0x00080060, "CS", b"MR"), pixel=b"\x10\x00\x10\x00PN\x08"),
+    "empty dataset": dicom(b""),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(FALLBACKS))
+def test_fallbacks(name: str) -> None:
+    data = FALLBACKS[name]
+    assert not _accepted(data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fast, slow = _both(data)
+    assert fast == slow
+
+
+def test_header_longer_than_max(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = dicom(el(0x00091001, "OB", bytes(5000)))
+    assert _accepted(data)
+    monkeypatch.setattr(fastread, "FIRST_READ", 1024)
+    assert _accepted(data)
+    monkeypatch.setattr(fastread, "MAX_HEADER", 4096)
+    assert not _accepted(data)
+    fast, slow = _both(data)
+    assert fast == slow
+
+
+def test_invalid_values_as_un() -> None:
+    body = el(0x00201041, "DS", b"nan") + el(0x00280010, "US", b"\x40\x00\x20")
+    data = dicom(body + el(0x00291002, "FL", struct.pack("<f", float("inf"))))
+    assert _accepted(data)
+    _same(data)
