@@ -59,7 +59,7 @@ class Catalog:
         limits: ArchiveLimits | None = None,
         bulk_threshold: int = 1024,
         retry_errors: bool = False,
-        commit_rows: int = 5000,
+        commit_rows: int = 2000,
         progress: ProgressCallback | None = None,
     ) -> CatalogStats:
         """List ``source`` and add new or changed files to the catalog.

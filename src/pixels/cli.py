@@ -61,7 +61,7 @@ def main() -> None:
     "--retry-errors", is_flag=True, help="Read again unchanged files whose row has an error."
 )
 @click.option(
-    "--commit-rows", type=int, default=5000, show_default=True, help="Rows per Delta commit."
+    "--commit-rows", type=int, default=2000, show_default=True, help="Rows per Delta commit."
 )
 @click.option(
     "--storage-option",
@@ -91,8 +91,10 @@ def catalog_cmd(
 
     from pixels.catalog import Catalog
     from pixels.engines.local import CatalogStats
+    from pixels.engines.worker import block_pandas
     from pixels.errors import PixelsError
 
+    block_pandas()  # this command never builds a DataFrame: ~50 MB saved
     console = Console(stderr=True)
     cat = Catalog(table)
     progress = Progress(
@@ -317,7 +319,7 @@ def demo_cmd(table: str, workers: int | None) -> None:
             no_archives=False,
             extract_dir=None,
             retry_errors=False,
-            commit_rows=5000,
+            commit_rows=2000,
             storage_option=(),
             quiet=False,
         )

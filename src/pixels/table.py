@@ -18,23 +18,29 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import random
 import time
+import uuid
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
+from deltalake.transaction import AddAction
 
 from pixels.errors import TableError
 from pixels.schema import IDENTITY, SCHEMA, SCHEMA_VERSION, VIEW_NAME
 
 _LOCK_DIR = "_pixels"
 _RETRIES = 8
+#: Rows per Parquet row group: small enough for look-ups to skip by path statistics.
+_ROW_GROUP = 2048
 
 
 def _is_local(uri: str) -> bool:
@@ -81,6 +87,7 @@ class CatalogTable:
         self.storage_options = storage_options
         self._dt: DeltaTable | None = None
         self._my_version: int | None = None
+        self._con: duckdb.DuckDBPyConnection | None = None
 
     # ------------------------------------------------------------------ state
     def exists(self) -> bool:
@@ -140,9 +147,13 @@ class CatalogTable:
         return int(self.delta().count())
 
     # ------------------------------------------------------------ identities
-    def lookup(self, paths: pa.Array | list[str]) -> pa.Table:
-        """Return ``path, length, modificationTime, has_error`` of rows whose path is in ``paths``."""
-        uris = self.file_uris()
+    def lookup(self, paths: pa.Array | list[str], uris: list[str] | None = None) -> pa.Table:
+        """Return ``path, length, modificationTime, has_error`` of rows whose path is in ``paths``.
+
+        ``uris`` pins the look-up to a snapshot of the table's files (default: current).
+        """
+        if uris is None:
+            uris = self.file_uris()
         paths_tbl = pa.table({"path": pa.array(paths, pa.string())})
         empty = pa.table(
             {
@@ -154,18 +165,29 @@ class CatalogTable:
         )
         if not uris or paths_tbl.num_rows == 0:
             return empty
-        con = duckdb.connect()
+        lo = pc.min(paths_tbl["path"]).as_py()
+        hi = pc.max(paths_tbl["path"]).as_py()
+        con = self._duck()
         try:
             con.register("wanted", paths_tbl)
-            con.execute("SET TimeZone='UTC'")
+            # the range lets DuckDB skip row groups by their min/max statistics:
+            # listings are ordered, and so are the rows each commit wrote
             rel = con.sql(
                 "SELECT t.path, t.length, t.modificationTime, t.error IS NOT NULL AS has_error "
-                "FROM read_parquet(?, union_by_name=true) t SEMI JOIN wanted w ON t.path = w.path",
-                params=[uris],
+                "FROM read_parquet(?, union_by_name=true) t "
+                "WHERE t.path BETWEEN ? AND ? AND t.path IN (SELECT path FROM wanted)",
+                params=[uris, lo, hi],
             )
             return rel.to_arrow_table().cast(empty.schema)
         finally:
-            con.close()
+            con.unregister("wanted")
+
+    def _duck(self) -> duckdb.DuckDBPyConnection:
+        """A small DuckDB connection for identity look-ups (bounded memory, reused)."""
+        if self._con is None:
+            self._con = duckdb.connect(config={"memory_limit": "64MB", "threads": 1})
+            self._con.execute("SET TimeZone='UTC'")
+        return self._con
 
     # ----------------------------------------------------------------- writes
     @contextlib.contextmanager
@@ -241,10 +263,50 @@ class CatalogTable:
             dt.update_incremental()
             table = table.filter(pc.invert(pc.is_in(table["path"], pa.array(replace))))
         if table.num_rows:
-            write_deltalake(dt, table, mode="append", storage_options=self.storage_options)
+            if _is_local(self.uri):
+                self._append_parquet(dt, table)
+            else:
+                write_deltalake(dt, table, mode="append", storage_options=self.storage_options)
         dt.update_incremental()
         self._my_version = int(dt.version())
         return table.num_rows + len(replace)
+
+    def _append_parquet(self, dt: DeltaTable, table: pa.Table) -> None:
+        """Append by writing the Parquet file with pyarrow and committing its ``add`` action.
+
+        delta-rs' own writer holds ~150 MB plus several times the batch while it
+        writes; a streaming pyarrow write keeps the catalog's memory flat.
+        """
+        name = f"part-00000-{uuid.uuid4()}-c000.zstd.parquet"
+        path = os.path.join(_local_path(self.uri), name)
+        tmp = path + ".tmp"
+        pq.write_table(
+            table,
+            tmp,
+            compression="zstd",
+            row_group_size=_ROW_GROUP,
+            write_statistics=True,
+            use_compliant_nested_type=True,
+        )
+        os.replace(tmp, path)  # a crash leaves at most an unreferenced file, never a half one
+        st = os.stat(path)
+        stats = {
+            "numRecords": table.num_rows,
+            "nullCount": {
+                f.name: table.column(f.name).null_count
+                for f in table.schema
+                if not pa.types.is_nested(f.type)
+            },
+        }
+        action = AddAction(
+            path=name,
+            size=st.st_size,
+            partition_values={},
+            modification_time=int(st.st_mtime * 1000),
+            data_change=True,
+            stats=json.dumps(stats),
+        )
+        dt.create_write_transaction([action], mode="append", schema=SCHEMA)
 
     def _reconcile(self, table: pa.Table, known: set[str]) -> tuple[pa.Table, list[str]]:
         """Drop rows already present (unless in ``known``); list paths to replace."""
@@ -308,10 +370,13 @@ def iter_new(
     (or, with ``retry_errors``, present with an error). Works chunk by chunk so
     memory does not grow with the number of files.
     """
+    # the table as it was when the run started: rows this run adds come from this
+    # same listing, so they never need looking up (an empty table: no look-ups)
+    snapshot = table.file_uris()
     buf: list[Any] = []
 
     def flush(buf: list[Any]) -> Iterator[tuple[Any, bool]]:
-        existing = table.lookup([r.path for r in buf])
+        existing = table.lookup([r.path for r in buf], uris=snapshot)
         index: dict[str, tuple[int, Any, bool]] = {}
         for p, n, t, e in zip(
             existing["path"].to_pylist(),

@@ -223,3 +223,23 @@ def _inline_values(obj: object) -> list[str]:
         for v in obj:
             out.extend(_inline_values(v))
     return out
+
+
+def test_script_without_main_guard_runs_once(tmp_path: Path) -> None:
+    """Worker processes must not re-run the caller's script (forkserver/spawn import __main__)."""
+    import subprocess
+    import sys
+
+    data = tmp_path / "data"
+    copy_tree([sample_file(CT), sample_file(MR)], data)
+    script = tmp_path / "user_script.py"
+    script.write_text(
+        "from pixels import Catalog\n"
+        "print('script body ran', flush=True)\n"
+        f"stats = Catalog({str(tmp_path / 'cat')!r}).catalog({str(data)!r}, workers=2)\n"
+        "print('processed', stats.processed, flush=True)\n"
+    )
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("script body ran") == 1
+    assert "processed 2" in out.stdout

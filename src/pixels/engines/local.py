@@ -7,9 +7,11 @@ size, never by the number of files.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import queue
+import sys
 import threading
 import time
 from collections import deque
@@ -21,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pixels.dicom.record import RecordOptions, catalog_batch
+from pixels.engines import worker
 from pixels.sources import iter_files
 from pixels.sources.ref import FileRef
 from pixels.table import CatalogTable, iter_new
@@ -84,8 +87,40 @@ def _chunks(
         yield buf
 
 
-def _work(refs: list[FileRef], options: RecordOptions) -> pa.RecordBatch:
-    return catalog_batch(refs, options)
+@contextlib.contextmanager
+def _main_module_hidden() -> Iterator[None]:
+    """Start workers without re-running the caller's script in them.
+
+    ``forkserver``/``spawn`` children import the parent's ``__main__`` file, so a
+    script that calls :meth:`Catalog.catalog` without an ``if __name__ ==
+    "__main__"`` guard would run again in every worker. The workers need nothing
+    from ``__main__``: hide it while they start.
+    """
+    main = sys.modules.get("__main__")
+    saved: dict[str, object] = {
+        k: main.__dict__[k] for k in ("__file__", "__spec__") if main and k in main.__dict__
+    }
+    try:
+        if main is not None:
+            main.__dict__.pop("__file__", None)
+            main.__dict__["__spec__"] = None
+        yield
+    finally:
+        if main is not None:
+            main.__dict__.pop("__spec__", None)
+            main.__dict__.update(saved)
+
+
+def _start_pool(n_workers: int) -> ProcessPoolExecutor:
+    """A process pool with all ``n_workers`` started now (forkserver: no inherited threads)."""
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["pixels.engines.worker"])
+    pool = ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx, initializer=worker.init)
+    with _main_module_hidden():
+        warm = [pool.submit(os.getpid) for _ in range(n_workers)]
+        for f in warm:
+            f.result()
+    return pool
 
 
 class _Writer:
@@ -138,8 +173,8 @@ def run_catalog(
     options: RecordOptions | None = None,
     retry_errors: bool = False,
     chunk_files: int = 64,
-    commit_rows: int = 5000,
-    commit_bytes: int = 64 << 20,
+    commit_rows: int = 2000,
+    commit_bytes: int = 32 << 20,
     commit_seconds: float = 30.0,
     progress: ProgressCallback | None = None,
 ) -> CatalogStats:
@@ -247,14 +282,16 @@ def run_catalog(
                 changed = {r.path for r, c in chunk if c}
                 take(catalog_batch([r for r, _ in chunk], opts), changed)
         else:
-            ctx = multiprocessing.get_context("forkserver")
-            ctx.set_forkserver_preload(["pixels.dicom.record", "pixels.dicom.meta"])
             max_inflight = n_workers * 4
-            with ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx) as pool:
+            with _start_pool(n_workers) as pool:
                 for chunk in _chunks(todo_refs, chunk_files):
                     refs = [r for r, _ in chunk]
                     inflight.append(
-                        (pool.submit(_work, refs, opts), {r.path for r, c in chunk if c}, len(refs))
+                        (
+                            pool.submit(worker.run, refs, opts),
+                            {r.path for r, c in chunk if c},
+                            len(refs),
+                        )
                     )
                     while len(inflight) >= max_inflight or (inflight and inflight[0][0].done()):
                         fut, changed, _ = inflight.popleft()
