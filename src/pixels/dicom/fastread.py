@@ -41,6 +41,8 @@ from pixels.dicom.jsonenc import (
     _KEYS,
     _NUMBER_FORMATS,
     _UNDEFINED,
+    BULK_VRS,
+    MAX_INLINE_VALUE,
     _Encoder,
     _InvalidError,
     _key,
@@ -294,6 +296,12 @@ class _Parser:
                 else:
                     text = base64.b64encode(buf[vpos:pos]).decode("ascii")
                     out[key] = {"vr": vr, "InlineBinary": text}
+                continue
+            if length > MAX_INLINE_VALUE and vr in BULK_VRS:
+                out[key] = {
+                    "vr": vr,
+                    "BulkDataURI": self.enc.uri(prefix + key, base + vpos, length),
+                }
                 continue
             if length == size:  # a single number (size is 0 for text VRs)
                 v = unpack(buf, vpos)[0]

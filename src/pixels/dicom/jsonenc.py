@@ -76,6 +76,14 @@ _NUMBER_FORMATS = {
 }
 _DEFLATED = {"1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.4.95"}
 
+#: Values longer than this (bytes) of the VRs PS3.18 F.2.2 allows as bulk data
+#: are written as BulkDataURI too, so a hostile or odd header (a 100 MB text,
+#: a 64k-entry LUT written as US) cannot blow up the JSON. pydicom inlines them.
+MAX_INLINE_VALUE = 64 * 1024
+BULK_VRS = frozenset(
+    {"DS", "FL", "FD", "IS", "LT", "SL", "SS", "ST", "SV", "UC", "UL", "UR", "US", "UT", "UV"}
+)
+
 
 class _UnhandledError(Exception):
     """The fast path does not handle this element; let pydicom convert it."""
@@ -371,6 +379,10 @@ class _Encoder:
                         f"truncated: element {_tag_str(tag)} should have {length} bytes, "
                         f"the file holds {len(value)}"
                     )
+                if len(value) > MAX_INLINE_VALUE and vr in BULK_VRS:
+                    uri = self.uri(prefix + key, delta + elem[4], len(value))
+                    out[key] = {"vr": vr, "BulkDataURI": uri}
+                    continue
                 num = singles.get(vr)
                 if num is not None and len(value) == num[0]:
                     v = num[1](value)[0] if elem[6] else num[2](value)[0]
