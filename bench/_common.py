@@ -1,0 +1,293 @@
+"""Helpers shared by the benchmarks in this folder (not part of the package)."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+WORK_DIR = BENCH_DIR / ".work"  # git-ignored: corpora, tables, results
+
+
+def corpus_dir(files: int, seed: int) -> Path:
+    """Default location of the corpus of ``files`` files built with ``seed``."""
+    return WORK_DIR / f"corpus-{files}-s{seed}"
+
+
+def iter_paths(root: str | os.PathLike[str]) -> Iterator[str]:
+    """Every ``*.dcm`` under ``root`` (os.walk order; hidden files skipped)."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            if name.endswith(".dcm"):
+                yield os.path.join(dirpath, name)
+
+
+def warm_page_cache(paths: Sequence[str], block: int = 1 << 20) -> int:
+    """Read every file once so later passes read from the page cache; returns bytes read."""
+    total = 0
+    for p in paths:
+        with open(p, "rb", buffering=0) as fh:
+            while chunk := fh.read(block):
+                total += len(chunk)
+    return total
+
+
+def machine_info() -> dict[str, object]:
+    """CPU model, cores, RAM, Python and library versions, for the results file."""
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info: dict[str, object] = {
+        "cpu_model": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+    try:
+        import psutil
+
+        info["ram_gb"] = round(psutil.virtual_memory().total / 2**30, 1)
+        info["cores_physical"] = psutil.cpu_count(logical=False)
+    except ImportError:  # pragma: no cover
+        pass
+    for mod in ("pydicom", "pyarrow", "deltalake", "psutil"):
+        try:
+            info[mod] = __import__(mod).__version__
+        except Exception:  # pragma: no cover - a missing library is just not reported
+            info[mod] = None
+    try:
+        from importlib.metadata import version
+
+        info["pixels"] = version("pixels-lake")
+    except Exception:  # pragma: no cover
+        info["pixels"] = None
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(BENCH_DIR), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        info["git_head"] = out.stdout.strip() or None
+    except OSError:  # pragma: no cover
+        info["git_head"] = None
+    info["src_digest"] = source_digest()
+    return info
+
+
+def source_digest() -> str:
+    """Short SHA-1 of every ``*.py`` under src/pixels (the work tree may be uncommitted)."""
+    import hashlib
+
+    h = hashlib.sha1()
+    src = BENCH_DIR.parent / "src" / "pixels"
+    for path in sorted(src.rglob("*.py")):
+        h.update(str(path.relative_to(src)).encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:12]
+
+
+class TreeMemorySampler:
+    """Peak of the summed RSS of a process and all its descendants, sampled in a thread.
+
+    RSS counts pages shared between a parent and its forked children once per
+    process, so the sum is an upper bound of the real footprint; the summed PSS
+    (shared pages divided among the processes sharing them) is also kept. RSS is
+    read every ``interval``; the process list, CPU times and PSS every 4th time,
+    to keep the sampler's own cost low on a small machine.
+    """
+
+    def __init__(self, pid: int, interval: float = 0.05, with_pss: bool = True):
+        import psutil
+
+        self._psutil = psutil
+        self.root = psutil.Process(pid)
+        self.interval = interval
+        self.peak_bytes = 0
+        self.peak_pss_bytes = 0  # proportional set size: shared pages split between sharers
+        self.slow_every = 4  # PSS (smaps_rollup) and CPU times cost more: every 4th sample
+        self._procs: list[Any] = []
+        self.with_pss = with_pss
+        self.samples = 0
+        self.max_procs = 0
+        self.cpu_by_pid: dict[int, float] = {}  # last CPU seconds seen per process
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+
+    def _sample(self) -> None:
+        ps = self._psutil
+        slow = self.samples % self.slow_every == 0  # process discovery, CPU times and PSS
+        if slow or not self._procs:
+            try:
+                self._procs = [self.root, *self.root.children(recursive=True)]
+            except ps.Error:
+                return
+        total = pss = 0
+        for p in self._procs:
+            try:
+                total += p.memory_info().rss
+                if slow:
+                    t = p.cpu_times()
+                    self.cpu_by_pid[p.pid] = t.user + t.system
+                    if self.with_pss:
+                        pss += p.memory_full_info().pss
+            except ps.Error:
+                continue
+            except (AttributeError, OSError):  # no PSS on this platform
+                self.with_pss = False
+        self.samples += 1
+        self.max_procs = max(self.max_procs, len(self._procs))
+        self.peak_bytes = max(self.peak_bytes, total)
+        self.peak_pss_bytes = max(self.peak_pss_bytes, pss)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._sample()
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> TreeMemorySampler:
+        self._sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def peak_mb(self) -> float:
+        return self.peak_bytes / 2**20
+
+    @property
+    def peak_pss_mb(self) -> float:
+        return self.peak_pss_bytes / 2**20
+
+
+def cpu_busy_seconds() -> float:
+    """CPU seconds the whole machine has spent busy since boot (all cores, /proc/stat)."""
+    try:
+        with open("/proc/stat") as fh:
+            fields = fh.readline().split()[1:]
+    except OSError:  # pragma: no cover - not Linux
+        return 0.0
+    ticks = [int(x) for x in fields]
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
+    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_for_quiet(max_wait: float, threshold_cores: float = 0.25, window: float = 1.0) -> float:
+    """Wait (at most ``max_wait`` s) for a ``window`` in which the machine is almost idle.
+
+    Other people's test runs on a shared 2-core machine distort timings; this
+    returns the busy cores seen in the last window (lower is better).
+    """
+    deadline = time.monotonic() + max_wait
+    while True:
+        b0 = cpu_busy_seconds()
+        time.sleep(window)
+        busy = (cpu_busy_seconds() - b0) / window
+        if busy <= threshold_cores or time.monotonic() >= deadline:
+            return busy
+
+
+def _children_cpu() -> float:
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+@dataclass
+class Measured:
+    """One timed subprocess.
+
+    ``cpu_seconds`` is the CPU time of the process and the descendants it reaped;
+    ``other_cores`` the average number of cores other processes on the machine
+    (kernel threads included, this harness excluded) kept busy during the run: a
+    contention indicator, near 0 on a quiet machine. ``harness_cpu`` is the CPU
+    the sampling itself cost.
+    """
+
+    seconds: float
+    peak_mb: float
+    returncode: int
+    stdout: str
+    stderr: str
+    samples: int
+    max_procs: int
+    cpu_seconds: float = 0.0
+    other_cores: float = 0.0
+    peak_pss_mb: float = 0.0
+    harness_cpu: float = 0.0
+
+
+def run_measured(
+    cmd: Sequence[str],
+    *,
+    env: dict[str, str] | None = None,
+    interval: float = 0.05,
+    timeout: float | None = None,
+) -> Measured:
+    """Run ``cmd``; wall-clock seconds from spawn to exit, and peak RSS of its process tree."""
+    c0 = _children_cpu()
+    s0 = time.process_time()  # this process: the sampler thread's own cost
+    b0 = cpu_busy_seconds()
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        list(cmd),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    with TreeMemorySampler(proc.pid, interval) as sampler:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+    seconds = time.perf_counter() - t0
+    # reaped descendants (rusage) or, when a grandchild is not reaped by its parent
+    # (forkserver), the CPU seen by the sampler: whichever is larger
+    cpu = max(_children_cpu() - c0, sum(sampler.cpu_by_pid.values()))
+    busy = cpu_busy_seconds() - b0
+    harness = time.process_time() - s0
+    other = max(0.0, busy - cpu - harness) / seconds if seconds > 0 else 0.0
+    return Measured(
+        seconds,
+        sampler.peak_mb,
+        proc.returncode,
+        out,
+        err,
+        sampler.samples,
+        sampler.max_procs,
+        cpu,
+        other,
+        sampler.peak_pss_mb,
+        harness,
+    )
+
+
+def python_cmd(*args: str) -> list[str]:
+    """The current interpreter, unbuffered, with ``args``."""
+    return [sys.executable, "-u", *args]
+
+
+def dump_json(path: str | os.PathLike[str], data: object) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(data, indent=2, default=str) + "\n")
