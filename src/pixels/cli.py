@@ -138,10 +138,15 @@ def catalog_cmd(
     except PixelsError as e:
         console.print(f"[red]error:[/red] {e}")
         sys.exit(2)
+    rate = (
+        f"{stats.files_per_second:,.0f} files/s"
+        if stats.processed
+        else f"{stats.listed / stats.seconds if stats.seconds else 0:,.0f} files listed/s"
+    )
     console.print(
         f"listed {stats.listed:,} · unchanged {stats.unchanged:,} · read {stats.processed:,} "
         f"({stats.dicom:,} DICOM) · written {stats.written:,} · errors {stats.errors:,} · "
-        f"{stats.seconds:.1f} s ({stats.files_per_second:,.0f} files/s) -> {cat.table.uri}",
+        f"{stats.seconds:.1f} s ({rate}) -> {cat.table.uri}",
         soft_wrap=True,
     )
     for msg in stats.error_samples[:5]:

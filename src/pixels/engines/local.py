@@ -283,8 +283,13 @@ def run_catalog(
                 take(catalog_batch([r for r, _ in chunk], opts), changed)
         else:
             max_inflight = n_workers * 4
-            with _start_pool(n_workers) as pool:
+            with contextlib.ExitStack() as stack:
+                pool: ProcessPoolExecutor | None = None
                 for chunk in _chunks(todo_refs, chunk_files):
+                    if (
+                        pool is None
+                    ):  # started on the first file to read: a no-op re-run starts none
+                        pool = stack.enter_context(_start_pool(n_workers))
                     refs = [r for r, _ in chunk]
                     inflight.append(
                         (
