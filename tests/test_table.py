@@ -137,3 +137,36 @@ def test_missing_table_is_a_clear_error(tmp_path: Path) -> None:
         CatalogTable(tmp_path / "nothing").delta()
     # SQL over a table that does not exist yet sees an empty catalog
     assert len(Catalog(tmp_path / "nothing").sql("SELECT * FROM object_catalog")) == 0
+
+
+def test_old_table_gains_new_columns(tmp_path: Path) -> None:
+    """A table written with an older, narrower schema is evolved, its rows kept (new columns null)."""
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    from pixels.schema import SCHEMA
+
+    table = tmp_path / "cat"
+    old_fields = [f for f in SCHEMA if f.name not in ("file_type", "cataloged_at")]
+    old = pa.schema(old_fields)
+    ct = sample_file("CT_small.dcm")
+    row = {f.name: None for f in old_fields}
+    row.update(path="/old/row.dcm", length=1, relative_path="row.dcm")
+    write_deltalake(str(table), pa.Table.from_pylist([row], schema=old), mode="error")
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "ct.dcm").write_bytes(ct.read_bytes())
+    cat = Catalog(table)
+    stats = cat.catalog(data, workers=0)
+    assert stats.written == 1
+    names = DeltaTable(str(table)).schema().to_arrow().names
+    assert "file_type" in names and "cataloged_at" in names
+    rows = {
+        r["path"]: r
+        for r in cat.sql_arrow("SELECT path, file_type, Modality FROM object_catalog").to_pylist()
+    }
+    assert rows["/old/row.dcm"]["file_type"] is None
+    assert (
+        rows[str(data / "ct.dcm")]["file_type"] == "dicom"
+        and rows[str(data / "ct.dcm")]["Modality"] == "CT"
+    )

@@ -32,6 +32,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
+from deltalake.schema import Schema as DeltaSchema
 from deltalake.transaction import AddAction
 
 from pixels.errors import TableError
@@ -112,8 +113,13 @@ class CatalogTable:
         return self._dt
 
     def create(self) -> None:
-        """Create the table with the catalog schema unless it exists (safe to race)."""
+        """Create the table with the catalog schema unless it exists (safe to race).
+
+        An existing table written by an older Pixels gets the columns added since
+        (null in its old rows), so appends always carry the current schema.
+        """
         if self.exists():
+            self._evolve()
             return
         if _is_local(self.uri):
             os.makedirs(_local_path(self.uri), exist_ok=True)
@@ -129,6 +135,20 @@ class CatalogTable:
         except CommitFailedError:
             if not self.exists():  # somebody else created it at the same moment: fine
                 raise
+
+    def _evolve(self) -> None:
+        dt = self.delta()
+        have = set(dt.schema().to_arrow().names)
+        missing = [f for f in SCHEMA if f.name not in have]
+        if not missing:
+            return
+        with self._writer_lock():
+            dt.update_incremental()
+            have = set(dt.schema().to_arrow().names)
+            missing = [f for f in SCHEMA if f.name not in have]
+            if missing:
+                fields = DeltaSchema.from_arrow(pa.schema(missing)).fields
+                dt.alter.add_columns(list(fields))
 
     def file_uris(self) -> list[str]:
         """Parquet files of the current version (empty list when there is no table)."""
