@@ -146,6 +146,30 @@ KEY_COLUMNS: tuple[Column, ...] = (
     Column("Manufacturer", pa.string(), "(0008,0070) Manufacturer.", 0x00080070),
 )
 
+#: Where each frame's bytes are, found during the header pass (one ranged read per frame).
+FRAME_COLUMNS: tuple[Column, ...] = (
+    Column(
+        "frame_offsets",
+        pa.list_(pa.int64()),
+        "Byte offset in the file of each frame's data (encapsulated: its first fragment's value).",
+    ),
+    Column(
+        "frame_lengths",
+        pa.list_(pa.int64()),
+        "Byte length of each frame (encapsulated: sum of its fragments).",
+    ),
+    Column(
+        "frame_fragments",
+        pa.list_(pa.list_(pa.int64())),
+        "Only when a frame spans several fragments: per frame `[offset, length, offset, length, ...]` of its fragments; else null.",
+    ),
+    Column(
+        "frame_bit_offsets",
+        pa.list_(pa.int32()),
+        "Only for 1-bit pixel data whose frames do not start on a byte: the starting bit in the first byte; else null.",
+    ),
+)
+
 #: Bookkeeping columns.
 STATUS_COLUMNS: tuple[Column, ...] = (
     Column(
@@ -156,7 +180,9 @@ STATUS_COLUMNS: tuple[Column, ...] = (
     Column("cataloged_at", TIMESTAMP, "When this row was written."),
 )
 
-COLUMNS: tuple[Column, ...] = FILE_COLUMNS + DICOM_COLUMNS + KEY_COLUMNS + STATUS_COLUMNS
+COLUMNS: tuple[Column, ...] = (
+    FILE_COLUMNS + DICOM_COLUMNS + KEY_COLUMNS + FRAME_COLUMNS + STATUS_COLUMNS
+)
 
 #: The Arrow schema of the catalog table.
 SCHEMA: pa.Schema = pa.schema(

@@ -52,7 +52,7 @@ import json
 import re
 import struct
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from io import BytesIO
 from typing import Any, BinaryIO
 
@@ -107,6 +107,8 @@ class Header:
     forced: bool
     transfer_syntax: str | None
     problem: str | None = None
+    #: The same model as ``meta``, as the dict it was serialised from (not compared).
+    model: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
 
 # ---------------------------------------------------------------------------
@@ -405,7 +407,7 @@ def read_header(
         raise DicomReadError(e.reason, path=path) from e
     except Exception as e:
         raise DicomReadError(f"cannot encode header: {type(e).__name__}: {e}", path=path) from e
-    return Header(text, _keys(js, transfer_syntax), forced, transfer_syntax, problem)
+    return Header(text, _keys(js, transfer_syntax), forced, transfer_syntax, problem, js)
 
 
 def _read_fast(fp: BinaryIO, start: int, path: str, bulk_threshold: int) -> Header | None:
@@ -424,7 +426,7 @@ def _read_fast(fp: BinaryIO, start: int, path: str, bulk_threshold: int) -> Head
         text = json.dumps(js, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except Exception as e:
         raise DicomReadError(f"cannot encode header: {type(e).__name__}: {e}", path=path) from e
-    return Header(text, _keys(js, transfer_syntax), False, transfer_syntax, problem)
+    return Header(text, _keys(js, transfer_syntax), False, transfer_syntax, problem, js)
 
 
 def _check_trailing(ds: Dataset, fp: BinaryIO) -> None:

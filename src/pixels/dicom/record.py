@@ -7,14 +7,16 @@ Pure functions: no process pool, no table, no Spark. Engines call
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, BinaryIO
 
 import pyarrow as pa
 
-from pixels.errors import PixelsError
+from pixels.dicom.meta import Header
+from pixels.errors import DicomReadError, PixelsError
 from pixels.schema import KEY_COLUMNS, SCHEMA, empty_row
 from pixels.sources import ArchiveLimits, detect_file_type, open_file
 from pixels.sources.ref import FileRef
@@ -96,6 +98,8 @@ def catalog_record(ref: FileRef, options: RecordOptions | None = None) -> dict[s
                 row["forced"] = header.forced
                 if header.problem:
                     row["error"] = f"{ref.path}: {header.problem}"
+                else:
+                    _add_frames(row, fp, header, ref.path)
                 for col in KEY_COLUMNS:
                     value = header.keys.get(col.name)
                     row[col.name] = value.isoformat() if isinstance(value, dt.time) else value
@@ -110,6 +114,54 @@ def catalog_record(ref: FileRef, options: RecordOptions | None = None) -> dict[s
         row["error"] = f"{ref.path}: {type(e).__name__}: {e}"
     row["cataloged_at"] = datetime.now(UTC)
     return row
+
+
+def _add_frames(row: dict[str, Any], fp: BinaryIO, header: Header, path: str) -> None:
+    """Fill the frame index columns; a malformed pixel data keeps the header and sets ``error``."""
+    from pixels.dicom.frames import index_from_header
+
+    model = header.model if header.model is not None else json.loads(header.meta)
+    try:
+        index = index_from_header(fp, model, path=path)
+    except DicomReadError as e:
+        row["error"] = str(e)
+        return
+    if index is None:
+        return
+    row["frame_offsets"] = list(index.offsets)
+    row["frame_lengths"] = list(index.lengths)
+    if index.fragments is not None and any(len(f) > 1 for f in index.fragments):
+        row["frame_fragments"] = [[x for pair in frame for x in pair] for frame in index.fragments]
+    if index.bit_offsets is not None:
+        row["frame_bit_offsets"] = list(index.bit_offsets)
+
+
+def frame_index_of(row: dict[str, Any], transfer_syntax: str | None = None) -> Any:
+    """Rebuild a :class:`~pixels.dicom.frames.FrameIndex` from a catalog row (None without one)."""
+    from pixels.dicom.frames import FrameIndex
+
+    offsets = row.get("frame_offsets")
+    if not offsets:
+        return None
+    ts = transfer_syntax or row.get("TransferSyntaxUID") or ""
+    encapsulated = ts not in _NATIVE_SYNTAXES
+    lengths = row["frame_lengths"]
+    fragments = row.get("frame_fragments")
+    frags: tuple[tuple[tuple[int, int], ...], ...] | None = None
+    if encapsulated:
+        if fragments is None:
+            frags = tuple(((o, n),) for o, n in zip(offsets, lengths, strict=True))
+        else:
+            frags = tuple(tuple((f[i], f[i + 1]) for i in range(0, len(f), 2)) for f in fragments)
+    bits = row.get("frame_bit_offsets")
+    return FrameIndex(
+        tuple(offsets), tuple(lengths), frags, encapsulated, tuple(bits) if bits else None
+    )
+
+
+_NATIVE_SYNTAXES = frozenset(
+    {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"}
+)
 
 
 def catalog_batch(refs: Sequence[FileRef], options: RecordOptions | None = None) -> pa.RecordBatch:
