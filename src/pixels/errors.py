@@ -47,3 +47,8 @@ class TableError(PixelsError):
 
 class QueryError(PixelsError, ValueError):
     """A SQL query was rejected by the engine; the message is the engine's own."""
+
+
+class DecodeError(PixelsError):
+    """Pixel data could not be decoded: no decoder installed for the transfer syntax
+    (the message names the packages to install), or the codec failed on the frame."""

@@ -1,0 +1,184 @@
+"""Thumbnails: one frame decoded at reduced resolution, the display pipeline, PNG/JPEG bytes.
+
+A thumbnail is what a radiologist's viewer shows (modality LUT, window, MONOCHROME1
+inversion, colour), scaled so its longest side is ``max_size``. Codecs that can
+decode at a lower resolution (JPEG 2000 / HTJ2K resolution levels, JPEG DCT
+scaling) are asked to, instead of a full decode and a resize; multi-frame files
+show their middle frame and only that frame is read.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from pixels.errors import PixelsError
+
+#: Transfer syntaxes whose codec decodes at 1/2^k resolution.
+_REDUCIBLE = frozenset(
+    {
+        "1.2.840.10008.1.2.4.90",
+        "1.2.840.10008.1.2.4.91",
+        "1.2.840.10008.1.2.4.201",
+        "1.2.840.10008.1.2.4.202",
+        "1.2.840.10008.1.2.4.203",
+        "1.2.840.10008.1.2.4.50",
+        "1.2.840.10008.1.2.4.51",
+    }
+)
+_JPEG_DCT = frozenset({"1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51"})
+
+
+@dataclass(frozen=True, slots=True)
+class Thumbnail:
+    """An encoded thumbnail.
+
+    Attributes
+    ----------
+    data : bytes
+        PNG or JPEG bytes.
+    width, height : int
+        Size in pixels (longest side ``max_size`` or less).
+    format : str
+        ``"png"`` or ``"jpeg"``.
+    frame : int
+        The frame shown (0-based).
+    """
+
+    data: bytes
+    width: int
+    height: int
+    format: str
+    frame: int
+
+
+def reduce_level(rows: int, columns: int, max_size: int, transfer_syntax: str) -> int:
+    """How many halvings the codec may apply and still leave >= ``max_size`` on the longest side."""
+    if transfer_syntax not in _REDUCIBLE or max_size <= 0:
+        return 0
+    longest = max(rows, columns)
+    if longest <= max_size:
+        return 0
+    k = math.floor(math.log2(longest / max_size))
+    if transfer_syntax in _JPEG_DCT:
+        k = min(k, 3)  # DCT scaling: 1/2, 1/4, 1/8
+    return max(0, min(k, 5))
+
+
+def _fit(arr: np.ndarray, max_size: int) -> Any:
+    from PIL import Image
+
+    img = Image.fromarray(arr)
+    w, h = img.size
+    scale = max_size / max(w, h)
+    if scale < 1:
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        img = img.resize(size, Image.Resampling.LANCZOS, reducing_gap=2.0)
+    return img
+
+
+def encode_image(arr: np.ndarray, max_size: int, fmt: str = "png") -> tuple[bytes, int, int]:
+    """Scale a display image (uint8, HxW or HxWx3) to ``max_size`` and encode it."""
+    img = _fit(arr, max_size)
+    buf = io.BytesIO()
+    if fmt == "jpeg":
+        img.save(buf, format="JPEG", quality=85)
+    elif fmt == "png":
+        img.save(buf, format="PNG", optimize=False, compress_level=6)
+    else:
+        raise ValueError(f"unknown thumbnail format {fmt!r}: use 'png' or 'jpeg'")
+    return buf.getvalue(), img.size[0], img.size[1]
+
+
+def thumbnail_from_file(
+    fp: BinaryIO,
+    meta: dict[str, Any] | str,
+    transfer_syntax: str,
+    *,
+    path: str,
+    max_size: int = 256,
+    fmt: str = "png",
+    frame: int | None = None,
+) -> Thumbnail | None:
+    """Make the thumbnail of an open DICOM file whose header was already read.
+
+    Parameters
+    ----------
+    fp : binary file
+        The file (seekable).
+    meta : dict or str
+        Its DICOM JSON (``Header.meta``).
+    transfer_syntax : str
+        Its transfer syntax UID.
+    path : str
+        For error messages.
+    max_size : int
+        Longest side of the thumbnail.
+    fmt : str
+        ``"png"`` or ``"jpeg"``.
+    frame : int, optional
+        Frame to show; default the middle frame.
+
+    Returns
+    -------
+    Thumbnail or None
+        None when the file has no pixel data (SR, RT plan, KOS...).
+
+    Raises
+    ------
+    PixelsError
+        When the pixel data cannot be decoded (the message names the file).
+    """
+    from pixels.dicom.decode import PixelInfo, decode_frame
+    from pixels.dicom.display import to_display
+    from pixels.dicom.frames import index_from_header, read_frame
+
+    js = json.loads(meta) if isinstance(meta, str) else meta
+    if "7FE00010" not in js:
+        return None
+    index = index_from_header(fp, js, path=path)
+    info = PixelInfo.from_json(js, transfer_syntax)
+    if index is None:
+        raise PixelsError("pixel data cannot be located (deflated file)", path)
+    n = len(index.offsets)
+    chosen = n // 2 if frame is None else frame
+    if not 0 <= chosen < n:
+        raise PixelsError(f"frame {chosen} out of range: the file has {n} frame(s)", path)
+    data = read_frame(fp, index, chosen)
+    k = reduce_level(info.rows, info.columns, max_size, transfer_syntax)
+    arr = decode_frame(data, info, reduce=k, path=path)
+    photometric = getattr(arr, "photometric", None)
+    shown = to_display(np.asarray(arr), js, frame=chosen, photometric=photometric)
+    blob, w, h = encode_image(shown, max_size, fmt)
+    return Thumbnail(blob, w, h, fmt, chosen)
+
+
+def thumbnail(
+    path: str, max_size: int = 256, fmt: str = "png", frame: int | None = None
+) -> Thumbnail | None:
+    """Make the thumbnail of a DICOM file on disk.
+
+    Examples
+    --------
+    >>> t = thumbnail("CT_small.dcm", max_size=128)          # doctest: +SKIP
+    >>> t.width, t.height, t.data[:4]                          # doctest: +SKIP
+    (128, 128, b'\\x89PNG')
+    """
+    from pixels.dicom.meta import read_header
+
+    with open(path, "rb") as fp:
+        header = read_header(fp, path=path)
+        return thumbnail_from_file(
+            fp,
+            header.meta,
+            header.transfer_syntax or "",
+            path=path,
+            max_size=max_size,
+            fmt=fmt,
+            frame=frame,
+        )

@@ -1,0 +1,245 @@
+"""Decoding real files against pydicom's pixel_array."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+from pydicom.pixels import pixel_array
+
+from pixels.dicom import codecs
+from pixels.dicom.decode import PixelInfo, decode_frame, read_frames
+from pixels.errors import DecodeError
+
+PYDICOM_DIR = Path(get_testdata_file("CT_small.dcm", download=False)).parent
+_emri = get_testdata_file("emri_small.dcm", download=False)
+DATA_DIR = Path(_emri).parent if _emri else None
+LOSSY = {codecs.JPEG_BASELINE, codecs.JPEG_EXTENDED, codecs.J2K, codecs.JPEG_LS_NEAR, codecs.HTJ2K}
+
+
+def _files() -> list[Path]:
+    out = sorted(PYDICOM_DIR.glob("*.dcm"))
+    if DATA_DIR:
+        out += sorted(DATA_DIR.glob("*.dcm"))
+    return out
+
+
+def _psnr(a: np.ndarray, b: np.ndarray, peak: float) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(peak**2 / mse)
+
+
+def _check(path: Path, frames: list[int] | None = None) -> None:
+    ds = pydicom.dcmread(path)
+    ts = str(ds.file_meta.TransferSyntaxUID)
+    n = int(ds.get("NumberOfFrames", 1) or 1)
+    if frames is None:
+        frames = list(range(n)) if n <= 16 else [0, n // 2, n - 1]
+    got = read_frames(str(path), frames)
+    info = PixelInfo.from_dataset(ds)
+    for i, arr in zip(frames, got, strict=True):
+        ref = pixel_array(ds, index=i, as_rgb=False)
+        assert arr.shape == ref.shape, (path.name, i)
+        assert arr.dtype.kind == ref.dtype.kind and arr.dtype.itemsize == ref.dtype.itemsize
+        if ts in LOSSY:
+            peak = float(2 ** min(info.bits_stored, 8 * ref.dtype.itemsize) - 1)
+            assert _psnr(arr, ref, peak) >= 40, path.name
+        else:
+            np.testing.assert_array_equal(arr, ref, err_msg=f"{path.name} frame {i}")
+
+
+def _ok_for_pydicom(path: Path) -> bool:
+    try:
+        ds = pydicom.dcmread(path)
+        if "PixelData" not in ds:
+            return False
+        pixel_array(ds, index=0, as_rgb=False)
+        return True
+    except Exception:
+        return False
+
+
+SMALL = [p for p in _files() if p.stat().st_size < 1_500_000 and _ok_for_pydicom(p)]
+
+
+@pytest.mark.filterwarnings("ignore")
+@pytest.mark.parametrize("path", SMALL, ids=lambda p: p.name)
+def test_matches_pydicom(path: Path) -> None:
+    _check(path)
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore")
+@pytest.mark.parametrize(
+    "name", ["color3d_jpeg_baseline.dcm", "RG1_J2KR.dcm", "RG3_J2KI.dcm", "RG1_UNCR.dcm"]
+)
+def test_large_files(name: str) -> None:
+    p = get_testdata_file(name, download=False)
+    if p is None:
+        pytest.skip("pydicom-data not installed")
+    _check(Path(p))
+
+
+# --------------------------------------------------------------- dcmtk transcodes
+
+DCMTK = {
+    "jpeg_sv1": ("dcmcjpeg", ["+e1"], codecs.JPEG_LOSSLESS_SV1),
+    "jpeg_p14": ("dcmcjpeg", ["+el"], codecs.JPEG_LOSSLESS),
+    "jpeg_12bit": ("dcmcjpeg", ["+ee"], codecs.JPEG_EXTENDED),
+    "jpeg_ls": ("dcmcjpls", [], codecs.JPEG_LS_LOSSLESS),
+    "rle": ("dcmcrle", [], codecs.RLE_LOSSLESS),
+    "big_endian": ("dcmconv", ["+tb"], codecs.EXPLICIT_BE),
+    "deflated": ("dcmconv", ["+td"], codecs.DEFLATED_LE),
+}
+
+
+@pytest.mark.filterwarnings("ignore")
+@pytest.mark.parametrize("kind", sorted(DCMTK))
+@pytest.mark.parametrize("src", ["CT_small.dcm", "emri_small.dcm"])
+def test_dcmtk_transcodes(kind: str, src: str, tmp_path: Path) -> None:
+    tool, args, ts = DCMTK[kind]
+    if shutil.which(tool) is None:
+        pytest.skip(f"{tool} not installed")
+    p = get_testdata_file(src, download=False)
+    if p is None:
+        pytest.skip("pydicom-data not installed")
+    out = tmp_path / "out.dcm"
+    subprocess.run([tool, *args, p, str(out)], check=True, capture_output=True)
+    assert str(pydicom.dcmread(out, stop_before_pixels=True).file_meta.TransferSyntaxUID) == ts
+    _check(out)
+    if ts in LOSSY:  # also close to the original
+        from pydicom.pixels import apply_modality_lut
+
+        ods, nds = pydicom.dcmread(p), pydicom.dcmread(out)
+        orig = apply_modality_lut(pixel_array(ods, index=0), ods)
+        got = apply_modality_lut(read_frames(str(out))[0], nds)
+        assert _psnr(got, orig, float(orig.max() - orig.min())) >= 40
+
+
+def _htj2k_file(tmp_path: Path) -> Path:
+    imagecodecs = pytest.importorskip("imagecodecs")
+    from pydicom.encaps import encapsulate
+
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    arr = ds.pixel_array
+    enc = imagecodecs.htj2k_encode(arr, level=0)  # level 0: reversible
+    ds.PixelData = encapsulate([bytes(enc)])
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = codecs.HTJ2K_LOSSLESS
+    out = tmp_path / "htj2k.dcm"
+    ds.save_as(out, enforce_file_format=True)
+    return out
+
+
+def test_htj2k(tmp_path: Path) -> None:
+    out = _htj2k_file(tmp_path)
+    ref = pydicom.dcmread(get_testdata_file("CT_small.dcm")).pixel_array
+    got = read_frames(str(out))[0]
+    np.testing.assert_array_equal(got, ref)
+    half = read_frames(str(out), reduce=1)[0]
+    assert half.shape == (64, 64)
+
+
+@pytest.mark.parametrize("reduce", [1, 2])
+@pytest.mark.parametrize("name", ["MR2_J2KR.dcm", "US1_J2KR.dcm", "693_J2KR.dcm", "JPEG2000.dcm"])
+def test_reduce_j2k(name: str, reduce: int) -> None:
+    p = get_testdata_file(name, download=False)
+    if p is None:
+        pytest.skip("pydicom-data not installed")
+    full = read_frames(p)[0]
+    small = read_frames(p, reduce=reduce)[0]
+    step = 2**reduce
+    h, w = -(-full.shape[0] // step), -(-full.shape[1] // step)
+    assert small.shape[:2] == (h, w)
+    assert small.dtype == full.dtype
+    # wavelet low-pass vs block mean: close relative to the dynamic range
+    pad = np.zeros((h * step, w * step, *full.shape[2:]), dtype=np.float64)
+    pad[: full.shape[0], : full.shape[1]] = full
+    mean = pad.reshape(h, step, w, step, *full.shape[2:]).mean(axis=(1, 3))
+    rng = float(full.max()) - float(full.min()) or 1.0
+    assert float(np.median(np.abs(small - mean))) / rng < 0.02
+
+
+def test_reduce_jpeg_baseline_uses_dct_scaling() -> None:
+    p = get_testdata_file("SC_rgb_jpeg_dcmtk.dcm")
+    full = read_frames(p)[0]
+    small = read_frames(p, reduce=1)[0]
+    assert small.shape == (50, 50, 3)
+    mean = full.astype(float).reshape(50, 2, 50, 2, 3).mean(axis=(1, 3))
+    assert np.abs(small - mean).mean() < 8
+
+
+def test_reduce_native_strides() -> None:
+    p = get_testdata_file("CT_small.dcm")
+    full = read_frames(p)[0]
+    np.testing.assert_array_equal(read_frames(p, reduce=2)[0], full[::4, ::4])
+
+
+def test_from_json_matches_from_dataset() -> None:
+    ds = pydicom.dcmread(get_testdata_file("SC_rgb_rle_2frame.dcm"))
+    a = PixelInfo.from_dataset(ds)
+    b = PixelInfo.from_json(ds.to_json_dict(), str(ds.file_meta.TransferSyntaxUID))
+    assert a == b
+    assert a.decoded_photometric == "RGB"
+
+
+def test_decoded_photometric() -> None:
+    base = {"rows": 1, "columns": 2, "samples_per_pixel": 3, "bits_allocated": 8}
+    more = {"bits_stored": 8, "pixel_representation": 0, "planar_configuration": 0}
+    mk = lambda ts, pi: PixelInfo(ts, **base, **more, photometric=pi, number_of_frames=1)  # noqa: E731
+    assert mk(codecs.J2K_LOSSLESS, "YBR_RCT").decoded_photometric == "RGB"
+    assert mk(codecs.JPEG_BASELINE, "YBR_FULL_422").decoded_photometric == "YBR_FULL"
+    assert mk(codecs.EXPLICIT_LE, "YBR_FULL").decoded_photometric == "YBR_FULL"
+
+
+def test_codec_status_and_missing_decoder(monkeypatch: pytest.MonkeyPatch) -> None:
+    st = codecs.codec_status()
+    for ts in [
+        codecs.JPEG_BASELINE,
+        codecs.J2K,
+        codecs.HTJ2K,
+        codecs.RLE_LOSSLESS,
+        codecs.JPEG_LS_NEAR,
+    ]:
+        assert any(ok for _, ok, _ in st[ts]), ts
+    gdcm = [r for _, ok, r in st[codecs.J2K] if not ok]
+    assert all(r for r in gdcm)  # unavailable ones say why
+    # a registry with no importable backend gives a DecodeError naming what to install
+    broken = codecs.Backend("pylibjpeg-rle", "no_such_module_xyz", codecs.RLE.decode)
+    monkeypatch.setitem(codecs.REGISTRY, codecs.RLE_LOSSLESS, [broken])
+    ds = pydicom.dcmread(get_testdata_file("MR_small_RLE.dcm"))
+    with pytest.raises(DecodeError) as e:
+        read_frames(get_testdata_file("MR_small_RLE.dcm"))
+    msg = str(e.value)
+    assert "MR_small_RLE.dcm" in msg and codecs.RLE_LOSSLESS in msg
+    assert "pip install pylibjpeg-rle" in msg and "no_such_module_xyz" in msg
+    del ds
+
+
+def test_corrupt_frame_is_decode_error() -> None:
+    info = PixelInfo(codecs.J2K_LOSSLESS, 8, 8, 1, 16, 16, 0, "MONOCHROME2", 0, 1)
+    with pytest.raises(DecodeError, match=r"x\.dcm"):
+        decode_frame(b"\x00" * 64, info, path="x.dcm")
+
+
+def test_timing_reduce(capsys: pytest.CaptureFixture[str]) -> None:
+    p = get_testdata_file("US1_J2KR.dcm", download=False)
+    if p is None:
+        pytest.skip("pydicom-data not installed")
+    t = {}
+    for r in (0, 2):
+        read_frames(p, reduce=r)
+        start = time.perf_counter()
+        for _ in range(3):
+            read_frames(p, reduce=r)
+        t[r] = (time.perf_counter() - start) / 3
+    with capsys.disabled():
+        print(f"\nUS1_J2KR full {t[0]:.3f}s reduce=2 {t[2]:.3f}s", os.linesep)
+    assert t[2] < t[0]
