@@ -60,6 +60,9 @@ class Catalog:
         bulk_threshold: int = 1024,
         retry_errors: bool = False,
         commit_rows: int = 2000,
+        thumbnails: bool = False,
+        thumbnail_size: int = 256,
+        thumbnail_format: str = "jpeg",
         progress: ProgressCallback | None = None,
     ) -> CatalogStats:
         """List ``source`` and add new or changed files to the catalog.
@@ -88,6 +91,10 @@ class Catalog:
             Read again unchanged files whose row has an error.
         commit_rows : int
             Rows per Delta commit (also committed every 30 s).
+        thumbnails : bool
+            Also make thumbnails in the same pass (see :meth:`thumbnails` to add them later).
+        thumbnail_size, thumbnail_format : int, str
+            Longest side; ``"jpeg"`` or ``"png"``.
         progress : callable, optional
             Called with running :class:`CatalogStats`.
 
@@ -100,6 +107,9 @@ class Catalog:
             bulk_threshold=bulk_threshold,
             storage_options=storage_options,
             limits=limits or ArchiveLimits(),
+            thumbnails=thumbnails,
+            thumbnail_size=thumbnail_size,
+            thumbnail_format=thumbnail_format,
         )
         return run_catalog(
             os.fspath(source),
@@ -125,6 +135,27 @@ class Catalog:
     def sql_arrow(self, sql: str, params: list[Any] | None = None) -> pa.Table:
         """Like :meth:`sql` but return an Arrow table."""
         return query(self.table, sql, params)
+
+    def thumbnails(
+        self,
+        *,
+        where: str | None = None,
+        force: bool = False,
+        size: int = 256,
+        fmt: str = "jpeg",
+        workers: int | None = None,
+        storage_options: dict[str, Any] | None = None,
+    ) -> Any:
+        """Make thumbnails for rows that lack one; returns :class:`~pixels.thumbnails.ThumbnailStats`."""
+        from pixels.thumbnails import run_thumbnails
+
+        opts = RecordOptions(
+            thumbnails=True,
+            thumbnail_size=size,
+            thumbnail_format=fmt,
+            storage_options=storage_options,
+        )
+        return run_thumbnails(self.table, where=where, force=force, workers=workers, options=opts)
 
     def count(self) -> int:
         """Number of rows (files) in the catalog."""

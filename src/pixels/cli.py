@@ -71,6 +71,19 @@ def main() -> None:
     metavar="KEY=VALUE",
     help="fsspec option for SOURCE (repeatable), e.g. endpoint_url=http://127.0.0.1:9000.",
 )
+@click.option(
+    "--thumbnails", is_flag=True, help="Also make thumbnails, in the same pass over each file."
+)
+@click.option(
+    "--thumbnail-size", type=int, default=256, show_default=True, help="Longest side of thumbnails."
+)
+@click.option(
+    "--thumbnail-format",
+    type=click.Choice(["jpeg", "png"]),
+    default="jpeg",
+    show_default=True,
+    help="Thumbnail encoding.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def catalog_cmd(
     source: str,
@@ -84,6 +97,9 @@ def catalog_cmd(
     commit_rows: int,
     storage_option: tuple[str, ...],
     quiet: bool,
+    thumbnails: bool = False,
+    thumbnail_size: int = 256,
+    thumbnail_format: str = "jpeg",
 ) -> None:
     """List SOURCE (folder, file, zip, s3://... URL) and catalog new or changed files."""
     from rich.console import Console
@@ -133,6 +149,9 @@ def catalog_cmd(
                 storage_options=_storage_options(storage_option),
                 retry_errors=retry_errors,
                 commit_rows=commit_rows,
+                thumbnails=thumbnails,
+                thumbnail_size=thumbnail_size,
+                thumbnail_format=thumbnail_format,
                 progress=on_progress,
             )
     except PixelsError as e:
@@ -270,6 +289,116 @@ def _emit(text: str, output: str | None) -> None:
         sys.stdout.write(text)
 
 
+@main.command("thumbnails")
+@click.option("--table", "-t", default=DEFAULT_TABLE, show_default=True, help="Delta table folder.")
+@click.option(
+    "--where", default=None, help="SQL predicate on the catalog, e.g. \"Modality = 'CT'\"."
+)
+@click.option("--force", is_flag=True, help="Make them again where one exists.")
+@click.option("--size", "size", type=int, default=256, show_default=True, help="Longest side.")
+@click.option(
+    "--format", "fmt", type=click.Choice(["jpeg", "png"]), default="jpeg", show_default=True
+)
+@click.option("--workers", "-w", type=int, default=None, help="Worker processes [default: CPUs].")
+@click.option(
+    "--storage-option",
+    "-o",
+    "storage_option",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="fsspec option to read the files (as given to `pixels catalog`).",
+)
+def thumbnails_cmd(
+    table: str,
+    where: str | None,
+    force: bool,
+    size: int,
+    fmt: str,
+    workers: int | None,
+    storage_option: tuple[str, ...],
+) -> None:
+    """Make thumbnails for cataloged rows that lack one (only the frame shown is read)."""
+    from pixels.dicom.record import RecordOptions
+    from pixels.engines.worker import block_pandas
+    from pixels.errors import PixelsError, QueryError
+    from pixels.table import CatalogTable
+    from pixels.thumbnails import run_thumbnails
+
+    block_pandas()
+    opts = RecordOptions(
+        thumbnails=True,
+        thumbnail_size=size,
+        thumbnail_format=fmt,
+        storage_options=_storage_options(storage_option),
+    )
+    try:
+        stats = run_thumbnails(
+            CatalogTable(table), where=where, force=force, workers=workers, options=opts
+        )
+    except QueryError as e:
+        click.echo(f"SQL error in --where: {e}", err=True)
+        sys.exit(1)
+    except PixelsError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    click.echo(
+        f"thumbnails: {stats.made:,} made · {stats.errors:,} errors · {stats.rows:,} rows in "
+        f"{stats.files:,} data files rewritten · {stats.conflicts:,} skipped (changed meanwhile) · "
+        f"{stats.seconds:.1f} s",
+        err=True,
+    )
+
+
+@main.command("show")
+@click.option(
+    "--table", "-t", default=DEFAULT_TABLE, show_default=True, help="Delta table folder or URL."
+)
+@click.option("--where", default=None, help="SQL predicate, e.g. \"Modality = 'CT'\".")
+@click.option("--out", "-O", required=True, help="Image to write (.png or .jpg).")
+@click.option("--limit", type=int, default=48, show_default=True, help="At most this many tiles.")
+@click.option("--columns", type=int, default=8, show_default=True, help="Tiles per row.")
+@click.option("--size", type=int, default=256, show_default=True, help="Tile size in pixels.")
+def show_cmd(table: str, where: str | None, out: str, limit: int, columns: int, size: int) -> None:
+    """Write a contact sheet of the selected rows' thumbnails (made on the fly where missing)."""
+    from pixels.dicom.contact import Tile, contact_sheet
+    from pixels.dicom.record import RecordOptions, thumbnail_rows
+    from pixels.errors import PixelsError, QueryError
+    from pixels.table import CatalogTable
+    from pixels.thumbnails import iter_thumbnail_rows
+
+    opts = RecordOptions(thumbnails=True, thumbnail_size=size, thumbnail_format="png")
+    tiles = []
+    try:
+        for row in iter_thumbnail_rows(CatalogTable(table), where, limit):
+            image = row.get("thumbnail")
+            if image is None and row.get("frame_offsets") and not row.get("error"):
+                made = thumbnail_rows([row], opts)[0]
+                image = made["thumbnail"]
+            caption = " ".join(
+                str(v)
+                for v in (
+                    row.get("Modality"),
+                    row.get("SeriesDescription") or row.get("relative_path"),
+                )
+                if v
+            )
+            tiles.append(Tile(image, caption or row["path"]))
+    except QueryError as e:
+        click.echo(f"SQL error in --where: {e}", err=True)
+        sys.exit(1)
+    except PixelsError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    if not tiles:
+        click.echo("no rows match", err=True)
+        sys.exit(1)
+    fmt = "jpeg" if out.lower().endswith((".jpg", ".jpeg")) else "png"
+    with open(out, "wb") as fh:
+        fh.write(contact_sheet(tiles, columns=columns, cell=size, fmt=fmt))
+    shown = sum(1 for t in tiles if t.image)
+    click.echo(f"wrote {out}: {len(tiles)} tiles ({shown} with an image)", err=True)
+
+
 @main.command("optimize")
 @click.option(
     "--table", "-t", default=DEFAULT_TABLE, show_default=True, help="Delta table folder or URL."
@@ -313,7 +442,7 @@ def demo_cmd(table: str, workers: int | None) -> None:
         folders.append(os.path.dirname(str(big)))
     ctx = click.get_current_context()
     for folder in folders:
-        click.echo(f"$ pixels catalog {folder} --table {table}", err=True)
+        click.echo(f"$ pixels catalog {folder} --table {table} --thumbnails", err=True)
         ctx.invoke(
             catalog_cmd,
             source=folder,
@@ -327,6 +456,7 @@ def demo_cmd(table: str, workers: int | None) -> None:
             commit_rows=2000,
             storage_option=(),
             quiet=False,
+            thumbnails=True,
         )
     q = (
         "SELECT Modality, count(*) AS files, count(DISTINCT StudyInstanceUID) AS studies, "
@@ -334,6 +464,10 @@ def demo_cmd(table: str, workers: int | None) -> None:
     )
     click.echo(f'\n$ pixels sql --table {table} "{q}"', err=True)
     ctx.invoke(sql_cmd, query=q, table=table, fmt="table", output=None, max_rows=100)
+    sheet = os.path.join(os.path.dirname(os.path.abspath(table)), "sample-contact.png")
+    where = "Modality IN ('CT', 'MR') AND thumbnail IS NOT NULL"
+    click.echo(f'\n$ pixels show --table {table} --where "{where}" --out {sheet}', err=True)
+    ctx.invoke(show_cmd, table=table, where=where, out=sheet, limit=32, columns=8, size=160)
 
 
 if __name__ == "__main__":  # pragma: no cover

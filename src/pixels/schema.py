@@ -170,6 +170,28 @@ FRAME_COLUMNS: tuple[Column, ...] = (
     ),
 )
 
+#: The thumbnail (``--thumbnails`` or ``pixels thumbnails``).
+THUMBNAIL_COLUMNS: tuple[Column, ...] = (
+    Column(
+        "thumbnail",
+        pa.binary(),
+        "Thumbnail image bytes (JPEG or PNG), display pipeline applied, longest side `thumbnail_width`/`height`; null when not made or no pixel data.",
+    ),
+    Column("thumbnail_format", pa.string(), "`jpeg` or `png`."),
+    Column("thumbnail_width", pa.int32(), "Thumbnail width in pixels."),
+    Column("thumbnail_height", pa.int32(), "Thumbnail height in pixels."),
+    Column(
+        "thumbnail_frame",
+        pa.int32(),
+        "Frame shown (0-based; the middle frame of multi-frame files).",
+    ),
+    Column(
+        "thumbnail_error",
+        pa.string(),
+        "Why the thumbnail could not be made (the rest of the row is fine); null otherwise.",
+    ),
+)
+
 #: Bookkeeping columns.
 STATUS_COLUMNS: tuple[Column, ...] = (
     Column(
@@ -181,7 +203,7 @@ STATUS_COLUMNS: tuple[Column, ...] = (
 )
 
 COLUMNS: tuple[Column, ...] = (
-    FILE_COLUMNS + DICOM_COLUMNS + KEY_COLUMNS + FRAME_COLUMNS + STATUS_COLUMNS
+    FILE_COLUMNS + DICOM_COLUMNS + KEY_COLUMNS + FRAME_COLUMNS + THUMBNAIL_COLUMNS + STATUS_COLUMNS
 )
 
 #: The Arrow schema of the catalog table.

@@ -51,7 +51,11 @@ def contact_sheet(
         draw.rectangle([x0, y0, x0 + cell - 1, y0 + cell - 1], fill=(0, 0, 0))
         if tile.image:
             img = Image.open(io.BytesIO(tile.image)).convert("RGB")
-            img.thumbnail((cell, cell))
+            scale = cell / max(img.width, img.height)
+            size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+            # small images are enlarged with visible pixels, large ones reduced smoothly
+            resample = Image.Resampling.NEAREST if scale > 1 else Image.Resampling.LANCZOS
+            img = img.resize(size, resample)
             sheet.paste(img, (x0 + (cell - img.width) // 2, y0 + (cell - img.height) // 2))
         text = tile.caption
         while text and draw.textlength(text, font=font) > cell:

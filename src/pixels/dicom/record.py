@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from pixels.dicom.meta import Header
 from pixels.errors import DicomReadError, PixelsError
-from pixels.schema import KEY_COLUMNS, SCHEMA, empty_row
+from pixels.schema import KEY_COLUMNS, SCHEMA, THUMBNAIL_COLUMNS, empty_row
 from pixels.sources import ArchiveLimits, detect_file_type, open_file
 from pixels.sources.ref import FileRef
 
@@ -41,11 +41,18 @@ class RecordOptions:
         fsspec options for URLs (credentials, endpoint).
     limits : ArchiveLimits
         Safety limits for zip members.
+    thumbnails : bool
+        Also make the thumbnail, in the same pass over the file.
+    thumbnail_size, thumbnail_format : int, str
+        Longest side and ``jpeg``/``png``.
     """
 
     bulk_threshold: int = 1024
     storage_options: dict[str, Any] | None = None
     limits: ArchiveLimits = field(default_factory=ArchiveLimits)
+    thumbnails: bool = False
+    thumbnail_size: int = 256
+    thumbnail_format: str = "jpeg"
 
 
 def file_columns(ref: FileRef) -> dict[str, Any]:
@@ -96,13 +103,15 @@ def catalog_record(ref: FileRef, options: RecordOptions | None = None) -> dict[s
                 header = read_header(fp, path=ref.path, bulk_threshold=opts.bulk_threshold)
                 row["meta"] = header.meta
                 row["forced"] = header.forced
+                for col in KEY_COLUMNS:
+                    value = header.keys.get(col.name)
+                    row[col.name] = value.isoformat() if isinstance(value, dt.time) else value
                 if header.problem:
                     row["error"] = f"{ref.path}: {header.problem}"
                 else:
                     _add_frames(row, fp, header, ref.path)
-                for col in KEY_COLUMNS:
-                    value = header.keys.get(col.name)
-                    row[col.name] = value.isoformat() if isinstance(value, dt.time) else value
+                    if opts.thumbnails and row["frame_offsets"]:
+                        add_thumbnail(row, fp, header.model or header.meta, opts)
             elif ftype not in IMAGE_TYPES:
                 row["error"] = (
                     f"{ref.path}: not a DICOM file (no 'DICM' prefix at byte 128 and no "
@@ -134,6 +143,61 @@ def _add_frames(row: dict[str, Any], fp: BinaryIO, header: Header, path: str) ->
         row["frame_fragments"] = [[x for pair in frame for x in pair] for frame in index.fragments]
     if index.bit_offsets is not None:
         row["frame_bit_offsets"] = list(index.bit_offsets)
+
+
+def add_thumbnail(row: dict[str, Any], fp: BinaryIO, meta: Any, opts: RecordOptions) -> None:
+    """Fill the thumbnail columns of ``row`` (a decode failure goes to ``thumbnail_error`` only)."""
+    from pixels.dicom.thumbnail import thumbnail_from_file
+
+    for col in THUMBNAIL_COLUMNS:
+        row[col.name] = None
+    try:
+        thumb = thumbnail_from_file(
+            fp,
+            meta,
+            row.get("TransferSyntaxUID") or "",
+            path=row["path"],
+            max_size=opts.thumbnail_size,
+            fmt=opts.thumbnail_format,
+            index=frame_index_of(row),
+        )
+    except PixelsError as e:
+        row["thumbnail_error"] = str(e)
+        return
+    except Exception as e:  # a codec failing on a broken frame: still only this column
+        row["thumbnail_error"] = f"{row['path']}: {type(e).__name__}: {e}"
+        return
+    if thumb is not None:
+        row.update(
+            thumbnail=thumb.data,
+            thumbnail_format=thumb.format,
+            thumbnail_width=thumb.width,
+            thumbnail_height=thumb.height,
+            thumbnail_frame=thumb.frame,
+        )
+
+
+def thumbnail_rows(rows: Sequence[dict[str, Any]], options: RecordOptions) -> list[dict[str, Any]]:
+    """Thumbnail columns for catalog rows (pure: one open and one frame read per row)."""
+    out = []
+    for row in rows:
+        cols = dict(row)
+        try:
+            with open_file(
+                FileRef.from_row(row),
+                storage_options=options.storage_options,
+                limits=options.limits,
+            ) as fp:
+                add_thumbnail(cols, fp, row["meta"], options)
+        except Exception as e:  # the file vanished or cannot be opened: say so in this row
+            for name in _THUMB_NAMES:
+                cols[name] = None
+            cols["thumbnail_error"] = str(e) if row["path"] in str(e) else f"{row['path']}: {e}"
+        out.append({k: cols[k] for k in _THUMB_NAMES})
+    return out
+
+
+_THUMB_NAMES = [c.name for c in THUMBNAIL_COLUMNS]
 
 
 def frame_index_of(row: dict[str, Any], transfer_syntax: str | None = None) -> Any:

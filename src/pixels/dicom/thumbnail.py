@@ -104,6 +104,7 @@ def thumbnail_from_file(
     max_size: int = 256,
     fmt: str = "png",
     frame: int | None = None,
+    index: Any = None,
 ) -> Thumbnail | None:
     """Make the thumbnail of an open DICOM file whose header was already read.
 
@@ -123,6 +124,8 @@ def thumbnail_from_file(
         ``"png"`` or ``"jpeg"``.
     frame : int, optional
         Frame to show; default the middle frame.
+    index : FrameIndex, optional
+        The file's frame index when known (from the catalog row); else built here.
 
     Returns
     -------
@@ -141,7 +144,8 @@ def thumbnail_from_file(
     js = json.loads(meta) if isinstance(meta, str) else meta
     if "7FE00010" not in js:
         return None
-    index = index_from_header(fp, js, path=path)
+    if index is None:
+        index = index_from_header(fp, js, path=path)
     info = PixelInfo.from_json(js, transfer_syntax)
     if index is None:
         raise PixelsError("pixel data cannot be located (deflated file)", path)
@@ -152,8 +156,7 @@ def thumbnail_from_file(
     data = read_frame(fp, index, chosen)
     k = reduce_level(info.rows, info.columns, max_size, transfer_syntax)
     arr = decode_frame(data, info, reduce=k, path=path)
-    photometric = getattr(arr, "photometric", None)
-    shown = to_display(np.asarray(arr), js, frame=chosen, photometric=photometric)
+    shown = to_display(np.asarray(arr), js, frame=chosen, photometric=info.decoded_photometric)
     blob, w, h = encode_image(shown, max_size, fmt)
     return Thumbnail(blob, w, h, fmt, chosen)
 

@@ -111,7 +111,7 @@ def _main_module_hidden() -> Iterator[None]:
             main.__dict__.update(saved)
 
 
-def _start_pool(n_workers: int) -> ProcessPoolExecutor:
+def start_pool(n_workers: int) -> ProcessPoolExecutor:
     """A process pool with all ``n_workers`` started now (forkserver: no inherited threads)."""
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(["pixels.engines.worker"])
@@ -289,7 +289,7 @@ def run_catalog(
                     if (
                         pool is None
                     ):  # started on the first file to read: a no-op re-run starts none
-                        pool = stack.enter_context(_start_pool(n_workers))
+                        pool = stack.enter_context(start_pool(n_workers))
                     refs = [r for r, _ in chunk]
                     inflight.append(
                         (

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import pyarrow as pa
 
-from pixels.dicom.record import RecordOptions, catalog_batch
+from pixels.dicom.record import RecordOptions, catalog_batch, thumbnail_rows
 from pixels.sources.ref import FileRef
 
 
@@ -43,3 +44,8 @@ def init() -> None:
 def run(refs: Sequence[FileRef], options: RecordOptions) -> pa.RecordBatch:
     """Catalog one chunk of files (the task a worker runs)."""
     return catalog_batch(refs, options)
+
+
+def thumbnails(rows: Sequence[dict[str, Any]], options: RecordOptions) -> list[dict[str, Any]]:
+    """Thumbnail columns for a chunk of catalog rows (the task of a thumbnail pass)."""
+    return thumbnail_rows(rows, options)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,3 +52,23 @@ class FileRef:
     original_path: str | None = None
     member: str | None = None
     error: str | None = None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> FileRef:
+        """Rebuild the ref of a catalog row (to read the file again without listing)."""
+        path = row["path"]
+        original = row.get("original_path")
+        member = None
+        if original and path.startswith("zip://") and path.endswith("::" + original):
+            member = path[len("zip://") : len(path) - len(original) - 2]
+        return cls(
+            path=path,
+            modificationTime=row.get("modificationTime"),  # type: ignore[arg-type]
+            length=row.get("length") or 0,
+            relative_path=row.get("relative_path") or "",
+            local_path=row.get("local_path"),
+            extension=row.get("extension") or "",
+            path_tags=tuple(row.get("path_tags") or ()),
+            original_path=original,
+            member=member,
+        )

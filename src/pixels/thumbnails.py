@@ -1,0 +1,274 @@
+"""Thumbnails for rows already in the catalog (``pixels thumbnails``), and ``DicomThumbnailExtractor``.
+
+Rows are read from the table, never re-parsed from the files: the file is opened
+only to read the chosen frame's bytes at the offsets the frame index gives.
+The pass goes data file by data file: the rows of one Parquet file get their
+thumbnails, a new file is written, and one Delta commit removes the old file
+and adds the new one. A crash loses at most the file in progress; a re-run
+skips rows that have a thumbnail (or a thumbnail error).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from pixels.dicom.record import RecordOptions, frame_index_of, thumbnail_rows
+from pixels.errors import QueryError, TableError
+from pixels.schema import SCHEMA, THUMBNAIL_COLUMNS
+from pixels.table import CatalogTable, conform
+
+_THUMB_NAMES = [c.name for c in THUMBNAIL_COLUMNS]
+
+
+@dataclass
+class ThumbnailStats:
+    """What a thumbnail pass did."""
+
+    files: int = 0
+    rows: int = 0
+    made: int = 0
+    errors: int = 0
+    conflicts: int = 0
+    seconds: float = 0.0
+
+
+def _needs(table: pa.Table, where: str | None, force: bool) -> pa.Array:
+    """Row mask: has a frame index, matches ``where``, and (unless ``force``) has no thumbnail yet."""
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        light = table.select([c for c in table.column_names if c not in ("thumbnail", "meta")])
+        con.register("f", light.append_column("__row", pa.array(range(table.num_rows), pa.int64())))
+        cond = "frame_offsets IS NOT NULL"
+        if not force:
+            cond += " AND thumbnail_format IS NULL AND thumbnail_error IS NULL"
+        if where:
+            cond += f" AND ({where})"
+        try:
+            hit = con.execute(f"SELECT list(__row) FROM f WHERE {cond}").fetchone()
+        except duckdb.Error as e:
+            raise QueryError(str(e)) from e
+    finally:
+        con.close()
+    idx = (hit[0] if hit else None) or []
+    mask = [False] * table.num_rows
+    for i in idx:
+        mask[i] = True
+    return pa.array(mask, pa.bool_())
+
+
+def run_thumbnails(
+    table: CatalogTable,
+    *,
+    where: str | None = None,
+    force: bool = False,
+    workers: int | None = None,
+    options: RecordOptions | None = None,
+    chunk_rows: int = 32,
+    progress: Callable[[ThumbnailStats], None] | None = None,
+) -> ThumbnailStats:
+    """Make the thumbnails the catalog lacks, one data file (one commit) at a time.
+
+    Parameters
+    ----------
+    table : CatalogTable
+        The catalog (local tables).
+    where : str, optional
+        SQL predicate restricting the rows (``"Modality = 'CT'"``).
+    force : bool
+        Make them again even where one exists.
+    workers : int, optional
+        Processes (default: CPUs; 0 = this process).
+    options : RecordOptions, optional
+        ``thumbnail_size``, ``thumbnail_format`` and the storage options used.
+    """
+    from deltalake.exceptions import CommitFailedError
+    from deltalake.transaction import AddAction, RemoveAction
+
+    from pixels.engines.local import start_pool
+    from pixels.engines.worker import thumbnails as worker_thumbnails
+
+    opts = options or RecordOptions(thumbnails=True)
+    stats = ThumbnailStats()
+    t0 = time.perf_counter()
+    if "://" in table.uri and not table.uri.startswith("file://"):
+        raise TableError(
+            "thumbnail passes rewrite data files: only local tables are supported", table.uri
+        )
+    table.create()  # evolves an old table: thumbnail columns exist
+    root = table.uri.removeprefix("file://")
+    n_workers = (os.cpu_count() or 1) if workers is None else workers
+    with contextlib.ExitStack() as stack:
+        pool: ProcessPoolExecutor | None = None
+        for uri in table.file_uris():
+            data = conform(pq.read_table(uri))
+            mask = _needs(data, where, force)
+            todo = pc.sum(mask).as_py() or 0
+            if not todo:
+                continue
+            rows = data.filter(mask).to_pylist()
+            chunks = [rows[i : i + chunk_rows] for i in range(0, len(rows), chunk_rows)]
+            if n_workers > 0 and len(rows) > chunk_rows:
+                if pool is None:
+                    pool = stack.enter_context(start_pool(n_workers))
+                results = [
+                    r
+                    for part in pool.map(worker_thumbnails, chunks, [opts] * len(chunks))
+                    for r in part
+                ]
+            else:
+                results = [r for part in chunks for r in thumbnail_rows(part, opts)]
+            data = _merge(data, mask, results)
+            try:
+                _replace_file(table, root, uri, data, AddAction, RemoveAction)
+            except CommitFailedError:
+                stats.conflicts += 1  # another writer changed this file: the next run does it
+                continue
+            stats.files += 1
+            stats.rows += len(results)
+            stats.made += sum(1 for r in results if r["thumbnail_format"])
+            stats.errors += sum(1 for r in results if r["thumbnail_error"])
+            if progress:
+                stats.seconds = time.perf_counter() - t0
+                progress(stats)
+    stats.seconds = time.perf_counter() - t0
+    return stats
+
+
+def _merge(data: pa.Table, mask: pa.Array, results: list[dict[str, Any]]) -> pa.Table:
+    positions = [i for i, m in enumerate(mask.to_pylist()) if m]
+    for name in _THUMB_NAMES:
+        values = data.column(name).to_pylist()
+        for pos, res in zip(positions, results, strict=True):
+            values[pos] = res[name]
+        data = data.set_column(
+            data.schema.get_field_index(name),
+            SCHEMA.field(name),
+            pa.array(values, SCHEMA.field(name).type),
+        )
+    return data
+
+
+def _replace_file(
+    table: CatalogTable, root: str, old_uri: str, data: pa.Table, add: Any, remove: Any
+) -> None:
+    name = f"part-00000-{uuid.uuid4()}-c000.zstd.parquet"
+    path = os.path.join(root, name)
+    pq.write_table(data, path + ".tmp", compression="zstd", row_group_size=2048)
+    os.replace(path + ".tmp", path)
+    st = os.stat(path)
+    old_rel = os.path.relpath(old_uri.removeprefix("file://"), root)
+    now = int(time.time() * 1000)
+    stats = {
+        "numRecords": data.num_rows,
+        "nullCount": {
+            f.name: data.column(f.name).null_count
+            for f in data.schema
+            if not pa.types.is_nested(f.type)
+        },
+    }
+    actions = [
+        remove(
+            path=old_rel,
+            data_change=True,
+            deletion_timestamp=now,
+            size=os.stat(old_uri.removeprefix("file://")).st_size,
+        ),
+        add(
+            path=name,
+            size=st.st_size,
+            partition_values={},
+            modification_time=int(st.st_mtime * 1000),
+            data_change=True,
+            stats=json.dumps(stats),
+        ),
+    ]
+    with table._writer_lock():
+        dt = table.delta()
+        if old_uri not in set(dt.file_uris()):
+            os.remove(path)
+            from deltalake.exceptions import CommitFailedError
+
+            raise CommitFailedError(f"{old_uri} was replaced meanwhile")
+        dt.create_write_transaction(actions, mode="append", schema=SCHEMA)
+        dt.update_incremental()
+
+
+class DicomThumbnailExtractor:
+    """Add thumbnail columns to catalog rows (the dbx.pixels name, on the local engine).
+
+    Parameters
+    ----------
+    max_size : int
+        Longest side of the thumbnails.
+    fmt : str
+        ``"jpeg"`` (default) or ``"png"``.
+
+    Examples
+    --------
+    >>> rows = Catalog("./catalog").sql_arrow("SELECT * FROM object_catalog WHERE Modality = 'CT'")  # doctest: +SKIP
+    >>> with_thumbs = DicomThumbnailExtractor(max_size=128).transform(rows)                          # doctest: +SKIP
+    """
+
+    def __init__(
+        self, max_size: int = 256, fmt: str = "jpeg", storage_options: dict[str, Any] | None = None
+    ):
+        self.options = RecordOptions(
+            thumbnails=True,
+            thumbnail_size=max_size,
+            thumbnail_format=fmt,
+            storage_options=storage_options,
+        )
+
+    def transform(self, rows: Any) -> pa.Table:
+        """Return ``rows`` (Arrow table or pandas DataFrame of catalog rows) with thumbnail columns set."""
+        table = (
+            rows if isinstance(rows, pa.Table) else pa.Table.from_pandas(rows, preserve_index=False)
+        )
+        results = thumbnail_rows(table.to_pylist(), self.options)
+        for name in _THUMB_NAMES:
+            col = pa.array([r[name] for r in results], SCHEMA.field(name).type)
+            if name in table.column_names:
+                table = table.set_column(
+                    table.schema.get_field_index(name), SCHEMA.field(name), col
+                )
+            else:
+                table = table.append_column(SCHEMA.field(name), col)
+        return table
+
+
+def iter_thumbnail_rows(
+    table: CatalogTable, where: str | None, limit: int
+) -> Iterator[dict[str, Any]]:
+    """Rows for a contact sheet: path, caption fields and the thumbnail (may be null)."""
+    from pixels.sql import query
+
+    cond = f"WHERE {where}" if where else ""
+    result = query(
+        table,
+        "SELECT * EXCLUDE (meta) , meta FROM object_catalog "
+        f"{cond} ORDER BY StudyInstanceUID, SeriesInstanceUID, InstanceNumber, path LIMIT {int(limit)}",
+    )
+    yield from result.to_pylist()
+
+
+__all__ = [
+    "DicomThumbnailExtractor",
+    "ThumbnailStats",
+    "frame_index_of",
+    "run_thumbnails",
+    "thumbnail_rows",
+]
