@@ -204,3 +204,15 @@ def test_show_writes_a_contact_sheet(rows: dict[str, dict], folder: Path, tmp_pa
     )  # broken_j2k.dcm has a tile but no image
     sheet = np.asarray(Image.open(out))
     assert sheet.shape[0] > 96 and sheet.std() > 20
+
+
+def test_public_helpers_in_pixels_dicom() -> None:
+    import pixels.dicom as pd_
+
+    ct = sample_file("CT_small.dcm")
+    ds = pydicom.dcmread(ct)
+    (frame,) = pd_.read_frames(str(ct), frames=[0])
+    assert np.array_equal(frame, ds.pixel_array)
+    thumb = pd_.thumbnail(str(ct), max_size=64)
+    assert thumb is not None and (thumb.width, thumb.height) == (64, 64)
+    assert _image(thumb.data).shape == (64, 64)
