@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from pixels.dicom.decode import PixelInfo, decode_frame, read_frames
     from pixels.dicom.display import to_display
     from pixels.dicom.meta import Header, read_header
-    from pixels.dicom.thumbnail import Thumbnail, thumbnail
+    from pixels.dicom.thumb import Thumbnail, thumbnail
 
 _LAZY = {
     "read_frames": "pixels.dicom.decode",
@@ -24,8 +24,8 @@ _LAZY = {
     "to_display": "pixels.dicom.display",
     "read_header": "pixels.dicom.meta",
     "Header": "pixels.dicom.meta",
-    "thumbnail": "pixels.dicom.thumbnail",
-    "Thumbnail": "pixels.dicom.thumbnail",
+    "thumbnail": "pixels.dicom.thumb",
+    "Thumbnail": "pixels.dicom.thumb",
 }
 
 __all__ = [

@@ -227,7 +227,7 @@ def decode_frame(data: bytes, info: PixelInfo, *, reduce: int = 0, path: str = "
         How to interpret the bytes.
     reduce : int
         Decode at ``1 / 2**reduce`` resolution: JPEG 2000 / HTJ2K via openjpeg's
-        resolution reduction (Pillow), 8-bit JPEG via DCT scaling (Pillow), otherwise
+        resolution reduction (the system libopenjp2, else Pillow), 8-bit JPEG via DCT scaling (Pillow), otherwise
         a full decode then every ``2**reduce``-th pixel. The shape is
         ``ceil(rows / 2**reduce), ceil(cols / 2**reduce)``.
     path : str

@@ -147,7 +147,7 @@ def _add_frames(row: dict[str, Any], fp: BinaryIO, header: Header, path: str) ->
 
 def add_thumbnail(row: dict[str, Any], fp: BinaryIO, meta: Any, opts: RecordOptions) -> None:
     """Fill the thumbnail columns of ``row`` (a decode failure goes to ``thumbnail_error`` only)."""
-    from pixels.dicom.thumbnail import thumbnail_from_file
+    from pixels.dicom.thumb import thumbnail_from_file
 
     for col in THUMBNAIL_COLUMNS:
         row[col.name] = None
