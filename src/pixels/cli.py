@@ -399,6 +399,74 @@ def show_cmd(table: str, where: str | None, out: str, limit: int, columns: int, 
     click.echo(f"wrote {out}: {len(tiles)} tiles ({shown} with an image)", err=True)
 
 
+@main.command("patches")
+@click.option("--table", "-t", default=DEFAULT_TABLE, show_default=True, help="Catalog table.")
+@click.option("--out", "-O", required=True, help="Delta table to write the patches to (appended).")
+@click.option(
+    "--where", default=None, help="SQL predicate on the catalog, e.g. \"Modality = 'MG'\"."
+)
+@click.option("--size", type=int, default=256, show_default=True, help="Patch size in pixels.")
+@click.option("--stride", type=int, default=None, help="Step between patches [default: --size].")
+@click.option("--pad", is_flag=True, help="Keep edge patches, padded, instead of dropping them.")
+@click.option(
+    "--min-foreground",
+    type=float,
+    default=None,
+    help="Skip patches with less than this fraction above --background.",
+)
+@click.option(
+    "--background",
+    type=float,
+    default=None,
+    help="Stored value counted as background [default: the frame's minimum].",
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(["png", "raw"]), default="png", show_default=True
+)
+@click.option("--frames", type=click.Choice(["all", "middle"]), default="all", show_default=True)
+def patches_cmd(
+    table: str,
+    out: str,
+    where: str | None,
+    size: int,
+    stride: int | None,
+    pad: bool,
+    min_foreground: float | None,
+    background: float | None,
+    fmt: str,
+    frames: str,
+) -> None:
+    """Cut the selected images into patches (rows with source, frame, x, y and the pixels)."""
+    from pixels.catalog import Catalog
+    from pixels.errors import PixelsError, QueryError
+    from pixels.patching import write_patches
+
+    try:
+        stats = write_patches(
+            Catalog(table),
+            out,
+            where=where,
+            size=size,
+            stride=stride,
+            pad=pad,
+            min_foreground=min_foreground,
+            background=background,
+            fmt=fmt,
+            frames=frames,
+        )
+    except QueryError as e:
+        click.echo(f"SQL error in --where: {e}", err=True)
+        sys.exit(1)
+    except PixelsError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    click.echo(
+        f"patches: {stats['patches']:,} from {stats['files']:,} files · {stats['errors']:,} errors · "
+        f"{stats['seconds']:.1f} s -> {out}",
+        err=True,
+    )
+
+
 @main.command("optimize")
 @click.option(
     "--table", "-t", default=DEFAULT_TABLE, show_default=True, help="Delta table folder or URL."

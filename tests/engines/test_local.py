@@ -280,3 +280,12 @@ def test_frame_index_columns_locate_every_frame(tmp_path: Path) -> None:
                     size = len(ds.PixelData) // n if n > 1 else len(got)
                     assert got == ds.PixelData[i * size : i * size + len(got)], (row["path"], i)
     assert multi >= 10 and fragmented >= 1
+
+
+def test_table_inside_the_source_is_not_cataloged(tmp_path: Path) -> None:
+    copy_tree([sample_file(CT)], tmp_path)
+    cat = Catalog(tmp_path / "catalog")
+    first = cat.catalog(tmp_path, workers=0)
+    again = cat.catalog(tmp_path, workers=0)
+    assert first.listed == again.listed == 1 and again.processed == 0
+    assert cat.sql("SELECT count(*) n FROM object_catalog WHERE path LIKE '%catalog%'").n[0] == 0

@@ -223,8 +223,13 @@ def run_catalog(
         storage_options=storage,
     )
 
+    # the table may live inside the folder being cataloged: never catalog its own files
+    own = os.path.join(table.uri, "") if "://" not in table.uri else None
+
     def counted(refs: Iterable[FileRef]) -> Iterator[FileRef]:
         for r in refs:
+            if own is not None and r.path.startswith(own):
+                continue
             stats.listed += 1
             yield r
 
