@@ -123,8 +123,8 @@ def test_dcmtk_transcodes(kind: str, src: str, tmp_path: Path) -> None:
         assert _psnr(got, orig, float(orig.max() - orig.min())) >= 40
 
 
-def _htj2k_file(tmp_path: Path) -> Path:
-    imagecodecs = pytest.importorskip("imagecodecs")
+def _htj2k_file(tmp_path: Path, syntax: str = codecs.HTJ2K_LOSSLESS) -> Path:
+    import imagecodecs  # a test dependency (pyproject [test])
     from pydicom.encaps import encapsulate
 
     ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
@@ -132,14 +132,21 @@ def _htj2k_file(tmp_path: Path) -> Path:
     enc = imagecodecs.htj2k_encode(arr, level=0)  # level 0: reversible
     ds.PixelData = encapsulate([bytes(enc)])
     ds["PixelData"].VR = "OB"
-    ds.file_meta.TransferSyntaxUID = codecs.HTJ2K_LOSSLESS
+    ds.file_meta.TransferSyntaxUID = syntax
     out = tmp_path / "htj2k.dcm"
     ds.save_as(out, enforce_file_format=True)
     return out
 
 
-def test_htj2k(tmp_path: Path) -> None:
-    out = _htj2k_file(tmp_path)
+@pytest.mark.parametrize(
+    "syntax",
+    ["1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.202", "1.2.840.10008.1.2.4.203"],
+    ids=["HTJ2K-lossless", "HTJ2K-RPCL", "HTJ2K"],
+)
+def test_htj2k(tmp_path: Path, syntax: str) -> None:
+    """The same reversible HTJ2K codestream under each of the three HTJ2K UIDs (.203 allows
+    lossless too; .202 asks for RPCL order, which the decoder does not depend on)."""
+    out = _htj2k_file(tmp_path, syntax)
     ref = pydicom.dcmread(get_testdata_file("CT_small.dcm")).pixel_array
     got = read_frames(str(out))[0]
     np.testing.assert_array_equal(got, ref)
