@@ -90,6 +90,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     every check needs its dependency installed there, and a skip would hide a missing one."""
     outcome = yield
     report = outcome.get_result()
-    if os.environ.get("PIXELS_STRICT_SKIPS") == "1" and report.skipped and not hasattr(report, "wasxfail"):
+    if (
+        os.environ.get("PIXELS_STRICT_SKIPS") == "1"
+        and report.skipped
+        and not hasattr(report, "wasxfail")
+    ):
         report.outcome = "failed"
         report.longrepr = f"skipped, which the strict test run does not allow: {report.longrepr}"

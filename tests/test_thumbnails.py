@@ -216,3 +216,18 @@ def test_public_helpers_in_pixels_dicom() -> None:
     thumb = pd_.thumbnail(str(ct), max_size=64)
     assert thumb is not None and (thumb.width, thumb.height) == (64, 64)
     assert _image(thumb.data).shape == (64, 64)
+
+
+def test_palette_tables_given_as_bulk_data() -> None:
+    """16-bit palettes (65,536 entries) sit in meta as BulkDataURIs: read and applied, either endianness."""
+    import pixels.dicom as pd_
+
+    ds = pydicom.dcmread(sample_file("gdcm-US-ALOKA-16.dcm"))
+    little = _image(pd_.thumbnail(str(sample_file("gdcm-US-ALOKA-16.dcm")), 128, "png").data)
+    big = _image(pd_.thumbnail(str(sample_file("gdcm-US-ALOKA-16_big.dcm")), 128, "png").data)
+    assert little.shape == (96, 128, 3) and np.array_equal(little, big)
+    from pydicom.pixels import apply_color_lut
+
+    ref = apply_color_lut(ds.pixel_array, ds)
+    ref8 = np.asarray(Image.fromarray((ref / 257).astype(np.uint8)).resize((128, 96))).astype(float)
+    assert np.corrcoef(little.astype(float).ravel(), ref8.ravel())[0, 1] > 0.9
