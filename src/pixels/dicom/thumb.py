@@ -115,29 +115,31 @@ def reduce_level(rows: int, columns: int, max_size: int, transfer_syntax: str) -
 
 
 def _shrink(arr: np.ndarray, max_size: int, js: dict[str, Any]) -> np.ndarray:
-    """Bring a frame the codec could not reduce down to <= 2x the thumbnail before the display step.
+    """Bring a frame the codec could not reduce down to < 2x the thumbnail before the display step.
 
     The window/level and the final Lanczos resize then work on ~4x fewer pixels
-    or more. Monochrome data are block-averaged (rounded back to their type);
-    palette indexes and LUT inputs are subsampled, since averaging indexes is
-    meaningless.
+    or more. Stored values are block-averaged (rounded back to their type; for
+    colour, per channel); palette indexes and LUT inputs are left whole.
     """
     h, w = arr.shape[:2]
     f = 1
-    while max(h, w) // (f * 2) >= 2 * max_size:
+    while max(h, w) // (f * 2) >= max_size:  # the same rule as the codecs' reduce_level
         f *= 2
     if f == 1:
         return arr
-    lut_input = any(t in js for t in ("00281201", "00283000")) or (
-        "00283010" in js and "00281050" not in js
-    )
-    if lut_input or arr.ndim == 3:
-        return arr[::f, ::f]
+    if any(t in js for t in ("00281201", "00281221", "00283000", "00283010")):
+        # palette indexes and LUT inputs cannot be averaged (nor safely subsampled):
+        # the display step maps the whole frame, the resize then smooths the colours
+        return arr
     hh, ww = h - h % f, w - w % f
-    block = arr[:hh, :ww].reshape(hh // f, f, ww // f, f).mean(axis=(1, 3))
-    if np.issubdtype(arr.dtype, np.integer):
-        return np.rint(block).astype(arr.dtype)
-    return block.astype(arr.dtype)
+    acc_type = np.int64 if np.issubdtype(arr.dtype, np.integer) else np.float64
+    acc = np.zeros((hh // f, ww // f, *arr.shape[2:]), dtype=acc_type)
+    for dy in range(f):  # f*f strided views: one pass over the frame, no big temporaries
+        for dx in range(f):
+            acc += arr[dy:hh:f, dx:ww:f]
+    if acc_type is np.int64:
+        return ((acc + (f * f) // 2) // (f * f)).astype(arr.dtype)
+    return (acc / (f * f)).astype(arr.dtype)
 
 
 def _fit(arr: np.ndarray, max_size: int) -> Any:
