@@ -467,6 +467,48 @@ def patches_cmd(
     )
 
 
+@main.command("serve")
+@click.option("--table", "-t", default=DEFAULT_TABLE, show_default=True, help="Catalog table.")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to bind (loopback unless told otherwise).",
+)
+@click.option("--port", "-p", type=int, default=8042, show_default=True)
+@click.option(
+    "--token",
+    default=None,
+    envvar="PIXELS_TOKEN",
+    help="Bearer token required on /dicomweb [env PIXELS_TOKEN].",
+)
+@click.option(
+    "--storage-root",
+    default=None,
+    help="Where STOW-RS writes files [default: stow/ next to the table].",
+)
+@click.option(
+    "--public-url", default=None, help="URL clients reach the server at (behind a proxy)."
+)
+def serve_cmd(
+    table: str,
+    host: str,
+    port: int,
+    token: str | None,
+    storage_root: str | None,
+    public_url: str | None,
+) -> None:
+    """Serve the catalog over DICOMweb (QIDO-RS, WADO-RS, STOW-RS) at /dicomweb."""
+    from pixels.web.app import serve
+
+    click.echo(
+        f"DICOMweb: http://{host}:{port}/dicomweb  (catalog {os.path.abspath(table)})", err=True
+    )
+    serve(
+        table, host=host, port=port, token=token, storage_root=storage_root, public_url=public_url
+    )
+
+
 @main.command("optimize")
 @click.option(
     "--table", "-t", default=DEFAULT_TABLE, show_default=True, help="Delta table folder or URL."

@@ -1,0 +1,216 @@
+"""STOW-RS (PS3.18 10.5): store instances sent as multipart/related application/dicom.
+
+The body is spooled to a temporary file under ``{storage_root}/.incoming`` (never
+held whole in memory; larger than the limit: 413), split into parts, and each
+part checked: it must parse as DICOM (:func:`pixels.dicom.meta.read_header`) and
+carry valid SOP Class, SOP Instance, Study and Series UIDs; with a study in the
+URL the instance must belong to it. A good part is written to
+``{storage_root}/{StudyUID}/{SeriesUID}/{SOPUID}.dcm`` atomically (temporary file
+then :func:`os.replace`) and cataloged at once, so the next QIDO-RS request sees it.
+
+Duplicates: a SOP instance already stored with identical bytes is a success and
+nothing is written; different bytes replace the stored file (a new version; the
+catalog row for that path is replaced too) and the item says so with
+WarningReason (0008,1196) ``0xB000``.
+
+The response is a Store Instances Response (DICOM JSON): ReferencedSOPSequence
+(0008,1199) for stored instances, FailedSOPSequence (0008,1198) with
+FailureReason (0008,1197) ``0xA900`` (study does not match the URL) or ``0xC000``
+(cannot understand: not DICOM, UIDs missing); status 200 when all were stored,
+202 when some failed, 409 when all failed; 400 for a malformed multipart body,
+415 for another content type, 413 for a body over the limit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import filecmp
+import json
+import mmap
+import os
+import tempfile
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from pixels.web.app import WebState, base_url, check_uid, is_uid, state_of
+from pixels.web.multipart import MultipartError, parse_media_type, split_parts
+
+__all__ = ["store"]
+
+FAIL_STUDY_MISMATCH = 0xA900
+FAIL_CANNOT_UNDERSTAND = 0xC000
+FAIL_PROCESSING = 0x0110
+WARN_REPLACED = 0xB000
+
+
+@dataclass
+class _Outcome:
+    sop_class: str | None
+    sop: str | None
+    study: str | None = None
+    series: str | None = None
+    failure: int | None = None
+    reason: str = ""
+    replaced: bool = False
+    path: str | None = None
+
+
+async def store(request: Request) -> Response:
+    """``POST /studies`` and ``POST /studies/{study}``."""
+    state = state_of(request)
+    study = request.path_params.get("study")
+    if study is not None:
+        check_uid(study, "StudyInstanceUID")
+    ctype = parse_media_type(request.headers.get("content-type", ""))
+    if ctype.type != "multipart/related":
+        raise HTTPException(
+            415, 'STOW-RS accepts multipart/related; type="application/dicom" bodies only'
+        )
+    inner = ctype.params.get("type", "application/dicom").lower()
+    if inner != "application/dicom":
+        raise HTTPException(415, f"part type {inner!r} is not supported: send application/dicom")
+    boundary = ctype.params.get("boundary")
+    if not boundary:
+        raise HTTPException(400, "Content-Type has no boundary parameter")
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > state.max_upload:
+        raise HTTPException(413, f"the body is larger than the limit of {state.max_upload} bytes")
+    incoming = os.path.join(state.storage_root, ".incoming")
+    os.makedirs(incoming, exist_ok=True)
+    fd, spool = tempfile.mkstemp(dir=incoming, suffix=".body")
+    try:
+        total = 0
+        with os.fdopen(fd, "wb") as out:
+            async for chunk in request.stream():
+                total += len(chunk)
+                if total > state.max_upload:
+                    raise HTTPException(
+                        413, f"the body is larger than the limit of {state.max_upload} bytes"
+                    )
+                out.write(chunk)
+        outcomes = await run_in_threadpool(_store_body, state, spool, boundary, study)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(spool)
+    return _response(request, outcomes, study)
+
+
+def _store_body(state: WebState, spool: str, boundary: str, study: str | None) -> list[_Outcome]:
+    if os.path.getsize(spool) == 0:
+        raise HTTPException(400, "empty body: no multipart parts")
+    with open(spool, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        try:
+            parts = split_parts(mm, boundary)
+        except MultipartError as e:
+            raise HTTPException(400, str(e)) from e
+        if not parts:
+            raise HTTPException(400, "the multipart body has no parts")
+        outcomes = []
+        with state.write_lock:
+            for part in parts:
+                outcomes.append(
+                    _store_part(state, mm, part.start, part.end, part.content_type, study)
+                )
+            stored = [o for o in outcomes if o.failure is None and o.path]
+            for o in stored:
+                try:
+                    state.catalog.catalog(o.path, workers=0)  # type: ignore[arg-type]
+                except Exception as e:  # the file is stored; say it could not be cataloged
+                    o.failure, o.reason = FAIL_PROCESSING, f"stored but not cataloged: {e}"
+    return outcomes
+
+
+def _store_part(
+    state: WebState, mm: mmap.mmap, start: int, end: int, ctype: str, study: str | None
+) -> _Outcome:
+    from pixels.dicom.meta import read_header
+
+    if ctype and parse_media_type(ctype).type != "application/dicom":
+        return _Outcome(None, None, failure=FAIL_CANNOT_UNDERSTAND, reason=f"part type {ctype!r}")
+    incoming = os.path.join(state.storage_root, ".incoming")
+    fd, tmp = tempfile.mkstemp(dir=incoming, suffix=".dcm")
+    keep = False
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for pos in range(start, end, 1 << 22):
+                out.write(mm[pos : min(end, pos + (1 << 22))])
+        try:
+            with open(tmp, "rb") as fp:
+                header = read_header(fp, path="STOW-RS part")
+            js = json.loads(header.meta)
+        except Exception as e:
+            return _Outcome(None, None, failure=FAIL_CANNOT_UNDERSTAND, reason=f"not DICOM: {e}")
+        uids = {k: _value(js, t) for k, t in _UID_TAGS.items()}
+        res = _Outcome(uids["class"], uids["sop"], uids["study"], uids["series"])
+        if not all(isinstance(v, str) and is_uid(v) for v in uids.values()):
+            res.failure, res.reason = (
+                FAIL_CANNOT_UNDERSTAND,
+                "missing or invalid SOP/Study/Series UID",
+            )
+            return res
+        if study is not None and uids["study"] != study:
+            res.failure, res.reason = FAIL_STUDY_MISMATCH, "StudyInstanceUID differs from the URL's"
+            return res
+        folder = os.path.join(state.storage_root, str(uids["study"]), str(uids["series"]))
+        os.makedirs(folder, exist_ok=True)
+        dest = os.path.join(folder, f"{uids['sop']}.dcm")
+        if os.path.exists(dest):
+            if filecmp.cmp(dest, tmp, shallow=False):
+                res.path = dest  # identical: nothing to write (cataloging is a no-op)
+                return res
+            res.replaced = True
+        os.replace(tmp, dest)
+        keep = True
+        res.path = dest
+        return res
+    finally:
+        if not keep:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+
+_UID_TAGS = {"class": "00080016", "sop": "00080018", "study": "0020000D", "series": "0020000E"}
+
+
+def _value(js: dict[str, Any], tag: str) -> Any:
+    values = (js.get(tag) or {}).get("Value") or [None]
+    return values[0]
+
+
+def _response(request: Request, outcomes: list[_Outcome], study: str | None) -> Response:
+    base = base_url(request) + "/dicomweb"
+    ok, failed = [], []
+    for o in outcomes:
+        item: dict[str, Any] = {}
+        if o.sop_class:
+            item["00081150"] = {"vr": "UI", "Value": [o.sop_class]}
+        if o.sop:
+            item["00081155"] = {"vr": "UI", "Value": [o.sop]}
+        if o.failure is None:
+            url = f"{base}/studies/{o.study}/series/{o.series}/instances/{o.sop}"
+            item["00081190"] = {"vr": "UR", "Value": [url]}
+            if o.replaced:
+                item["00081196"] = {"vr": "US", "Value": [WARN_REPLACED]}
+            ok.append(dict(sorted(item.items())))
+        else:
+            item["00081197"] = {"vr": "US", "Value": [o.failure]}
+            failed.append(dict(sorted(item.items())))
+    body: dict[str, Any] = {}
+    studies = {o.study for o in outcomes if o.failure is None}
+    target = study or (studies.pop() if len(studies) == 1 else None)
+    if target:
+        body["00081190"] = {"vr": "UR", "Value": [f"{base}/studies/{target}"]}
+    if failed:
+        body["00081198"] = {"vr": "SQ", "Value": failed}
+    if ok:
+        body["00081199"] = {"vr": "SQ", "Value": ok}
+    status = 200 if not failed else 409 if not ok else 202
+    reasons = "; ".join(o.reason for o in outcomes if o.failure is not None and o.reason)
+    safe = "".join(c if " " <= c <= "~" and c not in '"\\' else " " for c in reasons[:500])
+    headers = {"Warning": f'299 pixels "{safe}"'} if reasons else None
+    return Response(json.dumps(body), status, headers=headers, media_type="application/dicom+json")
