@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 from deltalake.schema import Schema as DeltaSchema
-from deltalake.transaction import AddAction
+from deltalake.transaction import AddAction, RemoveAction
 
 from pixels.errors import TableError
 from pixels.schema import IDENTITY, SCHEMA, SCHEMA_VERSION, VIEW_NAME
@@ -291,24 +291,23 @@ class CatalogTable:
         self._my_version = int(dt.version())
         return table.num_rows + len(replace)
 
-    def _append_parquet(self, dt: DeltaTable, table: pa.Table) -> None:
-        """Append by writing the Parquet file with pyarrow and committing its ``add`` action.
+    def _write_file(self, table: pa.Table) -> AddAction:
+        """Write ``table`` as a new Parquet data file of the table; return its ``add`` action.
 
-        delta-rs' own writer holds ~150 MB plus several times the batch while it
-        writes; a streaming pyarrow write keeps the catalog's memory flat.
+        The file is complete (temp file + rename) before any commit references it,
+        so a crash leaves at most an unreferenced file, never a half one.
         """
         name = f"part-00000-{uuid.uuid4()}-c000.zstd.parquet"
         path = os.path.join(_local_path(self.uri), name)
-        tmp = path + ".tmp"
         pq.write_table(
             table,
-            tmp,
+            path + ".tmp",
             compression="zstd",
             row_group_size=_ROW_GROUP,
             write_statistics=True,
             use_compliant_nested_type=True,
         )
-        os.replace(tmp, path)  # a crash leaves at most an unreferenced file, never a half one
+        os.replace(path + ".tmp", path)
         st = os.stat(path)
         stats = {
             "numRecords": table.num_rows,
@@ -318,7 +317,7 @@ class CatalogTable:
                 if not pa.types.is_nested(f.type)
             },
         }
-        action = AddAction(
+        return AddAction(
             path=name,
             size=st.st_size,
             partition_values={},
@@ -326,7 +325,41 @@ class CatalogTable:
             data_change=True,
             stats=json.dumps(stats),
         )
-        dt.create_write_transaction([action], mode="append", schema=SCHEMA)
+
+    def _append_parquet(self, dt: DeltaTable, table: pa.Table) -> None:
+        """Append by writing the Parquet file with pyarrow and committing its ``add`` action.
+
+        delta-rs' own writer holds ~150 MB plus several times the batch while it
+        writes; a streaming pyarrow write keeps the catalog's memory flat.
+        """
+        dt.create_write_transaction([self._write_file(table)], mode="append", schema=SCHEMA)
+
+    def replace_file(self, old_uri: str, data: pa.Table) -> None:
+        """Replace one data file by ``data`` (its rows, rewritten) in one commit.
+
+        Used by passes that add derived columns to existing rows (thumbnails).
+        Raises :class:`CommitFailedError` when another writer removed the file
+        meanwhile (the pass skips it; a later run does it).
+        """
+        if not _is_local(self.uri):
+            raise TableError("rewriting data files is only supported for local tables", self.uri)
+        add = self._write_file(conform(data))
+        root = _local_path(self.uri)
+        old_path = _local_path(old_uri)
+        remove = RemoveAction(
+            path=os.path.relpath(old_path, root),
+            data_change=True,
+            deletion_timestamp=int(time.time() * 1000),
+            size=os.stat(old_path).st_size,
+        )
+        with self._writer_lock():
+            dt = self.delta()
+            if old_uri not in set(dt.file_uris()):
+                os.remove(os.path.join(root, add.path))
+                raise CommitFailedError(f"{old_uri} was replaced meanwhile")
+            dt.create_write_transaction([remove, add], mode="append", schema=SCHEMA)
+            dt.update_incremental()
+            self._my_version = int(dt.version())
 
     def _reconcile(self, table: pa.Table, known: set[str]) -> tuple[pa.Table, list[str]]:
         """Drop rows already present (unless in ``known``); list paths to replace."""

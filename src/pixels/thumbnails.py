@@ -11,10 +11,8 @@ skips rows that have a thumbnail (or a thumbnail error).
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -96,7 +94,6 @@ def run_thumbnails(
         ``thumbnail_size``, ``thumbnail_format`` and the storage options used.
     """
     from deltalake.exceptions import CommitFailedError
-    from deltalake.transaction import AddAction, RemoveAction
 
     from pixels.engines.local import start_pool
     from pixels.engines.worker import thumbnails as worker_thumbnails
@@ -109,7 +106,6 @@ def run_thumbnails(
             "thumbnail passes rewrite data files: only local tables are supported", table.uri
         )
     table.create()  # evolves an old table: thumbnail columns exist
-    root = table.uri.removeprefix("file://")
     n_workers = (os.cpu_count() or 1) if workers is None else workers
     with contextlib.ExitStack() as stack:
         pool: ProcessPoolExecutor | None = None
@@ -133,7 +129,7 @@ def run_thumbnails(
                 results = [r for part in chunks for r in thumbnail_rows(part, opts)]
             data = _merge(data, mask, results)
             try:
-                _replace_file(table, root, uri, data, AddAction, RemoveAction)
+                table.replace_file(uri, data)
             except CommitFailedError:
                 stats.conflicts += 1  # another writer changed this file: the next run does it
                 continue
@@ -160,51 +156,6 @@ def _merge(data: pa.Table, mask: pa.Array, results: list[dict[str, Any]]) -> pa.
             pa.array(values, SCHEMA.field(name).type),
         )
     return data
-
-
-def _replace_file(
-    table: CatalogTable, root: str, old_uri: str, data: pa.Table, add: Any, remove: Any
-) -> None:
-    name = f"part-00000-{uuid.uuid4()}-c000.zstd.parquet"
-    path = os.path.join(root, name)
-    pq.write_table(data, path + ".tmp", compression="zstd", row_group_size=2048)
-    os.replace(path + ".tmp", path)
-    st = os.stat(path)
-    old_rel = os.path.relpath(old_uri.removeprefix("file://"), root)
-    now = int(time.time() * 1000)
-    stats = {
-        "numRecords": data.num_rows,
-        "nullCount": {
-            f.name: data.column(f.name).null_count
-            for f in data.schema
-            if not pa.types.is_nested(f.type)
-        },
-    }
-    actions = [
-        remove(
-            path=old_rel,
-            data_change=True,
-            deletion_timestamp=now,
-            size=os.stat(old_uri.removeprefix("file://")).st_size,
-        ),
-        add(
-            path=name,
-            size=st.st_size,
-            partition_values={},
-            modification_time=int(st.st_mtime * 1000),
-            data_change=True,
-            stats=json.dumps(stats),
-        ),
-    ]
-    with table._writer_lock():
-        dt = table.delta()
-        if old_uri not in set(dt.file_uris()):
-            os.remove(path)
-            from deltalake.exceptions import CommitFailedError
-
-            raise CommitFailedError(f"{old_uri} was replaced meanwhile")
-        dt.create_write_transaction(actions, mode="append", schema=SCHEMA)
-        dt.update_incremental()
 
 
 class DicomThumbnailExtractor:
