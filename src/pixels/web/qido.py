@@ -24,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from pixels.web.app import base_url, check_uid, state_of
+from pixels.web.index import index_of
 
 __all__ = ["search"]
 
@@ -37,14 +38,6 @@ class _Key:
     kind: str  # uid | text | pn | date | int | modalities
 
 
-def _meta(tag: str) -> str:
-    return f"json_extract_string(meta, '$.\"{tag}\".Value[0]')"
-
-
-def _meta_pn(tag: str) -> str:
-    return f"json_extract_string(meta, '$.\"{tag}\".Value[0].Alphabetic')"
-
-
 #: Matching keys and how each is matched.
 KEYS: dict[str, _Key] = {
     "PatientName": _Key(STUDY, "PatientName", "pn"),
@@ -55,8 +48,8 @@ KEYS: dict[str, _Key] = {
     "StudyDate": _Key(STUDY, "StudyDate", "date"),
     "AccessionNumber": _Key(STUDY, "AccessionNumber", "text"),
     "StudyDescription": _Key(STUDY, "StudyDescription", "pn"),
-    "StudyID": _Key(STUDY, _meta("00200010"), "text"),
-    "ReferringPhysicianName": _Key(STUDY, _meta_pn("00080090"), "pn"),
+    "StudyID": _Key(STUDY, "StudyID", "text"),  # extracted from meta by the index
+    "ReferringPhysicianName": _Key(STUDY, "ReferringPhysicianName", "pn"),
     "ModalitiesInStudy": _Key(STUDY, "Modality", "modalities"),
     "SeriesInstanceUID": _Key(SERIES, "SeriesInstanceUID", "uid"),
     "Modality": _Key(SERIES, "Modality", "text"),
@@ -87,6 +80,7 @@ DEFAULTS: dict[str, tuple[str, ...]] = {
 
 _CONTROL = {"includefield", "limit", "offset", "fuzzymatching"}
 _MAX_LIMIT = 10000
+_HINT_MAX = 200
 
 
 def _tag_of(name: str) -> str:
@@ -270,32 +264,42 @@ def search(request: Request) -> Response:
     tags = [t for lv in levels for t in DEFAULTS[lv]] + include
     if level == STUDY:
         sql = (
-            "SELECT s.*, c.n_series, c.n_inst, c.mods FROM ("
-            "SELECT StudyInstanceUID, arg_min(meta, SOPInstanceUID) AS meta, "
+            "SELECT s.StudyInstanceUID, s.path, c.n_series, c.n_inst, c.mods FROM ("
+            "SELECT StudyInstanceUID, arg_min(path, SOPInstanceUID) AS path, "
             "max(StudyDate) AS d FROM inst " + where + " GROUP BY StudyInstanceUID) s "
-            "JOIN (SELECT StudyInstanceUID, count(DISTINCT SeriesInstanceUID) n_series, "
-            "count(*) n_inst, list_sort(list(DISTINCT Modality)) mods FROM inst "
-            "GROUP BY StudyInstanceUID) c USING (StudyInstanceUID) "
+            "JOIN study_sum c USING (StudyInstanceUID) "
             "ORDER BY d DESC NULLS LAST, StudyInstanceUID LIMIT ? OFFSET ?"
         )
     elif level == SERIES:
         sql = (
             "SELECT s.*, c.n_inst FROM (SELECT StudyInstanceUID, SeriesInstanceUID, "
-            "arg_min(meta, SOPInstanceUID) AS meta, min(SeriesNumber) AS n FROM inst "
+            "arg_min(path, SOPInstanceUID) AS path, min(SeriesNumber) AS n FROM inst "
             + where
-            + " GROUP BY StudyInstanceUID, SeriesInstanceUID) s JOIN (SELECT SeriesInstanceUID, "
-            "count(*) n_inst FROM inst GROUP BY SeriesInstanceUID) c USING (SeriesInstanceUID) "
+            + " GROUP BY StudyInstanceUID, SeriesInstanceUID) s "
+            "JOIN series_sum c USING (SeriesInstanceUID) "
             "ORDER BY StudyInstanceUID, n NULLS LAST, SeriesInstanceUID LIMIT ? OFFSET ?"
         )
     else:
         sql = (
-            "SELECT StudyInstanceUID, SeriesInstanceUID, SOPInstanceUID, meta FROM inst "
+            "SELECT StudyInstanceUID, SeriesInstanceUID, SOPInstanceUID, path FROM inst "
             + where
             + " ORDER BY StudyInstanceUID, SeriesNumber NULLS LAST, SeriesInstanceUID, "
             "InstanceNumber NULLS LAST, SOPInstanceUID LIMIT ? OFFSET ?"
         )
-    rows = state.rows(sql, [*params, limit, offset])
-    out = [_result(level, row, tags, include_all, base) for row in rows]
+    snap = index_of(state).current()
+    rows = snap.rows(sql, [*params, limit, offset])
+    # meta of the rows; for instances, a condition on their studies lets DuckDB skip files
+    studies = sorted({r["StudyInstanceUID"] for r in rows})
+    hint, hint_params = "", []
+    if level == INSTANCE and 0 < len(studies) <= _HINT_MAX:
+        hint = f"StudyInstanceUID IN ({', '.join('?' * len(studies))})"
+        hint_params = studies
+    metas = snap.metas((r["path"] for r in rows), hint, hint_params)
+    out = [
+        _result(level, row | {"meta": metas[row["path"]]}, tags, include_all, base)
+        for row in rows
+        if row["path"] in metas
+    ]
     return Response(json.dumps(out), media_type="application/dicom+json")
 
 

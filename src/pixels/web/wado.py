@@ -29,7 +29,8 @@ from starlette.responses import Response, StreamingResponse
 from pixels.dicom.record import frame_index_of
 from pixels.sources import open_file
 from pixels.sources.ref import FileRef
-from pixels.web.app import WebState, base_url, state_of
+from pixels.web.app import WebState, base_url, check_uid, state_of
+from pixels.web.index import index_of
 from pixels.web.multipart import MediaRange, multipart_chunks, new_boundary, parse_accept
 
 __all__ = ["bulkdata", "frames", "metadata", "rendered", "retrieve", "thumbnail"]
@@ -72,9 +73,21 @@ def _instance_url(request: Request, row: dict[str, Any]) -> str:
 
 
 def _rows(request: Request, columns: str = "*") -> list[dict[str, Any]]:
+    """Catalog rows of the study / series / instance of the request; HTTP 404 when none."""
     pp = request.path_params
     state: WebState = state_of(request)
-    return state.instances(pp["study"], pp.get("series"), pp.get("instance"), columns=columns)
+    study = check_uid(pp["study"], "StudyInstanceUID")
+    series = pp.get("series")
+    sop = pp.get("instance")
+    if series is not None:
+        check_uid(series, "SeriesInstanceUID")
+    if sop is not None:
+        check_uid(sop, "SOPInstanceUID")
+    rows = index_of(state).current().instance_rows(study, series, sop, columns)
+    if not rows:
+        what = "instance" if sop else "series" if series else "study"
+        raise HTTPException(404, f"no such {what} in the catalog")
+    return rows
 
 
 def _read_range(row: dict[str, Any], offset: int, length: int) -> bytes:
@@ -107,6 +120,24 @@ def rewrite_bulkdata(node: Any, url: str) -> Any:
     return node
 
 
+_BULK_URI = re.compile(r'"BulkDataURI":"bulkdata/([^"?]*)(?:\?[^"]*)?"')
+
+
+def meta_with_urls(meta: str, url: str) -> str:
+    """``meta`` (JSON text) with its relative ``bulkdata/...`` URIs made absolute.
+
+    The same result as :func:`rewrite_bulkdata` without parsing the JSON: the
+    catalog writes ``meta`` compactly, so a ``"BulkDataURI":"bulkdata/`` member
+    can be found as text (inside a JSON string its quotes would be escaped).
+    """
+    if '"BulkDataURI": ' in meta:  # not the compact form: take the safe way
+        return json.dumps(rewrite_bulkdata(json.loads(meta), url))
+    if '"BulkDataURI":"bulkdata/' not in meta:
+        return meta
+    prefix = '"BulkDataURI":' + json.dumps(url + "/bulkdata/")[:-1]
+    return _BULK_URI.sub(lambda m: prefix + m.group(1) + '"', meta)
+
+
 def _multipart_response(
     parts: list[tuple[str, Any]], inner_type: str, extra: str = ""
 ) -> StreamingResponse:
@@ -127,10 +158,15 @@ def metadata(request: Request) -> Response:
     ):
         raise HTTPException(406, "metadata is only available as application/dicom+json")
     rows = _rows(request, "StudyInstanceUID, SeriesInstanceUID, SOPInstanceUID, meta")
+    base = base_url(request)
     body = (
         "["
         + ",".join(
-            json.dumps(rewrite_bulkdata(json.loads(r["meta"]), _instance_url(request, r)))
+            meta_with_urls(
+                r["meta"],
+                f"{base}/dicomweb/studies/{r['StudyInstanceUID']}/series/"
+                f"{r['SeriesInstanceUID']}/instances/{r['SOPInstanceUID']}",
+            )
             for r in rows
         )
         + "]"
