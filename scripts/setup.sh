@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Set up everything Pixels needs on a fresh machine: a virtual environment with
 # the package and its test dependencies, dcmtk (used by tests to transcode) and
-# libopenjp2 (JPEG 2000 decoding at reduced resolution, loaded with ctypes).
+# libopenjp2 (JPEG 2000 decoding at reduced resolution, loaded with ctypes),
+# Debian's chromium (browser tests drive it with Playwright, which downloads no
+# browser) and the pinned OHIF viewer from npm into .cache/ohif (git ignores it).
 # Safe to run again: it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,10 +14,13 @@ fi
 . .venv/bin/activate
 python -m pip install -q --upgrade pip >/dev/null
 python -m pip install -q -e ".[test]"
-if ! command -v dcmconv >/dev/null 2>&1 || ! ldconfig -p 2>/dev/null | grep libopenjp2.so.7 >/dev/null; then
+if ! command -v dcmconv >/dev/null 2>&1 || ! ldconfig -p 2>/dev/null | grep libopenjp2.so.7 >/dev/null \
+  || [ ! -x /usr/bin/chromium ]; then
   if [ "$(id -u)" = 0 ]; then
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dcmtk libopenjp2-7) >/dev/null
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dcmtk libopenjp2-7 chromium) >/dev/null
   else
-    echo "note: dcmtk or libopenjp2 is not installed (sudo apt-get install dcmtk libopenjp2-7); tests that transcode or reduce JPEG 2000 will fail" >&2
+    echo "note: dcmtk, libopenjp2 or chromium is not installed (sudo apt-get install dcmtk libopenjp2-7 chromium); tests that transcode, reduce JPEG 2000 or drive the browser will fail" >&2
   fi
 fi
+# the OHIF viewer served at / (npm pack @ohif/app, pinned; skipped when installed)
+python -m pixels.web.ohif install --quiet

@@ -498,12 +498,17 @@ def serve_cmd(
     storage_root: str | None,
     public_url: str | None,
 ) -> None:
-    """Serve the catalog over DICOMweb (QIDO-RS, WADO-RS, STOW-RS) at /dicomweb."""
+    """Serve the catalog over DICOMweb (QIDO-RS, WADO-RS, STOW-RS) at /dicomweb, OHIF at /."""
     from pixels.web.app import serve
+    from pixels.web.ohif import installed_version
 
-    click.echo(
-        f"DICOMweb: http://{host}:{port}/dicomweb  (catalog {os.path.abspath(table)})", err=True
-    )
+    base = public_url.rstrip("/") if public_url else f"http://{host}:{port}"
+    click.echo(f"DICOMweb: {base}/dicomweb  (catalog {os.path.abspath(table)})", err=True)
+    if installed_version():
+        hint = "  (viewer URLs take ?token=...)" if token else ""
+        click.echo(f"Viewer:   {base}/{hint}", err=True)
+    else:
+        click.echo("Viewer:   not installed (python -m pixels.web.ohif install)", err=True)
     serve(
         table, host=host, port=port, token=token, storage_root=storage_root, public_url=public_url
     )

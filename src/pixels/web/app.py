@@ -216,6 +216,7 @@ def create_app(
     token: str | None = None,
     max_upload: int = DEFAULT_MAX_UPLOAD,
     public_url: str | None = None,
+    viewer: bool = True,
 ) -> Starlette:
     """Return the DICOMweb application over a catalog table.
 
@@ -232,13 +233,16 @@ def create_app(
         Largest STOW-RS request body in bytes (413 above it).
     public_url : str, optional
         External base URL (``https://pacs.example.org``) when behind a proxy.
+    viewer : bool
+        Serve the OHIF viewer at ``/`` (:mod:`pixels.web.ohif`) when it is installed
+        (else ``/`` says how to install it). Its static files need no token.
 
     Examples
     --------
     >>> app = create_app("./catalog")                         # doctest: +SKIP
     >>> import uvicorn; uvicorn.run(app, host="127.0.0.1")    # doctest: +SKIP
     """
-    from pixels.web import qido, stow, wado
+    from pixels.web import ohif, qido, stow, wado
 
     state = WebState(
         catalog_path,
@@ -287,6 +291,8 @@ def create_app(
             methods=["GET"],
         ),
     ]
+    # last: the viewer's files, app-config.js and its single-page fallback
+    routes += ohif.routes(p, viewer=viewer)
     app = Starlette(
         routes=routes,
         middleware=[Middleware(_TokenAuth, token=state.token)],
@@ -312,6 +318,7 @@ def serve(
     max_upload: int = DEFAULT_MAX_UPLOAD,
     public_url: str | None = None,
     log_level: str = "info",
+    viewer: bool = True,
 ) -> None:
     """Serve the catalog over DICOMweb with uvicorn (blocks until stopped)."""
     import uvicorn
@@ -322,5 +329,6 @@ def serve(
         token=token,
         max_upload=max_upload,
         public_url=public_url,
+        viewer=viewer,
     )
     uvicorn.run(app, host=host, port=port, log_level=log_level)

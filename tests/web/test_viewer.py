@@ -1,0 +1,406 @@
+"""The OHIF viewer served at ``/``: static serving, app-config.js, and a real browser.
+
+The browser tests drive Debian's chromium (``/usr/bin/chromium``) with Playwright
+over a real server on loopback and a catalog of real CT slices; they need the
+viewer installed (``python -m pixels.web.ohif install``, done by scripts/setup.sh).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image, ImageStat
+from pydicom.data import get_testdata_file
+from pydicom.uid import generate_uid
+
+from pixels import Catalog
+from pixels.web import create_app, ohif
+from web.conftest import TOKEN, running
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+PATIENT = "Viewer^Pixels"
+DESCRIPTION = "Pixels viewer test"
+SLICES = 6
+
+needs_viewer = pytest.mark.skipif(
+    ohif.installed_version() is None, reason="OHIF not installed: python -m pixels.web.ohif install"
+)
+
+
+# ---------------------------------------------------------------- serving (no browser)
+
+
+def test_app_config_points_at_same_origin_dicomweb() -> None:
+    config = ohif.app_config("/dicomweb")
+    (source,) = config["dataSources"]
+    assert source["namespace"] == "@ohif/extension-default.dataSourcesModule.dicomweb"
+    c = source["configuration"]
+    assert c["qidoRoot"] == c["wadoRoot"] == c["wadoUriRoot"] == "/dicomweb"
+    assert c["imageRendering"] == c["thumbnailRendering"] == "wadors"
+    assert c["supportsStow"] is True and c["dicomUploadEnabled"] is True
+    assert c["bulkDataURI"] == {"enabled": True}
+    js = ohif.app_config_js("/dicomweb")
+    assert js.startswith("/*") and "window.config = " in js
+    assert json.loads(js.split("window.config = ", 1)[1].rstrip().rstrip(";")) == config
+
+
+def test_missing_viewer_says_how_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, corpus: tuple[str, dict[str, str]]
+) -> None:
+    monkeypatch.setenv("PIXELS_OHIF_DIR", str(tmp_path / "nothing-here"))
+    with running(create_app(corpus[0], token="")) as url, httpx.Client(base_url=url) as client:
+        r = client.get("/")
+        assert r.status_code == 200
+        assert "python -m pixels.web.ohif install" in r.text
+        assert client.get("/viewer").status_code == 404
+        assert client.get("/dicomweb/nope").status_code == 404
+        assert client.get("/dicomweb/studies").status_code == 200
+
+
+def test_install_is_idempotent_and_prunes(tmp_path: Path) -> None:
+    """A fake npm (a tarball like the real one) shows what install keeps and skips."""
+    import tarfile
+
+    pkg = tmp_path / "src" / "package" / "dist"
+    (pkg / "ort").mkdir(parents=True)
+    (pkg / "index.html").write_text("<html></html>")
+    (pkg / "app.js").write_text("x")
+    (pkg / "app.js.map").write_text("{}")
+    (pkg / "ort" / "ort.wasm").write_bytes(b"\0asm")
+    tgz = tmp_path / "ohif-app.tgz"
+    with tarfile.open(tgz, "w:gz") as tar:
+        tar.add(tmp_path / "src" / "package", arcname="package")
+    log = tmp_path / "calls"
+    npm = tmp_path / "npm"
+    npm.write_text(
+        "#!/bin/sh\n"
+        f'echo "$@" >> {log}\n'
+        'while [ "$1" != "--pack-destination" ]; do shift; done\n'
+        f'cp {tgz} "$2/ohif-app.tgz"\n'
+    )
+    npm.chmod(0o755)
+    root = tmp_path / "cache"
+    dist = ohif.install(root, npm=str(npm), quiet=True)
+    assert sorted(p.name for p in dist.iterdir()) == [ohif.MARKER, "app.js", "index.html"]
+    assert ohif.installed_version(root) == ohif.OHIF_VERSION
+    ohif.install(root, npm=str(npm), quiet=True)  # skipped: the marker says it is there
+    calls = log.read_text().splitlines()
+    assert len(calls) == 1 and f"@ohif/app@{ohif.OHIF_VERSION}" in calls[0]
+    ohif.install(root, npm=str(npm), quiet=True, force=True)
+    assert len(log.read_text().splitlines()) == 2
+    assert [p.name for p in root.iterdir()] == ["dist"]  # no temporary folder left
+
+
+@needs_viewer
+def test_static_files_and_spa_fallback(corpus: tuple[str, dict[str, str]]) -> None:
+    dist = ohif.dist_dir()
+    wasm = next(dist.glob("*.wasm"))
+    app = create_app(corpus[0], token=TOKEN)
+    with running(app) as url, httpx.Client(base_url=url) as client:
+        index = client.get("/")
+        assert index.status_code == 200 and index.headers["content-type"].startswith("text/html")
+        assert 'src="/app-config.js"' in index.text
+        for path in ("/viewer", "/segmentation", "/viewer/dicomweb"):
+            r = client.get(path, params={"StudyInstanceUIDs": "1.2.3"})
+            assert r.status_code == 200 and r.text == index.text
+        cfg = client.get("/app-config.js")  # generated, not the package's own
+        assert cfg.headers["content-type"].startswith("text/javascript")
+        assert "Pixels" in cfg.text and "cloudfront" not in cfg.text
+        r = client.get("/" + wasm.name)
+        assert r.status_code == 200 and r.headers["content-type"] == "application/wasm"
+        assert r.content == wasm.read_bytes()
+        js = next(dist.glob("app.bundle.*.js")).name
+        assert client.get("/" + js).headers["content-type"].startswith("text/javascript")
+        assert client.get("/missing.bundle.js").status_code == 404
+        for sneaky in ("/%2e%2e/%2e%2e/%2e%2e/pyproject.toml", "/..%2f..%2f..%2fpyproject.toml"):
+            r = client.get(sneaky)
+            assert "[project]" not in r.text and r.status_code in (200, 404)
+        assert client.get("/" + ohif.MARKER).text == index.text
+        # static files are public; DICOMweb needs the token
+        assert client.get("/dicomweb/studies").status_code == 401
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        assert client.get("/dicomweb/studies", headers=auth).status_code == 200
+
+
+# ---------------------------------------------------------------- the browser
+
+
+def _ct_series(folder: Path) -> str:
+    """Write SLICES copies of pydicom's CT_small as one new study; returns its UID."""
+    src = get_testdata_file("CT_small.dcm", download=False)
+    assert src
+    study, series, frame = generate_uid(), generate_uid(), generate_uid()
+    folder.mkdir(parents=True)
+    for i in range(SLICES):
+        ds = pydicom.dcmread(src)
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+        ds.FrameOfReferenceUID = frame
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds.PatientName, ds.PatientID = PATIENT, "PXV-001"
+        ds.StudyDescription, ds.SeriesDescription = DESCRIPTION, "CT slices"
+        ds.StudyID, ds.AccessionNumber = "1", "PXV1"
+        ds.InstanceNumber = i + 1
+        x, y, z = (float(v) for v in ds.ImagePositionPatient)
+        ds.ImagePositionPatient = [x, y, z + 5.0 * i]
+        ds.SliceLocation = z + 5.0 * i
+        ds.SliceThickness = 5.0
+        ds.save_as(folder / f"slice{i:02d}.dcm", enforce_file_format=True)
+    return study
+
+
+@pytest.fixture(scope="module")
+def ct_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, str]]:
+    root = tmp_path_factory.mktemp("viewer")
+    study = _ct_series(root / "data")
+    catalog = str(root / "catalog")
+    Catalog(catalog).catalog(str(root / "data"), workers=0)
+    with running(create_app(catalog, token="")) as url:
+        yield url, study, catalog
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} missing: apt-get install chromium (scripts/setup.sh does)")
+    from playwright.sync_api import sync_playwright
+
+    profile = Path(tempfile.mkdtemp(prefix="pixels-chromium-"))
+    with sync_playwright() as pw:
+        ctx = pw.chromium.launch_persistent_context(
+            str(profile),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1280, "height": 900},
+        )
+        try:
+            yield ctx
+        finally:
+            ctx.close()
+            shutil.rmtree(profile, ignore_errors=True)
+
+
+def _page(browser: object, log: list[str]):  # type: ignore[no-untyped-def]
+    page = browser.new_page()  # type: ignore[attr-defined]
+    page.on("console", lambda m: log.append(f"{m.type}: {m.text}"))
+    page.on("pageerror", lambda e: log.append(f"pageerror: {e}"))
+    return page
+
+
+@pytest.mark.browser
+@needs_viewer
+def test_study_list_shows_the_study(ct_server: tuple[str, str, str], browser: object) -> None:
+    url, _study, _ = ct_server
+    log: list[str] = []
+    page = _page(browser, log)
+    try:
+        page.goto(url + "/", wait_until="domcontentloaded")
+        deadline = time.monotonic() + 60
+        text = ""
+        while time.monotonic() < deadline:
+            text = page.inner_text("body")
+            if DESCRIPTION in text:
+                break
+            page.wait_for_timeout(500)
+        assert DESCRIPTION in text, f"study list: {text[:500]!r}; console: {log[-20:]}"
+        assert "Viewer, Pixels" in text  # the patient name, as OHIF formats it
+    finally:
+        page.close()
+
+
+def _canvas_stats(page) -> list[dict[str, float]]:  # type: ignore[no-untyped-def]
+    """Size and pixel spread of every viewport canvas (cornerstone's 2D canvas)."""
+    return page.evaluate(  # type: ignore[no-any-return]
+        """() => Array.from(document.querySelectorAll('canvas.cornerstone-canvas')).map(c => {
+            const out = {w: c.width, h: c.height, std: 0};
+            if (!c.width || !c.height) return out;
+            let ctx = null;
+            try { ctx = c.getContext('2d', {willReadFrequently: true}); } catch (e) {}
+            if (!ctx) return out;
+            const d = ctx.getImageData(0, 0, c.width, c.height).data;
+            let n = 0, s = 0, s2 = 0;
+            for (let i = 0; i < d.length; i += 16) {
+                const v = (d[i] + d[i + 1] + d[i + 2]) / 3; n++; s += v; s2 += v * v;
+            }
+            const m = s / n; out.std = Math.sqrt(Math.max(0, s2 / n - m * m));
+            return out;
+        })"""
+    )
+
+
+@pytest.mark.browser
+@needs_viewer
+def test_viewer_renders_the_ct(
+    ct_server: tuple[str, str, str], browser: object, tmp_path: Path
+) -> None:
+    url, study, _ = ct_server
+    log: list[str] = []
+    page = _page(browser, log)
+    try:
+        page.goto(f"{url}/viewer?StudyInstanceUIDs={study}", wait_until="domcontentloaded")
+        deadline = time.monotonic() + 90
+        stats: list[dict[str, float]] = []
+        while time.monotonic() < deadline:
+            stats = _canvas_stats(page)
+            if any(s["w"] >= 64 and s["std"] > 5 for s in stats):
+                break
+            page.wait_for_timeout(1000)
+        shot = tmp_path / "viewer.png"
+        page.screenshot(path=str(shot))
+        assert any(s["w"] >= 64 and s["std"] > 5 for s in stats), (
+            f"no non-blank canvas after 90 s: {stats}; console: {log[-30:]}"
+        )
+        # the screenshot (kept under tmp_path) shows an image too, not a blank page
+        img = Image.open(io.BytesIO(shot.read_bytes())).convert("L")
+        assert ImageStat.Stat(img).stddev[0] > 5
+        print(f"screenshot: {shot}")
+    finally:
+        page.close()
+
+
+@pytest.mark.browser
+@needs_viewer
+def test_viewer_with_token_in_url(
+    ct_server: tuple[str, str, str], browser: object, tmp_path: Path
+) -> None:
+    """With a token set, OHIF's own ``?token=`` on a viewer URL authenticates DICOMweb."""
+    _url, study, catalog = ct_server
+    log: list[str] = []
+    with running(create_app(catalog, token=TOKEN)) as url:
+        assert httpx.get(f"{url}/dicomweb/studies").status_code == 401
+        page = _page(browser, log)
+        try:
+            page.goto(
+                f"{url}/viewer?StudyInstanceUIDs={study}&token={TOKEN}",
+                wait_until="domcontentloaded",
+            )
+            deadline = time.monotonic() + 90
+            stats: list[dict[str, float]] = []
+            while time.monotonic() < deadline:
+                stats = _canvas_stats(page)
+                if any(s["w"] >= 64 and s["std"] > 5 for s in stats):
+                    break
+                page.wait_for_timeout(1000)
+            page.screenshot(path=str(tmp_path / "viewer-token.png"))
+            assert any(s["w"] >= 64 and s["std"] > 5 for s in stats), (
+                f"no image with ?token=: {stats}; console: {log[-30:]}"
+            )
+            assert "token=" not in page.url  # OHIF removes it from the address bar
+        finally:
+            page.close()
+
+
+def _seg_for(catalog_url: str, study: str) -> tuple[bytes, str]:
+    """A highdicom SEG over the study's CT slices (a disc on each), as Part 10 bytes."""
+    import highdicom as hd
+    from dicomweb_client.api import DICOMwebClient
+
+    client = DICOMwebClient(url=catalog_url)
+    sources = client.retrieve_study(study)
+    sources.sort(key=lambda d: int(d.InstanceNumber))
+    rows, cols = int(sources[0].Rows), int(sources[0].Columns)
+    yy, xx = np.mgrid[:rows, :cols]
+    disc = (yy - rows / 2) ** 2 + (xx - cols / 2) ** 2 < (rows / 5) ** 2
+    mask = np.stack([disc] * len(sources)).astype(np.uint8)
+    seg = hd.seg.Segmentation(
+        source_images=sources,
+        pixel_array=mask,
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=[
+            hd.seg.SegmentDescription(
+                segment_number=1,
+                segment_label="disc",
+                segmented_property_category=hd.sr.CodedConcept(
+                    "91723000", "SCT", "Anatomical Structure"
+                ),
+                segmented_property_type=hd.sr.CodedConcept("39607008", "SCT", "Lung"),
+                algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL,
+            )
+        ],
+        series_instance_uid=generate_uid(),
+        series_number=99,
+        sop_instance_uid=generate_uid(),
+        instance_number=1,
+        manufacturer="Pixels tests",
+        manufacturer_model_name="test_viewer",
+        software_versions="0",
+        device_serial_number="1",
+    )
+    buf = io.BytesIO()
+    seg.save_as(buf)
+    return buf.getvalue(), str(seg.SeriesInstanceUID)
+
+
+@pytest.mark.browser
+@needs_viewer
+def test_saved_segmentation_appears_in_catalog_and_viewer(
+    ct_server: tuple[str, str, str], browser: object, tmp_path: Path
+) -> None:
+    url, study, catalog = ct_server
+    dicomweb = url + "/dicomweb"
+    part10, seg_series = _seg_for(dicomweb, study)
+    before = httpx.get(f"{dicomweb}/studies/{study}/series").json()
+    # STOW-RS as OHIF's store.dicom sends it: multipart/related, type application/dicom
+    boundary = "pixelsviewertest"
+    body = (
+        f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+        + part10
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    r = httpx.post(
+        f"{dicomweb}/studies",
+        content=body,
+        headers={
+            "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
+            "Accept": "application/dicom+json",
+        },
+    )
+    assert r.status_code == 200, r.text
+    after = httpx.get(f"{dicomweb}/studies/{study}/series").json()
+    assert len(after) == len(before) + 1
+    found = httpx.get(f"{dicomweb}/studies/{study}/series", params={"Modality": "SEG"}).json()
+    assert [s["0020000E"]["Value"][0] for s in found] == [seg_series]
+    rows = Catalog(catalog).sql(
+        "SELECT Modality, path FROM object_catalog WHERE SeriesInstanceUID = ?", params=[seg_series]
+    )
+    assert list(rows["Modality"]) == ["SEG"]  # a new row in the catalog table itself
+    # the viewer's study list counts the new series' instance too
+    log: list[str] = []
+    page = _page(browser, log)
+    try:
+        page.goto(url + "/", wait_until="domcontentloaded")
+        page.wait_for_function(
+            f"document.body.innerText.includes({json.dumps(DESCRIPTION)})", timeout=60_000
+        )
+        # ModalitiesInStudy and the instance count come from QIDO over the new row
+        # (the order of ModalitiesInStudy is not fixed by the standard)
+        row = re.compile(rf"(CT\\SEG|SEG\\CT)\s+{DESCRIPTION}\s+{SLICES + 1}\b")
+        deadline = time.monotonic() + 30
+        text = page.inner_text("body")
+        while not row.search(text) and time.monotonic() < deadline:
+            page.wait_for_timeout(500)
+            text = page.inner_text("body")
+        assert row.search(text), f"study list without the SEG: {text[:800]!r}; {log[-20:]}"
+    finally:
+        page.close()
