@@ -15,9 +15,7 @@ import hmac
 import os
 import re
 import threading
-from typing import Any
 
-import duckdb
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -27,8 +25,6 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from pixels.catalog import Catalog
-from pixels.schema import SCHEMA, VIEW_NAME
-from pixels.table import sql_string
 
 __all__ = ["DEFAULT_MAX_UPLOAD", "PREFIX", "WebState", "create_app", "serve"]
 
@@ -38,15 +34,6 @@ PREFIX = "/dicomweb"
 DEFAULT_MAX_UPLOAD = 2 * 1024**3
 
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
-
-#: One row per SOP instance: readable DICOM rows only, a SOP cataloged twice kept once
-#: (the row without error, then the most recently cataloged).
-INSTANCES_CTE = (
-    "inst AS (SELECT * FROM " + VIEW_NAME + " WHERE SOPInstanceUID IS NOT NULL "
-    "AND StudyInstanceUID IS NOT NULL AND SeriesInstanceUID IS NOT NULL AND meta IS NOT NULL "
-    "QUALIFY row_number() OVER (PARTITION BY SOPInstanceUID "
-    "ORDER BY (error IS NULL) DESC, cataloged_at DESC NULLS LAST, path) = 1)"
-)
 
 
 def is_uid(value: str) -> bool:
@@ -102,64 +89,6 @@ class WebState:
         self._table_lock = threading.Lock()
         #: Serialises STOW-RS writes and catalog commits of this process.
         self.write_lock = threading.Lock()
-
-    def connect(self) -> duckdb.DuckDBPyConnection:
-        """A new DuckDB connection with ``object_catalog`` over the current table version."""
-        with self._table_lock:
-            uris = self.table.file_uris() if self.table.exists() else []
-        con = duckdb.connect()
-        con.execute("SET TimeZone='UTC'")
-        if uris:
-            # file URIs come from the Delta log, never from a request
-            files = "[" + ", ".join(sql_string(u) for u in uris) + "]"
-            con.execute(
-                f"CREATE VIEW {VIEW_NAME} AS SELECT * FROM read_parquet({files}, union_by_name=true)"
-            )
-        else:
-            con.register("_pixels_empty", SCHEMA.empty_table())
-            con.execute(f"CREATE VIEW {VIEW_NAME} AS SELECT * FROM _pixels_empty")
-        return con
-
-    def rows(self, sql: str, params: list[Any]) -> list[dict[str, Any]]:
-        """Run a parameterised query (``inst`` is defined) and return rows as dicts."""
-        con = self.connect()
-        try:
-            return (
-                con.sql("WITH " + INSTANCES_CTE + " " + sql, params=params)
-                .to_arrow_table()
-                .to_pylist()
-            )
-        finally:
-            con.close()
-
-    def instances(
-        self,
-        study: str,
-        series: str | None = None,
-        sop: str | None = None,
-        columns: str = "*",
-    ) -> list[dict[str, Any]]:
-        """Instance rows of a study / series / one instance, in series then instance order.
-
-        Raises HTTP 404 when none matches.
-        """
-        where = ["StudyInstanceUID = ?"]
-        params: list[Any] = [check_uid(study, "StudyInstanceUID")]
-        if series is not None:
-            where.append("SeriesInstanceUID = ?")
-            params.append(check_uid(series, "SeriesInstanceUID"))
-        if sop is not None:
-            where.append("SOPInstanceUID = ?")
-            params.append(check_uid(sop, "SOPInstanceUID"))
-        rows = self.rows(
-            f"SELECT {columns} FROM inst WHERE " + " AND ".join(where) + " ORDER BY "
-            "SeriesNumber NULLS LAST, SeriesInstanceUID, InstanceNumber NULLS LAST, SOPInstanceUID",
-            params,
-        )
-        if not rows:
-            what = "instance" if sop else "series" if series else "study"
-            raise HTTPException(404, f"no such {what} in the catalog")
-        return rows
 
 
 def base_url(request: Request) -> str:

@@ -4,8 +4,8 @@ Every request used to open a DuckDB connection, list the table's files and
 de-duplicate all instances (reading every ``meta``) before answering. Instead,
 once per table version, :class:`Snapshot` builds in one DuckDB connection:
 
-- ``inst``: one row per SOP instance (the same de-duplication as
-  :data:`pixels.web.app.INSTANCES_CTE`) with the key columns only, no ``meta``
+- ``inst``: one row per SOP instance (de-duplicated as
+  :data:`_DEDUP` below) with the key columns only, no ``meta``
   (``StudyID`` and ``ReferringPhysicianName`` are extracted from it once);
 - ``study_sum`` / ``series_sum``: one row per study / series with the counts and
   modalities QIDO returns;

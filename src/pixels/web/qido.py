@@ -314,7 +314,7 @@ def _result(
     if level == STUDY:
         _put(res, wanted, "00201206", "IS", [row["n_series"]])
         _put(res, wanted, "00201208", "IS", [row["n_inst"]])
-        mods = [m for m in (row["mods"] or []) if m]
+        mods = sorted({m for m in (row["mods"] or []) if m})
         _put(res, wanted, "00080061", "CS", mods or None)
     elif level == SERIES:
         url += f"/series/{row['SeriesInstanceUID']}"
