@@ -154,12 +154,17 @@ def _fit(arr: np.ndarray, max_size: int) -> Any:
     return img
 
 
-def encode_image(arr: np.ndarray, max_size: int, fmt: str = "png") -> tuple[bytes, int, int]:
-    """Scale a display image (uint8, HxW or HxWx3) to ``max_size`` and encode it."""
+def encode_image(
+    arr: np.ndarray, max_size: int, fmt: str = "png", quality: int = 85
+) -> tuple[bytes, int, int]:
+    """Scale a display image (uint8, HxW or HxWx3) to ``max_size`` and encode it.
+
+    ``quality`` (1-100) applies to JPEG only.
+    """
     img = _fit(arr, max_size)
     buf = io.BytesIO()
     if fmt == "jpeg":
-        img.save(buf, format="JPEG", quality=85)
+        img.save(buf, format="JPEG", quality=quality)
     elif fmt == "png":
         img.save(buf, format="PNG", optimize=False, compress_level=6)
     else:
@@ -177,6 +182,7 @@ def thumbnail_from_file(
     fmt: str = "png",
     frame: int | None = None,
     index: Any = None,
+    quality: int = 85,
 ) -> Thumbnail | None:
     """Make the thumbnail of an open DICOM file whose header was already read.
 
@@ -198,6 +204,8 @@ def thumbnail_from_file(
         Frame to show; default the middle frame.
     index : FrameIndex, optional
         The file's frame index when known (from the catalog row); else built here.
+    quality : int
+        JPEG quality (1-100).
 
     Returns
     -------
@@ -231,7 +239,7 @@ def thumbnail_from_file(
     arr = _shrink(np.asarray(arr), max_size, js)
     luts = resolve_lut_data(js, fp, big_endian=transfer_syntax == "1.2.840.10008.1.2.2")
     shown = to_display(arr, luts, frame=chosen, photometric=info.decoded_photometric)
-    blob, w, h = encode_image(shown, max_size, fmt)
+    blob, w, h = encode_image(shown, max_size, fmt, quality)
     return Thumbnail(blob, w, h, fmt, chosen)
 
 

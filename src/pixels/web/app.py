@@ -30,6 +30,8 @@ __all__ = ["DEFAULT_MAX_UPLOAD", "PREFIX", "WebState", "create_app", "serve"]
 
 #: Root of the DICOMweb service.
 PREFIX = "/dicomweb"
+#: The WADO-URI endpoint (PS3.18 9).
+WADO_URI = "/wado"
 #: Default limit on one STOW-RS request body (bytes).
 DEFAULT_MAX_UPLOAD = 2 * 1024**3
 
@@ -111,14 +113,17 @@ def base_url(request: Request) -> str:
 
 
 class _TokenAuth:
-    """Require ``Authorization: Bearer <token>`` on every request under ``/dicomweb``."""
+    """Require ``Authorization: Bearer <token>`` under ``/dicomweb`` and on ``/wado``."""
 
     def __init__(self, app: ASGIApp, token: str | None):
         self.app = app
         self.token = token
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.token and scope["type"] == "http" and scope["path"].startswith(PREFIX):
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if self.token and (
+            path.startswith(PREFIX) or path == WADO_URI or path.startswith(WADO_URI + "/")
+        ):
             headers = dict(scope.get("headers") or [])
             got = headers.get(b"authorization", b"").decode("latin-1")
             scheme, _, value = got.partition(" ")
@@ -149,6 +154,8 @@ def create_app(
 ) -> Starlette:
     """Return the DICOMweb application over a catalog table.
 
+    WADO-URI (:mod:`pixels.web.wado_uri`) is served at ``/wado``.
+
     Parameters
     ----------
     catalog_path : str
@@ -171,7 +178,7 @@ def create_app(
     >>> app = create_app("./catalog")                         # doctest: +SKIP
     >>> import uvicorn; uvicorn.run(app, host="127.0.0.1")    # doctest: +SKIP
     """
-    from pixels.web import ohif, qido, stow, wado
+    from pixels.web import ohif, qido, stow, wado, wado_uri
 
     state = WebState(
         catalog_path,
@@ -219,6 +226,7 @@ def create_app(
             wado.bulkdata,
             methods=["GET"],
         ),
+        Route(WADO_URI, wado_uri.wado_uri, methods=["GET"]),
     ]
     # last: the viewer's files, app-config.js and its single-page fallback
     routes += ohif.routes(p, viewer=viewer)

@@ -382,10 +382,97 @@ def _viewport(request: Request, default: int) -> int:
     return size
 
 
-def _render(request: Request, *, thumb: bool) -> Response:
+_WINDOW_FUNCTIONS = {"linear": "LINEAR", "linear-exact": "LINEAR_EXACT", "sigmoid": "SIGMOID"}
+
+
+def parse_window(center: str, width: str, function: str = "linear") -> tuple[float, float, str]:
+    """``(center, width, VOILUTFunction)`` from text; HTTP 400 when invalid."""
+    try:
+        c, w = float(center), float(width)
+    except ValueError as e:
+        raise HTTPException(400, "window center and width must be numbers") from e
+    func = _WINDOW_FUNCTIONS.get(function.strip().lower())
+    if func is None:
+        raise HTTPException(400, "window function must be linear, linear-exact or sigmoid")
+    if not (np.isfinite(c) and np.isfinite(w)) or w <= 0 or (func == "LINEAR" and w < 1):
+        raise HTTPException(400, "window width must be > 0 (>= 1 for linear)")
+    return c, w, func
+
+
+def _window_param(request: Request) -> tuple[float, float, str] | None:
+    """The ``window=center,width[,function]`` query parameter (PS3.18 8.3.5.1.3)."""
+    text = request.query_params.get("window")
+    if text is None:
+        return None
+    parts = [v.strip() for v in text.split(",")]
+    if len(parts) not in (2, 3):
+        raise HTTPException(400, "window must be 'center,width[,function]'")
+    return parse_window(*parts)
+
+
+def parse_quality(text: str | None) -> int:
+    """JPEG quality 1-100 from text (default 85); HTTP 400 when invalid."""
+    if text is None:
+        return 85
+    try:
+        q = int(text)
+    except ValueError as e:
+        raise HTTPException(400, "quality must be an integer from 1 to 100") from e
+    if not 1 <= q <= 100:
+        raise HTTPException(400, "quality must be an integer from 1 to 100")
+    return q
+
+
+def with_window(meta: dict[str, Any], window: tuple[float, float, str]) -> dict[str, Any]:
+    """``meta`` (changed in place) showing ``window`` instead of the file's VOI."""
+    c, w, func = window
+    meta["00281050"] = {"vr": "DS", "Value": [c]}
+    meta["00281051"] = {"vr": "DS", "Value": [w]}
+    meta["00281056"] = {"vr": "CS", "Value": [func]}
+    meta.pop("00283010", None)
+    for groups in ("52009229", "52009230"):
+        for item in (meta.get(groups) or {}).get("Value") or []:
+            if isinstance(item, dict):
+                item.pop("00289132", None)
+    return meta
+
+
+def render_row(
+    row: dict[str, Any],
+    *,
+    size: int,
+    fmt: str,
+    frame: int | None = None,
+    window: tuple[float, float, str] | None = None,
+    quality: int = 85,
+) -> bytes:
+    """One frame of a catalog row (default the middle one) as a JPEG or PNG image."""
     from pixels.dicom.thumb import thumbnail_from_file
 
+    meta: dict[str, Any] = json.loads(row["meta"])
+    if window is not None:
+        with_window(meta, window)
+    with open_file(FileRef.from_row(row)) as fp:
+        img = thumbnail_from_file(
+            fp,
+            meta,
+            row["TransferSyntaxUID"] or EXPLICIT_LE,
+            path=row["path"],
+            max_size=size,
+            fmt=fmt,
+            frame=frame,
+            index=frame_index_of(row),
+            quality=quality,
+        )
+    if img is None:
+        raise HTTPException(404, "nothing to render: no pixel data")
+    return img.data
+
+
+def _render(request: Request, *, thumb: bool) -> Response:
     fmt = _image_format(request)
+    window = None if thumb else _window_param(request)
+    quality = 85 if thumb else parse_quality(request.query_params.get("quality"))
     rows = [r for r in _rows(request) if r["frame_offsets"]]
     if not rows:
         raise HTTPException(404, "nothing to render: no instance with pixel data")
@@ -399,23 +486,16 @@ def _render(request: Request, *, thumb: bool) -> Response:
         and max(row.get("thumbnail_width") or 0, row.get("thumbnail_height") or 0) <= size
     ):
         return Response(row["thumbnail"], media_type=media)
-    with open_file(FileRef.from_row(row)) as fp:
-        img = thumbnail_from_file(
-            fp,
-            row["meta"],
-            row["TransferSyntaxUID"] or EXPLICIT_LE,
-            path=row["path"],
-            max_size=size,
-            fmt=fmt,
-            index=frame_index_of(row),
-        )
-    if img is None:
-        raise HTTPException(404, "nothing to render: no pixel data")
-    return Response(img.data, media_type=media)
+    data = render_row(row, size=size, fmt=fmt, window=window, quality=quality)
+    return Response(data, media_type=media)
 
 
 def rendered(request: Request) -> Response:
-    """``GET .../rendered``: the (middle) image at full size with its display pipeline."""
+    """``GET .../rendered``: the (middle) image at full size with its display pipeline.
+
+    Query parameters: ``viewport``, ``window=center,width[,function]`` (replaces the
+    file's VOI) and ``quality`` (JPEG, 1-100).
+    """
     return _render(request, thumb=False)
 
 
