@@ -13,6 +13,23 @@ import click
 
 DEFAULT_TABLE = "./catalog"
 
+#: The catalog table option every command shares.
+TABLE_OPTION = click.option(
+    "--table", "-t", default=DEFAULT_TABLE, show_default=True, help="Delta table folder or URL."
+)
+
+
+def storage_option(help_text: str) -> Any:
+    """The repeatable ``-o KEY=VALUE`` fsspec option."""
+    return click.option(
+        "--storage-option",
+        "-o",
+        "storage_option",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help=help_text,
+    )
+
 
 def _storage_options(pairs: tuple[str, ...]) -> dict[str, Any] | None:
     if not pairs:
@@ -39,9 +56,7 @@ def main() -> None:
 
 @main.command("catalog")
 @click.argument("source")
-@click.option(
-    "--table", "-t", default=DEFAULT_TABLE, show_default=True, help="Delta table folder or URL."
-)
+@TABLE_OPTION
 @click.option(
     "--workers",
     "-w",
@@ -63,14 +78,7 @@ def main() -> None:
 @click.option(
     "--commit-rows", type=int, default=2000, show_default=True, help="Rows per Delta commit."
 )
-@click.option(
-    "--storage-option",
-    "-o",
-    "storage_option",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="fsspec option for SOURCE (repeatable), e.g. endpoint_url=http://127.0.0.1:9000.",
-)
+@storage_option("fsspec option for SOURCE (repeatable), e.g. endpoint_url=http://127.0.0.1:9000.")
 @click.option(
     "--thumbnails", is_flag=True, help="Also make thumbnails, in the same pass over each file."
 )
@@ -181,9 +189,7 @@ def catalog_cmd(
 
 @main.command("sql")
 @click.argument("query")
-@click.option(
-    "--table", "-t", default=DEFAULT_TABLE, show_default=True, help="Delta table folder or URL."
-)
+@TABLE_OPTION
 @click.option(
     "--format",
     "-f",
@@ -290,7 +296,7 @@ def _emit(text: str, output: str | None) -> None:
 
 
 @main.command("thumbnails")
-@click.option("--table", "-t", default=DEFAULT_TABLE, show_default=True, help="Delta table folder.")
+@TABLE_OPTION
 @click.option(
     "--where", default=None, help="SQL predicate on the catalog, e.g. \"Modality = 'CT'\"."
 )
@@ -300,14 +306,7 @@ def _emit(text: str, output: str | None) -> None:
     "--format", "fmt", type=click.Choice(["jpeg", "png"]), default="jpeg", show_default=True
 )
 @click.option("--workers", "-w", type=int, default=None, help="Worker processes [default: CPUs].")
-@click.option(
-    "--storage-option",
-    "-o",
-    "storage_option",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="fsspec option to read the files (as given to `pixels catalog`).",
-)
+@storage_option("fsspec option to read the files (as given to `pixels catalog`).")
 def thumbnails_cmd(
     table: str,
     where: str | None,
@@ -350,9 +349,7 @@ def thumbnails_cmd(
 
 
 @main.command("show")
-@click.option(
-    "--table", "-t", default=DEFAULT_TABLE, show_default=True, help="Delta table folder or URL."
-)
+@TABLE_OPTION
 @click.option("--where", default=None, help="SQL predicate, e.g. \"Modality = 'CT'\".")
 @click.option("--out", "-O", required=True, help="Image to write (.png or .jpg).")
 @click.option("--limit", type=int, default=48, show_default=True, help="At most this many tiles.")
@@ -400,7 +397,7 @@ def show_cmd(table: str, where: str | None, out: str, limit: int, columns: int, 
 
 
 @main.command("patches")
-@click.option("--table", "-t", default=DEFAULT_TABLE, show_default=True, help="Catalog table.")
+@TABLE_OPTION
 @click.option("--out", "-O", required=True, help="Delta table to write the patches to (appended).")
 @click.option(
     "--where", default=None, help="SQL predicate on the catalog, e.g. \"Modality = 'MG'\"."
@@ -468,7 +465,7 @@ def patches_cmd(
 
 
 @main.command("serve")
-@click.option("--table", "-t", default=DEFAULT_TABLE, show_default=True, help="Catalog table.")
+@TABLE_OPTION
 @click.option(
     "--host",
     default="127.0.0.1",
@@ -515,9 +512,7 @@ def serve_cmd(
 
 
 @main.command("optimize")
-@click.option(
-    "--table", "-t", default=DEFAULT_TABLE, show_default=True, help="Delta table folder or URL."
-)
+@TABLE_OPTION
 def optimize_cmd(table: str) -> None:
     """Compact the table's small files and vacuum replaced ones."""
     from pixels.catalog import Catalog
