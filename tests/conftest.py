@@ -97,3 +97,15 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     ):
         report.outcome = "failed"
         report.longrepr = f"skipped, which the strict test run does not allow: {report.longrepr}"
+
+
+@pytest.fixture(scope="session")
+def spark() -> Iterator[Any]:
+    """One local Spark session (``local[2]``, loopback, no UI, UTC) shared by the whole run."""
+    pytest.importorskip("pyspark", reason="pyspark is not installed (pip install -e '.[spark]')")
+    from pixels.engines.spark.session import local_session
+
+    session = local_session("local[2]", driver_memory="2g")
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()

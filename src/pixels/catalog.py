@@ -20,6 +20,10 @@ if TYPE_CHECKING:
 class Catalog:
     """A catalog of medical image files stored as a Delta Lake table.
 
+    ``Catalog(spark, table=...)`` with a ``SparkSession`` first returns the Spark
+    engine instead, :class:`pixels.engines.spark.catalog.SparkCatalog` (the
+    dbx.pixels API: ``catalog``, ``save``, ``load``).
+
     Parameters
     ----------
     table : str or path-like
@@ -34,6 +38,16 @@ class Catalog:
     >>> stats = cat.catalog("/data/dicom")                      # doctest: +SKIP
     >>> cat.sql("SELECT Modality, count(*) n FROM object_catalog GROUP BY 1")  # doctest: +SKIP
     """
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        # Catalog(spark, table=...) is the Spark engine (dbx.pixels API)
+        from pixels.engines.spark.session import is_spark_session
+
+        if args and is_spark_session(args[0]):
+            from pixels.engines.spark.catalog import SparkCatalog
+
+            return SparkCatalog(*args, **kwargs)
+        return super().__new__(cls)
 
     def __init__(
         self,

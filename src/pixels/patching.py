@@ -226,15 +226,27 @@ class DicomPatcher:
             yield _error_row(path, uid, f"{path}: {type(e).__name__}: {e}")
 
     def transform(
-        self, rows: pa.Table | pa.RecordBatch | pd.DataFrame | Iterable[dict[str, Any]]
-    ) -> Iterator[pa.RecordBatch]:
-        """Patch the files of catalog rows; yield record batches of :data:`PATCH_SCHEMA`.
+        self, rows: pa.Table | pa.RecordBatch | pd.DataFrame | Iterable[dict[str, Any]] | Any
+    ) -> Any:
+        """Patch the files of catalog rows: record batches of :data:`PATCH_SCHEMA`.
+
+        Given a Spark DataFrame of catalog rows, returns a Spark DataFrame of patch
+        rows (the patching runs in the executors); otherwise an iterator of batches.
 
         ``rows`` needs the columns of :data:`ROW_COLUMNS` (at least ``path``,
         ``meta``, ``TransferSyntaxUID`` and the ``frame_*`` columns, plus
         ``local_path`` / ``original_path`` to find the file). Batches hold at most
         ``batch_rows`` rows and close early past 64 MiB of patch data.
         """
+        from pixels.engines.spark.session import is_spark_dataframe
+
+        if is_spark_dataframe(rows):
+            from pixels.engines.spark.transform import patch_transform
+
+            return patch_transform(rows, self)
+        return self._batches(rows)
+
+    def _batches(self, rows: Any) -> Iterator[pa.RecordBatch]:
         buf: list[dict[str, Any]] = []
         size = 0
         for row in _iter_rows(rows):

@@ -414,18 +414,25 @@ class CatalogTable:
 
 
 def iter_new(
-    table: CatalogTable, refs: Iterable[Any], *, chunk: int = 5000, retry_errors: bool = False
+    table: CatalogTable,
+    refs: Iterable[Any],
+    *,
+    chunk: int = 5000,
+    retry_errors: bool = False,
+    snapshot: list[str] | None = None,
 ) -> Iterator[tuple[Any, bool]]:
     """Filter a stream of :class:`~pixels.sources.ref.FileRef` against the table.
 
     Yields ``(ref, changed)`` for refs not already in the table at the same
     identity; ``changed`` is True when the path is present with another identity
     (or, with ``retry_errors``, present with an error). Works chunk by chunk so
-    memory does not grow with the number of files.
+    memory does not grow with the number of files. ``snapshot`` pins the look-ups
+    to those data files (default: the table's files now).
     """
     # the table as it was when the run started: rows this run adds come from this
     # same listing, so they never need looking up (an empty table: no look-ups)
-    snapshot = table.file_uris()
+    if snapshot is None:
+        snapshot = table.file_uris()
     buf: list[Any] = []
 
     def flush(buf: list[Any]) -> Iterator[tuple[Any, bool]]:

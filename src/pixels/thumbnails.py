@@ -26,6 +26,7 @@ from pixels.dicom.record import RecordOptions, frame_index_of, thumbnail_rows
 from pixels.errors import QueryError, TableError
 from pixels.schema import SCHEMA, THUMBNAIL_COLUMNS
 from pixels.table import CatalogTable, conform
+from pixels.transformers import DicomThumbnailExtractor
 
 _THUMB_NAMES = [c.name for c in THUMBNAIL_COLUMNS]
 
@@ -156,49 +157,6 @@ def _merge(data: pa.Table, mask: pa.Array, results: list[dict[str, Any]]) -> pa.
             pa.array(values, SCHEMA.field(name).type),
         )
     return data
-
-
-class DicomThumbnailExtractor:
-    """Add thumbnail columns to catalog rows (the dbx.pixels name, on the local engine).
-
-    Parameters
-    ----------
-    max_size : int
-        Longest side of the thumbnails.
-    fmt : str
-        ``"jpeg"`` (default) or ``"png"``.
-
-    Examples
-    --------
-    >>> rows = Catalog("./catalog").sql_arrow("SELECT * FROM object_catalog WHERE Modality = 'CT'")  # doctest: +SKIP
-    >>> with_thumbs = DicomThumbnailExtractor(max_size=128).transform(rows)                          # doctest: +SKIP
-    """
-
-    def __init__(
-        self, max_size: int = 256, fmt: str = "jpeg", storage_options: dict[str, Any] | None = None
-    ):
-        self.options = RecordOptions(
-            thumbnails=True,
-            thumbnail_size=max_size,
-            thumbnail_format=fmt,
-            storage_options=storage_options,
-        )
-
-    def transform(self, rows: Any) -> pa.Table:
-        """Return ``rows`` (Arrow table or pandas DataFrame of catalog rows) with thumbnail columns set."""
-        table = (
-            rows if isinstance(rows, pa.Table) else pa.Table.from_pandas(rows, preserve_index=False)
-        )
-        results = thumbnail_rows(table.to_pylist(), self.options)
-        for name in _THUMB_NAMES:
-            col = pa.array([r[name] for r in results], SCHEMA.field(name).type)
-            if name in table.column_names:
-                table = table.set_column(
-                    table.schema.get_field_index(name), SCHEMA.field(name), col
-                )
-            else:
-                table = table.append_column(SCHEMA.field(name), col)
-        return table
 
 
 def iter_thumbnail_rows(

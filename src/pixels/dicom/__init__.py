@@ -16,6 +16,13 @@ if TYPE_CHECKING:
     from pixels.dicom.display import to_display
     from pixels.dicom.meta import Header, read_header
     from pixels.dicom.thumb import Thumbnail, thumbnail
+    from pixels.patching import DicomPatcher
+    from pixels.transformers import (
+        DicomMetaExtractor,
+        DicomThumbnailExtractor,
+        PathExtractor,
+        TagExtractor,
+    )
 
 _LAZY = {
     "read_frames": "pixels.dicom.decode",
@@ -26,11 +33,21 @@ _LAZY = {
     "Header": "pixels.dicom.meta",
     "thumbnail": "pixels.dicom.thumb",
     "Thumbnail": "pixels.dicom.thumb",
+    "DicomMetaExtractor": "pixels.transformers",
+    "DicomThumbnailExtractor": "pixels.transformers",
+    "PathExtractor": "pixels.transformers",
+    "TagExtractor": "pixels.transformers",
+    "DicomPatcher": "pixels.patching",
 }
 
 __all__ = [
+    "DicomMetaExtractor",
+    "DicomPatcher",
+    "DicomThumbnailExtractor",
     "Header",
+    "PathExtractor",
     "PixelInfo",
+    "TagExtractor",
     "Thumbnail",
     "decode_frame",
     "read_frames",

@@ -101,6 +101,7 @@ def iter_files(
     extract_dir: str | None = None,
     limits: ArchiveLimits = DEFAULT_LIMITS,
     storage_options: dict[str, Any] | None = None,
+    relative_prefix: str = "",
 ) -> Iterator[FileRef]:
     """List the files under a source, as a stream of :class:`FileRef`.
 
@@ -124,6 +125,9 @@ def iter_files(
         Zip bomb and traversal limits; refused members become rows with ``error``.
     storage_options : dict, optional
         fsspec options (credentials, ``client_kwargs``) for URLs.
+    relative_prefix : str
+        Prepended to the ``relative_path`` of everything under a folder
+        ``source`` (the Spark engine lists sub-folders of one root in parallel).
 
     Yields
     ------
@@ -150,7 +154,9 @@ def iter_files(
         "storage_options": storage_options,
     }
     if is_url(source) and not source.startswith("file://"):
-        yield from _iter_url(source, recursive=recursive, options=options)
+        yield from _iter_url(
+            source, recursive=recursive, options=options, relative_prefix=relative_prefix
+        )
         return
     path = os.path.abspath(source.removeprefix("file://"))
     try:
@@ -160,14 +166,16 @@ def iter_files(
     except OSError as e:
         raise SourceError(f"cannot access source: {e.strerror or e}", source) from e
     if os.path.isdir(path):
-        refs = iter_local_dir(path, recursive=recursive)
+        refs = iter_local_dir(path, recursive=recursive, relative_prefix=relative_prefix)
         yield from _with_archives(refs, None, nested=True, **options)
     else:
         ref = local_ref(path, st, os.path.basename(path))
         yield from _with_archives(iter([ref]), None, nested=False, **options)
 
 
-def _iter_url(source: str, *, recursive: bool, options: dict[str, Any]) -> Iterator[FileRef]:
+def _iter_url(
+    source: str, *, recursive: bool, options: dict[str, Any], relative_prefix: str = ""
+) -> Iterator[FileRef]:
     fs, path = url_to_fs(source, options["storage_options"])
     fs.invalidate_cache(path)
     try:
@@ -177,7 +185,7 @@ def _iter_url(source: str, *, recursive: bool, options: dict[str, Any]) -> Itera
     except OSError as e:
         raise SourceError(f"cannot access source: {e}", source) from e
     if info.get("type") == "directory":
-        refs = iter_fs_dir(fs, path, recursive=recursive)
+        refs = iter_fs_dir(fs, path, recursive=recursive, relative_prefix=relative_prefix)
         yield from _with_archives(refs, fs, nested=True, **options)
     else:
         name = info["name"].rstrip("/").rsplit("/", 1)[-1]

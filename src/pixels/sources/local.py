@@ -136,7 +136,7 @@ def _sorted_entries(path: str) -> list[tuple[str, os.DirEntry[str], bool]]:
 
 
 def iter_local_dir(
-    root: str, *, pattern: str | None = None, recursive: bool = True
+    root: str, *, pattern: str | None = None, recursive: bool = True, relative_prefix: str = ""
 ) -> Iterator[FileRef]:
     """Walk a local directory, yielding one FileRef per file (see the module docstring).
 
@@ -148,6 +148,9 @@ def iter_local_dir(
         Glob on the file name, or on ``relative_path`` when it contains ``/``.
     recursive : bool
         Descend into subdirectories.
+    relative_prefix : str
+        Prepended to every ``relative_path`` (``"a/b/"`` when ``root`` is the
+        sub-folder ``a/b`` of the folder being cataloged).
 
     Yields
     ------
@@ -171,8 +174,8 @@ def iter_local_dir(
             stack.pop()
             continue
         _, entry, is_dir = item
-        rel = prefix + entry.name
-        path = os.path.join(root, *rel.split("/"))
+        path = os.path.join(root, *(prefix + entry.name).split("/"))
+        rel = relative_prefix + prefix + entry.name
         try:
             st = entry.stat()  # follows symlinks
         except OSError as e:
@@ -197,7 +200,7 @@ def iter_local_dir(
                 yield error_ref(path, rel, f"cannot list directory {path}: {e.strerror or e}",
                                 to_utc(st.st_mtime))  # fmt: skip
                 continue
-            stack.append((rel + "/", children))
+            stack.append((prefix + entry.name + "/", children))
         elif stat.S_ISREG(st.st_mode) and matches(pattern, entry.name, rel):
             yield local_ref(path, st, rel)
         # sockets, fifos, devices: not files to catalog

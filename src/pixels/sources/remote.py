@@ -137,7 +137,12 @@ def _iter_dir(fs: Any, path: str) -> Iterator[dict[str, Any]]:
 
 
 def iter_fs_dir(
-    fs: Any, root: str, *, recursive: bool = True, pattern: str | None = None
+    fs: Any,
+    root: str,
+    *,
+    recursive: bool = True,
+    pattern: str | None = None,
+    relative_prefix: str = "",
 ) -> Iterator[FileRef]:
     """Walk a directory of an fsspec filesystem, yielding one FileRef per file.
 
@@ -151,9 +156,11 @@ def iter_fs_dir(
         Descend into subdirectories.
     pattern : str, optional
         Glob on the file name, or on ``relative_path`` when it contains ``/``.
+    relative_prefix : str
+        Prepended to every ``relative_path``.
     """
     root = root.rstrip("/") or root
-    stack: list[tuple[str, Iterator[dict[str, Any]]]] = [("", _iter_dir(fs, root))]
+    stack: list[tuple[str, Iterator[dict[str, Any]]]] = [(relative_prefix, _iter_dir(fs, root))]
     try:
         while stack:
             prefix, entries = stack[-1]

@@ -1,0 +1,398 @@
+"""The Spark engine's catalog: the dbx.pixels API on any Spark 3.5+/4.x.
+
+``Catalog(spark, table=...)`` (see :class:`pixels.Catalog`) returns a
+:class:`SparkCatalog`. It lists files into a DataFrame (:meth:`SparkCatalog.catalog`),
+the transformers of :mod:`pixels.transformers` add the catalog columns, and
+:meth:`SparkCatalog.save` writes them to the same Delta table the local engine
+writes — with Spark's own Delta writer when the session has Delta Lake, else
+Parquet files from the executors committed by the driver with ``deltalake``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, replace
+from typing import Any
+
+from pixels.engines.spark.listing import (
+    REF_SCHEMA,
+    UNIT_SCHEMA,
+    ListOptions,
+    list_units,
+    plan_units,
+    stream_refs,
+)
+from pixels.engines.spark.session import default_parallelism, delta_configured
+from pixels.engines.spark.transform import (
+    meta_transform,
+    options_of,
+    spark_field,
+    thumbnail_transform,
+)
+from pixels.engines.spark.writer import SaveResult, save_dataframe
+from pixels.errors import PixelsError
+from pixels.schema import SCHEMA, VIEW_NAME
+from pixels.sources import ArchiveLimits
+from pixels.sources.local import is_url
+from pixels.table import CatalogTable
+
+
+def _is_table_name(table: str) -> bool:
+    """``catalog.schema.table`` / ``schema.table`` / ``table`` rather than a path or URL."""
+    return (
+        "/" not in table and "\\" not in table and "://" not in table and not table.startswith(".")
+    )
+
+
+def _volume_root(volume: str | None) -> str | None:
+    """A Unity Catalog volume name ``cat.schema.vol`` as ``/Volumes/cat/schema/vol``; paths unchanged."""
+    if volume is None:
+        return None
+    if _is_table_name(volume) and volume.count(".") == 2:
+        return "/Volumes/" + volume.replace(".", "/")
+    return volume
+
+
+@dataclass(frozen=True)
+class _Stream:
+    """What a streaming :meth:`SparkCatalog.catalog` call was asked (for :meth:`save`)."""
+
+    root: str
+    recursive: bool
+    options: ListOptions
+    checkpoint: str
+
+
+class SparkCatalog:
+    """A catalog of medical image files built with Apache Spark (dbx.pixels API).
+
+    Create it with ``Catalog(spark, table=...)``.
+
+    Parameters
+    ----------
+    spark : pyspark.sql.SparkSession
+        The session.
+    table : str
+        Path or URL of the Delta table (the same table the local engine writes), or a
+        metastore table name (``catalog.schema.table``).
+    volume : str, optional
+        A folder (or Unity Catalog volume ``cat.schema.vol``) for stream checkpoints
+        and extracted zip members when no other place is given.
+    storage_options : dict, optional
+        Object-store options for the table (delta-rs / fsspec).
+
+    Examples
+    --------
+    >>> from pixels import Catalog
+    >>> from pixels.dicom import DicomMetaExtractor, DicomThumbnailExtractor
+    >>> catalog = Catalog(spark, table="/lake/pixels/object_catalog")     # doctest: +SKIP
+    >>> catalog_df = catalog.catalog("/data/dicom")                          # doctest: +SKIP
+    >>> meta_df = DicomMetaExtractor(catalog).transform(catalog_df)          # doctest: +SKIP
+    >>> catalog.save(DicomThumbnailExtractor().transform(meta_df))           # doctest: +SKIP
+    >>> catalog.load().groupBy("Modality").count().show()                    # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        spark: Any,
+        table: str = "object_catalog",
+        *,
+        volume: str | None = None,
+        storage_options: dict[str, str] | None = None,
+    ):
+        self.spark = spark
+        self.volume = _volume_root(volume)
+        table = os.fspath(table)
+        self.table_name: str | None = table if _is_table_name(table) else None
+        self.use_spark_delta = delta_configured(spark)
+        if self.table_name is not None and not self.use_spark_delta:
+            # no Delta in this session: keep the table under the warehouse, by name
+            warehouse = spark.conf.get("spark.sql.warehouse.dir", "spark-warehouse")
+            location = os.path.join(warehouse.removeprefix("file:"), *self.table_name.split("."))
+        elif self.table_name is not None:
+            location = ""
+        else:
+            location = table
+        self.table = CatalogTable(location, storage_options=storage_options) if location else None
+        self.source_storage_options: dict[str, Any] | None = None
+        self._stream: _Stream | None = None
+
+    def __repr__(self) -> str:
+        where = self.table_name or (self.table.uri if self.table else "?")
+        return f"SparkCatalog({where!r})"
+
+    # ------------------------------------------------------------------ listing
+    def catalog(
+        self,
+        path: str,
+        pattern: str | None = None,
+        recurse: bool = True,
+        streaming: bool = False,
+        streamCheckpointBasePath: str | None = None,
+        extractZip: bool = False,
+        extractZipBasePath: str | None = None,
+        *,
+        maxFilesPerTrigger: int | None = None,
+        numPartitions: int | None = None,
+        storage_options: dict[str, Any] | None = None,
+        limits: ArchiveLimits | None = None,
+        retry_errors: bool = False,
+    ) -> Any:
+        """List the files under ``path`` as a DataFrame of file columns (no content read).
+
+        Batch listings keep only files that are new or changed since the table
+        last saw them (identity: ``path``, ``length``, ``modificationTime``).
+
+        Parameters
+        ----------
+        path : str
+            Folder, file or URL (``s3://...``; ``s3a://`` in streaming mode) to list.
+        pattern : str, optional
+            Glob on file names (``*.dcm``), or on relative paths if it holds ``/``.
+        recurse : bool
+            Descend into sub-folders.
+        streaming : bool
+            Return a streaming DataFrame over ``path`` (Spark's file source): each
+            :meth:`save` of it processes only files not seen before.
+        streamCheckpointBasePath : str, optional
+            Where the stream keeps its checkpoint (default: under ``volume``, else
+            under the table's ``_pixels`` folder).
+        extractZip : bool
+            List the members of zip archives (read in memory in the executors,
+            with the same safety limits as the local engine).
+        extractZipBasePath : str, optional
+            Extract accepted members there (a folder all executors see) instead.
+        maxFilesPerTrigger : int, optional
+            Streaming: files per micro-batch.
+        numPartitions : int, optional
+            Partitions of the listing (default: 4 per task slot).
+        storage_options : dict, optional
+            fsspec options for ``path`` (credentials, ``endpoint_url``).
+        limits : ArchiveLimits, optional
+            Zip safety limits.
+        retry_errors : bool
+            Read again unchanged files whose row has an error.
+
+        Returns
+        -------
+        pyspark.sql.DataFrame
+            Columns ``path, modificationTime, length, relative_path, local_path,
+            extension, path_tags, original_path, file_type`` (null until read) and
+            ``error`` (entries the listing refused, such as unsafe zip members).
+        """
+        from pyspark.sql.types import StructType
+
+        self.source_storage_options = storage_options
+        extract_dir = extractZipBasePath
+        local = not (is_url(path) and not path.startswith("file://"))
+        root = os.path.abspath(path.removeprefix("file://")) if local else path
+        table = self._writable_table()
+        snapshot = tuple(table.file_uris()) if table is not None else ()
+        opts = ListOptions(
+            pattern=pattern,
+            expand_archives=extractZip,
+            extract_dir=extract_dir,
+            limits=limits or ArchiveLimits(),
+            storage_options=storage_options,
+            table_uri=table.uri if table is not None else None,
+            table_storage_options=table.storage_options if table is not None else None,
+            snapshot=snapshot,
+            retry_errors=retry_errors,
+        )
+        ref_schema = StructType([spark_field(f) for f in REF_SCHEMA])
+        if streaming:
+            checkpoint = streamCheckpointBasePath or self._default_checkpoint(root)
+            self._stream = _Stream(root, recurse, replace(opts, snapshot=()), checkpoint)
+            reader = self.spark.readStream.format("binaryFile").option(
+                "recursiveFileLookup", str(recurse).lower()
+            )
+            if maxFilesPerTrigger:
+                reader = reader.option("maxFilesPerTrigger", str(int(maxFilesPerTrigger)))
+            files = reader.load(root).select("path", "modificationTime", "length")
+            return files.mapInArrow(stream_refs(root, opts), ref_schema)
+        return self._batch_listing(root, recurse, opts, numPartitions)
+
+    def _batch_listing(
+        self, root: str, recurse: bool, opts: ListOptions, partitions: int | None
+    ) -> Any:
+        from pyspark.sql.types import StructType
+
+        slots = default_parallelism(self.spark)
+        units = plan_units(
+            root, recursive=recurse, storage_options=opts.storage_options, target=4 * slots
+        )
+        unit_schema = StructType([spark_field(f) for f in UNIT_SCHEMA])
+        ref_schema = StructType([spark_field(f) for f in REF_SCHEMA])
+        units_df = self.spark.createDataFrame(units, unit_schema).repartition(
+            min(len(units), 4 * slots)
+        )
+        refs = units_df.mapInArrow(list_units(opts), ref_schema)
+        return refs.repartition(partitions or 4 * slots)
+
+    def _default_checkpoint(self, root: str) -> str:
+        key = hashlib.sha1(root.encode()).hexdigest()[:16]
+        if self.volume is not None:
+            return f"{self.volume.rstrip('/')}/_checkpoints/pixels-{key}"
+        if self.table is not None:
+            return f"{self.table.uri.rstrip('/')}/_pixels/checkpoints/{key}"
+        return os.path.abspath(os.path.join("_pixels_checkpoints", key))
+
+    def _writable_table(self) -> CatalogTable | None:
+        """The table the driver writes with deltalake (None when Spark's Delta writes it)."""
+        return None if self.use_spark_delta else self.table
+
+    # ------------------------------------------------------------------ reading
+    def load(self) -> Any:
+        """The catalog table as a DataFrame (its current files only), also as the view ``object_catalog``."""
+        from pyspark.sql.types import StructType
+
+        if self.use_spark_delta:
+            if self.table_name:
+                df = self.spark.table(self.table_name)
+            else:
+                assert self.table is not None
+                df = self.spark.read.format("delta").load(self.table.uri)
+        else:
+            assert self.table is not None
+            schema = StructType([spark_field(f) for f in SCHEMA])
+            uris = self.table.file_uris()
+            if uris:
+                df = self.spark.read.schema(schema).parquet(*uris)
+            else:
+                df = self.spark.createDataFrame([], schema)
+        df.createOrReplaceTempView(VIEW_NAME)
+        if self.table_name and not self.use_spark_delta:
+            df.createOrReplaceTempView(self.table_name.rsplit(".", 1)[-1])
+        return df
+
+    def count(self) -> int:
+        """Rows in the catalog."""
+        if self.table is not None and not self.use_spark_delta:
+            return self.table.count()
+        return int(self.load().count())
+
+    # ------------------------------------------------------------------ writing
+    def save(
+        self,
+        df: Any,
+        mode: str = "append",
+        *,
+        trigger: str | None = None,
+        wait: bool = True,
+    ) -> Any:
+        """Write catalog rows to the table; start the stream when ``df`` is streaming.
+
+        Parameters
+        ----------
+        df : pyspark.sql.DataFrame
+            Output of the transformers (catalog columns; others are dropped).
+        mode : {"append", "overwrite"}
+            ``append`` adds new files and replaces the rows of changed files;
+            ``overwrite`` replaces the whole table.
+        trigger : str, optional
+            Streaming only: ``None``/``"availableNow"`` processes what is there and
+            stops; a processing time such as ``"30 seconds"`` runs until stopped.
+        wait : bool
+            Streaming with ``availableNow``: wait until it finishes.
+
+        Returns
+        -------
+        SaveResult or pyspark.sql.streaming.StreamingQuery
+            Batch: what was committed. Streaming: the query (finished when ``wait``).
+        """
+        if mode not in ("append", "overwrite"):
+            raise PixelsError(f"mode must be 'append' or 'overwrite', not {mode!r}")
+        if df.isStreaming:
+            return self._save_stream(df, trigger, wait)
+        return self._save_batch(df, mode)
+
+    def _save_batch(
+        self, df: Any, mode: str, app_id: str | None = None, batch_id: int | None = None
+    ) -> SaveResult:
+        if self.use_spark_delta:
+            return self._save_spark_delta(df, mode)
+        assert self.table is not None
+        result = save_dataframe(df, self.table, mode=mode, app_id=app_id, batch_id=batch_id)
+        if self.table_name:
+            self.load()
+        return result
+
+    def _save_spark_delta(self, df: Any, mode: str) -> SaveResult:
+        """Write with the session's Delta Lake (Databricks, clusters with delta-spark)."""
+        import time
+
+        t0 = time.perf_counter()
+        cols = [n for n in SCHEMA.names if n in df.columns]
+        src = df.select(*cols)
+        target = self.table_name or f"delta.`{self.table.uri if self.table else ''}`"
+        exists = (
+            self.spark.catalog.tableExists(self.table_name)
+            if self.table_name
+            else self.table is not None and self.table.exists()
+        )
+        writer = src.write.format("delta")
+        if not exists or mode == "overwrite":
+            writer = writer.mode("overwrite" if exists else "errorifexists")
+            if self.table_name:
+                writer.saveAsTable(self.table_name)
+            else:
+                assert self.table is not None
+                writer.save(self.table.uri)
+        else:
+            view = "_pixels_save_" + hashlib.sha1(str(time.time()).encode()).hexdigest()[:8]
+            src.createOrReplaceTempView(view)
+            self.spark.sql(
+                f"MERGE INTO {target} t USING {view} s ON t.path = s.path "
+                "WHEN MATCHED AND (t.length <> s.length OR t.modificationTime <> s.modificationTime "
+                "OR t.error IS NOT NULL) THEN UPDATE SET * "
+                "WHEN NOT MATCHED THEN INSERT *"
+            )
+            self.spark.catalog.dropTempView(view)
+        return SaveResult(seconds=time.perf_counter() - t0)
+
+    def _save_stream(self, df: Any, trigger: str | None, wait: bool) -> Any:
+        stream = self._stream
+        checkpoint = stream.checkpoint if stream else self._default_checkpoint("stream")
+        if stream is not None and not self.use_spark_delta:
+            self._save_changed(df, stream)
+        app_id = "pixels-stream:" + hashlib.sha1(checkpoint.encode()).hexdigest()
+        catalog = self
+
+        def each(batch_df: Any, batch_id: int) -> None:
+            catalog._save_batch(batch_df, "append", app_id=app_id, batch_id=int(batch_id))
+
+        writer = df.writeStream.foreachBatch(each).option(
+            "checkpointLocation", checkpoint.rstrip("/") + "/save"
+        )
+        if trigger is None or trigger == "availableNow":
+            writer = writer.trigger(availableNow=True)
+            query = writer.start()
+            if wait:
+                query.awaitTermination()
+            return query
+        return writer.trigger(processingTime=trigger).start()
+
+    def _save_changed(self, df: Any, stream: _Stream) -> SaveResult | None:
+        """Re-read files rewritten in place since the table saw them (a file stream never re-picks them).
+
+        The stream's transforms are rebuilt from the options recorded on its columns.
+        """
+        meta = options_of(df, "meta")
+        if meta is None or self.table is None or not self.table.exists():
+            return None
+        opts = replace(stream.options, snapshot=tuple(self.table.file_uris()), only_changed=True)
+        changed = self._batch_listing(stream.root, stream.recursive, opts, None)
+        out = meta_transform(changed, meta)
+        thumbs = options_of(df, "thumbnail")
+        if thumbs is not None:
+            out = thumbnail_transform(out, thumbs)
+        return save_dataframe(out, self.table)
+
+    def sql(self, query: str) -> Any:
+        """Run Spark SQL with the view ``object_catalog`` over the current table."""
+        self.load()
+        return self.spark.sql(query)
+
+
+__all__ = ["SaveResult", "SparkCatalog"]

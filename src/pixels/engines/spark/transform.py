@@ -1,0 +1,260 @@
+"""The per-file work on Spark: the local engine's functions inside ``mapInArrow``.
+
+Each transform sends Arrow batches of rows to Python workers, slices them into
+small chunks (a chunk's files are read one after the other, so memory stays at
+one chunk), and calls the same pure functions the local engine calls:
+:func:`pixels.dicom.record.catalog_batch`, :func:`pixels.dicom.record.thumbnail_rows`,
+:meth:`pixels.patching.DicomPatcher.rows_of`. Output columns carry the catalog's
+own types, derived from :data:`pixels.schema.SCHEMA`.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+from pixels.dicom.record import RecordOptions, catalog_batch, thumbnail_rows
+from pixels.engines.spark.listing import ref_of
+from pixels.schema import SCHEMA, THUMBNAIL_COLUMNS
+
+if TYPE_CHECKING:
+    from pixels.patching import DicomPatcher
+
+#: Rows handed to the per-file functions at a time.
+CHUNK_ROWS = 64
+
+#: Field metadata key naming the options a column was made with (see :func:`options_of`).
+STEP_KEY = "pixels.step"
+
+# options of the transforms of this process, by the token stored in field metadata
+_STEPS: dict[str, RecordOptions] = {}
+
+
+def _register(options: RecordOptions) -> dict[str, str]:
+    token = uuid.uuid4().hex
+    _STEPS[token] = options
+    return {STEP_KEY: token}
+
+
+def options_of(df: Any, column: str) -> RecordOptions | None:
+    """The options the pixels transform that made ``column`` of ``df`` used (None if none)."""
+    if column not in df.columns:
+        return None
+    token = (df.schema[column].metadata or {}).get(STEP_KEY)
+    return _STEPS.get(token) if token else None
+
+
+def spark_field(field: pa.Field, metadata: dict[str, str] | None = None) -> Any:
+    """An Arrow field as a Spark ``StructField`` (nullability and metadata kept)."""
+    from pyspark.sql.pandas.types import from_arrow_type
+    from pyspark.sql.types import StructField
+
+    return StructField(field.name, from_arrow_type(field.type), field.nullable, metadata or {})
+
+
+def _chunks(batches: Iterator[pa.RecordBatch], size: int = CHUNK_ROWS) -> Iterator[pa.RecordBatch]:
+    for batch in batches:
+        for start in range(0, batch.num_rows, size):
+            yield batch.slice(start, size)
+
+
+def _with_extras(out: pa.RecordBatch, chunk: pa.RecordBatch, extras: list[str]) -> pa.RecordBatch:
+    if not extras:
+        return out
+    arrays = list(out.columns) + [chunk.column(n) for n in extras]
+    names = list(out.schema.names) + extras
+    return pa.RecordBatch.from_arrays(arrays, names=names)
+
+
+def meta_transform(df: Any, options: RecordOptions) -> Any:
+    """Read every file of a listing DataFrame once: every catalog column, one row per file.
+
+    Columns of ``df`` that are not catalog columns are passed through after them.
+    """
+    from pyspark.sql.types import StructType
+
+    names = set(SCHEMA.names)
+    extras = [f.name for f in df.schema.fields if f.name not in names]
+    meta_md = _register(options)
+    fields = [spark_field(f, meta_md if f.name == "meta" else None) for f in SCHEMA]
+    fields += [df.schema[n] for n in extras]
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for chunk in _chunks(batches):
+            refs = [ref_of(r) for r in chunk.to_pylist()]
+            yield _with_extras(catalog_batch(refs, options), chunk, extras)
+
+    return df.mapInArrow(run, StructType(fields))
+
+
+_THUMB = [c.name for c in THUMBNAIL_COLUMNS]
+
+
+def thumbnail_transform(df: Any, options: RecordOptions) -> Any:
+    """Set the thumbnail columns of catalog rows (added when ``df`` lacks them)."""
+    from pyspark.sql.types import StructType
+
+    need = {"path", "meta", "frame_offsets", "frame_lengths", "TransferSyntaxUID"}
+    missing = sorted(need - set(df.columns))
+    if missing:
+        from pixels.errors import PixelsError
+
+        raise PixelsError(
+            f"DicomThumbnailExtractor needs catalog rows; missing columns: {', '.join(missing)} "
+            "(run DicomMetaExtractor first)"
+        )
+    md = _register(options)
+    fields = [
+        spark_field(SCHEMA.field(f.name), md if f.name == "thumbnail" else None)
+        if f.name in _THUMB
+        else f
+        for f in df.schema.fields
+    ]
+    fields += [
+        spark_field(SCHEMA.field(n), md if n == "thumbnail" else None)
+        for n in _THUMB
+        if n not in df.columns
+    ]
+    out_names = [f.name for f in fields]
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for chunk in _chunks(batches):
+            rows = chunk.to_pylist()
+            made = {n: [] for n in _THUMB}  # type: dict[str, list[Any]]
+            todo = [i for i, r in enumerate(rows) if r.get("frame_offsets")]
+            results = thumbnail_rows([rows[i] for i in todo], options) if todo else []
+            by_row = dict(zip(todo, results, strict=True))
+            for i, r in enumerate(rows):
+                res = by_row.get(i)
+                for n in _THUMB:
+                    made[n].append(res[n] if res is not None else r.get(n))
+            arrays = []
+            for n in out_names:
+                if n in made:
+                    arrays.append(pa.array(made[n], SCHEMA.field(n).type))
+                else:
+                    arrays.append(chunk.column(n))
+            yield pa.RecordBatch.from_arrays(arrays, names=out_names)
+
+    return df.mapInArrow(run, StructType(fields))
+
+
+def patch_transform(df: Any, patcher: DicomPatcher) -> Any:
+    """Patch rows (:data:`pixels.patching.PATCH_SCHEMA`) of the files of catalog rows."""
+    from pyspark.sql.types import StructType
+
+    from pixels.patching import PATCH_SCHEMA
+
+    schema = StructType([spark_field(f) for f in PATCH_SCHEMA])
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for chunk in _chunks(batches, 8):
+            yield from patcher.transform(chunk)
+
+    return df.mapInArrow(run, schema)
+
+
+def path_refs(rows: list[dict[str, Any]], input_col: str, base_path: str | None) -> list[Any]:
+    """FileRefs (no file read) for rows holding a path or Spark file URI in ``input_col``."""
+    from datetime import UTC, datetime
+
+    from pixels.engines.spark.listing import uri_to_path
+    from pixels.sources.local import make_ref
+
+    base = None
+    if base_path:
+        base = uri_to_path(base_path)[0] if ":" in base_path.split("/", 1)[0] else base_path
+        base = base.rstrip("/") + "/"
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    refs = []
+    for r in rows:
+        path, local = uri_to_path(r[input_col])
+        rel = path[len(base) :] if base and path.startswith(base) else path.lstrip("/")
+        mtime = r.get("modificationTime") or epoch
+        if mtime.tzinfo is None:
+            mtime = mtime.replace(tzinfo=UTC)
+        refs.append(make_ref(path, mtime, int(r.get("length") or 0), rel, local_path=local))
+    return refs
+
+
+def path_transform(df: Any, input_col: str, base_path: str | None) -> Any:
+    """File columns derived from a column of paths or Spark file URIs (no file is read)."""
+    from pyspark.sql.types import StructType
+
+    from pixels.engines.spark.listing import REF_SCHEMA, refs_to_batch
+
+    names = set(REF_SCHEMA.names)
+    extras = [f.name for f in df.schema.fields if f.name not in names and f.name != input_col]
+    fields = [spark_field(f) for f in REF_SCHEMA] + [df.schema[n] for n in extras]
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            refs = path_refs(batch.to_pylist(), input_col, base_path)
+            yield _with_extras(refs_to_batch(refs), batch, extras)
+
+    return df.mapInArrow(run, StructType(fields))
+
+
+def tag_transform(df: Any, tags: dict[str, str], input_col: str = "meta") -> Any:
+    """Columns of DICOM attribute values read from the ``meta`` JSON (no file is read).
+
+    ``tags`` maps output column -> DICOM keyword or ``ggggeeee`` tag. Values are
+    strings (multi-valued: joined with ``\\``; person names: their Alphabetic form).
+    """
+    from pyspark.sql.types import StringType, StructField, StructType
+
+    from pixels.errors import PixelsError
+
+    resolved = {col: tag_hex(t) for col, t in tags.items()}
+    fields = list(df.schema.fields) + [StructField(c, StringType(), True) for c in resolved]
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            metas = batch.column(input_col).to_pylist()
+            arrays = list(batch.columns)
+            for tag in resolved.values():
+                arrays.append(pa.array([tag_value(m, tag) for m in metas], pa.string()))
+            yield pa.RecordBatch.from_arrays(arrays, names=[f.name for f in fields])
+
+    if input_col not in df.columns:
+        raise PixelsError(
+            f"TagExtractor needs the column {input_col!r} (run DicomMetaExtractor first)"
+        )
+    return df.mapInArrow(run, StructType(fields))
+
+
+def tag_hex(tag: str) -> str:
+    from pydicom.datadict import tag_for_keyword
+
+    from pixels.errors import PixelsError
+
+    t = tag.replace("(", "").replace(")", "").replace(",", "").strip()
+    if len(t) == 8 and all(c in "0123456789abcdefABCDEF" for c in t):
+        return t.upper()
+    found = tag_for_keyword(tag)
+    if found is None:
+        raise PixelsError(
+            f"unknown DICOM keyword or tag {tag!r} (use e.g. 'Modality' or '00080060')"
+        )
+    return f"{found:08X}"
+
+
+def tag_value(meta: str | None, tag: str) -> str | None:
+    if not meta:
+        return None
+    try:
+        element = json.loads(meta).get(tag)
+    except ValueError:
+        return None
+    if not element or "Value" not in element:
+        return None
+    values = []
+    for v in element["Value"]:
+        if isinstance(v, dict):
+            v = v.get("Alphabetic", json.dumps(v)) if element.get("vr") == "PN" else json.dumps(v)
+        values.append(str(v))
+    return "\\".join(values)

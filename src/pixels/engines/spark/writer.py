@@ -1,0 +1,406 @@
+"""Writing Spark results into the catalog's Delta table without Delta's Spark jars.
+
+Executors write Parquet data files straight into the table folder (one file
+per task, rotated past a size), after dropping rows the table already holds at
+the same identity; they return one small row per file. The driver then commits
+every file in **one** Delta transaction with ``deltalake`` (``add`` actions with
+row counts and null counts); rows of files that changed on disk replace their
+old rows in that same commit. Nothing is visible before the commit; when the
+job or the commit fails, the files of the attempt are deleted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from pixels.errors import TableError
+from pixels.schema import SCHEMA
+from pixels.table import CatalogTable, conform
+
+#: One row per data file written by a task.
+RESULT_SCHEMA = pa.schema(
+    [
+        pa.field("file", pa.string()),
+        pa.field("size", pa.int64()),
+        pa.field("rows", pa.int64()),
+        pa.field("null_counts", pa.string()),
+        pa.field("replaced", pa.list_(pa.string())),
+        pa.field("skipped", pa.int64()),
+    ]
+)
+
+#: Rows per data file a task writes before starting another.
+FILE_ROWS = 50_000
+_ROW_GROUP = 2048
+
+
+def _is_local(uri: str) -> bool:
+    return "://" not in uri or uri.startswith("file://")
+
+
+def _local(uri: str) -> str:
+    return uri[len("file://") :] if uri.startswith("file://") else uri
+
+
+@dataclass(frozen=True)
+class WriteOptions:
+    """What writer tasks need (pickled into the tasks)."""
+
+    table_uri: str
+    storage_options: dict[str, str] | None
+    snapshot: tuple[str, ...]
+    prefix: str
+    reconcile: bool = True
+
+
+def _open_out(opts: WriteOptions, name: str) -> Any:
+    if _is_local(opts.table_uri):
+        return open(os.path.join(_local(opts.table_uri), name), "wb")
+    import fsspec
+
+    return fsspec.open(
+        opts.table_uri.rstrip("/") + "/" + name, "wb", **(opts.storage_options or {})
+    ).open()
+
+
+class _File:
+    """One data file being written by a task."""
+
+    def __init__(self, opts: WriteOptions):
+        self.name = f"part-{opts.prefix}-{uuid.uuid4().hex}-c000.zstd.parquet"
+        self.fh = _open_out(opts, self.name)
+        self.writer = pq.ParquetWriter(
+            self.fh,
+            SCHEMA,
+            compression="zstd",
+            write_statistics=True,
+            use_compliant_nested_type=True,
+        )
+        self.rows = 0
+        self.nulls = {f.name: 0 for f in SCHEMA if not pa.types.is_nested(f.type)}
+
+    def write(self, table: pa.Table) -> None:
+        self.writer.write_table(table, row_group_size=_ROW_GROUP)
+        self.rows += table.num_rows
+        for n in self.nulls:
+            self.nulls[n] += table.column(n).null_count
+
+    def close(self) -> dict[str, Any]:
+        self.writer.close()
+        size = self.fh.tell()
+        self.fh.close()
+        return {"file": self.name, "size": size, "rows": self.rows,
+                "null_counts": json.dumps(self.nulls)}  # fmt: skip
+
+
+def write_files(
+    opts: WriteOptions,
+) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+    """The ``mapInArrow`` function of writer tasks (input: catalog rows; output: :data:`RESULT_SCHEMA`)."""
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        table = CatalogTable(opts.table_uri, storage_options=opts.storage_options)
+        current: _File | None = None
+        results: list[dict[str, Any]] = []
+        replaced: list[str] = []
+        skipped = 0
+        for batch in batches:
+            data = conform(batch)
+            if opts.reconcile and opts.snapshot and data.num_rows:
+                data, rep, dropped = _reconcile(table, data, list(opts.snapshot))
+                replaced.extend(rep)
+                skipped += dropped
+            if data.num_rows == 0:
+                continue
+            if current is None:
+                current = _File(opts)
+            current.write(data)
+            if current.rows >= FILE_ROWS:
+                results.append(current.close())
+                current = None
+        if current is not None:
+            results.append(current.close())
+        if not results and (replaced or skipped):
+            results.append({"file": None, "size": 0, "rows": 0, "null_counts": None})
+        for i, r in enumerate(results):
+            r["replaced"] = replaced if i == 0 else []
+            r["skipped"] = skipped if i == 0 else 0
+        if results:
+            yield pa.RecordBatch.from_pylist(results, schema=RESULT_SCHEMA)
+
+    return run
+
+
+def _reconcile(
+    table: CatalogTable, data: pa.Table, snapshot: list[str]
+) -> tuple[pa.Table, list[str], int]:
+    """Drop rows held at the same identity (and fine); list paths whose old row is replaced."""
+    existing = table.lookup(data["path"], uris=snapshot)
+    if existing.num_rows == 0:
+        return data, [], 0
+    same_ok = {
+        (p, n, t)
+        for p, n, t, e in zip(
+            existing["path"].to_pylist(),
+            existing["length"].to_pylist(),
+            existing["modificationTime"].to_pylist(),
+            existing["has_error"].to_pylist(),
+            strict=True,
+        )
+        if not e
+    }
+    present = set(existing["path"].to_pylist())
+    keep, replaced = [], []
+    for i, key in enumerate(
+        zip(
+            data["path"].to_pylist(),
+            data["length"].to_pylist(),
+            data["modificationTime"].to_pylist(),
+            strict=True,
+        )
+    ):
+        if key in same_ok:
+            continue
+        keep.append(i)
+        if key[0] in present:
+            replaced.append(key[0])
+    return data.take(pa.array(keep, pa.int64())), replaced, data.num_rows - len(keep)
+
+
+def _add_action(info: dict[str, Any], now: int) -> Any:
+    """The Delta ``add`` action of a data file written by :class:`_File`."""
+    from deltalake.transaction import AddAction
+
+    stats = {"numRecords": info["rows"], "nullCount": json.loads(info["null_counts"])}
+    return AddAction(
+        path=info["file"],
+        size=info["size"],
+        partition_values={},
+        modification_time=now,
+        data_change=True,
+        stats=json.dumps(stats),
+    )
+
+
+@dataclass
+class SaveResult:
+    """What :meth:`SparkCatalog.save` committed."""
+
+    rows: int = 0
+    files: int = 0
+    replaced: int = 0
+    skipped: int = 0
+    version: int | None = None
+    seconds: float = 0.0
+
+
+def _cleanup(table: CatalogTable, prefix: str) -> None:
+    """Delete data files an aborted attempt left (named with its prefix)."""
+    marker = f"part-{prefix}-"
+    if _is_local(table.uri):
+        root = _local(table.uri)
+        if os.path.isdir(root):
+            for name in os.listdir(root):
+                if name.startswith(marker):
+                    os.remove(os.path.join(root, name))
+        return
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(table.uri, **(table.storage_options or {}))
+    for p in fs.glob(root.rstrip("/") + "/" + marker + "*"):
+        fs.rm(p)
+
+
+def save_dataframe(
+    df: Any,
+    table: CatalogTable,
+    *,
+    mode: str = "append",
+    app_id: str | None = None,
+    batch_id: int | None = None,
+) -> SaveResult:
+    """Write the catalog rows of ``df`` to ``table`` in one Delta commit (see the module docstring).
+
+    Parameters
+    ----------
+    df : pyspark.sql.DataFrame
+        Rows with (at least) the catalog's columns; other columns are dropped.
+    table : CatalogTable
+        The table (created when missing).
+    mode : {"append", "overwrite"}
+        ``append`` adds new files and replaces the rows of changed ones;
+        ``overwrite`` replaces the whole table content.
+    app_id, batch_id : str, int, optional
+        Streaming: the commit records ``(app_id, batch_id)`` as a Delta application
+        transaction, and a batch already committed is skipped (exactly once).
+    """
+    from deltalake import CommitProperties, Transaction
+    from deltalake.transaction import AddAction, RemoveAction
+
+    if mode not in ("append", "overwrite"):
+        raise ValueError(f"mode must be 'append' or 'overwrite', not {mode!r}")
+    t0 = time.perf_counter()
+    result = SaveResult()
+    table.create()
+    dt = table.delta()
+    if app_id is not None and batch_id is not None:
+        done = dt.transaction_version(app_id)
+        if done is not None and done >= batch_id:
+            result.seconds = time.perf_counter() - t0
+            return result
+    snapshot_version = dt.version()
+    snapshot = tuple(dt.file_uris())
+    prefix = uuid.uuid4().hex[:12]
+    opts = WriteOptions(table.uri, table.storage_options, snapshot, prefix,
+                        reconcile=mode == "append")  # fmt: skip
+    from pyspark.sql.types import StructType
+
+    from pixels.engines.spark.transform import spark_field
+
+    missing = [n for n in ("path", "length", "modificationTime") if n not in df.columns]
+    if missing:
+        raise TableError(f"cannot save rows without the columns {missing}", table.uri)
+    cols = [n for n in SCHEMA.names if n in df.columns]
+    out_schema = StructType([spark_field(f) for f in RESULT_SCHEMA])
+    try:
+        rows = df.select(*cols).mapInArrow(write_files(opts), out_schema).collect()
+        written = [r for r in rows if r["file"]]
+        replaced = sorted({p for r in rows for p in (r["replaced"] or [])})
+        result.skipped = sum(r["skipped"] or 0 for r in rows)
+        now = int(time.time() * 1000)
+        actions: list[AddAction | RemoveAction] = [_add_action(r.asDict(), now) for r in written]
+        with table._writer_lock():
+            dt = table.delta()
+            if mode == "overwrite":
+                actions += [_remove(table, uri, now) for uri in dt.file_uris()]
+            else:
+                if dt.version() != snapshot_version:
+                    # another writer committed meanwhile: reconcile against what it added
+                    actions, more = _recheck(
+                        table, actions, set(dt.file_uris()) - set(snapshot), prefix, now
+                    )
+                    replaced = sorted(set(replaced) | more)
+                if replaced:
+                    actions += _rewrite_without(table, dt, replaced, prefix, now)
+            if not actions:
+                result.seconds = time.perf_counter() - t0
+                return result
+            props = None
+            if app_id is not None and batch_id is not None:
+                props = CommitProperties(app_transactions=[Transaction(app_id, batch_id)])
+            dt.create_write_transaction(
+                actions, mode="append", schema=SCHEMA, commit_properties=props
+            )
+            dt.update_incremental()
+            table._my_version = None
+        result.rows = sum(r["rows"] for r in written)
+        result.files = len(written)
+        result.replaced = len(replaced)
+        result.version = int(dt.version())
+    except BaseException:
+        _cleanup(table, prefix)
+        raise
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def _remove(table: CatalogTable, uri: str, now: int) -> Any:
+    from deltalake.transaction import RemoveAction
+
+    return RemoveAction(path=_relative(table, uri), data_change=True, deletion_timestamp=now)
+
+
+def _relative(table: CatalogTable, uri: str) -> str:
+    root = table.uri.rstrip("/") + "/"
+    if uri.startswith(root):
+        return uri[len(root) :]
+    if _is_local(table.uri):
+        return os.path.relpath(_local(uri), _local(table.uri))
+    return uri.rsplit("/", 1)[-1]
+
+
+def _rewrite_without(
+    table: CatalogTable, dt: Any, paths: list[str], prefix: str, now: int
+) -> list[Any]:
+    """Remove the rows of ``paths`` from the data files holding them (remove + add actions)."""
+    import duckdb
+
+    uris = list(dt.file_uris())
+    con = duckdb.connect(config={"memory_limit": "256MB", "threads": 1})
+    try:
+        con.register("gone", pa.table({"path": pa.array(paths, pa.string())}))
+        hit = con.execute(
+            "SELECT DISTINCT filename FROM read_parquet(?, filename=true, union_by_name=true) "
+            "WHERE path IN (SELECT path FROM gone)",
+            [uris],
+        ).fetchall()
+    finally:
+        con.close()
+    actions: list[Any] = []
+    gone = pa.array(paths, pa.string())
+    opts = WriteOptions(table.uri, table.storage_options, (), prefix, reconcile=False)
+    for (uri,) in hit:
+        uri = next((u for u in uris if u == uri or u.endswith(uri.rsplit("/", 1)[-1])), uri)
+        with _open_in(table, uri) as fh:
+            data = conform(pq.read_table(fh))
+        kept = data.filter(pc.invert(pc.is_in(data["path"], gone)))
+        actions.append(_remove(table, uri, now))
+        if kept.num_rows:
+            f = _File(opts)
+            f.write(kept)
+            actions.append(_add_action(f.close(), now))
+    return actions
+
+
+def _open_in(table: CatalogTable, uri: str) -> Any:
+    if _is_local(uri):
+        return open(_local(uri), "rb")
+    import fsspec
+
+    return fsspec.open(uri, "rb", **(table.storage_options or {})).open()
+
+
+def _recheck(
+    table: CatalogTable, actions: list[Any], foreign: set[str], prefix: str, now: int
+) -> tuple[list[Any], set[str]]:
+    """Drop from our new files the rows another writer committed at the same identity."""
+    if not foreign:
+        return actions, set()
+    kept: list[Any] = []
+    replaced: set[str] = set()
+    root = table.uri.rstrip("/") + "/"
+    for a in actions:
+        uri = root + a.path
+        with _open_in(table, uri) as fh:
+            data = conform(pq.read_table(fh))
+        fixed, rep, dropped = _reconcile(table, data, sorted(foreign))
+        replaced |= set(rep)
+        if not dropped:
+            kept.append(a)
+            continue
+        if fixed.num_rows:
+            f = _File(WriteOptions(table.uri, table.storage_options, (), prefix, False))
+            f.write(fixed)
+            kept.append(_add_action(f.close(), now))
+        _delete(table, uri)
+    return kept, replaced
+
+
+def _delete(table: CatalogTable, uri: str) -> None:
+    if _is_local(uri):
+        os.remove(_local(uri))
+        return
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(uri, **(table.storage_options or {}))
+    fs.rm(path)
