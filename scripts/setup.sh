@@ -15,11 +15,11 @@ fi
 python -m pip install -q --upgrade pip >/dev/null
 python -m pip install -q -e ".[test,spark]"
 if ! command -v dcmconv >/dev/null 2>&1 || ! ldconfig -p 2>/dev/null | grep libopenjp2.so.7 >/dev/null \
-  || [ ! -x /usr/bin/chromium ]; then
+  || [ ! -x /usr/bin/chromium ] || ! command -v java >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ]; then
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dcmtk libopenjp2-7 chromium) >/dev/null
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dcmtk libopenjp2-7 chromium openjdk-17-jre-headless) >/dev/null
   else
-    echo "note: dcmtk, libopenjp2 or chromium is not installed (sudo apt-get install dcmtk libopenjp2-7 chromium); tests that transcode, reduce JPEG 2000 or drive the browser will fail" >&2
+    echo "note: dcmtk, libopenjp2, chromium or Java is not installed (sudo apt-get install dcmtk libopenjp2-7 chromium openjdk-17-jre-headless); tests that transcode, reduce JPEG 2000, drive the browser or run Spark will fail" >&2
   fi
 fi
 # the OHIF viewer served at / (npm pack @ohif/app, pinned; skipped when installed)

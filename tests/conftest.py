@@ -100,12 +100,23 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 @pytest.fixture(scope="session")
-def spark() -> Iterator[Any]:
-    """One local Spark session (``local[2]``, loopback, no UI, UTC) shared by the whole run."""
+def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One local Spark session (``local[2]``, loopback, no UI, UTC) shared by the whole run.
+
+    Its warehouse (where metastore-named tables go) is a temporary folder.
+    """
     pytest.importorskip("pyspark", reason="pyspark is not installed (pip install -e '.[spark]')")
     from pixels.engines.spark.session import local_session
 
-    session = local_session("local[2]", driver_memory="2g")
+    warehouse = tmp_path_factory.mktemp("spark-warehouse")
+    session = local_session(
+        "local[2]",
+        driver_memory="2g",
+        conf={
+            "spark.sql.warehouse.dir": str(warehouse),
+            "spark.driver.extraJavaOptions": f"-Dderby.system.home={warehouse}",
+        },
+    )
     session.sparkContext.setLogLevel("ERROR")
     yield session
     session.stop()

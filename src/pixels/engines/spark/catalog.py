@@ -54,6 +54,10 @@ def _volume_root(volume: str | None) -> str | None:
     return volume
 
 
+#: Schema of Spark's ``binaryFile`` source (a streaming source needs it spelled out).
+_BINARY_FILE_DDL = "path STRING, modificationTime TIMESTAMP, length BIGINT, content BINARY"
+
+
 @dataclass(frozen=True)
 class _Stream:
     """What a streaming :meth:`SparkCatalog.catalog` call was asked (for :meth:`save`)."""
@@ -204,8 +208,10 @@ class SparkCatalog:
         if streaming:
             checkpoint = streamCheckpointBasePath or self._default_checkpoint(root)
             self._stream = _Stream(root, recurse, replace(opts, snapshot=()), checkpoint)
-            reader = self.spark.readStream.format("binaryFile").option(
-                "recursiveFileLookup", str(recurse).lower()
+            reader = (
+                self.spark.readStream.format("binaryFile")
+                .schema(_BINARY_FILE_DDL)
+                .option("recursiveFileLookup", str(recurse).lower())
             )
             if maxFilesPerTrigger:
                 reader = reader.option("maxFilesPerTrigger", str(int(maxFilesPerTrigger)))

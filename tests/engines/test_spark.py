@@ -1,0 +1,407 @@
+"""The Spark engine end to end on a real local[2] session: the dbx.pixels snippet, parity
+with the local engine, incremental runs, streaming, crash recovery and the Delta commit."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from deltalake import DeltaTable
+from PIL import Image
+
+from corpus import copy_tree, copy_with_new_uids, pydicom_folder, readable_dicom_files, sample_file
+from pixels import Catalog
+from pixels.dicom import DicomMetaExtractor, DicomThumbnailExtractor
+from pixels.errors import SourceNotFoundError
+from pixels.schema import SCHEMA
+
+pytestmark = pytest.mark.spark
+
+CT = "CT_small.dcm"
+
+
+def _table_rows(uri: Path | str) -> dict[str, dict[str, Any]]:
+    """Rows of a Delta table by path, read with deltalake (not with the engine under test)."""
+    rows = DeltaTable(str(uri)).to_pyarrow_table().to_pylist()
+    by_path = {r["path"]: r for r in rows}
+    assert len(by_path) == len(rows), "duplicate paths in the table"
+    return by_path
+
+
+def _pixels(data: bytes | None) -> np.ndarray | None:
+    return None if data is None else np.asarray(Image.open(io.BytesIO(data)))
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Real DICOM files in nested folders, a zip of some, broken and hidden files."""
+    root = tmp_path_factory.mktemp("spark-corpus") / "data"
+    files = readable_dicom_files(pydicom_folder())
+    copy_tree(files[:40], root / "study a" / "séries 1")
+    copy_tree(files[40:70], root / "study b")
+    copy_tree(files[70:], root)
+    with zipfile.ZipFile(root / "archive.zip", "w") as zf:
+        zf.write(sample_file(CT), "inner/ct.dcm")
+        zf.write(sample_file("MR_small.dcm"), "mr.dcm")
+        zf.writestr("../escape.dcm", sample_file(CT).read_bytes())
+    ct = sample_file(CT).read_bytes()
+    (root / "truncated.dcm").write_bytes(ct[:700])
+    (root / "notes.txt").write_text("not an image")
+    (root / ".hidden.dcm").write_bytes(ct)
+    (root / "_underscore.dcm").write_bytes(ct)  # Spark's own listing would drop it
+    (root / "partial.dcm.part").write_bytes(ct)
+    return root
+
+
+@pytest.fixture(scope="module")
+def local_rows(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
+    """The local engine's table of the corpus, thumbnails included."""
+    table = tmp_path_factory.mktemp("local-table") / "t"
+    Catalog(table).catalog(corpus, workers=2, thumbnails=True)
+    return _table_rows(table)
+
+
+def test_dbx_snippet_matches_the_local_engine(
+    spark: Any, corpus: Path, local_rows: dict[str, dict], tmp_path: Path
+) -> None:
+    table = str(tmp_path / "lake" / "object_catalog")
+    # the dbx.pixels snippet, import line changed
+    catalog = Catalog(spark, table=table)
+    catalog_df = catalog.catalog(str(corpus), extractZip=True)
+    meta_df = DicomMetaExtractor(catalog).transform(catalog_df)
+    thumbnail_df = DicomThumbnailExtractor().transform(meta_df)
+    result = catalog.save(thumbnail_df)
+    counts = {r["Modality"]: r["count"] for r in catalog.load().groupBy("Modality").count().collect()}
+
+    spark_rows = _table_rows(table)
+    assert result.rows == len(spark_rows) == len(local_rows)
+    assert set(spark_rows) == set(local_rows)
+    assert str(corpus / "_underscore.dcm") in spark_rows
+    assert not any(".hidden" in p or p.endswith(".part") for p in spark_rows)
+    assert sum(counts.values()) == len(local_rows)
+    assert counts["CT"] == sum(1 for r in local_rows.values() if r["Modality"] == "CT")
+
+    compared = 0
+    for path, want in local_rows.items():
+        got = spark_rows[path]
+        for name in SCHEMA.names:
+            if name in ("cataloged_at", "thumbnail"):
+                continue
+            assert got[name] == want[name], (path, name, got[name], want[name])
+        if want["thumbnail"] is not None:
+            assert np.array_equal(_pixels(got["thumbnail"]), _pixels(want["thumbnail"])), path
+            compared += 1
+        else:
+            assert got["thumbnail"] is None
+    assert compared > 40
+    member = f"zip://inner/ct.dcm::{corpus / 'archive.zip'}"
+    assert spark_rows[member]["Modality"] == "CT" and spark_rows[member]["error"] is None
+    escape = next(r for p, r in spark_rows.items() if "escape.dcm" in p)
+    assert "escape.dcm" in escape["error"]
+    assert "truncated.dcm" in spark_rows[str(corpus / "truncated.dcm")]["error"]
+
+    # the Spark schema of the table is the one derived from the single schema definition
+    from pixels.schema import to_spark_schema
+
+    loaded = catalog.load()
+    assert [(f.name, f.dataType) for f in loaded.schema.fields] == [
+        (f.name, f.dataType) for f in to_spark_schema().fields
+    ]
+
+
+def test_local_engine_and_spark_share_one_table(
+    spark: Any, corpus: Path, tmp_path: Path
+) -> None:
+    """Spark writes into a table the local engine made, and the local engine reads it back."""
+    table = tmp_path / "shared"
+    Catalog(table).catalog(corpus / "study b", workers=0)
+    before = _table_rows(table)
+    catalog = Catalog(spark, table=str(table))
+    listing = catalog.catalog(str(corpus), extractZip=True)
+    listed = {r["path"] for r in listing.select("path").collect()}
+    assert not listed & set(before), "files already in the table are listed again"
+    catalog.save(DicomMetaExtractor(catalog).transform(listing))
+    after = _table_rows(table)
+    assert set(before) < set(after)
+    for path, row in before.items():  # untouched rows keep their cataloged_at
+        assert after[path]["cataloged_at"] == row["cataloged_at"]
+    local = Catalog(table)
+    assert local.count() == len(after)
+    stats = local.catalog(corpus, workers=0)  # the local engine finds nothing new
+    assert stats.processed == 0 and stats.unchanged == len(after)
+
+
+def test_rerun_reads_only_new_and_changed_files(spark: Any, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    first = copy_with_new_uids(sample_file(CT), src / "a", 6)
+    table = str(tmp_path / "t")
+    catalog = Catalog(spark, table=table)
+    catalog.save(DicomMetaExtractor(catalog).transform(catalog.catalog(str(src))))
+    v1 = DeltaTable(table).version()
+    assert len(_table_rows(table)) == 6
+
+    # nothing new: the listing is empty and the save commits nothing
+    again = catalog.catalog(str(src))
+    assert again.count() == 0
+    assert catalog.save(DicomMetaExtractor(catalog).transform(again)).rows == 0
+    assert DeltaTable(table).version() == v1
+
+    # two new files, one file rewritten in place with other content
+    copy_with_new_uids(sample_file(CT), src / "b", 2)
+    changed = first[0]
+    replacement = copy_with_new_uids(sample_file("MR_small.dcm"), tmp_path / "mr", 1)[0]
+    shutil.copyfile(replacement, changed)
+    listed = {r["path"] for r in catalog.catalog(str(src)).select("path").collect()}
+    assert len(listed) == 3 and str(changed) in listed
+    result = catalog.save(DicomMetaExtractor(catalog).transform(catalog.catalog(str(src))))
+    assert result.rows == 3 and result.replaced == 1
+    rows = _table_rows(table)
+    assert len(rows) == 8
+    assert rows[str(changed)]["Modality"] == "MR"
+    assert rows[str(changed)]["length"] == changed.stat().st_size
+
+
+def test_streaming_two_batches_and_a_changed_file(spark: Any, tmp_path: Path) -> None:
+    src = tmp_path / "incoming"
+    table = str(tmp_path / "t")
+    checkpoint = str(tmp_path / "checkpoints")
+
+    def run() -> Any:
+        catalog = Catalog(spark, table=table)
+        stream = catalog.catalog(str(src), streaming=True, streamCheckpointBasePath=checkpoint)
+        meta = DicomMetaExtractor(catalog).transform(stream)
+        return catalog.save(DicomThumbnailExtractor(max_size=64).transform(meta))
+
+    first = copy_with_new_uids(sample_file(CT), src / "day1", 5)
+    query = run()
+    assert query.lastProgress["numInputRows"] == 5
+    rows = _table_rows(table)
+    assert set(rows) == {str(p) for p in first}
+    assert all(r["thumbnail_width"] == 64 or r["thumbnail_height"] == 64 for r in rows.values())
+
+    second = copy_with_new_uids(sample_file("MR_small.dcm"), src / "day2", 4)
+    query = run()
+    assert query.lastProgress["numInputRows"] == 4  # only the new files went through
+    rows = _table_rows(table)
+    assert set(rows) == {str(p) for p in first + second}
+
+    # a file rewritten at the same path: Spark's file source never re-picks it,
+    # the catalog's identity check does
+    target = first[0]
+    shutil.copyfile(second[0], target)
+    os.utime(target, (time.time() + 5, time.time() + 5))
+    run()
+    rows = _table_rows(table)
+    assert len(rows) == 9
+    assert rows[str(target)]["Modality"] == "MR"
+    assert rows[str(target)]["thumbnail"] is not None  # the stream's thumbnail step too
+
+    run()  # nothing new, nothing changed: no commit
+    assert len(_table_rows(table)) == 9
+
+
+_KILLED_STREAM = """
+import sys
+from pixels.engines.spark.session import local_session
+from pixels import Catalog
+from pixels.dicom import DicomMetaExtractor
+spark = local_session("local[1]", driver_memory="1g")
+catalog = Catalog(spark, table=sys.argv[2])
+df = catalog.catalog(sys.argv[1], streaming=True, streamCheckpointBasePath=sys.argv[3],
+                     maxFilesPerTrigger=2)
+catalog.save(DicomMetaExtractor(catalog).transform(df))
+"""
+
+
+def test_stream_killed_midway_then_restarted(spark: Any, tmp_path: Path) -> None:
+    src = tmp_path / "incoming"
+    files = copy_with_new_uids(sample_file(CT), src, 30)
+    table = tmp_path / "t"
+    checkpoint = tmp_path / "ck"
+    script = tmp_path / "stream.py"
+    script.write_text(_KILLED_STREAM)
+    env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"}
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(src), str(table), str(checkpoint)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            if DeltaTable.is_deltatable(str(table)) and DeltaTable(str(table)).version() >= 3:
+                break
+            assert proc.poll() is None, "the stream ended before it could be killed"
+            time.sleep(0.05)
+        else:
+            pytest.fail("the stream made no progress in 180 s")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the JVM too
+        proc.wait()
+    done = _table_rows(table)
+    assert 0 < len(done) < 30, "the kill did not land mid-way"
+
+    catalog = Catalog(spark, table=str(table))
+    df = catalog.catalog(str(src), streaming=True, streamCheckpointBasePath=str(checkpoint))
+    catalog.save(DicomMetaExtractor(catalog).transform(df))
+    rows = _table_rows(table)  # asserts no duplicate paths
+    assert set(rows) == {str(p) for p in files}
+    assert all(r["error"] is None and r["Modality"] == "CT" for r in rows.values())
+    # no data file left behind that the log does not reference, beyond the killed attempt's
+    referenced = {os.path.basename(u) for u in DeltaTable(str(table)).file_uris()}
+    assert all(pq.read_metadata(table / name).num_rows for name in referenced)
+
+
+def test_a_replayed_micro_batch_is_not_committed_twice(spark: Any, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    copy_with_new_uids(sample_file(CT), src, 3)
+    catalog = Catalog(spark, table=str(tmp_path / "t"))
+    df = DicomMetaExtractor(catalog).transform(catalog.catalog(str(src)))
+    first = catalog._save_batch(df, "append", app_id="pixels-stream:test", batch_id=0)
+    version = DeltaTable(str(tmp_path / "t")).version()
+    assert first.rows == 3
+    # a restart after the commit but before Spark's own checkpoint: the same batch again
+    again = catalog._save_batch(df, "append", app_id="pixels-stream:test", batch_id=0)
+    assert again.rows == 0 and DeltaTable(str(tmp_path / "t")).version() == version
+    assert DeltaTable(str(tmp_path / "t")).transaction_version("pixels-stream:test") == 0
+
+
+def test_overwrite_replaces_the_table_in_one_commit(spark: Any, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    copy_with_new_uids(sample_file(CT), src / "a", 4)
+    table = str(tmp_path / "t")
+    catalog = Catalog(spark, table=table)
+    catalog.save(DicomMetaExtractor(catalog).transform(catalog.catalog(str(src))))
+    only_b = copy_with_new_uids(sample_file(CT), tmp_path / "b", 2)
+    fresh = Catalog(spark, table=str(tmp_path / "other"))  # lists everything under b
+    df = DicomMetaExtractor(fresh).transform(fresh.catalog(str(tmp_path / "b")))
+    before = DeltaTable(table).version()
+    catalog.save(df, mode="overwrite")
+    assert DeltaTable(table).version() == before + 1
+    assert set(_table_rows(table)) == {str(p) for p in only_b}
+
+
+def test_a_failed_job_commits_nothing_and_leaves_no_files(spark: Any, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    copy_with_new_uids(sample_file(CT), src, 4)
+    table = tmp_path / "t"
+    catalog = Catalog(spark, table=str(table))
+    good = DicomMetaExtractor(catalog).transform(catalog.catalog(str(src)))
+    catalog.save(good)
+    version = DeltaTable(str(table)).version()
+    names_before = sorted(os.listdir(table))
+    # one partition of good rows, one whose length cannot be cast: its task fails
+    from pyspark.sql import functions as F
+
+    bad = good.withColumn(
+        "length", F.when(F.col("path").endswith("0.dcm"), F.lit("not a number")).otherwise(
+            F.col("length").cast("string")
+        )
+    )
+    from pyspark.errors import PythonException
+
+    with pytest.raises((PythonException, Exception)) as err:
+        catalog.save(bad.repartition(2), mode="overwrite")
+    assert "not a number" in str(err.value) or "cast" in str(err.value).lower()
+    assert DeltaTable(str(table)).version() == version
+    assert sorted(os.listdir(table)) == names_before
+
+
+def test_concurrent_writer_between_snapshot_and_commit(
+    spark: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The local engine commits the same files while the Spark job runs: no duplicates."""
+    from pixels.table import CatalogTable
+
+    src = tmp_path / "src"
+    copy_with_new_uids(sample_file(CT), src, 5)
+    table = tmp_path / "t"
+    catalog = Catalog(spark, table=str(table))
+    df = DicomMetaExtractor(catalog).transform(catalog.catalog(str(src)))
+    real_lock = CatalogTable._writer_lock
+    state = {"raced": False}
+
+    def lock_after_a_rival(self: CatalogTable) -> Any:
+        if not state["raced"]:
+            state["raced"] = True
+            Catalog(table).catalog(src, workers=0)  # commits all 5 first
+        return real_lock(self)
+
+    monkeypatch.setattr(CatalogTable, "_writer_lock", lock_after_a_rival)
+    result = catalog.save(df)
+    assert state["raced"]
+    rows = _table_rows(table)
+    assert len(rows) == 5
+    assert result.rows == 0
+
+
+def test_metastore_table_name_without_delta_jars(spark: Any, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    copy_with_new_uids(sample_file(CT), src, 3)
+    catalog = Catalog(spark, table="pixels_test_object_catalog")
+    catalog.save(DicomMetaExtractor(catalog).transform(catalog.catalog(str(src))))
+    assert spark.table("pixels_test_object_catalog").count() == 3
+    warehouse = spark.conf.get("spark.sql.warehouse.dir").removeprefix("file:")
+    assert DeltaTable.is_deltatable(os.path.join(warehouse, "pixels_test_object_catalog"))
+    assert spark.sql("SELECT count(*) n FROM object_catalog WHERE Modality = 'CT'").first()["n"] == 3
+
+
+def test_bad_input_names_the_source(spark: Any, tmp_path: Path) -> None:
+    catalog = Catalog(spark, table=str(tmp_path / "t"))
+    with pytest.raises(SourceNotFoundError, match="nowhere"):
+        catalog.catalog(str(tmp_path / "nowhere"))
+    from pixels.errors import PixelsError
+
+    with pytest.raises(PixelsError, match="mode"):
+        catalog.save(catalog.load(), mode="upsert")
+
+
+@pytest.mark.parametrize(
+    ("uri", "path", "local"),
+    [
+        ("file:/data/a b/ü.dcm", "/data/a b/ü.dcm", "/data/a b/ü.dcm"),
+        ("file:///data/x.dcm", "/data/x.dcm", "/data/x.dcm"),
+        ("s3a://bucket/k/x.dcm", "s3://bucket/k/x.dcm", None),
+        ("dbfs:/Volumes/c/s/v/x.dcm", "dbfs:/Volumes/c/s/v/x.dcm", "/Volumes/c/s/v/x.dcm"),
+        ("dbfs:/mnt/x.dcm", "dbfs:/mnt/x.dcm", "/dbfs/mnt/x.dcm"),
+    ],
+)
+def test_spark_file_uris_become_catalog_paths(uri: str, path: str, local: str | None) -> None:
+    from pixels.engines.spark.listing import uri_to_path
+
+    assert uri_to_path(uri) == (path, local)
+
+
+def test_listing_units_cover_every_folder_once(tmp_path: Path) -> None:
+    from pixels.engines.spark.listing import plan_units
+    from pixels.sources import iter_files
+
+    root = tmp_path / "root"
+    for i in range(3):
+        for j in range(4):
+            copy_tree([sample_file(CT)], root / f"p{i}" / f"s{j}")
+    copy_tree([sample_file(CT)], root)
+    (root / ".git").mkdir()
+    units = plan_units(str(root), target=5)
+    assert any(not rec for _, _, rec in units) and any(rec for _, _, rec in units)
+    listed = []
+    for path, prefix, rec in units:
+        listed += [
+            (r.path, r.relative_path)
+            for r in iter_files(path, recursive=rec, relative_prefix=prefix)
+        ]
+    whole = [(r.path, r.relative_path) for r in iter_files(str(root))]
+    assert sorted(listed) == sorted(whole) and len(listed) == 13
