@@ -82,7 +82,9 @@ def test_dbx_snippet_matches_the_local_engine(
     meta_df = DicomMetaExtractor(catalog).transform(catalog_df)
     thumbnail_df = DicomThumbnailExtractor().transform(meta_df)
     result = catalog.save(thumbnail_df)
-    counts = {r["Modality"]: r["count"] for r in catalog.load().groupBy("Modality").count().collect()}
+    counts = {
+        r["Modality"]: r["count"] for r in catalog.load().groupBy("Modality").count().collect()
+    }
 
     spark_rows = _table_rows(table)
     assert result.rows == len(spark_rows) == len(local_rows)
@@ -120,9 +122,7 @@ def test_dbx_snippet_matches_the_local_engine(
     ]
 
 
-def test_local_engine_and_spark_share_one_table(
-    spark: Any, corpus: Path, tmp_path: Path
-) -> None:
+def test_local_engine_and_spark_share_one_table(spark: Any, corpus: Path, tmp_path: Path) -> None:
     """Spark writes into a table the local engine made, and the local engine reads it back."""
     table = tmp_path / "shared"
     Catalog(table).catalog(corpus / "study b", workers=0)
@@ -304,12 +304,13 @@ def test_a_failed_job_commits_nothing_and_leaves_no_files(spark: Any, tmp_path: 
     version = DeltaTable(str(table)).version()
     names_before = sorted(os.listdir(table))
     # one partition of good rows, one whose length cannot be cast: its task fails
-    from pyspark.sql import functions as F
+    from pyspark.sql import functions as sf
 
     bad = good.withColumn(
-        "length", F.when(F.col("path").endswith("0.dcm"), F.lit("not a number")).otherwise(
-            F.col("length").cast("string")
-        )
+        "length",
+        sf.when(sf.col("path").endswith("0.dcm"), sf.lit("not a number")).otherwise(
+            sf.col("length").cast("string")
+        ),
     )
     from pyspark.errors import PythonException
 
@@ -356,7 +357,9 @@ def test_metastore_table_name_without_delta_jars(spark: Any, tmp_path: Path) -> 
     assert spark.table("pixels_test_object_catalog").count() == 3
     warehouse = spark.conf.get("spark.sql.warehouse.dir").removeprefix("file:")
     assert DeltaTable.is_deltatable(os.path.join(warehouse, "pixels_test_object_catalog"))
-    assert spark.sql("SELECT count(*) n FROM object_catalog WHERE Modality = 'CT'").first()["n"] == 3
+    assert (
+        spark.sql("SELECT count(*) n FROM object_catalog WHERE Modality = 'CT'").first()["n"] == 3
+    )
 
 
 def test_bad_input_names_the_source(spark: Any, tmp_path: Path) -> None:
@@ -405,3 +408,50 @@ def test_listing_units_cover_every_folder_once(tmp_path: Path) -> None:
         ]
     whole = [(r.path, r.relative_path) for r in iter_files(str(root))]
     assert sorted(listed) == sorted(whole) and len(listed) == 13
+
+
+def test_s3_source_listed_and_read_in_the_executors(
+    spark: Any, s3_server: Any, tmp_path: Path
+) -> None:
+    """An ``s3://`` prefix on a real S3 server (moto): listed and read by executors via fsspec."""
+    import uuid
+
+    import s3fs
+
+    bucket = f"spark-{uuid.uuid4().hex[:10]}"
+    fs = s3fs.S3FileSystem(skip_instance_cache=True, **s3_server.storage_options)
+    fs.mkdir(bucket)
+    ct, mr = sample_file(CT).read_bytes(), sample_file("MR_small.dcm").read_bytes()
+    for i in range(3):
+        fs.pipe(f"{bucket}/data/p{i}/s1/ct.dcm", ct)
+    fs.pipe(f"{bucket}/data/mr.dcm", mr)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("inner/ct.dcm", ct)
+    fs.pipe(f"{bucket}/data/p0/archive.zip", buf.getvalue())
+    fs.pipe(f"{bucket}/data/p1/bad.dcm", b"\x00" * 10)
+
+    table = str(tmp_path / "t")
+    catalog = Catalog(spark, table=table)
+    listing = catalog.catalog(
+        f"s3://{bucket}/data", storage_options=s3_server.storage_options, extractZip=True
+    )
+    result = catalog.save(DicomMetaExtractor(catalog).transform(listing))
+    rows = _table_rows(table)
+    assert result.rows == len(rows) == 6
+    for i in range(3):
+        row = rows[f"s3://{bucket}/data/p{i}/s1/ct.dcm"]
+        assert row["Modality"] == "CT" and row["error"] is None
+        assert row["relative_path"] == f"p{i}/s1/ct.dcm" and row["local_path"] is None
+    assert rows[f"s3://{bucket}/data/mr.dcm"]["Modality"] == "MR"
+    member = rows[f"zip://inner/ct.dcm::s3://{bucket}/data/p0/archive.zip"]
+    assert member["Modality"] == "CT" and member["relative_path"] == "p0/archive.zip/inner/ct.dcm"
+    assert f"s3://{bucket}/data/p1/bad.dcm" in rows[f"s3://{bucket}/data/p1/bad.dcm"]["error"]
+    # the same listing again: nothing new
+    again = catalog.catalog(
+        f"s3://{bucket}/data", storage_options=s3_server.storage_options, extractZip=True
+    )
+    assert again.count() == 0
+    # without extractZip the archive itself is a file the table does not hold yet
+    plain = catalog.catalog(f"s3://{bucket}/data", storage_options=s3_server.storage_options)
+    assert [r["path"] for r in plain.collect()] == [f"s3://{bucket}/data/p0/archive.zip"]

@@ -148,7 +148,11 @@ def plan_units(
     """
     from pixels.errors import SourceNotFoundError
 
-    if is_url(source) and not source.startswith("file://"):
+    children: Callable[[str], tuple[list[str], bool]]
+    join: Callable[[str, str], str]
+    as_unit_path: Callable[[str], str]
+    remote = is_url(source) and not source.startswith("file://")
+    if remote:
         from pixels.sources.remote import url_to_fs
 
         fs, root = url_to_fs(source, storage_options)
@@ -159,16 +163,9 @@ def plan_units(
         if info.get("type") != "directory" or not recursive:
             return [(source, "", recursive)]
         protocol = source.split("://", 1)[0]
-
-        def children(p: str) -> tuple[list[str], bool]:
-            return _fs_children(fs, p)
-
-        def join(p: str, name: str) -> str:
-            return p.rstrip("/") + "/" + name
-
-        def as_unit_path(p: str) -> str:
-            return f"{protocol}://{p}"
-
+        children = lambda p: _fs_children(fs, p)  # noqa: E731
+        join = lambda p, name: p.rstrip("/") + "/" + name  # noqa: E731
+        as_unit_path = lambda p: f"{protocol}://{p}"  # noqa: E731
         start = root.rstrip("/")
     else:
         path = os.path.abspath(source.removeprefix("file://"))
@@ -178,15 +175,12 @@ def plan_units(
             return [(path, "", recursive)]
         children = _local_children
         join = os.path.join
-
-        def as_unit_path(p: str) -> str:
-            return p
-
+        as_unit_path = str
         start = path
 
     units: list[tuple[str, str, bool]] = []
     frontier: list[tuple[str, str]] = [(start, "")]
-    seen: set[str] = {os.path.realpath(start)} if not is_url(source) else set()
+    seen: set[str] = set() if remote else {os.path.realpath(start)}
     depth = 0
     while frontier and len(frontier) < target and depth < max_depth:
         nxt: list[tuple[str, str]] = []
