@@ -455,3 +455,31 @@ def test_s3_source_listed_and_read_in_the_executors(
     # without extractZip the archive itself is a file the table does not hold yet
     plain = catalog.catalog(f"s3://{bucket}/data", storage_options=s3_server.storage_options)
     assert [r["path"] for r in plain.collect()] == [f"s3://{bucket}/data/p0/archive.zip"]
+
+
+def test_continuous_stream_picks_up_files_as_they_arrive(spark: Any, tmp_path: Path) -> None:
+    src = tmp_path / "incoming"
+    copy_with_new_uids(sample_file(CT), src / "a", 2)
+    table = str(tmp_path / "t")
+    catalog = Catalog(spark, table=table)
+    df = catalog.catalog(str(src), streaming=True, streamCheckpointBasePath=str(tmp_path / "ck"))
+    query = catalog.save(DicomMetaExtractor(catalog).transform(df), trigger="1 second")
+    try:
+        assert query.isActive
+
+        def wait_for(n: int) -> None:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                if DeltaTable.is_deltatable(table) and DeltaTable(table).count() >= n:
+                    return
+                assert query.exception() is None, query.exception()
+                time.sleep(0.2)
+            pytest.fail(f"the stream did not reach {n} rows")
+
+        wait_for(2)
+        later = copy_with_new_uids(sample_file("MR_small.dcm"), src / "b", 3)
+        wait_for(5)
+        rows = _table_rows(table)
+        assert len(rows) == 5 and all(rows[str(p)]["Modality"] == "MR" for p in later)
+    finally:
+        query.stop()
