@@ -113,6 +113,11 @@ def test_dbx_snippet_matches_the_local_engine(
     assert "escape.dcm" in escape["error"]
     assert "truncated.dcm" in spark_rows[str(corpus / "truncated.dcm")]["error"]
 
+    # writer tasks buffer Spark's small Arrow batches into whole row groups
+    for uri in DeltaTable(table).file_uris():
+        meta = pq.read_metadata(uri)
+        assert meta.num_row_groups == 1 and meta.num_rows > 1, (uri, meta.num_row_groups)
+
     # the Spark schema of the table is the one derived from the single schema definition
     from pixels.schema import to_spark_schema
 

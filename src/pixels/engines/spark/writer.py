@@ -41,7 +41,10 @@ RESULT_SCHEMA = pa.schema(
 
 #: Rows per data file a task writes before starting another.
 FILE_ROWS = 50_000
+#: Rows per Parquet row group (as the local engine writes them).
 _ROW_GROUP = 2048
+#: A task also writes out what it holds past this many bytes (thumbnails make rows big).
+FLUSH_BYTES = 32 << 20
 
 
 def _is_local(uri: str) -> bool:
@@ -114,20 +117,37 @@ def write_files(
         results: list[dict[str, Any]] = []
         replaced: list[str] = []
         skipped = 0
-        for batch in batches:
-            data = conform(batch)
+        pending: list[pa.RecordBatch] = []
+        pending_rows = pending_bytes = 0
+
+        def flush() -> None:
+            # whole row groups, and one identity look-up per row group rather than per batch
+            nonlocal current, skipped, pending, pending_rows, pending_bytes
+            data = conform(pa.Table.from_batches(pending))
+            pending, pending_rows, pending_bytes = [], 0, 0
             if opts.reconcile and opts.snapshot and data.num_rows:
                 data, rep, dropped = _reconcile(table, data, list(opts.snapshot))
                 replaced.extend(rep)
                 skipped += dropped
             if data.num_rows == 0:
-                continue
+                return
             if current is None:
                 current = _File(opts)
             current.write(data)
             if current.rows >= FILE_ROWS:
                 results.append(current.close())
                 current = None
+
+        for batch in batches:
+            if batch.num_rows == 0:
+                continue
+            pending.append(batch)
+            pending_rows += batch.num_rows
+            pending_bytes += batch.nbytes
+            if pending_rows >= _ROW_GROUP or pending_bytes >= FLUSH_BYTES:
+                flush()
+        if pending:
+            flush()
         if current is not None:
             results.append(current.close())
         if not results and (replaced or skipped):
