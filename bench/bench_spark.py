@@ -70,27 +70,32 @@ JOB_GROUP = "pixels-bench"
 
 
 def _cpu_by_role() -> dict[str, Any]:
-    """CPU seconds of this process, the JVM and Spark's Python workers (alive now)."""
+    """CPU seconds and RSS (MB, now) of this process, the JVM and Spark's Python workers.
+
+    Only processes alive at the call count (Python workers are reused and stay up
+    until the session stops).
+    """
     import psutil
 
     me = psutil.Process()
-    out: dict[str, Any] = {"driver_python": 0.0, "jvm": 0.0, "python_workers": 0.0, "workers": 0}
+    out: dict[str, Any] = {"workers": 0}
     for p in [me, *me.children(recursive=True)]:
         try:
             t = p.cpu_times()
-            cpu = t.user + t.system
+            rss = p.memory_info().rss / 2**20
             if p.pid == me.pid:
-                out["driver_python"] += cpu
+                role = "driver_python"
             elif p.name() == "java":
-                out["jvm"] += cpu
+                role = "jvm"
             elif "pyspark.daemon" in " ".join(p.cmdline()):
-                out["python_workers"] += cpu
+                role = "python_workers"
                 out["workers"] += 1
             else:
-                out.setdefault("other", 0.0)
-                out["other"] += cpu
+                role = "other"
         except psutil.Error:
             continue
+        out[role] = out.get(role, 0.0) + t.user + t.system
+        out[role + "_rss_mb"] = out.get(role + "_rss_mb", 0.0) + rss
     return out
 
 
@@ -104,7 +109,7 @@ def _stages(sc: Any) -> list[dict[str, Any]]:
             continue
         for sid in sorted(info.stageIds):
             st = tracker.getStageInfo(sid)
-            if st is not None:
+            if st is not None and st.numCompletedTasks > 0:  # skipped stages: none
                 out.append(
                     {
                         "job": job,
@@ -130,7 +135,12 @@ def spark_main(
     conf = {}
     if event_log:
         Path(event_log).mkdir(parents=True, exist_ok=True)
-        conf = {"spark.eventLog.enabled": "true", "spark.eventLog.dir": event_log}
+        conf = {
+            "spark.eventLog.enabled": "true",
+            "spark.eventLog.dir": event_log,
+            "spark.eventLog.compress": "false",
+            "spark.eventLog.rolling.enabled": "false",
+        }
     spark = local_session(master, driver_memory=driver_memory, conf=conf)
     sc = spark.sparkContext
     sc.setLogLevel("ERROR")
@@ -350,6 +360,36 @@ def _details(runs: list[dict[str, Any]], s: dict[str, Any]) -> None:
     s["rounds_disturbed"] = sum(1 for r in runs if r.get("disturbed"))
 
 
+def _marginal(
+    stats: dict[tuple[str, int], dict[str, Any]], n: int, big_n: int, k: int
+) -> dict[str, dict[str, float | None]]:
+    """Rate of the files beyond the first ``n``: (big_n - n) / (t(big_n) - t(n)), per engine.
+
+    The fixed costs (interpreter and JVM start, Spark's first jobs, Python worker
+    start-up) cancel out; what remains is the steady per-file rate of ``k`` slots,
+    and the CPU time (all processes) each further file costs.
+    """
+    out: dict[str, dict[str, float | None]] = {}
+    for engine, inner in (("local", "inner_seconds"), ("spark", "save_seconds")):
+        small, large = stats.get((engine, k)), stats.get((f"{engine}-{big_n}", k))
+        if not small or not large or big_n <= n:
+            continue
+        extra = big_n - n
+
+        def rate(dt: float | None, extra: int = extra) -> float | None:
+            return extra / dt if dt and dt > 0 else None
+
+        d_inner = None
+        if large.get(inner) is not None and small.get(inner) is not None:
+            d_inner = large[inner] - small[inner]
+        out[engine] = {
+            "files_per_s": rate(large["seconds"] - small["seconds"]),
+            "inner_files_per_s": rate(d_inner),
+            "cpu_ms_per_file": 1000 * (large["cpu_seconds"] - small["cpu_seconds"]) / extra,
+        }
+    return out
+
+
 PLAN_ORDER = ("local", "spark", "local-thumbs", "spark-thumbs", "spark-thumbs-1pass")
 
 
@@ -416,20 +456,44 @@ def full_comparison(a: argparse.Namespace) -> dict[str, Any]:
                         )
                     )
 
+    big_n = 0
+    if a.marginal:
+        # the same two variants on a larger corpus: the rate once fixed costs are paid
+        big = ensure_corpus(a.marginal, a.seed, None)
+        wb = warm(big)
+        big_n = wb["files"]
+        print(f"  {big_n:,} files warmed in {wb['seconds']:.1f} s", file=sys.stderr)
+        k = max(slots)
+        for rnd in range(a.repeat):
+            for engine in ("local", "spark"):
+                name = f"{engine}-{big_n}"
+                table = tables / f"bs-{name}-{k}"
+                run = (
+                    (lambda k=k, t=table: run_local(big, t, k, True))
+                    if engine == "local"
+                    else (lambda k=k, t=table: run_spark(big, t, k, True, "none", a.driver_memory))
+                )
+                runs.setdefault((name, k), []).extend(
+                    measured(a, f"[{rnd + 1}/{a.repeat}] {name} x{k}", run)
+                )
+
     summary: list[tuple[str, int, dict[str, Any]]] = []
     order = ["local", "local-rerun", "spark", "spark-rerun", *PLAN_ORDER[2:]]
+    if big_n:
+        order += [f"local-{big_n}", f"spark-{big_n}"]
     for name in order:
+        files = big_n if big_n and name.endswith(f"-{big_n}") else n
         for k in sorted({k for nm, k in runs if nm == name}):
             rs = runs[(name, k)]
-            s = summarize(rs, n)
+            s = summarize(rs, files)
             _details(rs, s)
             if name.endswith("rerun"):
-                s["files"] = n  # rate of the no-op pass over the listing
-                s["files_per_s"] = n / s["seconds"] if s["seconds"] else 0.0
+                s["files"] = files  # rate of the no-op pass over the listing
+                s["files_per_s"] = files / s["seconds"] if s["seconds"] else 0.0
                 s["data_files"] = None
             else:
                 s["data_files"] = s.get("table_data_files")
-                bad = s.get("table_rows") != n
+                bad = s.get("table_rows") != files
                 s["ok"] = s["ok"] and not bad
             summary.append((name, k, s))
     fps = {(name, k): s["files_per_s"] for name, k, s in summary if s["ok"]}
@@ -457,6 +521,12 @@ def full_comparison(a: argparse.Namespace) -> dict[str, Any]:
             ("spark-thumbs-1pass", k), ("local-thumbs", k)
         )
 
+    marginal = _marginal(stats, n, big_n, max(slots)) if big_n else None
+    if marginal and "spark" in marginal and "local" in marginal:
+        sp, lo = marginal["spark"], marginal["local"]
+        for key in ("files_per_s", "inner_files_per_s"):
+            if sp[key] and lo[key]:
+                ratios[f"marginal spark{max(slots)}/local{max(slots)} ({key})"] = sp[key] / lo[key]
     lines = [markdown(summary, a.repeat), ""]
     lines.append(
         "seconds: spawn to exit; session s: Spark session start; save s: catalog.save() "
@@ -464,13 +534,25 @@ def full_comparison(a: argparse.Namespace) -> dict[str, Any]:
     )
     lines += ["", "| ratio (files/s) | value |", "|---|---:|"]
     lines += [f"| {k} | {'n/a' if v is None else f'{v:.2f}'} |" for k, v in ratios.items()]
+    if marginal:
+        lines += ["", f"Marginal ({n:,} -> {big_n:,} files, x{max(slots)}):", ""]
+        lines += ["| engine | files/s (spawn to exit) | files/s (save / inner) | CPU ms per file |"]
+        lines += ["|---|---:|---:|---:|"]
+        for engine, m in marginal.items():
+            lines.append(
+                f"| {engine} | {_fmt(m['files_per_s'], ',.0f')} | {_fmt(m['inner_files_per_s'], ',.0f')} "
+                f"| {_fmt(m['cpu_ms_per_file'], '.3f')} |"
+            )
     for name, k, s in summary:
         if name.startswith("spark") and s.get("cpu_by_role"):
             c = s["cpu_by_role"]
             tasks = ", ".join(str(st["tasks"]) for st in s.get("stages", []))
             lines.append(
-                f"\n{name} x{k}: CPU s driver {c['driver_python']:.1f}, JVM {c['jvm']:.1f}, "
-                f"Python workers {c['python_workers']:.1f} ({c['workers']} processes); "
+                f"\n{name} x{k}: CPU s driver {c.get('driver_python', 0):.1f}, "
+                f"JVM {c.get('jvm', 0):.1f}, Python workers {c.get('python_workers', 0):.1f} "
+                f"({c['workers']} processes); RSS at the end of save: driver "
+                f"{c.get('driver_python_rss_mb', 0):.0f} MB, JVM {c.get('jvm_rss_mb', 0):.0f} MB, "
+                f"workers {c.get('python_workers_rss_mb', 0):.0f} MB; "
                 f"phases: import {s.get('import_seconds', 0):.2f}, session "
                 f"{s.get('session_seconds', 0):.2f}, catalog() {s.get('catalog_seconds', 0):.2f}, "
                 f"save {s.get('save_seconds', 0):.2f}, stop {s.get('stop_seconds', 0):.2f} s; "
@@ -488,6 +570,7 @@ def full_comparison(a: argparse.Namespace) -> dict[str, Any]:
         "results": [{"variant": name, "slots": k, **s} for name, k, s in summary],
         "raw": {f"{name}/{k}": rs for (name, k), rs in runs.items()},
         "ratios": ratios,
+        "marginal": marginal,
         "profile": profile,
         "markdown": text,
     }
@@ -496,39 +579,50 @@ def full_comparison(a: argparse.Namespace) -> dict[str, Any]:
 # --------------------------------------------------------------------------- profile
 
 
+#: Stage accumulables kept by the profile: name -> (key, divisor to seconds or MB).
+_STAGE_METRICS = {
+    "internal.metrics.executorRunTime": ("task_run_s", 1e3),
+    "internal.metrics.executorCpuTime": ("jvm_task_cpu_s", 1e9),
+    "internal.metrics.jvmGCTime": ("gc_s", 1e3),
+    "internal.metrics.shuffle.write.bytesWritten": ("shuffle_write_mb", 2**20),
+    "time to start Python workers": ("py_start_s", 1e3),
+    "time to initialize Python workers": ("py_init_s", 1e3),
+    "time to run Python workers": ("py_run_s", 1e3),
+    "time to execute Python code": ("py_exec_s", 1e3),
+    "data sent to Python workers": ("to_python_mb", 2**20),
+    "data returned from Python workers": ("from_python_mb", 2**20),
+}
+
+
 def _stage_table(log: Path) -> list[dict[str, Any]]:
-    """Per stage, from a Spark event log: wall time, tasks and the sums of task metrics."""
-    stages: dict[int, dict[str, Any]] = {}
+    """Per stage, from a Spark event log: wall time, tasks, task and Python-worker metrics.
+
+    Sums over the stage's tasks (and over its Python operators when it has several).
+    """
+    stages = []
     for line in log.read_text().splitlines():
         ev = json.loads(line)
-        kind = ev.get("Event")
-        if kind == "SparkListenerStageCompleted":
-            info = ev["Stage Info"]
-            st = stages.setdefault(info["Stage ID"], {"stage": info["Stage ID"]})
-            st["name"] = info.get("Stage Name")
-            st["tasks"] = info.get("Number of Tasks")
-            sub, done = info.get("Submission Time"), info.get("Completion Time")
-            st["wall_s"] = (done - sub) / 1000 if sub and done else None
-        elif kind == "SparkListenerTaskEnd":
-            m = ev.get("Task Metrics") or {}
-            st = stages.setdefault(ev["Stage ID"], {"stage": ev["Stage ID"]})
-            for key, out, scale in (
-                ("Executor Run Time", "task_run_s", 1e3),
-                ("Executor CPU Time", "jvm_task_cpu_s", 1e9),
-                ("JVM GC Time", "gc_s", 1e3),
-                ("Executor Deserialize Time", "deserialize_s", 1e3),
-            ):
-                st[out] = st.get(out, 0.0) + (m.get(key) or 0) / scale
-            rd = m.get("Shuffle Read Metrics") or {}
-            wr = m.get("Shuffle Write Metrics") or {}
-            st["shuffle_read_mb"] = (
-                st.get("shuffle_read_mb", 0.0)
-                + ((rd.get("Remote Bytes Read") or 0) + (rd.get("Local Bytes Read") or 0)) / 2**20
-            )
-            st["shuffle_write_mb"] = (
-                st.get("shuffle_write_mb", 0.0) + (wr.get("Shuffle Bytes Written") or 0) / 2**20
-            )
-    return [stages[k] for k in sorted(stages)]
+        if ev.get("Event") != "SparkListenerStageCompleted":
+            continue
+        info = ev["Stage Info"]
+        sub, done = info.get("Submission Time"), info.get("Completion Time")
+        st: dict[str, Any] = {
+            "stage": info["Stage ID"],
+            "name": info.get("Stage Name"),
+            "tasks": info.get("Number of Tasks"),
+            "wall_s": (done - sub) / 1000 if sub and done else None,
+        }
+        for acc in info.get("Accumulables", []):
+            key = _STAGE_METRICS.get(acc.get("Name", ""))
+            if key is None:
+                continue
+            try:
+                value = float(acc["Value"]) / key[1]
+            except (KeyError, TypeError, ValueError):
+                continue
+            st[key[0]] = st.get(key[0], 0.0) + value
+        stages.append(st)
+    return sorted(stages, key=lambda st: st["stage"])
 
 
 def spark_profile(a: argparse.Namespace, corpus: Path, tables: Path) -> dict[str, Any]:
@@ -539,20 +633,36 @@ def spark_profile(a: argparse.Namespace, corpus: Path, tables: Path) -> dict[str
         shutil.rmtree(logs)
     print(f"profile: spark x{k} with the event log", file=sys.stderr)
     r = run_spark(corpus, tables / f"bs-profile-{k}", k, True, "none", a.driver_memory, str(logs))
-    files = sorted(logs.iterdir())
+    files = sorted(p for p in logs.rglob("*") if p.is_file() and not p.name.startswith("."))
     stages = _stage_table(files[-1]) if files else []
-    print(
-        "\n| stage | name | tasks | wall s | task run s (sum) | task JVM CPU s | GC s "
-        "| shuffle write MB |\n|---:|---|---:|---:|---:|---:|---:|---:|"
-    )
+    cols = [
+        ("tasks", "tasks", "d"),
+        ("wall s", "wall_s", ".2f"),
+        ("task run s", "task_run_s", ".2f"),
+        ("JVM task CPU s", "jvm_task_cpu_s", ".2f"),
+        ("GC s", "gc_s", ".2f"),
+        ("Python start s", "py_start_s", ".2f"),
+        ("Python init s", "py_init_s", ".2f"),
+        ("Python run s", "py_run_s", ".2f"),
+        ("Python exec s", "py_exec_s", ".2f"),
+        ("to Python MB", "to_python_mb", ".1f"),
+        ("from Python MB", "from_python_mb", ".1f"),
+        ("shuffle write MB", "shuffle_write_mb", ".1f"),
+    ]
+    lines = [
+        "| stage | " + " | ".join(c[0] for c in cols) + " |",
+        "|---:|" + "---:|" * len(cols),
+    ]
     for st in stages:
-        print(
-            f"| {st['stage']} | {(st.get('name') or '')[:40]} | {st.get('tasks')} "
-            f"| {_fmt(st.get('wall_s'), '.2f')} | {st.get('task_run_s', 0):.2f} "
-            f"| {st.get('jvm_task_cpu_s', 0):.2f} | {st.get('gc_s', 0):.2f} "
-            f"| {st.get('shuffle_write_mb', 0):.1f} |"
-        )
-    return {"run": r, "stages": stages}
+        cells = [_fmt(st.get(key), spec) for _, key, spec in cols]
+        lines.append(f"| {st['stage']} | " + " | ".join(cells) + " |")
+    text = "\n".join(lines)
+    print(
+        f"\nprofile, spark x{k} ({r.get('files', '?')} files, save {r.get('save_seconds', 0):.2f} s; "
+        "sums over tasks; run = wall time of a Python operator, exec = time in the Python "
+        "function):\n" + text
+    )
+    return {"run": r, "stages": stages, "markdown": text}
 
 
 # --------------------------------------------------------------------------- main
@@ -578,6 +688,14 @@ def main(argv: list[str] | None = None) -> None:
         "--thumbnails", action="store_true", help="also the thumbnail variants (at the most slots)"
     )
     ap.add_argument("--driver-memory", default="2g", help="Spark driver memory [2g]")
+    ap.add_argument(
+        "--marginal",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also run local and spark (most slots) on an N-file corpus: the rate beyond "
+        "the fixed costs [off]",
+    )
     ap.add_argument(
         "--profile",
         action="store_true",

@@ -8,3 +8,4 @@ bash scripts/setup.sh
 echo "== ruff"; ruff check src tests bench; ruff format --check src tests bench
 echo "== mypy"; mypy
 echo "== pytest"; PIXELS_STRICT_SKIPS=1 python -m pytest -q -p no:cacheprovider "$@"
+echo "== pytest -m spark on Spark 3.5"; bash scripts/spark35.sh

@@ -23,10 +23,15 @@ import pyarrow as pa
 
 from pixels.dicom.record import RecordOptions, catalog_batch, thumbnail_rows
 from pixels.engines.spark.session import is_spark_dataframe
+from pixels.errors import PixelsError
 from pixels.schema import SCHEMA, THUMBNAIL_COLUMNS
 from pixels.sources import ArchiveLimits
 
 _THUMB_NAMES = [c.name for c in THUMBNAIL_COLUMNS]
+#: Columns a thumbnail needs from a catalog row.
+THUMBNAIL_INPUTS = frozenset(
+    {"path", "meta", "frame_offsets", "frame_lengths", "TransferSyntaxUID"}
+)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -118,9 +123,15 @@ class TagExtractor:
         if is_spark_dataframe(data):
             return tag_transform(data, self.tags, self.inputCol)
         table = _arrow(data)
+        if self.inputCol not in table.column_names:
+            raise PixelsError(
+                f"TagExtractor needs the column {self.inputCol!r} (run DicomMetaExtractor first)"
+            )
         metas = table.column(self.inputCol).to_pylist()
-        for col, tag in self.tags.items():
-            t = tag_hex(tag)
+        resolved = {col: tag_hex(tag) for col, tag in self.tags.items()}
+        new = {c.lower() for c in resolved}
+        table = table.select([c for c in table.column_names if c.lower() not in new])
+        for col, t in resolved.items():
             table = table.append_column(
                 col, pa.array([tag_value(m, t) for m in metas], pa.string())
             )
@@ -218,11 +229,20 @@ class DicomThumbnailExtractor:
 
             return thumbnail_transform(data, self.options)
         table = _arrow(data)
-        results = thumbnail_rows(table.to_pylist(), self.options)
-        return _set_columns(
-            table,
-            {n: pa.array([r[n] for r in results], SCHEMA.field(n).type) for n in _THUMB_NAMES},
-        )
+        missing = sorted(THUMBNAIL_INPUTS - set(table.column_names))
+        if missing:
+            raise PixelsError(
+                "DicomThumbnailExtractor needs catalog rows; missing columns: "
+                f"{', '.join(missing)} (run DicomMetaExtractor first)"
+            )
+        rows = table.to_pylist()
+        todo = [i for i, r in enumerate(rows) if r.get("frame_offsets")]
+        made = dict(zip(todo, thumbnail_rows([rows[i] for i in todo], self.options), strict=True))
+        columns = {}
+        for n in _THUMB_NAMES:
+            values = [made[i][n] if i in made else rows[i].get(n) for i in range(len(rows))]
+            columns[n] = pa.array(values, SCHEMA.field(n).type)
+        return _set_columns(table, columns)
 
 
 __all__ = ["DicomMetaExtractor", "DicomThumbnailExtractor", "PathExtractor", "TagExtractor"]

@@ -10,6 +10,7 @@ import gzip
 import io
 import shutil
 import zipfile
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,7 @@ COMPARED = [n for n in SCHEMA.names if n != "cataloged_at"]
 THUMBS = [c.name for c in THUMBNAIL_COLUMNS]
 IMAGES = ("CT_small.dcm", "MR_small_RLE.dcm", "SC_rgb_rle.dcm", "JPEG2000.dcm")
 ODD_NAME = "é name.dcm"  # in the folder "sub dir": a space and a non-ASCII letter
+NOTES = "50% off #1.txt"  # not an image; '%' and '#' mean something in URIs
 UTF8_NAME = "Yamada^Tarou=山田^太郎=やまだ^たろう"
 
 
@@ -57,7 +59,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "sub dir").mkdir()
     ds.save_as(root / "sub dir" / ODD_NAME)
     (root / "sub dir" / "vol.nii.gz").write_bytes(gzip.compress(b"\0" * 400))
-    (root / "notes.txt").write_text("not an image")
+    (root / NOTES).write_text("not an image")
     return root
 
 
@@ -75,7 +77,16 @@ def local_meta(arrow_listing: pa.Table) -> pa.Table:
 
 def _spark_meta(spark: Any, data: Path, tmp_path: Path) -> Any:
     cat = Catalog(spark, table=str(tmp_path / "table"))
-    return DicomMetaExtractor(cat).transform(cat.catalog(str(data)))
+    return DicomMetaExtractor(cat).transform(cat.catalog(str(data), numPartitions=2))
+
+
+def _arrow_of(df: Any) -> pa.Table:
+    """A Spark DataFrame as Arrow, with Spark's own Arrow types (``toArrow`` is Spark 4+)."""
+    if hasattr(df, "toArrow"):
+        return df.toArrow()
+    batches = df._collect_as_arrow()
+    assert batches, "no rows"
+    return pa.Table.from_batches(batches)
 
 
 def _by_path(rows: list[dict[str, Any]], key: str = "path") -> dict[str, dict[str, Any]]:
@@ -90,24 +101,29 @@ def _pick(row: dict[str, Any], names: list[str]) -> dict[str, Any]:
 
 # ------------------------------------------------------------------ DicomMetaExtractor
 def test_meta_on_spark_equals_arrow_and_catalog_record(
-    spark: Any, data: Path, local_meta: pa.Table, tmp_path: Path
+    spark: Any, data: Path, arrow_listing: pa.Table, tmp_path: Path
 ) -> None:
-    from pyspark.sql import functions as F
+    from pyspark.sql import functions as sf
 
     cat = Catalog(spark, table=str(tmp_path / "table"))
     listing = (
-        cat.catalog(str(data))
-        .withColumn("label", F.upper(F.col("extension")))
-        .withColumn("twice", F.col("length") * 2)
-        .withColumn("names", F.array(F.col("relative_path"), F.lit(None).cast("string")))
+        cat.catalog(str(data), numPartitions=2)
+        .withColumn("label", sf.upper(sf.col("extension")))
+        .withColumn("twice", sf.col("length") * 2)
+        .withColumn("names", sf.array(sf.col("relative_path"), sf.lit(None).cast("string")))
     )
     out = DicomMetaExtractor(cat).transform(listing)
     assert out.columns == [*SCHEMA.names, "label", "twice", "names"]
-    table = out.toArrow()
+    table = _arrow_of(out)
     for name in SCHEMA.names:  # the catalog's own types, not Spark's defaults
         assert table.schema.field(name).type == SCHEMA.field(name).type, name
     got = _by_path(table.to_pylist())
-    local = _by_path(local_meta.to_pylist())
+    labels = [e.upper() for e in arrow_listing.column("extension").to_pylist()]
+    local_out = DicomMetaExtractor().transform(
+        arrow_listing.append_column("label", pa.array(labels))
+    )
+    assert local_out.column_names == [*SCHEMA.names, "label"]
+    local = _by_path(local_out.to_pylist())
 
     refs = list(iter_files(str(data)))
     assert len(refs) == 8
@@ -118,7 +134,7 @@ def test_meta_on_spark_equals_arrow_and_catalog_record(
         assert _pick(local[ref.path], COMPARED) == expected, ref.path
         # the extra columns ride along, unchanged, on their own row
         row = got[ref.path]
-        assert row["label"] == ref.extension.upper()
+        assert row["label"] == local[ref.path]["label"] == ref.extension.upper()
         assert row["twice"] == 2 * ref.length
         assert row["names"] == [ref.relative_path, None]
 
@@ -133,10 +149,11 @@ def test_meta_on_spark_equals_arrow_and_catalog_record(
         assert row["cataloged_at"] is not None
     assert got[str(data / "sub dir" / ODD_NAME)]["PatientName"] == UTF8_NAME
     assert got[str(data / "rtplan.dcm")]["frame_offsets"] is None
-    for bad in ("notes.txt", "sub dir/vol.nii.gz"):
-        row = got[str(data / bad)]
-        assert row["meta"] is None and str(data / bad) in row["error"]
-    assert got[str(data / "sub dir/vol.nii.gz")]["extension"] == "nii.gz"
+    notes = got[str(data / NOTES)]
+    assert notes["meta"] is None and str(data / NOTES) in notes["error"]
+    nifti = got[str(data / "sub dir/vol.nii.gz")]  # an image Pixels knows, not read as DICOM
+    assert nifti["extension"] == "nii.gz" and nifti["file_type"] == "nifti"
+    assert nifti["meta"] is None and nifti["error"] is None
 
 
 # ------------------------------------------------------------------ DicomThumbnailExtractor
@@ -147,32 +164,36 @@ def _pixels(png_or_jpeg: bytes) -> np.ndarray:
 def test_thumbnails_on_spark_equal_arrow(
     spark: Any, data: Path, local_meta: pa.Table, tmp_path: Path
 ) -> None:
-    meta_df = _spark_meta(spark, data, tmp_path)
+    from pyspark.sql import functions as sf
+
+    meta_df = _spark_meta(spark, data, tmp_path).withColumn("label", sf.upper("extension"))
     out = DicomThumbnailExtractor(max_size=48, fmt="png").transform(meta_df)
     assert out.columns == meta_df.columns  # the thumbnail columns are set, not added again
-    got = _by_path(out.toArrow().to_pylist())
+    got = _by_path(_arrow_of(out).to_pylist())
     local = _by_path(
         DicomThumbnailExtractor(max_size=48, fmt="png").transform(local_meta).to_pylist()
     )
     assert set(got) == set(local)
 
     for name in (*IMAGES, f"sub dir/{ODD_NAME}"):
-        s, l = got[str(data / name)], local[str(data / name)]
-        assert s["thumbnail_error"] is None and l["thumbnail_error"] is None, name
-        assert _pick(s, THUMBS[1:]) == _pick(l, THUMBS[1:]), name
+        s, loc = got[str(data / name)], local[str(data / name)]
+        assert s["thumbnail_error"] is None and loc["thumbnail_error"] is None, name
+        assert _pick(s, THUMBS[1:]) == _pick(loc, THUMBS[1:]), name
         assert s["thumbnail_format"] == "png" and s["thumbnail_frame"] == 0
         assert max(s["thumbnail_width"], s["thumbnail_height"]) <= 48
-        a, b = _pixels(s["thumbnail"]), _pixels(l["thumbnail"])
+        a, b = _pixels(s["thumbnail"]), _pixels(loc["thumbnail"])
         assert a.shape[:2] == (s["thumbnail_height"], s["thumbnail_width"])
         assert np.array_equal(a, b), name
         assert a.std() > 0, name  # a real picture, not a blank
     assert _pixels(got[str(data / "SC_rgb_rle.dcm")]["thumbnail"]).ndim == 3  # colour kept
-    # the other catalog columns are untouched
+    # the other columns are untouched
+    others = [c for c in COMPARED if c not in THUMBS]
     for path, row in got.items():
-        assert row["meta"] == local[path]["meta"]
+        assert _pick(row, others) == _pick(local[path], others), path
+        assert row["label"] == row["extension"].upper()
 
     # rows without pixel data keep null thumbnails on Spark
-    for name in ("rtplan.dcm", "notes.txt", "sub dir/vol.nii.gz"):
+    for name in ("rtplan.dcm", NOTES, "sub dir/vol.nii.gz"):
         assert all(got[str(data / name)][c] is None for c in THUMBS), name
     assert all(local[str(data / "rtplan.dcm")][c] is None for c in THUMBS)
 
@@ -182,7 +203,7 @@ def test_thumbnails_of_rows_without_pixel_data_are_null_on_arrow_too(
 ) -> None:
     # Spark skips rows without a frame index (above); the Arrow path must give the same row
     local = _by_path(DicomThumbnailExtractor(max_size=48).transform(local_meta).to_pylist())
-    for name in ("notes.txt", "sub dir/vol.nii.gz"):
+    for name in (NOTES, "sub dir/vol.nii.gz"):
         row = local[str(data / name)]
         assert row["thumbnail"] is None
         assert row["thumbnail_error"] is None, (
@@ -194,7 +215,7 @@ def test_thumbnails_of_rows_without_pixel_data_are_null_on_arrow_too(
 def test_thumbnails_need_catalog_columns_on_spark(spark: Any, data: Path, tmp_path: Path) -> None:
     listing = Catalog(spark, table=str(tmp_path / "table")).catalog(str(data))
     with pytest.raises(PixelsError) as err:
-        DicomThumbnailExtractor().transform(listing.drop("TransferSyntaxUID"))
+        DicomThumbnailExtractor().transform(listing)  # a listing: no meta, no frame index
     message = str(err.value)
     for col in ("meta", "frame_offsets", "frame_lengths", "TransferSyntaxUID"):
         assert col in message
@@ -202,15 +223,19 @@ def test_thumbnails_need_catalog_columns_on_spark(spark: Any, data: Path, tmp_pa
 
 
 def test_thumbnails_need_catalog_columns_on_arrow(arrow_listing: pa.Table) -> None:
-    # the same input as a Spark listing without ``meta``: the Arrow path must refuse it the same way
-    with pytest.raises(PixelsError, match="meta") as err:
+    # the same listing as on Spark (no meta, no frame index): the Arrow path must refuse it too
+    try:
         out = DicomThumbnailExtractor().transform(arrow_listing)
+    except PixelsError as e:
+        message = str(e)
+    else:
         errors = out.column("thumbnail_error").to_pylist()
         pytest.fail(
-            "BUG: DicomThumbnailExtractor on an Arrow table without 'meta' does not raise; "
-            f"every row gets a thumbnail_error instead, e.g. {errors[0]!r}"
+            "BUG: DicomThumbnailExtractor on an Arrow table without 'meta' does not raise "
+            f"(Spark raises PixelsError); every row gets a thumbnail_error instead, e.g. {errors[0]!r}"
         )
-    assert "frame_offsets" in str(err.value)
+    for col in ("meta", "frame_offsets", "frame_lengths", "TransferSyntaxUID"):
+        assert col in message
 
 
 # ------------------------------------------------------------------ DicomPatcher
@@ -225,7 +250,7 @@ def test_patches_on_spark_equal_arrow(
     patcher = DicomPatcher(size=32)
     out = patcher.transform(_spark_meta(spark, data, tmp_path))
     assert out.columns == PATCH_SCHEMA.names
-    table = out.toArrow()
+    table = _arrow_of(out)
     for f in PATCH_SCHEMA:
         assert table.schema.field(f.name).type == f.type, f.name
     local = pa.Table.from_batches(list(patcher.transform(local_meta)), schema=PATCH_SCHEMA)
@@ -250,7 +275,7 @@ def test_patches_on_spark_equal_arrow(
         assert np.array_equal(tile, image[r["y"] : r["y"] + 32, r["x"] : r["x"] + 32])
     # files without pixel data: one row each, with the error, on both engines
     errors = {r["source_path"]: r["error"] for r in got if r["error"]}
-    assert set(errors) == {str(data / n) for n in ("rtplan.dcm", "notes.txt", "sub dir/vol.nii.gz")}
+    assert set(errors) == {str(data / n) for n in ("rtplan.dcm", NOTES, "sub dir/vol.nii.gz")}
     assert all(p in e for p, e in errors.items())
 
 
@@ -266,7 +291,7 @@ def test_path_extractor_on_spark_file_uris(spark: Any, data: Path) -> None:
     files = files.withColumn("uri_copy", files["uri"])
     out = PathExtractor(inputCol="uri", basePath=f"file:{data}").transform(files)
     assert "uri" not in out.columns and out.columns[-1] == "uri_copy"
-    got = _by_path(out.toArrow().to_pylist())
+    got = _by_path(_arrow_of(out).to_pylist())
     refs = {r.path: r for r in iter_files(str(data))}
     assert set(got) == set(refs)
     for path, ref in refs.items():
@@ -285,8 +310,8 @@ def test_path_extractor_on_spark_file_uris(spark: Any, data: Path) -> None:
     assert got[str(data / "sub dir" / "vol.nii.gz")]["extension"] == "nii.gz"
 
     # without basePath, relative to the file system's root
-    plain = _by_path(PathExtractor(inputCol="uri").transform(files).toArrow().to_pylist())
-    assert plain[str(data / "notes.txt")]["relative_path"] == str(data / "notes.txt").lstrip("/")
+    plain = _by_path(_arrow_of(PathExtractor(inputCol="uri").transform(files)).to_pylist())
+    assert plain[str(data / NOTES)]["relative_path"] == str(data / NOTES).lstrip("/")
 
 
 def test_path_extractor_on_arrow_file_uris(data: Path) -> None:
@@ -332,7 +357,7 @@ def test_tag_extractor_on_spark_and_arrow(
     out = TagExtractor(named).transform(TagExtractor(list(tags)).transform(meta_df))
     new = ["ImageType", "00100020", "who", "height"]
     assert out.columns == [*meta_df.columns, *new]
-    got = _by_path(out.select("path", *[f"`{c}`" for c in new]).toArrow().to_pylist())
+    got = _by_path(_arrow_of(out.select("path", *[f"`{c}`" for c in new])).to_pylist())
     arrow = TagExtractor(named).transform(TagExtractor(list(tags)).transform(local_meta))
     assert arrow.column_names == [*local_meta.column_names, *new]
     local = _by_path(arrow.select(["path", *new]).to_pylist())
@@ -349,7 +374,7 @@ def test_tag_extractor_on_spark_and_arrow(
     assert odd["ImageType"] == "ORIGINAL\\\\AXIAL"  # the empty value stays in its place
     assert odd["who"] == "Yamada^Tarou"  # PN: the Alphabetic group only
     assert got[str(data / "CT_small.dcm")]["ImageType"] == "ORIGINAL\\PRIMARY\\AXIAL"
-    for name in ("notes.txt", "sub dir/vol.nii.gz"):
+    for name in (NOTES, "sub dir/vol.nii.gz"):
         assert set(got[str(data / name)].values()) == {str(data / name), None}
 
 
@@ -377,9 +402,9 @@ def test_tag_extractor_keyword_of_a_catalog_column(
         f"{arrow.column_names.count('Modality')}); on Spark the DataFrame cannot be "
         "selected from (AMBIGUOUS_REFERENCE) or collected (Arrow buffer error in the JVM)"
     )
-    got = _by_path(out.select("path", "Modality").toArrow().to_pylist())
+    got = _by_path(_arrow_of(out.select("path", "Modality")).to_pylist())
     assert got[str(data / "CT_small.dcm")]["Modality"] == "CT"
-    assert got[str(data / "notes.txt")]["Modality"] is None
+    assert got[str(data / NOTES)]["Modality"] is None
 
 
 # ------------------------------------------------------------------ zip archives
@@ -400,10 +425,9 @@ def test_zip_members_on_spark_equal_local_engine(spark: Any, tmp_path: Path) -> 
 
     cat = Catalog(spark, table=str(tmp_path / "spark_table"))
     got = _by_path(
-        DicomMetaExtractor(cat)
-        .transform(cat.catalog(str(root), extractZip=True))
-        .toArrow()
-        .to_pylist()
+        _arrow_of(
+            DicomMetaExtractor(cat).transform(cat.catalog(str(root), extractZip=True))
+        ).to_pylist()
     )
     local_cat = pixels.Catalog(tmp_path / "local_table")
     stats = local_cat.catalog(root, workers=0)
@@ -421,6 +445,7 @@ def test_zip_members_on_spark_equal_local_engine(spark: Any, tmp_path: Path) -> 
     assert ct["original_path"] == str(archive) and ct["local_path"] is None
     assert ct["relative_path"] == "study.zip/p1/ct/CT_small.dcm"
     assert ct["frame_offsets"] and ct["meta"]
+    assert ct["modificationTime"] == datetime(2021, 3, 4, 5, 6, 8, tzinfo=UTC)  # the member's
     assert got[f"zip://p1/mr.dcm::{archive}"]["Modality"] == "MR"
     evil = got[f"zip://../evil.dcm::{archive}"]
     assert evil["meta"] is None and evil["SOPInstanceUID"] is None

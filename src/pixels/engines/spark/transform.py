@@ -98,8 +98,9 @@ def thumbnail_transform(df: Any, options: RecordOptions) -> Any:
     """Set the thumbnail columns of catalog rows (added when ``df`` lacks them)."""
     from pyspark.sql.types import StructType
 
-    need = {"path", "meta", "frame_offsets", "frame_lengths", "TransferSyntaxUID"}
-    missing = sorted(need - set(df.columns))
+    from pixels.transformers import THUMBNAIL_INPUTS
+
+    missing = sorted(THUMBNAIL_INPUTS - set(df.columns))
     if missing:
         from pixels.errors import PixelsError
 
@@ -173,6 +174,8 @@ def path_refs(rows: list[dict[str, Any]], input_col: str, base_path: str | None)
     refs = []
     for r in rows:
         path, local = uri_to_path(r[input_col])
+        if local is None and path.startswith("/") and "://" not in path:
+            local = path  # a plain local path
         rel = path[len(base) :] if base and path.startswith(base) else path.lstrip("/")
         mtime = r.get("modificationTime") or epoch
         if mtime.tzinfo is None:
@@ -210,12 +213,15 @@ def tag_transform(df: Any, tags: dict[str, str], input_col: str = "meta") -> Any
     from pixels.errors import PixelsError
 
     resolved = {col: tag_hex(t) for col, t in tags.items()}
-    fields = list(df.schema.fields) + [StructField(c, StringType(), True) for c in resolved]
+    # a tag named like an existing column replaces it (Spark matches names case-insensitively)
+    new = {c.lower() for c in resolved}
+    kept = [f for f in df.schema.fields if f.name.lower() not in new]
+    fields = kept + [StructField(c, StringType(), True) for c in resolved]
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
             metas = batch.column(input_col).to_pylist()
-            arrays = list(batch.columns)
+            arrays = [batch.column(f.name) for f in kept]
             for tag in resolved.values():
                 arrays.append(pa.array([tag_value(m, tag) for m in metas], pa.string()))
             yield pa.RecordBatch.from_arrays(arrays, names=[f.name for f in fields])
