@@ -297,6 +297,12 @@ def test_overwrite_replaces_the_table_in_one_commit(spark: Any, tmp_path: Path) 
     catalog.save(df, mode="overwrite")
     assert DeltaTable(table).version() == before + 1
     assert set(_table_rows(table)) == {str(p) for p in only_b}
+    # the small files of many saves compact into one; the rows stay
+    catalog.save(DicomMetaExtractor(catalog).transform(catalog.catalog(str(src))))
+    assert len(DeltaTable(table).file_uris()) > 1
+    catalog.optimize()
+    assert len(DeltaTable(table).file_uris()) == 1 and catalog.count() == 6
+    assert catalog.load().count() == 6
 
 
 def test_a_failed_job_commits_nothing_and_leaves_no_files(spark: Any, tmp_path: Path) -> None:

@@ -395,6 +395,15 @@ class SparkCatalog:
             out = thumbnail_transform(out, thumbs)
         return save_dataframe(out, self.table)
 
+    def optimize(self) -> dict[str, Any]:
+        """Compact the table's small files (each save writes one file per task) and vacuum.
+
+        With Spark's own Delta Lake, run ``OPTIMIZE`` in SQL instead.
+        """
+        if self.table is None or self.use_spark_delta:
+            raise PixelsError("this session writes with Delta Lake: use Spark SQL's OPTIMIZE")
+        return self.table.optimize()
+
     def sql(self, query: str) -> Any:
         """Run Spark SQL with the view ``object_catalog`` over the current table."""
         self.load()
