@@ -494,3 +494,24 @@ def test_continuous_stream_picks_up_files_as_they_arrive(spark: Any, tmp_path: P
         assert len(rows) == 5 and all(rows[str(p)]["Modality"] == "MR" for p in later)
     finally:
         query.stop()
+
+
+def test_anti_join_listing_used_with_spark_delta(spark: Any, tmp_path: Path) -> None:
+    """The listing filter for sessions with Delta Lake: a join against the table's rows."""
+    from pixels.engines.spark.catalog import unseen
+
+    src = tmp_path / "src"
+    files = copy_with_new_uids(sample_file(CT), src, 4)
+    (src / "bad.dcm").write_bytes(b"nope")
+    catalog = Catalog(spark, table=str(tmp_path / "t"))
+    catalog.save(DicomMetaExtractor(catalog).transform(catalog.catalog(str(src))))
+    fresh = Catalog(spark, table=str(tmp_path / "empty"))  # lists everything
+    listing = fresh.catalog(str(src))
+    assert listing.count() == 5
+    assert unseen(listing, catalog.load()).count() == 0
+    assert [r["path"] for r in unseen(listing, catalog.load(), retry_errors=True).collect()] == [
+        str(src / "bad.dcm")
+    ]
+    shutil.copyfile(sample_file("MR_small.dcm"), files[0])
+    changed = fresh.catalog(str(src))
+    assert [r["path"] for r in unseen(changed, catalog.load()).collect()] == [str(files[0])]

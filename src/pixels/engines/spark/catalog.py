@@ -58,6 +58,20 @@ def _volume_root(volume: str | None) -> str | None:
 _BINARY_FILE_DDL = "path STRING, modificationTime TIMESTAMP, length BIGINT, content BINARY"
 
 
+def unseen(listing: Any, existing: Any, *, retry_errors: bool = False) -> Any:
+    """Rows of ``listing`` whose identity (path, length, modificationTime) is not in ``existing``.
+
+    A Spark left anti join: what the listing does when the table is written by
+    Spark's own Delta Lake (the driver cannot look the files up with deltalake).
+    Rows held with an error count as absent when ``retry_errors``.
+    """
+    have = existing.select("path", "length", "modificationTime", "error")
+    if retry_errors:
+        have = have.where("error IS NULL")
+    have = have.drop("error")
+    return listing.join(have, on=["path", "length", "modificationTime"], how="left_anti")
+
+
 @dataclass(frozen=True)
 class _Stream:
     """What a streaming :meth:`SparkCatalog.catalog` call was asked (for :meth:`save`)."""
@@ -217,7 +231,16 @@ class SparkCatalog:
                 reader = reader.option("maxFilesPerTrigger", str(int(maxFilesPerTrigger)))
             files = reader.load(root).select("path", "modificationTime", "length")
             return files.mapInArrow(stream_refs(root, opts), ref_schema)
-        return self._batch_listing(root, recurse, opts, numPartitions)
+        listing = self._batch_listing(root, recurse, opts, numPartitions)
+        if self.use_spark_delta and self._spark_table_exists():
+            # Spark's Delta holds the table: drop what it has with a join instead
+            listing = unseen(listing, self.load(), retry_errors=retry_errors)
+        return listing
+
+    def _spark_table_exists(self) -> bool:
+        if self.table_name:
+            return bool(self.spark.catalog.tableExists(self.table_name))
+        return self.table is not None and self.table.exists()
 
     def _batch_listing(
         self, root: str, recurse: bool, opts: ListOptions, partitions: int | None
