@@ -515,3 +515,16 @@ def test_anti_join_listing_used_with_spark_delta(spark: Any, tmp_path: Path) -> 
     shutil.copyfile(sample_file("MR_small.dcm"), files[0])
     changed = fresh.catalog(str(src))
     assert [r["path"] for r in unseen(changed, catalog.load()).collect()] == [str(files[0])]
+
+
+def test_catalog_rows_can_be_read_again(spark: Any, tmp_path: Path) -> None:
+    """DicomMetaExtractor over loaded rows re-reads the files: an old read error does not stick."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "later.dcm").write_bytes(b"not yet")
+    catalog = Catalog(spark, table=str(tmp_path / "t"))
+    catalog.save(DicomMetaExtractor(catalog).transform(catalog.catalog(str(src))))
+    assert catalog.load().first()["error"]
+    shutil.copyfile(sample_file(CT), src / "later.dcm")
+    again = DicomMetaExtractor(catalog).transform(catalog.load()).first()
+    assert again["error"] is None and again["Modality"] == "CT"

@@ -88,14 +88,19 @@ def refs_to_batch(refs: Iterable[FileRef]) -> pa.RecordBatch:
 
 
 def ref_of(row: dict[str, Any]) -> FileRef:
-    """The FileRef of a listing (or catalog) row, its listing error included."""
+    """The FileRef of a listing (or catalog) row.
+
+    A listing row's ``error`` (an entry the listing refused, such as an unsafe zip
+    member) stays with the ref; the ``error`` of a catalog row (``cataloged_at``
+    set) came from reading the file and does not stop a new read.
+    """
     mtime = row.get("modificationTime")
     if isinstance(mtime, datetime):
         mtime = mtime.replace(tzinfo=UTC) if mtime.tzinfo is None else mtime.astimezone(UTC)
         row = {**row, "modificationTime": mtime}
     ref = FileRef.from_row(row)
     error = row.get("error")
-    if error and row.get("meta") is None:
+    if error and row.get("meta") is None and row.get("cataloged_at") is None:
         ref = dataclasses.replace(ref, error=error)
     return ref
 
