@@ -22,13 +22,22 @@ workers included, sampled every 50 ms):
   and ``spark-thumbs-1pass`` (``DicomMetaExtractor(thumbnails=True)``: one read,
   as the local engine does).
 
+* with ``--marginal N``: ``local``/``spark`` and their re-runs (most slots) on an
+  N-file corpus too; the difference between the two sizes gives the rate once
+  the fixed costs are paid, and the CPU time each further file costs.
+* with ``--profile``: two more, untimed, Spark runs (fresh and re-run) with the
+  event log on, summed per stage (task time, JVM CPU, GC, Python worker
+  start/init/run time, bytes to and from Python, shuffle).
+
 The page cache is warmed first (every file read once), and a Spark session is
-started and stopped once so the jars are in the page cache too.
+started and stopped once so the jars are in the page cache too. The tables go
+to ``bench/.work/tables/bs-*``.
 
 Usage::
 
-    python bench/bench_spark.py --files 20000 --repeat 2 --thumbnails
-    python bench/bench_spark.py --files 500 --slots 2          # a quick try
+    python bench/bench_spark.py --files 20000 --repeat 2 --slots 1,2 --thumbnails \
+        --marginal 100000 --profile --quiet-wait 300 --out bench/results/spark-20000.json
+    python bench/bench_spark.py --files 500 --slots 2 --quiet-wait 5    # a quick try
 """
 
 from __future__ import annotations
@@ -291,7 +300,7 @@ def run_spark(
     return row
 
 
-def _quiet_spark_start(driver_memory: str) -> None:
+def _warm_spark(driver_memory: str) -> None:
     """Start and stop one session: the jars and Python modules are then in the page cache."""
     code = (
         "from pixels.engines.spark import local_session\n"
@@ -320,7 +329,7 @@ def markdown(rows: list[tuple[str, int, dict[str, Any]]], repeat: int) -> str:
         line = (
             f"| {name} | {slots} | {s['files']:,} | {s['seconds']:.2f} | {s['files_per_s']:,.0f} "
             f"| {_fmt(s.get('session_seconds'), '.2f')} | {_fmt(save, '.2f')} "
-            f"| {_fmt(save_fps, ',.0f')} | {s.get('data_files', '')} "
+            f"| {_fmt(save_fps, ',.0f')} | {_fmt(s.get('data_files'), 'd')} "
             f"| {s['peak_mb']:,.0f} | {s['peak_pss_mb']:,.0f} | {s['cpu_seconds']:.1f} "
             f"| {s['other_cores']:.2f} |"
         )
@@ -390,6 +399,13 @@ def _marginal(
     return out
 
 
+def _units(corpus: Path, slots: int) -> int:
+    """Listing units the driver cuts ``corpus`` into at ``slots`` task slots (catalog()'s rule)."""
+    from pixels.engines.spark.listing import plan_units
+
+    return len(plan_units(str(corpus), target=4 * slots))
+
+
 PLAN_ORDER = ("local", "spark", "local-thumbs", "spark-thumbs", "spark-thumbs-1pass")
 
 
@@ -404,7 +420,7 @@ def full_comparison(a: argparse.Namespace) -> dict[str, Any]:
         file=sys.stderr,
     )
     run_measured([pixels_exe(), "--help"])
-    _quiet_spark_start(a.driver_memory)
+    _warm_spark(a.driver_memory)
 
     n = w["files"]
     slots = [int(s) for s in a.slots.split(",") if s]
@@ -466,28 +482,33 @@ def full_comparison(a: argparse.Namespace) -> dict[str, Any]:
         k = max(slots)
         for rnd in range(a.repeat):
             for engine in ("local", "spark"):
-                name = f"{engine}-{big_n}"
-                table = tables / f"bs-{name}-{k}"
-                run = (
-                    (lambda k=k, t=table: run_local(big, t, k, True))
-                    if engine == "local"
-                    else (lambda k=k, t=table: run_spark(big, t, k, True, "none", a.driver_memory))
-                )
-                runs.setdefault((name, k), []).extend(
-                    measured(a, f"[{rnd + 1}/{a.repeat}] {name} x{k}", run)
-                )
+                table = tables / f"bs-{engine}-{big_n}-{k}"
+                for rerun in (False, True):  # fresh table, then the no-op re-run on it
+                    name = f"{engine}{'-rerun' if rerun else ''}-{big_n}"
+                    run = (
+                        (lambda k=k, t=table, f=not rerun: run_local(big, t, k, f))
+                        if engine == "local"
+                        else (
+                            lambda k=k, t=table, f=not rerun: run_spark(
+                                big, t, k, f, "none", a.driver_memory
+                            )
+                        )
+                    )
+                    runs.setdefault((name, k), []).extend(
+                        measured(a, f"[{rnd + 1}/{a.repeat}] {name} x{k}", run)
+                    )
 
     summary: list[tuple[str, int, dict[str, Any]]] = []
     order = ["local", "local-rerun", "spark", "spark-rerun", *PLAN_ORDER[2:]]
     if big_n:
-        order += [f"local-{big_n}", f"spark-{big_n}"]
+        order += [f"{e}-{big_n}" for e in ("local", "local-rerun", "spark", "spark-rerun")]
     for name in order:
         files = big_n if big_n and name.endswith(f"-{big_n}") else n
         for k in sorted({k for nm, k in runs if nm == name}):
             rs = runs[(name, k)]
             s = summarize(rs, files)
             _details(rs, s)
-            if name.endswith("rerun"):
+            if "rerun" in name:
                 s["files"] = files  # rate of the no-op pass over the listing
                 s["files_per_s"] = files / s["seconds"] if s["seconds"] else 0.0
                 s["data_files"] = None
@@ -522,6 +543,14 @@ def full_comparison(a: argparse.Namespace) -> dict[str, Any]:
         )
 
     marginal = _marginal(stats, n, big_n, max(slots)) if big_n else None
+    if big_n:
+        k = max(slots)
+        ratios[f"spark{k}/local{k} ({big_n} files)"] = ratio(
+            (f"spark-{big_n}", k), (f"local-{big_n}", k)
+        )
+        ratios[f"spark-rerun{k}/local-rerun{k} ({big_n} files)"] = ratio(
+            (f"spark-rerun-{big_n}", k), (f"local-rerun-{big_n}", k)
+        )
     if marginal and "spark" in marginal and "local" in marginal:
         sp, lo = marginal["spark"], marginal["local"]
         for key in ("files_per_s", "inner_files_per_s"):
@@ -570,6 +599,7 @@ def full_comparison(a: argparse.Namespace) -> dict[str, Any]:
         "results": [{"variant": name, "slots": k, **s} for name, k, s in summary],
         "raw": {f"{name}/{k}": rs for (name, k), rs in runs.items()},
         "ratios": ratios,
+        "listing_units": {str(k): _units(corpus, k) for k in slots},
         "marginal": marginal,
         "profile": profile,
         "markdown": text,
@@ -625,44 +655,57 @@ def _stage_table(log: Path) -> list[dict[str, Any]]:
     return sorted(stages, key=lambda st: st["stage"])
 
 
+_PROFILE_COLUMNS = [
+    ("tasks", "tasks", "d"),
+    ("wall s", "wall_s", ".2f"),
+    ("task run s", "task_run_s", ".2f"),
+    ("JVM task CPU s", "jvm_task_cpu_s", ".2f"),
+    ("GC s", "gc_s", ".2f"),
+    ("Python start s", "py_start_s", ".2f"),
+    ("Python init s", "py_init_s", ".2f"),
+    ("Python run s", "py_run_s", ".2f"),
+    ("Python exec s", "py_exec_s", ".2f"),
+    ("to Python MB", "to_python_mb", ".1f"),
+    ("from Python MB", "from_python_mb", ".1f"),
+    ("shuffle write MB", "shuffle_write_mb", ".1f"),
+]
+
+
 def spark_profile(a: argparse.Namespace, corpus: Path, tables: Path) -> dict[str, Any]:
-    """One more (untimed) Spark run with the event log on: where the time of ``save`` goes."""
+    """Two more (untimed) Spark runs with the event log on, fresh and no-op: where ``save`` goes."""
     k = max(int(s) for s in a.slots.split(",") if s)
-    logs = WORK_DIR / "spark-events"
-    if logs.exists():
-        shutil.rmtree(logs)
-    print(f"profile: spark x{k} with the event log", file=sys.stderr)
-    r = run_spark(corpus, tables / f"bs-profile-{k}", k, True, "none", a.driver_memory, str(logs))
-    files = sorted(p for p in logs.rglob("*") if p.is_file() and not p.name.startswith("."))
-    stages = _stage_table(files[-1]) if files else []
-    cols = [
-        ("tasks", "tasks", "d"),
-        ("wall s", "wall_s", ".2f"),
-        ("task run s", "task_run_s", ".2f"),
-        ("JVM task CPU s", "jvm_task_cpu_s", ".2f"),
-        ("GC s", "gc_s", ".2f"),
-        ("Python start s", "py_start_s", ".2f"),
-        ("Python init s", "py_init_s", ".2f"),
-        ("Python run s", "py_run_s", ".2f"),
-        ("Python exec s", "py_exec_s", ".2f"),
-        ("to Python MB", "to_python_mb", ".1f"),
-        ("from Python MB", "from_python_mb", ".1f"),
-        ("shuffle write MB", "shuffle_write_mb", ".1f"),
-    ]
-    lines = [
-        "| stage | " + " | ".join(c[0] for c in cols) + " |",
-        "|---:|" + "---:|" * len(cols),
-    ]
-    for st in stages:
-        cells = [_fmt(st.get(key), spec) for _, key, spec in cols]
-        lines.append(f"| {st['stage']} | " + " | ".join(cells) + " |")
-    text = "\n".join(lines)
-    print(
-        f"\nprofile, spark x{k} ({r.get('files', '?')} files, save {r.get('save_seconds', 0):.2f} s; "
-        "sums over tasks; run = wall time of a Python operator, exec = time in the Python "
-        "function):\n" + text
+    out: dict[str, Any] = {}
+    texts = []
+    for label, fresh in (("fresh", True), ("rerun", False)):
+        logs = WORK_DIR / "spark-events" / label
+        if logs.exists():
+            shutil.rmtree(logs)
+        print(f"profile: spark x{k} ({label}) with the event log", file=sys.stderr)
+        table = tables / f"bs-profile-{k}"
+        r = run_spark(corpus, table, k, fresh, "none", a.driver_memory, str(logs))
+        files = sorted(p for p in logs.rglob("*") if p.is_file() and not p.name.startswith("."))
+        stages = _stage_table(files[-1]) if files else []
+        lines = [
+            "| stage | " + " | ".join(c[0] for c in _PROFILE_COLUMNS) + " |",
+            "|---:|" + "---:|" * len(_PROFILE_COLUMNS),
+        ]
+        for st in stages:
+            cells = [_fmt(st.get(key), spec) for _, key, spec in _PROFILE_COLUMNS]
+            lines.append(f"| {st['stage']} | " + " | ".join(cells) + " |")
+        text = (
+            f"profile, spark x{k}, {label} ({r.get('rows', '?')} files cataloged; session "
+            f"{r.get('session_seconds', 0):.2f} s, catalog() {r.get('catalog_seconds', 0):.2f} s, "
+            f"save {r.get('save_seconds', 0):.2f} s):\n\n" + "\n".join(lines)
+        )
+        texts.append(text)
+        out[label] = {"run": r, "stages": stages}
+    out["markdown"] = (
+        "\n\n".join(texts) + "\n\nSums over the tasks of a stage (and over its Python "
+        "operators); Python run = wall time of a Python operator in its tasks, exec = time "
+        "inside the Python function (a writer's includes waiting for its input)."
     )
-    return {"run": r, "stages": stages, "markdown": text}
+    print("\n" + out["markdown"])
+    return out
 
 
 # --------------------------------------------------------------------------- main
