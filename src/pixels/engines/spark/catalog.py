@@ -11,6 +11,7 @@ Parquet files from the executors committed by the driver with ``deltalake``.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from dataclasses import dataclass, replace
 from typing import Any
@@ -53,6 +54,9 @@ def _volume_root(volume: str | None) -> str | None:
         return "/Volumes/" + volume.replace(".", "/")
     return volume
 
+
+#: A batch listing gets one partition per this many files (up to 4 per task slot).
+ROWS_PER_TASK_MIN = 32
 
 #: Schema of Spark's ``binaryFile`` source (a streaming source needs it spelled out).
 _BINARY_FILE_DDL = "path STRING, modificationTime TIMESTAMP, length BIGINT, content BINARY"
@@ -135,6 +139,7 @@ class SparkCatalog:
         self.table = CatalogTable(location, storage_options=storage_options) if location else None
         self.source_storage_options: dict[str, Any] | None = None
         self._stream: _Stream | None = None
+        self._listings: list[Any] = []  # persisted batch listings, released by save()
 
     def __repr__(self) -> str:
         where = self.table_name or (self.table.uri if self.table else "?")
@@ -256,8 +261,14 @@ class SparkCatalog:
         units_df = self.spark.createDataFrame(units, unit_schema).repartition(
             min(len(units), 4 * slots)
         )
-        refs = units_df.mapInArrow(list_units(opts), ref_schema)
-        return refs.repartition(partitions or 4 * slots)
+        refs = units_df.mapInArrow(list_units(opts), ref_schema).persist()
+        # list once, now (small rows, kept until the next save); then give each task a
+        # contiguous, sorted range of paths: files of a series land in the same data
+        # file (better compression), and row groups prune identity look-ups by path
+        n = refs.count()
+        self._listings.append(refs)
+        parts = partitions or max(1, min(4 * slots, math.ceil(n / ROWS_PER_TASK_MIN)))
+        return refs.repartitionByRange(parts, "path").sortWithinPartitions("path")
 
     def _default_checkpoint(self, root: str) -> str:
         key = hashlib.sha1(root.encode()).hexdigest()[:16]
@@ -334,7 +345,15 @@ class SparkCatalog:
             raise PixelsError(f"mode must be 'append' or 'overwrite', not {mode!r}")
         if df.isStreaming:
             return self._save_stream(df, trigger, wait)
-        return self._save_batch(df, mode)
+        try:
+            return self._save_batch(df, mode)
+        finally:
+            self._release_listings()
+
+    def _release_listings(self) -> None:
+        for refs in self._listings:
+            refs.unpersist()
+        self._listings.clear()
 
     def _save_batch(
         self, df: Any, mode: str, app_id: str | None = None, batch_id: int | None = None
@@ -384,7 +403,10 @@ class SparkCatalog:
         stream = self._stream
         checkpoint = stream.checkpoint if stream else self._default_checkpoint("stream")
         if stream is not None and not self.use_spark_delta:
-            self._save_changed(df, stream)
+            try:
+                self._save_changed(df, stream)
+            finally:
+                self._release_listings()
         app_id = "pixels-stream:" + hashlib.sha1(checkpoint.encode()).hexdigest()
         catalog = self
 

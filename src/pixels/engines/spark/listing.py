@@ -237,7 +237,7 @@ def _not_in_table(refs: Iterable[FileRef], opts: ListOptions) -> Iterator[FileRe
 
     table = CatalogTable(opts.table_uri, storage_options=opts.table_storage_options)
     for ref, changed in iter_new(
-        table, refs, chunk=2000, retry_errors=opts.retry_errors, snapshot=list(opts.snapshot)
+        table, refs, chunk=5000, retry_errors=opts.retry_errors, snapshot=list(opts.snapshot)
     ):
         if changed or not opts.only_changed:
             yield ref
@@ -246,10 +246,10 @@ def _not_in_table(refs: Iterable[FileRef], opts: ListOptions) -> Iterator[FileRe
 def list_units(opts: ListOptions) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
     """The ``mapInArrow`` function listing units (rows of :data:`UNIT_SCHEMA`)."""
 
-    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    def refs(batches: Iterator[pa.RecordBatch]) -> Iterator[FileRef]:
         for batch in batches:
             for unit in batch.to_pylist():
-                refs = iter_files(
+                yield from iter_files(
                     unit["unit_path"],
                     pattern=opts.pattern,
                     recursive=bool(unit["unit_recursive"]),
@@ -259,8 +259,12 @@ def list_units(opts: ListOptions) -> Callable[[Iterator[pa.RecordBatch]], Iterat
                     storage_options=opts.storage_options,
                     relative_prefix=unit["unit_prefix"],
                 )
-                for chunk in _chunked(_not_in_table(refs, opts)):
-                    yield refs_to_batch(chunk)
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        # all units of the task through one identity filter: one look-up per 5,000
+        # files, not one per folder
+        for chunk in _chunked(_not_in_table(refs(batches), opts)):
+            yield refs_to_batch(chunk)
 
     return run
 
