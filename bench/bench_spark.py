@@ -12,7 +12,7 @@ workers included, sampled every 50 ms):
   ``catalog.save`` into a fresh table, then stops the session. Besides the
   spawn-to-exit time, the process reports (JSON on stdout) the time of each
   phase: imports, session start, ``catalog()`` (driver-side planning),
-  ``save`` (where every Spark job runs: listing, reading, writing, commit) and
+  ``save`` (reading, writing, commit; the listing runs in ``catalog()``) and
   ``spark.stop()``; the CPU time of the driver, the JVM and the Python workers;
   and the tasks of every Spark stage.
 * ``spark-rerun``   the same again on the same table (nothing new: no commit).
