@@ -11,7 +11,7 @@ workers included, sampled every 50 ms):
   runs ``Catalog(spark, table=T).catalog(CORPUS)`` + ``DicomMetaExtractor`` +
   ``catalog.save`` into a fresh table, then stops the session. Besides the
   spawn-to-exit time, the process reports (JSON on stdout) the time of each
-  phase: imports, session start, ``catalog()`` (driver-side planning),
+  phase: imports, session start, ``catalog()`` (the listing),
   ``save`` (reading, writing, commit; the listing runs in ``catalog()``) and
   ``spark.stop()``; the CPU time of the driver, the JVM and the Python workers;
   and the tasks of every Spark stage.
