@@ -82,6 +82,7 @@ def test_dbx_snippet_matches_the_local_engine(
     meta_df = DicomMetaExtractor(catalog).transform(catalog_df)
     thumbnail_df = DicomThumbnailExtractor().transform(meta_df)
     result = catalog.save(thumbnail_df)
+    assert result.fused == 2  # both transforms ran inside the writer tasks
     counts = {
         r["Modality"]: r["count"] for r in catalog.load().groupBy("Modality").count().collect()
     }
@@ -169,7 +170,9 @@ def test_rerun_reads_only_new_and_changed_files(spark: Any, tmp_path: Path) -> N
     shutil.copyfile(replacement, changed)
     listed = {r["path"] for r in catalog.catalog(str(src)).select("path").collect()}
     assert len(listed) == 3 and str(changed) in listed
-    result = catalog.save(DicomMetaExtractor(catalog).transform(catalog.catalog(str(src))))
+    meta = DicomMetaExtractor(catalog).transform(catalog.catalog(str(src)))
+    result = catalog.save(meta.where("length > 0"))  # changed after the transform: not fused
+    assert result.fused == 0
     assert result.rows == 3 and result.replaced == 1
     rows = _table_rows(table)
     assert len(rows) == 8

@@ -10,9 +10,10 @@ own types, derived from :data:`pixels.schema.SCHEMA`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -46,6 +47,38 @@ def options_of(df: Any, column: str) -> RecordOptions | None:
         return None
     token = (df.schema[column].metadata or {}).get(STEP_KEY)
     return _STEPS.get(token) if token else None
+
+
+BatchFn = Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]
+
+#: Attribute naming the (input DataFrame, batch function) a pixels transform made a DataFrame from.
+_STEP_ATTR = "_pixels_step"
+
+
+def _step(df: Any, fn: BatchFn, schema: Any) -> Any:
+    """``df.mapInArrow(fn, schema)``, remembering how (see :func:`pipeline_of`)."""
+    out = df.mapInArrow(fn, schema)
+    with contextlib.suppress(AttributeError):  # a DataFrame that takes no attributes: no fusion
+        setattr(out, _STEP_ATTR, (df, fn))
+    return out
+
+
+def pipeline_of(df: Any) -> tuple[Any, list[BatchFn]] | None:
+    """The DataFrame a chain of pixels transforms started from, and their batch functions.
+
+    ``save`` runs the chain and the writer in one Python function (one worker per
+    task, rows crossing the JVM once) when ``df`` is the direct output of pixels
+    transforms; a DataFrame changed afterwards (filtered, columns added) is not.
+    """
+    fns: list[BatchFn] = []
+    base = df
+    while True:
+        step = base.__dict__.get(_STEP_ATTR) if hasattr(base, "__dict__") else None
+        if step is None:
+            break
+        base, fn = step
+        fns.insert(0, fn)
+    return (base, fns) if fns else None
 
 
 def spark_field(field: pa.Field, metadata: dict[str, str] | None = None) -> Any:
@@ -88,7 +121,7 @@ def meta_transform(df: Any, options: RecordOptions) -> Any:
             refs = [ref_of(r) for r in chunk.to_pylist()]
             yield _with_extras(catalog_batch(refs, options), chunk, extras)
 
-    return df.mapInArrow(run, StructType(fields))
+    return _step(df, run, StructType(fields))
 
 
 _THUMB = [c.name for c in THUMBNAIL_COLUMNS]
@@ -141,7 +174,7 @@ def thumbnail_transform(df: Any, options: RecordOptions) -> Any:
                     arrays.append(chunk.column(n))
             yield pa.RecordBatch.from_arrays(arrays, names=out_names)
 
-    return df.mapInArrow(run, StructType(fields))
+    return _step(df, run, StructType(fields))
 
 
 def patch_transform(df: Any, patcher: DicomPatcher) -> Any:

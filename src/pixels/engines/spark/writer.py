@@ -222,6 +222,8 @@ class SaveResult:
     skipped: int = 0
     version: int | None = None
     seconds: float = 0.0
+    #: Transforms run in the writer tasks' own Python function (0: a separate stage).
+    fused: int = 0
 
 
 def _cleanup(table: CatalogTable, prefix: str) -> None:
@@ -285,7 +287,7 @@ def save_dataframe(
                         reconcile=mode == "append")  # fmt: skip
     from pyspark.sql.types import StructType
 
-    from pixels.engines.spark.transform import spark_field
+    from pixels.engines.spark.transform import pipeline_of, spark_field
 
     missing = [n for n in ("path", "length", "modificationTime") if n not in df.columns]
     if missing:
@@ -293,7 +295,15 @@ def save_dataframe(
     cols = [n for n in SCHEMA.names if n in df.columns]
     out_schema = StructType([spark_field(f) for f in RESULT_SCHEMA])
     try:
-        rows = df.select(*cols).mapInArrow(write_files(opts), out_schema).collect()
+        chain = pipeline_of(df)
+        if chain is not None:
+            # the transforms and the writer in one Python function per task
+            base, fns = chain
+            job = base.mapInArrow(_fused(fns, write_files(opts)), out_schema)
+            result.fused = len(fns)
+        else:
+            job = df.select(*cols).mapInArrow(write_files(opts), out_schema)
+        rows = job.collect()
         written = [r for r in rows if r["file"]]
         replaced = sorted({p for r in rows for p in (r["replaced"] or [])})
         result.skipped = sum(r["skipped"] or 0 for r in rows)
@@ -332,6 +342,17 @@ def save_dataframe(
         raise
     result.seconds = time.perf_counter() - t0
     return result
+
+
+def _fused(fns: list[Any], writer: Any) -> Any:
+    """One ``mapInArrow`` function: the transforms, then the writer."""
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for fn in fns:
+            batches = fn(batches)
+        return writer(batches)
+
+    return run
 
 
 def _remove(table: CatalogTable, uri: str, now: int) -> Any:
