@@ -531,3 +531,19 @@ def test_catalog_rows_can_be_read_again(spark: Any, tmp_path: Path) -> None:
     shutil.copyfile(sample_file(CT), src / "later.dcm")
     again = DicomMetaExtractor(catalog).transform(catalog.load()).first()
     assert again["error"] is None and again["Modality"] == "CT"
+
+
+def test_volume_holds_default_stream_checkpoints(spark: Any, tmp_path: Path) -> None:
+    from pixels.engines.spark.catalog import _volume_root
+
+    assert _volume_root("main.pixels.landing") == "/Volumes/main/pixels/landing"
+    assert _volume_root("/mnt/scratch") == "/mnt/scratch"
+    src = tmp_path / "src"
+    copy_with_new_uids(sample_file(CT), src, 2)
+    volume = tmp_path / "volume"
+    catalog = Catalog(spark, table=str(tmp_path / "t"), volume=str(volume))
+    df = catalog.catalog(str(src), streaming=True)
+    catalog.save(DicomMetaExtractor(catalog).transform(df))
+    assert catalog.count() == 2
+    checkpoints = list((volume / "_checkpoints").iterdir())
+    assert len(checkpoints) == 1 and (checkpoints[0] / "save" / "offsets").is_dir()
