@@ -170,3 +170,15 @@ def test_old_table_gains_new_columns(tmp_path: Path) -> None:
         rows[str(data / "ct.dcm")]["file_type"] == "dicom"
         and rows[str(data / "ct.dcm")]["Modality"] == "CT"
     )
+
+
+def test_a_table_path_that_cannot_be_a_table(tmp_path: Path) -> None:
+    from pixels.errors import TableError
+    from pixels.table import CatalogTable
+
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    with pytest.raises(TableError, match=r"file\.txt"):
+        CatalogTable(blocker).create()
+    with pytest.raises(TableError, match=r"[Nn]ot a directory"):
+        CatalogTable(blocker / "t").create()

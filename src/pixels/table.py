@@ -92,8 +92,19 @@ class CatalogTable:
 
     # ------------------------------------------------------------------ state
     def exists(self) -> bool:
-        """True when a Delta table is at :attr:`uri`."""
-        return DeltaTable.is_deltatable(self.uri, storage_options=self.storage_options)
+        """True when a Delta table is at :attr:`uri`.
+
+        Raises
+        ------
+        TableError
+            When :attr:`uri` cannot be a table (a file, an unreadable folder).
+        """
+        if _is_local(self.uri) and os.path.isfile(_local_path(self.uri)):
+            raise TableError("a file is in the way: a table is a folder", self.uri)
+        try:
+            return DeltaTable.is_deltatable(self.uri, storage_options=self.storage_options)
+        except OSError as e:
+            raise TableError(f"cannot read the table: {str(e).splitlines()[0]}", self.uri) from e
 
     def delta(self) -> DeltaTable:
         """The :class:`deltalake.DeltaTable`, refreshed to the latest version.
@@ -122,7 +133,12 @@ class CatalogTable:
             self._evolve()
             return
         if _is_local(self.uri):
-            os.makedirs(_local_path(self.uri), exist_ok=True)
+            try:
+                os.makedirs(_local_path(self.uri), exist_ok=True)
+            except OSError as e:
+                raise TableError(
+                    f"cannot create the table folder: {e.strerror or e}", self.uri
+                ) from e
         try:
             DeltaTable.create(
                 self.uri,
