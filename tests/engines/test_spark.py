@@ -570,3 +570,38 @@ def test_readme_snippet_as_a_script(tmp_path: Path) -> None:
     rows = _table_rows(table)
     assert len(rows) == 5 and all(r["thumbnail"] for r in rows.values())
     assert Catalog(table).count() == 5  # the local engine reads what Spark wrote
+
+
+def test_streaming_expands_zip_archives_and_applies_the_pattern(spark: Any, tmp_path: Path) -> None:
+    src = tmp_path / "incoming"
+    (src / "drop").mkdir(parents=True)
+    with zipfile.ZipFile(src / "drop" / "upload.zip", "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.write(sample_file(CT), "a/ct.dcm")
+        zf.write(sample_file("MR_small.dcm"), "mr.dcm")
+        zf.writestr("readme.txt", "skip me")
+        zf.writestr("../../escape.dcm", sample_file(CT).read_bytes())
+    shutil.copyfile(sample_file(CT), src / "drop" / "plain.dcm")
+    (src / "drop" / "notes.txt").write_text("skip me too")
+    (src / ".staging").mkdir()
+    shutil.copyfile(sample_file(CT), src / ".staging" / "half.dcm")
+    table = str(tmp_path / "t")
+    catalog = Catalog(spark, table=table)
+    df = catalog.catalog(
+        str(src),
+        pattern="*.dcm",
+        streaming=True,
+        extractZip=True,
+        streamCheckpointBasePath=str(tmp_path / "ck"),
+    )
+    catalog.save(DicomMetaExtractor(catalog).transform(df))
+    rows = _table_rows(table)
+    archive = src / "drop" / "upload.zip"
+    assert set(rows) == {
+        f"zip://a/ct.dcm::{archive}",
+        f"zip://mr.dcm::{archive}",
+        next(p for p in rows if "escape.dcm" in p),
+        str(src / "drop" / "plain.dcm"),
+    }
+    assert rows[f"zip://mr.dcm::{archive}"]["Modality"] == "MR"
+    assert rows[f"zip://a/ct.dcm::{archive}"]["relative_path"] == "drop/upload.zip/a/ct.dcm"
+    assert "escape.dcm" in next(r["error"] for p, r in rows.items() if "escape.dcm" in p)
