@@ -605,3 +605,21 @@ def test_streaming_expands_zip_archives_and_applies_the_pattern(spark: Any, tmp_
     assert rows[f"zip://mr.dcm::{archive}"]["Modality"] == "MR"
     assert rows[f"zip://a/ct.dcm::{archive}"]["relative_path"] == "drop/upload.zip/a/ct.dcm"
     assert "escape.dcm" in next(r["error"] for p, r in rows.items() if "escape.dcm" in p)
+
+
+def test_thumbnails_added_later_with_mode_replace(spark: Any, tmp_path: Path) -> None:
+    """Rows re-derived from the table (thumbnails added later) replace their old rows."""
+    src = tmp_path / "src"
+    copy_with_new_uids(sample_file(CT), src, 3)
+    table = str(tmp_path / "t")
+    catalog = Catalog(spark, table=table)
+    catalog.save(DicomMetaExtractor(catalog).transform(catalog.catalog(str(src))))
+    assert all(r["thumbnail"] is None for r in _table_rows(table).values())
+    with_thumbs = DicomThumbnailExtractor(max_size=32).transform(catalog.load())
+    # append keeps the rows the table holds at the same identity
+    assert catalog.save(with_thumbs).skipped == 3
+    assert all(r["thumbnail"] is None for r in _table_rows(table).values())
+    result = catalog.save(with_thumbs, mode="replace")
+    assert result.rows == 3 and result.replaced == 3
+    rows = _table_rows(table)  # no duplicates
+    assert len(rows) == 3 and all(max(_pixels(r["thumbnail"]).shape) == 32 for r in rows.values())

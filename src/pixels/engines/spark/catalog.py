@@ -31,7 +31,7 @@ from pixels.engines.spark.transform import (
     spark_field,
     thumbnail_transform,
 )
-from pixels.engines.spark.writer import SaveResult, save_dataframe
+from pixels.engines.spark.writer import SAVE_MODES, SaveResult, save_dataframe
 from pixels.errors import PixelsError
 from pixels.schema import SCHEMA, VIEW_NAME
 from pixels.sources import ArchiveLimits
@@ -327,9 +327,11 @@ class SparkCatalog:
         ----------
         df : pyspark.sql.DataFrame
             Output of the transformers (catalog columns; others are dropped).
-        mode : {"append", "overwrite"}
+        mode : {"append", "replace", "overwrite"}
             ``append`` adds new files and replaces the rows of changed files;
-            ``overwrite`` replaces the whole table.
+            ``replace`` also replaces the rows of unchanged files (to store rows
+            re-derived from the table, e.g. ``DicomThumbnailExtractor().transform(
+            catalog.load())``); ``overwrite`` replaces the whole table.
         trigger : str, optional
             Streaming only: ``None``/``"availableNow"`` processes what is there and
             stops; a processing time such as ``"30 seconds"`` runs until stopped.
@@ -341,8 +343,8 @@ class SparkCatalog:
         SaveResult or pyspark.sql.streaming.StreamingQuery
             Batch: what was committed. Streaming: the query (finished when ``wait``).
         """
-        if mode not in ("append", "overwrite"):
-            raise PixelsError(f"mode must be 'append' or 'overwrite', not {mode!r}")
+        if mode not in SAVE_MODES:
+            raise PixelsError(f"mode must be one of {', '.join(SAVE_MODES)}, not {mode!r}")
         if df.isStreaming:
             return self._save_stream(df, trigger, wait)
         try:
@@ -390,10 +392,15 @@ class SparkCatalog:
         else:
             view = "_pixels_save_" + hashlib.sha1(str(time.time()).encode()).hexdigest()[:8]
             src.createOrReplaceTempView(view)
+            changed = (
+                ""
+                if mode == "replace"
+                else "AND (t.length <> s.length OR t.modificationTime <> s.modificationTime "
+                "OR t.error IS NOT NULL) "
+            )
             self.spark.sql(
                 f"MERGE INTO {target} t USING {view} s ON t.path = s.path "
-                "WHEN MATCHED AND (t.length <> s.length OR t.modificationTime <> s.modificationTime "
-                "OR t.error IS NOT NULL) THEN UPDATE SET * "
+                f"WHEN MATCHED {changed}THEN UPDATE SET * "
                 "WHEN NOT MATCHED THEN INSERT *"
             )
             self.spark.catalog.dropTempView(view)

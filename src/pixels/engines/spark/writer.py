@@ -39,6 +39,9 @@ RESULT_SCHEMA = pa.schema(
     ]
 )
 
+#: What :func:`save_dataframe` can do with the rows (see its ``mode``).
+SAVE_MODES = ("append", "replace", "overwrite")
+
 #: Rows per data file a task writes before starting another.
 FILE_ROWS = 50_000
 #: Rows per Parquet row group (as the local engine writes them).
@@ -64,6 +67,8 @@ class WriteOptions:
     snapshot: tuple[str, ...]
     prefix: str
     reconcile: bool = True
+    #: Rows whose file is in the table at the same identity replace it too (``mode="replace"``).
+    keep_same: bool = False
 
 
 def _open_out(opts: WriteOptions, name: str) -> Any:
@@ -126,7 +131,9 @@ def write_files(
             data = conform(pa.Table.from_batches(pending))
             pending, pending_rows, pending_bytes = [], 0, 0
             if opts.reconcile and opts.snapshot and data.num_rows:
-                data, rep, dropped = _reconcile(table, data, list(opts.snapshot))
+                data, rep, dropped = _reconcile(
+                    table, data, list(opts.snapshot), keep_same=opts.keep_same
+                )
                 replaced.extend(rep)
                 skipped += dropped
             if data.num_rows == 0:
@@ -162,23 +169,30 @@ def write_files(
 
 
 def _reconcile(
-    table: CatalogTable, data: pa.Table, snapshot: list[str]
+    table: CatalogTable, data: pa.Table, snapshot: list[str], *, keep_same: bool = False
 ) -> tuple[pa.Table, list[str], int]:
-    """Drop rows held at the same identity (and fine); list paths whose old row is replaced."""
+    """Drop rows held at the same identity (and fine); list paths whose old row is replaced.
+
+    With ``keep_same`` no row is dropped: every row whose path is in the table replaces it.
+    """
     existing = table.lookup(data["path"], uris=snapshot)
     if existing.num_rows == 0:
         return data, [], 0
-    same_ok = {
-        (p, n, t)
-        for p, n, t, e in zip(
-            existing["path"].to_pylist(),
-            existing["length"].to_pylist(),
-            existing["modificationTime"].to_pylist(),
-            existing["has_error"].to_pylist(),
-            strict=True,
-        )
-        if not e
-    }
+    same_ok = (
+        set()
+        if keep_same
+        else {
+            (p, n, t)
+            for p, n, t, e in zip(
+                existing["path"].to_pylist(),
+                existing["length"].to_pylist(),
+                existing["modificationTime"].to_pylist(),
+                existing["has_error"].to_pylist(),
+                strict=True,
+            )
+            if not e
+        }
+    )
     present = set(existing["path"].to_pylist())
     keep, replaced = [], []
     for i, key in enumerate(
@@ -259,9 +273,11 @@ def save_dataframe(
         Rows with (at least) the catalog's columns; other columns are dropped.
     table : CatalogTable
         The table (created when missing).
-    mode : {"append", "overwrite"}
+    mode : {"append", "replace", "overwrite"}
         ``append`` adds new files and replaces the rows of changed ones;
-        ``overwrite`` replaces the whole table content.
+        ``replace`` also replaces the rows of unchanged files (rows re-derived from
+        the table, such as added thumbnails); ``overwrite`` replaces the whole
+        table content.
     app_id, batch_id : str, int, optional
         Streaming: the commit records ``(app_id, batch_id)`` as a Delta application
         transaction, and a batch already committed is skipped (exactly once).
@@ -269,8 +285,8 @@ def save_dataframe(
     from deltalake import CommitProperties, Transaction
     from deltalake.transaction import AddAction, RemoveAction
 
-    if mode not in ("append", "overwrite"):
-        raise ValueError(f"mode must be 'append' or 'overwrite', not {mode!r}")
+    if mode not in SAVE_MODES:
+        raise ValueError(f"mode must be one of {', '.join(SAVE_MODES)}, not {mode!r}")
     t0 = time.perf_counter()
     result = SaveResult()
     table.create()
@@ -284,7 +300,7 @@ def save_dataframe(
     snapshot = tuple(dt.file_uris())
     prefix = uuid.uuid4().hex[:12]
     opts = WriteOptions(table.uri, table.storage_options, snapshot, prefix,
-                        reconcile=mode == "append")  # fmt: skip
+                        reconcile=mode != "overwrite", keep_same=mode == "replace")  # fmt: skip
     from pyspark.sql.types import StructType
 
     from pixels.engines.spark.transform import pipeline_of, spark_field
@@ -317,7 +333,7 @@ def save_dataframe(
                 if dt.version() != snapshot_version:
                     # another writer committed meanwhile: reconcile against what it added
                     actions, more = _recheck(
-                        table, actions, set(dt.file_uris()) - set(snapshot), prefix, now
+                        table, actions, set(dt.file_uris()) - set(snapshot), opts, now
                     )
                     replaced = sorted(set(replaced) | more)
                 if replaced:
@@ -412,7 +428,7 @@ def _open_in(table: CatalogTable, uri: str) -> Any:
 
 
 def _recheck(
-    table: CatalogTable, actions: list[Any], foreign: set[str], prefix: str, now: int
+    table: CatalogTable, actions: list[Any], foreign: set[str], opts: WriteOptions, now: int
 ) -> tuple[list[Any], set[str]]:
     """Drop from our new files the rows another writer committed at the same identity."""
     if not foreign:
@@ -424,13 +440,13 @@ def _recheck(
         uri = root + a.path
         with _open_in(table, uri) as fh:
             data = conform(pq.read_table(fh))
-        fixed, rep, dropped = _reconcile(table, data, sorted(foreign))
+        fixed, rep, dropped = _reconcile(table, data, sorted(foreign), keep_same=opts.keep_same)
         replaced |= set(rep)
         if not dropped:
             kept.append(a)
             continue
         if fixed.num_rows:
-            f = _File(WriteOptions(table.uri, table.storage_options, (), prefix, False))
+            f = _File(WriteOptions(table.uri, table.storage_options, (), opts.prefix, False))
             f.write(fixed)
             kept.append(_add_action(f.close(), now))
         _delete(table, uri)
