@@ -477,7 +477,9 @@ def test_continuous_stream_picks_up_files_as_they_arrive(spark: Any, tmp_path: P
     table = str(tmp_path / "t")
     catalog = Catalog(spark, table=table)
     df = catalog.catalog(str(src), streaming=True, streamCheckpointBasePath=str(tmp_path / "ck"))
-    query = catalog.save(DicomMetaExtractor(catalog).transform(df), trigger="1 second")
+    query = catalog.save(
+        DicomMetaExtractor(catalog).transform(df), trigger="1 second", rescan_seconds=2
+    )
     try:
         assert query.isActive
 
@@ -495,6 +497,15 @@ def test_continuous_stream_picks_up_files_as_they_arrive(spark: Any, tmp_path: P
         wait_for(5)
         rows = _table_rows(table)
         assert len(rows) == 5 and all(rows[str(p)]["Modality"] == "MR" for p in later)
+
+        # a file rewritten in place while the stream runs: the periodic rescan finds it
+        target = later[0]
+        shutil.copyfile(sample_file("rtplan.dcm"), target)
+        deadline = time.monotonic() + 120
+        while _table_rows(table)[str(target)]["Modality"] != "RTPLAN":
+            assert time.monotonic() < deadline, "the rewritten file was not re-read"
+            time.sleep(0.5)
+        assert len(_table_rows(table)) == 5
     finally:
         query.stop()
 

@@ -11,8 +11,10 @@ Parquet files from the executors committed by the driver with ``deltalake``.
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import os
+import threading
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -54,6 +56,8 @@ def _volume_root(volume: str | None) -> str | None:
         return "/Volumes/" + volume.replace(".", "/")
     return volume
 
+
+log = logging.getLogger(__name__)
 
 #: A batch listing gets one partition per this many files (up to 4 per task slot).
 ROWS_PER_TASK_MIN = 32
@@ -320,6 +324,7 @@ class SparkCatalog:
         *,
         trigger: str | None = None,
         wait: bool = True,
+        rescan_seconds: float | None = 600.0,
     ) -> Any:
         """Write catalog rows to the table; start the stream when ``df`` is streaming.
 
@@ -337,6 +342,10 @@ class SparkCatalog:
             stops; a processing time such as ``"30 seconds"`` runs until stopped.
         wait : bool
             Streaming with ``availableNow``: wait until it finishes.
+        rescan_seconds : float, optional
+            Streaming with a processing-time trigger: look for files rewritten in
+            place (which Spark's file source never re-picks) this often while the
+            stream runs; ``None``: only when it starts.
 
         Returns
         -------
@@ -346,7 +355,7 @@ class SparkCatalog:
         if mode not in SAVE_MODES:
             raise PixelsError(f"mode must be one of {', '.join(SAVE_MODES)}, not {mode!r}")
         if df.isStreaming:
-            return self._save_stream(df, trigger, wait)
+            return self._save_stream(df, trigger, wait, rescan_seconds)
         try:
             return self._save_batch(df, mode)
         finally:
@@ -406,7 +415,9 @@ class SparkCatalog:
             self.spark.catalog.dropTempView(view)
         return SaveResult(seconds=time.perf_counter() - t0)
 
-    def _save_stream(self, df: Any, trigger: str | None, wait: bool) -> Any:
+    def _save_stream(
+        self, df: Any, trigger: str | None, wait: bool, rescan_seconds: float | None
+    ) -> Any:
         stream = self._stream
         checkpoint = stream.checkpoint if stream else self._default_checkpoint("stream")
         if stream is not None and not self.use_spark_delta:
@@ -429,7 +440,34 @@ class SparkCatalog:
             if wait:
                 query.awaitTermination()
             return query
-        return writer.trigger(processingTime=trigger).start()
+        query = writer.trigger(processingTime=trigger).start()
+        if stream is not None and rescan_seconds and not self.use_spark_delta:
+            threading.Thread(
+                target=self._rescan,
+                args=(query, df, stream, float(rescan_seconds)),
+                name="pixels-rescan",
+                daemon=True,
+            ).start()
+        return query
+
+    def _rescan(self, query: Any, df: Any, stream: _Stream, every: float) -> None:
+        """While ``query`` runs, re-read files rewritten in place every ``every`` seconds.
+
+        Its commits go through the same identity check and lock as the stream's
+        own, so the two never write a file twice.
+        """
+        while True:
+            try:
+                if query.awaitTermination(every):
+                    return
+            except Exception:  # the query failed: the user sees it on the query
+                return
+            try:
+                self._save_changed(df, stream)
+            except Exception:  # the stream goes on; the next scan tries again
+                log.exception("pixels: scan for changed files of %s failed", stream.root)
+            finally:
+                self._release_listings()
 
     def _save_changed(self, df: Any, stream: _Stream) -> SaveResult | None:
         """Re-read files rewritten in place since the table saw them (a file stream never re-picks them).
