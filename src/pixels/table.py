@@ -23,7 +23,7 @@ import os
 import random
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from typing import Any
 
 import duckdb
@@ -386,34 +386,7 @@ class CatalogTable:
                 seen[p] = i
             table = table.take(pa.array(sorted(seen.values())))
         existing = self.lookup(table["path"])
-        if existing.num_rows == 0:
-            return table, []
-        have = {
-            (p, n, t)
-            for p, n, t in zip(
-                existing["path"].to_pylist(),
-                existing["length"].to_pylist(),
-                existing["modificationTime"].to_pylist(),
-                strict=True,
-            )
-        }
-        present_paths = set(existing["path"].to_pylist())
-        keep: list[int] = []
-        replace: list[str] = []
-        for i, (p, n, t) in enumerate(
-            zip(
-                table["path"].to_pylist(),
-                table["length"].to_pylist(),
-                table["modificationTime"].to_pylist(),
-                strict=True,
-            )
-        ):
-            if (p, n, t) in have and p not in known:
-                continue
-            keep.append(i)
-            if p in present_paths:
-                replace.append(p)
-        return table.take(pa.array(keep, pa.int64())), replace
+        return split_by_identity(table, existing, keep=known)
 
     # ----------------------------------------------------------- maintenance
     def optimize(self, vacuum: bool = True) -> dict[str, Any]:
@@ -427,6 +400,51 @@ class CatalogTable:
             if vacuum:
                 dt.vacuum(retention_hours=0, enforce_retention_duration=False, dry_run=False)
         return dict(metrics)
+
+
+def split_by_identity(
+    data: pa.Table,
+    existing: pa.Table,
+    *,
+    keep: Collection[str] = (),
+    keep_errors: bool = False,
+) -> tuple[pa.Table, list[str]]:
+    """Rows of ``data`` to write, and the paths among them whose old row they replace.
+
+    ``existing`` is a :meth:`CatalogTable.lookup` of ``data``'s paths. A row whose
+    identity (path, length, modificationTime) the table holds is dropped unless
+    its path is in ``keep`` or, with ``keep_errors``, the held row has an error.
+    """
+    if existing.num_rows == 0:
+        return data, []
+    held = {
+        (p, n, t)
+        for p, n, t, e in zip(
+            existing["path"].to_pylist(),
+            existing["length"].to_pylist(),
+            existing["modificationTime"].to_pylist(),
+            existing["has_error"].to_pylist(),
+            strict=True,
+        )
+        if not (keep_errors and e)
+    }
+    present = set(existing["path"].to_pylist())
+    rows: list[int] = []
+    replace: list[str] = []
+    for i, key in enumerate(
+        zip(
+            data["path"].to_pylist(),
+            data["length"].to_pylist(),
+            data["modificationTime"].to_pylist(),
+            strict=True,
+        )
+    ):
+        if key in held and key[0] not in keep:
+            continue
+        rows.append(i)
+        if key[0] in present:
+            replace.append(key[0])
+    return data.take(pa.array(rows, pa.int64())), replace
 
 
 def iter_new(
@@ -481,4 +499,12 @@ def iter_new(
         yield from flush(buf)
 
 
-__all__ = ["IDENTITY", "VIEW_NAME", "CatalogTable", "conform", "iter_new", "sql_string"]
+__all__ = [
+    "IDENTITY",
+    "VIEW_NAME",
+    "CatalogTable",
+    "conform",
+    "iter_new",
+    "split_by_identity",
+    "sql_string",
+]

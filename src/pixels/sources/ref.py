@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 
@@ -61,9 +61,12 @@ class FileRef:
         member = None
         if original and path.startswith("zip://") and path.endswith("::" + original):
             member = path[len("zip://") : len(path) - len(original) - 2]
+        mtime = row.get("modificationTime")
+        if isinstance(mtime, datetime):  # naive values (Spark rows) are UTC
+            mtime = mtime.replace(tzinfo=UTC) if mtime.tzinfo is None else mtime.astimezone(UTC)
         return cls(
             path=path,
-            modificationTime=row.get("modificationTime"),  # type: ignore[arg-type]
+            modificationTime=mtime,  # type: ignore[arg-type]
             length=row.get("length") or 0,
             relative_path=row.get("relative_path") or "",
             local_path=row.get("local_path"),

@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Callable, Iterable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any
 from urllib.parse import unquote
 
@@ -94,10 +94,6 @@ def ref_of(row: dict[str, Any]) -> FileRef:
     member) stays with the ref; the ``error`` of a catalog row (``cataloged_at``
     set) came from reading the file and does not stop a new read.
     """
-    mtime = row.get("modificationTime")
-    if isinstance(mtime, datetime):
-        mtime = mtime.replace(tzinfo=UTC) if mtime.tzinfo is None else mtime.astimezone(UTC)
-        row = {**row, "modificationTime": mtime}
     ref = FileRef.from_row(row)
     error = row.get("error")
     if error and row.get("meta") is None and row.get("cataloged_at") is None:

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from pixels.errors import TableError
 from pixels.schema import SCHEMA
-from pixels.table import CatalogTable, conform
+from pixels.table import CatalogTable, conform, split_by_identity
 
 #: One row per data file written by a task.
 RESULT_SCHEMA = pa.schema(
@@ -176,39 +176,9 @@ def _reconcile(
     With ``keep_same`` no row is dropped: every row whose path is in the table replaces it.
     """
     existing = table.lookup(data["path"], uris=snapshot)
-    if existing.num_rows == 0:
-        return data, [], 0
-    same_ok = (
-        set()
-        if keep_same
-        else {
-            (p, n, t)
-            for p, n, t, e in zip(
-                existing["path"].to_pylist(),
-                existing["length"].to_pylist(),
-                existing["modificationTime"].to_pylist(),
-                existing["has_error"].to_pylist(),
-                strict=True,
-            )
-            if not e
-        }
-    )
-    present = set(existing["path"].to_pylist())
-    keep, replaced = [], []
-    for i, key in enumerate(
-        zip(
-            data["path"].to_pylist(),
-            data["length"].to_pylist(),
-            data["modificationTime"].to_pylist(),
-            strict=True,
-        )
-    ):
-        if key in same_ok:
-            continue
-        keep.append(i)
-        if key[0] in present:
-            replaced.append(key[0])
-    return data.take(pa.array(keep, pa.int64())), replaced, data.num_rows - len(keep)
+    keep = set(data["path"].to_pylist()) if keep_same else ()
+    kept, replaced = split_by_identity(data, existing, keep=keep, keep_errors=True)
+    return kept, replaced, data.num_rows - kept.num_rows
 
 
 def _add_action(info: dict[str, Any], now: int) -> Any:
