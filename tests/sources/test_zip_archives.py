@@ -293,3 +293,27 @@ def test_cached_archives_are_safe_in_forked_workers(tmp_path: Path) -> None:
     }
     assert got == members
     assert _read_all(refs) == list(members.values())
+
+
+def test_dot_components_are_normalised_not_dropped(tmp_path: Path) -> None:
+    """``./x.dcm`` and ``d/./z.dcm`` are members like any other (they were silently dropped)."""
+    names = ["./x.dcm", "d/./z.dcm", "d//w.dcm", "./.hidden.dcm", "../up.dcm"]
+    archive = _make_zip(tmp_path / "dots.zip", dict.fromkeys(names, CT))
+    refs = {r.member: r for r in iter_files(str(archive))}
+    assert set(refs) == {"./x.dcm", "d/./z.dcm", "d//w.dcm", "../up.dcm"}
+    rels = {m: r.relative_path for m, r in refs.items() if r.error is None}
+    assert rels == {"./x.dcm": "x.dcm", "d/./z.dcm": "d/z.dcm", "d//w.dcm": "d/w.dcm"}
+    assert refs["d/./z.dcm"].path_tags == ("d", "z.dcm")
+    assert refs["d/./z.dcm"].path == f"zip://d/./z.dcm::{archive}"
+    assert refs["../up.dcm"].error is not None and "traversal" in refs["../up.dcm"].error
+    for name in rels:
+        with open_file(refs[name]) as f:
+            assert f.read() == CT
+        with open_file(
+            FileRef.from_row({"path": refs[name].path, "original_path": str(archive)})
+        ) as f:
+            assert f.read() == CT
+    out = tmp_path / "out"
+    extracted = {r.member: r for r in iter_files(str(archive), extract_dir=str(out))}
+    assert extracted["d/./z.dcm"].local_path == str(out / "dots" / "d" / "z.dcm")
+    assert Path(str(extracted["./x.dcm"].local_path)).read_bytes() == CT

@@ -5,7 +5,10 @@ the zip magic (``PK\\x03\\x04``, or ``PK\\x05\\x06`` for an empty archive); a
 ``.zip`` without the magic is listed as a plain file.
 
 Members are listed in central-directory order (deterministic for a given archive),
-directories and hidden or temporary names (``__MACOSX/``, ``._x``) skipped. Unsafe
+directories and hidden or temporary names (``__MACOSX/``, ``._x``) skipped. Names
+with ``.`` or empty components (``./x.dcm``, ``d/./z.dcm``, ``d//z.dcm``) are listed
+under their normal form (:func:`normal_member_name`) in ``relative_path``; ``path``
+keeps the stored name, which opens the member. Unsafe
 members are **not** skipped: they become rows with ``error`` set, naming the member,
 the archive and the rule broken (see :func:`member_problem`). An archive whose
 central directory cannot be read becomes one row, for the archive, with ``error``.
@@ -161,6 +164,15 @@ def member_problem(info: zipfile.ZipInfo, limits: ArchiveLimits) -> str | None:
     return None
 
 
+def normal_member_name(name: str) -> str:
+    """A member name without ``.`` and empty components: ``./a//./b.dcm`` -> ``a/b.dcm``.
+
+    Used for ``relative_path``, ``path_tags`` and extraction; the row's ``path``
+    keeps the name as stored, which is what opens the member.
+    """
+    return "/".join(p for p in name.split("/") if p not in ("", "."))
+
+
 def _is_skipped_member(name: str) -> bool:
     parts = name.split("/")
     return any(is_hidden_dir(p) for p in parts[:-1]) or is_skipped_name(parts[-1])
@@ -234,19 +246,20 @@ def copy_member(
 def _extract(
     zf: zipfile.ZipFile,
     info: zipfile.ZipInfo,
+    name: str,
     root: str,
     mtime: datetime,
     limits: ArchiveLimits,
     label: str,
 ) -> str:
-    """Extract a (name-checked) member under ``root``; returns the file's path.
+    """Extract a (name-checked) member to ``root/name``; returns the file's path.
 
     The destination is checked after resolving links, so a planted symlink cannot
     lead outside ``root``; bytes go to a ``.part`` file renamed when complete. A file
     already there with the member's size and time is reused (re-listing is cheap).
     """
     real_root = os.path.realpath(root)
-    dest = os.path.join(root, *info.filename.split("/"))
+    dest = os.path.join(root, *name.split("/"))
     real_dest = os.path.realpath(dest)
     if os.path.commonpath([real_root, real_dest]) != real_root or real_dest == real_root:
         raise UnsafeArchiveMemberError(f"refused: extraction would leave {root}", label)
@@ -332,14 +345,17 @@ def expand_zip(
             name = info.filename
             if info.is_dir():
                 continue
-            rel = prefix + name
-            if not archive_matches and not matches(pattern, name.rsplit("/", 1)[-1], rel):
+            problem = member_problem(info, limits)
+            clean = name if problem is not None else normal_member_name(name)
+            if not clean:
+                problem, clean = "empty member name", name
+            rel = prefix + clean
+            if not archive_matches and not matches(pattern, clean.rsplit("/", 1)[-1], rel):
                 continue
             url = member_url(name, archive.path)
             mtime = _member_mtime(info, archive.modificationTime)
             fields: dict[str, Any] = {"original_path": archive.path, "member": name}
-            problem = member_problem(info, limits)
-            if problem is None and _is_skipped_member(name):
+            if problem is None and _is_skipped_member(clean):
                 continue
             if problem is None:
                 count += 1
@@ -356,7 +372,7 @@ def expand_zip(
             local_path = None
             if problem is None and extract_root is not None:
                 try:
-                    local_path = _extract(zf, info, extract_root, mtime, limits, url)
+                    local_path = _extract(zf, info, clean, extract_root, mtime, limits, url)
                 except (SourceError, OSError) as e:
                     problem = f"extraction failed: {e}"
             if problem is not None:
