@@ -40,7 +40,19 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     soc = bad.index(b"\xff\x4f\xff\x51")
     bad[soc : soc + 64] = bytes(64)
     (root / "broken_j2k.dcm").write_bytes(bytes(bad))
+    (root / "panic_rle.dcm").write_bytes(panicking_rle_file())
     return root
+
+
+def panicking_rle_file() -> bytes:
+    """A real RLE file whose first run of segment 1 replicates 128 bytes past the row's end:
+    pylibjpeg-rle (Rust) panics on it with ``pyo3_runtime.PanicException``, a BaseException."""
+    raw = bytearray(sample_file("MR_small_RLE.dcm").read_bytes())
+    first = raw.index(b"\xfe\xff\x00\xe0", raw.index(b"\xe0\x7f\x10\x00") + 12)  # BOT
+    first = raw.index(b"\xfe\xff\x00\xe0", first + 8) + 8  # fragment 0: the RLE header
+    seg1 = int.from_bytes(raw[first + 4 : first + 8], "little")
+    raw[first + seg1] = 0x81
+    return bytes(raw)
 
 
 def _image(blob: bytes) -> np.ndarray:
@@ -137,10 +149,13 @@ def test_colour_thumbnails_are_rgb(rows: dict[str, dict]) -> None:
         assert np.abs(img[..., 0].astype(int) - img[..., 1]).max() > 30, f"{name} looks grey"
 
 
-def test_broken_pixel_data_keeps_the_row(rows: dict[str, dict]) -> None:
-    r = rows["broken_j2k.dcm"]
+@pytest.mark.parametrize("name", ["broken_j2k.dcm", "panic_rle.dcm"])
+def test_broken_pixel_data_keeps_the_row(rows: dict[str, dict], name: str) -> None:
+    r = rows[name]
     assert r["thumbnail"] is None
-    assert r["thumbnail_error"] and "broken_j2k.dcm" in r["thumbnail_error"]
+    assert r["thumbnail_error"] and name in r["thumbnail_error"]
+    if name == "panic_rle.dcm":
+        assert "pylibjpeg-rle failed: PanicException" in r["thumbnail_error"]
     assert r["error"] is None and r["SOPInstanceUID"] and r["meta"]
 
 
@@ -154,7 +169,7 @@ def test_thumbnail_pass_later(folder: Path, tmp_path: Path) -> None:
     rows = cat.sql_arrow(
         "SELECT path, Modality, thumbnail, thumbnail_width FROM object_catalog"
     ).to_pylist()
-    assert len(rows) == len({r["path"] for r in rows}) == len(FILES) + 1
+    assert len(rows) == len({r["path"] for r in rows}) == len(FILES) + 2
     made = {Path(r["path"]).name for r in rows if r["thumbnail"] is not None}
     assert made == {"CT_small.dcm", "693_J2KR.dcm"}
     assert stats.made == 2 and stats.errors == 1  # broken_j2k.dcm is a CT too
@@ -162,8 +177,8 @@ def test_thumbnail_pass_later(folder: Path, tmp_path: Path) -> None:
     # a second pass finds nothing to do; then the rest
     assert cat.thumbnails(where="Modality = 'CT'", workers=0).rows == 0
     rest = cat.thumbnails(workers=2)
-    assert rest.made == len(FILES) - 1 - 2
-    assert cat.count() == len(FILES) + 1
+    assert rest.made == len(FILES) - 1 - 2 and rest.errors == 1  # panic_rle.dcm
+    assert cat.count() == len(FILES) + 2
 
 
 def test_thumbnail_pass_bad_where(folder: Path, tmp_path: Path) -> None:
@@ -199,9 +214,8 @@ def test_show_writes_a_contact_sheet(rows: dict[str, dict], folder: Path, tmp_pa
         text=True,
         check=True,
     )
-    assert "4 tiles (3 with an image)" in res.stderr, (
-        res.stderr
-    )  # broken_j2k.dcm has a tile but no image
+    # broken_j2k.dcm and panic_rle.dcm have a tile but no image
+    assert "5 tiles (3 with an image)" in res.stderr, res.stderr
     sheet = np.asarray(Image.open(out))
     assert sheet.shape[0] > 96 and sheet.std() > 20
 

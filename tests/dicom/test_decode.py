@@ -250,3 +250,19 @@ def test_timing_reduce(capsys: pytest.CaptureFixture[str]) -> None:
     with capsys.disabled():
         print(f"\nUS1_J2KR full {t[0]:.3f}s reduce=2 {t[2]:.3f}s", os.linesep)
     assert t[2] < t[0]
+
+
+def test_a_panicking_codec_is_a_decode_error_of_the_file() -> None:
+    """pylibjpeg-rle panics (``pyo3_runtime.PanicException``, a BaseException) on a real RLE
+    frame whose first run replicates past the segment's end: one DecodeError naming the file."""
+    from pydicom.encaps import generate_frames
+
+    ds = pydicom.dcmread(get_testdata_file("MR_small_RLE.dcm"))
+    frame = bytearray(next(generate_frames(ds.PixelData, number_of_frames=1)))
+    frame[int.from_bytes(frame[4:8], "little")] = 0x81
+    info = PixelInfo.from_dataset(ds)
+    with pytest.raises(DecodeError) as e:
+        decode_frame(bytes(frame), info, path="panic.dcm")
+    assert str(e.value).startswith("panic.dcm: could not decode frame (RLE Lossless): ")
+    assert "pylibjpeg-rle failed: PanicException: index out of bounds" in str(e.value)
+    assert isinstance(e.value, Exception)

@@ -409,3 +409,44 @@ def test_index_frames_matches_index_from_header() -> None:
     f, args = _index_args("emri_small.dcm")
     with f:
         assert index_frames(f, **args) == _index(sample_file("emri_small.dcm"))
+
+
+_LYING_SCRIPT = """
+import json, resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+from pixels.dicom.frames import index_from_header
+from pixels.dicom.meta import read_header
+from pixels.errors import DicomReadError
+path = sys.argv[1]
+with open(path, "rb") as f:
+    try:
+        index_from_header(f, json.loads(read_header(f, path=path).meta), path=path)
+    except DicomReadError as e:
+        print("ERROR", e)
+"""
+
+
+def test_lying_number_of_frames_is_refused_before_anything_is_built(tmp_path: Path) -> None:
+    """A small real file declaring 2**31-1 frames of 65535 x 65535 16-bit pixels (finding of
+    issue 9: the index used to build every offset first, 23 GB). Run under a 1 GiB address
+    space limit: the error must come from the size check, not from memory running out."""
+    import subprocess
+    import sys
+
+    ds = pydicom.dcmread(sample_file("CT_small.dcm"))
+    ds.NumberOfFrames = 2147483647
+    ds.Rows = ds.Columns = 65535
+    ds.PixelData = bytes(64)
+    path = tmp_path / "lying.dcm"
+    ds.save_as(path)
+    assert path.stat().st_size < 10_000
+    out = subprocess.run(
+        [sys.executable, "-c", _LYING_SCRIPT, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    msg = out.stdout.strip()
+    assert msg.startswith(f"ERROR {path}: pixel data (7FE0,0010) holds 64 bytes, too few for "), msg
+    assert "NumberOfFrames (0028,0008) 2147483647" in msg and "(0028,0010)" in msg

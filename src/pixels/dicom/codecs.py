@@ -115,6 +115,23 @@ class Backend:
     check: Callable[[], tuple[bool, str]] | None = None
     install: str = ""
 
+    def run(self, data: bytes, info: PixelInfo, reduce: int) -> tuple[np.ndarray, int]:
+        """Call :attr:`decode`; whatever a codec throws becomes an ``Exception``.
+
+        The one boundary between Pixels and the decoding packages: a decoder written in
+        Rust (pylibjpeg-rle) panics on some corrupt frames, and its
+        ``pyo3_runtime.PanicException`` derives from ``BaseException``, not ``Exception``:
+        it escaped every ``except Exception`` and, in a worker process, could not even be
+        pickled back, so one bad file aborted a whole run. It is a :class:`DecodeError`
+        here. ``KeyboardInterrupt`` and ``SystemExit`` pass through.
+        """
+        try:
+            return self.decode(data, info, reduce)
+        except (Exception, KeyboardInterrupt, SystemExit, GeneratorExit):
+            raise
+        except BaseException as e:  # a codec's panic: no traceback object kept (not picklable)
+            raise DecodeError(f"{self.name} failed: {type(e).__name__}: {e}") from None
+
     def status(self) -> tuple[bool, str]:
         """``(available, reason)``; the reason is the import or load error text, or ``""``."""
         ok, reason = _import_status(self.module)

@@ -258,7 +258,7 @@ def decode_frame(data: bytes, info: PixelInfo, *, reduce: int = 0, path: str = "
             last: Exception | None = None
             for backend in backends:
                 try:
-                    raw, applied = backend.decode(bytes(data), info, reduce)
+                    raw, applied = backend.run(bytes(data), info, reduce)
                 except Exception as e:
                     last = e
                     continue

@@ -223,36 +223,49 @@ def _index_native(
             path=path,
         )
     available = end - pixel_offset if pixel_length is None else pixel_length
+    available = max(min(available, end - pixel_offset), 0)
+    # every size comes from the header: check it against the bytes that exist before
+    # building anything (a 400-byte file may declare 2**31 frames of 65535 x 65535)
     if bits_allocated == 1:
         bits = samples  # bits per frame, frames packed without padding
-        starts = [i * bits for i in range(n)]
-        offsets = tuple(pixel_offset + s // 8 for s in starts)
-        lengths = tuple((s % 8 + bits + 7) // 8 for s in starts)
-        bit_offsets = None if bits % 8 == 0 or n == 1 else tuple(s % 8 for s in starts)
         needed = (n * bits + 7) // 8
         size_text = f"{bits} bits"
     else:
         size = samples * (bits_allocated // 8)
         if photometric is not None and photometric.strip() == "YBR_FULL_422":
             size = size // 3 * 2
-        offsets = tuple(pixel_offset + i * size for i in range(n))
-        lengths = (size,) * n
-        bit_offsets = None
         needed = n * size
         size_text = f"{size} bytes"
     if available < needed:
+        held = pixel_length if pixel_length is not None else end - pixel_offset
+        if held >= needed:  # the value's length is right but the file is cut inside it
+            if bits_allocated == 1:
+                cut = available * 8 // bits
+                cut_end = pixel_offset + ((cut + 1) * bits + 7) // 8
+            else:
+                cut = available // size
+                cut_end = pixel_offset + (cut + 1) * size
+            raise DicomReadError(
+                f"truncated: pixel data {tag} ends at byte {end} of the file, inside frame "
+                f"{cut} (of {n}) which ends at {cut_end}",
+                path=path,
+            )
         raise DicomReadError(
-            f"pixel data {tag} holds {available} bytes, too few for {n} frame(s) of "
-            f"{size_text} ({needed} bytes)",
+            f"pixel data {tag} holds {held} bytes, too few for {n} frame(s) of "
+            f"{size_text} ({needed} bytes): NumberOfFrames (0028,0008) {n}, Rows (0028,0010) x "
+            f"Columns (0028,0011) x SamplesPerPixel (0028,0002) {samples}, BitsAllocated "
+            f"(0028,0100) {bits_allocated}",
             path=path,
         )
-    if pixel_offset + needed > end:
-        first_cut = next(i for i in range(n) if offsets[i] + lengths[i] > end)
-        raise DicomReadError(
-            f"truncated: pixel data {tag} ends at byte {end} of the file, inside frame "
-            f"{first_cut} (of {n}) which ends at {offsets[first_cut] + lengths[first_cut]}",
-            path=path,
-        )
+    if bits_allocated == 1:
+        starts = [i * bits for i in range(n)]
+        offsets = tuple(pixel_offset + s // 8 for s in starts)
+        lengths = tuple((s % 8 + bits + 7) // 8 for s in starts)
+        bit_offsets = None if bits % 8 == 0 or n == 1 else tuple(s % 8 for s in starts)
+    else:
+        offsets = tuple(pixel_offset + i * size for i in range(n))
+        lengths = (size,) * n
+        bit_offsets = None
     return FrameIndex(offsets, lengths, None, False, bit_offsets)
 
 
