@@ -6,6 +6,7 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pydicom
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
@@ -81,3 +82,46 @@ def copy_tree(files: list[Path], dest: Path) -> list[Path]:
 def tree_files(root: Path) -> list[str]:
     """Absolute paths of every regular file under ``root``."""
     return sorted(os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs)
+
+
+def seg_5x5(path: Path) -> Path:
+    """A binary SEG written by highdicom over a real CT cut to 5 x 5: 4 segments, so 4 frames
+    of 25 bits, which start at bits 0, 25, 50, 75 (bit 1, 2, 3 of a byte for frames 1-3)."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    ct = pydicom.dcmread(sample_file("CT_small.dcm"))
+    ct.PixelData = np.ascontiguousarray(ct.pixel_array[:5, :5]).tobytes()
+    ct.Rows = ct.Columns = 5
+    mask = np.zeros((1, 5, 5, 4), dtype=bool)
+    rng = np.random.default_rng(9)
+    for k in range(4):
+        mask[0, ..., k] = rng.random((5, 5)) < 0.5
+        mask[0, k, k, k] = True  # no empty frame
+    segments = [
+        hd.seg.SegmentDescription(
+            segment_number=k + 1,
+            segment_label=f"region {k + 1}",
+            segmented_property_category=codes.SCT.Tissue,
+            segmented_property_type=codes.SCT.Tissue,
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL,
+        )
+        for k in range(4)
+    ]
+    seg = hd.seg.Segmentation(
+        source_images=[ct],
+        pixel_array=mask,
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=segments,
+        series_instance_uid=hd.UID(),
+        series_number=2,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer="Pixels tests",
+        manufacturer_model_name="test",
+        software_versions="0",
+        device_serial_number="1",
+        transfer_syntax_uid=pydicom.uid.ExplicitVRLittleEndian,
+    )
+    seg.save_as(path)
+    return path

@@ -14,7 +14,7 @@ import pytest
 from deltalake import DeltaTable
 from PIL import Image
 
-from corpus import copy_tree, sample_file
+from corpus import copy_tree, sample_file, seg_5x5
 from pixels import Catalog
 from pixels.dicom.display import to_display
 
@@ -245,3 +245,21 @@ def test_palette_tables_given_as_bulk_data() -> None:
     ref = apply_color_lut(ds.pixel_array, ds)
     ref8 = np.asarray(Image.fromarray((ref / 257).astype(np.uint8)).resize((128, 96))).astype(float)
     assert np.corrcoef(little.astype(float).ravel(), ref8.ravel())[0, 1] > 0.9
+
+
+def test_thumbnail_of_a_bit_packed_frame_that_starts_mid_byte(tmp_path: Path) -> None:
+    """Frame 2 of a highdicom SEG of 5 x 5 frames starts at bit 50 (bit 2 of byte 6)."""
+    from pixels.dicom.meta import read_header
+    from pixels.dicom.thumb import thumbnail_from_file
+
+    path = seg_5x5(tmp_path / "seg.dcm")
+    ds = pydicom.dcmread(path)
+    for frame in range(4):
+        with open(path, "rb") as f:
+            header = read_header(f, path=str(path))
+            thumb = thumbnail_from_file(
+                f, header.meta, header.transfer_syntax or "", path=str(path), frame=frame
+            )
+        assert thumb is not None and (thumb.width, thumb.height) == (5, 5)
+        want = to_display(ds.pixel_array[frame], ds.to_json_dict(), frame=frame)
+        assert np.array_equal(_image(thumb.data), want), f"frame {frame}"

@@ -27,7 +27,7 @@ import pytest
 from pydicom.encaps import encapsulate, encapsulate_extended, generate_frames, get_frame
 from pydicom.pixels import pack_bits
 
-from corpus import pydicom_data_folder, pydicom_folder, sample_file
+from corpus import pydicom_data_folder, pydicom_folder, sample_file, seg_5x5
 from pixels.dicom.frames import FrameIndex, index_frames, index_from_header, read_frame
 from pixels.dicom.meta import read_header
 from pixels.errors import DicomReadError
@@ -57,6 +57,8 @@ def _expected(ds: pydicom.Dataset, index: FrameIndex, i: int) -> bytes:
         if "ExtendedOffsetTable" in ds:
             ext = (ds.ExtendedOffsetTable, ds.ExtendedOffsetTableLengths)
         return get_frame(ds.PixelData, i, number_of_frames=_frames(ds), extended_offsets=ext)
+    if index.bit_offsets is not None:  # re-aligned: the frame packed alone
+        return bytes(pack_bits(ds.pixel_array[i], pad=False))
     start = index.offsets[i] - index.offsets[0]
     return bytes(ds.PixelData[start : start + index.lengths[i]])
 
@@ -213,11 +215,30 @@ def test_bit_packed_frames_not_on_byte_boundaries(tmp_path: Path) -> None:
     index = _check_all_frames(path)
     assert index.bit_offsets == (0, 3, 6)
     assert index.offsets[1] - index.offsets[0] == 4  # bit 35 is in byte 4
+    assert index.frame_bits == 35
     with open(path, "rb") as f:
         for i in range(3):
             raw = np.frombuffer(read_frame(f, index, i), dtype=np.uint8)
-            bits = np.unpackbits(raw, bitorder="little")[index.bit_offsets[i] :][:35]
-            assert np.array_equal(bits.reshape(7, 5), pydicom.dcmread(path).pixel_array[i])
+            assert raw.size == 5  # ceil(35 / 8), re-aligned to bit 0
+            bits = np.unpackbits(raw, bitorder="little")
+            assert not bits[35:].any()
+            assert np.array_equal(bits[:35].reshape(7, 5), pydicom.dcmread(path).pixel_array[i])
+
+
+def test_highdicom_seg_frames_not_on_byte_boundaries(tmp_path: Path) -> None:
+    """Every frame of a bit-packed SEG read by read_frame and decoded equals pydicom's."""
+    from pixels.dicom.decode import PixelInfo, decode_frame
+
+    path = seg_5x5(tmp_path / "seg5x5.dcm")
+    index = _check_all_frames(path)
+    assert index.bit_offsets == (0, 1, 2, 3) and index.frame_bits == 25
+    ds = pydicom.dcmread(path)
+    assert ds.BitsAllocated == 1 and ds.NumberOfFrames == 4
+    info = PixelInfo.from_dataset(ds)
+    with open(path, "rb") as f:
+        for i in range(4):
+            got = decode_frame(read_frame(f, index, i), info)
+            assert np.array_equal(got, ds.pixel_array[i]), f"frame {i}"
 
 
 def test_bit_packed_aligned_has_no_bit_offsets() -> None:

@@ -22,7 +22,8 @@ Native (uncompressed) pixel data
     first bit, its length the bytes up to and including the byte holding its
     last bit, and :attr:`FrameIndex.bit_offsets` gives the position of the first
     bit in the first byte (bits are little endian: bit 0 is the first pixel);
-    ``bit_offsets`` is None when every frame starts on a byte.
+    ``bit_offsets`` is None when every frame starts on a byte. :func:`read_frame`
+    re-aligns such frames: what it returns always starts with the frame's first pixel.
 
 Encapsulated (compressed) pixel data
     Only item headers are read (plus, where frames must be found by their JPEG
@@ -75,6 +76,8 @@ from bisect import bisect_right
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
+import numpy as np
+
 from pixels.errors import DicomReadError
 
 __all__ = ["FrameIndex", "index_frames", "index_from_header", "read_frame"]
@@ -117,6 +120,16 @@ class FrameIndex:
 
     def __len__(self) -> int:
         return len(self.offsets)
+
+    @property
+    def frame_bits(self) -> int | None:
+        """Bits in one frame of bit-packed data whose frames do not start on a byte, else None.
+
+        Derived from the first two frames' positions (frames are packed without padding).
+        """
+        if self.bit_offsets is None or len(self.offsets) < 2:
+            return None
+        return 8 * (self.offsets[1] - self.offsets[0]) + self.bit_offsets[1] - self.bit_offsets[0]
 
 
 def _tag(tag: int) -> str:
@@ -476,9 +489,14 @@ class _Encapsulated:
 
 
 def read_frame(fp: BinaryIO, index: FrameIndex, frame: int) -> bytes:
-    """Return frame `frame` (from 0) as stored: encapsulated, its fragments joined.
+    """Return frame `frame` (from 0): encapsulated, its fragments joined; bit-packed, re-aligned.
 
-    Seeks to and reads only that frame's bytes (one read per fragment).
+    Seeks to and reads only that frame's bytes (one read per fragment). Bit-packed
+    frames (``BitsAllocated`` 1) that start inside a byte (:attr:`FrameIndex.bit_offsets`)
+    come back shifted so that the frame's first pixel is bit 0 of the first byte, cut to
+    ``ceil(frame_bits / 8)`` bytes with the bits past the frame's end zero: every reader
+    (thumbnails, WADO-RS frames, patches, datasets) gets the frame as if it were stored
+    alone.
 
     Raises
     ------
@@ -502,7 +520,17 @@ def read_frame(fp: BinaryIO, index: FrameIndex, frame: int) -> bytes:
                 f"byte {off}, the file holds {len(data)}"
             )
         out.append(data)
-    return out[0] if len(out) == 1 else b"".join(out)
+    joined = out[0] if len(out) == 1 else b"".join(out)
+    nbits = index.frame_bits
+    if nbits is not None and index.bit_offsets is not None:
+        return _realign(joined, index.bit_offsets[frame], nbits)
+    return joined
+
+
+def _realign(data: bytes, bit_offset: int, nbits: int) -> bytes:
+    """Bits ``bit_offset .. bit_offset + nbits`` of `data` (little endian bit order) from bit 0."""
+    bits = np.unpackbits(np.frombuffer(data, np.uint8), bitorder="little")
+    return np.packbits(bits[bit_offset : bit_offset + nbits], bitorder="little").tobytes()
 
 
 # ---------------------------------------------------------------------------

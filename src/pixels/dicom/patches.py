@@ -195,12 +195,6 @@ def iter_patches(
             yield Patch(frame, x, y, tw, th, pixels, vw, vh)
 
 
-def _unshift_bits(data: bytes, bit_offset: int, nbits: int) -> bytes:
-    """Bit-packed frame bytes starting at bit `bit_offset`, realigned to start on a byte."""
-    bits = np.unpackbits(np.frombuffer(data, np.uint8), bitorder="little")
-    return np.packbits(bits[bit_offset : bit_offset + nbits], bitorder="little").tobytes()
-
-
 def patch_file(
     fp: BinaryIO,
     meta: Mapping[str, Any] | str,
@@ -250,9 +244,7 @@ def patch_file(
         if not 0 <= f < n:
             raise PixelsError(f"frame {f} out of range: the file has {n} frame(s)", path)
         try:
-            data = read_frame(fp, index, f)
-            if index.bit_offsets is not None and index.bit_offsets[f]:
-                data = _unshift_bits(data, index.bit_offsets[f], info.frame_bits)
+            data = read_frame(fp, index, f)  # bit-packed frames come back re-aligned
             arr = decode_frame(data, info, path=path)
         except PixelsError as e:
             reason = e.reason if f"frame {f}" in e.reason else f"frame {f}: {e.reason}"
