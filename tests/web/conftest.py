@@ -17,6 +17,7 @@ from pydicom.data import get_testdata_file
 
 from pixels import Catalog
 from pixels.web import create_app
+from web import everything
 
 FILES = {
     "ct": "CT_small.dcm",
@@ -95,3 +96,11 @@ def server(corpus: tuple[str, dict[str, str]]) -> Iterator[Server]:
 def secured(corpus: tuple[str, dict[str, str]]) -> Iterator[str]:
     with running(create_app(corpus[0], token=TOKEN)) as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def everything_catalog(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[str, dict[str, set[str]]]:
+    """Every real test file cataloged (:mod:`web.everything`), and its studies' SOP UIDs."""
+    return everything.build(tmp_path_factory.mktemp("everything"))

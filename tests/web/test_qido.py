@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 import pydicom
 import pytest
 from dicomweb_client import DICOMwebClient
 
-from web.conftest import Server
+from pixels.web import create_app
+from web.conftest import Server, running
 
 CT_STUDY = "1.3.6.1.4.1.5962.1.2.1.20040119072730.12322"
 
@@ -88,3 +91,29 @@ def test_series_and_instances(client: DICOMwebClient, server: Server) -> None:
     assert _v(found[0], "0020000E") == emri.SeriesInstanceUID
     assert client.search_for_series(search_filters={"SeriesNumber": emri.SeriesNumber})
     assert client.search_for_instances(search_filters={"InstanceNumber": 999999}) == []
+
+
+def test_study_answers_of_every_real_file_read_as_ohif_reads_them(
+    everything_catalog: tuple[str, dict[str, set[str]]],
+) -> None:
+    """Every study is listed with its instance count; no computed attribute is left empty.
+
+    OHIF's study list reads ``ModalitiesInStudy.Value.length``: a study none of whose
+    instances has a Modality must leave the attribute out, not answer it with no Value.
+    """
+    catalog, studies = everything_catalog
+    with running(create_app(catalog, token="")) as url:
+        client = DICOMwebClient(url=f"{url}/dicomweb")
+        found = client.search_for_studies()
+        by_study = {_v(s, "0020000D"): s for s in found}
+        assert len(found) == len(by_study) == len(studies)
+        assert {k: _v(s, "00201208") for k, s in by_study.items()} == {
+            k: len(v) for k, v in studies.items()
+        }
+        generated = os.path.join(os.path.dirname(catalog), "generated", "no-modality.dcm")
+        no_modality = pydicom.dcmread(generated, stop_before_pixels=True).StudyInstanceUID
+        assert "00080061" not in by_study[no_modality]
+        for k, s in by_study.items():
+            for tag in ("00080061", "00201206", "00201208", "00080056", "00081190"):
+                if tag in s:
+                    assert s[tag]["Value"] and all(s[tag]["Value"]), (k, tag, s[tag])

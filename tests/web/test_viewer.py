@@ -229,6 +229,59 @@ def test_study_list_shows_the_study(ct_server: tuple[str, str, str], browser: ob
         page.close()
 
 
+@pytest.fixture(scope="module")
+def everything_server(
+    everything_catalog: tuple[str, dict[str, set[str]]],
+) -> Iterator[tuple[str, dict[str, set[str]]]]:
+    catalog, studies = everything_catalog
+    with running(create_app(catalog, token="")) as url:
+        yield url, studies
+
+
+@pytest.mark.browser
+@needs_viewer
+def test_study_list_lists_every_study_of_every_real_file(
+    everything_server: tuple[str, dict[str, set[str]]], browser: object
+) -> None:
+    """OHIF's study list over every real test file: all studies, their instances, no error.
+
+    The catalog holds studies none of whose instances has a Modality, studies without
+    (or with empty) patient and study attributes, and values that are not what their
+    VR says: the study list must read every QIDO answer.
+    """
+    url, studies = everything_server
+    # one page: OHIF asks QIDO for 101 studies and shows up to resultsPerPage of them
+    assert 60 <= len(studies) <= 100
+    log: list[str] = []
+    page = _page(browser, log)
+    counter = re.compile(r"\b1-(\d+) of (\d+)\b")
+    try:
+        page.goto(url + "/?resultsPerPage=100", wait_until="domcontentloaded")
+        deadline = time.monotonic() + 60
+        text = ""
+        while time.monotonic() < deadline:
+            text = page.inner_text("body")
+            if counter.search(text) or "Connection Error" in text:
+                break
+            page.wait_for_timeout(500)
+        errors = [m for m in log if m.startswith(("pageerror", "error"))]
+        assert "Connection Error" not in text, f"{text[:600]!r}; {errors}"
+        found = counter.search(text)
+        assert found, f"no study count in {text[:600]!r}; console: {log[-20:]}"
+        assert found.groups() == (str(len(studies)), str(len(studies)))
+        cells = page.evaluate(
+            """() => Array.from(document.querySelectorAll('tbody > tr[aria-selected]'))
+                .map(tr => Array.from(tr.querySelectorAll('td')).map(td => td.innerText))"""
+        )
+        assert len(cells) == len(studies)
+        # the fifth column: each study's instance count, as pydicom counts them
+        shown = sorted(int(row[4]) for row in cells)
+        assert shown == sorted(len(sops) for sops in studies.values())
+        assert errors == [], errors
+    finally:
+        page.close()
+
+
 def _canvas_stats(page) -> list[dict[str, float]]:  # type: ignore[no-untyped-def]
     """Size and pixel spread of every viewport canvas (cornerstone's 2D canvas)."""
     return page.evaluate(  # type: ignore[no-any-return]

@@ -327,5 +327,14 @@ def _result(
 
 
 def _put(res: dict[str, Any], wanted: set[str], tag: str, vr: str, value: list[Any] | None) -> None:
+    """Set a computed attribute; one with no value is left out.
+
+    An attribute without ``Value`` is valid DICOM JSON, but OHIF's study list reads
+    ``ModalitiesInStudy.Value.length`` and fails on the whole page when it is missing
+    (a study none of whose instances has a Modality).
+    """
     if tag in wanted:
-        res[tag] = {"vr": vr, "Value": value} if value else {"vr": vr}
+        if value:
+            res[tag] = {"vr": vr, "Value": value}
+        else:
+            res.pop(tag, None)
