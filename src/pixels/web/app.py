@@ -1,4 +1,4 @@
-"""The DICOMweb server's application: routes, state, authentication.
+"""The DICOMweb server's application: routes, authentication, error answers.
 
 :func:`create_app` returns a Starlette app serving, under ``/dicomweb``,
 QIDO-RS (:mod:`pixels.web.qido`), WADO-RS (:mod:`pixels.web.wado`) and STOW-RS
@@ -7,14 +7,14 @@ uvicorn, bound to loopback unless told otherwise.
 
 Every request reads the table's current version: rows added by ``pixels catalog``
 or STOW-RS are visible to the next request.
+
+This module only assembles the app: the state and helpers handlers share live in
+:mod:`pixels.web.state`.
 """
 
 from __future__ import annotations
 
 import hmac
-import os
-import re
-import threading
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -24,92 +24,10 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from pixels.catalog import Catalog
+from pixels.web import ohif, qido, stow, wado, wado_uri
+from pixels.web.state import DEFAULT_MAX_UPLOAD, PREFIX, WADO_URI, WebState
 
-__all__ = ["DEFAULT_MAX_UPLOAD", "PREFIX", "WebState", "create_app", "serve"]
-
-#: Root of the DICOMweb service.
-PREFIX = "/dicomweb"
-#: The WADO-URI endpoint (PS3.18 9).
-WADO_URI = "/wado"
-#: Default limit on one STOW-RS request body (bytes).
-DEFAULT_MAX_UPLOAD = 2 * 1024**3
-
-_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
-
-
-def is_uid(value: str) -> bool:
-    """True for a syntactically valid UID: digits and dots, at most 64 characters."""
-    return 0 < len(value) <= 64 and _UID.match(value) is not None
-
-
-def check_uid(value: str, what: str = "UID") -> str:
-    """Return ``value`` or raise HTTP 400 when it is not a UID."""
-    if not is_uid(value):
-        raise HTTPException(
-            400, f"{what} {value[:80]!r} is not a valid UID (digits and dots, <= 64)"
-        )
-    return value
-
-
-class WebState:
-    """What every request needs: the catalog, where STOW writes, the limits.
-
-    Parameters
-    ----------
-    catalog_path : str
-        The catalog table (folder or URL).
-    storage_root : str, optional
-        Where STOW-RS writes files (default: ``stow`` next to the table folder).
-    token : str, optional
-        Bearer token required on every request (default: env ``PIXELS_TOKEN``).
-    max_upload : int
-        Largest accepted STOW-RS body, in bytes.
-    public_url : str, optional
-        The server's external base URL (behind a proxy), used in RetrieveURL and
-        BulkDataURI; default: from the request.
-    """
-
-    def __init__(
-        self,
-        catalog_path: str,
-        *,
-        storage_root: str | None = None,
-        token: str | None = None,
-        max_upload: int = DEFAULT_MAX_UPLOAD,
-        public_url: str | None = None,
-    ):
-        self.public_url = public_url
-        self.catalog = Catalog(catalog_path)
-        self.table = self.catalog.table
-        if storage_root is None:
-            local = os.path.abspath(catalog_path.removeprefix("file://"))
-            storage_root = os.path.join(os.path.dirname(local.rstrip(os.sep)), "stow")
-        self.storage_root = os.path.abspath(storage_root)
-        self.token = token if token is not None else (os.environ.get("PIXELS_TOKEN") or None)
-        self.max_upload = max_upload
-        self._table_lock = threading.Lock()
-        #: Serialises STOW-RS writes and catalog commits of this process.
-        self.write_lock = threading.Lock()
-
-
-def base_url(request: Request) -> str:
-    """``scheme://host[:port][root_path]`` of the request, without a trailing slash.
-
-    ``public_url`` given to :func:`create_app` wins (a server behind a proxy). A
-    ``Host`` header without a port (dicomweb-client sends one) gets the port the
-    server listens on, when that is not the scheme's default.
-    """
-    public = state_of(request).public_url
-    if public:
-        return public.rstrip("/")
-    url = request.base_url
-    server = request.scope.get("server")
-    if url.port is None and server and server[1]:
-        default = 443 if url.scheme == "https" else 80
-        if int(server[1]) != default:
-            url = url.replace(port=int(server[1]))
-    return str(url).rstrip("/")
+__all__ = ["create_app", "serve"]
 
 
 class _TokenAuth:
@@ -178,8 +96,6 @@ def create_app(
     >>> app = create_app("./catalog")                         # doctest: +SKIP
     >>> import uvicorn; uvicorn.run(app, host="127.0.0.1")    # doctest: +SKIP
     """
-    from pixels.web import ohif, qido, stow, wado, wado_uri
-
     state = WebState(
         catalog_path,
         storage_root=storage_root,
@@ -237,12 +153,6 @@ def create_app(
     )
     app.state.pixels = state
     return app
-
-
-def state_of(request: Request) -> WebState:
-    """The :class:`WebState` of the app serving ``request``."""
-    st: WebState = request.app.state.pixels
-    return st
 
 
 def serve(

@@ -248,7 +248,7 @@ _INDEXES_LOCK = threading.Lock()
 
 
 def index_of(state: Any) -> TableIndex:
-    """The :class:`TableIndex` of a :class:`~pixels.web.app.WebState` (made on first use)."""
+    """The :class:`TableIndex` of a :class:`~pixels.web.state.WebState` (made on first use)."""
     idx = _INDEXES.get(state)
     if idx is None:
         with _INDEXES_LOCK:

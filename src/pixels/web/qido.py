@@ -23,8 +23,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from pixels.web.app import base_url, check_uid, state_of
 from pixels.web.index import index_of
+from pixels.web.state import base_url, check_uid, state_of
 
 __all__ = ["search"]
 

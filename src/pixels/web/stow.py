@@ -37,8 +37,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from pixels.web.app import WebState, base_url, check_uid, is_uid, state_of
 from pixels.web.multipart import MultipartError, parse_media_type, split_parts
+from pixels.web.state import WebState, base_url, check_uid, is_uid, state_of
 
 __all__ = ["store"]
 

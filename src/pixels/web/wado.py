@@ -29,9 +29,9 @@ from starlette.responses import Response, StreamingResponse
 from pixels.dicom.record import frame_index_of
 from pixels.sources import open_file
 from pixels.sources.ref import FileRef
-from pixels.web.app import WebState, base_url, check_uid, state_of
 from pixels.web.index import index_of
 from pixels.web.multipart import MediaRange, multipart_chunks, new_boundary, parse_accept
+from pixels.web.state import WebState, base_url, check_uid, state_of
 
 __all__ = ["bulkdata", "frames", "metadata", "rendered", "retrieve", "thumbnail"]
 

@@ -16,8 +16,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from pixels.web.app import check_uid, state_of
 from pixels.web.index import index_of
+from pixels.web.state import check_uid, state_of
 from pixels.web.wado import _file_chunks, parse_quality, parse_window, render_row
 
 __all__ = ["wado_uri"]
