@@ -78,6 +78,7 @@ class Catalog:
         thumbnail_size: int = 256,
         thumbnail_format: str = "jpeg",
         progress: ProgressCallback | None = None,
+        worker_memory: int | None = -1,
     ) -> CatalogStats:
         """List ``source`` and add new or changed files to the catalog.
 
@@ -111,6 +112,10 @@ class Catalog:
             Longest side; ``"jpeg"`` or ``"png"``.
         progress : callable, optional
             Called with running :class:`CatalogStats`.
+        worker_memory : int or None
+            Bytes of memory each worker may use (a file needing more gets a
+            ``MemoryError`` row); ``-1``: ``PIXELS_WORKER_MEMORY`` or 90% of RAM
+            shared by the workers; ``None``: no limit.
 
         Returns
         -------
@@ -137,6 +142,7 @@ class Catalog:
             retry_errors=retry_errors,
             commit_rows=commit_rows,
             progress=progress,
+            worker_memory=worker_memory,
         )
 
     def sql(self, sql: str, params: list[Any] | None = None) -> pd.DataFrame:

@@ -96,7 +96,7 @@ def run_thumbnails(
     """
     from deltalake.exceptions import CommitFailedError
 
-    from pixels.engines.local import start_pool
+    from pixels.engines.pool import start_pool
     from pixels.engines.worker import thumbnails as worker_thumbnails
 
     opts = options or RecordOptions(thumbnails=True)

@@ -7,23 +7,18 @@ size, never by the number of files.
 
 from __future__ import annotations
 
-import contextlib
-import multiprocessing
 import os
 import queue
-import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from pixels.dicom.record import RecordOptions, catalog_batch
-from pixels.engines import worker
+from pixels.engines.pool import FilePool
 from pixels.sources import iter_files
 from pixels.sources.ref import FileRef
 from pixels.table import CatalogTable, iter_new
@@ -87,42 +82,6 @@ def _chunks(
         yield buf
 
 
-@contextlib.contextmanager
-def _main_module_hidden() -> Iterator[None]:
-    """Start workers without re-running the caller's script in them.
-
-    ``forkserver``/``spawn`` children import the parent's ``__main__`` file, so a
-    script that calls :meth:`Catalog.catalog` without an ``if __name__ ==
-    "__main__"`` guard would run again in every worker. The workers need nothing
-    from ``__main__``: hide it while they start.
-    """
-    main = sys.modules.get("__main__")
-    saved: dict[str, object] = {
-        k: main.__dict__[k] for k in ("__file__", "__spec__") if main and k in main.__dict__
-    }
-    try:
-        if main is not None:
-            main.__dict__.pop("__file__", None)
-            main.__dict__["__spec__"] = None
-        yield
-    finally:
-        if main is not None:
-            main.__dict__.pop("__spec__", None)
-            main.__dict__.update(saved)
-
-
-def start_pool(n_workers: int) -> ProcessPoolExecutor:
-    """A process pool with all ``n_workers`` started now (forkserver: no inherited threads)."""
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["pixels.engines.worker"])
-    pool = ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx, initializer=worker.init)
-    with _main_module_hidden():
-        warm = [pool.submit(os.getpid) for _ in range(n_workers)]
-        for f in warm:
-            f.result()
-    return pool
-
-
 class _Writer:
     """Commits batches from a background thread (delta-rs releases the GIL)."""
 
@@ -177,6 +136,7 @@ def run_catalog(
     commit_bytes: int = 32 << 20,
     commit_seconds: float = 30.0,
     progress: ProgressCallback | None = None,
+    worker_memory: int | None = -1,
 ) -> CatalogStats:
     """Catalog every file under ``source`` into ``table``; only new or changed files are read.
 
@@ -201,6 +161,12 @@ def run_catalog(
         time has passed since the last one (bounds memory and lost work).
     progress : callable, optional
         Called with the running :class:`CatalogStats` after every chunk.
+    worker_memory : int or None
+        Data memory each worker may use, in bytes; past it the file being read
+        gets a ``MemoryError`` row. ``-1`` (default): ``PIXELS_WORKER_MEMORY`` or
+        90% of RAM shared by the workers; ``None``: no limit. A worker that dies
+        anyway costs one error row, for the file it was reading (see
+        :mod:`pixels.engines.pool`).
 
     Returns
     -------
@@ -276,10 +242,10 @@ def run_catalog(
         if progress:
             progress(stats)
 
-    inflight: deque[tuple[Future[pa.RecordBatch], set[str], int]] = deque()
+    pool: FilePool | None = None
 
     def in_flight_files() -> int:
-        return sum(n for _, _, n in inflight)
+        return pool.in_flight_files if pool is not None else 0
 
     try:
         if n_workers <= 0:
@@ -287,28 +253,10 @@ def run_catalog(
                 changed = {r.path for r, c in chunk if c}
                 take(catalog_batch([r for r, _ in chunk], opts), changed)
         else:
-            max_inflight = n_workers * 4
-            with contextlib.ExitStack() as stack:
-                pool: ProcessPoolExecutor | None = None
-                for chunk in _chunks(todo_refs, chunk_files):
-                    if (
-                        pool is None
-                    ):  # started on the first file to read: a no-op re-run starts none
-                        pool = stack.enter_context(start_pool(n_workers))
-                    refs = [r for r, _ in chunk]
-                    inflight.append(
-                        (
-                            pool.submit(worker.run, refs, opts),
-                            {r.path for r, c in chunk if c},
-                            len(refs),
-                        )
-                    )
-                    while len(inflight) >= max_inflight or (inflight and inflight[0][0].done()):
-                        fut, changed, _ = inflight.popleft()
-                        take(fut.result(), changed)
-                while inflight:
-                    fut, changed, _ = inflight.popleft()
-                    take(fut.result(), changed)
+            with FilePool(n_workers, opts, memory_limit=worker_memory) as pool:
+                # workers start on the first file to read: a no-op re-run starts none
+                for items, batch in pool.run(_chunks(todo_refs, chunk_files)):
+                    take(batch, {r.path for r, c in items if c})
         if pending:
             writer.put(pending, pending_replace)
             pending = []

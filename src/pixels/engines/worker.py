@@ -2,18 +2,39 @@
 
 Kept apart from :mod:`pixels.engines.local` so workers never load deltalake,
 DuckDB or the writer (tens of MB each).
+
+A worker also:
+
+- bounds its own memory (``RLIMIT_DATA``, see :func:`limit_memory`), so a hostile
+  file ends in a ``MemoryError`` (an error row) instead of the machine's memory;
+- records, before each file, which task and which file of it it is reading (one
+  16-byte ``pwrite`` into a file of its own, see :func:`init`): when it dies, the
+  parent knows which file it died on (:mod:`pixels.engines.pool`);
+- turns anything a file raises, ``BaseException`` included (a Rust decoder's
+  ``pyo3_runtime.PanicException`` is not an ``Exception``), into that file's error row.
 """
 
 from __future__ import annotations
 
+import os
+import resource
+import struct
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
 
-from pixels.dicom.record import RecordOptions, catalog_batch, thumbnail_rows
+from pixels.dicom.record import RecordOptions, catalog_record, file_columns, thumbnail_rows
+from pixels.schema import SCHEMA, THUMBNAIL_COLUMNS
 from pixels.sources.ref import FileRef
+
+#: One progress record: task id, index of the file being read (-1: task finished).
+PROGRESS = struct.Struct("<qq")
+
+_progress_fd: int | None = None
+_memory_limit: int | None = None
 
 
 class NoPandas:
@@ -36,16 +57,84 @@ def block_pandas() -> None:
         sys.meta_path.insert(0, NoPandas())
 
 
-def init() -> None:
-    """Process-pool initializer."""
+def limit_memory(max_bytes: int | None) -> None:
+    """Bound this process's data memory (heap and anonymous mappings) to ``max_bytes``.
+
+    Sets the soft ``RLIMIT_DATA`` (never above the hard limit): allocations past it
+    fail, which Python reports as ``MemoryError`` (one file's error row) instead of
+    the kernel killing a process, or the machine, later. ``None`` or ``0``: no limit.
+    """
+    if not max_bytes:
+        return
+    _, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    soft = max_bytes if hard == resource.RLIM_INFINITY else min(max_bytes, hard)
+    resource.setrlimit(resource.RLIMIT_DATA, (soft, hard))
+
+
+def init(memory_limit: int | None = None, progress_dir: str | None = None) -> None:
+    """Process-pool initializer: no pandas, bounded memory, progress records."""
+    global _progress_fd, _memory_limit
     block_pandas()
+    limit_memory(memory_limit)
+    _memory_limit = memory_limit or None
+    if progress_dir is not None:
+        path = os.path.join(progress_dir, str(os.getpid()))
+        _progress_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
 
 
-def run(refs: Sequence[FileRef], options: RecordOptions) -> pa.RecordBatch:
-    """Catalog one chunk of files (the task a worker runs)."""
-    return catalog_batch(refs, options)
+def _mark(task_id: int, index: int) -> None:
+    if _progress_fd is not None:
+        os.pwrite(_progress_fd, PROGRESS.pack(task_id, index), 0)
+
+
+def error_row(ref: FileRef, message: str) -> dict[str, Any]:
+    """The row of a file that could not be cataloged (file columns and ``error``)."""
+    row = file_columns(ref)
+    row["error"] = message
+    row["cataloged_at"] = datetime.now(UTC)
+    return row
+
+
+def _failure(ref: FileRef, e: BaseException) -> str:
+    return f"{ref.path}: {type(e).__name__} while cataloging: {e}"
+
+
+def _explain_memory(row: dict[str, Any]) -> dict[str, Any]:
+    """Say which limit a ``MemoryError`` row ran into (and how to raise it)."""
+    error = row.get("error")
+    if _memory_limit and error and "MemoryError" in error:
+        row["error"] = (
+            f"{error.rstrip()} (out of memory: a worker may use {_memory_limit} bytes; "
+            "raise it with PIXELS_WORKER_MEMORY or worker_memory=)"
+        )
+    return row
+
+
+def run(refs: Sequence[FileRef], options: RecordOptions, task_id: int = 0) -> pa.RecordBatch:
+    """Catalog one chunk of files (the task a worker runs); one row per file, always."""
+    rows = []
+    for i, ref in enumerate(refs):
+        _mark(task_id, i)
+        try:
+            rows.append(_explain_memory(catalog_record(ref, options)))
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as e:  # a decoder panic: this file's row, not the chunk
+            rows.append(_explain_memory(error_row(ref, _failure(ref, e))))
+    _mark(task_id, -1)
+    return pa.RecordBatch.from_pylist(rows, schema=SCHEMA)
 
 
 def thumbnails(rows: Sequence[dict[str, Any]], options: RecordOptions) -> list[dict[str, Any]]:
     """Thumbnail columns for a chunk of catalog rows (the task of a thumbnail pass)."""
-    return thumbnail_rows(rows, options)
+    out = []
+    for row in rows:
+        try:
+            out.extend(thumbnail_rows([row], options))
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as e:  # a decoder panic: this row's thumbnail_error only
+            cols: dict[str, Any] = {c.name: None for c in THUMBNAIL_COLUMNS}
+            cols["thumbnail_error"] = f"{row['path']}: {type(e).__name__}: {e}"
+            out.append(cols)
+    return out

@@ -1,0 +1,192 @@
+"""Workers that die: one error row for the file they were reading, never the run.
+
+The pool is the real forkserver process pool; the worker is killed with SIGKILL
+(what the kernel's out-of-memory killer sends) while it is blocked reading a FIFO
+placed in the middle of a chunk of real DICOM files, so the kill lands mid-chunk,
+deterministically.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import threading
+import time
+import zipfile
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from corpus import copy_tree, readable_dicom_files, sample_file
+from pixels import Catalog
+from pixels.dicom.record import RecordOptions, catalog_record
+from pixels.engines.pool import FilePool, Item, parse_size
+from pixels.sources import ArchiveLimits, iter_files
+from pixels.sources.local import make_ref
+
+CT = sample_file("CT_small.dcm")
+
+
+@pytest.fixture()
+def real_files(tmp_path: Path) -> list[Path]:
+    files = readable_dicom_files(CT.parent)[:24]
+    return copy_tree(files, tmp_path / "data")
+
+
+def _items(files: list[Path], fifo: Path, at: int) -> list[Item]:
+    refs = list(iter_files(str(files[0].parent)))
+    fifo_ref = make_ref(
+        str(fifo), datetime.now(UTC), 0, fifo.name, local_path=str(fifo)
+    )  # listings skip FIFOs: built by hand
+    refs.insert(at, fifo_ref)
+    return [(r, False) for r in refs]
+
+
+def _watch(
+    pool: FilePool, target: str, on_reading: Callable[[int], bool], stop: threading.Event
+) -> None:
+    """Call ``on_reading(pid)`` whenever a worker is reading ``target``; stop when it says so."""
+    seen: set[int] = set()
+    while not stop.is_set():
+        for pid, ref in pool.reading().items():
+            if ref.path == target and pid not in seen:
+                seen.add(pid)
+                if not on_reading(pid):
+                    return
+        time.sleep(0.005)
+
+
+def _run(pool: FilePool, items: list[Item], chunk: int) -> dict[str, dict]:
+    chunks = [items[i : i + chunk] for i in range(0, len(items), chunk)]
+    rows: dict[str, dict] = {}
+    for covered, batch in pool.run(chunks):
+        for row in batch.to_pylist():
+            assert row["path"] not in rows, f"two rows for {row['path']}"
+            rows[row["path"]] = row
+        assert {r["path"] for r in batch.to_pylist()} <= {r.path for r, _ in covered}
+    return rows
+
+
+def _assert_real_rows(rows: dict[str, dict], files: list[Path]) -> None:
+    """Every real file has the row an undisturbed, in-process read gives."""
+    for ref in iter_files(str(files[0].parent)):
+        want = catalog_record(ref)
+        got = rows[ref.path]
+        for col in ("error", "meta", "SOPInstanceUID", "frame_offsets", "frame_lengths"):
+            assert got[col] == want[col], (ref.path, col)
+    assert sum(rows[str(f)]["error"] is None for f in files) >= 20
+
+
+def test_worker_killed_on_a_file_costs_that_file_only(
+    tmp_path: Path, real_files: list[Path]
+) -> None:
+    """A file that kills its worker every time: its error row names it; all others have rows."""
+    fifo = tmp_path / "hangs.dcm"
+    os.mkfifo(fifo)
+    items = _items(real_files, fifo, at=10)  # the middle of the second chunk of 8
+    kills: list[int] = []
+
+    def kill(pid: int) -> bool:
+        kills.append(pid)
+        os.kill(pid, signal.SIGKILL)
+        return True
+
+    stop = threading.Event()
+    with FilePool(2, RecordOptions(), memory_limit=None) as pool:
+        watcher = threading.Thread(target=_watch, args=(pool, str(fifo), kill, stop), daemon=True)
+        watcher.start()
+        try:
+            rows = _run(pool, items, chunk=8)
+        finally:
+            stop.set()
+            watcher.join()
+        assert pool.restarts == 2
+    assert len(kills) == 2  # once among the others, once read alone
+    assert set(rows) == {r.path for r, _ in items}
+    err = rows[str(fifo)]["error"]
+    assert err is not None and str(fifo) in err and "SIGKILL" in err and "alone" in err
+    _assert_real_rows(rows, real_files)
+
+
+def test_bystander_of_a_dead_worker_gets_its_row(tmp_path: Path, real_files: list[Path]) -> None:
+    """The kill was not the file's fault (it reads fine alone): it gets its real row."""
+    fifo = tmp_path / "victim.dcm"
+    os.mkfifo(fifo)
+    items = _items(real_files, fifo, at=3)
+
+    def kill_once(pid: int) -> bool:
+        # the worker is blocked in open(): the path now names a real file for the retry
+        shutil.copyfile(CT, tmp_path / "ct.tmp")
+        os.replace(tmp_path / "ct.tmp", fifo)
+        os.kill(pid, signal.SIGKILL)
+        return False
+
+    stop = threading.Event()
+    with FilePool(2, RecordOptions(), memory_limit=None) as pool:
+        watcher = threading.Thread(
+            target=_watch, args=(pool, str(fifo), kill_once, stop), daemon=True
+        )
+        watcher.start()
+        try:
+            rows = _run(pool, items, chunk=4)
+        finally:
+            stop.set()
+            watcher.join()
+        assert pool.restarts == 1
+    assert set(rows) == {r.path for r, _ in items}
+    victim = rows[str(fifo)]
+    assert (
+        victim["error"] is None and victim["SOPInstanceUID"] == pydicom.dcmread(CT).SOPInstanceUID
+    )
+    _assert_real_rows(rows, real_files)
+
+
+def _padded_zip(path: Path, pad: int) -> Path:
+    """A zip whose member is CT_small.dcm followed by ``pad`` zero bytes (deflates to ~pad/1000)."""
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.write(CT, "ct.dcm", compress_type=zipfile.ZIP_DEFLATED)
+        info = zipfile.ZipInfo("huge.dcm", date_time=(2024, 1, 2, 3, 4, 6))
+        info.compress_type = zipfile.ZIP_DEFLATED
+        with zf.open(info, "w", force_zip64=True) as out:
+            out.write(CT.read_bytes())
+            block = bytes(1 << 20)
+            for _ in range(pad >> 20):
+                out.write(block)
+    return path
+
+
+def test_worker_memory_is_bounded(tmp_path: Path) -> None:
+    """A member that needs more memory than a worker may use: a MemoryError row, the rest kept."""
+    src = tmp_path / "src"
+    copy_tree([CT, sample_file("MR_small.dcm")], src)
+    _padded_zip(src / "big.zip", 400 << 20)
+    cat = Catalog(tmp_path / "cat")
+    limits = ArchiveLimits(max_ratio=1e9)  # the zip-bomb ratio check is not what is tested
+    stats = cat.catalog(src, workers=1, worker_memory=320 << 20, limits=limits)
+    rows = {
+        r["relative_path"]: r for r in cat.sql_arrow("SELECT * FROM object_catalog").to_pylist()
+    }
+    assert set(rows) == {"CT_small.dcm", "MR_small.dcm", "big.zip/ct.dcm", "big.zip/huge.dcm"}
+    assert stats.errors == 1
+    err = rows["big.zip/huge.dcm"]["error"]
+    assert (
+        err is not None
+        and "MemoryError" in err
+        and "huge.dcm" in err
+        and "PIXELS_WORKER_MEMORY" in err
+    )
+    for name in ("CT_small.dcm", "MR_small.dcm", "big.zip/ct.dcm"):
+        assert rows[name]["error"] is None and rows[name]["SOPInstanceUID"]
+    again = cat.catalog(src, workers=1, worker_memory=320 << 20, limits=limits)
+    assert again.processed == 0
+
+
+def test_parse_size() -> None:
+    assert parse_size("4G") == 4 << 30 and parse_size("512m") == 512 << 20
+    assert parse_size("1024") == 1024 and parse_size("0") == 0 and parse_size("2GiB") == 2 << 30
+    with pytest.raises(ValueError, match="PIXELS_WORKER_MEMORY"):
+        parse_size("lots")
