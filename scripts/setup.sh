@@ -14,6 +14,10 @@ fi
 . .venv/bin/activate
 python -m pip install -q --upgrade pip >/dev/null
 python -m pip install -q -e ".[test,spark]"
+# pixels.ml: torch pinned first (an unpinned torch resolves to the multi-GB CUDA build), then the
+# ml extra (monai, scipy, scikit-image) against it; pip skips both when already installed
+python -m pip install -q "torch==2.13.0"
+python -m pip install -q -e ".[ml]"
 if ! command -v dcmconv >/dev/null 2>&1 || ! ldconfig -p 2>/dev/null | grep libopenjp2.so.7 >/dev/null \
   || [ ! -x /usr/bin/chromium ] || ! command -v java >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ]; then

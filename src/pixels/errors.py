@@ -52,3 +52,13 @@ class QueryError(PixelsError, ValueError):
 class DecodeError(PixelsError):
     """Pixel data could not be decoded: no decoder installed for the transfer syntax
     (the message names the packages to install), or the codec failed on the frame."""
+
+
+class SeriesError(PixelsError):
+    """A series cannot be made into one volume (mixed sizes, gaps, inconsistent orientation,
+    missing geometry, a slice that cannot be read); the message names the series and the file."""
+
+
+class ModelError(PixelsError):
+    """A segmentation model is unknown, unavailable (what to install is named) or refused its
+    input (wrong modality, too few slices)."""

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["to_display"]
+__all__ = ["modality_lut", "to_display"]
 
 Meta = Mapping[str, Any]
 
@@ -105,6 +105,16 @@ def _modality(x: np.ndarray, meta: Meta, frame: int) -> np.ndarray:
     if slope == 1.0 and intercept == 0.0:
         return x
     return x * slope + intercept
+
+
+def modality_lut(arr: np.ndarray, meta: Meta, *, frame: int = 0) -> np.ndarray:
+    """Stored values -> modality values (Hounsfield units for CT) as ``float64``.
+
+    The first step of :func:`to_display`: the Pixel Value Transformation of the
+    frame's functional groups, else the Modality LUT Sequence, else Rescale
+    Slope/Intercept (identity when absent).
+    """
+    return np.asarray(_modality(np.asarray(arr, dtype=np.float64), meta, frame), dtype=np.float64)
 
 
 def _window(x: np.ndarray, c: float, w: float, func: str) -> np.ndarray:

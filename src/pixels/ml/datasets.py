@@ -1,0 +1,440 @@
+"""PyTorch datasets over the catalog: one SQL query, then frames read through the frame index.
+
+- :class:`SeriesDataset`: one item per series, the slices sorted along the slice
+  normal, Hounsfield units (modality LUT), an affine MONAI's ``Spacing`` /
+  ``Orientation`` accept (the image is a ``monai.data.MetaTensor`` when MONAI is
+  installed).
+- :class:`FrameDataset`: one item per frame, optionally resized and/or through
+  the display pipeline.
+- :class:`PatchDataset`: an iterable dataset of fixed-size tiles
+  (:func:`pixels.dicom.patches.patch_file`, the logic of ``pixels patches``).
+
+Items are MONAI-style dicts (``{"image": ..., "SeriesInstanceUID": ...}``) so
+``monai.transforms`` compose on them unchanged. The query runs once, in the
+constructor; the dataset then holds only plain rows and plans, so it pickles
+cheaply to ``DataLoader`` workers, which open the files themselves.
+
+Bad input: a series that cannot be one volume (mixed sizes, gaps, inconsistent
+orientation, a file the catalog could not read) is found in the constructor,
+from metadata alone; a file that cannot be decoded is found when its item is
+read. With ``on_error="raise"`` (default) both raise
+:class:`~pixels.errors.SeriesError` naming the series and the file; with
+``"skip"`` the series is left out with a warning (listed in
+:attr:`SeriesDataset.problems`), and an item that fails to decode is replaced by
+the next readable one, with a warning naming the file.
+
+Examples
+--------
+>>> from pixels import Catalog                                    # doctest: +SKIP
+>>> from pixels.ml import SeriesDataset                           # doctest: +SKIP
+>>> ds = SeriesDataset(Catalog("./catalog"), where="Modality = 'CT' AND SliceThickness <= 2.5")
+>>> item = ds[0]                                                  # doctest: +SKIP
+>>> item["image"].shape, item["spacing"]                          # doctest: +SKIP
+(torch.Size([1, 512, 512, 120]), (0.7, 0.7, 2.5))
+>>> loader = torch.utils.data.DataLoader(ds, num_workers=4, batch_size=None)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+
+from pixels.errors import PixelsError, SeriesError
+from pixels.ml.deps import need
+from pixels.ml.volume import SeriesRows, Volume, read_volume, select_rows, select_series
+
+need("torch", "pixels.ml datasets")
+
+import torch  # noqa: E402
+from torch.utils.data import Dataset, IterableDataset  # noqa: E402
+
+__all__ = ["FrameDataset", "PatchDataset", "SeriesDataset", "volume_item"]
+
+ON_ERROR = ("raise", "skip")
+
+
+def _catalog(catalog: Any, storage_options: dict[str, Any] | None) -> Any:
+    from pixels.catalog import Catalog
+
+    if isinstance(catalog, str | os.PathLike):
+        return Catalog(catalog, storage_options=storage_options)
+    return catalog
+
+
+def _check_on_error(on_error: str) -> None:
+    if on_error not in ON_ERROR:
+        raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+
+
+def _meta_tensor(array: Any, affine: np.ndarray, meta: dict[str, Any]) -> Any:
+    """A MONAI MetaTensor carrying the affine when MONAI is installed, else a plain tensor."""
+    t = torch.from_numpy(np.ascontiguousarray(array))
+    try:
+        from monai.data import MetaTensor
+    except ImportError:
+        return t
+    return MetaTensor(t, affine=torch.as_tensor(affine, dtype=torch.float64), meta=meta)
+
+
+def volume_item(vol: Volume) -> dict[str, Any]:
+    """The dataset item of a volume: ``image`` ``[1, X, Y, Z]`` and its geometry and keys."""
+    plan = vol.plan
+    first = vol.first
+    meta = {
+        "original_affine": torch.as_tensor(plan.affine, dtype=torch.float64),
+        "spatial_shape": np.asarray(plan.shape),
+        "pixdim": np.asarray([1.0, *plan.spacing, 1.0, 1.0, 1.0, 1.0]),
+        "original_channel_dim": "no_channel",
+        "space": "RAS",
+        "filename_or_obj": plan.series_uid,
+    }
+    return {
+        "image": _meta_tensor(vol.array[None], plan.affine, meta),
+        "affine": torch.as_tensor(plan.affine, dtype=torch.float64),
+        "spacing": tuple(float(s) for s in plan.spacing),
+        "SeriesInstanceUID": plan.series_uid,
+        "StudyInstanceUID": first.get("StudyInstanceUID"),
+        "Modality": first.get("Modality"),
+        "paths": plan.paths,
+    }
+
+
+class SeriesDataset(Dataset):
+    """One item per series of the catalog rows matching ``where``.
+
+    Parameters
+    ----------
+    catalog : Catalog or str
+        The catalog (or its table path / URL).
+    where : str, optional
+        SQL predicate over ``object_catalog``; may also use ``SliceThickness``,
+        ``SpacingBetweenSlices``, ``KVP``, ``ConvolutionKernel``, ``ImageType``
+        (read from ``meta``).
+    on_error : {"raise", "skip"}
+        See the module docstring.
+    min_slices : int
+        Series with fewer slices are problems.
+    transform : callable, optional
+        Applied to each item (a ``monai.transforms.Compose`` for instance).
+    storage_options : dict, optional
+        fsspec options for the table and the files (``s3://`` catalogs).
+
+    Attributes
+    ----------
+    series : list of SeriesRows
+        The series, in the order of the items.
+    problems : list of SeriesRows
+        Series left out, each with its ``problem``.
+
+    Items
+    -----
+    ``image``: ``float32`` ``[1, X, Y, Z]`` (columns, rows, slices) in modality
+    units, a ``MetaTensor`` whose ``affine`` maps voxels to RAS mm; ``affine``:
+    the same 4x4; ``spacing``: mm along X, Y, Z; ``SeriesInstanceUID``,
+    ``StudyInstanceUID``, ``Modality``; ``paths``: the files in slice order.
+    """
+
+    def __init__(
+        self,
+        catalog: Any,
+        where: str | None = None,
+        *,
+        on_error: str = "raise",
+        min_slices: int = 1,
+        transform: Callable[[dict[str, Any]], Any] | None = None,
+        storage_options: dict[str, Any] | None = None,
+    ) -> None:
+        _check_on_error(on_error)
+        found = select_series(_catalog(catalog, storage_options), where, min_slices=min_slices)
+        self.series: list[SeriesRows] = found.series
+        self.problems: list[SeriesRows] = found.problems
+        self.on_error = on_error
+        self.transform = transform
+        self.storage_options = storage_options
+        if self.problems:
+            listed = "; ".join(str(p.problem) for p in self.problems[:3])
+            more = f" (and {len(self.problems) - 3} more)" if len(self.problems) > 3 else ""
+            if on_error == "raise":
+                raise SeriesError(
+                    f"{len(self.problems)} series cannot be read as volumes: {listed}{more} "
+                    "(on_error='skip' leaves them out)"
+                )
+            warnings.warn(f"{len(self.problems)} series left out: {listed}{more}", stacklevel=2)
+
+    def __len__(self) -> int:
+        return len(self.series)
+
+    def volume(self, index: int) -> Volume:
+        """The :class:`Volume` of item ``index`` (no transform)."""
+        return read_volume(self.series[index], storage_options=self.storage_options)
+
+    def __getitem__(self, index: int) -> Any:
+        n = len(self.series)
+        if not -n <= index < n:
+            raise IndexError(f"series {index} out of range: the dataset has {n}")
+        index %= n
+        for attempt in range(n):
+            k = (index + attempt) % n
+            try:
+                item = volume_item(self.volume(k))
+            except SeriesError as e:
+                if self.on_error == "raise":
+                    raise
+                warnings.warn(f"{e} (skipped: the next series is returned)", stacklevel=2)
+                continue
+            return self.transform(item) if self.transform is not None else item
+        raise SeriesError("no series of the dataset could be read")
+
+
+# --------------------------------------------------------------------------- frames
+
+
+def _resize(t: Any, size: int | tuple[int, int] | None) -> Any:
+    if size is None:
+        return t
+    hw = (size, size) if isinstance(size, int) else tuple(size)
+    if tuple(t.shape[-2:]) == hw:
+        return t
+    out = torch.nn.functional.interpolate(
+        t[None].float(), size=hw, mode="bilinear", antialias=True, align_corners=False
+    )
+    return out[0]
+
+
+def _decode_row_frame(
+    row: dict[str, Any], frame: int, storage_options: dict[str, Any] | None
+) -> np.ndarray:
+    from pixels.dicom.decode import PixelInfo, decode_frame
+    from pixels.dicom.frames import read_frame
+    from pixels.dicom.record import frame_index_of
+    from pixels.sources import open_file
+    from pixels.sources.ref import FileRef
+
+    index = frame_index_of(row)
+    if index is None or index.bit_offsets is not None:
+        raise PixelsError("no frame index (deflated, 1-bit or no pixel data)", row["path"])
+    meta = json.loads(row["meta"])
+    info = PixelInfo.from_json(meta, row.get("TransferSyntaxUID") or "1.2.840.10008.1.2.1")
+    with open_file(FileRef.from_row(row), storage_options=storage_options) as fp:
+        data = read_frame(fp, index, frame)
+    return decode_frame(data, info, path=row["path"])
+
+
+class FrameDataset(Dataset):
+    """One item per frame of the catalog rows matching ``where``.
+
+    Parameters
+    ----------
+    catalog : Catalog or str
+        The catalog (or its table path / URL).
+    where : str, optional
+        SQL predicate (see :class:`SeriesDataset`).
+    size : int or (height, width), optional
+        Resize every frame to this (bilinear, antialiased), so items batch.
+    display : bool
+        ``False`` (default): modality values (``float32``, Hounsfield units for
+        CT; colour as decoded). ``True``: the viewer's display pipeline
+        (:func:`pixels.dicom.display.to_display`: VOI window, MONOCHROME1
+        inversion, YBR -> RGB), ``uint8`` scaled to ``float32`` 0..1.
+    on_error : {"raise", "skip"}
+        A frame that cannot be read: raise naming the file, or warn and return
+        the next frame.
+    transform : callable, optional
+        Applied to each item.
+    storage_options : dict, optional
+        fsspec options.
+
+    Items
+    -----
+    ``image``: ``[C, H, W]`` ``float32``; ``path``, ``frame``, ``SOPInstanceUID``,
+    ``SeriesInstanceUID``, ``Modality``.
+    """
+
+    def __init__(
+        self,
+        catalog: Any,
+        where: str | None = None,
+        *,
+        size: int | tuple[int, int] | None = None,
+        display: bool = False,
+        on_error: str = "raise",
+        transform: Callable[[dict[str, Any]], Any] | None = None,
+        storage_options: dict[str, Any] | None = None,
+    ) -> None:
+        _check_on_error(on_error)
+        rows = select_rows(_catalog(catalog, storage_options), where)
+        self.rows = [r for r in rows if r.get("frame_offsets") and not r.get("error")]
+        self.items: list[tuple[int, int]] = [
+            (i, f) for i, r in enumerate(self.rows) for f in range(len(r["frame_offsets"]))
+        ]
+        self.size = size
+        self.display = display
+        self.on_error = on_error
+        self.transform = transform
+        self.storage_options = storage_options
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def _item(self, k: int) -> dict[str, Any]:
+        from pixels.dicom.display import modality_lut, to_display
+
+        i, frame = self.items[k]
+        row = self.rows[i]
+        arr = _decode_row_frame(row, frame, self.storage_options)
+        meta = json.loads(row["meta"])
+        if self.display:
+            img = to_display(arr, meta, frame=frame).astype(np.float32) / 255.0
+        elif arr.ndim == 2:
+            img = modality_lut(arr, meta, frame=frame).astype(np.float32)
+        else:
+            img = arr.astype(np.float32)
+        t = torch.from_numpy(img)
+        t = t[None] if t.ndim == 2 else t.permute(2, 0, 1)
+        return {
+            "image": _resize(t.contiguous(), self.size),
+            "path": row["path"],
+            "frame": frame,
+            "SOPInstanceUID": row.get("SOPInstanceUID"),
+            "SeriesInstanceUID": row.get("SeriesInstanceUID"),
+            "Modality": row.get("Modality"),
+        }
+
+    def __getitem__(self, index: int) -> Any:
+        n = len(self.items)
+        if not -n <= index < n:
+            raise IndexError(f"frame {index} out of range: the dataset has {n}")
+        index %= n
+        for attempt in range(n):
+            k = (index + attempt) % n
+            try:
+                item = self._item(k)
+            except PixelsError as e:
+                i, frame = self.items[k]
+                message = f"{self.rows[i]['path']}: frame {frame}: {e.reason}"
+                if self.on_error == "raise":
+                    raise PixelsError(f"frame {frame}: {e.reason}", self.rows[i]["path"]) from e
+                warnings.warn(message + " (skipped: the next frame is returned)", stacklevel=2)
+                continue
+            return self.transform(item) if self.transform is not None else item
+        raise PixelsError("no frame of the dataset could be read")
+
+
+# --------------------------------------------------------------------------- patches
+
+
+class PatchDataset(IterableDataset):
+    """Fixed-size tiles of every frame of the matching rows (an iterable dataset).
+
+    Tiling is :func:`pixels.dicom.patches.iter_patches` (the logic of
+    ``pixels patches``); files are split between ``DataLoader`` workers. Values
+    are modality values (``float32``) for greyscale, stored values for colour.
+
+    Parameters
+    ----------
+    catalog : Catalog or str
+        The catalog.
+    where : str, optional
+        SQL predicate.
+    size : int or (height, width)
+        Tile size.
+    stride, pad, pad_value, min_foreground, background
+        As :func:`pixels.dicom.patches.iter_patches` (``background`` in stored values).
+    frames : {"all", "middle"}
+        Every frame, or only the middle one.
+    on_error : {"raise", "skip"}
+        A file that cannot be read: raise naming it, or warn and go on.
+    storage_options : dict, optional
+        fsspec options.
+
+    Items
+    -----
+    ``image`` ``[C, h, w]``; ``path``, ``frame``, ``x``, ``y``, ``SOPInstanceUID``.
+    """
+
+    def __init__(
+        self,
+        catalog: Any,
+        where: str | None = None,
+        *,
+        size: int | tuple[int, int] = 256,
+        stride: int | tuple[int, int] | None = None,
+        pad: bool = False,
+        pad_value: float = 0,
+        min_foreground: float | None = None,
+        background: float | None = None,
+        frames: str = "all",
+        on_error: str = "raise",
+        transform: Callable[[dict[str, Any]], Any] | None = None,
+        storage_options: dict[str, Any] | None = None,
+    ) -> None:
+        _check_on_error(on_error)
+        if frames not in ("all", "middle"):
+            raise ValueError(f"frames must be 'all' or 'middle', got {frames!r}")
+        rows = select_rows(_catalog(catalog, storage_options), where)
+        self.rows = [r for r in rows if r.get("frame_offsets") and not r.get("error")]
+        self.tiling = {
+            "size": size,
+            "stride": stride,
+            "pad": pad,
+            "pad_value": pad_value,
+            "min_foreground": min_foreground,
+            "background": background,
+        }
+        self.frames = frames
+        self.on_error = on_error
+        self.transform = transform
+        self.storage_options = storage_options
+
+    def _rows_of_worker(self) -> list[dict[str, Any]]:
+        info = torch.utils.data.get_worker_info()
+        if info is None:
+            return self.rows
+        return self.rows[info.id :: info.num_workers]
+
+    def __iter__(self) -> Iterator[Any]:
+        from pixels.dicom.display import modality_lut
+        from pixels.dicom.patches import patch_file
+        from pixels.dicom.record import frame_index_of
+        from pixels.sources import open_file
+        from pixels.sources.ref import FileRef
+
+        for row in self._rows_of_worker():
+            index = frame_index_of(row)
+            meta = json.loads(row["meta"])
+            n = len(index)
+            todo = [n // 2] if self.frames == "middle" else None
+            try:
+                with open_file(FileRef.from_row(row), storage_options=self.storage_options) as fp:
+                    for p in patch_file(
+                        fp,
+                        meta,
+                        row.get("TransferSyntaxUID") or "1.2.840.10008.1.2.1",
+                        index,
+                        frames=todo,
+                        path=row["path"],
+                        **self.tiling,
+                    ):
+                        if p.pixels.ndim == 2:
+                            img = modality_lut(p.pixels, meta, frame=p.frame).astype(np.float32)
+                            t = torch.from_numpy(img)[None]
+                        else:
+                            t = torch.from_numpy(p.pixels.astype(np.float32)).permute(2, 0, 1)
+                        item = {
+                            "image": t.contiguous(),
+                            "path": row["path"],
+                            "frame": p.frame,
+                            "x": p.x,
+                            "y": p.y,
+                            "SOPInstanceUID": row.get("SOPInstanceUID"),
+                        }
+                        yield self.transform(item) if self.transform is not None else item
+            except PixelsError as e:
+                if self.on_error == "raise":
+                    raise
+                warnings.warn(f"{e} (skipped)", stacklevel=2)

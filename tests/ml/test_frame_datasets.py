@@ -1,0 +1,86 @@
+"""FrameDataset and PatchDataset on real files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pydicom
+import pytest
+
+from corpus import sample_file
+
+
+def test_frames_of_enhanced_mr_equal_pydicom(ml_catalog):
+    from pixels.ml import FrameDataset
+
+    ds = FrameDataset(ml_catalog, "relative_path LIKE 'emri/%'")
+    ref = pydicom.dcmread(sample_file("emri_small.dcm")).pixel_array
+    assert len(ds) == 10
+    for k in (0, 3, 9):
+        item = ds[k]
+        assert item["frame"] == k and item["path"].endswith("emri.dcm")
+        np.testing.assert_array_equal(item["image"][0].numpy(), ref[k].astype(np.float32))
+
+
+def test_frames_resized_and_displayed_batch_in_two_workers(ml_catalog):
+    import torch
+
+    from pixels.ml import FrameDataset
+
+    ds = FrameDataset(ml_catalog, "relative_path LIKE 'emri/%'", size=32, display=True)
+    loader = torch.utils.data.DataLoader(ds, num_workers=2, batch_size=5)
+    batches = list(loader)
+    assert [tuple(b["image"].shape) for b in batches] == [(5, 1, 32, 32), (5, 1, 32, 32)]
+    assert [int(f) for b in batches for f in b["frame"]] == list(range(10))
+    images = torch.cat([b["image"] for b in batches])
+    assert float(images.min()) >= 0.0 and float(images.max()) <= 1.0
+    assert float(images.max()) > 0.9  # windowed, not raw values squashed into a corner
+
+
+def test_ct_frame_in_hounsfield_units(ml_catalog):
+    from pixels.ml import FrameDataset
+
+    ds = FrameDataset(ml_catalog, "relative_path = 'rev/005.dcm'")
+    ref = pydicom.dcmread(sample_file("CT_small.dcm"))
+    hu = ref.pixel_array * float(ref.RescaleSlope) + float(ref.RescaleIntercept)
+    np.testing.assert_array_equal(ds[0]["image"][0].numpy(), hu.astype(np.float32))
+
+
+def test_frame_read_error_names_the_file(tmp_path):
+    from series import ct_series
+
+    from pixels import Catalog
+    from pixels.errors import PixelsError
+    from pixels.ml import FrameDataset
+
+    paths = ct_series(tmp_path / "d", 2)
+    cat = Catalog(str(tmp_path / "cat"))
+    cat.catalog(str(tmp_path / "d"), workers=0)
+    data = paths[0].read_bytes()
+    paths[0].write_bytes(data[:-3000])
+    ds = FrameDataset(cat)
+    index = next(i for i, (r, _) in enumerate(ds.items) if ds.rows[r]["path"] == str(paths[0]))
+    with pytest.raises(PixelsError, match=f"{paths[0]}: frame 0: .*truncated"):
+        ds[index]
+    skipping = FrameDataset(cat, on_error="skip")
+    with pytest.warns(UserWarning, match="skipped"):
+        assert skipping[index]["path"] == str(paths[1])
+
+
+def test_patches_tile_the_hu_slice(ml_catalog):
+    import torch
+
+    from pixels.ml import PatchDataset
+
+    ds = PatchDataset(ml_catalog, "relative_path LIKE 'rev/%'", size=64)
+    ref = pydicom.dcmread(sample_file("CT_small.dcm"))
+    hu = (ref.pixel_array * float(ref.RescaleSlope) + float(ref.RescaleIntercept)).astype(
+        np.float32
+    )
+    got = list(torch.utils.data.DataLoader(ds, num_workers=2, batch_size=None))
+    assert len(got) == 6 * 4  # six 128x128 slices, four 64x64 tiles each
+    first = [p for p in got if p["path"].endswith("rev/005.dcm")]  # the unshifted slice
+    assert sorted((p["x"], p["y"]) for p in first) == [(0, 0), (0, 64), (64, 0), (64, 64)]
+    for p in first:
+        np.testing.assert_array_equal(
+            p["image"][0].numpy(), hu[p["y"] : p["y"] + 64, p["x"] : p["x"] + 64]
+        )
