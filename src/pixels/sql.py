@@ -1,9 +1,11 @@
 """SQL over the catalog with DuckDB.
 
-The Delta table's current Parquet files are read with ``read_parquet`` (DuckDB's
-delta extension cannot be installed offline); the view is named
-``object_catalog``. Files written by older schema versions are read with
-``union_by_name`` so added columns read as null.
+The view ``object_catalog`` is one version of the table read through
+:class:`pixels.scan.TableScan`: DuckDB over the version's Parquet files
+(``union_by_name``, so columns added by later schema versions read as null; files
+on object stores through fsspec, with the table's storage options), or delta-rs
+where deletion vectors, column mapping or other protocol features decide which
+rows the files hold.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import duckdb
 import pyarrow as pa
 
 from pixels.errors import QueryError
-from pixels.schema import SCHEMA, VIEW_NAME
 from pixels.table import CatalogTable
 
 
@@ -27,20 +28,8 @@ def connect(
     """
     con = con or duckdb.connect()
     con.execute("SET TimeZone='UTC'")
-    uris = table.file_uris()
-    if uris:
-        con.execute(
-            f"CREATE OR REPLACE VIEW {VIEW_NAME} AS "
-            "SELECT * FROM read_parquet(" + _list_literal(uris) + ", union_by_name=true)"
-        )
-    else:
-        con.register("_pixels_empty", SCHEMA.empty_table())
-        con.execute(f"CREATE OR REPLACE VIEW {VIEW_NAME} AS SELECT * FROM _pixels_empty")
+    table.scan().register(con)
     return con
-
-
-def _list_literal(items: list[str]) -> str:
-    return "[" + ", ".join("'" + s.replace("'", "''") + "'" for s in items) + "]"
 
 
 def query(table: CatalogTable, sql: str, params: list[Any] | None = None) -> pa.Table:

@@ -1,7 +1,8 @@
 """The catalog's Delta Lake table: create, append, incremental state, compact.
 
-The table is written with ``deltalake`` (delta-rs) and read with DuckDB over the
-table's current Parquet files (see :mod:`pixels.sql`).
+The table is written with ``deltalake`` (delta-rs) and read through
+:mod:`pixels.scan` (DuckDB over the version's Parquet files, or delta-rs where
+the Delta protocol says the files alone do not hold the rows).
 
 Writers coordinate in two ways:
 
@@ -23,7 +24,7 @@ import os
 import random
 import time
 import uuid
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from typing import Any
 
 import duckdb
@@ -36,7 +37,9 @@ from deltalake.schema import Schema as DeltaSchema
 from deltalake.transaction import AddAction, RemoveAction
 
 from pixels.errors import TableError
+from pixels.scan import LOOKUP_SCHEMA, TableScan, protocol_features
 from pixels.schema import IDENTITY, SCHEMA, SCHEMA_VERSION, VIEW_NAME
+from pixels.storage import delta_options, is_local, local_path
 
 _LOCK_DIR = "_pixels"
 _RETRIES = 8
@@ -44,12 +47,8 @@ _RETRIES = 8
 _ROW_GROUP = 2048
 
 
-def _is_local(uri: str) -> bool:
-    return "://" not in uri or uri.startswith("file://")
-
-
-def _local_path(uri: str) -> str:
-    return uri[len("file://") :] if uri.startswith("file://") else uri
+_is_local = is_local
+_local_path = local_path
 
 
 def sql_string(value: str) -> str:
@@ -74,7 +73,9 @@ class CatalogTable:
     uri : str
         Folder (or object-store URL) of the Delta table; created on first write.
     storage_options : dict, optional
-        Passed to delta-rs for object stores.
+        Options of the object store (credentials, endpoint), in fsspec's spelling
+        (``key``, ``secret``, ``endpoint_url``) or delta-rs' (``AWS_ACCESS_KEY_ID``,
+        ...): see :mod:`pixels.storage`. Default: the environment's.
 
     Examples
     --------
@@ -85,7 +86,8 @@ class CatalogTable:
     def __init__(self, uri: str | os.PathLike[str], storage_options: dict[str, str] | None = None):
         uri = os.fspath(uri)
         self.uri = os.path.abspath(uri) if _is_local(uri) and "://" not in uri else uri
-        self.storage_options = storage_options
+        # one spelling (delta-rs'); readers translate it back for fsspec (pixels.storage)
+        self.storage_options = delta_options(self.uri, storage_options)
         self._dt: DeltaTable | None = None
         self._my_version: int | None = None
         self._con: duckdb.DuckDBPyConnection | None = None
@@ -130,6 +132,7 @@ class CatalogTable:
         (null in its old rows), so appends always carry the current schema.
         """
         if self.exists():
+            self.check_writable()
             self._evolve()
             return
         if _is_local(self.uri):
@@ -166,11 +169,43 @@ class CatalogTable:
                 fields = DeltaSchema.from_arrow(pa.schema(missing)).fields
                 dt.alter.add_columns(list(fields))
 
+    def check_writable(self) -> None:
+        """Refuse a table whose rows are not its files' rows (see :mod:`pixels.scan`).
+
+        Pixels writes plain Parquet files and rewrites whole files (replaced rows,
+        thumbnails): in a table with deletion vectors or column mapping (written by
+        Databricks or Spark) that could bring deleted rows back or write columns
+        nobody reads. Such tables are read, never written, by this engine.
+
+        Raises
+        ------
+        TableError
+            Naming the protocol features.
+        """
+        features = protocol_features(self.delta())
+        if features:
+            raise TableError(
+                "Pixels reads but does not write tables with "
+                + "; ".join(features)
+                + " (write them with Spark's Delta writer: Catalog(spark, ...) on Databricks)",
+                self.uri,
+            )
+
     def file_uris(self) -> list[str]:
-        """Parquet files of the current version (empty list when there is no table)."""
+        """Parquet files of the current version (empty list when there is no table).
+
+        The rows of a version are not always the rows of its files (deletion
+        vectors, column mapping): read them through :meth:`scan`.
+        """
         if not self.exists():
             return []
         return list(self.delta().file_uris())
+
+    def scan(self) -> TableScan:
+        """The current version, to read (:class:`pixels.scan.TableScan`; no rows without a table)."""
+        if not self.exists():
+            return TableScan.empty(self.uri)
+        return TableScan.of(self.delta(), self.uri, self.storage_options)
 
     def version(self) -> int:
         """Current table version."""
@@ -183,40 +218,23 @@ class CatalogTable:
         return int(self.delta().count())
 
     # ------------------------------------------------------------ identities
-    def lookup(self, paths: pa.Array | list[str], uris: list[str] | None = None) -> pa.Table:
+    def lookup(
+        self, paths: pa.Array | list[str], uris: TableScan | Sequence[str] | None = None
+    ) -> pa.Table:
         """Return ``path, length, modificationTime, has_error`` of rows whose path is in ``paths``.
 
-        ``uris`` pins the look-up to a snapshot of the table's files (default: current).
+        ``uris`` pins the look-up to a version read earlier (a :class:`TableScan`), or
+        to a snapshot of the table's files (default: the current version).
         """
-        if uris is None:
-            uris = self.file_uris()
-        paths_tbl = pa.table({"path": pa.array(paths, pa.string())})
-        empty = pa.table(
-            {
-                "path": pa.array([], pa.string()),
-                "length": pa.array([], pa.int64()),
-                "modificationTime": pa.array([], SCHEMA.field("modificationTime").type),
-                "has_error": pa.array([], pa.bool_()),
-            }
-        )
-        if not uris or paths_tbl.num_rows == 0:
-            return empty
-        lo = pc.min(paths_tbl["path"]).as_py()
-        hi = pc.max(paths_tbl["path"]).as_py()
-        con = self._duck()
-        try:
-            con.register("wanted", paths_tbl)
-            # the range lets DuckDB skip row groups by their min/max statistics:
-            # listings are ordered, and so are the rows each commit wrote
-            rel = con.sql(
-                "SELECT t.path, t.length, t.modificationTime, t.error IS NOT NULL AS has_error "
-                "FROM read_parquet(?, union_by_name=true) t "
-                "WHERE t.path BETWEEN ? AND ? AND t.path IN (SELECT path FROM wanted)",
-                params=[uris, lo, hi],
-            )
-            return rel.to_arrow_table().cast(empty.schema)
-        finally:
-            con.unregister("wanted")
+        if isinstance(uris, TableScan):
+            scan = uris
+        elif uris is None:
+            scan = self.scan()
+        elif not uris:
+            return LOOKUP_SCHEMA.empty_table()
+        else:
+            scan = self.scan().restricted(list(uris))
+        return scan.lookup(self._duck(), paths)
 
     def _duck(self) -> duckdb.DuckDBPyConnection:
         """A small DuckDB connection for identity look-ups (bounded memory, reused)."""
@@ -453,7 +471,7 @@ def iter_new(
     *,
     chunk: int = 5000,
     retry_errors: bool = False,
-    snapshot: list[str] | None = None,
+    snapshot: TableScan | Sequence[str] | None = None,
 ) -> Iterator[tuple[Any, bool]]:
     """Filter a stream of :class:`~pixels.sources.ref.FileRef` against the table.
 
@@ -461,12 +479,13 @@ def iter_new(
     identity; ``changed`` is True when the path is present with another identity
     (or, with ``retry_errors``, present with an error). Works chunk by chunk so
     memory does not grow with the number of files. ``snapshot`` pins the look-ups
-    to those data files (default: the table's files now).
+    to a version (a :class:`TableScan`) or to those data files (default: the
+    current version).
     """
     # the table as it was when the run started: rows this run adds come from this
     # same listing, so they never need looking up (an empty table: no look-ups)
     if snapshot is None:
-        snapshot = table.file_uris()
+        snapshot = table.scan()
     buf: list[Any] = []
 
     def flush(buf: list[Any]) -> Iterator[tuple[Any, bool]]:

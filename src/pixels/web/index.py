@@ -13,7 +13,9 @@ once per table version, :class:`Snapshot` builds in one DuckDB connection:
   QIDO returns attributes from), keyed by path.
 
 Queries run on these small in-memory tables; ``meta`` for other rows is read from
-the Parquet files with a predicate DuckDB pushes down (study / series UID).
+the version's rows (:class:`pixels.scan.TableScan`: the Parquet files, local or on
+an object store, or delta-rs where deletion vectors or column mapping apply)
+with a predicate DuckDB pushes down (study / series UID).
 Whether the table changed is checked on every request, cheaply: a ``stat`` of the
 local ``_delta_log`` folder (remote tables: the Delta log, at most once a second),
 so rows added by ``pixels catalog`` or STOW-RS are visible to the next request.
@@ -30,8 +32,9 @@ from typing import Any
 
 import duckdb
 
-from pixels.schema import SCHEMA, VIEW_NAME
-from pixels.table import CatalogTable, sql_string
+from pixels.scan import TableScan
+from pixels.schema import VIEW_NAME
+from pixels.table import CatalogTable
 
 __all__ = ["Snapshot", "TableIndex", "index_of"]
 
@@ -71,19 +74,11 @@ _FRESH_NS = 200_000_000
 class Snapshot:
     """The index of one table version (see the module docstring). Thread safe."""
 
-    def __init__(self, uris: list[str], version: int | None):
-        self.version = version
+    def __init__(self, scan: TableScan):
+        self.version = scan.version
         con = duckdb.connect()
         con.execute("SET TimeZone='UTC'")
-        if uris:
-            # file URIs come from the Delta log, never from a request
-            files = "[" + ", ".join(sql_string(u) for u in uris) + "]"
-            con.execute(
-                f"CREATE VIEW {VIEW_NAME} AS SELECT * FROM read_parquet({files}, union_by_name=true)"
-            )
-        else:
-            con.register("_pixels_empty", SCHEMA.empty_table())
-            con.execute(f"CREATE VIEW {VIEW_NAME} AS SELECT * FROM _pixels_empty")
+        scan.register(con, VIEW_NAME)
         con.execute(
             f"CREATE TABLE inst AS SELECT {', '.join(KEY_COLUMNS)}, "
             "json_extract_string(meta, '$.\"00200010\".Value[0]') AS StudyID, "
@@ -234,11 +229,9 @@ class TableIndex:
                 if self._snap is not None and key == self._key:
                     return self._snap
             self._checked = time.monotonic()
-            exists = self.table.exists()
-            version = self.table.version() if exists else None
-            if self._snap is None or self._snap.version != version:
-                uris = self.table.file_uris() if exists else []
-                self._snap = Snapshot(uris, version)
+            scan = self.table.scan()  # version and files read together
+            if self._snap is None or self._snap.version != scan.version:
+                self._snap = Snapshot(scan)
             self._key = key
             return self._snap
 

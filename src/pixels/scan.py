@@ -1,0 +1,295 @@
+"""Reading the catalog table: the one path every reader takes.
+
+``pixels sql``, the identity look-ups of every writer and the DICOMweb server's
+index all read one version of the table through a :class:`TableScan`, which
+honours the Delta protocol in one of two ways, chosen from the version's protocol
+and metadata:
+
+* **direct**: the version's Parquet files are read by DuckDB (``read_parquet``
+  with ``union_by_name``, so columns added by a later schema read as null).
+  That is every table Pixels writes. Files on object stores are read through
+  fsspec (no DuckDB extension to download), with the table's storage options.
+* **through delta-rs**: a version whose files alone do not hold its rows, because
+  of deletion vectors (rows deleted by Databricks / Spark without rewriting the
+  file), column mapping (physical column names in the files), partition columns
+  (values only in the log) or another reader feature, is read by delta-rs' own
+  query engine (DataFusion), which applies them. Identity look-ups run there with
+  their predicate; a SQL view gets the version's rows as an in-memory DuckDB table.
+  A feature delta-rs cannot read either is refused with a
+  :class:`~pixels.errors.TableError` naming it.
+
+Examples
+--------
+>>> import duckdb                                           # doctest: +SKIP
+>>> scan = CatalogTable("./catalog").scan()                 # doctest: +SKIP
+>>> con = duckdb.connect(); scan.register(con)              # doctest: +SKIP
+>>> con.sql("SELECT count(*) FROM object_catalog")          # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+from deltalake import DeltaTable, QueryBuilder
+from deltalake.exceptions import DeltaError
+
+from pixels.errors import TableError
+from pixels.schema import SCHEMA, VIEW_NAME
+from pixels.storage import delta_options, fsspec_options, is_local
+
+__all__ = ["LOOKUP_SCHEMA", "TableScan", "protocol_features"]
+
+#: Reader features that leave a version's rows exactly the rows of its files.
+_DIRECT_FEATURES = frozenset({"timestampNtz", "v2Checkpoint", "vacuumProtocolCheck"})
+
+#: Columns of an identity look-up (:meth:`TableScan.lookup`).
+LOOKUP_SCHEMA = pa.schema(
+    [
+        pa.field("path", pa.string()),
+        pa.field("length", pa.int64()),
+        pa.field("modificationTime", SCHEMA.field("modificationTime").type),
+        pa.field("has_error", pa.bool_()),
+    ]
+)
+
+_DELTA_TABLE = "t"
+
+
+def protocol_features(dt: DeltaTable) -> list[str]:
+    """What makes the rows of ``dt``'s current version differ from its Parquet files.
+
+    Empty for tables whose files are read as they are (every table Pixels
+    writes); else the features, in words, with their protocol names.
+    """
+    protocol = dt.protocol()
+    metadata = dt.metadata()
+    features = set(protocol.reader_features or ())
+    mode = (metadata.configuration or {}).get("delta.columnMapping.mode", "none")
+    found: list[str] = []
+    if "deletionVectors" in features:
+        found.append("deletion vectors (reader feature deletionVectors)")
+    if mode != "none":
+        found.append(f"column mapping (delta.columnMapping.mode = {mode})")
+    if metadata.partition_columns:
+        found.append("partition columns (" + ", ".join(metadata.partition_columns) + ")")
+    other = features - _DIRECT_FEATURES - {"deletionVectors", "columnMapping"}
+    if other:
+        found.append("reader features " + ", ".join(sorted(other)))
+    return found
+
+
+def _plain_type(t: pa.DataType) -> pa.DataType:
+    """``t`` with view types (DataFusion's strings) as the plain types of the catalog schema."""
+    if t == pa.string_view() or pa.types.is_large_string(t):
+        return pa.string()
+    if t == pa.binary_view() or pa.types.is_large_binary(t):
+        return pa.binary()
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_list_view(t):
+        return pa.list_(t.value_field.with_type(_plain_type(t.value_type)))
+    if pa.types.is_struct(t):
+        return pa.struct([f.with_type(_plain_type(f.type)) for f in t])
+    if pa.types.is_map(t):
+        return pa.map_(_plain_type(t.key_type), _plain_type(t.item_type))
+    return t
+
+
+def _plain(table: pa.Table) -> pa.Table:
+    schema = pa.schema([f.with_type(_plain_type(f.type)) for f in table.schema])
+    return table if schema == table.schema else table.cast(schema)
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _sql_string(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+class TableScan:
+    """One version of the catalog table, read as the Delta protocol says.
+
+    Build it with :meth:`pixels.table.CatalogTable.scan` (the current version) or
+    :meth:`of` (a loaded :class:`deltalake.DeltaTable`).
+
+    Attributes
+    ----------
+    uri : str
+        The table.
+    version : int or None
+        The version read (None: no table yet, no rows).
+    files : tuple of str
+        The version's data files.
+    features : list of str
+        Protocol features that make delta-rs read this version (empty: DuckDB
+        reads :attr:`files` directly).
+    """
+
+    def __init__(
+        self,
+        uri: str,
+        version: int | None,
+        files: Sequence[str],
+        *,
+        storage_options: Mapping[str, Any] | None = None,
+        features: Sequence[str] = (),
+    ):
+        self.uri = uri
+        self.version = version
+        self.files = tuple(files)
+        self.storage_options = dict(storage_options or {})
+        self.features = list(features)
+
+    @classmethod
+    def of(
+        cls, dt: DeltaTable, uri: str, storage_options: Mapping[str, Any] | None = None
+    ) -> TableScan:
+        """The scan of ``dt``'s loaded version (its files and features read together)."""
+        return cls(
+            uri,
+            int(dt.version()),
+            list(dt.file_uris()),
+            storage_options=storage_options,
+            features=protocol_features(dt),
+        )
+
+    @classmethod
+    def empty(cls, uri: str) -> TableScan:
+        """A scan with no rows (there is no table yet)."""
+        return cls(uri, None, ())
+
+    @property
+    def direct(self) -> bool:
+        """True when DuckDB reads the version's files as they are."""
+        return not self.features
+
+    def __repr__(self) -> str:
+        how = "direct" if self.direct else "delta-rs: " + "; ".join(self.features)
+        return f"TableScan({self.uri!r}, version={self.version}, files={len(self.files)}, {how})"
+
+    def restricted(self, files: Sequence[str]) -> TableScan:
+        """This scan limited to ``files`` (a snapshot taken earlier).
+
+        A version read through delta-rs cannot be cut by files (their deleted rows
+        live in the log): it stays whole.
+        """
+        if not self.direct:
+            return self
+        return TableScan(
+            self.uri, self.version, files, storage_options=self.storage_options, features=()
+        )
+
+    # ------------------------------------------------------------ DuckDB
+    def prepare(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Let ``con`` read the table's files: fsspec for object stores (no extension download)."""
+        if is_local(self.uri) or not self.direct:
+            return
+        from pixels.sources.remote import url_to_fs
+
+        fs, _ = url_to_fs(self.uri, fsspec_options(self.uri, self.storage_options))
+        protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+        if not any(con.filesystem_is_registered(p) for p in protocols):
+            con.register_filesystem(fs)
+
+    def register(self, con: duckdb.DuckDBPyConnection, name: str = VIEW_NAME) -> None:
+        """Create the view ``name`` over this version's rows in ``con``.
+
+        Direct: a view over ``read_parquet`` of :attr:`files` (read lazily, with
+        projection and filter push-down). Through delta-rs: the version's rows are
+        read once into a DuckDB table that the view selects from.
+        """
+        # rows held by DuckDB are a table, not a registered Arrow object: the view
+        # then works from every cursor of ``con`` too
+        if self.version is None or (self.direct and not self.files):
+            self._hold(con, name, SCHEMA.empty_table())
+            return
+        if self.direct:
+            self.prepare(con)
+            files = "[" + ", ".join(_sql_string(u) for u in self.files) + "]"
+            # the file URIs come from the Delta log, never from a request
+            con.execute(
+                f"CREATE OR REPLACE VIEW {name} AS "
+                f"SELECT * FROM read_parquet({files}, union_by_name=true)"
+            )
+            return
+        self._hold(con, name, self.through_delta(f"SELECT * FROM {_DELTA_TABLE}"))
+
+    @staticmethod
+    def _hold(con: duckdb.DuckDBPyConnection, name: str, rows: pa.Table) -> None:
+        held = f"_pixels_rows_{name}"
+        con.register("_pixels_arrow", rows)
+        try:
+            con.execute(f"CREATE OR REPLACE TABLE {held} AS SELECT * FROM _pixels_arrow")
+        finally:
+            con.unregister("_pixels_arrow")
+        con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM {held}")
+
+    # ---------------------------------------------------------- delta-rs
+    def _delta(self) -> DeltaTable:
+        try:
+            return DeltaTable(
+                self.uri,
+                version=self.version,
+                storage_options=delta_options(self.uri, self.storage_options),
+            )
+        except (DeltaError, OSError) as e:
+            raise TableError(f"cannot read version {self.version}: {e}", self.uri) from e
+
+    def through_delta(self, sql: str) -> pa.Table:
+        """Run ``sql`` (DataFusion's dialect; the version is the table ``t``) with delta-rs.
+
+        Raises
+        ------
+        TableError
+            When delta-rs cannot read the version (a protocol feature it does not
+            support), naming the features.
+        """
+        try:
+            reader = QueryBuilder().register(_DELTA_TABLE, self._delta()).execute(sql)
+            return _plain(pa.RecordBatchReader.from_stream(reader).read_all())
+        except (DeltaError, OSError) as e:
+            features = "; ".join(self.features) or "none"
+            raise TableError(
+                f"cannot read the table (protocol features: {features}): {e}", self.uri
+            ) from e
+
+    # ----------------------------------------------------------- identity
+    def lookup(self, con: duckdb.DuckDBPyConnection, paths: pa.Array | list[str]) -> pa.Table:
+        """``path, length, modificationTime, has_error`` of the rows whose path is in ``paths``.
+
+        ``con`` is the DuckDB connection used for direct scans (a small one: the
+        look-up streams the files' ``path`` column and skips row groups by their
+        statistics).
+        """
+        wanted = pa.array(paths, pa.string())
+        wanted = wanted.filter(pc.is_valid(wanted))
+        if self.version is None or len(wanted) == 0 or (self.direct and not self.files):
+            return LOOKUP_SCHEMA.empty_table()
+        lo = pc.min(wanted).as_py()
+        hi = pc.max(wanted).as_py()
+        if not self.direct:
+            listed = ", ".join(_sql_string(p) for p in pc.unique(wanted).to_pylist())
+            got = self.through_delta(
+                'SELECT path, length, "modificationTime", error IS NOT NULL AS has_error '
+                f"FROM {_DELTA_TABLE} WHERE path >= {_sql_string(lo)} "
+                f"AND path <= {_sql_string(hi)} AND path IN ({listed})"
+            )
+            return got.cast(LOOKUP_SCHEMA)
+        self.prepare(con)
+        con.register("_pixels_wanted", pa.table({"path": wanted}))
+        try:
+            # the range lets DuckDB skip row groups by their min/max statistics:
+            # listings are ordered, and so are the rows each commit wrote
+            rel = con.sql(
+                "SELECT t.path, t.length, t.modificationTime, t.error IS NOT NULL AS has_error "
+                "FROM read_parquet(?, union_by_name=true) t "
+                "WHERE t.path BETWEEN ? AND ? AND t.path IN (SELECT path FROM _pixels_wanted)",
+                params=[list(self.files), lo, hi],
+            )
+            return rel.to_arrow_table().cast(LOOKUP_SCHEMA)
+        finally:
+            con.unregister("_pixels_wanted")
