@@ -190,3 +190,39 @@ def test_parse_size() -> None:
     assert parse_size("1024") == 1024 and parse_size("0") == 0 and parse_size("2GiB") == 2 << 30
     with pytest.raises(ValueError, match="PIXELS_WORKER_MEMORY"):
         parse_size("lots")
+
+
+def _panicking_rle(path: Path) -> Path:
+    """MR_small_RLE.dcm with one byte of its RLE data changed: pylibjpeg-rle panics on it."""
+    from pydicom.encaps import generate_frames
+
+    src = sample_file("MR_small_RLE.dcm")
+    data = bytearray(src.read_bytes())
+    ds = pydicom.dcmread(src)
+    frame = next(generate_frames(ds.PixelData, number_of_frames=1))
+    at = bytes(data).index(frame) + 708
+    assert data[at] == 252
+    data[at] = 191  # a run length that writes one byte past the segment (a Rust index panic)
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_decoder_panic_is_one_row(tmp_path: Path, workers: int) -> None:
+    """A Rust decoder panic (a BaseException, not an Exception) costs one row, not the run."""
+    src = tmp_path / "src"
+    copy_tree([CT, sample_file("MR_small.dcm")], src)
+    bad = _panicking_rle(src / "panic_rle.dcm")
+    cat = Catalog(tmp_path / "cat")
+    stats = cat.catalog(src, workers=workers, thumbnails=True)
+    rows = {
+        r["relative_path"]: r for r in cat.sql_arrow("SELECT * FROM object_catalog").to_pylist()
+    }
+    assert set(rows) == {"CT_small.dcm", "MR_small.dcm", "panic_rle.dcm"}
+    assert stats.processed == 3
+    row = rows["panic_rle.dcm"]
+    problem = row["error"] or row["thumbnail_error"]
+    assert problem is not None and str(bad) in problem
+    assert row["thumbnail"] is None
+    for name in ("CT_small.dcm", "MR_small.dcm"):
+        assert rows[name]["error"] is None and rows[name]["thumbnail"] is not None

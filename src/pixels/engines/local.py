@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pixels.dicom.record import RecordOptions, catalog_batch
+from pixels.dicom.record import RecordOptions
+from pixels.engines import worker
 from pixels.engines.pool import FilePool
 from pixels.sources import iter_files
 from pixels.sources.ref import FileRef
@@ -251,7 +252,7 @@ def run_catalog(
         if n_workers <= 0:
             for chunk in _chunks(todo_refs, chunk_files):
                 changed = {r.path for r, c in chunk if c}
-                take(catalog_batch([r for r, _ in chunk], opts), changed)
+                take(worker.run([r for r, _ in chunk], opts), changed)
         else:
             with FilePool(n_workers, opts, memory_limit=worker_memory) as pool:
                 # workers start on the first file to read: a no-op re-run starts none
