@@ -87,6 +87,57 @@ def test_large_files(name: str) -> None:
     _check(Path(p))
 
 
+def _check_index_path(path: Path) -> None:
+    """What thumbnails and WADO-RS do (header JSON -> frame index -> read_frame -> decode_frame)
+    gives pydicom's frames too."""
+    import json
+
+    from pixels.dicom.frames import index_from_header, read_frame
+    from pixels.dicom.meta import read_header
+
+    ds = pydicom.dcmread(path)
+    ts = str(ds.file_meta.TransferSyntaxUID)
+    with open(path, "rb") as f:
+        header = read_header(f, path=str(path))
+        meta = json.loads(header.meta)
+        index = index_from_header(f, meta, path=str(path), transfer_syntax=header.transfer_syntax)
+        if index is None:
+            assert ts == codecs.DEFLATED_LE, path.name
+            return
+        info = PixelInfo.from_json(meta, header.transfer_syntax or "")
+        n = len(index)
+        for i in range(n) if n <= 16 else [0, n // 2, n - 1]:
+            arr = decode_frame(read_frame(f, index, i), info, path=str(path))
+            ref = pixel_array(ds, index=i, as_rgb=False)
+            assert arr.shape == ref.shape, (path.name, i)
+            if ts in LOSSY:
+                peak = float(2 ** min(info.bits_stored, 8 * ref.dtype.itemsize) - 1)
+                assert _psnr(arr, ref, peak) >= 40, path.name
+            else:
+                np.testing.assert_array_equal(arr, ref, err_msg=f"{path.name} frame {i}")
+
+
+@pytest.mark.filterwarnings("ignore")
+@pytest.mark.parametrize("path", SMALL, ids=lambda p: p.name)
+def test_frame_index_path_matches_pydicom(path: Path) -> None:
+    _check_index_path(path)
+
+
+def test_odd_sized_frames_through_the_frame_index() -> None:
+    """SC_rgb_small_odd*: 3 x 3 RGB (27 bytes); the big endian copy is 8-bit written as OW, so
+    its last pixel sits in the byte pair that holds the value's padding byte."""
+    for name in ("SC_rgb_small_odd.dcm", "SC_rgb_small_odd_big_endian.dcm"):
+        _check_index_path(Path(get_testdata_file(name, download=False)))
+
+
+def test_native_ybr_full_422_with_odd_columns_is_a_clear_error() -> None:
+    info = PixelInfo(codecs.EXPLICIT_LE, 3, 5, 3, 8, 8, 0, "YBR_FULL_422", 0, 1)
+    with pytest.raises(
+        DecodeError, match=r"odd\.dcm: .*even number of Columns \(0028,0011\), got 5"
+    ):
+        decode_frame(bytes(30), info, path="odd.dcm")
+
+
 # --------------------------------------------------------------- dcmtk transcodes
 
 DCMTK = {

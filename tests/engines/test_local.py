@@ -281,6 +281,9 @@ def test_frame_index_columns_locate_every_frame(tmp_path: Path) -> None:
                     assert got == get_frame(ds.PixelData, i, number_of_frames=n), (row["path"], i)
                 elif index.bit_offsets is None:
                     size = int(get_expected_length(ds, "bytes")) // n  # a whole frame, not a prefix
+                    big = ds.file_meta.get("TransferSyntaxUID") == "1.2.840.10008.1.2.2"
+                    if size % 2 and big and ds.BitsAllocated == 8 and ds["PixelData"].VR == "OW":
+                        size += 1  # 8-bit OW (big endian): the byte pair holding the last pixel
                     assert len(got) == size, (row["path"], i, len(got), size)
                     assert got == ds.PixelData[i * size : (i + 1) * size], (row["path"], i)
     assert multi >= 10 and fragmented >= 1

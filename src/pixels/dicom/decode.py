@@ -171,6 +171,11 @@ def _native(data: bytes, info: PixelInfo, bit_offset: int = 0) -> np.ndarray:
             buf = buf[: buf.size - buf.size % 2].reshape(-1, 2)[:, ::-1].reshape(-1)[:need]
         flat = buf.view(np.dtype(f"{'>' if big else '<'}u{size}")).astype(f"=u{size}", copy=False)
     if info.is_native and info.photometric == "YBR_FULL_422" and spp == 3:
+        if cols % 2:
+            raise DecodeError(
+                f"native YBR_FULL_422 pixel data needs an even number of Columns (0028,0011), "
+                f"got {cols}: its chroma samples are shared by pairs of pixels"
+            )
         pairs = flat.reshape(rows, cols // 2, 4)
         out = np.empty((rows, cols, 3), dtype=flat.dtype)
         out[:, 0::2, 0] = pairs[..., 0]

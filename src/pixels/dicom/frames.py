@@ -159,6 +159,7 @@ def index_frames(
     extended_lengths: bytes | None = None,
     photometric_interpretation: str | None = None,
     tag: int = 0x7FE00010,
+    swapped_pairs: bool = False,
 ) -> FrameIndex:
     """Index the frames of the pixel data whose value starts at `pixel_offset`.
 
@@ -187,6 +188,11 @@ def index_frames(
     tag : int
         The pixel data tag, named in errors: (7FE0,0010), or (7FE0,0008) /
         (7FE0,0009) for float pixel data.
+    swapped_pairs : bool
+        8-bit native data written as OW in Explicit VR Big Endian: bytes are swapped
+        in pairs, so a frame of odd length needs the byte after it (the value's
+        padding byte for a single frame); multi-frame data with odd-length frames
+        (frames starting inside a word) is refused.
 
     Returns
     -------
@@ -212,6 +218,7 @@ def index_frames(
             photometric_interpretation,
             _tag(tag),
             path,
+            swapped_pairs,
         )
     return _Encapsulated(fp, end, pixel_offset, pixel_length, n, _tag(tag), path).index(
         extended_offsets, extended_lengths
@@ -228,6 +235,7 @@ def _index_native(
     photometric: str | None,
     tag: str,
     path: str,
+    swapped_pairs: bool = False,
 ) -> FrameIndex:
     if samples <= 0 or bits_allocated <= 0:
         raise DicomReadError(
@@ -249,6 +257,15 @@ def _index_native(
             size = size // 3 * 2
         needed = n * size
         size_text = f"{size} bytes"
+        if swapped_pairs and bits_allocated == 8 and size % 2:
+            if n > 1:
+                raise DicomReadError(
+                    f"8-bit pixel data {tag} written as OW in big endian with frames of an "
+                    f"odd length ({size} bytes, {n} frames): frames start inside a byte pair, "
+                    "which Pixels does not index",
+                    path=path,
+                )
+            needed += 1  # the last pixel is in the pair that holds the padding byte
     if available < needed:
         held = pixel_length if pixel_length is not None else end - pixel_offset
         if held >= needed:  # the value's length is right but the file is cut inside it
@@ -277,7 +294,7 @@ def _index_native(
         bit_offsets = None if bits % 8 == 0 or n == 1 else tuple(s % 8 for s in starts)
     else:
         offsets = tuple(pixel_offset + i * size for i in range(n))
-        lengths = (size,) * n
+        lengths = (needed,) if n == 1 else (size,) * n
         bit_offsets = None
     return FrameIndex(offsets, lengths, None, False, bit_offsets)
 
@@ -568,7 +585,13 @@ def _binary(fp: BinaryIO, entry: dict[str, Any] | None, path: str) -> bytes | No
     return data
 
 
-def index_from_header(fp: BinaryIO, header_json: dict[str, Any], *, path: str) -> FrameIndex | None:
+def index_from_header(
+    fp: BinaryIO,
+    header_json: dict[str, Any],
+    *,
+    path: str,
+    transfer_syntax: str | None = None,
+) -> FrameIndex | None:
     """Index the frames of a file from its header JSON (``json.loads(Header.meta)``).
 
     Parameters
@@ -581,6 +604,10 @@ def index_from_header(fp: BinaryIO, header_json: dict[str, Any], *, path: str) -
         (no ``length``: encapsulated).
     path : str
         Named in error messages.
+    transfer_syntax : str, optional
+        The file's transfer syntax UID (the header JSON holds no file meta): with
+        Explicit VR Big Endian, 8-bit pixel data written as OW is indexed by byte
+        pairs (see `swapped_pairs` of :func:`index_frames`).
 
     Returns
     -------
@@ -641,5 +668,6 @@ def index_from_header(fp: BinaryIO, header_json: dict[str, Any], *, path: str) -
         extended_lengths=_binary(fp, header_json.get("7FE00002"), path),
         photometric_interpretation=pi if isinstance(pi, str) else None,
         tag=tag,
+        swapped_pairs=transfer_syntax == "1.2.840.10008.1.2.2" and entry.get("vr") == "OW",
         **dims,
     )

@@ -131,7 +131,7 @@ def _add_frames(row: dict[str, Any], fp: BinaryIO, header: Header, path: str) ->
 
     model = header.model if header.model is not None else json.loads(header.meta)
     try:
-        index = index_from_header(fp, model, path=path)
+        index = index_from_header(fp, model, path=path, transfer_syntax=header.transfer_syntax)
     except DicomReadError as e:
         row["error"] = str(e)
         return

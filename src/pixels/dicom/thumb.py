@@ -225,7 +225,7 @@ def thumbnail_from_file(
     if "7FE00010" not in js:
         return None
     if index is None:
-        index = index_from_header(fp, js, path=path)
+        index = index_from_header(fp, js, path=path, transfer_syntax=transfer_syntax)
     info = PixelInfo.from_json(js, transfer_syntax)
     if index is None:
         raise PixelsError("pixel data cannot be located (deflated file)", path)
