@@ -37,6 +37,14 @@ STUDY_LIST_KEYWORDS = (
 )
 
 
+#: Study, series and SOP instance UIDs of the generated file ``hex-uids.dcm``.
+HEX_UIDS = (
+    "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+    "60303ae22b998861bce3b28f33eec1be758a213c86c93c076dbe9f558c11c752",
+    "fd61a03af4f77d870fc21e05e7e80678095c92d808cfb3b5c279ee04c74aca13",
+)
+
+
 def _drop(*keywords: str) -> Callable[[pydicom.Dataset], None]:
     def edit(ds: pydicom.Dataset) -> None:
         for kw in keywords:
@@ -83,6 +91,11 @@ def generate(folder: Path) -> None:
         _fresh_uids(ds)
         edit(ds)
         ds.save_as(folder / f"{name}.dcm", enforce_file_format=True)
+    # UIDs that are not UIDs (64 hexadecimal digits), as some systems write them
+    ds = pydicom.dcmread(sample_file("CT_small.dcm"))
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = HEX_UIDS[0], HEX_UIDS[1]
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = HEX_UIDS[2]
+    ds.save_as(folder / "hex-uids.dcm", enforce_file_format=True)
     # dcmtk transcodes of a real file, each a study of its own
     for flag in ("+tb", "+td"):
         ds = pydicom.dcmread(sample_file("CT_small.dcm"))

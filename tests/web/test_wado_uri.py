@@ -83,7 +83,7 @@ def test_wado_uri_errors(server: Server) -> None:
     del q["seriesUID"]
     r = httpx.get(url, params=q)
     assert r.status_code == 400 and "seriesUID" in r.text
-    assert httpx.get(url, params=_query(path, objectUID="1.2.x")).status_code == 400
+    assert httpx.get(url, params=_query(path, objectUID="1.2/x")).status_code == 400
     assert httpx.get(url, params=_query(path, objectUID="1.2.3.4")).status_code == 404
     assert httpx.get(url, params=_query(path, contentType="text/html")).status_code == 406
     sr = server.files["sr"]

@@ -6,16 +6,23 @@ without a column); the returned attributes come from one instance's ``meta``
 plus computed ones (counts, ModalitiesInStudy, RetrieveURL). Every value from the
 request reaches SQL as a bound parameter, never inside the SQL text.
 
-Matching follows PS3.4 C.2.2.2: single value (``*`` and ``?`` wildcards, case
-insensitive for PatientName), UID lists (``,`` or ``\\`` separated), date ranges
-(``20200101-20201231``, ``-20201231``, ``20200101-``).
+Matching follows PS3.4 C.2.2.2: single value (``*`` and ``?`` wildcards; a value
+of ``*`` alone is universal matching, empty values included), person names case
+insensitive on each component group, UID lists (``,`` or ``\\`` separated), date
+ranges (``20200101-20201231``, ``-20201231``, ``20200101-``).
+
+Query parameters that are not matching keys Pixels supports are ignored and named
+in a ``Warning`` header (PS3.18 8.3.4); invalid values of known keys answer 400.
+An answer cut at ``limit`` carries ``Warning: 299 ...: "There are additional
+results that can be requested"``. ``includefield=all`` returns the attributes of
+the query's levels (:mod:`pixels.web.levels`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydicom.datadict import keyword_for_tag, tag_for_keyword
@@ -24,6 +31,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from pixels.web.index import index_of
+from pixels.web.levels import SERIES_TAGS, STUDY_TAGS, is_instance_level
 from pixels.web.state import base_url, check_uid, state_of
 
 __all__ = ["search"]
@@ -35,7 +43,7 @@ STUDY, SERIES, INSTANCE = "study", "series", "instance"
 class _Key:
     level: str
     sql: str  # expression over ``inst``
-    kind: str  # uid | text | pn | date | int | modalities
+    kind: str  # uid | text | ci (case-insensitive text) | pn | date | int | modalities
 
 
 #: Matching keys and how each is matched.
@@ -47,14 +55,14 @@ KEYS: dict[str, _Key] = {
     "StudyInstanceUID": _Key(STUDY, "StudyInstanceUID", "uid"),
     "StudyDate": _Key(STUDY, "StudyDate", "date"),
     "AccessionNumber": _Key(STUDY, "AccessionNumber", "text"),
-    "StudyDescription": _Key(STUDY, "StudyDescription", "pn"),
+    "StudyDescription": _Key(STUDY, "StudyDescription", "ci"),
     "StudyID": _Key(STUDY, "StudyID", "text"),  # extracted from meta by the index
     "ReferringPhysicianName": _Key(STUDY, "ReferringPhysicianName", "pn"),
     "ModalitiesInStudy": _Key(STUDY, "Modality", "modalities"),
     "SeriesInstanceUID": _Key(SERIES, "SeriesInstanceUID", "uid"),
     "Modality": _Key(SERIES, "Modality", "text"),
     "SeriesNumber": _Key(SERIES, "SeriesNumber", "int"),
-    "SeriesDescription": _Key(SERIES, "SeriesDescription", "pn"),
+    "SeriesDescription": _Key(SERIES, "SeriesDescription", "ci"),
     "BodyPartExamined": _Key(SERIES, "BodyPartExamined", "text"),
     "SOPInstanceUID": _Key(INSTANCE, "SOPInstanceUID", "uid"),
     "SOPClassUID": _Key(INSTANCE, "SOPClassUID", "uid"),
@@ -78,8 +86,12 @@ DEFAULTS: dict[str, tuple[str, ...]] = {
     ),
 }  # fmt: skip
 
+#: Attributes computed from the index, not read from an instance's header.
+_COMPUTED = ("00080056", "00080061", "00081190", "00201206", "00201208", "00201209")
 _CONTROL = {"includefield", "limit", "offset", "fuzzymatching"}
 _MAX_LIMIT = 10000
+#: Largest offset (and limit) accepted: DuckDB's BIGINT.
+_MAX_OFFSET = 2**63 - 1
 _HINT_MAX = 200
 
 
@@ -117,6 +129,28 @@ def _wildcard(value: str) -> tuple[str, bool]:
 
 def _split_list(value: str) -> list[str]:
     return [v.strip() for v in value.replace("\\", ",").split(",") if v.strip()]
+
+
+def _pn_condition(col: str, value: str, pattern: str, wild: bool) -> tuple[str, list[Any]]:
+    """Person name matching, case insensitive, on each component group.
+
+    ``Yamada^Tarou`` finds ``Yamada^Tarou=山田^太郎=やまだ^たろう`` (its alphabetic
+    group), ``山田^太郎`` its ideographic one; a value with ``=`` is matched against
+    the whole name. A bare family name without wildcards also matches
+    ``Family^Given...``.
+    """
+    if "=" in value:
+        return f"{col} ILIKE ? ESCAPE '\\'", [pattern]
+    group = "g ILIKE ? ESCAPE '\\'"
+    params = [pattern]
+    if not wild and "^" not in value:
+        group += " OR g ILIKE ? ESCAPE '\\'"
+        params.append(pattern + "^%")
+    return (
+        f"coalesce(list_bool_or(list_transform(string_split({col}, '='), lambda g: {group})), "
+        "false)",
+        params,
+    )
 
 
 def _parse_da(text: str, key: str) -> dt.date:
@@ -168,64 +202,75 @@ def _condition(key: str, spec: _Key, value: str) -> tuple[str, list[Any]]:
         return f"{col} IN ({', '.join('?' * len(nums))})", list(nums)
     pattern, wild = _wildcard(value)
     if spec.kind == "pn":
-        # case-insensitive; a bare family name also matches "Family^Given"
-        if not wild and "^" not in value:
-            return f"({col} ILIKE ? ESCAPE '\\' OR {col} ILIKE ? ESCAPE '\\')", [
-                pattern,
-                pattern + "^%",
-            ]
+        return _pn_condition(col, value, pattern, wild)
+    if spec.kind == "ci":
         return f"{col} ILIKE ? ESCAPE '\\'", [pattern]
     if wild:
         return f"{col} LIKE ? ESCAPE '\\'", [pattern]
     return f"{col} = ?", [value]
 
 
-def _parse_query(request: Request) -> tuple[list[str], list[Any], list[str], bool, int, int]:
-    """Conditions and parameters, include tags, ``all``, limit, offset."""
-    conds: list[str] = []
-    params: list[Any] = []
-    include: list[str] = []
-    include_all = False
-    limit, offset = _MAX_LIMIT, 0
+@dataclass
+class _Query:
+    """A parsed QIDO-RS query string."""
+
+    conds: list[str] = field(default_factory=list)
+    params: list[Any] = field(default_factory=list)
+    include: list[str] = field(default_factory=list)
+    include_all: bool = False
+    limit: int = _MAX_LIMIT
+    offset: int = 0
+    #: Query parameters ignored (PS3.18 8.3.4: unknown ones are ignored, not refused).
+    ignored: list[str] = field(default_factory=list)
+
+
+def _count(key: str, value: str, most: int) -> int:
+    try:
+        n = int(value.strip())
+    except ValueError as e:
+        raise HTTPException(400, f"{key} must be an integer >= 0, not {value[:40]!r}") from e
+    if not 0 <= n <= most:
+        raise HTTPException(400, f"{key} must be an integer from 0 to {most}, not {value[:40]!r}")
+    return n
+
+
+def _parse_query(request: Request) -> _Query:
+    """Conditions and parameters, include tags, ``all``, limit, offset, ignored keys."""
+    q = _Query()
     for raw_key, value in request.query_params.multi_items():
         key = raw_key.strip()
         lower = key.lower()
+        if not key:
+            continue  # "?&limit=10" (Weasis sends it)
         if lower in _CONTROL:
             if lower == "includefield":
                 for name in _split_list(value):
                     if name.lower() == "all":
-                        include_all = True
+                        q.include_all = True
                     else:
-                        include.append(_tag_of(name))
-            elif lower in ("limit", "offset"):
-                try:
-                    n = int(value)
-                    if n < 0:
-                        raise ValueError
-                except ValueError as e:
-                    raise HTTPException(400, f"{key} must be an integer >= 0") from e
-                if lower == "limit":
-                    limit = min(n, _MAX_LIMIT)
-                else:
-                    offset = n
+                        try:
+                            q.include.append(_tag_of(name))
+                        except HTTPException as e:
+                            raise HTTPException(400, f"{key}: {e.detail}") from e
+            elif lower == "limit":
+                q.limit = min(_count(key, value, _MAX_OFFSET), _MAX_LIMIT)
+            elif lower == "offset":
+                q.offset = _count(key, value, _MAX_OFFSET)
             continue  # fuzzymatching: accepted, matching stays exact
         try:
             kw = _keyword(key)
-        except HTTPException as e:
-            raise HTTPException(400, f"unknown query parameter {key[:64]!r}") from e
-        spec = KEYS.get(kw)
-        if spec is None:
-            raise HTTPException(
-                400,
-                f"cannot match on {key[:64]!r}; supported: {', '.join(sorted(KEYS))}, "
-                "includefield, limit, offset, fuzzymatching",
-            )
-        if value == "":
-            continue  # universal matching
-        c, p = _condition(kw, spec, value)
-        conds.append(c)
-        params.extend(p)
-    return conds, params, include, include_all, limit, offset
+        except HTTPException:
+            kw = None
+        spec = KEYS.get(kw) if kw else None
+        if spec is None or "." in key:
+            q.ignored.append(key[:64])
+            continue
+        if value == "" or value.strip("*") == "":
+            continue  # universal matching (PS3.4 C.2.2.2.3; "*" alone is the same)
+        c, p = _condition(kw or key, spec, value)
+        q.conds.append(c)
+        q.params.extend(p)
+    return q
 
 
 def _level(request: Request) -> str:
@@ -237,17 +282,44 @@ def _level(request: Request) -> str:
     return INSTANCE
 
 
-def _pick(meta: dict[str, Any], tags: list[str], include_all: bool) -> dict[str, Any]:
+def _in_level(tag: str, level: str) -> bool:
+    if level == STUDY:
+        return tag in STUDY_TAGS
+    if level == SERIES:
+        return tag in SERIES_TAGS
+    return is_instance_level(tag)
+
+
+def _pick(
+    meta: dict[str, Any], tags: list[str], include_all: bool, levels: list[str]
+) -> dict[str, Any]:
+    """The ``tags`` of ``meta``; with ``includefield=all``, every attribute of ``levels`` too."""
+    out = {t: meta[t] for t in tags if t in meta}
     if include_all:
-        return {k: v for k, v in meta.items() if "BulkDataURI" not in v and "InlineBinary" not in v}
-    return {t: meta[t] for t in tags if t in meta}
+        for k, v in meta.items():
+            if (
+                k not in out
+                and "BulkDataURI" not in v
+                and "InlineBinary" not in v
+                and any(_in_level(k, lv) for lv in levels)
+            ):
+                out[k] = v
+    return out
+
+
+def _warning(request: Request, text: str) -> str:
+    """A ``Warning`` header value (RFC 7234 5.5, code 299 as PS3.18 8.3.4 uses it)."""
+    agent = request.url.netloc or "pixels"
+    safe = "".join(c if 32 <= ord(c) < 127 and c not in '"\\' else "?" for c in text)
+    return f'299 {agent}: "{safe}"'
 
 
 def search(request: Request) -> Response:
     """``GET /studies``, ``/series``, ``/instances`` and their nested forms."""
     state = state_of(request)
     level = _level(request)
-    conds, params, include, include_all, limit, offset = _parse_query(request)
+    q = _parse_query(request)
+    conds, params = q.conds, q.params
     for name in ("study", "series"):
         if name in request.path_params:
             col = "StudyInstanceUID" if name == "study" else "SeriesInstanceUID"
@@ -261,33 +333,39 @@ def search(request: Request) -> Response:
         levels.insert(0, STUDY)
     if level == INSTANCE and "series" not in request.path_params:
         levels.insert(-1, SERIES)
-    tags = [t for lv in levels for t in DEFAULTS[lv]] + include
+    tags = [t for lv in levels for t in DEFAULTS[lv]] + q.include
+    study_sums = "t.n_series AS study_series, t.n_inst AS study_inst, t.mods"
     if level == STUDY:
         sql = (
-            "SELECT s.StudyInstanceUID, s.path, c.n_series, c.n_inst, c.mods FROM ("
+            f"SELECT s.StudyInstanceUID, s.path, {study_sums} FROM ("
             "SELECT StudyInstanceUID, arg_min(path, SOPInstanceUID) AS path, "
             "max(StudyDate) AS d FROM inst " + where + " GROUP BY StudyInstanceUID) s "
-            "JOIN study_sum c USING (StudyInstanceUID) "
+            "JOIN study_sum t USING (StudyInstanceUID) "
             "ORDER BY d DESC NULLS LAST, StudyInstanceUID LIMIT ? OFFSET ?"
         )
     elif level == SERIES:
         sql = (
-            "SELECT s.*, c.n_inst FROM (SELECT StudyInstanceUID, SeriesInstanceUID, "
-            "arg_min(path, SOPInstanceUID) AS path, min(SeriesNumber) AS n FROM inst "
-            + where
-            + " GROUP BY StudyInstanceUID, SeriesInstanceUID) s "
+            f"SELECT s.*, c.n_inst AS series_inst, {study_sums} FROM (SELECT StudyInstanceUID, "
+            "SeriesInstanceUID, arg_min(path, SOPInstanceUID) AS path, min(SeriesNumber) AS n "
+            "FROM inst " + where + " GROUP BY StudyInstanceUID, SeriesInstanceUID) s "
             "JOIN series_sum c USING (SeriesInstanceUID) "
+            "JOIN study_sum t USING (StudyInstanceUID) "
             "ORDER BY StudyInstanceUID, n NULLS LAST, SeriesInstanceUID LIMIT ? OFFSET ?"
         )
     else:
         sql = (
-            "SELECT StudyInstanceUID, SeriesInstanceUID, SOPInstanceUID, path FROM inst "
-            + where
-            + " ORDER BY StudyInstanceUID, SeriesNumber NULLS LAST, SeriesInstanceUID, "
-            "InstanceNumber NULLS LAST, SOPInstanceUID LIMIT ? OFFSET ?"
+            "SELECT i.StudyInstanceUID, i.SeriesInstanceUID, i.SOPInstanceUID, i.path, "
+            f"c.n_inst AS series_inst, {study_sums} FROM (SELECT * FROM inst {where}) i "
+            "JOIN series_sum c USING (SeriesInstanceUID) "
+            "JOIN study_sum t USING (StudyInstanceUID) "
+            "ORDER BY i.StudyInstanceUID, i.SeriesNumber NULLS LAST, i.SeriesInstanceUID, "
+            "i.InstanceNumber NULLS LAST, i.SOPInstanceUID LIMIT ? OFFSET ?"
         )
     snap = index_of(state).current()
-    rows = snap.rows(sql, [*params, limit, offset])
+    # one row more than asked for says whether the answer was cut (PS3.18 8.3.4.4)
+    rows = snap.rows(sql, [*params, q.limit + 1, q.offset])
+    cut = len(rows) > q.limit
+    del rows[q.limit :]
     # meta of the rows; for instances, a condition on their studies lets DuckDB skip files
     studies = sorted({r["StudyInstanceUID"] for r in rows})
     hint, hint_params = "", []
@@ -296,31 +374,48 @@ def search(request: Request) -> Response:
         hint_params = studies
     metas = snap.metas((r["path"] for r in rows), hint, hint_params)
     out = [
-        _result(level, row | {"meta": metas[row["path"]]}, tags, include_all, base)
+        _result(level, row | {"meta": metas[row["path"]]}, tags, q.include_all, levels, base)
         for row in rows
         if row["path"] in metas
     ]
-    return Response(json.dumps(out), media_type="application/dicom+json")
+    warnings = []
+    if cut:
+        warnings.append(_warning(request, "There are additional results that can be requested"))
+    if q.ignored:
+        warnings.append(
+            _warning(
+                request,
+                "The following query parameters were ignored: " + ", ".join(q.ignored),
+            )
+        )
+    headers = {"Warning": ", ".join(warnings)} if warnings else None
+    return Response(json.dumps(out), media_type="application/dicom+json", headers=headers)
 
 
 def _result(
-    level: str, row: dict[str, Any], tags: list[str], include_all: bool, base: str
+    level: str,
+    row: dict[str, Any],
+    tags: list[str],
+    include_all: bool,
+    levels: list[str],
+    base: str,
 ) -> dict[str, Any]:
     meta = json.loads(row["meta"])
-    res = _pick(meta, tags, include_all)
+    res = _pick(meta, tags, include_all, levels)
     wanted = set(tags)
+    if include_all:
+        wanted |= {t for t in _COMPUTED if any(_in_level(t, lv) for lv in levels)}
     study = row["StudyInstanceUID"]
     url = f"{base}/studies/{study}"
-    if level == STUDY:
-        _put(res, wanted, "00201206", "IS", [row["n_series"]])
-        _put(res, wanted, "00201208", "IS", [row["n_inst"]])
-        mods = sorted({m for m in (row["mods"] or []) if m})
-        _put(res, wanted, "00080061", "CS", mods or None)
-    elif level == SERIES:
+    # the study's counts and modalities, wherever the study's attributes are returned
+    _put(res, wanted, "00201206", "IS", [row["study_series"]])
+    _put(res, wanted, "00201208", "IS", [row["study_inst"]])
+    _put(res, wanted, "00080061", "CS", sorted({m for m in (row["mods"] or []) if m}))
+    if level in (SERIES, INSTANCE):
+        _put(res, wanted, "00201209", "IS", [row["series_inst"]])
         url += f"/series/{row['SeriesInstanceUID']}"
-        _put(res, wanted, "00201209", "IS", [row["n_inst"]])
-    else:
-        url += f"/series/{row['SeriesInstanceUID']}/instances/{row['SOPInstanceUID']}"
+    if level == INSTANCE:
+        url += f"/instances/{row['SOPInstanceUID']}"
     _put(res, wanted, "00080056", "CS", ["ONLINE"])
     _put(res, wanted, "00081190", "UR", [url])
     return dict(sorted(res.items()))

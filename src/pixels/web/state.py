@@ -19,6 +19,7 @@ from pixels.catalog import Catalog
 
 __all__ = [
     "DEFAULT_MAX_UPLOAD",
+    "MAX_PATH_UID",
     "PREFIX",
     "WADO_URI",
     "WebState",
@@ -43,11 +44,33 @@ def is_uid(value: str) -> bool:
     return 0 < len(value) <= 64 and _UID.match(value) is not None
 
 
+#: Longest UID accepted in a path or a query (a conformant UID has at most 64).
+MAX_PATH_UID = 256
+
+
 def check_uid(value: str, what: str = "UID") -> str:
-    """Return ``value`` or raise HTTP 400 when it is not a UID."""
-    if not is_uid(value):
+    """Return ``value`` or raise HTTP 400 when it cannot name a cataloged object.
+
+    Files in the wild carry UIDs that are not conformant (64 hexadecimal digits,
+    letters, dashes) and the catalog lists them: any UID is accepted as a path
+    component or a query value, so that what ``/studies`` lists can be retrieved,
+    except an empty one, one longer than :data:`MAX_PATH_UID`, one with a ``/``
+    or ``\\``, a ``..`` or a control character. Values only ever reach SQL as bound
+    parameters. :func:`is_uid` is the strict check (for what the server writes).
+    """
+    bad = (
+        not value
+        or len(value) > MAX_PATH_UID
+        or "/" in value
+        or "\\" in value
+        or ".." in value
+        or any(ord(c) < 32 or 127 <= ord(c) < 160 for c in value)
+    )
+    if bad:
         raise HTTPException(
-            400, f"{what} {value[:80]!r} is not a valid UID (digits and dots, <= 64)"
+            400,
+            f"{what} {value[:80]!r} is not a UID (empty, too long, or holds '/', '\\', "
+            "'..' or a control character)",
         )
     return value
 
