@@ -125,3 +125,42 @@ def seg_5x5(path: Path) -> Path:
     )
     seg.save_as(path)
     return path
+
+
+H264 = "1.2.840.10008.1.2.4.102"  # MPEG-4 AVC/H.264 High Profile / Level 4.1
+
+
+def h264_file(path: Path, *, fragment_size: int = 0) -> tuple[Path, np.ndarray]:
+    """A real US cine (pydicom's ``examples_ybr_color.dcm``, 30 frames 240 x 320) re-encoded as
+    an H.264 stream with PyAV's libx264 and encapsulated with pydicom: one stream for all
+    frames, an empty Basic Offset Table, in fragments of ``fragment_size`` bytes (0: one).
+
+    Returns the path and the source frames (RGB) the stream was encoded from.
+    """
+    import io
+
+    import av
+    from pydicom.encaps import encapsulate
+
+    ds = pydicom.dcmread(sample_file("examples_ybr_color.dcm"))
+    frames = np.asarray(ds.pixel_array)  # RGB
+    buf = io.BytesIO()
+    with av.open(buf, mode="w", format="h264") as out:
+        stream = out.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = ds.Columns, ds.Rows, "yuv420p"
+        stream.options = {"crf": "18"}
+        for f in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    data = buf.getvalue()
+    fragments = -(-len(data) // fragment_size) if fragment_size else 1
+    ds.PixelData = encapsulate([data], fragments_per_frame=fragments, has_bot=False)
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = H264
+    ds.PhotometricInterpretation = "YBR_PARTIAL_420"
+    ds.PlanarConfiguration = 0
+    ds.NumberOfFrames = len(frames)
+    ds.save_as(path)
+    return path, frames

@@ -14,7 +14,7 @@ import pytest
 from deltalake import DeltaTable
 from PIL import Image
 
-from corpus import copy_tree, sample_file, seg_5x5
+from corpus import copy_tree, h264_file, sample_file, seg_5x5
 from pixels import Catalog
 from pixels.dicom.display import to_display
 
@@ -263,3 +263,25 @@ def test_thumbnail_of_a_bit_packed_frame_that_starts_mid_byte(tmp_path: Path) ->
         assert thumb is not None and (thumb.width, thumb.height) == (5, 5)
         want = to_display(ds.pixel_array[frame], ds.to_json_dict(), frame=frame)
         assert np.array_equal(_image(thumb.data), want), f"frame {frame}"
+
+
+def test_video_file_is_cataloged_with_a_thumbnail_of_its_first_frame(tmp_path: Path) -> None:
+    """H.264 (1.2.840.10008.1.2.4.102): one row, no error, the stream as one frame-index entry,
+    and a thumbnail decoded by FFmpeg (PyAV) that looks like the cine's first frame."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    _, frames = h264_file(folder / "cine.dcm", fragment_size=16384)
+    cat = Catalog(tmp_path / "cat")
+    cat.catalog(folder, workers=0, thumbnails=True, thumbnail_format="png", thumbnail_size=160)
+    (row,) = cat.sql_arrow("SELECT * FROM object_catalog").to_pylist()
+    assert row["error"] is None and row["thumbnail_error"] is None, row
+    assert row["NumberOfFrames"] == 30 and len(row["frame_offsets"]) == 1
+    fragments = row["frame_fragments"][0]  # offset, length, offset, length...
+    assert len(fragments) > 2 and sum(fragments[1::2]) == row["frame_lengths"][0]
+    assert fragments[0] == row["frame_offsets"][0]
+    assert row["thumbnail_frame"] == 0
+    img = _image(row["thumbnail"]).astype(float)
+    assert img.shape == (120, 160, 3)
+    ref = np.asarray(Image.fromarray(frames[0]).resize((160, 120))).astype(float)
+    assert np.corrcoef(img.ravel(), ref.ravel())[0, 1] > 0.95
+    assert np.abs(img - ref).mean() < 8

@@ -27,7 +27,7 @@ import pytest
 from pydicom.encaps import encapsulate, encapsulate_extended, generate_frames, get_frame
 from pydicom.pixels import pack_bits
 
-from corpus import pydicom_data_folder, pydicom_folder, sample_file, seg_5x5
+from corpus import h264_file, pydicom_data_folder, pydicom_folder, sample_file, seg_5x5
 from pixels.dicom.frames import FrameIndex, index_frames, index_from_header, read_frame
 from pixels.dicom.meta import read_header
 from pixels.errors import DicomReadError
@@ -471,3 +471,26 @@ def test_lying_number_of_frames_is_refused_before_anything_is_built(tmp_path: Pa
     msg = out.stdout.strip()
     assert msg.startswith(f"ERROR {path}: pixel data (7FE0,0010) holds 64 bytes, too few for "), msg
     assert "NumberOfFrames (0028,0008) 2147483647" in msg and "(0028,0010)" in msg
+
+
+@pytest.mark.parametrize("fragment_size", [0, 8192])
+def test_video_stream_is_indexed_as_one_unit(tmp_path: Path, fragment_size: int) -> None:
+    """An H.264 cine of 30 frames (a real US cine re-encoded with libx264): one stream, an empty
+    Basic Offset Table; it used to be an error row ("Basic Offset Table ... for 30 frames")."""
+    from pydicom.encaps import generate_fragments
+
+    path, _ = h264_file(tmp_path / "h264.dcm", fragment_size=fragment_size)
+    ds = pydicom.dcmread(path)
+    assert ds.NumberOfFrames == 30
+    fragments = list(generate_fragments(ds.PixelData[8:]))  # after the empty BOT item
+    assert (len(fragments) > 1) == bool(fragment_size)
+    with open(path, "rb") as f:
+        header = read_header(f, path=str(path))
+        index = index_from_header(
+            f, json.loads(header.meta), path=str(path), transfer_syntax=header.transfer_syntax
+        )
+        assert index is not None and len(index) == 1 and index.encapsulated
+        assert index.fragments is not None and len(index.fragments[0]) == len(fragments)
+        stream = read_frame(f, index, 0)
+    assert stream == b"".join(fragments) and index.lengths == (len(stream),)
+    assert stream.startswith(b"\x00\x00\x00\x01")  # an Annex B H.264 stream

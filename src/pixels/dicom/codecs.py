@@ -60,6 +60,29 @@ JPEG_LS_SYNTAXES = frozenset({JPEG_LS_LOSSLESS, JPEG_LS_NEAR})
 J2K_SYNTAXES = frozenset({J2K_LOSSLESS, J2K, HTJ2K_LOSSLESS, HTJ2K_LOSSLESS_RPCL, HTJ2K})
 """JPEG 2000 and HTJ2K: the codec undoes the YBR_RCT / YBR_ICT transform, output is RGB."""
 
+VIDEO_SYNTAXES = frozenset(
+    {
+        "1.2.840.10008.1.2.4.100",  # MPEG2 Main Profile / Main Level
+        "1.2.840.10008.1.2.4.100.1",  # ... fragmentable
+        "1.2.840.10008.1.2.4.101",  # MPEG2 Main Profile / High Level
+        "1.2.840.10008.1.2.4.101.1",
+        "1.2.840.10008.1.2.4.102",  # MPEG-4 AVC/H.264 High Profile / Level 4.1
+        "1.2.840.10008.1.2.4.102.1",
+        "1.2.840.10008.1.2.4.103",  # MPEG-4 AVC/H.264 BD-compatible High Profile / Level 4.1
+        "1.2.840.10008.1.2.4.103.1",
+        "1.2.840.10008.1.2.4.104",  # MPEG-4 AVC/H.264 High Profile / Level 4.2 For 2D Video
+        "1.2.840.10008.1.2.4.104.1",
+        "1.2.840.10008.1.2.4.105",  # ... Level 4.2 For 3D Video
+        "1.2.840.10008.1.2.4.105.1",
+        "1.2.840.10008.1.2.4.106",  # MPEG-4 AVC/H.264 Stereo High Profile / Level 4.2
+        "1.2.840.10008.1.2.4.106.1",
+        "1.2.840.10008.1.2.4.107",  # HEVC/H.265 Main Profile / Level 5.1
+        "1.2.840.10008.1.2.4.108",  # HEVC/H.265 Main 10 Profile / Level 5.1
+    }
+)
+"""Video: the fragments of the pixel data hold one stream for all frames (PS3.5 8.2.5-8.2.8),
+indexed as one unit; the Basic Offset Table is empty and frames are not separable."""
+
 SYNTAX_NAMES = {
     IMPLICIT_LE: "Implicit VR Little Endian",
     EXPLICIT_LE: "Explicit VR Little Endian",
@@ -77,6 +100,22 @@ SYNTAX_NAMES = {
     HTJ2K_LOSSLESS_RPCL: "HTJ2K Lossless RPCL",
     HTJ2K: "HTJ2K",
     RLE_LOSSLESS: "RLE Lossless",
+    "1.2.840.10008.1.2.4.100": "MPEG2 Main Profile / Main Level",
+    "1.2.840.10008.1.2.4.100.1": "Fragmentable MPEG2 Main Profile / Main Level",
+    "1.2.840.10008.1.2.4.101": "MPEG2 Main Profile / High Level",
+    "1.2.840.10008.1.2.4.101.1": "Fragmentable MPEG2 Main Profile / High Level",
+    "1.2.840.10008.1.2.4.102": "MPEG-4 AVC/H.264 High Profile / Level 4.1",
+    "1.2.840.10008.1.2.4.102.1": "Fragmentable MPEG-4 AVC/H.264 High Profile / Level 4.1",
+    "1.2.840.10008.1.2.4.103": "MPEG-4 AVC/H.264 BD-compatible High Profile / Level 4.1",
+    "1.2.840.10008.1.2.4.103.1": "Fragmentable MPEG-4 AVC/H.264 BD-compatible High Profile",
+    "1.2.840.10008.1.2.4.104": "MPEG-4 AVC/H.264 High Profile / Level 4.2 For 2D Video",
+    "1.2.840.10008.1.2.4.104.1": "Fragmentable MPEG-4 AVC/H.264 High Profile / Level 4.2 2D",
+    "1.2.840.10008.1.2.4.105": "MPEG-4 AVC/H.264 High Profile / Level 4.2 For 3D Video",
+    "1.2.840.10008.1.2.4.105.1": "Fragmentable MPEG-4 AVC/H.264 High Profile / Level 4.2 3D",
+    "1.2.840.10008.1.2.4.106": "MPEG-4 AVC/H.264 Stereo High Profile / Level 4.2",
+    "1.2.840.10008.1.2.4.106.1": "Fragmentable MPEG-4 AVC/H.264 Stereo High Profile",
+    "1.2.840.10008.1.2.4.107": "HEVC/H.265 Main Profile / Level 5.1",
+    "1.2.840.10008.1.2.4.108": "HEVC/H.265 Main 10 Profile / Level 5.1",
 }
 
 DecodeFn = Callable[[bytes, "PixelInfo", int], tuple[np.ndarray, int]]
@@ -281,7 +320,19 @@ def _gdcm(data: bytes, info: PixelInfo, reduce: int) -> tuple[np.ndarray, int]:
     return np.asarray(arr), 0
 
 
+def _av(data: bytes, info: PixelInfo, reduce: int) -> tuple[np.ndarray, int]:
+    """The first frame of a video stream (MPEG-2, H.264, HEVC) as RGB, through FFmpeg (PyAV)."""
+    import av
+
+    with av.open(io.BytesIO(data), mode="r") as container:
+        for frame in container.decode(video=0):
+            return frame.to_ndarray(format="rgb24"), 0
+    raise DecodeError("the video stream holds no frame")
+
+
 LIBJPEG = Backend("pylibjpeg-libjpeg", "libjpeg", _libjpeg)
+AV = Backend("av", "av", _av)
+"""PyAV (FFmpeg): video syntaxes, first frame only (a stream is one unit in the frame index)."""
 OPENJPEG = Backend("pylibjpeg-openjpeg", "openjpeg", _openjpeg)
 PYJPEGLS = Backend("pyjpegls", "jpeg_ls", _pyjpegls)
 RLE = Backend("pylibjpeg-rle", "rle", _rle, planar_output=True)
@@ -315,6 +366,7 @@ REGISTRY: dict[str, list[Backend]] = {
     HTJ2K_LOSSLESS_RPCL: [OPENJPEG, OPENJP2],
     HTJ2K: [OPENJPEG, OPENJP2],
     RLE_LOSSLESS: [RLE, GDCM],
+    **{ts: [AV] for ts in sorted(VIDEO_SYNTAXES)},
 }
 """Encapsulated syntax -> backends, preferred first. Native syntaxes need no codec."""
 

@@ -142,6 +142,8 @@ class PixelInfo:
             return "YBR_FULL"
         if pi in ("YBR_RCT", "YBR_ICT") and self.transfer_syntax in codecs.J2K_SYNTAXES:
             return "RGB"
+        if self.transfer_syntax in codecs.VIDEO_SYNTAXES and self.samples_per_pixel == 3:
+            return "RGB"  # FFmpeg converts the stream's YUV (YBR_PARTIAL_420) to RGB
         return pi
 
 

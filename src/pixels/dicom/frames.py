@@ -42,6 +42,9 @@ Encapsulated (compressed) pixel data
        left after the last marker form a last frame, as pydicom does. Frames
        beyond ``NumberOfFrames`` are not indexed.
 
+    Video transfer syntaxes (MPEG-2, H.264, HEVC) hold one stream for all frames: the
+    index has a single entry, the whole stream (every fragment).
+
     :attr:`FrameIndex.offsets` is the first fragment's value (after its 8-byte
     item header), :attr:`FrameIndex.lengths` the frame's length once its
     fragments are joined, and :attr:`FrameIndex.fragments` every fragment's
@@ -78,6 +81,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from pixels.dicom.codecs import VIDEO_SYNTAXES
 from pixels.errors import DicomReadError
 
 __all__ = ["FrameIndex", "index_frames", "index_from_header", "read_frame"]
@@ -160,6 +164,7 @@ def index_frames(
     photometric_interpretation: str | None = None,
     tag: int = 0x7FE00010,
     swapped_pairs: bool = False,
+    video: bool = False,
 ) -> FrameIndex:
     """Index the frames of the pixel data whose value starts at `pixel_offset`.
 
@@ -193,6 +198,10 @@ def index_frames(
         in pairs, so a frame of odd length needs the byte after it (the value's
         padding byte for a single frame); multi-frame data with odd-length frames
         (frames starting inside a word) is refused.
+    video : bool
+        Encapsulated video (MPEG-2, H.264, HEVC): the fragments hold one stream for
+        every frame, so the index has one entry, the whole stream (all its fragments),
+        whatever ``number_of_frames`` says.
 
     Returns
     -------
@@ -220,9 +229,10 @@ def index_frames(
             path,
             swapped_pairs,
         )
-    return _Encapsulated(fp, end, pixel_offset, pixel_length, n, _tag(tag), path).index(
-        extended_offsets, extended_lengths
-    )
+    reader = _Encapsulated(fp, end, pixel_offset, pixel_length, n, _tag(tag), path)
+    if video:
+        return reader.stream()
+    return reader.index(extended_offsets, extended_lengths)
 
 
 def _index_native(
@@ -364,6 +374,24 @@ class _Encapsulated:
             tuple(tuple(g) for g in groups),
             True,
         )
+
+    def stream(self) -> FrameIndex:
+        """One entry holding every fragment (video: one stream for all frames)."""
+        tag, length = self.item_header(self.start, "the Basic Offset Table")
+        if tag != _ITEM or length == _UNDEFINED:
+            raise self.error(
+                f"the Basic Offset Table item has tag {_tag(tag)} (length {length}) at byte "
+                f"{self.start}, not (FFFE,E000)"
+            )
+        first = self.start + 8 + length
+        if first > self.end:
+            raise self.error(
+                f"truncated: the Basic Offset Table ({length} bytes) runs past byte {self.end}"
+            )
+        frags = self.scan(first, [])
+        if not frags:
+            raise self.error("the video stream has no fragments")
+        return FrameIndex((frags[0][0],), (sum(ln for _, ln in frags),), (tuple(frags),), True)
 
     def scan(self, first: int, bot: list[int]) -> list[tuple[int, int]]:
         """Every fragment's (value offset, length), reading item headers only."""
@@ -669,5 +697,6 @@ def index_from_header(
         photometric_interpretation=pi if isinstance(pi, str) else None,
         tag=tag,
         swapped_pairs=transfer_syntax == "1.2.840.10008.1.2.2" and entry.get("vr") == "OW",
+        video=transfer_syntax in VIDEO_SYNTAXES,
         **dims,
     )
