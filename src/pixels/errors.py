@@ -62,3 +62,11 @@ class SeriesError(PixelsError):
 class ModelError(PixelsError):
     """A segmentation model is unknown, unavailable (what to install is named) or refused its
     input (wrong modality, too few slices)."""
+
+
+class MissingDecoderError(DecodeError):
+    """No installed decoder handles the transfer syntax (the message says what to install)."""
+
+
+class TranscodeError(PixelsError):
+    """A file cannot be sent in the transfer syntax asked for (video, too large, no file meta)."""

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pixels.errors import DecodeError
+from pixels.errors import DecodeError, MissingDecoderError
 
 if TYPE_CHECKING:
     from pixels.dicom.decode import PixelInfo
@@ -421,4 +421,4 @@ def missing_decoder_error(transfer_syntax: str, path: str = "", cause: Any = Non
         msg = f"no decoder for transfer syntax {label}: {' or '.join(how)} ({reasons})"
     if cause is not None:
         msg += f"; last error: {cause}"
-    return DecodeError(msg, path or None)
+    return MissingDecoderError(msg, path or None)

@@ -24,7 +24,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from pixels.web import ohif, qido, stow, wado, wado_uri
+from pixels.web import errors, ohif, qido, stow, wado, wado_uri
 from pixels.web.state import DEFAULT_MAX_UPLOAD, PREFIX, WADO_URI, WebState
 
 __all__ = ["create_app", "serve"]
@@ -138,6 +138,11 @@ def create_app(
             methods=["GET"],
         ),
         Route(
+            f"{p}/studies/{s}/series/{se}/instances/{i}/frames/{{frames}}/rendered",
+            wado.frame_rendered,
+            methods=["GET"],
+        ),
+        Route(
             f"{p}/studies/{s}/series/{se}/instances/{i}/bulkdata/{{tagpath:path}}",
             wado.bulkdata,
             methods=["GET"],
@@ -149,7 +154,7 @@ def create_app(
     app = Starlette(
         routes=routes,
         middleware=[Middleware(_TokenAuth, token=state.token)],
-        exception_handlers={HTTPException: _http_error},
+        exception_handlers={HTTPException: _http_error, **errors.HANDLERS},
     )
     app.state.pixels = state
     return app

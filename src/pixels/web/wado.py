@@ -1,17 +1,27 @@
-"""WADO-RS (PS3.18 10.4): metadata, instances, frames, bulk data, rendered images.
+"""WADO-RS (PS3.18 10.4): metadata, instances, frames, bulk data.
 
 ``/metadata`` is the table's ``meta`` with each ``BulkDataURI`` made absolute
 (``{base}/dicomweb/studies/{s}/series/{se}/instances/{i}/bulkdata/{tagpath}``);
 the server resolves those URLs from the same ``meta`` (the byte range is never
-taken from the request). Files are read only for instances (streamed as
-stored), frames (one ranged read per frame, through the catalog's frame
-index), bulk data and rendered images.
+taken from the request). Files are read only for instances, frames, bulk data
+and rendered images (:mod:`pixels.web.rendered`), always opened before the
+answer starts (:mod:`pixels.web.files`), so a vanished file or a missing codec
+gets its own status (:mod:`pixels.web.errors`), never a body cut short.
 
-Frames are sent in the stored transfer syntax when the ``Accept`` header allows
-it (``transfer-syntax=*``, or the stored syntax, or its image media type),
-otherwise decoded to uncompressed little-endian bytes
-(``application/octet-stream; transfer-syntax=1.2.840.10008.1.2.1``); 406 when
-neither is acceptable.
+Transfer syntaxes (PS3.18 8.7.3.4): instances are sent in Explicit VR Little
+Endian unless the client asks otherwise (``transfer-syntax=*``: as stored) or
+the stored pixel data is lossy (kept as stored); Implicit VR and Big Endian are
+never sent (converted). Frames are sent as stored (``transfer-syntax=*``, the
+stored syntax or its image media type) or as little-endian native bytes
+(``application/octet-stream; transfer-syntax=1.2.840.10008.1.2.1``), decoded
+when compressed: only where the decoded frame is what the metadata describes
+(decoders turn ``YBR_FULL_422`` into ``YBR_FULL`` and JPEG 2000 ``YBR_ICT`` /
+``YBR_RCT`` into ``RGB``: such frames are offered as stored only; Planar
+Configuration 1 is honoured). 406 when nothing acceptable can be made.
+
+Video (MPEG-2, H.264, HEVC) pixel data is one stream for all frames: frames and
+the pixel data bulk data are that stream, as ``video/mpeg`` (MPEG-2) or
+``video/mp4`` (H.264, HEVC), PS3.18 8.7.4.
 """
 
 from __future__ import annotations
@@ -21,41 +31,39 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-import numpy as np
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from pixels.dicom.record import frame_index_of
-from pixels.sources import open_file
-from pixels.sources.ref import FileRef
-from pixels.web.index import index_of
-from pixels.web.multipart import MediaRange, multipart_chunks, new_boundary, parse_accept
-from pixels.web.state import WebState, base_url, check_uid, state_of
+from pixels.dicom import codecs
+from pixels.web.files import (
+    EXPLICIT_LE,
+    FrameSource,
+    Streamed,
+    frame_count,
+    frame_numbers,
+    open_deflated_header,
+    open_frames,
+    open_instance,
+    open_range,
+    request_rows,
+)
+from pixels.web.media import IMAGE_TYPES, VIDEO_ALIASES, multipart_response, video_response
+from pixels.web.multipart import MediaRange, parse_accept
+from pixels.web.rendered import frame_rendered, rendered, thumbnail
+from pixels.web.state import base_url
 
-__all__ = ["bulkdata", "frames", "metadata", "rendered", "retrieve", "thumbnail"]
-
-EXPLICIT_LE = "1.2.840.10008.1.2.1"
-_LE_NATIVE = frozenset({"1.2.840.10008.1.2", EXPLICIT_LE})
-_CHUNK = 1 << 20
-
-#: Media type of the frames of each encapsulated transfer syntax (PS3.18 Table 8.7.3-2).
-IMAGE_TYPES = {
-    "1.2.840.10008.1.2.4.50": "image/jpeg",
-    "1.2.840.10008.1.2.4.51": "image/jpeg",
-    "1.2.840.10008.1.2.4.57": "image/jpeg",
-    "1.2.840.10008.1.2.4.70": "image/jpeg",
-    "1.2.840.10008.1.2.4.80": "image/jls",
-    "1.2.840.10008.1.2.4.81": "image/jls",
-    "1.2.840.10008.1.2.4.90": "image/jp2",
-    "1.2.840.10008.1.2.4.91": "image/jp2",
-    "1.2.840.10008.1.2.4.92": "image/jpx",
-    "1.2.840.10008.1.2.4.93": "image/jpx",
-    "1.2.840.10008.1.2.4.201": "image/jphc",
-    "1.2.840.10008.1.2.4.202": "image/jphc",
-    "1.2.840.10008.1.2.4.203": "image/jphc",
-    "1.2.840.10008.1.2.5": "image/x-dicom-rle",
-}
+__all__ = [
+    "bulkdata",
+    "frame_rendered",
+    "frames",
+    "meta_with_urls",
+    "metadata",
+    "rendered",
+    "retrieve",
+    "rewrite_bulkdata",
+    "thumbnail",
+]
 
 _TAGPATH = re.compile(r"^[0-9A-Fa-f]{8}(/[0-9]{1,6}/[0-9A-Fa-f]{8})*$")
 _RANGE = re.compile(r"[?&]offset=(\d+)&length=(\d+)")
@@ -63,46 +71,6 @@ _PIXEL_TAGS = ("7FE00010", "7FE00008", "7FE00009")
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def _instance_url(request: Request, row: dict[str, Any]) -> str:
-    return (
-        f"{base_url(request)}/dicomweb/studies/{row['StudyInstanceUID']}/series/"
-        f"{row['SeriesInstanceUID']}/instances/{row['SOPInstanceUID']}"
-    )
-
-
-def _rows(request: Request, columns: str = "*") -> list[dict[str, Any]]:
-    """Catalog rows of the study / series / instance of the request; HTTP 404 when none."""
-    pp = request.path_params
-    state: WebState = state_of(request)
-    study = check_uid(pp["study"], "StudyInstanceUID")
-    series = pp.get("series")
-    sop = pp.get("instance")
-    if series is not None:
-        check_uid(series, "SeriesInstanceUID")
-    if sop is not None:
-        check_uid(sop, "SOPInstanceUID")
-    rows = index_of(state).current().instance_rows(study, series, sop, columns)
-    if not rows:
-        what = "instance" if sop else "series" if series else "study"
-        raise HTTPException(404, f"no such {what} in the catalog")
-    return rows
-
-
-def _read_range(row: dict[str, Any], offset: int, length: int) -> bytes:
-    with open_file(FileRef.from_row(row)) as fp:
-        fp.seek(offset)
-        data = fp.read(length)
-    if len(data) != length:
-        raise HTTPException(500, f"{row['path']}: the file is shorter than the catalog says")
-    return data
-
-
-def _file_chunks(row: dict[str, Any]) -> Iterator[bytes]:
-    with open_file(FileRef.from_row(row)) as fp:
-        while chunk := fp.read(_CHUNK):
-            yield chunk
 
 
 def rewrite_bulkdata(node: Any, url: str) -> Any:
@@ -138,14 +106,6 @@ def meta_with_urls(meta: str, url: str) -> str:
     return _BULK_URI.sub(lambda m: prefix + m.group(1) + '"', meta)
 
 
-def _multipart_response(
-    parts: list[tuple[str, Any]], inner_type: str, extra: str = ""
-) -> StreamingResponse:
-    boundary = new_boundary()
-    ctype = f'multipart/related; type="{inner_type}"{extra}; boundary={boundary}'
-    return StreamingResponse(multipart_chunks(parts, boundary), media_type=ctype)
-
-
 # ---------------------------------------------------------------------------- metadata
 
 
@@ -157,7 +117,7 @@ def metadata(request: Request) -> Response:
         for r in accept
     ):
         raise HTTPException(406, "metadata is only available as application/dicom+json")
-    rows = _rows(request, "StudyInstanceUID, SeriesInstanceUID, SOPInstanceUID, meta")
+    rows = request_rows(request, "StudyInstanceUID, SeriesInstanceUID, SOPInstanceUID, meta")
     base = base_url(request)
     body = (
         "["
@@ -176,135 +136,189 @@ def metadata(request: Request) -> Response:
 
 # ---------------------------------------------------------------------------- instances
 
+#: Instances of one answer kept open from the start; the rest are opened once to check
+#: them before the answer starts, then again when their turn comes.
+_KEEP_OPEN = 32
+
+
+def _instance_ranges(
+    accept: list[MediaRange], single_ok: bool
+) -> Iterator[tuple[bool, str | None]]:
+    """``(single part, transfer-syntax parameter)`` of each acceptable range, best first."""
+    for r in accept:
+        if r.type == "multipart/related":
+            inner = r.params.get("type", "application/dicom").lower()
+            if inner in ("application/dicom", "*/*", "application/*"):
+                yield False, r.params.get("transfer-syntax")
+        elif r.type == "application/dicom" and single_ok:
+            yield True, r.params.get("transfer-syntax")
+        elif r.type in ("*/*", "application/*"):
+            yield False, r.params.get("transfer-syntax")
+
 
 def retrieve(request: Request) -> Response:
-    """``GET`` a study, series or instance: the files as stored, streamed."""
+    """``GET`` a study, series or instance (PS3.18 10.4.1.1.1): DICOM files.
+
+    Explicit VR Little Endian unless the ``transfer-syntax`` parameter says
+    otherwise (``*``: as stored, Implicit VR and Big Endian converted); lossy
+    compressed instances keep their syntax when none is asked for.
+    """
+    from pixels.web.files import instance_syntax
+
     accept = parse_accept(request.headers.get("accept"))
     single_ok = "instance" in request.path_params
-    rows = _rows(request)
-    stored = {r["TransferSyntaxUID"] or EXPLICIT_LE for r in rows}
-    for r in accept:
-        inner = (
-            r.params.get("type", "application/dicom").lower()
-            if r.type == "multipart/related"
-            else r.type
-        )
-        ts = r.params.get("transfer-syntax")
-        if inner not in ("application/dicom", "*/*", "application/*"):
+    rows = request_rows(request)
+    stored = sorted({r["TransferSyntaxUID"] or EXPLICIT_LE for r in rows})
+    for single, want in _instance_ranges(accept, single_ok):
+        if any(instance_syntax(ts, want) is None for ts in stored):
             continue
-        if ts not in (None, "*") and stored != {ts}:
-            continue  # transcoding is not implemented
-        if r.type == "application/dicom" and single_ok:
-            return StreamingResponse(_file_chunks(rows[0]), media_type="application/dicom")
-        if r.type in ("multipart/related", "*/*"):
-            parts = [
-                (
-                    f"application/dicom; transfer-syntax={row['TransferSyntaxUID'] or EXPLICIT_LE}",
-                    _file_chunks(row),
-                )
-                for row in rows
-            ]
-            return _multipart_response(parts, "application/dicom")
+        return _instances_response(rows, want, single)
     raise HTTPException(
         406,
-        'instances are available as multipart/related; type="application/dicom" in their stored '
-        f"transfer syntax ({', '.join(sorted(stored))})",
+        'instances are available as multipart/related; type="application/dicom" (also '
+        "application/dicom for one instance) with transfer-syntax absent (Explicit VR Little "
+        f"Endian; lossy data as stored), {EXPLICIT_LE}, * or the stored syntax "
+        f"({', '.join(stored)})",
     )
+
+
+def _instances_response(rows: list[dict[str, Any]], want: str | None, single: bool) -> Response:
+    limit = _inflate_limit()
+    kept: list[Streamed] = []
+    try:
+        for i, row in enumerate(rows):
+            part = open_instance(row, want, inflate_limit=limit)
+            if i < _KEEP_OPEN:
+                kept.append(part)
+            else:
+                part.close()
+    except BaseException:
+        for p in kept:
+            p.close()
+        raise
+    if single:
+        return StreamingResponse(kept[0].chunks, media_type=kept[0].content_type)
+
+    def parts() -> Iterator[tuple[str, Iterator[bytes]]]:
+        try:
+            for i, row in enumerate(rows):
+                p = kept[i] if i < len(kept) else open_instance(row, want, inflate_limit=limit)
+                yield p.content_type, p.chunks
+        finally:
+            for p in kept:
+                p.close()
+
+    return multipart_response(parts(), "application/dicom")
+
+
+def _inflate_limit() -> int:
+    from pixels.dicom.transcode import DEFAULT_INFLATE_LIMIT
+
+    return DEFAULT_INFLATE_LIMIT
 
 
 # ------------------------------------------------------------------------------ frames
 
 
-def _frame_numbers(text: str, n: int) -> list[int]:
-    try:
-        nums = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError as e:
-        raise HTTPException(
-            400, f"frame list {text[:40]!r} is not a comma-separated list of numbers"
-        ) from e
-    if not nums:
-        raise HTTPException(400, "empty frame list")
-    for k in nums:
-        if not 1 <= k <= n:
-            raise HTTPException(404, f"frame {k} does not exist: the instance has {n} frame(s)")
-    return nums
-
-
 def _negotiate_frames(
-    accept: list[MediaRange], ts: str, count: int
-) -> tuple[bool, str, bool] | None:
-    """``(decode, media type, multipart)`` for the first acceptable range, or None."""
-    stored_type = (
-        "application/octet-stream"
-        if ts in _LE_NATIVE
-        else IMAGE_TYPES.get(ts, "application/octet-stream")
-    )
+    accept: list[MediaRange], src: FrameSource, count: int
+) -> tuple[str, str, bool] | None:
+    """``(mode, media type, multipart)`` for the first acceptable range, or None.
+
+    ``mode`` is ``"le"`` (native frames as little-endian bytes), ``"stored"``
+    (compressed frames as stored) or ``"decode"`` (compressed frames decoded).
+    """
+    ts = src.transfer_syntax
+    stored_type = "application/octet-stream" if src.native else IMAGE_TYPES.get(ts, "")
+    refusal = None if src.native else src.decode_refusal()
     for r in accept:
         multipart = r.type == "multipart/related"
         if not multipart and count > 1 and r.type != "*/*":
             continue
         inner = r.params.get("type", "application/octet-stream").lower() if multipart else r.type
+        inner = VIDEO_ALIASES.get(inner, inner)
         want = r.params.get("transfer-syntax")
-        if inner in ("*/*", "application/*") or (inner == stored_type and want in (None, "*", ts)):
-            return False, stored_type, multipart or r.type == "*/*"
-        if inner == "application/octet-stream":
+        multi = multipart or r.type == "*/*"
+        family = stored_type.split("/")[0] + "/*"
+        if src.native:
+            if inner in ("*/*", "application/*", "application/octet-stream") and want in (
+                None,
+                "*",
+                EXPLICIT_LE,
+            ):
+                return "le", "application/octet-stream", multi
+            continue
+        if inner in ("*/*", family) or (inner == stored_type and want in (None, "*", ts)):
+            return "stored", stored_type, multi
+        if inner in ("application/octet-stream", "application/*"):
             if want == "*" or want == ts:
-                return False, "application/octet-stream", multipart
-            if want in (None, EXPLICIT_LE):
-                return ts not in _LE_NATIVE, "application/octet-stream", multipart
+                return "stored", "application/octet-stream", multi
+            if want in (None, EXPLICIT_LE) and refusal is None:
+                return "decode", "application/octet-stream", multi
     return None
 
 
-def _decoded(data: bytes, meta: dict[str, Any], ts: str, path: str) -> bytes:
-    from pixels.dicom.decode import PixelInfo, decode_frame
-
-    arr = decode_frame(data, PixelInfo.from_json(meta, ts), path=path)
-    arr = np.ascontiguousarray(arr)
-    if arr.dtype.byteorder == ">" or (arr.dtype.byteorder == "=" and np.little_endian is False):
-        arr = arr.astype(arr.dtype.newbyteorder("<"))
-    return arr.tobytes()
-
-
 def _frames_response(request: Request, row: dict[str, Any], numbers: list[int] | None) -> Response:
-    index = frame_index_of(row)
-    if index is None:
-        raise HTTPException(404, "the instance has no pixel data frames")
-    nums = numbers if numbers is not None else list(range(1, len(index) + 1))
-    ts = row["TransferSyntaxUID"] or EXPLICIT_LE
     accept = parse_accept(request.headers.get("accept"))
-    chosen = _negotiate_frames(accept, ts, len(nums))
+    src = open_frames(row, inflate_limit=_inflate_limit())
+    if src is None:
+        raise HTTPException(404, "the instance has no pixel data frames")
+    try:
+        return _frames_of(src, accept, numbers)
+    except BaseException:
+        src.close()
+        raise
+
+
+def _frames_of(src: FrameSource, accept: list[MediaRange], numbers: list[int] | None) -> Response:
+    if src.video:
+        return video_response(src, accept)
+    nums = numbers if numbers is not None else list(range(1, len(src) + 1))
+    chosen = _negotiate_frames(accept, src, len(nums))
+    ts = src.transfer_syntax
     if chosen is None:
         stored = IMAGE_TYPES.get(ts, "application/octet-stream")
+        why = src.decode_refusal() if not src.native else None
+        decoded = (
+            f"; not decoded: {why}"
+            if why
+            else f" or, decoded, as application/octet-stream (transfer syntax {EXPLICIT_LE})"
+        )
         raise HTTPException(
             406,
-            f"frames are available as {stored} (transfer syntax {ts}) or, decoded, as "
-            f"application/octet-stream (transfer syntax {EXPLICIT_LE}), in multipart/related",
+            f"frames are available as {stored} (transfer syntax "
+            f"{EXPLICIT_LE if src.native else ts}){'' if src.native else decoded}, "
+            "in multipart/related",
         )
-    decode, mtype, multipart = chosen
-    from pixels.dicom.frames import read_frame
-
-    meta = json.loads(row["meta"])
-    out = []
-    with open_file(FileRef.from_row(row)) as fp:
-        for k in nums:
-            data = read_frame(fp, index, k - 1)
-            out.append(_decoded(data, meta, ts, row["path"]) if decode else data)
-    out_ts = EXPLICIT_LE if decode or ts == "1.2.840.10008.1.2" else ts
-    if not multipart:
-        return Response(out[0], media_type=f"{mtype}; transfer-syntax={out_ts}")
+    mode, mtype, multipart = chosen
+    if mode == "decode":
+        src.check_decoder()
+    read = {"le": src.little_endian, "stored": src.stored, "decode": src.decoded}[mode]
+    out_ts = ts if mode == "stored" else EXPLICIT_LE
     part_type = f"{mtype}; transfer-syntax={out_ts}"
-    return _multipart_response(
-        [(part_type, [d]) for d in out], mtype, f"; transfer-syntax={out_ts}"
-    )
+    first = read(nums[0] - 1)  # errors of the first frame come before the answer starts
+    if not multipart:
+        src.close()
+        return Response(first, media_type=part_type)
+
+    def parts() -> Iterator[tuple[str, list[bytes]]]:
+        try:
+            yield part_type, [first]
+            for k in nums[1:]:
+                yield part_type, [read(k - 1)]
+        finally:
+            src.close()
+
+    return multipart_response(parts(), mtype, f"; transfer-syntax={out_ts}")
 
 
 def frames(request: Request) -> Response:
     """``GET .../instances/{i}/frames/{list}`` (1-based, comma separated)."""
-    row = _rows(request)[0]
-    n = len(row["frame_offsets"] or [])
+    row = request_rows(request)[0]
+    n = frame_count(row)
     if n == 0:
         raise HTTPException(404, "the instance has no pixel data frames")
-    return _frames_response(request, row, _frame_numbers(request.path_params["frames"], n))
+    return _frames_response(request, row, frame_numbers(request.path_params["frames"], n))
 
 
 # ---------------------------------------------------------------------------- bulk data
@@ -327,6 +341,19 @@ def _find_element(meta: dict[str, Any], tagpath: str) -> dict[str, Any] | None:
     return None
 
 
+def _bulk_media(request: Request) -> bool | None:
+    """True: multipart; False: single part; None: neither is acceptable."""
+    for r in parse_accept(request.headers.get("accept")):
+        if r.type == "multipart/related" and r.params.get("type", "application/octet-stream") in (
+            "application/octet-stream",
+            "*/*",
+        ):
+            return True
+        if r.type in ("application/octet-stream", "*/*", "application/*"):
+            return False
+    return None
+
+
 def bulkdata(request: Request) -> Response:
     """``GET .../bulkdata/{tagpath}``: one element's value (pixel data: all its frames)."""
     tagpath = request.path_params["tagpath"]
@@ -334,171 +361,33 @@ def bulkdata(request: Request) -> Response:
         raise HTTPException(
             400, f"{tagpath[:80]!r} is not a tag path (GGGGEEEE[/item/GGGGEEEE]...)"
         )
-    row = _rows(request)[0]
-    if tagpath.upper() in _PIXEL_TAGS and row["frame_offsets"]:
+    row = request_rows(request)[0]
+    if tagpath.upper() in _PIXEL_TAGS and frame_count(row):
         return _frames_response(request, row, None)
+    multipart = _bulk_media(request)
+    if multipart is None:
+        raise HTTPException(406, "bulk data is available as application/octet-stream")
     el = _find_element(json.loads(row["meta"]), tagpath)
-    uri = el.get("BulkDataURI") if el else None
-    m = _RANGE.search(uri or "")
-    if m is None:
+    if el is None or "BulkDataURI" not in el:
         raise HTTPException(404, f"no bulk data at {tagpath} in this instance")
-    data = _read_range(row, int(m.group(1)), int(m.group(2)))
-    for r in parse_accept(request.headers.get("accept")):
-        if r.type == "multipart/related" and r.params.get("type", "application/octet-stream") in (
-            "application/octet-stream",
-            "*/*",
-        ):
-            return _multipart_response(
-                [("application/octet-stream", [data])], "application/octet-stream"
-            )
-        if r.type in ("application/octet-stream", "*/*", "application/*"):
-            return Response(data, media_type="application/octet-stream")
-    raise HTTPException(406, "bulk data is available as application/octet-stream")
+    m = _RANGE.search(el["BulkDataURI"])
+    if m is not None:
+        part = open_range(row, int(m.group(1)), int(m.group(2)))
+    elif (row["TransferSyntaxUID"] or "") == codecs.DEFLATED_LE:
+        # offsets of a deflated file are in its inflated copy
+        opened, fp, meta = open_deflated_header(row, inflate_limit=_inflate_limit())
+        el = _find_element(meta, tagpath)
+        m = _RANGE.search((el or {}).get("BulkDataURI") or "")
+        if m is None:
+            opened.close()
+            raise HTTPException(404, f"no bulk data at {tagpath} in this instance")
+        from pixels.web.files import range_of
 
-
-# ---------------------------------------------------------------------- rendered, thumbnail
-
-
-def _image_format(request: Request) -> str:
-    for r in parse_accept(request.headers.get("accept")):
-        if r.type in ("image/jpeg", "*/*", "image/*"):
-            return "jpeg"
-        if r.type == "image/png":
-            return "png"
-    raise HTTPException(406, "rendered images are available as image/jpeg or image/png")
-
-
-def _viewport(request: Request, default: int) -> int:
-    vp = request.query_params.get("viewport")
-    if not vp:
-        return default
-    try:
-        sizes = [int(v) for v in vp.split(",")[:2] if v.strip()]
-    except ValueError as e:
-        raise HTTPException(400, "viewport must be 'width,height'") from e
-    size = max(sizes) if sizes else default
-    if not 1 <= size <= 4096:
-        raise HTTPException(400, "viewport must be between 1 and 4096 pixels")
-    return size
-
-
-_WINDOW_FUNCTIONS = {"linear": "LINEAR", "linear-exact": "LINEAR_EXACT", "sigmoid": "SIGMOID"}
-
-
-def parse_window(center: str, width: str, function: str = "linear") -> tuple[float, float, str]:
-    """``(center, width, VOILUTFunction)`` from text; HTTP 400 when invalid."""
-    try:
-        c, w = float(center), float(width)
-    except ValueError as e:
-        raise HTTPException(400, "window center and width must be numbers") from e
-    func = _WINDOW_FUNCTIONS.get(function.strip().lower())
-    if func is None:
-        raise HTTPException(400, "window function must be linear, linear-exact or sigmoid")
-    if not (np.isfinite(c) and np.isfinite(w)) or w <= 0 or (func == "LINEAR" and w < 1):
-        raise HTTPException(400, "window width must be > 0 (>= 1 for linear)")
-    return c, w, func
-
-
-def _window_param(request: Request) -> tuple[float, float, str] | None:
-    """The ``window=center,width[,function]`` query parameter (PS3.18 8.3.5.1.3)."""
-    text = request.query_params.get("window")
-    if text is None:
-        return None
-    parts = [v.strip() for v in text.split(",")]
-    if len(parts) not in (2, 3):
-        raise HTTPException(400, "window must be 'center,width[,function]'")
-    return parse_window(*parts)
-
-
-def parse_quality(text: str | None) -> int:
-    """JPEG quality 1-100 from text (default 85); HTTP 400 when invalid."""
-    if text is None:
-        return 85
-    try:
-        q = int(text)
-    except ValueError as e:
-        raise HTTPException(400, "quality must be an integer from 1 to 100") from e
-    if not 1 <= q <= 100:
-        raise HTTPException(400, "quality must be an integer from 1 to 100")
-    return q
-
-
-def with_window(meta: dict[str, Any], window: tuple[float, float, str]) -> dict[str, Any]:
-    """``meta`` (changed in place) showing ``window`` instead of the file's VOI."""
-    c, w, func = window
-    meta["00281050"] = {"vr": "DS", "Value": [c]}
-    meta["00281051"] = {"vr": "DS", "Value": [w]}
-    meta["00281056"] = {"vr": "CS", "Value": [func]}
-    meta.pop("00283010", None)
-    for groups in ("52009229", "52009230"):
-        for item in (meta.get(groups) or {}).get("Value") or []:
-            if isinstance(item, dict):
-                item.pop("00289132", None)
-    return meta
-
-
-def render_row(
-    row: dict[str, Any],
-    *,
-    size: int,
-    fmt: str,
-    frame: int | None = None,
-    window: tuple[float, float, str] | None = None,
-    quality: int = 85,
-) -> bytes:
-    """One frame of a catalog row (default the middle one) as a JPEG or PNG image."""
-    from pixels.dicom.thumb import thumbnail_from_file
-
-    meta: dict[str, Any] = json.loads(row["meta"])
-    if window is not None:
-        with_window(meta, window)
-    with open_file(FileRef.from_row(row)) as fp:
-        img = thumbnail_from_file(
-            fp,
-            meta,
-            row["TransferSyntaxUID"] or EXPLICIT_LE,
-            path=row["path"],
-            max_size=size,
-            fmt=fmt,
-            frame=frame,
-            index=frame_index_of(row),
-            quality=quality,
+        part = range_of(opened, fp, int(m.group(1)), int(m.group(2)))
+    else:
+        raise HTTPException(404, f"no bulk data at {tagpath} in this instance")
+    if multipart:
+        return multipart_response(
+            [("application/octet-stream", part.chunks)], "application/octet-stream"
         )
-    if img is None:
-        raise HTTPException(404, "nothing to render: no pixel data")
-    return img.data
-
-
-def _render(request: Request, *, thumb: bool) -> Response:
-    fmt = _image_format(request)
-    window = None if thumb else _window_param(request)
-    quality = 85 if thumb else parse_quality(request.query_params.get("quality"))
-    rows = [r for r in _rows(request) if r["frame_offsets"]]
-    if not rows:
-        raise HTTPException(404, "nothing to render: no instance with pixel data")
-    row = rows[len(rows) // 2]
-    size = _viewport(request, 256 if thumb else max(row["Rows"] or 0, row["Columns"] or 0, 1))
-    media = f"image/{fmt}"
-    if (
-        thumb
-        and row.get("thumbnail")
-        and row.get("thumbnail_format") == fmt
-        and max(row.get("thumbnail_width") or 0, row.get("thumbnail_height") or 0) <= size
-    ):
-        return Response(row["thumbnail"], media_type=media)
-    data = render_row(row, size=size, fmt=fmt, window=window, quality=quality)
-    return Response(data, media_type=media)
-
-
-def rendered(request: Request) -> Response:
-    """``GET .../rendered``: the (middle) image at full size with its display pipeline.
-
-    Query parameters: ``viewport``, ``window=center,width[,function]`` (replaces the
-    file's VOI) and ``quality`` (JPEG, 1-100).
-    """
-    return _render(request, thumb=False)
-
-
-def thumbnail(request: Request) -> Response:
-    """``GET .../thumbnail``: the catalog thumbnail when it fits, else made now."""
-    return _render(request, thumb=True)
+    return StreamingResponse(part.chunks, media_type="application/octet-stream")

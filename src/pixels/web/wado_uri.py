@@ -1,6 +1,7 @@
 """WADO-URI (PS3.18 section 9): ``GET /wado?requestType=WADO&studyUID=..&...``.
 
-``contentType`` picks the answer: ``application/dicom`` (the file as stored),
+``contentType`` picks the answer: ``application/dicom`` (the file, in Explicit VR
+Little Endian unless ``transferSyntax`` asks for another or the data is lossy),
 ``image/jpeg`` (the default for images) or ``image/png`` (one frame rendered
 with the display pipeline of ``/rendered``). For objects without pixel data
 the default is ``application/dicom``. Optional: ``frameNumber`` (1-based),
@@ -16,9 +17,10 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from pixels.web.files import frame_count, open_instance
 from pixels.web.index import index_of
+from pixels.web.rendered import parse_quality, parse_window, render_row
 from pixels.web.state import check_uid, state_of
-from pixels.web.wado import _file_chunks, parse_quality, parse_window, render_row
 
 __all__ = ["wado_uri"]
 
@@ -73,6 +75,13 @@ def _size(row: dict[str, Any], rows: int | None, columns: int | None) -> int:
     return max(1, round(max(h, w) * scale))
 
 
+def _transfer_syntax(request: Request) -> str | None:
+    """The ``transferSyntax`` parameter (PS3.18 9.1.2.2.8); absent: Explicit VR Little Endian
+    (lossy data as stored)."""
+    text = request.query_params.get("transferSyntax")
+    return text.strip() if text and text.strip() else None
+
+
 def wado_uri(request: Request) -> Response:
     """``GET /wado``: one object as stored or rendered (PS3.18 9)."""
     if request.query_params.get("requestType") != "WADO":
@@ -94,10 +103,11 @@ def wado_uri(request: Request) -> Response:
     if not found:
         raise HTTPException(404, "no such instance in the catalog")
     row = found[0]
-    n = len(row["frame_offsets"] or [])
+    n = frame_count(row)
     mtype = _content_type(request, n > 0)
     if mtype == "application/dicom":
-        return StreamingResponse(_file_chunks(row), media_type="application/dicom")
+        part = open_instance(row, _transfer_syntax(request))
+        return StreamingResponse(part.chunks, media_type="application/dicom")
     if frame is not None and frame > n:
         raise HTTPException(400, f"frameNumber {frame} out of range: the object has {n} frame(s)")
     data = render_row(

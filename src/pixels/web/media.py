@@ -1,0 +1,108 @@
+"""Media types of pixel data in DICOMweb answers, and the answers that only pass bytes on.
+
+:data:`IMAGE_TYPES` maps each encapsulated transfer syntax to the media type of
+its frames (PS3.18 Table 8.7.3-2 and 8.7.4-1): video syntaxes are one stream for
+all frames, sent whole as ``video/mpeg`` (MPEG-2) or ``video/mp4`` (H.264, HEVC).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from starlette.exceptions import HTTPException
+from starlette.responses import Response, StreamingResponse
+
+from pixels.dicom import codecs
+from pixels.web.files import FrameSource
+from pixels.web.multipart import MediaRange, multipart_chunks, new_boundary
+
+__all__ = ["IMAGE_TYPES", "VIDEO_ALIASES", "multipart_response", "video_response"]
+
+#: Media type of the frames of each encapsulated transfer syntax (PS3.18 Table 8.7.3-2).
+IMAGE_TYPES = {
+    "1.2.840.10008.1.2.4.50": "image/jpeg",
+    "1.2.840.10008.1.2.4.51": "image/jpeg",
+    "1.2.840.10008.1.2.4.57": "image/jpeg",
+    "1.2.840.10008.1.2.4.70": "image/jpeg",
+    "1.2.840.10008.1.2.4.80": "image/jls",
+    "1.2.840.10008.1.2.4.81": "image/jls",
+    "1.2.840.10008.1.2.4.90": "image/jp2",
+    "1.2.840.10008.1.2.4.91": "image/jp2",
+    "1.2.840.10008.1.2.4.92": "image/jpx",
+    "1.2.840.10008.1.2.4.93": "image/jpx",
+    "1.2.840.10008.1.2.4.201": "image/jphc",
+    "1.2.840.10008.1.2.4.202": "image/jphc",
+    "1.2.840.10008.1.2.4.203": "image/jphc",
+    "1.2.840.10008.1.2.5": "image/x-dicom-rle",
+    # video: the whole stream (PS3.18 Table 8.7.4-1)
+    "1.2.840.10008.1.2.4.100": "video/mpeg",
+    "1.2.840.10008.1.2.4.101": "video/mpeg",
+    "1.2.840.10008.1.2.4.102": "video/mp4",
+    "1.2.840.10008.1.2.4.103": "video/mp4",
+    "1.2.840.10008.1.2.4.104": "video/mp4",
+    "1.2.840.10008.1.2.4.105": "video/mp4",
+    "1.2.840.10008.1.2.4.106": "video/mp4",
+    "1.2.840.10008.1.2.4.107": "video/mp4",
+    "1.2.840.10008.1.2.4.108": "video/mp4",
+}
+#: Other names clients use for the same video media types (dicomweb-client: video/mpeg2).
+VIDEO_ALIASES = {"video/mpeg2": "video/mpeg", "video/h265": "video/mp4", "video/h264": "video/mp4"}
+
+
+def multipart_response(parts: Any, inner_type: str, extra: str = "") -> StreamingResponse:
+    """``parts``: an iterable of ``(content type, chunks)``, consumed while streaming."""
+    boundary = new_boundary()
+    ctype = f'multipart/related; type="{inner_type}"{extra}; boundary={boundary}'
+    return StreamingResponse(multipart_chunks(parts, boundary), media_type=ctype)
+
+
+def video_response(src: FrameSource, accept: list[MediaRange]) -> Response:
+    """The whole video stream, whatever frames were asked for (PS3.18 8.7.4)."""
+    ts = src.transfer_syntax
+    mtype = IMAGE_TYPES[ts]
+    for r in accept:
+        multipart = r.type == "multipart/related"
+        inner = r.params.get("type", mtype).lower() if multipart else r.type
+        inner = VIDEO_ALIASES.get(inner, inner)
+        want = r.params.get("transfer-syntax")
+        if inner in (mtype, "video/*", "*/*") and want in (None, "*", ts):
+            break
+        if inner in ("application/octet-stream", "application/*") and want in ("*", ts):
+            break
+    else:
+        src.close()
+        raise HTTPException(
+            406,
+            f"this instance is a video ({codecs.SYNTAX_NAMES.get(ts, ts)}): its frames are "
+            f"available only as the whole stream, {mtype}; transfer-syntax={ts}",
+        )
+    chunks = _video_chunks(src)
+    part_type = f"{mtype}; transfer-syntax={ts}"
+    if not multipart:
+        return StreamingResponse(chunks, media_type=part_type)
+    return multipart_response([(part_type, chunks)], mtype, f"; transfer-syntax={ts}")
+
+
+def _video_chunks(src: FrameSource) -> Iterator[bytes]:
+    """Every fragment of the pixel data once, in order (the video stream)."""
+    try:
+        seen: set[tuple[int, int]] = set()
+        frags = src.index.fragments or tuple(
+            ((o, n),) for o, n in zip(src.index.offsets, src.index.lengths, strict=True)
+        )
+        for group in frags:
+            for off, ln in group:
+                if (off, ln) in seen:
+                    continue
+                seen.add((off, ln))
+                src.fp.seek(off)
+                left = ln
+                while left > 0:
+                    data = src.fp.read(min(left, 1 << 20))
+                    if not data:
+                        return
+                    left -= len(data)
+                    yield data
+    finally:
+        src.close()
