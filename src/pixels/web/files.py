@@ -307,7 +307,9 @@ class FrameSource:
             return read_frame(self.fp, self.index, k)
         # swap whole words counted from the start of the value, then cut the frame out
         value_start = self.index.offsets[0]
-        off, ln = self.index.offsets[k], self.index.lengths[k]
+        off = self.index.offsets[k]
+        # the index may keep the byte pair holding an odd frame's last pixel: cut to the frame
+        ln = min(self.index.lengths[k], info.frame_length) if ba > 1 else self.index.lengths[k]
         lead = (off - value_start) % width
         self.fp.seek(off - lead)
         span = lead + ln
@@ -394,7 +396,7 @@ def open_frames(
             from pixels.dicom.frames import index_from_header
 
             fp, meta = _inflated_copy(opened, stored, inflate_limit)
-            index = index_from_header(fp, meta, path=opened.path)
+            index = index_from_header(fp, meta, path=opened.path, transfer_syntax=EXPLICIT_LE)
             if index is None:
                 opened.close()
                 return None
