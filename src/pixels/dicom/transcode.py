@@ -61,7 +61,7 @@ __all__ = [
 ]
 
 #: MPEG-2, MPEG-4 AVC/H.264 and HEVC/H.265 (PS3.5 A.4.5-A.4.7): one stream for all frames.
-VIDEO_SYNTAXES = frozenset(f"1.2.840.10008.1.2.4.{n}" for n in range(100, 109))
+VIDEO_SYNTAXES = codecs.VIDEO_SYNTAXES
 #: Syntaxes whose pixel data is (or may be) lossy: DICOMweb may send them as stored.
 LOSSY_SYNTAXES = (
     frozenset({codecs.JPEG_BASELINE, codecs.JPEG_EXTENDED, codecs.JPEG_LS_NEAR, codecs.J2K})

@@ -35,17 +35,14 @@ IMAGE_TYPES = {
     "1.2.840.10008.1.2.4.202": "image/jphc",
     "1.2.840.10008.1.2.4.203": "image/jphc",
     "1.2.840.10008.1.2.5": "image/x-dicom-rle",
-    # video: the whole stream (PS3.18 Table 8.7.4-1)
-    "1.2.840.10008.1.2.4.100": "video/mpeg",
-    "1.2.840.10008.1.2.4.101": "video/mpeg",
-    "1.2.840.10008.1.2.4.102": "video/mp4",
-    "1.2.840.10008.1.2.4.103": "video/mp4",
-    "1.2.840.10008.1.2.4.104": "video/mp4",
-    "1.2.840.10008.1.2.4.105": "video/mp4",
-    "1.2.840.10008.1.2.4.106": "video/mp4",
-    "1.2.840.10008.1.2.4.107": "video/mp4",
-    "1.2.840.10008.1.2.4.108": "video/mp4",
 }
+# video: the whole stream (PS3.18 Table 8.7.4-1): MPEG-2 video/mpeg, H.264 and HEVC video/mp4
+IMAGE_TYPES.update(
+    {
+        ts: "video/mpeg" if ts.split(".")[7] in ("100", "101") else "video/mp4"
+        for ts in codecs.VIDEO_SYNTAXES
+    }
+)
 #: Other names clients use for the same video media types (dicomweb-client: video/mpeg2).
 VIDEO_ALIASES = {"video/mpeg2": "video/mpeg", "video/h265": "video/mp4", "video/h264": "video/mp4"}
 

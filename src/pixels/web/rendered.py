@@ -155,10 +155,14 @@ def render_row(
     if src is None:
         raise HTTPException(404, "nothing to render: no pixel data")
     try:
-        if src.video:
+        if src.video and frame not in (None, 0):
             raise HTTPException(
-                406, "a video is rendered as its stream only (video/mpeg or video/mp4)"
+                406,
+                "of a video only the first frame is rendered as an image; the whole video "
+                "is available as video/mpeg or video/mp4",
             )
+        if src.video:
+            frame = 0
         return _render_source(src, size=size, fmt=fmt, frame=frame, window=window, quality=quality)
     finally:
         src.close()
