@@ -9,11 +9,13 @@ import sys
 import time
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
 
 from corpus import copy_with_new_uids, sample_file, tree_files
 from pixels import Catalog
+from pixels.schema import TIMESTAMP
 from pixels.table import CatalogTable
 
 PIXELS = [sys.executable, "-m", "pixels.cli"]
@@ -182,3 +184,88 @@ def test_a_table_path_that_cannot_be_a_table(tmp_path: Path) -> None:
         CatalogTable(blocker).create()
     with pytest.raises(TableError, match=r"[Nn]ot a directory"):
         CatalogTable(blocker / "t").create()
+
+
+def _zip_with_repeated_name(dest: Path) -> tuple[Path, list[str], Path]:
+    """A real zip of pydicom's files where ``dup.dcm`` is written twice (two different files)."""
+    import zipfile
+
+    from corpus import pydicom_folder, readable_dicom_files
+
+    files = readable_dicom_files(pydicom_folder())[:40]
+    dest.mkdir()
+    archive = dest / "a.zip"
+    # the two members lie more than a chunk (64 files) apart: in different commits
+    with pytest.warns(UserWarning, match="Duplicate name"), zipfile.ZipFile(archive, "w") as zf:
+        zf.write(files[0], "dup.dcm")
+        for f in files:
+            zf.write(f, f.name)
+            zf.write(f, "copy/" + f.name)
+        zf.write(files[1], "dup.dcm")
+    names = sorted({f.name for f in files} | {"copy/" + f.name for f in files} | {"dup.dcm"})
+    return archive, names, files[1]
+
+
+def test_a_repeated_zip_member_name_is_one_row_through_the_cli(tmp_path: Path) -> None:
+    archive, names, last = _zip_with_repeated_name(tmp_path / "src")
+    table = tmp_path / "cat"
+    cmd = [*PIXELS, "catalog", str(archive.parent), "--table", str(table), "-q"]
+    subprocess.run([*cmd, "--commit-rows", "1", "--workers", "1"], check=True, capture_output=True)
+    rows = Catalog(table).sql_arrow("SELECT path, length FROM object_catalog").to_pylist()
+    assert sorted(r["path"] for r in rows) == sorted(f"zip://{n}::{archive}" for n in names)
+    # the member a reader gets by name is the last one written: its row, its size
+    dup = [r for r in rows if r["path"] == f"zip://dup.dcm::{archive}"]
+    assert dup == [{"path": f"zip://dup.dcm::{archive}", "length": last.stat().st_size}]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    assert f"unchanged {len(names)}" in out.stderr and "read 0 " in out.stderr, out.stderr
+    assert DeltaTable(str(table)).count() == len(names)
+
+
+def _rows(files: list[Path], root: Path) -> pa.Table:
+    from pixels.dicom.record import catalog_batch
+    from pixels.sources import iter_files
+
+    refs = [r for r in iter_files(str(root)) if r.path in {str(f) for f in files}]
+    return pa.Table.from_batches([catalog_batch(refs)])
+
+
+def test_append_keeps_one_row_per_path_within_and_across_commits(tmp_path: Path) -> None:
+    """The writer's own rule, whatever the listing sends: one row per path, newest wins."""
+    import datetime as dt
+
+    src = tmp_path / "src"
+    files = copy_with_new_uids(sample_file("CT_small.dcm"), src, 6)
+    rows = _rows(files, src)
+    table = CatalogTable(tmp_path / "cat")
+    snapshot = table.file_uris()  # what a listing compared with: nothing
+    # one batch holding a path twice: an older copy of row 0 after the newer one
+    older = rows.slice(0, 1).set_column(
+        1, "modificationTime", pa.array([dt.datetime(2001, 1, 1, tzinfo=dt.UTC)], TIMESTAMP)
+    )
+    assert table.append(pa.concat_tables([rows.slice(0, 3), older]), checked=snapshot) == 3
+    # the next commits (nobody else committed) carry paths this writer already wrote
+    assert table.append(rows.slice(2, 2), checked=snapshot) == 1  # row 2 again: dropped
+    assert (
+        table.append(pa.concat_tables([rows.slice(1, 1), rows.slice(5, 1)]), checked=snapshot) == 1
+    )
+    n, d = count_distinct(tmp_path / "cat")
+    assert n == d == 5
+    got = Catalog(tmp_path / "cat").sql_arrow(
+        "SELECT modificationTime FROM object_catalog WHERE path = ?", [rows["path"][0].as_py()]
+    )
+    assert got["modificationTime"].to_pylist() == [rows["modificationTime"][0].as_py()]
+
+
+def test_append_sees_what_another_writer_committed_between_its_commits(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    files = copy_with_new_uids(sample_file("MR_small.dcm"), src, 4)
+    rows = _rows(files, src)
+    mine, theirs = CatalogTable(tmp_path / "cat"), CatalogTable(tmp_path / "cat")
+    snapshot = mine.file_uris()
+    assert mine.append(rows.slice(0, 1), checked=snapshot) == 1
+    assert theirs.append(rows.slice(2, 1)) == 1  # another process commits file 2
+    assert mine.append(rows.slice(1, 1), checked=snapshot) == 1
+    # this writer's listing (older than that commit) still holds file 2
+    assert mine.append(rows.slice(2, 2), checked=snapshot) == 1
+    n, d = count_distinct(tmp_path / "cat")
+    assert n == d == 4

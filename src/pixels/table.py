@@ -7,12 +7,14 @@ the Delta protocol says the files alone do not hold the rows).
 Writers coordinate in two ways:
 
 * every commit is atomic (Delta's log), so a crash loses only uncommitted work;
-* before a batch is committed, rows whose identity (``path``, ``length``,
-  ``modificationTime``) is already in the table are dropped, and rows whose path
-  is there with another identity *replace* the old row. On local tables an
-  advisory lock (``_pixels/writer.lock``) makes that check-and-commit atomic across
-  concurrent ``pixels catalog`` processes; the check is skipped when nobody else
-  committed since this writer's last commit.
+* before a batch is committed it goes through the one identity rule
+  (:func:`split_by_identity`): one row per path within the batch, rows whose
+  identity (``path``, ``length``, ``modificationTime``) is already in the table
+  are dropped, and rows whose path is there with another identity *replace* the
+  old row. The look-up covers every data file the rows were not already compared
+  with (a listing's snapshot), pruned by each file's ``path`` range. On local
+  tables an advisory lock (``_pixels/writer.lock``) makes that check-and-commit
+  atomic across concurrent ``pixels catalog`` processes.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import random
 import time
 import uuid
 from collections.abc import Collection, Iterable, Iterator, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import duckdb
@@ -42,6 +45,7 @@ from pixels.schema import IDENTITY, SCHEMA, SCHEMA_VERSION, VIEW_NAME
 from pixels.storage import delta_options, is_local, local_path
 
 _LOCK_DIR = "_pixels"
+_NO_TIME = datetime.min.replace(tzinfo=UTC)
 _RETRIES = 8
 #: Rows per Parquet row group: small enough for look-ups to skip by path statistics.
 _ROW_GROUP = 2048
@@ -89,7 +93,8 @@ class CatalogTable:
         # one spelling (delta-rs'); readers translate it back for fsspec (pixels.storage)
         self.storage_options = delta_options(self.uri, storage_options)
         self._dt: DeltaTable | None = None
-        self._my_version: int | None = None
+        #: ``(min path, max path)`` of data files (None: unknown), to skip files in look-ups
+        self._ranges: dict[str, tuple[str, str] | None] = {}
         self._con: duckdb.DuckDBPyConnection | None = None
 
     # ------------------------------------------------------------------ state
@@ -258,13 +263,21 @@ class CatalogTable:
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
-    def append(self, data: pa.Table | pa.RecordBatch, replace: Iterable[str] = ()) -> int:
+    def append(
+        self,
+        data: pa.Table | pa.RecordBatch,
+        replace: Iterable[str] = (),
+        *,
+        checked: Collection[str] | None = None,
+    ) -> int:
         """Commit ``data`` so that each file appears once, at its latest identity.
 
-        Rows whose identity is already in the table are dropped; rows whose
-        ``path`` is present with another ``length``/``modificationTime`` replace
-        the old row in the same commit. Concurrent writers are retried with
-        backoff.
+        The rows go through :func:`split_by_identity` against every row of the
+        table they were not already filtered against: one row per path within
+        ``data`` (the newest ``modificationTime`` wins), rows whose identity is
+        already in the table are dropped, and rows whose ``path`` is present with
+        another ``length``/``modificationTime`` replace the old row in the same
+        commit. Concurrent writers are retried with backoff.
 
         Parameters
         ----------
@@ -273,6 +286,11 @@ class CatalogTable:
         replace : iterable of str
             Paths known to be in the table already (changed files, retried
             errors): their old rows are replaced by the new ones.
+        checked : collection of str, optional
+            Data files (URIs as :meth:`file_uris` gives them) the rows were already
+            filtered against, such as the snapshot a listing was compared with
+            (:func:`iter_new`): only the table's other files are looked up.
+            Default: all of them.
 
         Returns
         -------
@@ -283,10 +301,11 @@ class CatalogTable:
         if table.num_rows == 0:
             return 0
         self.create()
+        done = frozenset(checked) if checked is not None else None
         for attempt in range(_RETRIES):
             try:
                 with self._writer_lock():
-                    return self._append_locked(table, set(replace))
+                    return self._append_locked(table, set(replace), done)
             except CommitFailedError as e:
                 if attempt == _RETRIES - 1:
                     raise TableError(
@@ -295,16 +314,26 @@ class CatalogTable:
                 time.sleep(min(2.0, 0.05 * 2**attempt) * (0.5 + random.random()))
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _append_locked(self, table: pa.Table, known: set[str]) -> int:
+    def _append_locked(
+        self, table: pa.Table, known: set[str], checked: frozenset[str] | None
+    ) -> int:
         dt = self.delta()
-        foreign = self._my_version is None or dt.version() != self._my_version
-        if foreign:
-            table, replace = self._reconcile(table, known)
-        else:
-            replace = [p for p in table["path"].to_pylist() if p in known] if known else []
+        paths = table["path"]
+        lo, hi = pc.min(paths).as_py(), pc.max(paths).as_py()
+        candidates = [
+            u
+            for u in dt.file_uris()
+            if (checked is None or u not in checked) and self._may_hold(u, lo, hi)
+        ]
+        existing = self.lookup(paths, uris=candidates) if candidates else None
+        table, replace = split_by_identity(table, existing, keep=known)
+        if known:
+            # changed files: their old rows may be in files the listing already compared with
+            replace = sorted(set(replace) | (known & set(table["path"].to_pylist())))
         if table.num_rows == 0:
             return 0
         if replace:
+            before = set(dt.file_uris())
             predicate = "path IN (" + ", ".join(sql_string(p) for p in replace) + ")"
             rows = table.filter(pc.is_in(table["path"], pa.array(replace)))
             write_deltalake(
@@ -316,14 +345,28 @@ class CatalogTable:
             )
             dt.update_incremental()
             table = table.filter(pc.invert(pc.is_in(table["path"], pa.array(replace))))
+            # the files it wrote hold these rows and what survived of rewritten files
+            for u in set(dt.file_uris()) - before:
+                self._ranges.pop(u, None)
         if table.num_rows:
             if _is_local(self.uri):
-                self._append_parquet(dt, table)
+                add = self._write_file(table)
+                dt.create_write_transaction([add], mode="append", schema=SCHEMA)
+                self._ranges[os.path.join(_local_path(self.uri), add.path)] = (
+                    pc.min(table["path"]).as_py(),
+                    pc.max(table["path"]).as_py(),
+                )
             else:
                 write_deltalake(dt, table, mode="append", storage_options=self.storage_options)
         dt.update_incremental()
-        self._my_version = int(dt.version())
         return table.num_rows + len(replace)
+
+    def _may_hold(self, uri: str, lo: str, hi: str) -> bool:
+        """Whether data file ``uri`` may hold a path in ``[lo, hi]`` (its Parquet statistics)."""
+        if uri not in self._ranges:
+            self._ranges[uri] = _path_range(uri)
+        r = self._ranges[uri]
+        return r is None or (r[0] <= hi and r[1] >= lo)
 
     def _write_file(self, table: pa.Table) -> AddAction:
         """Write ``table`` as a new Parquet data file of the table; return its ``add`` action.
@@ -360,14 +403,6 @@ class CatalogTable:
             stats=json.dumps(stats),
         )
 
-    def _append_parquet(self, dt: DeltaTable, table: pa.Table) -> None:
-        """Append by writing the Parquet file with pyarrow and committing its ``add`` action.
-
-        delta-rs' own writer holds ~150 MB plus several times the batch while it
-        writes; a streaming pyarrow write keeps the catalog's memory flat.
-        """
-        dt.create_write_transaction([self._write_file(table)], mode="append", schema=SCHEMA)
-
     def replace_file(self, old_uri: str, data: pa.Table) -> None:
         """Replace one data file by ``data`` (its rows, rewritten) in one commit.
 
@@ -393,18 +428,6 @@ class CatalogTable:
                 raise CommitFailedError(f"{old_uri} was replaced meanwhile")
             dt.create_write_transaction([remove, add], mode="append", schema=SCHEMA)
             dt.update_incremental()
-            self._my_version = int(dt.version())
-
-    def _reconcile(self, table: pa.Table, known: set[str]) -> tuple[pa.Table, list[str]]:
-        """Drop rows already present (unless in ``known``); list paths to replace."""
-        # one row per path within the batch: the last wins
-        if len(pc.unique(table["path"])) != table.num_rows:
-            seen: dict[str, int] = {}
-            for i, p in enumerate(table["path"].to_pylist()):
-                seen[p] = i
-            table = table.take(pa.array(sorted(seen.values())))
-        existing = self.lookup(table["path"])
-        return split_by_identity(table, existing, keep=known)
 
     # ----------------------------------------------------------- maintenance
     def optimize(self, vacuum: bool = True) -> dict[str, Any]:
@@ -420,20 +443,70 @@ class CatalogTable:
         return dict(metrics)
 
 
+def _path_range(uri: str) -> tuple[str, str] | None:
+    """``(min, max)`` of a local data file's ``path`` column from its footer (None: unknown)."""
+    if not _is_local(uri):
+        return None
+    try:
+        meta = pq.read_metadata(_local_path(uri))
+        col = meta.schema.to_arrow_schema().get_field_index("path")
+        lo: str | None = None
+        hi: str | None = None
+        for g in range(meta.num_row_groups):
+            st = meta.row_group(g).column(col).statistics
+            if st is None or not st.has_min_max:
+                return None
+            lo = st.min if lo is None or st.min < lo else lo
+            hi = st.max if hi is None or st.max > hi else hi
+    except (OSError, ValueError, KeyError):
+        return None
+    if not isinstance(lo, str) or not isinstance(hi, str):
+        return None
+    return lo, hi
+
+
+def one_per_path(data: pa.Table) -> pa.Table:
+    """``data`` with one row per ``path``; rows keep their order.
+
+    Part of the identity rule (:func:`split_by_identity`): the row with the newest
+    ``modificationTime`` wins, then the one with the greater ``length``, then the
+    later row. (The Spark engine applies the same order to DataFrames, which
+    have no row order: :func:`pixels.engines.spark.catalog.one_row_per_path`.)
+    """
+    paths = data["path"]
+    if len(pc.unique(paths)) == data.num_rows:
+        return data
+    lengths = data["length"].to_pylist() if "length" in data.column_names else [None] * len(paths)
+    best: dict[str, tuple[int, tuple[Any, ...]]] = {}
+    for i, (p, t, n) in enumerate(
+        zip(paths.to_pylist(), data["modificationTime"].to_pylist(), lengths, strict=True)
+    ):
+        rank = (t is not None, t or _NO_TIME, n is not None, n or 0)
+        held = best.get(p)
+        if held is None or rank >= held[1]:
+            best[p] = (i, rank)
+    return data.take(pa.array(sorted(i for i, _ in best.values()), pa.int64()))
+
+
 def split_by_identity(
     data: pa.Table,
-    existing: pa.Table,
+    existing: pa.Table | None,
     *,
     keep: Collection[str] = (),
     keep_errors: bool = False,
 ) -> tuple[pa.Table, list[str]]:
     """Rows of ``data`` to write, and the paths among them whose old row they replace.
 
-    ``existing`` is a :meth:`CatalogTable.lookup` of ``data``'s paths. A row whose
-    identity (path, length, modificationTime) the table holds is dropped unless
-    its path is in ``keep`` or, with ``keep_errors``, the held row has an error.
+    The identity rule both writers follow: one row per path, always. Within
+    ``data`` the row with the newest ``modificationTime`` (then the later row)
+    stands for its path (:func:`one_per_path`). ``existing`` is a
+    :meth:`CatalogTable.lookup` of ``data``'s paths (None: nothing held). A row
+    whose identity (path, length, modificationTime) the table holds is dropped
+    unless its path is in ``keep`` or, with ``keep_errors``, the held row has an
+    error; a row whose path the table holds otherwise replaces it.
     """
-    if existing.num_rows == 0:
+    data = one_per_path(data)
+    if existing is None or existing.num_rows == 0:
         return data, []
     held = {
         (p, n, t)
@@ -524,6 +597,7 @@ __all__ = [
     "CatalogTable",
     "conform",
     "iter_new",
+    "one_per_path",
     "split_by_identity",
     "sql_string",
 ]

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
+import pydicom
 import pytest
 from deltalake import DeltaTable
 from PIL import Image
@@ -215,8 +216,11 @@ def test_streaming_two_batches_and_a_changed_file(spark: Any, tmp_path: Path) ->
     assert rows[str(target)]["Modality"] == "MR"
     assert rows[str(target)]["thumbnail"] is not None  # the stream's thumbnail step too
 
-    run()  # nothing new, nothing changed: no commit
-    assert len(_table_rows(table)) == 9
+    version = DeltaTable(table).version()
+    query = run()  # nothing new, nothing changed: no commit
+    assert query.lastProgress["numInputRows"] == 0
+    assert DeltaTable(table).version() == version
+    assert DeltaTable(table).count() == len(_table_rows(table)) == 9
 
 
 _KILLED_STREAM = """
@@ -360,7 +364,9 @@ def test_concurrent_writer_between_snapshot_and_commit(
     assert state["raced"]
     rows = _table_rows(table)
     assert len(rows) == 5
-    assert result.rows == 0
+    # the rival's commit (after the table's creation) is the last one: Spark committed nothing
+    assert result.rows == 0 and result.version is None and result.skipped == 5
+    assert DeltaTable(str(table)).version() == 1
 
 
 def test_metastore_table_name_without_delta_jars(spark: Any, tmp_path: Path) -> None:
@@ -634,3 +640,63 @@ def test_thumbnails_added_later_with_mode_replace(spark: Any, tmp_path: Path) ->
     assert result.rows == 3 and result.replaced == 3
     rows = _table_rows(table)  # no duplicates
     assert len(rows) == 3 and all(max(_pixels(r["thumbnail"]).shape) == 32 for r in rows.values())
+
+
+def _zip_with_repeated_name(dest: Path) -> tuple[Path, Path]:
+    """A real zip where ``dup.dcm`` is written twice (two different files), 20 members apart."""
+    files = readable_dicom_files(pydicom_folder())[:20]
+    dest.mkdir(parents=True)
+    archive = dest / "a.zip"
+    with pytest.warns(UserWarning, match="Duplicate name"), zipfile.ZipFile(archive, "w") as zf:
+        zf.write(files[0], "dup.dcm")
+        for f in files:
+            zf.write(f, f.name)
+        zf.write(files[1], "dup.dcm")
+    return archive, files[1]
+
+
+def test_a_repeated_zip_member_name_is_one_row_batch_and_stream(spark: Any, tmp_path: Path) -> None:
+    archive, last = _zip_with_repeated_name(tmp_path / "src")
+    dup = f"zip://dup.dcm::{archive}"
+    for streaming in (False, True):
+        table = str(tmp_path / f"t-{streaming}")
+        catalog = Catalog(spark, table=table)
+        df = catalog.catalog(
+            str(archive.parent),
+            extractZip=True,
+            streaming=streaming,
+            streamCheckpointBasePath=str(tmp_path / f"ck-{streaming}"),
+        )
+        catalog.save(DicomMetaExtractor(catalog).transform(df))
+        rows = _table_rows(table)  # asserts one row per path
+        assert len(rows) == DeltaTable(table).count() == 21
+        # the member a reader gets by name is the last one written: its row, its size
+        assert rows[dup]["length"] == last.stat().st_size
+        assert rows[dup]["SOPInstanceUID"] == pydicom.dcmread(last).SOPInstanceUID
+
+
+def test_one_row_per_path_when_a_path_reaches_several_tasks(spark: Any, tmp_path: Path) -> None:
+    """Rows of one path in different tasks (a DataFrame not partitioned by path): one row."""
+    from pyspark.sql import functions as sf
+
+    src = tmp_path / "src"
+    files = copy_with_new_uids(sample_file(CT), src, 6)
+    table = str(tmp_path / "t")
+    catalog = Catalog(spark, table=table)
+    meta = DicomMetaExtractor(catalog).transform(catalog.catalog(str(src))).cache()
+    listed = {r["path"]: r["modificationTime"] for r in meta.collect()}
+    older = meta.withColumn(
+        "modificationTime", sf.col("modificationTime") - sf.expr("INTERVAL 1 DAY")
+    )
+    for mode in ("append", "overwrite"):
+        twice = meta.union(older).union(meta).repartition(3, sf.rand(seed=7))
+        result = catalog.save(twice, mode=mode)
+        rows = _table_rows(table)  # asserts one row per path
+        assert set(rows) == {str(f) for f in files}
+        assert DeltaTable(table).count() == 6
+        # the newest identity stands for each path: the file as listed, not a day older
+        for path, row in rows.items():
+            assert row["modificationTime"].replace(tzinfo=None) == listed[path], path
+        if mode == "append":
+            assert result.rows == 6 and result.skipped == 12
+    meta.unpersist()

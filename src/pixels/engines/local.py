@@ -86,8 +86,9 @@ def _chunks(
 class _Writer:
     """Commits batches from a background thread (delta-rs releases the GIL)."""
 
-    def __init__(self, table: CatalogTable, stats: CatalogStats):
+    def __init__(self, table: CatalogTable, stats: CatalogStats, checked: list[str]):
         self.table = table
+        self.checked = frozenset(checked)
         self.stats = stats
         self.q: queue.Queue[tuple[list[pa.RecordBatch], set[str]] | None] = queue.Queue(maxsize=1)
         self.error: BaseException | None = None
@@ -103,7 +104,9 @@ class _Writer:
                 continue
             batches, replace = item
             try:
-                written = self.table.append(pa.Table.from_batches(batches), replace=replace)
+                written = self.table.append(
+                    pa.Table.from_batches(batches), replace=replace, checked=self.checked
+                )
                 self.stats.written += written
                 self.stats.commits += 1
             except BaseException as e:  # surfaced by close()
@@ -201,9 +204,11 @@ def run_catalog(
             yield r
 
     table.create()
-    todo_refs = iter_new(table, counted(listing), retry_errors=retry_errors)
+    # the listing is compared with this snapshot; commits check only the table's other files
+    snapshot = table.file_uris()
+    todo_refs = iter_new(table, counted(listing), retry_errors=retry_errors, snapshot=snapshot)
 
-    writer = _Writer(table, stats)
+    writer = _Writer(table, stats, snapshot)
     pending: list[pa.RecordBatch] = []
     pending_rows = 0
     pending_bytes = 0

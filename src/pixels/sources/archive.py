@@ -345,6 +345,8 @@ def expand_zip(
             name = info.filename
             if info.is_dir():
                 continue
+            if zf.getinfo(name) is not info:
+                continue  # a later member of the same name shadows it: only that one opens by name
             problem = member_problem(info, limits)
             clean = name if problem is not None else normal_member_name(name)
             if not clean:

@@ -80,6 +80,43 @@ def unseen(listing: Any, existing: Any, *, retry_errors: bool = False) -> Any:
     return listing.join(have, on=["path", "length", "modificationTime"], how="left_anti")
 
 
+def one_row_per_path(df: Any) -> Any:
+    """Rows of ``df`` with one row per ``path`` (:func:`pixels.table.one_per_path` in Spark).
+
+    The newest ``modificationTime`` wins; among equal times, the row with the
+    greater ``length``, then any one (a DataFrame has no row order).
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as sf
+
+    rank = "_pixels_rank"
+    order = Window.partitionBy("path").orderBy(
+        sf.col("modificationTime").desc_nulls_last(), sf.col("length").desc_nulls_last()
+    )
+    return df.withColumn(rank, sf.row_number().over(order)).where(sf.col(rank) == 1).drop(rank)
+
+
+#: When a row of the source replaces the table's row of the same path (``MERGE``'s condition).
+CHANGED_SQL = (
+    "t.length <> s.length OR t.modificationTime <> s.modificationTime OR t.error IS NOT NULL"
+)
+
+
+def merge_sql(target: str, view: str, mode: str = "append") -> str:
+    """The ``MERGE`` statement saving the rows of ``view`` into the Delta table ``target``.
+
+    ``append``: new paths are inserted, rows of changed files (or held with an
+    error) replace theirs (:data:`CHANGED_SQL`); ``replace``: every matched row is
+    replaced. ``view`` must hold one row per path (:func:`one_row_per_path`).
+    """
+    when = "" if mode == "replace" else f"AND ({CHANGED_SQL}) "
+    return (
+        f"MERGE INTO {target} t USING {view} s ON t.path = s.path "
+        f"WHEN MATCHED {when}THEN UPDATE SET * "
+        "WHEN NOT MATCHED THEN INSERT *"
+    )
+
+
 @dataclass(frozen=True)
 class _Stream:
     """What a streaming :meth:`SparkCatalog.catalog` call was asked (for :meth:`save`)."""
@@ -383,7 +420,8 @@ class SparkCatalog:
 
         t0 = time.perf_counter()
         cols = [n for n in SCHEMA.names if n in df.columns]
-        src = df.select(*cols)
+        # MERGE fails on a source with two rows for one target row: the identity rule first
+        src = one_row_per_path(df.select(*cols))
         target = self.table_name or f"delta.`{self.table.uri if self.table else ''}`"
         exists = (
             self.spark.catalog.tableExists(self.table_name)
@@ -401,18 +439,10 @@ class SparkCatalog:
         else:
             view = "_pixels_save_" + hashlib.sha1(str(time.time()).encode()).hexdigest()[:8]
             src.createOrReplaceTempView(view)
-            changed = (
-                ""
-                if mode == "replace"
-                else "AND (t.length <> s.length OR t.modificationTime <> s.modificationTime "
-                "OR t.error IS NOT NULL) "
-            )
-            self.spark.sql(
-                f"MERGE INTO {target} t USING {view} s ON t.path = s.path "
-                f"WHEN MATCHED {changed}THEN UPDATE SET * "
-                "WHEN NOT MATCHED THEN INSERT *"
-            )
-            self.spark.catalog.dropTempView(view)
+            try:
+                self.spark.sql(merge_sql(target, view, mode))
+            finally:
+                self.spark.catalog.dropTempView(view)
         return SaveResult(seconds=time.perf_counter() - t0)
 
     def _save_stream(
@@ -500,4 +530,4 @@ class SparkCatalog:
         return self.spark.sql(query)
 
 
-__all__ = ["SaveResult", "SparkCatalog"]
+__all__ = ["SaveResult", "SparkCatalog", "merge_sql", "one_row_per_path", "unseen"]

@@ -11,6 +11,7 @@ job or the commit fails, the files of the attempt are deleted.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import time
@@ -19,13 +20,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pixels.errors import TableError
 from pixels.schema import SCHEMA
-from pixels.table import CatalogTable, conform, split_by_identity
+from pixels.table import CatalogTable, conform, one_per_path, split_by_identity
 
 #: One row per data file written by a task.
 RESULT_SCHEMA = pa.schema(
@@ -36,6 +38,9 @@ RESULT_SCHEMA = pa.schema(
         pa.field("null_counts", pa.string()),
         pa.field("replaced", pa.list_(pa.string())),
         pa.field("skipped", pa.int64()),
+        pa.field("lo", pa.string()),
+        pa.field("hi", pa.string()),
+        pa.field("ordered", pa.bool_()),
     ]
 )
 
@@ -96,19 +101,31 @@ class _File:
         )
         self.rows = 0
         self.nulls = {f.name: 0 for f in SCHEMA if not pa.types.is_nested(f.type)}
+        self.lo: str | None = None
+        self.hi: str | None = None
+        #: Paths strictly increase through the file (so none repeats in it).
+        self.ordered = True
 
     def write(self, table: pa.Table) -> None:
         self.writer.write_table(table, row_group_size=_ROW_GROUP)
         self.rows += table.num_rows
         for n in self.nulls:
             self.nulls[n] += table.column(n).null_count
+        paths = table["path"].to_pylist()
+        if paths:
+            increasing = all(a < b for a, b in itertools.pairwise(paths))
+            self.ordered = self.ordered and increasing and (self.hi is None or self.hi < paths[0])
+            lo, hi = min(paths), max(paths)
+            self.lo = lo if self.lo is None else min(self.lo, lo)
+            self.hi = hi if self.hi is None else max(self.hi, hi)
 
     def close(self) -> dict[str, Any]:
         self.writer.close()
         size = self.fh.tell()
         self.fh.close()
         return {"file": self.name, "size": size, "rows": self.rows,
-                "null_counts": json.dumps(self.nulls)}  # fmt: skip
+                "null_counts": json.dumps(self.nulls), "lo": self.lo, "hi": self.hi,
+                "ordered": self.ordered}  # fmt: skip
 
 
 def write_files(
@@ -136,6 +153,10 @@ def write_files(
                 )
                 replaced.extend(rep)
                 skipped += dropped
+            else:  # the identity rule holds for every write: one row per path
+                kept = one_per_path(data)
+                skipped += data.num_rows - kept.num_rows
+                data = kept
             if data.num_rows == 0:
                 return
             if current is None:
@@ -158,7 +179,9 @@ def write_files(
         if current is not None:
             results.append(current.close())
         if not results and (replaced or skipped):
-            results.append({"file": None, "size": 0, "rows": 0, "null_counts": None})
+            results.append(
+                {"file": None, "size": 0, "rows": 0, "null_counts": None, "ordered": True}
+            )
         for i, r in enumerate(results):
             r["replaced"] = replaced if i == 0 else []
             r["skipped"] = skipped if i == 0 else 0
@@ -290,11 +313,12 @@ def save_dataframe(
         else:
             job = df.select(*cols).mapInArrow(write_files(opts), out_schema)
         rows = job.collect()
-        written = [r for r in rows if r["file"]]
+        written, dropped = _one_row_per_path(table, [r.asDict() for r in rows if r["file"]], opts)
+        result.skipped += dropped
         replaced = sorted({p for r in rows for p in (r["replaced"] or [])})
-        result.skipped = sum(r["skipped"] or 0 for r in rows)
+        result.skipped += sum(r["skipped"] or 0 for r in rows)
         now = int(time.time() * 1000)
-        actions: list[AddAction | RemoveAction] = [_add_action(r.asDict(), now) for r in written]
+        actions: list[AddAction | RemoveAction] = [_add_action(r, now) for r in written]
         with table._writer_lock():
             dt = table.delta()
             if mode == "overwrite":
@@ -302,9 +326,10 @@ def save_dataframe(
             else:
                 if dt.version() != snapshot_version:
                     # another writer committed meanwhile: reconcile against what it added
-                    actions, more = _recheck(
+                    actions, more, dropped = _recheck(
                         table, actions, set(dt.file_uris()) - set(snapshot), opts, now
                     )
+                    result.skipped += dropped
                     replaced = sorted(set(replaced) | more)
                 if replaced:
                     actions += _rewrite_without(table, dt, replaced, prefix, now)
@@ -318,7 +343,6 @@ def save_dataframe(
                 actions, mode="append", schema=SCHEMA, commit_properties=props
             )
             dt.update_incremental()
-            table._my_version = None
         result.rows = sum(r["rows"] for r in written)
         result.files = len(written)
         result.replaced = len(replaced)
@@ -328,6 +352,73 @@ def save_dataframe(
         raise
     result.seconds = time.perf_counter() - t0
     return result
+
+
+def _overlapping(files: list[dict[str, Any]]) -> set[int]:
+    """Indexes of files that may share a path with another (path ranges overlap, or unordered)."""
+    out = {i for i, f in enumerate(files) if not f.get("ordered", False) or f.get("lo") is None}
+    spans = sorted((f["lo"], f["hi"], i) for i, f in enumerate(files) if f.get("lo") is not None)
+    active: list[tuple[str, int]] = []
+    for lo, hi, i in spans:
+        active = [(h, j) for h, j in active if h >= lo]
+        if active:
+            out.add(i)
+            out.update(j for _, j in active)
+        active.append((hi, i))
+    return out
+
+
+def _one_row_per_path(
+    table: CatalogTable, files: list[dict[str, Any]], opts: WriteOptions
+) -> tuple[list[dict[str, Any]], int]:
+    """The identity rule across the files of one save: one row per path.
+
+    Each task keeps one row per path among its own rows; rows of one path that
+    reached two tasks (an unpartitioned DataFrame, a stream's micro-batch) are
+    found here, among the files whose path ranges overlap, and all but the row
+    :func:`~pixels.table.one_per_path` picks are removed from the uncommitted files.
+    Returns the files to commit and the number of rows removed.
+    """
+    suspects = sorted(_overlapping(files))
+    if not suspects:
+        return files, 0
+    root = table.uri.rstrip("/") + "/"
+    parts = []
+    for i in suspects:
+        with _open_in(table, root + files[i]["file"]) as fh:
+            t = pq.read_table(fh, columns=["path", "modificationTime"])
+        n = t.num_rows
+        parts.append(
+            t.append_column("file", pa.array([i] * n, pa.int64())).append_column(
+                "row", pa.array(range(n), pa.int64())
+            )
+        )
+    rows = pa.concat_tables(parts)
+    if len(pc.unique(rows["path"])) == rows.num_rows:
+        return files, 0
+    kept = one_per_path(rows)
+    keep = set(zip(kept["file"].to_pylist(), kept["row"].to_pylist(), strict=True))
+    drop: dict[int, list[int]] = {}
+    for f, r in zip(rows["file"].to_pylist(), rows["row"].to_pylist(), strict=True):
+        if (f, r) not in keep:
+            drop.setdefault(f, []).append(r)
+    out = list(files)
+    fix = WriteOptions(table.uri, table.storage_options, (), opts.prefix, reconcile=False)
+    for i, gone in drop.items():
+        uri = root + files[i]["file"]
+        with _open_in(table, uri) as fh:
+            data = conform(pq.read_table(fh))
+        mask = np.ones(data.num_rows, dtype=bool)
+        mask[gone] = False
+        data = data.filter(pa.array(mask))
+        _delete(table, uri)
+        if data.num_rows:
+            f = _File(fix)
+            f.write(data)
+            out[i] = f.close()
+        else:
+            out[i] = {}
+    return [f for f in out if f], sum(len(g) for g in drop.values())
 
 
 def _fused(fns: list[Any], writer: Any) -> Any:
@@ -399,12 +490,17 @@ def _open_in(table: CatalogTable, uri: str) -> Any:
 
 def _recheck(
     table: CatalogTable, actions: list[Any], foreign: set[str], opts: WriteOptions, now: int
-) -> tuple[list[Any], set[str]]:
-    """Drop from our new files the rows another writer committed at the same identity."""
+) -> tuple[list[Any], set[str], int]:
+    """Drop from our new files the rows another writer committed at the same identity.
+
+    Returns the actions to commit, the paths whose rows they replace and the
+    number of rows dropped.
+    """
     if not foreign:
-        return actions, set()
+        return actions, set(), 0
     kept: list[Any] = []
     replaced: set[str] = set()
+    skipped = 0
     root = table.uri.rstrip("/") + "/"
     for a in actions:
         uri = root + a.path
@@ -412,6 +508,7 @@ def _recheck(
             data = conform(pq.read_table(fh))
         fixed, rep, dropped = _reconcile(table, data, sorted(foreign), keep_same=opts.keep_same)
         replaced |= set(rep)
+        skipped += dropped
         if not dropped:
             kept.append(a)
             continue
@@ -420,7 +517,7 @@ def _recheck(
             f.write(fixed)
             kept.append(_add_action(f.close(), now))
         _delete(table, uri)
-    return kept, replaced
+    return kept, replaced, skipped
 
 
 def _delete(table: CatalogTable, uri: str) -> None:
