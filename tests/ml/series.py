@@ -29,6 +29,8 @@ def ct_series(
     first along the normal gets the last name. Returns the paths in position order.
     """
     ds = pydicom.dcmread(sample_file(source))
+    if ds.file_meta.TransferSyntaxUID.is_compressed:
+        ds.decompress()
     dest.mkdir(parents=True, exist_ok=True)
     iop = np.asarray([float(v) for v in ds.ImageOrientationPatient])
     normal = np.cross(iop[:3], iop[3:])

@@ -1,0 +1,102 @@
+"""The ct-tissue model on real CT (pydicom / pydicom-data slices made into short series)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from series import ct_series
+
+
+@pytest.fixture(scope="module")
+def volumes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """Volumes (read through the catalog) of an abdomen, a chest slab and a head."""
+    from pixels import Catalog
+    from pixels.ml.volume import read_volume, select_series
+
+    root = tmp_path_factory.mktemp("tissue")
+    names = {
+        "abdomen": "explicit_VR-UN.dcm",
+        "chest": "CT_small.dcm",
+        "head": "J2K_pixelrep_mismatch.dcm",
+    }
+    for key, src in names.items():
+        ct_series(root / "data" / key, 3, source=src, ramp=0)
+    cat = Catalog(str(root / "cat"))
+    cat.catalog(str(root / "data"), workers=0)
+    out = {}
+    for key in names:
+        (found,) = select_series(cat, f"relative_path LIKE '{key}/%'").series
+        out[key] = read_volume(found)
+    return out
+
+
+def _ml(labels: np.ndarray, vol: object, segment: str) -> float:
+    from pixels.ml.models.ct_tissue import CTTissue
+
+    seg = next(s for s in CTTissue.segments if s.name == segment)
+    return float(seg.mask(labels).sum()) * float(np.prod(vol.plan.spacing)) / 1000.0  # type: ignore[attr-defined]
+
+
+def test_abdomen_body_without_table_fat_gas_bone(volumes):
+    from pixels.ml.models import get_model
+
+    vol = volumes["abdomen"]
+    labels = get_model("ct-tissue")(vol.array, vol.plan.spacing)
+    body = _ml(labels, vol, "Body")
+    area_cm2 = body / (3 * vol.plan.spacing[2] / 10)
+    assert 450 < area_cm2 < 700  # an adult abdomen, about 30 x 22 cm
+    assert 0.25 < _ml(labels, vol, "Fat") / body < 0.5  # subcutaneous and visceral fat
+    assert 0.02 < _ml(labels, vol, "Bone") / body < 0.06  # spine and ribs
+    assert 0.01 < _ml(labels, vol, "Air") / body < 0.05  # bowel gas
+    assert _ml(labels, vol, "Lung") == 0  # below the lungs: the gas is not lung
+    # the curved table above the patient (rows 31-159 in this image) is dense but not body
+    dense_outside = (vol.array > -500) & (labels == 0)
+    assert dense_outside.sum() > 3 * 4000
+    assert np.flatnonzero(dense_outside.any(axis=(0, 2))).max() < 160
+    assert not (labels[:, :100, :] > 0).any()
+    # the spine is bone, the fat in front of it fat
+    assert labels[256, 156, 1] == 2  # spinous process (1178 HU)
+    assert labels[256, 250, 1] == 3  # fat in front of the spine (-56 HU)
+
+
+def test_chest_slab_has_lung_cut_by_the_field_of_view(volumes):
+    from pixels.ml.models import get_model
+
+    vol = volumes["chest"]
+    labels = get_model("ct-tissue")(vol.array, vol.plan.spacing)
+    assert labels[5, 5, 1] == 1  # lung parenchyma at the top corners of this cropped image
+    assert labels[120, 5, 1] == 1
+    assert labels[64, 64, 1] == 2  # the spinal canal's floor: vertebral body
+    assert 0.15 < _ml(labels, vol, "Lung") / _ml(labels, vol, "Body") < 0.35
+    assert _ml(labels, vol, "Air") < 0.01 * _ml(labels, vol, "Body")
+
+
+def test_head_skull_and_sinus_air(volumes):
+    from pixels.ml.models import get_model
+
+    vol = volumes["head"]
+    labels = get_model("ct-tissue")(vol.array, vol.plan.spacing)
+    body = _ml(labels, vol, "Body")
+    assert _ml(labels, vol, "Lung") == 0
+    assert 0.1 < _ml(labels, vol, "Bone") / body < 0.3  # skull base
+    assert 0.02 < _ml(labels, vol, "Air") / body < 0.08  # sinuses, mastoid cells
+    assert labels[256, 300, 1] == 4  # brain: soft tissue
+
+
+def test_overlay_paints_labels(volumes, tmp_path: Path):
+    from PIL import Image
+
+    from pixels.ml.models.ct_tissue import CTTissue
+    from pixels.ml.overlay import overlay
+
+    vol = volumes["chest"]
+    labels = CTTissue()(vol.array, vol.plan.spacing)
+    rgb = overlay(vol.array[:, :, 1], labels[:, :, 1], CTTissue.segments)
+    assert rgb.shape == (128, 128, 3)
+    lung = CTTissue.segments[0].color
+    assert rgb[5, 5, 2] > rgb[5, 5, 0]  # lung tinted blue, as its colour (128, 174, 255)
+    assert lung == (128, 174, 255)
+    Image.fromarray(rgb).save(tmp_path / "overlay.png")
+    assert (tmp_path / "overlay.png").stat().st_size > 1000
