@@ -219,6 +219,14 @@ def _rle(data: bytes, info: PixelInfo, reduce: int) -> tuple[np.ndarray, int]:
     import rle.utils
 
     ba = info.bits_allocated
+    decoded = info.rows * info.columns * info.samples_per_pixel * max(ba // 8, 1)
+    if decoded > 64 * len(data):  # a 2-byte replicate run gives at most 128 bytes
+        raise DecodeError(
+            f"an RLE frame of {len(data)} bytes cannot hold Rows (0028,0010) {info.rows} x "
+            f"Columns (0028,0011) {info.columns} x SamplesPerPixel (0028,0002) "
+            f"{info.samples_per_pixel} x {max(ba // 8, 1)} byte(s) ({decoded} bytes: RLE "
+            "expands at most 64 times)"
+        )
     buf = rle.utils.decode_pixel_data(
         data,
         version=2,

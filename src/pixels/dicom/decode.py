@@ -216,6 +216,19 @@ def _finish(raw: np.ndarray, info: PixelInfo) -> np.ndarray:
     return u
 
 
+def _check_shape(raw: np.ndarray, info: PixelInfo, ts: str) -> None:
+    """The codestream's image is the one the header describes (a header that lies about
+    Rows/Columns/SamplesPerPixel would otherwise give a frame of another size)."""
+    samples = raw.shape[2] if raw.ndim == 3 else 1
+    if raw.shape[:2] != (info.rows, info.columns) or samples != info.samples_per_pixel:
+        raise DecodeError(
+            f"the {codecs.SYNTAX_NAMES.get(ts, ts)} codestream holds {raw.shape[0]} x "
+            f"{raw.shape[1]} x {samples} samples, the header says Rows (0028,0010) {info.rows} x "
+            f"Columns (0028,0011) {info.columns} x SamplesPerPixel (0028,0002) "
+            f"{info.samples_per_pixel}"
+        )
+
+
 def _check_reduce(reduce: int) -> None:
     if not isinstance(reduce, int) or reduce < 0:
         raise ValueError(f"reduce must be an integer >= 0, got {reduce!r}")
@@ -271,6 +284,8 @@ def decode_frame(data: bytes, info: PixelInfo, *, reduce: int = 0, path: str = "
                     continue
                 if backend.planar_output:
                     raw = raw[0] if raw.shape[0] == 1 else raw.transpose(1, 2, 0)
+                if not applied:
+                    _check_shape(raw, info, ts)
                 break
             else:
                 raise DecodeError(
