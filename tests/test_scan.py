@@ -228,7 +228,7 @@ def test_the_web_index_honours_a_deletion_vector(
 ) -> None:
     table, files = catalog_with_a_deleted_row
     uids = {n: pydicom.dcmread(files[n], stop_before_pixels=True) for n in FILES}
-    with TestClient(create_app(str(table), viewer=False)) as client:
+    with TestClient(create_app(str(table), viewer=False), base_url="http://localhost") as client:
         listed = client.get("/dicomweb/instances")
         assert listed.status_code == 200
         sops = {i["00080018"]["Value"][0] for i in listed.json()}

@@ -564,6 +564,20 @@ def models_cmd() -> None:
 @click.option(
     "--public-url", default=None, help="URL clients reach the server at (behind a proxy)."
 )
+@click.option(
+    "--allowed-host",
+    "allowed_hosts",
+    multiple=True,
+    metavar="NAME",
+    help="Another host name clients may send in the Host header (repeatable; '*.example.org' "
+    "patterns; '*' for any). Loopback names and the address bound are always allowed.",
+)
+@click.option(
+    "--allow-unauthenticated",
+    is_flag=True,
+    help="Serve on an address other than loopback without a token (anyone who can reach "
+    "it can read the catalog).",
+)
 def serve_cmd(
     table: str,
     host: str,
@@ -571,21 +585,40 @@ def serve_cmd(
     token: str | None,
     storage_root: str | None,
     public_url: str | None,
+    allowed_hosts: tuple[str, ...],
+    allow_unauthenticated: bool,
 ) -> None:
     """Serve the catalog over DICOMweb (QIDO-RS, WADO-RS, STOW-RS) at /dicomweb, OHIF at /."""
+    from pixels.errors import PixelsError
     from pixels.web.app import serve
     from pixels.web.ohif import installed_version
+    from pixels.web.security import check_binding
 
-    base = public_url.rstrip("/") if public_url else f"http://{host}:{port}"
+    try:
+        check_binding(host, token, allow_unauthenticated)
+    except PixelsError as e:
+        raise click.ClickException(str(e)) from e
+    shown = f"[{host}]" if ":" in host else host
+    base = public_url.rstrip("/") if public_url else f"http://{shown}:{port}"
     click.echo(f"DICOMweb: {base}/dicomweb  (catalog {os.path.abspath(table)})", err=True)
     if installed_version():
         hint = "  (viewer URLs take ?token=...)" if token else ""
         click.echo(f"Viewer:   {base}/{hint}", err=True)
     else:
         click.echo("Viewer:   not installed (python -m pixels.web.ohif install)", err=True)
-    serve(
-        table, host=host, port=port, token=token, storage_root=storage_root, public_url=public_url
-    )
+    try:
+        serve(
+            table,
+            host=host,
+            port=port,
+            token=token,
+            storage_root=storage_root,
+            public_url=public_url,
+            allowed_hosts=allowed_hosts,
+            allow_unauthenticated=allow_unauthenticated,
+        )
+    except PixelsError as e:
+        raise click.ClickException(str(e)) from e
 
 
 @main.command("optimize")

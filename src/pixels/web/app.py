@@ -14,7 +14,9 @@ This module only assembles the app: the state and helpers handlers share live in
 
 from __future__ import annotations
 
-import hmac
+import logging
+from collections.abc import Iterable
+from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -22,38 +24,19 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from pixels.web import errors, ohif, qido, stow, wado, wado_uri
+from pixels.web.security import (
+    LOOPBACK_HOSTS,
+    HostCheck,
+    RedactTokens,
+    TokenAuth,
+    check_binding,
+    host_names_of,
+)
 from pixels.web.state import DEFAULT_MAX_UPLOAD, PREFIX, WADO_URI, WebState
 
 __all__ = ["create_app", "serve"]
-
-
-class _TokenAuth:
-    """Require ``Authorization: Bearer <token>`` under ``/dicomweb`` and on ``/wado``."""
-
-    def __init__(self, app: ASGIApp, token: str | None):
-        self.app = app
-        self.token = token
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope.get("path", "") if scope["type"] == "http" else ""
-        if self.token and (
-            path.startswith(PREFIX) or path == WADO_URI or path.startswith(WADO_URI + "/")
-        ):
-            headers = dict(scope.get("headers") or [])
-            got = headers.get(b"authorization", b"").decode("latin-1")
-            scheme, _, value = got.partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(
-                value.strip().encode(), self.token.encode()
-            ):
-                resp = PlainTextResponse(
-                    "missing or wrong bearer token", 401, headers={"WWW-Authenticate": "Bearer"}
-                )
-                await resp(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -69,6 +52,7 @@ def create_app(
     max_upload: int = DEFAULT_MAX_UPLOAD,
     public_url: str | None = None,
     viewer: bool = True,
+    allowed_hosts: Iterable[str] | None = None,
 ) -> Starlette:
     """Return the DICOMweb application over a catalog table.
 
@@ -90,6 +74,10 @@ def create_app(
     viewer : bool
         Serve the OHIF viewer at ``/`` (:mod:`pixels.web.ohif`) when it is installed
         (else ``/`` says how to install it). Its static files need no token.
+    allowed_hosts : iterable of str, optional
+        Host names (or ``*.domain`` patterns, or ``*`` for any) accepted in the
+        ``Host`` header, besides the loopback names and ``public_url``'s host; other
+        requests get 400 (:class:`~pixels.web.security.HostCheck`: DNS rebinding).
 
     Examples
     --------
@@ -103,6 +91,9 @@ def create_app(
         max_upload=max_upload,
         public_url=public_url,
     )
+    hosts = set(LOOPBACK_HOSTS) | set(allowed_hosts or ())
+    if public_url:
+        hosts.add(urlsplit(public_url).hostname or "*")
     p = PREFIX
     s, se, i = "{study}", "{series}", "{instance}"
     routes = [
@@ -153,7 +144,11 @@ def create_app(
     routes += ohif.routes(p, viewer=viewer)
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(_TokenAuth, token=state.token)],
+        middleware=[
+            Middleware(errors.ErrorAnswers),
+            Middleware(HostCheck, allowed=hosts),
+            Middleware(TokenAuth, token=state.token),
+        ],
         exception_handlers={HTTPException: _http_error, **errors.HANDLERS},
     )
     app.state.pixels = state
@@ -171,8 +166,21 @@ def serve(
     public_url: str | None = None,
     log_level: str = "info",
     viewer: bool = True,
+    allowed_hosts: Iterable[str] | None = None,
+    allow_unauthenticated: bool = False,
 ) -> None:
-    """Serve the catalog over DICOMweb with uvicorn (blocks until stopped)."""
+    """Serve the catalog over DICOMweb with uvicorn (blocks until stopped).
+
+    The ``Host`` header may name a loopback name, the address bound (a wildcard
+    address: this machine's names), ``public_url``'s host or ``allowed_hosts``.
+    A ``token=`` in a logged URL (the viewer's) is logged as ``token=[redacted]``.
+
+    Raises
+    ------
+    PixelsError
+        ``host`` is not loopback, there is no token (argument or env
+        ``PIXELS_TOKEN``) and ``allow_unauthenticated`` is false.
+    """
     import uvicorn
 
     app = create_app(
@@ -182,5 +190,11 @@ def serve(
         max_upload=max_upload,
         public_url=public_url,
         viewer=viewer,
+        allowed_hosts=[*host_names_of(host), *(allowed_hosts or ())],
     )
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+    check_binding(host, app.state.pixels.token, allow_unauthenticated)
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level)  # configures logging
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, RedactTokens) for f in access.filters):
+        access.addFilter(RedactTokens())
+    uvicorn.Server(config).run()

@@ -23,16 +23,29 @@ Because every handler opens its files and reads the headers it needs *before*
 a streamed answer starts (see :mod:`pixels.web.wado`), these errors always
 arrive in time to set the status; a handled error also keeps the connection
 open for the client's next request.
+
+Any other exception is answered by :class:`ErrorAnswers`, an ASGI middleware:
+500 with a generic body, the traceback in the ``pixels.web`` log. Starlette's
+own last-resort handler re-raises after answering 500 and uvicorn then closes
+the connection, so a keep-alive client's next request failed with a reset; here
+the exception is answered and not re-raised. Only an error after the answer has
+started (a body cut mid-stream) is re-raised, so that the server closes the
+connection and the client sees a truncated answer, not a complete-looking one.
 """
 
 from __future__ import annotations
 
+import logging
+
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pixels.errors import MissingDecoderError, PixelsError, SourceError, TranscodeError
 
-__all__ = ["HANDLERS", "status_of"]
+__all__ = ["HANDLERS", "ErrorAnswers", "status_of"]
+
+log = logging.getLogger("pixels.web")
 
 
 def status_of(exc: BaseException) -> int:
@@ -56,3 +69,31 @@ async def _pixels_error(request: Request, exc: Exception) -> Response:
 
 #: Exception handlers for :class:`starlette.applications.Starlette`.
 HANDLERS = {PixelsError: _pixels_error, FileNotFoundError: _pixels_error}
+
+
+class ErrorAnswers:
+    """ASGI middleware answering every other exception a handler lets escape (see the module)."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception as exc:
+            if started:
+                raise  # the answer is on its way: only closing the connection can say so
+            log.error("%s %s failed: %r", scope.get("method"), scope.get("path"), exc, exc_info=exc)
+            body = "internal server error (the server's log has the details)"
+            await PlainTextResponse(body, 500)(scope, receive, send)

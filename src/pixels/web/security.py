@@ -1,0 +1,186 @@
+"""The server's guards: bearer token, Host header check, binding rules, log redaction.
+
+- :class:`TokenAuth`: ``Authorization: Bearer <token>`` on ``/dicomweb`` and ``/wado``.
+- :class:`HostCheck`: a request whose ``Host`` header is not an allowed host name
+  gets 400. Without it, any web page the user opens can read the catalog through
+  DNS rebinding (a name of the attacker's that resolves to 127.0.0.1 makes the
+  browser send the page's requests to the local server as same-origin). Allowed
+  by default: the loopback names (:data:`LOOPBACK_HOSTS`).
+- :func:`check_binding`: serving on an address other than loopback without a
+  token is refused unless asked for explicitly.
+- :class:`RedactTokens`: a logging filter that hides ``token=`` query values
+  (the viewer's ``?token=``) in uvicorn's access log.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import logging
+import re
+import socket
+from collections.abc import Iterable
+
+from starlette.responses import PlainTextResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from pixels.errors import PixelsError
+from pixels.web.state import PREFIX, WADO_URI
+
+__all__ = [
+    "LOOPBACK_HOSTS",
+    "HostCheck",
+    "RedactTokens",
+    "TokenAuth",
+    "check_binding",
+    "host_names_of",
+    "is_loopback",
+]
+
+#: Host names always allowed: the loopback ones.
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+class TokenAuth:
+    """Require ``Authorization: Bearer <token>`` under ``/dicomweb`` and on ``/wado``."""
+
+    def __init__(self, app: ASGIApp, token: str | None):
+        self.app = app
+        self.token = token
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if self.token and (
+            path.startswith(PREFIX) or path == WADO_URI or path.startswith(WADO_URI + "/")
+        ):
+            headers = dict(scope.get("headers") or [])
+            got = headers.get(b"authorization", b"").decode("latin-1")
+            scheme, _, value = got.partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(
+                value.strip().encode(), self.token.encode()
+            ):
+                resp = PlainTextResponse(
+                    "missing or wrong bearer token", 401, headers={"WWW-Authenticate": "Bearer"}
+                )
+                await resp(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _host_name(header: str) -> str:
+    """The host name of a ``Host`` header value: no port, no brackets, lower case."""
+    value = header.strip().lower()
+    if value.startswith("["):  # [::1]:8042
+        return value[1:].partition("]")[0]
+    if value.count(":") == 1:
+        value = value.partition(":")[0]
+    return value.rstrip(".")
+
+
+def _matches(name: str, pattern: str) -> bool:
+    if pattern == "*":
+        return True
+    if pattern.startswith("*."):
+        return name.endswith(pattern[1:]) and len(name) > len(pattern) - 1
+    return name == pattern
+
+
+class HostCheck:
+    """Answer 400 to a request whose ``Host`` is not one of ``allowed`` (see the module).
+
+    ``allowed`` holds host names or IP addresses (no port), ``*.example.org``
+    patterns, or ``*`` (any host: no check). A request without a ``Host`` header
+    (HTTP/1.0; browsers always send one) passes.
+    """
+
+    def __init__(self, app: ASGIApp, allowed: Iterable[str]):
+        self.app = app
+        self.allowed = frozenset(_host_name(a) if a != "*" else a for a in allowed)
+
+    def allows(self, header: str) -> bool:
+        """Whether a ``Host`` header value names an allowed host."""
+        name = _host_name(header)
+        return any(_matches(name, p) for p in self.allowed)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            for key, value in scope.get("headers") or []:
+                if key == b"host":
+                    if not self.allows(value.decode("latin-1")):
+                        resp = PlainTextResponse(
+                            f"Host {value.decode('latin-1')[:100]!r} is not served here "
+                            "(allowed hosts: pixels serve --allowed-host)",
+                            400,
+                        )
+                        await resp(scope, receive, send)
+                        return
+                    break
+        await self.app(scope, receive, send)
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (``127.0.0.0/8``, ``::1``)."""
+    name = _host_name(host) if not host.startswith("[") else host.strip("[]")
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def host_names_of(bind: str) -> set[str]:
+    """Names a client may use to reach a server bound to ``bind``.
+
+    A specific address is its own name; a wildcard address (``0.0.0.0``, ``::``)
+    adds this machine's host name, fully qualified name and their addresses.
+    """
+    bind = bind.strip("[]")
+    try:
+        wildcard = ipaddress.ip_address(bind).is_unspecified
+    except ValueError:
+        wildcard = bind == ""
+    if not wildcard:
+        return {bind.lower()}
+    names = {socket.gethostname().lower(), socket.getfqdn().lower()}
+    for name in list(names):
+        try:
+            for info in socket.getaddrinfo(name, None):
+                names.add(str(info[4][0]).lower())
+        except OSError:
+            continue
+    return {n for n in names if n}
+
+
+def check_binding(host: str, token: str | None, allow_unauthenticated: bool) -> None:
+    """Refuse to serve on an address other than loopback without a token.
+
+    Raises
+    ------
+    PixelsError
+        ``host`` is not loopback, no token is set and ``allow_unauthenticated``
+        is false.
+    """
+    if token or allow_unauthenticated or is_loopback(host):
+        return
+    raise PixelsError(
+        f"refusing to serve on {host} without a token: anyone who can reach it could read "
+        "the catalog. Set --token (or PIXELS_TOKEN), or pass --allow-unauthenticated."
+    )
+
+
+_TOKEN_QUERY = re.compile(r"([?&](?:access_)?token=)[^&\s#\"]*", re.IGNORECASE)
+
+
+class RedactTokens(logging.Filter):
+    """Replace ``token=...`` query values in log records by ``token=[redacted]``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and record.args:
+            record.args = tuple(
+                _TOKEN_QUERY.sub(r"\1[redacted]", a) if isinstance(a, str) else a
+                for a in record.args
+            )
+        if isinstance(record.msg, str) and "token=" in record.msg.lower():
+            record.msg = _TOKEN_QUERY.sub(r"\1[redacted]", record.msg)
+        return True

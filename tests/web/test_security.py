@@ -1,0 +1,228 @@
+"""Server security and error answers, against real servers (in-process and ``pixels serve``).
+
+- DNS rebinding: a ``Host`` that is not an allowed name gets 400.
+- ``pixels serve --host 0.0.0.0`` without a token is refused unless
+  ``--allow-unauthenticated``.
+- The viewer's ``?token=`` never reaches the access log.
+- A 500 keeps the keep-alive connection usable.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pydicom
+import pytest
+
+from corpus import sample_file
+from pixels import Catalog
+from pixels.web import create_app
+from web.conftest import TOKEN, Server, _free_port, running
+
+FRAME = {"Accept": "multipart/related; type=application/octet-stream; transfer-syntax=*"}
+
+
+def _instance_path(path: str | Path) -> str:
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    return (
+        f"/dicomweb/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
+        f"/instances/{ds.SOPInstanceUID}"
+    )
+
+
+# ---------------------------------------------------------------- Host header
+
+
+def test_host_header_must_name_an_allowed_host(server: Server) -> None:
+    port = server.url.rsplit(":", 1)[1]
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}", "LOCALHOST"):
+        r = httpx.get(f"{server.url}/dicomweb/studies", headers={"Host": host})
+        assert r.status_code == 200, host
+    for host in (f"rebind.attacker.example:{port}", "127.0.0.1.attacker.example", "localhost.evil"):
+        for path in ("/dicomweb/studies", "/", "/wado"):
+            r = httpx.get(server.url + path, headers={"Host": host})
+            assert r.status_code == 400 and "not served here" in r.text, (host, path)
+
+
+def test_allowed_hosts_and_public_url_are_accepted(corpus: tuple[str, dict[str, str]]) -> None:
+    app = create_app(
+        corpus[0],
+        token="",
+        allowed_hosts=["pacs.example.org", "*.lab.example"],
+        public_url="https://viewer.example.net/",
+    )
+    with running(app) as url:
+        for host, status in (
+            ("pacs.example.org", 200),
+            ("ct.lab.example:8042", 200),
+            ("viewer.example.net", 200),
+            ("lab.example", 400),
+            ("pacs.example.org.evil", 400),
+        ):
+            r = httpx.get(f"{url}/dicomweb/studies", headers={"Host": host})
+            assert r.status_code == status, host
+
+
+# ---------------------------------------------------------------- pixels serve
+
+
+def _serve(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "pixels.cli", "serve", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def _wait_up(url: str, proc: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()[0]
+        try:
+            httpx.get(url + "/app-config.js", timeout=2)
+            return
+        except httpx.TransportError:
+            time.sleep(0.2)
+    raise AssertionError("pixels serve did not start")
+
+
+def _stop(proc: subprocess.Popen[str]) -> str:
+    proc.send_signal(signal.SIGINT)
+    try:
+        out, _ = proc.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+    return out
+
+
+def test_serve_on_all_addresses_needs_a_token(corpus: tuple[str, dict[str, str]]) -> None:
+    env = {"PIXELS_TOKEN": ""}
+    port = str(_free_port())
+    proc = _serve(["--table", corpus[0], "--host", "0.0.0.0", "--port", port], env)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    assert "without a token" in out and "--allow-unauthenticated" in out
+    # with a token, or when asked for, it serves
+    for extra, env2 in (
+        (["--token", TOKEN], env),
+        (["--allow-unauthenticated"], env),
+        ([], {"PIXELS_TOKEN": TOKEN}),
+    ):
+        port = str(_free_port())
+        proc = _serve(["--table", corpus[0], "--host", "0.0.0.0", "--port", port, *extra], env2)
+        try:
+            _wait_up(f"http://127.0.0.1:{port}", proc)
+            r = httpx.get(f"http://127.0.0.1:{port}/dicomweb/studies")
+            assert r.status_code == (200 if extra == ["--allow-unauthenticated"] else 401)
+        finally:
+            _stop(proc)
+
+
+def test_viewer_token_is_redacted_from_the_access_log(
+    corpus: tuple[str, dict[str, str]],
+) -> None:
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = _serve(["--table", corpus[0], "--port", str(port), "--token", TOKEN])
+    try:
+        _wait_up(url, proc)
+        r = httpx.get(f"{url}/viewer", params={"StudyInstanceUIDs": "1.2.3", "token": TOKEN})
+        assert r.status_code in (200, 404)  # index.html, or the install hint
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        r = httpx.get(f"{url}/dicomweb/studies?access_token={TOKEN}&limit=1", headers=auth)
+        assert r.status_code == 200
+    finally:
+        log = _stop(proc)
+    assert "GET /viewer?StudyInstanceUIDs=1.2.3&token=[redacted]" in log, log
+    assert "access_token=[redacted]&limit=1" in log, log
+    assert TOKEN not in log
+
+
+# ---------------------------------------------------------------- error answers
+
+
+@pytest.fixture()
+def damaged(tmp_path: Path) -> Iterator[tuple[str, dict[str, Path]]]:
+    """A catalog of real files, then one truncated and one deleted on disk."""
+    data = tmp_path / "data"
+    data.mkdir()
+    files = {}
+    for name in ("CT_small.dcm", "MR_small_RLE.dcm", "JPEG2000.dcm"):
+        files[name] = data / name
+        shutil.copyfile(sample_file(name), files[name])
+    catalog = str(tmp_path / "catalog")
+    Catalog(catalog).catalog(str(data), workers=0)
+    paths = {name: _instance_path(p) for name, p in files.items()}
+    size = files["CT_small.dcm"].stat().st_size
+    with open(files["CT_small.dcm"], "r+b") as f:
+        f.truncate(size - 1000)  # pixel data cut after cataloging
+    files["JPEG2000.dcm"].unlink()  # a file gone since it was cataloged
+    with running(create_app(catalog, token="")) as url:
+        yield url, {name: Path(p) for name, p in paths.items()}
+
+
+def test_errors_keep_the_connection_usable(damaged: tuple[str, dict[str, Path]]) -> None:
+    url, paths = damaged
+    ct, mr, gone = (str(paths[n]) for n in ("CT_small.dcm", "MR_small_RLE.dcm", "JPEG2000.dcm"))
+    with httpx.Client(base_url=url, timeout=30) as client:
+        for _ in range(2):
+            r = client.get(ct + "/frames/1", headers=FRAME)
+            assert r.status_code == 500 and "truncated" in r.text
+            r = client.get(ct + "/rendered")
+            assert r.status_code == 500 and "truncated" in r.text
+            # the same connection answers the next request
+            r = client.get(mr + "/frames/1", headers=FRAME)
+            assert r.status_code == 200
+            r = client.get(gone + "/frames/1", headers=FRAME)
+            assert r.status_code == 410 and "JPEG2000.dcm" in r.text
+            assert client.get("/dicomweb/studies").status_code == 200
+
+
+def test_any_other_exception_is_a_500_that_keeps_the_connection() -> None:
+    """A handler's bug (not a Pixels error) still gets an answer on a usable connection."""
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse, StreamingResponse
+    from starlette.routing import Route
+
+    from pixels.web.errors import ErrorAnswers
+
+    def broken(request: Request) -> PlainTextResponse:
+        return PlainTextResponse(str({}["missing"]))
+
+    def cut(request: Request) -> StreamingResponse:
+        def body() -> Iterator[bytes]:
+            yield b"x" * 100
+            raise RuntimeError("disk gone mid-stream")
+
+        return StreamingResponse(body(), headers={"Content-Length": "200"})
+
+    def fine(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("ok")
+
+    app = Starlette(
+        routes=[Route("/broken", broken), Route("/cut", cut), Route("/fine", fine)],
+        middleware=[Middleware(ErrorAnswers)],
+    )
+    with running(app) as url, httpx.Client(base_url=url) as client:
+        for _ in range(3):
+            r = client.get("/broken")
+            assert r.status_code == 500 and "server's log" in r.text
+            assert "missing" not in r.text  # no internals in the answer
+            assert client.get("/fine").text == "ok"
+        # an answer that already started cannot become a 500: the connection is closed
+        with pytest.raises(httpx.HTTPError):
+            client.get("/cut")
+        assert client.get("/fine").text == "ok"
