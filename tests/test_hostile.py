@@ -131,3 +131,35 @@ def test_issue_9_cases_are_clear_errors(corpus: tuple[Path, dict[str, Case], lis
     for name in ("lie_MR_small_jpeg_ls_lossless_65535.dcm", "lie_JPEG2000_65535.dcm"):
         text = by_name[name]["thumbnail_error"]
         assert "the header says Rows (0028,0010) 65535 x Columns (0028,0011) 65535" in text
+
+
+def test_a_later_thumbnail_pass_over_the_corpus(
+    corpus: tuple[Path, dict[str, Case], list[dict]], tmp_path: Path
+) -> None:
+    """``pixels thumbnails --force`` (the separate pass, through the process pool) over the
+    same corpus, under the same limit: every row kept, the same thumbnails on good files."""
+    import shutil
+
+    folder, cases, before = corpus
+    table = tmp_path / "catalog"
+    shutil.copytree(folder.parent / "catalog", table)  # the catalog the fixture wrote
+    out = subprocess.run(
+        [sys.executable, "-m", "pixels.cli", "thumbnails", "--table", str(table)]
+        + ["--force", "--format", "png", "--workers", "2"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        preexec_fn=_limit_memory,
+    )
+    assert out.returncode == 0, out.stderr[-4000:]
+    after = Catalog(table).sql_arrow(
+        "SELECT path, error, thumbnail_error, thumbnail_format, frame_offsets FROM object_catalog"
+    )
+    rows = after.to_pylist()
+    assert Counter(Path(r["path"]).name for r in rows) == Counter(list(cases))
+    old = {r["path"]: r for r in before}
+    for r in rows:
+        assert r["error"] == old[r["path"]]["error"]
+        if cases[Path(r["path"]).name].good:
+            assert r["thumbnail_error"] is None, r["thumbnail_error"]
+            assert (r["thumbnail_format"] == "png") == bool(r["frame_offsets"]), r["path"]
