@@ -1,10 +1,117 @@
-"""The server's per-version index and the text rewrite of BulkDataURIs."""
+"""The server's per-version index (:mod:`pixels.web.index`) and the text rewrite of BulkDataURIs.
+
+The index is built over real catalogs of real files and then watched while the
+table changes under it: new versions (a second catalog run, a STOW-like append)
+must be seen by the next call, rows deleted from the table must disappear, and an
+unchanged table must not be re-read.
+"""
 
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
+import pydicom
+import pytest
+from deltalake import DeltaTable
+
+from corpus import copy_with_new_uids, sample_file
+from pixels import Catalog
+from pixels.table import CatalogTable
+from pixels.web.index import TableIndex
 from pixels.web.wado import meta_with_urls, rewrite_bulkdata
+
+
+def _sops(index: TableIndex) -> list[str]:
+    rows = index.current().rows("SELECT SOPInstanceUID FROM inst ORDER BY 1", [])
+    return [r["SOPInstanceUID"] for r in rows]
+
+
+def _uids(path: Path) -> tuple[str, str, str]:
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    return str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID)
+
+
+@pytest.fixture()
+def first(tmp_path: Path) -> tuple[str, dict[str, Path]]:
+    """A catalog of three real files, one of them also at a second path, and a non-DICOM file."""
+    data = tmp_path / "one"
+    data.mkdir()
+    files = {}
+    for name in ("CT_small.dcm", "MR_small.dcm", "JPEG2000.dcm"):
+        files[name] = data / name
+        shutil.copyfile(sample_file(name), files[name])
+    (data / "again").mkdir()
+    shutil.copyfile(files["CT_small.dcm"], data / "again" / "CT_small.dcm")
+    (data / "notes.dcm").write_bytes(b"not DICOM " * 40)
+    catalog = str(tmp_path / "catalog")
+    Catalog(catalog).catalog(str(data), workers=0)
+    return catalog, files
+
+
+def test_index_lists_each_instance_once_with_its_counts(first: tuple[str, dict[str, Path]]) -> None:
+    catalog, files = first
+    index = TableIndex(CatalogTable(catalog))
+    snap = index.current()
+    assert snap.version == DeltaTable(catalog).version()
+    assert _sops(index) == sorted(
+        _uids(p)[2] for p in files.values()
+    )  # the copy once, no error row
+    studies = snap.rows("SELECT StudyInstanceUID, n_series, n_inst, mods FROM study_sum", [])
+    expected = {}
+    for p in files.values():
+        ds = pydicom.dcmread(p, stop_before_pixels=True)
+        expected[str(ds.StudyInstanceUID)] = (1, 1, [ds.Modality])
+    assert {r["StudyInstanceUID"]: (r["n_series"], r["n_inst"], r["mods"]) for r in studies} == (
+        expected
+    )
+    # the meta of each study's first instance is held; others are read from the table
+    ct = _uids(files["CT_small.dcm"])
+    (row,) = snap.instance_rows(ct[0], ct[1], ct[2], "path, meta")
+    meta = json.loads(snap.metas([row["path"]])[row["path"]])
+    assert meta["00080018"]["Value"] == [ct[2]]
+    # an unchanged table gives the same snapshot, not a rebuilt one
+    assert index.current() is snap
+
+
+def test_new_versions_are_seen_and_deleted_rows_disappear(
+    first: tuple[str, dict[str, Path]], tmp_path: Path
+) -> None:
+    catalog, files = first
+    index = TableIndex(CatalogTable(catalog))
+    before = index.current()
+    # a second catalog run adds a series of four copies with fresh UIDs
+    added = copy_with_new_uids(sample_file("CT_small.dcm"), tmp_path / "two", 4, per_series=4)
+    Catalog(catalog).catalog(str(tmp_path / "two"), workers=0)
+    after = index.current()
+    assert after is not before and after.version == DeltaTable(catalog).version()
+    assert set(_sops(index)) == {_uids(p)[2] for p in [*files.values(), *added]}
+    study, series, _ = _uids(added[0])
+    rows = after.instance_rows(study, series, None, "InstanceNumber")
+    assert [r["InstanceNumber"] for r in rows] == [1, 2, 3, 4]
+    (summary,) = after.rows("SELECT n_inst FROM series_sum WHERE SeriesInstanceUID = ?", [series])
+    assert summary["n_inst"] == 4
+    # rows deleted from the table (by any writer) are gone from the next snapshot,
+    # right after the commit (two commits may share the log folder's mtime)
+    gone = files["MR_small.dcm"]
+    DeltaTable(catalog).delete(f"path = '{gone}'")
+    DeltaTable(catalog).delete(f"path = '{added[1]}'")
+    deleted = index.current()
+    assert deleted.version == DeltaTable(catalog).version() == after.version + 2
+    left = set(_sops(index))
+    assert _uids(gone)[2] not in left and _uids(added[1])[2] not in left
+    assert len(left) == len(files) + len(added) - 2
+    mr_study = _uids(gone)[0]
+    assert deleted.rows("SELECT * FROM study_sum WHERE StudyInstanceUID = ?", [mr_study]) == []
+    assert deleted.instance_rows(*_uids(gone), "path") == []
+    assert str(gone) not in deleted.metas([str(gone)])
+    (summary,) = deleted.rows("SELECT n_inst FROM series_sum WHERE SeriesInstanceUID = ?", [series])
+    assert summary["n_inst"] == 3
+    # the old snapshot still answers from its own version (a request in flight)
+    assert _uids(gone)[2] in {
+        r["SOPInstanceUID"] for r in before.rows("SELECT SOPInstanceUID FROM inst", [])
+    }
 
 
 def test_meta_with_urls_matches_the_json_rewrite() -> None:
