@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pytest
@@ -130,6 +131,158 @@ def test_optimize_compacts_and_keeps_rows(corpus: Path, tmp_path: Path) -> None:
     assert len(CatalogTable(table).file_uris()) == 1
     n, d = count_distinct(table)
     assert n == d == 600
+
+
+def test_optimize_keeps_what_readers_of_older_versions_read(corpus: Path, tmp_path: Path) -> None:
+    """Replaced files stay for Delta's 7 days: snapshots in use and time travel keep working."""
+    table = tmp_path / "cat"
+    Catalog(table).catalog(corpus / "mr", workers=0, commit_rows=100)
+    held = CatalogTable(table).scan()  # what a running catalog, Spark or the server reads
+    old_files = list(held.files)
+    assert len(old_files) >= 4
+    out = subprocess.run(
+        [*PIXELS, "optimize", "--table", str(table)], capture_output=True, text=True, check=True
+    )
+    assert '"filesVacuumed": 0' in out.stdout, out.stdout
+    assert len(CatalogTable(table).file_uris()) == 1
+    assert all(os.path.exists(f) for f in old_files)
+    paths = tree_files(corpus / "mr")
+    got = CatalogTable(table).lookup(paths, uris=held)
+    assert sorted(got["path"].to_pylist()) == paths
+    # time travel to the version before the compaction
+    back = DeltaTable(str(table), version=held.version).to_pyarrow_table(columns=["path"])
+    assert sorted(back["path"].to_pylist()) == paths
+
+    # asked for: no retention, the replaced files go now (and with them that version)
+    out = subprocess.run(
+        [*PIXELS, "optimize", "--table", str(table), "--retention-hours", "0"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert f'"filesVacuumed": {len(old_files)}' in out.stdout, out.stdout
+    assert not any(os.path.exists(f) for f in old_files)
+    n, d = count_distinct(table)
+    assert n == d == 600
+    bad = subprocess.run(
+        [*PIXELS, "optimize", "--table", str(table), "--retention-hours", "-1"],
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 2 and "--retention-hours" in bad.stderr
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _get_json(url: str) -> Any:
+    import json
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=60) as r:
+        assert r.status == 200, url
+        return json.loads(r.read() or b"[]")
+
+
+@pytest.mark.slow
+def test_optimize_during_a_catalog_run_and_serve(corpus: Path, tmp_path: Path) -> None:
+    """`pixels optimize` while `pixels catalog` commits and `pixels serve` answers: both go on."""
+    import threading
+
+    table = tmp_path / "cat"
+    Catalog(table).catalog(corpus / "mr", workers=0, commit_rows=50)
+    mr_series = {
+        r["SeriesInstanceUID"]: (r["StudyInstanceUID"], r["n"])
+        for r in Catalog(table)
+        .sql_arrow(
+            "SELECT StudyInstanceUID, SeriesInstanceUID, count(*) AS n FROM object_catalog "
+            "GROUP BY ALL"
+        )
+        .to_pylist()
+    }
+    assert len(mr_series) == 12 and {n for _, n in mr_series.values()} == {50}
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}/dicomweb"
+    server = subprocess.Popen(
+        [*PIXELS, "serve", "--table", str(table), "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    run = None
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                _get_json(base + "/studies?limit=1")
+                break
+            except OSError:
+                assert server.poll() is None, server.stderr.read() if server.stderr else ""
+                assert time.monotonic() < deadline, "the server did not start"
+                time.sleep(0.2)
+        run = subprocess.Popen(
+            [
+                *PIXELS,
+                "catalog",
+                str(corpus),
+                "--table",
+                str(table),
+                "--workers",
+                "1",
+                "-q",
+                "--commit-rows",
+                "60",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        failures: list[str] = []
+        answers = 0
+        stop = threading.Event()
+
+        def ask() -> None:
+            nonlocal answers
+            while not stop.is_set():
+                for series, (study, n) in mr_series.items():
+                    try:
+                        got = _get_json(f"{base}/studies/{study}/series/{series}/metadata")
+                        if len(got) != n:
+                            failures.append(f"{series}: {len(got)} instances, not {n}")
+                        answers += 1
+                    except Exception as e:  # every failure is reported
+                        failures.append(f"{series}: {e!r}")
+
+        client = threading.Thread(target=ask, daemon=True)
+        client.start()
+        optimized = 0
+        while run.poll() is None and optimized < 3:
+            if DeltaTable(str(table)).version() >= 12 + 4 * (optimized + 1):
+                subprocess.run(
+                    [*PIXELS, "optimize", "--table", str(table)], check=True, capture_output=True
+                )
+                optimized += 1
+            time.sleep(0.1)
+        _, err = run.communicate(timeout=600)
+        stop.set()
+        client.join(timeout=120)
+        assert run.returncode == 0, err
+        assert optimized >= 2, "the catalog run ended before optimize could run during it"
+        assert answers > 20 and not failures, failures[:5]
+        n, d = count_distinct(table)
+        assert n == d == len(tree_files(corpus))
+        studies = _get_json(base + "/studies?limit=1000")
+        assert sum(s["00201208"]["Value"][0] for s in studies) == n
+    finally:
+        for p in (run, server):
+            if p is not None and p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL) if p is server else p.kill()
+                p.wait()
 
 
 def test_missing_table_is_a_clear_error(tmp_path: Path) -> None:

@@ -181,6 +181,9 @@ class Catalog:
         """Number of rows (files) in the catalog."""
         return self.table.count()
 
-    def optimize(self) -> dict[str, Any]:
-        """Compact the table's small files and vacuum the replaced ones."""
-        return self.table.optimize()
+    def optimize(self, retention_hours: int | None = None) -> dict[str, Any]:
+        """Compact the table's small files and vacuum files replaced long enough ago.
+
+        ``retention_hours``: see :meth:`pixels.table.CatalogTable.optimize` (default 7 days).
+        """
+        return self.table.optimize(retention_hours=retention_hours)

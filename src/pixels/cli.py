@@ -623,12 +623,21 @@ def serve_cmd(
 
 @main.command("optimize")
 @TABLE_OPTION
-def optimize_cmd(table: str) -> None:
-    """Compact the table's small files and vacuum replaced ones."""
+@click.option(
+    "--retention-hours",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Delete files replaced more than this long ago [default: the table's "
+    "delta.deletedFileRetentionDuration, else 168 (7 days), as Delta]. Readers of older "
+    "versions (a running catalog, the server, time travel) need them; 0 deletes them now.",
+)
+def optimize_cmd(table: str, retention_hours: int | None) -> None:
+    """Compact the table's small files and vacuum files replaced long enough ago."""
     from pixels.catalog import Catalog
 
-    metrics = Catalog(table).optimize()
-    click.echo(json.dumps({k: metrics.get(k) for k in ("numFilesAdded", "numFilesRemoved")}))
+    metrics = Catalog(table).optimize(retention_hours=retention_hours)
+    keys = ("numFilesAdded", "numFilesRemoved", "filesVacuumed")
+    click.echo(json.dumps({k: metrics.get(k) for k in keys}))
 
 
 @main.command("schema")

@@ -45,6 +45,8 @@ from pixels.schema import IDENTITY, SCHEMA, SCHEMA_VERSION, VIEW_NAME
 from pixels.storage import delta_options, is_local, local_path
 
 _LOCK_DIR = "_pixels"
+#: Delta's default ``delta.deletedFileRetentionDuration``: how long replaced files are kept.
+DEFAULT_RETENTION_HOURS = 168
 _NO_TIME = datetime.min.replace(tzinfo=UTC)
 _RETRIES = 8
 #: Rows per Parquet row group: small enough for look-ups to skip by path statistics.
@@ -430,17 +432,42 @@ class CatalogTable:
             dt.update_incremental()
 
     # ----------------------------------------------------------- maintenance
-    def optimize(self, vacuum: bool = True) -> dict[str, Any]:
-        """Compact small files into larger ones, then vacuum unreferenced files.
+    def optimize(self, vacuum: bool = True, retention_hours: int | None = None) -> dict[str, Any]:
+        """Compact small files into larger ones, then vacuum files replaced long enough ago.
 
-        Returns the compaction metrics from delta-rs.
+        Files a compaction (or a replaced row) took out of the table stay on disk for
+        the retention period: readers holding an older version (a running
+        ``pixels catalog``'s snapshot, Spark executors, the DICOMweb server's index)
+        keep reading them, and time travel to those versions works.
+
+        Parameters
+        ----------
+        vacuum : bool
+            Delete data files that left the table more than ``retention_hours`` ago.
+        retention_hours : int, optional
+            Default: the table's ``delta.deletedFileRetentionDuration``, else Delta's
+            default of :data:`DEFAULT_RETENTION_HOURS` (7 days). A shorter value is
+            taken as asked (``0`` deletes every replaced file now: readers of older
+            versions then fail, and time travel to them is lost).
+
+        Returns
+        -------
+        dict
+            The compaction metrics from delta-rs, and ``filesVacuumed``.
         """
+        if retention_hours is not None and retention_hours < 0:
+            raise ValueError(f"retention_hours must be >= 0, not {retention_hours}")
         dt = self.delta()
         with self._writer_lock():
-            metrics = dt.optimize.compact()
+            metrics = dict(dt.optimize.compact())
             if vacuum:
-                dt.vacuum(retention_hours=0, enforce_retention_duration=False, dry_run=False)
-        return dict(metrics)
+                deleted = dt.vacuum(
+                    retention_hours=retention_hours,
+                    enforce_retention_duration=retention_hours is None,
+                    dry_run=False,
+                )
+                metrics["filesVacuumed"] = len(deleted)
+        return metrics
 
 
 def _path_range(uri: str) -> tuple[str, str] | None:
@@ -592,6 +619,7 @@ def iter_new(
 
 
 __all__ = [
+    "DEFAULT_RETENTION_HOURS",
     "IDENTITY",
     "VIEW_NAME",
     "CatalogTable",

@@ -515,14 +515,15 @@ class SparkCatalog:
             out = thumbnail_transform(out, thumbs)
         return save_dataframe(out, self.table)
 
-    def optimize(self) -> dict[str, Any]:
-        """Compact the table's small files (each save writes one file per task) and vacuum.
+    def optimize(self, retention_hours: int | None = None) -> dict[str, Any]:
+        """Compact the table's small files (each save writes one file per task) and vacuum
+        files replaced more than ``retention_hours`` ago (default: 7 days, as Delta).
 
-        With Spark's own Delta Lake, run ``OPTIMIZE`` in SQL instead.
+        With Spark's own Delta Lake, run ``OPTIMIZE`` and ``VACUUM`` in SQL instead.
         """
         if self.table is None or self.use_spark_delta:
             raise PixelsError("this session writes with Delta Lake: use Spark SQL's OPTIMIZE")
-        return self.table.optimize()
+        return self.table.optimize(retention_hours=retention_hours)
 
     def sql(self, query: str) -> Any:
         """Run Spark SQL with the view ``object_catalog`` over the current table."""
