@@ -144,8 +144,10 @@ def test_a_later_thumbnail_pass_over_the_corpus(
     table = tmp_path / "catalog"
     shutil.copytree(folder.parent / "catalog", table)  # the catalog the fixture wrote
     out = subprocess.run(
-        [sys.executable, "-m", "pixels.cli", "thumbnails", "--table", str(table)]
-        + ["--force", "--format", "png", "--workers", "2"],
+        [
+            *(sys.executable, "-m", "pixels.cli", "thumbnails", "--table", str(table)),
+            *("--force", "--format", "png", "--workers", "2"),
+        ],
         capture_output=True,
         text=True,
         timeout=600,
