@@ -387,3 +387,51 @@ def test_odd_sized_rgb_renders(site: Site, key: str) -> None:
                 assert np.abs(img.astype(int) - ref.astype(int)).max() <= 2
             else:
                 assert np.array_equal(img, ref)
+
+
+def test_bulkdata_is_streamed_not_read_whole(tmp_path: Path) -> None:
+    """A 48 MiB value (a private OB element added to a real file) goes out in chunks."""
+    import hashlib
+    import tracemalloc
+
+    ds = _original("mr")
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = (generate_uid() for _ in "abc")
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    value = np.random.default_rng(7).integers(0, 256, 48 << 20, dtype=np.uint8).tobytes()
+    block = ds.private_block(0x0009, "PIXELS TEST", create=True)
+    block.add_new(0x10, "OB", value)
+    (tmp_path / "data").mkdir()
+    path = tmp_path / "data" / "big_private.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    del block, ds
+    catalog = str(tmp_path / "catalog")
+    Catalog(catalog).catalog(str(tmp_path / "data"), workers=0)
+    inst = pydicom.dcmread(path, stop_before_pixels=True)
+    base = (
+        f"/dicomweb/studies/{inst.StudyInstanceUID}/series/{inst.SeriesInstanceUID}"
+        f"/instances/{inst.SOPInstanceUID}"
+    )
+    want = hashlib.sha256(value).hexdigest()
+    del value
+    with running(create_app(catalog, token="", viewer=False)) as url:
+        meta = httpx.get(url + base + "/metadata").json()[0]
+        uri = meta["00091010"]["BulkDataURI"]
+        assert uri.endswith("/bulkdata/00091010")
+        tracemalloc.start()
+        try:
+            h = hashlib.sha256()
+            with httpx.stream("GET", uri, headers={"Accept": "application/octet-stream"}) as r:
+                assert r.status_code == 200
+                for chunk in r.iter_raw():
+                    h.update(chunk)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert h.hexdigest() == want
+        assert peak < 16 << 20, f"peak {peak >> 20} MiB while sending a 48 MiB value"
+        # the file cut after cataloging: an error naming it before any byte, not a short body
+        with open(path, "r+b") as f:
+            f.truncate(os.path.getsize(path) - (40 << 20))
+        r = httpx.get(uri, headers={"Accept": "application/octet-stream"})
+        assert r.status_code == 500 and "shorter than the catalog says" in r.text
+        assert "big_private.dcm" in r.text

@@ -94,6 +94,7 @@ def create_app(
     hosts = set(LOOPBACK_HOSTS) | set(allowed_hosts or ())
     if public_url:
         hosts.add(urlsplit(public_url).hostname or "*")
+    stow.clean_stale_spools(state.storage_root)  # what a killed server left
     p = PREFIX
     s, se, i = "{study}", "{series}", "{instance}"
     routes = [

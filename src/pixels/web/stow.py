@@ -1,8 +1,11 @@
 """STOW-RS (PS3.18 10.5): store instances sent as multipart/related application/dicom.
 
 The body is spooled to a temporary file under ``{storage_root}/.incoming`` (never
-held whole in memory; larger than the limit: 413), split into parts, and each
-part checked: it must parse as DICOM (:func:`pixels.dicom.meta.read_header`) and
+held whole in memory; larger than the limit: 413; what a killed server left there
+is removed when the next one starts, :func:`clean_stale_spools`), split into parts, and each
+part checked: it must be a DICOM file (PS3.10: preamble, ``DICM``, file meta with a
+transfer syntax; a data set readable only by force is refused), parse as DICOM
+(:func:`pixels.dicom.meta.read_header`, deflated data inflated under a cap) and
 carry valid SOP Class, SOP Instance, Study and Series UIDs; with a study in the
 URL the instance must belong to it. A good part is written to
 ``{storage_root}/{StudyUID}/{SeriesUID}/{SOPUID}.dcm`` atomically (temporary file
@@ -29,8 +32,9 @@ import json
 import mmap
 import os
 import tempfile
+import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -40,7 +44,7 @@ from starlette.responses import Response
 from pixels.web.multipart import MultipartError, parse_media_type, split_parts
 from pixels.web.state import WebState, base_url, check_uid, is_uid, state_of
 
-__all__ = ["store"]
+__all__ = ["clean_stale_spools", "store"]
 
 FAIL_STUDY_MISMATCH = 0xA900
 FAIL_CANNOT_UNDERSTAND = 0xC000
@@ -58,6 +62,31 @@ class _Outcome:
     reason: str = ""
     replaced: bool = False
     path: str | None = None
+
+
+def clean_stale_spools(storage_root: str, *, before: float | None = None) -> list[str]:
+    """Remove what requests left in ``{storage_root}/.incoming`` before `before` (default now).
+
+    A request removes its own spool (the body) and part files when it ends; only a
+    server that was killed leaves them. Called when the app is created: anything
+    last written before then belongs to no live request of this server (one server
+    per storage root). Returns the removed paths.
+    """
+    incoming = os.path.join(storage_root, ".incoming")
+    cutoff = time.time() if before is None else before
+    removed = []
+    try:
+        entries = list(os.scandir(incoming))
+    except FileNotFoundError:
+        return []
+    for entry in entries:
+        try:
+            if entry.is_file(follow_symlinks=False) and entry.stat().st_mtime < cutoff:
+                os.unlink(entry.path)
+                removed.append(entry.path)
+        except FileNotFoundError:
+            continue
+    return removed
 
 
 async def store(request: Request) -> Response:
@@ -141,6 +170,9 @@ def _store_part(
                 out.write(mm[pos : min(end, pos + (1 << 22))])
         try:
             with open(tmp, "rb") as fp:
+                problem = _not_part10(fp)
+                if problem:
+                    return _Outcome(None, None, failure=FAIL_CANNOT_UNDERSTAND, reason=problem)
                 header = read_header(fp, path="STOW-RS part")
             js = json.loads(header.meta)
         except Exception as e:
@@ -172,6 +204,28 @@ def _store_part(
         if not keep:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
+
+
+def _not_part10(fp: BinaryIO) -> str | None:
+    """Why a part is not a DICOM file (PS3.10: preamble, ``DICM``, file meta with a transfer
+    syntax); None when it is. A data set that could only be read by force is refused rather
+    than stored as a ``.dcm`` file no other reader accepts."""
+    from pydicom.filereader import _read_file_meta_info
+
+    head = fp.read(132)
+    if len(head) < 132 or head[128:132] != b"DICM":
+        return (
+            "not a DICOM file: no 'DICM' prefix at byte 128 (a data set without preamble and "
+            "file meta is not accepted)"
+        )
+    try:
+        meta = _read_file_meta_info(fp)
+    except Exception as e:
+        return f"not a DICOM file: the file meta information cannot be read: {e}"
+    if not str(meta.get("TransferSyntaxUID", "") or "").strip():
+        return "not a DICOM file: the file meta has no Transfer Syntax UID (0002,0010)"
+    fp.seek(0)
+    return None
 
 
 _UID_TAGS = {"class": "00080016", "sop": "00080018", "study": "0020000D", "series": "0020000E"}
