@@ -313,3 +313,37 @@ def test_a_panicking_codec_is_a_decode_error_of_the_file() -> None:
     assert str(e.value).startswith("panic.dcm: could not decode frame (RLE Lossless): ")
     assert "pylibjpeg-rle failed: PanicException: index out of bounds" in str(e.value)
     assert isinstance(e.value, Exception)
+
+
+def _rewritten(name: str, tmp_path: Path, **values: object) -> Path:
+    ds = pydicom.dcmread(get_testdata_file(name, download=False))
+    for k, v in values.items():
+        setattr(ds, k, v)
+    out = tmp_path / f"lie_{name}"
+    ds.save_as(out)
+    return out
+
+
+@pytest.mark.parametrize(
+    ("name", "values", "words"),
+    [
+        # the decoder would allocate 65535 x 65535 x 2 bytes from the header alone
+        ("MR_small_RLE.dcm", {"Rows": 65535, "Columns": 65535}, "RLE expands at most 64 times"),
+        ("MR_small_RLE.dcm", {"SamplesPerPixel": 4}, "SamplesPerPixel (0028,0002) 4"),
+        (
+            "MR_small_jpeg_ls_lossless.dcm",
+            {"Rows": 65535, "Columns": 65535},
+            "codestream holds 64 x 64 x 1 samples, the header says Rows (0028,0010) 65535",
+        ),
+        ("JPEG2000.dcm", {"Rows": 7}, "the header says Rows (0028,0010) 7 x"),
+    ],
+)
+def test_headers_lying_about_the_image_size(
+    tmp_path: Path, name: str, values: dict, words: str
+) -> None:
+    """Real files whose header no longer matches their codestream: a DecodeError naming the
+    file and the tags, before the decoder allocates from the header or shows a wrong image."""
+    path = _rewritten(name, tmp_path, **values)
+    with pytest.raises(DecodeError) as e:
+        read_frames(str(path))
+    assert str(e.value).startswith(f"{path}: ") and words in str(e.value), str(e.value)

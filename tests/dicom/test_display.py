@@ -120,3 +120,12 @@ def test_voi_lut_sequence() -> None:
     bits = int(ds.VOILUTSequence[0].LUTDescriptor[2])
     ref = np.rint(ref / (2**bits - 1) * 255)
     assert np.abs(out - ref).max() <= 1
+
+
+def test_palette_color_without_tables_is_a_clear_error() -> None:
+    """A real 8-bit image relabelled PALETTE COLOR with no palette tables."""
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    meta = ds.to_json_dict()
+    meta["00280004"] = {"vr": "CS", "Value": ["PALETTE COLOR"]}
+    with pytest.raises(ValueError, match=r"Descriptor \(0028,1101-1103\)"):
+        to_display(ds.pixel_array.astype("uint16"), meta)

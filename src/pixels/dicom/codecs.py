@@ -237,6 +237,12 @@ def _rle(data: bytes, info: PixelInfo, reduce: int) -> tuple[np.ndarray, int]:
         byteorder="<",
     )
     dtype = np.dtype(f"<u{max(ba, 8) // 8}")
+    if len(buf) != decoded:
+        raise DecodeError(
+            f"the RLE frame decodes to {len(buf)} bytes, the header says {decoded}: Rows "
+            f"(0028,0010) {info.rows} x Columns (0028,0011) {info.columns} x SamplesPerPixel "
+            f"(0028,0002) {info.samples_per_pixel} x BitsAllocated (0028,0100) {ba} / 8"
+        )
     arr = np.frombuffer(buf, dtype=dtype)
     return arr.reshape(info.samples_per_pixel, info.rows, info.columns), 0
 

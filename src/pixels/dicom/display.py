@@ -195,7 +195,14 @@ def _palette(arr: np.ndarray, meta: Meta) -> np.ndarray:
     ds = Dataset.from_json(dict(meta))
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = UID("1.2.840.10008.1.2.1")  # JSON binary is little endian
-    rgb = apply_color_lut(arr, ds)
+    try:
+        rgb = apply_color_lut(arr, ds)
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError) as e:
+        raise ValueError(
+            "PALETTE COLOR image without usable palette tables: the Red/Green/Blue Palette "
+            "Color Lookup Table Descriptor (0028,1101-1103) and Data (0028,1201-1203) or "
+            f"Segmented Data (0028,1221-1223) are missing or inconsistent ({e})"
+        ) from e
     if rgb.dtype.itemsize > 1:
         rgb = rgb / 257.0
     return np.rint(rgb).clip(0, 255).astype(np.uint8)

@@ -132,7 +132,8 @@ def _shrink(arr: np.ndarray, max_size: int, js: dict[str, Any]) -> np.ndarray:
         # the display step maps the whole frame, the resize then smooths the colours
         return arr
     hh, ww = h - h % f, w - w % f
-    acc_type = np.int64 if np.issubdtype(arr.dtype, np.integer) else np.float64
+    small_int = np.issubdtype(arr.dtype, np.integer) and arr.dtype.itemsize < 8
+    acc_type = np.int64 if small_int else np.float64  # 64-bit values: int64 could overflow
     acc = np.zeros((hh // f, ww // f, *arr.shape[2:]), dtype=acc_type)
     for dy in range(f):  # f*f strided views: one pass over the frame, no big temporaries
         for dx in range(f):
