@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import io
+import json
+import os
+import socket
 import subprocess
 import sys
+import threading
+import time
+import urllib.request
 import uuid
 import zipfile
+from pathlib import Path
 from typing import Any
 
 import pydicom
 
-from corpus import sample_file
+from corpus import copy_with_new_uids, sample_file
 from pixels import Catalog
+from pixels.table import CatalogTable
 
 
 def test_catalog_s3_prefix_end_to_end(s3_server: Any, tmp_path: Any) -> None:
@@ -79,3 +87,180 @@ def test_catalog_s3_prefix_end_to_end(s3_server: Any, tmp_path: Any) -> None:
     out = subprocess.run(cmd, capture_output=True, text=True, check=True)
     assert "read 1" in out.stderr and "unchanged 4" in out.stderr, out.stderr
     assert Catalog(table).count() == 5
+
+
+# ------------------------------------------------------------- tables on S3 itself
+def _pixels(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pixels.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+
+
+def _s3_env(s3_server: Any) -> dict[str, str]:
+    """Credentials and endpoint the way a user exports them (no -o options)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_ENDPOINT_URL=s3_server.endpoint_url,
+        AWS_REGION="us-east-1",
+    )
+    return env
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _get(url: str, accept: str = "application/dicom+json") -> tuple[int, dict[str, str], bytes]:
+    req = urllib.request.Request(url, headers={"Accept": accept})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read()
+
+
+def test_a_table_on_s3_end_to_end(s3_server: Any, tmp_path: Path) -> None:
+    """catalog into s3://, re-run, sql, serve: nothing of the table touches the local disk."""
+    import s3fs
+
+    bucket = f"tbl-{uuid.uuid4().hex[:10]}"
+    fs = s3fs.S3FileSystem(skip_instance_cache=True, **s3_server.storage_options)
+    fs.mkdir(bucket)
+    files = {n: sample_file(n) for n in ("CT_small.dcm", "MR_small.dcm", "JPEG2000.dcm")}
+    for name, src in files.items():
+        fs.pipe(f"{bucket}/data/{name}", src.read_bytes())
+    table = f"s3://{bucket}/catalog"
+    opts = ["-o", f"endpoint_url={s3_server.endpoint_url}", "-o", "key=testing"]
+    opts += ["-o", "secret=testing"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    work = tmp_path / "cwd"
+    work.mkdir()
+
+    def run(*args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
+        out = subprocess.run(
+            [sys.executable, "-m", "pixels.cli", *args],
+            capture_output=True, text=True, cwd=work, timeout=300, **kw,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        return out
+
+    out = run("catalog", f"s3://{bucket}/data", "--table", table, "-q", *opts, env=env)
+    assert "listed 3" in out.stderr and "written 3" in out.stderr, out.stderr
+    assert fs.exists(f"{bucket}/catalog/_delta_log/00000000000000000000.json")
+    assert not fs.exists(f"{bucket}/catalog/_pixels")  # no lock file: delta-rs' commits
+    assert list(work.iterdir()) == []  # nothing of the table on the local disk
+    out = run("catalog", f"s3://{bucket}/data", "--table", table, "-q", *opts, env=env)
+    assert "unchanged 3" in out.stderr and "read 0" in out.stderr, out.stderr
+
+    # pixels sql: -o options, then the environment's credentials alone
+    query = "SELECT path, Modality, SOPInstanceUID FROM object_catalog ORDER BY path"
+    for how in (opts, []):
+        out = run("sql", "--table", table, query, "--format", "json", *how,
+                  env=env if how else _s3_env(s3_server))  # fmt: skip
+        rows = [json.loads(line) for line in out.stdout.splitlines()]
+        assert [r["path"] for r in rows] == [f"s3://{bucket}/data/{n}" for n in sorted(files)]
+        for r in rows:
+            ds = pydicom.dcmread(files[r["path"].rsplit("/", 1)[1]])
+            assert (r["SOPInstanceUID"], r["Modality"]) == (ds.SOPInstanceUID, ds.Modality)
+    out = subprocess.run(
+        [sys.executable, "-m", "pixels.cli", "sql", "--table", table, query],
+        capture_output=True, text=True, cwd=work, env=env, timeout=300,
+    )  # fmt: skip
+    assert out.returncode != 0  # no credentials, no endpoint: refused, not an empty answer
+
+    # pixels serve over the S3 table, the files on S3 too: QIDO and WADO answers
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "pixels.cli", "serve", "--table", table, "--port", str(port),
+         *opts],
+        cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        base = f"http://127.0.0.1:{port}/dicomweb"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                status, _, body = _get(f"{base}/instances")
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(server.stderr.read() if server.stderr else "") from None
+                time.sleep(0.2)
+        assert status == 200
+        listed = {i["00080018"]["Value"][0] for i in json.loads(body)}
+        want = {n: pydicom.dcmread(p) for n, p in files.items()}
+        assert listed == {str(ds.SOPInstanceUID) for ds in want.values()}
+        ct = want["CT_small.dcm"]
+        inst = f"{base}/studies/{ct.StudyInstanceUID}/series/{ct.SeriesInstanceUID}"
+        inst += f"/instances/{ct.SOPInstanceUID}"
+        status, _, body = _get(inst + "/metadata")
+        assert status == 200
+        assert json.loads(body)[0]["00100010"]["Value"] == [{"Alphabetic": str(ct.PatientName)}]
+        status, headers, body = _get(inst, 'multipart/related; type="application/dicom"')
+        assert status == 200 and "multipart/related" in headers["content-type"]
+        assert bytes(ct.PixelData) in body and str(ct.SOPInstanceUID).encode() in body
+        status, _, body = _get(
+            inst + "/frames/1", "multipart/related; type=application/octet-stream"
+        )
+        assert status == 200
+        assert ct.PixelData in body
+    finally:
+        server.terminate()
+        server.wait(10)
+    assert list(work.iterdir()) == []
+
+
+def test_concurrent_writers_into_one_s3_table(s3_server: Any, tmp_path: Path) -> None:
+    """Two writers committing the same files at once into one s3:// table: each file once.
+
+    No lock file can serialise writers on an object store: the check of what the
+    table holds and the commit are made safe by committing only on top of the
+    version that was checked (delta-rs' conditional put; a lost race re-checks).
+    Both writers check, then commit, at the same moment, batch after batch.
+    """
+    import s3fs
+
+    local = copy_with_new_uids(sample_file("CT_small.dcm"), tmp_path / "src", 24, per_series=6)
+    scratch = tmp_path / "scratch"
+    Catalog(scratch).catalog(tmp_path / "src", workers=0)
+    rows = Catalog(scratch).sql_arrow("SELECT * FROM object_catalog ORDER BY path")
+    assert rows.num_rows == len(local)
+
+    bucket = f"conc-{uuid.uuid4().hex[:10]}"
+    s3fs.S3FileSystem(skip_instance_cache=True, **s3_server.storage_options).mkdir(bucket)
+    uri = f"s3://{bucket}/catalog"
+    opts = {"key": "testing", "secret": "testing", "endpoint_url": s3_server.endpoint_url}
+    CatalogTable(uri, storage_options=opts).create()
+    writers = [CatalogTable(uri, storage_options=opts) for _ in range(2)]
+    barrier = threading.Barrier(2, timeout=120)
+    written = [0, 0]
+    failures: list[BaseException] = []
+
+    def write(i: int) -> None:
+        try:
+            for start in range(0, rows.num_rows, 2):
+                barrier.wait()
+                written[i] += writers[i].append(rows.slice(start, 2))
+        except BaseException as e:  # reported below
+            failures.append(e)
+            barrier.abort()
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    assert not failures, failures
+    assert sum(written) == rows.num_rows
+    got = Catalog(uri, storage_options=opts).sql_arrow(
+        "SELECT count(*) AS n, count(DISTINCT path) AS paths FROM object_catalog"
+    )
+    assert got.to_pylist() == [{"n": rows.num_rows, "paths": rows.num_rows}]
+    assert not s3fs.S3FileSystem(skip_instance_cache=True, **s3_server.storage_options).exists(
+        f"{bucket}/catalog/_pixels"
+    )

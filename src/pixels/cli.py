@@ -78,7 +78,10 @@ def main() -> None:
 @click.option(
     "--commit-rows", type=int, default=2000, show_default=True, help="Rows per Delta commit."
 )
-@storage_option("fsspec option for SOURCE (repeatable), e.g. endpoint_url=http://127.0.0.1:9000.")
+@storage_option(
+    "Object-store option for SOURCE and a table URL (repeatable), e.g. "
+    "endpoint_url=http://127.0.0.1:9000."
+)
 @click.option(
     "--thumbnails", is_flag=True, help="Also make thumbnails, in the same pass over each file."
 )
@@ -120,7 +123,7 @@ def catalog_cmd(
 
     block_pandas()  # this command never builds a DataFrame: ~50 MB saved
     console = Console(stderr=True)
-    cat = Catalog(table)
+    cat = Catalog(table, storage_options=_storage_options(storage_option))
     progress = Progress(
         TextColumn("[bold]cataloging"),
         BarColumn(),
@@ -203,13 +206,21 @@ def catalog_cmd(
 @click.option(
     "--max-rows", type=int, default=100, show_default=True, help="Rows shown by --format table."
 )
-def sql_cmd(query: str, table: str, fmt: str, output: str | None, max_rows: int) -> None:
+@storage_option("Object-store option for a table URL (repeatable), e.g. key=..., endpoint_url=...")
+def sql_cmd(
+    query: str,
+    table: str,
+    fmt: str,
+    output: str | None,
+    max_rows: int,
+    storage_option: tuple[str, ...] = (),
+) -> None:
     """Run a DuckDB QUERY over the view object_catalog."""
     from pixels.catalog import Catalog
     from pixels.errors import PixelsError, QueryError
 
     try:
-        result = Catalog(table).sql_arrow(query)
+        result = Catalog(table, storage_options=_storage_options(storage_option)).sql_arrow(query)
     except QueryError as e:
         click.echo(f"SQL error: {e}", err=True)
         sys.exit(1)
@@ -578,6 +589,10 @@ def models_cmd() -> None:
     help="Serve on an address other than loopback without a token (anyone who can reach "
     "it can read the catalog).",
 )
+@storage_option(
+    "Object-store option for a table URL and the files it lists (repeatable), "
+    "e.g. key=..., endpoint_url=..."
+)
 def serve_cmd(
     table: str,
     host: str,
@@ -587,9 +602,11 @@ def serve_cmd(
     public_url: str | None,
     allowed_hosts: tuple[str, ...],
     allow_unauthenticated: bool,
+    storage_option: tuple[str, ...] = (),
 ) -> None:
     """Serve the catalog over DICOMweb (QIDO-RS, WADO-RS, STOW-RS) at /dicomweb, OHIF at /."""
     from pixels.errors import PixelsError
+    from pixels.storage import delta_options, is_local
     from pixels.web.app import serve
     from pixels.web.ohif import installed_version
     from pixels.web.security import check_binding
@@ -598,9 +615,16 @@ def serve_cmd(
         check_binding(host, token, allow_unauthenticated)
     except PixelsError as e:
         raise click.ClickException(str(e)) from e
+    # the server reads the table (delta-rs) and the files it lists (fsspec) from
+    # many places: -o options become this process's environment, read by both
+    options = _storage_options(storage_option)
+    if options:
+        where = table if not is_local(table) else "s3://"
+        os.environ.update(delta_options(where, options) or {})
     shown = f"[{host}]" if ":" in host else host
     base = public_url.rstrip("/") if public_url else f"http://{shown}:{port}"
-    click.echo(f"DICOMweb: {base}/dicomweb  (catalog {os.path.abspath(table)})", err=True)
+    catalog = table if not is_local(table) else os.path.abspath(table)
+    click.echo(f"DICOMweb: {base}/dicomweb  (catalog {catalog})", err=True)
     if installed_version():
         hint = "  (viewer URLs take ?token=...)" if token else ""
         click.echo(f"Viewer:   {base}/{hint}", err=True)
@@ -631,11 +655,15 @@ def serve_cmd(
     "delta.deletedFileRetentionDuration, else 168 (7 days), as Delta]. Readers of older "
     "versions (a running catalog, the server, time travel) need them; 0 deletes them now.",
 )
-def optimize_cmd(table: str, retention_hours: int | None) -> None:
+@storage_option("Object-store option for a table URL (repeatable), e.g. key=..., endpoint_url=...")
+def optimize_cmd(
+    table: str, retention_hours: int | None, storage_option: tuple[str, ...] = ()
+) -> None:
     """Compact the table's small files and vacuum files replaced long enough ago."""
     from pixels.catalog import Catalog
 
-    metrics = Catalog(table).optimize(retention_hours=retention_hours)
+    cat = Catalog(table, storage_options=_storage_options(storage_option))
+    metrics = cat.optimize(retention_hours=retention_hours)
     keys = ("numFilesAdded", "numFilesRemoved", "filesVacuumed")
     click.echo(json.dumps({k: metrics.get(k) for k in keys}))
 

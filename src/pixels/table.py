@@ -12,9 +12,12 @@ Writers coordinate in two ways:
   identity (``path``, ``length``, ``modificationTime``) is already in the table
   are dropped, and rows whose path is there with another identity *replace* the
   old row. The look-up covers every data file the rows were not already compared
-  with (a listing's snapshot), pruned by each file's ``path`` range. On local
-  tables an advisory lock (``_pixels/writer.lock``) makes that check-and-commit
-  atomic across concurrent ``pixels catalog`` processes.
+  with (a listing's snapshot), pruned by each file's ``path`` range. A commit is
+  made only on top of the version that look-up read (never rebased over a
+  concurrent commit: the writer looks up again), which makes check-and-commit
+  atomic on object stores too; on local tables an advisory lock
+  (``_pixels/writer.lock``) also keeps concurrent ``pixels catalog`` processes
+  from racing.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from deltalake import DeltaTable, write_deltalake
+from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 from deltalake.schema import Schema as DeltaSchema
 from deltalake.transaction import AddAction, RemoveAction
@@ -49,6 +52,12 @@ _LOCK_DIR = "_pixels"
 DEFAULT_RETENTION_HOURS = 168
 _NO_TIME = datetime.min.replace(tzinfo=UTC)
 _RETRIES = 8
+#: Commit only on top of the version the identity check read: delta-rs would
+#: otherwise rebase an append over a concurrent one (appends never conflict in
+#: Delta), and two writers could both add a file neither saw. A lost race raises
+#: CommitFailedError and :meth:`CatalogTable.append` checks again. This, not the
+#: local lock file, is what makes writers on object stores safe.
+_ON_CHECKED_VERSION = CommitProperties(max_commit_retries=0)
 #: Rows per Parquet row group: small enough for look-ups to skip by path statistics.
 _ROW_GROUP = 2048
 
@@ -344,6 +353,7 @@ class CatalogTable:
                 mode="overwrite",
                 predicate=predicate,
                 storage_options=self.storage_options,
+                commit_properties=_ON_CHECKED_VERSION,
             )
             dt.update_incremental()
             table = table.filter(pc.invert(pc.is_in(table["path"], pa.array(replace))))
@@ -353,13 +363,21 @@ class CatalogTable:
         if table.num_rows:
             if _is_local(self.uri):
                 add = self._write_file(table)
-                dt.create_write_transaction([add], mode="append", schema=SCHEMA)
+                dt.create_write_transaction(
+                    [add], mode="append", schema=SCHEMA, commit_properties=_ON_CHECKED_VERSION
+                )
                 self._ranges[os.path.join(_local_path(self.uri), add.path)] = (
                     pc.min(table["path"]).as_py(),
                     pc.max(table["path"]).as_py(),
                 )
             else:
-                write_deltalake(dt, table, mode="append", storage_options=self.storage_options)
+                write_deltalake(
+                    dt,
+                    table,
+                    mode="append",
+                    storage_options=self.storage_options,
+                    commit_properties=_ON_CHECKED_VERSION,
+                )
         dt.update_incremental()
         return table.num_rows + len(replace)
 
