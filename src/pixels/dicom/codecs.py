@@ -344,6 +344,33 @@ def _av(data: bytes, info: PixelInfo, reduce: int) -> tuple[np.ndarray, int]:
     raise DecodeError("the video stream holds no frame")
 
 
+def decode_video(stream: bytes, count: int) -> list[np.ndarray]:
+    """The first `count` frames of a video stream as RGB arrays (PyAV), through
+    :meth:`Backend.run`'s error handling: a broken stream is a :class:`DecodeError`."""
+
+    def first(data: bytes, info: Any, reduce: int) -> tuple[np.ndarray, int]:
+        import av
+
+        out: list[np.ndarray] = []
+        with av.open(io.BytesIO(data), mode="r") as container:
+            for frame in container.decode(video=0):
+                if len(out) >= count:
+                    break
+                out.append(frame.to_ndarray(format="rgb24"))
+        return np.stack(out) if out else np.zeros((0, 0, 0, 3), np.uint8), 0
+
+    ok, reason = AV.status()
+    if not ok:
+        raise DecodeError(f"decoding video needs PyAV: pip install av ({reason})")
+    try:
+        arr, _ = Backend("av", "av", first).run(stream, None, 0)  # type: ignore[arg-type]
+    except DecodeError:
+        raise
+    except Exception as e:
+        raise DecodeError(f"av failed: {type(e).__name__}: {e}") from e
+    return list(arr)
+
+
 LIBJPEG = Backend("pylibjpeg-libjpeg", "libjpeg", _libjpeg)
 AV = Backend("av", "av", _av)
 """PyAV (FFmpeg): video syntaxes, first frame only (a stream is one unit in the frame index)."""

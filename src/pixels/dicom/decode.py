@@ -331,7 +331,8 @@ def read_frames(path: str, frames: Sequence[int] = (0,), *, reduce: int = 0) -> 
 
     Reads the header with pydicom (``stop_before_pixels``), then only the requested
     frames: a seek for native data, a walk over the fragments for encapsulated data.
-    (Deflated files are inflated whole.)
+    (Deflated files are inflated whole; video streams are decoded from the start up
+    to the last frame asked for, as RGB.)
 
     Raises
     ------
@@ -406,11 +407,40 @@ def read_frames(path: str, frames: Sequence[int] = (0,), *, reduce: int = 0) -> 
                 chunk = f.read(info.frame_length + 1)
                 out.append(_decode_native_from(chunk, info, 0, reduce, path, start_bit % 8))
             return out
+        if info.transfer_syntax in codecs.VIDEO_SYNTAXES:
+            return _video_frames(f, value_offset, info, frames, reduce, path)
         got = _read_encapsulated_frames(f, value_offset, info, frames, path)
     missing = [i for i in frames if i not in got]
     if missing:
         raise DicomReadError(f"encapsulated Pixel Data lacks frame(s) {missing}", path)
     return [decode_frame(got[i], info, reduce=reduce, path=path) for i in frames]
+
+
+def _video_frames(
+    f: Any, offset: int, info: PixelInfo, frames: Sequence[int], reduce: int, path: str
+) -> list[np.ndarray]:
+    """Frames of a video stream (every fragment joined), decoded in order by FFmpeg (PyAV)."""
+    from pydicom.encaps import generate_fragments
+
+    f.seek(offset)
+    stream = b"".join(list(generate_fragments(f, endianness="<"))[1:])  # after the BOT item
+    try:
+        decoded = codecs.decode_video(stream, max(frames) + 1 if frames else 0)
+    except DecodeError as e:
+        raise DecodeError(e.reason, path) from e
+    if len(decoded) <= max(frames, default=-1):
+        raise DecodeError(
+            f"the video stream holds {len(decoded)} frame(s), NumberOfFrames (0028,0008) says "
+            f"{info.number_of_frames}",
+            path,
+        )
+    step = 1 << reduce
+    out = []
+    for i in frames:
+        arr = decoded[i]
+        _check_shape(arr, info, info.transfer_syntax)
+        out.append(np.ascontiguousarray(arr[::step, ::step]))
+    return out
 
 
 def _asdict(info: PixelInfo) -> dict[str, Any]:
