@@ -435,3 +435,29 @@ def test_bulkdata_is_streamed_not_read_whole(tmp_path: Path) -> None:
         r = httpx.get(uri, headers={"Accept": "application/octet-stream"})
         assert r.status_code == 500 and "shorter than the catalog says" in r.text
         assert "big_private.dcm" in r.text
+
+
+def test_wado_uri_dicom_is_explicit_le(site: Site) -> None:
+    """WADO-URI ``contentType=application/dicom``: Explicit VR LE unless transferSyntax says."""
+    for key in ("implicit", "big", "rle"):
+        inst = site.files[key]
+        params = {
+            "requestType": "WADO",
+            "studyUID": inst.study,
+            "seriesUID": inst.series,
+            "objectUID": inst.sop,
+            "contentType": "application/dicom",
+        }
+        r = httpx.get(f"{site.url}/wado", params=params)
+        assert r.status_code == 200, r.text
+        got = pydicom.dcmread(io.BytesIO(r.content))
+        assert got.file_meta.TransferSyntaxUID == EXPLICIT_LE
+        assert np.array_equal(got.pixel_array, pydicom.dcmread(inst.path).pixel_array)
+        r = httpx.get(f"{site.url}/wado", params={**params, "transferSyntax": "*"})
+        stored = pydicom.dcmread(inst.path).file_meta.TransferSyntaxUID
+        if key == "rle":
+            assert r.content == Path(inst.path).read_bytes()
+        else:
+            assert pydicom.dcmread(io.BytesIO(r.content)).file_meta.TransferSyntaxUID == EXPLICIT_LE
+        r = httpx.get(f"{site.url}/wado", params={**params, "transferSyntax": stored})
+        assert r.status_code == (200 if key == "rle" else 406), key
