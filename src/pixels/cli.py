@@ -527,10 +527,10 @@ def segment_cmd(
                 output=output, labelmap=labelmap, progress=on_result,
             )  # fmt: skip
     except QueryError as e:
-        console.print(f"SQL error in --where: {e}", markup=False)
+        console.print(f"SQL error in --where: {e}", markup=False, soft_wrap=True)
         sys.exit(1)
     except PixelsError as e:
-        console.print(f"error: {e}", markup=False)
+        console.print(f"error: {e}", markup=False, soft_wrap=True)
         sys.exit(2)
     console.print(
         f"series {stats.series:,} · segmented {stats.segmented:,} · skipped {stats.skipped:,} "

@@ -89,7 +89,7 @@ def volume_item(vol: Volume) -> dict[str, Any]:
         "original_affine": torch.as_tensor(plan.affine, dtype=torch.float64),
         "spatial_shape": np.asarray(plan.shape),
         "pixdim": np.asarray([1.0, *plan.spacing, 1.0, 1.0, 1.0, 1.0]),
-        "original_channel_dim": "no_channel",
+        "original_channel_dim": 0,  # channel first already
         "space": "RAS",
         "filename_or_obj": plan.series_uid,
     }

@@ -127,7 +127,12 @@ def segment_one(
         if refused:
             raise PixelsError(f"series {uid}: {refused}")
         vol = read_volume(series, storage_options=storage_options)
-        labels = np.asarray(m(vol.array, vol.plan.spacing))
+        predict = getattr(m, "predict", None)  # models that use the orientation (bundles)
+        labels = np.asarray(
+            predict(vol.array, vol.plan.affine)
+            if callable(predict)
+            else m(vol.array, vol.plan.spacing)
+        )
         seg = build_seg(vol, labels, m, labelmap=labelmap)
         path = write_seg(seg, root, storage_options)
         voxel_ml = float(np.prod(vol.plan.spacing)) / 1000.0
