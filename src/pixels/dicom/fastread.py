@@ -46,6 +46,7 @@ from pixels.dicom.jsonenc import (
     _Encoder,
     _InvalidError,
     _key,
+    _public_vr,
     _UnhandledError,
 )
 
@@ -99,8 +100,8 @@ _U32 = struct.Struct("<L").unpack_from
 _DEFAULT_TABLE = _table(_DECODERS)
 
 #: (JSON model, transfer syntax, file offset of the pixel data element or None,
-#: its first 12 bytes).
-Parsed = tuple[dict[str, Any], str, int | None, bytes]
+#: its first 12 bytes, the character set's Python encodings).
+Parsed = tuple[dict[str, Any], str, int | None, bytes, list[str]]
 
 
 class _FallbackError(Exception):
@@ -179,13 +180,13 @@ class _Parser:
         if pos == self.n:  # the end of the file, no pixel data
             if fp.read(1):
                 raise _FallbackError  # a short read, not the end of the file
-            return js, ts, None, b""
+            return js, ts, None, b"", self.encodings
         head = buf[pos : pos + 12]
         if len(head) < 12:
             self.short()
         if head[:4] == b"\xe0\x7f\x10\x00" and head[4:6] not in (b"OB", b"OW"):
             raise _FallbackError  # read_header would infer the VR from the dataset
-        return js, ts, self.base + pos, head
+        return js, ts, self.base + pos, head, self.encodings
 
     def file_meta(self, pos: int) -> tuple[str | None, int]:
         """Walk the file meta group; return (0002,0010) and the dataset's start."""
@@ -277,6 +278,8 @@ class _Parser:
                 elif kind == _SQ or vr in _CHARSET_VRS:
                     self.early_text = True
             if kind == _SQ:
+                if not elem:
+                    raise _FallbackError  # a group length written as a sequence
                 items, pos = self.sequence(pos, length, prefix + key)
                 out[key] = {"vr": "SQ", "Value": items}
                 continue
@@ -286,6 +289,8 @@ class _Parser:
             pos += length
             if pos > n:
                 self.short()
+            if not elem:
+                continue  # group length: not in the JSON model (PS3.18 F.2)
             if not length:
                 out[key] = {"vr": vr}
                 continue
@@ -314,7 +319,13 @@ class _Parser:
             except _UnhandledError:
                 raise _FallbackError from None
             except _InvalidError:
-                out[key] = self.enc.binary("UN", value, prefix + key, base + vpos)
+                public = _public_vr(tag, vr)
+                if public is None:
+                    out[key] = self.enc.binary("UN", value, prefix + key, base + vpos)
+                elif public[1]:
+                    out[key] = self.enc.binary(public[0], value, prefix + key, base + vpos)
+                else:
+                    out[key] = {"vr": public[0]}
                 continue
             out[key] = {"vr": vr} if v is None else {"vr": vr, "Value": v}
         raise AssertionError("unreachable")  # pragma: no cover

@@ -59,7 +59,7 @@ from pydicom.sequence import Sequence
 
 from pixels.errors import DicomReadError
 
-__all__ = ["encode_json"]
+__all__ = ["encode_json", "little_endian_value"]
 
 _UNDEFINED = 0xFFFFFFFF
 _TEXT_DELIMS = {0x09, 0x0A, 0x0C, 0x0D, 0x5C}  # pydicom.charset.TEXT_VR_DELIMS
@@ -187,19 +187,52 @@ def _v_pn(value: bytes, le: bool, enc: list[str]) -> list[Any] | None:
         raise _UnhandledError from None
     out: list[Any] = []
     for v in text.split("\\"):
-        comps = v.split("=")
-        while comps and not comps[-1]:
-            comps.pop()
-        if not comps:
-            out.append(None)
-            continue
-        d = {"Alphabetic": comps[0]}
-        if len(comps) > 1:
-            d["Ideographic"] = comps[1]
-            if len(comps) > 2:
-                d["Phonetic"] = comps[2]
-        out.append(d)
+        d = {k: c for k, c in zip(_PN_GROUPS, v.split("="), strict=False) if c}
+        out.append(d or None)
     return out
+
+
+#: The component groups of a person name, in order (PS3.18 F.2.2).
+_PN_GROUPS = ("Alphabetic", "Ideographic", "Phonetic")
+
+
+def _clean_pn(values: list[Any]) -> list[Any]:
+    """pydicom's PN values without empty component groups (absent, not ``""``; PS3.18 F.2.2)."""
+    out: list[Any] = []
+    for v in values:
+        if isinstance(v, dict):
+            v = {k: c for k, c in v.items() if c}
+        out.append(v or None)
+    return out
+
+
+#: Binary VRs whose values are words: VR -> word size (byte-swapped from big endian).
+_WORDS = {"OW": 2, "OF": 4, "OL": 4, "OD": 8, "OV": 8}
+
+
+def little_endian_value(vr: str, value: bytes, little: bool = False) -> bytes:
+    """The bytes of a binary value (OB, OW, OF, ...) in little endian byte order.
+
+    The DICOM JSON model holds ``InlineBinary`` in little endian (PS3.18 F.2.7)
+    and bulk data is served in an explicit VR little endian syntax: a value read
+    from a big endian file (``little=False``) has its words swapped (2 bytes for
+    OW, 4 for OF/OL, 8 for OD/OV); OB, UN and little endian values come back
+    unchanged, as does a value whose length is not a multiple of its word size.
+
+    Examples
+    --------
+    >>> little_endian_value("OW", b"\\x01\\x02\\x03\\x04")
+    b'\\x02\\x01\\x04\\x03'
+    >>> little_endian_value("OB", b"\\x01\\x02")
+    b'\\x01\\x02'
+    """
+    size = _WORDS.get(vr)
+    if little or size is None or len(value) % size:
+        return value
+    out = bytearray(len(value))
+    for i in range(size):
+        out[i::size] = value[size - 1 - i :: size]
+    return bytes(out)
 
 
 def _v_at(value: bytes, le: bool, enc: list[str]) -> list[Any] | None:
@@ -324,12 +357,13 @@ def _tag_str(tag: int) -> str:
 
 
 class _Encoder:
-    __slots__ = ("decoders", "deflated", "limit", "threshold")
+    __slots__ = ("decoders", "deflated", "limit", "little", "threshold")
 
-    def __init__(self, bulk_threshold: int, deflated: bool) -> None:
+    def __init__(self, bulk_threshold: int, deflated: bool, little: bool = True) -> None:
         self.threshold = bulk_threshold
         self.limit = (bulk_threshold // 4) * 3
         self.deflated = deflated
+        self.little = little  # the byte order of values pydicom has already converted
         self.decoders = _active_decoders()
 
     def uri(self, tagpath: str, offset: int | None, length: int | None) -> str:
@@ -339,11 +373,14 @@ class _Encoder:
             return f"bulkdata/{tagpath}?offset={offset}"
         return f"bulkdata/{tagpath}?offset={offset}&length={length}"
 
-    def binary(self, vr: str, value: bytes, tagpath: str, offset: int | None) -> dict[str, Any]:
+    def binary(
+        self, vr: str, value: bytes, tagpath: str, offset: int | None, little: bool = True
+    ) -> dict[str, Any]:
         if not value:
             return {"vr": vr}
         if len(value) > self.limit:
             return {"vr": vr, "BulkDataURI": self.uri(tagpath, offset, len(value))}
+        value = little_endian_value(vr, value, little)
         return {"vr": vr, "InlineBinary": base64.b64encode(value).decode("ascii")}
 
     def dataset(self, ds: Dataset, prefix: str, delta: int) -> dict[str, Any]:
@@ -363,6 +400,8 @@ class _Encoder:
             values = [values[i] for i in order]
             tags = [tags[i] for i in order]
         for tag, elem in zip(tags, values, strict=True):
+            if not tag & 0xFFFF:
+                continue  # group length: not in the JSON model (PS3.18 F.2)
             key = keys.get(tag)
             if key is None:
                 key = _key(tag)
@@ -376,8 +415,8 @@ class _Encoder:
                 length = elem[2]
                 if length != len(value) and length != _UNDEFINED:
                     raise DicomReadError(
-                        f"truncated: element {_tag_str(tag)} should have {length} bytes, "
-                        f"the file holds {len(value)}"
+                        f"truncated: element {_tag_str(tag)} at offset {delta + elem[4]} "
+                        f"should have {length} bytes, the data holds {len(value)}"
                     )
                 if len(value) > MAX_INLINE_VALUE and vr in BULK_VRS:
                     uri = self.uri(prefix + key, delta + elem[4], len(value))
@@ -405,7 +444,7 @@ class _Encoder:
                         out[key] = {"vr": vr} if v is None else {"vr": vr, "Value": v}
                         continue
                 elif vr in _BINARY_VRS:
-                    out[key] = self.binary(vr, value, prefix + key, delta + elem[4])
+                    out[key] = self.binary(vr, value, prefix + key, delta + elem[4], elem[6])
                     continue
             out[key] = self.slow(ds, tag, elem, prefix + key, delta)
         return out
@@ -426,10 +465,17 @@ class _Encoder:
             return self.invalid(raw, tagpath, delta)
 
     def invalid(self, raw: RawDataElement, tagpath: str, delta: int) -> dict[str, Any]:
+        """A value its VR cannot hold: UN with its bytes, or no value for a public tag."""
         value = raw.value
         if not isinstance(value, bytes):
             raise DicomReadError(f"element {_tag_str(raw.tag)} cannot be encoded as DICOM JSON")
-        return self.binary("UN", value, tagpath, delta + raw.value_tell)
+        public = _public_vr(int(raw.tag), raw.VR)
+        if public is None:
+            return self.binary("UN", value, tagpath, delta + raw.value_tell)
+        vr, keep = public
+        if keep:
+            return self.binary(vr, value, tagpath, delta + raw.value_tell, raw.is_little_endian)
+        return {"vr": vr}
 
     def sequence(self, elem: DataElement, tagpath: str, delta: int) -> dict[str, Any]:
         items = elem.value
@@ -463,7 +509,40 @@ class _Encoder:
         for v in result.get("Value", ()):
             if isinstance(v, float) and not math.isfinite(v):
                 raise ValueError(f"non-finite value in {_tag_str(elem.tag)}")
+        if elem.VR == "PN" and "Value" in result:
+            result["Value"] = _clean_pn(result["Value"])
+        elif "InlineBinary" in result and not self.little and elem.VR in _WORDS:
+            raw = base64.b64decode(result["InlineBinary"])
+            swapped = little_endian_value(elem.VR, raw, False)
+            result["InlineBinary"] = base64.b64encode(swapped).decode("ascii")
         return result
+
+
+def _public_vr(tag: int, vr: str | None) -> tuple[str, bool] | None:
+    """How to write a public element whose value its VR cannot hold; None: as UN.
+
+    pydicom's ``Dataset.from_json`` converts a ``UN`` of a public tag to the
+    dictionary VR and fails on a value that VR cannot hold, so a public element
+    is written under a VR its dictionary entry allows: a binary one when it has
+    one (``US or OW`` -> OW, the bytes kept), else its own VR with no value (the
+    bytes stay in the file). Returns (VR, keep the bytes). Private and unknown
+    elements keep their bytes as ``UN``.
+    """
+    if (tag >> 16) & 1:
+        return None
+    try:
+        known = dictionary_VR(tag)
+    except KeyError:
+        return None
+    if known == "UN":
+        return None
+    options = known.split(" or ")
+    binary = [v for v in options if v in _BINARY_VRS]
+    if binary:
+        return binary[-1], True
+    if vr and vr in options:
+        return vr, False
+    return options[0], False
 
 
 def _is_deflated(ds: Dataset) -> bool:
@@ -500,5 +579,9 @@ def encode_json(
     DicomReadError
         When an element is truncated or cannot be encoded at all (names the tag).
     """
-    enc = _Encoder(bulk_threshold, deflated or _is_deflated(ds))
+    try:
+        little = ds.original_encoding[1] is not False
+    except Exception:
+        little = True
+    enc = _Encoder(bulk_threshold, deflated or _is_deflated(ds), little)
     return enc.dataset(ds, "", 0)

@@ -51,17 +51,16 @@ import datetime as _dt
 import json
 import re
 import struct
-import zlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from io import BytesIO
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
-import pydicom
 from pydicom.datadict import dictionary_VR
-from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
-from pydicom.filereader import read_dataset
+from pydicom.filereader import _read_file_meta_info, read_dataset, read_partial, read_preamble
 
+from pixels.dicom.deflate import InflatingReader
 from pixels.dicom.fastread import parse
 from pixels.dicom.jsonenc import _DEFLATED, _UNDEFINED, _Encoder, _tag_str, encode_json
 from pixels.errors import DicomReadError
@@ -201,17 +200,156 @@ def _add_pixel(
     return True, problem
 
 
-def _deflated_stop(fp: BinaryIO, start: int) -> bytes:
-    """Inflate a deflated file's dataset; return the bytes from the pixel data on."""
-    from pydicom.filereader import _read_file_meta_info, read_preamble
+class _Guard:
+    """The file object pydicom reads a header from.
 
-    fp.seek(start)
-    read_preamble(fp, False)
-    _read_file_meta_info(fp)
-    inflated = zlib.decompress(fp.read(), -zlib.MAX_WBITS)
-    buf = BytesIO(inflated)
-    read_dataset(buf, False, True, stop_when=lambda tag, vr, length: tag in _PIXEL_TAGS)
-    return inflated[buf.tell() : buf.tell() + 12]
+    Reads never go past the end of the data (a declared length of 4 GB asks for
+    no more memory than the bytes that exist), and once the data set has begun
+    (``armed``) the first read that comes back short is noted: pydicom itself
+    stops silently at a cut element header.
+    """
+
+    def __init__(self, fp: BinaryIO, size: int | None) -> None:
+        self.fp = fp
+        self.size = size  # None: an InflatingReader, which bounds its own reads
+        self.name = getattr(fp, "name", None)
+        self.armed = False
+        self.short: tuple[int, int, bytes] | None = None  # (offset, asked, what came)
+        self.little = True
+        self.begin = 0  # where the data set starts
+
+    def read(self, n: int | None = -1) -> bytes:
+        pos = self.fp.tell()
+        want = -1 if n is None else n
+        if self.size is not None and (want < 0 or pos + want > self.size):
+            want_now = max(self.size - pos, 0)
+        else:
+            want_now = want
+        data = self.fp.read(want_now)
+        if self.armed and self.short is None and len(data) < want and (data or want != 8):
+            # (an 8-byte read finding nothing is the end of the data set, not a cut)
+            self.short = (pos, want, data)
+        return data
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self.fp.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.fp.tell()
+
+    def has(self, end: int) -> bool:
+        """Whether the data holds at least `end` bytes."""
+        if self.size is not None:
+            return end <= self.size
+        return cast(InflatingReader, self.fp).available(end)
+
+    def held(self, pos: int) -> int:
+        """How many bytes the data holds from `pos` on (after :meth:`has` said too few)."""
+        if self.size is not None:
+            return max(self.size - pos, 0)
+        return max(cast(InflatingReader, self.fp).inflated - pos, 0)
+
+    def truncation(self) -> str | None:
+        """The first short read after the data set began, as an error message."""
+        if self.short is None:
+            return None
+        pos, want, got = self.short
+        if want == 8 and len(got) >= 4:
+            group, elem = struct.unpack("<HH" if self.little else ">HH", got[:4])
+            return (
+                f"truncated: the header of element {_tag_str(group << 16 | elem)} at offset "
+                f"{pos} is cut short ({len(got)} of 8 bytes)"
+            )
+        if want in (4, 8):
+            return (
+                f"truncated: the data ends with {len(got)} byte(s) at offset {pos} that are "
+                "not a complete element header"
+            )
+        return f"truncated: {want} bytes to read at offset {pos}, the data holds {len(got)}"
+
+
+def _checker(
+    src: _Guard, stop_at_pixels: bool, forced: bool = False
+) -> Callable[[int, str | None, int], bool]:
+    """pydicom ``stop_when``: stop at pixel data; refuse a length running past the data.
+
+    It runs on every top-level element after its header and before its value is
+    read, so a cut or lying length is an error naming the tag and the offset
+    before a byte of the value is allocated.
+    """
+
+    def stop_when(tag: int, vr: str | None, length: int) -> bool:
+        if forced and not src.armed and tag >> 16 not in (0x0002, 0x0004, 0x0008):
+            raise DicomReadError(_not_dicom(tag))
+        src.armed = True
+        if stop_at_pixels and tag in _PIXEL_TAGS:
+            return True
+        if length != _UNDEFINED:
+            here = src.tell()
+            if not src.has(here + length):
+                raise DicomReadError(
+                    f"truncated: element {_tag_str(tag)} at offset {here} should have "
+                    f"{length} bytes, the data holds {src.held(here)}"
+                )
+        return False
+
+    return stop_when
+
+
+def _after_pixel_data(fp: BinaryIO, stop: int, head12: bytes, little: bool, implicit: bool) -> int:
+    """Offset after the pixel data element whose header is `head12` at `stop`; -1 if unknown.
+
+    Encapsulated pixel data is walked item header by item header (nothing of
+    the fragments is read); -1 when the value runs past the data or its items
+    are malformed (the frame index reports that).
+    """
+    pixel = _pixel_header(head12, little, implicit)
+    if pixel is None:
+        return -1
+    _tag, _vr, length, size = pixel
+    pos = stop + size
+    if length != _UNDEFINED:
+        return pos + length
+    fmt = "<HHL" if little else ">HHL"
+    while True:
+        fp.seek(pos)
+        head = fp.read(8)
+        if len(head) < 8:
+            return -1
+        group, elem, n = struct.unpack(fmt, head)
+        if group != 0xFFFE or n == _UNDEFINED:
+            return -1
+        pos += 8
+        if elem == 0xE0DD:
+            return pos
+        if elem != 0xE000:
+            return -1
+        pos += n
+
+
+def _trailing(
+    src: _Guard, stop: int, head12: bytes, little: bool, implicit: bool, encoding: Any
+) -> Dataset | None:
+    """The elements after the pixel data (GE private groups, digital signatures, padding).
+
+    None when there are none. Their lengths are checked as the header's are.
+    """
+    if not src.has(stop + len(head12) + 1):
+        return None
+    end = _after_pixel_data(src.fp, stop, head12, little, implicit)
+    if end < 0:
+        return None
+    src.seek(end)  # before asking for the bytes: skipped pixel data is never held
+    if not src.has(end + 1):
+        return None
+    src.armed = True
+    return read_dataset(
+        cast(BinaryIO, src),
+        implicit,
+        little,
+        stop_when=_checker(src, False),
+        parent_encoding=encoding,
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -365,7 +503,9 @@ def read_header(
         if parsed is not None:
             return parsed
     try:
-        ds = pydicom.dcmread(fp, stop_before_pixels=True, force=forced)
+        ds, src, transfer_syntax, implicit, little = _read_dataset(fp, start, forced, path)
+    except DicomReadError as e:
+        raise DicomReadError(e.reason, path=path) from e
     except Exception as e:
         raise DicomReadError(
             f"not a readable DICOM file: {type(e).__name__}: {e}", path=path
@@ -373,41 +513,127 @@ def read_header(
     if forced:
         _check_forced(ds, path)
     elif not ds._dict:
+        if src.has(src.begin + 1):
+            raise DicomReadError(
+                f"truncated: the data set at offset {src.begin} ends before its first "
+                "element is complete",
+                path=path,
+            )
         raise DicomReadError("no data elements after the file meta information", path=path)
-
-    meta = ds.file_meta
-    ts_elem = meta.get(0x00020010) if meta is not None else None
-    transfer_syntax: str | None = None
-    if ts_elem is not None and ts_elem.value:
-        transfer_syntax = str(ts_elem.value).rstrip("\x00 ")
-    try:
-        implicit, little = ds.original_encoding
-    except Exception:
-        implicit, little = False, True
-    if transfer_syntax is None:
-        transfer_syntax = _INFERRED_TS.get((bool(implicit), bool(little)))
     deflated = transfer_syntax in _DEFLATED
 
     try:
-        js = _Encoder(bulk_threshold, deflated).dataset(ds, "", 0)
-        if deflated:
-            stop = fp.tell()
-            head12 = _deflated_stop(fp, start)
-            fp.seek(stop)
-        else:
-            stop = fp.tell()
-            head12 = fp.read(12)
-        found, problem = _add_pixel(
-            js, fp, stop, head12, bool(little), bool(implicit), deflated, ds
-        )
-        if not found and not deflated:
-            _check_trailing(ds, fp)
+        enc = _Encoder(bulk_threshold, deflated, little)
+        js = enc.dataset(ds, "", 0)
+        cut = src.truncation()
+        if cut:
+            raise DicomReadError(cut)
+        stop = src.tell()
+        head12 = src.fp.read(12)
+        encoding = ds.original_character_set or ds._character_set
+        found, problem = _add_pixel(js, fp, stop, head12, little, implicit, deflated, ds)
+        if found:
+            _add_trailing(js, enc, src, stop, head12, little, implicit, encoding)
         text = json.dumps(js, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except DicomReadError as e:
         raise DicomReadError(e.reason, path=path) from e
     except Exception as e:
         raise DicomReadError(f"cannot encode header: {type(e).__name__}: {e}", path=path) from e
     return Header(text, _keys(js, transfer_syntax), forced, transfer_syntax, problem, js)
+
+
+def _read_dataset(
+    fp: BinaryIO, start: int, forced: bool, path: str
+) -> tuple[Dataset, _Guard, str | None, bool, bool]:
+    """Read the header with pydicom, up to the pixel data, every length checked first.
+
+    Returns the dataset, the guarded file object (at the pixel data element, or
+    at the end), the transfer syntax and the encoding (implicit VR, little endian).
+    A deflated data set is inflated by :class:`~pixels.dicom.deflate.InflatingReader`
+    (capped, streamed), never by pydicom (which inflates without a limit).
+    """
+    size = fp.seek(0, 2)
+    fp.seek(start)
+    src = _Guard(fp, size)
+    read_preamble(cast(BinaryIO, src), forced)
+    src.armed = not forced
+    file_meta = _read_file_meta_info(cast(BinaryIO, src))
+    cut = src.truncation()
+    if cut:
+        raise DicomReadError(cut)
+    begin = src.tell()
+    ts_elem = file_meta.get(0x00020010)
+    transfer_syntax: str | None = None
+    if ts_elem is not None and ts_elem.value:
+        transfer_syntax = str(ts_elem.value).rstrip("\x00 ")
+    if transfer_syntax in _DEFLATED:
+        reader = InflatingReader(fp, path=path)
+        src = _Guard(cast(BinaryIO, reader), None)
+        src.begin = 0
+        with _cut_first(src):
+            ds = read_dataset(cast(BinaryIO, src), False, True, stop_when=_checker(src, True))
+        ds.file_meta = file_meta
+        return ds, src, transfer_syntax, False, True
+    fp.seek(start)
+    src = _Guard(fp, size)
+    src.begin = begin
+    with _cut_first(src):
+        ds = read_partial(cast(BinaryIO, src), stop_when=_checker(src, True, forced), force=forced)
+    try:
+        implicit, little = ds.original_encoding
+    except Exception:
+        implicit, little = False, True
+    implicit, little = bool(implicit), bool(little)
+    src.little = little
+    if transfer_syntax is None:
+        transfer_syntax = _INFERRED_TS.get((implicit, little))
+    return ds, src, transfer_syntax, implicit, little
+
+
+@contextmanager
+def _cut_first(src: _Guard) -> Iterator[None]:
+    """A failure of pydicom's after a short read is that truncation (pydicom's own message
+    is about a later consequence, such as "No tag to read")."""
+    try:
+        yield
+    except DicomReadError:
+        raise
+    except Exception as e:
+        cut = src.truncation()
+        if cut:
+            raise DicomReadError(cut) from e
+        if src.size is not None and src.tell() >= src.size:
+            raise DicomReadError(
+                f"truncated: the data ends at offset {src.size} inside an element or sequence "
+                f"({type(e).__name__}: {e})"
+            ) from e
+        raise
+
+
+def _add_trailing(
+    js: dict[str, Any],
+    enc: _Encoder,
+    src: _Guard,
+    stop: int,
+    head12: bytes,
+    little: bool,
+    implicit: bool,
+    encoding: Any,
+) -> None:
+    """Add the elements after the pixel data to `js`, keeping `js` sorted by tag."""
+    with _cut_first(src):
+        trailing = _trailing(src, stop, head12, little, implicit, encoding)
+    if trailing is None or not trailing._dict:
+        return
+    more = enc.dataset(trailing, "", 0)
+    cut = src.truncation()
+    if cut:
+        raise DicomReadError(cut)
+    for key, value in more.items():
+        js.setdefault(key, value)
+    items = sorted(js.items())
+    js.clear()
+    js.update(items)
 
 
 def _read_fast(fp: BinaryIO, start: int, path: str, bulk_threshold: int) -> Header | None:
@@ -418,30 +644,20 @@ def _read_fast(fp: BinaryIO, start: int, path: str, bulk_threshold: int) -> Head
         raise DicomReadError(f"cannot read file: {type(e).__name__}: {e}", path=path) from e
     if parsed is None:
         return None
-    js, transfer_syntax, stop, head12 = parsed
+    js, transfer_syntax, stop, head12, encodings = parsed
     try:
         problem = None
         if stop is not None:
             problem = _add_pixel(js, fp, stop, head12, True, False, False, None)[1]
+            src = _Guard(fp, fp.seek(0, 2))
+            enc = _Encoder(bulk_threshold, False, True)
+            _add_trailing(js, enc, src, stop, head12, True, False, encodings)
         text = json.dumps(js, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except DicomReadError as e:
+        raise DicomReadError(e.reason, path=path) from e
     except Exception as e:
         raise DicomReadError(f"cannot encode header: {type(e).__name__}: {e}", path=path) from e
     return Header(text, _keys(js, transfer_syntax), False, transfer_syntax, problem, js)
-
-
-def _check_trailing(ds: Dataset, fp: BinaryIO) -> None:
-    """Refuse 1 to 7 bytes after the last element: a header cut short (pydicom ignores them)."""
-    elems = list(ds._dict.values())
-    last: Any = elems[-1] if elems else None
-    if type(last) is not RawDataElement or last.length == _UNDEFINED:
-        return
-    end = last.value_tell + last.length
-    extra = fp.seek(0, 2) - end
-    if 0 < extra < 8:
-        raise DicomReadError(
-            f"truncated: {extra} byte(s) after element {_tag_str(last.tag)} "
-            "are not a complete element header"
-        )
 
 
 def _check_forced(ds: Dataset, path: str) -> None:
@@ -450,8 +666,11 @@ def _check_forced(ds: Dataset, path: str) -> None:
     if first is None:
         raise DicomReadError("not a DICOM file: no 'DICM' prefix and no data elements", path=path)
     if first >> 16 not in (0x0002, 0x0004, 0x0008):
-        raise DicomReadError(
-            f"not a DICOM file: no 'DICM' prefix and the first element {_tag_str(first)} "
-            "is not a plausible start of a dataset",
-            path=path,
-        )
+        raise DicomReadError(_not_dicom(first), path=path)
+
+
+def _not_dicom(first: int) -> str:
+    return (
+        f"not a DICOM file: no 'DICM' prefix and the first element {_tag_str(first)} "
+        "is not a plausible start of a dataset"
+    )
