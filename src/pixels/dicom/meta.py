@@ -404,10 +404,11 @@ def _as_text(entry: dict[str, Any] | None) -> str | None:
     for v in values:
         if v is None:
             parts.append("")
-        elif isinstance(v, dict):
-            parts.append(
-                "=".join(v.get(k, "") for k in ("Alphabetic", "Ideographic", "Phonetic") if k in v)
-            )
+        elif isinstance(v, dict):  # a person name: groups by position, "=" between them
+            groups = [v.get(k) or "" for k in _PN_KEYS]
+            while groups and not groups[-1]:
+                groups.pop()
+            parts.append("=".join(groups))
         else:
             parts.append(str(v))
     return "\\".join(parts)
