@@ -69,13 +69,15 @@ def build(root: Path, rows: int) -> CatalogTable:
     return table
 
 
-def best(fn: Callable[[], Any], rounds: int) -> float:
-    times = []
+def best_of(fns: tuple[Callable[[], Any], ...], rounds: int) -> list[float]:
+    """Best time of each of ``fns``, run in turn round after round (same machine state)."""
+    times: list[list[float]] = [[] for _ in fns]
     for _ in range(rounds):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+        for i, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            fn()
+            times[i].append(time.perf_counter() - t0)
+    return [min(t) for t in times]
 
 
 def old_view(con: duckdb.DuckDBPyConnection, table: CatalogTable) -> None:
@@ -151,7 +153,7 @@ def main() -> None:
         old()
         new()
         delta()
-        t_old, t_new, t_delta = (best(f, args.rounds) for f in (old, new, delta))
+        t_old, t_new, t_delta = best_of((old, new, delta), args.rounds)
         results[name] = {
             "before_s": t_old,
             "after_s": t_new,

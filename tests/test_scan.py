@@ -169,6 +169,7 @@ def test_rows_deleted_by_databricks_stay_deleted(tmp_path: Path) -> None:
     assert pq.read_table(uri).num_rows == 10  # the file still holds the deleted rows
     got = Catalog(table).sql_arrow("SELECT value FROM object_catalog ORDER BY value")
     assert got["value"].to_pylist() == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert Catalog(table).count() == 8  # not the log's record count (10)
     scan = CatalogTable(table).scan()
     assert not scan.direct and "deletion vectors" in scan.features[0]
 
@@ -219,6 +220,7 @@ def test_sql_and_lookups_honour_a_deletion_vector(
     assert Catalog(table).sql_arrow(
         "SELECT count(*) AS n FROM object_catalog WHERE path = ?", [ct]
     )["n"].to_pylist() == [0]
+    assert Catalog(table).count() == len(FILES) - 1
     found = CatalogTable(table).lookup([ct, str(files["MR_small.dcm"])])
     assert found["path"].to_pylist() == [str(files["MR_small.dcm"])]
 
