@@ -416,6 +416,18 @@ def build(out: Path, *, seed: int = 9, per_kind: int = 2) -> list[Case]:
             write(
                 f"lie_{stem}_65535.dcm", buf.getvalue(), name, "lie", "Rows, Columns 65535", False
             )
+    for name, marker, at, size in (
+        ("JPEG2000.dcm", b"\xff\x4f\xff\x51", 8, 4),  # SIZ
+        ("SC_rgb_jpeg_dcmtk.dcm", b"\xff\xc0", 5, 2),  # SOF0
+    ):
+        src = _source(name)
+        pixels = _pixel_value(src.read_bytes()) if src is not None else None
+        if src is not None and pixels is not None:  # the codestream lies, the header does not
+            blob = bytearray(src.read_bytes())
+            pos = blob.index(marker, pixels[0]) + at
+            blob[pos : pos + 2 * size] = (65535).to_bytes(size, "big") * 2
+            stem = name.removesuffix(".dcm")
+            write(f"codestream_{stem}_65535.dcm", bytes(blob), name, "codestream", "65535", False)
     write("junk_empty.dcm", b"", "", "junk", "empty", False)
     write("junk_random.dcm", rng.randbytes(4096), "", "junk", "random bytes", False)
     write("junk_dicm_only.dcm", bytes(128) + b"DICM", "", "junk", "preamble and prefix only", False)

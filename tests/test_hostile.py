@@ -131,6 +131,9 @@ def test_issue_9_cases_are_clear_errors(corpus: tuple[Path, dict[str, Case], lis
     for name in ("lie_MR_small_jpeg_ls_lossless_65535.dcm", "lie_JPEG2000_65535.dcm"):
         text = by_name[name]["thumbnail_error"]
         assert "the header says Rows (0028,0010) 65535 x Columns (0028,0011) 65535" in text
+    for name in ("codestream_JPEG2000_65535.dcm", "codestream_SC_rgb_jpeg_dcmtk_65535.dcm"):
+        text = by_name[name]["thumbnail_error"]
+        assert "codestream declares 65535 x 65535 x" in text, text
 
 
 def test_a_later_thumbnail_pass_over_the_corpus(

@@ -333,7 +333,7 @@ def _rewritten(name: str, tmp_path: Path, **values: object) -> Path:
         (
             "MR_small_jpeg_ls_lossless.dcm",
             {"Rows": 65535, "Columns": 65535},
-            "codestream holds 64 x 64 x 1 samples, the header says Rows (0028,0010) 65535",
+            "codestream declares 64 x 64 x 1 samples, the header says Rows (0028,0010) 65535",
         ),
         ("JPEG2000.dcm", {"Rows": 7}, "the header says Rows (0028,0010) 7 x"),
     ],
@@ -361,3 +361,33 @@ def test_read_frames_of_a_video(tmp_path: Path) -> None:
         assert _psnr(arr, source[i], 255.0) > 30, i
     with pytest.raises(DicomReadError, match="frame 30 out of range"):
         read_frames(str(path), [30])
+
+
+@pytest.mark.parametrize(
+    ("name", "marker", "at"),
+    [
+        ("JPEG2000.dcm", b"\xff\x4f\xff\x51", 8),  # SIZ: Xsiz, Ysiz (32-bit)
+        ("SC_rgb_jpeg_dcmtk.dcm", b"\xff\xc0", 5),  # SOF0: Y, X (16-bit)
+        ("MR_small_jpeg_ls_lossless.dcm", b"\xff\xf7", 5),  # SOF55
+    ],
+)
+def test_codestream_lying_about_its_size_is_refused_before_decoding(
+    name: str, marker: bytes, at: int
+) -> None:
+    """A real frame whose codestream header claims 65535 x 65535 (the DICOM header is honest):
+    refused from the marker segment, before a codec allocates gigabytes for it."""
+    from pydicom.encaps import generate_frames
+
+    ds = pydicom.dcmread(get_testdata_file(name, download=False))
+    frame = bytearray(next(generate_frames(ds.PixelData, number_of_frames=1)))
+    pos = frame.index(marker) + at
+    if marker == b"\xff\x4f\xff\x51":
+        frame[pos : pos + 8] = (65535).to_bytes(4, "big") * 2
+    else:
+        frame[pos : pos + 4] = (65535).to_bytes(2, "big") * 2
+    with pytest.raises(DecodeError) as e:
+        decode_frame(bytes(frame), PixelInfo.from_dataset(ds), path="x.dcm")
+    assert "codestream declares 65535 x 65535 x" in str(e.value)
+    assert f"the header says Rows (0028,0010) {ds.Rows} x Columns (0028,0011) {ds.Columns}" in str(
+        e.value
+    )

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import importlib
 import io
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
@@ -342,6 +343,51 @@ def _av(data: bytes, info: PixelInfo, reduce: int) -> tuple[np.ndarray, int]:
         for frame in container.decode(video=0):
             return frame.to_ndarray(format="rgb24"), 0
     raise DecodeError("the video stream holds no frame")
+
+
+_SOF = frozenset(
+    {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF, 0xF7}
+)
+
+
+def codestream_size(data: bytes, transfer_syntax: str) -> tuple[int, int, int] | None:
+    """``(rows, columns, components)`` a JPEG, JPEG-LS or JPEG 2000 codestream declares.
+
+    Read from its SOFn / SOF55 or SIZ marker segment without decoding, so a frame whose
+    codestream lies about its size is refused before a codec allocates for it. None when
+    the syntax has no such header, the header is not where expected (a JP2 file format
+    wrapper) or the height is given later (DNL).
+    """
+    if transfer_syntax in J2K_SYNTAXES:
+        if data[:4] != b"\xff\x4f\xff\x51" or len(data) < 42:
+            return None
+        xsiz, ysiz, xo, yo = struct.unpack(">4L", data[8:24])
+        (csiz,) = struct.unpack(">H", data[40:42])
+        return max(ysiz - yo, 0), max(xsiz - xo, 0), csiz
+    if transfer_syntax in JPEG_SYNTAXES or transfer_syntax in JPEG_LS_SYNTAXES:
+        if data[:2] != b"\xff\xd8":
+            return None
+        pos = 2
+        while pos + 4 <= len(data):
+            if data[pos] != 0xFF:
+                return None
+            marker = data[pos + 1]
+            if marker == 0xFF:  # fill byte
+                pos += 1
+                continue
+            if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+                pos += 2
+                continue
+            (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
+            if marker in _SOF:
+                if pos + 10 > len(data):
+                    return None
+                rows, cols = struct.unpack(">HH", data[pos + 5 : pos + 9])
+                return (rows, cols, data[pos + 9]) if rows else None
+            if marker in (0xDA, 0xD9):  # scan or end before any frame header
+                return None
+            pos += 2 + length
+    return None
 
 
 def decode_video(stream: bytes, count: int) -> list[np.ndarray]:

@@ -216,6 +216,21 @@ def _finish(raw: np.ndarray, info: PixelInfo) -> np.ndarray:
     return u
 
 
+def _check_codestream(head: bytes, info: PixelInfo, ts: str) -> None:
+    """Before decoding: the size the codestream declares is the header's (codecs allocate
+    for what the codestream says; a 400-byte frame may claim 65535 x 65535)."""
+    size = codecs.codestream_size(head, ts)
+    if size is None:
+        return
+    rows, cols, comps = size
+    if (rows, cols, comps) != (info.rows, info.columns, info.samples_per_pixel):
+        raise DecodeError(
+            f"the {codecs.SYNTAX_NAMES.get(ts, ts)} codestream declares {rows} x {cols} x "
+            f"{comps} samples, the header says Rows (0028,0010) {info.rows} x Columns "
+            f"(0028,0011) {info.columns} x SamplesPerPixel (0028,0002) {info.samples_per_pixel}"
+        )
+
+
 def _check_shape(raw: np.ndarray, info: PixelInfo, ts: str) -> None:
     """The codestream's image is the one the header describes (a header that lies about
     Rows/Columns/SamplesPerPixel would otherwise give a frame of another size)."""
@@ -272,6 +287,7 @@ def decode_frame(data: bytes, info: PixelInfo, *, reduce: int = 0, path: str = "
         if info.is_native:
             raw = _native(data, info)
         else:
+            _check_codestream(bytes(data[:65536]), info, ts)
             backends = codecs.backends_for(ts, info, reduce=reduce)
             if not backends:
                 raise codecs.missing_decoder_error(ts, path)
