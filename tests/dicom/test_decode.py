@@ -391,3 +391,18 @@ def test_codestream_lying_about_its_size_is_refused_before_decoding(
     assert f"the header says Rows (0028,0010) {ds.Rows} x Columns (0028,0011) {ds.Columns}" in str(
         e.value
     )
+
+
+def test_header_and_codestream_agreeing_on_an_impossible_size_are_refused() -> None:
+    """A real 1024 x 256 J2K frame (3 KB) whose DICOM header and SIZ both claim 65535 x 65535:
+    no codec makes 8.6 GB from 3 KB; refused before decoding."""
+    from pydicom.encaps import generate_frames
+
+    ds = pydicom.dcmread(get_testdata_file("JPEG2000.dcm", download=False))
+    frame = bytearray(next(generate_frames(ds.PixelData, number_of_frames=1)))
+    pos = frame.index(b"\xff\x4f\xff\x51") + 8
+    frame[pos : pos + 16] = (65535).to_bytes(4, "big") * 2 + bytes(8)
+    ds.Rows = ds.Columns = 65535
+    with pytest.raises(DecodeError) as e:
+        decode_frame(bytes(frame), PixelInfo.from_dataset(ds), path="x.dcm")
+    assert "cannot decode to Rows (0028,0010) 65535 x Columns (0028,0011) 65535" in str(e.value)

@@ -216,6 +216,30 @@ def _finish(raw: np.ndarray, info: PixelInfo) -> np.ndarray:
     return u
 
 
+#: A compressed frame decoding to more than this many bytes...
+EXPANSION_FLOOR = 256 << 20
+#: ... must not be more than this many times smaller than what it decodes to. Real frames
+#: stay far below (a blank 4096 x 4096 16-bit JPEG 2000 frame: ~2e4); a 400-byte frame that
+#: claims 65535 x 65535 x 16 bits would be 2e7.
+MAX_EXPANSION = 100_000
+
+
+def _check_expansion(size: int, info: PixelInfo, ts: str) -> None:
+    """Before decoding: refuse a frame whose header and codestream agree on a size no codec
+    could reach from so few bytes (the decoder would allocate it first)."""
+    if ts in codecs.VIDEO_SYNTAXES:
+        return
+    decoded = info.rows * info.columns * info.samples_per_pixel * max(info.bits_allocated // 8, 1)
+    if decoded > EXPANSION_FLOOR and decoded > MAX_EXPANSION * max(size, 1):
+        raise DecodeError(
+            f"a {codecs.SYNTAX_NAMES.get(ts, ts)} frame of {size} bytes cannot decode to Rows "
+            f"(0028,0010) {info.rows} x Columns (0028,0011) {info.columns} x SamplesPerPixel "
+            f"(0028,0002) {info.samples_per_pixel} x BitsAllocated (0028,0100) "
+            f"{info.bits_allocated} ({decoded} bytes, {decoded // max(size, 1)} times more; "
+            f"at most {MAX_EXPANSION} is accepted)"
+        )
+
+
 def _check_codestream(head: bytes, info: PixelInfo, ts: str) -> None:
     """Before decoding: the size the codestream declares is the header's (codecs allocate
     for what the codestream says; a 400-byte frame may claim 65535 x 65535)."""
@@ -287,6 +311,7 @@ def decode_frame(data: bytes, info: PixelInfo, *, reduce: int = 0, path: str = "
         if info.is_native:
             raw = _native(data, info)
         else:
+            _check_expansion(len(data), info, ts)
             _check_codestream(bytes(data[:65536]), info, ts)
             backends = codecs.backends_for(ts, info, reduce=reduce)
             if not backends:
