@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 
 from pixels.errors import TableError
 from pixels.schema import SCHEMA
+from pixels.storage import fsspec_options
 from pixels.table import CatalogTable, conform, one_per_path, split_by_identity
 
 #: One row per data file written by a task.
@@ -82,7 +83,9 @@ def _open_out(opts: WriteOptions, name: str) -> Any:
     import fsspec
 
     return fsspec.open(
-        opts.table_uri.rstrip("/") + "/" + name, "wb", **(opts.storage_options or {})
+        opts.table_uri.rstrip("/") + "/" + name,
+        "wb",
+        **fsspec_options(opts.table_uri, opts.storage_options),
     ).open()
 
 
@@ -456,6 +459,7 @@ def _rewrite_without(
     uris = list(dt.file_uris())
     con = duckdb.connect(config={"memory_limit": "256MB", "threads": 1})
     try:
+        table.scan().prepare(con)  # object stores: through fsspec
         con.register("gone", pa.table({"path": pa.array(paths, pa.string())}))
         hit = con.execute(
             "SELECT DISTINCT filename FROM read_parquet(?, filename=true, union_by_name=true) "
@@ -485,7 +489,7 @@ def _open_in(table: CatalogTable, uri: str) -> Any:
         return open(_local(uri), "rb")
     import fsspec
 
-    return fsspec.open(uri, "rb", **(table.storage_options or {})).open()
+    return fsspec.open(uri, "rb", **fsspec_options(uri, table.storage_options)).open()
 
 
 def _recheck(
@@ -526,5 +530,5 @@ def _delete(table: CatalogTable, uri: str) -> None:
         return
     import fsspec
 
-    fs, path = fsspec.core.url_to_fs(uri, **(table.storage_options or {}))
+    fs, path = fsspec.core.url_to_fs(uri, **fsspec_options(uri, table.storage_options))
     fs.rm(path)
