@@ -52,6 +52,7 @@ LOOKUP_SCHEMA = pa.schema(
         pa.field("path", pa.string()),
         pa.field("length", pa.int64()),
         pa.field("modificationTime", SCHEMA.field("modificationTime").type),
+        pa.field("version_tag", pa.string()),
         pa.field("has_error", pa.bool_()),
     ]
 )
@@ -259,7 +260,7 @@ class TableScan:
 
     # ----------------------------------------------------------- identity
     def lookup(self, con: duckdb.DuckDBPyConnection, paths: pa.Array | list[str]) -> pa.Table:
-        """``path, length, modificationTime, has_error`` of the rows whose path is in ``paths``.
+        """``path, length, modificationTime, version_tag, has_error`` of rows whose path is in ``paths``.
 
         ``con`` is the DuckDB connection used for direct scans (a small one: the
         look-up streams the files' ``path`` column and skips row groups by their
@@ -274,7 +275,8 @@ class TableScan:
         if not self.direct:
             listed = ", ".join(_sql_string(p) for p in pc.unique(wanted).to_pylist())
             got = self.through_delta(
-                'SELECT path, length, "modificationTime", error IS NOT NULL AS has_error '
+                'SELECT path, length, "modificationTime", version_tag, '
+                "error IS NOT NULL AS has_error "
                 f"FROM {_DELTA_TABLE} WHERE path >= {_sql_string(lo)} "
                 f"AND path <= {_sql_string(hi)} AND path IN ({listed})"
             )
@@ -284,12 +286,17 @@ class TableScan:
         try:
             # the range lets DuckDB skip row groups by their min/max statistics:
             # listings are ordered, and so are the rows each commit wrote
-            rel = con.sql(
-                "SELECT t.path, t.length, t.modificationTime, t.error IS NOT NULL AS has_error "
+            sql = (
+                "SELECT t.path, t.length, t.modificationTime, {tag} AS version_tag, "
+                "t.error IS NOT NULL AS has_error "
                 "FROM read_parquet(?, union_by_name=true) t "
-                "WHERE t.path BETWEEN ? AND ? AND t.path IN (SELECT path FROM _pixels_wanted)",
-                params=[list(self.files), lo, hi],
+                "WHERE t.path BETWEEN ? AND ? AND t.path IN (SELECT path FROM _pixels_wanted)"
             )
+            params = [list(self.files), lo, hi]
+            try:
+                rel = con.sql(sql.format(tag="t.version_tag"), params=params)
+            except duckdb.BinderException:  # no file written since the column was added
+                rel = con.sql(sql.format(tag="NULL::VARCHAR"), params=params)
             return rel.to_arrow_table().cast(LOOKUP_SCHEMA)
         finally:
             con.unregister("_pixels_wanted")

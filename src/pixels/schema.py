@@ -66,6 +66,11 @@ FILE_COLUMNS: tuple[Column, ...] = (
     ),
     Column("original_path", pa.string(), "The archive a member came from; null for plain files."),
     Column(
+        "version_tag",
+        pa.string(),
+        "Version of the bytes as the listing gives it without reading them: `crc32:1a2b3c4d` for zip members, `etag:...` (or `version:...`) for objects in stores; null for local files.",
+    ),
+    Column(
         "file_type",
         pa.string(),
         "Detected from magic bytes: dicom, png, jpeg, tiff, nifti, zip, gzip, unknown.",
@@ -214,8 +219,30 @@ SCHEMA: pa.Schema = pa.schema(
 #: Key columns by DICOM tag.
 KEY_TAGS: dict[int, Column] = {c.tag: c for c in KEY_COLUMNS if c.tag is not None}
 
-#: Columns that identify one version of one file: a row is replaced when any changes.
-IDENTITY: tuple[str, ...] = ("path", "length", "modificationTime")
+#: Columns that identify one version of one file: a row is replaced when any changes
+#: (see :func:`same_version` for ``version_tag``).
+IDENTITY: tuple[str, ...] = ("path", "length", "modificationTime", "version_tag")
+
+
+def same_version(held: tuple[Any, Any, str | None], listed: tuple[Any, Any, str | None]) -> bool:
+    """The identity rule for one path: is ``listed`` the version the table holds?
+
+    Both are ``(length, modificationTime, version_tag)``. Same length and time,
+    and the same ``version_tag`` where both sides have one: a null tag (rows
+    written before the column existed, Spark's file listing) is unknown, not a
+    difference, so adding the column does not make every file look changed.
+
+    Examples
+    --------
+    >>> same_version((10, 1, "crc32:00000001"), (10, 1, "crc32:00000002"))
+    False
+    >>> same_version((10, 1, None), (10, 1, "crc32:00000002"))
+    True
+    """
+    if held[0] != listed[0] or held[1] != listed[1]:
+        return False
+    return held[2] is None or listed[2] is None or held[2] == listed[2]
+
 
 #: Name of the SQL view over the table.
 VIEW_NAME = "object_catalog"

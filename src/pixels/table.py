@@ -44,7 +44,7 @@ from deltalake.transaction import AddAction, RemoveAction
 
 from pixels.errors import TableError
 from pixels.scan import LOOKUP_SCHEMA, TableScan, protocol_features
-from pixels.schema import IDENTITY, SCHEMA, SCHEMA_VERSION, VIEW_NAME
+from pixels.schema import IDENTITY, SCHEMA, SCHEMA_VERSION, VIEW_NAME, same_version
 from pixels.storage import delta_options, is_local, local_path
 
 _LOCK_DIR = "_pixels"
@@ -549,40 +549,50 @@ def split_by_identity(
     ``data`` the row with the newest ``modificationTime`` (then the later row)
     stands for its path (:func:`one_per_path`). ``existing`` is a
     :meth:`CatalogTable.lookup` of ``data``'s paths (None: nothing held). A row
-    whose identity (path, length, modificationTime) the table holds is dropped
-    unless its path is in ``keep`` or, with ``keep_errors``, the held row has an
-    error; a row whose path the table holds otherwise replaces it.
+    whose identity (path, length, modificationTime, version_tag:
+    :func:`~pixels.schema.same_version`) the table holds is dropped unless its
+    path is in ``keep`` or, with ``keep_errors``, the held row has an error; a
+    row whose path the table holds otherwise replaces it.
     """
     data = one_per_path(data)
     if existing is None or existing.num_rows == 0:
         return data, []
-    held = {
-        (p, n, t)
-        for p, n, t, e in zip(
-            existing["path"].to_pylist(),
-            existing["length"].to_pylist(),
-            existing["modificationTime"].to_pylist(),
-            existing["has_error"].to_pylist(),
-            strict=True,
-        )
-        if not (keep_errors and e)
-    }
-    present = set(existing["path"].to_pylist())
+    held: dict[str, list[tuple[Any, Any, Any]]] = {}
+    for p, n, t, v, e in zip(
+        existing["path"].to_pylist(),
+        existing["length"].to_pylist(),
+        existing["modificationTime"].to_pylist(),
+        existing["version_tag"].to_pylist(),
+        existing["has_error"].to_pylist(),
+        strict=True,
+    ):
+        kept_versions = held.setdefault(p, [])
+        if not (keep_errors and e):
+            kept_versions.append((n, t, v))
     rows: list[int] = []
     replace: list[str] = []
-    for i, key in enumerate(
+    tags = (
+        data["version_tag"].to_pylist()
+        if "version_tag" in data.column_names
+        else [None] * data.num_rows
+    )
+    for i, (p, n, t, v) in enumerate(
         zip(
             data["path"].to_pylist(),
             data["length"].to_pylist(),
             data["modificationTime"].to_pylist(),
+            tags,
             strict=True,
         )
     ):
-        if key in held and key[0] not in keep:
+        versions = held.get(p)
+        if versions is None:
+            rows.append(i)
+            continue
+        if p not in keep and any(same_version(h, (n, t, v)) for h in versions):
             continue
         rows.append(i)
-        if key[0] in present:
-            replace.append(key[0])
+        replace.append(p)
     return data.take(pa.array(rows, pa.int64())), replace
 
 
@@ -611,22 +621,23 @@ def iter_new(
 
     def flush(buf: list[Any]) -> Iterator[tuple[Any, bool]]:
         existing = table.lookup([r.path for r in buf], uris=snapshot)
-        index: dict[str, tuple[int, Any, bool]] = {}
-        for p, n, t, e in zip(
+        index: dict[str, tuple[tuple[Any, Any, Any], bool]] = {}
+        for p, n, t, v, e in zip(
             existing["path"].to_pylist(),
             existing["length"].to_pylist(),
             existing["modificationTime"].to_pylist(),
+            existing["version_tag"].to_pylist(),
             existing["has_error"].to_pylist(),
             strict=True,
         ):
-            index[p] = (n, t, e)
+            index[p] = ((n, t, v), e)
         for r in buf:
             hit = index.get(r.path)
             if hit is None:
                 yield r, False
                 continue
-            same = hit[0] == r.length and hit[1] == r.modificationTime
-            if same and not (retry_errors and hit[2]):
+            same = same_version(hit[0], (r.length, r.modificationTime, r.version_tag))
+            if same and not (retry_errors and hit[1]):
                 continue
             yield r, True
 

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import os
 import shutil
 import time
+import uuid
+import zipfile
+import zlib
 from pathlib import Path
+from typing import Any
 
 import pydicom
 import pytest
@@ -296,3 +301,119 @@ def test_table_inside_the_source_is_not_cataloged(tmp_path: Path) -> None:
     again = cat.catalog(tmp_path, workers=0)
     assert first.listed == again.listed == 1 and again.processed == 0
     assert cat.sql("SELECT count(*) n FROM object_catalog WHERE path LIKE '%catalog%'").n[0] == 0
+
+
+def _same_size_variant(data: bytes) -> tuple[bytes, str]:
+    """``data`` (a real DICOM file) with its SOP Instance UID's last digit changed: same size."""
+    uid = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True).SOPInstanceUID
+    new = uid[:-1] + str((int(uid[-1]) + 1) % 10)
+    out = data.replace(uid.encode(), new.encode())
+    assert len(out) == len(data) and out != data
+    return out, new
+
+
+def _zip_with(path: Path, members: dict[str, bytes]) -> None:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members.items():
+            zf.writestr(zipfile.ZipInfo(name, date_time=(2021, 3, 4, 5, 6, 8)), data)
+
+
+def test_zip_member_rewritten_same_size_same_time_is_read_again(tmp_path: Path) -> None:
+    """Re-anonymised members keep size and DOS time: the CRC-32 tells them apart."""
+    ct = sample_file(CT).read_bytes()
+    mr = sample_file(MR).read_bytes()
+    archive = tmp_path / "src" / "study.zip"
+    archive.parent.mkdir()
+    _zip_with(archive, {"a/ct.dcm": ct, "a/mr.dcm": mr})
+    cat = Catalog(tmp_path / "cat")
+    first = cat.catalog(archive.parent, workers=0)
+    assert first.processed == 2
+    variant, new_uid = _same_size_variant(ct)
+    _zip_with(archive, {"a/ct.dcm": variant, "a/mr.dcm": mr})
+    again = cat.catalog(archive.parent, workers=0)
+    assert again.processed == 1 and again.unchanged == 1
+    rows = {
+        r["relative_path"]: r for r in cat.sql_arrow("SELECT * FROM object_catalog").to_pylist()
+    }
+    assert len(rows) == 2
+    assert rows["study.zip/a/ct.dcm"]["SOPInstanceUID"] == new_uid
+    assert rows["study.zip/a/ct.dcm"]["version_tag"] == f"crc32:{zlib.crc32(variant):08x}"
+    assert cat.catalog(archive.parent, workers=0).processed == 0
+
+
+def test_s3_object_rewritten_same_size_same_second_is_read_again(
+    s3_server: Any, tmp_path: Path
+) -> None:
+    """S3 times have 1 s steps: an object rewritten within the second, same size, has a new ETag.
+
+    The bucket is versioned so that the two versions are written back to back (same
+    second, checked) before the first catalog run: the newer is deleted, the table
+    catalogs the older, then the newer is restored by deleting the older.
+    """
+    import boto3
+
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=s3_server.endpoint_url,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    )
+    ct = sample_file(CT).read_bytes()
+    variant, new_uid = _same_size_variant(ct)
+    bucket = f"etag-{uuid.uuid4().hex[:10]}"
+    s3.create_bucket(Bucket=bucket)
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    s3.put_object(Bucket=bucket, Key="d/other.dcm", Body=sample_file(MR).read_bytes())
+    for _ in range(5):
+        time.sleep(1 - time.time() % 1)  # start of a second: two puts fit in it
+        newer_first = s3.put_object(Bucket=bucket, Key="d/ct.dcm", Body=variant)
+        older = s3.put_object(Bucket=bucket, Key="d/ct.dcm", Body=ct)
+        versions = s3.list_object_versions(Bucket=bucket, Prefix="d/ct.dcm")["Versions"]
+        times = {v["VersionId"]: v["LastModified"] for v in versions}
+        if times[newer_first["VersionId"]] == times[older["VersionId"]]:
+            break
+        for v in versions:
+            s3.delete_object(Bucket=bucket, Key="d/ct.dcm", VersionId=v["VersionId"])
+    else:
+        raise AssertionError("could not write two versions within one second in 5 tries")
+    # the object now holds the original bytes, written at time t
+    cat = Catalog(tmp_path / "cat")
+    so = s3_server.storage_options
+    assert cat.catalog(f"s3://{bucket}/d", workers=0, storage_options=so).processed == 2
+    # delete that version: the object holds the variant, same size, same time t
+    s3.delete_object(Bucket=bucket, Key="d/ct.dcm", VersionId=older["VersionId"])
+    head = s3.head_object(Bucket=bucket, Key="d/ct.dcm")
+    assert head["ContentLength"] == len(ct)
+    assert head["LastModified"] == times[older["VersionId"]]
+    again = cat.catalog(f"s3://{bucket}/d", workers=0, storage_options=so)
+    assert again.processed == 1 and again.unchanged == 1
+    rows = {
+        r["relative_path"]: r for r in cat.sql_arrow("SELECT * FROM object_catalog").to_pylist()
+    }
+    assert rows["ct.dcm"]["SOPInstanceUID"] == new_uid
+    assert rows["ct.dcm"]["version_tag"] == "etag:" + head["ETag"].strip('"')
+    assert cat.catalog(f"s3://{bucket}/d", workers=0, storage_options=so).processed == 0
+
+
+def test_rows_from_before_version_tags_are_not_read_again(tmp_path: Path) -> None:
+    """A table written before ``version_tag`` existed: its rows match (null = unknown tag)."""
+    from deltalake import write_deltalake
+
+    ct = sample_file(CT).read_bytes()
+    archive = tmp_path / "src" / "study.zip"
+    archive.parent.mkdir()
+    _zip_with(archive, {"a/ct.dcm": ct, "a/mr.dcm": sample_file(MR).read_bytes()})
+    fresh = Catalog(tmp_path / "fresh")
+    fresh.catalog(archive.parent, workers=0)
+    old_rows = fresh.sql_arrow("SELECT * FROM object_catalog").drop_columns(["version_tag"])
+    write_deltalake(str(tmp_path / "old"), old_rows, mode="error")
+    old = Catalog(tmp_path / "old")
+    stats = old.catalog(archive.parent, workers=0)
+    assert stats.listed == 2 and stats.processed == 0
+    assert "version_tag" in DeltaTable(str(tmp_path / "old")).schema().to_arrow().names
+    # a member that changes size is still read again, and gets its tag
+    _zip_with(archive, {"a/ct.dcm": ct + b"\0\0", "a/mr.dcm": sample_file(MR).read_bytes()})
+    assert old.catalog(archive.parent, workers=0).processed == 1
+    tags = old.sql("SELECT relative_path, version_tag FROM object_catalog ORDER BY 1")
+    assert tags.version_tag.isna().tolist() == [False, True]

@@ -67,6 +67,7 @@ def file_columns(ref: FileRef) -> dict[str, Any]:
         extension=ref.extension,
         path_tags=list(ref.path_tags),
         original_path=ref.original_path,
+        version_tag=ref.version_tag,
     )
     return row
 

@@ -356,7 +356,11 @@ def expand_zip(
                 continue
             url = member_url(name, archive.path)
             mtime = _member_mtime(info, archive.modificationTime)
-            fields: dict[str, Any] = {"original_path": archive.path, "member": name}
+            fields: dict[str, Any] = {
+                "original_path": archive.path,
+                "member": name,
+                "version_tag": f"crc32:{info.CRC:08x}",
+            }
             if problem is None and _is_skipped_member(clean):
                 continue
             if problem is None:

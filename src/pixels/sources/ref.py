@@ -40,6 +40,11 @@ class FileRef:
     error : str or None
         Set when the source refused the entry (unsafe zip member, unreadable
         directory entry); the entry still becomes a row, with this error.
+    version_tag : str or None
+        What the listing says about the bytes without reading them, part of the
+        identity: ``crc32:{8 hex}`` for zip members (DOS times have 2 s steps and
+        no time zone), ``etag:{ETag}`` or ``version:{id}`` for objects in stores;
+        None for local files.
     """
 
     path: str
@@ -52,6 +57,7 @@ class FileRef:
     original_path: str | None = None
     member: str | None = None
     error: str | None = None
+    version_tag: str | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> FileRef:
@@ -74,4 +80,5 @@ class FileRef:
             path_tags=tuple(row.get("path_tags") or ()),
             original_path=original,
             member=member,
+            version_tag=row.get("version_tag"),
         )

@@ -58,11 +58,33 @@ def info_mtime(info: dict[str, Any]) -> datetime:
     return EPOCH
 
 
+def info_version(info: dict[str, Any]) -> str | None:
+    """The version tag of an fsspec info dict: ``etag:...``, else ``version:...``, else None.
+
+    The ETag changes whenever the bytes do (S3, GCS, Azure); a version id also
+    changes when identical bytes are written again, so it is used only without an ETag.
+    """
+    for key in ("ETag", "etag", "e_tag"):
+        value = info.get(key)
+        if value:
+            return "etag:" + str(value).strip('"')
+    for key in ("VersionId", "version_id", "generation"):
+        value = info.get(key)
+        if value and value != "null":
+            return f"version:{value}"
+    return None
+
+
 def remote_ref(fs: Any, info: dict[str, Any], relative_path: str) -> FileRef:
     """FileRef for one file of an fsspec filesystem (``path`` is the full URL)."""
     url = fs.unstrip_protocol(info["name"])
     return make_ref(
-        url, info_mtime(info), int(info.get("size") or 0), relative_path, local_path=None
+        url,
+        info_mtime(info),
+        int(info.get("size") or 0),
+        relative_path,
+        local_path=None,
+        version_tag=info_version(info),
     )
 
 
@@ -114,7 +136,7 @@ def _iter_s3_dir(fs: Any, path: str) -> Iterator[dict[str, Any]]:
                     continue  # zero-byte "folder" marker
                 entries.append(
                     {"name": f"{bucket}/{c['Key']}", "type": "file", "size": c["Size"],
-                     "LastModified": c["LastModified"]}
+                     "LastModified": c["LastModified"], "ETag": c.get("ETag")}
                 )  # fmt: skip
             yield from _filtered_sorted(entries, path)
     finally:

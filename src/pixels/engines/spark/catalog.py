@@ -98,7 +98,8 @@ def one_row_per_path(df: Any) -> Any:
 
 #: When a row of the source replaces the table's row of the same path (``MERGE``'s condition).
 CHANGED_SQL = (
-    "t.length <> s.length OR t.modificationTime <> s.modificationTime OR t.error IS NOT NULL"
+    "t.length <> s.length OR t.modificationTime <> s.modificationTime "
+    "OR t.version_tag <> s.version_tag OR t.error IS NOT NULL"
 )
 
 

@@ -79,6 +79,7 @@ def refs_to_batch(refs: Iterable[FileRef]) -> pa.RecordBatch:
             "extension": r.extension,
             "path_tags": list(r.path_tags),
             "original_path": r.original_path,
+            "version_tag": r.version_tag,
             "file_type": None,
             "error": r.error,
         }
