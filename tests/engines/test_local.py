@@ -417,3 +417,30 @@ def test_rows_from_before_version_tags_are_not_read_again(tmp_path: Path) -> Non
     assert old.catalog(archive.parent, workers=0).processed == 1
     tags = old.sql("SELECT relative_path, version_tag FROM object_catalog ORDER BY 1")
     assert tags.version_tag.isna().tolist() == [False, True]
+
+
+def test_file_names_that_are_not_utf8(tmp_path: Path) -> None:
+    """``bad_\\xff.dcm`` next to a good file (it crashed the run: 0 rows): every file has its row."""
+    src = os.fsencode(tmp_path / "src")
+    os.makedirs(src + b"/d\xe9j\xe0")
+    ct, mr = sample_file(CT), sample_file(MR)
+    shutil.copyfile(ct, os.fsdecode(src + b"/bad_\xff.dcm"))
+    shutil.copyfile(mr, os.fsdecode(src + b"/good.dcm"))
+    _zip_with(Path(os.fsdecode(src + b"/d\xe9j\xe0/arch\xff.zip")), {"m.dcm": ct.read_bytes()})
+    cat = Catalog(tmp_path / "cat")
+    stats = cat.catalog(os.fsdecode(src), workers=2)
+    assert stats.processed == 3 and stats.errors == 0
+    rows = {
+        r["relative_path"]: r for r in cat.sql_arrow("SELECT * FROM object_catalog").to_pylist()
+    }
+    assert set(rows) == {"bad_\\xff.dcm", "good.dcm", "d\\xe9j\\xe0/arch\\xff.zip/m.dcm"}
+    base = os.fsdecode(src)
+    assert rows["bad_\\xff.dcm"]["path"] == base + "/bad_\\xff.dcm"
+    ct_uid = pydicom.dcmread(ct).SOPInstanceUID
+    assert rows["bad_\\xff.dcm"]["SOPInstanceUID"] == ct_uid
+    assert rows["d\\xe9j\\xe0/arch\\xff.zip/m.dcm"]["SOPInstanceUID"] == ct_uid
+    assert rows["good.dcm"]["SOPInstanceUID"] == pydicom.dcmread(mr).SOPInstanceUID
+    assert cat.catalog(os.fsdecode(src), workers=2).processed == 0
+    # the stored path opens the file again (thumbnails pass, web server)
+    made = cat.thumbnails(workers=0)
+    assert made.made == 3

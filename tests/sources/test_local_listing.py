@@ -235,3 +235,36 @@ def test_open_file_missing_raises_naming_path(tree: Path) -> None:
 )  # fmt: skip
 def test_extension(name: str, ext: str) -> None:
     assert extension_of(name) == ext
+
+
+def test_names_that_are_not_utf8_are_listed_losslessly(tmp_path: Path) -> None:
+    """``bad_\\xff.dcm`` (bytes on Linux) is stored escaped and opens again; no two names collide."""
+    from pixels.sources import open_file
+    from pixels.sources.local import os_path
+
+    root = os.fsencode(tmp_path / "d")
+    os.mkdir(root)
+    os.mkdir(root + b"/sub\xfe")
+    data = {
+        b"bad_\xff.dcm": b"one",
+        b"bad_\\xff.dcm": b"two",  # the escaped spelling, as a real name
+        b"ok.dcm": b"three",
+        b"sub\xfe/in.dcm": b"four",
+    }
+    for name, body in data.items():
+        with open(root + b"/" + name, "wb") as f:
+            f.write(body)
+    refs = list(iter_files(os.fsdecode(root)))
+    assert len(refs) == 4 and len({r.path for r in refs}) == 4
+    got = {r.relative_path: r for r in refs}
+    assert set(got) == {"bad_\\xff.dcm", "bad_\\\\xff.dcm", "ok.dcm", "sub\\xfe/in.dcm"}
+    for ref in refs:
+        for text in (ref.path, ref.relative_path, ref.local_path, *ref.path_tags):
+            assert text is not None
+            text.encode("utf-8")  # storable
+        raw = os.fsencode(os_path(ref.path))
+        assert raw.startswith(root + b"/")
+        with open_file(ref) as f:
+            assert f.read() == data[raw[len(root) + 1 :]]
+    assert got["bad_\\xff.dcm"].extension == "dcm"
+    assert got["sub\\xfe/in.dcm"].path_tags == ("sub\\xfe", "in.dcm")

@@ -21,6 +21,7 @@ from pixels.dicom.record import RecordOptions
 from pixels.engines import worker
 from pixels.engines.pool import FilePool
 from pixels.sources import iter_files
+from pixels.sources.local import stored_path
 from pixels.sources.ref import FileRef
 from pixels.table import CatalogTable, iter_new
 
@@ -194,7 +195,7 @@ def run_catalog(
     )
 
     # the table may live inside the folder being cataloged: never catalog its own files
-    own = os.path.join(table.uri, "") if "://" not in table.uri else None
+    own = stored_path(os.path.join(table.uri, "")) if "://" not in table.uri else None
 
     def counted(refs: Iterable[FileRef]) -> Iterator[FileRef]:
         for r in refs:

@@ -28,7 +28,7 @@ from pixels.sources.archive import (
     has_zip_magic,
     is_zip_name,
 )
-from pixels.sources.local import is_url, iter_local_dir, local_ref, matches
+from pixels.sources.local import is_url, iter_local_dir, local_ref, matches, os_path
 from pixels.sources.magic import HEAD_BYTES, detect_file_type
 from pixels.sources.opener import clear_zip_cache, open_file
 from pixels.sources.ref import FileRef
@@ -49,7 +49,7 @@ def _zip_head(ref: FileRef, fs: Any | None) -> bytes:
     """First 4 bytes of a ``.zip`` candidate (b"" when unreadable: listed as a plain file)."""
     try:
         if ref.local_path is not None:
-            with open(ref.local_path, "rb") as f:
+            with open(os_path(ref.local_path), "rb") as f:
                 return f.read(4)
         if fs is not None:
             return bytes(fs.cat_file(fs._strip_protocol(ref.path), start=0, end=4))

@@ -42,6 +42,8 @@ from pixels.sources.local import (
     is_url,
     make_ref,
     matches,
+    os_path,
+    stored_path,
 )
 from pixels.sources.ref import FileRef
 
@@ -136,7 +138,7 @@ def open_zip(archive: str, storage_options: dict[str, Any] | None = None) -> zip
     """
     if not is_url(archive) or archive.startswith("file://"):
         path = archive[len("file://") :] if archive.startswith("file://") else archive
-        return zipfile.ZipFile(path)
+        return zipfile.ZipFile(os_path(path))
     fs, path = fsspec.core.url_to_fs(archive, **(storage_options or {}))
     fobj = fs.open(path, "rb", block_size=REMOTE_BLOCK_SIZE, cache_type="readahead")
     return _OwningZipFile(fobj)
@@ -252,7 +254,7 @@ def _extract(
     limits: ArchiveLimits,
     label: str,
 ) -> str:
-    """Extract a (name-checked) member to ``root/name``; returns the file's path.
+    """Extract a (name-checked) member to ``root/name``; returns the file's path (as stored).
 
     The destination is checked after resolving links, so a planted symlink cannot
     lead outside ``root``; bytes go to a ``.part`` file renamed when complete. A file
@@ -267,7 +269,7 @@ def _extract(
     try:
         st = os.stat(dest)
         if st.st_size == info.file_size and int(st.st_mtime) == int(ts):
-            return dest
+            return stored_path(dest)
     except OSError:
         pass
     os.makedirs(os.path.dirname(dest), exist_ok=True)
@@ -280,7 +282,7 @@ def _extract(
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    return dest
+    return stored_path(dest)
 
 
 def expand_zip(
@@ -335,7 +337,7 @@ def expand_zip(
             if is_zip_name(archive.relative_path)
             else archive.relative_path
         )
-        extract_root = os.path.join(os.path.abspath(extract_dir), *stem.split("/"))
+        extract_root = os.path.join(os.path.abspath(extract_dir), *os_path(stem).split("/"))
     prefix = archive.relative_path + "/" if nested else ""
     count = 0
     total = 0

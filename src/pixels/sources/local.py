@@ -18,6 +18,14 @@ Rules (shared with the fsspec and zip sources)
 - ``extension`` is the lower-cased last suffix without the dot, except for the
   double suffixes in :data:`DOUBLE_SUFFIXES` (``scan.nii.gz`` -> ``nii.gz``).
 
+File names that are not UTF-8
+-----------------------------
+Names are bytes on Linux; Python gives undecodable bytes as surrogate escapes,
+which no UTF-8 column can hold. Local paths are stored with :func:`stored_path`:
+each byte that is not UTF-8 as ``\\xNN`` and a backslash as ``\\\\`` (lossless, so two
+files never share a path); :func:`os_path` gives the name back to open the file.
+Paths without a backslash or a bad byte (nearly all) are stored unchanged.
+
 Symbolic links (local only)
 ---------------------------
 Links are followed, to files and to directories. A file reached through a link is
@@ -35,6 +43,7 @@ import errno
 import fnmatch
 import logging
 import os
+import re
 import stat
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -49,6 +58,48 @@ _TEMP_SUFFIXES = ("~", ".tmp", ".part", ".crdownload", ".swp")
 _TEMP_NAMES = frozenset({"thumbs.db", ".ds_store"})
 #: Timestamp used when a source reports no modification time.
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+_UNESCAPE = re.compile(rb"\\(\\|x[0-9a-f]{2})")
+
+
+def stored_path(path: str) -> str:
+    """A local path (or name) as the table stores it: valid UTF-8, lossless.
+
+    Undecodable bytes (surrogate escapes from :func:`os.fsdecode`) become ``\\xNN``
+    and a backslash becomes ``\\\\``; :func:`os_path` reverses it.
+
+    Examples
+    --------
+    >>> stored_path(os.fsdecode(b"/d/bad_\\xff.dcm")), stored_path("/d/ok.dcm")
+    ('/d/bad_\\\\xff.dcm', '/d/ok.dcm')
+    """
+    if "\\" not in path:
+        try:
+            path.encode("utf-8")
+            return path
+        except UnicodeEncodeError:
+            pass
+    raw = os.fsencode(path).replace(b"\\", b"\\\\")
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def os_path(stored: str) -> str:
+    """The path to open for a path as stored (inverse of :func:`stored_path`).
+
+    Examples
+    --------
+    >>> os.fsencode(os_path("/d/bad_\\\\xff.dcm"))
+    b'/d/bad_\\xff.dcm'
+    """
+    if "\\" not in stored:
+        return stored
+
+    def one(m: re.Match[bytes]) -> bytes:
+        code = m.group(1)
+        return b"\\" if code == b"\\" else bytes([int(code[1:], 16)])
+
+    return os.fsdecode(_UNESCAPE.sub(one, stored.encode("utf-8")))
 
 
 def is_skipped_name(name: str) -> bool:
@@ -114,9 +165,23 @@ def error_ref(path: str, relative_path: str, message: str, mtime: datetime = EPO
     return make_ref(path, mtime, 0, relative_path, local_path=None, error=message)
 
 
+def _local_error_ref(
+    path: str, relative_path: str, message: str, mtime: datetime = EPOCH
+) -> FileRef:
+    """:func:`error_ref` for a local path as the OS gives it (stored with :func:`stored_path`)."""
+    return error_ref(stored_path(path), stored_path(relative_path), message, mtime)
+
+
 def local_ref(path: str, st: os.stat_result, relative_path: str) -> FileRef:
-    """FileRef for a local file from its (followed) ``stat`` result."""
-    return make_ref(path, to_utc(st.st_mtime), st.st_size, relative_path, local_path=path)
+    """FileRef for a local file from its (followed) ``stat`` result.
+
+    ``path`` and ``relative_path`` are as the OS gives them; the ref holds them as
+    stored (:func:`stored_path`), ``local_path`` included (:func:`os_path` opens it).
+    """
+    stored = stored_path(path)
+    return make_ref(
+        stored, to_utc(st.st_mtime), st.st_size, stored_path(relative_path), local_path=stored
+    )
 
 
 def _sorted_entries(path: str) -> list[tuple[str, os.DirEntry[str], bool]]:
@@ -164,7 +229,8 @@ def iter_local_dir(
     try:
         first = iter(_sorted_entries(root))
     except OSError as e:
-        yield error_ref(root, "", f"cannot list directory {root}: {e.strerror or e}")
+        msg = f"cannot list directory {stored_path(root)}: {e.strerror or e}"
+        yield _local_error_ref(root, "", msg)
         return
     stack: list[tuple[str, Iterator[tuple[str, os.DirEntry[str], bool]]]] = [("", first)]
     while stack:
@@ -180,11 +246,12 @@ def iter_local_dir(
             st = entry.stat()  # follows symlinks
         except OSError as e:
             if entry.is_symlink() and e.errno in (errno.ENOENT, errno.ELOOP):
-                log.warning("skipping dangling symlink %s", path)
+                log.warning("skipping dangling symlink %s", stored_path(path))
                 continue
             if e.errno == errno.ENOENT:
                 continue  # removed while walking
-            yield error_ref(path, rel, f"cannot stat {path}: {e.strerror or e}")
+            msg = f"cannot stat {stored_path(path)}: {e.strerror or e}"
+            yield _local_error_ref(path, rel, msg)
             continue
         if is_dir:
             if not recursive:
@@ -197,10 +264,12 @@ def iter_local_dir(
             try:
                 children = iter(_sorted_entries(path))
             except OSError as e:
-                yield error_ref(path, rel, f"cannot list directory {path}: {e.strerror or e}",
-                                to_utc(st.st_mtime))  # fmt: skip
+                msg = f"cannot list directory {stored_path(path)}: {e.strerror or e}"
+                yield _local_error_ref(path, rel, msg, to_utc(st.st_mtime))
                 continue
             stack.append((prefix + entry.name + "/", children))
-        elif stat.S_ISREG(st.st_mode) and matches(pattern, entry.name, rel):
+        elif stat.S_ISREG(st.st_mode) and matches(
+            pattern, stored_path(entry.name), stored_path(rel)
+        ):
             yield local_ref(path, st, rel)
         # sockets, fifos, devices: not files to catalog

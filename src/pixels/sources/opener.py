@@ -33,7 +33,7 @@ from pixels.sources.archive import (
     open_zip,
     parse_member_url,
 )
-from pixels.sources.local import is_url
+from pixels.sources.local import is_url, os_path
 from pixels.sources.ref import FileRef
 from pixels.sources.remote import url_to_fs
 
@@ -68,7 +68,7 @@ os.register_at_fork(after_in_child=_forget_after_fork)
 def _cache_key(archive: str, storage_options: dict[str, Any] | None) -> tuple[Any, ...]:
     if is_url(archive) and not archive.startswith("file://"):
         return (archive, json.dumps(storage_options or {}, sort_keys=True, default=repr))
-    st = os.stat(archive.removeprefix("file://"))
+    st = os.stat(os_path(archive.removeprefix("file://")))
     return (archive, st.st_size, st.st_mtime_ns, st.st_ino)
 
 
@@ -154,11 +154,11 @@ def open_file(
     f: BinaryIO
     try:
         if ref.local_path is not None:
-            f = open(ref.local_path, "rb")  # noqa: SIM115 - closed below
+            f = open(os_path(ref.local_path), "rb")  # noqa: SIM115 - closed below
         elif ref.path.startswith("zip://"):
             f = _read_member(ref, storage_options, limits)
         elif ref.path.startswith("file://") or not is_url(ref.path):
-            f = open(ref.path.removeprefix("file://"), "rb")  # noqa: SIM115
+            f = open(os_path(ref.path.removeprefix("file://")), "rb")  # noqa: SIM115
         else:
             fs, path = url_to_fs(ref.path, storage_options)
             if 0 < ref.length < SMALL_FILE_BYTES:
