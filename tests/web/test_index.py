@@ -127,3 +127,28 @@ def test_meta_with_urls_matches_the_json_rewrite() -> None:
     assert json.loads(meta_with_urls(spaced, url)) == rewrite_bulkdata(meta, url)
     plain = json.dumps({"00080060": {"vr": "CS", "Value": ["CT"]}}, separators=(",", ":"))
     assert meta_with_urls(plain, url) == plain
+
+
+def test_rows_read_from_their_files_equal_the_versions_rows(
+    everything_catalog: tuple[str, dict[str, set[str]]],
+) -> None:
+    """Requests read their rows from the files that hold them: the same rows as the view's."""
+    snap = TableIndex(CatalogTable(everything_catalog[0])).current()
+    assert snap._located
+    studies = [
+        r["StudyInstanceUID"] for r in snap.rows("SELECT StudyInstanceUID FROM study_sum", [])
+    ]
+    assert len(studies) == len(everything_catalog[1])
+    for columns in ("*", "StudyInstanceUID, SeriesInstanceUID, SOPInstanceUID, meta"):
+        for study in studies:
+            snap._located = True
+            located = snap.instance_rows(study, None, None, columns)
+            snap._located = False
+            scanned = snap.instance_rows(study, None, None, columns)
+            snap._located = True
+            assert located == scanned, study
+            assert len(located) == len(everything_catalog[1][study])
+    paths = [r["path"] for r in snap.rows("SELECT path FROM inst", [])]
+    located_meta = snap.metas(paths)
+    snap._located = False
+    assert snap.metas(paths) == located_meta and len(located_meta) == len(paths)

@@ -23,7 +23,9 @@ so rows added by ``pixels catalog`` or STOW-RS are visible to the next request.
 
 from __future__ import annotations
 
+import bisect
 import os
+import re
 import threading
 import time
 import weakref
@@ -31,10 +33,13 @@ from collections.abc import Iterable
 from typing import Any
 
 import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from pixels.scan import TableScan
-from pixels.schema import VIEW_NAME
-from pixels.table import CatalogTable
+from pixels.schema import SCHEMA, VIEW_NAME
+from pixels.storage import is_local, local_path
+from pixels.table import CatalogTable, sql_string
 
 __all__ = ["Snapshot", "TableIndex", "index_of"]
 
@@ -66,6 +71,31 @@ _DEDUP = (
     "ORDER BY (error IS NULL) DESC, cataloged_at DESC NULLS LAST, path) = 1"
 )
 
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _names(columns: str) -> tuple[bool, list[str] | None]:
+    """Whether ``columns`` is ``*`` or a list of names, and the names (None for ``*``)."""
+    if columns.strip() == "*":
+        return True, None
+    names = [c.strip() for c in columns.split(",")]
+    return all(_NAME.match(n) for n in names), names
+
+
+def _plain(table: pa.Table) -> pa.Table:
+    """``table`` with string/binary view columns (some writers use them) as plain ones."""
+    fields = [
+        f.with_type(pa.string())
+        if pa.types.is_string_view(f.type)
+        else f.with_type(pa.binary())
+        if pa.types.is_binary_view(f.type)
+        else f
+        for f in table.schema
+    ]
+    target = pa.schema(fields, metadata=table.schema.metadata)
+    return table if target.equals(table.schema) else table.cast(target)
+
+
 _REMOTE_RECHECK_S = 1.0
 #: A log folder modified more recently than this is checked through the Delta log.
 _FRESH_NS = 200_000_000
@@ -79,11 +109,25 @@ class Snapshot:
         con = duckdb.connect()
         con.execute("SET TimeZone='UTC'")
         scan.register(con, VIEW_NAME)
+        # where each row lives (file, row number): a request then reads its rows from
+        # their files alone instead of scanning the whole version (every file's
+        # footer, schema and row groups: the fixed cost of each /metadata request)
+        self._located = bool(scan.direct and scan.files)
+        #: Footer, row group starts and columns of each local file read so far.
+        self._parquet: dict[str, tuple[pq.FileMetaData, list[int], list[str]]] = {}
+        if self._located:
+            listing = "[" + ", ".join(sql_string(u) for u in scan.files) + "]"
+            source = (
+                f"read_parquet({listing}, union_by_name=true, filename=true, file_row_number=true)"
+            )
+            extra = "filename AS _uri, file_row_number AS _row"
+        else:
+            source, extra = VIEW_NAME, "NULL::VARCHAR AS _uri, NULL::BIGINT AS _row"
         con.execute(
             f"CREATE TABLE inst AS SELECT {', '.join(KEY_COLUMNS)}, "
             "json_extract_string(meta, '$.\"00200010\".Value[0]') AS StudyID, "
             "json_extract_string(meta, '$.\"00080090\".Value[0].Alphabetic') "
-            f"AS ReferringPhysicianName FROM {VIEW_NAME} {_DEDUP}"
+            f"AS ReferringPhysicianName, {extra} FROM {source} {_DEDUP}"
         )
         con.execute(
             "CREATE TABLE study_sum AS SELECT StudyInstanceUID, "
@@ -119,17 +163,110 @@ class Snapshot:
     def _read_meta(
         self, paths: list[str], con: duckdb.DuckDBPyConnection, where: str = "", params: Any = ()
     ) -> list[tuple[str, str]]:
+        if self._located:
+            located = con.execute(
+                "SELECT path, _uri, _row FROM inst WHERE list_contains(?, path)", [paths]
+            ).fetchall()
+            found = self._read_located(con, located, "meta")
+            if found is not None:
+                return [(p, r["meta"]) for p, r in found.items() if r["meta"] is not None]
         sql = f"SELECT path, meta FROM {VIEW_NAME} WHERE "
         if where:
             sql += where + " AND "
         rows = con.execute(sql + "list_contains(?, path)", [*params, paths]).fetchall()
         return [(p, m) for p, m in rows if m is not None]
 
+    def _read_located(
+        self, con: duckdb.DuckDBPyConnection, located: list[tuple[str, str, int]], columns: str
+    ) -> dict[str, dict[str, Any]] | None:
+        """Rows ``(path, file, row number)`` read from their files: ``columns`` by path.
+
+        Local files are read with pyarrow, from their row groups that hold the rows
+        (the footer parsed once per snapshot); files on object stores with DuckDB
+        (through the scan's file system). None when ``columns`` is more than a list
+        of names or a file lacks one (written before a schema change): the caller
+        then reads through the version's view.
+        """
+        simple, names = _names(columns)
+        by_file: dict[str, dict[int, str]] = {}
+        for path, uri, row in located:
+            by_file.setdefault(uri, {})[row] = path
+        out: dict[str, dict[str, Any]] = {}
+        for uri, rows in by_file.items():
+            if simple and is_local(uri):
+                found = self._read_parquet_rows(uri, sorted(rows), names)
+            else:
+                found = self._read_duckdb_rows(con, uri, sorted(rows), columns)
+            if found is None:
+                return None
+            for row, record in zip(sorted(rows), found, strict=True):
+                out[rows[row]] = record
+        return out
+
+    def _read_parquet_rows(
+        self, uri: str, rows: list[int], names: list[str] | None
+    ) -> list[dict[str, Any]] | None:
+        info = self._parquet.get(uri)
+        if info is None:
+            md = pq.read_metadata(local_path(uri))
+            starts = [0]
+            for g in range(md.num_row_groups):
+                starts.append(starts[-1] + md.row_group(g).num_rows)
+            info = self._parquet[uri] = (md, starts, md.schema.to_arrow_schema().names)
+        md, starts, present = info
+        if names is None:
+            want = list(present)
+        elif all(n in present for n in names):
+            want = names
+        else:
+            return None
+        groups = sorted({bisect.bisect_right(starts, r) - 1 for r in rows})
+        base, offset = {}, 0
+        for g in groups:
+            base[g], offset = offset, offset + starts[g + 1] - starts[g]
+        f = pq.ParquetFile(local_path(uri), metadata=md)
+        try:
+            table = f.read_row_groups(groups, columns=want)
+        finally:
+            f.close()
+        picked = [
+            base[g] + r - starts[g] for r in rows for g in [bisect.bisect_right(starts, r) - 1]
+        ]
+        records = _plain(table).take(picked).to_pylist()
+        if names is None:  # as the version's view: every column of the table's schema
+            for record in records:
+                for name in SCHEMA.names:
+                    record.setdefault(name, None)
+        return records
+
+    @staticmethod
+    def _read_duckdb_rows(
+        con: duckdb.DuckDBPyConnection, uri: str, rows: list[int], columns: str
+    ) -> list[dict[str, Any]] | None:
+        cols = "* EXCLUDE (file_row_number)" if columns.strip() == "*" else columns
+        try:
+            # the file URI comes from the Delta log, never from a request
+            found = (
+                con.sql(
+                    f"SELECT {cols}, file_row_number AS _pixels_row FROM "
+                    f"read_parquet({sql_string(uri)}, file_row_number=true) "
+                    "WHERE list_contains(?, file_row_number) ORDER BY file_row_number",
+                    params=[rows],
+                )
+                .to_arrow_table()
+                .to_pylist()
+            )
+        except duckdb.BinderException:
+            return None
+        for r in found:
+            del r["_pixels_row"]
+        return found if len(found) == len(rows) else None
+
     def metas(self, paths: Iterable[str], where: str = "", params: Any = ()) -> dict[str, str]:
         """``meta`` of the instance rows at ``paths``.
 
         ``where``/``params``: an extra condition (on UIDs) DuckDB can push down into
-        the Parquet scan, to read less.
+        the Parquet scan, to read less, when rows are not read from their files.
         """
         out: dict[str, str] = {}
         missing = []
@@ -162,28 +299,28 @@ class Snapshot:
         cond = " AND ".join(where)
         cur = self.cursor()
         try:
-            order = [
-                r[0]
-                for r in cur.execute(
-                    f"SELECT path FROM inst WHERE {cond} ORDER BY SeriesNumber NULLS LAST, "
-                    "SeriesInstanceUID, InstanceNumber NULLS LAST, SOPInstanceUID",
-                    params,
-                ).fetchall()
-            ]
-            if not order:
+            located = cur.execute(
+                f"SELECT path, _uri, _row FROM inst WHERE {cond} ORDER BY SeriesNumber NULLS LAST, "
+                "SeriesInstanceUID, InstanceNumber NULLS LAST, SOPInstanceUID",
+                params,
+            ).fetchall()
+            if not located:
                 return []
+            order = [r[0] for r in located]
             cols = columns if columns.strip() == "*" else columns + ", path"
-            found = (
-                cur.sql(
-                    f"SELECT {cols} FROM {VIEW_NAME} WHERE {cond} AND list_contains(?, path)",
-                    params=[*params, order],
+            by_path = self._read_located(cur, located, cols) if self._located else None
+            if by_path is None:
+                found = (
+                    cur.sql(
+                        f"SELECT {cols} FROM {VIEW_NAME} WHERE {cond} AND list_contains(?, path)",
+                        params=[*params, order],
+                    )
+                    .to_arrow_table()
+                    .to_pylist()
                 )
-                .to_arrow_table()
-                .to_pylist()
-            )
+                by_path = {r["path"]: r for r in found}
         finally:
             cur.close()
-        by_path = {r["path"]: r for r in found}
         return [by_path[p] for p in order if p in by_path]
 
 
