@@ -91,10 +91,34 @@ def test_instance_keeps_its_video_syntax(video: Video) -> None:
     assert b"".join(pydicom.encaps.generate_fragments(ds.PixelData)) == video.stream
 
 
-def test_rendered_video(video: Video) -> None:
-    r = httpx.get(f"{video.url}/rendered", headers={"Accept": "video/mp4"})
-    assert r.status_code == 200 and r.headers["content-type"].startswith("video/mp4")
-    assert r.content == video.stream
+def _decoded(data: bytes, fmt: str | None = None) -> list[np.ndarray]:
+    import av
+
+    with av.open(io.BytesIO(data), format=fmt) as c:
+        return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+
+
+def test_rendered_video_is_an_mp4_file(video: Video) -> None:
+    """What a <video> element gets (OHIF's video viewport asks /rendered): an MP4 file, the
+    stream copied (same frames, in display order, B-frames included), at the cine rate."""
+    import av
+
+    expected = _decoded(video.stream, "h264")
+    assert len(expected) == 30
+    for accept in ("video/mp4", "*/*", "video/*, image/jpeg;q=0.5"):
+        r = httpx.get(f"{video.url}/rendered", headers={"Accept": accept})
+        assert r.status_code == 200 and r.headers["content-type"] == "video/mp4", accept
+        assert r.content[4:8] == b"ftyp"
+        got = _decoded(r.content)
+        assert len(got) == len(expected)
+        assert all(np.array_equal(a, b) for a, b in zip(got, expected, strict=True))
+    with av.open(io.BytesIO(r.content)) as c:
+        stream = c.streams.video[0]
+        assert stream.codec_context.name == "h264"
+        assert abs(float(stream.average_rate or 0) - 30) < 0.5  # FrameTime 33.333 ms
+
+
+def test_rendered_video_as_an_image_is_its_first_frame(video: Video) -> None:
     for path in ("rendered", "frames/1/rendered"):
         r = httpx.get(f"{video.url}/{path}", headers={"Accept": "image/png"})
         assert r.status_code == 200, r.text
@@ -103,3 +127,38 @@ def test_rendered_video(video: Video) -> None:
         assert np.abs(img - video.frames[0]).mean() < 8  # lossy H.264 (crf 18) of frame 1
     r = httpx.get(f"{video.url}/frames/2/rendered", headers={"Accept": "image/png"})
     assert r.status_code == 406 and "video/mp4" in r.text
+
+
+@pytest.mark.browser
+def test_chromium_plays_the_rendered_video(video: Video) -> None:
+    """A real <video> element (as OHIF's video viewport makes) loads /rendered and plays it."""
+    from playwright.sync_api import sync_playwright
+
+    from web.test_viewer import CHROMIUM, CHROMIUM_ARGS
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.goto(f"{video.base}/dicomweb/studies")  # same origin as the video
+            state = page.evaluate(
+                """url => new Promise(resolve => {
+                    const v = document.createElement('video');
+                    v.muted = true;
+                    v.onerror = () => resolve({error: v.error && v.error.message});
+                    v.onended = () => resolve({
+                        width: v.videoWidth, height: v.videoHeight,
+                        duration: v.duration, played: v.currentTime});
+                    v.src = url;
+                    document.body.appendChild(v);
+                    v.play().catch(e => resolve({error: String(e)}));
+                    setTimeout(() => resolve({timeout: true, ready: v.readyState}), 20000);
+                })""",
+                f"{video.url}/rendered",
+            )
+        finally:
+            browser.close()
+    frame = 1 / 30 + 1e-3
+    assert (state.get("width"), state.get("height")) == (320, 240), state
+    # 30 frames at the file's 33.333 ms Frame Time, played to the end (within a frame)
+    assert abs(state["duration"] - 1) <= frame and abs(state["played"] - 1) <= frame, state

@@ -17,7 +17,7 @@ from pixels.dicom import codecs
 from pixels.web.files import FrameSource
 from pixels.web.multipart import MediaRange, multipart_chunks, new_boundary
 
-__all__ = ["IMAGE_TYPES", "VIDEO_ALIASES", "multipart_response", "video_response"]
+__all__ = ["IMAGE_TYPES", "VIDEO_ALIASES", "multipart_response", "video_chunks", "video_response"]
 
 #: Media type of the frames of each encapsulated transfer syntax (PS3.18 Table 8.7.3-2).
 IMAGE_TYPES = {
@@ -74,14 +74,14 @@ def video_response(src: FrameSource, accept: list[MediaRange]) -> Response:
             f"this instance is a video ({codecs.SYNTAX_NAMES.get(ts, ts)}): its frames are "
             f"available only as the whole stream, {mtype}; transfer-syntax={ts}",
         )
-    chunks = _video_chunks(src)
+    chunks = video_chunks(src)
     part_type = f"{mtype}; transfer-syntax={ts}"
     if not multipart:
         return StreamingResponse(chunks, media_type=part_type)
     return multipart_response([(part_type, chunks)], mtype, f"; transfer-syntax={ts}")
 
 
-def _video_chunks(src: FrameSource) -> Iterator[bytes]:
+def video_chunks(src: FrameSource) -> Iterator[bytes]:
     """Every fragment of the pixel data once, in order (the video stream)."""
     try:
         seen: set[tuple[int, int]] = set()

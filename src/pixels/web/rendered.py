@@ -11,16 +11,19 @@ its stream (``video/mpeg`` / ``video/mp4``) when the client accepts it.
 from __future__ import annotations
 
 import json
+import tempfile
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
+from pixels.dicom.video import MP4_SYNTAXES, frame_rate, mp4_from_stream
 from pixels.web.files import FrameSource, frame_count, frame_numbers, open_frames, request_rows
-from pixels.web.media import IMAGE_TYPES, video_response
-from pixels.web.multipart import multipart_chunks, new_boundary, parse_accept
+from pixels.web.media import IMAGE_TYPES, VIDEO_ALIASES, video_chunks, video_response
+from pixels.web.multipart import MediaRange, multipart_chunks, new_boundary, parse_accept
 
 __all__ = [
     "frame_rendered",
@@ -169,18 +172,44 @@ def render_row(
 
 
 def _video_rendered(request: Request, row: dict[str, Any]) -> Response | None:
-    """A video instance's stream when the client accepts video; None otherwise."""
+    """A video instance rendered as a video when the client prefers one (``video/*`` or
+    ``*/*`` before any image type: a ``<video>`` element); None to render its first frame.
+
+    H.264 / HEVC come as an MP4 file (the stream remuxed, :mod:`pixels.dicom.video`),
+    MPEG-2 as its stream (``video/mpeg``).
+    """
     ts = row["TransferSyntaxUID"] or ""
     mtype = IMAGE_TYPES.get(ts, "")
     if not mtype.startswith("video/"):
         return None
     accept = parse_accept(request.headers.get("accept"))
-    if not any(r.type in (mtype, "video/*") for r in accept):
+    for r in accept:
+        kind = VIDEO_ALIASES.get(r.type, r.type)
+        if kind.startswith("image/"):
+            return None
+        if kind in (mtype, "video/*", "*/*"):
+            break
+    else:
         return None
     src = open_frames(row)
     if src is None:
         return None
-    return video_response(src, accept)
+    if ts not in MP4_SYNTAXES:
+        return video_response(src, [MediaRange(mtype)])
+    try:
+        with tempfile.SpooledTemporaryFile(max_size=16 << 20) as raw:
+            for chunk in video_chunks(src):
+                raw.write(chunk)
+            mp4 = mp4_from_stream(raw, ts, frame_rate(src.meta))  # type: ignore[arg-type]
+    finally:
+        src.close()
+
+    def chunks() -> Iterator[bytes]:
+        with mp4:
+            while data := mp4.read(1 << 20):
+                yield data
+
+    return StreamingResponse(chunks(), media_type="video/mp4")
 
 
 def _render(request: Request, *, thumb: bool, frame: int | None = None) -> Response:

@@ -229,7 +229,11 @@ def _negotiate_frames(
     (compressed frames as stored) or ``"decode"`` (compressed frames decoded).
     """
     ts = src.transfer_syntax
-    stored_type = "application/octet-stream" if src.native else IMAGE_TYPES.get(ts, "")
+    stored_type = (
+        "application/octet-stream"
+        if src.native
+        else IMAGE_TYPES.get(ts, "application/octet-stream")
+    )
     refusal = None if src.native else src.decode_refusal()
     for r in accept:
         multipart = r.type == "multipart/related"
