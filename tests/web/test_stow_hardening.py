@@ -101,3 +101,61 @@ def test_spools_left_by_a_killed_server_are_removed_at_start(tmp_path: Path) -> 
         r = httpx.post(f"{url}/dicomweb/studies", content=body, headers={"Content-Type": ctype})
         assert r.status_code == 200, r.text
     assert list(incoming.iterdir()) == []
+
+
+def _deflate_bomb(inflated_size: int) -> bytes:
+    """pydicom's image_dfl.dcm (a real deflated file) whose Pixel Data is re-declared as
+    `inflated_size` bytes of zeros: ~1/1000 of that once deflated."""
+    import zlib
+
+    from pydicom.filereader import _read_file_meta_info, read_preamble
+
+    raw = _real("image_dfl.dcm")
+    fp = io.BytesIO(raw)
+    read_preamble(fp, False)
+    _read_file_meta_info(fp)
+    head = raw[: fp.tell()]
+    dataset = zlib.decompress(raw[fp.tell() :], -zlib.MAX_WBITS)
+    at = dataset.index(b"\xe0\x7f\x10\x00")  # (7FE0,0010), explicit VR little endian
+    assert dataset[at + 4 : at + 6] in (b"OB", b"OW")
+    element = dataset[at : at + 8] + inflated_size.to_bytes(4, "little")
+    z = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    out = [head, z.compress(dataset[:at] + element)]
+    zeros = bytes(16 << 20)
+    for _ in range(inflated_size // len(zeros)):
+        out.append(z.compress(zeros))
+    out.append(z.compress(bytes(inflated_size % len(zeros))))
+    out.append(z.flush())
+    return b"".join(out)
+
+
+@pytest.mark.slow
+def test_deflate_bomb_is_refused_without_exhausting_memory(stow: Stow) -> None:
+    """A deflated part inflating past the header pass's cap (1 GiB from ~1 MB): refused, and
+    the server never holds more than a bounded part of it."""
+    import tracemalloc
+
+    from pixels.dicom.deflate import MAX_INFLATED
+
+    size = MAX_INFLATED + (64 << 20)
+    size -= size % 2
+    bomb = _deflate_bomb(size)
+    assert len(bomb) < size // 500  # a real bomb: ~1,000 to 1
+    before = _stored(stow.storage)
+    body, ctype = _body([bomb])
+    tracemalloc.start()
+    try:
+        r = httpx.post(
+            f"{stow.url}/dicomweb/studies",
+            content=body,
+            headers={"Content-Type": ctype},
+            timeout=300,
+        )
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert r.status_code == 409, r.text
+    assert r.json()["00081198"]["Value"][0]["00081197"]["Value"] == [0xC000]
+    assert "inflates to more than" in r.headers["warning"]
+    assert peak < 256 << 20, f"peak {peak >> 20} MiB for a {len(bomb)} byte bomb"
+    assert _stored(stow.storage) == before

@@ -16,8 +16,9 @@ response starts; :meth:`Transcoder.chunks` then streams the converted file:
 - Explicit VR Big Endian: every numeric value re-encoded little endian, OW / OF /
   OL / OD / OV values and native pixel data byte-swapped (8-bit pixel data
   written as OW swapped in pairs);
-- Deflated Explicit VR Little Endian: inflated as it streams, never more than
-  ``inflate_limit`` bytes (a deflate bomb raises :class:`~pixels.errors.DicomReadError`);
+- Deflated Explicit VR Little Endian: inflated as it streams
+  (:class:`pixels.dicom.deflate.InflatingReader`), never more than ``inflate_limit``
+  bytes (a deflate bomb raises :class:`~pixels.errors.DicomReadError`);
 - encapsulated pixel data, when ``decode`` is true: each frame decoded
   (:func:`pixels.dicom.decode.decode_frame`) and written native; Photometric
   Interpretation becomes the decoder's (``YBR_FULL_422`` -> ``YBR_FULL``,
@@ -39,7 +40,6 @@ from __future__ import annotations
 
 import io
 import struct
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
@@ -48,13 +48,13 @@ import numpy as np
 from pydicom.uid import UID
 
 from pixels.dicom import codecs
+from pixels.dicom.deflate import MAX_INFLATED, InflatingReader
 from pixels.errors import DicomReadError, TranscodeError
 
 __all__ = [
     "LOSSY_SYNTAXES",
     "VIDEO_SYNTAXES",
     "WEB_UNSAFE_SYNTAXES",
-    "InflateReader",
     "Transcoder",
     "open_transcoder",
     "to_little_endian",
@@ -75,99 +75,8 @@ _PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
 _CHUNK = 1 << 20
 _SWAP = {"OW": 2, "OF": 4, "OL": 4, "OD": 8, "OV": 8}
 _MAX_LENGTH = 0xFFFFFFFE
-#: Default cap on the inflated size of a deflated file (bytes).
-DEFAULT_INFLATE_LIMIT = 4 * 1024**3
-
-
-class InflateReader(io.RawIOBase):
-    """A forward-only, seekable-backwards-a-little view of a raw deflate stream.
-
-    Inflates on demand, at most 1 MiB at a time, and raises
-    :class:`~pixels.errors.DicomReadError` once more than `limit` bytes would come
-    out (a deflate bomb never reaches memory). Seeking forward inflates and
-    discards; seeking back works within the last `lookback` bytes (enough for a
-    parser that rewinds over an element header).
-    """
-
-    def __init__(
-        self, fp: BinaryIO, *, limit: int, path: str = "", lookback: int = 1 << 16
-    ) -> None:
-        self._fp = fp
-        self._z = zlib.decompressobj(-zlib.MAX_WBITS)
-        self._limit = limit
-        self._path = path
-        self._lookback = lookback
-        self._buf = bytearray()
-        self._start = 0  # absolute position of _buf[0]
-        self._pos = 0
-        self._pending = b""
-        self._eof = False
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def _fill(self, upto: int) -> None:
-        while self._start + len(self._buf) < upto and not self._eof:
-            if not self._pending:
-                raw = self._fp.read(_CHUNK)
-                if not raw:
-                    data = self._z.flush()
-                    self._eof = True
-                    self._append(data)
-                    break
-                self._pending = raw
-            data = self._z.decompress(self._pending, _CHUNK)
-            self._pending = self._z.unconsumed_tail
-            if self._z.eof:
-                self._eof = True
-            self._append(data)
-
-    def _append(self, data: bytes) -> None:
-        if self._start + len(self._buf) + len(data) > self._limit:
-            raise DicomReadError(
-                f"the deflated dataset inflates to more than {self._limit} bytes "
-                "(the limit): refused as a deflate bomb",
-                self._path or None,
-            )
-        self._buf += data
-        keep = self._pos - self._lookback
-        if keep > self._start:
-            del self._buf[: keep - self._start]
-            self._start = keep
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        target = offset if whence == 0 else self._pos + offset if whence == 1 else None
-        if target is None:
-            raise io.UnsupportedOperation("cannot seek from the end of a deflate stream")
-        if target < self._start:
-            raise io.UnsupportedOperation(
-                f"cannot seek back to {target}: only bytes from {self._start} are kept"
-            )
-        self._pos = target
-        return target
-
-    def read(self, size: int | None = -1) -> bytes:
-        if size is None or size < 0:
-            out = bytearray()
-            while chunk := self.read(_CHUNK):
-                out += chunk
-            return bytes(out)
-        self._fill(self._pos + size)
-        lo = self._pos - self._start
-        data = bytes(self._buf[lo : lo + size])
-        self._pos += len(data)
-        return data
-
-    def readinto(self, b: Any) -> int:
-        data = self.read(len(b))
-        b[: len(data)] = data
-        return len(data)
+#: Default cap on the inflated size of a deflated file (bytes): the header pass's.
+DEFAULT_INFLATE_LIMIT = MAX_INFLATED
 
 
 # --------------------------------------------------------------------------- datasets
@@ -510,7 +419,7 @@ def open_transcoder(
     file_meta.TransferSyntaxUID = UID(ts)
     body: BinaryIO = fp
     if ts == codecs.DEFLATED_LE:
-        body = InflateReader(fp, limit=inflate_limit, path=path)  # type: ignore[assignment]
+        body = InflatingReader(fp, limit=inflate_limit, path=path)  # type: ignore[assignment]
     implicit = ts == codecs.IMPLICIT_LE
     little = ts != codecs.EXPLICIT_BE
     found: list[tuple[int, str | None, int]] = []
