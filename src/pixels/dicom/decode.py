@@ -227,7 +227,7 @@ MAX_EXPANSION = 100_000
 def _check_expansion(size: int, info: PixelInfo, ts: str) -> None:
     """Before decoding: refuse a frame whose header and codestream agree on a size no codec
     could reach from so few bytes (the decoder would allocate it first)."""
-    if ts in codecs.VIDEO_SYNTAXES:
+    if ts in codecs.VIDEO_SYNTAXES or ts == codecs.RLE_LOSSLESS:  # RLE: its exact bound (64)
         return
     decoded = info.rows * info.columns * info.samples_per_pixel * max(info.bits_allocated // 8, 1)
     if decoded > EXPANSION_FLOOR and decoded > MAX_EXPANSION * max(size, 1):
@@ -311,8 +311,8 @@ def decode_frame(data: bytes, info: PixelInfo, *, reduce: int = 0, path: str = "
         if info.is_native:
             raw = _native(data, info)
         else:
-            _check_expansion(len(data), info, ts)
             _check_codestream(bytes(data[:65536]), info, ts)
+            _check_expansion(len(data), info, ts)
             backends = codecs.backends_for(ts, info, reduce=reduce)
             if not backends:
                 raise codecs.missing_decoder_error(ts, path)
