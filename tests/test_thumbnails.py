@@ -285,3 +285,23 @@ def test_video_file_is_cataloged_with_a_thumbnail_of_its_first_frame(tmp_path: P
     ref = np.asarray(Image.fromarray(frames[0]).resize((160, 120))).astype(float)
     assert np.corrcoef(img.ravel(), ref.ravel())[0, 1] > 0.95
     assert np.abs(img - ref).mean() < 8
+
+
+@pytest.mark.parametrize("name", ["OBXXXX1A.dcm", "examples_palette.dcm"])
+def test_big_endian_palette_color_renders_like_little_endian(name: str, tmp_path: Path) -> None:
+    """Explicit VR Big Endian copies (dcmtk ``dcmconv +tb``) of 8-bit PALETTE COLOR images with
+    16-bit palette entries: the thumbnail equals the little endian one (it was all black: the
+    palette's words were read in the wrong byte order), and the RLE copy's too."""
+    import pixels.dicom as pd_
+
+    if shutil.which("dcmconv") is None:
+        pytest.skip("dcmtk (dcmconv) not installed")
+    big = tmp_path / f"be_{name}"
+    subprocess.run(["dcmconv", "+tb", str(sample_file(name)), str(big)], check=True)
+    assert pydicom.dcmread(big).file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.2"
+    little = _image(pd_.thumbnail(str(sample_file(name)), 128, "png").data)
+    assert little.ndim == 3 and little.std() > 20
+    assert np.array_equal(_image(pd_.thumbnail(str(big), 128, "png").data), little)
+    if name == "OBXXXX1A.dcm":
+        rle = _image(pd_.thumbnail(str(sample_file("OBXXXX1A_rle.dcm")), 128, "png").data)
+        assert np.array_equal(rle, little)
