@@ -145,8 +145,12 @@ class Snapshot:
                 "SELECT first FROM study_sum UNION SELECT first FROM series_sum"
             ).fetchall()
         ]
-        self._con = con
         self._first_meta: dict[str, str] = dict(self._read_meta(firsts, con)) if firsts else {}
+        # requests query small in-memory tables (and read a few rows): one thread each
+        # answers them several times faster than DuckDB's thread pool (its start and
+        # synchronisation cost more than the work); building above used them all
+        con.execute("SET threads = 1")
+        self._con = con
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A cursor of its own for one request (a DuckDB connection is not thread safe)."""
@@ -226,7 +230,7 @@ class Snapshot:
             base[g], offset = offset, offset + starts[g + 1] - starts[g]
         f = pq.ParquetFile(local_path(uri), metadata=md)
         try:
-            table = f.read_row_groups(groups, columns=want)
+            table = f.read_row_groups(groups, columns=want, use_threads=False)
         finally:
             f.close()
         picked = [
