@@ -6,11 +6,13 @@ Seeds are pydicom's own test files (every one pydicom reads), mutated:
   elements replaced by generated ones of the element's VR (text in the file's
   character set, person names with empty component groups, numbers, binary
   words), elements removed, private elements and sequences added, then the
-  dataset written by pydicom in a generated transfer syntax; read_header must
+  dataset written by pydicom in a generated transfer syntax (uncompressed
+  seeds; compressed ones keep theirs); read_header must
   give pydicom's ``to_json_dict`` (brought to PS3.18 by :mod:`jsonref`) and
   pydicom must read the JSON back;
 * at the byte level (:func:`test_fast_parser_matches_pydicom_path`): value
-  bytes overwritten, lengths changed, bytes flipped, the file cut; the fast
+  bytes overwritten, lengths and VRs changed, bytes flipped, the file cut
+  (element-wise in explicit VR little endian seeds, byte-wise in the others); the fast
   parser and the pydicom path of read_header must give the same Header or the
   same error, and a header read without error must be pydicom's JSON.
 
@@ -168,7 +170,7 @@ _SYNTAXES = st.sampled_from(
 @st.composite
 def _mutated_dataset(draw: st.DrawFn) -> bytes:
     """A seed with element-level mutations, written by pydicom in a generated syntax."""
-    path = draw(st.sampled_from(UNCOMPRESSED))
+    path, seed_syntax = draw(st.sampled_from(SEEDS))
     ds = pydicom.dcmread(path)
     utf8 = draw(st.booleans())
     if utf8:
@@ -197,7 +199,8 @@ def _mutated_dataset(draw: st.DrawFn) -> bytes:
         item.add_new(0x00091010, "LO", "PIXELS TEST")
         item.add_new(0x00091011, "OW", draw(_value("OW", utf8)))
         ds.add_new(0x00091020, "SQ", Sequence([item, Dataset()]))
-    syntax = draw(_SYNTAXES)
+    # uncompressed seeds in any of the four syntaxes; the others in their own
+    syntax = draw(_SYNTAXES) if path in UNCOMPRESSED else seed_syntax
     ds.file_meta.TransferSyntaxUID = syntax
     out = io.BytesIO()
     try:
@@ -296,8 +299,15 @@ def _elements(data: bytes) -> list[tuple[int, int, int, str]]:
 
 @st.composite
 def _mutated_bytes(draw: st.DrawFn) -> bytes:
-    path = draw(st.sampled_from(EXPLICIT_LE))
+    path, _ = draw(st.sampled_from(SEEDS))
     data = bytearray(path.read_bytes())
+    if path not in EXPLICIT_LE:  # implicit, big endian, deflated: flips in the header, cuts
+        for _ in range(draw(st.integers(1, 4))):
+            at = draw(st.integers(132, min(len(data), 4096) - 1))
+            data[at] ^= 1 << draw(st.integers(0, 7))
+        if draw(st.booleans()):
+            data = data[: draw(st.integers(132, len(data)))]
+        return bytes(data)
     elements = _elements(bytes(data))
     assume(elements)
     for _ in range(draw(st.integers(1, 3))):

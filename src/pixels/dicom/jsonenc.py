@@ -1,33 +1,46 @@
 """The DICOM JSON model (PS3.18 Annex F.2) of a dataset, fast.
 
 :func:`encode_json` gives the same result as pydicom 3's ``Dataset.to_json_dict``
-for every element pydicom can encode, at a fraction of the cost: the raw bytes of
-the common VRs are decoded here directly, following pydicom's own value
-converters (padding rules per VR, character sets, endianness). Anything unusual
-(implicit VR private tags, ambiguous VRs such as ``US or SS``, explicit ``UN``,
-ISO 2022 escape sequences in person names, values the fast path cannot parse) is
-handed to pydicom element by element (``ds[tag].to_json_dict(...)``):
-correctness first, speed second.
+for every element pydicom can encode, at a fraction of the cost, except where
+pydicom departs from PS3.18 (below): the raw bytes of the common VRs are decoded
+here directly, following pydicom's own value converters (padding rules per VR,
+character sets, endianness). Anything unusual (implicit VR private tags,
+ambiguous VRs such as ``US or SS``, explicit ``UN``, ISO 2022 escape sequences
+in person names, values the fast path cannot parse) is handed to pydicom element
+by element (``ds[tag].to_json_dict(...)``): correctness first, speed second.
+
+Where PS3.18 F.2 and pydicom differ, PS3.18 is followed
+-------------------------------------------------------
+* group length elements ``(gggg,0000)`` are not written (F.2: "shall not be
+  included"), at any depth;
+* a person name component group that is empty is absent rather than ``""``
+  (``A^B==C`` -> ``{"Alphabetic": "A^B", "Phonetic": "C"}``), and a name with
+  no group at all is ``null``;
+* ``InlineBinary`` is little endian (F.2.7): OW/OF/OL/OD/OV values read from
+  a big endian file have their words swapped (:func:`little_endian_value`).
+  ``BulkDataURI`` offsets point at the bytes as stored: whoever serves them
+  from a big endian file swaps them the same way.
 
 Choices where pydicom raises instead of producing JSON
 ------------------------------------------------------
 pydicom's ``to_json_dict`` fails the whole dataset on one bad element (or, with
 ``suppress_invalid_tags``, silently drops it). Here one bad element never
-fails the file and is never dropped:
+fails the file, and the JSON always loads back with pydicom's
+``Dataset.from_json``:
 
 * an element whose value cannot be represented in its VR's JSON type (an IS or
   DS string that is not a number, a US/SS/FL/... value whose length is not a
   multiple of the value size, an AT value of odd length, a non-finite FL/FD/DS,
-  which strict JSON cannot hold) is written as ``{"vr": "UN", "InlineBinary":
-  <base64 of the bytes as stored in the file>}`` (or a ``BulkDataURI`` when
-  large), so the bytes survive and the JSON stays valid for any parser;
+  which strict JSON cannot hold) is written, for a private or unknown tag, as
+  ``{"vr": "UN", "InlineBinary": <base64 of the bytes as stored>}`` (or a
+  ``BulkDataURI`` when large); for a public tag under a binary VR its
+  dictionary entry allows (``US or OW`` -> OW, the bytes kept), else as its VR
+  with no value (``{"vr": "IS"}``): pydicom's ``from_json`` turns a ``UN`` of
+  a public tag into the dictionary VR and fails on such values;
 * an empty value inside a multi-valued IS, DS or PN (``1\\\\2``) is written as
   ``null`` (PS3.18 F.2.5) where pydicom raises;
 * only when even the raw bytes are unavailable is :class:`~pixels.errors.DicomReadError`
   raised, naming the tag ``(gggg,eeee)``.
-
-Like pydicom, binary values (OB, OW, ...) are base64 of the bytes as stored,
-i.e. big endian in a big endian file.
 
 Bulk data
 ---------

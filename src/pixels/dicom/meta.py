@@ -1,22 +1,32 @@
 """Read a DICOM header once: its DICOM JSON model and the typed key columns.
 
 This is the hot path of the catalog. :func:`read_header` reads the header with
-``pydicom.dcmread(stop_before_pixels=True)``, encodes it with
+pydicom (``read_partial`` up to the pixel data), encodes it with
 :func:`pixels.dicom.jsonenc.encode_json` (pydicom's JSON, ~7x faster; see that
-module for where it deliberately differs: it never fails a file on one bad
-element), adds the pixel data element pydicom stopped before, and derives the
-typed key columns from the JSON. Files with a preamble and an explicit VR little
-endian dataset (most files: uncompressed explicit VR and every encapsulated
-syntax) are first tried by :func:`pixels.dicom.fastread.parse`, which reads the
-bytes directly, without a pydicom ``Dataset``, to the very same ``Header``; it
-leaves anything unusual to the pydicom path above.
+module for where it deliberately differs: PS3.18 rules, and it never fails a file
+on one bad element), adds the pixel data element pydicom stopped before and the
+elements after it (GE's private 7FE1 group, Digital Signatures (FFFA,FFFA),
+trailing padding), and derives the typed key columns from the JSON. Files with a
+preamble and an explicit VR little endian dataset (most files: uncompressed
+explicit VR and every encapsulated syntax) are first tried by
+:func:`pixels.dicom.fastread.parse`, which reads the bytes directly, without a
+pydicom ``Dataset``, to the very same ``Header``; it leaves anything unusual to
+the pydicom path above.
+
+Sizes from the header are checked against the bytes that exist before anything
+is read or allocated: every top-level element's length is checked before
+pydicom reads its value, and pydicom's reads never go past the end of the data
+(a length of 4 GB costs nothing). Deflated data sets are inflated by
+:class:`pixels.dicom.deflate.InflatingReader`, streamed and capped, never whole.
 
 Files are refused (:class:`~pixels.errors.DicomReadError`, naming the path and,
-where one is to blame, the tag) when they are empty, hold no data element, are
-not DICOM (no ``DICM`` prefix and a first element that cannot start a dataset),
-or are truncated: a value shorter than its length, pixel data running past the
-end of the file, or 1 to 7 stray bytes after the last element (a cut header,
-which pydicom silently ignores).
+where one is to blame, the tag and its offset) when they are empty, hold no data
+element, are not DICOM (no ``DICM`` prefix and a first element that cannot start
+a dataset), inflate past the cap, or are truncated: a value running past the end
+of the data (``truncated: element (0008,0005) at offset 344 should have 10 bytes,
+the data holds 2``), an element header cut short (pydicom silently stops at
+both), or a sequence cut before its end. Pixel data running past the end of the
+file is reported in :attr:`Header.problem` (the header itself is good).
 
 Key columns are typed by their DICOM VR: DA -> ``datetime.date``, TM ->
 ``datetime.time`` (partial ``HHMM`` and ACR-NEMA ``HH:MM:SS`` accepted, a leap
