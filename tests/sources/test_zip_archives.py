@@ -317,3 +317,18 @@ def test_dot_components_are_normalised_not_dropped(tmp_path: Path) -> None:
     extracted = {r.member: r for r in iter_files(str(archive), extract_dir=str(out))}
     assert extracted["d/./z.dcm"].local_path == str(out / "dots" / "d" / "z.dcm")
     assert Path(str(extracted["./x.dcm"].local_path)).read_bytes() == CT
+
+
+def test_extracted_member_rewritten_same_size_same_time_is_extracted_again(tmp_path: Path) -> None:
+    """An extracted copy is reused only when its CRC-32 is the member's, not on size and time alone."""
+    archive = tmp_path / "a.zip"
+    out = tmp_path / "out"
+    _make_zip(archive, {"s/ct.dcm": CT})
+    (ref,) = iter_files(str(archive), extract_dir=str(out))
+    changed = CT.replace(b"CT", b"XY", 1)
+    assert len(changed) == len(CT) and changed != CT
+    _make_zip(archive, {"s/ct.dcm": changed})  # same size, same DOS time
+    (again,) = iter_files(str(archive), extract_dir=str(out))
+    assert again.local_path == ref.local_path
+    assert again.version_tag != ref.version_tag
+    assert Path(str(again.local_path)).read_bytes() == changed

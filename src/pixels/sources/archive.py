@@ -245,6 +245,14 @@ def copy_member(
     return total
 
 
+def _crc32(path: str) -> int:
+    crc = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            crc = zlib.crc32(chunk, crc)
+    return crc
+
+
 def _extract(
     zf: zipfile.ZipFile,
     info: zipfile.ZipInfo,
@@ -258,7 +266,8 @@ def _extract(
 
     The destination is checked after resolving links, so a planted symlink cannot
     lead outside ``root``; bytes go to a ``.part`` file renamed when complete. A file
-    already there with the member's size and time is reused (re-listing is cheap).
+    already there with the member's size, time and CRC-32 is reused (a re-listing
+    reads it instead of decompressing and writing it again).
     """
     real_root = os.path.realpath(root)
     dest = os.path.join(root, *name.split("/"))
@@ -268,7 +277,11 @@ def _extract(
     ts = mtime.timestamp()
     try:
         st = os.stat(dest)
-        if st.st_size == info.file_size and int(st.st_mtime) == int(ts):
+        if (
+            st.st_size == info.file_size
+            and int(st.st_mtime) == int(ts)
+            and _crc32(dest) == info.CRC
+        ):
             return stored_path(dest)
     except OSError:
         pass
