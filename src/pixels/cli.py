@@ -95,6 +95,12 @@ def main() -> None:
     show_default=True,
     help="Thumbnail encoding.",
 )
+@click.option(
+    "--worker-memory",
+    default=None,
+    help="Memory each worker may use, e.g. 4G (0: no limit); a file needing more gets an "
+    "error row [default: PIXELS_WORKER_MEMORY, else 90% of RAM shared by the workers].",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def catalog_cmd(
     source: str,
@@ -111,6 +117,7 @@ def catalog_cmd(
     thumbnails: bool = False,
     thumbnail_size: int = 256,
     thumbnail_format: str = "jpeg",
+    worker_memory: str | None = None,
 ) -> None:
     """List SOURCE (folder, file, zip, s3://... URL) and catalog new or changed files."""
     from rich.console import Console
@@ -123,6 +130,17 @@ def catalog_cmd(
 
     block_pandas()  # this command never builds a DataFrame: ~50 MB saved
     console = Console(stderr=True)
+    memory: int | None = -1
+    if worker_memory is not None:
+        from pixels.engines.pool import parse_size
+
+        try:
+            memory = parse_size(worker_memory) or None
+        except ValueError:
+            raise click.BadParameter(
+                f"not a size: {worker_memory!r} (examples: 4G, 512M, 0)",
+                param_hint="--worker-memory",
+            ) from None
     cat = Catalog(table, storage_options=_storage_options(storage_option))
     progress = Progress(
         TextColumn("[bold]cataloging"),
@@ -164,6 +182,7 @@ def catalog_cmd(
                 thumbnail_size=thumbnail_size,
                 thumbnail_format=thumbnail_format,
                 progress=on_progress,
+                worker_memory=memory,
             )
     except PixelsError as e:
         console.print(f"[red]error:[/red] {e}")

@@ -226,3 +226,19 @@ def test_decoder_panic_is_one_row(tmp_path: Path, workers: int) -> None:
     assert row["thumbnail"] is None
     for name in ("CT_small.dcm", "MR_small.dcm"):
         assert rows[name]["error"] is None and rows[name]["thumbnail"] is not None
+
+
+def test_cli_worker_memory_option(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    src = tmp_path / "src"
+    copy_tree([CT], src)
+    cmd = [sys.executable, "-m", "pixels.cli", "catalog", str(src), "--table", str(tmp_path / "c")]
+    bad = subprocess.run([*cmd, "--worker-memory", "lots"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--worker-memory" in bad.stderr and "'lots'" in bad.stderr
+    ok = subprocess.run(
+        [*cmd, "--worker-memory", "2G", "-w", "1", "-q"], capture_output=True, text=True
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert Catalog(tmp_path / "c").sql("SELECT count(*) n FROM object_catalog").n[0] == 1
