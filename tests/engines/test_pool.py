@@ -242,3 +242,14 @@ def test_cli_worker_memory_option(tmp_path: Path) -> None:
     )
     assert ok.returncode == 0, ok.stderr
     assert Catalog(tmp_path / "c").sql("SELECT count(*) n FROM object_catalog").n[0] == 1
+
+
+def test_workers_that_cannot_start_say_why(real_files: list[Path]) -> None:
+    from pixels.errors import PixelsError
+
+    items = [(r, False) for r in iter_files(str(real_files[0].parent))]
+    with (
+        FilePool(1, RecordOptions(), memory_limit=8 << 20) as pool,
+        pytest.raises(PixelsError, match=r"could not start.*8388608 bytes: too small"),
+    ):
+        list(pool.run([items]))

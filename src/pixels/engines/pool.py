@@ -44,6 +44,7 @@ import pyarrow as pa
 
 from pixels.dicom.record import RecordOptions
 from pixels.engines import worker
+from pixels.errors import PixelsError
 from pixels.schema import SCHEMA
 from pixels.sources.ref import FileRef
 
@@ -222,9 +223,16 @@ class FilePool:
         if self._pool is None:
             if self._dir is None:
                 self._dir = tempfile.mkdtemp(prefix="pixels-workers-")
-            self._pool = start_pool(
-                self.n_workers, memory_limit=self.memory_limit, progress_dir=self._dir
-            )
+            try:
+                self._pool = start_pool(
+                    self.n_workers, memory_limit=self.memory_limit, progress_dir=self._dir
+                )
+            except BrokenProcessPool as e:
+                limit = self.memory_limit
+                if limit == -1:
+                    limit = default_memory_limit(self.n_workers)
+                hint = f" (worker memory limit {limit} bytes: too small?)" if limit else ""
+                raise PixelsError(f"the worker processes could not start{hint}") from e
             self._procs = list(getattr(self._pool, "_processes", {}).values())
         return self._pool
 

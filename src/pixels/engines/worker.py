@@ -57,15 +57,42 @@ def block_pandas() -> None:
         sys.meta_path.insert(0, NoPandas())
 
 
+#: Memory a worker needs above its start-up size to read a small file.
+_HEADROOM = 64 << 20
+
+
+def _data_bytes() -> int | None:
+    """This process's data memory (``VmData``), the figure ``RLIMIT_DATA`` bounds."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"VmData:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def limit_memory(max_bytes: int | None) -> None:
     """Bound this process's data memory (heap and anonymous mappings) to ``max_bytes``.
 
     Sets the soft ``RLIMIT_DATA`` (never above the hard limit): allocations past it
     fail, which Python reports as ``MemoryError`` (one file's error row) instead of
     the kernel killing a process, or the machine, later. ``None`` or ``0``: no limit.
+
+    Raises
+    ------
+    MemoryError
+        ``max_bytes`` is below what this process already holds plus 64 MiB.
     """
     if not max_bytes:
         return
+    used = _data_bytes()
+    if used is not None and max_bytes < used + _HEADROOM:
+        raise MemoryError(
+            f"worker memory limit {max_bytes} bytes is below what a worker holds before "
+            f"reading any file ({used} bytes) plus {_HEADROOM} bytes"
+        )
     _, hard = resource.getrlimit(resource.RLIMIT_DATA)
     soft = max_bytes if hard == resource.RLIM_INFINITY else min(max_bytes, hard)
     resource.setrlimit(resource.RLIMIT_DATA, (soft, hard))
