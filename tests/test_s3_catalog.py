@@ -209,10 +209,34 @@ def test_a_table_on_s3_end_to_end(s3_server: Any, tmp_path: Path) -> None:
         )
         assert status == 200
         assert ct.PixelData in body
+
+        # STOW-RS into the S3 table: the file lands in ./stow, its row in the table
+        new = pydicom.dcmread(files["MR_small.dcm"])
+        new.SOPInstanceUID = new.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+        part = io.BytesIO()
+        new.save_as(part, enforce_file_format=True)
+        b = "pixels-s3-test"
+        stored = urllib.request.Request(
+            f"{base}/studies",
+            data=f"--{b}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+            + part.getvalue()
+            + f"\r\n--{b}--\r\n".encode(),
+            headers={
+                "Content-Type": f'multipart/related; type="application/dicom"; boundary={b}',
+                "Accept": "application/dicom+json",
+            },
+            method="POST",
+        )
+        with urllib.request.urlopen(stored, timeout=60) as resp:
+            assert resp.status == 200
+        _, _, body = _get(f"{base}/instances?SOPInstanceUID={new.SOPInstanceUID}")
+        assert [i["00080018"]["Value"][0] for i in json.loads(body)] == [new.SOPInstanceUID]
     finally:
         server.terminate()
         server.wait(10)
-    assert list(work.iterdir()) == []
+    assert [p.name for p in work.iterdir()] == ["stow"]  # not ./s3:/bucket/stow
+    (stored_file,) = [p for p in (work / "stow").rglob("*") if p.is_file()]
+    assert stored_file.read_bytes() == part.getvalue()
 
 
 def test_concurrent_writers_into_one_s3_table(s3_server: Any, tmp_path: Path) -> None:

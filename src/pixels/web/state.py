@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 from pixels.catalog import Catalog
+from pixels.storage import is_local
 
 __all__ = [
     "DEFAULT_MAX_UPLOAD",
@@ -83,7 +84,8 @@ class WebState:
     catalog_path : str
         The catalog table (folder or URL).
     storage_root : str, optional
-        Where STOW-RS writes files (default: ``stow`` next to the table folder).
+        Where STOW-RS writes files (default: ``stow`` next to the table folder; for a
+        table URL, ``stow`` in the current folder).
     token : str, optional
         Bearer token required on every request (default: env ``PIXELS_TOKEN``).
     max_upload : int
@@ -105,7 +107,9 @@ class WebState:
         self.public_url = public_url
         self.catalog = Catalog(catalog_path)
         self.table = self.catalog.table
-        if storage_root is None:
+        if storage_root is None and not is_local(catalog_path):
+            storage_root = "stow"  # a table URL: a local folder here, not "./s3:/bucket/stow"
+        elif storage_root is None:
             local = os.path.abspath(catalog_path.removeprefix("file://"))
             storage_root = os.path.join(os.path.dirname(local.rstrip(os.sep)), "stow")
         self.storage_root = os.path.abspath(storage_root)
