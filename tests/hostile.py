@@ -37,6 +37,7 @@ manifest (one :class:`Case` per file). Run as a script to write one to a folder:
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import random
 import struct
@@ -144,8 +145,6 @@ def _flip(data: bytes, rng: random.Random, lo: int, hi: int, count: int) -> tupl
 
 def _elements(data: bytes) -> list[RawDataElement]:
     """Top-level raw elements (with their value offsets) of a file pydicom parses."""
-    import io
-
     ds = pydicom.dcmread(io.BytesIO(data), defer_size=None, force=True)
     raws = [e for e in ds._dict.values() if isinstance(e, RawDataElement)]
     return [e for e in raws if e.value_tell is not None and e.tag != 0x7FE00010]
@@ -185,8 +184,6 @@ def _huge_length(data: bytes, rng: random.Random) -> tuple[bytes, str]:
 
 def _pixel_value(data: bytes) -> tuple[int, int] | None:
     """(offset, length) of the pixel data value (length 0xFFFFFFFF: encapsulated)."""
-    import io
-
     ds = pydicom.dcmread(io.BytesIO(data), defer_size=None, force=True)
     el = ds._dict.get(pydicom.tag.Tag(0x7FE00010))
     if not isinstance(el, RawDataElement) or el.value_tell is None:
@@ -244,8 +241,6 @@ def _codestream(data: bytes, rng: random.Random, source: str) -> tuple[bytes, st
 
 
 def _lie(src: Path, rng: random.Random) -> tuple[bytes, str]:
-    import io
-
     ds = pydicom.dcmread(src, force=True)
     choices: list[tuple[str, Callable[[pydicom.Dataset], None]]] = [
         ("NumberOfFrames 2147483647 of 65535 x 65535", _frames_lie),
@@ -292,8 +287,6 @@ def _palette_lie(ds: pydicom.Dataset) -> None:
 
 def _lying_frames_small() -> bytes:
     """Issue 9's case: a few hundred bytes declaring 2**31-1 frames of 65535 x 65535 16-bit."""
-    import io
-
     from pydicom.dataset import FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
@@ -337,8 +330,6 @@ def _nested(depth: int, tag: int, little: bool, explicit: bool) -> bytes:
 
 
 def _nesting(data: bytes, rng: random.Random, source: str) -> tuple[bytes, str]:
-    import io
-
     ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, force=True)
     ts = ds.file_meta.get("TransferSyntaxUID")
     if ts is None or ts.is_deflated:
@@ -410,7 +401,7 @@ def build(out: Path, *, seed: int = 9, per_kind: int = 2) -> list[Case]:
         if src is not None:  # the decoder sizes its buffer from the header (RLE) or checks it
             ds = pydicom.dcmread(src)
             _set(ds, Rows=65535, Columns=65535)
-            buf = __import__("io").BytesIO()
+            buf = io.BytesIO()
             ds.save_as(buf)
             stem = name.removesuffix(".dcm")
             write(
