@@ -17,8 +17,13 @@ process) over the same table, asked in turns by one keep-alive client:
   version (``union_by_name``), with the UID predicates pushed down, and its
   DuckDB connection back on all threads.
 
-Reports p50 / p95 per request and the ratio scan / located (> 1: located faster).
-Usage: ``python bench/bench_metadata.py [--rounds 200]``. Writes
+With ``--orthanc`` (Debian's ``orthanc`` and ``orthanc-dicomweb``), a third
+server in the same turns: Orthanc 1.10 with its DICOMweb plugin, loopback only,
+holding the same files (uploaded once through its REST API).
+
+Reports p50 / p95 per request and the ratios scan / located (> 1: located faster)
+and located / Orthanc (< 1: Pixels faster). Usage:
+``python bench/bench_metadata.py [--rounds 200] [--orthanc]``. Writes
 ``bench/results/metadata.json``.
 """
 
@@ -100,6 +105,54 @@ def start(table: str, mode: str) -> tuple[subprocess.Popen[bytes], str]:
     raise RuntimeError("server did not start")
 
 
+ORTHANC = "/usr/sbin/Orthanc"
+ORTHANC_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
+
+
+def start_orthanc() -> tuple[subprocess.Popen[bytes], str]:
+    """Orthanc with DICOMweb on a free loopback port, holding the catalog's files."""
+    import httpx
+
+    from corpus import pydicom_data_folder, pydicom_folder
+
+    port = _free_port()
+    home = ROOT / "orthanc"
+    home.mkdir(exist_ok=True)
+    config = {
+        "Name": "bench",
+        "StorageDirectory": str(home / "db"),
+        "IndexDirectory": str(home / "db"),
+        "HttpPort": port,
+        "DicomServerEnabled": False,
+        "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": False,
+        "Plugins": [ORTHANC_PLUGIN],
+        "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
+    }
+    (home / "config.json").write_text(json.dumps(config))
+    proc = subprocess.Popen(
+        [ORTHANC, str(home / "config.json")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        assert proc.poll() is None and time.monotonic() < deadline, "Orthanc did not start"
+        try:
+            httpx.get(url + "/system", timeout=5).raise_for_status()
+            break
+        except httpx.TransportError:
+            time.sleep(0.2)
+    marker = home / "uploaded"
+    if not marker.exists():
+        for folder in (pydicom_folder(), pydicom_data_folder(), ROOT / "s50", ROOT / "s1"):
+            for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+                httpx.post(url + "/instances", content=path.read_bytes(), timeout=60)
+        marker.write_text("")
+    return proc, url + "/dicom-web"
+
+
 def requests(table: str) -> dict[str, str]:
     """The request paths measured, from the table's own UIDs."""
     import pydicom
@@ -115,9 +168,14 @@ def requests(table: str) -> dict[str, str]:
     return out
 
 
+def _path(mode: str, path: str) -> str:
+    return path.removeprefix("/dicomweb") if mode == "orthanc" else path
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=200)
+    ap.add_argument("--orthanc", action="store_true", help="also time Orthanc (DICOMweb plugin)")
     ap.add_argument("--serve", nargs=3, metavar=("TABLE", "PORT", "MODE"), help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.serve:
@@ -128,22 +186,26 @@ def main() -> None:
     table = prepare()
     paths = requests(table)
     servers = {mode: start(table, mode) for mode in ("located", "scan")}
+    if a.orthanc:
+        servers["orthanc"] = start_orthanc()
     times: dict[str, dict[str, list[float]]] = {m: {k: [] for k in paths} for m in servers}
     try:
         clients = {m: httpx.Client(base_url=url, timeout=60) for m, (_, url) in servers.items()}
         bodies = {}
-        for mode, client in clients.items():  # warm up; both answer the same
+        for mode, client in clients.items():  # warm up; Pixels' two answer the same
             for name, path in paths.items():
-                r = client.get(path)
+                r = client.get(_path(mode, path))
                 r.raise_for_status()
-                body = r.text.replace(servers[mode][1], "")  # URLs name the server
-                bodies.setdefault(name, body)
-                assert body == bodies[name], (mode, name)
+                assert len(r.json()) == (50 if name == "series_50" else 1), (mode, name)
+                if mode != "orthanc":
+                    body = r.text.replace(servers[mode][1], "")  # URLs name the server
+                    bodies.setdefault(name, body)
+                    assert body == bodies[name], (mode, name)
         for _ in range(a.rounds):
             for name, path in paths.items():
                 for mode, client in clients.items():  # in turns: the same load for both
                     t = time.perf_counter()
-                    client.get(path).raise_for_status()
+                    client.get(_path(mode, path)).raise_for_status()
                     times[mode][name].append(time.perf_counter() - t)
     finally:
         for proc, _ in servers.values():
@@ -154,8 +216,10 @@ def main() -> None:
         return round(1000 * statistics.quantiles(xs, n=100)[int(q) - 1], 2)
 
     res: dict[str, Any] = {"machine": machine_info(), "rounds": a.rounds, "requests": {}}
-    print("| request | located p50 ms | scan p50 ms | scan / located (p50) | p95 located / scan |")
-    print("|---|---|---|---|---|")
+    orth = "orthanc" in times
+    head = "| request | located p50 ms | scan p50 ms | scan / located |"
+    print(head + (" orthanc p50 ms | located / orthanc |" if orth else ""))
+    print("|---" * (6 if orth else 4) + "|")
     for name in paths:
         loc = statistics.median(times["located"][name])
         scan = statistics.median(times["scan"][name])
@@ -166,11 +230,15 @@ def main() -> None:
             "scan_p95_ms": ms(times["scan"][name], 95),
             "ratio_p50": round(scan / loc, 2),
         }
+        line = f"| {name} | {row['located_p50_ms']} | {row['scan_p50_ms']} | {row['ratio_p50']} |"
+        if orth:
+            o = statistics.median(times["orthanc"][name])
+            row["orthanc_p50_ms"] = round(1000 * o, 2)
+            row["orthanc_p95_ms"] = ms(times["orthanc"][name], 95)
+            row["located_over_orthanc_p50"] = round(loc / o, 2)
+            line += f" {row['orthanc_p50_ms']} | {row['located_over_orthanc_p50']} |"
         res["requests"][name] = row
-        print(
-            f"| {name} | {row['located_p50_ms']} | {row['scan_p50_ms']} | "
-            f"{row['ratio_p50']} | {row['located_p95_ms']} / {row['scan_p95_ms']} |"
-        )
+        print(line)
     (BENCH / "results").mkdir(exist_ok=True)
     (BENCH / "results" / "metadata.json").write_text(json.dumps(res, indent=2) + "\n")
 
