@@ -95,6 +95,12 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     )
     files["rle_planar"] = _fresh_copy(str(rle_planar), data / "rle_planar.dcm")
     rle_planar.unlink()
+    # a big endian ECG (dcmtk): its Waveform Data (OW) is bulk data
+    ecg_big = root / "ecg_big_tmp.dcm"
+    ecg = str(pydicom.data.get_testdata_file("waveform_ecg.dcm", download=False))
+    subprocess.run(["dcmconv", "+tb", ecg, str(ecg_big)], check=True, capture_output=True)
+    files["ecg_big"] = _fresh_copy(str(ecg_big), data / "ecg_big.dcm")
+    ecg_big.unlink()
     # a syntax no installed codec decodes: a real JPEG 2000 file labelled Part 2 (lossless)
     ds = pydicom.dcmread(files["j2k_lossy"].path)
     ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.92"
@@ -461,3 +467,16 @@ def test_wado_uri_dicom_is_explicit_le(site: Site) -> None:
             assert pydicom.dcmread(io.BytesIO(r.content)).file_meta.TransferSyntaxUID == EXPLICIT_LE
         r = httpx.get(f"{site.url}/wado", params={**params, "transferSyntax": stored})
         assert r.status_code == (200 if key == "rle" else 406), key
+
+
+def test_bulkdata_of_big_endian_file_is_little_endian(site: Site) -> None:
+    """Waveform Data (OW) of a big endian ECG comes as the little endian file's bytes."""
+    inst = site.files["ecg_big"]
+    assert pydicom.dcmread(inst.path).file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.2"
+    client = DICOMwebClient(url=f"{site.url}/dicomweb")
+    meta = client.retrieve_instance_metadata(inst.study, inst.series, inst.sop)
+    ref = pydicom.dcmread(pydicom.data.get_testdata_file("waveform_ecg.dcm", download=False))
+    for k, item in enumerate(meta["54000100"]["Value"]):
+        uri = item["54001010"]["BulkDataURI"]
+        [got] = client.retrieve_bulkdata(uri)
+        assert got == ref.WaveformSequence[k].WaveformData, k

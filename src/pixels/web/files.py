@@ -198,8 +198,16 @@ def open_instance(
 # ---------------------------------------------------------------------------- bulk data
 
 
-def open_range(row: dict[str, Any], offset: int, length: int) -> Streamed:
+#: Bytes per number of the binary VRs a big endian file stores big endian.
+_WORD = {"OW": 2, "OF": 4, "OL": 4, "OD": 8, "OV": 8, "US": 2, "SS": 2, "AT": 2}
+_WORD |= {"UL": 4, "SL": 4, "FL": 4, "FD": 8, "SV": 8, "UV": 8}
+
+
+def open_range(row: dict[str, Any], offset: int, length: int, vr: str = "OB") -> Streamed:
     """Open a file and stream `length` bytes from `offset` (never held whole).
+
+    Values of a big endian file are sent little endian (swapped by the word size
+    of `vr`), as everything Pixels sends.
 
     Raises
     ------
@@ -207,11 +215,13 @@ def open_range(row: dict[str, Any], offset: int, length: int) -> Streamed:
         The file is shorter than the catalog says (changed since cataloged).
     """
     opened = Opened(row)
-    return range_of(opened, opened.fp, offset, length)
+    big = row["TransferSyntaxUID"] == codecs.EXPLICIT_BE
+    return range_of(opened, opened.fp, offset, length, _WORD.get(vr, 1) if big else 1)
 
 
-def range_of(opened: Opened, fp: BinaryIO, offset: int, length: int) -> Streamed:
-    """Stream `length` bytes from `offset` of `fp` (a file of `opened`), closing it at the end."""
+def range_of(opened: Opened, fp: BinaryIO, offset: int, length: int, word: int = 1) -> Streamed:
+    """Stream `length` bytes from `offset` of `fp` (a file of `opened`), closing it at the end;
+    `word` > 1: byte-swapped in words of that many bytes."""
     try:
         end = fp.seek(0, 2)
         if offset + length > end:
@@ -232,9 +242,14 @@ def range_of(opened: Opened, fp: BinaryIO, offset: int, length: int) -> Streamed
             if not data:
                 raise DicomReadError(f"truncated while sending bytes at {offset}", opened.path)
             left -= len(data)
-            yield data
+            yield _swap(data, word) if word > 1 else data
 
     return Streamed("application/octet-stream", _closing(chunks(), opened), opened)
+
+
+def _swap(data: bytes, word: int) -> bytes:
+    n = len(data) - len(data) % word
+    return np.frombuffer(data[:n], dtype=np.uint8).reshape(-1, word)[:, ::-1].tobytes() + data[n:]
 
 
 # ------------------------------------------------------------------------------ frames

@@ -376,7 +376,7 @@ def bulkdata(request: Request) -> Response:
         raise HTTPException(404, f"no bulk data at {tagpath} in this instance")
     m = _RANGE.search(el["BulkDataURI"])
     if m is not None:
-        part = open_range(row, int(m.group(1)), int(m.group(2)))
+        part = open_range(row, int(m.group(1)), int(m.group(2)), str(el.get("vr", "OB")))
     elif (row["TransferSyntaxUID"] or "") == codecs.DEFLATED_LE:
         # offsets of a deflated file are in its inflated copy
         opened, fp, meta = open_deflated_header(row, inflate_limit=_inflate_limit())
