@@ -227,6 +227,7 @@ class _Guard:
         self.short: tuple[int, int, bytes] | None = None  # (offset, asked, what came)
         self.little = True
         self.begin = 0  # where the data set starts
+        self.arm_at: int | None = None  # arm at the first read from this offset on
 
     def read(self, n: int | None = -1) -> bytes:
         pos = self.fp.tell()
@@ -236,8 +237,11 @@ class _Guard:
         else:
             want_now = want
         data = self.fp.read(want_now)
-        if self.armed and self.short is None and len(data) < want and (data or want != 8):
-            # (an 8-byte read finding nothing is the end of the data set, not a cut)
+        if not self.armed and self.arm_at is not None and pos >= self.arm_at:
+            self.armed = True
+        if self.armed and self.short is None and 0 < len(data) < want:
+            # (a read finding nothing is at the end of the data: pydicom ends the data
+            # set there, or fails, which _cut_first reports as a cut)
             self.short = (pos, want, data)
         return data
 
@@ -521,6 +525,9 @@ def read_header(
         raise DicomReadError(
             f"not a readable DICOM file: {type(e).__name__}: {e}", path=path
         ) from e
+    cut = src.truncation()
+    if cut:
+        raise DicomReadError(cut, path=path)
     if forced:
         _check_forced(ds, path)
     elif not ds._dict:
@@ -564,6 +571,21 @@ def _read_dataset(
     (capped, streamed), never by pydicom (which inflates without a limit).
     """
     size = fp.seek(0, 2)
+    scanned = None if forced else _scan_meta(fp, start, size)
+    if scanned is not None and scanned[0] not in _DEFLATED:
+        # the common case: one pass by pydicom, armed from the file meta on
+        transfer_syntax, begin = scanned
+        fp.seek(start)
+        src = _Guard(fp, size)
+        src.begin = begin
+        src.arm_at = start + 132
+        with _cut_first(src):
+            ds = read_partial(cast(BinaryIO, src), stop_when=_checker(src, True), force=False)
+        ts_elem = ds.file_meta.get(0x00020010)
+        if ts_elem is not None and ts_elem.value:
+            transfer_syntax = str(ts_elem.value).rstrip("\x00 ")
+        return _with_encoding(ds, src, transfer_syntax)
+    # forced, deflated or an odd file meta: pydicom reads the meta first
     fp.seek(start)
     src = _Guard(fp, size)
     read_preamble(cast(BinaryIO, src), forced)
@@ -574,7 +596,7 @@ def _read_dataset(
         raise DicomReadError(cut)
     begin = src.tell()
     ts_elem = file_meta.get(0x00020010)
-    transfer_syntax: str | None = None
+    transfer_syntax = None
     if ts_elem is not None and ts_elem.value:
         transfer_syntax = str(ts_elem.value).rstrip("\x00 ")
     if transfer_syntax in _DEFLATED:
@@ -582,14 +604,20 @@ def _read_dataset(
         src = _Guard(cast(BinaryIO, reader), None)
         src.begin = 0
         with _cut_first(src):
-            ds = read_dataset(cast(BinaryIO, src), False, True, stop_when=_checker(src, True))
-        ds.file_meta = file_meta
-        return ds, src, transfer_syntax, False, True
+            inflated = read_dataset(cast(BinaryIO, src), False, True, stop_when=_checker(src, True))
+        inflated.file_meta = file_meta
+        return inflated, src, transfer_syntax, False, True
     fp.seek(start)
     src = _Guard(fp, size)
     src.begin = begin
     with _cut_first(src):
         ds = read_partial(cast(BinaryIO, src), stop_when=_checker(src, True, forced), force=forced)
+    return _with_encoding(ds, src, transfer_syntax)
+
+
+def _with_encoding(
+    ds: Dataset, src: _Guard, transfer_syntax: str | None
+) -> tuple[Dataset, _Guard, str | None, bool, bool]:
     try:
         implicit, little = ds.original_encoding
     except Exception:
@@ -619,6 +647,47 @@ def _cut_first(src: _Guard) -> Iterator[None]:
                 f"({type(e).__name__}: {e})"
             ) from e
         raise
+
+
+_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN"})
+_LONG_VRS |= {b"UR", b"UT", b"UV"}
+
+
+def _scan_meta(fp: BinaryIO, start: int, size: int) -> tuple[str | None, int] | None:
+    """Scan an explicit VR little endian file meta group: (its transfer syntax, its end).
+
+    Only to decide, before pydicom reads anything, whether the data set is
+    deflated (pydicom would inflate it whole); None when the group is not plain
+    enough to be sure (the caller then reads the meta with pydicom first).
+    """
+    fp.seek(start + 128)
+    if fp.read(4) != b"DICM":
+        return None
+    pos = start + 132
+    ts: str | None = None
+    while True:
+        head = fp.read(8)
+        if len(head) < 8:
+            return (ts, pos) if not head else None
+        group, elem, vr, length = struct.unpack("<HH2sH", head)
+        if group != 2:
+            return ts, pos
+        if vr in _LONG_VRS:
+            extra = fp.read(4)
+            if len(extra) < 4 or length:
+                return None
+            (length,) = struct.unpack("<L", extra)
+            pos += 12
+        elif b"AA" <= vr <= b"ZZ":
+            pos += 8
+        else:
+            return None
+        if length == _UNDEFINED or pos + length > size:
+            return None
+        if elem == 0x0010:
+            ts = fp.read(min(length, 128)).decode("latin-1").rstrip("\x00 ")
+        pos += length
+        fp.seek(pos)
 
 
 def _add_trailing(
