@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from pixels.web import errors, ohif, qido, stow, wado, wado_uri
+from pixels.web import errors, monailabel, ohif, qido, stow, wado, wado_uri
 from pixels.web.security import (
     LOOPBACK_HOSTS,
     HostCheck,
@@ -140,6 +140,7 @@ def create_app(
             methods=["GET"],
         ),
         Route(WADO_URI, wado_uri.wado_uri, methods=["GET"]),
+        *monailabel.routes(),  # MONAI Label API: the viewer's panel and its clients
     ]
     # last: the viewer's files, app-config.js and its single-page fallback
     routes += ohif.routes(p, viewer=viewer)

@@ -25,7 +25,7 @@ from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from pixels.errors import PixelsError
-from pixels.web.state import PREFIX, WADO_URI
+from pixels.web.state import MONAILABEL, PREFIX, WADO_URI
 
 __all__ = [
     "LOOPBACK_HOSTS",
@@ -42,7 +42,7 @@ LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
 class TokenAuth:
-    """Require ``Authorization: Bearer <token>`` under ``/dicomweb`` and on ``/wado``."""
+    """Require ``Authorization: Bearer <token>`` under ``/dicomweb``, ``/monailabel`` and on ``/wado``."""
 
     def __init__(self, app: ASGIApp, token: str | None):
         self.app = app
@@ -51,7 +51,9 @@ class TokenAuth:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "") if scope["type"] == "http" else ""
         if self.token and (
-            path.startswith(PREFIX) or path == WADO_URI or path.startswith(WADO_URI + "/")
+            path.startswith(PREFIX)
+            or path in (WADO_URI, MONAILABEL)
+            or path.startswith((WADO_URI + "/", MONAILABEL + "/"))
         ):
             headers = dict(scope.get("headers") or [])
             got = headers.get(b"authorization", b"").decode("latin-1")

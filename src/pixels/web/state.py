@@ -21,6 +21,7 @@ from pixels.storage import is_local
 __all__ = [
     "DEFAULT_MAX_UPLOAD",
     "MAX_PATH_UID",
+    "MONAILABEL",
     "PREFIX",
     "WADO_URI",
     "WebState",
@@ -32,6 +33,8 @@ __all__ = [
 
 #: Root of the DICOMweb service.
 PREFIX = "/dicomweb"
+#: Root of the MONAI Label API (:mod:`pixels.web.monailabel`).
+MONAILABEL = "/monailabel"
 #: The WADO-URI endpoint (PS3.18 9).
 WADO_URI = "/wado"
 #: Default limit on one STOW-RS request body (bytes).

@@ -1,0 +1,269 @@
+"""The MONAI Label API of the server (/monailabel/), over real HTTP, as its clients call it.
+
+The catalog holds a real CT series (pydicom's dicomdirtests 98892001/CT5N: five slices whose
+file order runs against the slice normal) and a real MR file. Requests are shaped as the
+MONAI Label OHIF panel (monailabel 0.8.5's build) sends them: ``info/``, ``train/?check_if_running``,
+``infer/<model>?image=<series>&output=image`` with a multipart form field ``params``, and
+``datastore/label`` with the form fields ``params`` and ``label``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pydicom
+import pytest
+
+pytest.importorskip("scipy", reason="ct-tissue needs the ml extra")
+pytest.importorskip("highdicom", reason="SEG writing needs the ml extra")
+
+from corpus import pydicom_folder, sample_file
+from pixels import Catalog
+from pixels.ml.models import get_model
+from pixels.ml.volume import read_volume, select_series
+from pixels.web import create_app
+from web.conftest import running
+
+TOKEN = "monai-token"
+#: models load lazily (scipy, highdicom) on a first request: a generous read timeout
+http = httpx.Client(timeout=300)
+# what the panel adds to every infer's params (MonaiLabelClient.infer in the 0.8.5 build)
+PANEL_PARAMS = {
+    "result_extension": ".nrrd",
+    "result_dtype": "uint8",
+    "result_compress": False,
+    "restore_label_idx": False,
+}
+
+
+def _catalog(root: Path) -> tuple[str, str, str, list[Path]]:
+    data = root / "data"
+    shutil.copytree(pydicom_folder() / "dicomdirtests" / "98892001" / "CT5N", data / "ct")
+    (data / "mr").mkdir()
+    shutil.copy(sample_file("MR_small.dcm"), data / "mr" / "mr.dcm")
+    cat = Catalog(str(root / "catalog"))
+    assert cat.catalog(str(data), workers=0).errors == 0
+    ct = sorted((data / "ct").iterdir())
+    mr = pydicom.dcmread(data / "mr" / "mr.dcm").SeriesInstanceUID
+    return str(root / "catalog"), pydicom.dcmread(ct[0]).SeriesInstanceUID, mr, ct
+
+
+@pytest.fixture(scope="module")
+def ml_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, str, list]]:
+    catalog, ct, mr, files = _catalog(tmp_path_factory.mktemp("monailabel"))
+    with running(create_app(catalog, viewer=False)) as url:
+        yield url, ct, mr, files
+
+
+def _form(params: dict, files: dict[str, tuple[str, bytes]] | None = None) -> dict:
+    """The multipart form the panel's axios sends: a 'params' field holding JSON, then files."""
+    out: dict = {"params": (None, json.dumps(params))}
+    for name, (filename, data) in (files or {}).items():
+        out[name] = (filename, data, "application/octet-stream")
+    return out
+
+
+def _expected(catalog: str, series: str) -> tuple[np.ndarray, object]:
+    found = select_series(Catalog(catalog), f"SeriesInstanceUID = '{series}'")
+    vol = read_volume(found.series[0])
+    model = get_model("ct-tissue")
+    return np.asarray(model(vol.array, vol.plan.spacing)).astype(np.uint8), vol
+
+
+def _split_nrrd(data: bytes) -> tuple[dict[str, str], bytes]:
+    head, body = data.split(b"\n\n", 1)
+    lines = head.decode("ascii").split("\n")
+    assert lines[0] == "NRRD0004"
+    fields = dict(line.split(": ", 1) for line in lines[1:] if not line.startswith("#"))
+    return fields, body
+
+
+def _vec(text: str) -> np.ndarray:
+    return np.asarray([float(v) for v in text.strip("()").split(",")])
+
+
+def test_info_lists_the_registry_models(ml_server: tuple) -> None:
+    url = ml_server[0]
+    r = http.get(f"{url}/monailabel/info/")
+    assert r.status_code == 200
+    info = r.json()
+    model = get_model("ct-tissue")
+    want = {s.name: s.label for s in model.segments if not s.includes}
+    assert info["models"]["ct-tissue"]["type"] == "segmentation"
+    assert info["models"]["ct-tissue"]["labels"] == want
+    assert info["models"]["ct-tissue"]["dimension"] == 3
+    assert set(want) <= set(info["labels"])
+    # the panel's connect also asks whether training runs
+    r = http.get(f"{url}/monailabel/train/", params={"check_if_running": "true"})
+    assert r.status_code == 200 and r.json()["status"] != "RUNNING"
+
+
+def test_infer_answers_the_ct_tissue_labels_as_nrrd(ml_server: tuple) -> None:
+    url, ct, _, files = ml_server
+    catalog = str(Path(files[0]).parents[2] / "catalog")
+    r = http.post(
+        f"{url}/monailabel/infer/ct-tissue",
+        params={"image": ct, "output": "image"},
+        files=_form(PANEL_PARAMS),
+    )
+    assert r.status_code == 200, r.text
+    fields, body = _split_nrrd(r.content)
+    labels, _ = _expected(catalog, ct)
+    x, y, z = labels.shape
+    assert (fields["type"], fields["dimension"], fields["encoding"]) == ("uint8", "3", "raw")
+    assert fields["sizes"] == f"{x} {y} {z}"
+    assert fields["space"] == "left-posterior-superior"
+    # voxels: columns fastest, then rows, then slices (what the panel copies into its volume)
+    got = np.frombuffer(body, np.uint8).reshape(z, y, x).transpose(2, 1, 0)
+    np.testing.assert_array_equal(got, labels)
+    assert len(np.unique(labels)) > 2  # the series really has several tissues
+    # geometry from the files themselves: slice 0 is the one lowest along row x column
+    dss = [pydicom.dcmread(f) for f in files]
+    iop = np.asarray(dss[0].ImageOrientationPatient, float)
+    normal = np.cross(iop[:3], iop[3:])
+    ipps = [np.asarray(d.ImagePositionPatient, float) for d in dss]
+    first = ipps[int(np.argmin([p @ normal for p in ipps]))]
+    np.testing.assert_allclose(_vec(fields["space origin"]), first, atol=1e-4)
+    dirs = fields["space directions"].split(" ")
+    row_sp, col_sp = (float(v) for v in dss[0].PixelSpacing)
+    np.testing.assert_allclose(_vec(dirs[0]), iop[:3] * col_sp, atol=1e-5)
+    np.testing.assert_allclose(_vec(dirs[1]), iop[3:] * row_sp, atol=1e-5)
+    assert _vec(dirs[2]) @ normal > 0
+    # the first slice's voxels are the first file along the normal: its pixel rows/columns
+    assert got[:, :, 0].shape == (dss[0].Columns, dss[0].Rows)
+
+
+def test_infer_output_all_and_json(ml_server: tuple) -> None:
+    url, ct, _, _ = ml_server
+    r = http.post(
+        f"{url}/monailabel/infer/ct-tissue",
+        params={"image": ct, "output": "all"},
+        files=_form(PANEL_PARAMS),
+    )
+    assert r.status_code == 200, r.text
+    ctype = r.headers["content-type"]
+    assert ctype.startswith("multipart/form-data; boundary=")
+    boundary = ctype.split("boundary=")[1].encode()
+    parts = r.content.split(b"--" + boundary)
+    assert parts[-1].strip() == b"--"
+    head_p, body_p = parts[1].split(b"\r\n\r\n", 1)
+    assert b'name="params"' in head_p
+    meta = json.loads(body_p[:-2])
+    model = get_model("ct-tissue")
+    assert meta["label_names"] == {s.name: s.label for s in model.segments if not s.includes}
+    head_i, body_i = parts[2].split(b"\r\n\r\n", 1)
+    assert b'name="image"' in head_i
+    image = http.post(
+        f"{url}/monailabel/infer/ct-tissue",
+        params={"image": ct, "output": "image"},
+        files=_form(PANEL_PARAMS),
+    )
+    assert body_i[:-2] == image.content
+    r = http.post(
+        f"{url}/monailabel/infer/ct-tissue",
+        params={"image": ct, "output": "json"},
+        files=_form(PANEL_PARAMS),
+    )
+    assert r.json()["label_names"] == meta["label_names"]
+
+
+def test_bad_input_gets_a_clear_4xx(ml_server: tuple) -> None:
+    url, ct, mr, _ = ml_server
+    post = f"{url}/monailabel/infer/"
+    r = http.post(post + "no-such-model", params={"image": ct}, files=_form({}))
+    assert r.status_code == 404 and "unknown model 'no-such-model'" in r.text
+    assert "ct-tissue" in r.text
+    r = http.post(post + "ct-tissue", params={"image": "1.2.3.4.5"}, files=_form({}))
+    assert r.status_code == 404 and "no image series 1.2.3.4.5" in r.text
+    r = http.post(post + "ct-tissue", params={"image": mr}, files=_form({}))
+    assert r.status_code == 422 and mr in r.text and "CT" in r.text
+    r = http.post(post + "ct-tissue", params={"image": ct}, files={"params": (None, "{not json")})
+    assert r.status_code == 400 and "'params' is not JSON" in r.text
+    r = http.post(post + "ct-tissue", params={"image": ct}, files=_form({"foreground": [[1, 2]]}))
+    assert r.status_code == 400 and "params.foreground" in r.text
+    r = http.post(post + "ct-tissue", params={"image": ct, "output": "png"}, files=_form({}))
+    assert r.status_code == 400 and "output='png'" in r.text
+    r = http.put(f"{url}/monailabel/datastore/label", params={"image": ct}, files=_form({}))
+    assert r.status_code == 400 and "'label'" in r.text
+    r = http.put(
+        f"{url}/monailabel/datastore/label",
+        params={"image": ct},
+        files=_form({}, {"label": ("label.bin", b"\x01\x02\x03")}),
+    )
+    assert r.status_code == 400 and "raw uint8 voxels (3 bytes)" in r.text
+    assert http.get(f"{url}/monailabel/info/").status_code == 200  # still up
+
+
+def test_token_guards_every_monailabel_route(tmp_path: Path) -> None:
+    catalog, ct, _, _ = _catalog(tmp_path)
+    with running(create_app(catalog, viewer=False, token=TOKEN)) as url:
+        calls = [
+            ("GET", "/monailabel/info/", {}),
+            ("GET", "/monailabel/train/?check_if_running=true", {}),
+            ("GET", "/monailabel/datastore/?output=stats", {}),
+            ("POST", f"/monailabel/infer/ct-tissue?image={ct}", {"files": _form({})}),
+            ("PUT", f"/monailabel/datastore/label?image={ct}", {"files": _form({})}),
+        ]
+        for method, path, kw in calls:
+            r = http.request(method, url + path, **kw)
+            assert r.status_code == 401, (path, r.status_code)
+        good = {"Authorization": f"Bearer {TOKEN}"}
+        assert http.get(url + "/monailabel/info/", headers=good).status_code == 200
+
+
+def test_put_label_becomes_a_cataloged_seg(tmp_path: Path) -> None:
+    catalog, ct, _, files = _catalog(tmp_path)
+    labels, vol = _expected(catalog, ct)
+    study = pydicom.dcmread(files[0]).StudyInstanceUID
+    with running(create_app(catalog, viewer=False)) as url:
+        stats = http.get(f"{url}/monailabel/datastore/", params={"output": "stats"}).json()
+        assert (stats["total"], stats["completed"]) == (2, 0)
+        nrrd_bytes = http.post(
+            f"{url}/monailabel/infer/ct-tissue",
+            params={"image": ct, "output": "image"},
+            files=_form(PANEL_PARAMS),
+        ).content
+        model = get_model("ct-tissue")
+        info = [{"name": s.name, "idx": s.label} for s in model.segments if not s.includes]
+        r = http.put(
+            f"{url}/monailabel/datastore/label",
+            params={"image": ct},
+            files=_form({"label_info": info}, {"label": ("label.nrrd", nrrd_bytes)}),
+        )
+        assert r.status_code == 200, r.text
+        answer = r.json()
+        assert answer["image"] == ct
+        series = http.get(
+            f"{url}/dicomweb/studies/{study}/series", params={"Modality": "SEG"}
+        ).json()
+        assert [s["0020000E"]["Value"][0] for s in series] == [answer["label"]]
+        got = http.get(f"{url}/monailabel/datastore/", params={"output": "all"}).json()
+        assert got["objects"][ct]["labels"]["final"]["info"]["SeriesInstanceUID"] == answer["label"]
+        stats = http.get(f"{url}/monailabel/datastore/", params={"output": "stats"}).json()
+        assert (stats["total"], stats["completed"]) == (2, 1)
+    path = Catalog(catalog).sql(
+        "SELECT path FROM object_catalog WHERE SeriesInstanceUID = ?", [answer["label"]]
+    )["path"][0]
+    import highdicom as hd
+
+    seg = hd.seg.segread(path)
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == ct
+    names = {d.SegmentLabel: d.SegmentNumber for d in seg.SegmentSequence}
+    present = {int(v) for v in np.unique(labels)} - {0}
+    want_names = {s.name for s in model.segments if s.label in present and not s.includes}
+    assert set(names) == want_names
+    # each segment's mask equals the submitted voxels of its label
+    by_name = {s.name: s.label for s in model.segments if not s.includes}
+    sops = [vol.rows[s.row]["SOPInstanceUID"] for s in vol.plan.slices]
+    for name, number in names.items():
+        frames = seg.get_pixels_by_source_instance(
+            source_sop_instance_uids=sops, segment_numbers=[number]
+        )[..., 0]
+        np.testing.assert_array_equal(
+            frames.astype(bool), (labels == by_name[name]).transpose(2, 1, 0)
+        )
