@@ -37,6 +37,7 @@ import pyarrow as pa
 from pixels.dicom.patches import FORMATS, encode_patch, patch_file, png_supported
 from pixels.dicom.record import frame_index_of
 from pixels.errors import PixelsError, QueryError
+from pixels.rows import PATCH_SCHEMA
 from pixels.sources import ArchiveLimits, open_file
 from pixels.sources.ref import FileRef
 
@@ -46,26 +47,6 @@ if TYPE_CHECKING:
     from pixels.catalog import Catalog
 
 __all__ = ["PATCH_SCHEMA", "DicomPatcher", "write_patches"]
-
-#: One row per patch (or per failed file, with only the source columns and ``error``).
-PATCH_SCHEMA = pa.schema(
-    [
-        pa.field("source_path", pa.string(), nullable=False),
-        pa.field("SOPInstanceUID", pa.string()),
-        pa.field("frame", pa.int32()),
-        pa.field("x", pa.int32()),
-        pa.field("y", pa.int32()),
-        pa.field("width", pa.int32()),
-        pa.field("height", pa.int32()),
-        pa.field("valid_width", pa.int32()),
-        pa.field("valid_height", pa.int32()),
-        pa.field("dtype", pa.string()),
-        pa.field("samples", pa.int32()),
-        pa.field("format", pa.string()),
-        pa.field("data", pa.binary()),
-        pa.field("error", pa.string()),
-    ]
-)
 
 #: Catalog columns the patcher reads.
 ROW_COLUMNS = (

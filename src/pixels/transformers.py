@@ -24,14 +24,11 @@ import pyarrow as pa
 from pixels.dicom.record import RecordOptions, catalog_batch, thumbnail_rows
 from pixels.engines.spark.session import is_spark_dataframe
 from pixels.errors import PixelsError
+from pixels.rows import THUMBNAIL_INPUTS, path_refs, ref_of, refs_to_batch, tag_hex, tag_value
 from pixels.schema import SCHEMA, THUMBNAIL_COLUMNS
 from pixels.sources import ArchiveLimits
 
 _THUMB_NAMES = [c.name for c in THUMBNAIL_COLUMNS]
-#: Columns a thumbnail needs from a catalog row.
-THUMBNAIL_INPUTS = frozenset(
-    {"path", "meta", "frame_offsets", "frame_lengths", "TransferSyntaxUID"}
-)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -83,9 +80,6 @@ class PathExtractor:
             from pixels.engines.spark.transform import path_transform
 
             return path_transform(data, self.inputCol, self.basePath)
-        from pixels.engines.spark.listing import refs_to_batch
-        from pixels.engines.spark.transform import path_refs
-
         table = _arrow(data)
         refs = path_refs(table.to_pylist(), self.inputCol, self.basePath)
         files = pa.Table.from_batches([refs_to_batch(refs)])
@@ -118,9 +112,9 @@ class TagExtractor:
 
     def transform(self, data: Any) -> Any:
         """Add one string column per tag (multi-valued values joined with ``\\``)."""
-        from pixels.engines.spark.transform import tag_hex, tag_transform, tag_value
-
         if is_spark_dataframe(data):
+            from pixels.engines.spark.transform import tag_transform
+
             return tag_transform(data, self.tags, self.inputCol)
         table = _arrow(data)
         if self.inputCol not in table.column_names:
@@ -183,8 +177,6 @@ class DicomMetaExtractor:
             from pixels.engines.spark.transform import meta_transform
 
             return meta_transform(data, self.options)
-        from pixels.engines.spark.listing import ref_of
-
         table = _arrow(data)
         refs = [ref_of(r) for r in table.to_pylist()]
         out = pa.Table.from_batches([catalog_batch(refs, self.options)], schema=SCHEMA)

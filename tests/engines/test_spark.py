@@ -403,7 +403,7 @@ def test_bad_input_names_the_source(spark: Any, tmp_path: Path) -> None:
     ],
 )
 def test_spark_file_uris_become_catalog_paths(uri: str, path: str, local: str | None) -> None:
-    from pixels.engines.spark.listing import uri_to_path
+    from pixels.rows import uri_to_path
 
     assert uri_to_path(uri) == (path, local)
 

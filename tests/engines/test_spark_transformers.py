@@ -24,9 +24,9 @@ import pixels
 from corpus import copy_tree, sample_file
 from pixels import Catalog
 from pixels.dicom.record import catalog_record
-from pixels.engines.spark.listing import refs_to_batch
 from pixels.errors import PixelsError
 from pixels.patching import PATCH_SCHEMA, DicomPatcher
+from pixels.rows import refs_to_batch
 from pixels.schema import SCHEMA, THUMBNAIL_COLUMNS
 from pixels.sources import iter_files
 from pixels.transformers import (

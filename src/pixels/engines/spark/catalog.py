@@ -19,7 +19,6 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from pixels.engines.spark.listing import (
-    REF_SCHEMA,
     UNIT_SCHEMA,
     ListOptions,
     list_units,
@@ -35,6 +34,7 @@ from pixels.engines.spark.transform import (
 )
 from pixels.engines.spark.writer import SAVE_MODES, SaveResult, save_dataframe
 from pixels.errors import PixelsError
+from pixels.rows import REF_SCHEMA
 from pixels.schema import SCHEMA, VIEW_NAME
 from pixels.sources import ArchiveLimits
 from pixels.sources.local import is_url

@@ -19,11 +19,10 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC
 from typing import Any
-from urllib.parse import unquote
 
 import pyarrow as pa
 
-from pixels.schema import FILE_COLUMNS, SCHEMA
+from pixels.rows import refs_to_batch, uri_to_path
 from pixels.sources import ArchiveLimits, iter_files
 from pixels.sources.archive import expand_zip, has_zip_magic, is_zip_name
 from pixels.sources.local import (
@@ -34,9 +33,6 @@ from pixels.sources.local import (
     matches,
 )
 from pixels.sources.ref import FileRef
-
-#: Columns of a listing DataFrame: the file columns, and ``error`` for refused entries.
-REF_SCHEMA = pa.schema([SCHEMA.field(c.name) for c in FILE_COLUMNS] + [SCHEMA.field("error")])
 
 #: A unit of listing work: folder (or file), relative path prefix, recursive.
 UNIT_SCHEMA = pa.schema(
@@ -65,41 +61,6 @@ class ListOptions:
     snapshot: tuple[str, ...] = ()
     retry_errors: bool = False
     only_changed: bool = False
-
-
-def refs_to_batch(refs: Iterable[FileRef]) -> pa.RecordBatch:
-    """FileRefs as a record batch of :data:`REF_SCHEMA`."""
-    rows = [
-        {
-            "path": r.path,
-            "modificationTime": r.modificationTime,
-            "length": r.length,
-            "relative_path": r.relative_path,
-            "local_path": r.local_path,
-            "extension": r.extension,
-            "path_tags": list(r.path_tags),
-            "original_path": r.original_path,
-            "version_tag": r.version_tag,
-            "file_type": None,
-            "error": r.error,
-        }
-        for r in refs
-    ]
-    return pa.RecordBatch.from_pylist(rows, schema=REF_SCHEMA)
-
-
-def ref_of(row: dict[str, Any]) -> FileRef:
-    """The FileRef of a listing (or catalog) row.
-
-    A listing row's ``error`` (an entry the listing refused, such as an unsafe zip
-    member) stays with the ref; the ``error`` of a catalog row (``cataloged_at``
-    set) came from reading the file and does not stop a new read.
-    """
-    ref = FileRef.from_row(row)
-    error = row.get("error")
-    if error and row.get("meta") is None and row.get("cataloged_at") is None:
-        ref = dataclasses.replace(ref, error=error)
-    return ref
 
 
 # ------------------------------------------------------------------ planning
@@ -264,30 +225,6 @@ def list_units(opts: ListOptions) -> Callable[[Iterator[pa.RecordBatch]], Iterat
             yield refs_to_batch(chunk)
 
     return run
-
-
-def uri_to_path(uri: str) -> tuple[str, str | None]:
-    """A Spark/Hadoop file URI as the catalog's ``path`` and ``local_path``.
-
-    ``file:/data/a.dcm`` -> (``/data/a.dcm``, ``/data/a.dcm``); ``s3a://b/k`` ->
-    (``s3://b/k``, None); ``dbfs:/Volumes/c/s/v/a.dcm`` -> (same, ``/Volumes/c/s/v/a.dcm``).
-    """
-    if uri.startswith("file:"):
-        rest = uri[len("file:") :]
-        if rest.startswith("//"):
-            rest = rest[2:]
-            rest = rest[rest.index("/") :] if not rest.startswith("/") else rest
-        path = "/" + rest.lstrip("/")
-        if "%" in path and not os.path.exists(path):
-            path = unquote(path)
-        return path, path
-    for scheme in ("s3a://", "s3n://"):
-        if uri.startswith(scheme):
-            return "s3://" + uri[len(scheme) :], None
-    if uri.startswith("dbfs:/"):
-        rest = "/" + uri[len("dbfs:") :].lstrip("/")
-        return uri, rest if rest.startswith("/Volumes/") else "/dbfs" + rest
-    return uri, None
 
 
 def stream_refs(

@@ -11,7 +11,6 @@ own types, derived from :data:`pixels.schema.SCHEMA`.
 from __future__ import annotations
 
 import contextlib
-import json
 import uuid
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -19,7 +18,16 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from pixels.dicom.record import RecordOptions, catalog_batch, thumbnail_rows
-from pixels.engines.spark.listing import ref_of
+from pixels.rows import (
+    PATCH_SCHEMA,
+    REF_SCHEMA,
+    THUMBNAIL_INPUTS,
+    path_refs,
+    ref_of,
+    refs_to_batch,
+    tag_hex,
+    tag_value,
+)
 from pixels.schema import SCHEMA, THUMBNAIL_COLUMNS
 
 if TYPE_CHECKING:
@@ -131,8 +139,6 @@ def thumbnail_transform(df: Any, options: RecordOptions) -> Any:
     """Set the thumbnail columns of catalog rows (added when ``df`` lacks them)."""
     from pyspark.sql.types import StructType
 
-    from pixels.transformers import THUMBNAIL_INPUTS
-
     missing = sorted(THUMBNAIL_INPUTS - set(df.columns))
     if missing:
         from pixels.errors import PixelsError
@@ -178,10 +184,8 @@ def thumbnail_transform(df: Any, options: RecordOptions) -> Any:
 
 
 def patch_transform(df: Any, patcher: DicomPatcher) -> Any:
-    """Patch rows (:data:`pixels.patching.PATCH_SCHEMA`) of the files of catalog rows."""
+    """Patch rows (:data:`pixels.rows.PATCH_SCHEMA`) of the files of catalog rows."""
     from pyspark.sql.types import StructType
-
-    from pixels.patching import PATCH_SCHEMA
 
     schema = StructType([spark_field(f) for f in PATCH_SCHEMA])
 
@@ -192,36 +196,9 @@ def patch_transform(df: Any, patcher: DicomPatcher) -> Any:
     return df.mapInArrow(run, schema)
 
 
-def path_refs(rows: list[dict[str, Any]], input_col: str, base_path: str | None) -> list[Any]:
-    """FileRefs (no file read) for rows holding a path or Spark file URI in ``input_col``."""
-    from datetime import UTC, datetime
-
-    from pixels.engines.spark.listing import uri_to_path
-    from pixels.sources.local import make_ref
-
-    base = None
-    if base_path:
-        base = uri_to_path(base_path)[0] if ":" in base_path.split("/", 1)[0] else base_path
-        base = base.rstrip("/") + "/"
-    epoch = datetime(1970, 1, 1, tzinfo=UTC)
-    refs = []
-    for r in rows:
-        path, local = uri_to_path(r[input_col])
-        if local is None and path.startswith("/") and "://" not in path:
-            local = path  # a plain local path
-        rel = path[len(base) :] if base and path.startswith(base) else path.lstrip("/")
-        mtime = r.get("modificationTime") or epoch
-        if mtime.tzinfo is None:
-            mtime = mtime.replace(tzinfo=UTC)
-        refs.append(make_ref(path, mtime, int(r.get("length") or 0), rel, local_path=local))
-    return refs
-
-
 def path_transform(df: Any, input_col: str, base_path: str | None) -> Any:
     """File columns derived from a column of paths or Spark file URIs (no file is read)."""
     from pyspark.sql.types import StructType
-
-    from pixels.engines.spark.listing import REF_SCHEMA, refs_to_batch
 
     names = set(REF_SCHEMA.names)
     extras = [f.name for f in df.schema.fields if f.name not in names and f.name != input_col]
@@ -264,36 +241,3 @@ def tag_transform(df: Any, tags: dict[str, str], input_col: str = "meta") -> Any
             f"TagExtractor needs the column {input_col!r} (run DicomMetaExtractor first)"
         )
     return df.mapInArrow(run, StructType(fields))
-
-
-def tag_hex(tag: str) -> str:
-    from pydicom.datadict import tag_for_keyword
-
-    from pixels.errors import PixelsError
-
-    t = tag.replace("(", "").replace(")", "").replace(",", "").strip()
-    if len(t) == 8 and all(c in "0123456789abcdefABCDEF" for c in t):
-        return t.upper()
-    found = tag_for_keyword(tag)
-    if found is None:
-        raise PixelsError(
-            f"unknown DICOM keyword or tag {tag!r} (use e.g. 'Modality' or '00080060')"
-        )
-    return f"{found:08X}"
-
-
-def tag_value(meta: str | None, tag: str) -> str | None:
-    if not meta:
-        return None
-    try:
-        element = json.loads(meta).get(tag)
-    except ValueError:
-        return None
-    if not element or "Value" not in element:
-        return None
-    values = []
-    for v in element["Value"]:
-        if isinstance(v, dict):
-            v = v.get("Alphabetic", json.dumps(v)) if element.get("vr") == "PN" else json.dumps(v)
-        values.append(str(v))
-    return "\\".join(values)
