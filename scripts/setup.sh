@@ -28,3 +28,5 @@ if ! command -v dcmconv >/dev/null 2>&1 || ! ldconfig -p 2>/dev/null | grep libo
 fi
 # the OHIF viewer served at / (npm pack @ohif/app, pinned; skipped when installed)
 python -m pixels.web.ohif install --quiet
+# MONAI Label's OHIF build served at /ohif/ (pip download --no-deps monailabel, pinned; skipped when installed)
+python -m pixels.web.monailabel_ohif install --quiet

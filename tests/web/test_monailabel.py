@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import urllib.parse
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,7 +28,7 @@ from corpus import pydicom_folder, sample_file
 from pixels import Catalog
 from pixels.ml.models import get_model
 from pixels.ml.volume import read_volume, select_series
-from pixels.web import create_app
+from pixels.web import create_app, monailabel_ohif
 from web.conftest import running
 
 TOKEN = "monai-token"
@@ -267,3 +269,70 @@ def test_put_label_becomes_a_cataloged_seg(tmp_path: Path) -> None:
         np.testing.assert_array_equal(
             frames.astype(bool), (labels == by_name[name]).transpose(2, 1, 0)
         )
+
+
+needs_build = pytest.mark.skipif(
+    monailabel_ohif.installed_version() is None,
+    reason="MONAI Label OHIF not installed: python -m pixels.web.monailabel_ohif install",
+)
+
+
+@needs_build
+def test_monailabel_viewer_is_served_under_ohif(ml_server: tuple, tmp_path: Path) -> None:
+    files = ml_server[3]
+    catalog = str(Path(files[0]).parents[2] / "catalog")
+    study = pydicom.dcmread(files[0]).StudyInstanceUID
+    with running(create_app(catalog)) as url:
+        page = http.get(url + monailabel_ohif.viewer_url(study))
+        assert page.status_code == 200
+        assert page.headers["content-type"].startswith("text/html")
+        assert 'src="/ohif/app-config.js"' in page.text  # the build's own index.html
+        # the panel's server: this server's MONAI Label API (escape()d, as the panel reads it)
+        cookie = page.headers["set-cookie"]
+        name, _, rest = cookie.partition("=")
+        value = rest.split(";")[0]
+        assert name == monailabel_ohif.COOKIE and '"' not in value
+        assert urllib.parse.unquote(value) == url + "/monailabel/"
+        assert "Path=/" in cookie
+        config = http.get(url + "/ohif/app-config.js")
+        assert config.status_code == 200
+        body = json.loads(config.text.split("window.config = ", 1)[1].rstrip().rstrip(";"))
+        assert body["routerBasename"] == "/ohif/"
+        source = body["dataSources"][0]["configuration"]
+        assert (source["qidoRoot"], source["wadoRoot"]) == ("/dicomweb", "/dicomweb")
+        assert source["dicomUploadEnabled"] is True
+        # an asset of the build (the MONAI Label panel's bundle) comes back byte for byte
+        dist = monailabel_ohif.dist_dir()
+        panel = next(
+            p for p in dist.glob("*.bundle.*.js") if b"MONAILABEL_SERVER_URL" in p.read_bytes()
+        )
+        got = http.get(f"{url}/ohif/{panel.name}")
+        assert got.status_code == 200 and got.content == panel.read_bytes()
+        assert got.headers["content-type"].startswith("text/javascript")
+        assert http.get(f"{url}/ohif/no-such.bundle.js").status_code == 404
+        # the stock viewer still answers / with its own config
+        stock = http.get(url + "/app-config.js")
+        assert (
+            json.loads(stock.text.split("window.config = ", 1)[1].rstrip().rstrip(";"))[
+                "routerBasename"
+            ]
+            == "/"
+        )
+
+
+def test_install_extracts_the_build_from_the_wheel_once(tmp_path: Path) -> None:
+    """A wheel laid out as monailabel's: the OHIF folder is kept (no source maps), the rest is not."""
+    wheel = tmp_path / "monailabel-0.8.5-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        zf.writestr("monailabel/endpoints/static/ohif/index.html", "<html>ohif</html>")
+        zf.writestr("monailabel/endpoints/static/ohif/app.bundle.js", "js")
+        zf.writestr("monailabel/endpoints/static/ohif/app.bundle.js.map", "map")
+        zf.writestr("monailabel/endpoints/static/ohif/assets/logo.svg", "<svg/>")
+        zf.writestr("monailabel/app.py", "python")
+    root = tmp_path / "cache"
+    dist = monailabel_ohif.install(root, wheel=wheel, quiet=True)
+    kept = sorted(str(p.relative_to(dist)) for p in dist.rglob("*") if p.is_file())
+    assert kept == [monailabel_ohif.MARKER, "app.bundle.js", "assets/logo.svg", "index.html"]
+    assert monailabel_ohif.installed_version(root) == monailabel_ohif.MONAILABEL_VERSION
+    wheel.unlink()  # a second call neither downloads nor reads a wheel: the marker says it is there
+    assert monailabel_ohif.install(root, quiet=True) == dist

@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from pixels.web import errors, monailabel, ohif, qido, stow, wado, wado_uri
+from pixels.web import errors, monailabel, monailabel_ohif, ohif, qido, stow, wado, wado_uri
 from pixels.web.security import (
     LOOPBACK_HOSTS,
     HostCheck,
@@ -142,6 +142,8 @@ def create_app(
         Route(WADO_URI, wado_uri.wado_uri, methods=["GET"]),
         *monailabel.routes(),  # MONAI Label API: the viewer's panel and its clients
     ]
+    if viewer:  # MONAI Label's OHIF build under /ohif/ (before the stock viewer's fallback)
+        routes += monailabel_ohif.routes(p)
     # last: the viewer's files, app-config.js and its single-page fallback
     routes += ohif.routes(p, viewer=viewer)
     app = Starlette(

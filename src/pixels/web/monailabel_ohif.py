@@ -1,0 +1,247 @@
+"""MONAI Label's OHIF build (OHIF 3.10 with the MONAI Label panel), served at ``/ohif/``.
+
+The ``monailabel`` wheel on PyPI ships the build as static files under
+``monailabel/endpoints/static/ohif/`` (made with ``PUBLIC_URL=/ohif/``: its
+pages and assets live under ``/ohif/``). :func:`install` downloads the pinned
+wheel with ``pip download --no-deps`` (monailabel itself is never installed: it
+cannot share an environment with pydicom 3), extracts that folder without source
+maps into a cache folder next to the stock viewer's, and records the version in
+a marker, so a second call does nothing.
+
+:func:`routes` serves it as a single-page app with a generated
+``/ohif/app-config.js`` (the stock viewer's data source: this server's
+``/dicomweb``, STOW on, ``routerBasename: '/ohif/'``), and sets the cookie
+``MONAILABEL_SERVER_URL`` (where the panel looks for its server) to this server's
+``/monailabel/`` (:mod:`pixels.web.monailabel`) on every page. A study opens in
+it at ``/ohif/monai-label?StudyInstanceUIDs=<uid>`` (:func:`viewer_url`); the
+build's study list at ``/ohif/`` lists the catalog's studies with a button for
+that mode.
+
+Command line::
+
+    python -m pixels.web.monailabel_ohif install [--dir DIR] [--force]
+    python -m pixels.web.monailabel_ohif path
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path, PurePosixPath
+from urllib.parse import quote, urlencode
+
+from starlette.requests import Request
+from starlette.responses import FileResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from pixels.web import ohif
+from pixels.web.state import MONAILABEL, base_url
+
+__all__ = [
+    "BASE",
+    "MONAILABEL_VERSION",
+    "app_config",
+    "default_dir",
+    "dist_dir",
+    "install",
+    "installed_version",
+    "routes",
+    "viewer_url",
+]
+
+#: The pinned ``monailabel`` wheel whose OHIF build is served.
+MONAILABEL_VERSION = "0.8.5"
+#: Where the build is served (its ``PUBLIC_URL``: fixed at build time).
+BASE = "/ohif/"
+MEMBER_PREFIX = "monailabel/endpoints/static/ohif/"
+MARKER = ".pixels-monailabel-ohif-version"
+COOKIE = "MONAILABEL_SERVER_URL"
+
+
+def default_dir() -> Path:
+    """Install folder: env ``PIXELS_MONAILABEL_OHIF_DIR``, else ``monailabel-ohif`` beside the stock viewer's."""
+    env = os.environ.get("PIXELS_MONAILABEL_OHIF_DIR")
+    if env:
+        return Path(env).expanduser().resolve()
+    return ohif.default_dir().parent / "monailabel-ohif"
+
+
+def dist_dir(root: Path | None = None) -> Path:
+    """The installed static files (the folder may not exist)."""
+    return (root or default_dir()) / "dist"
+
+
+def installed_version(root: Path | None = None) -> str | None:
+    """The installed build's monailabel version, or None when it is not (completely) installed."""
+    dist = dist_dir(root)
+    try:
+        version = (dist / MARKER).read_text().strip()
+    except OSError:
+        return None
+    return version if (dist / "index.html").is_file() else None
+
+
+def _keep(name: str) -> str | None:
+    """The path under ``dist/`` of a wheel member worth extracting, else None."""
+    if not name.startswith(MEMBER_PREFIX) or name.endswith("/"):
+        return None
+    rel = PurePosixPath(name[len(MEMBER_PREFIX) :])
+    if any(p in ("..", "") for p in rel.parts) or rel.name.endswith(".map"):
+        return None
+    return str(rel)
+
+
+def install(
+    root: Path | None = None,
+    *,
+    version: str = MONAILABEL_VERSION,
+    force: bool = False,
+    wheel: Path | None = None,
+    quiet: bool = False,
+) -> Path:
+    """Download ``monailabel==version`` (no dependencies) and extract its OHIF build.
+
+    Does nothing when that version is installed (unless ``force``). ``wheel``: use
+    this wheel file instead of downloading one. The new ``dist/`` replaces the old
+    one only once complete. Returns the ``dist/`` folder.
+    """
+    root = root or default_dir()
+    dist = dist_dir(root)
+    if not force and installed_version(root) == version:
+        if not quiet:
+            print(f"MONAI Label OHIF {version} already installed in {dist}", file=sys.stderr)
+        return dist
+    root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=root, prefix=".install-") as tmp:
+        if wheel is None:
+            proc = subprocess.run(
+                [
+                    *(sys.executable, "-m", "pip", "download", "--no-deps", "--quiet"),
+                    *("--dest", tmp, f"monailabel=={version}"),
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            found = sorted(Path(tmp).glob("monailabel-*.whl"))
+            if proc.returncode != 0 or len(found) != 1:
+                raise RuntimeError(
+                    f"pip download monailabel=={version} failed: {proc.stderr.strip()[-500:]}"
+                )
+            wheel = found[0]
+        staged = Path(tmp) / "dist"
+        count = 0
+        with zipfile.ZipFile(wheel) as zf:
+            for info in zf.infolist():
+                rel = _keep(info.filename)
+                if rel is None:
+                    continue
+                dst = staged / rel
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(info) as src, open(dst, "wb") as out:
+                    shutil.copyfileobj(src, out, 1 << 20)
+                count += 1
+        if not (staged / "index.html").is_file():
+            raise RuntimeError(f"{wheel.name} has no {MEMBER_PREFIX}index.html")
+        (staged / MARKER).write_text(version + "\n")
+        if dist.exists():
+            dist.rename(Path(tmp) / "old")
+        staged.rename(dist)
+    if not quiet:
+        print(f"MONAI Label OHIF {version} installed in {dist} ({count} files)", file=sys.stderr)
+    return dist
+
+
+def app_config(dicomweb_root: str = "/dicomweb") -> dict[str, object]:
+    """``window.config`` of the build: the stock viewer's, under ``/ohif/``."""
+    config = ohif.app_config(dicomweb_root)
+    config["routerBasename"] = BASE
+    config["useSharedArrayBuffer"] = "FALSE"  # as the wheel's own config: no COOP/COEP headers
+    return config
+
+
+def viewer_url(study_uid: str) -> str:
+    """The path opening ``study_uid`` in MONAI Label's viewer mode."""
+    return f"{BASE}monai-label?" + urlencode({"StudyInstanceUIDs": study_uid})
+
+
+_MISSING = (
+    "MONAI Label's OHIF build is not installed. Install it and restart the server:\n"
+    "    python -m pixels.web.monailabel_ohif install\n"
+)
+
+
+def routes(dicomweb_prefix: str, root: Path | None = None) -> list[Route]:
+    """Routes of the build under ``/ohif/`` (its study list opens studies in the MONAI Label mode).
+
+    They must come before the stock viewer's catch-all route.
+    """
+    dist = dist_dir(root).resolve()
+    config = "/* generated by Pixels (pixels.web.monailabel_ohif) */\nwindow.config = "
+    config += json.dumps(app_config(dicomweb_prefix), indent=2) + ";\n"
+
+    async def app_config_route(request: Request) -> Response:
+        return Response(config, media_type=ohif.MIME[".js"], headers={"Cache-Control": "no-cache"})
+
+    async def page(request: Request) -> Response:
+        if not (dist / "index.html").is_file():
+            return PlainTextResponse(_MISSING, 404)
+        rel = request.path_params.get("path", "")
+        if rel and rel != MARKER:
+            target = (dist / rel).resolve()
+            if target.is_relative_to(dist) and target.is_file():
+                media = ohif.MIME.get(target.suffix.lower(), "application/octet-stream")
+                return FileResponse(target, media_type=media)
+            if "." in PurePosixPath(rel).name and not rel.endswith(".html"):
+                return PlainTextResponse("not found", 404)  # a missing asset, not a page
+        resp = FileResponse(
+            dist / "index.html",
+            media_type=ohif.MIME[".html"],
+            headers={"Cache-Control": "no-cache"},
+        )
+        server = base_url(request) + MONAILABEL + "/"
+        # the panel reads the cookie with JavaScript's unescape(): write it escape()d
+        # (Set-Cookie written by hand: http.cookies would put it in double quotes)
+        value = quote(server, safe="/@*_+-.")
+        resp.headers.append("set-cookie", f"{COOKIE}={value}; Path=/; SameSite=Strict")
+        return resp
+
+    return [
+        Route(f"{BASE}app-config.js", app_config_route, methods=["GET", "HEAD"]),
+        Route(BASE.rstrip("/"), page, methods=["GET", "HEAD"]),
+        Route(BASE + "{path:path}", page, methods=["GET", "HEAD"]),
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m pixels.web.monailabel_ohif", description=__doc__
+    )
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p_install = sub.add_parser("install", help=f"fetch monailabel=={MONAILABEL_VERSION}'s OHIF")
+    p_install.add_argument("--dir", type=Path, default=None, help="install folder")
+    p_install.add_argument("--wheel", type=Path, default=None, help="a downloaded wheel")
+    p_install.add_argument("--force", action="store_true", help="install again")
+    p_install.add_argument("--quiet", "-q", action="store_true")
+    p_path = sub.add_parser("path", help="print the dist/ folder and the installed version")
+    p_path.add_argument("--dir", type=Path, default=None)
+    args = parser.parse_args(argv)
+    if args.cmd == "install":
+        try:
+            install(args.dir, force=args.force, wheel=args.wheel, quiet=args.quiet)
+        except (RuntimeError, OSError, zipfile.BadZipFile) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        return 0
+    print(dist_dir(args.dir), installed_version(args.dir) or "(not installed)")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
