@@ -148,3 +148,32 @@ def test_lying_length_is_refused_before_allocating(tmp_path: Path, case: str) ->
             tracemalloc.stop()
         assert message in str(info.value)
         assert peak < 20_000_000, (case, peak, str(info.value))
+
+
+# -- after the pixel data -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["MR_small.dcm", "MR_small_implicit.dcm", "JPEG2000.dcm"])
+def test_junk_or_a_cut_after_the_pixel_data_keeps_header_and_frames(
+    tmp_path: Path, name: str
+) -> None:
+    """Bytes after the pixel data that are no element: reported, the rest of the row kept."""
+    data = sample_file(name).read_bytes()
+    good = catalog_record(local_ref(str(sample_file(name)), sample_file(name).stat(), name))
+    assert good["error"] is None and good["frame_offsets"]
+    for junk, message in (
+        (b"\x10\x00\x10\x00PN\x20\x00Doe", "after the pixel data: truncated: element (0010,0010)"),
+        (b"\xe1\x7f\x10\x00", "after the pixel data: truncated: "),
+    ):
+        path = tmp_path / name
+        path.write_bytes(data + junk)
+        for fast in (True, False):
+            header = read_header(io.BytesIO(data + junk), path=str(path), fast=fast)
+            assert header.problem is None
+            assert header.trailing is not None and header.trailing.startswith(message)
+            assert header.meta == read_header(io.BytesIO(data), path="x", fast=fast).meta
+        row = catalog_record(local_ref(str(path), path.stat(), name))
+        assert row["error"].startswith(f"{path}: {message}"), row["error"]
+        assert row["meta"] == good["meta"]
+        assert row["frame_offsets"] == good["frame_offsets"]
+        assert row["Modality"] == good["Modality"]

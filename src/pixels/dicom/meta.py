@@ -109,6 +109,10 @@ class Header:
         A defect found after the header was read whole (pixel data cut short):
         the header is good, the file is not. The catalog keeps ``meta`` and
         reports this in ``error``.
+    trailing : str or None
+        A defect in the elements after the pixel data (cut short, or bytes that
+        are no element): ``meta`` holds everything before it, the pixel data is
+        whole; the catalog keeps both and reports this in ``error``.
     """
 
     meta: str
@@ -118,6 +122,9 @@ class Header:
     problem: str | None = None
     #: The same model as ``meta``, as the dict it was serialised from (not compared).
     model: dict[str, Any] | None = field(default=None, compare=False, repr=False)
+    #: A defect after the pixel data (a cut or unreadable trailing element): the
+    #: header and the pixel data are good; the catalog keeps both and reports this.
+    trailing: str | None = None
 
 
 # ---------------------------------------------------------------------------
@@ -228,6 +235,7 @@ class _Guard:
         self.little = True
         self.begin = 0  # where the data set starts
         self.arm_at: int | None = None  # arm at the first read from this offset on
+        self.stopped: str | None = None  # a soft checker's reason to stop early
 
     def read(self, n: int | None = -1) -> bytes:
         pos = self.fp.tell()
@@ -283,7 +291,7 @@ class _Guard:
 
 
 def _checker(
-    src: _Guard, stop_at_pixels: bool, forced: bool = False
+    src: _Guard, stop_at_pixels: bool, forced: bool = False, soft: bool = False
 ) -> Callable[[int, str | None, int], bool]:
     """pydicom ``stop_when``: stop at pixel data; refuse a length running past the data.
 
@@ -301,10 +309,14 @@ def _checker(
         if length != _UNDEFINED:
             here = src.tell()
             if not src.has(here + length):
-                raise DicomReadError(
+                cut = (
                     f"truncated: element {_tag_str(tag)} at offset {here} should have "
                     f"{length} bytes, the data holds {src.held(here)}"
                 )
+                if not soft:
+                    raise DicomReadError(cut)
+                src.stopped = cut  # keep what was read before it
+                return True
         return False
 
     return stop_when
@@ -361,7 +373,7 @@ def _trailing(
         cast(BinaryIO, src),
         implicit,
         little,
-        stop_when=_checker(src, False),
+        stop_when=_checker(src, False, soft=True),
         parent_encoding=encoding,
     )
 
@@ -550,14 +562,16 @@ def read_header(
         head12 = src.fp.read(12)
         encoding = ds.original_character_set or ds._character_set
         found, problem = _add_pixel(js, fp, stop, head12, little, implicit, deflated, ds)
+        after = None
         if found:
-            _add_trailing(js, enc, src, stop, head12, little, implicit, encoding)
+            after = _add_trailing(js, enc, src, stop, head12, little, implicit, encoding)
         text = json.dumps(js, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except DicomReadError as e:
         raise DicomReadError(e.reason, path=path) from e
     except Exception as e:
         raise DicomReadError(f"cannot encode header: {type(e).__name__}: {e}", path=path) from e
-    return Header(text, _keys(js, transfer_syntax), forced, transfer_syntax, problem, js)
+    keys = _keys(js, transfer_syntax)
+    return Header(text, keys, forced, transfer_syntax, problem, js, None if problem else after)
 
 
 def _read_dataset(
@@ -699,21 +713,27 @@ def _add_trailing(
     little: bool,
     implicit: bool,
     encoding: Any,
-) -> None:
-    """Add the elements after the pixel data to `js`, keeping `js` sorted by tag."""
-    with _cut_first(src):
-        trailing = _trailing(src, stop, head12, little, implicit, encoding)
-    if trailing is None or not trailing._dict:
-        return
-    more = enc.dataset(trailing, "", 0)
-    cut = src.truncation()
-    if cut:
-        raise DicomReadError(cut)
+) -> str | None:
+    """Add the elements after the pixel data to `js`, keeping `js` sorted by tag.
+
+    Returns what is wrong with them (and adds none), or None.
+    """
+    try:
+        with _cut_first(src):
+            trailing = _trailing(src, stop, head12, little, implicit, encoding)
+        if trailing is None:
+            return None
+        more = enc.dataset(trailing, "", 0)
+    except Exception as e:
+        reason = e.reason if isinstance(e, DicomReadError) else f"{type(e).__name__}: {e}"
+        return f"after the pixel data: {reason}"
     for key, value in more.items():
         js.setdefault(key, value)
     items = sorted(js.items())
     js.clear()
     js.update(items)
+    cut = src.stopped or src.truncation()
+    return f"after the pixel data: {cut}" if cut else None
 
 
 def _read_fast(fp: BinaryIO, start: int, path: str, bulk_threshold: int) -> Header | None:
@@ -726,18 +746,19 @@ def _read_fast(fp: BinaryIO, start: int, path: str, bulk_threshold: int) -> Head
         return None
     js, transfer_syntax, stop, head12, encodings = parsed
     try:
-        problem = None
+        problem = after = None
         if stop is not None:
             problem = _add_pixel(js, fp, stop, head12, True, False, False, None)[1]
             src = _Guard(fp, fp.seek(0, 2))
             enc = _Encoder(bulk_threshold, False, True)
-            _add_trailing(js, enc, src, stop, head12, True, False, encodings)
+            after = _add_trailing(js, enc, src, stop, head12, True, False, encodings)
         text = json.dumps(js, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except DicomReadError as e:
         raise DicomReadError(e.reason, path=path) from e
     except Exception as e:
         raise DicomReadError(f"cannot encode header: {type(e).__name__}: {e}", path=path) from e
-    return Header(text, _keys(js, transfer_syntax), False, transfer_syntax, problem, js)
+    keys = _keys(js, transfer_syntax)
+    return Header(text, keys, False, transfer_syntax, problem, js, None if problem else after)
 
 
 def _check_forced(ds: Dataset, path: str) -> None:

@@ -110,6 +110,8 @@ def catalog_record(ref: FileRef, options: RecordOptions | None = None) -> dict[s
                 if header.problem:
                     row["error"] = f"{ref.path}: {header.problem}"
                 else:
+                    if header.trailing:  # the header and pixel data are whole: keep them
+                        row["error"] = f"{ref.path}: {header.trailing}"
                     _add_frames(row, fp, header, ref.path)
                     if opts.thumbnails and row["frame_offsets"]:
                         add_thumbnail(row, fp, header.model or header.meta, opts)
