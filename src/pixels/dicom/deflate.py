@@ -4,8 +4,8 @@ A deflated file stores its data set (everything after the file meta group) as a
 raw deflate stream (PS3.5 A.5). pydicom inflates it whole, with no limit: a few
 megabytes of hostile input inflate to gigabytes (a deflate bomb). Everything in
 Pixels that inflates a data set goes through this module instead, which streams
-the inflate in chunks and stops with :class:`~pixels.errors.DicomReadError` as
-soon as the output passes a limit:
+the inflate in chunks and stops with :class:`DeflateError` (a
+:class:`~pixels.errors.DicomReadError`) as soon as the output passes a limit:
 
 * :func:`inflate_chunks`: the inflated bytes as a stream of chunks (for writing
   them somewhere, e.g. a STOW spool file, without holding them);
@@ -24,7 +24,7 @@ True
 >>> inflate(io.BytesIO(raw), limit=999)
 Traceback (most recent call last):
 ...
-pixels.errors.DicomReadError: deflated data set inflates to more than 999 bytes (the limit)
+pixels.dicom.deflate.DeflateError: deflated data set inflates to more than 999 bytes (the limit)
 """
 
 from __future__ import annotations
@@ -36,7 +36,15 @@ from typing import BinaryIO
 
 from pixels.errors import DicomReadError
 
-__all__ = ["CHUNK", "MAX_INFLATED", "MAX_RETAINED", "InflatingReader", "inflate", "inflate_chunks"]
+__all__ = [
+    "CHUNK",
+    "MAX_INFLATED",
+    "MAX_RETAINED",
+    "DeflateError",
+    "InflatingReader",
+    "inflate",
+    "inflate_chunks",
+]
 
 #: Default limit on the inflated size of a data set (bytes).
 MAX_INFLATED = 1 << 30
@@ -46,8 +54,12 @@ MAX_RETAINED = 64 << 20
 CHUNK = 1 << 20
 
 
-def _too_big(limit: int, path: str | None) -> DicomReadError:
-    return DicomReadError(
+class DeflateError(DicomReadError):
+    """A deflated data set inflates past a limit, is corrupt or is cut short."""
+
+
+def _too_big(limit: int, path: str | None) -> DeflateError:
+    return DeflateError(
         f"deflated data set inflates to more than {limit} bytes (the limit)", path=path
     )
 
@@ -77,11 +89,11 @@ def inflate_chunks(
     while not d.eof:
         data = d.unconsumed_tail or src.read(CHUNK)
         if not data:
-            raise DicomReadError("deflated data set is cut short (incomplete stream)", path=path)
+            raise DeflateError("deflated data set is cut short (incomplete stream)", path=path)
         try:
             out = d.decompress(data, CHUNK)
         except zlib.error as e:
-            raise DicomReadError(f"deflated data set is corrupt: {e}", path=path) from e
+            raise DeflateError(f"deflated data set is corrupt: {e}", path=path) from e
         total += len(out)
         if total > limit:
             raise _too_big(limit, path)
@@ -189,7 +201,7 @@ class InflatingReader(io.RawIOBase):
                 del self._data[:drop]
                 self._origin += drop
                 if len(self._data) > self._retain:
-                    raise DicomReadError(
+                    raise DeflateError(
                         f"deflated data set: more than {self._retain} inflated bytes to hold "
                         "at once (the limit)",
                         path=self._path,

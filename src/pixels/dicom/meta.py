@@ -70,7 +70,7 @@ from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
 from pydicom.filereader import _read_file_meta_info, read_dataset, read_partial, read_preamble
 
-from pixels.dicom.deflate import InflatingReader
+from pixels.dicom.deflate import DeflateError, InflatingReader
 from pixels.dicom.fastread import parse
 from pixels.dicom.jsonenc import _DEFLATED, _UNDEFINED, _Encoder, _tag_str, encode_json
 from pixels.errors import DicomReadError
@@ -724,6 +724,8 @@ def _add_trailing(
         if trailing is None:
             return None
         more = enc.dataset(trailing, "", 0)
+    except DeflateError:
+        raise  # a deflate bomb or a corrupt stream is the whole file's defect
     except Exception as e:
         reason = e.reason if isinstance(e, DicomReadError) else f"{type(e).__name__}: {e}"
         return f"after the pixel data: {reason}"
