@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -422,3 +423,54 @@ def test_append_sees_what_another_writer_committed_between_its_commits(tmp_path:
     assert mine.append(rows.slice(2, 2), checked=snapshot) == 1
     n, d = count_distinct(tmp_path / "cat")
     assert n == d == 4
+
+
+def _unreferenced(table: Path) -> set[str]:
+    """Data files in the table folder that no add/remove action of its log names."""
+    from pixels.table import _logged_files
+
+    names = {n for n in os.listdir(table) if n.endswith((".parquet", ".parquet.tmp"))}
+    return names - _logged_files(str(table))
+
+
+@pytest.mark.slow
+def test_files_a_killed_run_left_are_cleaned_by_a_later_run(corpus: Path, tmp_path: Path) -> None:
+    """kill -9 while a data file is being written: the next run deletes what no commit names."""
+    table = tmp_path / "cat"
+    cmd = [*PIXELS, "catalog", str(corpus), "--table", str(table), "--workers", "1", "-q"]
+    left: set[str] = set()
+    for _attempt in range(6):
+        proc = subprocess.Popen(
+            [*cmd, "--commit-rows", "400"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and proc.poll() is None:
+                # kill the moment a data file is being written (before its commit)
+                if table.is_dir() and any(n.endswith(".tmp") for n in os.listdir(table)):
+                    break
+                time.sleep(0.001)
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        left = _unreferenced(table)
+        if left:
+            break
+    assert left, "no kill landed between writing a data file and committing it"
+    committed = DeltaTable(str(table)).count()
+    # a file as young as a live writer's stays; the killed run's files are a day old
+    young = f"part-00000-{uuid.uuid4()}-c000.zstd.parquet.tmp"
+    (table / young).write_bytes((table / sorted(left)[0]).read_bytes())
+    day_ago = time.time() - 25 * 3600
+    for name in left:
+        os.utime(table / name, (day_ago, day_ago))
+
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    assert f"unchanged {committed:,}" in out.stderr, out.stderr
+    assert _unreferenced(table) == {young}
+    assert all(os.path.exists(u) for u in DeltaTable(str(table)).file_uris())
+    n, d = count_distinct(table)
+    assert n == d == len(tree_files(corpus))

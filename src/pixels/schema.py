@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
@@ -52,7 +53,11 @@ FILE_COLUMNS: tuple[Column, ...] = (
         pa.string(),
         "Absolute path or URL of the file; zip members as `zip://member::archive`.",
     ),
-    Column("modificationTime", TIMESTAMP, "Last modification time of the file (UTC)."),
+    Column(
+        "modificationTime",
+        TIMESTAMP,
+        "Last modification time of the file (UTC), in whole milliseconds (see `MTIME_UNIT`).",
+    ),
     Column("length", pa.int64(), "File size in bytes (zip member: uncompressed size)."),
     Column("relative_path", pa.string(), "Path relative to the cataloged root, `/`-separated."),
     Column(
@@ -224,6 +229,31 @@ KEY_TAGS: dict[int, Column] = {c.tag: c for c in KEY_COLUMNS if c.tag is not Non
 IDENTITY: tuple[str, ...] = ("path", "length", "modificationTime", "version_tag")
 
 
+#: Precision of ``modificationTime`` everywhere: milliseconds. Spark's file source
+#: (Hadoop's ``FileStatus``) gives milliseconds, ``os.stat`` nanoseconds, S3 seconds,
+#: zip members two seconds: every listing truncates to milliseconds
+#: (:func:`mtime_ms`), so both engines write the same value for the same file, and
+#: identities are compared in milliseconds (rows written at microseconds by older
+#: versions still match). The column stays a microsecond timestamp (Delta's only one).
+MTIME_UNIT = "ms"
+
+
+def mtime_ms(value: datetime) -> datetime:
+    """``value`` truncated to whole milliseconds (:data:`MTIME_UNIT`).
+
+    Examples
+    --------
+    >>> from datetime import UTC
+    >>> mtime_ms(datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)).microsecond
+    123000
+    """
+    return value.replace(microsecond=value.microsecond - value.microsecond % 1000)
+
+
+def _ms(value: Any) -> Any:
+    return mtime_ms(value) if isinstance(value, datetime) else value
+
+
 def same_version(held: tuple[Any, Any, str | None], listed: tuple[Any, Any, str | None]) -> bool:
     """The identity rule for one path: is ``listed`` the version the table holds?
 
@@ -231,6 +261,8 @@ def same_version(held: tuple[Any, Any, str | None], listed: tuple[Any, Any, str 
     and the same ``version_tag`` where both sides have one: a null tag (rows
     written before the column existed, Spark's file listing) is unknown, not a
     difference, so adding the column does not make every file look changed.
+    Times compare in milliseconds (:data:`MTIME_UNIT`): rows written with
+    microseconds by older versions match the same file listed now.
 
     Examples
     --------
@@ -239,7 +271,7 @@ def same_version(held: tuple[Any, Any, str | None], listed: tuple[Any, Any, str 
     >>> same_version((10, 1, None), (10, 1, "crc32:00000002"))
     True
     """
-    if held[0] != listed[0] or held[1] != listed[1]:
+    if held[0] != listed[0] or _ms(held[1]) != _ms(listed[1]):
         return False
     return held[2] is None or listed[2] is None or held[2] == listed[2]
 

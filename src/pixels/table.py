@@ -32,6 +32,7 @@ import uuid
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import unquote
 
 import duckdb
 import pyarrow as pa
@@ -48,6 +49,10 @@ from pixels.schema import IDENTITY, SCHEMA, SCHEMA_VERSION, VIEW_NAME, same_vers
 from pixels.storage import delta_options, is_local, local_path
 
 _LOCK_DIR = "_pixels"
+#: Unreferenced data files younger than this are left alone (a live writer may commit them).
+ORPHAN_MIN_AGE_HOURS = 24.0
+#: A writer's lease not renewed for this long is a dead writer's.
+LEASE_STALE_HOURS = 1.0
 #: Delta's default ``delta.deletedFileRetentionDuration``: how long replaced files are kept.
 DEFAULT_RETENTION_HOURS = 168
 _NO_TIME = datetime.min.replace(tzinfo=UTC)
@@ -453,6 +458,62 @@ class CatalogTable:
             dt.update_incremental()
 
     # ----------------------------------------------------------- maintenance
+    def clean_orphans(self, min_age_hours: float = ORPHAN_MIN_AGE_HOURS) -> list[str]:
+        """Delete data files that no commit references, left by writers that died.
+
+        A writer killed between writing a data file and committing it (``kill -9``,
+        a lost Spark driver) leaves a ``*.parquet`` or ``*.parquet.tmp`` file in the
+        table folder that no version will ever read. Such a file is deleted when
+
+        * no ``add`` or ``remove`` action in the Delta log names it (files a
+          version still holds, or held, stay: :meth:`optimize` vacuums those);
+        * it was last written more than ``min_age_hours`` ago (a live writer of
+          another process or machine may still commit it);
+        * no live Spark save holds a lease on its name (``_pixels/writers/``,
+          renewed while the job runs).
+
+        It runs under the writer lock, so no local writer is between writing and
+        committing a file. Local tables only (object stores: nothing is deleted).
+
+        Returns
+        -------
+        list of str
+            Names of the deleted files.
+        """
+        if not _is_local(self.uri) or not self.exists():
+            return []
+        root = _local_path(self.uri)
+        cutoff = time.time() - min_age_hours * 3600
+        with self._writer_lock():
+            _drop_stale_leases(self.uri)
+            old = []
+            for entry in os.scandir(root):
+                name = entry.name
+                if name.startswith(("_", ".")) or not name.endswith((".parquet", ".parquet.tmp")):
+                    continue
+                try:
+                    if not entry.is_file() or entry.stat().st_mtime > cutoff:
+                        continue
+                except OSError:
+                    continue
+                old.append(name)
+            if not old:
+                return []
+            logged = _logged_files(root)
+            live = live_leases(self.uri, LEASE_STALE_HOURS)
+            gone = []
+            for name in old:
+                if name in logged or name.removesuffix(".tmp") in logged:
+                    continue
+                if any(name.startswith(f"part-{prefix}-") for prefix in live):
+                    continue
+                try:
+                    os.remove(os.path.join(root, name))
+                except FileNotFoundError:
+                    continue
+                gone.append(name)
+        return gone
+
     def optimize(self, vacuum: bool = True, retention_hours: int | None = None) -> dict[str, Any]:
         """Compact small files into larger ones, then vacuum files replaced long enough ago.
 
@@ -474,7 +535,8 @@ class CatalogTable:
         Returns
         -------
         dict
-            The compaction metrics from delta-rs, and ``filesVacuumed``.
+            The compaction metrics from delta-rs, ``filesVacuumed`` and ``orphansDeleted``
+            (:meth:`clean_orphans`).
         """
         if retention_hours is not None and retention_hours < 0:
             raise ValueError(f"retention_hours must be >= 0, not {retention_hours}")
@@ -488,7 +550,69 @@ class CatalogTable:
                     dry_run=False,
                 )
                 metrics["filesVacuumed"] = len(deleted)
+        if vacuum:
+            metrics["orphansDeleted"] = len(self.clean_orphans())
         return metrics
+
+
+def _logged_files(root: str) -> set[str]:
+    """Every data file an ``add`` or ``remove`` action of the local table's log names."""
+    log = os.path.join(root, "_delta_log")
+    out: set[str] = set()
+    for name in os.listdir(log):
+        path = os.path.join(log, name)
+        if name.endswith(".json"):
+            with open(path, encoding="utf-8") as fh:
+                for line in fh:
+                    action = json.loads(line) if line.strip() else {}
+                    for kind in ("add", "remove"):
+                        if kind in action:
+                            out.add(unquote(action[kind]["path"]))
+        elif ".checkpoint" in name and name.endswith(".parquet"):
+            kinds = [k for k in ("add", "remove") if k in pq.read_schema(path).names]
+            data = pq.read_table(path, columns=kinds)
+            for kind in kinds:
+                for item in data[kind].to_pylist():
+                    if item and item.get("path"):
+                        out.add(unquote(item["path"]))
+    return out
+
+
+def lease_path(uri: str, name: str) -> str | None:
+    """Where a writer's lease on its data files named ``part-{name}-*`` lives (local tables)."""
+    if not _is_local(uri):
+        return None
+    return os.path.join(_local_path(uri), _LOCK_DIR, "writers", name)
+
+
+def _drop_stale_leases(uri: str) -> None:
+    folder = os.path.join(_local_path(uri), _LOCK_DIR, "writers")
+    live = live_leases(uri, LEASE_STALE_HOURS)
+    with contextlib.suppress(FileNotFoundError):
+        for e in os.scandir(folder):
+            if e.name not in live:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(e.path)
+
+
+def live_leases(uri: str, stale_hours: float = LEASE_STALE_HOURS) -> set[str]:
+    """Names of the leases renewed within ``stale_hours`` (writers still running)."""
+    if not _is_local(uri):
+        return set()
+    folder = os.path.join(_local_path(uri), _LOCK_DIR, "writers")
+    cutoff = time.time() - stale_hours * 3600
+    try:
+        entries = list(os.scandir(folder))
+    except FileNotFoundError:
+        return set()
+    out = set()
+    for e in entries:
+        try:
+            if e.stat().st_mtime > cutoff:
+                out.add(e.name)
+        except OSError:
+            continue
+    return out
 
 
 def _path_range(uri: str) -> tuple[str, str] | None:
@@ -653,6 +777,7 @@ def iter_new(
 __all__ = [
     "DEFAULT_RETENTION_HOURS",
     "IDENTITY",
+    "ORPHAN_MIN_AGE_HOURS",
     "VIEW_NAME",
     "CatalogTable",
     "conform",

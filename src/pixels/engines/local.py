@@ -205,6 +205,7 @@ def run_catalog(
             yield r
 
     table.create()
+    table.clean_orphans()  # data files a killed run wrote but never committed
     # the listing is compared with this snapshot; commits check only the table's other files
     snapshot = table.file_uris()
     todo_refs = iter_new(table, counted(listing), retry_errors=retry_errors, snapshot=snapshot)

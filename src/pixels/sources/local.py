@@ -48,6 +48,7 @@ import stat
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
+from pixels.schema import mtime_ms
 from pixels.sources.ref import FileRef
 
 log = logging.getLogger(__name__)
@@ -142,7 +143,7 @@ def is_url(source: str) -> bool:
 
 
 def to_utc(timestamp: float) -> datetime:
-    """POSIX timestamp to an aware UTC datetime, truncated to microseconds."""
+    """POSIX timestamp to an aware UTC datetime (FileRefs keep milliseconds: :func:`make_ref`)."""
     return datetime.fromtimestamp(timestamp, tz=UTC)
 
 
@@ -151,7 +152,7 @@ def make_ref(path: str, mtime: datetime, length: int, relative_path: str, **kw: 
     name = relative_path.rsplit("/", 1)[-1]
     return FileRef(
         path=path,
-        modificationTime=mtime,
+        modificationTime=mtime_ms(mtime),  # one precision for every source and engine
         length=length,
         relative_path=relative_path,
         extension=extension_of(name),

@@ -73,11 +73,18 @@ def unseen(listing: Any, existing: Any, *, retry_errors: bool = False) -> Any:
     Spark's own Delta Lake (the driver cannot look the files up with deltalake).
     Rows held with an error count as absent when ``retry_errors``.
     """
-    have = existing.select("path", "length", "modificationTime", "error")
+    from pyspark.sql import functions as sf
+
+    # times compare in milliseconds (pixels.schema.MTIME_UNIT): older rows hold microseconds
+    ms = "_pixels_mtime_ms"
+    have = existing.select(
+        "path", "length", sf.date_trunc("millisecond", "modificationTime").alias(ms), "error"
+    )
     if retry_errors:
         have = have.where("error IS NULL")
     have = have.drop("error")
-    return listing.join(have, on=["path", "length", "modificationTime"], how="left_anti")
+    keyed = listing.withColumn(ms, sf.date_trunc("millisecond", "modificationTime"))
+    return keyed.join(have, on=["path", "length", ms], how="left_anti").drop(ms)
 
 
 def one_row_per_path(df: Any) -> Any:
@@ -98,8 +105,9 @@ def one_row_per_path(df: Any) -> Any:
 
 #: When a row of the source replaces the table's row of the same path (``MERGE``'s condition).
 CHANGED_SQL = (
-    "t.length <> s.length OR t.modificationTime <> s.modificationTime "
-    "OR t.version_tag <> s.version_tag OR t.error IS NOT NULL"
+    "t.length <> s.length OR date_trunc('MILLISECOND', t.modificationTime) <> "
+    "date_trunc('MILLISECOND', s.modificationTime) OR t.version_tag <> s.version_tag "
+    "OR t.error IS NOT NULL"
 )
 
 
@@ -268,7 +276,9 @@ class SparkCatalog:
         ref_schema = StructType([spark_field(f) for f in REF_SCHEMA])
         if streaming:
             checkpoint = streamCheckpointBasePath or self._default_checkpoint(root)
-            self._stream = _Stream(root, recurse, replace(opts, snapshot=()), checkpoint)
+            # each micro-batch's listing is compared with the table as it is then
+            opts = replace(opts, snapshot=(), live=table is not None)
+            self._stream = _Stream(root, recurse, opts, checkpoint)
             reader = (
                 self.spark.readStream.format("binaryFile")
                 .schema(_BINARY_FILE_DDL)

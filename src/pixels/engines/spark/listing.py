@@ -61,6 +61,8 @@ class ListOptions:
     snapshot: tuple[str, ...] = ()
     retry_errors: bool = False
     only_changed: bool = False
+    #: Compare with the table's version at listing time (streams) rather than ``snapshot``.
+    live: bool = False
 
 
 # ------------------------------------------------------------------ planning
@@ -186,7 +188,7 @@ def _not_in_table(refs: Iterable[FileRef], opts: ListOptions) -> Iterator[FileRe
     )
     if own is not None:
         refs = (r for r in refs if not r.path.startswith(own))
-    if not opts.snapshot or opts.table_uri is None:
+    if opts.table_uri is None or not (opts.snapshot or opts.live):
         if opts.only_changed:
             return
         yield from refs
@@ -194,8 +196,9 @@ def _not_in_table(refs: Iterable[FileRef], opts: ListOptions) -> Iterator[FileRe
     from pixels.table import CatalogTable, iter_new
 
     table = CatalogTable(opts.table_uri, storage_options=opts.table_storage_options)
+    snapshot = list(opts.snapshot) if opts.snapshot else table.scan()
     for ref, changed in iter_new(
-        table, refs, chunk=5000, retry_errors=opts.retry_errors, snapshot=list(opts.snapshot)
+        table, refs, chunk=5000, retry_errors=opts.retry_errors, snapshot=snapshot
     ):
         if changed or not opts.only_changed:
             yield ref

@@ -11,9 +11,11 @@ job or the commit fails, the files of the attempt are deleted.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -28,7 +30,7 @@ import pyarrow.parquet as pq
 from pixels.errors import TableError
 from pixels.schema import SCHEMA
 from pixels.storage import fsspec_options
-from pixels.table import CatalogTable, conform, one_per_path, split_by_identity
+from pixels.table import CatalogTable, conform, lease_path, one_per_path, split_by_identity
 
 #: One row per data file written by a task.
 RESULT_SCHEMA = pa.schema(
@@ -295,66 +297,105 @@ def save_dataframe(
     snapshot_version = dt.version()
     snapshot = tuple(dt.file_uris())
     prefix = uuid.uuid4().hex[:12]
-    opts = WriteOptions(table.uri, table.storage_options, snapshot, prefix,
-                        reconcile=mode != "overwrite", keep_same=mode == "replace")  # fmt: skip
-    from pyspark.sql.types import StructType
+    table.clean_orphans()
+    with _Lease(lease_path(table.uri, prefix)):
+        opts = WriteOptions(table.uri, table.storage_options, snapshot, prefix,
+                            reconcile=mode != "overwrite", keep_same=mode == "replace")  # fmt: skip
+        from pyspark.sql.types import StructType
 
-    from pixels.engines.spark.transform import pipeline_of, spark_field
+        from pixels.engines.spark.transform import pipeline_of, spark_field
 
-    missing = [n for n in ("path", "length", "modificationTime") if n not in df.columns]
-    if missing:
-        raise TableError(f"cannot save rows without the columns {missing}", table.uri)
-    cols = [n for n in SCHEMA.names if n in df.columns]
-    out_schema = StructType([spark_field(f) for f in RESULT_SCHEMA])
-    try:
-        chain = pipeline_of(df)
-        if chain is not None:
-            # the transforms and the writer in one Python function per task
-            base, fns = chain
-            job = base.mapInArrow(_fused(fns, write_files(opts)), out_schema)
-            result.fused = len(fns)
-        else:
-            job = df.select(*cols).mapInArrow(write_files(opts), out_schema)
-        rows = job.collect()
-        written, dropped = _one_row_per_path(table, [r.asDict() for r in rows if r["file"]], opts)
-        result.skipped += dropped
-        replaced = sorted({p for r in rows for p in (r["replaced"] or [])})
-        result.skipped += sum(r["skipped"] or 0 for r in rows)
-        now = int(time.time() * 1000)
-        actions: list[AddAction | RemoveAction] = [_add_action(r, now) for r in written]
-        with table._writer_lock():
-            dt = table.delta()
-            if mode == "overwrite":
-                actions += [_remove(table, uri, now) for uri in dt.file_uris()]
+        missing = [n for n in ("path", "length", "modificationTime") if n not in df.columns]
+        if missing:
+            raise TableError(f"cannot save rows without the columns {missing}", table.uri)
+        cols = [n for n in SCHEMA.names if n in df.columns]
+        out_schema = StructType([spark_field(f) for f in RESULT_SCHEMA])
+        try:
+            chain = pipeline_of(df)
+            if chain is not None:
+                # the transforms and the writer in one Python function per task
+                base, fns = chain
+                job = base.mapInArrow(_fused(fns, write_files(opts)), out_schema)
+                result.fused = len(fns)
             else:
-                if dt.version() != snapshot_version:
-                    # another writer committed meanwhile: reconcile against what it added
-                    actions, more, dropped = _recheck(
-                        table, actions, set(dt.file_uris()) - set(snapshot), opts, now
-                    )
-                    result.skipped += dropped
-                    replaced = sorted(set(replaced) | more)
-                if replaced:
-                    actions += _rewrite_without(table, dt, replaced, prefix, now)
-            if not actions:
-                result.seconds = time.perf_counter() - t0
-                return result
-            props = None
-            if app_id is not None and batch_id is not None:
-                props = CommitProperties(app_transactions=[Transaction(app_id, batch_id)])
-            dt.create_write_transaction(
-                actions, mode="append", schema=SCHEMA, commit_properties=props
+                job = df.select(*cols).mapInArrow(write_files(opts), out_schema)
+            rows = job.collect()
+            written, dropped = _one_row_per_path(
+                table, [r.asDict() for r in rows if r["file"]], opts
             )
-            dt.update_incremental()
-        result.rows = sum(r["rows"] for r in written)
-        result.files = len(written)
-        result.replaced = len(replaced)
-        result.version = int(dt.version())
-    except BaseException:
-        _cleanup(table, prefix)
-        raise
-    result.seconds = time.perf_counter() - t0
-    return result
+            result.skipped += dropped
+            replaced = sorted({p for r in rows for p in (r["replaced"] or [])})
+            result.skipped += sum(r["skipped"] or 0 for r in rows)
+            now = int(time.time() * 1000)
+            actions: list[AddAction | RemoveAction] = [_add_action(r, now) for r in written]
+            with table._writer_lock():
+                dt = table.delta()
+                if mode == "overwrite":
+                    actions += [_remove(table, uri, now) for uri in dt.file_uris()]
+                else:
+                    if dt.version() != snapshot_version:
+                        # another writer committed meanwhile: reconcile against what it added
+                        actions, more, dropped = _recheck(
+                            table, actions, set(dt.file_uris()) - set(snapshot), opts, now
+                        )
+                        result.skipped += dropped
+                        replaced = sorted(set(replaced) | more)
+                    if replaced:
+                        actions += _rewrite_without(table, dt, replaced, prefix, now)
+                if not actions:
+                    result.seconds = time.perf_counter() - t0
+                    return result
+                props = None
+                if app_id is not None and batch_id is not None:
+                    props = CommitProperties(app_transactions=[Transaction(app_id, batch_id)])
+                dt.create_write_transaction(
+                    actions, mode="append", schema=SCHEMA, commit_properties=props
+                )
+                dt.update_incremental()
+            result.rows = sum(r["rows"] for r in written)
+            result.files = len(written)
+            result.replaced = len(replaced)
+            result.version = int(dt.version())
+        except BaseException:
+            _cleanup(table, prefix)
+            raise
+        result.seconds = time.perf_counter() - t0
+        return result
+
+
+class _Lease:
+    """A lease on the data files a save writes, renewed while it runs (see
+    :meth:`pixels.table.CatalogTable.clean_orphans`): its executors may write files
+    long before the driver commits them."""
+
+    RENEW_SECONDS = 60.0
+
+    def __init__(self, path: str | None):
+        self.path = path
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> _Lease:
+        if self.path is not None:
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            with open(self.path, "w"):
+                pass
+            self._thread = threading.Thread(target=self._renew, name="pixels-lease", daemon=True)
+            self._thread.start()
+        return self
+
+    def _renew(self) -> None:
+        while not self._stop.wait(self.RENEW_SECONDS):
+            with contextlib.suppress(OSError):
+                os.utime(self.path)  # type: ignore[arg-type]
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        if self.path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(self.path)
 
 
 def _overlapping(files: list[dict[str, Any]]) -> set[int]:
