@@ -61,7 +61,7 @@ def test_lists_nested_tree_with_file_fields(tree: Path) -> None:
     st = path.stat()
     assert ref == FileRef(
         path=str(path),
-        modificationTime=datetime.fromtimestamp(st.st_mtime, tz=UTC),
+        modificationTime=datetime.fromtimestamp(st.st_mtime_ns // 10**6 / 1000, tz=UTC),
         length=CT.stat().st_size,
         relative_path="series1/a.dcm",
         local_path=str(path),

@@ -46,7 +46,7 @@ import os
 import re
 import stat
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from pixels.schema import mtime_ms
 from pixels.sources.ref import FileRef
@@ -147,6 +147,15 @@ def to_utc(timestamp: float) -> datetime:
     return datetime.fromtimestamp(timestamp, tz=UTC)
 
 
+def mtime_of(st: os.stat_result) -> datetime:
+    """A file's modification time in whole milliseconds, cut from the nanoseconds.
+
+    As Spark's file source (``File.lastModified``) gives it: the float ``st_mtime``
+    rounds to microseconds and can cross into the next millisecond.
+    """
+    return EPOCH + timedelta(milliseconds=st.st_mtime_ns // 1_000_000)
+
+
 def make_ref(path: str, mtime: datetime, length: int, relative_path: str, **kw: object) -> FileRef:
     """Build a FileRef, deriving ``extension`` and ``path_tags`` from the relative path."""
     name = relative_path.rsplit("/", 1)[-1]
@@ -181,7 +190,7 @@ def local_ref(path: str, st: os.stat_result, relative_path: str) -> FileRef:
     """
     stored = stored_path(path)
     return make_ref(
-        stored, to_utc(st.st_mtime), st.st_size, stored_path(relative_path), local_path=stored
+        stored, mtime_of(st), st.st_size, stored_path(relative_path), local_path=stored
     )
 
 
