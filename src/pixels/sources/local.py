@@ -189,9 +189,7 @@ def local_ref(path: str, st: os.stat_result, relative_path: str) -> FileRef:
     stored (:func:`stored_path`), ``local_path`` included (:func:`os_path` opens it).
     """
     stored = stored_path(path)
-    return make_ref(
-        stored, mtime_of(st), st.st_size, stored_path(relative_path), local_path=stored
-    )
+    return make_ref(stored, mtime_of(st), st.st_size, stored_path(relative_path), local_path=stored)
 
 
 def _sorted_entries(path: str) -> list[tuple[str, os.DirEntry[str], bool]]:
