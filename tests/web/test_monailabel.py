@@ -336,3 +336,57 @@ def test_install_extracts_the_build_from_the_wheel_once(tmp_path: Path) -> None:
     assert monailabel_ohif.installed_version(root) == monailabel_ohif.MONAILABEL_VERSION
     wheel.unlink()  # a second call neither downloads nor reads a wheel: the marker says it is there
     assert monailabel_ohif.install(root, quiet=True) == dist
+
+
+def _grow(url: str, ct: str, params: dict) -> np.ndarray:
+    r = http.post(
+        f"{url}/monailabel/infer/region-grow",
+        params={"image": ct, "output": "image"},
+        files=_form({**PANEL_PARAMS, **params}),
+    )
+    assert r.status_code == 200, r.text
+    fields, body = _split_nrrd(r.content)
+    x, y, z = (int(v) for v in fields["sizes"].split())
+    return np.frombuffer(body, np.uint8).reshape(z, y, x).transpose(2, 1, 0)
+
+
+def test_clicks_grow_a_region_and_background_clicks_cut_it(ml_server: tuple) -> None:
+    """The deepgrow-type model: foreground points grow a region, background points shrink it."""
+    from scipy import ndimage
+
+    url, ct, _, files = ml_server
+    catalog = str(Path(files[0]).parents[2] / "catalog")
+    info = http.get(f"{url}/monailabel/info/").json()
+    assert info["models"]["region-grow"]["type"] == "deepgrow"
+    assert info["models"]["region-grow"]["labels"] == {"region": 1}
+    _, vol = _expected(catalog, ct)
+    hu = vol.array
+    x, y, z = hu.shape
+    seed = [x // 2, y // 2, z // 2]
+    region = _grow(url, ct, {"foreground": [seed], "background": []})
+    assert region.shape == hu.shape and region[tuple(seed)] == 1
+    inside = hu[region == 1]
+    value = hu[tuple(seed)]
+    assert inside.min() >= value - 100 and inside.max() <= value + 100  # the HU tolerance
+    _, n = ndimage.label(region)
+    assert n == 1  # one connected region, around the click
+    # every voxel within tolerance and touching the region is in it (grown to the end)
+    window = (hu >= value - 100) & (hu <= value + 100)
+    assert not (ndimage.binary_dilation(region.astype(bool)) & window & (region == 0)).any()
+    # a background click at the far end of the region cuts it: a strict subset, without it
+    far = np.argwhere(region == 1)
+    bg = far[np.argmax(((far - seed) ** 2).sum(axis=1))].tolist()
+    cut = _grow(url, ct, {"foreground": [seed], "background": [bg]})
+    assert cut[tuple(bg)] == 0 and cut[tuple(seed)] == 1
+    assert cut.sum() < region.sum() and not (cut & ~region.astype(bool)).any()
+    # malformed or outside points: 400 naming them
+    r = http.post(
+        f"{url}/monailabel/infer/region-grow",
+        params={"image": ct},
+        files=_form({"foreground": [[x + 5, 0, 0]]}),
+    )
+    assert r.status_code == 400 and "outside the volume" in r.text
+    r = http.post(
+        f"{url}/monailabel/infer/region-grow", params={"image": ct}, files=_form({"foreground": []})
+    )
+    assert r.status_code == 400 and "no foreground point" in r.text

@@ -31,6 +31,7 @@ ones (:class:`pixels.web.security.TokenAuth` covers :data:`PREFIX`).
 from __future__ import annotations
 
 import json
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -55,6 +56,12 @@ PREFIX = MONAILABEL
 MAX_BODY = 512 * 1024**2
 #: Algorithm name of the SEGs made from submitted labels.
 SUBMITTED = "monailabel"
+#: The interactive model (type ``deepgrow``): :func:`pixels.ml.models.clicks.grow`.
+REGION_GROW = "region-grow"
+REGION_LABELS = {"region": 1}
+DEFAULT_TOLERANCE = 100.0
+#: Volumes kept for the next click on the same series (least recently used evicted).
+CACHED_VOLUMES = 2
 
 _LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
@@ -102,6 +109,15 @@ async def info(request: Request) -> Response:
             "description": description,
             "config": {},
         }
+    answer_models[REGION_GROW] = {
+        "type": "deepgrow",
+        "labels": dict(REGION_LABELS),
+        "dimension": 3,
+        "description": "foreground clicks grow a region in 3-D (Hounsfield tolerance); "
+        "background clicks cut it",
+        "config": {"tolerance": DEFAULT_TOLERANCE},
+    }
+    labels.update(REGION_LABELS)
     return JSONResponse(
         {
             "name": "Pixels",
@@ -201,10 +217,25 @@ def _series(state: WebState, uid: str, model: Any | None) -> Any:
         refused = check_input(model, series.first.get("Modality"), len(series.plan.slices))
         if refused:
             raise HTTPException(422, f"series {uid}: {refused}")
+    key = (state.table.uri, uid, tuple(sorted(str(r.get("path")) for r in series.rows)))
+    with _CACHE_LOCK:
+        vol = _CACHE.pop(key, None)
+        if vol is not None:
+            _CACHE[key] = vol  # most recently used last
+            return vol
     try:
-        return read_volume(series)
+        vol = read_volume(series)
     except PixelsError as e:
         raise HTTPException(422, f"series {uid}: {e}") from e
+    with _CACHE_LOCK:
+        _CACHE[key] = vol
+        while len(_CACHE) > CACHED_VOLUMES:
+            _CACHE.pop(next(iter(_CACHE)))
+    return vol
+
+
+_CACHE: dict[tuple[str, str, tuple[str, ...]], Any] = {}
+_CACHE_LOCK = threading.Lock()
 
 
 def _predict(model: Any, vol: Any) -> np.ndarray:
@@ -232,6 +263,27 @@ def _infer(state: WebState, model: Any, uid: str) -> _Result:
     return _Result(labels, _LPS @ vol.plan.affine, time.perf_counter() - t0)
 
 
+def _grow(state: WebState, uid: str, params: dict[str, Any]) -> _Result:
+    from pixels.ml.models.clicks import ClickError, grow
+
+    t0 = time.perf_counter()
+    tolerance = params.get("tolerance", DEFAULT_TOLERANCE)
+    if not isinstance(tolerance, int | float) or not 0 <= tolerance <= 10000:
+        raise HTTPException(400, f"params.tolerance {tolerance!r}: a number of 0..10000")
+    vol = _series(state, uid, None)
+    try:
+        labels = grow(
+            vol.array,
+            vol.plan.spacing,
+            params.get("foreground", []),
+            params.get("background", []),
+            tolerance=float(tolerance),
+        )
+    except ClickError as e:
+        raise HTTPException(400, f"{REGION_GROW} on series {uid}: {e}") from e
+    return _Result(labels, _LPS @ vol.plan.affine, time.perf_counter() - t0)
+
+
 async def infer(request: Request) -> Response:
     """``POST infer/{model}?image=<SeriesInstanceUID>&output=image|json|all``."""
     state = state_of(request)
@@ -249,14 +301,19 @@ async def infer(request: Request) -> Response:
             for p in points
         ):
             raise HTTPException(400, f"params.{key} must be a list of [x, y, z] points")
-    model = _model(name)
-    result = await run_in_threadpool(_infer, state, model, uid)
+    if name == REGION_GROW:
+        result = await run_in_threadpool(_grow, state, uid, params)
+        label_names = dict(REGION_LABELS)
+    else:
+        model = _model(name)
+        result = await run_in_threadpool(_infer, state, model, uid)
+        label_names = _label_names(model)
     body = nrrd.encode(result.labels, result.affine_lps)
     meta = {
-        "label_names": _label_names(model),
+        "label_names": label_names,
         "latencies": {"infer": round(result.seconds, 3), "total": round(result.seconds, 3)},
         "image": uid,
-        "model": model.name,
+        "model": name,
     }
     if output == "image":
         return Response(
