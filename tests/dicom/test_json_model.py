@@ -232,3 +232,15 @@ def test_inline_binary_is_little_endian(tmp_path: Path, name: str) -> None:
             continue
         tag = int(k, 16)
         assert back[tag].value == little_endian_value(ref[tag].VR, ref[tag].value), k
+
+
+def test_little_endian_value() -> None:
+    """The swap web-wado applies to bulk data of big endian files, per VR."""
+    assert little_endian_value("OW", b"\1\2\3\4") == b"\2\1\4\3"
+    assert little_endian_value("US", b"\1\2\3\4") == b"\2\1\4\3"
+    assert little_endian_value("FL", b"\1\2\3\4") == b"\4\3\2\1"
+    assert little_endian_value("FD", bytes(range(8))) == bytes(range(7, -1, -1))
+    for vr in ("OB", "UN", "LT"):
+        assert little_endian_value(vr, b"\1\2\3\4") == b"\1\2\3\4"
+    assert little_endian_value("OW", b"\1\2\3") == b"\1\2\3"  # not whole words: as is
+    assert little_endian_value("OW", b"\1\2", little=True) == b"\1\2"

@@ -221,6 +221,8 @@ def _clean_pn(values: list[Any]) -> list[Any]:
 
 #: Binary VRs whose values are words: VR -> word size (byte-swapped from big endian).
 _WORDS = {"OW": 2, "OF": 4, "OL": 4, "OD": 8, "OV": 8}
+#: Numeric VRs (bulk data when large) -> value size, for :func:`little_endian_value`.
+_NUMBER_WORDS = {"US": 2, "SS": 2, "AT": 2, "UL": 4, "SL": 4, "FL": 4, "FD": 8, "SV": 8, "UV": 8}
 
 
 def little_endian_value(vr: str, value: bytes, little: bool = False) -> bytes:
@@ -229,8 +231,9 @@ def little_endian_value(vr: str, value: bytes, little: bool = False) -> bytes:
     The DICOM JSON model holds ``InlineBinary`` in little endian (PS3.18 F.2.7)
     and bulk data is served in an explicit VR little endian syntax: a value read
     from a big endian file (``little=False``) has its words swapped (2 bytes for
-    OW, 4 for OF/OL, 8 for OD/OV); OB, UN and little endian values come back
-    unchanged, as does a value whose length is not a multiple of its word size.
+    OW/US/SS/AT, 4 for OF/OL/UL/SL/FL, 8 for OD/OV/FD/SV/UV); OB, UN, text and
+    little endian values come back unchanged, as does a value whose length is
+    not a multiple of its word size.
 
     Examples
     --------
@@ -239,7 +242,7 @@ def little_endian_value(vr: str, value: bytes, little: bool = False) -> bytes:
     >>> little_endian_value("OB", b"\\x01\\x02")
     b'\\x01\\x02'
     """
-    size = _WORDS.get(vr)
+    size = _WORDS.get(vr) or _NUMBER_WORDS.get(vr)
     if little or size is None or len(value) % size:
         return value
     out = bytearray(len(value))
