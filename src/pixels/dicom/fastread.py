@@ -49,6 +49,7 @@ from pixels.dicom.jsonenc import (
     _public_vr,
     _UnhandledError,
 )
+from pixels.dicom.tags import PIXEL_DATA_TAGS
 
 __all__ = ["FIRST_READ", "MAX_HEADER", "Parsed", "parse"]
 
@@ -58,7 +59,6 @@ FIRST_READ = 64 * 1024
 MAX_HEADER = 8 * 1024 * 1024
 
 _NOT_EXPLICIT_LE = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.2", *_DEFLATED}
-_PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
 #: Explicit VR bytes -> (VR, has a 4-byte length); pydicom's ENCODED_VR.
 _VRS: dict[bytes, tuple[str, bool]] = {
     str(v).encode(): (str(v), v in EXPLICIT_VR_LENGTH_32) for v in VR if len(str(v)) == 2
@@ -247,7 +247,7 @@ class _Parser:
             group, elem, raw_vr, length = _HEAD(buf, pos)
             tag = group << 16 | elem
             if top:
-                if tag in _PIXEL_TAGS:
+                if tag in PIXEL_DATA_TAGS:
                     return out, pos
                 if tag < 0x00030000:
                     raise _FallbackError  # command or file meta elements in the dataset

@@ -73,7 +73,6 @@ Examples
 from __future__ import annotations
 
 import base64
-import re
 import struct
 from bisect import bisect_right
 from dataclasses import dataclass
@@ -82,6 +81,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from pixels.dicom.codecs import VIDEO_SYNTAXES
+from pixels.dicom.tags import PIXEL_DATA_KEYS, bulk_range
 from pixels.errors import DicomReadError
 
 __all__ = ["FrameIndex", "index_frames", "index_from_header", "read_frame"]
@@ -90,8 +90,6 @@ _ITEM = 0xFFFEE000
 _SEQ_DELIMITER = 0xFFFEE0DD
 _UNDEFINED = 0xFFFFFFFF
 _EOI = b"\xff\xd9"
-_PIXEL_KEYS = ("7FE00010", "7FE00008", "7FE00009")
-_URI = re.compile(r"[?&]offset=(\d+)(?:&length=(\d+))?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -602,10 +600,10 @@ def _binary(fp: BinaryIO, entry: dict[str, Any] | None, path: str) -> bytes | No
     uri = entry.get("BulkDataURI")
     if not uri:
         return None
-    m = _URI.search(uri)
-    if m is None or m[2] is None:
+    span = bulk_range(uri)
+    if span is None or span[1] is None:
         return None
-    offset, length = int(m[1]), int(m[2])
+    offset, length = span
     fp.seek(offset)
     data = fp.read(length)
     if len(data) != length:
@@ -649,18 +647,17 @@ def index_from_header(
         See :func:`index_frames`; also a native image without Rows, Columns or
         BitsAllocated.
     """
-    for key in _PIXEL_KEYS:
+    for key in PIXEL_DATA_KEYS:
         entry = header_json.get(key)
         if entry:
             break
     else:
         return None
     uri = entry.get("BulkDataURI")
-    m = _URI.search(uri) if uri else None
-    if m is None:
+    span = bulk_range(uri)
+    if span is None:
         return None
-    offset = int(m[1])
-    length = int(m[2]) if m[2] is not None else None
+    offset, length = span
     encapsulated = length is None
     tag = int(key, 16)
     dims: dict[str, int] = {}

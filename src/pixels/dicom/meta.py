@@ -73,12 +73,12 @@ from pydicom.filereader import _read_file_meta_info, read_dataset, read_partial,
 from pixels.dicom.deflate import DeflateError, InflatingReader
 from pixels.dicom.fastread import parse
 from pixels.dicom.jsonenc import _DEFLATED, _UNDEFINED, _Encoder, _tag_str, encode_json
+from pixels.dicom.tags import PIXEL_DATA_TAGS
 from pixels.errors import DicomReadError
 from pixels.schema import KEY_COLUMNS
 
 __all__ = ["Header", "encode_json", "parse_da", "parse_tm", "read_header"]
 
-_PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
 _EXPLICIT_32 = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR"}
 _EXPLICIT_32 |= {b"UT", b"UV"}
 _INFERRED_TS = {
@@ -144,7 +144,7 @@ def _pixel_header(
     e = "<" if little else ">"
     group, elem = struct.unpack(e + "HH", data[:4])
     tag = group << 16 | elem
-    if tag not in _PIXEL_TAGS:
+    if tag not in PIXEL_DATA_TAGS:
         return None
     raw_vr = data[4:6]
     if not implicit or (b"AA" <= raw_vr <= b"ZZ" and raw_vr in _EXPLICIT_32):
@@ -304,7 +304,7 @@ def _checker(
         if forced and not src.armed and tag >> 16 not in (0x0002, 0x0004, 0x0008):
             raise DicomReadError(_not_dicom(tag))
         src.armed = True
-        if stop_at_pixels and tag in _PIXEL_TAGS:
+        if stop_at_pixels and tag in PIXEL_DATA_TAGS:
             return True
         if length != _UNDEFINED:
             here = src.tell()

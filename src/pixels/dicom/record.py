@@ -15,6 +15,7 @@ from typing import Any, BinaryIO
 
 import pyarrow as pa
 
+from pixels.dicom.codecs import NATIVE_SYNTAXES
 from pixels.dicom.meta import Header
 from pixels.errors import DicomReadError, PixelsError
 from pixels.schema import KEY_COLUMNS, SCHEMA, THUMBNAIL_COLUMNS, empty_row
@@ -211,7 +212,7 @@ def frame_index_of(row: dict[str, Any], transfer_syntax: str | None = None) -> A
     if not offsets:
         return None
     ts = transfer_syntax or row.get("TransferSyntaxUID") or ""
-    encapsulated = ts not in _NATIVE_SYNTAXES
+    encapsulated = ts not in NATIVE_SYNTAXES
     lengths = row["frame_lengths"]
     fragments = row.get("frame_fragments")
     frags: tuple[tuple[tuple[int, int], ...], ...] | None = None
@@ -224,11 +225,6 @@ def frame_index_of(row: dict[str, Any], transfer_syntax: str | None = None) -> A
     return FrameIndex(
         tuple(offsets), tuple(lengths), frags, encapsulated, tuple(bits) if bits else None
     )
-
-
-_NATIVE_SYNTAXES = frozenset(
-    {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"}
-)
 
 
 def catalog_batch(refs: Sequence[FileRef], options: RecordOptions | None = None) -> pa.RecordBatch:

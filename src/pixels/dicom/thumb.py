@@ -13,12 +13,12 @@ import base64
 import io
 import json
 import math
-import re
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 import numpy as np
 
+from pixels.dicom.tags import bulk_range
 from pixels.errors import PixelsError
 
 #: Transfer syntaxes whose codec decodes at 1/2^k resolution.
@@ -63,7 +63,6 @@ class Thumbnail:
 _LUT_TAGS = frozenset(
     {"00281201", "00281202", "00281203", "00281221", "00281222", "00281223", "00283006"}
 )
-_URI = re.compile(r"bulkdata/[0-9A-F/]+\?offset=(\d+)&length=(\d+)$")
 
 
 def resolve_lut_data(
@@ -79,10 +78,10 @@ def resolve_lut_data(
         out: dict[str, Any] = {}
         for tag, el in node.items():
             if tag in _LUT_TAGS and "BulkDataURI" in el:
-                m = _URI.search(el["BulkDataURI"])
-                if m:
-                    fp.seek(int(m[1]))
-                    raw = fp.read(int(m[2]))
+                span = bulk_range(el["BulkDataURI"])
+                if span is not None and span[1] is not None:
+                    fp.seek(span[0])
+                    raw = fp.read(span[1])
                     if big_endian and el.get("vr") in ("US", "SS", "OW"):
                         raw = np.frombuffer(raw, ">u2").astype("<u2").tobytes()
                     if el.get("vr") in ("US", "SS"):

@@ -49,6 +49,7 @@ from pydicom.uid import UID
 
 from pixels.dicom import codecs
 from pixels.dicom.deflate import MAX_INFLATED, InflatingReader
+from pixels.dicom.tags import PIXEL_DATA_TAGS
 from pixels.errors import DicomReadError, TranscodeError
 
 __all__ = [
@@ -71,7 +72,6 @@ LOSSY_SYNTAXES = (
 #: Syntaxes web services must not send (PS3.18 8.7.3.4): always converted.
 WEB_UNSAFE_SYNTAXES = frozenset({codecs.IMPLICIT_LE, codecs.EXPLICIT_BE})
 
-_PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
 _CHUNK = 1 << 20
 _SWAP = {"OW": 2, "OF": 4, "OL": 4, "OD": 8, "OV": 8}
 _MAX_LENGTH = 0xFFFFFFFE
@@ -103,7 +103,7 @@ def to_little_endian(ds: Any) -> Any:
         elem = ds[elem.tag]
         if elem.VR == "SQ":
             elem.value = [to_little_endian(item) for item in elem.value]
-        elif elem.VR in _SWAP and isinstance(elem.value, bytes) and elem.tag not in _PIXEL_TAGS:
+        elif elem.VR in _SWAP and isinstance(elem.value, bytes) and elem.tag not in PIXEL_DATA_TAGS:
             elem.value = _swapped(elem.value, _SWAP[elem.VR])
         out.add(elem)
     return out
@@ -425,7 +425,7 @@ def open_transcoder(
     found: list[tuple[int, str | None, int]] = []
 
     def stop(tag: Any, vr: str | None, length: int) -> bool:
-        if int(tag) in _PIXEL_TAGS:
+        if int(tag) in PIXEL_DATA_TAGS:
             found.append((int(tag), vr, length))
             return True
         return False

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pixels.dicom.tags import PIXEL_DATA_KEYS
 from pixels.errors import ModelError
 from pixels.ml.deps import need
 from pixels.ml.models.base import Code, Model, Segment
@@ -66,7 +67,7 @@ def _source_datasets(vol: Volume) -> list[Any]:
     for r in dict.fromkeys(s.row for s in vol.plan.slices):
         row = vol.rows[r]
         meta = json.loads(row["meta"]) if isinstance(row["meta"], str) else dict(row["meta"])
-        for tag in ("7FE00010", "7FE00008", "7FE00009"):
+        for tag in PIXEL_DATA_KEYS:
             meta.pop(tag, None)
         ds = Dataset.from_json(meta, bulk_data_uri_handler=no_bulk)
         out.append(ds)

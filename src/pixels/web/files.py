@@ -30,6 +30,7 @@ from starlette.requests import Request
 
 from pixels.dicom import codecs
 from pixels.dicom.record import frame_index_of
+from pixels.dicom.tags import PIXEL_DATA_KEYS
 from pixels.dicom.transcode import (
     DEFAULT_INFLATE_LIMIT,
     LOSSY_SYNTAXES,
@@ -458,7 +459,7 @@ def frame_count(row: dict[str, Any]) -> int:
     ts = row["TransferSyntaxUID"] or ""
     if ts == codecs.DEFLATED_LE or ts in VIDEO_SYNTAXES:
         meta = json.loads(row["meta"])
-        if not any(t in meta for t in ("7FE00010", "7FE00008", "7FE00009")):
+        if not any(t in meta for t in PIXEL_DATA_KEYS):
             return 0
         values = (meta.get("00280008") or {}).get("Value") or [1]
         try:

@@ -36,6 +36,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from pixels.dicom import codecs
+from pixels.dicom.tags import PIXEL_DATA_KEYS, bulk_range
 from pixels.web.files import (
     EXPLICIT_LE,
     FrameSource,
@@ -66,8 +67,6 @@ __all__ = [
 ]
 
 _TAGPATH = re.compile(r"^[0-9A-Fa-f]{8}(/[0-9]{1,6}/[0-9A-Fa-f]{8})*$")
-_RANGE = re.compile(r"[?&]offset=(\d+)&length=(\d+)")
-_PIXEL_TAGS = ("7FE00010", "7FE00008", "7FE00009")
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -366,7 +365,7 @@ def bulkdata(request: Request) -> Response:
             400, f"{tagpath[:80]!r} is not a tag path (GGGGEEEE[/item/GGGGEEEE]...)"
         )
     row = request_rows(request)[0]
-    if tagpath.upper() in _PIXEL_TAGS and frame_count(row):
+    if tagpath.upper() in PIXEL_DATA_KEYS and frame_count(row):
         return _frames_response(request, row, None)
     multipart = _bulk_media(request)
     if multipart is None:
@@ -374,20 +373,20 @@ def bulkdata(request: Request) -> Response:
     el = _find_element(json.loads(row["meta"]), tagpath)
     if el is None or "BulkDataURI" not in el:
         raise HTTPException(404, f"no bulk data at {tagpath} in this instance")
-    m = _RANGE.search(el["BulkDataURI"])
-    if m is not None:
-        part = open_range(row, int(m.group(1)), int(m.group(2)), str(el.get("vr", "OB")))
+    span = bulk_range(el["BulkDataURI"])
+    if span is not None and span[1] is not None:
+        part = open_range(row, span[0], span[1], str(el.get("vr", "OB")))
     elif (row["TransferSyntaxUID"] or "") == codecs.DEFLATED_LE:
         # offsets of a deflated file are in its inflated copy
         opened, fp, meta = open_deflated_header(row, inflate_limit=_inflate_limit())
         el = _find_element(meta, tagpath)
-        m = _RANGE.search((el or {}).get("BulkDataURI") or "")
-        if m is None:
+        span = bulk_range((el or {}).get("BulkDataURI"))
+        if span is None or span[1] is None:
             opened.close()
             raise HTTPException(404, f"no bulk data at {tagpath} in this instance")
         from pixels.web.files import range_of
 
-        part = range_of(opened, fp, int(m.group(1)), int(m.group(2)))
+        part = range_of(opened, fp, span[0], span[1])
     else:
         raise HTTPException(404, f"no bulk data at {tagpath} in this instance")
     if multipart:

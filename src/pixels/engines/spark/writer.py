@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 
 from pixels.errors import TableError
 from pixels.schema import SCHEMA
-from pixels.storage import fsspec_options
+from pixels.storage import fsspec_options, is_local, local_path
 from pixels.table import CatalogTable, conform, lease_path, one_per_path, split_by_identity
 
 #: One row per data file written by a task.
@@ -58,14 +58,6 @@ _ROW_GROUP = 2048
 FLUSH_BYTES = 32 << 20
 
 
-def _is_local(uri: str) -> bool:
-    return "://" not in uri or uri.startswith("file://")
-
-
-def _local(uri: str) -> str:
-    return uri[len("file://") :] if uri.startswith("file://") else uri
-
-
 @dataclass(frozen=True)
 class WriteOptions:
     """What writer tasks need (pickled into the tasks)."""
@@ -80,8 +72,8 @@ class WriteOptions:
 
 
 def _open_out(opts: WriteOptions, name: str) -> Any:
-    if _is_local(opts.table_uri):
-        return open(os.path.join(_local(opts.table_uri), name), "wb")
+    if is_local(opts.table_uri):
+        return open(os.path.join(local_path(opts.table_uri), name), "wb")
     import fsspec
 
     return fsspec.open(
@@ -241,8 +233,8 @@ class SaveResult:
 def _cleanup(table: CatalogTable, prefix: str) -> None:
     """Delete data files an aborted attempt left (named with its prefix)."""
     marker = f"part-{prefix}-"
-    if _is_local(table.uri):
-        root = _local(table.uri)
+    if is_local(table.uri):
+        root = local_path(table.uri)
         if os.path.isdir(root):
             for name in os.listdir(root):
                 if name.startswith(marker):
@@ -486,8 +478,8 @@ def _relative(table: CatalogTable, uri: str) -> str:
     root = table.uri.rstrip("/") + "/"
     if uri.startswith(root):
         return uri[len(root) :]
-    if _is_local(table.uri):
-        return os.path.relpath(_local(uri), _local(table.uri))
+    if is_local(table.uri):
+        return os.path.relpath(local_path(uri), local_path(table.uri))
     return uri.rsplit("/", 1)[-1]
 
 
@@ -526,8 +518,8 @@ def _rewrite_without(
 
 
 def _open_in(table: CatalogTable, uri: str) -> Any:
-    if _is_local(uri):
-        return open(_local(uri), "rb")
+    if is_local(uri):
+        return open(local_path(uri), "rb")
     import fsspec
 
     return fsspec.open(uri, "rb", **fsspec_options(uri, table.storage_options)).open()
@@ -566,8 +558,8 @@ def _recheck(
 
 
 def _delete(table: CatalogTable, uri: str) -> None:
-    if _is_local(uri):
-        os.remove(_local(uri))
+    if is_local(uri):
+        os.remove(local_path(uri))
         return
     import fsspec
 
