@@ -603,7 +603,7 @@ def _binary(fp: BinaryIO, entry: dict[str, Any] | None, path: str) -> bytes | No
     span = bulk_range(uri)
     if span is None or span[1] is None:
         return None
-    offset, length = span
+    offset, length = span[0], span[1]
     fp.seek(offset)
     data = fp.read(length)
     if len(data) != length:
