@@ -328,6 +328,42 @@ def test_a_web_module_run_as_a_script_is_imported_once() -> None:
     assert done.stdout.startswith("usage: python -m pixels.web.ohif")
 
 
+#: The layers of /work/shared/DESIGN.md, lowest first: a module imports its own layer and below.
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("pixels.errors", "pixels.schema", "pixels.storage"),  # the ground
+    ("pixels.sources",),  # listing and opening
+    ("pixels.dicom",),  # pure per-file DICOM work
+    ("pixels.rows",),  # engine-neutral row operations
+    ("pixels.table", "pixels.scan", "pixels.sql"),  # the Delta table and reading it
+    ("pixels.engines",),  # local process pool, Spark
+    ("pixels.transformers", "pixels.patching", "pixels.thumbnails"),  # dbx.pixels names
+    ("pixels.catalog",),  # the public entry point
+    ("pixels.ml", "pixels.web"),  # readers of the table
+    ("pixels.cli",),
+)
+
+
+def _layer(module: str) -> int | None:
+    for i, prefixes in enumerate(LAYERS):
+        if any(module == p or module.startswith(p + ".") for p in prefixes):
+            return i
+    return None
+
+
+def test_each_module_imports_only_its_layer_and_below() -> None:
+    graph = import_graph()
+    unplaced = sorted(m for m in graph if m != ROOT and _layer(m) is None)
+    assert not unplaced, f"give these modules a layer in LAYERS (and DESIGN.md): {unplaced}"
+    upward = sorted(
+        f"{m} -> {d}"
+        for m, deps in graph.items()
+        if m != ROOT
+        for d in deps
+        if d != ROOT and _layer(d) > _layer(m)  # type: ignore[operator]
+    )
+    assert not upward, "imports must run down the layers; upward:\n" + "\n".join(upward)
+
+
 def test_circle_finder_reports_each_circle() -> None:
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"e"}, "e": {"d"}, "f": {"a"}}
     assert sorted(circles(graph)) == [["a", "b", "c"], ["d", "e"]]
