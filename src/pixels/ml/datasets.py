@@ -46,7 +46,14 @@ import numpy as np
 
 from pixels.errors import PixelsError, SeriesError
 from pixels.ml.deps import need
-from pixels.ml.volume import SeriesRows, Volume, read_volume, select_rows, select_series
+from pixels.ml.volume import (
+    SeriesRows,
+    Volume,
+    read_volume,
+    select_rows,
+    select_series,
+    to_modality,
+)
 
 need("torch", "pixels.ml datasets")
 
@@ -73,7 +80,7 @@ def _check_on_error(on_error: str) -> None:
 
 def _meta_tensor(array: Any, affine: np.ndarray, meta: dict[str, Any]) -> Any:
     """A MONAI MetaTensor carrying the affine when MONAI is installed, else a plain tensor."""
-    t = torch.from_numpy(np.ascontiguousarray(array))
+    t = torch.from_numpy(array)  # any positive strides: no copy
     try:
         from monai.data import MetaTensor
     except ImportError:
@@ -207,7 +214,7 @@ def _resize(t: Any, size: int | tuple[int, int] | None) -> Any:
 
 
 def _decode_row_frame(
-    row: dict[str, Any], frame: int, storage_options: dict[str, Any] | None
+    row: dict[str, Any], frame: int, meta: dict[str, Any], storage_options: dict[str, Any] | None
 ) -> np.ndarray:
     from pixels.dicom.decode import PixelInfo, decode_frame
     from pixels.dicom.frames import read_frame
@@ -218,7 +225,6 @@ def _decode_row_frame(
     index = frame_index_of(row)
     if index is None or index.bit_offsets is not None:
         raise PixelsError("no frame index (deflated, 1-bit or no pixel data)", row["path"])
-    meta = json.loads(row["meta"])
     info = PixelInfo.from_json(meta, row.get("TransferSyntaxUID") or "1.2.840.10008.1.2.1")
     with open_file(FileRef.from_row(row), storage_options=storage_options) as fp:
         data = read_frame(fp, index, frame)
@@ -282,16 +288,17 @@ class FrameDataset(Dataset):
         return len(self.items)
 
     def _item(self, k: int) -> dict[str, Any]:
-        from pixels.dicom.display import modality_lut, to_display
+        from pixels.dicom.display import to_display
 
         i, frame = self.items[k]
         row = self.rows[i]
-        arr = _decode_row_frame(row, frame, self.storage_options)
         meta = json.loads(row["meta"])
+        arr = _decode_row_frame(row, frame, meta, self.storage_options)
         if self.display:
             img = to_display(arr, meta, frame=frame).astype(np.float32) / 255.0
         elif arr.ndim == 2:
-            img = modality_lut(arr, meta, frame=frame).astype(np.float32)
+            img = np.empty(arr.shape, np.float32)
+            to_modality(arr, meta, frame, img)
         else:
             img = arr.astype(np.float32)
         t = torch.from_numpy(img)

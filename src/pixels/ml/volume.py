@@ -11,7 +11,9 @@ CT). Nothing parses a file again; a file whose row has no frame index (deflated
 transfer syntax) is the one exception and is decoded whole.
 
 The volume is ``float32`` ``[X, Y, Z]`` (columns, rows, slices), allocated once
-and filled slice by slice: peak memory is the volume plus one decoded frame.
+and filled slice by slice (each frame written contiguously; the array is the
+``[X, Y, Z]`` view of that memory), linear rescales computed in ``float32`` in
+place: peak memory is the volume plus one decoded frame.
 
 Examples
 --------
@@ -52,6 +54,7 @@ __all__ = [
     "read_volume",
     "select_rows",
     "select_series",
+    "to_modality",
 ]
 
 #: Catalog columns the datasets read (the query selects only these).
@@ -221,7 +224,8 @@ class Volume:
     Attributes
     ----------
     array : numpy.ndarray
-        ``float32`` ``[X, Y, Z]`` in modality units (Hounsfield units for CT).
+        ``float32`` ``[X, Y, Z]`` in modality units (Hounsfield units for CT): a view of
+        slice-contiguous memory (Fortran order), like the arrays MONAI's readers return.
     plan : SeriesPlan
         Geometry: :attr:`SeriesPlan.affine` (RAS), spacing, sorted slices.
     rows : list of dict
@@ -243,6 +247,48 @@ class Volume:
         return self.rows[self.plan.slices[0].row]
 
 
+def _linear_rescale(meta: Mapping[str, Any], frame: int) -> tuple[float, float] | None:
+    """``(slope, intercept)`` when the modality LUT is linear (no LUT sequence), else None.
+
+    The same choice as :func:`pixels.dicom.display.modality_lut`: the frame's Pixel Value
+    Transformation (functional groups), else Rescale Slope/Intercept.
+    """
+    from pixels.ml.geometry import functional
+
+    pvt = functional(meta, frame, "00289145")
+    if pvt is None and meta.get("00283000"):
+        return None
+    src = pvt if pvt is not None else meta
+
+    def first(tag: str, default: float) -> float:
+        values = (src.get(tag) or {}).get("Value") or [None]
+        try:
+            return float(values[0]) if values[0] is not None else default
+        except (TypeError, ValueError):
+            return default
+
+    return first("00281053", 1.0) or 1.0, first("00281052", 0.0)
+
+
+def to_modality(arr: np.ndarray, meta: Mapping[str, Any], frame: int, slot: np.ndarray) -> None:
+    """Write ``arr``'s modality values into ``slot`` (a ``float32`` ``(rows, cols)`` array).
+
+    A linear rescale is computed in ``float32`` in place; a Modality LUT Sequence
+    goes through :func:`pixels.dicom.display.modality_lut`.
+    """
+    linear = _linear_rescale(meta, frame)
+    if linear is None:
+        slot[...] = modality_lut(arr, meta, frame=frame)
+        return
+    slope, intercept = linear
+    if slope == 1.0:  # one pass: cast and add
+        np.add(arr, np.float32(intercept), out=slot, casting="unsafe")
+        return
+    np.multiply(arr, np.float32(slope), out=slot, casting="unsafe")
+    if intercept != 0.0:
+        slot += np.float32(intercept)
+
+
 def _read_file_slices(
     row: Mapping[str, Any],
     slices: list[tuple[int, SliceRef]],
@@ -262,7 +308,7 @@ def _read_file_slices(
             raise PixelsError("no frame index (deflated or no pixel data) and not a local file")
         frames = read_frames(local, [s.frame for _, s in slices])
         for (k, s), arr in zip(slices, frames, strict=True):
-            out[:, :, k] = modality_lut(arr, meta, frame=s.frame).T
+            to_modality(arr, meta, s.frame, out[k])
         return
     if index.bit_offsets is not None:
         raise PixelsError("1-bit pixel data is not a greyscale volume")
@@ -275,7 +321,7 @@ def _read_file_slices(
                     f"frame {s.frame} decodes to {arr.shape[0]}x{arr.shape[1]}, "
                     f"the header says {s.rows}x{s.columns}"
                 )
-            out[:, :, k] = modality_lut(arr, meta, frame=s.frame).T
+            to_modality(arr, meta, s.frame, out[k])
 
 
 def read_volume(series: SeriesRows, *, storage_options: dict[str, Any] | None = None) -> Volume:
@@ -297,7 +343,10 @@ def read_volume(series: SeriesRows, *, storage_options: dict[str, Any] | None = 
     plan = series.plan
     if plan is None:
         raise SeriesError(series.problem or f"series {series.series_uid}: not planned")
-    out = np.empty(plan.shape, dtype=np.float32)
+    # slices contiguous in memory (each frame written in one pass); the volume is the
+    # [X, Y, Z] view of it, as MONAI's readers return
+    x, y, z = plan.shape
+    out = np.empty((z, y, x), dtype=np.float32)
     by_row: dict[int, list[tuple[int, SliceRef]]] = {}
     for k, s in enumerate(plan.slices):
         by_row.setdefault(s.row, []).append((k, s))
@@ -310,4 +359,4 @@ def read_volume(series: SeriesRows, *, storage_options: dict[str, Any] | None = 
             raise SeriesError(
                 f"series {plan.series_uid}: cannot read {row['path']}: {reason}"
             ) from e
-    return Volume(out, plan, series.rows)
+    return Volume(out.transpose(2, 1, 0), plan, series.rows)
