@@ -305,3 +305,78 @@ def test_big_endian_palette_color_renders_like_little_endian(name: str, tmp_path
     if name == "OBXXXX1A.dcm":
         rle = _image(pd_.thumbnail(str(sample_file("OBXXXX1A_rle.dcm")), 128, "png").data)
         assert np.array_equal(rle, little)
+
+
+def test_worker_killed_mid_pass_costs_one_thumbnail(tmp_path: Path) -> None:
+    """A worker SIGKILLed on a file mid-pass: that row's thumbnail_error names it, all others made.
+
+    The file is replaced by a FIFO after cataloging, so the worker reading it blocks in
+    ``open`` and the kill lands mid-chunk, deterministically (as in tests/engines/test_pool.py).
+    """
+    import os
+    import signal
+    import threading
+    import time
+
+    from corpus import readable_dicom_files
+    from pixels.dicom.record import RecordOptions, thumbnail_rows
+    from pixels.engines.pool import THUMBNAILS, FilePool
+    from pixels.thumbnails import run_thumbnails
+
+    ct = sample_file("CT_small.dcm")
+    copy_tree(readable_dicom_files(ct.parent)[:16], tmp_path / "data")
+    cat = Catalog(tmp_path / "cat")
+    cat.catalog(tmp_path / "data", workers=0)
+    opts = RecordOptions(thumbnails=True, thumbnail_format="png", thumbnail_size=32)
+    rows0 = cat.sql_arrow(
+        "SELECT * FROM object_catalog WHERE frame_offsets IS NOT NULL ORDER BY path"
+    ).to_pylist()
+    paths = [r["path"] for r in rows0]
+    assert len(paths) >= 10
+    killer = paths[5]
+    # what an undisturbed in-process pass makes for every other file
+    want = {r["path"]: t for r, t in zip(rows0, thumbnail_rows(rows0, opts), strict=True)}
+    assert sum(t["thumbnail"] is not None for t in want.values()) >= 8
+    os.unlink(killer)
+    os.mkfifo(killer)
+    kills: list[int] = []
+    stop = threading.Event()
+
+    def watch(pool: FilePool) -> None:
+        seen: set[int] = set()
+        while not stop.is_set():
+            for pid, row in pool.reading().items():
+                if row["path"] == killer and pid not in seen:
+                    seen.add(pid)
+                    kills.append(pid)
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.005)
+
+    with FilePool(2, opts, memory_limit=None, work=THUMBNAILS) as pool:
+        watcher = threading.Thread(target=watch, args=(pool,), daemon=True)
+        watcher.start()
+        try:
+            stats = run_thumbnails(cat.table, options=opts, chunk_rows=4, pool=pool)
+        finally:
+            stop.set()
+            watcher.join()
+        assert pool.restarts == 2
+    assert len(kills) == 2  # once among the others, once read alone
+    got = {
+        r["path"]: r
+        for r in cat.sql_arrow(
+            "SELECT path, thumbnail, thumbnail_error FROM object_catalog "
+            "WHERE frame_offsets IS NOT NULL"
+        ).to_pylist()
+    }
+    assert set(got) == set(paths) and stats.rows == len(paths)
+    err = got[killer]["thumbnail_error"]
+    assert err is not None and killer in err and "SIGKILL" in err and "alone" in err
+    assert got[killer]["thumbnail"] is None
+    for p in paths:
+        if p != killer:
+            assert got[p]["thumbnail"] == want[p]["thumbnail"], p
+            assert got[p]["thumbnail_error"] == want[p]["thumbnail_error"], p
+    assert stats.made == sum(t["thumbnail"] is not None for t in want.values()) - (
+        want[killer]["thumbnail"] is not None
+    )

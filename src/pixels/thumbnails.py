@@ -14,9 +14,8 @@ import contextlib
 import os
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -27,6 +26,9 @@ from pixels.errors import QueryError, TableError
 from pixels.schema import SCHEMA, THUMBNAIL_COLUMNS
 from pixels.table import CatalogTable, conform
 from pixels.transformers import DicomThumbnailExtractor
+
+if TYPE_CHECKING:
+    from pixels.engines.pool import FilePool
 
 _THUMB_NAMES = [c.name for c in THUMBNAIL_COLUMNS]
 
@@ -78,6 +80,7 @@ def run_thumbnails(
     options: RecordOptions | None = None,
     chunk_rows: int = 32,
     progress: Callable[[ThumbnailStats], None] | None = None,
+    pool: FilePool | None = None,
 ) -> ThumbnailStats:
     """Make the thumbnails the catalog lacks, one data file (one commit) at a time.
 
@@ -93,11 +96,16 @@ def run_thumbnails(
         Processes (default: CPUs; 0 = this process).
     options : RecordOptions, optional
         ``thumbnail_size``, ``thumbnail_format`` and the storage options used.
+    pool : FilePool, optional
+        Worker pool to use (``work=THUMBNAILS``; its options are the ones used);
+        default: one started for this pass when there is more than a chunk to do.
+        A worker that dies on a file (killed, out of memory, a decoder crash) costs
+        that row a ``thumbnail_error`` naming the file; the pass goes on.
     """
     from deltalake.exceptions import CommitFailedError
 
-    from pixels.engines.pool import start_pool
-    from pixels.engines.worker import thumbnails as worker_thumbnails
+    from pixels.engines.pool import THUMBNAILS
+    from pixels.engines.pool import FilePool as _FilePool
 
     opts = options or RecordOptions(thumbnails=True)
     stats = ThumbnailStats()
@@ -109,7 +117,6 @@ def run_thumbnails(
     table.create()  # evolves an old table: thumbnail columns exist
     n_workers = (os.cpu_count() or 1) if workers is None else workers
     with contextlib.ExitStack() as stack:
-        pool: ProcessPoolExecutor | None = None
         for uri in table.file_uris():
             data = conform(pq.read_table(uri))
             mask = _needs(data, where, force)
@@ -117,17 +124,23 @@ def run_thumbnails(
             if not todo:
                 continue
             rows = data.filter(mask).to_pylist()
-            chunks = [rows[i : i + chunk_rows] for i in range(0, len(rows), chunk_rows)]
-            if n_workers > 0 and len(rows) > chunk_rows:
-                if pool is None:
-                    pool = stack.enter_context(start_pool(n_workers))
+            if pool is None and n_workers > 0 and len(rows) > chunk_rows:
+                pool = stack.enter_context(_FilePool(n_workers, opts, work=THUMBNAILS))
+            if pool is not None:
+                items = list(zip(rows, range(len(rows)), strict=True))
+                chunks = [items[i : i + chunk_rows] for i in range(0, len(items), chunk_rows)]
+                found: list[dict[str, Any] | None] = [None] * len(rows)
+                for covered, part in pool.run(chunks):
+                    for (_, pos), res in zip(covered, part, strict=True):
+                        found[pos] = res
+                results = [r for r in found if r is not None]
+                assert len(results) == len(rows)
+            else:
                 results = [
                     r
-                    for part in pool.map(worker_thumbnails, chunks, [opts] * len(chunks))
-                    for r in part
+                    for i in range(0, len(rows), chunk_rows)
+                    for r in thumbnail_rows(rows[i : i + chunk_rows], opts)
                 ]
-            else:
-                results = [r for part in chunks for r in thumbnail_rows(part, opts)]
             data = _merge(data, mask, results)
             try:
                 table.replace_file(uri, data)

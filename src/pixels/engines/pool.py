@@ -34,7 +34,7 @@ import signal
 import sys
 import tempfile
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -143,10 +143,35 @@ def _error_batch(ref: FileRef, message: str) -> pa.RecordBatch:
     return pa.RecordBatch.from_pylist([worker.error_row(ref, message)], schema=SCHEMA)
 
 
+def _thumbnail_error(row: dict[str, Any], message: str) -> list[dict[str, Any]]:
+    return [worker.thumbnail_error_row(message)]
+
+
+@dataclass(frozen=True)
+class Work:
+    """What a :class:`FilePool` runs on each chunk, and what a file it died on gets.
+
+    ``run(payloads, options, task_id)`` runs in the worker (a module-level function of
+    :mod:`pixels.engines.worker`, which records progress with the task id) and returns
+    one result per payload, in order; ``error(payload, message)`` is the result of a
+    payload whose worker died on it; ``path(payload)`` names its file.
+    """
+
+    run: Callable[[list[Any], RecordOptions, int], Any]
+    error: Callable[[Any, str], Any]
+    path: Callable[[Any], str]
+
+
+#: Cataloging: payloads are :class:`FileRef`, a result is a record batch of catalog rows.
+CATALOG = Work(worker.run, _error_batch, lambda ref: ref.path)
+#: A thumbnail pass: payloads are catalog rows, a result is a list of thumbnail columns.
+THUMBNAILS = Work(worker.thumbnails, _thumbnail_error, lambda row: row["path"])
+
+
 @dataclass
 class _Task:
     id: int
-    items: list[Item]
+    items: list[tuple[Any, Any]]
     alone: bool = False  # a suspect: read with nothing else in flight
     lost: int = 0  # times lost in a breakage with no file identified
 
@@ -166,6 +191,9 @@ class FilePool:
         :func:`default_memory_limit`, ``None`` for no limit.
     max_inflight : int
         Tasks in flight at once (default: 4 per worker).
+    work : Work
+        What runs on each chunk: :data:`CATALOG` (default) or :data:`THUMBNAILS`.
+        Items are ``(payload, carried)`` pairs; only the payload goes to the worker.
 
     Examples
     --------
@@ -178,12 +206,13 @@ class FilePool:
     options: RecordOptions
     memory_limit: int | None = -1
     max_inflight: int = 0
+    work: Work = CATALOG
     #: Times the pool was restarted after a worker died.
     restarts: int = 0
     _pool: ProcessPoolExecutor | None = field(default=None, repr=False)
     _dir: str | None = field(default=None, repr=False)
     _procs: list[Any] = field(default_factory=list, repr=False)
-    _inflight: dict[Future[pa.RecordBatch], _Task] = field(default_factory=dict, repr=False)
+    _inflight: dict[Future[Any], _Task] = field(default_factory=dict, repr=False)
     _next_id: int = 0
 
     def __enter__(self) -> FilePool:
@@ -208,10 +237,10 @@ class FilePool:
         """Files submitted whose rows have not come back yet."""
         return sum(len(t.items) for t in self._inflight.values())
 
-    def reading(self) -> dict[int, FileRef]:
-        """Worker process id -> the file it is reading now (diagnostics, tests)."""
+    def reading(self) -> dict[int, Any]:
+        """Worker process id -> the payload (file) it is reading now (diagnostics, tests)."""
         tasks = {t.id: t for t in list(self._inflight.values())}
-        out: dict[int, FileRef] = {}
+        out: dict[int, Any] = {}
         for pid, (task_id, index) in self._records(consume=False).items():
             task = tasks.get(task_id)
             if task is not None and 0 <= index < len(task.items):
@@ -236,14 +265,14 @@ class FilePool:
             self._procs = list(getattr(self._pool, "_processes", {}).values())
         return self._pool
 
-    def _task(self, items: list[Item], alone: bool = False, lost: int = 0) -> _Task:
+    def _task(self, items: list[tuple[Any, Any]], alone: bool = False, lost: int = 0) -> _Task:
         self._next_id += 1
         return _Task(self._next_id, items, alone, lost)
 
     def _submit(self, task: _Task) -> None:
         pool = self._start()
         refs = [r for r, _ in task.items]
-        fut = pool.submit(worker.run, refs, self.options, task.id)
+        fut = pool.submit(self.work.run, refs, self.options, task.id)
         self._inflight[fut] = task
 
     def _records(self, consume: bool) -> dict[int, tuple[int, int]]:
@@ -288,7 +317,7 @@ class FilePool:
 
     def _broken(
         self, pending: deque[_Task], suspects: deque[_Task]
-    ) -> Iterator[tuple[list[Item], pa.RecordBatch]]:
+    ) -> Iterator[tuple[list[Any], Any]]:
         """The pool broke: keep finished results, find the files being read, restart."""
         assert self._pool is not None
         self._pool.shutdown(wait=True, cancel_futures=True)  # workers are gone after this
@@ -304,10 +333,10 @@ class FilePool:
             if task.alone:
                 ((ref, _),) = task.items
                 msg = (
-                    f"{ref.path}: {how} while reading this file, and again when it was read "
+                    f"{self.work.path(ref)}: {how} while reading this file, and again when it was read "
                     "alone (out of memory, a crash in a decoder, or killed); file skipped"
                 )
-                yield task.items, _error_batch(ref, msg)
+                yield task.items, self.work.error(ref, msg)
                 continue
             index = reading.get(task.id)
             if index is None:  # lost before a file was started: again, then one by one
@@ -323,16 +352,17 @@ class FilePool:
 
     def _failed(
         self, task: _Task, e: BaseException, pending: deque[_Task]
-    ) -> Iterator[tuple[list[Item], pa.RecordBatch]]:
+    ) -> Iterator[tuple[list[Any], Any]]:
         """A task raised without breaking the pool: split it, or one file's error row."""
         if len(task.items) > 1:
             pending.extend(self._task([it]) for it in task.items)
             return
         ((ref, _),) = task.items
-        yield task.items, _error_batch(ref, f"{ref.path}: {type(e).__name__} in the worker: {e}")
+        msg = f"{self.work.path(ref)}: {type(e).__name__} in the worker: {e}"
+        yield task.items, self.work.error(ref, msg)
 
     # ------------------------------------------------------------------- run
-    def run(self, chunks: Iterable[list[Item]]) -> Iterator[tuple[list[Item], pa.RecordBatch]]:
+    def run(self, chunks: Iterable[list[Any]]) -> Iterator[tuple[list[Any], Any]]:
         """Catalog every chunk; yields ``(items, batch)`` as results come back (any order).
 
         Every file of every chunk comes back exactly once, in some batch: its row,

@@ -152,16 +152,25 @@ def run(refs: Sequence[FileRef], options: RecordOptions, task_id: int = 0) -> pa
     return pa.RecordBatch.from_pylist(rows, schema=SCHEMA)
 
 
-def thumbnails(rows: Sequence[dict[str, Any]], options: RecordOptions) -> list[dict[str, Any]]:
+def thumbnail_error_row(message: str) -> dict[str, Any]:
+    """Thumbnail columns of a row whose thumbnail could not be made (``thumbnail_error``)."""
+    cols: dict[str, Any] = {c.name: None for c in THUMBNAIL_COLUMNS}
+    cols["thumbnail_error"] = message
+    return cols
+
+
+def thumbnails(
+    rows: Sequence[dict[str, Any]], options: RecordOptions, task_id: int = 0
+) -> list[dict[str, Any]]:
     """Thumbnail columns for a chunk of catalog rows (the task of a thumbnail pass)."""
     out = []
-    for row in rows:
+    for i, row in enumerate(rows):
+        _mark(task_id, i)
         try:
             out.extend(thumbnail_rows([row], options))
         except (KeyboardInterrupt, SystemExit):
             raise
         except BaseException as e:  # a decoder panic: this row's thumbnail_error only
-            cols: dict[str, Any] = {c.name: None for c in THUMBNAIL_COLUMNS}
-            cols["thumbnail_error"] = f"{row['path']}: {type(e).__name__}: {e}"
-            out.append(cols)
+            out.append(thumbnail_error_row(f"{row['path']}: {type(e).__name__}: {e}"))
+    _mark(task_id, -1)
     return out
