@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 import urllib.parse
+import warnings
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -329,10 +330,17 @@ def test_install_extracts_the_build_from_the_wheel_once(tmp_path: Path) -> None:
         zf.writestr("monailabel/endpoints/static/ohif/app.bundle.js.map", "map")
         zf.writestr("monailabel/endpoints/static/ohif/assets/logo.svg", "<svg/>")
         zf.writestr("monailabel/app.py", "python")
+        zf.writestr("monailabel/client/client.py", "import requests")
     root = tmp_path / "cache"
     dist = monailabel_ohif.install(root, wheel=wheel, quiet=True)
     kept = sorted(str(p.relative_to(dist)) for p in dist.rglob("*") if p.is_file())
-    assert kept == [monailabel_ohif.MARKER, "app.bundle.js", "assets/logo.svg", "index.html"]
+    assert kept == [
+        f"{monailabel_ohif.CLIENT_DIR}/client.py",
+        monailabel_ohif.MARKER,
+        "app.bundle.js",
+        "assets/logo.svg",
+        "index.html",
+    ]
     assert monailabel_ohif.installed_version(root) == monailabel_ohif.MONAILABEL_VERSION
     wheel.unlink()  # a second call neither downloads nor reads a wheel: the marker says it is there
     assert monailabel_ohif.install(root, quiet=True) == dist
@@ -390,3 +398,45 @@ def test_clicks_grow_a_region_and_background_clicks_cut_it(ml_server: tuple) -> 
         f"{url}/monailabel/infer/region-grow", params={"image": ct}, files=_form({"foreground": []})
     )
     assert r.status_code == 400 and "no foreground point" in r.text
+
+
+def _wheel_client() -> object:
+    """``monailabel.client.MONAILabelClient`` from the installed wheel's files (needs only requests)."""
+    import importlib.util
+
+    path = monailabel_ohif.dist_dir() / monailabel_ohif.CLIENT_DIR / "client.py"
+    if not path.is_file():
+        pytest.fail(f"{path} missing: python -m pixels.web.monailabel_ohif install --force")
+    spec = importlib.util.spec_from_file_location("monailabel_wheel_client", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # it imports cgi
+        spec.loader.exec_module(module)
+    return module.MONAILabelClient
+
+
+@needs_build
+def test_monailabel_python_client_against_pixels(tmp_path: Path) -> None:
+    """MONAI Label's own client (0.8.5, from the wheel): info, infer, save_label, datastore."""
+    catalog, ct, _, files = _catalog(tmp_path)
+    labels, _ = _expected(catalog, ct)
+    client_class = _wheel_client()
+    with running(create_app(catalog, viewer=False)) as url:
+        client = client_class(url + "/monailabel/", tmpdir=str(tmp_path / "client"))  # type: ignore[operator]
+        (tmp_path / "client").mkdir()
+        info = client.info()
+        assert info["models"]["ct-tissue"]["type"] == "segmentation"
+        image_out, params = client.infer("ct-tissue", ct, {})
+        assert params["label_names"] == info["models"]["ct-tissue"]["labels"]
+        _, body = _split_nrrd(Path(image_out).read_bytes())
+        x, y, z = labels.shape
+        got = np.frombuffer(body, np.uint8).reshape(z, y, x).transpose(2, 1, 0)
+        np.testing.assert_array_equal(got, labels)
+        answer = client.save_label(ct, image_out, params={"label_names": params["label_names"]})
+        assert answer["image"] == ct
+        store = client.datastore()
+        assert (
+            store["objects"][ct]["labels"]["final"]["info"]["SeriesInstanceUID"] == answer["label"]
+        )
+    assert Path(files[0]).exists()

@@ -13,8 +13,8 @@ so pointing them at ``http://<pixels>/monailabel/`` makes Pixels their server:
   ``image`` answers the label volume as NRRD (:mod:`pixels.web.nrrd`: ``uint8``,
   raw, ``sizes: X Y Z``, columns fastest, slices in increasing order along the
   normal of the image plane, which is the order cornerstone's volume holds them
-  in), ``json`` the label names and latencies, ``all`` both as
-  ``multipart/form-data`` (part ``params`` then part ``image``);
+  in), ``json`` the label names and latencies, ``all`` (the default)
+  both as ``multipart/form-data`` (part ``params`` then part ``image``);
 - ``GET datastore/?output=stats|all|ids``: the catalog's image series and which
   have a segmentation;
 - ``PUT datastore/label?image=<SeriesInstanceUID>`` (form fields ``params`` and
@@ -289,7 +289,9 @@ async def infer(request: Request) -> Response:
     state = state_of(request)
     name = request.path_params["model"]
     uid = check_uid(request.query_params.get("image", ""), "image")
-    output = request.query_params.get("output", "image")
+    output = request.query_params.get(
+        "output", "all"
+    )  # as MONAI Label: monailabel.client sends none
     if output not in ("image", "json", "all"):
         raise HTTPException(400, f"output={output!r}: one of image, json, all")
     fields = await _request_fields(request)

@@ -5,7 +5,8 @@ The ``monailabel`` wheel on PyPI ships the build as static files under
 pages and assets live under ``/ohif/``). :func:`install` downloads the pinned
 wheel with ``pip download --no-deps`` (monailabel itself is never installed: it
 cannot share an environment with pydicom 3), extracts that folder without source
-maps into a cache folder next to the stock viewer's, and records the version in
+maps (and, in a folder not served, its Python client ``monailabel/client``) into a
+cache folder next to the stock viewer's, and records the version in
 a marker, so a second call does nothing.
 
 :func:`routes` serves it as a single-page app with a generated
@@ -61,6 +62,9 @@ MONAILABEL_VERSION = "0.8.5"
 BASE = "/ohif/"
 MEMBER_PREFIX = "monailabel/endpoints/static/ohif/"
 MARKER = ".pixels-monailabel-ohif-version"
+CLIENT_PREFIX = "monailabel/client/"
+#: Where the wheel's ``monailabel/client/*.py`` are kept (not served: a dot folder).
+CLIENT_DIR = ".monailabel-client"
 COOKIE = "MONAILABEL_SERVER_URL"
 
 
@@ -113,7 +117,8 @@ def install(
     """
     root = root or default_dir()
     dist = dist_dir(root)
-    if not force and installed_version(root) == version:
+    complete = (dist / CLIENT_DIR / "client.py").is_file()  # older installs lack it
+    if not force and complete and installed_version(root) == version:
         if not quiet:
             print(f"MONAI Label OHIF {version} already installed in {dist}", file=sys.stderr)
         return dist
@@ -147,6 +152,11 @@ def install(
                 with zf.open(info) as src, open(dst, "wb") as out:
                     shutil.copyfileobj(src, out, 1 << 20)
                 count += 1
+            for info in zf.infolist():  # its Python client (requests only), for tests
+                if info.filename.startswith(CLIENT_PREFIX) and info.filename.endswith(".py"):
+                    dst = staged / CLIENT_DIR / info.filename[len(CLIENT_PREFIX) :]
+                    dst.parent.mkdir(parents=True, exist_ok=True)
+                    dst.write_bytes(zf.read(info))
         if not (staged / "index.html").is_file():
             raise RuntimeError(f"{wheel.name} has no {MEMBER_PREFIX}index.html")
         (staged / MARKER).write_text(version + "\n")
@@ -193,7 +203,7 @@ def routes(dicomweb_prefix: str, root: Path | None = None) -> list[Route]:
         if not (dist / "index.html").is_file():
             return PlainTextResponse(_MISSING, 404)
         rel = request.path_params.get("path", "")
-        if rel and rel != MARKER:
+        if rel and rel != MARKER and not rel.startswith(CLIENT_DIR):
             target = (dist / rel).resolve()
             if target.is_relative_to(dist) and target.is_file():
                 media = ohif.MIME.get(target.suffix.lower(), "application/octet-stream")
