@@ -153,7 +153,7 @@ def test_viewer_token_is_redacted_from_the_access_log(
 
 
 @pytest.fixture()
-def damaged(tmp_path: Path) -> Iterator[tuple[str, dict[str, Path]]]:
+def damaged(tmp_path: Path) -> Iterator[tuple[str, dict[str, Path], Path]]:
     """A catalog of real files, then one truncated and one deleted on disk."""
     data = tmp_path / "data"
     data.mkdir()
@@ -169,18 +169,20 @@ def damaged(tmp_path: Path) -> Iterator[tuple[str, dict[str, Path]]]:
         f.truncate(size - 1000)  # pixel data cut after cataloging
     files["JPEG2000.dcm"].unlink()  # a file gone since it was cataloged
     with running(create_app(catalog, token="")) as url:
-        yield url, {name: Path(p) for name, p in paths.items()}
+        yield url, {name: Path(p) for name, p in paths.items()}, files["CT_small.dcm"]
 
 
-def test_errors_keep_the_connection_usable(damaged: tuple[str, dict[str, Path]]) -> None:
-    url, paths = damaged
+def test_errors_keep_the_connection_usable(damaged: tuple[str, dict[str, Path], Path]) -> None:
+    url, paths, damaged_file = damaged
     ct, mr, gone = (str(paths[n]) for n in ("CT_small.dcm", "MR_small_RLE.dcm", "JPEG2000.dcm"))
     with httpx.Client(base_url=url, timeout=30) as client:
         for _ in range(2):
             r = client.get(ct + "/frames/1", headers=FRAME)
             assert r.status_code == 500 and "truncated" in r.text
+            assert str(damaged_file) in r.text  # the body names the file
             r = client.get(ct + "/rendered")
             assert r.status_code == 500 and "truncated" in r.text
+            assert str(damaged_file) in r.text
             # the same connection answers the next request
             r = client.get(mr + "/frames/1", headers=FRAME)
             assert r.status_code == 200

@@ -531,7 +531,7 @@ class _Encapsulated:
         return groups
 
 
-def read_frame(fp: BinaryIO, index: FrameIndex, frame: int) -> bytes:
+def read_frame(fp: BinaryIO, index: FrameIndex, frame: int, *, path: str | None = None) -> bytes:
     """Return frame `frame` (from 0): encapsulated, its fragments joined; bit-packed, re-aligned.
 
     Seeks to and reads only that frame's bytes (one read per fragment). Bit-packed
@@ -541,13 +541,18 @@ def read_frame(fp: BinaryIO, index: FrameIndex, frame: int) -> bytes:
     (thumbnails, WADO-RS frames, patches, datasets) gets the frame as if it were stored
     alone.
 
+    `path` names the file in errors (default: ``fp.name`` when it is a string).
+
     Raises
     ------
     IndexError
         `frame` is not in the index.
     DicomReadError
-        The file holds fewer bytes than the index says.
+        The file holds fewer bytes than the index says (the message names the path).
     """
+    if path is None:
+        name = getattr(fp, "name", None)
+        path = name if isinstance(name, str) else None
     if not 0 <= frame < len(index.offsets):
         raise IndexError(f"frame {frame} out of range: the index has {len(index.offsets)} frames")
     parts = index.fragments[frame] if index.fragments is not None else None
@@ -560,7 +565,8 @@ def read_frame(fp: BinaryIO, index: FrameIndex, frame: int) -> bytes:
         if len(data) != ln:
             raise DicomReadError(
                 f"truncated: frame {frame} of the pixel data should have {ln} bytes at "
-                f"byte {off}, the file holds {len(data)}"
+                f"byte {off}, the file holds {len(data)}",
+                path=path,
             )
         out.append(data)
     joined = out[0] if len(out) == 1 else b"".join(out)

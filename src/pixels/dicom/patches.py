@@ -244,7 +244,7 @@ def patch_file(
         if not 0 <= f < n:
             raise PixelsError(f"frame {f} out of range: the file has {n} frame(s)", path)
         try:
-            data = read_frame(fp, index, f)  # bit-packed frames come back re-aligned
+            data = read_frame(fp, index, f, path=path)  # bit-packed frames come back re-aligned
             arr = decode_frame(data, info, path=path)
         except PixelsError as e:
             reason = e.reason if f"frame {f}" in e.reason else f"frame {f}: {e.reason}"

@@ -233,7 +233,7 @@ def thumbnail_from_file(
     chosen = n // 2 if frame is None else frame
     if not 0 <= chosen < n:
         raise PixelsError(f"frame {chosen} out of range: the file has {n} frame(s)", path)
-    data = read_frame(fp, index, chosen)
+    data = read_frame(fp, index, chosen, path=path)
     k = reduce_level(info.rows, info.columns, max_size, transfer_syntax)
     arr = decode_frame(data, info, reduce=k, path=path)
     arr = _shrink(np.asarray(arr), max_size, js)

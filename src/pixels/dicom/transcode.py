@@ -232,7 +232,9 @@ class Transcoder:
         info = self._info
         ba = info.bits_allocated
         dtype = np.dtype(f"<{'i' if info.pixel_representation else 'u'}{max(ba // 8, 1)}")
-        arr = decode_frame(read_frame(self._fp, self._index, k), info, path=self.path)
+        arr = decode_frame(
+            read_frame(self._fp, self._index, k, path=self.path), info, path=self.path
+        )
         return np.ascontiguousarray(arr).astype(dtype, copy=False).tobytes()
 
     def _header(self) -> bytes:

@@ -227,7 +227,7 @@ def _decode_row_frame(
         raise PixelsError("no frame index (deflated, 1-bit or no pixel data)", row["path"])
     info = PixelInfo.from_json(meta, row.get("TransferSyntaxUID") or "1.2.840.10008.1.2.1")
     with open_file(FileRef.from_row(row), storage_options=storage_options) as fp:
-        data = read_frame(fp, index, frame)
+        data = read_frame(fp, index, frame, path=row["path"])
     return decode_frame(data, info, path=row["path"])
 
 

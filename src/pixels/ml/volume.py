@@ -314,7 +314,7 @@ def _read_file_slices(
         raise PixelsError("1-bit pixel data is not a greyscale volume")
     with open_file(FileRef.from_row(row), storage_options=storage_options) as fp:
         for k, s in slices:
-            data = read_frame(fp, index, s.frame)
+            data = read_frame(fp, index, s.frame, path=path)
             arr = decode_frame(data, info, path=path)
             if arr.shape[:2] != (s.rows, s.columns):
                 raise PixelsError(

@@ -307,20 +307,20 @@ class FrameSource:
         """Frame `k` (0-based) as stored: encapsulated, its fragments joined."""
         from pixels.dicom.frames import read_frame
 
-        return read_frame(self.fp, self.index, k)
+        return read_frame(self.fp, self.index, k, path=self.opened.path)
 
     def little_endian(self, k: int) -> bytes:
         """Native frame `k` in Explicit VR Little Endian (big endian data byte-swapped)."""
         from pixels.dicom.frames import read_frame
 
         if self.transfer_syntax != codecs.EXPLICIT_BE:
-            return read_frame(self.fp, self.index, k)
+            return read_frame(self.fp, self.index, k, path=self.opened.path)
         info = self.info
         ba = info.bits_allocated
         vr = str((self.meta.get("7FE00010") or {}).get("vr", "OW"))
         width = ba // 8 if ba > 8 else 2 if vr == "OW" else 1
         if width == 1:
-            return read_frame(self.fp, self.index, k)
+            return read_frame(self.fp, self.index, k, path=self.opened.path)
         # swap whole words counted from the start of the value, then cut the frame out
         value_start = self.index.offsets[0]
         off = self.index.offsets[k]
