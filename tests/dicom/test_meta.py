@@ -595,3 +595,60 @@ def test_reads_from_memory_at_any_position() -> None:
     h2 = _read(get_testdata_file("CT_small.dcm") or "")
     assert h1 == h2
     assert os.path.basename(__file__) == "test_meta.py"
+
+
+@pytest.mark.parametrize(
+    ("name", "depth"),
+    [
+        ("CT_small.dcm", 200),  # explicit VR little endian: the fast parser refuses it
+        ("CT_small.dcm", 5000),
+        ("MR_small_implicit.dcm", 200),  # read by pydicom: its recursion named
+        ("MR_small_bigendian.dcm", 1000),
+    ],
+)
+def test_sequences_nested_too_deep_are_an_error_row_naming_the_tag(
+    name: str, depth: int, tmp_path: Path
+) -> None:
+    """(0008,1115) nested `depth` levels before the first element of a real file: one error row
+    naming the file and the tag; the other files of the run keep their rows."""
+    import hostile
+    from pixels import Catalog
+
+    data = get_testdata_file(name, read=False)
+    raw = Path(data).read_bytes()
+    ts = pydicom.dcmread(data, stop_before_pixels=True).file_meta.TransferSyntaxUID
+    first = min((e for e in hostile._elements(raw) if e.tag.group > 2), key=lambda e: e.value_tell)
+    at = first.value_tell - (8 if (first.is_implicit_VR or not hostile._long_vr(first)) else 12)
+    nested = hostile._nested(depth, 0x00081115, ts.is_little_endian, not ts.is_implicit_VR)
+    src = tmp_path / "data"
+    src.mkdir()
+    deep = src / "deep.dcm"
+    deep.write_bytes(raw[:at] + nested + raw[at:])
+    shutil.copyfile(get_testdata_file("CT_small.dcm"), src / "ok.dcm")
+    cat = Catalog(tmp_path / "cat")
+    cat.catalog(src, workers=0)
+    rows = {
+        Path(r["path"]).name: r
+        for r in cat.sql_arrow("SELECT path, error, SOPInstanceUID FROM object_catalog").to_pylist()
+    }
+    assert set(rows) == {"deep.dcm", "ok.dcm"}
+    err = rows["deep.dcm"]["error"]
+    assert err is not None and err.startswith(f"{deep}: sequence (0008,1115) is nested more than ")
+    assert "levels deep (inside (0008,1115)" in err and "RecursionError" not in err
+    assert rows["ok.dcm"]["error"] is None and rows["ok.dcm"]["SOPInstanceUID"]
+
+
+def test_sequences_nested_within_the_limit_read_like_pydicom() -> None:
+    """A real file with (0008,1115) nested 50 levels deep: read, the innermost item reached."""
+    import hostile
+
+    data = get_testdata_file("CT_small.dcm", read=False)
+    raw = Path(data).read_bytes()
+    first = min((e for e in hostile._elements(raw) if e.tag.group > 2), key=lambda e: e.value_tell)
+    at = first.value_tell - (8 if (first.is_implicit_VR or not hostile._long_vr(first)) else 12)
+    blob = raw[:at] + hostile._nested(50, 0x00081115, True, True) + raw[at:]
+    js = json.loads(read_header(io.BytesIO(blob), path="deep.dcm").meta)
+    level, n = js["00081115"], 1
+    while level["Value"] and "00081115" in level["Value"][0]:
+        level, n = level["Value"][0]["00081115"], n + 1
+    assert n == 50 and js["00080060"]["Value"] == ["CT"]

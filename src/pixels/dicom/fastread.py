@@ -50,13 +50,16 @@ from pixels.dicom.jsonenc import (
     _UnhandledError,
 )
 from pixels.dicom.tags import PIXEL_DATA_TAGS
+from pixels.errors import DicomReadError
 
-__all__ = ["FIRST_READ", "MAX_HEADER", "Parsed", "parse"]
+__all__ = ["FIRST_READ", "MAX_HEADER", "MAX_SEQUENCE_DEPTH", "Parsed", "parse"]
 
 #: Bytes read first (preamble, file meta and, in practice, the whole header).
 FIRST_READ = 64 * 1024
 #: Headers longer than this are left to pydicom.
 MAX_HEADER = 8 * 1024 * 1024
+#: Sequences nested deeper than this are refused (a clear error, not a ``RecursionError``).
+MAX_SEQUENCE_DEPTH = 100
 
 _NOT_EXPLICIT_LE = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.2", *_DEFLATED}
 #: Explicit VR bytes -> (VR, has a 4-byte length); pydicom's ENCODED_VR.
@@ -132,6 +135,9 @@ def parse(fp: BinaryIO, start: int, bulk_threshold: int) -> Parsed | None:
                 more = fp.read(len(buf))
                 eof = len(more) < len(buf)
                 buf += more
+    except DicomReadError:  # refused (nesting too deep): pydicom would only recurse further
+        fp.seek(start)
+        raise
     except Exception:  # _FallbackError, or anything unforeseen: pydicom decides
         pass
     fp.seek(start)
@@ -340,7 +346,19 @@ class _Parser:
             raise _FallbackError from None
 
     def sequence(self, pos: int, length: int, tagpath: str) -> tuple[list[Any], int]:
-        """Encode the items of a sequence whose value starts at `pos`."""
+        """Encode the items of a sequence whose value starts at `pos`.
+
+        Raises
+        ------
+        DicomReadError
+            The sequence is nested more than :data:`MAX_SEQUENCE_DEPTH` levels deep.
+        """
+        if tagpath.count("/") >= 2 * MAX_SEQUENCE_DEPTH:
+            outer, tag = tagpath.split("/", 1)[0], tagpath.rsplit("/", 1)[-1]
+            raise DicomReadError(
+                f"sequence ({tag[:4]},{tag[4:]}) is nested more than {MAX_SEQUENCE_DEPTH} "
+                f"levels deep (inside ({outer[:4]},{outer[4:]})): refused"
+            )
         items: list[Any] = []
         if not length:
             return items, pos

@@ -533,6 +533,8 @@ def read_header(
         ds, src, transfer_syntax, implicit, little = _read_dataset(fp, start, forced, path)
     except DicomReadError as e:
         raise DicomReadError(e.reason, path=path) from e
+    except RecursionError as e:
+        raise DicomReadError(_too_deep(e), path=path) from e
     except Exception as e:
         raise DicomReadError(
             f"not a readable DICOM file: {type(e).__name__}: {e}", path=path
@@ -742,6 +744,8 @@ def _read_fast(fp: BinaryIO, start: int, path: str, bulk_threshold: int) -> Head
     """The fast path: None when the file is left to pydicom (`fp` back at `start`)."""
     try:
         parsed = parse(fp, start, bulk_threshold)
+    except DicomReadError as e:  # refused by the parser (sequences nested too deep)
+        raise DicomReadError(e.reason, path=path) from e
     except Exception as e:  # the file cannot even be rewound
         raise DicomReadError(f"cannot read file: {type(e).__name__}: {e}", path=path) from e
     if parsed is None:
@@ -761,6 +765,29 @@ def _read_fast(fp: BinaryIO, start: int, path: str, bulk_threshold: int) -> Head
         raise DicomReadError(f"cannot encode header: {type(e).__name__}: {e}", path=path) from e
     keys = _keys(js, transfer_syntax)
     return Header(text, keys, False, transfer_syntax, problem, js, None if problem else after)
+
+
+def _too_deep(e: RecursionError) -> str:
+    """Name the sequences pydicom was reading when it ran out of recursion depth.
+
+    pydicom reads nested sequences recursively; its element generator holds the tag
+    of the sequence it is in (``tag``, ``vr == "SQ"``) in each frame of the traceback.
+    """
+    tags: list[int] = []
+    tb = e.__traceback__
+    while tb is not None:
+        frame = tb.tb_frame
+        if frame.f_code.co_name == "data_element_generator" and frame.f_locals.get("vr") == "SQ":
+            tag = frame.f_locals.get("tag")
+            if isinstance(tag, int):
+                tags.append(tag)
+        tb = tb.tb_next
+    if not tags:
+        return "sequences nested too deep to read (past Python's recursion limit): refused"
+    return (
+        f"sequence {_tag_str(tags[-1])} is nested more than {len(tags)} levels deep "
+        f"(inside {_tag_str(tags[0])}; past Python's recursion limit): refused"
+    )
 
 
 def _check_forced(ds: Dataset, path: str) -> None:
