@@ -138,3 +138,48 @@ def test_panel_connects_and_paints_ct_tissue(
             assert not [m for m in log if m.startswith("pageerror")]
         finally:
             page.close()
+
+
+@pytest.mark.browser
+@needs_build
+def test_a_foreground_click_grows_a_region(
+    ct_study: tuple[str, str, str], browser: object, tmp_path: Path
+) -> None:
+    """Point Prompts: pick the region-grow model's label, click in the CT, Run: a region appears."""
+    catalog, study, series = ct_study
+    log: list[str] = []
+    with running(create_app(catalog)) as url:
+        page = browser.new_page()  # type: ignore[attr-defined]
+        page.on("console", lambda m: log.append(f"{m.type}: {m.text}"))
+        page.on("response", lambda r: log.append(f"RESPONSE {r.status} {r.url}"))
+        try:
+            page.goto(url + monailabel_ohif.viewer_url(study), wait_until="domcontentloaded")
+            page.locator("#monailabelServerURL").wait_for(timeout=90_000)
+            _wait(page, log, "displaySetsToAllImages", 90)
+            if page.locator("text=Confirm and Hide").count():
+                page.click("text=Confirm and Hide")
+            page.click(".monaiLabelPanel .settingsTable button.actionButton")
+            _wait(page, log, f"RESPONSE 200 {url}/monailabel/info/", 120)
+            page.click("label.tab-label:has-text('Point Prompts')")
+            page.wait_for_timeout(1000)
+            page.click("tr.clickable-row:has-text('region')")
+            page.wait_for_timeout(1000)
+            box = page.locator("canvas.cornerstone-canvas").first.bounding_box()
+            assert box and box["width"] > 100
+            before = _chromatic(page.screenshot(), box)
+            # the soft tissue below the vertebra (the image is centred in the viewport)
+            page.mouse.click(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.56)
+            page.wait_for_timeout(1000)
+            page.click(
+                "div.tab:has(label.tab-label:has-text('Point Prompts')) button:has-text('Run')"
+            )
+            _wait(page, log, f"RESPONSE 200 {url}/monailabel/infer/region-grow?image={series}", 120)
+            _wait(page, log, "updated the segmentation's scalar data", 30)
+            page.wait_for_timeout(2000)
+            shot = page.screenshot()
+            (tmp_path / "monailabel-region.png").write_bytes(shot)
+            after = _chromatic(shot, box)
+            print(f"coloured share of the axial viewport: {before:.3f} before, {after:.3f} after")
+            assert before < 0.05 and after > 0.15, (before, after)
+        finally:
+            page.close()
