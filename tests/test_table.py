@@ -237,7 +237,7 @@ def test_optimize_during_a_catalog_run_and_serve(corpus: Path, tmp_path: Path) -
                 "1",
                 "-q",
                 "--commit-rows",
-                "60",
+                "10",
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -261,14 +261,18 @@ def test_optimize_during_a_catalog_run_and_serve(corpus: Path, tmp_path: Path) -
 
         client = threading.Thread(target=ask, daemon=True)
         client.start()
+        # optimize as soon as the run has committed something new since the last optimize
+        # (small commits keep the run going long enough for several, on a fast machine too)
         optimized = 0
+        seen = DeltaTable(str(table)).version()
         while run.poll() is None and optimized < 3:
-            if DeltaTable(str(table)).version() >= 12 + 4 * (optimized + 1):
+            if DeltaTable(str(table)).version() > seen:
                 subprocess.run(
                     [*PIXELS, "optimize", "--table", str(table)], check=True, capture_output=True
                 )
                 optimized += 1
-            time.sleep(0.1)
+                seen = DeltaTable(str(table)).version()
+            time.sleep(0.05)
         _, err = run.communicate(timeout=600)
         stop.set()
         client.join(timeout=120)
