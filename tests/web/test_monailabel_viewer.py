@@ -43,8 +43,10 @@ def ct_study(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str, str]:
     return catalog, ds.StudyInstanceUID, ds.SeriesInstanceUID
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def browser() -> Iterator[object]:
+    """A fresh Chromium profile per test: the panel keeps state between pages of one profile
+    (the second test's refresh never reached its own server when the profile was shared)."""
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} missing: apt-get install chromium (scripts/setup.sh does)")
     from playwright.sync_api import sync_playwright
