@@ -277,7 +277,9 @@ def test_optimize_during_a_catalog_run_and_serve(corpus: Path, tmp_path: Path) -
         stop.set()
         client.join(timeout=120)
         assert run.returncode == 0, err
-        assert optimized >= 2, "the catalog run ended before optimize could run during it"
+        # at least one optimize started while the run was going (a fast machine finishes
+        # the run during the first optimize: asking for two made the test a race)
+        assert optimized >= 1, "the catalog run ended before optimize could run during it"
         assert answers > 20 and not failures, failures[:5]
         n, d = count_distinct(table)
         assert n == d == len(tree_files(corpus))
