@@ -160,3 +160,46 @@ def test_patches_command(tmp_path: Path) -> None:
         check=False,
     )
     assert bad.returncode == 1 and "SQL error" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_pydicom_warnings_kept_per_row_and_summarised(tmp_path: Path) -> None:
+    """pydicom's warnings never reach the terminal: each is in its file's row, with the
+    tag, and the run ends with a count by kind and example paths (workers and in-process)."""
+    from pixels.catalog import Catalog
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("badVR.dcm", "SC_rgb_jpeg.dcm", "CT_small.dcm"):
+        (data / name).write_bytes(sample_file(name).read_bytes())
+    # a real CT whose Instance Number (0020,0013) IS value "1 " becomes the invalid "7B"
+    ct = sample_file("CT_small.dcm").read_bytes()
+    at = ct.find(b"\x20\x00\x13\x00IS\x02\x00")
+    assert at > 0
+    mutated = ct[: at + 8] + b"7B" + ct[at + 10 :]
+    (data / "ct_bad_is.dcm").write_bytes(mutated)
+    for workers in ("2", "0"):
+        cat = tmp_path / f"cat{workers}"
+        out = run("catalog", str(data), "--table", str(cat), "--workers", workers, "-q")
+        assert "Warning" not in out.stderr and "warn_and_log" not in out.stderr, out.stderr
+        assert "warnings: 3 files read with warnings" in out.stderr, out.stderr
+        assert "2 × Invalid value for VR IS" in out.stderr, out.stderr
+        assert (
+            "1 × Expected explicit VR, but found implicit VR - using implicit VR for reading"
+            in out.stderr
+        ), out.stderr
+        assert f"e.g. {data / 'SC_rgb_jpeg.dcm'}" in out.stderr
+        rows = (
+            Catalog(cat)
+            .sql_arrow("SELECT path, warnings, error, Modality FROM object_catalog")
+            .to_pylist()
+        )
+        got = {Path(r["path"]).name: r for r in rows}
+        assert got["badVR.dcm"]["warnings"] == ["(0028,0008) Invalid value for VR IS: '1A'."]
+        assert got["ct_bad_is.dcm"]["warnings"] == ["(0020,0013) Invalid value for VR IS: '7B'."]
+        assert got["SC_rgb_jpeg.dcm"]["warnings"] == [
+            "(0008,0008) Expected explicit VR, but found implicit VR - using implicit VR for reading"
+        ]
+        assert got["CT_small.dcm"]["warnings"] is None
+        # warnings do not make a file an error: it is read whole
+        assert all(r["error"] is None for r in rows)
+        assert got["ct_bad_is.dcm"]["Modality"] == "CT"

@@ -207,6 +207,30 @@ def catalog_cmd(
             markup=False,
             soft_wrap=True,
         )
+    _print_warnings(console, stats, table)
+
+
+def _print_warnings(console: Any, stats: Any, table: str) -> None:
+    """The run's warnings by kind: files with each, a few example paths."""
+    if not stats.warned:
+        return
+    console.print(
+        f"warnings: {stats.warned:,} files read with warnings (kept in the `warnings` column)",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
+    kinds = sorted(stats.warning_kinds.items(), key=lambda kv: -kv[1][0])
+    for kind, (n, paths) in kinds:
+        console.print(f"  {n:,} × {kind}", highlight=False, markup=False, soft_wrap=True)
+        for p in paths:
+            console.print(f"      e.g. {p}", highlight=False, markup=False, soft_wrap=True)
+    console.print(
+        f"  ... see all with: pixels sql --table {table} "
+        '"SELECT path, warnings FROM object_catalog WHERE warnings IS NOT NULL"',
+        markup=False,
+        soft_wrap=True,
+    )
 
 
 @main.command("sql")

@@ -212,8 +212,23 @@ STATUS_COLUMNS: tuple[Column, ...] = (
     Column("cataloged_at", TIMESTAMP, "When this row was written."),
 )
 
+#: Columns added after the first release (schema evolution appends them to old tables).
+ADDED_COLUMNS: tuple[Column, ...] = (
+    Column(
+        "warnings",
+        pa.list_(pa.string()),
+        "Warnings from reading the file that did not stop it (pydicom: invalid VR values, implicit/explicit VR mismatch), each with the tag `(gggg,eeee)` where known; null when none.",
+    ),
+)
+
 COLUMNS: tuple[Column, ...] = (
-    FILE_COLUMNS + DICOM_COLUMNS + KEY_COLUMNS + FRAME_COLUMNS + THUMBNAIL_COLUMNS + STATUS_COLUMNS
+    FILE_COLUMNS
+    + DICOM_COLUMNS
+    + KEY_COLUMNS
+    + FRAME_COLUMNS
+    + THUMBNAIL_COLUMNS
+    + STATUS_COLUMNS
+    + ADDED_COLUMNS
 )
 
 #: The Arrow schema of the catalog table.

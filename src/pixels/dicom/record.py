@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from pixels.dicom.codecs import NATIVE_SYNTAXES
 from pixels.dicom.meta import Header
+from pixels.dicom.notices import kept_warnings
 from pixels.errors import DicomReadError, PixelsError
 from pixels.schema import KEY_COLUMNS, SCHEMA, THUMBNAIL_COLUMNS, empty_row
 from pixels.sources import ArchiveLimits, detect_file_type, open_file
@@ -85,14 +86,23 @@ def catalog_record(ref: FileRef, options: RecordOptions | None = None) -> dict[s
     >>> row["Modality"], row["error"]               # doctest: +SKIP
     ('CT', None)
     """
-    from pixels.dicom.meta import read_header
-
     opts = options or RecordOptions()
     row = file_columns(ref)
     if ref.error:
         row["error"] = ref.error
         row["cataloged_at"] = datetime.now(UTC)
         return row
+    with kept_warnings() as kept:  # pydicom's warnings go to the row, not the terminal
+        _read_into(row, ref, opts)
+    row["warnings"] = kept or None
+    row["cataloged_at"] = datetime.now(UTC)
+    return row
+
+
+def _read_into(row: dict[str, Any], ref: FileRef, opts: RecordOptions) -> None:
+    """Fill ``row`` from the file's bytes (a failure sets ``error``, never raises)."""
+    from pixels.dicom.meta import read_header
+
     try:
         with open_file(ref, storage_options=opts.storage_options, limits=opts.limits) as fp:
             head = fp.read(HEAD_BYTES)
@@ -125,8 +135,6 @@ def catalog_record(ref: FileRef, options: RecordOptions | None = None) -> dict[s
         row["error"] = str(e)
     except Exception as e:  # any other failure is still one bad row, never a lost batch
         row["error"] = f"{ref.path}: {type(e).__name__}: {e}"
-    row["cataloged_at"] = datetime.now(UTC)
-    return row
 
 
 def _add_frames(row: dict[str, Any], fp: BinaryIO, header: Header, path: str) -> None:

@@ -13,10 +13,12 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pixels.dicom.notices import warning_kind
 from pixels.dicom.record import RecordOptions
 from pixels.engines import worker
 from pixels.engines.pool import FilePool
@@ -24,6 +26,9 @@ from pixels.sources import iter_files
 from pixels.sources.local import stored_path
 from pixels.sources.ref import FileRef
 from pixels.table import CatalogTable, iter_new
+
+#: Kinds of warning a run's summary counts separately.
+MAX_WARNING_KINDS = 20
 
 
 @dataclass
@@ -50,6 +55,11 @@ class CatalogStats:
         Wall time of the run.
     error_samples : list of str
         Up to 10 error messages, for the summary.
+    warned : int
+        Processed files whose row has ``warnings`` (read, with warnings from pydicom).
+    warning_kinds : dict of str to list
+        Kind of warning (:func:`~pixels.dicom.notices.warning_kind`) -> ``[files, example
+        paths]``: at most :data:`MAX_WARNING_KINDS` kinds (then ``"other"``) and 3 paths each.
     """
 
     listed: int = 0
@@ -61,6 +71,27 @@ class CatalogStats:
     commits: int = 0
     seconds: float = 0.0
     error_samples: list[str] = field(default_factory=list)
+    warned: int = 0
+    warning_kinds: dict[str, list[Any]] = field(default_factory=dict)
+
+    def count_warnings(self, batch: pa.RecordBatch | pa.Table) -> None:
+        """Add the ``warnings`` of a batch of rows to :attr:`warned` and :attr:`warning_kinds`."""
+        if "warnings" not in batch.schema.names:
+            return
+        col = batch.column("warnings")
+        if col.null_count == len(col):
+            return
+        for path, found in zip(batch.column("path").to_pylist(), col.to_pylist(), strict=True):
+            if not found:
+                continue
+            self.warned += 1
+            for kind in dict.fromkeys(warning_kind(w) for w in found):
+                if kind not in self.warning_kinds and len(self.warning_kinds) >= MAX_WARNING_KINDS:
+                    kind = "other"
+                held = self.warning_kinds.setdefault(kind, [0, []])
+                held[0] += 1
+                if len(held[1]) < 3:
+                    held[1].append(path)
 
     @property
     def files_per_second(self) -> float:
@@ -228,6 +259,7 @@ def run_catalog(
                 stats.error_samples.append(e)
         is_dicom = pc.and_(pc.equal(batch.column("file_type"), "dicom"), pc.is_null(err))
         stats.dicom += int(pc.sum(is_dicom).as_py() or 0)
+        stats.count_warnings(batch)
         pending.append(batch)
         pending_rows += batch.num_rows
         pending_bytes += batch.nbytes

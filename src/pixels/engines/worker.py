@@ -26,6 +26,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from pixels.dicom.notices import kept_warnings
 from pixels.dicom.record import RecordOptions, catalog_record, file_columns, thumbnail_rows
 from pixels.schema import SCHEMA, THUMBNAIL_COLUMNS
 from pixels.sources.ref import FileRef
@@ -167,7 +168,8 @@ def thumbnails(
     for i, row in enumerate(rows):
         _mark(task_id, i)
         try:
-            out.extend(thumbnail_rows([row], options))
+            with kept_warnings():  # the catalog pass kept the header's; decoding's are dropped
+                out.extend(thumbnail_rows([row], options))
         except (KeyboardInterrupt, SystemExit):
             raise
         except BaseException as e:  # a decoder panic: this row's thumbnail_error only
