@@ -101,6 +101,36 @@ def main() -> None:
     help="Memory each worker may use, e.g. 4G (0: no limit); a file needing more gets an "
     "error row [default: PIXELS_WORKER_MEMORY, else 90% of RAM shared by the workers].",
 )
+@click.option(
+    "--watch",
+    is_flag=True,
+    help="Keep running: catalog files as they appear or change in the folder SOURCE "
+    "(inotify, or polling where there is none); Ctrl-C stops, a restart resumes.",
+)
+@click.option(
+    "--poll", is_flag=True, help="With --watch: poll the folder even where inotify is available."
+)
+@click.option(
+    "--poll-interval",
+    type=float,
+    default=2.0,
+    show_default=True,
+    help="With --watch: seconds between walks when polling.",
+)
+@click.option(
+    "--settle",
+    type=float,
+    default=2.0,
+    show_default=True,
+    help="With --watch: seconds a file must stay unchanged (size, times) before it is read.",
+)
+@click.option(
+    "--deletions",
+    type=click.Choice(["keep", "remove"]),
+    default="keep",
+    show_default=True,
+    help="With --watch: keep the rows of deleted files (as Auto Loader does) or remove them.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def catalog_cmd(
     source: str,
@@ -118,8 +148,17 @@ def catalog_cmd(
     thumbnail_size: int = 256,
     thumbnail_format: str = "jpeg",
     worker_memory: str | None = None,
+    watch: bool = False,
+    poll: bool = False,
+    poll_interval: float = 2.0,
+    settle: float = 2.0,
+    deletions: str = "keep",
 ) -> None:
-    """List SOURCE (folder, file, zip, s3://... URL) and catalog new or changed files."""
+    """List SOURCE (folder, file, zip, s3://... URL) and catalog new or changed files.
+
+    With --watch, keep running and catalog files of the folder SOURCE as they are
+    written (each once it has stopped changing), in small commits.
+    """
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -142,6 +181,35 @@ def catalog_cmd(
                 param_hint="--worker-memory",
             ) from None
     cat = Catalog(table, storage_options=_storage_options(storage_option))
+    if watch:
+        from pixels.dicom.record import RecordOptions
+
+        opts = RecordOptions(
+            storage_options=_storage_options(storage_option),
+            thumbnails=thumbnails,
+            thumbnail_size=thumbnail_size,
+            thumbnail_format=thumbnail_format,
+        )
+        _watch(
+            console,
+            source,
+            cat.table,
+            quiet=quiet,
+            workers=workers,
+            pattern=pattern,
+            recursive=not no_recursive,
+            expand_archives=not no_archives,
+            extract_dir=extract_dir,
+            options=opts,
+            retry_errors=retry_errors,
+            worker_memory=memory,
+            poll=True if poll else None,
+            poll_interval=poll_interval,
+            settle=settle,
+            commit_rows=min(commit_rows, 500),
+            deletions=deletions,
+        )
+        return
     progress = Progress(
         TextColumn("[bold]cataloging"),
         BarColumn(),
@@ -208,6 +276,62 @@ def catalog_cmd(
             soft_wrap=True,
         )
     _print_warnings(console, stats, table)
+
+
+def _watch(console: Any, source: str, table: Any, *, quiet: bool, **kwargs: Any) -> None:
+    """``pixels catalog --watch``: run until Ctrl-C or SIGTERM, one line per commit."""
+    import signal
+    import time
+
+    from pixels.engines.watch import Watcher, WatchStats
+    from pixels.errors import PixelsError
+
+    def on_commit(s: WatchStats, rows: int) -> None:
+        if not quiet:
+            console.print(
+                f"{time.strftime('%H:%M:%S')} committed {rows:,} rows · total read "
+                f"{s.processed:,} · errors {s.errors:,} · warnings {s.warned:,}",
+                highlight=False,
+                markup=False,
+                soft_wrap=True,
+            )
+
+    try:
+        watcher = Watcher(source, table, on_commit=on_commit, **kwargs)
+    except (PixelsError, ValueError) as e:
+        console.print(f"[red]error:[/red] {e}")
+        sys.exit(2)
+
+    def stop(signum: int, frame: Any) -> None:
+        if watcher.stopping and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now (committed rows stay)
+        watcher.stop()
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    if not quiet:
+        console.print(
+            f"watching {watcher.root} ({watcher.stats.mode}) -> {table.uri}; Ctrl-C stops",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
+    try:
+        stats = watcher.run()
+    except PixelsError as e:
+        console.print(f"[red]error:[/red] {e}")
+        sys.exit(2)
+    console.print(
+        f"watched {stats.seconds:.0f} s · read {stats.processed:,} ({stats.dicom:,} DICOM) · "
+        f"written {stats.written:,} in {stats.commits:,} commits · removed {stats.removed:,} · "
+        f"errors {stats.errors:,} -> {table.uri}",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
+    for msg in stats.error_samples[:5]:
+        console.print(f"  error: {msg}", highlight=False, markup=False, soft_wrap=True)
+    _print_warnings(console, stats, table.uri)
 
 
 def _print_warnings(console: Any, stats: Any, table: str) -> None:

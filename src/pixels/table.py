@@ -339,6 +339,9 @@ class CatalogTable:
         dt = self.delta()
         paths = table["path"]
         lo, hi = pc.min(paths).as_py(), pc.max(paths).as_py()
+        if len(self._ranges) > 2 * len(dt.file_uris()) + 64:  # files compacted away
+            live = set(dt.file_uris())
+            self._ranges = {u: r for u, r in self._ranges.items() if u in live}
         candidates = [
             u
             for u in dt.file_uris()
@@ -388,6 +391,31 @@ class CatalogTable:
                 )
         dt.update_incremental()
         return table.num_rows + len(replace)
+
+    def remove_paths(self, paths: Collection[str] = (), prefixes: Collection[str] = ()) -> int:
+        """Delete the rows of files that are gone, in one commit; returns the rows deleted.
+
+        A row goes when its ``path`` or ``original_path`` (the archive of a member) is
+        in ``paths`` or starts with one of ``prefixes`` (a removed folder, ``/`` at the
+        end). Used by ``pixels catalog --watch --deletions remove``.
+        """
+        if not (paths or prefixes) or not self.exists():
+            return 0
+        terms = []
+        if paths:
+            listed = ", ".join(sql_string(p) for p in sorted(paths))
+            terms += [f"path IN ({listed})", f"original_path IN ({listed})"]
+        for prefix in sorted(prefixes):
+            terms += [
+                f"starts_with(path, {sql_string(prefix)})",
+                f"starts_with(original_path, {sql_string(prefix)})",
+            ]
+        with self._writer_lock():
+            dt = self.delta()
+            metrics = dt.delete(" OR ".join(terms))
+            dt.update_incremental()
+        self._ranges = {u: r for u, r in self._ranges.items() if u in set(dt.file_uris())}
+        return int(metrics.get("num_deleted_rows", 0))
 
     def _may_hold(self, uri: str, lo: str, hi: str) -> bool:
         """Whether data file ``uri`` may hold a path in ``[lo, hi]`` (its Parquet statistics)."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import resource
+import signal
 import struct
 import sys
 from collections.abc import Sequence
@@ -100,8 +101,11 @@ def limit_memory(max_bytes: int | None) -> None:
 
 
 def init(memory_limit: int | None = None, progress_dir: str | None = None) -> None:
-    """Process-pool initializer: no pandas, bounded memory, progress records."""
+    """Process-pool initializer: Ctrl-C ignored, no pandas, bounded memory, progress records."""
     global _progress_fd, _memory_limit
+    # Ctrl-C reaches the whole process group: the parent decides when workers stop
+    # (it lets them finish their chunk), so an interrupt never costs a file its row
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     block_pandas()
     limit_memory(memory_limit)
     _memory_limit = memory_limit or None

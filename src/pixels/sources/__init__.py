@@ -40,6 +40,7 @@ __all__ = [
     "FileRef",
     "clear_zip_cache",
     "detect_file_type",
+    "expand_local",
     "iter_files",
     "open_file",
 ]
@@ -90,6 +91,28 @@ def _with_archives(
             )
         elif ok:
             yield ref
+
+
+def expand_local(
+    refs: Iterator[FileRef],
+    *,
+    pattern: str | None = None,
+    expand_archives: bool = True,
+    extract_dir: str | None = None,
+    limits: ArchiveLimits = DEFAULT_LIMITS,
+) -> Iterator[FileRef]:
+    """Local files found one by one (as a folder's walk gives them), as :func:`iter_files`
+    lists them: ``pattern`` applied, zip archives expanded (``pixels catalog --watch``)."""
+    yield from _with_archives(
+        refs,
+        None,
+        pattern=pattern,
+        nested=True,
+        expand_archives=expand_archives,
+        extract_dir=extract_dir,
+        limits=limits,
+        storage_options=None,
+    )
 
 
 def iter_files(
