@@ -205,6 +205,7 @@ def catalog_cmd(
             worker_memory=memory,
             poll=True if poll else None,
             poll_interval=poll_interval,
+            reconcile_interval=max(5.0, 10 * poll_interval),
             settle=settle,
             commit_rows=min(commit_rows, 500),
             deletions=deletions,
@@ -321,6 +322,9 @@ def _watch(console: Any, source: str, table: Any, *, quiet: bool, **kwargs: Any)
     except PixelsError as e:
         console.print(f"[red]error:[/red] {e}")
         sys.exit(2)
+    except KeyboardInterrupt:  # a second Ctrl-C: what was committed stays
+        console.print("interrupted: rows not committed are read again by the next run")
+        sys.exit(130)
     console.print(
         f"watched {stats.seconds:.0f} s · read {stats.processed:,} ({stats.dicom:,} DICOM) · "
         f"written {stats.written:,} in {stats.commits:,} commits · removed {stats.removed:,} · "

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import re
 import sys
+import threading
 import warnings
 from collections.abc import Iterator
 from types import FrameType
@@ -35,6 +36,7 @@ MAX_PER_FILE = 20
 #: Characters kept of one message.
 MAX_LENGTH = 300
 _SEE_ALSO = re.compile(r"\s*Please see <[^>]*>.*$", re.DOTALL)
+_TURN = threading.RLock()
 _TAG_NAMES = ("raw_data_element", "raw", "elem", "data_element", "element")
 
 
@@ -74,8 +76,9 @@ def kept_warnings() -> Iterator[list[str]]:
     Yields the list the messages go to, in order, each prefixed with the tag
     ``(gggg,eeee)`` of the element being read when the warning was raised (where
     one is found), at most :data:`MAX_PER_FILE` (then a count of the rest), each
-    repeated message once. Not for threads running other files at the same time:
-    Python's warning filters are per process.
+    repeated message once. Python's warning state is per process: threads reading
+    files in one process (the DICOMweb server's STOW) take turns through this block,
+    so none of them restores another's state.
     """
     kept: list[str] = []
     seen: set[str] = set()
@@ -102,7 +105,7 @@ def kept_warnings() -> Iterator[list[str]]:
         else:
             dropped += 1
 
-    with warnings.catch_warnings():
+    with _TURN, warnings.catch_warnings():
         warnings.simplefilter("always")
         warnings.showwarning = show
         try:

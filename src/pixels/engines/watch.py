@@ -45,6 +45,7 @@ Bounded memory
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import threading
@@ -270,7 +271,7 @@ class Watcher:
         deletions: str = "keep",
         max_pending: int = 50_000,
         compact_every: int = 200,
-        reconcile_interval: float = 60.0,
+        reconcile_interval: float = 30.0,
         on_commit: CommitCallback | None = None,
     ) -> None:
         if deletions not in DELETIONS:
@@ -490,9 +491,11 @@ class Watcher:
         self.stats.walks += 1
         margin = max(2.0, self._settling.settle)
         now = time.time()
-        for ref in iter_local_dir(self.root, recursive=self.recursive):
+        for n, ref in enumerate(iter_local_dir(self.root, recursive=self.recursive)):
             if self._stop.is_set():
                 return
+            if self._notify is not None and n % 1000 == 999:
+                self._take_events(0)  # a long walk: keep the kernel's event queue short
             if self._own is not None and ref.path.startswith(self._own):
                 continue
             if ref.local_path is None or ref.error is not None:
@@ -534,9 +537,17 @@ class Watcher:
     # ---------------------------------------------------------------- reading
     def _process(self, refs: Iterable[FileRef]) -> None:
         """Read the new or changed files among ``refs``; commit as rows come."""
+        refs = iter(refs)
+        head = next(refs, None)
+        if head is None:
+            return  # nothing to read: the table is not even looked at
         self._snapshot = self.table.file_uris()
         todo = iter_new(
-            self.table, refs, retry_errors=self.retry_errors, snapshot=self._snapshot, chunk=500
+            self.table,
+            itertools.chain([head], refs),
+            retry_errors=self.retry_errors,
+            snapshot=self._snapshot,
+            chunk=500,
         )
         chunks = _chunks(todo, 16)
         if self.workers <= 0:

@@ -1,0 +1,57 @@
+"""pydicom's warnings about a file are kept for its row, with the tag, and printed nowhere."""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from pathlib import Path
+
+from corpus import sample_file
+from pixels.dicom.notices import kept_warnings, warning_kind
+from pixels.dicom.record import catalog_record
+from pixels.sources import iter_files
+
+
+def _ref(path: Path):  # type: ignore[no-untyped-def]
+    (ref,) = list(iter_files(str(path)))
+    return ref
+
+
+def test_threads_reading_files_each_keep_their_own_warnings(tmp_path: Path) -> None:
+    """Files read in threads of one process (STOW) each get their own warnings; the
+    process's warning state is as it was afterwards."""
+    bad = tmp_path / "badVR.dcm"
+    bad.write_bytes(sample_file("badVR.dcm").read_bytes())
+    good = tmp_path / "CT_small.dcm"
+    good.write_bytes(sample_file("CT_small.dcm").read_bytes())
+    show, filters = warnings.showwarning, list(warnings.filters)
+    got: list[tuple[str, object]] = []
+
+    def read(path: Path) -> None:
+        for _ in range(10):
+            row = catalog_record(_ref(path))
+            got.append((path.name, row["warnings"]))
+
+    threads = [threading.Thread(target=read, args=(p,)) for p in (bad, good, bad, good)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(got) == 40
+    for name, found in got:
+        if name == "badVR.dcm":
+            assert found == ["(0028,0008) Invalid value for VR IS: '1A'."]
+        else:
+            assert found is None
+    assert warnings.showwarning is show and warnings.filters == filters
+
+
+def test_warnings_outside_a_file_are_untouched() -> None:
+    with warnings.catch_warnings(record=True) as outside:
+        warnings.simplefilter("always")
+        with kept_warnings() as kept:
+            warnings.warn("Invalid value for VR DS: '1.2.3'", UserWarning, stacklevel=1)
+        warnings.warn("after the file", UserWarning, stacklevel=1)
+    assert kept == ["Invalid value for VR DS: '1.2.3'"]
+    assert [str(w.message) for w in outside] == ["after the file"]
+    assert warning_kind(kept[0]) == "Invalid value for VR DS"
