@@ -7,6 +7,7 @@ under it, and reads the Delta table it writes.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -228,3 +229,28 @@ def test_mount_types_that_are_polled(tmp_path: Path) -> None:
         assert why is not None and fstype in why
     elif available():
         assert why is None
+
+
+@pytest.mark.slow
+def test_ctrl_c_commits_every_row_read(tmp_path: Path, watches: list[Watch]) -> None:
+    """Ctrl-C in the middle of a backlog: the rows of every file read are committed before
+    it exits, and a restart reads only the others."""
+    src = tmp_path / "in"
+    n = 400
+    for i in range(n):
+        _write(src / f"{i:04d}.dcm", CT)
+    cat = tmp_path / "cat"
+    w = Watch(src, cat, tmp_path / "watch1.log", "--settle", "1", "-w", "1", "--commit-rows", "50")
+    watches.append(w)
+    w.wait("the first commit", lambda r: len(r) >= 16)
+    assert w.stop(signal.SIGINT) == 0
+    log = w.log.read_text()
+    read = int(re.findall(r"· read ([\d,]+) ", log)[-1].replace(",", ""))
+    held = len(w.rows())
+    assert held == read < n, log
+    w2 = Watch(src, cat, tmp_path / "watch2.log", "--settle", "1", "-w", "1")
+    watches.append(w2)
+    w2.wait("every file", lambda r: len(r) == n)
+    assert w2.stop(signal.SIGINT) == 0
+    log2 = w2.log.read_text()
+    assert int(re.findall(r"· read ([\d,]+) ", log2)[-1].replace(",", "")) == n - read, log2
