@@ -141,7 +141,11 @@ def build_seg(vol: Volume, labels: np.ndarray, model: Model, *, labelmap: bool =
         )
     plain = [s for s in model.segments if not s.includes]
     declared = {s.label for s in plain}
-    found = {int(v) for v in np.unique(labels)} - {0}
+    if labels.dtype == np.uint8:  # a histogram: one pass, no sort of the whole volume
+        found = {int(v) for v in np.flatnonzero(np.bincount(labels.ravel(), minlength=256))}
+    else:
+        found = {int(v) for v in np.unique(labels)}
+    found -= {0}
     if found - declared:
         raise ModelError(
             f"model {model.name} returned labels {sorted(found - declared)} it does not declare "
