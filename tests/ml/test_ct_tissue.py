@@ -100,3 +100,47 @@ def test_overlay_paints_labels(volumes, tmp_path: Path):
     assert lung == (128, 174, 255)
     Image.fromarray(rgb).save(tmp_path / "overlay.png")
     assert (tmp_path / "overlay.png").stat().st_size > 1000
+
+
+def test_shapes_on_blocks_match_full_resolution(volumes, monkeypatch):
+    """The body and lungs are found on ~2 mm blocks for speed; the labels agree with the
+    same steps run on every voxel (each class's Dice >= 0.98 on the real abdomen, chest, head)."""
+    from pixels.ml.models import ct_tissue
+
+    for key in ("abdomen", "chest", "head"):
+        vol = volumes[key]
+        assert ct_tissue._factors(vol.plan.spacing)[0] >= 2  # blocks are used on these CTs
+        fast = ct_tissue.ct_tissue_labels(vol.array, vol.plan.spacing)
+        with monkeypatch.context() as m:
+            m.setattr(ct_tissue, "WORK_MM", 1e-3)  # blocks of one voxel
+            assert ct_tissue._factors(vol.plan.spacing) == (1, 1)
+            exact = ct_tissue.ct_tissue_labels(vol.array, vol.plan.spacing)
+        assert fast.shape == exact.shape == vol.array.shape
+        for label in range(1, 6):
+            a, b = fast == label, exact == label
+            total = int(a.sum() + b.sum())
+            if total:
+                assert 2 * int((a & b).sum()) / total >= 0.98, (key, label)
+
+
+def test_shifted_morphology_is_scipys():
+    """The in-plane erosion / dilation (shifted ANDs / ORs) give scipy.ndimage's result,
+    both border values, on a real CT slice thresholded at several levels."""
+    import scipy.ndimage as ndi
+    from pydicom import dcmread
+
+    from corpus import sample_file
+    from pixels.ml.models.ct_tissue import _disk, _morph
+
+    hu = dcmread(sample_file("CT_small.dcm")).pixel_array.astype(np.float32)
+    for level in (-500, 0, 200):
+        m = np.stack([hu > level, hu > level + 100])
+        for r in (1, 2, 3):
+            st = np.zeros((1, 2 * r + 1, 2 * r + 1), bool)
+            for dy, dx in _disk(r):
+                st[0, dy + r, dx + r] = True
+            for border in (False, True):
+                got = _morph(m, _disk(r), erode=True, border=border)
+                assert np.array_equal(got, ndi.binary_erosion(m, st, border_value=border))
+                got = _morph(m, _disk(r), erode=False, border=border)
+                assert np.array_equal(got, ndi.binary_dilation(m, st, border_value=border))
