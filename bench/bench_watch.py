@@ -6,8 +6,9 @@ small batches, waiting for each batch to be committed before writing the next
 (one commit per batch: a day's trickle compressed). After every ``--every`` files
 it samples the resident memory of the watch process (the parent, and with its
 worker processes). The number tracked is the ratio of RSS after all the files
-to RSS after the first ``--every`` (the baseline, same process, same run): near
-1.0 means memory does not grow with the files seen.
+to RSS after the first ``--every`` (the baseline, same process, same run), and of
+RSS at the end to RSS half-way (after the warm-up: allocator pools, caches, the
+first compaction): near 1.0 means memory does not grow with the files seen.
 
 Usage::
 
@@ -120,6 +121,7 @@ def main() -> None:
         fh.close()
     dt = DeltaTable(str(cat))
     first, last = samples[0], samples[-1]
+    middle = samples[(len(samples) - 1) // 2]
     result = {
         "machine": machine_info(),
         "source": source_digest(),
@@ -130,6 +132,8 @@ def main() -> None:
         "rss_ratio_with_workers": round(
             last["rss_with_workers_mb"] / first["rss_with_workers_mb"], 3
         ),
+        # after the warm-up (allocators, caches, the first compaction): growth per file seen
+        "rss_ratio_watch_second_half": round(last["rss_watch_mb"] / middle["rss_watch_mb"], 3),
         "rows": dt.to_pyarrow_table(columns=["path"]).num_rows,
         "table_version": dt.version(),
         "data_files_at_end": len(dt.file_uris()),
