@@ -203,3 +203,11 @@ def test_pydicom_warnings_kept_per_row_and_summarised(tmp_path: Path) -> None:
         # warnings do not make a file an error: it is read whole
         assert all(r["error"] is None for r in rows)
         assert got["ct_bad_is.dcm"]["Modality"] == "CT"
+
+
+def test_catalog_error_names_the_path_on_one_line(tmp_path: Path) -> None:
+    """A path in an error message is printed whole (not wrapped, brackets not read as markup)."""
+    missing = tmp_path / ("a-long-folder-name-" * 6) / "[red]scan[/red]" / "incoming"
+    out = run("catalog", str(missing), "--table", str(tmp_path / "cat"), "-q", check=False)
+    assert out.returncode == 2
+    assert f"error: {missing}: source not found" in out.stderr.splitlines(), out.stderr

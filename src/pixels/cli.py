@@ -254,7 +254,7 @@ def catalog_cmd(
                 worker_memory=memory,
             )
     except PixelsError as e:
-        console.print(f"[red]error:[/red] {e}")
+        _print_error(console, e)
         sys.exit(2)
     rate = (
         f"{stats.files_per_second:,.0f} files/s"
@@ -279,6 +279,13 @@ def catalog_cmd(
     _print_warnings(console, stats, table)
 
 
+def _print_error(console: Any, e: BaseException) -> None:
+    """``error: <message>`` on one line (a path is never wrapped, nor read as markup)."""
+    from rich.text import Text
+
+    console.print(Text.assemble(("error:", "red"), " ", str(e)), soft_wrap=True)
+
+
 def _watch(console: Any, source: str, table: Any, *, quiet: bool, **kwargs: Any) -> None:
     """``pixels catalog --watch``: run until Ctrl-C or SIGTERM, one line per commit."""
     import signal
@@ -300,7 +307,7 @@ def _watch(console: Any, source: str, table: Any, *, quiet: bool, **kwargs: Any)
     try:
         watcher = Watcher(source, table, on_commit=on_commit, **kwargs)
     except (PixelsError, ValueError) as e:
-        console.print(f"[red]error:[/red] {e}")
+        _print_error(console, e)
         sys.exit(2)
 
     def stop(signum: int, frame: Any) -> None:
@@ -320,7 +327,7 @@ def _watch(console: Any, source: str, table: Any, *, quiet: bool, **kwargs: Any)
     try:
         stats = watcher.run()
     except PixelsError as e:
-        console.print(f"[red]error:[/red] {e}")
+        _print_error(console, e)
         sys.exit(2)
     except KeyboardInterrupt:  # a second Ctrl-C: what was committed stays
         console.print("interrupted: rows not committed are read again by the next run")

@@ -254,3 +254,21 @@ def test_ctrl_c_commits_every_row_read(tmp_path: Path, watches: list[Watch]) -> 
     assert w2.stop(signal.SIGINT) == 0
     log2 = w2.log.read_text()
     assert int(re.findall(r"· read ([\d,]+) ", log2)[-1].replace(",", "")) == n - read, log2
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("s3://bucket/incoming", "--watch watches a local folder"),
+        (str(sample_file("CT_small.dcm")), "--watch needs a folder"),
+    ],
+)
+def test_watch_refuses_what_it_cannot_watch(tmp_path: Path, source: str, message: str) -> None:
+    out = subprocess.run(
+        [*PIXELS, "catalog", source, "--table", str(tmp_path / "cat"), "--watch"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 2 and message in out.stderr and source in out.stderr, out.stderr
+    assert not (tmp_path / "cat").exists()

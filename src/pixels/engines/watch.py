@@ -78,6 +78,7 @@ from pixels.sources import expand_local
 from pixels.sources.local import (
     is_hidden_dir,
     is_skipped_name,
+    is_url,
     iter_local_dir,
     local_ref,
     os_path,
@@ -276,7 +277,14 @@ class Watcher:
     ) -> None:
         if deletions not in DELETIONS:
             raise ValueError(f"deletions must be one of {', '.join(DELETIONS)}, not {deletions!r}")
-        root = os.path.abspath(source)
+        if is_url(source) and not source.startswith("file://"):
+            raise SourceError(
+                "--watch watches a local folder; for an object store run `pixels catalog` "
+                "again (only new or changed objects are read) or stream with Spark "
+                "(Catalog(spark).catalog(..., streaming=True))",
+                source,
+            )
+        root = os.path.abspath(source.removeprefix("file://"))
         if not os.path.exists(root):
             raise SourceNotFoundError("source not found", source)
         if not os.path.isdir(root):
