@@ -333,7 +333,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("pixels.errors", "pixels.schema", "pixels.storage"),  # the ground
     ("pixels.sources",),  # listing and opening
     ("pixels.dicom",),  # pure per-file DICOM work
-    ("pixels.rows",),  # engine-neutral row operations
+    ("pixels.rows", "pixels.row_pixels"),  # engine-neutral row operations
     ("pixels.table", "pixels.scan", "pixels.sql"),  # the Delta table and reading it
     ("pixels.engines",),  # local process pool, Spark
     ("pixels.transformers", "pixels.patching", "pixels.thumbnails"),  # dbx.pixels names

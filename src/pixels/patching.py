@@ -35,11 +35,10 @@ import numpy as np
 import pyarrow as pa
 
 from pixels.dicom.patches import FORMATS, encode_patch, patch_file, png_supported
-from pixels.dicom.record import frame_index_of
 from pixels.errors import PixelsError, QueryError
+from pixels.row_pixels import PIXEL_COLUMNS, RowPixels
 from pixels.rows import PATCH_SCHEMA
-from pixels.sources import ArchiveLimits, open_file
-from pixels.sources.ref import FileRef
+from pixels.sources import ArchiveLimits
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -48,23 +47,8 @@ if TYPE_CHECKING:
 
 __all__ = ["PATCH_SCHEMA", "DicomPatcher", "write_patches"]
 
-#: Catalog columns the patcher reads.
-ROW_COLUMNS = (
-    "path",
-    "modificationTime",
-    "length",
-    "relative_path",
-    "local_path",
-    "extension",
-    "original_path",
-    "meta",
-    "SOPInstanceUID",
-    "TransferSyntaxUID",
-    "frame_offsets",
-    "frame_lengths",
-    "frame_fragments",
-    "frame_bit_offsets",
-)
+#: Catalog columns the patcher reads (:data:`pixels.row_pixels.PIXEL_COLUMNS`).
+ROW_COLUMNS = PIXEL_COLUMNS
 
 FRAME_CHOICES = ("all", "middle")
 
@@ -161,21 +145,17 @@ class DicomPatcher:
         path = row.get("path") or ""
         uid = row.get("SOPInstanceUID")
         try:
-            index = frame_index_of(row)
-            if index is None:
+            if not row.get("frame_offsets"):
                 raise PixelsError("no frame index in the catalog row (no pixel data?)", path)
-            meta = row.get("meta")
-            if not meta:
-                raise PixelsError("no meta in the catalog row", path)
-            frames = [len(index) // 2] if self.frames == "middle" else None
-            with open_file(
-                FileRef.from_row(row), storage_options=self.storage_options, limits=self.limits
-            ) as fp:
+            rp = RowPixels.of(row)
+            assert rp.index is not None
+            frames = [len(rp.index) // 2] if self.frames == "middle" else None
+            with rp.open(self.storage_options, self.limits) as fp:
                 for p in patch_file(
                     fp,
-                    meta,
-                    row.get("TransferSyntaxUID") or "",
-                    index,
+                    rp.meta,
+                    rp.transfer_syntax,
+                    rp.index,
                     frames=frames,
                     path=path,
                     **self.tiling,

@@ -235,3 +235,36 @@ def test_s3_catalog_reads_volumes(ml_data, s3_server, tmp_path):
     assert item["paths"][0].startswith("s3://ml-series/ct5n/")
     np.testing.assert_array_equal(item["image"].numpy(), ref["image"].numpy())
     np.testing.assert_allclose(item["affine"].numpy(), ref["affine"].numpy())
+
+
+def test_jpeg2000_series_decodes_in_threads_same_volume(tmp_path):
+    """A JPEG 2000 series read with several threads: the frames go to a codec that releases
+    the GIL (so they decode in parallel), the volume is the one read in one thread and
+    pydicom's, and a corrupt file still names itself."""
+    from pixels import Catalog
+    from pixels.dicom import codecs
+    from pixels.dicom.decode import PixelInfo
+    from pixels.errors import SeriesError
+    from pixels.ml.volume import read_volume, select_series
+
+    paths = ct_series(tmp_path / "j2k", 5, source="693_J2KR.dcm", ramp=0)
+    cat = Catalog(str(tmp_path / "cat"))
+    cat.catalog(str(tmp_path / "j2k"), workers=0)
+    (series,) = select_series(cat).series
+    ok, reason = codecs.OPENJP2.status()
+    assert ok, reason  # libopenjp2 is installed by the test set-up
+    info = PixelInfo.from_dataset(pydicom.dcmread(paths[0], stop_before_pixels=True))
+    assert codecs.backends_for(codecs.J2K_LOSSLESS, info)[0] is codecs.OPENJPEG
+    assert codecs.backends_for(codecs.J2K_LOSSLESS, info, threaded=True)[0] is codecs.OPENJP2
+    one = read_volume(series, threads=1)
+    three = read_volume(series, threads=3)
+    assert np.array_equal(one.array, three.array)
+    for k, p in enumerate(paths):  # paths are in position order
+        ds = pydicom.dcmread(p)
+        hu = ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+        assert np.array_equal(three.array[:, :, k], hu.T.astype(np.float32))
+    data = paths[3].read_bytes()
+    paths[3].write_bytes(data[: len(data) - 20000])  # cut inside the last frame's fragment
+    with pytest.raises(SeriesError) as e:
+        read_volume(series, threads=3)
+    assert str(paths[3]) in str(e.value)

@@ -145,6 +145,9 @@ class Backend:
         needs more than a Python package (a system library loaded with ctypes).
     install : str
         How to install what is missing when it is not ``pip install <name>``.
+    releases_gil : bool
+        The codec runs without holding the GIL, so frames decode in parallel threads
+        (preferred by :func:`backends_for` when the caller decodes in threads).
     """
 
     name: str
@@ -154,6 +157,7 @@ class Backend:
     planar_output: bool = False
     check: Callable[[], tuple[bool, str]] | None = None
     install: str = ""
+    releases_gil: bool = False
 
     def run(self, data: bytes, info: PixelInfo, reduce: int) -> tuple[np.ndarray, int]:
         """Call :attr:`decode`; whatever a codec throws becomes an ``Exception``.
@@ -432,8 +436,10 @@ OPENJP2 = Backend(
     _openjp2,
     check=_openjp2_status,
     install="apt-get install libopenjp2-7",
+    releases_gil=True,  # ctypes releases the GIL around each call into libopenjp2
 )
-"""The system libopenjp2 through ctypes: decodes at reduced resolution, exact values."""
+"""The system libopenjp2 through ctypes: decodes at reduced resolution, exact values; frames
+decode in parallel threads (pylibjpeg-openjpeg holds the GIL while it decodes)."""
 
 REGISTRY: dict[str, list[Backend]] = {
     # Pillow (libjpeg-turbo) is several times faster than libjpeg for 8-bit baseline
@@ -486,10 +492,15 @@ def codec_status() -> dict[str, list[tuple[str, bool, str]]]:
     return out
 
 
-def backends_for(transfer_syntax: str, info: PixelInfo, *, reduce: int = 0) -> list[Backend]:
-    """The available backends that accept ``info``, preferred first (reducers first if reduce)."""
+def backends_for(
+    transfer_syntax: str, info: PixelInfo, *, reduce: int = 0, threaded: bool = False
+) -> list[Backend]:
+    """The available backends that accept ``info``, preferred first (reducers first if reduce;
+    with ``threaded``, those that release the GIL first: the caller decodes in threads)."""
     cands = list(REDUCERS.get(transfer_syntax, [])) if reduce else []
     cands += [b for b in REGISTRY.get(transfer_syntax, []) if b not in cands]
+    if threaded:
+        cands.sort(key=lambda b: not b.releases_gil)  # stable: the order within each group
     return [b for b in cands if b.status()[0] and b.accepts(info)]
 
 

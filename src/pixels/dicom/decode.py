@@ -273,7 +273,9 @@ def _check_reduce(reduce: int) -> None:
         raise ValueError(f"reduce must be an integer >= 0, got {reduce!r}")
 
 
-def decode_frame(data: bytes, info: PixelInfo, *, reduce: int = 0, path: str = "") -> np.ndarray:
+def decode_frame(
+    data: bytes, info: PixelInfo, *, reduce: int = 0, path: str = "", threaded: bool = False
+) -> np.ndarray:
     """Decode one frame's bytes as stored.
 
     Parameters
@@ -291,6 +293,9 @@ def decode_frame(data: bytes, info: PixelInfo, *, reduce: int = 0, path: str = "
         ``ceil(rows / 2**reduce), ceil(cols / 2**reduce)``.
     path : str
         Named in errors.
+    threaded : bool
+        The caller decodes frames in several threads: prefer a backend that releases the
+        GIL (:attr:`pixels.dicom.codecs.Backend.releases_gil`) where there is one.
 
     Returns
     -------
@@ -313,7 +318,7 @@ def decode_frame(data: bytes, info: PixelInfo, *, reduce: int = 0, path: str = "
         else:
             _check_codestream(bytes(data[:65536]), info, ts)
             _check_expansion(len(data), info, ts)
-            backends = codecs.backends_for(ts, info, reduce=reduce)
+            backends = codecs.backends_for(ts, info, reduce=reduce, threaded=threaded)
             if not backends:
                 raise codecs.missing_decoder_error(ts, path)
             last: Exception | None = None

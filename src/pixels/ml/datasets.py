@@ -36,9 +36,9 @@ Examples
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -54,6 +54,7 @@ from pixels.ml.volume import (
     select_series,
     to_modality,
 )
+from pixels.row_pixels import RowPixels
 
 need("torch", "pixels.ml datasets")
 
@@ -130,6 +131,10 @@ class SeriesDataset(Dataset):
         Applied to each item (a ``monai.transforms.Compose`` for instance).
     storage_options : dict, optional
         fsspec options for the table and the files (``s3://`` catalogs).
+    threads : int, optional
+        Files of a series read and decoded at once; default
+        :func:`pixels.ml.volume.default_threads` (the CPUs, or 1 in a ``DataLoader``
+        worker).
 
     Attributes
     ----------
@@ -155,8 +160,10 @@ class SeriesDataset(Dataset):
         min_slices: int = 1,
         transform: Callable[[dict[str, Any]], Any] | None = None,
         storage_options: dict[str, Any] | None = None,
+        threads: int | None = None,
     ) -> None:
         _check_on_error(on_error)
+        self.threads = threads
         found = select_series(_catalog(catalog, storage_options), where, min_slices=min_slices)
         self.series: list[SeriesRows] = found.series
         self.problems: list[SeriesRows] = found.problems
@@ -178,7 +185,9 @@ class SeriesDataset(Dataset):
 
     def volume(self, index: int) -> Volume:
         """The :class:`Volume` of item ``index`` (no transform)."""
-        return read_volume(self.series[index], storage_options=self.storage_options)
+        return read_volume(
+            self.series[index], storage_options=self.storage_options, threads=self.threads
+        )
 
     def __getitem__(self, index: int) -> Any:
         n = len(self.series)
@@ -213,22 +222,31 @@ def _resize(t: Any, size: int | tuple[int, int] | None) -> Any:
     return out[0]
 
 
-def _decode_row_frame(
-    row: dict[str, Any], frame: int, meta: dict[str, Any], storage_options: dict[str, Any] | None
-) -> np.ndarray:
-    from pixels.dicom.decode import PixelInfo, decode_frame
-    from pixels.dicom.frames import read_frame
-    from pixels.dicom.record import frame_index_of
-    from pixels.sources import open_file
-    from pixels.sources.ref import FileRef
+#: Rows whose parsed meta a dataset keeps (per process): the frames of a multi-frame
+#: file are read one after the other, its meta parsed once.
+PARSED_ROWS = 64
 
-    index = frame_index_of(row)
-    if index is None or index.bit_offsets is not None:
-        raise PixelsError("no frame index (deflated, 1-bit or no pixel data)", row["path"])
-    info = PixelInfo.from_json(meta, row.get("TransferSyntaxUID") or "1.2.840.10008.1.2.1")
-    with open_file(FileRef.from_row(row), storage_options=storage_options) as fp:
-        data = read_frame(fp, index, frame, path=row["path"])
-    return decode_frame(data, info, path=row["path"])
+
+class _Parsed:
+    """Rows of a dataset parsed on first use (:class:`pixels.row_pixels.RowPixels`), the
+    last :data:`PARSED_ROWS` kept; each ``DataLoader`` worker has its own."""
+
+    def __init__(self, rows: list[dict[str, Any]]) -> None:
+        self.rows = rows
+        self.cache: OrderedDict[int, RowPixels] = OrderedDict()
+
+    def __getitem__(self, i: int) -> RowPixels:
+        px = self.cache.get(i)
+        if px is None:
+            px = self.cache[i] = RowPixels.of(self.rows[i])
+            if len(self.cache) > PARSED_ROWS:
+                self.cache.popitem(last=False)
+        else:
+            self.cache.move_to_end(i)
+        return px
+
+    def __getstate__(self) -> dict[str, Any]:  # workers start with an empty cache
+        return {"rows": self.rows, "cache": OrderedDict()}
 
 
 class FrameDataset(Dataset):
@@ -275,6 +293,7 @@ class FrameDataset(Dataset):
         _check_on_error(on_error)
         rows = select_rows(_catalog(catalog, storage_options), where)
         self.rows = [r for r in rows if r.get("frame_offsets") and not r.get("error")]
+        self._parsed = _Parsed(self.rows)
         self.items: list[tuple[int, int]] = [
             (i, f) for i, r in enumerate(self.rows) for f in range(len(r["frame_offsets"]))
         ]
@@ -292,13 +311,18 @@ class FrameDataset(Dataset):
 
         i, frame = self.items[k]
         row = self.rows[i]
-        meta = json.loads(row["meta"])
-        arr = _decode_row_frame(row, frame, meta, self.storage_options)
+        px = self._parsed[i]
+        if px.index is None or px.index.bit_offsets is not None:
+            raise PixelsError("no frame index (deflated, 1-bit or no pixel data)", px.path)
+        with px.open(self.storage_options) as fp:
+            data = px.read(fp, frame)  # one ranged read (one per fragment)
+        arr = px.decode(data)
+        del data
         if self.display:
-            img = to_display(arr, meta, frame=frame).astype(np.float32) / 255.0
+            img = to_display(arr, px.meta, frame=frame).astype(np.float32) / 255.0
         elif arr.ndim == 2:
             img = np.empty(arr.shape, np.float32)
-            to_modality(arr, meta, frame, img)
+            to_modality(arr, px.meta, frame, img)
         else:
             img = arr.astype(np.float32)
         t = torch.from_numpy(img)
@@ -407,28 +431,26 @@ class PatchDataset(IterableDataset):
     def __iter__(self) -> Iterator[Any]:
         from pixels.dicom.display import modality_lut
         from pixels.dicom.patches import patch_file
-        from pixels.dicom.record import frame_index_of
-        from pixels.sources import open_file
-        from pixels.sources.ref import FileRef
 
         for row in self._rows_of_worker():
-            index = frame_index_of(row)
-            meta = json.loads(row["meta"])
-            n = len(index)
-            todo = [n // 2] if self.frames == "middle" else None
             try:
-                with open_file(FileRef.from_row(row), storage_options=self.storage_options) as fp:
+                px = RowPixels.of(row)
+                if px.index is None:
+                    raise PixelsError("no frame index in the catalog row", px.path)
+                n = len(px.index)
+                todo = [n // 2] if self.frames == "middle" else None
+                with px.open(self.storage_options) as fp:
                     for p in patch_file(
                         fp,
-                        meta,
-                        row.get("TransferSyntaxUID") or "1.2.840.10008.1.2.1",
-                        index,
+                        px.meta,
+                        px.transfer_syntax,
+                        px.index,
                         frames=todo,
-                        path=row["path"],
+                        path=px.path,
                         **self.tiling,
                     ):
                         if p.pixels.ndim == 2:
-                            img = modality_lut(p.pixels, meta, frame=p.frame).astype(np.float32)
+                            img = modality_lut(p.pixels, px.meta, frame=p.frame).astype(np.float32)
                             t = torch.from_numpy(img)[None]
                         else:
                             t = torch.from_numpy(p.pixels.astype(np.float32)).permute(2, 0, 1)

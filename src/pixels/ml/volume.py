@@ -27,21 +27,19 @@ Examples
 
 from __future__ import annotations
 
-import json
+import os
+import sys
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pixels.dicom.decode import PixelInfo, decode_frame, read_frames
 from pixels.dicom.display import modality_lut
-from pixels.dicom.frames import read_frame
-from pixels.dicom.record import frame_index_of
 from pixels.errors import PixelsError, QueryError, SeriesError
 from pixels.ml.geometry import SeriesPlan, SliceRef, plan_series, slices_of_row
-from pixels.sources import open_file
-from pixels.sources.ref import FileRef
+from pixels.row_pixels import PIXEL_COLUMNS, RowPixels
 
 if TYPE_CHECKING:
     from pixels.catalog import Catalog
@@ -51,37 +49,26 @@ __all__ = [
     "Selection",
     "SeriesRows",
     "Volume",
+    "default_threads",
     "read_volume",
     "select_rows",
     "select_series",
     "to_modality",
 ]
 
-#: Catalog columns the datasets read (the query selects only these).
+#: Catalog columns the datasets read (the query selects only these): what reading a row's
+#: pixels needs (:data:`pixels.row_pixels.PIXEL_COLUMNS`) and the series keys.
 ROW_COLUMNS = (
-    "path",
-    "modificationTime",
-    "length",
-    "relative_path",
-    "local_path",
-    "extension",
-    "original_path",
-    "meta",
+    *PIXEL_COLUMNS,
     "error",
     "StudyInstanceUID",
     "SeriesInstanceUID",
-    "SOPInstanceUID",
     "SOPClassUID",
     "Modality",
     "InstanceNumber",
     "Rows",
     "Columns",
     "NumberOfFrames",
-    "TransferSyntaxUID",
-    "frame_offsets",
-    "frame_lengths",
-    "frame_fragments",
-    "frame_bit_offsets",
 )
 
 #: Columns a ``where`` clause may use besides the catalog's own: read from ``meta``.
@@ -294,37 +281,47 @@ def _read_file_slices(
     slices: list[tuple[int, SliceRef]],
     out: np.ndarray,
     storage_options: dict[str, Any] | None,
+    threaded: bool,
 ) -> None:
-    path = row["path"]
-    meta = json.loads(row["meta"]) if isinstance(row["meta"], str) else row["meta"]
-    ts = row.get("TransferSyntaxUID") or "1.2.840.10008.1.2.1"
-    info = PixelInfo.from_json(meta, ts)
-    if info.samples_per_pixel != 1:
-        raise PixelsError(f"{info.samples_per_pixel} samples per pixel: not a greyscale volume")
-    index = frame_index_of(dict(row))
-    if index is None:
-        local = row.get("local_path") or (path if "://" not in path else None)
-        if local is None:
-            raise PixelsError("no frame index (deflated or no pixel data) and not a local file")
-        frames = read_frames(local, [s.frame for _, s in slices])
-        for (k, s), arr in zip(slices, frames, strict=True):
-            to_modality(arr, meta, s.frame, out[k])
-        return
-    if index.bit_offsets is not None:
+    px = RowPixels.of(row)
+    if px.info.samples_per_pixel != 1:
+        raise PixelsError(f"{px.info.samples_per_pixel} samples per pixel: not a greyscale volume")
+    if px.index is not None and px.index.bit_offsets is not None:
         raise PixelsError("1-bit pixel data is not a greyscale volume")
-    with open_file(FileRef.from_row(row), storage_options=storage_options) as fp:
-        for k, s in slices:
-            data = read_frame(fp, index, s.frame, path=path)
-            arr = decode_frame(data, info, path=path)
-            if arr.shape[:2] != (s.rows, s.columns):
-                raise PixelsError(
-                    f"frame {s.frame} decodes to {arr.shape[0]}x{arr.shape[1]}, "
-                    f"the header says {s.rows}x{s.columns}"
-                )
-            to_modality(arr, meta, s.frame, out[k])
+    where = {s.frame: (k, s) for k, s in slices}
+    frames = px.frames(
+        [s.frame for _, s in slices], storage_options=storage_options, threaded=threaded
+    )
+    for frame, arr in frames:
+        k, s = where[frame]
+        if arr.shape[:2] != (s.rows, s.columns):
+            raise PixelsError(
+                f"frame {s.frame} decodes to {arr.shape[0]}x{arr.shape[1]}, "
+                f"the header says {s.rows}x{s.columns}"
+            )
+        to_modality(arr, px.meta, s.frame, out[k])
 
 
-def read_volume(series: SeriesRows, *, storage_options: dict[str, Any] | None = None) -> Volume:
+def default_threads() -> int:
+    """Threads :func:`read_volume` decodes with by default: the CPUs this process may use
+    (at most 8), or 1 inside a ``torch.utils.data.DataLoader`` worker (the workers are the
+    parallelism there)."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.utils.data.get_worker_info() is not None:
+        return 1
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        n = os.cpu_count() or 1
+    return max(1, min(n, 8))
+
+
+def read_volume(
+    series: SeriesRows,
+    *,
+    storage_options: dict[str, Any] | None = None,
+    threads: int | None = None,
+) -> Volume:
     """Read the volume of a planned series.
 
     Parameters
@@ -333,6 +330,10 @@ def read_volume(series: SeriesRows, *, storage_options: dict[str, Any] | None = 
         From :func:`select_series` (its ``plan`` set).
     storage_options : dict, optional
         fsspec options for files on object stores.
+    threads : int, optional
+        Files read and decoded at once (default :func:`default_threads`). Each thread
+        decodes into its own slices of the one output array; JPEG 2000 frames then go to
+        a codec that releases the GIL (the system openjpeg), so they decode in parallel.
 
     Raises
     ------
@@ -350,13 +351,23 @@ def read_volume(series: SeriesRows, *, storage_options: dict[str, Any] | None = 
     by_row: dict[int, list[tuple[int, SliceRef]]] = {}
     for k, s in enumerate(plan.slices):
         by_row.setdefault(s.row, []).append((k, s))
-    for r, slices in by_row.items():
-        row = series.rows[r]
+    n = max(1, min(threads or default_threads(), len(by_row)))
+
+    def read(item: tuple[int, list[tuple[int, SliceRef]]]) -> None:
+        row = series.rows[item[0]]
         try:
-            _read_file_slices(row, slices, out, storage_options)
+            _read_file_slices(row, item[1], out, storage_options, n > 1)
         except Exception as e:
             reason = e.reason if isinstance(e, PixelsError) else f"{type(e).__name__}: {e}"
             raise SeriesError(
                 f"series {plan.series_uid}: cannot read {row['path']}: {reason}"
             ) from e
+
+    if n == 1:
+        for item in by_row.items():
+            read(item)
+    else:
+        with ThreadPoolExecutor(n, thread_name_prefix="pixels-volume") as pool:
+            for _ in pool.map(read, by_row.items()):  # the first error, in file order
+                pass
     return Volume(out.transpose(2, 1, 0), plan, series.rows)
