@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import threading
@@ -291,3 +292,66 @@ def python_cmd(*args: str) -> list[str]:
 def dump_json(path: str | os.PathLike[str], data: object) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(data, indent=2, default=str) + "\n")
+
+
+# ------------------------------------------------------------------ servers and latency
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(
+    cmd: Sequence[str],
+    url: str,
+    probe: str,
+    *,
+    name: str = "server",
+    env: dict[str, str] | None = None,
+    timeout: float = 60,
+) -> subprocess.Popen[bytes]:
+    """Start ``cmd`` and wait until ``GET url + probe`` answers; the process.
+
+    The probe's answer need not be 200 (only that the server answers); the
+    process is killed when it does not answer within ``timeout`` seconds.
+    """
+    import httpx
+
+    proc = subprocess.Popen(list(cmd), stdout=subprocess.DEVNULL, env=env)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{name} exited with {proc.returncode}")
+        try:
+            httpx.get(url + probe, timeout=timeout)
+            return proc
+        except httpx.TransportError:
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError(f"{name} did not start in {timeout:.0f} s")
+
+
+def percentiles(xs: Sequence[float]) -> dict[str, float]:
+    """``n``, p50, p95 and max of durations in seconds, as milliseconds."""
+    xs = sorted(xs)
+    q = statistics.quantiles(xs, n=20, method="inclusive") if len(xs) > 1 else [xs[0]] * 19
+    return {
+        "n": len(xs),
+        "p50_ms": round(statistics.median(xs) * 1e3, 2),
+        "p95_ms": round(q[18] * 1e3, 2),
+        "max_ms": round(xs[-1] * 1e3, 2),
+    }
+
+
+def timed_get(client: Any, path: str, **kwargs: Any) -> tuple[float, Any]:
+    """``client.get(path)`` timed (seconds), the answer checked for success."""
+    t0 = time.perf_counter()
+    r = client.get(path, **kwargs)
+    seconds = time.perf_counter() - t0
+    r.raise_for_status()
+    return seconds, r

@@ -42,6 +42,7 @@ from pixels.errors import DicomReadError, MissingDecoderError, TranscodeError
 from pixels.sources import open_file
 from pixels.sources.ref import FileRef
 from pixels.web.index import index_of
+from pixels.web.rowcache import cached_rows
 from pixels.web.state import check_uid, state_of
 
 __all__ = [
@@ -469,8 +470,14 @@ def frame_count(row: dict[str, Any]) -> int:
     return n
 
 
-def request_rows(request: Request, columns: str = "*") -> list[dict[str, Any]]:
-    """Catalog rows of the study / series / instance of the request; HTTP 404 when none."""
+def request_rows(
+    request: Request, columns: str = "*", *, cached: bool = False
+) -> list[dict[str, Any]]:
+    """Catalog rows of the study / series / instance of the request; HTTP 404 when none.
+
+    ``cached``: the rows may come from (and go to) the table version's
+    :mod:`pixels.web.rowcache`; the caller must not change them.
+    """
     pp = request.path_params
     state = state_of(request)
     study = check_uid(pp["study"], "StudyInstanceUID")
@@ -480,7 +487,15 @@ def request_rows(request: Request, columns: str = "*") -> list[dict[str, Any]]:
         check_uid(series, "SeriesInstanceUID")
     if sop is not None:
         check_uid(sop, "SOPInstanceUID")
-    rows = index_of(state).current().instance_rows(study, series, sop, columns)
+    snap = index_of(state).current()
+    if cached:
+        rows = cached_rows(
+            snap,
+            (study, series, sop, columns),
+            lambda: snap.instance_rows(study, series, sop, columns),
+        )
+    else:
+        rows = snap.instance_rows(study, series, sop, columns)
     if not rows:
         what = "instance" if sop else "series" if series else "study"
         raise HTTPException(404, f"no such {what} in the catalog")

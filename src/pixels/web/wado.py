@@ -87,7 +87,7 @@ def rewrite_bulkdata(node: Any, url: str) -> Any:
     return node
 
 
-_BULK_URI = re.compile(r'"BulkDataURI":"bulkdata/([^"?]*)(?:\?[^"]*)?"')
+_BULK_KEY = '"BulkDataURI":"bulkdata/'
 
 
 def meta_with_urls(meta: str, url: str) -> str:
@@ -95,14 +95,26 @@ def meta_with_urls(meta: str, url: str) -> str:
 
     The same result as :func:`rewrite_bulkdata` without parsing the JSON: the
     catalog writes ``meta`` compactly, so a ``"BulkDataURI":"bulkdata/`` member
-    can be found as text (inside a JSON string its quotes would be escaped).
+    can be found as text (inside a JSON string its quotes would be escaped); the
+    URI's query (``?offset=..&length=..``, the server's own) is dropped.
     """
     if '"BulkDataURI": ' in meta:  # not the compact form: take the safe way
         return json.dumps(rewrite_bulkdata(json.loads(meta), url))
-    if '"BulkDataURI":"bulkdata/' not in meta:
+    i = meta.find(_BULK_KEY)
+    if i < 0:
         return meta
     prefix = '"BulkDataURI":' + json.dumps(url + "/bulkdata/")[:-1]
-    return _BULK_URI.sub(lambda m: prefix + m.group(1) + '"', meta)
+    out: list[str] = []
+    start = 0
+    while i >= 0:  # str.find and slices: a regex substitution took 1.6x as long
+        j = i + len(_BULK_KEY)
+        end = meta.index('"', j)
+        query = meta.find("?", j, end)
+        out += (meta[start:i], prefix, meta[j : end if query < 0 else query])
+        start = end
+        i = meta.find(_BULK_KEY, end)
+    out.append(meta[start:])
+    return "".join(out)
 
 
 # ---------------------------------------------------------------------------- metadata
@@ -116,7 +128,9 @@ def metadata(request: Request) -> Response:
         for r in accept
     ):
         raise HTTPException(406, "metadata is only available as application/dicom+json")
-    rows = request_rows(request, "StudyInstanceUID, SeriesInstanceUID, SOPInstanceUID, meta")
+    rows = request_rows(
+        request, "StudyInstanceUID, SeriesInstanceUID, SOPInstanceUID, meta", cached=True
+    )
     base = base_url(request)
     body = (
         "["
