@@ -332,3 +332,63 @@ def test_extracted_member_rewritten_same_size_same_time_is_extracted_again(tmp_p
     assert again.local_path == ref.local_path
     assert again.version_tag != ref.version_tag
     assert Path(str(again.local_path)).read_bytes() == changed
+
+
+_LIST_MTIMES = """
+import json, sys
+from pixels.sources import iter_files
+refs = iter_files(sys.argv[1])
+print(json.dumps({r.relative_path.rsplit("/", 1)[-1]: r.modificationTime.isoformat() for r in refs}))
+"""
+
+
+def _mtimes_in_zone(archive: Path, tz: str) -> dict[str, str]:
+    import json
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TZ": tz}
+    done = subprocess.run(
+        [sys.executable, "-c", _LIST_MTIMES, str(archive)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    out: dict[str, str] = json.loads(done.stdout)
+    return out
+
+
+@pytest.mark.skipif(shutil.which("zip") is None, reason="Info-ZIP zip is not installed")
+def test_member_mtimes_do_not_depend_on_the_time_zone(tmp_path: Path) -> None:
+    """Archives written by Info-ZIP ``zip`` in New York, listed in three other zones."""
+    import subprocess
+
+    data = tmp_path / "data"
+    data.mkdir()
+    stamps = {"ct.dcm": 1_589_711_405, "mr.dcm": 1_700_000_001}  # odd seconds: not DOS steps
+    for name, ts in stamps.items():
+        (data / name).write_bytes(CT if name == "ct.dcm" else MR)
+        os.utime(data / name, (ts, ts))
+    env = {**os.environ, "TZ": "America/New_York"}
+    # with the extended timestamp field (Info-ZIP's default) and without it (-X)
+    with_ut, dos_only = tmp_path / "ut.zip", tmp_path / "dos.zip"
+    subprocess.run(["zip", "-q", str(with_ut), *stamps], cwd=data, env=env, check=True)
+    subprocess.run(["zip", "-q", "-X", str(dos_only), *stamps], cwd=data, env=env, check=True)
+    assert any(b"UT" in i.extra for i in zipfile.ZipFile(with_ut).infolist())
+    assert not any(i.extra for i in zipfile.ZipFile(dos_only).infolist())
+    zones = ("UTC", "Asia/Tokyo", "America/Los_Angeles")
+    # the extended timestamp: the true modification time, in every zone
+    true = {n: datetime.fromtimestamp(ts, UTC).isoformat() for n, ts in stamps.items()}
+    for tz in zones:
+        assert _mtimes_in_zone(with_ut, tz) == true, tz
+    # DOS time only: the writer's wall clock read as UTC, the same in every zone
+    import zoneinfo
+
+    new_york = zoneinfo.ZoneInfo("America/New_York")
+    wall = {}
+    for n, ts in stamps.items():
+        local = datetime.fromtimestamp(ts, new_york).replace(tzinfo=UTC)
+        wall[n] = local.replace(second=local.second + local.second % 2).isoformat()  # 2 s steps
+    for tz in zones:
+        assert _mtimes_in_zone(dos_only, tz) == wall, tz

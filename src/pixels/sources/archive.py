@@ -13,6 +13,10 @@ members are **not** skipped: they become rows with ``error`` set, naming the mem
 the archive and the rule broken (see :func:`member_problem`). An archive whose
 central directory cannot be read becomes one row, for the archive, with ``error``.
 
+A member's ``modificationTime`` is the UTC time of its extended timestamp extra
+field when it has one, else its DOS date and time read as UTC (they carry no
+zone): never this machine's zone, so identities agree across machines.
+
 Reading a member never trusts its header: :func:`copy_member` counts the bytes as
 they are decompressed and stops past :attr:`ArchiveLimits.max_member_bytes`.
 
@@ -180,7 +184,39 @@ def _is_skipped_member(name: str) -> bool:
     return any(is_hidden_dir(p) for p in parts[:-1]) or is_skipped_name(parts[-1])
 
 
+#: Header ID of the extended timestamp extra field ("UT", Info-ZIP): Unix mtime, UTC.
+_EXTENDED_TIMESTAMP = 0x5455
+
+
+def _unix_mtime(extra: bytes) -> int | None:
+    """The UTC modification time (Unix seconds) of an extended timestamp field in ``extra``."""
+    i = 0
+    while i + 4 <= len(extra):
+        tag = int.from_bytes(extra[i : i + 2], "little")
+        size = int.from_bytes(extra[i + 2 : i + 4], "little")
+        data = extra[i + 4 : i + 4 + size]
+        if tag == _EXTENDED_TIMESTAMP and len(data) >= 5 and data[0] & 1:
+            return int.from_bytes(data[1:5], "little", signed=True)
+        i += 4 + size
+    return None
+
+
 def _member_mtime(info: zipfile.ZipInfo, fallback: datetime) -> datetime:
+    """A member's modification time, the same on every machine whatever its time zone.
+
+    The extended timestamp extra field (0x5455, written by Info-ZIP ``zip`` and
+    most Unix tools) holds the true time in UTC: used when present. Otherwise the
+    DOS date and time, which carry no zone (the writer's local time, 2 s steps),
+    are read *as UTC*: never converted with this machine's zone, so a member's
+    identity (path, size, modification time, CRC-32) never depends on the zone
+    of the machine running the catalog.
+    """
+    unix = _unix_mtime(info.extra)
+    if unix is not None:
+        try:
+            return datetime.fromtimestamp(unix, UTC)
+        except (OverflowError, OSError, ValueError):
+            pass
     try:
         return datetime(*info.date_time, tzinfo=UTC)
     except ValueError:
