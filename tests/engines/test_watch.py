@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import zipfile
 from collections.abc import Callable, Iterator
@@ -272,3 +273,38 @@ def test_watch_refuses_what_it_cannot_watch(tmp_path: Path, source: str, message
     )
     assert out.returncode == 2 and message in out.stderr and source in out.stderr, out.stderr
     assert not (tmp_path / "cat").exists()
+
+
+@pytest.mark.parametrize("poll", [False, True], ids=["inotify", "poll"])
+def test_more_new_files_than_candidates_held_are_all_read(tmp_path: Path, poll: bool) -> None:
+    """Candidates are a bounded set: 60 files arriving at once with room for 5 overflow it,
+    and the full walk that follows reads every one (each once)."""
+    from pixels.engines.watch import Watcher
+
+    if not poll and not available():
+        pytest.skip("no inotify here")
+    src = tmp_path / "in"
+    src.mkdir()
+    table = CatalogTable(tmp_path / "cat")
+    watcher = Watcher(
+        str(src), table, workers=0, settle=0.5, poll=poll, poll_interval=0.2, max_pending=5
+    )
+    runner = threading.Thread(target=watcher.run)
+    runner.start()
+    try:
+        time.sleep(1.0)  # watching (the first walk found an empty folder)
+        for i in range(60):
+            _write(src / f"{i:03d}.dcm", CT)
+        deadline = time.monotonic() + PATIENCE
+        while watcher.stats.written < 60 and time.monotonic() < deadline and runner.is_alive():
+            time.sleep(0.2)
+    finally:
+        watcher.stop()
+        runner.join(timeout=60)
+    assert not runner.is_alive()
+    assert watcher.stats.walks >= 2  # the overflow led to a full walk
+    assert len(watcher._settling.items) <= 5
+    got = query(table, "SELECT path, error FROM object_catalog").to_pylist()
+    assert sorted(r["path"] for r in got) == sorted(str(src / f"{i:03d}.dcm") for i in range(60))
+    assert all(r["error"] is None for r in got)
+    assert watcher.stats.processed == 60  # none read twice

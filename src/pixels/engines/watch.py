@@ -176,12 +176,14 @@ class _Settling:
     limit: int
     items: dict[str, tuple[tuple[int, int, int], float]] = field(default_factory=dict)
     overflowed: bool = False
+    overflowed_at: float = 0.0
 
     def add(self, path: str) -> None:
         if path in self.items:
             return
         if len(self.items) >= self.limit:
-            self.overflowed = True  # a full walk finds it later
+            if not self.overflowed:  # a full walk finds it, once it had time to settle
+                self.overflowed, self.overflowed_at = True, time.monotonic()
             return
         self.items[path] = ((-1, -1, -1), time.monotonic())
 
@@ -360,14 +362,21 @@ class Watcher:
             last_walk = 0.0
             watermark: float | None = None
             while not self._stop.is_set():
-                if self._walk_needed or (
-                    self.poll and time.monotonic() - last_walk >= self.poll_interval
+                settled_overflow = (
+                    self._settling.overflowed
+                    and time.monotonic() - self._settling.overflowed_at >= self._settling.settle
+                )
+                if (
+                    self._walk_needed
+                    or settled_overflow
+                    or (self.poll and time.monotonic() - last_walk >= self.poll_interval)
                 ):
                     started = time.time()
                     full = self._walk_needed or self._settling.overflowed
                     self._walk_needed = self._settling.overflowed = False
                     last_walk = time.monotonic()
                     self._process(self._walk(None if full else watermark))
+                    self._commit_if_due(force=True)  # the next look-ups see these rows
                     watermark = started
                     if self.deletions == "remove" and (
                         full or time.monotonic() - self._last_reconcile >= self.reconcile_interval
@@ -520,6 +529,7 @@ class Watcher:
             if watermark is not None and changed < watermark - margin:
                 continue
             if now - changed >= self._settling.settle:
+                self._settling.discard(path)  # read now: not again when it settles
                 yield from self._refs(path, st)
             else:
                 self._settling.add(path)
