@@ -241,6 +241,31 @@ def test_highdicom_seg_frames_not_on_byte_boundaries(tmp_path: Path) -> None:
             assert np.array_equal(got, ds.pixel_array[i]), f"frame {i}"
 
 
+@pytest.mark.skipif(shutil.which("dcmconv") is None, reason="dcmtk's dcmconv is not installed")
+def test_big_endian_bit_packed_frames_read_swapped_equal_little_endian(tmp_path: Path) -> None:
+    """dcmtk's big endian copy (OW words swapped) of 35-bit frames: each frame as pydicom's LE."""
+    import subprocess
+
+    from pixels.dicom.frames import read_frame_swapped
+
+    ds = pydicom.dcmread(sample_file("liver.dcm"))
+    cut = ds.pixel_array[:, 144:151, 240:245]
+    ds.Rows, ds.Columns = 7, 5
+    ds.PixelData = pack_bits(cut)
+    ds["PixelData"].VR = "OW"
+    little, big = tmp_path / "le.dcm", tmp_path / "be.dcm"
+    ds.save_as(little, enforce_file_format=True)
+    subprocess.run(["dcmconv", "+tb", str(little), str(big)], check=True, capture_output=True)
+    index = _index(big)
+    assert index is not None and index.bit_offsets == (0, 3, 6)
+    with open(big, "rb") as f:
+        for i in range(3):
+            got = read_frame_swapped(f, index, i, 2, path=str(big))
+            assert got == bytes(pack_bits(cut[i], pad=False)), f"frame {i}"
+        with pytest.raises(IndexError):
+            read_frame_swapped(f, index, 3, 2)
+
+
 def test_bit_packed_aligned_has_no_bit_offsets() -> None:
     index = _check_all_frames(sample_file("liver.dcm"))
     assert index.bit_offsets is None and index.lengths == (512 * 512 // 8,) * 3

@@ -71,6 +71,20 @@ def _fresh_copy(src: str, dest: Path) -> Inst:
     return Inst(str(dest), *uids)
 
 
+def _seg_35_bits(dest: Path) -> Inst:
+    """liver.dcm's three 1-bit frames cut to 7 x 5 where each holds both values (OW)."""
+    from pydicom.pixels import pack_bits
+
+    ds = pydicom.dcmread(pydicom.data.get_testdata_file("liver.dcm", download=False))
+    cut = ds.pixel_array[:, 144:151, 240:245]
+    assert all(0 < k < 35 for k in cut.sum(axis=(1, 2)))
+    ds.Rows, ds.Columns = 7, 5
+    ds.PixelData = pack_bits(cut)
+    ds["PixelData"].VR = "OW"
+    ds.save_as(dest, enforce_file_format=True)
+    return _fresh_copy(str(dest), dest)
+
+
 @dataclass
 class Site:
     url: str
@@ -101,6 +115,16 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     subprocess.run(["dcmconv", "+tb", ecg, str(ecg_big)], check=True, capture_output=True)
     files["ecg_big"] = _fresh_copy(str(ecg_big), data / "ecg_big.dcm")
     ecg_big.unlink()
+    # a bit-packed SEG whose frames start inside a byte (7 x 5 = 35 bits a frame), cut
+    # from liver.dcm's frames, Pixel Data as OW; and dcmtk's big endian copy of it
+    # (OW: the 16-bit words byte-swapped, PS3.5 8.1.1 / 8.2)
+    files["seg_le"] = _seg_35_bits(data / "seg_le.dcm")
+    seg_big = root / "seg_big_tmp.dcm"
+    subprocess.run(
+        ["dcmconv", "+tb", files["seg_le"].path, str(seg_big)], check=True, capture_output=True
+    )
+    files["seg_big"] = _fresh_copy(str(seg_big), data / "seg_big.dcm")
+    seg_big.unlink()
     # a syntax no installed codec decodes: a real JPEG 2000 file labelled Part 2 (lossless)
     ds = pydicom.dcmread(files["j2k_lossy"].path)
     ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.92"
@@ -480,3 +504,22 @@ def test_bulkdata_of_big_endian_file_is_little_endian(site: Site) -> None:
         uri = item["54001010"]["BulkDataURI"]
         [got] = client.retrieve_bulkdata(uri)
         assert got == ref.WaveformSequence[k].WaveformData, k
+
+
+def test_bit_packed_frames_inside_a_byte_little_and_big_endian(site: Site) -> None:
+    """Each frame of the 35-bit SEG, from the little and the big endian file, as pydicom's."""
+    ref = pydicom.dcmread(site.files["seg_le"].path).pixel_array
+    want = [np.packbits(f.ravel(), bitorder="little").tobytes() for f in ref]  # 5 bytes each
+    big = pydicom.dcmread(site.files["seg_big"].path)
+    assert big.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.2"
+    assert big.PixelData != pydicom.dcmread(site.files["seg_le"].path).PixelData  # swapped
+    for key in ("seg_le", "seg_big"):
+        for accept in (OCTET, OCTET + "; transfer-syntax=*", "application/octet-stream"):
+            for n in (1, 2, 3):
+                r = _frames(site, key, str(n), accept)
+                assert r.status_code == 200, (key, accept, r.text)
+                body = r.content if accept == "application/octet-stream" else _parts(r)[0][1]
+                assert body == want[n - 1], (key, accept, n)
+        parts = _parts(_frames(site, key, "3,1,2", OCTET))
+        assert [b for _, b in parts] == [want[2], want[0], want[1]], key
+        assert all(c.endswith(EXPLICIT_LE) for c, _ in parts)

@@ -84,7 +84,7 @@ from pixels.dicom.codecs import VIDEO_SYNTAXES
 from pixels.dicom.tags import PIXEL_DATA_KEYS, bulk_range
 from pixels.errors import DicomReadError
 
-__all__ = ["FrameIndex", "index_frames", "index_from_header", "read_frame"]
+__all__ = ["FrameIndex", "index_frames", "index_from_header", "read_frame", "read_frame_swapped"]
 
 _ITEM = 0xFFFEE000
 _SEQ_DELIMITER = 0xFFFEE0DD
@@ -574,6 +574,53 @@ def read_frame(fp: BinaryIO, index: FrameIndex, frame: int, *, path: str | None 
     if nbits is not None and index.bit_offsets is not None:
         return _realign(joined, index.bit_offsets[frame], nbits)
     return joined
+
+
+def read_frame_swapped(
+    fp: BinaryIO, index: FrameIndex, frame: int, width: int, *, path: str | None = None
+) -> bytes:
+    """Native frame `frame` of big endian data as little endian bytes.
+
+    The value's words of `width` bytes (2 for OW, 4, 8) are byte-swapped, counted
+    from the start of the value (``index.offsets[0]``), so a frame that starts or
+    ends inside a word is cut right. Bit-packed frames (``BitsAllocated`` 1, OW):
+    PS3.5 8.1.1 and 8.2 pack the bits least significant first into 16-bit words
+    whose bytes the transfer syntax orders, so big endian data is little endian
+    data with the bytes of each word swapped; the frame is then re-aligned as by
+    :func:`read_frame` (first pixel in bit 0, bits past the frame zero). pydicom
+    3.0 does not swap 1-bit data; dcmtk (``dcmconv +tb``) writes it swapped.
+
+    Raises
+    ------
+    IndexError
+        `frame` is not in the index.
+    DicomReadError
+        The file holds fewer bytes than the index says (the message names the path).
+    """
+    if path is None:
+        name = getattr(fp, "name", None)
+        path = name if isinstance(name, str) else None
+    if not 0 <= frame < len(index.offsets):
+        raise IndexError(f"frame {frame} out of range: the index has {len(index.offsets)} frames")
+    off, ln = index.offsets[frame], index.lengths[frame]
+    lead = (off - index.offsets[0]) % width
+    span = lead + ln
+    span += (-span) % width
+    fp.seek(off - lead)
+    data = fp.read(span)
+    if len(data) < lead + ln:
+        raise DicomReadError(
+            f"truncated: frame {frame} of the pixel data should have {ln} bytes at byte {off}, "
+            f"the file holds {max(len(data) - lead, 0)}",
+            path=path,
+        )
+    usable = len(data) - len(data) % width
+    swapped = np.frombuffer(data[:usable], np.uint8).reshape(-1, width)[:, ::-1].tobytes()
+    out = (swapped + data[usable:])[lead : lead + ln]
+    nbits = index.frame_bits
+    if nbits is not None and index.bit_offsets is not None:
+        return _realign(out, index.bit_offsets[frame], nbits)
+    return out
 
 
 def _realign(data: bytes, bit_offset: int, nbits: int) -> bytes:

@@ -312,7 +312,7 @@ class FrameSource:
 
     def little_endian(self, k: int) -> bytes:
         """Native frame `k` in Explicit VR Little Endian (big endian data byte-swapped)."""
-        from pixels.dicom.frames import read_frame
+        from pixels.dicom.frames import read_frame, read_frame_swapped
 
         if self.transfer_syntax != codecs.EXPLICIT_BE:
             return read_frame(self.fp, self.index, k, path=self.opened.path)
@@ -322,24 +322,10 @@ class FrameSource:
         width = ba // 8 if ba > 8 else 2 if vr == "OW" else 1
         if width == 1:
             return read_frame(self.fp, self.index, k, path=self.opened.path)
-        # swap whole words counted from the start of the value, then cut the frame out
-        value_start = self.index.offsets[0]
-        off = self.index.offsets[k]
+        # words swapped from the start of the value (bit-packed frames then re-aligned)
+        frame = read_frame_swapped(self.fp, self.index, k, width, path=self.opened.path)
         # the index may keep the byte pair holding an odd frame's last pixel: cut to the frame
-        ln = min(self.index.lengths[k], info.frame_length) if ba > 1 else self.index.lengths[k]
-        lead = (off - value_start) % width
-        self.fp.seek(off - lead)
-        span = lead + ln
-        span += (-span) % width
-        data = self.fp.read(span)
-        if len(data) < lead + ln:
-            raise DicomReadError(
-                f"truncated: frame {k} of the pixel data should have {ln} bytes at byte {off}",
-                self.opened.path,
-            )
-        usable = len(data) - len(data) % width
-        swapped = np.frombuffer(data[:usable], dtype=np.uint8).reshape(-1, width)[:, ::-1].tobytes()
-        return (swapped + data[usable:])[lead : lead + ln]
+        return frame if ba == 1 else frame[: info.frame_length]
 
     def decode_refusal(self) -> str | None:
         """Why decoded frames would not match the metadata (None: they would)."""
