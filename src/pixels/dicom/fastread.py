@@ -2,8 +2,10 @@
 
 :func:`parse` reads the common case of a DICOM header without building a pydicom
 ``Dataset``: a file with the 128-byte preamble and ``DICM`` prefix, a file meta
-group (0002) and an explicit VR little endian dataset (transfer syntax
-1.2.840.10008.1.2.1 and every encapsulated syntax). It walks the element headers
+group (0002) and a little endian dataset: explicit VR (transfer syntax
+1.2.840.10008.1.2.1 and every encapsulated syntax), implicit VR (1.2.840.10008.1.2,
+element VRs from the data dictionary as pydicom looks them up) or deflated
+(1.2.840.10008.1.2.1.99, inflated here with a cap). It walks the element headers
 of the bytes read in chunks, decodes values with the same decoders as
 :mod:`pixels.dicom.jsonenc` and yields the same DICOM JSON model as pydicom's
 ``dcmread(stop_before_pixels=True)`` followed by
@@ -11,26 +13,35 @@ of the bytes read in chunks, decodes values with the same decoders as
 
 Anything it is not sure pydicom reads the same way makes it give up (``None``),
 and :func:`~pixels.dicom.meta.read_header` reads the whole file with pydicom:
-another transfer syntax (implicit VR, big endian, deflated) or none, a missing
-preamble, an unknown VR, an explicit ``UN``, a non-sequence element of undefined
+big endian or no transfer syntax, a missing preamble, an unknown VR, an explicit
+``UN``; in implicit VR a tag whose VR pydicom infers from the dataset (ambiguous VRs
+other than ``US or SS`` after a top-level (0028,0103)) or a dataset that starts in
+explicit VR; a non-sequence element of undefined
 length, tags out of order or repeated, a (0008,0005) inside a sequence item or
 after text it applies to, group 0000/0002 elements in the dataset, sequence
 items that do not end where their length says, an element pydicom's own
 converters would have to decode (``_UnhandledError``), a header longer than
 :data:`MAX_HEADER` or cut short by the end of the file, a pixel data element
-whose VR read_header would infer from (0028,0100).
+whose VR read_header would infer from (0028,0100), a deflate stream that inflates
+past :data:`MAX_HEADER` before the pixel data or is corrupt.
+
+Sequences nested more than :data:`MAX_SEQUENCE_DEPTH` deep are refused
+(:class:`~pixels.errors.DicomReadError` naming the tag), by both paths alike
+(:func:`pixels.dicom.jsonenc.nested_too_deep`).
 """
 
 from __future__ import annotations
 
 import base64
 import struct
+import zlib
 from collections.abc import Callable
 from typing import Any, BinaryIO
 
 from pydicom import config as _config
 from pydicom import uid as _uid
 from pydicom.charset import convert_encodings
+from pydicom.datadict import dictionary_VR, private_dictionary_VR
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, VR
 from pydicom.values import convert_string
 
@@ -43,11 +54,14 @@ from pixels.dicom.jsonenc import (
     _UNDEFINED,
     BULK_VRS,
     MAX_INLINE_VALUE,
+    MAX_SEQUENCE_DEPTH,
     _Encoder,
+    _implicit_vr,
     _InvalidError,
     _key,
     _public_vr,
     _UnhandledError,
+    nested_too_deep,
 )
 from pixels.dicom.tags import PIXEL_DATA_TAGS
 from pixels.errors import DicomReadError
@@ -56,12 +70,11 @@ __all__ = ["FIRST_READ", "MAX_HEADER", "MAX_SEQUENCE_DEPTH", "Parsed", "parse"]
 
 #: Bytes read first (preamble, file meta and, in practice, the whole header).
 FIRST_READ = 64 * 1024
-#: Headers longer than this are left to pydicom.
+#: Headers longer than this (inflated, for a deflated file) are left to pydicom.
 MAX_HEADER = 8 * 1024 * 1024
-#: Sequences nested deeper than this are refused (a clear error, not a ``RecursionError``).
-MAX_SEQUENCE_DEPTH = 100
 
-_NOT_EXPLICIT_LE = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.2", *_DEFLATED}
+_IMPLICIT = "1.2.840.10008.1.2"
+_BIG_ENDIAN = "1.2.840.10008.1.2.2"
 #: Explicit VR bytes -> (VR, has a 4-byte length); pydicom's ENCODED_VR.
 _VRS: dict[bytes, tuple[str, bool]] = {
     str(v).encode(): (str(v), v in EXPLICIT_VR_LENGTH_32) for v in VR if len(str(v)) == 2
@@ -73,9 +86,23 @@ _NUMBERS: dict[str, tuple[int, Callable[[bytes, int], tuple[Any, ...]]]] = {
     vr: (struct.calcsize("<" + code), struct.Struct("<" + code).unpack_from)
     for vr, code in _NUMBER_FORMATS.items()
 }
+#: ``US or SS`` tags whose VR pydicom takes from a top-level (0028,0103) Pixel
+#: Representation (0: US, else SS) when read in implicit VR; other ambiguous tags
+#: are left to pydicom.
+_US_OR_SS = frozenset(
+    {0x00280104, 0x00280105, 0x00280106, 0x00280107, 0x00280108, 0x00280109, 0x00280110}
+    | {0x00280111, 0x00280120, 0x00280121}
+)
+
+#: VRs of private elements (implicit VR, from pydicom's private dictionary) decoded
+#: here: those whose JSON pydicom's own converter gives alike (it converts the others).
+_PRIVATE_VRS = frozenset(
+    {"AE", "AS", "CS", "DA", "DT", "DS", "IS", "LO", "LT", "SH", "ST", "TM", "UC", "UI", "UT"}
+    | {"US", "SS", "UL", "SL", "FL", "FD", "OB", "OW", "OF", "OD", "OL", "UN"}
+)
 
 _DEC, _BIN, _SQ, _NO = range(4)
-#: How an explicit VR is read: (VR, 4-byte length, kind, single number size or 0,
+#: How a VR is read: (VR, 4-byte length, kind, single number size or 0,
 #: its unpack_from, decoder).
 _Row = tuple[str, bool, int, int, Callable[[bytes, int], tuple[Any, ...]], Any]
 
@@ -98,13 +125,15 @@ def _table(decoders: dict[str, Any]) -> dict[bytes, _Row]:
 
 
 _HEAD = struct.Struct("<HH2sH").unpack_from  # tag, VR, 2-byte length
-_ITEM = struct.Struct("<HHL").unpack_from  # item tag, 4-byte length
+_ITEM = struct.Struct("<HHL").unpack_from  # item tag, 4-byte length (and implicit VR heads)
 _U32 = struct.Struct("<L").unpack_from
+_U16 = struct.Struct("<H").unpack_from
 _DEFAULT_TABLE = _table(_DECODERS)
 
-#: (JSON model, transfer syntax, file offset of the pixel data element or None,
-#: its first 12 bytes, the character set's Python encodings).
-Parsed = tuple[dict[str, Any], str, int | None, bytes, list[str]]
+#: (JSON model, transfer syntax, offset of the pixel data element or None (in the
+#: inflated stream for a deflated file), its first 12 bytes, the character set's
+#: Python encodings, implicit VR, file offset where the data set begins).
+Parsed = tuple[dict[str, Any], str, int | None, bytes, list[str], bool, int]
 
 
 class _FallbackError(Exception):
@@ -119,6 +148,11 @@ def parse(fp: BinaryIO, start: int, bulk_threshold: int) -> Parsed | None:
     """Parse the header of the file at `start` in `fp`; None to let pydicom read it.
 
     `fp` is left at `start` when None is returned.
+
+    Raises
+    ------
+    DicomReadError
+        Sequences nested more than :data:`MAX_SEQUENCE_DEPTH` levels deep.
     """
     if _config.use_none_as_empty_text_VR_value or _uid.PrivateTransferSyntaxes:
         return None
@@ -144,6 +178,56 @@ def parse(fp: BinaryIO, start: int, bulk_threshold: int) -> Parsed | None:
     return None
 
 
+def parse_trailing(
+    data: bytes,
+    base: int,
+    bulk_threshold: int,
+    encodings: list[str],
+    implicit: bool,
+) -> dict[str, Any] | None:
+    """The elements after the pixel data (`data`, at file offset `base`); None: ask pydicom.
+
+    Raises
+    ------
+    DicomReadError
+        Sequences nested more than :data:`MAX_SEQUENCE_DEPTH` levels deep.
+    """
+    try:
+        p = _Parser(data, base, True, bulk_threshold)
+        p.encodings = encodings
+        p.implicit = implicit
+        if len(data) < 6 or implicit == _looks_explicit(data, 0):
+            return None  # pydicom would switch encodings (or read nothing)
+        read = p.dataset_implicit if implicit else p.dataset
+        return read(0, len(data), "", False)[0]
+    except DicomReadError:
+        raise
+    except Exception:
+        return None
+
+
+_ODD_PUBLIC: dict[int, bool] = {}
+
+
+def _in_dictionary(tag: int) -> bool:
+    """Whether pydicom's public dictionary (repeaters included) has ``tag``."""
+    known = _ODD_PUBLIC.get(tag)
+    if known is None:
+        try:
+            dictionary_VR(tag)
+            known = True
+        except KeyError:
+            known = False
+        if len(_ODD_PUBLIC) < 100_000:
+            _ODD_PUBLIC[tag] = known
+    return known
+
+
+def _looks_explicit(buf: bytes, pos: int) -> bool:
+    """pydicom's test of a data set's first element: VR bytes in ``A``-``Z``."""
+    return 0x40 < buf[pos + 4] < 0x5B and 0x40 < buf[pos + 5] < 0x5B
+
+
 class _Parser:
     __slots__ = (
         "base",
@@ -152,8 +236,10 @@ class _Parser:
         "enc",
         "encodings",
         "eof",
+        "implicit",
         "limit",
         "n",
+        "pixel_rep",
         "table",
     )
 
@@ -168,6 +254,8 @@ class _Parser:
         self.table = _DEFAULT_TABLE if decoders is _DECODERS else _table(decoders)
         self.encodings: list[str] = ["iso8859"]  # pydicom's default_encoding
         self.early_text = False
+        self.implicit = False
+        self.pixel_rep: int | None = None  # a top-level (0028,0103), for US or SS tags
 
     def short(self) -> None:
         """The bytes end inside the header: read more, or give up at the end of the file."""
@@ -178,21 +266,59 @@ class _Parser:
         if self.n < 132 or buf[128:132] != b"DICM":
             raise _FallbackError
         ts, pos = self.file_meta(132)
-        if not ts or "\\" in ts or ts in _NOT_EXPLICIT_LE:
+        if not ts or "\\" in ts or ts == _BIG_ENDIAN:
             raise _FallbackError
-        js, pos = self.dataset(pos, -1, "", True)
+        begin = self.base + pos
+        if ts in _DEFLATED:
+            return self.run_deflated(ts, pos, begin)
+        self.implicit = implicit = ts == _IMPLICIT
+        if pos + 6 > self.n:
+            self.short()
+        if implicit == _looks_explicit(buf, pos):
+            raise _FallbackError  # pydicom would switch to the other encoding
+        read = self.dataset_implicit if implicit else self.dataset
+        js, pos = read(pos, -1, "", True)
         if not js:
             raise _FallbackError  # pydicom's empty dataset: let read_header report it
         if pos == self.n:  # the end of the file, no pixel data
             if fp.read(1):
                 raise _FallbackError  # a short read, not the end of the file
-            return js, ts, None, b"", self.encodings
+            return js, ts, None, b"", self.encodings, implicit, begin
         head = buf[pos : pos + 12]
         if len(head) < 12:
             self.short()
-        if head[:4] == b"\xe0\x7f\x10\x00" and head[4:6] not in (b"OB", b"OW"):
+        if not implicit and head[:4] == b"\xe0\x7f\x10\x00" and head[4:6] not in (b"OB", b"OW"):
             raise _FallbackError  # read_header would infer the VR from the dataset
-        return js, ts, self.base + pos, head, self.encodings
+        return js, ts, self.base + pos, head, self.encodings, implicit, begin
+
+    def run_deflated(self, ts: str, pos: int, begin: int) -> Parsed:
+        """Inflate the data set (at most :data:`MAX_HEADER` bytes) and parse it."""
+        inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+        try:
+            data = inflater.decompress(self.buf[pos:], MAX_HEADER)
+        except zlib.error:
+            raise _FallbackError from None  # corrupt: pydicom's path names the problem
+        # more can come only when the stream goes on in bytes of the file not read yet
+        more = not inflater.eof and not inflater.unconsumed_tail and not self.eof
+        self.buf, self.n, self.base, self.eof = data, len(data), 0, not more
+        self.enc = _Encoder(self.enc.threshold, True)
+        if len(data) < 6:
+            self.short()
+        if not _looks_explicit(data, 0):
+            raise _FallbackError  # pydicom would switch to implicit VR
+        js, at = self.dataset(0, -1, "", True)
+        if not js:
+            raise _FallbackError
+        if at == len(data):  # (only once nothing more can be inflated)
+            if not inflater.eof:
+                raise _FallbackError  # capped or cut: pydicom's path decides
+            return js, ts, None, b"", self.encodings, False, begin
+        head = data[at : at + 12]
+        if len(head) < 12:
+            self.short()
+        if head[:4] == b"\xe0\x7f\x10\x00" and head[4:6] not in (b"OB", b"OW"):
+            raise _FallbackError
+        return js, ts, at, head, self.encodings, False, begin
 
     def file_meta(self, pos: int) -> tuple[str | None, int]:
         """Walk the file meta group; return (0002,0010) and the dataset's start."""
@@ -227,7 +353,7 @@ class _Parser:
             pos = end
 
     def dataset(self, pos: int, end: int, prefix: str, top: bool) -> tuple[dict[str, Any], int]:
-        """Encode the elements from `pos`.
+        """Encode the explicit VR elements from `pos`.
 
         A top-level dataset ends at pixel data or the end of the file, an item at
         `end` (defined length) or its delimiter (``end < 0``). Returns the JSON
@@ -308,33 +434,173 @@ class _Parser:
                     text = base64.b64encode(buf[vpos:pos]).decode("ascii")
                     out[key] = {"vr": vr, "InlineBinary": text}
                 continue
+            if length == size:  # a single number (size is 0 for text VRs)
+                v = unpack(buf, vpos)[0]
+                if v == v and v - v == 0:  # finite (NaN and inf fail)
+                    out[key] = {"vr": vr, "Value": [v]}
+                    continue
             if length > MAX_INLINE_VALUE and vr in BULK_VRS:
                 out[key] = {
                     "vr": vr,
                     "BulkDataURI": self.enc.uri(prefix + key, base + vpos, length),
                 }
                 continue
-            if length == size:  # a single number (size is 0 for text VRs)
-                v = unpack(buf, vpos)[0]
-                if v == v and v - v == 0:  # finite (NaN and inf fail)
+            out[key] = self.decoded(tag, vr, decoder, vpos, pos, prefix + key, encodings)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def decoded(
+        self, tag: int, vr: str, decoder: Any, vpos: int, end: int, tagpath: str, encodings: Any
+    ) -> dict[str, Any]:
+        """The JSON of a value that a decoder converts (as the encoder does pydicom's)."""
+        value = self.buf[vpos:end]
+        try:
+            v = decoder(value, True, encodings)
+        except _UnhandledError:
+            raise _FallbackError from None
+        except _InvalidError:
+            public = _public_vr(tag, vr)
+            if public is None:
+                return self.enc.binary("UN", value, tagpath, self.base + vpos)
+            if public[1]:
+                return self.enc.binary(public[0], value, tagpath, self.base + vpos)
+            return {"vr": public[0]}
+        return {"vr": vr} if v is None else {"vr": vr, "Value": v}
+
+    def dataset_implicit(
+        self, pos: int, end: int, prefix: str, top: bool
+    ) -> tuple[dict[str, Any], int]:
+        """Encode the implicit VR elements from `pos` (as :meth:`dataset`).
+
+        VRs come from the data dictionary as pydicom's reader takes them: private
+        creators are LO, private elements have the VR pydicom's private dictionary
+        gives their creator's block (UN when it has none), ``US or SS`` tags follow
+        a top-level Pixel Representation; other ambiguous VRs are left to pydicom.
+        """
+        buf = self.buf
+        n = self.n
+        keys = _KEYS
+        table = self.table
+        out: dict[str, Any] = {}
+        creators: dict[int, tuple[int, int]] = {}
+        prev = -1
+        while True:
+            if end >= 0 and pos >= end:
+                if pos != end:
+                    raise _FallbackError
+                return out, pos
+            if pos + 8 > n:
+                if top and pos == n and self.eof:
+                    return out, pos
+                self.short()
+            group, elem, length = _ITEM(buf, pos)
+            tag = group << 16 | elem
+            if top:
+                if tag in PIXEL_DATA_TAGS:
+                    return out, pos
+                if tag < 0x00030000:
+                    raise _FallbackError
+            if group == 0xFFFE:
+                if tag == 0xFFFEE00D and end < 0 and not top and not length:
+                    return out, pos + 8
+                raise _FallbackError
+            if tag <= prev:
+                raise _FallbackError
+            prev = tag
+            pos += 8
+            if not elem:  # group length: not in the JSON model
+                if length == _UNDEFINED:
+                    raise _FallbackError
+                pos += length
+                if pos > n:
+                    self.short()
+                continue
+            if group & 1:
+                if _in_dictionary(tag):
+                    raise _FallbackError  # an odd group the public dictionary matches
+                if 0x10 <= elem < 0x100:
+                    vr: str | None = "LO"
+                else:
+                    vr = self.private_vr(tag, creators)
+            else:
+                vr = _implicit_vr(tag)
+                if vr is None:
+                    if tag not in _US_OR_SS or not top or self.pixel_rep is None or length & 1:
+                        raise _FallbackError  # pydicom decides the VR from the dataset
+                    vr = "US" if self.pixel_rep == 0 else "SS"
+            key = keys.get(tag)
+            if key is None:
+                key = _key(tag)
+            if tag <= 0x00080005:
+                if tag == 0x00080005:
+                    if not top or self.early_text or vr != "CS" or not length:
+                        raise _FallbackError
+                    self.encodings = self.charset(pos, length)
+                elif vr == "SQ" or vr in _CHARSET_VRS:
+                    self.early_text = True
+            if vr == "SQ":
+                items, pos = self.sequence(pos, length, prefix + key)
+                out[key] = {"vr": "SQ", "Value": items}
+                continue
+            if length == _UNDEFINED:
+                raise _FallbackError  # pydicom guesses a sequence or reads to a delimiter
+            vpos = pos
+            pos += length
+            if pos > n:
+                self.short()
+            if vr == "LO" and group & 1:
+                creators[tag] = (vpos, pos)
+            if tag == 0x00280103 and top:
+                self.pixel_rep = _U16(buf, vpos)[0] if length == 2 else None
+            if not length:
+                out[key] = {"vr": vr}
+                continue
+            row = table[vr.encode()]
+            kind = row[2]
+            if kind == _BIN or vr == "UN":
+                out[key] = self.enc.binary(vr, buf[vpos:pos], prefix + key, self.base + vpos)
+                continue
+            if kind != _DEC:
+                raise _FallbackError
+            if length == row[3]:
+                v = row[4](buf, vpos)[0]
+                if v == v and v - v == 0:
                     out[key] = {"vr": vr, "Value": [v]}
                     continue
-            value = buf[vpos:pos]
-            try:
-                v = decoder(value, True, encodings)
-            except _UnhandledError:
-                raise _FallbackError from None
-            except _InvalidError:
-                public = _public_vr(tag, vr)
-                if public is None:
-                    out[key] = self.enc.binary("UN", value, prefix + key, base + vpos)
-                elif public[1]:
-                    out[key] = self.enc.binary(public[0], value, prefix + key, base + vpos)
-                else:
-                    out[key] = {"vr": public[0]}
+            if length > MAX_INLINE_VALUE and vr in BULK_VRS and not group & 1:
+                # (pydicom converts private elements read in implicit VR: inline)
+                uri = self.enc.uri(prefix + key, self.base + vpos, length)
+                out[key] = {"vr": vr, "BulkDataURI": uri}
                 continue
-            out[key] = {"vr": vr} if v is None else {"vr": vr, "Value": v}
+            entry = self.decoded(tag, vr, row[5], vpos, pos, prefix + key, self.encodings)
+            if group & 1 and None in entry.get("Value", ()):
+                raise _FallbackError  # an empty IS/DS value among others: pydicom refuses it
+            out[key] = entry
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def private_vr(self, tag: int, creators: dict[int, tuple[int, int]]) -> str:
+        """pydicom's VR of a private data element read in implicit VR: its private dictionary's
+        (the creator's block), else UN."""
+        elem = tag & 0xFFFF
+        if not elem & 0xFF00:
+            return "UN"
+        at = creators.get((tag & 0xFFFF0000) | elem >> 8)
+        if at is None:
+            return "UN"
+        try:
+            name = _DECODERS["LO"](self.buf[at[0] : at[1]], True, self.encodings)
+        except Exception:
+            raise _FallbackError from None
+        if not name:
+            return "UN"
+        if len(name) != 1:
+            raise _FallbackError  # a multi-valued creator: pydicom's look-up fails its own way
+        try:
+            vr = private_dictionary_VR(tag, name[0])
+        except KeyError:
+            return "UN"
+        if vr not in _PRIVATE_VRS:
+            raise _FallbackError  # pydicom converts it its own way (IS, DS, PN, SQ, US or SS...)
+        return vr
 
     def charset(self, pos: int, length: int) -> list[str]:
         """(0008,0005) as pydicom's reader maps it to Python codecs."""
@@ -353,16 +619,14 @@ class _Parser:
         DicomReadError
             The sequence is nested more than :data:`MAX_SEQUENCE_DEPTH` levels deep.
         """
-        if tagpath.count("/") >= 2 * MAX_SEQUENCE_DEPTH:
-            outer, tag = tagpath.split("/", 1)[0], tagpath.rsplit("/", 1)[-1]
-            raise DicomReadError(
-                f"sequence ({tag[:4]},{tag[4:]}) is nested more than {MAX_SEQUENCE_DEPTH} "
-                f"levels deep (inside ({outer[:4]},{outer[4:]})): refused"
-            )
+        deep = nested_too_deep(tagpath)
+        if deep:
+            raise DicomReadError(deep)
         items: list[Any] = []
         if not length:
             return items, pos
         buf = self.buf
+        read = self.dataset_implicit if self.implicit else self.dataset
         end = -1 if length == _UNDEFINED else pos + length
         while True:
             if end >= 0 and pos >= end:
@@ -380,7 +644,7 @@ class _Parser:
                 raise _FallbackError
             prefix = f"{tagpath}/{len(items)}/"
             if size == _UNDEFINED:
-                item, pos = self.dataset(pos, -1, prefix, False)
+                item, pos = read(pos, -1, prefix, False)
             else:
-                item, pos = self.dataset(pos, pos + size, prefix, False)
+                item, pos = read(pos, pos + size, prefix, False)
             items.append(item)

@@ -72,7 +72,7 @@ from pydicom.sequence import Sequence
 
 from pixels.errors import DicomReadError
 
-__all__ = ["encode_json", "little_endian_value"]
+__all__ = ["MAX_SEQUENCE_DEPTH", "encode_json", "little_endian_value", "nested_too_deep"]
 
 _UNDEFINED = 0xFFFFFFFF
 _TEXT_DELIMS = {0x09, 0x0A, 0x0C, 0x0D, 0x5C}  # pydicom.charset.TEXT_VR_DELIMS
@@ -96,6 +96,26 @@ MAX_INLINE_VALUE = 64 * 1024
 BULK_VRS = frozenset(
     {"DS", "FL", "FD", "IS", "LT", "SL", "SS", "ST", "SV", "UC", "UL", "UR", "US", "UT", "UV"}
 )
+
+
+#: Sequences nested deeper than this are refused, by the fast parser and the pydicom
+#: path alike (pydicom itself stops near 200 levels, where Python's recursion limit is).
+MAX_SEQUENCE_DEPTH = 100
+
+
+def nested_too_deep(tagpath: str) -> str | None:
+    """The refusal of a sequence at ``tagpath`` nested past :data:`MAX_SEQUENCE_DEPTH`, or None.
+
+    ``tagpath`` is the sequence's tags and item indexes joined by ``/``
+    (``00081115/0/00081115``): one level per tag.
+    """
+    if tagpath.count("/") < 2 * MAX_SEQUENCE_DEPTH:
+        return None
+    outer, tag = tagpath.split("/", 1)[0], tagpath.rsplit("/", 1)[-1]
+    return (
+        f"sequence ({tag[:4]},{tag[4:]}) is nested more than {MAX_SEQUENCE_DEPTH} "
+        f"levels deep (inside ({outer[:4]},{outer[4:]})): refused"
+    )
 
 
 class _UnhandledError(Exception):
@@ -494,6 +514,9 @@ class _Encoder:
         return {"vr": vr}
 
     def sequence(self, elem: DataElement, tagpath: str, delta: int) -> dict[str, Any]:
+        deep = nested_too_deep(tagpath)
+        if deep:
+            raise DicomReadError(deep)
         items = elem.value
         if not isinstance(items, Sequence | list):
             raise DicomReadError(f"element {_tag_str(elem.tag)}: SQ value is not a sequence")

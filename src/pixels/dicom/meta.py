@@ -71,8 +71,16 @@ from pydicom.dataset import Dataset
 from pydicom.filereader import _read_file_meta_info, read_dataset, read_partial, read_preamble
 
 from pixels.dicom.deflate import DeflateError, InflatingReader
-from pixels.dicom.fastread import parse
-from pixels.dicom.jsonenc import _DEFLATED, _UNDEFINED, _Encoder, _tag_str, encode_json
+from pixels.dicom.fastread import MAX_HEADER, parse, parse_trailing
+from pixels.dicom.jsonenc import (
+    _DEFLATED,
+    _UNDEFINED,
+    MAX_SEQUENCE_DEPTH,
+    _Encoder,
+    _tag_str,
+    encode_json,
+    nested_too_deep,
+)
 from pixels.dicom.tags import PIXEL_DATA_TAGS
 from pixels.errors import DicomReadError
 from pixels.schema import KEY_COLUMNS
@@ -728,6 +736,8 @@ def _add_trailing(
         more = enc.dataset(trailing, "", 0)
     except DeflateError:
         raise  # a deflate bomb or a corrupt stream is the whole file's defect
+    except RecursionError as e:
+        return f"after the pixel data: {_too_deep(e)}"
     except Exception as e:
         reason = e.reason if isinstance(e, DicomReadError) else f"{type(e).__name__}: {e}"
         return f"after the pixel data: {reason}"
@@ -747,17 +757,25 @@ def _read_fast(fp: BinaryIO, start: int, path: str, bulk_threshold: int) -> Head
     except DicomReadError as e:  # refused by the parser (sequences nested too deep)
         raise DicomReadError(e.reason, path=path) from e
     except Exception as e:  # the file cannot even be rewound
-        raise DicomReadError(f"cannot read file: {type(e).__name__}: {e}", path=path) from e
+        raise DicomReadError(f"cannot read file: {e}", path=path) from e
     if parsed is None:
         return None
-    js, transfer_syntax, stop, head12, encodings = parsed
+    js, transfer_syntax, stop, head12, encodings, implicit, begin = parsed
+    deflated = transfer_syntax in _DEFLATED
     try:
         problem = after = None
         if stop is not None:
-            problem = _add_pixel(js, fp, stop, head12, True, False, False, None)[1]
-            src = _Guard(fp, fp.seek(0, 2))
-            enc = _Encoder(bulk_threshold, False, True)
-            after = _add_trailing(js, enc, src, stop, head12, True, False, encodings)
+            problem = _add_pixel(js, fp, stop, head12, True, implicit, deflated, None)[1]
+            enc = _Encoder(bulk_threshold, deflated, True)
+            if deflated:  # the elements after the pixel data: inflate past it again
+                fp.seek(begin)
+                src = _Guard(cast(BinaryIO, InflatingReader(fp, path=path)), None)
+                after = _add_trailing(js, enc, src, stop, head12, True, False, encodings)
+            else:
+                after = _fast_trailing(fp, js, stop, head12, implicit, bulk_threshold, encodings)
+                if after == _ASK_PYDICOM:
+                    src = _Guard(fp, fp.seek(0, 2))
+                    after = _add_trailing(js, enc, src, stop, head12, True, implicit, encodings)
         text = json.dumps(js, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except DicomReadError as e:
         raise DicomReadError(e.reason, path=path) from e
@@ -765,6 +783,48 @@ def _read_fast(fp: BinaryIO, start: int, path: str, bulk_threshold: int) -> Head
         raise DicomReadError(f"cannot encode header: {type(e).__name__}: {e}", path=path) from e
     keys = _keys(js, transfer_syntax)
     return Header(text, keys, False, transfer_syntax, problem, js, None if problem else after)
+
+
+#: What :func:`_fast_trailing` returns when pydicom must read the elements after the pixel data.
+_ASK_PYDICOM = "pydicom"
+
+
+def _fast_trailing(
+    fp: BinaryIO,
+    js: dict[str, Any],
+    stop: int,
+    head12: bytes,
+    implicit: bool,
+    bulk_threshold: int,
+    encodings: list[str],
+) -> str | None:
+    """Add the elements after the pixel data with the fast parser, as :func:`_add_trailing` does.
+
+    Returns None (done: added, or there are none), what is wrong with them (as
+    :func:`_add_trailing` words it), or :data:`_ASK_PYDICOM`.
+    """
+    size = fp.seek(0, 2)
+    if size < stop + len(head12) + 1:
+        return None
+    end = _after_pixel_data(fp, stop, head12, True, implicit)
+    if end < 0 or end >= size:
+        return None
+    if size - end > MAX_HEADER:
+        return _ASK_PYDICOM
+    fp.seek(end)
+    try:
+        more = parse_trailing(fp.read(size - end), end, bulk_threshold, encodings, implicit)
+    except DicomReadError as e:
+        return f"after the pixel data: {e.reason}"
+    if more is None:
+        return _ASK_PYDICOM
+    if more:
+        for key, value in more.items():
+            js.setdefault(key, value)
+        items = sorted(js.items())
+        js.clear()
+        js.update(items)
+    return None
 
 
 def _too_deep(e: RecursionError) -> str:
@@ -782,6 +842,10 @@ def _too_deep(e: RecursionError) -> str:
             if isinstance(tag, int):
                 tags.append(tag)
         tb = tb.tb_next
+    if len(tags) > MAX_SEQUENCE_DEPTH:  # the fast parser's refusal, word for word
+        deep = nested_too_deep("/0/".join(f"{t:08X}" for t in tags[: MAX_SEQUENCE_DEPTH + 1]))
+        if deep:
+            return deep
     if not tags:
         return "sequences nested too deep to read (past Python's recursion limit): refused"
     return (
