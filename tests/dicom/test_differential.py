@@ -25,8 +25,12 @@ from __future__ import annotations
 import functools
 import io
 import json
+import shutil
 import struct
+import subprocess
+import tempfile
 import warnings
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -272,14 +276,55 @@ def test_encoder_matches_pydicom(data: bytes) -> None:
 # -- byte-level mutations -----------------------------------------------------------------------
 
 
-@functools.cache
-def _elements(data: bytes) -> list[tuple[int, int, int, str]]:
-    """(header offset, value offset, length, VR) of the top-level elements before pixel data."""
+def _transcoded() -> list[Path]:
+    """dcmtk's implicit VR and deflated copies of real files (none without dcmconv)."""
+    if shutil.which("dcmconv") is None:  # pragma: no cover - dcmtk is installed in CI
+        return []
+    folder = Path(tempfile.mkdtemp(prefix="pixels-differential-"))
+    out = []
+    for name in ("CT_small.dcm", "MR_small.dcm", "rtplan.dcm", "waveform_ecg.dcm"):
+        src = pydicom_folder() / name
+        for flag in ("+ti", "+td"):
+            dst = folder / f"{flag[1:]}_{name}"
+            subprocess.run(["dcmconv", flag, str(src), str(dst)], check=True, capture_output=True)
+            out.append(dst)
+    return out
+
+
+#: Implicit VR little endian and deflated files: pydicom's own and dcmtk's copies.
+IMPLICIT_OR_DEFLATED = [
+    p for p, ts in SEEDS if ts in (ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian)
+] + _transcoded()
+
+
+def test_enough_implicit_and_deflated_seeds() -> None:
+    syntaxes = [str(pydicom.dcmread(p, stop_before_pixels=True).file_meta.TransferSyntaxUID)
+                for p in IMPLICIT_OR_DEFLATED]  # fmt: skip
+    assert syntaxes.count(ImplicitVRLittleEndian) >= 8
+    assert syntaxes.count(DeflatedExplicitVRLittleEndian) >= 4
+
+
+def _layout(data: bytes) -> tuple[int, bool, bool]:
+    """(offset of the data set, implicit VR, deflated) of a file with a preamble."""
     fp = io.BytesIO(data)
     read_preamble(fp, False)
-    _read_file_meta_info(fp)
+    ts = str(_read_file_meta_info(fp).get(0x00020010).value).rstrip("\0 ")
+    return fp.tell(), ts == ImplicitVRLittleEndian, ts == DeflatedExplicitVRLittleEndian
+
+
+@functools.cache
+def _elements(data: bytes, implicit: bool = False) -> list[tuple[int, int, int, str]]:
+    """(header offset, value offset, length, VR) of the top-level elements before pixel data.
+
+    `data` is a data set (explicit or implicit VR little endian), or a whole
+    explicit VR little endian file.
+    """
+    fp = io.BytesIO(data)
+    if data[128:132] == b"DICM":
+        read_preamble(fp, False)
+        _read_file_meta_info(fp)
     out = []
-    gen = data_element_generator(fp, False, True, stop_when=lambda t, v, n: t >> 16 == 0x7FE0)
+    gen = data_element_generator(fp, implicit, True, stop_when=lambda t, v, n: t >> 16 == 0x7FE0)
     while True:
         try:
             e = next(gen)
@@ -287,7 +332,7 @@ def _elements(data: bytes) -> list[tuple[int, int, int, str]]:
             break
         if not isinstance(e, RawDataElement) or e.length == 0xFFFFFFFF:
             continue  # (a sequence of undefined length, read whole)
-        vr = str(e.VR)
+        vr = "" if implicit else str(e.VR)
         head = (
             12
             if vr in ("OB", "OW", "OF", "OD", "OL", "OV", "SQ", "UN", "UT", "UC", "UR", "SV", "UV")
@@ -295,6 +340,30 @@ def _elements(data: bytes) -> list[tuple[int, int, int, str]]:
         )
         out.append((e.value_tell - head, e.value_tell, e.length, vr))
     return out
+
+
+def _mutate(draw: st.DrawFn, data: bytearray, elements: list[tuple[int, int, int, str]],
+            implicit: bool) -> None:  # fmt: skip
+    """Overwrite values, lengths, VRs or bits of some of `elements` in `data`."""
+    for _ in range(draw(st.integers(1, 3))):
+        head, value, length, _vr = draw(st.sampled_from(elements))
+        kind = draw(st.sampled_from(["value", "length", "flip"] + ([] if implicit else ["vr"])))
+        if kind == "value" and length:
+            data[value : value + length] = draw(st.binary(min_size=length, max_size=length))
+        elif kind == "length":
+            if implicit or head + 12 == value:
+                at = head + (4 if implicit else 8)
+                data[at : at + 4] = struct.pack("<L", draw(st.integers(0, 2**32 - 1)))
+            else:
+                data[head + 6 : head + 8] = struct.pack("<H", draw(st.integers(0, 2**16 - 1)))
+        elif kind == "flip":
+            at = draw(st.integers(head, value + max(length, 1) - 1))
+            if at < len(data):
+                data[at] ^= 1 << draw(st.integers(0, 7))
+        elif kind == "vr":
+            data[head + 4 : head + 6] = draw(
+                st.sampled_from([b"UN", b"LO", b"US", b"OB", b"DS", b"SQ"])
+            )
 
 
 @st.composite
@@ -310,27 +379,34 @@ def _mutated_bytes(draw: st.DrawFn) -> bytes:
         return bytes(data)
     elements = _elements(bytes(data))
     assume(elements)
-    for _ in range(draw(st.integers(1, 3))):
-        head, value, length, _vr = draw(st.sampled_from(elements))
-        kind = draw(st.sampled_from(["value", "length", "flip", "vr"]))
-        if kind == "value" and length:
-            data[value : value + length] = draw(st.binary(min_size=length, max_size=length))
-        elif kind == "length":
-            if head + 12 == value:
-                data[head + 8 : head + 12] = struct.pack("<L", draw(st.integers(0, 2**32 - 1)))
-            else:
-                data[head + 6 : head + 8] = struct.pack("<H", draw(st.integers(0, 2**16 - 1)))
-        elif kind == "flip":
-            at = draw(st.integers(head, value + max(length, 1) - 1))
-            if at < len(data):
-                data[at] ^= 1 << draw(st.integers(0, 7))
-        elif kind == "vr":
-            data[head + 4 : head + 6] = draw(
-                st.sampled_from([b"UN", b"LO", b"US", b"OB", b"DS", b"SQ"])
-            )
+    _mutate(draw, data, elements, False)
     if draw(st.booleans()):
         data = data[: draw(st.integers(132, len(data)))]
     return bytes(data)
+
+
+@st.composite
+def _mutated_implicit_or_deflated(draw: st.DrawFn) -> bytes:
+    """Element-level mutations of an implicit VR or deflated file (its inflated data set,
+    deflated again), or the deflate stream itself cut or flipped."""
+    path = draw(st.sampled_from(IMPLICIT_OR_DEFLATED))
+    whole = path.read_bytes()
+    begin, implicit, deflated = _layout(whole)
+    body = bytearray(zlib.decompress(whole[begin:], -15) if deflated else whole[begin:])
+    elements = _elements(bytes(body), implicit)
+    assume(elements)
+    _mutate(draw, body, elements, implicit)
+    if deflated:
+        packer = zlib.compressobj(6, zlib.DEFLATED, -15)
+        out = bytearray(whole[:begin] + packer.compress(bytes(body)) + packer.flush())
+        if draw(st.integers(0, 4)) == 0:  # the stream itself damaged
+            at = draw(st.integers(begin, len(out) - 1))
+            out[at] ^= 1 << draw(st.integers(0, 7))
+    else:
+        out = bytearray(whole[:begin] + body)
+    if draw(st.booleans()):
+        out = out[: draw(st.integers(132, len(out)))]
+    return bytes(out)
 
 
 @SETTINGS
@@ -346,3 +422,10 @@ def test_fast_parser_matches_pydicom_path(data: bytes) -> None:
     if theirs is not None and fast.problem is None:
         assert normalise(without_pixels(mine)) == normalise(theirs)
     Dataset.from_json(fast.meta, bulk_data_uri_handler=lambda *a: None)
+
+
+@SETTINGS
+@given(_mutated_implicit_or_deflated())
+def test_fast_parser_matches_pydicom_path_implicit_and_deflated(data: bytes) -> None:
+    """The fast parser's implicit VR and deflated readings against the pydicom path."""
+    test_fast_parser_matches_pydicom_path.hypothesis.inner_test(data)  # type: ignore[attr-defined]

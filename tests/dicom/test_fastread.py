@@ -336,3 +336,54 @@ def test_invalid_values_as_un() -> None:
     data = dicom(body + el(0x00291002, "FL", struct.pack("<f", float("inf"))))
     assert _accepted(data)
     _same(data)
+
+
+# -- sequences nested deep: both paths alike ---------------------------------------------------
+
+
+def _nested_sq(depth: int, tag: int, explicit: bool, defined: bool, o: str = "<") -> bytes:
+    """`tag` as a sequence of one item holding the same sequence, `depth` levels deep."""
+    group, elem = tag >> 16, tag & 0xFFFF
+    body = b""
+    for _ in range(depth):
+        if defined:
+            value = struct.pack(f"{o}HHL", 0xFFFE, 0xE000, len(body)) + body
+        else:
+            value = struct.pack(f"{o}HHL", 0xFFFE, 0xE000, 0xFFFFFFFF) + body
+            value += struct.pack(f"{o}HHL", 0xFFFE, 0xE00D, 0)
+            value += struct.pack(f"{o}HHL", 0xFFFE, 0xE0DD, 0)
+        length = len(value) if defined else 0xFFFFFFFF
+        if explicit:
+            body = struct.pack(f"{o}HH", group, elem) + b"SQ\0\0" + struct.pack(f"{o}L", length)
+        else:
+            body = struct.pack(f"{o}HHL", group, elem, length)
+        body += value
+    return body
+
+
+@pytest.mark.parametrize("defined", [False, True], ids=["undefined", "defined"])
+@pytest.mark.parametrize(
+    "name", ["CT_small.dcm", "MR_small_implicit.dcm", "MR_small_bigendian.dcm"]
+)
+def test_nesting_depth_is_refused_alike_by_both_paths(name: str, defined: bool) -> None:
+    """(0008,1115) nested 100 levels reads the same both ways; 101, 150 and 250 levels are
+    refused with the same error naming the tag (pydicom alone read 150 levels, the fast
+    parser refused past 100)."""
+    import hostile
+
+    raw = Path(get_testdata_file(name, download=False) or "").read_bytes()
+    first = min((e for e in hostile._elements(raw) if e.tag.group > 2), key=lambda e: e.value_tell)
+    at = first.value_tell - (8 if (first.is_implicit_VR or not hostile._long_vr(first)) else 12)
+    explicit, o = not first.is_implicit_VR, "<" if first.is_little_endian else ">"
+    for depth in (100, 101, 150, 250):
+        data = raw[:at] + _nested_sq(depth, 0x00081115, explicit, defined, o) + raw[at:]
+        fast, slow = _both(data)
+        assert fast == slow, depth
+        if depth == 100:
+            assert isinstance(fast, Header)
+            assert fast.meta.count('"00081115"') == 100
+        else:
+            assert fast == (
+                "f.dcm: sequence (0008,1115) is nested more than 100 levels deep "
+                "(inside (0008,1115)): refused"
+            )
