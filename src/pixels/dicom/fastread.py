@@ -263,7 +263,9 @@ class _Parser:
 
     def run(self, fp: BinaryIO) -> Parsed:
         buf = self.buf
-        if self.n < 132 or buf[128:132] != b"DICM":
+        if self.n < 132:
+            self.short()
+        if buf[128:132] != b"DICM":
             raise _FallbackError
         ts, pos = self.file_meta(132)
         if not ts or "\\" in ts or ts == _BIG_ENDIAN:
@@ -366,6 +368,7 @@ class _Parser:
         keys = _KEYS
         encodings = self.encodings
         out: dict[str, Any] = {}
+        creators: dict[int, tuple[int, int]] = {}
         prev = -1
         while True:
             if end >= 0 and pos >= end:
@@ -416,13 +419,22 @@ class _Parser:
                 out[key] = {"vr": "SQ", "Value": items}
                 continue
             if length == _UNDEFINED or kind == _NO:
-                raise _FallbackError  # UN, or a VR pydicom must convert
+                if vr != "UN" or not group & 1 or length == _UNDEFINED or tag <= 0x00080005:
+                    raise _FallbackError  # a VR pydicom must convert
+                # a private element written as UN: pydicom reads it as in implicit VR
+                if pos + length > n:
+                    self.short()
+                out[key] = self.private_un(tag, pos, length, creators, prefix + key)
+                pos += length
+                continue
             vpos = pos
             pos += length
             if pos > n:
                 self.short()
             if not elem:
                 continue  # group length: not in the JSON model (PS3.18 F.2)
+            if group & 1 and 0x10 <= elem < 0x100:
+                creators[tag] = (vpos, pos)
             if not length:
                 out[key] = {"vr": vr}
                 continue
@@ -445,7 +457,12 @@ class _Parser:
                     "BulkDataURI": self.enc.uri(prefix + key, base + vpos, length),
                 }
                 continue
-            out[key] = self.decoded(tag, vr, decoder, vpos, pos, prefix + key, encodings)
+            try:
+                v = decoder(buf[vpos:pos], True, encodings)
+            except (_UnhandledError, _InvalidError):
+                out[key] = self.decoded(tag, vr, decoder, vpos, pos, prefix + key, encodings)
+                continue
+            out[key] = {"vr": vr} if v is None else {"vr": vr, "Value": v}
         raise AssertionError("unreachable")  # pragma: no cover
 
     def decoded(
@@ -576,6 +593,32 @@ class _Parser:
                 raise _FallbackError  # an empty IS/DS value among others: pydicom refuses it
             out[key] = entry
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def private_un(
+        self, tag: int, pos: int, length: int, creators: dict[int, tuple[int, int]], tagpath: str
+    ) -> dict[str, Any]:
+        """A private element written as explicit UN: pydicom gives it its implicit VR reading."""
+        elem = tag & 0xFFFF
+        if not elem:
+            raise _FallbackError
+        if _in_dictionary(tag):
+            raise _FallbackError
+        vr = "LO" if 0x10 <= elem < 0x100 else self.private_vr(tag, creators)
+        if vr == "LO":
+            creators[tag] = (pos, pos + length)
+        if not length:
+            return {"vr": vr}
+        row = self.table[vr.encode()]
+        if row[2] == _BIN or vr == "UN":
+            return self.enc.binary(vr, self.buf[pos : pos + length], tagpath, self.base + pos)
+        if length == row[3]:
+            v = row[4](self.buf, pos)[0]
+            if v == v and v - v == 0:
+                return {"vr": vr, "Value": [v]}
+        entry = self.decoded(tag, vr, row[5], pos, pos + length, tagpath, self.encodings)
+        if None in entry.get("Value", ()):
+            raise _FallbackError  # an empty IS/DS value among others: pydicom refuses it
+        return entry
 
     def private_vr(self, tag: int, creators: dict[int, tuple[int, int]]) -> str:
         """pydicom's VR of a private data element read in implicit VR: its private dictionary's

@@ -212,8 +212,10 @@ def _v_pn(value: bytes, le: bool, enc: list[str]) -> list[Any] | None:
     value = value.rstrip(b"\x00 ")
     if not value:
         return None
-    if b"\x1b" in value or len(enc) != 1:
-        raise _UnhandledError  # code extensions: pydicom's PersonName handles them
+    if b"\x1b" in value or (len(enc) != 1 and not value.isascii()):
+        # code extensions: pydicom's PersonName handles them (an ASCII name without an
+        # escape sequence is decoded with the first encoding, here as there)
+        raise _UnhandledError
     try:
         text = value.decode(enc[0])
     except (UnicodeError, LookupError):
