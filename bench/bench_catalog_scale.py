@@ -239,7 +239,7 @@ def _catalog_cmd(corpus: Path, table: Path, extra: list[str]) -> list[str]:
                       "-q", *extra)  # fmt: skip
 
 
-def run(files: int, table_root: Path, extra: list[str]) -> dict[str, Any]:
+def run(files: int, table_root: Path, extra: list[str], keep: bool = False) -> dict[str, Any]:
     corpus = ROOT / str(files)
     table = table_root / f"scale-{files}"
     shutil.rmtree(table, ignore_errors=True)
@@ -254,12 +254,14 @@ def run(files: int, table_root: Path, extra: list[str]) -> dict[str, Any]:
             "peak_mb": round(m.peak_mb),
             "peak_pss_mb": round(m.peak_pss_mb),
             "cpu_s": round(m.cpu_seconds, 1),
+            "cpu_ms_per_file": round(m.cpu_seconds / files * 1e3, 3),
             "other_load": round(m.other_cores, 2),
         }
         print(name, out[name], file=sys.stderr)
     out["table"] = _table_check(table)
     print("table", out["table"], file=sys.stderr)
-    shutil.rmtree(table, ignore_errors=True)
+    if not keep:
+        shutil.rmtree(table, ignore_errors=True)
     return out
 
 
@@ -300,6 +302,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--tables", default="/work/bigdata/tables", help="where tables go")
     ap.add_argument("--out", default=None, help="results JSON")
     ap.add_argument("--commit-rows", type=int, default=None)
+    ap.add_argument("--keep", action="store_true", help="keep the table of `run`")
     args = ap.parse_args(argv)
     extra = ["--commit-rows", str(args.commit_rows)] if args.commit_rows else []
     tables = Path(args.tables)
@@ -308,7 +311,7 @@ def main(argv: list[str] | None = None) -> None:
         build(args.files, args.seed)
         result: dict[str, Any] = json.loads((ROOT / str(args.files) / MARKER).read_text())
     elif args.step == "run":
-        result = run(args.files, tables, extra)
+        result = run(args.files, tables, extra, args.keep)
     else:
         result = resume(args.files, tables, extra)
     result["machine"] = machine_info()
