@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import dump_json, machine_info, python_cmd, run_measured  # noqa: E402
+from _common import dump_json, machine_info, python_cmd, run_measured
 
 ROOT = Path("/work/bigdata/files")
 MARKER = ".corpus.json"

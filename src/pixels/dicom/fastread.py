@@ -534,16 +534,14 @@ class _Parser:
             if group & 1:
                 if _in_dictionary(tag):
                     raise _FallbackError  # an odd group the public dictionary matches
-                if 0x10 <= elem < 0x100:
-                    vr: str | None = "LO"
-                else:
-                    vr = self.private_vr(tag, creators)
+                vr = "LO" if 0x10 <= elem < 0x100 else self.private_vr(tag, creators)
             else:
-                vr = _implicit_vr(tag)
-                if vr is None:
+                known = _implicit_vr(tag)
+                if known is None:
                     if tag not in _US_OR_SS or not top or self.pixel_rep is None or length & 1:
                         raise _FallbackError  # pydicom decides the VR from the dataset
-                    vr = "US" if self.pixel_rep == 0 else "SS"
+                    known = "US" if self.pixel_rep == 0 else "SS"
+                vr = known
             key = keys.get(tag)
             if key is None:
                 key = _key(tag)
