@@ -145,6 +145,18 @@ class Catalog:
             worker_memory=worker_memory,
         )
 
+    def watch(self, source: str | os.PathLike[str], **kwargs: Any) -> Any:
+        """Catalog the files of a local folder as they arrive, until Ctrl-C (``pixels catalog --watch``).
+
+        Keyword arguments are those of :class:`pixels.engines.watch.Watcher`
+        (``settle``, ``poll``, ``deletions``, ``workers``, ...); to stop it from another
+        thread, run a ``Watcher`` yourself and call its ``stop()``. Returns its
+        :class:`~pixels.engines.watch.WatchStats` (everything read is committed).
+        """
+        from pixels.engines.watch import watch_catalog
+
+        return watch_catalog(os.fspath(source), self.table, **kwargs)
+
     def sql(self, sql: str, params: list[Any] | None = None) -> pd.DataFrame:
         """Run a DuckDB query over the view ``object_catalog``; return a DataFrame.
 

@@ -216,14 +216,15 @@ def catalog_cmd(
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn(
-            "read · {task.fields[unchanged]} unchanged · {task.fields[errors]} errors · {task.fields[rate]}"
+            "read · {task.fields[unchanged]} unchanged · {task.fields[errors]} errors · "
+            "{task.fields[warned]} with warnings · {task.fields[rate]}"
         ),
         TimeElapsedColumn(),
         console=console,
         disable=quiet,
         transient=False,
     )
-    task = progress.add_task("catalog", total=None, unchanged=0, errors=0, rate="")
+    task = progress.add_task("catalog", total=None, unchanged=0, errors=0, warned=0, rate="")
 
     def on_progress(s: CatalogStats) -> None:
         progress.update(
@@ -232,6 +233,7 @@ def catalog_cmd(
             total=max(s.listed - s.unchanged, s.processed) or None,
             unchanged=s.unchanged,
             errors=s.errors,
+            warned=s.warned,
             rate="",
         )
 

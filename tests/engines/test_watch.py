@@ -308,3 +308,43 @@ def test_more_new_files_than_candidates_held_are_all_read(tmp_path: Path, poll: 
     assert sorted(r["path"] for r in got) == sorted(str(src / f"{i:03d}.dcm") for i in range(60))
     assert all(r["error"] is None for r in got)
     assert watcher.stats.processed == 60  # none read twice
+
+
+@pytest.mark.slow
+def test_catalog_watch_from_python_until_ctrl_c(tmp_path: Path) -> None:
+    """`Catalog(table).watch(folder)` runs until Ctrl-C, then returns its stats, rows committed."""
+    src = tmp_path / "in"
+    _write(src / "a.dcm", CT)
+    script = (
+        "import sys\n"
+        "from pixels import Catalog\n"
+        "stats = Catalog(sys.argv[2]).watch(sys.argv[1], settle=0.5, workers=0)\n"
+        "print('processed', stats.processed, 'written', stats.written, flush=True)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, str(src), str(tmp_path / "cat")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        table = CatalogTable(tmp_path / "cat")
+        deadline = time.monotonic() + PATIENCE
+        while time.monotonic() < deadline and proc.poll() is None:
+            if table.exists() and table.count() == 1:
+                break
+            time.sleep(0.2)
+        _write(src / "b.dcm", MR)
+        while time.monotonic() < deadline and proc.poll() is None:
+            if table.count() == 2:
+                break
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, out
+    assert "processed 2 written 2" in out, out
+    assert table.count() == 2
