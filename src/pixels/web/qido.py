@@ -30,7 +30,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from pixels.web.index import index_of
+from pixels.web.index import QMETA_TAGS, index_of
 from pixels.web.levels import SERIES_TAGS, STUDY_TAGS, is_instance_level
 from pixels.web.state import base_url, check_uid, state_of
 
@@ -177,7 +177,7 @@ def _condition(key: str, spec: _Key, value: str) -> tuple[str, list[Any]]:
         if not mods:
             return "TRUE", []
         return (
-            "StudyInstanceUID IN (SELECT StudyInstanceUID FROM inst WHERE Modality IN "
+            "StudyInstanceUID IN (SELECT StudyInstanceUID FROM sgrp WHERE Modality IN "
             f"({', '.join('?' * len(mods))}))",
             mods,
         )
@@ -222,6 +222,8 @@ class _Query:
     offset: int = 0
     #: Query parameters ignored (PS3.18 8.3.4: unknown ones are ignored, not refused).
     ignored: list[str] = field(default_factory=list)
+    #: The matching keys used (keywords of :data:`KEYS`).
+    keys: list[str] = field(default_factory=list)
 
 
 def _count(key: str, value: str, most: int) -> int:
@@ -268,6 +270,7 @@ def _parse_query(request: Request) -> _Query:
         if value == "" or value.strip("*") == "":
             continue  # universal matching (PS3.4 C.2.2.2.3; "*" alone is the same)
         c, p = _condition(kw or key, spec, value)
+        q.keys.append(kw or key)
         q.conds.append(c)
         q.params.extend(p)
     return q
@@ -335,9 +338,35 @@ def search(request: Request) -> Response:
         levels.insert(-1, SERIES)
     tags = [t for lv in levels for t in DEFAULTS[lv]] + q.include
     study_sums = "t.n_series AS study_series, t.n_inst AS study_inst, t.mods"
-    if level == STUDY:
+    # study and series searches match on the index's groups (one row per distinct
+    # combination of study/series attributes), never on every instance
+    grouped = all(KEYS[k].level != INSTANCE for k in q.keys)
+    match = f"SELECT {{}} FROM sgrp {where}" if conds else ""
+    if level == STUDY and grouped:
         sql = (
-            f"SELECT s.StudyInstanceUID, s.path, {study_sums} FROM ("
+            f"SELECT t.StudyInstanceUID, t.first AS path, t.qmeta, {study_sums} FROM study_sum t "
+            + (
+                f"WHERE t.StudyInstanceUID IN ({match.format('StudyInstanceUID')}) "
+                if conds
+                else ""
+            )
+            + "ORDER BY t.d DESC NULLS LAST, t.StudyInstanceUID LIMIT ? OFFSET ?"
+        )
+    elif level == SERIES and grouped:
+        sql = (
+            "SELECT c.StudyInstanceUID, c.SeriesInstanceUID, c.first AS path, c.qmeta, "
+            f"c.n_inst AS series_inst, {study_sums} FROM series_sum c "
+            "JOIN study_sum t USING (StudyInstanceUID) "
+            + (
+                f"WHERE c.SeriesInstanceUID IN ({match.format('SeriesInstanceUID')}) "
+                if conds
+                else ""
+            )
+            + "ORDER BY c.StudyInstanceUID, c.n NULLS LAST, c.SeriesInstanceUID LIMIT ? OFFSET ?"
+        )
+    elif level == STUDY:
+        sql = (
+            f"SELECT s.StudyInstanceUID, s.path, NULL AS qmeta, {study_sums} FROM ("
             "SELECT StudyInstanceUID, arg_min(path, SOPInstanceUID) AS path, "
             "max(StudyDate) AS d FROM inst " + where + " GROUP BY StudyInstanceUID) s "
             "JOIN study_sum t USING (StudyInstanceUID) "
@@ -345,19 +374,19 @@ def search(request: Request) -> Response:
         )
     elif level == SERIES:
         sql = (
-            f"SELECT s.*, c.n_inst AS series_inst, {study_sums} FROM (SELECT StudyInstanceUID, "
-            "SeriesInstanceUID, arg_min(path, SOPInstanceUID) AS path, min(SeriesNumber) AS n "
-            "FROM inst " + where + " GROUP BY StudyInstanceUID, SeriesInstanceUID) s "
-            "JOIN series_sum c USING (SeriesInstanceUID) "
-            "JOIN study_sum t USING (StudyInstanceUID) "
-            "ORDER BY StudyInstanceUID, n NULLS LAST, SeriesInstanceUID LIMIT ? OFFSET ?"
+            f"SELECT s.*, NULL AS qmeta, c.n_inst AS series_inst, {study_sums} FROM ("
+            "SELECT StudyInstanceUID, SeriesInstanceUID, arg_min(path, SOPInstanceUID) AS path, "
+            "min(SeriesNumber) AS n FROM inst " + where + " GROUP BY StudyInstanceUID, "
+            "SeriesInstanceUID) s JOIN series_sum c USING (SeriesInstanceUID) "
+            "JOIN study_sum t ON t.StudyInstanceUID = s.StudyInstanceUID "
+            "ORDER BY s.StudyInstanceUID, s.n NULLS LAST, SeriesInstanceUID LIMIT ? OFFSET ?"
         )
     else:
         sql = (
             "SELECT i.StudyInstanceUID, i.SeriesInstanceUID, i.SOPInstanceUID, i.path, "
-            f"c.n_inst AS series_inst, {study_sums} FROM (SELECT * FROM inst {where}) i "
-            "JOIN series_sum c USING (SeriesInstanceUID) "
-            "JOIN study_sum t USING (StudyInstanceUID) "
+            f"NULL AS qmeta, c.n_inst AS series_inst, {study_sums} FROM (SELECT * FROM inst "
+            f"{where}) i JOIN series_sum c USING (SeriesInstanceUID) "
+            "JOIN study_sum t ON t.StudyInstanceUID = i.StudyInstanceUID "
             "ORDER BY i.StudyInstanceUID, i.SeriesNumber NULLS LAST, i.SeriesInstanceUID, "
             "i.InstanceNumber NULLS LAST, i.SOPInstanceUID LIMIT ? OFFSET ?"
         )
@@ -366,13 +395,18 @@ def search(request: Request) -> Response:
     rows = snap.rows(sql, [*params, q.limit + 1, q.offset])
     cut = len(rows) > q.limit
     del rows[q.limit :]
-    # meta of the rows; for instances, a condition on their studies lets DuckDB skip files
-    studies = sorted({r["StudyInstanceUID"] for r in rows})
-    hint, hint_params = "", []
-    if level == INSTANCE and 0 < len(studies) <= _HINT_MAX:
-        hint = f"StudyInstanceUID IN ({', '.join('?' * len(studies))})"
-        hint_params = studies
-    metas = snap.metas((r["path"] for r in rows), hint, hint_params)
+    # the study/series attributes the index holds answer unless other tags are asked for
+    held = all(t in QMETA_TAGS or t in _COMPUTED for t in tags)
+    metas = {r["path"]: r["qmeta"] for r in rows if held and r["qmeta"] is not None}
+    todo = [r for r in rows if r["path"] not in metas]
+    if todo:
+        # for instances, a condition on their studies lets DuckDB skip files
+        studies = sorted({r["StudyInstanceUID"] for r in todo})
+        hint, hint_params = "", []
+        if level == INSTANCE and 0 < len(studies) <= _HINT_MAX:
+            hint = f"StudyInstanceUID IN ({', '.join('?' * len(studies))})"
+            hint_params = studies
+        metas.update(snap.metas((r["path"] for r in todo), hint, hint_params))
     out = [
         _result(level, row | {"meta": metas[row["path"]]}, tags, q.include_all, levels, base)
         for row in rows

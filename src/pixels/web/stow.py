@@ -9,7 +9,10 @@ transfer syntax; a data set readable only by force is refused), parse as DICOM
 carry valid SOP Class, SOP Instance, Study and Series UIDs; with a study in the
 URL the instance must belong to it. A good part is written to
 ``{storage_root}/{StudyUID}/{SeriesUID}/{SOPUID}.dcm`` atomically (temporary file
-then :func:`os.replace`) and cataloged at once, so the next QIDO-RS request sees it.
+then :func:`os.replace`) and cataloged before the answer, so the next QIDO-RS request
+sees it: the rows of one request, and of the requests that arrive while a commit
+runs, go into one Delta commit (:class:`GroupCommitter`), and a request is answered
+only once its rows are committed and in the server's index.
 
 Duplicates: a SOP instance already stored with identical bytes is a success and
 nothing is written; different bytes replace the stored file (a new version; the
@@ -32,19 +35,24 @@ import json
 import mmap
 import os
 import tempfile
+import threading
 import time
-from dataclasses import dataclass
+import weakref
+from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
+import pyarrow as pa
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from pixels.table import CatalogTable
+from pixels.web.index import index_of
 from pixels.web.multipart import MultipartError, parse_media_type, split_parts
 from pixels.web.state import WebState, base_url, check_uid, is_uid, state_of
 
-__all__ = ["clean_stale_spools", "store"]
+__all__ = ["GroupCommitter", "clean_stale_spools", "committer_of", "store"]
 
 FAIL_STUDY_MISMATCH = 0xA900
 FAIL_CANNOT_UNDERSTAND = 0xC000
@@ -140,18 +148,118 @@ def _store_body(state: WebState, spool: str, boundary: str, study: str | None) -
         if not parts:
             raise HTTPException(400, "the multipart body has no parts")
         outcomes = []
-        with state.write_lock:
+        with state.write_lock:  # placing files: one request at a time (duplicates, replaces)
             for part in parts:
                 outcomes.append(
                     _store_part(state, mm, part.start, part.end, part.content_type, study)
                 )
-            stored = [o for o in outcomes if o.failure is None and o.path]
+    stored = [o for o in outcomes if o.failure is None and o.path]
+    if stored:
+        try:
+            rows = _records([o.path for o in stored if o.path])
+            version = committer_of(state).commit(rows)
+            # the answer says "stored": the next request of any client must see it
+            index_of(state).current(min_version=version)
+        except Exception as e:  # the files are stored; say they could not be cataloged
             for o in stored:
-                try:
-                    state.catalog.catalog(o.path, workers=0)  # type: ignore[arg-type]
-                except Exception as e:  # the file is stored; say it could not be cataloged
-                    o.failure, o.reason = FAIL_PROCESSING, f"stored but not cataloged: {e}"
+                o.failure, o.reason = FAIL_PROCESSING, f"stored but not cataloged: {e}"
     return outcomes
+
+
+def _records(paths: list[str]) -> pa.Table:
+    """Catalog rows of stored files (the per-file work every engine runs)."""
+    from pixels.dicom.record import RecordOptions
+    from pixels.engines import worker
+    from pixels.sources import iter_files
+
+    refs = [ref for p in paths for ref in iter_files(p, expand_archives=False)]
+    return pa.Table.from_batches([worker.run(refs, RecordOptions())])
+
+
+class GroupCommitter:
+    """Commits the rows of concurrent STOW-RS requests together: one Delta commit per group.
+
+    Each request hands its rows to :meth:`commit` and waits; one thread appends
+    everything handed in meanwhile in one commit (:meth:`CatalogTable.append`, so
+    the identity rule applies across the group) and wakes every request of the
+    group with the version that holds its rows, or the error. A request is
+    answered only after the commit holding its rows: a crash loses nothing
+    acknowledged.
+    """
+
+    def __init__(self, table: CatalogTable):
+        self.table = CatalogTable(table.uri, table.storage_options)
+        self._cond = threading.Condition()
+        self._pending: list[_Submission] = []
+        self._thread: threading.Thread | None = None
+        #: Commits made and requests they held (for benchmarks and tests).
+        self.commits = 0
+        self.requests = 0
+
+    def commit(self, rows: pa.Table) -> int:
+        """Commit ``rows`` (with whatever other requests hand in meanwhile); the version."""
+        sub = _Submission(rows)
+        with self._cond:
+            self._pending.append(sub)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="pixels-stow-commit", daemon=True
+                )
+                self._thread.start()
+            self._cond.notify_all()
+        sub.done.wait()
+        if sub.error is not None:
+            raise sub.error
+        assert sub.version is not None
+        return sub.version
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                if not self._cond.wait_for(lambda: bool(self._pending), timeout=_IDLE_S):
+                    self._thread = None
+                    return
+                group, self._pending = self._pending, []
+            try:
+                self.table.append(
+                    pa.concat_tables([g.rows for g in group], promote_options="default")
+                )
+                version = self.table.version()
+                self.commits += 1
+                self.requests += len(group)
+                for g in group:
+                    g.version = version
+            except BaseException as e:
+                for g in group:
+                    g.error = e
+            finally:
+                for g in group:
+                    g.done.set()
+
+
+#: Seconds the commit thread waits for work before it ends (a new request starts it again).
+_IDLE_S = 30.0
+
+
+@dataclass
+class _Submission:
+    rows: pa.Table
+    done: threading.Event = field(default_factory=threading.Event)
+    version: int | None = None
+    error: BaseException | None = None
+
+
+_COMMITTERS: weakref.WeakKeyDictionary[WebState, GroupCommitter] = weakref.WeakKeyDictionary()
+_COMMITTERS_LOCK = threading.Lock()
+
+
+def committer_of(state: WebState) -> GroupCommitter:
+    """The :class:`GroupCommitter` of a server's state (made on first use)."""
+    with _COMMITTERS_LOCK:
+        c = _COMMITTERS.get(state)
+        if c is None:
+            c = _COMMITTERS[state] = GroupCommitter(state.table)
+        return c
 
 
 def _store_part(
