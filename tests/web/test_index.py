@@ -151,3 +151,132 @@ def test_rows_read_from_their_files_equal_the_versions_rows(
     located_meta = snap.metas(paths)
     snap._located = False
     assert snap.metas(paths) == located_meta and len(located_meta) == len(paths)
+
+
+def _state(index: TableIndex) -> dict[str, object]:
+    """Everything the index answers from, in a comparable form (file ids left out)."""
+    snap = index.current()
+    return {
+        "inst": snap.rows(
+            "SELECT path, SOPInstanceUID, SeriesInstanceUID, StudyInstanceUID, PatientName, "
+            "Modality, InstanceNumber, StudyID, ReferringPhysicianName FROM inst ORDER BY path",
+            [],
+        ),
+        "groups": snap.rows("SELECT * EXCLUDE (gid) FROM sgrp ORDER BY ALL", []),
+        "series": snap.rows("SELECT * FROM series_sum ORDER BY SeriesInstanceUID", []),
+        "studies": snap.rows("SELECT * FROM study_sum ORDER BY StudyInstanceUID", []),
+    }
+
+
+def _fresh(catalog: str) -> dict[str, object]:
+    return _state(TableIndex(CatalogTable(catalog)))
+
+
+def test_incremental_index_matches_a_fresh_build_after_stow_catalog_optimize_and_changes(
+    first: tuple[str, dict[str, Path]], tmp_path: Path
+) -> None:
+    """The served index follows each commit by its added and removed files only, and ends
+    equal to an index built from scratch: after a STOW-RS request, a catalog run, an
+    optimize (files compacted: all removed and added again) and a re-catalog of a changed
+    file (its old row removed)."""
+    import httpx
+
+    from pixels.web import create_app
+    from pixels.web.index import index_of
+    from web.conftest import running
+
+    catalog, files = first
+    app = create_app(catalog, token="", storage_root=str(tmp_path / "stow"))
+    index = index_of(app.state.pixels)
+    assert _state(index) == _fresh(catalog)
+    with running(app) as url, httpx.Client(base_url=f"{url}/dicomweb", timeout=60) as http:
+
+        def studies() -> set[str]:
+            r = http.get("/studies")
+            assert r.status_code == 200
+            return {s["0020000D"]["Value"][0] for s in r.json()}
+
+        before = studies()
+        # a STOW-RS request of two instances of one new study
+        sent = copy_with_new_uids(sample_file("MR_small.dcm"), tmp_path / "sent", 2, per_series=2)
+        boundary = "pixels-test-boundary"
+        body = (
+            b"".join(
+                f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+                + p.read_bytes()
+                + b"\r\n"
+                for p in sent
+            )
+            + f"--{boundary}--\r\n".encode()
+        )
+        r = http.post(
+            "/studies",
+            content=body,
+            headers={
+                "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}'
+            },
+        )
+        assert r.status_code == 200, r.text
+        stowed = _uids(sent[0])[0]
+        assert studies() == before | {stowed}
+        assert index.last_update["added_files"] == 1 and index.last_update["removed_files"] == 0
+        assert _state(index) == _fresh(catalog)
+
+        # a catalog run adding a series of three
+        added = copy_with_new_uids(sample_file("CT_small.dcm"), tmp_path / "two", 3, per_series=3)
+        Catalog(catalog).catalog(str(tmp_path / "two"), workers=0)
+        assert _uids(added[0])[0] in studies()
+        assert index.last_update["removed_files"] == 0
+        assert _state(index) == _fresh(catalog)
+
+        # optimize: the rows move to new files; the answers stay the same
+        state = _state(index)
+        n_files = len(DeltaTable(catalog).file_uris())
+        Catalog(catalog).optimize()
+        assert len(DeltaTable(catalog).file_uris()) < n_files
+        after = _state(index)
+        assert after == state == _fresh(catalog)
+        assert index.last_update["removed_files"] == n_files
+
+        # a file changed on disk (a new SOP Instance UID) and cataloged again: the
+        # old instance disappears, the new one appears
+        changed = files["MR_small.dcm"]
+        old_sop = _uids(changed)[2]
+        ds = pydicom.dcmread(changed)
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = "1.2.826.0.1.3680043.2.9"
+        ds.save_as(changed)
+        Catalog(catalog).catalog(str(changed.parent), workers=0)
+        sops = set(_sops(index))
+        assert old_sop not in sops and "1.2.826.0.1.3680043.2.9" in sops
+        r = http.get("/instances", params={"SOPInstanceUID": old_sop})
+        assert r.status_code == 200 and r.json() == []
+        assert _state(index) == _fresh(catalog)
+
+
+def test_a_request_does_not_wait_for_an_update_in_progress(
+    first: tuple[str, dict[str, Path]], tmp_path: Path
+) -> None:
+    """While one thread updates the index (its lock held), another gets the last
+    version at once; one that needs the newer version waits for it."""
+    import threading
+
+    catalog, _ = first
+    index = TableIndex(CatalogTable(catalog))
+    snap = index.current()
+    copy_with_new_uids(sample_file("CT_small.dcm"), tmp_path / "two", 1)
+    Catalog(catalog).catalog(str(tmp_path / "two"), workers=0)
+    version = DeltaTable(catalog).version()
+    assert version > snap.version
+    with index._lock:  # an update in progress
+        answered: list[object] = []
+        reader = threading.Thread(target=lambda: answered.append(index.current()))
+        reader.start()
+        reader.join(10)
+        assert not reader.is_alive() and answered == [snap]  # at once, the last version
+        got: list[int | None] = []
+        waiter = threading.Thread(target=lambda: got.append(index.current(version).version))
+        waiter.start()
+        waiter.join(0.5)
+        assert waiter.is_alive() and got == []  # it needs the new version: it waits
+    waiter.join(60)
+    assert got == [version]
