@@ -26,22 +26,20 @@ Command line::
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import zipfile
 from pathlib import Path, PurePosixPath
 from urllib.parse import quote, urlencode
 
 from starlette.requests import Request
-from starlette.responses import FileResponse, PlainTextResponse, Response
+from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from pixels.web import ohif
+from pixels.web import ohif, static
 from pixels.web.state import MONAILABEL, base_url
 
 __all__ = [
@@ -83,12 +81,7 @@ def dist_dir(root: Path | None = None) -> Path:
 
 def installed_version(root: Path | None = None) -> str | None:
     """The installed build's monailabel version, or None when it is not (completely) installed."""
-    dist = dist_dir(root)
-    try:
-        version = (dist / MARKER).read_text().strip()
-    except OSError:
-        return None
-    return version if (dist / "index.html").is_file() else None
+    return static.installed_version(dist_dir(root), MARKER)
 
 
 def _keep(name: str) -> str | None:
@@ -122,27 +115,28 @@ def install(
         if not quiet:
             print(f"MONAI Label OHIF {version} already installed in {dist}", file=sys.stderr)
         return dist
-    root.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=root, prefix=".install-") as tmp:
-        if wheel is None:
+
+    def fill(tmp: Path) -> tuple[int, str]:
+        source = wheel
+        if source is None:
             proc = subprocess.run(
                 [
                     *(sys.executable, "-m", "pip", "download", "--no-deps", "--quiet"),
-                    *("--dest", tmp, f"monailabel=={version}"),
+                    *("--dest", str(tmp), f"monailabel=={version}"),
                 ],
                 capture_output=True,
                 text=True,
                 check=False,
             )
-            found = sorted(Path(tmp).glob("monailabel-*.whl"))
+            found = sorted(tmp.glob("monailabel-*.whl"))
             if proc.returncode != 0 or len(found) != 1:
                 raise RuntimeError(
                     f"pip download monailabel=={version} failed: {proc.stderr.strip()[-500:]}"
                 )
-            wheel = found[0]
-        staged = Path(tmp) / "dist"
+            source = found[0]
+        staged = tmp / "dist"
         count = 0
-        with zipfile.ZipFile(wheel) as zf:
+        with zipfile.ZipFile(source) as zf:
             for info in zf.infolist():
                 rel = _keep(info.filename)
                 if rel is None:
@@ -157,12 +151,9 @@ def install(
                     dst = staged / CLIENT_DIR / info.filename[len(CLIENT_PREFIX) :]
                     dst.parent.mkdir(parents=True, exist_ok=True)
                     dst.write_bytes(zf.read(info))
-        if not (staged / "index.html").is_file():
-            raise RuntimeError(f"{wheel.name} has no {MEMBER_PREFIX}index.html")
-        (staged / MARKER).write_text(version + "\n")
-        if dist.exists():
-            dist.rename(Path(tmp) / "old")
-        staged.rename(dist)
+        return count, f"{source.name} ({MEMBER_PREFIX})"
+
+    count = static.staged_install(root, dist, MARKER, version, fill)
     if not quiet:
         print(f"MONAI Label OHIF {version} installed in {dist} ({count} files)", file=sys.stderr)
     return dist
@@ -187,6 +178,11 @@ _MISSING = (
 )
 
 
+def _hidden(rel: str) -> bool:
+    """Files of the install never served: the marker and the kept Python client."""
+    return rel == MARKER or rel.startswith(CLIENT_DIR)
+
+
 def routes(dicomweb_prefix: str, root: Path | None = None) -> list[Route]:
     """Routes of the build under ``/ohif/`` (its study list opens studies in the MONAI Label mode).
 
@@ -197,24 +193,18 @@ def routes(dicomweb_prefix: str, root: Path | None = None) -> list[Route]:
     config += json.dumps(app_config(dicomweb_prefix), indent=2) + ";\n"
 
     async def app_config_route(request: Request) -> Response:
-        return Response(config, media_type=ohif.MIME[".js"], headers={"Cache-Control": "no-cache"})
+        return Response(
+            config, media_type=static.MIME[".js"], headers={"Cache-Control": "no-cache"}
+        )
 
     async def page(request: Request) -> Response:
         if not (dist / "index.html").is_file():
             return PlainTextResponse(_MISSING, 404)
         rel = request.path_params.get("path", "")
-        if rel and rel != MARKER and not rel.startswith(CLIENT_DIR):
-            target = (dist / rel).resolve()
-            if target.is_relative_to(dist) and target.is_file():
-                media = ohif.MIME.get(target.suffix.lower(), "application/octet-stream")
-                return FileResponse(target, media_type=media)
-            if "." in PurePosixPath(rel).name and not rel.endswith(".html"):
-                return PlainTextResponse("not found", 404)  # a missing asset, not a page
-        resp = FileResponse(
-            dist / "index.html",
-            media_type=ohif.MIME[".html"],
-            headers={"Cache-Control": "no-cache"},
-        )
+        found = static.static_file(dist, rel, _hidden)
+        if found is not None:
+            return found
+        resp = static.index_page(dist)
         server = base_url(request) + MONAILABEL + "/"
         # the panel reads the cookie with JavaScript's unescape(): write it escape()d
         # (Set-Cookie written by hand: http.cookies would put it in double quotes)
@@ -230,27 +220,17 @@ def routes(dicomweb_prefix: str, root: Path | None = None) -> list[Route]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m pixels.web.monailabel_ohif", description=__doc__
+    return static.cli(
+        argv,
+        prog="python -m pixels.web.monailabel_ohif",
+        description=__doc__,
+        install_help=f"fetch monailabel=={MONAILABEL_VERSION}'s OHIF",
+        install=install,
+        dist_dir=dist_dir,
+        installed=installed_version,
+        errors=(RuntimeError, OSError, zipfile.BadZipFile),
+        wheel_option=True,
     )
-    sub = parser.add_subparsers(dest="cmd", required=True)
-    p_install = sub.add_parser("install", help=f"fetch monailabel=={MONAILABEL_VERSION}'s OHIF")
-    p_install.add_argument("--dir", type=Path, default=None, help="install folder")
-    p_install.add_argument("--wheel", type=Path, default=None, help="a downloaded wheel")
-    p_install.add_argument("--force", action="store_true", help="install again")
-    p_install.add_argument("--quiet", "-q", action="store_true")
-    p_path = sub.add_parser("path", help="print the dist/ folder and the installed version")
-    p_path.add_argument("--dir", type=Path, default=None)
-    args = parser.parse_args(argv)
-    if args.cmd == "install":
-        try:
-            install(args.dir, force=args.force, wheel=args.wheel, quiet=args.quiet)
-        except (RuntimeError, OSError, zipfile.BadZipFile) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-        return 0
-    print(dist_dir(args.dir), installed_version(args.dir) or "(not installed)")
-    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

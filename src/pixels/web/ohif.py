@@ -22,20 +22,20 @@ Command line::
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
 import subprocess
 import sys
 import tarfile
-import tempfile
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import FileResponse, HTMLResponse, PlainTextResponse, Response
+from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Route
+
+from pixels.web import static
 
 __all__ = [
     "OHIF_VERSION",
@@ -53,26 +53,7 @@ OHIF_VERSION = "3.13.2"
 PACKAGE = "@ohif/app"
 MARKER = ".pixels-ohif-version"
 
-MIME = {
-    ".html": "text/html; charset=utf-8",
-    ".js": "text/javascript; charset=utf-8",
-    ".mjs": "text/javascript; charset=utf-8",
-    ".css": "text/css; charset=utf-8",
-    ".json": "application/json",
-    ".wasm": "application/wasm",
-    ".svg": "image/svg+xml",
-    ".png": "image/png",
-    ".jpg": "image/jpeg",
-    ".jpeg": "image/jpeg",
-    ".gif": "image/gif",
-    ".ico": "image/x-icon",
-    ".woff": "font/woff",
-    ".woff2": "font/woff2",
-    ".ttf": "font/ttf",
-    ".txt": "text/plain; charset=utf-8",
-    ".xml": "application/xml",
-    ".webmanifest": "application/manifest+json",
-}
+MIME = static.MIME
 
 
 def default_dir() -> Path:
@@ -98,12 +79,7 @@ def dist_dir(root: Path | None = None) -> Path:
 
 def installed_version(root: Path | None = None) -> str | None:
     """The installed viewer's version, or None when it is not (completely) installed."""
-    dist = dist_dir(root)
-    try:
-        version = (dist / MARKER).read_text().strip()
-    except OSError:
-        return None
-    return version if (dist / "index.html").is_file() else None
+    return static.installed_version(dist_dir(root), MARKER)
 
 
 def _keep(name: str) -> str | None:
@@ -139,10 +115,10 @@ def install(
         return dist
     if shutil.which(npm) is None:
         raise RuntimeError(f"{npm!r} not found: install Node.js and npm to fetch the viewer")
-    root.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=root, prefix=".install-") as tmp:
+
+    def fill(tmp: Path) -> tuple[int, str]:
         proc = subprocess.run(
-            [npm, "pack", f"{PACKAGE}@{version}", "--pack-destination", tmp, "--json"],
+            [npm, "pack", f"{PACKAGE}@{version}", "--pack-destination", str(tmp), "--json"],
             capture_output=True,
             text=True,
             cwd=tmp,
@@ -153,9 +129,8 @@ def install(
         tgz = [p for p in os.listdir(tmp) if p.endswith(".tgz")]
         if len(tgz) != 1:
             raise RuntimeError(f"npm pack left {tgz!r} instead of one tarball")
-        staged = Path(tmp) / "dist"
         count = 0
-        with tarfile.open(os.path.join(tmp, tgz[0]), "r:gz") as tar:
+        with tarfile.open(tmp / tgz[0], "r:gz") as tar:
             for member in tar:
                 rel = _keep(member.name)
                 if rel is None or not member.isfile():
@@ -163,18 +138,14 @@ def install(
                 src = tar.extractfile(member)
                 if src is None:
                     continue
-                dst = staged / rel
+                dst = tmp / "dist" / rel
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 with src, open(dst, "wb") as out:
                     shutil.copyfileobj(src, out, 1 << 20)
                 count += 1
-        if not (staged / "index.html").is_file():
-            raise RuntimeError(f"{tgz[0]} has no package/dist/index.html")
-        (staged / MARKER).write_text(version + "\n")
-        old = Path(tmp) / "old"
-        if dist.exists():
-            dist.rename(old)
-        staged.rename(dist)
+        return count, f"{tgz[0]} (package/dist/)"
+
+    count = static.staged_install(root, dist, MARKER, version, fill)
     if not quiet:
         print(f"OHIF {version} installed in {dist} ({count} files)", file=sys.stderr)
     return dist
@@ -261,17 +232,8 @@ def routes(dicomweb_prefix: str, root: Path | None = None, viewer: bool = True) 
         if not viewer or not (dist / "index.html").is_file():
             status = 200 if path == "/" else 404
             return HTMLResponse(_MISSING, status)
-        rel = path.lstrip("/")
-        if rel and rel != MARKER:
-            target = (dist / rel).resolve()
-            if target.is_relative_to(dist) and target.is_file():
-                media = MIME.get(target.suffix.lower(), "application/octet-stream")
-                return FileResponse(target, media_type=media)
-            if "." in PurePosixPath(rel).name and not rel.endswith(".html"):
-                return PlainTextResponse("not found", 404)  # a missing asset, not a page
-        return FileResponse(
-            dist / "index.html", media_type=MIME[".html"], headers={"Cache-Control": "no-cache"}
-        )
+        found = static.static_file(dist, path.lstrip("/"), lambda rel: rel == MARKER)
+        return found if found is not None else static.index_page(dist)
 
     out = [Route("/{path:path}", page, methods=["GET", "HEAD"])]
     if viewer:
@@ -280,24 +242,15 @@ def routes(dicomweb_prefix: str, root: Path | None = None, viewer: bool = True) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pixels.web.ohif", description=__doc__)
-    sub = parser.add_subparsers(dest="cmd", required=True)
-    p_install = sub.add_parser("install", help=f"fetch {PACKAGE}@{OHIF_VERSION} with npm pack")
-    p_install.add_argument("--dir", type=Path, default=None, help="install folder")
-    p_install.add_argument("--force", action="store_true", help="install again")
-    p_install.add_argument("--quiet", "-q", action="store_true")
-    p_path = sub.add_parser("path", help="print the dist/ folder and the installed version")
-    p_path.add_argument("--dir", type=Path, default=None)
-    args = parser.parse_args(argv)
-    if args.cmd == "install":
-        try:
-            install(args.dir, force=args.force, quiet=args.quiet)
-        except RuntimeError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-        return 0
-    print(dist_dir(args.dir), installed_version(args.dir) or "(not installed)")
-    return 0
+    return static.cli(
+        argv,
+        prog="python -m pixels.web.ohif",
+        description=__doc__,
+        install_help=f"fetch {PACKAGE}@{OHIF_VERSION} with npm pack",
+        install=install,
+        dist_dir=dist_dir,
+        installed=installed_version,
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover
