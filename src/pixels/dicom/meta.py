@@ -562,7 +562,7 @@ def read_header(
         raise DicomReadError("no data elements after the file meta information", path=path)
     deflated = transfer_syntax in _DEFLATED
 
-    try:
+    with _encoding_errors(path):
         enc = _Encoder(bulk_threshold, deflated, little)
         js = enc.dataset(ds, "", 0)
         cut = src.truncation()
@@ -575,11 +575,35 @@ def read_header(
         after = None
         if found:
             after = _add_trailing(js, enc, src, stop, head12, little, implicit, encoding)
-        text = json.dumps(js, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        text = _json_text(js)
+    return _header(text, js, transfer_syntax, forced, problem, after)
+
+
+@contextmanager
+def _encoding_errors(path: str) -> Iterator[None]:
+    """Errors while encoding a header become :class:`DicomReadError` naming ``path``."""
+    try:
+        yield
     except DicomReadError as e:
         raise DicomReadError(e.reason, path=path) from e
     except Exception as e:
         raise DicomReadError(f"cannot encode header: {type(e).__name__}: {e}", path=path) from e
+
+
+def _json_text(js: dict[str, Any]) -> str:
+    """The compact DICOM JSON text the catalog stores in ``meta``."""
+    return json.dumps(js, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def _header(
+    text: str,
+    js: dict[str, Any],
+    transfer_syntax: str | None,
+    forced: bool,
+    problem: str | None,
+    after: str | None,
+) -> Header:
+    """The :class:`Header` of an encoded data set (``after``: only without a pixel problem)."""
     keys = _keys(js, transfer_syntax)
     return Header(text, keys, forced, transfer_syntax, problem, js, None if problem else after)
 
@@ -762,7 +786,7 @@ def _read_fast(fp: BinaryIO, start: int, path: str, bulk_threshold: int) -> Head
         return None
     js, transfer_syntax, stop, head12, encodings, implicit, begin = parsed
     deflated = transfer_syntax in _DEFLATED
-    try:
+    with _encoding_errors(path):
         problem = after = None
         if stop is not None:
             problem = _add_pixel(js, fp, stop, head12, True, implicit, deflated, None)[1]
@@ -776,13 +800,8 @@ def _read_fast(fp: BinaryIO, start: int, path: str, bulk_threshold: int) -> Head
                 if after == _ASK_PYDICOM:
                     src = _Guard(fp, fp.seek(0, 2))
                     after = _add_trailing(js, enc, src, stop, head12, True, implicit, encodings)
-        text = json.dumps(js, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    except DicomReadError as e:
-        raise DicomReadError(e.reason, path=path) from e
-    except Exception as e:
-        raise DicomReadError(f"cannot encode header: {type(e).__name__}: {e}", path=path) from e
-    keys = _keys(js, transfer_syntax)
-    return Header(text, keys, False, transfer_syntax, problem, js, None if problem else after)
+        text = _json_text(js)
+    return _header(text, js, transfer_syntax, False, problem, after)
 
 
 #: What :func:`_fast_trailing` returns when pydicom must read the elements after the pixel data.
