@@ -297,8 +297,11 @@ def test_monailabel_viewer_is_served_under_ohif(ml_server: tuple, tmp_path: Path
         assert "Path=/" in cookie
         config = http.get(url + "/ohif/app-config.js")
         assert config.status_code == 200
-        body = json.loads(config.text.split("window.config = ", 1)[1].rstrip().rstrip(";"))
+        body = json.loads(config.text.split("window.config = ", 1)[1].split(";\n", 1)[0])
         assert body["routerBasename"] == "/ohif/"
+        # MONAI Label's mode, wrapped: OHIF's segmentation panel (Export DICOM SEG) beside it
+        assert f"id: {json.dumps(monailabel_ohif.MODE)}" in config.text
+        assert json.dumps(monailabel_ohif.SEGMENTATION_PANEL) in config.text
         source = body["dataSources"][0]["configuration"]
         assert (source["qidoRoot"], source["wadoRoot"]) == ("/dicomweb", "/dicomweb")
         assert source["dicomUploadEnabled"] is True

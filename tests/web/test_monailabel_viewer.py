@@ -1,4 +1,5 @@
-"""MONAI Label's viewer at /ohif/ in a real browser: the panel connects to Pixels and paints ct-tissue.
+"""MONAI Label's viewer at /ohif/ in a real browser: the panel connects to Pixels, paints
+ct-tissue and region-grow results, and its segmentation is exported as a cataloged DICOM SEG.
 
 Debian's chromium driven by Playwright over a real server on loopback and a catalog of a
 real CT (pydicom's CT_small, 8 slices moved along its normal). Needs MONAI Label's OHIF
@@ -8,12 +9,13 @@ build (``python -m pixels.web.monailabel_ohif install``, done by scripts/setup.s
 from __future__ import annotations
 
 import io
-import shutil
-import tempfile
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import numpy as np
 import pydicom
 import pytest
@@ -23,20 +25,30 @@ pytest.importorskip("scipy", reason="ct-tissue needs the ml extra")
 
 from ml.series import ct_series
 from pixels import Catalog
-from pixels.web import create_app, monailabel_ohif
+from pixels.ml.volume import read_volume, select_series
+from pixels.web import create_app, monailabel_ohif, nrrd
+from web.browser import chromium
 from web.conftest import running
-from web.test_viewer import CHROMIUM, CHROMIUM_ARGS
 
 needs_build = pytest.mark.skipif(
     monailabel_ohif.installed_version() is None,
     reason="MONAI Label OHIF not installed: python -m pixels.web.monailabel_ohif install",
 )
+pytestmark = [pytest.mark.browser, needs_build]
+TOKEN = "viewer-token"
 
 
 @pytest.fixture(scope="module")
 def ct_study(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str, str]:
     root = tmp_path_factory.mktemp("monailabel-viewer")
     files = ct_series(root / "data", 8)
+    # Instance Numbers falling along the normal, as a head-first CT's: the panel copies the
+    # answer into OHIF's labelmap, which follows OHIF's instance order (Instance Number,
+    # reversed), not the geometry; other numberings are painted on the wrong slices
+    for k, path in enumerate(files):
+        ds = pydicom.dcmread(path)
+        ds.InstanceNumber = len(files) - k
+        ds.save_as(path)
     catalog = str(root / "catalog")
     assert Catalog(catalog).catalog(str(root / "data"), workers=0).errors == 0
     ds = pydicom.dcmread(files[0])
@@ -45,26 +57,9 @@ def ct_study(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str, str]:
 
 @pytest.fixture
 def browser() -> Iterator[object]:
-    """A fresh Chromium profile per test: the panel keeps state between pages of one profile
-    (the second test's refresh never reached its own server when the profile was shared)."""
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} missing: apt-get install chromium (scripts/setup.sh does)")
-    from playwright.sync_api import sync_playwright
-
-    profile = Path(tempfile.mkdtemp(prefix="pixels-chromium-"))
-    with sync_playwright() as pw:
-        ctx = pw.chromium.launch_persistent_context(
-            str(profile),
-            executable_path=CHROMIUM,
-            headless=True,
-            args=CHROMIUM_ARGS,
-            viewport={"width": 1400, "height": 900},
-        )
-        try:
-            yield ctx
-        finally:
-            ctx.close()
-            shutil.rmtree(profile, ignore_errors=True)
+    """A fresh Chromium profile per test (the test of two servers shares one on purpose)."""
+    with chromium(1400, 900) as ctx:
+        yield ctx
 
 
 def _chromatic(png: bytes, box: dict[str, float]) -> float:
@@ -84,7 +79,7 @@ def _chromatic(png: bytes, box: dict[str, float]) -> float:
     return float((spread[image] > 40).mean()) if image.any() else 0.0
 
 
-def _wait(page, log: list[str], what: str, seconds: float) -> None:  # type: ignore[no-untyped-def]
+def _wait(page: Any, log: list[str], what: str, seconds: float) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if any(what in line for line in log):
@@ -93,40 +88,60 @@ def _wait(page, log: list[str], what: str, seconds: float) -> None:  # type: ign
     raise AssertionError(f"no {what!r} after {seconds} s; console: {log[-30:]}")
 
 
-@pytest.mark.browser
-@needs_build
+def _page(browser: Any, log: list[str]) -> Any:
+    page = browser.new_page()
+    page.on("console", lambda m: log.append(f"{m.type}: {m.text}"))
+    page.on("pageerror", lambda e: log.append(f"pageerror: {e}"))
+    page.on("response", lambda r: log.append(f"RESPONSE {r.status} {r.url}"))
+    return page
+
+
+def _connect(page: Any, log: list[str], url: str, study: str, query: str = "") -> None:
+    """Open ``study`` in MONAI Label's viewer and press the panel's refresh (connect)."""
+    page.goto(url + monailabel_ohif.viewer_url(study) + query, wait_until="domcontentloaded")
+    field = page.locator("#monailabelServerURL")
+    field.wait_for(timeout=90_000)
+    assert field.input_value() == url + "/monailabel/"  # from the server's cookie
+    _wait(page, log, "displaySetsToAllImages", 90)
+    if page.locator("text=Confirm and Hide").count():
+        page.click("text=Confirm and Hide")
+    page.click(".monaiLabelPanel .settingsTable button.actionButton")  # refresh
+    _wait(page, log, f"RESPONSE 200 {url}/monailabel/info/", 120)
+
+
+def _axial(page: Any) -> dict[str, float]:
+    box = page.locator("canvas.cornerstone-canvas").first.bounding_box()
+    assert box and box["width"] > 100
+    return box  # type: ignore[no-any-return]
+
+
+def _run_ct_tissue(page: Any, log: list[str], url: str, series: str) -> bytes:
+    """Auto-Segmentation with ct-tissue; returns the NRRD the panel painted."""
+    page.click("label.tab-label:has-text('Auto-Segmentation')")
+    assert "ct-tissue" in page.locator("select.selectBox").first.inner_text()
+    with page.expect_response(
+        lambda r: "/monailabel/infer/ct-tissue" in r.url, timeout=120_000
+    ) as r:
+        page.click("button[title='Run Segmentation']")
+    assert r.value.status == 200 and f"image={series}" in r.value.url
+    _wait(page, log, "updated the segmentation's scalar data", 30)
+    page.wait_for_timeout(2000)
+    return r.value.body()  # type: ignore[no-any-return]
+
+
 def test_panel_connects_and_paints_ct_tissue(
     ct_study: tuple[str, str, str], browser: object, tmp_path: Path
 ) -> None:
     catalog, study, series = ct_study
     log: list[str] = []
     with running(create_app(catalog)) as url:
-        page = browser.new_page()  # type: ignore[attr-defined]
-        page.on("console", lambda m: log.append(f"{m.type}: {m.text}"))
-        page.on("pageerror", lambda e: log.append(f"pageerror: {e}"))
-        page.on("response", lambda r: log.append(f"RESPONSE {r.status} {r.url}"))
+        page = _page(browser, log)
         try:
-            page.goto(url + monailabel_ohif.viewer_url(study), wait_until="domcontentloaded")
-            field = page.locator("#monailabelServerURL")
-            field.wait_for(timeout=90_000)
-            assert field.input_value() == url + "/monailabel/"  # from the server's cookie
-            _wait(page, log, "displaySetsToAllImages", 90)
-            if page.locator("text=Confirm and Hide").count():
-                page.click("text=Confirm and Hide")
-            page.click(".monaiLabelPanel .settingsTable button.actionButton")  # refresh
-            _wait(page, log, f"RESPONSE 200 {url}/monailabel/info/", 120)
-            page.click("label.tab-label:has-text('Auto-Segmentation')")
-            models = page.locator("select.selectBox").first.inner_text()
-            assert "ct-tissue" in models
-            canvas = page.locator("canvas.cornerstone-canvas").first
-            box = canvas.bounding_box()
-            assert box and box["width"] > 100
+            _connect(page, log, url, study)
+            box = _axial(page)
             page.wait_for_timeout(1000)
             before = _chromatic(page.screenshot(), box)
-            page.click("button[title='Run Segmentation']")
-            _wait(page, log, f"RESPONSE 200 {url}/monailabel/infer/ct-tissue?image={series}", 120)
-            _wait(page, log, "updated the segmentation's scalar data", 30)
-            page.wait_for_timeout(2000)
+            _run_ct_tissue(page, log, url, series)
             shot = page.screenshot()
             (tmp_path / "monailabel-ct-tissue.png").write_bytes(shot)
             after = _chromatic(shot, box)
@@ -142,46 +157,169 @@ def test_panel_connects_and_paints_ct_tissue(
             page.close()
 
 
-@pytest.mark.browser
-@needs_build
-def test_a_foreground_click_grows_a_region(
+def _run_points(page: Any, log: list[str], url: str, series: str) -> dict[str, Any]:
+    """Run the Point Prompts model; returns the params the panel sent and the voxels it got."""
+    run = "div.tab:has(label.tab-label:has-text('Point Prompts')) button:has-text('Run')"
+    with page.expect_response(
+        lambda r: "/monailabel/infer/region-grow" in r.url, timeout=120_000
+    ) as r:
+        page.click(run)
+    body = r.value.request.post_data_buffer
+    params = body.split(b'name="params"\r\n\r\n', 1)[1].split(b"\r\n--", 1)[0]
+    assert r.value.status == 200, (r.value.text(), params)
+    assert f"image={series}" in r.value.url
+    _wait(page, log, "updated the segmentation's scalar data", 30)
+    page.wait_for_timeout(2000)
+    return {"params": json.loads(params), "labels": nrrd.decode(r.value.body()).array}
+
+
+def test_foreground_clicks_grow_a_region_background_clicks_shrink_it(
     ct_study: tuple[str, str, str], browser: object, tmp_path: Path
 ) -> None:
-    """Point Prompts: pick the region-grow model's label, click in the CT, Run: a region appears."""
+    """Point Prompts: pick region-grow's label, click the CT, Run: a region appears; then a
+    background click (label 'background', back to 'region', Run) shrinks it."""
     catalog, study, series = ct_study
     log: list[str] = []
     with running(create_app(catalog)) as url:
-        page = browser.new_page()  # type: ignore[attr-defined]
-        page.on("console", lambda m: log.append(f"{m.type}: {m.text}"))
-        page.on("response", lambda r: log.append(f"RESPONSE {r.status} {r.url}"))
+        page = _page(browser, log)
         try:
-            page.goto(url + monailabel_ohif.viewer_url(study), wait_until="domcontentloaded")
-            page.locator("#monailabelServerURL").wait_for(timeout=90_000)
-            _wait(page, log, "displaySetsToAllImages", 90)
-            if page.locator("text=Confirm and Hide").count():
-                page.click("text=Confirm and Hide")
-            page.click(".monaiLabelPanel .settingsTable button.actionButton")
-            _wait(page, log, f"RESPONSE 200 {url}/monailabel/info/", 120)
+            _connect(page, log, url, study)
             page.click("label.tab-label:has-text('Point Prompts')")
             page.wait_for_timeout(1000)
             page.click("tr.clickable-row:has-text('region')")
             page.wait_for_timeout(1000)
-            box = page.locator("canvas.cornerstone-canvas").first.bounding_box()
-            assert box and box["width"] > 100
+            box = _axial(page)
             before = _chromatic(page.screenshot(), box)
             # the soft tissue below the vertebra (the image is centred in the viewport)
             page.mouse.click(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.56)
             page.wait_for_timeout(1000)
-            page.click(
-                "div.tab:has(label.tab-label:has-text('Point Prompts')) button:has-text('Run')"
-            )
-            _wait(page, log, f"RESPONSE 200 {url}/monailabel/infer/region-grow?image={series}", 120)
-            _wait(page, log, "updated the segmentation's scalar data", 30)
-            page.wait_for_timeout(2000)
+            grown = _run_points(page, log, url, series)
             shot = page.screenshot()
             (tmp_path / "monailabel-region.png").write_bytes(shot)
-            after = _chromatic(shot, box)
-            print(f"coloured share of the axial viewport: {before:.3f} before, {after:.3f} after")
-            assert before < 0.05 and after > 0.15, (before, after)
+            region = _chromatic(shot, box)
+            assert len(grown["params"]["foreground"]) == 1 and not grown["params"]["background"]
+            print(f"coloured share of the axial viewport: {before:.3f} before, {region:.3f} grown")
+            assert before < 0.05 and region > 0.15, (before, region)
+            # a background click in the lower part of the region, then back to 'region' and Run
+            page.click("tr.clickable-row:has-text('background')")
+            page.wait_for_timeout(500)
+            page.mouse.click(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.6)
+            page.wait_for_timeout(500)
+            page.click("tr.clickable-row:has-text('region')")
+            page.wait_for_timeout(500)
+            cut = _run_points(page, log, url, series)
+            shot = page.screenshot()
+            (tmp_path / "monailabel-region-cut.png").write_bytes(shot)
+            shrunk = _chromatic(shot, box)
+            assert len(cut["params"]["background"]) == 1, cut["params"]
+            assert cut["params"]["foreground"] == grown["params"]["foreground"]
+            n_grown, n_cut = int(grown["labels"].sum()), int(cut["labels"].sum())
+            print(
+                f"region: {n_grown} voxels, {n_cut} after the background click; "
+                f"coloured share {region:.3f} -> {shrunk:.3f}"
+            )
+            assert 0 < n_cut < n_grown
+            assert not (cut["labels"] & ~grown["labels"]).any()  # only removed voxels
+            # what is shown shrinks too: the cut part is no longer painted
+            assert shrunk < region - 0.03, (region, shrunk)
         finally:
             page.close()
+
+
+def _export_seg(page: Any, log: list[str], url: str) -> None:
+    """OHIF's segmentation panel: ... -> Export & Download -> Export DICOM SEG -> Save."""
+    page.click("[data-cy=panelSegmentation-btn]")
+    page.wait_for_timeout(1500)
+    menu = page.locator("button[aria-haspopup=menu]")
+    select = page.locator("text=Segmentations").last.bounding_box()
+    assert select
+    # the menu button on the row of the segmentation's selector
+    found = [
+        i
+        for i in range(menu.count())
+        if (b := menu.nth(i).bounding_box())
+        and abs(b["y"] + b["height"] / 2 - select["y"] - select["height"] / 2) < 12
+    ]
+    assert found, "no menu button beside the segmentation selector"
+    menu.nth(found[0]).click()
+    page.get_by_role("menuitem", name="Export & Download").focus()
+    page.keyboard.press("ArrowRight")  # the submenu (a pointer hover races its animation)
+    page.wait_for_timeout(500)
+    page.get_by_role("menuitem", name="Export DICOM SEG").focus()
+    page.keyboard.press("Enter")
+    page.get_by_text("Enter the report name").wait_for(timeout=10_000)
+    name = page.locator(".DraggableItem input[type=text]")
+    name.click()
+    page.keyboard.type("Pixels tissue")
+    assert name.input_value() == "Pixels tissue"
+    with page.expect_response(
+        lambda r: r.url == f"{url}/dicomweb/studies" and r.request.method == "POST",
+        timeout=60_000,
+    ) as stow:
+        page.click("button:has-text('Save')")
+    assert stow.value.status == 200, stow.value.text()
+    _wait(page, log, "pixels: DICOM SEG stored", 30)
+
+
+def test_export_dicom_seg_lands_in_the_catalog_as_shown(
+    ct_study: tuple[str, str, str], browser: object, tmp_path: Path
+) -> None:
+    """ct-tissue's overlay exported from the viewer: a SEG through STOW, cataloged at once,
+    found by QIDO, read by pydicom and highdicom, referencing the CT, each segment's mask
+    equal to the voxels the panel painted."""
+    import highdicom as hd
+
+    catalog, study, series = ct_study
+    log: list[str] = []
+    with running(create_app(catalog)) as url:
+        page = _page(browser, log)
+        try:
+            _connect(page, log, url, study)
+            shown = nrrd.decode(_run_ct_tissue(page, log, url, series)).array
+            _export_seg(page, log, url)
+            page.screenshot(path=str(tmp_path / "monailabel-export.png"))
+        finally:
+            page.close()
+        found = httpx.get(
+            f"{url}/dicomweb/studies/{study}/series", params={"Modality": "SEG"}
+        ).json()
+        assert len(found) == 1
+        seg_series = found[0]["0020000E"]["Value"][0]
+        names = httpx.get(f"{url}/monailabel/info/").json()["models"]["ct-tissue"]["labels"]
+    rows = Catalog(catalog).sql(
+        "SELECT path, Modality, error FROM object_catalog WHERE SeriesInstanceUID = ?",
+        params=[seg_series],
+    )
+    assert list(rows["Modality"]) == ["SEG"] and rows["error"].isna().all()
+    path = rows["path"][0]
+    ds = pydicom.dcmread(path)
+    assert ds.SeriesDescription == "Pixels tissue"
+    assert ds.ReferencedSeriesSequence[0].SeriesInstanceUID == series
+    seg = hd.seg.segread(path)
+    vol = read_volume(select_series(Catalog(catalog), f"SeriesInstanceUID = '{series}'").series[0])
+    sops = [vol.rows[s.row]["SOPInstanceUID"] for s in vol.plan.slices]
+    assert shown.shape == vol.array.shape
+    # each frame lies where its source CT slice lies (OHIF leaves SpatialLocationsPreserved out)
+    ipp = {r["SOPInstanceUID"]: r for r in vol.rows}
+    for frame in ds.PerFrameFunctionalGroupsSequence:
+        source = frame.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
+        meta = json.loads(ipp[source]["meta"])
+        want_ipp = [float(v) for v in meta["00200032"]["Value"]]
+        got_ipp = [float(v) for v in frame.PlanePositionSequence[0].ImagePositionPatient]
+        np.testing.assert_allclose(got_ipp, want_ipp, atol=1e-3)
+    checked = 0
+    for desc in seg.SegmentSequence:
+        value = names.get(desc.SegmentLabel)
+        want = (shown == value) if value else np.zeros(shown.shape, bool)
+        got = seg.get_pixels_by_source_instance(
+            source_sop_instance_uids=sops,
+            segment_numbers=[desc.SegmentNumber],
+            ignore_spatial_locations=True,  # checked below: OHIF does not say it
+        )[..., 0]
+        np.testing.assert_array_equal(got.astype(bool), want.transpose(2, 1, 0), desc.SegmentLabel)
+        checked += int(want.any())
+    assert checked == len(set(np.unique(shown)) - {0}) >= 3
+    # the catalog reached by the next reader sees it too (a new Catalog, a new query)
+    assert seg_series in set(
+        Catalog(catalog).sql("SELECT SeriesInstanceUID FROM object_catalog")["SeriesInstanceUID"]
+    )

@@ -10,8 +10,6 @@ from __future__ import annotations
 import io
 import json
 import re
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,19 +24,9 @@ from pydicom.uid import generate_uid
 
 from pixels import Catalog
 from pixels.web import create_app, ohif
+from web.browser import chromium
 from web.conftest import TOKEN, running
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 PATIENT = "Viewer^Pixels"
 DESCRIPTION = "Pixels viewer test"
 SLICES = 6
@@ -181,24 +169,8 @@ def ct_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, s
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} missing: apt-get install chromium (scripts/setup.sh does)")
-    from playwright.sync_api import sync_playwright
-
-    profile = Path(tempfile.mkdtemp(prefix="pixels-chromium-"))
-    with sync_playwright() as pw:
-        ctx = pw.chromium.launch_persistent_context(
-            str(profile),
-            executable_path=CHROMIUM,
-            headless=True,
-            args=CHROMIUM_ARGS,
-            viewport={"width": 1280, "height": 900},
-        )
-        try:
-            yield ctx
-        finally:
-            ctx.close()
-            shutil.rmtree(profile, ignore_errors=True)
+    with chromium() as ctx:
+        yield ctx
 
 
 def _page(browser: object, log: list[str]):  # type: ignore[no-untyped-def]

@@ -134,7 +134,7 @@ def test_chromium_plays_the_rendered_video(video: Video) -> None:
     """A real <video> element (as OHIF's video viewport makes) loads /rendered and plays it."""
     from playwright.sync_api import sync_playwright
 
-    from web.test_viewer import CHROMIUM, CHROMIUM_ARGS
+    from web.browser import CHROMIUM, CHROMIUM_ARGS
 
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
