@@ -101,11 +101,11 @@ def _write(path: Path, data: bytes) -> None:
 
 MODES = [
     pytest.param(
-        ["--settle", "2"],
+        ["--settle", "3"],
         id="inotify",
         marks=pytest.mark.skipif(not available(), reason="no inotify here"),
     ),
-    pytest.param(["--settle", "2", "--poll", "--poll-interval", "0.3"], id="poll"),
+    pytest.param(["--settle", "3", "--poll", "--poll-interval", "0.3"], id="poll"),
 ]
 
 
