@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,7 +39,15 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import WORK_DIR, corpus_dir, machine_info
+from _common import (
+    WORK_DIR,
+    corpus_dir,
+    free_port,
+    machine_info,
+    percentiles,
+    start_server,
+    timed_get,
+)
 
 BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results"
@@ -114,32 +121,12 @@ def serve(table: str, port: int, impl: str) -> None:
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_server(table: str, impl: str) -> tuple[subprocess.Popen[bytes], str]:
-    import httpx
-
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, __file__, "--serve", table, str(port), impl],
-        stdout=subprocess.DEVNULL,
-    )
+def start(table: str, impl: str) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server ({impl}) exited with {proc.returncode}")
-        try:
-            httpx.get(url + "/dicomweb/studies?limit=1", timeout=60)
-            return proc, url
-        except httpx.TransportError:
-            time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError("server did not start")
+    cmd = [sys.executable, __file__, "--serve", table, str(port), impl]
+    proc = start_server(cmd, url, "/dicomweb/studies?limit=1", name=f"server ({impl})")
+    return proc, url
 
 
 # --------------------------------------------------------------------------- workload
@@ -210,17 +197,6 @@ def study_queries(s: dict[str, Any], n: int) -> list[dict[str, str]]:
     return out
 
 
-def percentiles(xs: list[float]) -> dict[str, float]:
-    xs = sorted(xs)
-    q = statistics.quantiles(xs, n=20, method="inclusive") if len(xs) > 1 else [xs[0]] * 19
-    return {
-        "n": len(xs),
-        "p50_ms": round(statistics.median(xs) * 1e3, 2),
-        "p95_ms": round(q[18] * 1e3, 2),
-        "max_ms": round(xs[-1] * 1e3, 2),
-    }
-
-
 def run_client(url: str, s: dict[str, Any], counts: dict[str, int]) -> dict[str, Any]:
     import httpx
 
@@ -228,19 +204,15 @@ def run_client(url: str, s: dict[str, Any], counts: dict[str, int]) -> dict[str,
     out: dict[str, Any] = {}
     with httpx.Client(timeout=120) as c:
 
-        def timed(name: str, calls: list[Callable[[], httpx.Response]]) -> None:
-            ts: list[float] = []
-            sizes: list[int] = []
-            for call in calls:
-                t0 = time.perf_counter()
-                r = call()
-                ts.append(time.perf_counter() - t0)
-                r.raise_for_status()
-                sizes.append(len(r.content))
-            out[name] = percentiles(ts) | {"mean_bytes": int(statistics.mean(sizes))}
+        def timed(name: str, calls: list[Callable[[], tuple[float, httpx.Response]]]) -> None:
+            done = [call() for call in calls]
+            sizes = [len(r.content) for _, r in done]
+            out[name] = percentiles([t for t, _ in done]) | {
+                "mean_bytes": int(statistics.mean(sizes))
+            }
 
         def get(path: str, params: dict[str, str] | None = None, **headers: str) -> Callable:
-            return lambda: c.get(base + path, params=params, headers=headers)
+            return lambda: timed_get(c, base + path, params=params, headers=headers)
 
         # warm-up: one of each kind (builds whatever the server caches)
         big = s["big"]
@@ -251,7 +223,7 @@ def run_client(url: str, s: dict[str, Any], counts: dict[str, int]) -> dict[str,
             get(f"/studies/{big[0]}/series/{big[1]}/metadata"),
             get(f"/studies/{st}/series/{se}/instances/{sop}/metadata"),
         ):
-            f().raise_for_status()
+            f()
 
         timed("qido_studies", [get("/studies", p) for p in study_queries(s, counts["studies"])])
         studies = s["studies"]
@@ -397,7 +369,7 @@ def main() -> None:
     res["catalog"] = {"studies": len(s["studies"]), "largest_series": s["big"][2]}
     res["server"] = {}
     for impl in impls:
-        proc, url = start_server(str(table), impl)
+        proc, url = start(str(table), impl)
         try:
             t0 = time.perf_counter()
             res["server"][impl] = run_client(url, s, counts)

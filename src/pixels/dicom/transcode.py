@@ -66,7 +66,7 @@ VIDEO_SYNTAXES = codecs.VIDEO_SYNTAXES
 #: Syntaxes whose pixel data is (or may be) lossy: DICOMweb may send them as stored.
 LOSSY_SYNTAXES = (
     frozenset({codecs.JPEG_BASELINE, codecs.JPEG_EXTENDED, codecs.JPEG_LS_NEAR, codecs.J2K})
-    | frozenset({codecs.HTJ2K, "1.2.840.10008.1.2.4.93"})
+    | frozenset({codecs.HTJ2K, codecs.J2K_PART2})
     | VIDEO_SYNTAXES
 )
 #: Syntaxes web services must not send (PS3.18 8.7.3.4): always converted.
