@@ -193,9 +193,17 @@ class Catalog:
         """Number of rows (files) in the catalog."""
         return self.table.count()
 
-    def optimize(self, retention_hours: int | None = None) -> dict[str, Any]:
+    def optimize(self, retention_hours: int | None = None, cluster: bool = False) -> dict[str, Any]:
         """Compact the table's small files and vacuum files replaced long enough ago.
 
         ``retention_hours``: see :meth:`pixels.table.CatalogTable.optimize` (default 7 days).
+        ``cluster``: also order the rows by study and series, so that
+        look-ups by study or series read a few row groups (rewrites every file).
         """
-        return self.table.optimize(retention_hours=retention_hours)
+        if not cluster:
+            return self.table.optimize(retention_hours=retention_hours)
+        from pixels.cluster import cluster_table
+
+        metrics = cluster_table(self.table)
+        metrics.update(self.table.optimize(retention_hours=retention_hours, compact=False))
+        return metrics

@@ -835,15 +835,24 @@ def serve_cmd(
     "delta.deletedFileRetentionDuration, else 168 (7 days), as Delta]. Readers of older "
     "versions (a running catalog, the server, time travel) need them; 0 deletes them now.",
 )
+@click.option(
+    "--cluster",
+    is_flag=True,
+    help="Also order the rows by StudyInstanceUID, SeriesInstanceUID (rewrites every file; "
+    "local tables) so look-ups by study or series skip the other row groups.",
+)
 @storage_option("Object-store option for a table URL (repeatable), e.g. key=..., endpoint_url=...")
 def optimize_cmd(
-    table: str, retention_hours: int | None, storage_option: tuple[str, ...] = ()
+    table: str,
+    retention_hours: int | None,
+    cluster: bool = False,
+    storage_option: tuple[str, ...] = (),
 ) -> None:
     """Compact the table's small files and vacuum files replaced long enough ago."""
     from pixels.catalog import Catalog
 
     cat = Catalog(table, storage_options=_storage_options(storage_option))
-    metrics = cat.optimize(retention_hours=retention_hours)
+    metrics = cat.optimize(retention_hours=retention_hours, cluster=cluster)
     keys = ("numFilesAdded", "numFilesRemoved", "filesVacuumed")
     click.echo(json.dumps({k: metrics.get(k) for k in keys}))
 

@@ -48,7 +48,9 @@ from pixels.scan import LOOKUP_SCHEMA, TableScan, protocol_features
 from pixels.schema import IDENTITY, SCHEMA, SCHEMA_VERSION, VIEW_NAME, same_version
 from pixels.storage import delta_options, is_local, local_path
 
-_LOCK_DIR = "_pixels"
+#: Folder of the table for Pixels' own files (writer lock, leases, scratch space).
+LOCK_DIR = "_pixels"
+_LOCK_DIR = LOCK_DIR
 #: Unreferenced data files younger than this are left alone (a live writer may commit them).
 ORPHAN_MIN_AGE_HOURS = 24.0
 #: A writer's lease not renewed for this long is a dead writer's.
@@ -542,8 +544,16 @@ class CatalogTable:
                 gone.append(name)
         return gone
 
-    def optimize(self, vacuum: bool = True, retention_hours: int | None = None) -> dict[str, Any]:
+    def optimize(
+        self,
+        vacuum: bool = True,
+        retention_hours: int | None = None,
+        compact: bool = True,
+    ) -> dict[str, Any]:
         """Compact small files into larger ones, then vacuum files replaced long enough ago.
+
+        ``compact=False`` only vacuums (after :func:`pixels.cluster.cluster_table`,
+        whose files compaction would merge into large row groups).
 
         Files a compaction (or a replaced row) took out of the table stay on disk for
         the retention period: readers holding an older version (a running
@@ -559,6 +569,8 @@ class CatalogTable:
             default of :data:`DEFAULT_RETENTION_HOURS` (7 days). A shorter value is
             taken as asked (``0`` deletes every replaced file now: readers of older
             versions then fail, and time travel to them is lost).
+        compact : bool
+            Compact small files (delta-rs' ``optimize.compact``).
 
         Returns
         -------
@@ -570,7 +582,7 @@ class CatalogTable:
             raise ValueError(f"retention_hours must be >= 0, not {retention_hours}")
         dt = self.delta()
         with self._writer_lock():
-            metrics = dict(dt.optimize.compact())
+            metrics = dict(dt.optimize.compact()) if compact else {}
             if vacuum:
                 deleted = dt.vacuum(
                     retention_hours=retention_hours,
