@@ -334,7 +334,12 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("pixels.sources",),  # listing and opening
     ("pixels.dicom",),  # pure per-file DICOM work
     ("pixels.rows", "pixels.row_pixels"),  # engine-neutral row operations
-    ("pixels.table", "pixels.scan", "pixels.sql"),  # the Delta table and reading it
+    (
+        "pixels.table",
+        "pixels.scan",
+        "pixels.sql",
+        "pixels.cluster",
+    ),  # the Delta table and reading it
     ("pixels.engines",),  # local process pool, Spark
     ("pixels.transformers", "pixels.patching", "pixels.thumbnails"),  # dbx.pixels names
     ("pixels.catalog",),  # the public entry point
