@@ -348,3 +348,31 @@ def test_catalog_watch_from_python_until_ctrl_c(tmp_path: Path) -> None:
     assert proc.returncode == 0, out
     assert "processed 2 written 2" in out, out
     assert table.count() == 2
+
+
+@pytest.mark.skipif(not available(), reason="no inotify here")
+def test_folders_gone_before_they_are_watched_do_not_stop_the_watch(tmp_path: Path) -> None:
+    """Tools make and remove scratch folders in a blink: the watch goes on."""
+    from pixels.engines.watch import Watcher
+
+    src = tmp_path / "in"
+    src.mkdir()
+    table = CatalogTable(tmp_path / "cat")
+    watcher = Watcher(str(src), table, workers=0, settle=0.5)
+    runner = threading.Thread(target=watcher.run)
+    runner.start()
+    try:
+        time.sleep(1.0)
+        for i in range(20):
+            (src / f"scratch{i}").mkdir()
+            (src / f"scratch{i}").rmdir()
+        _write(src / "after.dcm", CT)
+        deadline = time.monotonic() + PATIENCE
+        while watcher.stats.written < 1 and time.monotonic() < deadline and runner.is_alive():
+            time.sleep(0.2)
+        assert runner.is_alive()
+    finally:
+        watcher.stop()
+        runner.join(timeout=60)
+    got = query(table, "SELECT path FROM object_catalog").to_pylist()
+    assert got == [{"path": str(src / "after.dcm")}]

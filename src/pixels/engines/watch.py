@@ -356,9 +356,7 @@ class Watcher:
                 try:
                     self._watch_tree(self.root)
                 except WatchLimitError as e:
-                    log.warning("%s: polling instead", e)
-                    self._close_notify()
-                    self.poll, self.stats.mode = True, f"poll ({e})"
+                    self._poll_instead(e)
             last_walk = 0.0
             watermark: float | None = None
             while not self._stop.is_set():
@@ -400,6 +398,13 @@ class Watcher:
     # ---------------------------------------------------------------- watching
     def _tick(self) -> float:
         return max(0.05, min(0.5, self._settling.settle / 4))
+
+    def _poll_instead(self, e: WatchLimitError) -> None:
+        """No more watches to be had: poll from now on (a full walk first: nothing missed)."""
+        log.warning("%s: polling instead", e)
+        self._close_notify()
+        self.poll, self.stats.mode = True, f"poll ({e})"
+        self._walk_needed = True
 
     def _close_notify(self) -> None:
         if self._notify is not None:
@@ -451,6 +456,8 @@ class Watcher:
     def _take_events(self, timeout: float) -> None:
         assert self._notify is not None
         for ev in self._notify.read(timeout):
+            if self._notify is None:
+                return  # fell back to polling on this batch of events
             if ev.mask & IN_Q_OVERFLOW:
                 self._walk_needed = True
                 continue
@@ -469,10 +476,15 @@ class Watcher:
             if ev.mask & IN_ISDIR:
                 if ev.mask & (IN_CREATE | IN_MOVED_TO):
                     if self.recursive and not self._skipped_dir(path):
-                        self._watch_tree(path)
-                        for ref in iter_local_dir(path, relative_prefix=self._rel(path) + "/"):
-                            if ref.local_path:
-                                self._settling.add(os_path(ref.local_path))
+                        try:
+                            self._watch_tree(path)
+                        except WatchLimitError as e:
+                            self._poll_instead(e)
+                            return
+                        with contextlib.suppress(OSError):  # gone again already
+                            for ref in iter_local_dir(path, relative_prefix=self._rel(path) + "/"):
+                                if ref.local_path:
+                                    self._settling.add(os_path(ref.local_path))
                 elif ev.mask & (IN_DELETE | IN_MOVED_FROM):
                     self._unwatch_under(path)
                     self._settling.discard_under(os.path.join(path, ""))
@@ -508,6 +520,8 @@ class Watcher:
         self.stats.walks += 1
         margin = max(2.0, self._settling.settle)
         now = time.time()
+        if not os.path.isdir(self.root):
+            raise SourceNotFoundError("the watched folder is gone", self.root)
         for n, ref in enumerate(iter_local_dir(self.root, recursive=self.recursive)):
             if self._stop.is_set():
                 return
