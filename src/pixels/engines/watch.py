@@ -18,7 +18,11 @@ Files still being written are waited for
     A candidate is read once its size, ``mtime`` and ``ctime`` have not changed for
     ``settle`` seconds (every write changes ``ctime``); a file last changed longer
     ago than that is read at once. A file that changes again after it was read is
-    read again and its row replaced (the table's identity rule).
+    read again and its row replaced (the table's identity rule): a writer pausing
+    longer than ``settle``, or a network server whose clock runs behind, costs a
+    second read, never a wrong row. inotify reports changes to the folders it
+    watches: a file reached through a symbolic link to another folder is seen
+    changing only by a walk (``poll=True``).
 
 Small, frequent commits; nothing lost
     Rows are committed every ``commit_seconds`` or ``commit_rows``, and at the end of
