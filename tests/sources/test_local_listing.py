@@ -12,7 +12,7 @@ from pydicom.data import get_testdata_file
 
 from pixels.errors import SourceNotFoundError
 from pixels.sources import FileRef, iter_files, open_file
-from pixels.sources.local import extension_of
+from pixels.sources.local import extension_of, iter_local_dir
 
 
 def _testfile(name: str) -> Path:
@@ -268,3 +268,20 @@ def test_names_that_are_not_utf8_are_listed_losslessly(tmp_path: Path) -> None:
             assert f.read() == data[raw[len(root) + 1 :]]
     assert got["bad_\\xff.dcm"].extension == "dcm"
     assert got["sub\\xfe/in.dcm"].path_tags == ("sub\\xfe", "in.dcm")
+
+
+def test_plain_names_listed_as_the_general_route_lists_them(tmp_path: Path) -> None:
+    """Plain names take a shorter route to their FileRef; every field is the same as the
+    general route's (a pattern that matches everything takes it), for plain and other names."""
+    ct = Path(get_testdata_file("CT_small.dcm", download=False) or "").read_bytes()
+    names = ["a.dcm", "B.DCM", "t1.nii.gz", "x.TAR.BZ2", "noext", "a.b.c", "über.dcm",
+             "back\\slash.dcm", "1.2.840.10008.dcm", "y.verylongext", "z.gz", "dot."]  # fmt: skip
+    for sub in ("", "s1/", "s1/s2.d/", "ü/"):
+        (tmp_path / sub).mkdir(parents=True, exist_ok=True)
+        for n in names:
+            (tmp_path / sub / n).write_bytes(ct)
+    plain = list(iter_local_dir(str(tmp_path)))
+    general = list(iter_local_dir(str(tmp_path), pattern="*"))
+    assert len(plain) == 4 * len(names)
+    assert plain == general
+    assert {r.extension for r in plain} >= {"dcm", "nii.gz", "tar.bz2", "", "c", "gz"}

@@ -192,6 +192,33 @@ def local_ref(path: str, st: os.stat_result, relative_path: str) -> FileRef:
     return make_ref(stored, mtime_of(st), st.st_size, stored_path(relative_path), local_path=stored)
 
 
+_COMPRESSED = frozenset({"gz", "bz2", "xz"})  # last suffixes of the double ones
+
+
+def _plain_ref(path: str, st: os.stat_result, rel: str, name: str) -> FileRef:
+    """:func:`local_ref` for a name that :func:`stored_path` keeps as it is (the common case).
+
+    The same FileRef, built without the intermediate steps (one per listed file).
+    """
+    ext = name.rpartition(".")[2].lower() if "." in name else ""
+    if ext in _COMPRESSED or name.startswith("."):
+        ext = extension_of(name)  # (nii.gz and the like)
+    return FileRef(
+        path=path,
+        modificationTime=EPOCH + timedelta(milliseconds=st.st_mtime_ns // 1_000_000),
+        length=st.st_size,
+        relative_path=rel,
+        extension=ext,
+        path_tags=tuple(rel.split("/")),
+        local_path=path,
+    )
+
+
+def _plain(text: str) -> bool:
+    """Whether :func:`stored_path` returns `text` unchanged without looking further."""
+    return text.isascii() and "\\" not in text
+
+
 def _sorted_entries(path: str) -> list[tuple[str, os.DirEntry[str], bool]]:
     """Entries of one directory, filtered and sorted; each with whether it is a directory."""
     out = []
@@ -241,6 +268,9 @@ def iter_local_dir(
         yield _local_error_ref(root, "", msg)
         return
     stack: list[tuple[str, Iterator[tuple[str, os.DirEntry[str], bool]]]] = [("", first)]
+    base = root if root.endswith("/") else root + "/"
+    # plain names (ASCII, no backslash) are stored as they are: no per-file checks
+    plain_base = _plain(base) and _plain(relative_prefix)
     while stack:
         prefix, entries = stack[-1]
         item = next(entries, None)
@@ -248,8 +278,9 @@ def iter_local_dir(
             stack.pop()
             continue
         _, entry, is_dir = item
-        path = os.path.join(root, *(prefix + entry.name).split("/"))
-        rel = relative_prefix + prefix + entry.name
+        name = entry.name
+        path = base + prefix + name  # (os.path.join of the parts, without the splitting)
+        rel = relative_prefix + prefix + name
         try:
             st = entry.stat()  # follows symlinks
         except OSError as e:
@@ -276,8 +307,9 @@ def iter_local_dir(
                 yield _local_error_ref(path, rel, msg, to_utc(st.st_mtime))
                 continue
             stack.append((prefix + entry.name + "/", children))
-        elif stat.S_ISREG(st.st_mode) and matches(
-            pattern, stored_path(entry.name), stored_path(rel)
-        ):
+        elif not stat.S_ISREG(st.st_mode):
+            continue  # sockets, fifos, devices: not files to catalog
+        elif pattern is None and plain_base and _plain(prefix) and _plain(name):
+            yield _plain_ref(path, st, rel, name)
+        elif matches(pattern, stored_path(name), stored_path(rel)):
             yield local_ref(path, st, rel)
-        # sockets, fifos, devices: not files to catalog
