@@ -37,8 +37,12 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(
+    ("workers", "commit_rows", "kill_at"),
+    [("1", "60", 200), ("2", "200", 900)],  # the second: killed at half of the 1,800 files
+)
 def test_kill_9_then_resume_loses_nothing_and_duplicates_nothing(
-    corpus: Path, tmp_path: Path
+    corpus: Path, tmp_path: Path, workers: str, commit_rows: str, kill_at: int
 ) -> None:
     files = tree_files(corpus)
     table = tmp_path / "cat"
@@ -50,9 +54,9 @@ def test_kill_9_then_resume_loses_nothing_and_duplicates_nothing(
             "--table",
             str(table),
             "--workers",
-            "1",
+            workers,
             "--commit-rows",
-            "60",
+            commit_rows,
             "-q",
         ],
         stdout=subprocess.DEVNULL,
@@ -64,7 +68,7 @@ def test_kill_9_then_resume_loses_nothing_and_duplicates_nothing(
     while time.monotonic() < deadline:
         if DeltaTable.is_deltatable(str(table)):
             committed = DeltaTable(str(table)).count()
-            if committed >= 200:
+            if committed >= kill_at:
                 break
         if proc.poll() is not None:
             break
@@ -73,7 +77,7 @@ def test_kill_9_then_resume_loses_nothing_and_duplicates_nothing(
     os.killpg(proc.pid, signal.SIGKILL)  # the whole group: main process and workers
     proc.wait()
     before = DeltaTable(str(table)).count()
-    assert 200 <= before < len(files)
+    assert kill_at <= before < len(files)
     n, d = count_distinct(table)
     assert n == d == before  # what was committed is intact
 
@@ -480,3 +484,46 @@ def test_files_a_killed_run_left_are_cleaned_by_a_later_run(corpus: Path, tmp_pa
     assert all(os.path.exists(u) for u in DeltaTable(str(table)).file_uris())
     n, d = count_distinct(table)
     assert n == d == len(tree_files(corpus))
+
+
+def test_iter_new_follows_the_identity_rule_row_by_row(corpus: Path, tmp_path: Path) -> None:
+    """iter_new compares whole columns; each ref gets what same_version says row by row:
+    unchanged refs are skipped, others come back with changed=True when the path is held."""
+    import dataclasses
+    from datetime import timedelta
+
+    from pixels.sources import iter_files
+    from pixels.table import _flush_rows, iter_new
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for i, f in enumerate(sorted(tree_files(corpus))[:40]):
+        (src / f"{i:03d}.dcm").write_bytes(Path(f).read_bytes())
+    (src / "bad.dcm").write_bytes(b"not dicom")
+    cat = Catalog(tmp_path / "cat")
+    cat.catalog(src, workers=0)
+    table = CatalogTable(tmp_path / "cat")
+    refs = sorted(iter_files(str(src)), key=lambda r: r.path)
+    ms = timedelta(milliseconds=1)
+    us = timedelta(microseconds=400)
+    variants = [
+        refs[0],  # unchanged
+        dataclasses.replace(refs[1], length=refs[1].length + 1),
+        dataclasses.replace(refs[2], modificationTime=refs[2].modificationTime + ms),
+        dataclasses.replace(refs[3], modificationTime=refs[3].modificationTime + us),  # same ms
+        dataclasses.replace(refs[4], version_tag="crc32:00000001"),  # held tag null: unknown
+        dataclasses.replace(refs[5], path=refs[5].path + ".new"),
+        *[r for r in refs[6:] if r.path.endswith("bad.dcm")],  # held with an error
+        *refs[6:12],
+    ]
+    for retry in (False, True):
+        got = list(iter_new(table, variants, retry_errors=retry))
+        existing = table.lookup([r.path for r in variants])
+        assert got == list(_flush_rows(variants, existing, retry))
+    got = {r.path: changed for r, changed in iter_new(table, variants, retry_errors=True)}
+    assert got == {
+        variants[1].path: True,
+        variants[2].path: True,
+        variants[5].path: False,
+        str(src / "bad.dcm"): True,
+    }

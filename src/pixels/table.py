@@ -267,6 +267,8 @@ class CatalogTable:
         if self._con is None:
             self._con = duckdb.connect(config={"memory_limit": "64MB", "threads": 1})
             self._con.execute("SET TimeZone='UTC'")
+            # look-ups repeat over the same data files: read each footer once
+            self._con.execute("SET parquet_metadata_cache=true")
         return self._con
 
     # ----------------------------------------------------------------- writes
@@ -784,26 +786,38 @@ def iter_new(
     buf: list[Any] = []
 
     def flush(buf: list[Any]) -> Iterator[tuple[Any, bool]]:
-        existing = table.lookup([r.path for r in buf], uris=snapshot)
-        index: dict[str, tuple[tuple[Any, Any, Any], bool]] = {}
-        for p, n, t, v, e in zip(
-            existing["path"].to_pylist(),
-            existing["length"].to_pylist(),
-            existing["modificationTime"].to_pylist(),
-            existing["version_tag"].to_pylist(),
-            existing["has_error"].to_pylist(),
-            strict=True,
-        ):
-            index[p] = ((n, t, v), e)
-        for r in buf:
-            hit = index.get(r.path)
-            if hit is None:
+        paths = pa.array([r.path for r in buf], pa.string())
+        existing = table.lookup(paths, uris=snapshot)
+        if existing.num_rows == 0:
+            for r in buf:
                 yield r, False
-                continue
-            same = same_version(hit[0], (r.length, r.modificationTime, r.version_tag))
-            if same and not (retry_errors and hit[1]):
-                continue
-            yield r, True
+            return
+        # the identity rule (same_version) on whole columns: no Python object per held row
+        held = existing.take(pc.index_in(paths, value_set=existing["path"]))
+        lengths = pa.array([r.length for r in buf], pa.int64())
+        times = pa.array([r.modificationTime for r in buf], LOOKUP_SCHEMA.field(2).type)
+        tags = pa.array([r.version_tag for r in buf], pa.string())
+        held_us, listed_us = held["modificationTime"].cast(pa.int64()), times.cast(pa.int64())
+        if (pc.min(held_us).as_py() or 0) < 0 or (pc.min(listed_us).as_py() or 0) < 0:
+            yield from _flush_rows(buf, existing, retry_errors)  # (before 1970: floor in Python)
+            return
+        held_tag = held["version_tag"]
+        same = pc.and_kleene(
+            pc.and_kleene(
+                pc.equal(held["length"], lengths),
+                pc.equal(pc.divide(held_us, 1000), pc.divide(listed_us, 1000)),
+            ),
+            pc.or_kleene(
+                pc.or_kleene(pc.is_null(held_tag), pc.is_null(tags)), pc.equal(held_tag, tags)
+            ),
+        )
+        if retry_errors:
+            same = pc.and_kleene(same, pc.invert(held["has_error"]))
+        found = pc.is_valid(held["path"])
+        todo = pc.invert(pc.fill_null(same, False))
+        changed = found.to_pylist()
+        for i in pc.indices_nonzero(todo).to_pylist():
+            yield buf[i], changed[i]
 
     for ref in refs:
         buf.append(ref)
@@ -812,6 +826,31 @@ def iter_new(
             buf = []
     if buf:
         yield from flush(buf)
+
+
+def _flush_rows(
+    buf: list[Any], existing: pa.Table, retry_errors: bool
+) -> Iterator[tuple[Any, bool]]:
+    """:func:`iter_new`'s comparison row by row (:func:`same_version`), for times before 1970."""
+    index: dict[str, tuple[tuple[Any, Any, Any], bool]] = {}
+    for p, n, t, v, e in zip(
+        existing["path"].to_pylist(),
+        existing["length"].to_pylist(),
+        existing["modificationTime"].to_pylist(),
+        existing["version_tag"].to_pylist(),
+        existing["has_error"].to_pylist(),
+        strict=True,
+    ):
+        index[p] = ((n, t, v), e)
+    for r in buf:
+        hit = index.get(r.path)
+        if hit is None:
+            yield r, False
+            continue
+        same = same_version(hit[0], (r.length, r.modificationTime, r.version_tag))
+        if same and not (retry_errors and hit[1]):
+            continue
+        yield r, True
 
 
 __all__ = [
