@@ -590,9 +590,13 @@ def _encoding_errors(path: str) -> Iterator[None]:
         raise DicomReadError(f"cannot encode header: {type(e).__name__}: {e}", path=path) from e
 
 
+#: Compact, strict JSON text (one encoder for every header, not one per call).
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+
+
 def _json_text(js: dict[str, Any]) -> str:
     """The compact DICOM JSON text the catalog stores in ``meta``."""
-    return json.dumps(js, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return _dumps(js)
 
 
 def _header(
