@@ -288,3 +288,45 @@ def test_concurrent_writers_into_one_s3_table(s3_server: Any, tmp_path: Path) ->
     assert not s3fs.S3FileSystem(skip_instance_cache=True, **s3_server.storage_options).exists(
         f"{bucket}/catalog/_pixels"
     )
+
+
+def test_orphan_files_on_s3_are_cleaned_but_never_logged_ones(
+    s3_server: Any, tmp_path: Path
+) -> None:
+    """Files a killed writer left in an s3:// table go; every file a version names stays."""
+    import s3fs
+
+    fs = s3fs.S3FileSystem(skip_instance_cache=True, **s3_server.storage_options)
+    bucket = f"orph-{uuid.uuid4().hex[:10]}"
+    fs.mkdir(bucket)
+    uri = f"s3://{bucket}/catalog"
+    opts = {"key": "testing", "secret": "testing", "endpoint_url": s3_server.endpoint_url}
+    for k in range(3):  # three commits of real files
+        copy_with_new_uids(sample_file("CT_small.dcm"), tmp_path / f"src{k}", 2, per_series=2)
+        Catalog(uri, storage_options=opts).catalog(tmp_path / f"src{k}", workers=0)
+    table = CatalogTable(uri, storage_options=opts)
+    rows = Catalog(uri, storage_options=opts).sql_arrow("SELECT path FROM object_catalog")
+    assert rows.num_rows == 6
+    # compaction: the three files leave the table (remove actions) but stay on S3 for
+    # readers of older versions until vacuumed after the retention
+    table.optimize(vacuum=False)
+    files = {p.rsplit("/", 1)[-1] for p in fs.ls(f"{bucket}/catalog") if p.endswith(".parquet")}
+    current = {u.rsplit("/", 1)[-1] for u in table.file_uris()}
+    assert len(files) == 4 and current < files
+    # what writers killed between writing and committing leave behind
+    source = f"{bucket}/catalog/{sorted(files)[0]}"
+    orphans = {
+        f"part-00000-{uuid.uuid4()}-c000.zstd.parquet",
+        f"part-00001-{uuid.uuid4()}-c000.zstd.parquet.tmp",
+    }
+    for name in orphans:
+        fs.copy(source, f"{bucket}/catalog/{name}")
+    time.sleep(1.1)  # object times have whole seconds
+    assert table.clean_orphans(min_age_hours=1) == []  # as young as a live writer's: kept
+    assert sorted(table.clean_orphans(min_age_hours=0)) == sorted(orphans)
+    fs.invalidate_cache()
+    left = {p.rsplit("/", 1)[-1] for p in fs.ls(f"{bucket}/catalog") if ".parquet" in p}
+    assert left == files  # every logged file, removed ones included, is still there
+    again = Catalog(uri, storage_options=opts).sql_arrow("SELECT path FROM object_catalog")
+    assert sorted(again.column("path").to_pylist()) == sorted(rows.column("path").to_pylist())
+    assert table.clean_orphans(min_age_hours=0) == []

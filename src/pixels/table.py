@@ -504,34 +504,50 @@ class CatalogTable:
         * no live Spark save holds a lease on its name (``_pixels/writers/``,
           renewed while the job runs).
 
-        It runs under the writer lock, so no local writer is between writing and
-        committing a file. Local tables only (object stores: nothing is deleted).
+        Local tables: it runs under the writer lock, so no local writer is between
+        writing and committing a file. Tables on object stores (``s3://`` ...,
+        through fsspec with the table's storage options) have no lock and no lease:
+        the age rule alone keeps a live writer's files, so ``min_age_hours`` must
+        exceed the longest a writer takes from writing a file to committing it.
 
         Returns
         -------
         list of str
             Names of the deleted files.
         """
-        if not _is_local(self.uri) or not self.exists():
+        if not self.exists():
             return []
-        root = _local_path(self.uri)
+        from pixels.sources.remote import url_to_fs
+        from pixels.storage import fsspec_options
+
+        local = _is_local(self.uri)
+        if local:
+            fs, root = url_to_fs(_local_path(self.uri))
+        else:
+            # an instance of its own: fsspec shares instances, and a listing cached here
+            # would hide files written later from the table's readers (DuckDB globs)
+            options = {
+                **fsspec_options(self.uri, self.storage_options),
+                "skip_instance_cache": True,
+            }
+            fs, root = url_to_fs(self.uri, options)
+        root = root.rstrip("/")
         cutoff = time.time() - min_age_hours * 3600
         with self._writer_lock():
-            _drop_stale_leases(self.uri)
+            if local:
+                _drop_stale_leases(self.uri)
             old = []
-            for entry in os.scandir(root):
-                name = entry.name
+            for info in fs.ls(root, detail=True):
+                name = str(info["name"]).rstrip("/").rsplit("/", 1)[-1]
                 if name.startswith(("_", ".")) or not name.endswith((".parquet", ".parquet.tmp")):
                     continue
-                try:
-                    if not entry.is_file() or entry.stat().st_mtime > cutoff:
-                        continue
-                except OSError:
-                    continue
+                mtime = _modified(info)
+                if info.get("type") != "file" or mtime is None or mtime > cutoff:
+                    continue  # an unknown age is never old enough
                 old.append(name)
             if not old:
                 return []
-            logged = _logged_files(root)
+            logged = _logged_files(root, fs)
             live = live_leases(self.uri, LEASE_STALE_HOURS)
             gone = []
             for name in old:
@@ -540,7 +556,7 @@ class CatalogTable:
                 if any(name.startswith(f"part-{prefix}-") for prefix in live):
                     continue
                 try:
-                    os.remove(os.path.join(root, name))
+                    fs.rm_file(f"{root}/{name}")
                 except FileNotFoundError:
                     continue
                 gone.append(name)
@@ -597,22 +613,47 @@ class CatalogTable:
         return metrics
 
 
-def _logged_files(root: str) -> set[str]:
-    """Every data file an ``add`` or ``remove`` action of the local table's log names."""
-    log = os.path.join(root, "_delta_log")
+def _modified(info: dict[str, Any]) -> float | None:
+    """Last modification (Unix seconds) of an fsspec ``ls`` entry, None when unknown."""
+    for key in ("mtime", "LastModified", "last_modified", "updated", "mtime_ns"):
+        value = info.get(key)
+        if value is None:
+            continue
+        if isinstance(value, datetime):
+            return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
+        if isinstance(value, int | float):
+            return value / 1e9 if key == "mtime_ns" else float(value)
+        if isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+                return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
+    return None
+
+
+def _logged_files(root: str, fs: Any = None) -> set[str]:
+    """Every data file an ``add`` or ``remove`` action of the table's log names.
+
+    ``root``: the table's folder on ``fs`` (an fsspec file system; default: local).
+    """
+    if fs is None:
+        from pixels.sources.remote import url_to_fs
+
+        fs, root = url_to_fs(root)
     out: set[str] = set()
-    for name in os.listdir(log):
-        path = os.path.join(log, name)
+    for path in fs.ls(f"{root}/_delta_log", detail=False):
+        name = str(path).rstrip("/").rsplit("/", 1)[-1]
         if name.endswith(".json"):
-            with open(path, encoding="utf-8") as fh:
-                for line in fh:
+            with fs.open(path, "rb") as fh:
+                for line in fh.read().decode("utf-8").splitlines():
                     action = json.loads(line) if line.strip() else {}
                     for kind in ("add", "remove"):
                         if kind in action:
                             out.add(unquote(action[kind]["path"]))
         elif ".checkpoint" in name and name.endswith(".parquet"):
-            kinds = [k for k in ("add", "remove") if k in pq.read_schema(path).names]
-            data = pq.read_table(path, columns=kinds)
+            with fs.open(path, "rb") as fh:
+                checkpoint = pq.ParquetFile(fh)
+                kinds = [k for k in ("add", "remove") if k in checkpoint.schema_arrow.names]
+                data = checkpoint.read(columns=kinds)
             for kind in kinds:
                 for item in data[kind].to_pylist():
                     if item and item.get("path"):
