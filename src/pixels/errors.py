@@ -68,5 +68,9 @@ class MissingDecoderError(DecodeError):
     """No installed decoder handles the transfer syntax (the message says what to install)."""
 
 
+class NrrdError(PixelsError, ValueError):
+    """An NRRD that cannot be read as a 3-D label volume (the message names the field)."""
+
+
 class TranscodeError(PixelsError):
     """A file cannot be sent in the transfer syntax asked for (video, too large, no file meta)."""

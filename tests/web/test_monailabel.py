@@ -204,7 +204,7 @@ def test_bad_input_gets_a_clear_4xx(ml_server: tuple) -> None:
 
 def test_token_guards_every_monailabel_route(tmp_path: Path) -> None:
     catalog, ct, _, _ = _catalog(tmp_path)
-    with running(create_app(catalog, viewer=False, token=TOKEN)) as url:
+    with running(create_app(catalog, token=TOKEN)) as url:
         calls = [
             ("GET", "/monailabel/info/", {}),
             ("GET", "/monailabel/train/?check_if_running=true", {}),
@@ -217,6 +217,19 @@ def test_token_guards_every_monailabel_route(tmp_path: Path) -> None:
             assert r.status_code == 401, (path, r.status_code)
         good = {"Authorization": f"Bearer {TOKEN}"}
         assert http.get(url + "/monailabel/info/", headers=good).status_code == 200
+        # a page opened with the right ?token= sets the cookie the viewers' requests carry
+        assert "set-cookie" not in http.get(url + "/?token=wrong").headers
+        page = http.get(url + f"/?token={TOKEN}")
+        cookie = page.headers["set-cookie"]
+        assert cookie == f"pixels_token={TOKEN}; Path=/; HttpOnly; SameSite=Strict"
+        jar = {"Cookie": cookie.split(";")[0]}
+        for method, path, kw in calls[:3]:
+            r = http.request(method, url + path, headers=jar, **kw)
+            assert r.status_code == 200, (path, r.status_code, r.text)
+        assert http.get(url + "/dicomweb/studies", headers=jar).status_code == 200
+        bad = {"Cookie": "pixels_token=wrong"}
+        assert http.get(url + "/monailabel/info/", headers=bad).status_code == 401
+        assert http.get(url + "/dicomweb/studies", headers=bad).status_code == 401
 
 
 def test_put_label_becomes_a_cataloged_seg(tmp_path: Path) -> None:
@@ -289,12 +302,14 @@ def test_monailabel_viewer_is_served_under_ohif(ml_server: tuple, tmp_path: Path
         assert page.headers["content-type"].startswith("text/html")
         assert 'src="/ohif/app-config.js"' in page.text  # the build's own index.html
         # the panel's server: this server's MONAI Label API (escape()d, as the panel reads it)
-        cookie = page.headers["set-cookie"]
+        cookie, expired = page.headers.get_list("set-cookie")
         name, _, rest = cookie.partition("=")
         value = rest.split(";")[0]
         assert name == monailabel_ohif.COOKIE and '"' not in value
         assert urllib.parse.unquote(value) == url + "/monailabel/"
-        assert "Path=/" in cookie
+        # the path the panel's own write gets (the page's folder), so this one replaces it
+        assert "; Path=/ohif;" in cookie
+        assert expired == f"{monailabel_ohif.COOKIE}=; Path=/; Max-Age=0; SameSite=Strict"
         config = http.get(url + "/ohif/app-config.js")
         assert config.status_code == 200
         body = json.loads(config.text.split("window.config = ", 1)[1].split(";\n", 1)[0])
@@ -443,3 +458,28 @@ def test_monailabel_python_client_against_pixels(tmp_path: Path) -> None:
             store["objects"][ct]["labels"]["final"]["info"]["SeriesInstanceUID"] == answer["label"]
         )
     assert Path(files[0]).exists()
+
+
+def test_models_load_in_the_background_at_start_and_nrrd_errors_are_pixels_errors(
+    ml_server: tuple,
+) -> None:
+    """create_app starts loading the models (the first info/ took 10-20 s on this machine)."""
+    from pixels.errors import NrrdError, PixelsError
+    from pixels.web import monailabel, nrrd
+
+    thread = monailabel.warm()
+    assert thread is monailabel.warm()  # once per process, started by create_app already
+    assert thread.name == "pixels-monailabel-warm"
+    thread.join(300)
+    assert not thread.is_alive()
+    url, ct = ml_server[0], ml_server[1]
+    assert http.get(f"{url}/monailabel/info/").status_code == 200
+    # a cut NRRD of a real answer: an error of Pixels (and a ValueError) naming the sizes
+    body = http.post(
+        f"{url}/monailabel/infer/ct-tissue",
+        params={"image": ct, "output": "image"},
+        files=_form(PANEL_PARAMS),
+    ).content
+    with pytest.raises(NrrdError, match="sizes") as err:
+        nrrd.decode(body[:-10])
+    assert isinstance(err.value, PixelsError) and isinstance(err.value, ValueError)

@@ -323,3 +323,41 @@ def test_export_dicom_seg_lands_in_the_catalog_as_shown(
     assert seg_series in set(
         Catalog(catalog).sql("SELECT SeriesInstanceUID FROM object_catalog")["SeriesInstanceUID"]
     )
+
+
+def test_with_a_token_the_panel_and_the_viewer_work(
+    ct_study: tuple[str, str, str], browser: object, tmp_path: Path
+) -> None:
+    """``pixels serve --token``: the viewer opened with ``?token=`` gets the cookie that
+    both its DICOMweb requests and the panel's MONAI Label requests (no header) carry."""
+    catalog, study, series = ct_study
+    log: list[str] = []
+    with running(create_app(catalog, token=TOKEN)) as url:
+        assert httpx.get(f"{url}/monailabel/info/").status_code == 401
+        page = _page(browser, log)
+        try:
+            _connect(page, log, url, study, f"&token={TOKEN}")
+            box = _axial(page)
+            _run_ct_tissue(page, log, url, series)
+            shot = page.screenshot()
+            (tmp_path / "monailabel-token.png").write_bytes(shot)
+            assert _chromatic(shot, box) > 0.3
+            assert not [line for line in log if line.startswith("RESPONSE 401")]
+        finally:
+            page.close()
+
+
+def test_two_servers_on_one_host_each_panel_reaches_its_own(
+    ct_study: tuple[str, str, str], browser: object
+) -> None:
+    """One browser profile, two servers (cookies ignore ports): the panel of the second
+    server's viewer shows and connects to the second server, not the first one it saw."""
+    catalog, study, _ = ct_study
+    log: list[str] = []
+    with running(create_app(catalog)) as first, running(create_app(catalog)) as second:
+        for url in (first, second, first):
+            page = _page(browser, log)
+            try:
+                _connect(page, log, url, study)  # asserts the panel's field holds url
+            finally:
+                page.close()

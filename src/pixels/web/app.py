@@ -95,6 +95,7 @@ def create_app(
     if public_url:
         hosts.add(urlsplit(public_url).hostname or "*")
     stow.clean_stale_spools(state.storage_root)  # what a killed server left
+    monailabel.warm()  # the models load in the background: the first info/ is quick
     p = PREFIX
     s, se, i = "{study}", "{series}", "{instance}"
     routes = [

@@ -31,6 +31,7 @@ ones (:class:`pixels.web.security.TokenAuth` covers :data:`PREFIX`).
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -48,7 +49,7 @@ from pixels.web import nrrd
 from pixels.web.multipart import MultipartError, new_boundary, parse_media_type, split_parts
 from pixels.web.state import MONAILABEL, WebState, check_uid, state_of
 
-__all__ = ["PREFIX", "routes"]
+__all__ = ["PREFIX", "routes", "warm"]
 
 #: Root of the MONAI Label API (the clients' server URL is ``<pixels>/monailabel/``).
 PREFIX = MONAILABEL
@@ -90,6 +91,28 @@ def _models() -> dict[str, Any]:
         if info.available and not info.name.startswith("bundle:"):
             out[info.name] = (_model(info.name), info.description)
     return out
+
+
+_WARM: list[threading.Thread] = []
+
+
+def warm() -> threading.Thread:
+    """Load the models in a background thread (once per process), so that the first
+    ``GET info/`` does not wait for their imports; returns the thread."""
+    with _CACHE_LOCK:
+        if _WARM:
+            return _WARM[0]
+
+        def load() -> None:
+            try:
+                _models()
+            except Exception as e:  # the first info/ request reports it
+                logging.getLogger(__name__).warning("loading the models failed: %s", e)
+
+        thread = threading.Thread(target=load, name="pixels-monailabel-warm", daemon=True)
+        _WARM.append(thread)
+    thread.start()
+    return thread
 
 
 async def info(request: Request) -> Response:

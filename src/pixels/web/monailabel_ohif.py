@@ -65,6 +65,8 @@ CLIENT_PREFIX = "monailabel/client/"
 #: Where the wheel's ``monailabel/client/*.py`` are kept (not served: a dot folder).
 CLIENT_DIR = ".monailabel-client"
 COOKIE = "MONAILABEL_SERVER_URL"
+#: The cookie's path: the folder of the build's pages, where the panel writes it too.
+COOKIE_PATH = BASE.rstrip("/")
 
 
 def default_dir() -> Path:
@@ -289,7 +291,12 @@ def routes(dicomweb_prefix: str, root: Path | None = None) -> list[Route]:
         # the panel reads the cookie with JavaScript's unescape(): write it escape()d
         # (Set-Cookie written by hand: http.cookies would put it in double quotes)
         value = quote(server, safe="/@*_+-.")
-        resp.headers.append("set-cookie", f"{COOKIE}={value}; Path=/; SameSite=Strict")
+        # Path=/ohif: the path the panel's own document.cookie write gets (its page's
+        # folder), so this one replaces it. A cookie ignores the port: with Path=/ the
+        # panel's /ohif one (more specific, read first) kept another server's URL when
+        # two servers ran on one host; the old Path=/ one is expired.
+        resp.headers.append("set-cookie", f"{COOKIE}={value}; Path={COOKIE_PATH}; SameSite=Strict")
+        resp.headers.append("set-cookie", f"{COOKIE}=; Path=/; Max-Age=0; SameSite=Strict")
         return resp
 
     return [

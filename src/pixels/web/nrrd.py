@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pixels.errors import NrrdError
+
 __all__ = ["NrrdError", "NrrdVolume", "decode", "encode"]
 
 #: NRRD type names -> numpy dtypes (integer label types only).
@@ -46,10 +48,6 @@ _TYPES = {
     "int32_t": "i4",
 }
 MAX_HEADER = 64 * 1024
-
-
-class NrrdError(ValueError):
-    """An NRRD that cannot be read as a 3-D label volume (the message says which field)."""
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """The server's guards: bearer token, Host header check, binding rules, log redaction.
 
-- :class:`TokenAuth`: ``Authorization: Bearer <token>`` on ``/dicomweb`` and ``/wado``.
+- :class:`TokenAuth`: ``Authorization: Bearer <token>`` (or the cookie a page opened
+  with ``?token=`` sets) on ``/dicomweb``, ``/monailabel`` and ``/wado``.
 - :class:`HostCheck`: a request whose ``Host`` header is not an allowed host name
   gets 400. Without it, any web page the user opens can read the catalog through
   DNS rebinding (a name of the attacker's that resolves to 127.0.0.1 makes the
@@ -20,15 +21,17 @@ import logging
 import re
 import socket
 from collections.abc import Iterable
+from urllib.parse import parse_qs, quote, unquote
 
 from starlette.responses import PlainTextResponse
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pixels.errors import PixelsError
 from pixels.web.state import MONAILABEL, PREFIX, WADO_URI
 
 __all__ = [
     "LOOPBACK_HOSTS",
+    "TOKEN_COOKIE",
     "HostCheck",
     "RedactTokens",
     "TokenAuth",
@@ -41,26 +44,63 @@ __all__ = [
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
+#: Cookie set on a page opened with the right ``?token=``: the viewers' own requests
+#: (MONAI Label's panel sends no Authorization header) then carry the token.
+TOKEN_COOKIE = "pixels_token"
+
+
+def _cookie(headers: dict[bytes, bytes], name: str) -> str | None:
+    for item in headers.get(b"cookie", b"").decode("latin-1").split(";"):
+        key, _, value = item.strip().partition("=")
+        if key == name:
+            return unquote(value)
+    return None
+
+
 class TokenAuth:
-    """Require ``Authorization: Bearer <token>`` under ``/dicomweb``, ``/monailabel`` and on ``/wado``."""
+    """Require the token under ``/dicomweb``, ``/monailabel`` and on ``/wado``.
+
+    The token comes as ``Authorization: Bearer <token>``, or as the cookie
+    :data:`TOKEN_COOKIE` (``HttpOnly; SameSite=Strict``: never sent by another
+    site's page), which any other page opened with ``?token=<token>`` sets.
+    """
 
     def __init__(self, app: ASGIApp, token: str | None):
         self.app = app
         self.token = token
 
+    def _valid(self, value: str | None) -> bool:
+        return (
+            bool(self.token)
+            and value is not None
+            and hmac.compare_digest(value.strip().encode(), str(self.token).encode())
+        )
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "") if scope["type"] == "http" else ""
-        if self.token and (
-            path.startswith(PREFIX)
-            or path in (WADO_URI, MONAILABEL)
-            or path.startswith((WADO_URI + "/", MONAILABEL + "/"))
-        ):
+        guarded = path.startswith(PREFIX) or path in (WADO_URI, MONAILABEL)
+        guarded = guarded or path.startswith((WADO_URI + "/", MONAILABEL + "/"))
+        if self.token and path and not guarded:
+            query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+            if any(self._valid(v) for v in query.get("token", [])):
+                value = quote(str(self.token), safe="")
+                cookie = f"{TOKEN_COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict"
+
+                async def send_cookie(message: Message) -> None:
+                    if message["type"] == "http.response.start":
+                        headers = list(message.get("headers") or [])
+                        headers.append((b"set-cookie", cookie.encode("latin-1")))
+                        message = {**message, "headers": headers}
+                    await send(message)
+
+                await self.app(scope, receive, send_cookie)
+                return
+        if self.token and guarded:
             headers = dict(scope.get("headers") or [])
             got = headers.get(b"authorization", b"").decode("latin-1")
             scheme, _, value = got.partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(
-                value.strip().encode(), self.token.encode()
-            ):
+            bearer = scheme.lower() == "bearer" and self._valid(value)
+            if not bearer and not self._valid(_cookie(headers, TOKEN_COOKIE)):
                 resp = PlainTextResponse(
                     "missing or wrong bearer token", 401, headers={"WWW-Authenticate": "Bearer"}
                 )
