@@ -447,14 +447,19 @@ class TableIndex:
         insertion order).
         """
         cur.execute("USE ix")
-        cur.execute("CREATE OR REPLACE TABLE _rm AS SELECT unnest(?::INTEGER[]) AS fid", [removed])
         touched = "gid, StudyInstanceUID, SeriesInstanceUID, sh, seh"
-        cur.execute(
-            f"CREATE OR REPLACE TABLE _touched AS SELECT {touched} FROM ix.inst_all "
-            "WHERE fid IN (SELECT fid FROM _rm)"
-        )
-        cur.execute("DELETE FROM ix.inst_all WHERE fid IN (SELECT fid FROM _rm)")
-        cur.execute("DELETE FROM ix.ffirst WHERE fid IN (SELECT fid FROM _rm)")
+        if removed:
+            gone = ", ".join(str(int(f)) for f in removed)  # file ids: integers made here
+            cur.execute(
+                f"CREATE OR REPLACE TABLE _touched AS SELECT {touched} FROM ix.inst_all "
+                f"WHERE fid IN ({gone})"
+            )
+            cur.execute(f"DELETE FROM ix.inst_all WHERE fid IN ({gone})")
+            cur.execute(f"DELETE FROM ix.ffirst WHERE fid IN ({gone})")
+        else:
+            cur.execute(
+                f"CREATE OR REPLACE TABLE _touched AS SELECT {touched} FROM ix.inst_all LIMIT 0"
+            )
         added_rows = 0
         if added:
             added_rows = self._load(cur, scan, added, new_fids)
@@ -493,13 +498,16 @@ class TableIndex:
             f"row_number() OVER (PARTITION BY SOPInstanceUID ORDER BY {_ORDER}) = 1 AS k "
             "FROM _aff) WHERE keep IS DISTINCT FROM k"
         )
-        cur.execute(
-            "UPDATE ix.inst_all SET keep = r.k FROM _keep r "
-            "WHERE inst_all.fid = r.fid AND inst_all._row = r._row"
-        )
-        cur.execute(
-            "UPDATE _aff SET keep = r.k FROM _keep r WHERE _aff.fid = r.fid AND _aff._row = r._row"
-        )
+        (changed,) = cur.execute("SELECT count(*) FROM _keep").fetchone() or (0,)
+        if changed:
+            cur.execute(
+                "UPDATE ix.inst_all SET keep = r.k FROM _keep r "
+                "WHERE inst_all.fid = r.fid AND inst_all._row = r._row"
+            )
+            cur.execute(
+                "UPDATE _aff SET keep = r.k FROM _keep r "
+                "WHERE _aff.fid = r.fid AND _aff._row = r._row"
+            )
         cur.execute(
             "UPDATE ix.grp SET n = c.n FROM (SELECT t.gid, count(a.gid) AS n FROM "
             "(SELECT gid FROM _touched UNION SELECT gid FROM _aff) t LEFT JOIN _aff a "
@@ -546,8 +554,9 @@ class TableIndex:
             "FROM ix.grp WHERE n > 0 AND StudyInstanceUID IN (SELECT s FROM _st) "
             "GROUP BY StudyInstanceUID) g USING (StudyInstanceUID)"
         )
-        for name in ("_rows", "_rm", "_touched", "_hit", "_aff", "_keep", "_se", "_st", "_files"):
-            cur.execute(f"DROP TABLE IF EXISTS {name}")
+        # the small work tables stay (replaced by the next update); these may be large
+        cur.execute("DROP TABLE IF EXISTS _rows")
+        cur.execute("DROP TABLE IF EXISTS _aff")
         return added_rows
 
     def _load(

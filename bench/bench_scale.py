@@ -1,0 +1,506 @@
+"""Hospital scale: the DICOMweb server, STOW-RS and SQL over 100k to 10M-row catalogs.
+
+The tables are built by ``make_big_table.py`` (real headers, fresh UIDs; kept out
+of git, under ``--root``). For each table size the script measures, one after the
+other on the same machine:
+
+- **index**: the server's index built in this process from scratch (cold: no saved
+  per-file summaries; warm: a restart that finds them), its memory (DuckDB's
+  compressed tables, per instance) and one incremental update after a one-file
+  commit; the previous index (``git show {OLD}:src/pixels/web/index.py``: a
+  rebuild of everything at every version) built in the same run as the baseline
+  (only up to ``--old-max`` rows: it reads every ``meta``);
+- **server**: ``create_app`` under uvicorn in a subprocess: start-up to first
+  answer, QIDO study searches (PatientName wildcard, StudyDate range,
+  ModalitiesInStudy) p50/p99, series ``/metadata`` of a 500-instance series
+  (first and repeated), resident memory; after a STOW of one study, and after a
+  commit of 10k generated rows, the time until the first QIDO answer that holds it;
+- **stow load** (``--stow-rate``, ``--stow-seconds``): single-instance STOW-RS
+  requests sent at a fixed rate from many connections, all checked in the table
+  afterwards (none lost), commits counted, QIDO latency sampled during the load;
+- **sql**: ``pixels sql`` (a subprocess, interpreter start included) and the same
+  queries in process: a point look-up by StudyInstanceUID and ``GROUP BY
+  Modality``, before and after ``pixels optimize --cluster`` (on a copy).
+
+Usage::
+
+    python bench/bench_scale.py --sizes 100000 1000000
+
+Writes Markdown to stdout and the numbers to ``bench/results/scale.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import WORK_DIR, dump_json, free_port, machine_info, python_cmd, start_server
+
+BENCH = Path(__file__).resolve().parent
+RESULTS = BENCH / "results"
+OLD = "dc29543"  # the last commit with the index rebuilt at every version
+QIDO = {
+    "PatientName wildcard": {"PatientName": "S*", "limit": "100"},
+    "StudyDate range": {"StudyDate": "20150101-20151231", "limit": "100"},
+    "ModalitiesInStudy": {"ModalitiesInStudy": "MR", "limit": "100"},
+}
+
+
+def _name(rows: int) -> str:
+    return f"t{rows // 1_000_000}m" if rows >= 1_000_000 else f"t{rows // 1000}k"
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def pct(xs: list[float]) -> dict[str, float]:
+    xs = sorted(xs)
+    q = statistics.quantiles(xs, n=100, method="inclusive") if len(xs) > 1 else [xs[0]] * 99
+    return {
+        "n": len(xs),
+        "p50_ms": round(statistics.median(xs) * 1e3, 1),
+        "p99_ms": round(q[98] * 1e3, 1),
+        "max_ms": round(xs[-1] * 1e3, 1),
+    }
+
+
+# ------------------------------------------------------------------------- tables
+
+
+def table_of(root: Path, rows: int) -> tuple[Path, dict[str, Any]]:
+    """The generated table of ``rows`` rows (built when missing) and its facts."""
+    path = root / _name(rows)
+    facts = root / f"{path.name}.json"
+    if not facts.exists():
+        shutil.rmtree(path, ignore_errors=True)
+        subprocess.run(
+            python_cmd(str(BENCH / "make_big_table.py"), str(path), "--rows", str(rows)),
+            check=True,
+        )
+    return path, json.loads(facts.read_text())
+
+
+def copy_table(src: Path, dst: Path) -> Path:
+    shutil.rmtree(dst, ignore_errors=True)
+    shutil.copytree(src, dst)
+    return dst
+
+
+def new_instance(out: Path, template: str = "MR_small.dcm") -> tuple[Path, str, str]:
+    """A real file with fresh UIDs: path, study and SOP UIDs."""
+    import pydicom
+    from pydicom.data import get_testdata_file
+    from pydicom.uid import generate_uid
+
+    ds = pydicom.dcmread(get_testdata_file(template))
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(out, enforce_file_format=True)
+    return out, str(ds.StudyInstanceUID), str(ds.SOPInstanceUID)
+
+
+BOUNDARY = "bench-scale-boundary"
+STOW_HEADERS = {
+    "Content-Type": f'multipart/related; type="application/dicom"; boundary={BOUNDARY}'
+}
+
+
+def stow_body(data: bytes) -> bytes:
+    head = f"--{BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+    return head + data + f"\r\n--{BOUNDARY}--\r\n".encode()
+
+
+# -------------------------------------------------------------------------- index
+
+
+def old_index_module() -> Any:
+    """The previous ``pixels.web.index`` (rebuilt at every version), from git."""
+    dst = WORK_DIR / "old_index" / f"index_{OLD}.py"
+    if not dst.exists():
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        text = subprocess.run(
+            ["git", "show", f"{OLD}:src/pixels/web/index.py"],
+            cwd=BENCH.parent,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        dst.write_text(text)
+    spec = importlib.util.spec_from_file_location("old_index", dst)
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def bench_index(table: Path, rows: int, old_max: int) -> dict[str, Any]:
+    """Index build (cold, warm), memory, one incremental update; the old rebuild."""
+    code = f"""
+import json, sys, time, shutil, os
+sys.path.insert(0, {str(BENCH)!r})
+from pixels.table import CatalogTable
+from pixels.web.index import TableIndex
+def rss():
+    return int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
+out = {{}}
+base = rss()
+shutil.rmtree(os.path.join({str(table)!r}, "_pixels", "index"), ignore_errors=True)
+for kind in ("cold", "warm"):
+    t0 = time.perf_counter()
+    ix = TableIndex(CatalogTable({str(table)!r}))
+    ix.current()
+    out[kind + "_s"] = round(time.perf_counter() - t0, 2)
+    out[kind + "_rss_mb"] = round(rss() - base)
+    if kind == "cold":
+        del ix
+size = ix._con.execute("SELECT memory_usage_bytes FROM duckdb_memory() "
+                       "WHERE tag = 'IN_MEMORY_TABLE'").fetchone()[0]
+out["index_bytes"] = int(size)
+out["index_bytes_per_instance"] = round(size / {rows})
+print(json.dumps(out))
+"""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    res = subprocess.run(python_cmd("-c", code), capture_output=True, text=True, env=env)
+    if res.returncode:
+        raise RuntimeError(res.stderr[-2000:])
+    out: dict[str, Any] = json.loads(res.stdout.strip().splitlines()[-1])
+    # one incremental update: a one-file commit (a real file cataloged) on a copy
+    from pixels import Catalog
+    from pixels.table import CatalogTable
+    from pixels.web.index import TableIndex
+
+    work = copy_table(table, WORK_DIR / "scale_copy")
+    ix = TableIndex(CatalogTable(str(work)))
+    ix.current()
+    updates = []
+    with tempfile.TemporaryDirectory(dir=WORK_DIR) as tmp:
+        for k in range(5):
+            new_instance(Path(tmp) / f"f{k}" / "x.dcm")
+            Catalog(str(work)).catalog(str(Path(tmp) / f"f{k}"), workers=0)
+            t0 = time.perf_counter()
+            ix.current()
+            updates.append(time.perf_counter() - t0)
+    out["update_after_one_file_commit"] = pct(updates)
+    if rows <= old_max:
+        old = old_index_module()
+        t0 = time.perf_counter()
+        snap = old.TableIndex(CatalogTable(str(work))).current()
+        out["old_rebuild_s"] = round(time.perf_counter() - t0, 2)
+        del snap
+        out["ratio_update_vs_old_rebuild"] = round(
+            out["update_after_one_file_commit"]["p50_ms"] / 1e3 / out["old_rebuild_s"], 4
+        )
+    shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
+# ------------------------------------------------------------------------- server
+
+SERVE = """
+import sys, uvicorn
+from pixels.web import create_app
+app = create_app(sys.argv[1], token="", storage_root=sys.argv[3], viewer=False)
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning", access_log=False)
+"""
+
+
+def serve(table: Path, storage: Path) -> tuple[subprocess.Popen[bytes], str, float]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    t0 = time.perf_counter()
+    proc = start_server(
+        python_cmd("-c", SERVE, str(table), str(port), str(storage)),
+        url,
+        "/dicomweb/studies?limit=1",
+        env=env,
+        timeout=900,
+    )
+    return proc, url, time.perf_counter() - t0
+
+
+def bench_server(table: Path, facts: dict[str, Any], stow_rate: int, stow_s: int) -> dict[str, Any]:
+    import httpx
+
+    from make_big_table import Generator, Templates
+    from pixels.table import CatalogTable
+
+    work = copy_table(table, WORK_DIR / "scale_serve")
+    storage = WORK_DIR / "scale_stow"
+    shutil.rmtree(storage, ignore_errors=True)
+    out: dict[str, Any] = {}
+    proc, url, start_s = serve(work, storage)
+    out["startup_to_first_answer_s"] = round(start_s, 2)
+    try:
+        with httpx.Client(base_url=f"{url}/dicomweb", timeout=120) as http:
+            out["rss_after_start_mb"] = round(rss_mb(proc.pid))
+            for name, params in QIDO.items():
+                times = []
+                for _ in range(40):
+                    t0 = time.perf_counter()
+                    r = http.get("/studies", params=params)
+                    r.raise_for_status()
+                    times.append(time.perf_counter() - t0)
+                out[f"qido {name}"] = pct(times) | {"results": len(r.json())}
+            se = facts["series500"]
+            path = f"/studies/{se['study']}/series/{se['series']}/metadata"
+            times = []
+            for _ in range(15):
+                t0 = time.perf_counter()
+                r = http.get(path)
+                r.raise_for_status()
+                times.append(time.perf_counter() - t0)
+            out["metadata 500-instance series"] = pct(times[1:]) | {
+                "first_ms": round(times[0] * 1e3, 1),
+                "instances": len(r.json()),
+                "mb": round(len(r.content) / 2**20, 1),
+            }
+            # a STOW of one study, then the first QIDO that finds it
+            with tempfile.TemporaryDirectory(dir=WORK_DIR) as tmp:
+                f, study, _ = new_instance(Path(tmp) / "one.dcm")
+                t0 = time.perf_counter()
+                r = http.post("/studies", content=stow_body(f.read_bytes()), headers=STOW_HEADERS)
+                r.raise_for_status()
+                t1 = time.perf_counter()
+                found = http.get("/studies", params={"StudyInstanceUID": study}).json()
+                t2 = time.perf_counter()
+            assert len(found) == 1
+            out["stow one study: request_ms"] = round((t1 - t0) * 1e3, 1)
+            out["stow one study: first QIDO with it_ms"] = round((t2 - t1) * 1e3, 1)
+            # 10k generated rows committed by another writer, then the first QIDO with them
+            gen = Generator(Templates(Path(facts["pool"])), Path(facts["pool"]), seed=99)
+            import pyarrow as pa
+
+            parts, n = [], 0
+            while n < 10_000:
+                study_rows = gen.rows(gen.study())
+                parts.append(study_rows)
+                n += study_rows.num_rows
+            last = parts[-1]["StudyInstanceUID"][0].as_py()
+            CatalogTable(str(work)).append(pa.concat_tables(parts))
+            t0 = time.perf_counter()
+            found = http.get("/studies", params={"StudyInstanceUID": last}).json()
+            out["commit of 10k rows: first QIDO with them_ms"] = round(
+                (time.perf_counter() - t0) * 1e3, 1
+            )
+            out["rows_added"] = n
+            assert len(found) == 1
+            out["rss_after_queries_mb"] = round(rss_mb(proc.pid))
+            if stow_rate > 0:
+                out["stow load"] = stow_load(url, work, stow_rate, stow_s)
+                out["rss_after_stow_load_mb"] = round(rss_mb(proc.pid))
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(storage, ignore_errors=True)
+    return out
+
+
+def stow_load(url: str, table: Path, rate: int, seconds: int) -> dict[str, Any]:
+    """``rate`` single-instance STOW requests per second for ``seconds``; QIDO sampled."""
+    import httpx
+    import pydicom
+    from deltalake import DeltaTable
+    from pydicom.data import get_testdata_file
+    from pydicom.uid import generate_uid
+
+    n = rate * seconds
+    ds = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
+    bodies, sops = [], []
+    study = generate_uid()
+    import io
+
+    for i in range(n):
+        if i % 50 == 0:
+            study, series = generate_uid(), generate_uid()
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        buf = io.BytesIO()
+        ds.save_as(buf, enforce_file_format=True)
+        bodies.append(stow_body(buf.getvalue()))
+        sops.append(str(ds.SOPInstanceUID))
+    v0 = DeltaTable(str(table)).version()
+    qido_times: list[float] = []
+    stop = threading.Event()
+
+    def probe() -> None:
+        with httpx.Client(base_url=f"{url}/dicomweb", timeout=120) as c:
+            while not stop.is_set():
+                t0 = time.perf_counter()
+                c.get("/studies", params=QIDO["StudyDate range"]).raise_for_status()
+                qido_times.append(time.perf_counter() - t0)
+                time.sleep(0.2)
+
+    async def run() -> tuple[list[float], list[int]]:
+        limits = httpx.Limits(max_connections=400, max_keepalive_connections=400)
+        async with httpx.AsyncClient(
+            base_url=f"{url}/dicomweb", timeout=600, limits=limits
+        ) as client:
+            lat: list[float] = []
+            codes: list[int] = []
+
+            async def one(body: bytes) -> None:
+                t0 = time.perf_counter()
+                r = await client.post("/studies", content=body, headers=STOW_HEADERS)
+                lat.append(time.perf_counter() - t0)
+                codes.append(r.status_code)
+
+            tasks = []
+            start = time.perf_counter()
+            for i, body in enumerate(bodies):
+                delay = start + i / rate - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                tasks.append(asyncio.create_task(one(body)))
+            await asyncio.gather(*tasks)
+            return lat, codes
+
+    t = threading.Thread(target=probe, daemon=True)
+    t.start()
+    t0 = time.perf_counter()
+    lat, codes = asyncio.run(run())
+    wall = time.perf_counter() - t0
+    stop.set()
+    t.join()
+    import duckdb
+
+    uris = DeltaTable(str(table)).file_uris()
+    held = {
+        r[0]
+        for r in duckdb.sql(
+            "SELECT SOPInstanceUID FROM read_parquet(?, union_by_name=true) "
+            "WHERE list_contains(?, SOPInstanceUID)",
+            params=[uris, sops],
+        ).fetchall()
+    }
+    return {
+        "requests": n,
+        "rate_asked_per_s": rate,
+        "wall_s": round(wall, 1),
+        "achieved_per_s": round(n / wall, 1),
+        "status_200": codes.count(200),
+        "stored_in_table": len(held),
+        "lost": n - len(held),
+        "commits": DeltaTable(str(table)).version() - v0,
+        "stow_latency": pct(lat),
+        "qido_during_load": pct(qido_times) if qido_times else None,
+    }
+
+
+# ---------------------------------------------------------------------------- sql
+
+
+def bench_sql(table: Path, facts: dict[str, Any], cluster: bool) -> dict[str, Any]:
+    from pixels import Catalog
+
+    study = facts["series500"]["study"]
+    queries = {
+        "point look-up by StudyInstanceUID": (
+            "SELECT path, SeriesInstanceUID, SOPInstanceUID FROM object_catalog "
+            f"WHERE StudyInstanceUID = '{study}'"
+        ),
+        "GROUP BY Modality": "SELECT Modality, count(*) FROM object_catalog GROUP BY Modality",
+    }
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+
+    def measure(t: Path) -> dict[str, Any]:
+        res: dict[str, Any] = {}
+        for name, q in queries.items():
+            cli = []
+            for _ in range(3):
+                t0 = time.perf_counter()
+                subprocess.run(
+                    python_cmd("-m", "pixels.cli", "sql", "--table", str(t), q),
+                    check=True,
+                    capture_output=True,
+                    env=env,
+                )
+                cli.append(time.perf_counter() - t0)
+            inproc = []
+            for _ in range(5):
+                t0 = time.perf_counter()
+                Catalog(str(t)).sql_arrow(q)
+                inproc.append(time.perf_counter() - t0)
+            res[name] = {
+                "pixels sql (process)_ms": round(min(cli) * 1e3),
+                "in process_ms": round(min(inproc) * 1e3),
+            }
+        return res
+
+    out: dict[str, Any] = {"before": measure(table)}
+    if cluster:
+        work = copy_table(table, WORK_DIR / "scale_cluster")
+        t0 = time.perf_counter()
+        metrics = Catalog(str(work)).optimize(cluster=True)
+        out["optimize --cluster_s"] = round(time.perf_counter() - t0, 1)
+        out["optimize files"] = {k: metrics.get(k) for k in ("numFilesAdded", "numFilesRemoved")}
+        out["after --cluster"] = measure(work)
+        shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    ap.add_argument("--root", type=Path, default=Path("/work/bigdata"))
+    ap.add_argument("--old-max", type=int, default=100_000, help="largest table for the old index")
+    ap.add_argument("--stow-rate", type=int, default=100)
+    ap.add_argument("--stow-seconds", type=int, default=60)
+    ap.add_argument("--stow-at", type=int, nargs="*", default=None, help="sizes with a STOW load")
+    ap.add_argument("--cluster-max", type=int, default=1_000_000)
+    ap.add_argument("--only", nargs="*", default=["index", "server", "sql"])
+    args = ap.parse_args(argv)
+    WORK_DIR.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {"machine": machine_info(), "sizes": {}}
+    out_path = RESULTS / "scale.json"
+    if out_path.exists():
+        results["sizes"] = json.loads(out_path.read_text()).get("sizes", {})
+    for rows in args.sizes:
+        table, facts = table_of(args.root, rows)
+        entry: dict[str, Any] = results["sizes"].get(str(rows), {})
+        entry["table"] = {
+            k: facts[k] for k in ("rows", "studies", "series", "patients", "seconds", "bytes", "files")
+        }
+        if "index" in args.only:
+            entry["index"] = bench_index(table, rows, args.old_max)
+            print(rows, "index", json.dumps(entry["index"]), flush=True)
+        if "server" in args.only:
+            load = args.stow_at is None or rows in args.stow_at
+            entry["server"] = bench_server(
+                table, facts, args.stow_rate if load else 0, args.stow_seconds
+            )
+            print(rows, "server", json.dumps(entry["server"]), flush=True)
+        if "sql" in args.only:
+            entry["sql"] = bench_sql(table, facts, rows <= args.cluster_max)
+            print(rows, "sql", json.dumps(entry["sql"]), flush=True)
+        results["sizes"][str(rows)] = entry
+        dump_json(out_path, results)
+    print(json.dumps(results["sizes"], indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
