@@ -550,11 +550,7 @@ def read_frame(fp: BinaryIO, index: FrameIndex, frame: int, *, path: str | None 
     DicomReadError
         The file holds fewer bytes than the index says (the message names the path).
     """
-    if path is None:
-        name = getattr(fp, "name", None)
-        path = name if isinstance(name, str) else None
-    if not 0 <= frame < len(index.offsets):
-        raise IndexError(f"frame {frame} out of range: the index has {len(index.offsets)} frames")
+    path = _checked_frame(fp, index, frame, path)
     parts = index.fragments[frame] if index.fragments is not None else None
     if parts is None:
         parts = ((index.offsets[frame], index.lengths[frame]),)
@@ -597,11 +593,7 @@ def read_frame_swapped(
     DicomReadError
         The file holds fewer bytes than the index says (the message names the path).
     """
-    if path is None:
-        name = getattr(fp, "name", None)
-        path = name if isinstance(name, str) else None
-    if not 0 <= frame < len(index.offsets):
-        raise IndexError(f"frame {frame} out of range: the index has {len(index.offsets)} frames")
+    path = _checked_frame(fp, index, frame, path)
     off, ln = index.offsets[frame], index.lengths[frame]
     lead = (off - index.offsets[0]) % width
     span = lead + ln
@@ -621,6 +613,16 @@ def read_frame_swapped(
     if nbits is not None and index.bit_offsets is not None:
         return _realign(out, index.bit_offsets[frame], nbits)
     return out
+
+
+def _checked_frame(fp: BinaryIO, index: FrameIndex, frame: int, path: str | None) -> str | None:
+    """The path naming the file in errors (default ``fp.name``); IndexError for a bad `frame`."""
+    if path is None:
+        name = getattr(fp, "name", None)
+        path = name if isinstance(name, str) else None
+    if not 0 <= frame < len(index.offsets):
+        raise IndexError(f"frame {frame} out of range: the index has {len(index.offsets)} frames")
+    return path
 
 
 def _realign(data: bytes, bit_offset: int, nbits: int) -> bytes:
