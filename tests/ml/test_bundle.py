@@ -88,3 +88,37 @@ def test_not_a_bundle_is_a_clear_error(tmp_path):
         main, ["segment", "-t", str(tmp_path / "cat"), "-m", f"bundle:{tmp_path / 'b'}", "-q"]
     )
     assert res.exit_code == 2 and "not a MONAI bundle" in res.output
+
+
+def test_torchscript_bundle_predicts_as_its_state_dict(bundle, tmp_path):
+    """The same bundle with its network saved as TorchScript (models/model.ts, no model.pt):
+    loaded with torch.jit.load, run through the bundle's own transforms and inferer, it gives
+    the labels of the state-dict bundle on a real CT series."""
+    import shutil
+
+    import torch
+
+    from pixels import Catalog
+    from pixels.ml.models import get_model
+    from pixels.ml.volume import read_volume, select_series
+
+    ts = tmp_path / "tiny_bone_ct_ts"
+    shutil.copytree(bundle, ts)
+    pt = get_model(f"bundle:{bundle}")
+    network = pt._load()["network"]  # the UNet with the bundle's weights, in eval mode
+    torch.jit.script(network).save(str(ts / "models" / "model.ts"))
+    (ts / "models" / "model.pt").unlink()
+    scripted = get_model(f"bundle:{ts}")
+    assert scripted.weights.endswith("model.ts")
+    assert isinstance(scripted._load()["network"], torch.jit.ScriptModule)
+
+    ct_series(tmp_path / "ct", 4)
+    cat = Catalog(str(tmp_path / "cat"))
+    cat.catalog(str(tmp_path / "ct"), workers=0)
+    (series,) = select_series(cat).series
+    vol = read_volume(series)
+    want = pt.predict(vol.array, vol.plan.affine)
+    got = scripted.predict(vol.array, vol.plan.affine)
+    assert got.shape == vol.array.shape
+    assert 0.02 < (got == 1).mean() < 0.3  # it finds bone, as the state-dict bundle
+    assert np.array_equal(got, want)

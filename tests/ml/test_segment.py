@@ -306,3 +306,42 @@ def test_registered_user_model_runs_and_bad_output_is_an_error(tmp_path):
     finally:
         unregister("dense-test")
         unregister("stray-test")
+
+
+def test_seg_of_an_s3_catalog_is_written_to_s3_and_cataloged(s3_server, tmp_path):
+    """Files and table on S3 (a real moto server): the SEG goes next to the table on S3 in
+    one PUT, is cataloged at once, reads back with highdicom, references the source series;
+    a re-run skips it."""
+    import io
+    import uuid
+
+    import highdicom as hd
+    import s3fs
+
+    from pixels import Catalog
+    from pixels.ml.seg import segmentations
+    from pixels.ml.segment import run_segment
+
+    bucket = f"seg-{uuid.uuid4().hex[:10]}"
+    fs = s3fs.S3FileSystem(skip_instance_cache=True, **s3_server.storage_options)
+    fs.mkdir(bucket)
+    paths = ct_series(tmp_path / "ct", 4)
+    for p in paths:
+        fs.pipe(f"{bucket}/data/{p.name}", p.read_bytes())
+    opts = s3_server.storage_options
+    cat = Catalog(f"s3://{bucket}/catalog", storage_options=opts)
+    cat.catalog(f"s3://{bucket}/data", workers=0, storage_options=opts)
+    stats = run_segment(cat, "ct-tissue", workers=0, storage_options=opts)
+    assert (stats.segmented, stats.errors) == (1, 0), [r.message for r in stats.results]
+    (done,) = stats.results
+    assert done.path.startswith(f"s3://{bucket}/seg/")
+    assert not list(tmp_path.glob("**/seg"))  # nothing written to the local disk
+    assert list(segmentations(cat, "ct-tissue")["path"]) == [done.path]
+    source = pydicom.dcmread(paths[0])
+    seg = hd.seg.Segmentation.from_dataset(pydicom.dcmread(io.BytesIO(fs.cat(done.path))))
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == source.SeriesInstanceUID
+    assert seg.StudyInstanceUID == source.StudyInstanceUID
+    assert [s.SegmentLabel for s in seg.SegmentSequence][:2] == ["Lung", "Bone"]
+    again = run_segment(cat, "ct-tissue", workers=0, storage_options=opts)
+    assert (again.segmented, again.skipped) == (0, 1)
+    assert len(fs.glob(f"{bucket}/seg/**/*.dcm")) == 1
