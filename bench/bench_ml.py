@@ -1,21 +1,29 @@
 """pixels.ml against the usual ways, on the same real CT series, in the same run.
 
 1. series -> volume: ``SeriesDataset`` (catalog query once, frames through the frame
-   index) vs MONAI ``LoadImage(reader="PydicomReader")`` on the series folder.
-   Seconds per volume (best of rounds, after a warm-up, imports excluded) and the peak
-   of the memory allocated while loading it (tracemalloc: numpy buffers are traced),
-   as a multiple of the volume's size (float32).
-2. frames: ``FrameDataset`` in a ``DataLoader`` with 2 workers vs a plain Dataset
-   calling ``pydicom.dcmread(path).pixel_array`` per item, same loader settings;
-   frames/s.
+   index, files decoded in a thread pool) vs MONAI ``LoadImage(reader="PydicomReader")``
+   on the series folder. Seconds per volume (best of rounds, after a warm-up, imports
+   excluded) and the peak of the memory allocated while loading one (tracemalloc: numpy
+   buffers are traced), as a multiple of the volume's size (float32): on a warm load (what
+   every further volume costs) and on the first one (which also counts the modules the
+   first load imports).
+2. frames: ``FrameDataset`` in a ``DataLoader`` with 2 workers vs a plain Dataset calling
+   ``pydicom.dcmread(path).pixel_array`` per item, same loader settings, one item at a
+   time (``batch_size=None``) and in batches of 32; frames/s. A third Dataset that only
+   allocates the item's tensor (no file, no decode) gives the loader's own cost per item.
 3. ``pixels segment --model ct-tissue``: seconds for one 512x512xN CT series.
 
-The series is a real 512x512 CT slice (pydicom-data ``693_UNCI.dcm``, and its JPEG
-2000 lossless twin ``693_J2KR.dcm``; the abdomen ``explicit_VR-UN.dcm`` for the
-segmentation) copied N times along its slice normal with fresh UIDs (tests/ml/series.py).
-Each variant runs in its own subprocess. Results: ``bench/results/ml.json``.
+With ``--before REV`` the Pixels variants also run on the source of git revision REV
+(extracted with ``git archive`` under ``bench/.work``), so each change is a ratio
+against the previous code, measured in the same run.
 
-    python bench/bench_ml.py --slices 100 --rounds 3
+The series is a real 512x512 CT slice (pydicom-data ``693_UNCI.dcm``, and its JPEG
+2000 lossless twin ``693_J2KR.dcm``; the abdomen ``explicit_VR-UN.dcm``, itself JPEG
+2000, for the segmentation) copied N times along its slice normal with fresh UIDs
+(tests/ml/series.py). Each variant runs in its own subprocess. Results:
+``bench/results/ml.json``.
+
+    nice -n 10 python bench/bench_ml.py --slices 100 --rounds 3 --before dc29543
 """
 
 from __future__ import annotations
@@ -31,7 +39,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests"), str(ROOT / "tests" / "ml"), str(HERE)]
+SRC = Path(os.environ.get("PIXELS_BENCH_SRC") or ROOT / "src")  # --before: the old source
+sys.path[:0] = [str(SRC), str(ROOT / "tests"), str(ROOT / "tests" / "ml"), str(HERE)]
 
 from _common import WORK_DIR, dump_json, machine_info  # noqa: E402
 
@@ -61,12 +70,15 @@ def variant_series(kind: str, folder: str, table: str, rounds: int) -> dict[str,
 
     import tracemalloc
 
-    tracemalloc.start()  # numpy reports its buffers to tracemalloc
-    first = load()
-    peak = tracemalloc.get_traced_memory()[1] / 2**20
-    tracemalloc.stop()
-    shape = tuple(first.shape)  # type: ignore[attr-defined]
-    del first
+    def traced() -> tuple[float, tuple[int, ...]]:
+        tracemalloc.start()  # numpy reports its buffers to tracemalloc
+        out = load()
+        peak = tracemalloc.get_traced_memory()[1] / 2**20
+        tracemalloc.stop()
+        return peak, tuple(out.shape)  # type: ignore[attr-defined]
+
+    first_peak, shape = traced()  # the first load also imports what it needs
+    peak, _ = traced()
     times = []
     for _ in range(rounds):
         t0 = time.perf_counter()
@@ -74,7 +86,28 @@ def variant_series(kind: str, folder: str, table: str, rounds: int) -> dict[str,
         times.append(time.perf_counter() - t0)
         del out
     nbytes = int(np.prod(shape)) * 4
-    return {"seconds": min(times), "peak_mb": peak, "volume_mb": nbytes / 2**20, "shape": shape}  # type: ignore[dict-item]
+    return {
+        "seconds": min(times),
+        "peak_mb": peak,
+        "first_peak_mb": first_peak,
+        "volume_mb": nbytes / 2**20,
+        "shape": shape,  # type: ignore[dict-item]
+    }
+
+
+class _Floor:
+    """The loader's own cost: an item of the same shape, nothing read or decoded."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> object:
+        import torch
+
+        return {"image": torch.empty((1, 512, 512), dtype=torch.float32)}
 
 
 class _PydicomFrames:
@@ -94,34 +127,65 @@ class _PydicomFrames:
         return {"image": torch.from_numpy(ds.pixel_array.astype("float32"))[None]}
 
 
-def variant_frames(kind: str, folder: str, table: str, rounds: int) -> dict[str, float]:
+def variant_frames(
+    kinds: list[str], folder: str, table: str, rounds: int, batch: int = 0
+) -> dict[str, dict[str, float]]:
+    """Frames/s of each kind's dataset in a 2-worker DataLoader, the kinds timed in turn
+    round after round in one process (the load of the machine drifts alike for all)."""
     import torch
 
-    if kind == "pixels":
-        from pixels import Catalog
-        from pixels.ml import FrameDataset
+    paths = sorted(str(p) for p in Path(folder).glob("*.dcm"))
+    loaders = {}
+    for kind in kinds:
+        if kind == "pixels":
+            from pixels import Catalog
+            from pixels.ml import FrameDataset
 
-        ds: object = FrameDataset(Catalog(table))
-    else:
-        ds = _PydicomFrames(sorted(str(p) for p in Path(folder).glob("*.dcm")))
-    n = len(ds)  # type: ignore[arg-type]
-    loader = torch.utils.data.DataLoader(
-        ds, num_workers=2, batch_size=None, persistent_workers=True
-    )
-    for _ in loader:  # warm-up: workers started, page cache warm
-        pass
+            ds: object = FrameDataset(Catalog(table))
+        elif kind == "floor":
+            ds = _Floor(len(paths))
+        else:
+            ds = _PydicomFrames(paths)
+        loaders[kind] = torch.utils.data.DataLoader(
+            ds, num_workers=2, batch_size=batch or None, persistent_workers=True
+        )
+        for _ in loaders[kind]:  # warm-up: workers started, page cache warm
+            pass
+    best = dict.fromkeys(kinds, float("inf"))
+    for _ in range(rounds):
+        for kind, loader in loaders.items():
+            t0 = time.perf_counter()
+            for _ in loader:
+                pass
+            best[kind] = min(best[kind], time.perf_counter() - t0)
+    n = len(paths)
+    return {k: {"seconds": t, "frames": n, "frames_per_s": n / t} for k, t in best.items()}
+
+
+def variant_model(table: str, rounds: int) -> dict[str, float]:
+    """Seconds of the ct-tissue model alone on the series' volume (read once, best of rounds)."""
+    from pixels import Catalog
+    from pixels.ml.models import get_model
+    from pixels.ml.volume import read_volume, select_series
+
+    (series,) = select_series(Catalog(table)).series
+    vol = read_volume(series)
+    model = get_model("ct-tissue")
     best = float("inf")
     for _ in range(rounds):
         t0 = time.perf_counter()
-        for _ in loader:
-            pass
+        model(vol.array, vol.plan.spacing)
         best = min(best, time.perf_counter() - t0)
-    return {"seconds": best, "frames": n, "frames_per_s": n / best}
+    return {"seconds": best}
 
 
-def _child(args: list[str]) -> dict[str, object]:
+def _child(args: list[str], src: Path | None = None) -> dict[str, object]:
+    """Run a variant in a fresh interpreter; ``src``: the Pixels source it imports."""
+    env = dict(os.environ)
+    if src is not None:
+        env["PIXELS_BENCH_SRC"] = str(src)
     out = subprocess.run(
-        [sys.executable, __file__, *args], capture_output=True, text=True, check=False
+        [sys.executable, __file__, *args], capture_output=True, text=True, check=False, env=env
     )
     if out.returncode != 0:
         raise RuntimeError(out.stderr[-3000:])
@@ -143,53 +207,134 @@ def _build(work: Path, source: str, slices: int) -> tuple[Path, Path]:
     return folder, table
 
 
+def _before_src(rev: str) -> Path:
+    """The ``src`` folder of git revision ``rev``, extracted once under bench/.work."""
+    commit = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", rev],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    dest = WORK_DIR / f"src-{commit}"
+    if not (dest / "src" / "pixels").exists():
+        dest.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", commit, "src"], capture_output=True, check=True
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return dest / "src"
+
+
+def _segment_seconds(table: Path, seg_dir: Path, src: Path) -> float:
+    shutil.rmtree(seg_dir, ignore_errors=True)
+    t0 = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "pixels.cli", "segment", "-t", str(table), "-w", "0", "-q",
+         "--force", "--output", str(seg_dir)],
+        check=True, env={**os.environ, "PYTHONPATH": str(src)},
+    )  # fmt: skip
+    return time.perf_counter() - t0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--slices", type=int, default=100)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--before", help="also run the Pixels variants on this git revision")
+    ap.add_argument(
+        "--parts",
+        default="series,frames,segment",
+        help="comma-separated: series, frames (both per source), model, segment",
+    )
     ap.add_argument("--out", default=str(HERE / "results" / "ml.json"))
     ap.add_argument("--variant", help=argparse.SUPPRESS)
     ap.add_argument("--kind", help=argparse.SUPPRESS)
     ap.add_argument("--folder", help=argparse.SUPPRESS)
     ap.add_argument("--table", help=argparse.SUPPRESS)
+    ap.add_argument("--batch", type=int, default=0, help=argparse.SUPPRESS)
     a = ap.parse_args()
-    if a.variant:
-        fn = variant_series if a.variant == "series" else variant_frames
-        print(json.dumps(fn(a.kind, a.folder, a.table, a.rounds)))
+    if a.variant == "series":
+        print(json.dumps(variant_series(a.kind, a.folder, a.table, a.rounds)))
+        return
+    if a.variant == "model":
+        print(json.dumps(variant_model(a.table, a.rounds)))
+        return
+    if a.variant == "frames":
+        kinds = a.kind.split(",")
+        print(json.dumps(variant_frames(kinds, a.folder, a.table, a.rounds, a.batch)))
         return
     work = WORK_DIR / "ml"
     work.mkdir(parents=True, exist_ok=True)
-    results: dict[str, object] = {"machine": machine_info(), "slices": a.slices}
+    before = _before_src(a.before) if a.before else None
+    results: dict[str, object] = {
+        "machine": machine_info(),
+        "slices": a.slices,
+        "before": a.before,
+    }
+
+    def line(name: str, px: dict, other: dict, label: str) -> float:
+        ratio = other["seconds"] / px["seconds"]
+        print(f"{name:34} pixels {px['seconds']:7.3f}s  {label} {other['seconds']:7.3f}s  "
+              f"{label}/pixels {ratio:5.2f}x", flush=True)  # fmt: skip
+        return float(ratio)
+
     for source in ("693_UNCI.dcm", "693_J2KR.dcm"):
         folder, table = _build(work, source, a.slices)
         common = ["--folder", str(folder), "--table", str(table), "--rounds", str(a.rounds)]
-        for part in ("series", "frames"):
-            px = _child(["--variant", part, "--kind", "pixels", *common])
-            base = _child(["--variant", part, "--kind", "baseline", *common])
-            ratio = base["seconds"] / px["seconds"]  # type: ignore[operator]
-            results[f"{part}:{source}"] = {"pixels": px, "baseline": base, "speedup": ratio}
-            extra = ""
-            if part == "series":
-                extra = (
-                    f" · peak/volume pixels {px['peak_mb'] / px['volume_mb']:.2f}x, "  # type: ignore[operator]
-                    f"MONAI {base['peak_mb'] / base['volume_mb']:.2f}x"  # type: ignore[operator]
-                )
-            print(f"{part:6} {source:14} pixels {px['seconds']:.3f}s  baseline "
-                  f"{base['seconds']:.3f}s  speedup {ratio:.2f}x{extra}", flush=True)  # fmt: skip
+        parts = a.parts.split(",")
+        runs: list[tuple[str, list[str]]] = [("series", [])] if "series" in parts else []
+        if "frames" in parts:
+            runs += [("frames", ["--batch", "0"]), ("frames", ["--batch", "32"])]
+        for part, extra in runs:
+            args = ["--variant", part, *extra, *common]
+            name = f"{part}{'/b' + extra[1] if extra and extra[1] != '0' else ''}:{source}"
+            entry: dict[str, object] = {}
+            if part == "frames":
+                got = _child([*args, "--kind", "pixels,baseline,floor"])
+                px, base, floor = got["pixels"], got["baseline"], got["floor"]
+                entry.update(pixels=px, baseline=base, floor=floor)
+                entry["speedup"] = line(name, px, base, "baseline")  # type: ignore[arg-type]
+                print(f"{'':34} loader floor {floor['seconds']:.3f}s "  # type: ignore[index]
+                      f"(best possible speedup {base['seconds'] / floor['seconds']:.2f}x)")  # type: ignore[index]  # fmt: skip
+            else:
+                px = _child([*args, "--kind", "pixels"])
+                base = _child([*args, "--kind", "baseline"])
+                entry.update(pixels=px, baseline=base)
+                entry["speedup"] = line(name, px, base, "baseline")
+                print(f"{'':34} peak/volume warm: pixels "
+                      f"{px['peak_mb'] / px['volume_mb']:.2f}x, MONAI "  # type: ignore[operator]
+                      f"{base['peak_mb'] / base['volume_mb']:.2f}x; first load: pixels "  # type: ignore[operator]
+                      f"{px['first_peak_mb'] / px['volume_mb']:.2f}x, MONAI "  # type: ignore[operator]
+                      f"{base['first_peak_mb'] / base['volume_mb']:.2f}x")  # type: ignore[operator]  # fmt: skip
+            if before is not None:
+                old = _child([*args, "--kind", "pixels"], src=before)
+                old = old.get("pixels", old)  # type: ignore[assignment]
+                entry["before"] = old
+                entry["before_over_after"] = line(name, px, old, "before")  # type: ignore[arg-type]
+            results[name] = entry
     folder, table = _build(work, "explicit_VR-UN.dcm", a.slices)
-    seg_dir = work / "seg-out"
-    shutil.rmtree(seg_dir, ignore_errors=True)
-    t0 = time.perf_counter()
-    subprocess.run(
-        [sys.executable, "-m", "pixels.cli", "segment", "-t", str(table), "-w", "0", "-q",
-         "--force", "--output", str(seg_dir)],
-        check=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
-    )  # fmt: skip
-    seconds = time.perf_counter() - t0
-    results["segment:ct-tissue"] = {"seconds_per_series": seconds, "shape": [512, 512, a.slices]}
+    if "model" in a.parts.split(","):
+        args = ["--variant", "model", "--table", str(table), "--rounds", str(a.rounds)]
+        px = _child(args)
+        entry_m: dict[str, object] = {"pixels": px, "shape": [512, 512, a.slices]}
+        print(f"ct-tissue model alone 512x512x{a.slices}: {px['seconds']:.2f}s")
+        if before is not None:
+            old = _child(args, src=before)
+            entry_m["before"] = old
+            entry_m["before_over_after"] = line("model:ct-tissue", px, old, "before")
+        results["model:ct-tissue"] = entry_m
+    if "segment" not in a.parts.split(","):
+        dump_json(a.out, results)
+        return
+    seconds = _segment_seconds(table, work / "seg-out", SRC)
+    entry = {"seconds_per_series": seconds, "shape": [512, 512, a.slices]}
     print(f"segment ct-tissue 512x512x{a.slices}: {seconds:.1f}s (process start included)")
+    if before is not None:
+        old_s = _segment_seconds(table, work / "seg-out-before", before)
+        entry["before_seconds"] = old_s
+        entry["before_over_after"] = old_s / seconds
+        print(f"{'':34} before {old_s:.1f}s: before/after {old_s / seconds:.2f}x")
+    results["segment:ct-tissue"] = entry
     dump_json(a.out, results)
 
 
