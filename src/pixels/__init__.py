@@ -10,14 +10,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from pixels.version import __version__
 
-__all__ = ["Catalog", "CatalogStats", "PixelsError", "__version__"]
+__all__ = ["Catalog", "CatalogStats", "PathExtractor", "PixelsError", "TagExtractor", "__version__"]
 
 if TYPE_CHECKING:
     from pixels.catalog import Catalog
     from pixels.engines.local import CatalogStats
     from pixels.errors import PixelsError
+    from pixels.transformers import PathExtractor, TagExtractor
 
 
 def __getattr__(name: str) -> Any:
@@ -30,6 +31,10 @@ def __getattr__(name: str) -> Any:
         from pixels.engines.local import CatalogStats
 
         return CatalogStats
+    if name in ("PathExtractor", "TagExtractor"):  # top-level names of dbx.pixels
+        import pixels.transformers
+
+        return getattr(pixels.transformers, name)
     if name == "PixelsError":
         from pixels.errors import PixelsError
 

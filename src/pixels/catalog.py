@@ -43,7 +43,7 @@ class Catalog:
         # Catalog(spark, table=...) is the Spark engine (dbx.pixels API)
         from pixels.engines.spark.session import is_spark_session
 
-        if args and is_spark_session(args[0]):
+        if (args and is_spark_session(args[0])) or "spark" in kwargs:
             from pixels.engines.spark.catalog import SparkCatalog
 
             return SparkCatalog(*args, **kwargs)

@@ -26,8 +26,9 @@ from urllib.parse import unquote
 
 import pyarrow as pa
 
+from pixels.dicom.record import RecordOptions, catalog_batch
 from pixels.errors import PixelsError
-from pixels.schema import FILE_COLUMNS, SCHEMA
+from pixels.schema import FILE_COLUMNS, SCHEMA, anonymous, row_id
 from pixels.sources.local import make_ref
 from pixels.sources.ref import FileRef
 
@@ -59,11 +60,15 @@ PATCH_SCHEMA = pa.schema(
 )
 
 
-def refs_to_batch(refs: Iterable[FileRef]) -> pa.RecordBatch:
-    """FileRefs as a record batch of :data:`REF_SCHEMA`."""
+def refs_to_batch(
+    refs: Iterable[FileRef], storage_options: dict[str, Any] | None = None
+) -> pa.RecordBatch:
+    """FileRefs as a record batch of :data:`REF_SCHEMA` (``storage_options``: for ``is_anon``)."""
     rows = [
         {
             "path": r.path,
+            "is_anon": anonymous(r.path, storage_options),
+            "rowId": row_id(r.path),
             "modificationTime": r.modificationTime,
             "length": r.length,
             "relative_path": r.relative_path,
@@ -169,3 +174,16 @@ def tag_value(meta: str | None, tag: str) -> str | None:
             v = v.get("Alphabetic", json.dumps(v)) if element.get("vr") == "PN" else json.dumps(v)
         values.append(str(v))
     return "\\".join(values)
+
+
+def catalog_rows(refs: list[FileRef], options: RecordOptions, workers: int = 1) -> pa.RecordBatch:
+    """:func:`catalog_batch` of ``refs`` with ``workers`` threads (rows in ``refs``' order)."""
+    if workers <= 1 or len(refs) < 2:
+        return catalog_batch(refs, options)
+    from concurrent.futures import ThreadPoolExecutor
+
+    step = max(1, -(-len(refs) // workers))
+    parts = [refs[i : i + step] for i in range(0, len(refs), step)]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        batches = list(pool.map(lambda part: catalog_batch(part, options), parts))
+    return pa.Table.from_batches(batches, schema=SCHEMA).combine_chunks().to_batches()[0]

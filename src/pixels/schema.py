@@ -19,7 +19,7 @@ from typing import Any
 import pyarrow as pa
 
 #: Version of the table layout; stored in the Delta table's configuration.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +46,9 @@ class Column:
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 
-#: Columns that describe the file itself (known before it is read).
+#: Columns that describe the file itself (known before it is read). The first nine
+#: are dbx.pixels' listing columns in dbx.pixels' order (code that reads them by
+#: position keeps working); Pixels' own columns follow.
 FILE_COLUMNS: tuple[Column, ...] = (
     Column(
         "path",
@@ -59,6 +61,7 @@ FILE_COLUMNS: tuple[Column, ...] = (
         "Last modification time of the file (UTC), in whole milliseconds (see `MTIME_UNIT`).",
     ),
     Column("length", pa.int64(), "File size in bytes (zip member: uncompressed size)."),
+    Column("original_path", pa.string(), "The archive a member came from; null for plain files."),
     Column("relative_path", pa.string(), "Path relative to the cataloged root, `/`-separated."),
     Column(
         "local_path",
@@ -67,18 +70,34 @@ FILE_COLUMNS: tuple[Column, ...] = (
     ),
     Column("extension", pa.string(), "Lower-case file extension without the dot."),
     Column(
-        "path_tags", pa.list_(pa.string()), "`relative_path` split on `/`: folders and file name."
+        "file_type",
+        pa.string(),
+        "Detected from magic bytes: dicom, png, jpeg, tiff, nifti, zip, gzip, unknown.",
     ),
-    Column("original_path", pa.string(), "The archive a member came from; null for plain files."),
+    Column(
+        "path_tags",
+        pa.list_(pa.string()),
+        "Words of `relative_path` as dbx.pixels splits it (at `_ . / : @` after a letter or digit; "
+        "the last 5): `a/patient5397_1.dcm` -> `[a, patient5397, 1, dcm]`. Folders: "
+        "`split(relative_path, '/')`.",
+    ),
+    Column(
+        "is_anon",
+        pa.bool_(),
+        "True when the storage is read without credentials (local files, `anon=True` object "
+        "stores), as dbx.pixels' `is_anon`; null for rows written before the column existed "
+        "from URLs.",
+    ),
+    Column(
+        "rowId",
+        pa.int64(),
+        "Stable id of the file's row: the first 8 bytes of BLAKE2b(`path`) as a signed 64-bit "
+        "integer (the same for a path in every run and both engines; see `row_id`).",
+    ),
     Column(
         "version_tag",
         pa.string(),
         "Version of the bytes as the listing gives it without reading them: `crc32:1a2b3c4d` for zip members, `etag:...` (or `version:...`) for objects in stores; null for local files.",
-    ),
-    Column(
-        "file_type",
-        pa.string(),
-        "Detected from magic bytes: dicom, png, jpeg, tiff, nifti, zip, gzip, unknown.",
     ),
 )
 
@@ -221,9 +240,13 @@ ADDED_COLUMNS: tuple[Column, ...] = (
     ),
 )
 
+#: dbx.pixels' table columns first, in its order (path ... is_anon, meta), then Pixels' own.
+_DBX_FILE_COLUMNS = 10
 COLUMNS: tuple[Column, ...] = (
-    FILE_COLUMNS
-    + DICOM_COLUMNS
+    FILE_COLUMNS[:_DBX_FILE_COLUMNS]
+    + DICOM_COLUMNS[:1]
+    + FILE_COLUMNS[_DBX_FILE_COLUMNS:]
+    + DICOM_COLUMNS[1:]
     + KEY_COLUMNS
     + FRAME_COLUMNS
     + THUMBNAIL_COLUMNS
@@ -289,6 +312,42 @@ def same_version(held: tuple[Any, Any, str | None], listed: tuple[Any, Any, str 
     if held[0] != listed[0] or _ms(held[1]) != _ms(listed[1]):
         return False
     return held[2] is None or listed[2] is None or held[2] == listed[2]
+
+
+def row_id(path: str) -> int:
+    """The ``rowId`` of the row of ``path``: stable across runs, engines and machines.
+
+    The first 8 bytes of BLAKE2b over the UTF-8 path, as a signed 64-bit integer
+    (Spark's and Delta's ``bigint``). A path's row keeps its id when the file changes.
+
+    Examples
+    --------
+    >>> row_id("/data/a.dcm") == row_id("/data/a.dcm") != row_id("/data/b.dcm")
+    True
+    """
+    import hashlib
+
+    digest = hashlib.blake2b(path.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def anonymous(path: str, storage_options: dict[str, Any] | None = None) -> bool:
+    """``is_anon`` of a file: read without credentials.
+
+    Local files (and ``file:``, ``dbfs:``, ``/Volumes`` paths) are, as dbx.pixels
+    says; an object-store URL is when its storage options say ``anon=True``.
+
+    Examples
+    --------
+    >>> anonymous("/data/a.dcm"), anonymous("s3://b/a.dcm"), anonymous("s3://b/a.dcm", {"anon": True})
+    (True, False, True)
+    """
+    head = path.split("::")[-1]  # a zip member: the archive's storage
+    scheme = head.split("://", 1)[0] if "://" in head else ""
+    if scheme in ("", "file", "dbfs", "zip"):
+        return True
+    anon = (storage_options or {}).get("anon")
+    return str(anon).lower() in ("1", "true", "yes") if anon is not None else False
 
 
 #: Name of the SQL view over the table.

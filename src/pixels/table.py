@@ -45,7 +45,7 @@ from deltalake.transaction import AddAction, RemoveAction
 
 from pixels.errors import TableError
 from pixels.scan import LOOKUP_SCHEMA, TableScan, protocol_features
-from pixels.schema import IDENTITY, SCHEMA, SCHEMA_VERSION, VIEW_NAME, same_version
+from pixels.schema import IDENTITY, SCHEMA, SCHEMA_VERSION, VIEW_NAME, row_id, same_version
 from pixels.storage import delta_options, is_local, local_path
 
 #: Folder of the table for Pixels' own files (writer lock, leases, scratch space).
@@ -79,12 +79,58 @@ def sql_string(value: str) -> str:
 
 
 def conform(data: pa.Table | pa.RecordBatch) -> pa.Table:
-    """Cast ``data`` to the catalog schema (column order, types, ``string_view`` -> ``string``)."""
+    """Cast ``data`` to the catalog schema (column order, types, ``string_view`` -> ``string``).
+
+    ``rowId`` is derived from ``path`` where missing (:func:`pixels.schema.row_id`).
+    """
     table = pa.Table.from_batches([data]) if isinstance(data, pa.RecordBatch) else data
     missing = [f for f in SCHEMA if f.name not in table.column_names]
     for f in missing:
         table = table.append_column(f, pa.nulls(table.num_rows, f.type))
+    ids = table["rowId"]
+    if ids.null_count:
+        filled = [
+            i if i is not None else (row_id(p) if p is not None else None)
+            for i, p in zip(ids.to_pylist(), table["path"].to_pylist(), strict=True)
+        ]
+        table = table.set_column(
+            table.schema.get_field_index("rowId"), "rowId", pa.array(filled, pa.int64())
+        )
     return table.select(SCHEMA.names).cast(SCHEMA)
+
+
+#: The table description, naming the schema version its rows are in (delta-rs
+#: accepts no custom table property): an older one means rows to upgrade.
+DESCRIPTION = f"Pixels catalog: one row per file (pixels schema {SCHEMA_VERSION})"
+
+
+def upgrade_rows(data: pa.Table) -> pa.Table:
+    """Rows written by an older Pixels, in the current schema (:data:`SCHEMA_VERSION` 2).
+
+    ``rowId`` from ``path``; ``path_tags`` split again as dbx.pixels splits them;
+    ``is_anon`` where the path says (local files; null for URLs: the storage options
+    they were read with are not known).
+    """
+    from pixels.sources.local import path_tags_of
+
+    paths = data["path"].to_pylist()
+    rels = data["relative_path"].to_pylist() if "relative_path" in data.column_names else paths
+    cols = {
+        "rowId": pa.array([row_id(p) for p in paths], pa.int64()),
+        "path_tags": pa.array(
+            [list(path_tags_of(r)) if r is not None else None for r in rels],
+            pa.list_(pa.string()),
+        ),
+        "is_anon": pa.array(
+            [True if "://" not in p.split("::")[-1] else None for p in paths], pa.bool_()
+        ),
+    }
+    for name, col in cols.items():
+        if name in data.column_names:
+            data = data.set_column(data.schema.get_field_index(name), name, col)
+        else:
+            data = data.append_column(name, col)
+    return conform(data)
 
 
 class CatalogTable:
@@ -171,7 +217,7 @@ class CatalogTable:
                 schema=SCHEMA,
                 mode="ignore",
                 name="object_catalog",
-                description=f"Pixels catalog: one row per file (pixels schema {SCHEMA_VERSION})",
+                description=DESCRIPTION,
                 storage_options=self.storage_options,
             )
         except CommitFailedError:
@@ -182,15 +228,39 @@ class CatalogTable:
         dt = self.delta()
         have = set(dt.schema().to_arrow().names)
         missing = [f for f in SCHEMA if f.name not in have]
-        if not missing:
-            return
+        if missing:
+            with self._writer_lock():
+                dt.update_incremental()
+                have = set(dt.schema().to_arrow().names)
+                missing = [f for f in SCHEMA if f.name not in have]
+                if missing:
+                    fields = DeltaSchema.from_arrow(pa.schema(missing)).fields
+                    dt.alter.add_columns(list(fields))
+        if (dt.metadata().description or "") != DESCRIPTION:
+            self._upgrade_rows()
+
+    def _upgrade_rows(self) -> None:
+        """Rewrite data files written before schema 2 (:func:`upgrade_rows`), then record it.
+
+        Each file is replaced in its own commit, so a run killed half-way leaves a
+        table whose every row is whole; the next run rewrites the remaining files
+        (a file is old when it lacks the ``rowId`` column). Local tables only: on
+        object stores old rows keep a null ``rowId`` (new rows always have one).
+        """
+        dt = self.delta()
+        if _is_local(self.uri):
+            for uri in list(dt.file_uris()):
+                path = _local_path(uri)
+                if "rowId" in pq.read_schema(path).names:
+                    continue
+                try:
+                    self.replace_file(uri, upgrade_rows(pq.read_table(path)))
+                except CommitFailedError:  # compacted or replaced meanwhile: look again
+                    return self._upgrade_rows()
         with self._writer_lock():
             dt.update_incremental()
-            have = set(dt.schema().to_arrow().names)
-            missing = [f for f in SCHEMA if f.name not in have]
-            if missing:
-                fields = DeltaSchema.from_arrow(pa.schema(missing)).fields
-                dt.alter.add_columns(list(fields))
+            if (dt.metadata().description or "") != DESCRIPTION:
+                dt.alter.set_table_description(DESCRIPTION)
 
     def check_writable(self) -> None:
         """Refuse a table whose rows are not its files' rows (see :mod:`pixels.scan`).

@@ -108,7 +108,7 @@ def test_catalog_values_match_pydicom(mixed: Path, tmp_path: Path) -> None:
         assert back.SOPInstanceUID == ds.SOPInstanceUID
     ct = rows[CT]
     assert ct["relative_path"] == f"study1/series1/{CT}"
-    assert list(ct["path_tags"]) == ["study1", "series1", CT]
+    assert list(ct["path_tags"]) == ["study1", "series1", "CT", "small", "dcm"]  # as dbx.pixels
     assert ct["original_path"] is None
     # the ECG waveform (~400 KB of samples) stays out of the JSON: only its annotations are there
     ecg = json.loads(rows["waveform_ecg.dcm"]["meta"])

@@ -306,7 +306,7 @@ def test_path_extractor_on_spark_file_uris(spark: Any, data: Path) -> None:
         # Spark's file source keeps milliseconds
         assert abs((row["modificationTime"] - ref.modificationTime).total_seconds()) < 0.001
     odd = got[str(data / "sub dir" / ODD_NAME)]
-    assert odd["path_tags"] == ["sub dir", ODD_NAME] and odd["extension"] == "dcm"
+    assert odd["path_tags"] == ["sub dir", "é name", "dcm"] and odd["extension"] == "dcm"
     assert got[str(data / "sub dir" / "vol.nii.gz")]["extension"] == "nii.gz"
 
     # without basePath, relative to the file system's root
@@ -324,7 +324,7 @@ def test_path_extractor_on_arrow_file_uris(data: Path) -> None:
     assert [r["relative_path"] for r in rows] == [f"sub dir/{ODD_NAME}", "sub dir/vol.nii.gz",
                                                   "CT_small.dcm"]  # fmt: skip
     assert [r["extension"] for r in rows] == ["dcm", "nii.gz", "dcm"]
-    assert rows[0]["path_tags"] == ["sub dir", ODD_NAME]
+    assert rows[0]["path_tags"] == ["sub dir", "é name", "dcm"]
     assert [r["label"] for r in rows] == ["a", "b", "c"]
     # the catalog's file columns, so DicomMetaExtractor reads them
     meta = _by_path(DicomMetaExtractor().transform(out).to_pylist())

@@ -66,7 +66,7 @@ def test_lists_nested_tree_with_file_fields(tree: Path) -> None:
         relative_path="series1/a.dcm",
         local_path=str(path),
         extension="dcm",
-        path_tags=("series1", "a.dcm"),
+        path_tags=("series1", "a", "dcm"),
     )
     assert ref.modificationTime.tzinfo is UTC
     assert refs[1].extension == "dcm"  # lower-cased
@@ -95,7 +95,7 @@ def test_not_recursive(tree: Path) -> None:
 def test_single_file_source(tree: Path) -> None:
     (ref,) = iter_files(str(tree / "series1" / "a.dcm"))
     assert ref.relative_path == "a.dcm"
-    assert ref.path_tags == ("a.dcm",)
+    assert ref.path_tags == ("a", "dcm")
     assert ref.length == CT.stat().st_size
 
 
@@ -267,7 +267,7 @@ def test_names_that_are_not_utf8_are_listed_losslessly(tmp_path: Path) -> None:
         with open_file(ref) as f:
             assert f.read() == data[raw[len(root) + 1 :]]
     assert got["bad_\\xff.dcm"].extension == "dcm"
-    assert got["sub\\xfe/in.dcm"].path_tags == ("sub\\xfe", "in.dcm")
+    assert got["sub\\xfe/in.dcm"].path_tags == ("sub\\xfe", "in", "dcm")
 
 
 def test_plain_names_listed_as_the_general_route_lists_them(tmp_path: Path) -> None:

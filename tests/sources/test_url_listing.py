@@ -79,7 +79,7 @@ def test_s3_prefix_lists_files_and_zip_members(bucket: str, s3_server: Any) -> N
     ct = by_rel["s1/ct.dcm"]
     assert ct.path == f"s3://{bucket}/study/s1/ct.dcm"
     assert ct.length == len(CT)
-    assert ct.local_path is None and ct.extension == "dcm" and ct.path_tags == ("s1", "ct.dcm")
+    assert ct.local_path is None and ct.extension == "dcm" and ct.path_tags == ("s1", "ct", "dcm")
     assert ct.modificationTime.tzinfo is not None
     assert abs(ct.modificationTime - datetime.now(UTC)) < timedelta(hours=1)
     member = by_rel["archive.zip/a/ct.dcm"]

@@ -63,7 +63,7 @@ def test_zip_source_expands_members(study_zip: Path) -> None:
     assert ct.local_path is None
     assert ct.length == len(CT)
     assert ct.extension == "dcm"
-    assert ct.path_tags == ("s1", "ct.dcm")
+    assert ct.path_tags == ("s1", "ct", "dcm")
     assert ct.modificationTime == datetime(2020, 5, 17, 10, 30, 4, tzinfo=UTC)
     assert ct.error is None
 
@@ -303,7 +303,7 @@ def test_dot_components_are_normalised_not_dropped(tmp_path: Path) -> None:
     assert set(refs) == {"./x.dcm", "d/./z.dcm", "d//w.dcm", "../up.dcm"}
     rels = {m: r.relative_path for m, r in refs.items() if r.error is None}
     assert rels == {"./x.dcm": "x.dcm", "d/./z.dcm": "d/z.dcm", "d//w.dcm": "d/w.dcm"}
-    assert refs["d/./z.dcm"].path_tags == ("d", "z.dcm")
+    assert refs["d/./z.dcm"].path_tags == ("d", "z", "dcm")  # of the normalised relative path
     assert refs["d/./z.dcm"].path == f"zip://d/./z.dcm::{archive}"
     assert refs["../up.dcm"].error is not None and "traversal" in refs["../up.dcm"].error
     for name in rels:

@@ -16,12 +16,20 @@ if TYPE_CHECKING:
     from pixels.dicom.display import to_display
     from pixels.dicom.meta import Header, read_header
     from pixels.dicom.thumb import Thumbnail, thumbnail
-    from pixels.patching import DicomPatcher
     from pixels.transformers import (
+        DicomAnonymizerExtractor,
+        DicomMetaAnonymizerExtractor,
         DicomMetaExtractor,
+        DicomPatcher,
+        DicomPillowThumbnailExtractor,
+        DicomPlot,
         DicomThumbnailExtractor,
         PathExtractor,
+        PresidioTransformer,
+        Redactor,
+        StowProcessor,
         TagExtractor,
+        VLMPhiExtractor,
     )
 
 _LAZY = {
@@ -33,22 +41,43 @@ _LAZY = {
     "Header": "pixels.dicom.meta",
     "thumbnail": "pixels.dicom.thumb",
     "Thumbnail": "pixels.dicom.thumb",
-    "DicomMetaExtractor": "pixels.transformers",
-    "DicomThumbnailExtractor": "pixels.transformers",
-    "PathExtractor": "pixels.transformers",
-    "TagExtractor": "pixels.transformers",
-    "DicomPatcher": "pixels.patching",
 }
-
-__all__ = [
+#: The names ``from dbx.pixels.dicom import *`` gives, with the same meaning
+#: (de-identification ones raise NotImplementedError: not built yet).
+DBX_NAMES = (
+    "DicomAnonymizerExtractor",
+    "DicomMetaAnonymizerExtractor",
     "DicomMetaExtractor",
     "DicomPatcher",
+    "DicomPillowThumbnailExtractor",
+    "DicomPlot",
+    "DicomThumbnailExtractor",
+    "PathExtractor",
+    "PresidioTransformer",
+    "Redactor",
+    "StowProcessor",
+    "TagExtractor",
+    "VLMPhiExtractor",
+)
+_LAZY.update(dict.fromkeys(DBX_NAMES, "pixels.transformers"))
+
+__all__ = [
+    "DicomAnonymizerExtractor",
+    "DicomMetaAnonymizerExtractor",
+    "DicomMetaExtractor",
+    "DicomPatcher",
+    "DicomPillowThumbnailExtractor",
+    "DicomPlot",
     "DicomThumbnailExtractor",
     "Header",
     "PathExtractor",
     "PixelInfo",
+    "PresidioTransformer",
+    "Redactor",
+    "StowProcessor",
     "TagExtractor",
     "Thumbnail",
+    "VLMPhiExtractor",
     "decode_frame",
     "read_frames",
     "read_header",

@@ -19,7 +19,14 @@ from pixels.dicom.codecs import NATIVE_SYNTAXES
 from pixels.dicom.meta import Header
 from pixels.dicom.notices import kept_warnings
 from pixels.errors import DicomReadError, PixelsError
-from pixels.schema import KEY_COLUMNS, SCHEMA, THUMBNAIL_COLUMNS, empty_row
+from pixels.schema import (
+    KEY_COLUMNS,
+    SCHEMA,
+    THUMBNAIL_COLUMNS,
+    anonymous,
+    empty_row,
+    row_id,
+)
 from pixels.sources import ArchiveLimits, detect_file_type, open_file
 from pixels.sources.ref import FileRef
 
@@ -47,6 +54,9 @@ class RecordOptions:
         Also make the thumbnail, in the same pass over the file.
     thumbnail_size, thumbnail_format : int, str
         Longest side and ``jpeg``/``png``.
+    remove_un_tags : bool
+        Leave elements of VR ``UN`` out of ``meta``, in sequence items too
+        (dbx.pixels' ``remove_un_tags``); key columns and the frame index are unchanged.
     """
 
     bulk_threshold: int = 1024
@@ -55,12 +65,31 @@ class RecordOptions:
     thumbnails: bool = False
     thumbnail_size: int = 256
     thumbnail_format: str = "jpeg"
+    remove_un_tags: bool = False
 
 
-def file_columns(ref: FileRef) -> dict[str, Any]:
-    """The row's file columns, from the listing alone."""
+def without_un(meta: str) -> str:
+    """``meta`` (DICOM JSON text) without its ``UN`` elements, at every sequence depth."""
+
+    def clean(ds: dict[str, Any]) -> dict[str, Any]:
+        out = {}
+        for tag, el in ds.items():
+            if not isinstance(el, dict) or el.get("vr") == "UN":
+                continue
+            if el.get("vr") == "SQ" and isinstance(el.get("Value"), list):
+                el = {**el, "Value": [clean(i) if isinstance(i, dict) else i for i in el["Value"]]}
+            out[tag] = el
+        return out
+
+    return json.dumps(clean(json.loads(meta)), separators=(",", ":"))
+
+
+def file_columns(ref: FileRef, storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The row's file columns, from the listing alone (``storage_options``: for ``is_anon``)."""
     row = empty_row()
     row.update(
+        rowId=row_id(ref.path),
+        is_anon=anonymous(ref.path, storage_options),
         path=ref.path,
         modificationTime=ref.modificationTime,
         length=ref.length,
@@ -87,7 +116,7 @@ def catalog_record(ref: FileRef, options: RecordOptions | None = None) -> dict[s
     ('CT', None)
     """
     opts = options or RecordOptions()
-    row = file_columns(ref)
+    row = file_columns(ref, opts.storage_options)
     if ref.error:
         row["error"] = ref.error
         row["cataloged_at"] = datetime.now(UTC)
@@ -126,6 +155,8 @@ def _read_into(row: dict[str, Any], ref: FileRef, opts: RecordOptions) -> None:
                     _add_frames(row, fp, header, ref.path)
                     if opts.thumbnails and row["frame_offsets"]:
                         add_thumbnail(row, fp, header.model or header.meta, opts)
+                if opts.remove_un_tags and row["meta"]:
+                    row["meta"] = without_un(row["meta"])
             elif ftype not in IMAGE_TYPES:
                 row["error"] = (
                     f"{ref.path}: not a DICOM file (no 'DICM' prefix at byte 128 and no "

@@ -107,7 +107,7 @@ class SegmentationTransformer:
         from pyspark.sql.types import StructType
 
         from pixels.engines.spark.session import require_pyspark
-        from pixels.engines.spark.transform import spark_field
+        from pixels.engines.spark.transform import as_text, spark_field
         from pixels.ml.segment import SeriesResult, segment_one
 
         require_pyspark()
@@ -127,6 +127,7 @@ class SegmentationTransformer:
         spec: str | Model = self.model
         name, labelmap = m.name, self.labelmap
         out_schema = pa.schema(list(SCHEMA) + list(EXTRA))
+        df = as_text(df)  # a VARIANT meta (Spark 4 views) as the JSON text the table holds
         columns = [c for c in ROW_COLUMNS if c in df.columns]
         if "SeriesInstanceUID" not in columns or "meta" not in columns:
             raise ModelError("the DataFrame needs the catalog's SeriesInstanceUID and meta columns")

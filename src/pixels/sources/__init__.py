@@ -72,7 +72,7 @@ def _with_archives(
 ) -> Iterator[FileRef]:
     """Apply ``pattern`` and expand zip archives in a stream of files."""
     for ref in refs:
-        name = ref.path_tags[-1] if ref.path_tags else ref.relative_path
+        name = ref.relative_path.rsplit("/", 1)[-1]
         ok = ref.error is not None or matches(pattern, name, ref.relative_path)
         if (
             expand_archives

@@ -156,6 +156,24 @@ def mtime_of(st: os.stat_result) -> datetime:
     return EPOCH + timedelta(milliseconds=st.st_mtime_ns // 1_000_000)
 
 
+#: A separator ending a word of a path, as dbx.pixels splits ``path_tags``.
+_TAG_BREAK = re.compile(r"([0-9A-Za-z])[_./:@]")
+#: dbx.pixels keeps the last words of a catalog path.
+PATH_TAGS_KEPT = 5
+
+
+def path_tags_of(relative_path: str, keep: int | None = PATH_TAGS_KEPT) -> tuple[str, ...]:
+    """``path_tags`` as dbx.pixels makes them: words split at ``_ . / : @`` after a letter or digit.
+
+    ``keep``: only the last words (dbx.pixels' catalog keeps 5; its PathExtractor all).
+
+    >>> path_tags_of("benigns/patient0007/0007.LEFT_MLO.dcm")
+    ('patient0007', '0007', 'LEFT', 'MLO', 'dcm')
+    """
+    words = tuple(_TAG_BREAK.sub(r"\1,", relative_path).split(","))
+    return words[-keep:] if keep else words
+
+
 def make_ref(path: str, mtime: datetime, length: int, relative_path: str, **kw: object) -> FileRef:
     """Build a FileRef, deriving ``extension`` and ``path_tags`` from the relative path."""
     name = relative_path.rsplit("/", 1)[-1]
@@ -165,7 +183,7 @@ def make_ref(path: str, mtime: datetime, length: int, relative_path: str, **kw: 
         length=length,
         relative_path=relative_path,
         extension=extension_of(name),
-        path_tags=tuple(relative_path.split("/")),
+        path_tags=path_tags_of(relative_path),
         **kw,  # type: ignore[arg-type]
     )
 
@@ -209,7 +227,7 @@ def _plain_ref(path: str, st: os.stat_result, rel: str, name: str) -> FileRef:
         length=st.st_size,
         relative_path=rel,
         extension=ext,
-        path_tags=tuple(rel.split("/")),
+        path_tags=path_tags_of(rel),
         local_path=path,
     )
 

@@ -27,6 +27,9 @@ from pixels.engines.spark.listing import (
 )
 from pixels.engines.spark.session import default_parallelism, delta_configured
 from pixels.engines.spark.transform import (
+    as_text,
+    as_variant,
+    has_variant,
     meta_transform,
     options_of,
     spark_field,
@@ -35,7 +38,7 @@ from pixels.engines.spark.transform import (
 from pixels.engines.spark.writer import SAVE_MODES, SaveResult, save_dataframe
 from pixels.errors import PixelsError
 from pixels.rows import REF_SCHEMA
-from pixels.schema import SCHEMA, VIEW_NAME
+from pixels.schema import SCHEMA, VIEW_NAME, anonymous
 from pixels.sources import ArchiveLimits
 from pixels.sources.local import is_url
 from pixels.table import CatalogTable
@@ -58,6 +61,31 @@ def _volume_root(volume: str | None) -> str | None:
 
 
 log = logging.getLogger(__name__)
+
+#: dbx.pixels' default table (``Catalog(spark)``). Without Delta Lake in the session it is
+#: kept under ``spark.sql.warehouse.dir`` and shown as the temporary view ``object_catalog``.
+DEFAULT_TABLE = "main.pixels_solacc.object_catalog"
+
+_GLOB = set("*?[")
+_USER_METADATA_CONF = "spark.databricks.delta.commitInfo.userMetadata"
+
+
+def split_glob(path: str) -> tuple[str, str | None]:
+    """A path with glob characters as (the folder before the first glob, the rest as a pattern).
+
+    ``/data/*.zip`` -> (``/data``, ``*.zip``); ``/data/*/ct/*.dcm`` -> (``/data``,
+    ``*/ct/*.dcm``: matched on relative paths). A path without globs is returned whole.
+    """
+    scheme, sep, rest = path.partition("://")
+    if not sep:
+        scheme, rest = "", path
+    parts = rest.split("/")
+    for i, part in enumerate(parts):
+        if _GLOB & set(part):
+            root = "/".join(parts[:i]) or "/"
+            return (f"{scheme}://{root}" if sep else root), "/".join(parts[i:])
+    return path, None
+
 
 #: A batch listing gets one partition per this many files (up to 4 per task slot).
 ROWS_PER_TASK_MIN = 32
@@ -168,28 +196,40 @@ class SparkCatalog:
     def __init__(
         self,
         spark: Any,
-        table: str = "object_catalog",
-        *,
+        table: str = DEFAULT_TABLE,
         volume: str | None = None,
+        *,
         storage_options: dict[str, str] | None = None,
+        location: str | None = None,
     ):
+        if spark is None:
+            raise PixelsError("Catalog(spark, ...) needs a SparkSession (got None)")
         self.spark = spark
         self.volume = _volume_root(volume)
         table = os.fspath(table)
         self.table_name: str | None = table if _is_table_name(table) else None
+        self.location = location
         self.use_spark_delta = delta_configured(spark)
-        if self.table_name is not None and not self.use_spark_delta:
+        self._anon: bool | None = None
+        self._trigger: str | None = None
+        where = ""
+        if location is not None:
+            pass
+        elif self.table_name is not None and not self.use_spark_delta:
             # no Delta in this session: keep the table under the warehouse, by name
             warehouse = spark.conf.get("spark.sql.warehouse.dir", "spark-warehouse")
-            location = os.path.join(warehouse.removeprefix("file:"), *self.table_name.split("."))
+            where = os.path.join(warehouse.removeprefix("file:"), *self.table_name.split("."))
         elif self.table_name is not None:
-            location = ""
+            where = ""
         else:
-            location = table
+            where = table
+        location = location if location is not None else where
         self.table = CatalogTable(location, storage_options=storage_options) if location else None
         self.source_storage_options: dict[str, Any] | None = None
         self._stream: _Stream | None = None
         self._listings: list[Any] = []  # persisted batch listings, released by save()
+        self._user_metadata: str | None = None
+        self._user_options: dict[str, Any] = {}
 
     def __repr__(self) -> str:
         where = self.table_name or (self.table.uri if self.table else "?")
@@ -199,14 +239,25 @@ class SparkCatalog:
     def catalog(
         self,
         path: str,
-        pattern: str | None = None,
+        pattern: str | None = "*",
         recurse: bool = True,
         streaming: bool = False,
         streamCheckpointBasePath: str | None = None,
+        triggerProcessingTime: str | None = None,
+        triggerAvailableNow: bool | None = None,
         extractZip: bool = False,
         extractZipBasePath: str | None = None,
-        *,
         maxFilesPerTrigger: int | None = None,
+        maxUnzippedRecordsPerFile: int | None = None,
+        maxZipElementsPerPartition: int | None = None,
+        detectFileType: bool = False,
+        zipRepartition: int | None = None,
+        useManagedFileEvents: bool = False,
+        includeExistingFiles: bool = True,
+        allowOverwrites: bool = False,
+        maxFileAge: str | None = None,
+        maxUnzipWorkers: int | None = None,
+        *,
         numPartitions: int | None = None,
         storage_options: dict[str, Any] | None = None,
         limits: ArchiveLimits | None = None,
@@ -214,23 +265,32 @@ class SparkCatalog:
     ) -> Any:
         """List the files under ``path`` as a DataFrame of file columns (no content read).
 
-        Batch listings keep only files that are new or changed since the table
-        last saw them (identity: ``path``, ``length``, ``modificationTime``).
+        The arguments before ``*`` are dbx.pixels', in its order. Batch listings keep
+        only files that are new or changed since the table last saw them (identity:
+        ``path``, ``length``, ``modificationTime``).
 
         Parameters
         ----------
         path : str
             Folder, file or URL (``s3://...``; ``s3a://`` in streaming mode) to list.
+            Glob characters are allowed, as dbx.pixels' examples use them
+            (``/data/*.zip``): the folder before the first glob is listed and the rest
+            is the pattern (:func:`split_glob`).
         pattern : str, optional
-            Glob on file names (``*.dcm``), or on relative paths if it holds ``/``.
+            Glob on file names (``*.dcm``), or on relative paths if it holds ``/``;
+            ``"*"`` (dbx.pixels' default) or None: every file.
         recurse : bool
             Descend into sub-folders.
         streaming : bool
-            Return a streaming DataFrame over ``path`` (Spark's file source): each
-            :meth:`save` of it processes only files not seen before.
+            Return a streaming DataFrame over ``path`` (Spark's file source, where
+            dbx.pixels uses Databricks' Auto Loader): each :meth:`save` of it processes
+            only files not seen before, and re-reads files rewritten in place.
         streamCheckpointBasePath : str, optional
             Where the stream keeps its checkpoint (default: under ``volume``, else
             under the table's ``_pixels`` folder).
+        triggerProcessingTime, triggerAvailableNow : optional
+            Streaming: the trigger :meth:`save` runs the stream with (at most one;
+            default ``availableNow``), as dbx.pixels.
         extractZip : bool
             List the members of zip archives (read in memory in the executors,
             with the same safety limits as the local engine).
@@ -238,10 +298,26 @@ class SparkCatalog:
             Extract accepted members there (a folder all executors see) instead.
         maxFilesPerTrigger : int, optional
             Streaming: files per micro-batch.
+        maxUnzippedRecordsPerFile, maxZipElementsPerPartition, maxUnzipWorkers : int, optional
+            Tuning of dbx.pixels' unzip table; accepted and unused (Pixels reads zip
+            members in the listing tasks, without an unzip table).
+        detectFileType : bool
+            Accepted: ``file_type`` is always set from the file's magic bytes when
+            it is read (null in the listing).
+        zipRepartition : int, optional
+            Partitions of the listing (as ``numPartitions``).
+        useManagedFileEvents : bool
+            Auto Loader's file events exist only on Databricks: ``True`` is refused.
+        includeExistingFiles : bool
+            ``False`` (Auto Loader only) is refused: Spark's file source lists what is there.
+        allowOverwrites : bool
+            Accepted: Pixels always re-reads files rewritten in place (their row is replaced).
+        maxFileAge : str, optional
+            Streaming: files older than this are ignored (Spark's ``maxFileAge``).
         numPartitions : int, optional
             Partitions of the listing (default: 4 per task slot).
         storage_options : dict, optional
-            fsspec options for ``path`` (credentials, ``endpoint_url``).
+            fsspec options for ``path`` (credentials, ``endpoint_url``, ``anon``).
         limits : ArchiveLimits, optional
             Zip safety limits.
         retry_errors : bool
@@ -250,13 +326,46 @@ class SparkCatalog:
         Returns
         -------
         pyspark.sql.DataFrame
-            Columns ``path, modificationTime, length, relative_path, local_path,
-            extension, path_tags, original_path, file_type`` (null until read) and
-            ``error`` (entries the listing refused, such as unsafe zip members).
+            dbx.pixels' columns first (``path, modificationTime, length, original_path,
+            relative_path, local_path, extension, file_type`` (null until read),
+            ``path_tags``), then ``is_anon``, ``rowId``, ``version_tag`` and ``error``
+            (entries the listing refused, such as unsafe zip members).
         """
         from pyspark.sql.types import StructType
 
+        if useManagedFileEvents:
+            raise PixelsError(
+                "useManagedFileEvents=True needs Databricks' Auto Loader; Pixels streams with "
+                "Spark's file source (leave it False)",
+                path,
+            )
+        if not includeExistingFiles:
+            raise PixelsError(
+                "includeExistingFiles=False needs Databricks' Auto Loader; Pixels' stream "
+                "processes the files already there on its first run (and never again)",
+                path,
+            )
+        if triggerProcessingTime is not None and triggerAvailableNow is not None:
+            raise PixelsError(
+                "give one trigger: triggerProcessingTime or triggerAvailableNow, not both", path
+            )
+        self._trigger = triggerProcessingTime
+        numPartitions = numPartitions or zipRepartition
+        if pattern == "*":
+            pattern = None
+        path = os.fspath(path)
+        listed = path
+        base, glob = split_glob(path)
+        if glob is not None:
+            if pattern is not None:
+                raise PixelsError(
+                    f"give the file pattern once: in the path ({glob!r}) or as pattern= "
+                    f"({pattern!r})",
+                    path,
+                )
+            path, pattern = base, glob
         self.source_storage_options = storage_options
+        self._anon = anonymous(path, storage_options)
         extract_dir = extractZipBasePath
         local = not (is_url(path) and not path.startswith("file://"))
         root = os.path.abspath(path.removeprefix("file://")) if local else path
@@ -286,13 +395,24 @@ class SparkCatalog:
             )
             if maxFilesPerTrigger:
                 reader = reader.option("maxFilesPerTrigger", str(int(maxFilesPerTrigger)))
-            files = reader.load(root).select("path", "modificationTime", "length")
+            if maxFileAge:
+                reader = reader.option("maxFileAge", str(maxFileAge))
+            source = root if glob is None else listed.removeprefix("file://")
+            files = reader.load(source).select("path", "modificationTime", "length")
             return files.mapInArrow(stream_refs(root, opts), ref_schema)
         listing = self._batch_listing(root, recurse, opts, numPartitions)
         if self.use_spark_delta and self._spark_table_exists():
             # Spark's Delta holds the table: drop what it has with a join instead
-            listing = unseen(listing, self.load(), retry_errors=retry_errors)
+            listing = unseen(listing, self.load(variant=False), retry_errors=retry_errors)
         return listing
+
+    def is_anon(self) -> bool | None:
+        """Whether the last path given to :meth:`catalog` is read without credentials.
+
+        As dbx.pixels: local files and volumes are; an object store is when its
+        storage options say ``anon=True``. None before :meth:`catalog` was called.
+        """
+        return self._anon
 
     def _spark_table_exists(self) -> bool:
         if self.table_name:
@@ -335,12 +455,34 @@ class SparkCatalog:
         return None if self.use_spark_delta else self.table
 
     # ------------------------------------------------------------------ reading
-    def load(self) -> Any:
-        """The catalog table as a DataFrame (its current files only), also as the view ``object_catalog``."""
+    def load(
+        self,
+        table: str | None = None,
+        *,
+        variant: bool | None = None,
+        thumbnail_image: bool = False,
+    ) -> Any:
+        """The catalog table as a DataFrame (its current files only), also as the view ``object_catalog``.
+
+        Parameters
+        ----------
+        table : str, optional
+            Another table (name or path) to read instead, as dbx.pixels' ``load(table=)``.
+        variant : bool, optional
+            ``meta`` as a VARIANT, as dbx.pixels' tables hold it (default: on Spark 4;
+            Spark 3.5 has none). The table stores JSON text: the transformers and
+            :meth:`save` take either form.
+        thumbnail_image : bool
+            ``thumbnail`` as Spark's image struct, which ``display()`` draws
+            (:func:`pixels.engines.spark.views.with_thumbnail_image`).
+        """
         from pyspark.sql.types import StructType
 
+        if table is not None:
+            other = self._other(table)
+            return other.load(variant=variant, thumbnail_image=thumbnail_image)
         if self.use_spark_delta:
-            if self.table_name:
+            if self.table_name and not self.location:
                 df = self.spark.table(self.table_name)
             else:
                 assert self.table is not None
@@ -353,22 +495,51 @@ class SparkCatalog:
                 df = self.spark.read.schema(schema).parquet(*uris)
             else:
                 df = self.spark.createDataFrame([], schema)
+        if variant is None:
+            variant = has_variant(self.spark)
+        if variant:
+            df = as_variant(df)
+        if thumbnail_image:
+            from pixels.engines.spark.views import with_thumbnail_image
+
+            df = with_thumbnail_image(df)
         df.createOrReplaceTempView(VIEW_NAME)
         if self.table_name and not self.use_spark_delta:
             df.createOrReplaceTempView(self.table_name.rsplit(".", 1)[-1])
         return df
 
+    def _other(self, table: str | None, path: str | None = None) -> SparkCatalog:
+        """The catalog of another table (``save(table=, path=)``, ``load(table=)``)."""
+        name = table if table is not None else path
+        assert name is not None
+        other = SparkCatalog(
+            self.spark,
+            table=name,
+            volume=self.volume,
+            storage_options=self.table.storage_options if self.table is not None else None,
+            location=path if table is not None and path is not None else None,
+        )
+        other._stream, other._listings, other._trigger = self._stream, self._listings, self._trigger
+        other.source_storage_options, other._anon = self.source_storage_options, self._anon
+        return other
+
     def count(self) -> int:
         """Rows in the catalog."""
         if self.table is not None and not self.use_spark_delta:
             return self.table.count()
-        return int(self.load().count())
+        return int(self.load(variant=False).count())
 
     # ------------------------------------------------------------------ writing
     def save(
         self,
         df: Any,
+        path: str | None = None,
+        table: str | None = None,
         mode: str = "append",
+        mergeSchema: bool = True,
+        hasBinary: bool = False,
+        userMetadata: str | None = None,
+        userOptions: dict[str, Any] | None = None,
         *,
         trigger: str | None = None,
         wait: bool = True,
@@ -376,18 +547,35 @@ class SparkCatalog:
     ) -> Any:
         """Write catalog rows to the table; start the stream when ``df`` is streaming.
 
+        The arguments before ``*`` are dbx.pixels', in its order.
+
         Parameters
         ----------
         df : pyspark.sql.DataFrame
-            Output of the transformers (catalog columns; others are dropped).
+            Output of the transformers (``meta`` as text or VARIANT). Columns that
+            are not catalog columns are not stored (logged once per save).
+        path : str, optional
+            Write the Delta table at this path (with ``table``: the table of that name
+            is kept there, as dbx.pixels' external tables).
+        table : str, optional
+            Write this table (name or path) instead of the catalog's.
         mode : {"append", "replace", "overwrite"}
             ``append`` adds new files and replaces the rows of changed files;
             ``replace`` also replaces the rows of unchanged files (to store rows
             re-derived from the table, e.g. ``DicomThumbnailExtractor().transform(
             catalog.load())``); ``overwrite`` replaces the whole table.
+        mergeSchema : bool
+            Accepted: the table always gets the columns of the current Pixels schema
+            (older tables are upgraded); other columns are not stored.
+        hasBinary, userOptions : optional
+            Accepted (dbx.pixels' Delta writer tuning; unused by this writer, except
+            ``userOptions`` given to Spark's Delta writer when the session has Delta Lake).
+        userMetadata : str, optional
+            Recorded as the Delta commit's ``userMetadata`` (``DESCRIBE HISTORY``).
         trigger : str, optional
             Streaming only: ``None``/``"availableNow"`` processes what is there and
-            stops; a processing time such as ``"30 seconds"`` runs until stopped.
+            stops (unless :meth:`catalog` was given ``triggerProcessingTime``); a
+            processing time such as ``"30 seconds"`` runs until stopped.
         wait : bool
             Streaming with ``availableNow``: wait until it finishes.
         rescan_seconds : float, optional
@@ -402,8 +590,27 @@ class SparkCatalog:
         """
         if mode not in SAVE_MODES:
             raise PixelsError(f"mode must be one of {', '.join(SAVE_MODES)}, not {mode!r}")
+        if table is not None or path is not None:
+            target = self._other(table, path)
+            try:
+                return target.save(
+                    df,
+                    mode=mode,
+                    userMetadata=userMetadata,
+                    userOptions=userOptions,
+                    trigger=trigger,
+                    wait=wait,
+                    rescan_seconds=rescan_seconds,
+                )
+            finally:
+                self._stream = target._stream
+        dropped = [c for c in df.columns if c not in SCHEMA.names and c != "_corrupt_record"]
+        if dropped:
+            log.warning("pixels: columns not stored in the catalog table: %s", ", ".join(dropped))
+        self._user_metadata = userMetadata
+        self._user_options = dict(userOptions or {})
         if df.isStreaming:
-            return self._save_stream(df, trigger, wait, rescan_seconds)
+            return self._save_stream(df, trigger or self._trigger, wait, rescan_seconds)
         try:
             return self._save_batch(df, mode)
         finally:
@@ -418,9 +625,16 @@ class SparkCatalog:
         self, df: Any, mode: str, app_id: str | None = None, batch_id: int | None = None
     ) -> SaveResult:
         if self.use_spark_delta:
-            return self._save_spark_delta(df, mode)
+            return self._save_spark_delta(as_text(df), mode)
         assert self.table is not None
-        result = save_dataframe(df, self.table, mode=mode, app_id=app_id, batch_id=batch_id)
+        result = save_dataframe(
+            df,
+            self.table,
+            mode=mode,
+            app_id=app_id,
+            batch_id=batch_id,
+            user_metadata=self._user_metadata,
+        )
         if self.table_name:
             self.load()
         return result
@@ -433,13 +647,34 @@ class SparkCatalog:
         cols = [n for n in SCHEMA.names if n in df.columns]
         # MERGE fails on a source with two rows for one target row: the identity rule first
         src = one_row_per_path(df.select(*cols))
-        target = self.table_name or f"delta.`{self.table.uri if self.table else ''}`"
+        target = (
+            self.table_name
+            if self.table_name and not self.location
+            else f"delta.`{self.table.uri if self.table else ''}`"
+        )
         exists = (
             self.spark.catalog.tableExists(self.table_name)
             if self.table_name
             else self.table is not None and self.table.exists()
         )
-        writer = src.write.format("delta")
+        writer = src.write.format("delta").options(**self._user_options)
+        meta = self._user_metadata
+        if meta is not None:  # MERGE takes it from the session
+            writer = writer.option("userMetadata", meta)
+            self.spark.conf.set(_USER_METADATA_CONF, meta)
+        try:
+            return self._write_spark_delta(src, writer, target, mode, exists, t0)
+        finally:
+            if meta is not None:
+                self.spark.conf.unset(_USER_METADATA_CONF)
+
+    def _write_spark_delta(
+        self, src: Any, writer: Any, target: str, mode: str, exists: bool, t0: float
+    ) -> SaveResult:
+        import time
+
+        if self.table_name and self.location:
+            writer = writer.option("path", self.location)
         if not exists or mode == "overwrite":
             writer = writer.mode("overwrite" if exists else "errorifexists")
             if self.table_name:

@@ -225,7 +225,7 @@ def list_units(opts: ListOptions) -> Callable[[Iterator[pa.RecordBatch]], Iterat
         # all units of the task through one identity filter: one look-up per 5,000
         # files, not one per folder
         for chunk in _chunked(_not_in_table(refs(batches), opts)):
-            yield refs_to_batch(chunk)
+            yield refs_to_batch(chunk, opts.storage_options)
 
     return run
 
@@ -269,7 +269,7 @@ def stream_refs(
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
             for chunk in _chunked(_not_in_table(refs(batch), opts)):
-                yield refs_to_batch(chunk)
+                yield refs_to_batch(chunk, opts.storage_options)
 
     return run
 

@@ -11,17 +11,19 @@ own types, derived from :data:`pixels.schema.SCHEMA`.
 from __future__ import annotations
 
 import contextlib
+import logging
 import uuid
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from pixels.dicom.record import RecordOptions, catalog_batch, thumbnail_rows
+from pixels.dicom.record import RecordOptions, thumbnail_rows
 from pixels.rows import (
     PATCH_SCHEMA,
     REF_SCHEMA,
     THUMBNAIL_INPUTS,
+    catalog_rows,
     path_refs,
     ref_of,
     refs_to_batch,
@@ -111,13 +113,99 @@ def _with_extras(out: pa.RecordBatch, chunk: pa.RecordBatch, extras: list[str]) 
     return pa.RecordBatch.from_arrays(arrays, names=names)
 
 
-def meta_transform(df: Any, options: RecordOptions) -> Any:
+#: Attribute of a DataFrame whose ``meta`` is a VARIANT: the same rows with ``meta`` as text.
+_TEXT_ATTR = "_pixels_text"
+
+log = logging.getLogger(__name__)
+_warned_variant = False
+
+
+def has_variant(spark: Any) -> bool:
+    """Whether ``spark`` has the VARIANT type and ``parse_json`` (Spark 4+)."""
+    try:
+        return int(str(spark.version).split(".")[0]) >= 4
+    except ValueError:
+        return False
+
+
+def is_variant(df: Any, column: str = "meta") -> bool:
+    """Whether ``column`` of ``df`` is a VARIANT."""
+    return column in df.columns and df.schema[column].dataType.typeName() == "variant"
+
+
+def as_variant(df: Any, permissive: bool = False) -> Any:
+    """``df`` with ``meta`` as a VARIANT (Spark 4; unchanged on Spark 3.5, logged once).
+
+    ``permissive``: ``try_parse_json`` and a ``_corrupt_record`` column with the
+    text of rows that did not parse, as dbx.pixels. The DataFrame remembers its
+    text form (:func:`as_text`), so saving it stores the JSON exactly as read.
+    """
+    global _warned_variant
+    if is_variant(df) or "meta" not in df.columns:
+        return df
+    if not has_variant(df.sparkSession):
+        if not _warned_variant:
+            log.warning(
+                "Spark %s has no VARIANT type: 'meta' stays JSON text (query it with "
+                "get_json_object(meta, '$.00100010.Value[0].Alphabetic'))",
+                df.sparkSession.version,
+            )
+            _warned_variant = True
+        return df
+    from pyspark.sql import functions as sf
+
+    md = df.schema["meta"].metadata
+    if permissive:
+        out = df.withColumn(
+            "_corrupt_record",
+            sf.expr("CASE WHEN try_parse_json(meta) IS NULL THEN meta END"),
+        ).withColumn("meta", sf.expr("try_parse_json(meta)").alias("meta", metadata=md))
+    else:
+        out = df.withColumn("meta", sf.expr("parse_json(meta)").alias("meta", metadata=md))
+    text = as_text(df)
+    with contextlib.suppress(AttributeError):
+        setattr(out, _TEXT_ATTR, text)
+        step = text.__dict__.get(_STEP_ATTR)
+        if step is not None:  # save() still fuses the transforms with the writer
+            setattr(out, _STEP_ATTR, step)
+    return out
+
+
+def as_text(df: Any) -> Any:
+    """``df`` with ``meta`` as JSON text (what the table stores and the transforms read).
+
+    A DataFrame made by :func:`as_variant` gives back the text it was made from;
+    any other VARIANT ``meta`` is written out with ``to_json``.
+    """
+    text = df.__dict__.get(_TEXT_ATTR) if hasattr(df, "__dict__") else None
+    if text is not None:
+        return text
+    if not is_variant(df):
+        return df
+    from pyspark.sql import functions as sf
+
+    md = df.schema["meta"].metadata
+    return df.withColumn("meta", sf.to_json("meta").alias("meta", metadata=md))
+
+
+def meta_transform(
+    df: Any,
+    options: RecordOptions,
+    *,
+    variant: bool = False,
+    permissive: bool = False,
+    workers: int = 1,
+) -> Any:
     """Read every file of a listing DataFrame once: every catalog column, one row per file.
 
     Columns of ``df`` that are not catalog columns are passed through after them.
+    ``variant``: ``meta`` as a VARIANT where Spark has one (:func:`as_variant`);
+    ``workers``: threads reading files at once in each task.
     """
     from pyspark.sql.types import StructType
 
+    if variant:
+        return as_variant(meta_transform(df, options, workers=workers), permissive)
     names = set(SCHEMA.names)
     extras = [f.name for f in df.schema.fields if f.name not in names]
     meta_md = _register(options)
@@ -125,9 +213,9 @@ def meta_transform(df: Any, options: RecordOptions) -> Any:
     fields += [df.schema[n] for n in extras]
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        for chunk in _chunks(batches):
+        for chunk in _chunks(batches, CHUNK_ROWS * max(1, workers)):
             refs = [ref_of(r) for r in chunk.to_pylist()]
-            yield _with_extras(catalog_batch(refs, options), chunk, extras)
+            yield _with_extras(catalog_rows(refs, options, workers), chunk, extras)
 
     return _step(df, run, StructType(fields))
 
@@ -139,6 +227,7 @@ def thumbnail_transform(df: Any, options: RecordOptions) -> Any:
     """Set the thumbnail columns of catalog rows (added when ``df`` lacks them)."""
     from pyspark.sql.types import StructType
 
+    df = as_text(df)
     missing = sorted(THUMBNAIL_INPUTS - set(df.columns))
     if missing:
         from pixels.errors import PixelsError
@@ -188,6 +277,7 @@ def patch_transform(df: Any, patcher: DicomPatcher) -> Any:
     from pyspark.sql.types import StructType
 
     schema = StructType([spark_field(f) for f in PATCH_SCHEMA])
+    df = as_text(df)
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for chunk in _chunks(batches, 8):
@@ -222,6 +312,7 @@ def tag_transform(df: Any, tags: dict[str, str], input_col: str = "meta") -> Any
 
     from pixels.errors import PixelsError
 
+    df = as_text(df)
     resolved = {col: tag_hex(t) for col, t in tags.items()}
     # a tag named like an existing column replaces it (Spark matches names case-insensitively)
     new = {c.lower() for c in resolved}
@@ -240,4 +331,37 @@ def tag_transform(df: Any, tags: dict[str, str], input_col: str = "meta") -> Any
         raise PixelsError(
             f"TagExtractor needs the column {input_col!r} (run DicomMetaExtractor first)"
         )
+    return df.mapInArrow(run, StructType(fields))
+
+
+def path_words_transform(df: Any, input_col: str, output_col: str, base_path: str | None) -> Any:
+    """dbx.pixels' ``TagExtractor``: ``relative_path`` and the words of each path in ``output_col``."""
+    from pyspark.sql.types import ArrayType, StringType, StructField, StructType
+
+    from pixels.sources.local import path_tags_of
+
+    if input_col not in df.columns:
+        from pixels.errors import PixelsError
+
+        raise PixelsError(f"TagExtractor needs the column {input_col!r} of paths")
+    kept = [f for f in df.schema.fields if f.name not in ("relative_path", output_col)]
+    fields = [
+        *kept,
+        StructField("relative_path", StringType(), True),
+        StructField(output_col, ArrayType(StringType()), True),
+    ]
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            refs = path_refs(batch.to_pylist(), input_col, base_path)
+            arrays = [batch.column(f.name) for f in kept]
+            arrays.append(pa.array([r.relative_path for r in refs], pa.string()))
+            arrays.append(
+                pa.array(
+                    [list(path_tags_of(r.relative_path, keep=None)) for r in refs],
+                    pa.list_(pa.string()),
+                )
+            )
+            yield pa.RecordBatch.from_arrays(arrays, names=[f.name for f in fields])
+
     return df.mapInArrow(run, StructType(fields))

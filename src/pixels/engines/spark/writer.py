@@ -254,6 +254,7 @@ def save_dataframe(
     mode: str = "append",
     app_id: str | None = None,
     batch_id: int | None = None,
+    user_metadata: str | None = None,
 ) -> SaveResult:
     """Write the catalog rows of ``df`` to ``table`` in one Delta commit (see the module docstring).
 
@@ -271,6 +272,8 @@ def save_dataframe(
     app_id, batch_id : str, int, optional
         Streaming: the commit records ``(app_id, batch_id)`` as a Delta application
         transaction, and a batch already committed is skipped (exactly once).
+    user_metadata : str, optional
+        Recorded as the commit's ``userMetadata`` (``DESCRIBE HISTORY`` shows it).
     """
     from deltalake import CommitProperties, Transaction
     from deltalake.transaction import AddAction, RemoveAction
@@ -295,7 +298,7 @@ def save_dataframe(
                             reconcile=mode != "overwrite", keep_same=mode == "replace")  # fmt: skip
         from pyspark.sql.types import StructType
 
-        from pixels.engines.spark.transform import pipeline_of, spark_field
+        from pixels.engines.spark.transform import as_text, pipeline_of, spark_field
 
         missing = [n for n in ("path", "length", "modificationTime") if n not in df.columns]
         if missing:
@@ -310,7 +313,7 @@ def save_dataframe(
                 job = base.mapInArrow(_fused(fns, write_files(opts)), out_schema)
                 result.fused = len(fns)
             else:
-                job = df.select(*cols).mapInArrow(write_files(opts), out_schema)
+                job = as_text(df).select(*cols).mapInArrow(write_files(opts), out_schema)
             rows = job.collect()
             written, dropped = _one_row_per_path(
                 table, [r.asDict() for r in rows if r["file"]], opts
@@ -338,8 +341,15 @@ def save_dataframe(
                     result.seconds = time.perf_counter() - t0
                     return result
                 props = None
-                if app_id is not None and batch_id is not None:
-                    props = CommitProperties(app_transactions=[Transaction(app_id, batch_id)])
+                if (app_id is not None and batch_id is not None) or user_metadata is not None:
+                    props = CommitProperties(
+                        app_transactions=[Transaction(app_id, batch_id)]
+                        if app_id is not None and batch_id is not None
+                        else None,
+                        custom_metadata={"userMetadata": user_metadata}
+                        if user_metadata is not None
+                        else None,
+                    )
                 dt.create_write_transaction(
                     actions, mode="append", schema=SCHEMA, commit_properties=props
                 )
