@@ -330,7 +330,7 @@ def test_a_web_module_run_as_a_script_is_imported_once() -> None:
 
 #: The layers of /work/shared/DESIGN.md, lowest first: a module imports its own layer and below.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("pixels.errors", "pixels.schema", "pixels.storage"),  # the ground
+    ("pixels.errors", "pixels.schema", "pixels.storage", "pixels.version"),  # the ground
     ("pixels.sources",),  # listing and opening
     ("pixels.dicom",),  # pure per-file DICOM work
     ("pixels.rows", "pixels.row_pixels"),  # engine-neutral row operations

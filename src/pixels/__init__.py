@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from pixels.version import __version__
-
 __all__ = ["Catalog", "CatalogStats", "PathExtractor", "PixelsError", "TagExtractor", "__version__"]
 
 if TYPE_CHECKING:
@@ -19,6 +17,7 @@ if TYPE_CHECKING:
     from pixels.engines.local import CatalogStats
     from pixels.errors import PixelsError
     from pixels.transformers import PathExtractor, TagExtractor
+    from pixels.version import __version__
 
 
 def __getattr__(name: str) -> Any:
@@ -31,6 +30,10 @@ def __getattr__(name: str) -> Any:
         from pixels.engines.local import CatalogStats
 
         return CatalogStats
+    if name == "__version__":
+        from pixels.version import __version__
+
+        return __version__
     if name in ("PathExtractor", "TagExtractor"):  # top-level names of dbx.pixels
         import pixels.transformers
 

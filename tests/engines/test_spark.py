@@ -123,7 +123,7 @@ def test_dbx_snippet_matches_the_local_engine(
     # the Spark schema of the table is the one derived from the single schema definition
     from pixels.schema import to_spark_schema
 
-    loaded = catalog.load()
+    loaded = catalog.load(variant=False)
     assert [(f.name, f.dataType) for f in loaded.schema.fields] == [
         (f.name, f.dataType) for f in to_spark_schema().fields
     ]
@@ -742,7 +742,8 @@ def test_databricks_path_on_real_spark_up_to_the_delta_statement(
     seed.catalog(src, workers=0)
     name = "pixels_dbx_object_catalog"
     spark.sql(f"DROP TABLE IF EXISTS {name}")
-    Catalog(spark, table=str(tmp_path / "seed")).load().write.format("parquet").saveAsTable(name)
+    seeded = Catalog(spark, table=str(tmp_path / "seed")).load(variant=False)
+    seeded.write.format("parquet").saveAsTable(name)
 
     changed, new = files[0], src / "new.dcm"
     shutil.copyfile(copy_with_new_uids(sample_file("MR_small.dcm"), tmp_path / "mr", 1)[0], changed)

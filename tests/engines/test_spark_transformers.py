@@ -77,7 +77,9 @@ def local_meta(arrow_listing: pa.Table) -> pa.Table:
 
 def _spark_meta(spark: Any, data: Path, tmp_path: Path) -> Any:
     cat = Catalog(spark, table=str(tmp_path / "table"))
-    return DicomMetaExtractor(cat).transform(cat.catalog(str(data), numPartitions=2))
+    return DicomMetaExtractor(cat, useVariant=False).transform(
+        cat.catalog(str(data), numPartitions=2)
+    )
 
 
 def _arrow_of(df: Any) -> pa.Table:
@@ -112,7 +114,7 @@ def test_meta_on_spark_equals_arrow_and_catalog_record(
         .withColumn("twice", sf.col("length") * 2)
         .withColumn("names", sf.array(sf.col("relative_path"), sf.lit(None).cast("string")))
     )
-    out = DicomMetaExtractor(cat).transform(listing)
+    out = DicomMetaExtractor(cat, useVariant=False).transform(listing)
     assert out.columns == [*SCHEMA.names, "label", "twice", "names"]
     table = _arrow_of(out)
     for name in SCHEMA.names:  # the catalog's own types, not Spark's defaults
@@ -426,7 +428,9 @@ def test_zip_members_on_spark_equal_local_engine(spark: Any, tmp_path: Path) -> 
     cat = Catalog(spark, table=str(tmp_path / "spark_table"))
     got = _by_path(
         _arrow_of(
-            DicomMetaExtractor(cat).transform(cat.catalog(str(root), extractZip=True))
+            DicomMetaExtractor(cat, useVariant=False).transform(
+                cat.catalog(str(root), extractZip=True)
+            )
         ).to_pylist()
     )
     local_cat = pixels.Catalog(tmp_path / "local_table")

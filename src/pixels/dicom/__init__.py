@@ -41,6 +41,19 @@ _LAZY = {
     "Header": "pixels.dicom.meta",
     "thumbnail": "pixels.dicom.thumb",
     "Thumbnail": "pixels.dicom.thumb",
+    "DicomAnonymizerExtractor": "pixels.transformers",
+    "DicomMetaAnonymizerExtractor": "pixels.transformers",
+    "DicomMetaExtractor": "pixels.transformers",
+    "DicomPatcher": "pixels.transformers",
+    "DicomPillowThumbnailExtractor": "pixels.transformers",
+    "DicomPlot": "pixels.transformers",
+    "DicomThumbnailExtractor": "pixels.transformers",
+    "PathExtractor": "pixels.transformers",
+    "PresidioTransformer": "pixels.transformers",
+    "Redactor": "pixels.transformers",
+    "StowProcessor": "pixels.transformers",
+    "TagExtractor": "pixels.transformers",
+    "VLMPhiExtractor": "pixels.transformers",
 }
 #: The names ``from dbx.pixels.dicom import *`` gives, with the same meaning
 #: (de-identification ones raise NotImplementedError: not built yet).
@@ -59,7 +72,6 @@ DBX_NAMES = (
     "TagExtractor",
     "VLMPhiExtractor",
 )
-_LAZY.update(dict.fromkeys(DBX_NAMES, "pixels.transformers"))
 
 __all__ = [
     "DicomAnonymizerExtractor",

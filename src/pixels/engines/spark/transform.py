@@ -154,15 +154,19 @@ def as_variant(df: Any, permissive: bool = False) -> Any:
         return df
     from pyspark.sql import functions as sf
 
+    source = df
     md = df.schema["meta"].metadata
+    # rows without a header (bad files) hold a JSON null, not SQL NULL: pyspark 4's
+    # Arrow conversion (toPandas, toArrow) fails on SQL NULL variants
+    parse = "try_parse_json" if permissive else "parse_json"
+    variant = f"coalesce({parse}(meta), parse_json('null'))"
     if permissive:
-        out = df.withColumn(
+        df = df.withColumn(
             "_corrupt_record",
-            sf.expr("CASE WHEN try_parse_json(meta) IS NULL THEN meta END"),
-        ).withColumn("meta", sf.expr("try_parse_json(meta)").alias("meta", metadata=md))
-    else:
-        out = df.withColumn("meta", sf.expr("parse_json(meta)").alias("meta", metadata=md))
-    text = as_text(df)
+            sf.expr("CASE WHEN meta IS NOT NULL AND try_parse_json(meta) IS NULL THEN meta END"),
+        )
+    out = df.withColumn("meta", sf.expr(variant).alias("meta", metadata=md))
+    text = as_text(source)
     with contextlib.suppress(AttributeError):
         setattr(out, _TEXT_ATTR, text)
         step = text.__dict__.get(_STEP_ATTR)
@@ -185,7 +189,8 @@ def as_text(df: Any) -> Any:
     from pyspark.sql import functions as sf
 
     md = df.schema["meta"].metadata
-    return df.withColumn("meta", sf.to_json("meta").alias("meta", metadata=md))
+    text = "CASE WHEN meta IS NULL OR is_variant_null(meta) THEN NULL ELSE to_json(meta) END"
+    return df.withColumn("meta", sf.expr(text).alias("meta", metadata=md))
 
 
 def meta_transform(
