@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import shutil
 import zipfile
 from pathlib import Path
@@ -34,6 +35,7 @@ from pydicom.sequence import Sequence
 
 from corpus import sample_file
 from pixels.dicom import *  # noqa: F403  (README line 02: ``from dbx.pixels.dicom import *``)
+from pixels.schema import row_id
 
 pytestmark = pytest.mark.spark
 
@@ -49,14 +51,30 @@ DATABRICKS_ONLY = {
     "parameters; the same queries run here with spark.sql on the table's view",
     "VariantMigration: ALTER TABLE ... RENAME": "renames a metastore table (runs only when "
     "meta is not a VARIANT; Pixels' Spark 4 view already is)",
+    "DE-ID notebook: count(DISTINCT meta:['00100010'].Value[0].Alphabetic)": "Spark 4 (OSS) "
+    "cannot count distinct VARIANT values (no ::STRING cast; Databricks' `:` on JSON text "
+    "returns strings); the dcm-demo form with ::STRING runs",
 }
 
 _names = itertools.count()
 
 
-def _spark4(spark: Any) -> None:
-    if int(spark.version.split(".")[0]) < 4:
-        pytest.skip(f"VARIANT paths need Spark 4 (this session: Spark {spark.version})")
+def _spark4(spark: Any, view: str) -> bool:
+    """Spark 4: VARIANT paths run. Spark 3.5 (no VARIANT): ``meta`` is text in the view,
+    a VARIANT path fails in Spark's parser, and the test runs the ``get_json_object`` form."""
+    if int(spark.version.split(".")[0]) >= 4:
+        return True
+    from pyspark.errors import PySparkException
+
+    assert spark.table(view).schema["meta"].dataType.typeName() == "string"
+    with pytest.raises(PySparkException):
+        spark.sql(f"SELECT meta:['00100010'].Value[0] FROM {view}").collect()
+    return False
+
+
+def _json(path: str) -> str:
+    """A dbx.pixels VARIANT path as Spark 3.5's ``get_json_object`` (``$.00100010.Value[0]``)."""
+    return "get_json_object(meta, '$." + path + "')"
 
 
 @pytest.fixture(scope="module")
@@ -279,6 +297,9 @@ def test_dcm_demo_catalog_and_describe(spark: Any, demo_table: dict[str, str]) -
     }
     assert described["path_tags"] == "array<string>"
     assert described["is_anon"] == "boolean" and described["rowId"] == "bigint"
+    # rowId: the path's id, the same the local engine gives (pixels.schema.row_id)
+    ids = spark.sql(f"select path, rowId from {demo_table['view']}").collect()
+    assert len(ids) == 9 and all(r["rowId"] == row_id(r["path"]) for r in ids)
     # dbx.pixels' table columns first, in its order
     cols = spark.sql(f"select * from {demo_table['view']}").columns
     assert cols[:11] == [
@@ -306,11 +327,15 @@ def test_dcm_demo_select_file_columns(spark: Any, demo_table: dict[str, str]) ->
 
 def test_dcm_demo_patient_count(spark: Any, demo_table: dict[str, str]) -> None:
     """dcm-demo cell 14: counts with a VARIANT path into ``meta``."""
-    _spark4(spark)
+    name = (
+        "meta:['00100010'].Value[0].Alphabetic::STRING"
+        if _spark4(spark, demo_table["view"])
+        else _json("00100010.Value[0].Alphabetic")
+    )
     (row,) = spark.sql(f"""
 with x as (
   select
-  format_number(count(DISTINCT meta:['00100010'].Value[0].Alphabetic::STRING),0) as patient_count,
+  format_number(count(DISTINCT {name}),0) as patient_count,
   format_number(count(1),0) num_dicoms,
   format_number(sum(length) /(1024*1024*1024), 1) as total_size_in_gb,
   format_number(avg(length), 0) avg_size_in_bytes
@@ -329,8 +354,7 @@ select patient_count, num_dicoms, total_size_in_gb, avg_size_in_bytes from x
 
 def test_dcm_demo_decode_attributes(spark: Any, demo_table: dict[str, str]) -> None:
     """dcm-demo cell 16: DICOM attributes decoded with VARIANT paths (sequences included)."""
-    _spark4(spark)
-    rows = spark.sql(f"""
+    query = f"""
 SELECT
     meta:['0020000D'].Value[0]::STRING as study_uid,
     meta:['0020000E'].Value[0]::STRING as series_instance_uid,
@@ -344,7 +368,14 @@ SELECT
 FROM {demo_table["view"]}
 GROUP BY ALL
 ORDER BY 1,2,3
-""").collect()
+"""
+    if not _spark4(spark, demo_table["view"]):
+        query = re.sub(
+            r"meta:(\S+?)::STRING",
+            lambda m: _json(re.sub(r"\['(\w+)'\]|\.?`(\w+)`", r".\1\2", m.group(1)).lstrip(".")),
+            query,
+        ).replace("GROUP BY ALL", "GROUP BY 1, 2, 3, 4, 5, 6, 7, 8")
+    rows = spark.sql(query).collect()
     ct = pydicom.dcmread(sample_file("CT_small.dcm"))
     (mutated,) = [r for r in rows if r["projection"] is not None]
     assert mutated["Anatomic Region Sequence Attribute decoded"] == "Abdomen"
@@ -355,7 +386,18 @@ ORDER BY 1,2,3
 
 def test_dcm_demo_query_by_path_tags(spark: Any, demo_table: dict[str, str]) -> None:
     """dcm-demo cell 17: ``array_contains(path_tags, 'patient5397')`` and VARIANT fields."""
-    _spark4(spark)
+    if not _spark4(spark, demo_table["view"]):
+        rows = spark.sql(f"""
+SELECT {_json("00100010.Value[0].Alphabetic")} as patient_name, path, meta
+FROM {demo_table["view"]}
+WHERE array_contains( path_tags, 'patient5397' )
+order by patient_name
+""").collect()
+        assert sorted(r["path"].rsplit("/", 1)[-1] for r in rows) == [
+            "patient5397_ct.dcm",
+            "patient5397_mr.dcm",
+        ]
+        return
     rows = spark.sql(f"""
 SELECT
   --rowid,
@@ -393,12 +435,9 @@ def test_catalog_dataset_notebook(spark: Any, data: Path, names: dict[str, str])
     assert len(rows) == 3 and all(r["thumbnail"] for r in rows)
     described = spark.sql(f"describe {names['view']}").collect()  # %sql describe ${table}
     assert "thumbnail" in {r["col_name"] for r in described}
-    if int(spark.version.split(".")[0]) >= 4:
-        (names_row,) = spark.sql(f"""
-SELECT count(DISTINCT meta:['00100010'].Value[0].Alphabetic) as patients
-FROM {names["view"]} t where extension = 'dcm'
-""").collect()
-        assert names_row["patients"] == 2
+    # its patient count, `count(DISTINCT meta:['00100010'].Value[0].Alphabetic)`, has no
+    # ::STRING: Spark 4 cannot count distinct VARIANTs (see DATABRICKS_ONLY); dcm-demo
+    # cell 14 (with ::STRING) runs in test_dcm_demo_patient_count
     # display(thumbnail_df) shows Spark image structs: the option of load()
     images = catalog.load(thumbnail_image=True).select("path", "thumbnail").collect()
     ct = next(r for r in images if r["path"].endswith("patient5397_ct.dcm"))
@@ -430,8 +469,16 @@ def test_extract_meta_workflow(spark: Any, data: Path, names: dict[str, str]) ->
 
 
 def test_variant_migration_notebook(spark: Any, demo_table: dict[str, str]) -> None:
-    """notebooks/VariantMigration.ipynb: on Pixels' Spark 4 view ``meta`` is a VARIANT already."""
-    _spark4(spark)
+    """notebooks/VariantMigration.ipynb: on Pixels' Spark 4 view ``meta`` is a VARIANT already.
+
+    (Spark 3.5 has no VARIANT to migrate to: ``meta`` stays text and ``parse_json`` is unknown.)
+    """
+    if not _spark4(spark, demo_table["view"]):
+        from pyspark.errors import PySparkException
+
+        with pytest.raises(PySparkException):
+            spark.sql("SELECT parse_json('{}')").collect()
+        return
     from pyspark.sql.functions import expr
 
     old_table = demo_table["view"]
