@@ -125,10 +125,14 @@ def _table(decoders: dict[str, Any]) -> dict[bytes, _Row]:
 
 
 _HEAD = struct.Struct("<HH2sH").unpack_from  # tag, VR, 2-byte length
+_HEAD4 = struct.Struct("<HHHH").unpack_from  # tag, VR (as a number), 2-byte length
 _ITEM = struct.Struct("<HHL").unpack_from  # item tag, 4-byte length (and implicit VR heads)
 _U32 = struct.Struct("<L").unpack_from
 _U16 = struct.Struct("<H").unpack_from
 _DEFAULT_TABLE = _table(_DECODERS)
+#: (JSON key, *row) by ``tag << 16 | VR bytes``: one look-up per element.
+_KeyedRow = tuple[str, str, bool, int, int, Callable[[bytes, int], tuple[Any, ...]], Any]
+_DEFAULT_ROWS: dict[int, _KeyedRow] = {}
 
 #: (JSON model, transfer syntax, offset of the pixel data element or None (in the
 #: inflated stream for a deflated file), its first 12 bytes, the character set's
@@ -240,6 +244,7 @@ class _Parser:
         "limit",
         "n",
         "pixel_rep",
+        "rows",
         "table",
     )
 
@@ -252,6 +257,7 @@ class _Parser:
         self.limit = self.enc.limit
         decoders = self.enc.decoders
         self.table = _DEFAULT_TABLE if decoders is _DECODERS else _table(decoders)
+        self.rows: dict[int, _KeyedRow] = _DEFAULT_ROWS if decoders is _DECODERS else {}
         self.encodings: list[str] = ["iso8859"]  # pydicom's default_encoding
         self.early_text = False
         self.implicit = False
@@ -364,8 +370,7 @@ class _Parser:
         buf = self.buf
         n = self.n
         base = self.base
-        table = self.table
-        keys = _KEYS
+        rows = self.rows
         encodings = self.encodings
         out: dict[str, Any] = {}
         creators: dict[int, tuple[int, int]] = {}
@@ -379,22 +384,24 @@ class _Parser:
                 if top and pos == n and self.eof:
                     return out, pos
                 self.short()
-            group, elem, raw_vr, length = _HEAD(buf, pos)
+            group, elem, vr16, length = _HEAD4(buf, pos)
             tag = group << 16 | elem
-            if top:
+            if top and (tag >= 0x7FE00008 or tag < 0x00030000):
                 if tag in PIXEL_DATA_TAGS:
                     return out, pos
                 if tag < 0x00030000:
                     raise _FallbackError  # command or file meta elements in the dataset
             if group == 0xFFFE:
-                if tag == 0xFFFEE00D and end < 0 and not top and buf[pos + 4 : pos + 8] == bytes(4):
+                if tag == 0xFFFEE00D and end < 0 and not top and not vr16 and not length:
                     return out, pos + 8
                 raise _FallbackError
-            info = table.get(raw_vr)
-            if info is None or tag <= prev:
+            row = rows.get(tag << 16 | vr16)
+            if row is None:
+                row = self.row(tag, vr16)
+            if tag <= prev:
                 raise _FallbackError
             prev = tag
-            vr, long, kind, size, unpack, decoder = info
+            key, vr, long, kind, size, unpack, decoder = row
             if long:
                 if pos + 12 > n:
                     self.short()
@@ -402,9 +409,6 @@ class _Parser:
                 pos += 12
             else:
                 pos += 8
-            key = keys.get(tag)
-            if key is None:
-                key = _key(tag)
             if tag <= 0x00080005:
                 if tag == 0x00080005:
                     if not top or self.early_text or vr != "CS" or not length:
@@ -464,6 +468,19 @@ class _Parser:
                 continue
             out[key] = {"vr": vr} if v is None else {"vr": vr, "Value": v}
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def row(self, tag: int, vr16: int) -> _KeyedRow:
+        """How to read `tag` written with the VR whose two bytes are `vr16` (then cached)."""
+        info = self.table.get(vr16.to_bytes(2, "little"))
+        if info is None:
+            raise _FallbackError  # not a VR
+        key = _KEYS.get(tag)
+        if key is None:
+            key = _key(tag)
+        row = (key, *info)
+        if len(self.rows) < 100_000:
+            self.rows[tag << 16 | vr16] = row
+        return row
 
     def decoded(
         self, tag: int, vr: str, decoder: Any, vpos: int, end: int, tagpath: str, encodings: Any
