@@ -256,7 +256,10 @@ def test_big_endian_bit_packed_frames_read_swapped_equal_little_endian(tmp_path:
     little, big = tmp_path / "le.dcm", tmp_path / "be.dcm"
     ds.save_as(little, enforce_file_format=True)
     subprocess.run(["dcmconv", "+tb", str(little), str(big)], check=True, capture_output=True)
-    index = _index(big)
+    with open(big, "rb") as f:
+        header = read_header(f, path=str(big))
+        meta = json.loads(header.meta)
+        index = index_from_header(f, meta, path=str(big), transfer_syntax=header.transfer_syntax)
     assert index is not None and index.bit_offsets == (0, 3, 6)
     with open(big, "rb") as f:
         for i in range(3):
@@ -264,6 +267,14 @@ def test_big_endian_bit_packed_frames_read_swapped_equal_little_endian(tmp_path:
             assert got == bytes(pack_bits(cut[i], pad=False)), f"frame {i}"
         with pytest.raises(IndexError):
             read_frame_swapped(f, index, 3, 2)
+        # read_frame knows from the index (and so do thumbnails and /rendered)
+        assert index.word_swapped and not _index(little).word_swapped  # type: ignore[union-attr]
+        for i in range(3):
+            assert read_frame(f, index, i) == bytes(pack_bits(cut[i], pad=False)), f"frame {i}"
+    from pixels.dicom.decode import read_frames
+
+    for i, arr in enumerate(read_frames(str(big), [0, 1, 2])):
+        assert np.array_equal(arr, cut[i]), f"read_frames, frame {i}"
 
 
 def test_bit_packed_aligned_has_no_bit_offsets() -> None:

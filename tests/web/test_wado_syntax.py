@@ -523,3 +523,10 @@ def test_bit_packed_frames_inside_a_byte_little_and_big_endian(site: Site) -> No
         parts = _parts(_frames(site, key, "3,1,2", OCTET))
         assert [b for _, b in parts] == [want[2], want[0], want[1]], key
         assert all(c.endswith(EXPLICIT_LE) for c, _ in parts)
+    # rendered frames (the display pipeline reads frames through the row's index)
+    for n in (1, 2, 3):
+        png = [_frames(site, k, f"{n}/rendered", "image/png") for k in ("seg_le", "seg_big")]
+        assert all(r.status_code == 200 for r in png), [r.text for r in png]
+        pixels = [np.asarray(Image.open(io.BytesIO(r.content))) for r in png]
+        assert np.array_equal(pixels[0], pixels[1]), n
+        assert np.array_equal(pixels[0] > 0, ref[n - 1] > 0), n

@@ -437,8 +437,8 @@ def read_frames(path: str, frames: Sequence[int] = (0,), *, reduce: int = 0) -> 
             length = int.from_bytes(head[8:12], "big" if big else "little")
         info = PixelInfo(**{**_asdict(info), "pixel_data_vr": vr})
         del order
-        if big and info.bits_allocated == 8 and vr == "OW":
-            # 8-bit data written as OW: swap byte pairs of the whole value once
+        if big and info.bits_allocated in (1, 8) and vr == "OW":
+            # 8-bit or bit-packed data written as OW: swap byte pairs of the whole value once
             f.seek(value_offset)
             blob = f.read(length)
             even = np.frombuffer(blob[: len(blob) - len(blob) % 2], dtype=np.uint8)

@@ -112,6 +112,11 @@ class FrameIndex:
         Bit-packed native data (``BitsAllocated`` 1) whose frames do not all
         start on a byte: the bit (0-7, little endian bit order) of the first
         byte at which each frame starts. None otherwise.
+    word_swapped : bool
+        Bit-packed data written as OW in Explicit VR Big Endian: the bytes of each
+        16-bit word are swapped (PS3.5 8.1.1, 8.2); :func:`read_frame` swaps them
+        back (:func:`read_frame_swapped`), so its frames are in little endian bit
+        order like every other bit-packed frame.
     """
 
     offsets: tuple[int, ...]
@@ -119,6 +124,7 @@ class FrameIndex:
     fragments: tuple[tuple[tuple[int, int], ...], ...] | None
     encapsulated: bool
     bit_offsets: tuple[int, ...] | None = None
+    word_swapped: bool = False
 
     def __len__(self) -> int:
         return len(self.offsets)
@@ -304,7 +310,8 @@ def _index_native(
         offsets = tuple(pixel_offset + i * size for i in range(n))
         lengths = (needed,) if n == 1 else (size,) * n
         bit_offsets = None
-    return FrameIndex(offsets, lengths, None, False, bit_offsets)
+    swapped = swapped_pairs and bits_allocated == 1
+    return FrameIndex(offsets, lengths, None, False, bit_offsets, swapped)
 
 
 class _Encapsulated:
@@ -551,6 +558,8 @@ def read_frame(fp: BinaryIO, index: FrameIndex, frame: int, *, path: str | None 
         The file holds fewer bytes than the index says (the message names the path).
     """
     path = _checked_frame(fp, index, frame, path)
+    if index.word_swapped:
+        return read_frame_swapped(fp, index, frame, 2, path=path)
     parts = index.fragments[frame] if index.fragments is not None else None
     if parts is None:
         parts = ((index.offsets[frame], index.lengths[frame]),)

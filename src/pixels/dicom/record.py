@@ -15,7 +15,7 @@ from typing import Any, BinaryIO
 
 import pyarrow as pa
 
-from pixels.dicom.codecs import NATIVE_SYNTAXES
+from pixels.dicom.codecs import EXPLICIT_BE, NATIVE_SYNTAXES
 from pixels.dicom.meta import Header
 from pixels.dicom.notices import kept_warnings
 from pixels.errors import DicomReadError, PixelsError
@@ -261,8 +261,13 @@ def frame_index_of(row: dict[str, Any], transfer_syntax: str | None = None) -> A
         else:
             frags = tuple(tuple((f[i], f[i + 1]) for i in range(0, len(f), 2)) for f in fragments)
     bits = row.get("frame_bit_offsets")
+    swapped = False
+    if ts == EXPLICIT_BE and row.get("meta"):  # bit-packed OW: words byte-swapped
+        meta = json.loads(row["meta"])
+        allocated = ((meta.get("00280100") or {}).get("Value") or [None])[0]
+        swapped = allocated == 1 and (meta.get("7FE00010") or {}).get("vr") == "OW"
     return FrameIndex(
-        tuple(offsets), tuple(lengths), frags, encapsulated, tuple(bits) if bits else None
+        tuple(offsets), tuple(lengths), frags, encapsulated, tuple(bits) if bits else None, swapped
     )
 
 
