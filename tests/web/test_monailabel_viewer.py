@@ -42,9 +42,11 @@ TOKEN = "viewer-token"
 def ct_study(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str, str]:
     root = tmp_path_factory.mktemp("monailabel-viewer")
     files = ct_series(root / "data", 8)
-    # Instance Numbers falling along the normal, as a head-first CT's: the panel copies the
-    # answer into OHIF's labelmap, which follows OHIF's instance order (Instance Number,
-    # reversed), not the geometry; other numberings are painted on the wrong slices
+    # Instance Numbers falling along the normal, as a head-first CT's. The overlay is painted
+    # on the right slices whatever the numbering (a region grown on one slice of a series with
+    # 400 HU between slices shows on the clicked slice), but OHIF 3.10's Export DICOM SEG
+    # pairs labelmap slices with source instances in its instance order: with numbers rising
+    # along the normal the SEG came out reversed in z, with shuffled ones shuffled.
     for k, path in enumerate(files):
         ds = pydicom.dcmread(path)
         ds.InstanceNumber = len(files) - k
