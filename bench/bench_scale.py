@@ -119,9 +119,7 @@ def new_instance(out: Path, template: str = "MR_small.dcm") -> tuple[Path, str, 
 
 
 BOUNDARY = "bench-scale-boundary"
-STOW_HEADERS = {
-    "Content-Type": f'multipart/related; type="application/dicom"; boundary={BOUNDARY}'
-}
+STOW_HEADERS = {"Content-Type": f'multipart/related; type="application/dicom"; boundary={BOUNDARY}'}
 
 
 def stow_body(data: bytes) -> bytes:
@@ -482,7 +480,8 @@ def main(argv: list[str] | None = None) -> int:
         table, facts = table_of(args.root, rows)
         entry: dict[str, Any] = results["sizes"].get(str(rows), {})
         entry["table"] = {
-            k: facts[k] for k in ("rows", "studies", "series", "patients", "seconds", "bytes", "files")
+            k: facts[k]
+            for k in ("rows", "studies", "series", "patients", "seconds", "bytes", "files")
         }
         if "index" in args.only:
             entry["index"] = bench_index(table, rows, args.old_max)
