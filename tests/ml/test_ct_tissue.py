@@ -109,11 +109,11 @@ def test_shapes_on_blocks_match_full_resolution(volumes, monkeypatch):
 
     for key in ("abdomen", "chest", "head"):
         vol = volumes[key]
-        assert ct_tissue._factors(vol.plan.spacing)[0] >= 2  # blocks are used on these CTs
+        assert ct_tissue._factors(vol.plan.spacing, vol.array.shape)[0] >= 2  # blocks are used
         fast = ct_tissue.ct_tissue_labels(vol.array, vol.plan.spacing)
         with monkeypatch.context() as m:
             m.setattr(ct_tissue, "WORK_MM", 1e-3)  # blocks of one voxel
-            assert ct_tissue._factors(vol.plan.spacing) == (1, 1)
+            assert ct_tissue._factors(vol.plan.spacing, vol.array.shape) == (1, 1)
             exact = ct_tissue.ct_tissue_labels(vol.array, vol.plan.spacing)
         assert fast.shape == exact.shape == vol.array.shape
         for label in range(1, 6):
@@ -144,3 +144,31 @@ def test_shifted_morphology_is_scipys():
                 assert np.array_equal(got, ndi.binary_erosion(m, st, border_value=border))
                 got = _morph(m, _disk(r), erode=False, border=border)
                 assert np.array_equal(got, ndi.binary_dilation(m, st, border_value=border))
+
+
+def test_small_crop_is_not_shrunk_to_nothing(tmp_path, monkeypatch):
+    """A 16 x 16 crop of real CT (pydicom's CT5N, 0.49 mm pixels): too small for 2 mm
+    blocks (the 3 mm opening would erase its 4 x 4 blocks), it is worked on voxel by voxel
+    and gets the labels of the per-voxel steps: body with fat, soft tissue and lung."""
+    import shutil
+
+    from corpus import pydicom_folder
+    from pixels import Catalog
+    from pixels.ml.models import ct_tissue
+    from pixels.ml.volume import read_volume, select_series
+
+    shutil.copytree(pydicom_folder() / "dicomdirtests" / "98892001" / "CT5N", tmp_path / "ct")
+    cat = Catalog(str(tmp_path / "cat"))
+    cat.catalog(str(tmp_path / "ct"), workers=0)
+    (series,) = select_series(cat).series
+    vol = read_volume(series)
+    assert vol.array.shape[:2] == (16, 16)
+    assert ct_tissue._factors(vol.plan.spacing, vol.array.shape) == (1, 1)
+    labels = ct_tissue.ct_tissue_labels(vol.array, vol.plan.spacing)
+    counts = np.bincount(labels.ravel(), minlength=6)
+    assert counts[1] and counts[3] and counts[4]  # lung, fat, soft tissue
+    assert counts[0] < 0.2 * labels.size
+    with monkeypatch.context() as m:
+        m.setattr(ct_tissue, "MIN_BLOCKS", 1)  # blocks whatever the size: the old failure
+        assert ct_tissue._factors(vol.plan.spacing, vol.array.shape)[0] == 4
+        assert not ct_tissue.ct_tissue_labels(vol.array, vol.plan.spacing).any()

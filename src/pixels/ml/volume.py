@@ -306,8 +306,11 @@ def default_threads() -> int:
     """Threads :func:`read_volume` decodes with by default: the CPUs this process may use
     (at most 8), or 1 inside a ``torch.utils.data.DataLoader`` worker (the workers are the
     parallelism there)."""
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.utils.data.get_worker_info() is not None:
+    # asked of the module that holds the worker state, only when it is fully imported: torch
+    # may be half-imported by another thread (a server loading models in the background)
+    worker = sys.modules.get("torch.utils.data._utils.worker")
+    get_info = getattr(worker, "get_worker_info", None)
+    if callable(get_info) and get_info() is not None:
         return 1
     try:
         n = len(os.sched_getaffinity(0))

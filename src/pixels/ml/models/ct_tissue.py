@@ -56,6 +56,8 @@ BONE_HU = 200.0
 LUNG_MEDIAN_HU = -900.0
 #: Size of the blocks the shapes are found on (mm, in-plane and along Z).
 WORK_MM = 2.0
+#: Blocks across a slice at least (smaller images are worked on with smaller blocks).
+MIN_BLOCKS = 64
 
 
 def _disk(radius: int) -> list[tuple[int, int]]:
@@ -120,10 +122,15 @@ def _fill_holes_per_slice(mask: np.ndarray, ndi: Any) -> np.ndarray:
     return ~outside[comp]
 
 
-def _factors(spacing: tuple[float, float, float]) -> tuple[int, int]:
-    """Integer block sizes (in-plane, along Z) that bring voxels to about :data:`WORK_MM`."""
+def _factors(
+    spacing: tuple[float, float, float], shape: tuple[int, ...] = (512, 512, 1)
+) -> tuple[int, int]:
+    """Integer block sizes (in-plane, along Z) that bring voxels to about :data:`WORK_MM`,
+    leaving at least :data:`MIN_BLOCKS` blocks across each slice (a small crop is not
+    shrunk to a few blocks that the 3 mm opening would erase)."""
     inplane = max(min(float(spacing[0]), float(spacing[1])), 1e-3)
-    return max(1, round(WORK_MM / inplane)), max(1, round(WORK_MM / max(float(spacing[2]), 1e-3)))
+    f = max(1, min(round(WORK_MM / inplane), min(shape[0], shape[1]) // MIN_BLOCKS))
+    return f, max(1, round(WORK_MM / max(float(spacing[2]), 1e-3)))
 
 
 def _counts(n: int, f: int) -> np.ndarray:
@@ -224,7 +231,7 @@ def ct_tissue_labels(hu: np.ndarray, spacing: tuple[float, float, float]) -> np.
     ndi = need("scipy.ndimage", "the ct-tissue model")
     v = np.asarray(hu, dtype=np.float32).transpose(2, 1, 0)  # (Z, Y, X): slices contiguous
     full = v.shape
-    f, fz = _factors(spacing)
+    f, fz = _factors(spacing, hu.shape)
     vox_ml = float(np.prod(spacing)) / 1000.0
     inplane = min(float(spacing[0]), float(spacing[1]))
     small = _pool(v, fz, f) if f * fz > 1 else v
