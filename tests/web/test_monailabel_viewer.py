@@ -363,3 +363,30 @@ def test_two_servers_on_one_host_each_panel_reaches_its_own(
                 _connect(page, log, url, study)  # asserts the panel's field holds url
             finally:
                 page.close()
+
+
+def test_the_study_list_opens_a_study_in_the_monai_label_viewer(
+    ct_study: tuple[str, str, str], browser: object
+) -> None:
+    """The build's study list at /ohif/: expand the CT study, press its MONAI Label button:
+    the study opens in MONAI Label's mode with the panel pointing at this server."""
+    catalog, study, _ = ct_study
+    log: list[str] = []
+    with running(create_app(catalog)) as url:
+        page = _page(browser, log)
+        try:
+            page.goto(url + monailabel_ohif.BASE, wait_until="domcontentloaded")
+            row = page.locator(f"tr[data-cy='{study}']")
+            row.wait_for(timeout=60_000)
+            assert page.locator("tr[data-cy^='studyRow-']").count() == 1
+            row.click()
+            button = page.get_by_role("button", name="MONAI Label")
+            button.wait_for(timeout=30_000)
+            button.click()
+            page.wait_for_url(f"**/ohif/monai-label?StudyInstanceUIDs={study}*", timeout=60_000)
+            field = page.locator("#monailabelServerURL")
+            field.wait_for(timeout=90_000)
+            assert field.input_value() == url + "/monailabel/"
+            _wait(page, log, "displaySetsToAllImages", 90)
+        finally:
+            page.close()
