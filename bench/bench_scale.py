@@ -186,7 +186,7 @@ print(json.dumps(out))
     from pixels.table import CatalogTable
     from pixels.web.index import TableIndex
 
-    work = copy_table(table, WORK_DIR / "scale_copy")
+    work = copy_table(table, WORK_DIR / f"scale_copy_{table.name}")
     ix = TableIndex(CatalogTable(str(work)))
     ix.current()
     updates = []
@@ -242,8 +242,8 @@ def bench_server(table: Path, facts: dict[str, Any], stow_rate: int, stow_s: int
     from make_big_table import Generator, Templates
     from pixels.table import CatalogTable
 
-    work = copy_table(table, WORK_DIR / "scale_serve")
-    storage = WORK_DIR / "scale_stow"
+    work = copy_table(table, WORK_DIR / f"scale_serve_{table.name}")
+    storage = WORK_DIR / f"scale_stow_{table.name}"
     shutil.rmtree(storage, ignore_errors=True)
     out: dict[str, Any] = {}
     proc, url, start_s = serve(work, storage)
@@ -447,7 +447,7 @@ def bench_sql(table: Path, facts: dict[str, Any], cluster: bool) -> dict[str, An
 
     out: dict[str, Any] = {"before": measure(table)}
     if cluster:
-        work = copy_table(table, WORK_DIR / "scale_cluster")
+        work = copy_table(table, WORK_DIR / f"scale_cluster_{table.name}")
         t0 = time.perf_counter()
         metrics = Catalog(str(work)).optimize(cluster=True)
         out["optimize --cluster_s"] = round(time.perf_counter() - t0, 1)
@@ -470,10 +470,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stow-at", type=int, nargs="*", default=None, help="sizes with a STOW load")
     ap.add_argument("--cluster-max", type=int, default=1_000_000)
     ap.add_argument("--only", nargs="*", default=["index", "server", "sql"])
+    ap.add_argument("--out", type=Path, default=RESULTS / "scale.json")
     args = ap.parse_args(argv)
     WORK_DIR.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"machine": machine_info(), "sizes": {}}
-    out_path = RESULTS / "scale.json"
+    out_path = args.out
     if out_path.exists():
         results["sizes"] = json.loads(out_path.read_text()).get("sizes", {})
     for rows in args.sizes:

@@ -98,3 +98,44 @@ def test_concurrent_requests_are_all_stored_each_answered_after_its_commit(
     # and QIDO finds every one of them
     r = httpx.get(f"{url}/dicomweb/instances", params={"limit": 1000}, timeout=60)
     assert sops <= {i["00080018"]["Value"][0] for i in r.json()}
+
+
+def test_searches_are_answered_while_stow_requests_wait_for_their_commit(
+    served: tuple[str, str, object], tmp_path: Path
+) -> None:
+    """More STOW requests than the server has worker threads wait for a commit held up
+    by another writer (the table's writer lock, as a running ``pixels catalog`` holds
+    it): a search is still answered at once, and every STOW is stored once the lock goes."""
+    import fcntl
+    import os
+    import time
+
+    url, catalog, _ = served
+    n = 48  # more than the 40 threads Starlette runs sync handlers in
+    files = copy_with_new_uids(sample_file("MR_small.dcm"), tmp_path / "in", n, per_series=8)
+    lock_dir = os.path.join(catalog, "_pixels")
+    os.makedirs(lock_dir, exist_ok=True)
+    with open(os.path.join(lock_dir, "writer.lock"), "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        pool = ThreadPoolExecutor(n)
+        try:
+            futures = [
+                pool.submit(
+                    httpx.post,
+                    f"{url}/dicomweb/studies",
+                    content=_body([p]),
+                    headers=HEADERS,
+                    timeout=300,
+                )
+                for p in files
+            ]
+            time.sleep(5)  # the requests are read, checked and waiting for the commit
+            assert not any(f.done() for f in futures)
+            r = httpx.get(f"{url}/dicomweb/studies", timeout=20)
+            assert r.status_code == 200 and len(r.json()) == 1  # the table as it was
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+        codes = [f.result().status_code for f in futures]
+        pool.shutdown()
+    assert codes == [200] * n
+    assert {_sop(p) for p in files} <= _table_sops(catalog)

@@ -29,6 +29,7 @@ FailureReason (0008,1197) ``0xA900`` (study does not match the URL) or ``0xC000`
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import filecmp
 import json
@@ -38,6 +39,7 @@ import tempfile
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -130,14 +132,25 @@ async def store(request: Request) -> Response:
                         413, f"the body is larger than the limit of {state.max_upload} bytes"
                     )
                 out.write(chunk)
-        outcomes = await run_in_threadpool(_store_body, state, spool, boundary, study)
+        outcomes, rows = await run_in_threadpool(_store_body, state, spool, boundary, study)
     finally:
         with contextlib.suppress(OSError):
             os.unlink(spool)
+    if rows is not None:
+        # waiting for the commit holds no worker thread: searches keep being answered
+        try:
+            await committer_of(state).commit_async(rows)
+        except Exception as e:  # the files are stored; say they could not be cataloged
+            for o in outcomes:
+                if o.failure is None and o.path:
+                    o.failure, o.reason = FAIL_PROCESSING, f"stored but not cataloged: {e}"
     return _response(request, outcomes, study)
 
 
-def _store_body(state: WebState, spool: str, boundary: str, study: str | None) -> list[_Outcome]:
+def _store_body(
+    state: WebState, spool: str, boundary: str, study: str | None
+) -> tuple[list[_Outcome], pa.Table | None]:
+    """Check and place the parts of a body; their outcomes and the catalog rows to commit."""
     if os.path.getsize(spool) == 0:
         raise HTTPException(400, "empty body: no multipart parts")
     with open(spool, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
@@ -153,17 +166,16 @@ def _store_body(state: WebState, spool: str, boundary: str, study: str | None) -
                 outcomes.append(
                     _store_part(state, mm, part.start, part.end, part.content_type, study)
                 )
-    stored = [o for o in outcomes if o.failure is None and o.path]
-    if stored:
-        try:
-            rows = _records([o.path for o in stored if o.path])
-            version = committer_of(state).commit(rows)
-            # the answer says "stored": the next request of any client must see it
-            index_of(state).current(min_version=version)
-        except Exception as e:  # the files are stored; say they could not be cataloged
-            for o in stored:
+    stored = [o.path for o in outcomes if o.failure is None and o.path]
+    if not stored:
+        return outcomes, None
+    try:
+        return outcomes, _records(stored)
+    except Exception as e:
+        for o in outcomes:
+            if o.failure is None and o.path:
                 o.failure, o.reason = FAIL_PROCESSING, f"stored but not cataloged: {e}"
-    return outcomes
+        return outcomes, None
 
 
 def _records(paths: list[str]) -> pa.Table:
@@ -187,8 +199,11 @@ class GroupCommitter:
     acknowledged.
     """
 
-    def __init__(self, table: CatalogTable):
+    def __init__(self, table: CatalogTable, after_commit: Callable[[int], Any] | None = None):
         self.table = CatalogTable(table.uri, table.storage_options)
+        #: Called with each new version before its requests are answered (the server's
+        #: index catches up, so that the next request of any client sees the rows).
+        self.after_commit = after_commit
         self._cond = threading.Condition()
         self._pending: list[_Submission] = []
         self._thread: threading.Thread | None = None
@@ -199,6 +214,31 @@ class GroupCommitter:
     def commit(self, rows: pa.Table) -> int:
         """Commit ``rows`` (with whatever other requests hand in meanwhile); the version."""
         sub = _Submission(rows)
+        self._submit(sub)
+        sub.done.wait()
+        if sub.error is not None:
+            raise sub.error
+        assert sub.version is not None
+        return sub.version
+
+    async def commit_async(self, rows: pa.Table) -> int:
+        """:meth:`commit` for a coroutine: it waits without holding a thread."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[int] = loop.create_future()
+
+        def settle(sub: _Submission) -> None:
+            if fut.done():
+                return
+            if sub.error is not None:
+                fut.set_exception(sub.error)
+            else:
+                fut.set_result(sub.version if sub.version is not None else -1)
+
+        sub = _Submission(rows, notify=lambda s: loop.call_soon_threadsafe(settle, s))
+        self._submit(sub)
+        return await fut
+
+    def _submit(self, sub: _Submission) -> None:
         with self._cond:
             self._pending.append(sub)
             if self._thread is None or not self._thread.is_alive():
@@ -207,11 +247,6 @@ class GroupCommitter:
                 )
                 self._thread.start()
             self._cond.notify_all()
-        sub.done.wait()
-        if sub.error is not None:
-            raise sub.error
-        assert sub.version is not None
-        return sub.version
 
     def _run(self) -> None:
         while True:
@@ -225,6 +260,8 @@ class GroupCommitter:
                     pa.concat_tables([g.rows for g in group], promote_options="default")
                 )
                 version = self.table.version()
+                if self.after_commit is not None:
+                    self.after_commit(version)
                 self.commits += 1
                 self.requests += len(group)
                 for g in group:
@@ -235,6 +272,8 @@ class GroupCommitter:
             finally:
                 for g in group:
                     g.done.set()
+                    if g.notify is not None:
+                        g.notify(g)
 
 
 #: Seconds the commit thread waits for work before it ends (a new request starts it again).
@@ -247,6 +286,7 @@ class _Submission:
     done: threading.Event = field(default_factory=threading.Event)
     version: int | None = None
     error: BaseException | None = None
+    notify: Callable[[_Submission], Any] | None = None
 
 
 _COMMITTERS: weakref.WeakKeyDictionary[WebState, GroupCommitter] = weakref.WeakKeyDictionary()
@@ -258,7 +298,10 @@ def committer_of(state: WebState) -> GroupCommitter:
     with _COMMITTERS_LOCK:
         c = _COMMITTERS.get(state)
         if c is None:
-            c = _COMMITTERS[state] = GroupCommitter(state.table)
+            index = index_of(state)
+            c = _COMMITTERS[state] = GroupCommitter(
+                state.table, after_commit=lambda v: index.current(min_version=v)
+            )
         return c
 
 
