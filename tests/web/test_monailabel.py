@@ -332,7 +332,7 @@ def test_monailabel_viewer_is_served_under_ohif(ml_server: tuple, tmp_path: Path
         # the stock viewer still answers / with its own config
         stock = http.get(url + "/app-config.js")
         assert (
-            json.loads(stock.text.split("window.config = ", 1)[1].rstrip().rstrip(";"))[
+            json.loads(stock.text.split("window.config = ", 1)[1].split(";\n", 1)[0])[
                 "routerBasename"
             ]
             == "/"

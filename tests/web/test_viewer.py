@@ -50,7 +50,8 @@ def test_app_config_points_at_same_origin_dicomweb() -> None:
     assert c["bulkDataURI"] == {"enabled": True}
     js = ohif.app_config_js("/dicomweb")
     assert js.startswith("/*") and "window.config = " in js
-    assert json.loads(js.split("window.config = ", 1)[1].rstrip().rstrip(";")) == config
+    assert json.loads(js.split("window.config = ", 1)[1].split(";\n", 1)[0]) == config
+    assert "routeName: 'monai-label'" in js  # the study list's MONAI Label button
 
 
 def test_missing_viewer_says_how_to_install(
