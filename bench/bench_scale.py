@@ -308,7 +308,11 @@ def bench_server(table: Path, facts: dict[str, Any], stow_rate: int, stow_s: int
                 out["rss_after_stow_load_mb"] = round(rss_mb(proc.pid))
     finally:
         proc.terminate()
-        proc.wait(30)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(30)
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(storage, ignore_errors=True)
     return out

@@ -39,7 +39,7 @@ def cluster_table(table: CatalogTable, columns: Sequence[str] = CLUSTER_COLUMNS)
     A total order, not delta-rs' Z-order: Z-order keys take the first bytes of
     each string, and UIDs share long prefixes (an organisation's root), so
     Z-order leaves them unordered. DuckDB sorts (spilling to
-    ``_pixels/tmp`` past its memory limit); files of :data:`_CLUSTER_ROWS` rows
+    ``_pixels/tmp`` past its memory limit of 4 GB, one thread); files of :data:`_CLUSTER_ROWS` rows
     are written and committed with the removal of every old file, on top of
     the version read, under the table's writer lock. Local tables.
 
@@ -61,7 +61,7 @@ def _cluster_locked(table: CatalogTable, dt: DeltaTable, columns: list[str]) -> 
     root = local_path(table.uri)
     tmp = os.path.join(root, LOCK_DIR, "tmp")
     os.makedirs(tmp, exist_ok=True)
-    con = duckdb.connect(config={"memory_limit": "1GB", "temp_directory": tmp})
+    con = duckdb.connect(config={"memory_limit": "4GB", "threads": 1, "temp_directory": tmp})
     adds: list[AddAction] = []
     try:
         con.execute("SET TimeZone='UTC'")
