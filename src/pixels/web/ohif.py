@@ -10,9 +10,13 @@ same origin's ``/dicomweb``, with STOW-RS (saving SEG / SR) enabled.
 
 Authentication: the static files are public (they hold no data); every request
 under ``/dicomweb`` needs the bearer token when one is configured. The stock
-viewer sends one only when it is opened with OHIF's own ``?token=`` parameter on
-a viewer URL (``/viewer?StudyInstanceUIDs=...&token=...``): the study list at
-``/`` has no way to send it and shows an error with a token set.
+viewer sends it as a header when opened with OHIF's own ``?token=`` parameter on
+a viewer URL (``/viewer?StudyInstanceUIDs=...&token=...``); any page opened with
+the right ``?token=`` (``/?token=...`` for the study list) also gets an HttpOnly
+cookie that the server accepts in its place (:class:`pixels.web.security.TokenAuth`).
+
+The study list shows a "MONAI Label" button (:data:`MONAI_LABEL_LINK_JS`) that
+opens the study in MONAI Label's viewer at ``/ohif/``.
 
 Command line::
 
