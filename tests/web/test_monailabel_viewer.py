@@ -382,12 +382,12 @@ def test_the_study_list_opens_a_study_in_the_monai_label_viewer(
                 row = page.locator("tbody > tr[aria-selected]").first
             else:  # OHIF 3.10's
                 row = page.locator(f"tr[data-cy='{study}']")
-            row.wait_for(timeout=60_000)
+            row.wait_for(timeout=120_000)
             row.click()
             button = page.get_by_text("MONAI Label", exact=True).first  # a mode's button
-            button.wait_for(timeout=30_000)
+            button.wait_for(timeout=90_000)
             button.click()
-            page.wait_for_url(f"**/ohif/monai-label?StudyInstanceUIDs={study}*", timeout=60_000)
+            page.wait_for_url(f"**/ohif/monai-label?StudyInstanceUIDs={study}*", timeout=120_000)
             field = page.locator("#monailabelServerURL")
             field.wait_for(timeout=90_000)
             assert field.input_value() == url + "/monailabel/"
