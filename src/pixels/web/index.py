@@ -586,8 +586,10 @@ class TableIndex:
                 f"JOIN _files f ON f.uri = p.filename WHERE {_VALID})"
             )
         else:
+            # rows numbered here: (fid, _row) names a row in every update step, and
+            # NULLs never join (delta-rs rows are read back by path, not by number)
             source = (
-                f"(SELECT {cols}, NULL::BIGINT AS _row, {new_fids[0]} AS fid "
+                f"(SELECT {cols}, row_number() OVER () - 1 AS _row, {new_fids[0]} AS fid "
                 f"FROM memory.{VIEW_NAME} WHERE {_VALID})"
             )
         cur.execute(
