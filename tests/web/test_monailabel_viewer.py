@@ -388,6 +388,9 @@ def test_the_study_list_opens_a_study_in_the_monai_label_viewer(
             button.wait_for(timeout=90_000)
             button.click()
             page.wait_for_url(f"**/ohif/monai-label?StudyInstanceUIDs={study}*", timeout=120_000)
+            assert not page.evaluate("window.__pixelsMonaiLabelOpening === true"), (
+                "the redirect page is still current"
+            )
             field = page.locator("#monailabelServerURL")
             field.wait_for(timeout=90_000)
             assert field.input_value() == url + "/monailabel/"

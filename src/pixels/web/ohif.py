@@ -205,7 +205,13 @@ MONAI_LABEL_LINK_JS = """
 window.config.modes = [{
   id: 'pixels-monai-label-link',
   modeFactory: () => {
-    const open = () => window.location.assign('/ohif/monai-label' + window.location.search);
+    // onModeEnter and the route's init both run: navigate once (a second navigation
+    // aborts the first), and replace this redirect route in the history.
+    const open = () => {
+      if (window.__pixelsMonaiLabelOpening) return;
+      window.__pixelsMonaiLabelOpening = true;
+      window.location.replace('/ohif/monai-label' + window.location.search);
+    };
     return {
       id: 'pixels-monai-label-link',
       routeName: 'monai-label',
