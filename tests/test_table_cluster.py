@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 from deltalake import DeltaTable
 
-import pixels.table
+import pixels.table.catalog_table
 from corpus import copy_with_new_uids, sample_file
 from pixels import Catalog
 from pixels.cli import main
@@ -25,7 +25,9 @@ def _rows(catalog: str) -> list[tuple[str, str, str]]:
 def test_cluster_orders_rows_by_study_so_statistics_prune(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(pixels.table, "_ROW_GROUP", 6)  # row groups of the files written
+    monkeypatch.setattr(
+        pixels.table.catalog_table, "_ROW_GROUP", 6
+    )  # row groups of the files written
     catalog = str(tmp_path / "catalog")
     # files named at random: studies interleave in path order, no file is ordered by study
     files = copy_with_new_uids(sample_file("CT_small.dcm"), tmp_path / "made", 36, per_series=2)

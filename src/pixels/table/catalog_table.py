@@ -1,24 +1,4 @@
-"""The catalog's Delta Lake table: create, append, incremental state, compact.
-
-The table is written with ``deltalake`` (delta-rs) and read through
-:mod:`pixels.scan` (DuckDB over the version's Parquet files, or delta-rs where
-the Delta protocol says the files alone do not hold the rows).
-
-Writers coordinate in two ways:
-
-* every commit is atomic (Delta's log), so a crash loses only uncommitted work;
-* before a batch is committed it goes through the one identity rule
-  (:func:`split_by_identity`): one row per path within the batch, rows whose
-  identity (``path``, ``length``, ``modificationTime``) is already in the table
-  are dropped, and rows whose path is there with another identity *replace* the
-  old row. The look-up covers every data file the rows were not already compared
-  with (a listing's snapshot), pruned by each file's ``path`` range. A commit is
-  made only on top of the version that look-up read (never rebased over a
-  concurrent commit: the writer looks up again), which makes check-and-commit
-  atomic on object stores too; on local tables an advisory lock
-  (``_pixels/writer.lock``) also keeps concurrent ``pixels catalog`` processes
-  from racing.
-"""
+"""The catalog's Delta Lake table (:class:`CatalogTable`): create, append, replace files."""
 
 from __future__ import annotations
 
@@ -30,9 +10,7 @@ import random
 import time
 import uuid
 from collections.abc import Collection, Iterable, Iterator, Sequence
-from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import unquote
 
 import duckdb
 import pyarrow as pa
@@ -45,19 +23,13 @@ from deltalake.transaction import AddAction, RemoveAction
 
 from pixels.errors import TableError
 from pixels.scan import LOOKUP_SCHEMA, TableScan, protocol_features
-from pixels.schema import IDENTITY, SCHEMA, SCHEMA_VERSION, VIEW_NAME, row_id, same_version
+from pixels.schema import SCHEMA
 from pixels.storage import delta_options, is_local, local_path
+from pixels.table import cleanup
+from pixels.table.cleanup import _LOCK_DIR, ORPHAN_MIN_AGE_HOURS
+from pixels.table.evolve import DESCRIPTION, conform, upgrade_rows
+from pixels.table.identity import split_by_identity, sql_string
 
-#: Folder of the table for Pixels' own files (writer lock, leases, scratch space).
-LOCK_DIR = "_pixels"
-_LOCK_DIR = LOCK_DIR
-#: Unreferenced data files younger than this are left alone (a live writer may commit them).
-ORPHAN_MIN_AGE_HOURS = 24.0
-#: A writer's lease not renewed for this long is a dead writer's.
-LEASE_STALE_HOURS = 1.0
-#: Delta's default ``delta.deletedFileRetentionDuration``: how long replaced files are kept.
-DEFAULT_RETENTION_HOURS = 168
-_NO_TIME = datetime.min.replace(tzinfo=UTC)
 _RETRIES = 8
 #: Commit only on top of the version the identity check read: delta-rs would
 #: otherwise rebase an append over a concurrent one (appends never conflict in
@@ -71,66 +43,6 @@ _ROW_GROUP = 2048
 
 _is_local = is_local
 _local_path = local_path
-
-
-def sql_string(value: str) -> str:
-    """Quote ``value`` as a SQL string literal (single quotes doubled)."""
-    return "'" + value.replace("'", "''") + "'"
-
-
-def conform(data: pa.Table | pa.RecordBatch) -> pa.Table:
-    """Cast ``data`` to the catalog schema (column order, types, ``string_view`` -> ``string``).
-
-    ``rowId`` is derived from ``path`` where missing (:func:`pixels.schema.row_id`).
-    """
-    table = pa.Table.from_batches([data]) if isinstance(data, pa.RecordBatch) else data
-    missing = [f for f in SCHEMA if f.name not in table.column_names]
-    for f in missing:
-        table = table.append_column(f, pa.nulls(table.num_rows, f.type))
-    ids = table["rowId"]
-    if ids.null_count:
-        filled = [
-            i if i is not None else (row_id(p) if p is not None else None)
-            for i, p in zip(ids.to_pylist(), table["path"].to_pylist(), strict=True)
-        ]
-        table = table.set_column(
-            table.schema.get_field_index("rowId"), "rowId", pa.array(filled, pa.int64())
-        )
-    return table.select(SCHEMA.names).cast(SCHEMA)
-
-
-#: The table description, naming the schema version its rows are in (delta-rs
-#: accepts no custom table property): an older one means rows to upgrade.
-DESCRIPTION = f"Pixels catalog: one row per file (pixels schema {SCHEMA_VERSION})"
-
-
-def upgrade_rows(data: pa.Table) -> pa.Table:
-    """Rows written by an older Pixels, in the current schema (:data:`SCHEMA_VERSION` 2).
-
-    ``rowId`` from ``path``; ``path_tags`` split again as dbx.pixels splits them;
-    ``is_anon`` where the path says (local files; null for URLs: the storage options
-    they were read with are not known).
-    """
-    from pixels.sources.local import path_tags_of
-
-    paths = data["path"].to_pylist()
-    rels = data["relative_path"].to_pylist() if "relative_path" in data.column_names else paths
-    cols = {
-        "rowId": pa.array([row_id(p) for p in paths], pa.int64()),
-        "path_tags": pa.array(
-            [list(path_tags_of(r)) if r is not None else None for r in rels],
-            pa.list_(pa.string()),
-        ),
-        "is_anon": pa.array(
-            [True if "://" not in p.split("::")[-1] else None for p in paths], pa.bool_()
-        ),
-    }
-    for name, col in cols.items():
-        if name in data.column_names:
-            data = data.set_column(data.schema.get_field_index(name), name, col)
-        else:
-            data = data.append_column(name, col)
-    return conform(data)
 
 
 class CatalogTable:
@@ -563,74 +475,9 @@ class CatalogTable:
     def clean_orphans(self, min_age_hours: float = ORPHAN_MIN_AGE_HOURS) -> list[str]:
         """Delete data files that no commit references, left by writers that died.
 
-        A writer killed between writing a data file and committing it (``kill -9``,
-        a lost Spark driver) leaves a ``*.parquet`` or ``*.parquet.tmp`` file in the
-        table folder that no version will ever read. Such a file is deleted when
-
-        * no ``add`` or ``remove`` action in the Delta log names it (files a
-          version still holds, or held, stay: :meth:`optimize` vacuums those);
-        * it was last written more than ``min_age_hours`` ago (a live writer of
-          another process or machine may still commit it);
-        * no live Spark save holds a lease on its name (``_pixels/writers/``,
-          renewed while the job runs).
-
-        Local tables: it runs under the writer lock, so no local writer is between
-        writing and committing a file. Tables on object stores (``s3://`` ...,
-        through fsspec with the table's storage options) have no lock and no lease:
-        the age rule alone keeps a live writer's files, so ``min_age_hours`` must
-        exceed the longest a writer takes from writing a file to committing it.
-
-        Returns
-        -------
-        list of str
-            Names of the deleted files.
+        See :func:`pixels.table.cleanup.clean_orphans`; returns the names deleted.
         """
-        if not self.exists():
-            return []
-        from pixels.sources.remote import url_to_fs
-        from pixels.storage import fsspec_options
-
-        local = _is_local(self.uri)
-        if local:
-            fs, root = url_to_fs(_local_path(self.uri))
-        else:
-            # an instance of its own: fsspec shares instances, and a listing cached here
-            # would hide files written later from the table's readers (DuckDB globs)
-            options = {
-                **fsspec_options(self.uri, self.storage_options),
-                "skip_instance_cache": True,
-            }
-            fs, root = url_to_fs(self.uri, options)
-        root = root.rstrip("/")
-        cutoff = time.time() - min_age_hours * 3600
-        with self._writer_lock():
-            if local:
-                _drop_stale_leases(self.uri)
-            old = []
-            for info in fs.ls(root, detail=True):
-                name = str(info["name"]).rstrip("/").rsplit("/", 1)[-1]
-                if name.startswith(("_", ".")) or not name.endswith((".parquet", ".parquet.tmp")):
-                    continue
-                mtime = _modified(info)
-                if info.get("type") != "file" or mtime is None or mtime > cutoff:
-                    continue  # an unknown age is never old enough
-                old.append(name)
-            if not old:
-                return []
-            logged = _logged_files(root, fs)
-            live = live_leases(self.uri, LEASE_STALE_HOURS)
-            gone = []
-            for name in old:
-                if name in logged or name.removesuffix(".tmp") in logged:
-                    continue
-                if any(name.startswith(f"part-{prefix}-") for prefix in live):
-                    continue
-                try:
-                    fs.rm_file(f"{root}/{name}")
-                except FileNotFoundError:
-                    continue
-                gone.append(name)
-        return gone
+        return cleanup.clean_orphans(self, min_age_hours)
 
     def optimize(
         self,
@@ -640,132 +487,9 @@ class CatalogTable:
     ) -> dict[str, Any]:
         """Compact small files into larger ones, then vacuum files replaced long enough ago.
 
-        ``compact=False`` only vacuums (after :func:`pixels.cluster.cluster_table`,
-        whose files compaction would merge into large row groups).
-
-        Files a compaction (or a replaced row) took out of the table stay on disk for
-        the retention period: readers holding an older version (a running
-        ``pixels catalog``'s snapshot, Spark executors, the DICOMweb server's index)
-        keep reading them, and time travel to those versions works.
-
-        Parameters
-        ----------
-        vacuum : bool
-            Delete data files that left the table more than ``retention_hours`` ago.
-        retention_hours : int, optional
-            Default: the table's ``delta.deletedFileRetentionDuration``, else Delta's
-            default of :data:`DEFAULT_RETENTION_HOURS` (7 days). A shorter value is
-            taken as asked (``0`` deletes every replaced file now: readers of older
-            versions then fail, and time travel to them is lost).
-        compact : bool
-            Compact small files (delta-rs' ``optimize.compact``).
-
-        Returns
-        -------
-        dict
-            The compaction metrics from delta-rs, ``filesVacuumed`` and ``orphansDeleted``
-            (:meth:`clean_orphans`).
+        See :func:`pixels.table.cleanup.optimize` for the parameters and the metrics returned.
         """
-        if retention_hours is not None and retention_hours < 0:
-            raise ValueError(f"retention_hours must be >= 0, not {retention_hours}")
-        dt = self.delta()
-        with self._writer_lock():
-            metrics = dict(dt.optimize.compact()) if compact else {}
-            if vacuum:
-                deleted = dt.vacuum(
-                    retention_hours=retention_hours,
-                    enforce_retention_duration=retention_hours is None,
-                    dry_run=False,
-                )
-                metrics["filesVacuumed"] = len(deleted)
-        if vacuum:
-            metrics["orphansDeleted"] = len(self.clean_orphans())
-        return metrics
-
-
-def _modified(info: dict[str, Any]) -> float | None:
-    """Last modification (Unix seconds) of an fsspec ``ls`` entry, None when unknown."""
-    for key in ("mtime", "LastModified", "last_modified", "updated", "mtime_ns"):
-        value = info.get(key)
-        if value is None:
-            continue
-        if isinstance(value, datetime):
-            return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
-        if isinstance(value, int | float):
-            return value / 1e9 if key == "mtime_ns" else float(value)
-        if isinstance(value, str):
-            with contextlib.suppress(ValueError):
-                parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-                return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
-    return None
-
-
-def _logged_files(root: str, fs: Any = None) -> set[str]:
-    """Every data file an ``add`` or ``remove`` action of the table's log names.
-
-    ``root``: the table's folder on ``fs`` (an fsspec file system; default: local).
-    """
-    if fs is None:
-        from pixels.sources.remote import url_to_fs
-
-        fs, root = url_to_fs(root)
-    out: set[str] = set()
-    for path in fs.ls(f"{root}/_delta_log", detail=False):
-        name = str(path).rstrip("/").rsplit("/", 1)[-1]
-        if name.endswith(".json"):
-            with fs.open(path, "rb") as fh:
-                for line in fh.read().decode("utf-8").splitlines():
-                    action = json.loads(line) if line.strip() else {}
-                    for kind in ("add", "remove"):
-                        if kind in action:
-                            out.add(unquote(action[kind]["path"]))
-        elif ".checkpoint" in name and name.endswith(".parquet"):
-            with fs.open(path, "rb") as fh:
-                checkpoint = pq.ParquetFile(fh)
-                kinds = [k for k in ("add", "remove") if k in checkpoint.schema_arrow.names]
-                data = checkpoint.read(columns=kinds)
-            for kind in kinds:
-                for item in data[kind].to_pylist():
-                    if item and item.get("path"):
-                        out.add(unquote(item["path"]))
-    return out
-
-
-def lease_path(uri: str, name: str) -> str | None:
-    """Where a writer's lease on its data files named ``part-{name}-*`` lives (local tables)."""
-    if not _is_local(uri):
-        return None
-    return os.path.join(_local_path(uri), _LOCK_DIR, "writers", name)
-
-
-def _drop_stale_leases(uri: str) -> None:
-    folder = os.path.join(_local_path(uri), _LOCK_DIR, "writers")
-    live = live_leases(uri, LEASE_STALE_HOURS)
-    with contextlib.suppress(FileNotFoundError):
-        for e in os.scandir(folder):
-            if e.name not in live:
-                with contextlib.suppress(FileNotFoundError):
-                    os.remove(e.path)
-
-
-def live_leases(uri: str, stale_hours: float = LEASE_STALE_HOURS) -> set[str]:
-    """Names of the leases renewed within ``stale_hours`` (writers still running)."""
-    if not _is_local(uri):
-        return set()
-    folder = os.path.join(_local_path(uri), _LOCK_DIR, "writers")
-    cutoff = time.time() - stale_hours * 3600
-    try:
-        entries = list(os.scandir(folder))
-    except FileNotFoundError:
-        return set()
-    out = set()
-    for e in entries:
-        try:
-            if e.stat().st_mtime > cutoff:
-                out.add(e.name)
-        except OSError:
-            continue
-    return out
+        return cleanup.optimize(self, vacuum, retention_hours, compact)
 
 
 def _path_range(uri: str) -> tuple[str, str] | None:
@@ -790,189 +514,4 @@ def _path_range(uri: str) -> tuple[str, str] | None:
     return lo, hi
 
 
-def one_per_path(data: pa.Table) -> pa.Table:
-    """``data`` with one row per ``path``; rows keep their order.
-
-    Part of the identity rule (:func:`split_by_identity`): the row with the newest
-    ``modificationTime`` wins, then the one with the greater ``length``, then the
-    later row. (The Spark engine applies the same order to DataFrames, which
-    have no row order: :func:`pixels.engines.spark.catalog.one_row_per_path`.)
-    """
-    paths = data["path"]
-    if len(pc.unique(paths)) == data.num_rows:
-        return data
-    lengths = data["length"].to_pylist() if "length" in data.column_names else [None] * len(paths)
-    best: dict[str, tuple[int, tuple[Any, ...]]] = {}
-    for i, (p, t, n) in enumerate(
-        zip(paths.to_pylist(), data["modificationTime"].to_pylist(), lengths, strict=True)
-    ):
-        rank = (t is not None, t or _NO_TIME, n is not None, n or 0)
-        held = best.get(p)
-        if held is None or rank >= held[1]:
-            best[p] = (i, rank)
-    return data.take(pa.array(sorted(i for i, _ in best.values()), pa.int64()))
-
-
-def split_by_identity(
-    data: pa.Table,
-    existing: pa.Table | None,
-    *,
-    keep: Collection[str] = (),
-    keep_errors: bool = False,
-) -> tuple[pa.Table, list[str]]:
-    """Rows of ``data`` to write, and the paths among them whose old row they replace.
-
-    The identity rule both writers follow: one row per path, always. Within
-    ``data`` the row with the newest ``modificationTime`` (then the later row)
-    stands for its path (:func:`one_per_path`). ``existing`` is a
-    :meth:`CatalogTable.lookup` of ``data``'s paths (None: nothing held). A row
-    whose identity (path, length, modificationTime, version_tag:
-    :func:`~pixels.schema.same_version`) the table holds is dropped unless its
-    path is in ``keep`` or, with ``keep_errors``, the held row has an error; a
-    row whose path the table holds otherwise replaces it.
-    """
-    data = one_per_path(data)
-    if existing is None or existing.num_rows == 0:
-        return data, []
-    held: dict[str, list[tuple[Any, Any, Any]]] = {}
-    for p, n, t, v, e in zip(
-        existing["path"].to_pylist(),
-        existing["length"].to_pylist(),
-        existing["modificationTime"].to_pylist(),
-        existing["version_tag"].to_pylist(),
-        existing["has_error"].to_pylist(),
-        strict=True,
-    ):
-        kept_versions = held.setdefault(p, [])
-        if not (keep_errors and e):
-            kept_versions.append((n, t, v))
-    rows: list[int] = []
-    replace: list[str] = []
-    tags = (
-        data["version_tag"].to_pylist()
-        if "version_tag" in data.column_names
-        else [None] * data.num_rows
-    )
-    for i, (p, n, t, v) in enumerate(
-        zip(
-            data["path"].to_pylist(),
-            data["length"].to_pylist(),
-            data["modificationTime"].to_pylist(),
-            tags,
-            strict=True,
-        )
-    ):
-        versions = held.get(p)
-        if versions is None:
-            rows.append(i)
-            continue
-        if p not in keep and any(same_version(h, (n, t, v)) for h in versions):
-            continue
-        rows.append(i)
-        replace.append(p)
-    return data.take(pa.array(rows, pa.int64())), replace
-
-
-def iter_new(
-    table: CatalogTable,
-    refs: Iterable[Any],
-    *,
-    chunk: int = 5000,
-    retry_errors: bool = False,
-    snapshot: TableScan | Sequence[str] | None = None,
-) -> Iterator[tuple[Any, bool]]:
-    """Filter a stream of :class:`~pixels.sources.ref.FileRef` against the table.
-
-    Yields ``(ref, changed)`` for refs not already in the table at the same
-    identity; ``changed`` is True when the path is present with another identity
-    (or, with ``retry_errors``, present with an error). Works chunk by chunk so
-    memory does not grow with the number of files. ``snapshot`` pins the look-ups
-    to a version (a :class:`TableScan`) or to those data files (default: the
-    current version).
-    """
-    # the table as it was when the run started: rows this run adds come from this
-    # same listing, so they never need looking up (an empty table: no look-ups)
-    if snapshot is None:
-        snapshot = table.scan()
-    buf: list[Any] = []
-
-    def flush(buf: list[Any]) -> Iterator[tuple[Any, bool]]:
-        paths = pa.array([r.path for r in buf], pa.string())
-        existing = table.lookup(paths, uris=snapshot)
-        if existing.num_rows == 0:
-            for r in buf:
-                yield r, False
-            return
-        # the identity rule (same_version) on whole columns: no Python object per held row
-        held = existing.take(pc.index_in(paths, value_set=existing["path"]))
-        lengths = pa.array([r.length for r in buf], pa.int64())
-        times = pa.array([r.modificationTime for r in buf], LOOKUP_SCHEMA.field(2).type)
-        tags = pa.array([r.version_tag for r in buf], pa.string())
-        held_us, listed_us = held["modificationTime"].cast(pa.int64()), times.cast(pa.int64())
-        if (pc.min(held_us).as_py() or 0) < 0 or (pc.min(listed_us).as_py() or 0) < 0:
-            yield from _flush_rows(buf, existing, retry_errors)  # (before 1970: floor in Python)
-            return
-        held_tag = held["version_tag"]
-        same = pc.and_kleene(
-            pc.and_kleene(
-                pc.equal(held["length"], lengths),
-                pc.equal(pc.divide(held_us, 1000), pc.divide(listed_us, 1000)),
-            ),
-            pc.or_kleene(
-                pc.or_kleene(pc.is_null(held_tag), pc.is_null(tags)), pc.equal(held_tag, tags)
-            ),
-        )
-        if retry_errors:
-            same = pc.and_kleene(same, pc.invert(held["has_error"]))
-        found = pc.is_valid(held["path"])
-        todo = pc.invert(pc.fill_null(same, False))
-        changed = found.to_pylist()
-        for i in pc.indices_nonzero(todo).to_pylist():
-            yield buf[i], changed[i]
-
-    for ref in refs:
-        buf.append(ref)
-        if len(buf) >= chunk:
-            yield from flush(buf)
-            buf = []
-    if buf:
-        yield from flush(buf)
-
-
-def _flush_rows(
-    buf: list[Any], existing: pa.Table, retry_errors: bool
-) -> Iterator[tuple[Any, bool]]:
-    """:func:`iter_new`'s comparison row by row (:func:`same_version`), for times before 1970."""
-    index: dict[str, tuple[tuple[Any, Any, Any], bool]] = {}
-    for p, n, t, v, e in zip(
-        existing["path"].to_pylist(),
-        existing["length"].to_pylist(),
-        existing["modificationTime"].to_pylist(),
-        existing["version_tag"].to_pylist(),
-        existing["has_error"].to_pylist(),
-        strict=True,
-    ):
-        index[p] = ((n, t, v), e)
-    for r in buf:
-        hit = index.get(r.path)
-        if hit is None:
-            yield r, False
-            continue
-        same = same_version(hit[0], (r.length, r.modificationTime, r.version_tag))
-        if same and not (retry_errors and hit[1]):
-            continue
-        yield r, True
-
-
-__all__ = [
-    "DEFAULT_RETENTION_HOURS",
-    "IDENTITY",
-    "ORPHAN_MIN_AGE_HOURS",
-    "VIEW_NAME",
-    "CatalogTable",
-    "conform",
-    "iter_new",
-    "one_per_path",
-    "split_by_identity",
-    "sql_string",
-]
+__all__ = ["CatalogTable"]
