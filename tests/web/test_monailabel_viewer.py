@@ -42,14 +42,34 @@ TOKEN = "viewer-token"
 def ct_study(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str, str]:
     root = tmp_path_factory.mktemp("monailabel-viewer")
     files = ct_series(root / "data", 8)
-    # Instance Numbers falling along the normal, as a head-first CT's. The overlay is painted
-    # on the right slices whatever the numbering (a region grown on one slice of a series with
-    # 400 HU between slices shows on the clicked slice), but OHIF 3.10's Export DICOM SEG
-    # pairs labelmap slices with source instances in its instance order: with numbers rising
-    # along the normal the SEG came out reversed in z, with shuffled ones shuffled.
+    # Instance Numbers falling along the normal, as a head-first CT's (the export test runs
+    # on both orders: ordered_study).
     for k, path in enumerate(files):
         ds = pydicom.dcmread(path)
         ds.InstanceNumber = len(files) - k
+        ds.save_as(path)
+    catalog = str(root / "catalog")
+    assert Catalog(catalog).catalog(str(root / "data"), workers=0).errors == 0
+    ds = pydicom.dcmread(files[0])
+    return catalog, ds.StudyInstanceUID, ds.SeriesInstanceUID
+
+
+@pytest.fixture(scope="module", params=["rising", "falling"])
+def ordered_study(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[str, str, str]:
+    """A CT series whose Instance Numbers rise (or fall) along the slice normal, each slice
+    cut by air from a column that moves with its position: ct-tissue's masks differ slice
+    by slice, so a SEG written reversed in z (or shuffled) cannot match what was shown."""
+    root = tmp_path_factory.mktemp(f"monailabel-{request.param}")
+    files = ct_series(root / "data", 8)
+    for k, path in enumerate(files):
+        ds = pydicom.dcmread(path)
+        ds.InstanceNumber = k + 1 if request.param == "rising" else len(files) - k
+        pixels = ds.pixel_array.copy()
+        air = round((-1000 - float(ds.RescaleIntercept)) / float(ds.RescaleSlope))
+        pixels[:, pixels.shape[1] - 10 - 7 * k :] = air
+        ds.PixelData = pixels.tobytes()
         ds.save_as(path)
     catalog = str(root / "catalog")
     assert Catalog(catalog).catalog(str(root / "data"), workers=0).errors == 0
@@ -264,14 +284,15 @@ def _export_seg(page: Any, log: list[str], url: str) -> None:
 
 
 def test_export_dicom_seg_lands_in_the_catalog_as_shown(
-    ct_study: tuple[str, str, str], browser: object, tmp_path: Path
+    ordered_study: tuple[str, str, str], browser: object, tmp_path: Path
 ) -> None:
     """ct-tissue's overlay exported from the viewer: a SEG through STOW, cataloged at once,
     found by QIDO, read by pydicom and highdicom, referencing the CT, each segment's mask
-    equal to the voxels the panel painted."""
+    equal to the voxels the panel painted on each CT slice, whichever way the series'
+    Instance Numbers run along the slice normal."""
     import highdicom as hd
 
-    catalog, study, series = ct_study
+    catalog, study, series = ordered_study
     log: list[str] = []
     with running(create_app(catalog)) as url:
         page = _page(browser, log)
@@ -301,6 +322,7 @@ def test_export_dicom_seg_lands_in_the_catalog_as_shown(
     vol = read_volume(select_series(Catalog(catalog), f"SeriesInstanceUID = '{series}'").series[0])
     sops = [vol.rows[s.row]["SOPInstanceUID"] for s in vol.plan.slices]
     assert shown.shape == vol.array.shape
+    assert not np.array_equal(shown, shown[..., ::-1]), "a z-flip would go unseen"
     # each frame lies where its source CT slice lies (OHIF leaves SpatialLocationsPreserved out)
     ipp = {r["SOPInstanceUID"]: r for r in vol.rows}
     for frame in ds.PerFrameFunctionalGroupsSequence:
