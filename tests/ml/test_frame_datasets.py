@@ -64,6 +64,35 @@ def test_frame_read_error_names_the_file(tmp_path):
     skipping = FrameDataset(cat, on_error="skip")
     with pytest.warns(UserWarning, match="skipped"):
         assert skipping[index]["path"] == str(paths[1])
+    # a batch (DataLoader with batch_size calls __getitems__): the same error, the same skip
+    with pytest.raises(PixelsError, match=f"{paths[0]}: frame 0: .*truncated"):
+        ds.__getitems__([1 - index, index])
+    with pytest.warns(UserWarning, match="skipped"):
+        got = skipping.__getitems__([index, 1 - index])
+    assert [item["path"] for item in got] == [str(paths[1]), str(paths[1])]
+
+
+def test_batch_items_equal_single_items(ml_catalog):
+    import torch
+
+    from pixels.ml import FrameDataset
+
+    ds = FrameDataset(ml_catalog, "relative_path LIKE 'emri/%' OR relative_path LIKE 'rev/%'")
+    assert len(ds) == 16  # ten frames of one enhanced MR file, six CT slices
+    indices = [7, 0, 15, 3, 7, -1, 12, 9]  # frames of one file out of order, repeats, negative
+    batch = ds.__getitems__(indices)
+    assert len(batch) == len(indices)
+    for k, item in zip(indices, batch, strict=True):
+        one = ds[k]
+        assert (item["path"], item["frame"]) == (one["path"], one["frame"])
+        assert item["SOPInstanceUID"] == one["SOPInstanceUID"]
+        torch.testing.assert_close(item["image"], one["image"], rtol=0, atol=0)
+    with pytest.raises(IndexError, match="out of range"):
+        ds.__getitems__([0, 16])
+    # through a DataLoader in batches: the same frames as one at a time
+    loader = torch.utils.data.DataLoader(ds, num_workers=0, batch_size=5, shuffle=False)
+    frames = [(p, int(f)) for b in loader for p, f in zip(b["path"], b["frame"], strict=True)]
+    assert frames == [(ds[k]["path"], ds[k]["frame"]) for k in range(len(ds))]
 
 
 def test_patches_tile_the_hu_slice(ml_catalog):

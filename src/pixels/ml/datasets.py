@@ -36,11 +36,13 @@ Examples
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from typing import Any
+from contextlib import ExitStack
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -222,31 +224,53 @@ def _resize(t: Any, size: int | tuple[int, int] | None) -> Any:
     return out[0]
 
 
-#: Rows whose parsed meta a dataset keeps (per process): the frames of a multi-frame
-#: file are read one after the other, its meta parsed once.
+#: Rows whose parsed meta a dataset keeps (per process) when items need all of it (the
+#: display pipeline): the frames of a multi-frame file are read one after the other, its
+#: meta parsed once.
 PARSED_ROWS = 64
+#: Rows kept when items need only the modality LUT (``display=False``): each row then
+#: keeps only :data:`MODALITY_TAGS` of its meta (a few hundred bytes for a CT slice), so
+#: a worker parses each file's JSON once, not once per epoch, for datasets up to this size.
+TRIMMED_ROWS = 4096
+#: The meta a modality-value item reads (:func:`pixels.ml.volume.to_modality`): Rescale
+#: Intercept / Slope / Type, Modality LUT Sequence, shared and per-frame functional groups.
+MODALITY_TAGS = ("00281052", "00281053", "00281054", "00283000", "52009229", "52009230")
 
 
 class _Parsed:
     """Rows of a dataset parsed on first use (:class:`pixels.row_pixels.RowPixels`), the
-    last :data:`PARSED_ROWS` kept; each ``DataLoader`` worker has its own."""
+    last ``keep`` kept; each ``DataLoader`` worker has its own.
 
-    def __init__(self, rows: list[dict[str, Any]]) -> None:
+    ``tags``: keep only these keys of each row's meta (None: all of it).
+    """
+
+    def __init__(
+        self,
+        rows: list[dict[str, Any]],
+        keep: int = PARSED_ROWS,
+        tags: tuple[str, ...] | None = None,
+    ) -> None:
         self.rows = rows
+        self.keep = keep
+        self.tags = tags
         self.cache: OrderedDict[int, RowPixels] = OrderedDict()
 
     def __getitem__(self, i: int) -> RowPixels:
         px = self.cache.get(i)
         if px is None:
-            px = self.cache[i] = RowPixels.of(self.rows[i])
-            if len(self.cache) > PARSED_ROWS:
+            px = RowPixels.of(self.rows[i])
+            if self.tags is not None:
+                meta = {t: px.meta[t] for t in self.tags if t in px.meta}
+                px = dataclasses.replace(px, meta=meta)
+            self.cache[i] = px
+            if len(self.cache) > self.keep:
                 self.cache.popitem(last=False)
         else:
             self.cache.move_to_end(i)
         return px
 
     def __getstate__(self) -> dict[str, Any]:  # workers start with an empty cache
-        return {"rows": self.rows, "cache": OrderedDict()}
+        return {**self.__dict__, "cache": OrderedDict()}
 
 
 class FrameDataset(Dataset):
@@ -293,7 +317,11 @@ class FrameDataset(Dataset):
         _check_on_error(on_error)
         rows = select_rows(_catalog(catalog, storage_options), where)
         self.rows = [r for r in rows if r.get("frame_offsets") and not r.get("error")]
-        self._parsed = _Parsed(self.rows)
+        self._parsed = (
+            _Parsed(self.rows)
+            if display
+            else _Parsed(self.rows, keep=TRIMMED_ROWS, tags=MODALITY_TAGS)
+        )
         self.items: list[tuple[int, int]] = [
             (i, f) for i, r in enumerate(self.rows) for f in range(len(r["frame_offsets"]))
         ]
@@ -306,7 +334,11 @@ class FrameDataset(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def _item(self, k: int) -> dict[str, Any]:
+    def _item(
+        self, k: int, files: tuple[ExitStack, dict[int, BinaryIO]] | None = None
+    ) -> dict[str, Any]:
+        """Item ``k``; ``files``: the files of a batch already open (by row), reused and
+        added to (closed with the stack)."""
         from pixels.dicom.display import to_display
 
         i, frame = self.items[k]
@@ -314,8 +346,14 @@ class FrameDataset(Dataset):
         px = self._parsed[i]
         if px.index is None or px.index.bit_offsets is not None:
             raise PixelsError("no frame index (deflated, 1-bit or no pixel data)", px.path)
-        with px.open(self.storage_options) as fp:
-            data = px.read(fp, frame)  # one ranged read (one per fragment)
+        if files is None:
+            with px.open(self.storage_options) as fp:
+                data = px.read(fp, frame)  # one ranged read (one per fragment)
+        else:
+            stack, opened = files
+            if i not in opened:
+                opened[i] = stack.enter_context(px.open(self.storage_options))
+            data = px.read(opened[i], frame)
         arr = px.decode(data)
         del data
         if self.display:
@@ -335,6 +373,27 @@ class FrameDataset(Dataset):
             "SeriesInstanceUID": row.get("SeriesInstanceUID"),
             "Modality": row.get("Modality"),
         }
+
+    def __getitems__(self, indices: list[int]) -> list[Any]:
+        """The items of ``indices`` (what ``DataLoader`` calls with a whole batch when
+        ``batch_size`` is set): ``[self[i] for i in indices]``, each file of the batch
+        opened once and its frames read in file order."""
+        n = len(self.items)
+        for index in indices:
+            if not -n <= index < n:
+                raise IndexError(f"frame {index} out of range: the dataset has {n}")
+        order = sorted(range(len(indices)), key=lambda j: self.items[indices[j] % n])
+        out: list[Any] = [None] * len(indices)
+        with ExitStack() as stack:
+            files: tuple[ExitStack, dict[int, BinaryIO]] = (stack, {})
+            for j in order:
+                try:
+                    item = self._item(indices[j] % n, files)
+                except PixelsError:
+                    out[j] = self[indices[j]]  # raises, or skips to the next readable frame
+                    continue
+                out[j] = self.transform(item) if self.transform is not None else item
+        return out
 
     def __getitem__(self, index: int) -> Any:
         n = len(self.items)
