@@ -66,10 +66,15 @@ def _source_datasets(vol: Volume) -> list[Any]:
     out = []
     for r in dict.fromkeys(s.row for s in vol.plan.slices):
         row = vol.rows[r]
-        meta = json.loads(row["meta"]) if isinstance(row["meta"], str) else dict(row["meta"])
-        for tag in PIXEL_DATA_KEYS:
-            meta.pop(tag, None)
-        ds = Dataset.from_json(meta, bulk_data_uri_handler=no_bulk)
+        raw = row["meta"]
+        meta = json.loads(raw) if isinstance(raw, str) else dict(raw)
+        popped = [meta.pop(tag, None) for tag in PIXEL_DATA_KEYS]
+        # pydicom inspects the handler's signature once per element: pass it only when an
+        # element left (not the pixel data) refers to bulk data
+        text = raw if isinstance(raw, str) else json.dumps(raw)
+        left = text.count('"BulkDataURI"') - sum(1 for p in popped if p and "BulkDataURI" in p)
+        bulk = no_bulk if left > 0 else None
+        ds = Dataset.from_json(meta, bulk_data_uri_handler=bulk)
         out.append(ds)
     return out
 
@@ -141,10 +146,23 @@ def build_seg(vol: Volume, labels: np.ndarray, model: Model, *, labelmap: bool =
         )
     plain = [s for s in model.segments if not s.includes]
     declared = {s.label for s in plain}
-    if labels.dtype == np.uint8:  # a histogram: one pass, no sort of the whole volume
-        found = {int(v) for v in np.flatnonzero(np.bincount(labels.ravel(), minlength=256))}
+    sources = _source_datasets(vol)
+    # frames in the order highdicom pairs them with the sources: one per single-frame
+    # instance (sources are in slice order), or the frames of one multi-frame instance
+    n = len(vol.plan.slices)
+    if len(sources) == n:
+        order: list[int] | slice = slice(None)
+    elif len(sources) == 1:
+        order = sorted(range(n), key=lambda k: vol.plan.slices[k].frame)
     else:
-        found = {int(v) for v in np.unique(labels)}
+        raise ModelError(
+            f"series {vol.plan.series_uid}: a SEG over several multi-frame instances is not supported"
+        )
+    frames = np.ascontiguousarray(labels.transpose(2, 1, 0)[order])  # (slices, rows, cols)
+    if frames.dtype == np.uint8:  # a histogram: one pass, no sort of the whole volume
+        found = {int(v) for v in np.flatnonzero(np.bincount(frames.ravel(), minlength=256))}
+    else:
+        found = {int(v) for v in np.unique(frames)}
     found -= {0}
     if found - declared:
         raise ModelError(
@@ -153,19 +171,6 @@ def build_seg(vol: Volume, labels: np.ndarray, model: Model, *, labelmap: bool =
         )
     segments = plain if labelmap else list(model.segments)
     numbers = list(range(1, len(segments) + 1))
-    sources = _source_datasets(vol)
-    # frames in the order highdicom pairs them with the sources: one per single-frame
-    # instance (sources are in slice order), or the frames of one multi-frame instance
-    n = len(vol.plan.slices)
-    if len(sources) == n:
-        order = list(range(n))
-    elif len(sources) == 1:
-        order = sorted(range(n), key=lambda k: vol.plan.slices[k].frame)
-    else:
-        raise ModelError(
-            f"series {vol.plan.series_uid}: a SEG over several multi-frame instances is not supported"
-        )
-    frames = np.ascontiguousarray(labels.transpose(2, 1, 0)[order])  # (slices, rows, cols)
     if labelmap:
         lut = np.zeros(max(declared | {0}) + 1, np.uint8)
         for n, s in zip(numbers, segments, strict=True):
@@ -174,7 +179,16 @@ def build_seg(vol: Volume, labels: np.ndarray, model: Model, *, labelmap: bool =
         seg_type = hd.seg.SegmentationTypeValues.LABELMAP
         syntax = RLE_LOSSLESS
     else:
-        pixel_array = np.stack([s.mask(frames) for s in segments], axis=-1)
+        # (slices, rows, cols, segments) as a view of one contiguous plane per segment:
+        # each plane is one gather through a 256-entry table, highdicom's checks (a sum
+        # over the segments axis) add whole planes, and its frames are contiguous slices
+        index = frames if frames.dtype.kind in "iub" else frames.astype(np.int64)
+        planes = np.empty((len(segments), *frames.shape), np.bool_)
+        for k, seg in enumerate(segments):
+            table = np.zeros(max(found | declared | {0}) + 1, np.bool_)
+            table[[v for v in (seg.includes or (seg.label,)) if v < len(table)]] = True
+            np.take(table, index, out=planes[k])
+        pixel_array = planes.transpose(1, 2, 3, 0)
         seg_type = hd.seg.SegmentationTypeValues.BINARY
         syntax = "1.2.840.10008.1.2.1"  # bit-packed: 1 bit per voxel and segment
     series_uid, sop_uid = seg_uids(vol.plan.series_uid, model.name)
