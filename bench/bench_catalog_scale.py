@@ -27,12 +27,28 @@ Three steps, each its own sub-command (the corpus outlives the runs):
     files are committed (polling the Delta log's ``numRecords``), then run again
     to the end; checks that every file has exactly one row.
 
+``percore N``
+    Per-core header speed (issue 13, target 5): CPU time per file of the
+    dbx.pixels per-file method (``dcmread(stop_before_pixels=True)`` +
+    ``to_json_dict`` + ``json.dumps``), of Pixels' per-file work (what a catalog
+    worker runs: ``worker.run`` on chunks of 64 files, the rows as an Arrow
+    batch) and, with ``--before REV``, of the same work at git revision REV
+    (exported to a temporary folder); every variant a fresh process, rounds
+    alternating, best round kept. On an evenly spaced sample of ``--sample``
+    files of the N-file corpus, page cache warm.
+
+``all``
+    What the lead re-runs on a quiet machine (< 10 min): ``corpus 1000000`` (a
+    no-op when there), ``run 1000000`` (catalog + no-op re-run + table check),
+    ``resume 100000`` and ``percore 100000``, one JSON with every figure.
+
 Results go to ``--out`` (JSON). Everything runs under the caller's ``nice``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -239,13 +255,58 @@ def _catalog_cmd(corpus: Path, table: Path, extra: list[str]) -> list[str]:
                       "-q", *extra)  # fmt: skip
 
 
-def run(files: int, table_root: Path, extra: list[str], keep: bool = False) -> dict[str, Any]:
+class _Trace:
+    """Every ``every`` seconds: rows committed so far and the summed RSS of this
+    process's descendants (the catalog and its workers), to show memory stays flat."""
+
+    def __init__(self, table: Path, every: float, log: str | None) -> None:
+        import threading
+
+        self.table, self.every, self.log = table, every, log
+        self.points: list[dict[str, Any]] = []
+        self._stop = threading.Event()
+        self._t0 = time.perf_counter()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        import psutil
+
+        me = psutil.Process()
+        while not self._stop.wait(self.every):
+            rss = 0
+            for p in me.children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    rss += p.memory_info().rss
+            load = os.getloadavg()[0]
+            point = {"s": round(time.perf_counter() - self._t0, 1),
+                     "committed": _committed(self.table), "rss_mb": round(rss / 2**20),
+                     "load1": round(load, 2)}  # fmt: skip
+            self.points.append(point)
+            if self.log:
+                with open(self.log, "a") as fh:
+                    fh.write(json.dumps(point) + "\n")
+
+    def __enter__(self) -> _Trace:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def run(
+    files: int, table_root: Path, extra: list[str], keep: bool = False, trace: str | None = None
+) -> dict[str, Any]:
     corpus = ROOT / str(files)
     table = table_root / f"scale-{files}"
     shutil.rmtree(table, ignore_errors=True)
-    out: dict[str, Any] = {"files": files}
+    out: dict[str, Any] = {"files": files, "load_before": [round(x, 2) for x in os.getloadavg()]}
     for name in ("catalog", "rerun"):
-        m = run_measured(_catalog_cmd(corpus, table, extra), interval=0.2)
+        with _Trace(table, 15.0, trace) as tr:
+            m = run_measured(_catalog_cmd(corpus, table, extra), interval=0.2)
+        if name == "catalog":
+            out["trace"] = tr.points
         if m.returncode:
             raise SystemExit(f"{name} failed: {m.stderr[-2000:]}")
         out[name] = {
@@ -294,15 +355,104 @@ def resume(files: int, table_root: Path, extra: list[str], at: float = 0.5) -> d
     return out
 
 
+_PERCORE_CHILD = r"""
+import json, os, sys, time
+from datetime import UTC, datetime
+paths = json.load(open(sys.argv[2]))
+variant, root = sys.argv[1], sys.argv[3]
+if variant == "dbx":
+    import pydicom
+
+    def go():
+        for p in paths:
+            json.dumps(pydicom.dcmread(p, stop_before_pixels=True).to_json_dict())
+else:
+    from pixels.dicom.record import RecordOptions
+    from pixels.engines import worker
+    from pixels.sources.ref import FileRef
+
+    worker.block_pandas()
+    refs = []
+    for p in paths:
+        st = os.stat(p)
+        rel = os.path.relpath(p, root)
+        mtime = datetime.fromtimestamp(st.st_mtime, UTC)
+        refs.append(FileRef(p, mtime, st.st_size, rel, p, "dcm", tuple(rel.split("/"))))
+    opts = RecordOptions()
+
+    def go():
+        for i in range(0, len(refs), 64):
+            worker.run(refs[i : i + 64], opts)
+go()  # imports, caches, page cache
+t = time.process_time()
+go()
+print(json.dumps({"cpu_ms_per_file": (time.process_time() - t) / len(paths) * 1e3}))
+"""
+
+
+def percore(files: int, sample: int, rounds: int, before: str | None) -> dict[str, Any]:
+    """CPU ms per file: the dbx.pixels method, Pixels' per-file work, and Pixels at ``before``."""
+    import tempfile
+
+    corpus = ROOT / str(files)
+    paths = sorted(str(p) for p in corpus.rglob("*.dcm"))
+    step = max(1, len(paths) // sample)
+    chosen = paths[::step][:sample]
+    tmp = Path(tempfile.mkdtemp(prefix="percore-"))
+    (tmp / "paths.json").write_text(json.dumps(chosen))
+    src = str(Path(__file__).resolve().parent.parent / "src")
+    variants = {"dbx-method": src, "pixels": src}
+    if before:
+        export = tmp / "before"
+        export.mkdir()
+        archive = subprocess.run(["git", "archive", before, "src"], capture_output=True,
+                                 check=True, cwd=Path(__file__).resolve().parent)  # fmt: skip
+        subprocess.run(["tar", "-x", "-C", str(export)], input=archive.stdout, check=True)
+        variants[f"pixels@{before}"] = str(export / "src")
+    best: dict[str, float] = {}
+    per_round: dict[str, list[float]] = {k: [] for k in variants}
+    try:
+        for _ in range(rounds):
+            for name, path in variants.items():
+                env = {**os.environ, "PYTHONPATH": path}
+                kind = "dbx" if name == "dbx-method" else "pixels"
+                out = subprocess.run(
+                    [sys.executable, "-c", _PERCORE_CHILD, kind, str(tmp / "paths.json"),
+                     str(corpus)],
+                    capture_output=True, text=True, env=env, check=True,
+                )  # fmt: skip
+                ms = json.loads(out.stdout.strip().splitlines()[-1])["cpu_ms_per_file"]
+                per_round[name].append(round(ms, 4))
+                best[name] = min(best.get(name, ms), ms)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    result: dict[str, Any] = {
+        "files": len(chosen),
+        "rounds": per_round,
+        "best_cpu_ms_per_file": {k: round(v, 4) for k, v in best.items()},
+        "dbx/pixels": round(best["dbx-method"] / best["pixels"], 2),
+    }
+    if before:
+        result[f"pixels@{before}/pixels"] = round(best[f"pixels@{before}"] / best["pixels"], 2)
+        result[f"dbx/pixels@{before}"] = round(best["dbx-method"] / best[f"pixels@{before}"], 2)
+    result["load1"] = round(os.getloadavg()[0], 2)
+    print(result, file=sys.stderr)
+    return result
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("step", choices=("corpus", "run", "resume"))
-    ap.add_argument("files", type=int)
+    ap.add_argument("step", choices=("corpus", "run", "resume", "percore", "all"))
+    ap.add_argument("files", type=int, nargs="?", default=1_000_000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tables", default="/work/bigdata/tables", help="where tables go")
     ap.add_argument("--out", default=None, help="results JSON")
     ap.add_argument("--commit-rows", type=int, default=None)
     ap.add_argument("--keep", action="store_true", help="keep the table of `run`")
+    ap.add_argument("--trace", default=None, help="append progress points (JSON lines) here")
+    ap.add_argument("--sample", type=int, default=1000, help="files of `percore` [1000]")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of `percore` [3]")
+    ap.add_argument("--before", default=None, help="git revision `percore` compares with")
     args = ap.parse_args(argv)
     extra = ["--commit-rows", str(args.commit_rows)] if args.commit_rows else []
     tables = Path(args.tables)
@@ -311,9 +461,20 @@ def main(argv: list[str] | None = None) -> None:
         build(args.files, args.seed)
         result: dict[str, Any] = json.loads((ROOT / str(args.files) / MARKER).read_text())
     elif args.step == "run":
-        result = run(args.files, tables, extra, args.keep)
-    else:
+        result = run(args.files, tables, extra, args.keep, args.trace)
+    elif args.step == "resume":
         result = resume(args.files, tables, extra)
+    elif args.step == "percore":
+        result = percore(args.files, args.sample, args.rounds, args.before)
+    else:
+        t0 = time.perf_counter()
+        build(1_000_000, args.seed)
+        build(100_000, args.seed)
+        result = {"load_before": [round(x, 2) for x in os.getloadavg()]}
+        result["run_1m"] = run(1_000_000, tables, extra, False, args.trace)
+        result["resume_100k"] = resume(100_000, tables, extra)
+        result["percore"] = percore(100_000, args.sample, args.rounds, args.before)
+        result["total_s"] = round(time.perf_counter() - t0, 1)
     result["machine"] = machine_info()
     result["digest"] = hashlib.sha1(Path(__file__).read_bytes()).hexdigest()[:12]
     if args.out:

@@ -453,3 +453,69 @@ def test_nesting_depth_is_refused_alike_by_both_paths(name: str, defined: bool) 
                 "f.dcm: sequence (0008,1115) is nested more than 100 levels deep "
                 "(inside (0008,1115)): refused"
             )
+
+
+# -- the element cache --------------------------------------------------------------------------
+
+
+def _text_of_model(header: Header) -> str:
+    import json
+
+    return json.dumps(header.model, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def test_cached_elements_give_the_same_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every real file read cold, then again with its elements cached: the slow path's Header,
+    and ``meta`` (joined from cached texts) is the JSON of ``model`` whichever way."""
+    monkeypatch.setattr(fastread, "_CACHES", {})
+    seen = 0
+    for path in FILES:
+        data = path.read_bytes()
+        if _fallback_reason(path) is not None:
+            continue
+        slow = read_header(io.BytesIO(data), path="f.dcm", fast=False)
+        for _ in range(2):
+            fast = read_header(io.BytesIO(data), path="f.dcm")
+            assert fast == slow, path
+            assert fast.meta == _text_of_model(fast), path
+        seen += 1
+    assert seen > 100
+    assert any(fastread._CACHES.values())
+
+
+def test_cache_keeps_character_sets_and_offsets_apart() -> None:
+    """The same element bytes under another (0008,0005) decode with that character set, and
+    bulk data at another offset or tag path gets its own URI (never a cached one)."""
+    name = el(0x00100010, "PN", b"Caf\xc3\xa9^A")
+    blob = el(0x00540001, "OB", bytes(range(100)))
+    bodies = [
+        el(0x00080005, "CS", b"ISO_IR 100") + name + blob,
+        el(0x00080005, "CS", b"ISO_IR 192") + name + blob,
+        el(0x00080005, "CS", b"ISO_IR 192") + el(0x00080060, "CS", b"CT") + name + blob,
+        el(0x00080005, "CS", b"ISO_IR 192") + seq(0x00081110, [item(name + blob)]) + name + blob,
+    ]
+    metas = set()
+    for body in bodies * 2:  # the second time round, from the cache
+        data = dicom(body)
+        assert _accepted(data)
+        for threshold in (1024, 0):
+            fast, slow = _both(data, bulk_threshold=threshold)
+            assert fast == slow
+            assert isinstance(fast, Header)
+            assert fast.meta == _text_of_model(fast)
+            metas.add(fast.meta)
+    assert len(metas) == 8  # 4 files x 2 thresholds, each its own JSON
+    assert any("Café" in m for m in metas) and any("CafÃ©" in m for m in metas)
+
+
+def test_cached_entries_with_trailing_elements() -> None:
+    """Elements after the pixel data join the cached texts in tag order."""
+    trailing = el(0xFFFCFFFC, "OB", bytes(8))
+    for body in [el(0x00080060, "CS", b"CT"), el(0x00080060, "CS", b"MR")] * 2:
+        data = dicom(body) + trailing
+        assert _accepted(data)
+        fast, slow = _both(data)
+        assert fast == slow
+        assert isinstance(fast, Header)
+        assert fast.meta == _text_of_model(fast)
+        assert list(fast.model or {}) == ["00080060", "7FE00010", "FFFCFFFC"]

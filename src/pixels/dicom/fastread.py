@@ -61,12 +61,13 @@ from pixels.dicom.jsonenc import (
     _key,
     _public_vr,
     _UnhandledError,
+    dumps,
     nested_too_deep,
 )
 from pixels.dicom.tags import PIXEL_DATA_TAGS
 from pixels.errors import DicomReadError
 
-__all__ = ["FIRST_READ", "MAX_HEADER", "MAX_SEQUENCE_DEPTH", "Parsed", "parse"]
+__all__ = ["FIRST_READ", "MAX_HEADER", "MAX_SEQUENCE_DEPTH", "Parsed", "join", "parse"]
 
 #: Bytes read first (preamble, file meta and, in practice, the whole header).
 FIRST_READ = 64 * 1024
@@ -134,10 +135,39 @@ _DEFAULT_TABLE = _table(_DECODERS)
 _KeyedRow = tuple[str, str, bool, int, int, Callable[[bytes, int], tuple[Any, ...]], Any]
 _DEFAULT_ROWS: dict[int, _KeyedRow] = {}
 
-#: (JSON model, transfer syntax, offset of the pixel data element or None (in the
-#: inflated stream for a deflated file), its first 12 bytes, the character set's
-#: Python encodings, implicit VR, file offset where the data set begins).
-Parsed = tuple[dict[str, Any], str, int | None, bytes, list[str], bool, int]
+#: (JSON model, its JSON text element by element (see :func:`join`), transfer
+#: syntax, offset of the pixel data element or None (in the inflated stream for a
+#: deflated file), its first 12 bytes, the character set's Python encodings,
+#: implicit VR, file offset where the data set begins).
+Parsed = tuple[dict[str, Any], list[str], str, int | None, bytes, list[str], bool, int]
+
+#: Elements (header and value) of at most this many bytes are cached (see
+#: :meth:`_Parser.dataset`); at most :data:`CACHE_ENTRIES` per cache (then emptied).
+CACHED_BYTES = 256
+CACHE_ENTRIES = 20_000
+#: (bulk threshold's inline limit, character set encodings) -> element bytes ->
+#: (JSON model entry, its ``"key":{...}`` text). Entries are shared between the
+#: models of different files: read-only.
+_CACHES: dict[tuple[int, tuple[str, ...]], dict[bytes, tuple[dict[str, Any], str]]] = {}
+
+
+def _cache_for(limit: int, encodings: list[str]) -> dict[bytes, tuple[dict[str, Any], str]]:
+    key = (limit, tuple(encodings))
+    cache = _CACHES.get(key)
+    if cache is None:
+        if len(_CACHES) >= 16:
+            _CACHES.clear()
+        cache = _CACHES[key] = {}
+    return cache
+
+
+def join(parts: list[str]) -> str:
+    """The compact JSON text of a data set from its elements' ``"key":{...}`` texts.
+
+    The same text as ``json.dumps(model, separators=(",", ":"), ensure_ascii=False)``
+    of the model whose elements they are, in the same order.
+    """
+    return "{" + ",".join(parts) + "}"
 
 
 class _FallbackError(Exception):
@@ -188,8 +218,9 @@ def parse_trailing(
     bulk_threshold: int,
     encodings: list[str],
     implicit: bool,
-) -> dict[str, Any] | None:
-    """The elements after the pixel data (`data`, at file offset `base`); None: ask pydicom.
+) -> tuple[dict[str, Any], list[str]] | None:
+    """The elements after the pixel data (`data`, at file offset `base`) and their JSON
+    texts (as :meth:`_Parser.dataset`); None: ask pydicom.
 
     Raises
     ------
@@ -199,11 +230,13 @@ def parse_trailing(
     try:
         p = _Parser(data, base, True, bulk_threshold)
         p.encodings = encodings
+        p.cache = _cache_for(p.limit, encodings) if p.cache is not None else None
         p.implicit = implicit
         if len(data) < 6 or implicit == _looks_explicit(data, 0):
             return None  # pydicom would switch encodings (or read nothing)
         read = p.dataset_implicit if implicit else p.dataset
-        return read(0, len(data), "", False)[0]
+        js, parts, _ = read(0, len(data), "", False)
+        return js, parts
     except DicomReadError:
         raise
     except Exception:
@@ -236,6 +269,7 @@ class _Parser:
     __slots__ = (
         "base",
         "buf",
+        "cache",
         "early_text",
         "enc",
         "encodings",
@@ -262,6 +296,7 @@ class _Parser:
         self.early_text = False
         self.implicit = False
         self.pixel_rep: int | None = None  # a top-level (0028,0103), for US or SS tags
+        self.cache = _cache_for(self.limit, self.encodings) if decoders is _DECODERS else None
 
     def short(self) -> None:
         """The bytes end inside the header: read more, or give up at the end of the file."""
@@ -285,19 +320,19 @@ class _Parser:
         if implicit == _looks_explicit(buf, pos):
             raise _FallbackError  # pydicom would switch to the other encoding
         read = self.dataset_implicit if implicit else self.dataset
-        js, pos = read(pos, -1, "", True)
+        js, parts, pos = read(pos, -1, "", True)
         if not js:
             raise _FallbackError  # pydicom's empty dataset: let read_header report it
         if pos == self.n:  # the end of the file, no pixel data
             if fp.read(1):
                 raise _FallbackError  # a short read, not the end of the file
-            return js, ts, None, b"", self.encodings, implicit, begin
+            return js, parts, ts, None, b"", self.encodings, implicit, begin
         head = buf[pos : pos + 12]
         if len(head) < 12:
             self.short()
         if not implicit and head[:4] == b"\xe0\x7f\x10\x00" and head[4:6] not in (b"OB", b"OW"):
             raise _FallbackError  # read_header would infer the VR from the dataset
-        return js, ts, self.base + pos, head, self.encodings, implicit, begin
+        return js, parts, ts, self.base + pos, head, self.encodings, implicit, begin
 
     def run_deflated(self, ts: str, pos: int, begin: int) -> Parsed:
         """Inflate the data set (at most :data:`MAX_HEADER` bytes) and parse it."""
@@ -314,19 +349,19 @@ class _Parser:
             self.short()
         if not _looks_explicit(data, 0):
             raise _FallbackError  # pydicom would switch to implicit VR
-        js, at = self.dataset(0, -1, "", True)
+        js, parts, at = self.dataset(0, -1, "", True)
         if not js:
             raise _FallbackError
         if at == len(data):  # (only once nothing more can be inflated)
             if not inflater.eof:
                 raise _FallbackError  # capped or cut: pydicom's path decides
-            return js, ts, None, b"", self.encodings, False, begin
+            return js, parts, ts, None, b"", self.encodings, False, begin
         head = data[at : at + 12]
         if len(head) < 12:
             self.short()
         if head[:4] == b"\xe0\x7f\x10\x00" and head[4:6] not in (b"OB", b"OW"):
             raise _FallbackError
-        return js, ts, at, head, self.encodings, False, begin
+        return js, parts, ts, at, head, self.encodings, False, begin
 
     def file_meta(self, pos: int) -> tuple[str | None, int]:
         """Walk the file meta group; return (0002,0010) and the dataset's start."""
@@ -360,40 +395,51 @@ class _Parser:
                 ts = buf[pos:end].decode("latin-1").rstrip("\x00 ")
             pos = end
 
-    def dataset(self, pos: int, end: int, prefix: str, top: bool) -> tuple[dict[str, Any], int]:
+    def dataset(
+        self, pos: int, end: int, prefix: str, top: bool
+    ) -> tuple[dict[str, Any], list[str], int]:
         """Encode the explicit VR elements from `pos`.
 
         A top-level dataset ends at pixel data or the end of the file, an item at
         `end` (defined length) or its delimiter (``end < 0``). Returns the JSON
-        model and the position after the dataset (at the pixel data element).
+        model, its compact JSON text element by element (``"gggggeeee":{...}``,
+        see :func:`join`) and the position after the dataset (at the pixel data
+        element).
+
+        An element of at most :data:`CACHED_BYTES` bytes whose JSON depends on
+        its bytes alone is looked up in :data:`_CACHES` by those bytes (header
+        included): a series repeats most of its header, file after file.
         """
         buf = self.buf
         n = self.n
         base = self.base
         rows = self.rows
         encodings = self.encodings
+        cache = self.cache
         out: dict[str, Any] = {}
+        parts: list[str] = []
         creators: dict[int, tuple[int, int]] = {}
         prev = -1
         while True:
             if end >= 0 and pos >= end:
                 if pos != end:
                     raise _FallbackError
-                return out, pos
+                return out, parts, pos
             if pos + 8 > n:
                 if top and pos == n and self.eof:
-                    return out, pos
+                    return out, parts, pos
                 self.short()
+            start = pos
             group, elem, vr16, length = _HEAD4(buf, pos)
             tag = group << 16 | elem
             if top and (tag >= 0x7FE00008 or tag < 0x00030000):
                 if tag in PIXEL_DATA_TAGS:
-                    return out, pos
+                    return out, parts, pos
                 if tag < 0x00030000:
                     raise _FallbackError  # command or file meta elements in the dataset
             if group == 0xFFFE:
                 if tag == 0xFFFEE00D and end < 0 and not top and not vr16 and not length:
-                    return out, pos + 8
+                    return out, parts, pos + 8
                 raise _FallbackError
             row = rows.get(tag << 16 | vr16)
             if row is None:
@@ -414,13 +460,16 @@ class _Parser:
                     if not top or self.early_text or vr != "CS" or not length:
                         raise _FallbackError
                     encodings = self.encodings = self.charset(pos, length)
+                    cache = self.cache = _cache_for(self.limit, encodings)
                 elif kind == _SQ or vr in _CHARSET_VRS:
                     self.early_text = True
             if kind == _SQ:
                 if not elem:
                     raise _FallbackError  # a group length written as a sequence
-                items, pos = self.sequence(pos, length, prefix + key)
-                out[key] = {"vr": "SQ", "Value": items}
+                items, texts, pos = self.sequence(pos, length, prefix + key)
+                entry: dict[str, Any] = {"vr": "SQ", "Value": items}
+                out[key] = entry
+                parts.append(f'"{key}":{{"vr":"SQ","Value":[{",".join(texts)}]}}')
                 continue
             if length == _UNDEFINED or kind == _NO:
                 if vr != "UN" or not group & 1 or length == _UNDEFINED or tag <= 0x00080005:
@@ -428,7 +477,9 @@ class _Parser:
                 # a private element written as UN: pydicom reads it as in implicit VR
                 if pos + length > n:
                     self.short()
-                out[key] = self.private_un(tag, pos, length, creators, prefix + key)
+                entry = self.private_un(tag, pos, length, creators, prefix + key)
+                out[key] = entry
+                parts.append(f'"{key}":{dumps(entry)}')
                 pos += length
                 continue
             vpos = pos
@@ -439,34 +490,52 @@ class _Parser:
                 continue  # group length: not in the JSON model (PS3.18 F.2)
             if group & 1 and 0x10 <= elem < 0x100:
                 creators[tag] = (vpos, pos)
+            raw = None
+            if cache is not None and length <= CACHED_BYTES:
+                raw = buf[start:pos]
+                hit = cache.get(raw)
+                if hit is not None:
+                    out[key] = hit[0]
+                    parts.append(hit[1])
+                    continue
             if not length:
-                out[key] = {"vr": vr}
-                continue
-            if kind == _BIN:
+                entry = {"vr": vr}
+            elif kind == _BIN:
                 if length > self.limit:
+                    raw = None  # the URI holds the offset: not cached
                     uri = self.enc.uri(prefix + key, base + vpos, length)
-                    out[key] = {"vr": vr, "BulkDataURI": uri}
+                    entry = {"vr": vr, "BulkDataURI": uri}
                 else:
                     text = base64.b64encode(buf[vpos:pos]).decode("ascii")
-                    out[key] = {"vr": vr, "InlineBinary": text}
-                continue
-            if length == size:  # a single number (size is 0 for text VRs)
-                v = unpack(buf, vpos)[0]
-                if v == v and v - v == 0:  # finite (NaN and inf fail)
-                    out[key] = {"vr": vr, "Value": [v]}
-                    continue
-            if length > MAX_INLINE_VALUE and vr in BULK_VRS:
-                out[key] = {
-                    "vr": vr,
-                    "BulkDataURI": self.enc.uri(prefix + key, base + vpos, length),
-                }
-                continue
-            try:
-                v = decoder(buf[vpos:pos], True, encodings)
-            except (_UnhandledError, _InvalidError):
-                out[key] = self.decoded(tag, vr, decoder, vpos, pos, prefix + key, encodings)
-                continue
-            out[key] = {"vr": vr} if v is None else {"vr": vr, "Value": v}
+                    entry = {"vr": vr, "InlineBinary": text}
+            else:
+                entry = {}
+                if length == size:  # a single number (size is 0 for text VRs)
+                    v = unpack(buf, vpos)[0]
+                    if v == v and v - v == 0:  # finite (NaN and inf fail)
+                        entry = {"vr": vr, "Value": [v]}
+                if entry:
+                    pass
+                elif length > MAX_INLINE_VALUE and vr in BULK_VRS:
+                    raw = None
+                    entry = {
+                        "vr": vr,
+                        "BulkDataURI": self.enc.uri(prefix + key, base + vpos, length),
+                    }
+                else:
+                    try:
+                        v = decoder(buf[vpos:pos], True, encodings)
+                        entry = {"vr": vr} if v is None else {"vr": vr, "Value": v}
+                    except (_UnhandledError, _InvalidError):
+                        raw = None  # may hold a URI (offset, tag path): not cached
+                        entry = self.decoded(tag, vr, decoder, vpos, pos, prefix + key, encodings)
+            part = f'"{key}":{dumps(entry)}'
+            out[key] = entry
+            parts.append(part)
+            if raw is not None:
+                if len(cache) >= CACHE_ENTRIES:  # type: ignore[arg-type]
+                    cache.clear()  # type: ignore[union-attr]
+                cache[raw] = (entry, part)  # type: ignore[index]
         raise AssertionError("unreachable")  # pragma: no cover
 
     def row(self, tag: int, vr16: int) -> _KeyedRow:
@@ -502,7 +571,7 @@ class _Parser:
 
     def dataset_implicit(
         self, pos: int, end: int, prefix: str, top: bool
-    ) -> tuple[dict[str, Any], int]:
+    ) -> tuple[dict[str, Any], list[str], int]:
         """Encode the implicit VR elements from `pos` (as :meth:`dataset`).
 
         VRs come from the data dictionary as pydicom's reader takes them: private
@@ -513,29 +582,29 @@ class _Parser:
         buf = self.buf
         n = self.n
         keys = _KEYS
-        table = self.table
         out: dict[str, Any] = {}
+        parts: list[str] = []
         creators: dict[int, tuple[int, int]] = {}
         prev = -1
         while True:
             if end >= 0 and pos >= end:
                 if pos != end:
                     raise _FallbackError
-                return out, pos
+                return out, parts, pos
             if pos + 8 > n:
                 if top and pos == n and self.eof:
-                    return out, pos
+                    return out, parts, pos
                 self.short()
             group, elem, length = _ITEM(buf, pos)
             tag = group << 16 | elem
             if top:
                 if tag in PIXEL_DATA_TAGS:
-                    return out, pos
+                    return out, parts, pos
                 if tag < 0x00030000:
                     raise _FallbackError
             if group == 0xFFFE:
                 if tag == 0xFFFEE00D and end < 0 and not top and not length:
-                    return out, pos + 8
+                    return out, parts, pos + 8
                 raise _FallbackError
             if tag <= prev:
                 raise _FallbackError
@@ -570,8 +639,9 @@ class _Parser:
                 elif vr == "SQ" or vr in _CHARSET_VRS:
                     self.early_text = True
             if vr == "SQ":
-                items, pos = self.sequence(pos, length, prefix + key)
+                items, texts, pos = self.sequence(pos, length, prefix + key)
                 out[key] = {"vr": "SQ", "Value": items}
+                parts.append(f'"{key}":{{"vr":"SQ","Value":[{",".join(texts)}]}}')
                 continue
             if length == _UNDEFINED:
                 raise _FallbackError  # pydicom guesses a sequence or reads to a delimiter
@@ -583,31 +653,37 @@ class _Parser:
                 creators[tag] = (vpos, pos)
             if tag == 0x00280103 and top:
                 self.pixel_rep = _U16(buf, vpos)[0] if length == 2 else None
-            if not length:
-                out[key] = {"vr": vr}
-                continue
-            row = table[vr.encode()]
-            kind = row[2]
-            if kind == _BIN or vr == "UN":
-                out[key] = self.enc.binary(vr, buf[vpos:pos], prefix + key, self.base + vpos)
-                continue
-            if kind != _DEC:
-                raise _FallbackError
-            if length == row[3]:
-                v = row[4](buf, vpos)[0]
-                if v == v and v - v == 0:
-                    out[key] = {"vr": vr, "Value": [v]}
-                    continue
-            if length > MAX_INLINE_VALUE and vr in BULK_VRS and not group & 1:
-                # (pydicom converts private elements read in implicit VR: inline)
-                uri = self.enc.uri(prefix + key, self.base + vpos, length)
-                out[key] = {"vr": vr, "BulkDataURI": uri}
-                continue
-            entry = self.decoded(tag, vr, row[5], vpos, pos, prefix + key, self.encodings)
-            if group & 1 and None in entry.get("Value", ()):
-                raise _FallbackError  # an empty IS/DS value among others: pydicom refuses it
+            entry = self.implicit_entry(tag, vr, vpos, pos, prefix + key)
             out[key] = entry
+            parts.append(f'"{key}":{dumps(entry)}')
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def implicit_entry(
+        self, tag: int, vr: str, vpos: int, pos: int, tagpath: str
+    ) -> dict[str, Any]:
+        """The JSON of a (non-sequence) element read in implicit VR, its VR known."""
+        length = pos - vpos
+        if not length:
+            return {"vr": vr}
+        row = self.table[vr.encode()]
+        kind = row[2]
+        if kind == _BIN or vr == "UN":
+            return self.enc.binary(vr, self.buf[vpos:pos], tagpath, self.base + vpos)
+        if kind != _DEC:
+            raise _FallbackError
+        if length == row[3]:
+            v = row[4](self.buf, vpos)[0]
+            if v == v and v - v == 0:
+                return {"vr": vr, "Value": [v]}
+        private = (tag >> 16) & 1
+        if length > MAX_INLINE_VALUE and vr in BULK_VRS and not private:
+            # (pydicom converts private elements read in implicit VR: inline)
+            uri = self.enc.uri(tagpath, self.base + vpos, length)
+            return {"vr": vr, "BulkDataURI": uri}
+        entry = self.decoded(tag, vr, row[5], vpos, pos, tagpath, self.encodings)
+        if private and None in entry.get("Value", ()):
+            raise _FallbackError  # an empty IS/DS value among others: pydicom refuses it
+        return entry
 
     def private_un(
         self, tag: int, pos: int, length: int, creators: dict[int, tuple[int, int]], tagpath: str
@@ -669,8 +745,9 @@ class _Parser:
         except Exception:
             raise _FallbackError from None
 
-    def sequence(self, pos: int, length: int, tagpath: str) -> tuple[list[Any], int]:
-        """Encode the items of a sequence whose value starts at `pos`.
+    def sequence(self, pos: int, length: int, tagpath: str) -> tuple[list[Any], list[str], int]:
+        """Encode the items of a sequence whose value starts at `pos`: the items, their
+        JSON texts, the position after the sequence.
 
         Raises
         ------
@@ -681,8 +758,9 @@ class _Parser:
         if deep:
             raise DicomReadError(deep)
         items: list[Any] = []
+        texts: list[str] = []
         if not length:
-            return items, pos
+            return items, texts, pos
         buf = self.buf
         read = self.dataset_implicit if self.implicit else self.dataset
         end = -1 if length == _UNDEFINED else pos + length
@@ -690,19 +768,20 @@ class _Parser:
             if end >= 0 and pos >= end:
                 if pos != end:
                     raise _FallbackError
-                return items, pos
+                return items, texts, pos
             if pos + 8 > self.n:
                 self.short()
             group, elem, size = _ITEM(buf, pos)
             tag = group << 16 | elem
             pos += 8
             if tag == 0xFFFEE0DD and end < 0:
-                return items, pos
+                return items, texts, pos
             if tag != 0xFFFEE000:
                 raise _FallbackError
             prefix = f"{tagpath}/{len(items)}/"
             if size == _UNDEFINED:
-                item, pos = read(pos, -1, prefix, False)
+                item, parts, pos = read(pos, -1, prefix, False)
             else:
-                item, pos = read(pos, pos + size, prefix, False)
+                item, parts, pos = read(pos, pos + size, prefix, False)
             items.append(item)
+            texts.append(join(parts))

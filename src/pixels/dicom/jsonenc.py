@@ -58,6 +58,7 @@ from the element header found at the stop position:
 from __future__ import annotations
 
 import base64
+import json
 import math
 import struct
 from collections.abc import Callable
@@ -101,6 +102,12 @@ BULK_VRS = frozenset(
 #: Sequences nested deeper than this are refused, by the fast parser and the pydicom
 #: path alike (pydicom itself stops near 200 levels, where Python's recursion limit is).
 MAX_SEQUENCE_DEPTH = 100
+
+
+#: Compact, strict JSON text of a model (``json.dumps`` with one encoder for every call).
+dumps: Callable[[Any], str] = json.JSONEncoder(
+    separators=(",", ":"), ensure_ascii=False, allow_nan=False
+).encode
 
 
 def nested_too_deep(tagpath: str) -> str | None:

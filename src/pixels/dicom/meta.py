@@ -57,38 +57,34 @@ Examples
 
 from __future__ import annotations
 
-import datetime as _dt
-import json
-import re
 import struct
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, cast
 
-from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
 from pydicom.filereader import _read_file_meta_info, read_dataset, read_partial, read_preamble
 
 from pixels.dicom.deflate import DeflateError, InflatingReader
-from pixels.dicom.fastread import MAX_HEADER, parse, parse_trailing
+from pixels.dicom.fastread import MAX_HEADER, join, parse, parse_trailing
 from pixels.dicom.jsonenc import (
     _DEFLATED,
     _UNDEFINED,
     MAX_SEQUENCE_DEPTH,
     _Encoder,
     _tag_str,
+    dumps,
     encode_json,
     nested_too_deep,
 )
+from pixels.dicom.keycols import key_values, parse_da, parse_tm
+from pixels.dicom.pixelhead import add_pixel, after_pixel_data
 from pixels.dicom.tags import PIXEL_DATA_TAGS
 from pixels.errors import DicomReadError
-from pixels.schema import KEY_COLUMNS
 
 __all__ = ["Header", "encode_json", "parse_da", "parse_tm", "read_header"]
 
-_EXPLICIT_32 = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR"}
-_EXPLICIT_32 |= {b"UT", b"UV"}
 _INFERRED_TS = {
     (True, True): "1.2.840.10008.1.2",
     (False, True): "1.2.840.10008.1.2.1",
@@ -129,100 +125,11 @@ class Header:
     transfer_syntax: str | None
     problem: str | None = None
     #: The same model as ``meta``, as the dict it was serialised from (not compared).
+    #: Read-only: the fast path shares the entries of repeated elements between files.
     model: dict[str, Any] | None = field(default=None, compare=False, repr=False)
     #: A defect after the pixel data (a cut or unreadable trailing element): the
     #: header and the pixel data are good; the catalog keeps both and reports this.
     trailing: str | None = None
-
-
-# ---------------------------------------------------------------------------
-# pixel data element header
-# ---------------------------------------------------------------------------
-
-
-def _pixel_header(
-    data: bytes, little: bool, implicit: bool
-) -> tuple[int, str | None, int, int] | None:
-    """Parse the pixel data element header at the start of `data`.
-
-    Returns ``(tag, explicit VR or None, value length, header size)`` or None.
-    """
-    if len(data) < 8:
-        return None
-    e = "<" if little else ">"
-    group, elem = struct.unpack(e + "HH", data[:4])
-    tag = group << 16 | elem
-    if tag not in PIXEL_DATA_TAGS:
-        return None
-    raw_vr = data[4:6]
-    if not implicit or (b"AA" <= raw_vr <= b"ZZ" and raw_vr in _EXPLICIT_32):
-        if raw_vr in _EXPLICIT_32:
-            if len(data) < 12:
-                return None
-            return tag, raw_vr.decode(), struct.unpack(e + "L", data[8:12])[0], 12
-        if b"AA" <= raw_vr <= b"ZZ":
-            return tag, raw_vr.decode(), struct.unpack(e + "H", data[6:8])[0], 8
-    return tag, None, struct.unpack(e + "L", data[4:8])[0], 8
-
-
-def _pixel_vr(tag: int, vr: str | None, length: int, implicit: bool, ds: Dataset | None) -> str:
-    if tag == 0x7FE00008:
-        return "OF"
-    if tag == 0x7FE00009:
-        return "OD"
-    if vr in ("OB", "OW"):
-        return vr
-    if length == _UNDEFINED:
-        return "OB"
-    if implicit:
-        return "OW"
-    if ds is None:
-        raise ValueError("the pixel data VR depends on (0028,0100)")  # not on the fast path
-    bits = ds.get(0x00280100)
-    try:
-        return "OW" if int(bits.value) > 8 else "OB"
-    except Exception:
-        return "OW"
-
-
-def _add_pixel(
-    js: dict[str, Any],
-    fp: BinaryIO,
-    stop: int,
-    head12: bytes,
-    little: bool,
-    implicit: bool,
-    deflated: bool,
-    ds: Dataset | None,
-) -> tuple[bool, str | None]:
-    """Add the pixel data element whose header is `head12`, found at `stop`, to `js`.
-
-    Returns (whether there was one, the truncation problem or None). `ds` is
-    only consulted for a pixel data VR read_header must infer from (0028,0100).
-    """
-    pixel = _pixel_header(head12, little, implicit)
-    if pixel is None:
-        return False, None
-    problem: str | None = None
-    tag, vr, length, size = pixel
-    if not deflated and length != _UNDEFINED:
-        end = fp.seek(0, 2)
-        if stop + size + length > end:
-            problem = (
-                f"truncated: pixel data {_tag_str(tag)} should have {length} bytes, "
-                f"the file holds {max(end - stop - size, 0)}"
-            )
-    entry: dict[str, Any] = {"vr": _pixel_vr(tag, vr, length, implicit, ds)}
-    if length:
-        key = f"{tag:08X}"
-        if deflated:
-            entry["BulkDataURI"] = f"bulkdata/{key}"
-        elif length == _UNDEFINED:
-            entry["BulkDataURI"] = f"bulkdata/{key}?offset={stop + size}"
-        else:
-            entry["BulkDataURI"] = f"bulkdata/{key}?offset={stop + size}&length={length}"
-    js[f"{tag:08X}"] = entry
-    return True, problem
 
 
 class _Guard:
@@ -330,37 +237,6 @@ def _checker(
     return stop_when
 
 
-def _after_pixel_data(fp: BinaryIO, stop: int, head12: bytes, little: bool, implicit: bool) -> int:
-    """Offset after the pixel data element whose header is `head12` at `stop`; -1 if unknown.
-
-    Encapsulated pixel data is walked item header by item header (nothing of
-    the fragments is read); -1 when the value runs past the data or its items
-    are malformed (the frame index reports that).
-    """
-    pixel = _pixel_header(head12, little, implicit)
-    if pixel is None:
-        return -1
-    _tag, _vr, length, size = pixel
-    pos = stop + size
-    if length != _UNDEFINED:
-        return pos + length
-    fmt = "<HHL" if little else ">HHL"
-    while True:
-        fp.seek(pos)
-        head = fp.read(8)
-        if len(head) < 8:
-            return -1
-        group, elem, n = struct.unpack(fmt, head)
-        if group != 0xFFFE or n == _UNDEFINED:
-            return -1
-        pos += 8
-        if elem == 0xE0DD:
-            return pos
-        if elem != 0xE000:
-            return -1
-        pos += n
-
-
 def _trailing(
     src: _Guard, stop: int, head12: bytes, little: bool, implicit: bool, encoding: Any
 ) -> Dataset | None:
@@ -370,7 +246,7 @@ def _trailing(
     """
     if not src.has(stop + len(head12) + 1):
         return None
-    end = _after_pixel_data(src.fp, stop, head12, little, implicit)
+    end = after_pixel_data(src.fp, stop, head12, little, implicit)
     if end < 0:
         return None
     src.seek(end)  # before asking for the bytes: skipped pixel data is never held
@@ -384,112 +260,6 @@ def _trailing(
         stop_when=_checker(src, False, soft=True),
         parent_encoding=encoding,
     )
-
-
-# ---------------------------------------------------------------------------
-# key columns
-# ---------------------------------------------------------------------------
-
-_DA = re.compile(r"(\d{4})\.?(\d{2})\.?(\d{2})")
-_TM = re.compile(r"(\d{2})(?::?(\d{2})(?::?(\d{2})(?:\.(\d{1,6}))?)?)?")
-
-
-def parse_da(s: str) -> _dt.date | None:
-    """Parse a DA value (``YYYYMMDD``, or ACR-NEMA ``YYYY.MM.DD``); None when invalid."""
-    m = _DA.fullmatch(s.strip())
-    if m is None:
-        return None
-    try:
-        return _dt.date(int(m[1]), int(m[2]), int(m[3]))
-    except ValueError:
-        return None
-
-
-def parse_tm(s: str) -> _dt.time | None:
-    """Parse a TM value (``HH[MM[SS[.F{1,6}]]]``, ``HH:MM:SS`` too); None when invalid.
-
-    A leap second (``SS == 60``) is read as 59, as pydicom does.
-    """
-    m = _TM.fullmatch(s.strip())
-    if m is None:
-        return None
-    h, mi, sec, frac = m[1], m[2], m[3], m[4]
-    try:
-        return _dt.time(
-            int(h),
-            int(mi or 0),
-            min(int(sec or 0), 59),
-            int((frac or "0").ljust(6, "0")),
-        )
-    except ValueError:
-        return None
-
-
-_PN_KEYS = ("Alphabetic", "Ideographic", "Phonetic")
-
-
-def _as_text(entry: dict[str, Any] | None) -> str | None:
-    if not entry or entry.get("vr") == "UN":
-        return None
-    values = entry.get("Value")
-    if not values:
-        return None
-    parts = []
-    for v in values:
-        if v is None:
-            parts.append("")
-        elif isinstance(v, dict):  # a person name: groups by position, "=" between them
-            groups = [v.get(k) or "" for k in _PN_KEYS]
-            while groups and not groups[-1]:
-                groups.pop()
-            parts.append("=".join(groups))
-        else:
-            parts.append(str(v))
-    return "\\".join(parts)
-
-
-def _first(entry: dict[str, Any] | None) -> Any:
-    if not entry or entry.get("vr") == "UN":
-        return None
-    values = entry.get("Value")
-    return values[0] if values else None
-
-
-def _kind(tag: int) -> str:
-    """How a key column is typed, from its DICOM VR (not its Arrow type)."""
-    if tag == 0x00020010:
-        return "ts"
-    vr = dictionary_VR(tag)
-    if vr in ("DA", "TM"):
-        return vr
-    return "int" if vr in ("IS", "US", "UL", "SS", "SL") else "str"
-
-
-#: (keyword, JSON key, kind) for every key column.
-_KEY_SPECS: tuple[tuple[str, str, str], ...] = tuple(
-    (c.name, f"{c.tag:08X}", _kind(c.tag)) for c in KEY_COLUMNS if c.tag is not None
-)
-
-
-def _keys(js: dict[str, Any], transfer_syntax: str | None) -> dict[str, Any]:
-    keys: dict[str, Any] = {}
-    for name, key, kind in _KEY_SPECS:
-        entry = js.get(key)
-        value: Any = None
-        if kind == "str":
-            value = _as_text(entry)
-        elif kind == "ts":
-            value = transfer_syntax
-        else:
-            v = _first(entry)
-            if kind == "DA":
-                value = parse_da(v) if isinstance(v, str) else None
-            elif kind == "TM":
-                value = parse_tm(v) if isinstance(v, str) else None
-            elif isinstance(v, int) and not isinstance(v, bool):
-                value = v
-        keys[name] = value
-    return keys
 
 
 # ---------------------------------------------------------------------------
@@ -571,7 +341,7 @@ def read_header(
         stop = src.tell()
         head12 = src.fp.read(12)
         encoding = ds.original_character_set or ds._character_set
-        found, problem = _add_pixel(js, fp, stop, head12, little, implicit, deflated, ds)
+        found, problem = add_pixel(js, fp, stop, head12, little, implicit, deflated, ds)
         after = None
         if found:
             after = _add_trailing(js, enc, src, stop, head12, little, implicit, encoding)
@@ -591,7 +361,7 @@ def _encoding_errors(path: str) -> Iterator[None]:
 
 
 #: Compact, strict JSON text (one encoder for every header, not one per call).
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+_dumps = dumps
 
 
 def _json_text(js: dict[str, Any]) -> str:
@@ -608,7 +378,7 @@ def _header(
     after: str | None,
 ) -> Header:
     """The :class:`Header` of an encoded data set (``after``: only without a pixel problem)."""
-    keys = _keys(js, transfer_syntax)
+    keys = key_values(js, transfer_syntax)
     return Header(text, keys, forced, transfer_syntax, problem, js, None if problem else after)
 
 
@@ -788,23 +558,34 @@ def _read_fast(fp: BinaryIO, start: int, path: str, bulk_threshold: int) -> Head
         raise DicomReadError(f"cannot read file: {e}", path=path) from e
     if parsed is None:
         return None
-    js, transfer_syntax, stop, head12, encodings, implicit, begin = parsed
+    js, fast_parts, transfer_syntax, stop, head12, encodings, implicit, begin = parsed
+    parts: list[str] | None = fast_parts
     deflated = transfer_syntax in _DEFLATED
     with _encoding_errors(path):
         problem = after = None
+        text = None
         if stop is not None:
-            problem = _add_pixel(js, fp, stop, head12, True, implicit, deflated, None)[1]
+            found, problem = add_pixel(js, fp, stop, head12, True, implicit, deflated, None)
+            if found:
+                key, entry = next(reversed(js.items()))  # the pixel data, just added
+                fast_parts.append(f'"{key}":{_json_text(entry)}')
             enc = _Encoder(bulk_threshold, deflated, True)
             if deflated:  # the elements after the pixel data: inflate past it again
                 fp.seek(begin)
                 src = _Guard(cast(BinaryIO, InflatingReader(fp, path=path)), None)
+                size = len(js)
                 after = _add_trailing(js, enc, src, stop, head12, True, False, encodings)
+                if len(js) != size:
+                    parts = None  # added by pydicom's path: the text from the model
             else:
-                after = _fast_trailing(fp, js, stop, head12, implicit, bulk_threshold, encodings)
+                after = _fast_trailing(
+                    fp, js, fast_parts, stop, head12, implicit, bulk_threshold, encodings
+                )
                 if after == _ASK_PYDICOM:
                     src = _Guard(fp, fp.seek(0, 2))
                     after = _add_trailing(js, enc, src, stop, head12, True, implicit, encodings)
-        text = _json_text(js)
+                    parts = None
+        text = _json_text(js) if parts is None else join(parts)
     return _header(text, js, transfer_syntax, False, problem, after)
 
 
@@ -815,6 +596,7 @@ _ASK_PYDICOM = "pydicom"
 def _fast_trailing(
     fp: BinaryIO,
     js: dict[str, Any],
+    parts: list[str],
     stop: int,
     head12: bytes,
     implicit: bool,
@@ -824,12 +606,13 @@ def _fast_trailing(
     """Add the elements after the pixel data with the fast parser, as :func:`_add_trailing` does.
 
     Returns None (done: added, or there are none), what is wrong with them (as
-    :func:`_add_trailing` words it), or :data:`_ASK_PYDICOM`.
+    :func:`_add_trailing` words it), or :data:`_ASK_PYDICOM`. ``parts`` (the
+    elements' JSON texts, see :func:`pixels.dicom.fastread.join`) follows ``js``.
     """
     size = fp.seek(0, 2)
     if size < stop + len(head12) + 1:
         return None
-    end = _after_pixel_data(fp, stop, head12, True, implicit)
+    end = after_pixel_data(fp, stop, head12, True, implicit)
     if end < 0 or end >= size:
         return None
     if size - end > MAX_HEADER:
@@ -841,12 +624,16 @@ def _fast_trailing(
         return f"after the pixel data: {e.reason}"
     if more is None:
         return _ASK_PYDICOM
-    if more:
-        for key, value in more.items():
-            js.setdefault(key, value)
+    model, texts = more
+    if model:
+        for (key, value), text in zip(model.items(), texts, strict=True):
+            if key not in js:
+                js[key] = value
+                parts.append(text)
         items = sorted(js.items())
         js.clear()
         js.update(items)
+        parts.sort()  # '"gggggeeee":...': the keys have one length, and are unique
     return None
 
 
