@@ -34,8 +34,9 @@ Three steps, each its own sub-command (the corpus outlives the runs):
     worker runs: ``worker.run`` on chunks of 64 files, the rows as an Arrow
     batch) and, with ``--before REV``, of the same work at git revision REV
     (exported to a temporary folder); every variant a fresh process, rounds
-    alternating, best round kept. On an evenly spaced sample of ``--sample``
-    files of the N-file corpus, page cache warm.
+    alternating, best round kept. On ``--sample`` files of the N-file corpus:
+    whole series, evenly spaced (a worker gets files series by series), page
+    cache warm.
 
 ``all``
     What the lead re-runs on a quiet machine (< 10 min): ``corpus 1000000`` (a
@@ -395,9 +396,14 @@ def percore(files: int, sample: int, rounds: int, before: str | None) -> dict[st
     import tempfile
 
     corpus = ROOT / str(files)
-    paths = sorted(str(p) for p in corpus.rglob("*.dcm"))
-    step = max(1, len(paths) // sample)
-    chosen = paths[::step][:sample]
+    # whole series, evenly spaced over the corpus: files reach a worker series by series
+    series: dict[str, list[str]] = {}
+    for p in sorted(str(p) for p in corpus.rglob("*.dcm")):
+        series.setdefault(os.path.dirname(p), []).append(p)
+    folders = list(series.values())
+    per = max(1, sum(len(f) for f in folders) // max(1, len(folders)))
+    step = max(1, len(folders) * per // sample)
+    chosen = [p for f in folders[::step] for p in f][:sample]
     tmp = Path(tempfile.mkdtemp(prefix="percore-"))
     (tmp / "paths.json").write_text(json.dumps(chosen))
     src = str(Path(__file__).resolve().parent.parent / "src")
@@ -406,7 +412,7 @@ def percore(files: int, sample: int, rounds: int, before: str | None) -> dict[st
         export = tmp / "before"
         export.mkdir()
         archive = subprocess.run(["git", "archive", before, "src"], capture_output=True,
-                                 check=True, cwd=Path(__file__).resolve().parent)  # fmt: skip
+                                 check=True, cwd=Path(__file__).resolve().parent.parent)  # fmt: skip
         subprocess.run(["tar", "-x", "-C", str(export)], input=archive.stdout, check=True)
         variants[f"pixels@{before}"] = str(export / "src")
     best: dict[str, float] = {}
