@@ -339,12 +339,12 @@ def build(table_dir: Path, rows: int, *, pool: Path | None = None, commit: int =
         pending.append(part)
         n_pending += part.num_rows
         if n_pending >= commit:
-            info["rows"] += table.append(pa.concat_tables(pending))
+            info["rows"] += table.append(pa.concat_tables(pending), checked=table.file_uris())
             info["commits"] += 1
             pending, n_pending = [], 0
             print(f"  {info['rows']:>10,} rows  {time.perf_counter() - t0:7.1f} s", flush=True)
     if pending:
-        info["rows"] += table.append(pa.concat_tables(pending))
+        info["rows"] += table.append(pa.concat_tables(pending), checked=table.file_uris())
         info["commits"] += 1
     info.update(
         seconds=round(time.perf_counter() - t0, 1),

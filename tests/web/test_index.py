@@ -169,7 +169,7 @@ def _state(index: TableIndex) -> dict[str, object]:
 
 
 def _fresh(catalog: str) -> dict[str, object]:
-    return _state(TableIndex(CatalogTable(catalog)))
+    return _state(TableIndex(CatalogTable(catalog), persist=False))
 
 
 def test_incremental_index_matches_a_fresh_build_after_stow_catalog_optimize_and_changes(
