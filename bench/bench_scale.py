@@ -150,37 +150,61 @@ def old_index_module() -> Any:
     return mod
 
 
-def bench_index(table: Path, rows: int, old_max: int) -> dict[str, Any]:
-    """Index build (cold, warm), memory, one incremental update; the old rebuild."""
-    code = f"""
-import json, sys, time, shutil, os
-sys.path.insert(0, {str(BENCH)!r})
+INDEX_RUN = """
+import json, os, resource, shutil, sys, time
 from pixels.table import CatalogTable
 from pixels.web.index import TableIndex
+table, kind = sys.argv[1], sys.argv[2]
 def rss():
     return int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
-out = {{}}
 base = rss()
-shutil.rmtree(os.path.join({str(table)!r}, "_pixels", "index"), ignore_errors=True)
-for kind in ("cold", "warm"):
-    t0 = time.perf_counter()
-    ix = TableIndex(CatalogTable({str(table)!r}))
-    ix.current()
-    out[kind + "_s"] = round(time.perf_counter() - t0, 2)
-    out[kind + "_rss_mb"] = round(rss() - base)
-    if kind == "cold":
-        del ix
-size = ix._con.execute("SELECT memory_usage_bytes FROM duckdb_memory() "
-                       "WHERE tag = 'IN_MEMORY_TABLE'").fetchone()[0]
-out["index_bytes"] = int(size)
-out["index_bytes_per_instance"] = round(size / {rows})
+if kind in ("cold", "memory"):
+    shutil.rmtree(os.path.join(table, "_pixels", "index"), ignore_errors=True)
+t0 = time.perf_counter()
+ix = TableIndex(CatalogTable(table), persist=kind != "memory")
+ix.current()
+out = {"s": round(time.perf_counter() - t0, 2), "rss_mb": round(rss() - base),
+       "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+       "chunks": ix.last_update.get("chunks"), "persisted": ix.path is not None}
+if ix.path is None:
+    out["bytes"] = ix.con.execute("SELECT sum(memory_usage_bytes) FROM duckdb_memory() "
+                                  "WHERE tag = 'IN_MEMORY_TABLE'").fetchone()[0]
+else:
+    ix.con.execute("CHECKPOINT ix")
+    out["bytes"] = os.path.getsize(ix.path)
+ix.close()
 print(json.dumps(out))
 """
+
+
+def index_run(table: Path, kind: str) -> dict[str, Any]:
+    """One index build in a fresh process: ``cold`` (saved, from nothing), ``warm`` (the
+    saved one opened), ``memory`` (in memory, from nothing: the previous way)."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    res = subprocess.run(python_cmd("-c", code), capture_output=True, text=True, env=env)
+    res = subprocess.run(
+        python_cmd("-c", INDEX_RUN, str(table), kind), capture_output=True, text=True, env=env
+    )
     if res.returncode:
         raise RuntimeError(res.stderr[-2000:])
-    out: dict[str, Any] = json.loads(res.stdout.strip().splitlines()[-1])
+    return dict(json.loads(res.stdout.strip().splitlines()[-1]), load=load_avg())
+
+
+def load_avg() -> float:
+    """The machine's 1-minute load average (other work disturbs every figure)."""
+    return round(os.getloadavg()[0], 2)
+
+
+def bench_index(table: Path, rows: int, old_max: int, memory_max: int) -> dict[str, Any]:
+    """Index build (cold, warm, in memory), memory, one incremental update; the old rebuild."""
+    out: dict[str, Any] = {}
+    # the in-memory build (the previous way) first: it removes the saved index
+    for kind in (("memory",) if rows <= memory_max else ()) + ("cold", "warm"):
+        got = index_run(table, kind)
+        got["bytes_per_instance"] = round(got["bytes"] / rows, 1)
+        out[kind] = got
+        print(rows, "index", kind, json.dumps(got), flush=True)
+    if "memory" in out:
+        out["ratio_warm_vs_memory_build"] = round(out["warm"]["s"] / out["memory"]["s"], 4)
     # one incremental update: a one-file commit (a real file cataloged) on a copy
     from pixels import Catalog
     from pixels.table import CatalogTable
@@ -189,6 +213,7 @@ print(json.dumps(out))
     work = copy_table(table, WORK_DIR / f"scale_copy_{table.name}")
     ix = TableIndex(CatalogTable(str(work)))
     ix.current()
+    out["copy_warm_added_files"] = ix.last_update["added_files"]
     updates = []
     with tempfile.TemporaryDirectory(dir=WORK_DIR) as tmp:
         for k in range(5):
@@ -197,7 +222,8 @@ print(json.dumps(out))
             t0 = time.perf_counter()
             ix.current()
             updates.append(time.perf_counter() - t0)
-    out["update_after_one_file_commit"] = pct(updates)
+    ix.close()
+    out["update_after_one_file_commit"] = pct(updates) | {"load": load_avg()}
     if rows <= old_max:
         old = old_index_module()
         t0 = time.perf_counter()
@@ -248,6 +274,7 @@ def bench_server(table: Path, facts: dict[str, Any], stow_rate: int, stow_s: int
     out: dict[str, Any] = {}
     proc, url, start_s = serve(work, storage)
     out["startup_to_first_answer_s"] = round(start_s, 2)
+    out["load_at_start"] = load_avg()
     try:
         with httpx.Client(base_url=f"{url}/dicomweb", timeout=120) as http:
             out["rss_after_start_mb"] = round(rss_mb(proc.pid))
@@ -272,18 +299,24 @@ def bench_server(table: Path, facts: dict[str, Any], stow_rate: int, stow_s: int
                 "instances": len(r.json()),
                 "mb": round(len(r.content) / 2**20, 1),
             }
-            # a STOW of one study, then the first QIDO that finds it
+            # a STOW of one study, then the first QIDO that finds it (5 times)
+            stow_ms, qido_ms = [], []
             with tempfile.TemporaryDirectory(dir=WORK_DIR) as tmp:
-                f, study, _ = new_instance(Path(tmp) / "one.dcm")
-                t0 = time.perf_counter()
-                r = http.post("/studies", content=stow_body(f.read_bytes()), headers=STOW_HEADERS)
-                r.raise_for_status()
-                t1 = time.perf_counter()
-                found = http.get("/studies", params={"StudyInstanceUID": study}).json()
-                t2 = time.perf_counter()
-            assert len(found) == 1
-            out["stow one study: request_ms"] = round((t1 - t0) * 1e3, 1)
-            out["stow one study: first QIDO with it_ms"] = round((t2 - t1) * 1e3, 1)
+                for k in range(5):
+                    f, study, _ = new_instance(Path(tmp) / f"one{k}.dcm")
+                    t0 = time.perf_counter()
+                    r = http.post(
+                        "/studies", content=stow_body(f.read_bytes()), headers=STOW_HEADERS
+                    )
+                    r.raise_for_status()
+                    t1 = time.perf_counter()
+                    found = http.get("/studies", params={"StudyInstanceUID": study}).json()
+                    t2 = time.perf_counter()
+                    assert len(found) == 1
+                    stow_ms.append(round((t1 - t0) * 1e3, 1))
+                    qido_ms.append(round((t2 - t1) * 1e3, 1))
+            out["stow one study: request_ms"] = stow_ms
+            out["stow one study: first QIDO with it_ms"] = qido_ms
             # 10k generated rows committed by another writer, then the first QIDO with them
             gen = Generator(Templates(Path(facts["pool"])), Path(facts["pool"]), seed=99)
             import pyarrow as pa
@@ -303,6 +336,7 @@ def bench_server(table: Path, facts: dict[str, Any], stow_rate: int, stow_s: int
             out["rows_added"] = n
             assert len(found) == 1
             out["rss_after_queries_mb"] = round(rss_mb(proc.pid))
+            out["load_after_queries"] = load_avg()
             if stow_rate > 0:
                 out["stow load"] = stow_load(url, work, stow_rate, stow_s)
                 out["rss_after_stow_load_mb"] = round(rss_mb(proc.pid))
@@ -446,6 +480,7 @@ def bench_sql(table: Path, facts: dict[str, Any], cluster: bool) -> dict[str, An
             res[name] = {
                 "pixels sql (process)_ms": round(min(cli) * 1e3),
                 "in process_ms": round(min(inproc) * 1e3),
+                "load": load_avg(),
             }
         return res
 
@@ -469,6 +504,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     ap.add_argument("--root", type=Path, default=Path("/work/bigdata"))
     ap.add_argument("--old-max", type=int, default=100_000, help="largest table for the old index")
+    ap.add_argument(
+        "--memory-max", type=int, default=1_000_000, help="largest table for the in-memory index"
+    )
     ap.add_argument("--stow-rate", type=int, default=100)
     ap.add_argument("--stow-seconds", type=int, default=60)
     ap.add_argument("--stow-at", type=int, nargs="*", default=None, help="sizes with a STOW load")
@@ -489,7 +527,7 @@ def main(argv: list[str] | None = None) -> int:
             for k in ("rows", "studies", "series", "patients", "seconds", "bytes", "files")
         }
         if "index" in args.only:
-            entry["index"] = bench_index(table, rows, args.old_max)
+            entry["index"] = bench_index(table, rows, args.old_max, args.memory_max)
             print(rows, "index", json.dumps(entry["index"]), flush=True)
         if "server" in args.only:
             load = args.stow_at is None or rows in args.stow_at
