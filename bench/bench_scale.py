@@ -194,11 +194,15 @@ def load_avg() -> float:
     return round(os.getloadavg()[0], 2)
 
 
-def bench_index(table: Path, rows: int, old_max: int, memory_max: int) -> dict[str, Any]:
+def bench_index(
+    table: Path, rows: int, old_max: int, memory_max: int, kinds: list[str]
+) -> dict[str, Any]:
     """Index build (cold, warm, in memory), memory, one incremental update; the old rebuild."""
     out: dict[str, Any] = {}
     # the in-memory build (the previous way) first: it removes the saved index
-    for kind in (("memory",) if rows <= memory_max else ()) + ("cold", "warm"):
+    for kind in ("memory", "cold", "warm"):
+        if kind not in kinds or (kind == "memory" and rows > memory_max):
+            continue
         got = index_run(table, kind)
         got["bytes_per_instance"] = round(got["bytes"] / rows, 1)
         out[kind] = got
@@ -507,6 +511,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--memory-max", type=int, default=1_000_000, help="largest table for the in-memory index"
     )
+    ap.add_argument(
+        "--index-kinds",
+        nargs="+",
+        default=["memory", "cold", "warm"],
+        help="index builds to time (cold and memory remove the saved index)",
+    )
     ap.add_argument("--stow-rate", type=int, default=100)
     ap.add_argument("--stow-seconds", type=int, default=60)
     ap.add_argument("--stow-at", type=int, nargs="*", default=None, help="sizes with a STOW load")
@@ -527,7 +537,9 @@ def main(argv: list[str] | None = None) -> int:
             for k in ("rows", "studies", "series", "patients", "seconds", "bytes", "files")
         }
         if "index" in args.only:
-            entry["index"] = bench_index(table, rows, args.old_max, args.memory_max)
+            entry["index"] = bench_index(
+                table, rows, args.old_max, args.memory_max, args.index_kinds
+            )
             print(rows, "index", json.dumps(entry["index"]), flush=True)
         if "server" in args.only:
             load = args.stow_at is None or rows in args.stow_at

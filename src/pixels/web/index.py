@@ -57,7 +57,7 @@ _REMOTE_RECHECK_S = 1.0
 #: Rows added since the last checkpoint that make the next update compress the tables.
 _CHECKPOINT_ROWS = 100_000
 #: Rows of data files added per transaction when many files are new (a first build).
-_CHUNK_ROWS = 1_000_000
+_CHUNK_ROWS = 500_000
 #: DuckDB's memory for an index saved in a file (beyond it, pages are evicted or spilled).
 _MEMORY_LIMIT = "1GB"
 

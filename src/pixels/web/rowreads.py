@@ -128,19 +128,21 @@ class RowReader:
             want = names
         else:
             return None
-        groups = sorted({bisect.bisect_right(starts, r) - 1 for r in rows})
-        base, offset = {}, 0
-        for g in groups:
-            base[g], offset = offset, offset + starts[g + 1] - starts[g]
+        by_group: dict[int, list[int]] = {}
+        for r in rows:  # (sorted: so are the groups, and the rows within each)
+            g = bisect.bisect_right(starts, r) - 1
+            by_group.setdefault(g, []).append(r - starts[g])
+        records: list[dict[str, Any]] = []
         f = pq.ParquetFile(local_path(uri), metadata=md)
         try:
-            table = f.read_row_groups(groups, columns=want, use_threads=threads)
+            # one row group at a time: the first rows of a file's series lie in most of its
+            # groups, whose ``meta`` columns together are hundreds of MB
+            for g, picked in by_group.items():
+                table = f.read_row_group(g, columns=want, use_threads=threads)
+                records.extend(_plain(table).take(picked).to_pylist())
+                del table
         finally:
             f.close()
-        picked = [
-            base[g] + r - starts[g] for r in rows for g in [bisect.bisect_right(starts, r) - 1]
-        ]
-        records = _plain(table).take(picked).to_pylist()
         if names is None:  # as the version's view: every column of the table's schema
             for record in records:
                 for name in SCHEMA.names:
