@@ -87,14 +87,30 @@ class Snapshot:
         if sop is not None:
             where.append("SOPInstanceUID = ?")
             params.append(sop)
-        cond = " AND ".join(where)
         cur = self.cursor()
         try:
+            # the data files that hold the series (``ffirst``: a row per file and series):
+            # their ids let the scan of ``inst_all`` skip every other file's row groups
+            # (ids grow with insertion order), else it reads a column of every row
+            if series is not None:
+                files = cur.execute(
+                    "SELECT DISTINCT fid FROM ffirst WHERE SeriesInstanceUID = ?", [series]
+                ).fetchall()
+            else:
+                files = cur.execute(
+                    "SELECT DISTINCT fid FROM ffirst WHERE SeriesInstanceUID IN (SELECT "
+                    "SeriesInstanceUID FROM grp WHERE StudyInstanceUID = ? AND n > 0)",
+                    [study],
+                ).fetchall()
+            if not files:
+                return []
+            cond = " AND ".join(where)
+            in_files = f"fid IN ({', '.join(str(int(f)) for (f,) in files)})"  # ids made here
             # sorted here, not by DuckDB: its sort's setup cost several ms per query, more
             # than the rest of a small series' /metadata request
             keyed = cur.execute(
                 "SELECT path, fid, _row, SeriesNumber, SeriesInstanceUID, InstanceNumber, "
-                f"SOPInstanceUID FROM inst WHERE {cond}",
+                f"SOPInstanceUID FROM inst WHERE {cond} AND {in_files}",
                 params,
             ).fetchall()
             keyed.sort(key=_instance_order)
