@@ -508,9 +508,18 @@ def test_cache_keeps_character_sets_and_offsets_apart() -> None:
     assert any("Café" in m for m in metas) and any("CafÃ©" in m for m in metas)
 
 
-def test_cached_entries_with_trailing_elements() -> None:
+@pytest.mark.parametrize(
+    ("trailing", "keys"),
+    [
+        (el(0xFFFCFFFC, "OB", bytes(8)), ["00080060", "7FE00010", "FFFCFFFC"]),
+        (el(0x00100020, "LO", b"ID01") + el(0xFFFCFFFC, "OB", bytes(8)),
+         ["00080060", "00100020", "7FE00010", "FFFCFFFC"]),
+        (el(0x00080060, "CS", b"US"), ["00080060", "7FE00010"]),  # repeated: the first kept
+    ],
+    ids=["after", "before-and-after", "repeated"],
+)  # fmt: skip
+def test_cached_entries_with_trailing_elements(trailing: bytes, keys: list[str]) -> None:
     """Elements after the pixel data join the cached texts in tag order."""
-    trailing = el(0xFFFCFFFC, "OB", bytes(8))
     for body in [el(0x00080060, "CS", b"CT"), el(0x00080060, "CS", b"MR")] * 2:
         data = dicom(body) + trailing
         assert _accepted(data)
@@ -518,4 +527,4 @@ def test_cached_entries_with_trailing_elements() -> None:
         assert fast == slow
         assert isinstance(fast, Header)
         assert fast.meta == _text_of_model(fast)
-        assert list(fast.model or {}) == ["00080060", "7FE00010", "FFFCFFFC"]
+        assert list(fast.model or {}) == keys

@@ -125,6 +125,8 @@ def _table(decoders: dict[str, Any]) -> dict[bytes, _Row]:
     return table
 
 
+#: Explicit VRs with a 2-byte length, as the little endian number of their two bytes.
+_SHORT_VRS = frozenset(int.from_bytes(raw, "little") for raw, (_, long) in _VRS.items() if not long)
 _HEAD = struct.Struct("<HH2sH").unpack_from  # tag, VR, 2-byte length
 _HEAD4 = struct.Struct("<HHHH").unpack_from  # tag, VR (as a number), 2-byte length
 _ITEM = struct.Struct("<HHL").unpack_from  # item tag, 4-byte length (and implicit VR heads)
@@ -146,12 +148,13 @@ Parsed = tuple[dict[str, Any], list[str], str, int | None, bytes, list[str], boo
 CACHED_BYTES = 256
 CACHE_ENTRIES = 20_000
 #: (bulk threshold's inline limit, character set encodings) -> element bytes ->
-#: (JSON model entry, its ``"key":{...}`` text). Entries are shared between the
+#: (JSON model entry, its ``"key":{...}`` text, its key). Entries are shared between the
 #: models of different files: read-only.
-_CACHES: dict[tuple[int, tuple[str, ...]], dict[bytes, tuple[dict[str, Any], str]]] = {}
+_Cache = dict[bytes, tuple[dict[str, Any], str, str]]
+_CACHES: dict[tuple[int, tuple[str, ...]], _Cache] = {}
 
 
-def _cache_for(limit: int, encodings: list[str]) -> dict[bytes, tuple[dict[str, Any], str]]:
+def _cache_for(limit: int, encodings: list[str]) -> _Cache:
     key = (limit, tuple(encodings))
     cache = _CACHES.get(key)
     if cache is None:
@@ -432,6 +435,20 @@ class _Parser:
             start = pos
             group, elem, vr16, length = _HEAD4(buf, pos)
             tag = group << 16 | elem
+            if 0x00080005 < tag < 0x7FE00008 and vr16 in _SHORT_VRS and cache is not None:
+                # the common case: an element seen before, whole in its first 8 + length bytes
+                nxt = pos + 8 + length
+                hit = cache.get(buf[pos:nxt])
+                if hit is not None:
+                    if tag <= prev:
+                        raise _FallbackError
+                    prev = tag
+                    if group & 1 and 0x10 <= elem < 0x100:
+                        creators[tag] = (pos + 8, nxt)
+                    out[hit[2]] = hit[0]
+                    parts.append(hit[1])
+                    pos = nxt
+                    continue
             if top and (tag >= 0x7FE00008 or tag < 0x00030000):
                 if tag in PIXEL_DATA_TAGS:
                     return out, parts, pos
@@ -535,7 +552,7 @@ class _Parser:
             if raw is not None:
                 if len(cache) >= CACHE_ENTRIES:  # type: ignore[arg-type]
                     cache.clear()  # type: ignore[union-attr]
-                cache[raw] = (entry, part)  # type: ignore[index]
+                cache[raw] = (entry, part, key)  # type: ignore[index]
         raise AssertionError("unreachable")  # pragma: no cover
 
     def row(self, tag: int, vr16: int) -> _KeyedRow:

@@ -569,11 +569,11 @@ def _read_fast(fp: BinaryIO, start: int, path: str, bulk_threshold: int) -> Head
             if found:
                 key, entry = next(reversed(js.items()))  # the pixel data, just added
                 fast_parts.append(f'"{key}":{_json_text(entry)}')
-            enc = _Encoder(bulk_threshold, deflated, True)
             if deflated:  # the elements after the pixel data: inflate past it again
                 fp.seek(begin)
                 src = _Guard(cast(BinaryIO, InflatingReader(fp, path=path)), None)
                 size = len(js)
+                enc = _Encoder(bulk_threshold, deflated, True)
                 after = _add_trailing(js, enc, src, stop, head12, True, False, encodings)
                 if len(js) != size:
                     parts = None  # added by pydicom's path: the text from the model
@@ -583,6 +583,7 @@ def _read_fast(fp: BinaryIO, start: int, path: str, bulk_threshold: int) -> Head
                 )
                 if after == _ASK_PYDICOM:
                     src = _Guard(fp, fp.seek(0, 2))
+                    enc = _Encoder(bulk_threshold, deflated, True)
                     after = _add_trailing(js, enc, src, stop, head12, True, implicit, encodings)
                     parts = None
         text = _json_text(js) if parts is None else join(parts)
@@ -626,14 +627,18 @@ def _fast_trailing(
         return _ASK_PYDICOM
     model, texts = more
     if model:
+        last = next(reversed(js)) if js else ""
+        in_order = True
         for (key, value), text in zip(model.items(), texts, strict=True):
             if key not in js:
+                in_order = in_order and key > last  # (the trailing elements are in order)
                 js[key] = value
                 parts.append(text)
-        items = sorted(js.items())
-        js.clear()
-        js.update(items)
-        parts.sort()  # '"gggggeeee":...': the keys have one length, and are unique
+        if not in_order:
+            items = sorted(js.items())
+            js.clear()
+            js.update(items)
+            parts.sort()  # '"gggggeeee":...': the keys have one length, and are unique
     return None
 
 
