@@ -244,20 +244,47 @@ def bench_index(
 # ------------------------------------------------------------------------- server
 
 SERVE = """
-import sys, uvicorn
-from pixels.web import create_app
-app = create_app(sys.argv[1], token="", storage_root=sys.argv[3], viewer=False)
+import importlib.util, sys, uvicorn
+import pixels.web.app as app_module
+if len(sys.argv) > 4:  # the previous STOW-RS code, a file from git
+    spec = importlib.util.spec_from_file_location("old_stow", sys.argv[4])
+    old = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(old)
+    app_module.stow = old
+app = app_module.create_app(sys.argv[1], token="", storage_root=sys.argv[3], viewer=False)
 uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning", access_log=False)
 """
+#: The last commit whose STOW-RS read each part twice (the check, then the catalog row
+#: from the stored file) and spooled every body to a file.
+STOW_OLD = "e4b9c11"
 
 
-def serve(table: Path, storage: Path) -> tuple[subprocess.Popen[bytes], str, float]:
+def old_stow_file() -> Path:
+    """``src/pixels/web/stow.py`` as it was at :data:`STOW_OLD`."""
+    dst = WORK_DIR / "old_stow" / f"stow_{STOW_OLD}.py"
+    if not dst.exists():
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        text = subprocess.run(
+            ["git", "show", f"{STOW_OLD}:src/pixels/web/stow.py"],
+            cwd=BENCH.parent,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        dst.write_text(text)
+    return dst
+
+
+def serve(
+    table: Path, storage: Path, old_stow: bool = False
+) -> tuple[subprocess.Popen[bytes], str, float]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     t0 = time.perf_counter()
+    extra = [str(old_stow_file())] if old_stow else []
     proc = start_server(
-        python_cmd("-c", SERVE, str(table), str(port), str(storage)),
+        python_cmd("-c", SERVE, str(table), str(port), str(storage), *extra),
         url,
         "/dicomweb/studies?limit=1",
         env=env,
@@ -354,6 +381,59 @@ def bench_server(table: Path, facts: dict[str, Any], stow_rate: int, stow_s: int
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(storage, ignore_errors=True)
     return out
+
+
+def bench_stow(table: Path, rate: int, seconds: int) -> dict[str, Any]:
+    """The STOW-RS load (:func:`stow_load`) against the previous STOW code and this one,
+    each on its own copy of the table and its own server, one after the other."""
+    import httpx
+
+    out: dict[str, Any] = {}
+    for variant in ("old", "new"):
+        work = copy_table(table, WORK_DIR / f"scale_stow_ab_{table.name}")
+        storage = WORK_DIR / f"scale_stow_ab_files_{table.name}"
+        shutil.rmtree(storage, ignore_errors=True)
+        proc, url, _ = serve(work, storage, old_stow=variant == "old")
+        try:
+            # one STOW first: the first write to a generated table upgrades its rows once
+            with tempfile.TemporaryDirectory(dir=WORK_DIR) as tmp:
+                f, _, _ = new_instance(Path(tmp) / "one.dcm")
+                r = httpx.post(
+                    f"{url}/dicomweb/studies",
+                    content=stow_body(f.read_bytes()),
+                    headers=STOW_HEADERS,
+                    timeout=900,
+                )
+                r.raise_for_status()
+            out[variant] = stow_load(url, work, rate, seconds)
+            out[variant]["server_cpu_s"] = cpu_s(proc.pid)
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(30)
+            shutil.rmtree(work, ignore_errors=True)
+            shutil.rmtree(storage, ignore_errors=True)
+        print("stow", variant, json.dumps(out[variant]), flush=True)
+    old, new = out["old"], out["new"]
+    out["ratio_achieved_per_s_new_vs_old"] = round(
+        new["achieved_per_s"] / old["achieved_per_s"], 2
+    )
+    out["ratio_stow_p50_old_vs_new"] = round(
+        old["stow_latency"]["p50_ms"] / new["stow_latency"]["p50_ms"], 2
+    )
+    out["ratio_server_cpu_per_request_old_vs_new"] = round(
+        (old["server_cpu_s"] / old["requests"]) / (new["server_cpu_s"] / new["requests"]), 2
+    )
+    return out
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return round((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), 2)
 
 
 def stow_load(url: str, table: Path, rate: int, seconds: int) -> dict[str, Any]:
@@ -547,6 +627,9 @@ def main(argv: list[str] | None = None) -> int:
                 table, facts, args.stow_rate if load else 0, args.stow_seconds
             )
             print(rows, "server", json.dumps(entry["server"]), flush=True)
+        if "stow" in args.only:
+            entry["stow_old_vs_new"] = bench_stow(table, args.stow_rate, args.stow_seconds)
+            print(rows, "stow", json.dumps(entry["stow_old_vs_new"]), flush=True)
         if "sql" in args.only:
             entry["sql"] = bench_sql(table, facts, rows <= args.cluster_max)
             print(rows, "sql", json.dumps(entry["sql"]), flush=True)

@@ -142,21 +142,7 @@ def _read_into(row: dict[str, Any], ref: FileRef, opts: RecordOptions) -> None:
             elif ftype == "dicom":
                 fp.seek(0)
                 header = read_header(fp, path=ref.path, bulk_threshold=opts.bulk_threshold)
-                row["meta"] = header.meta
-                row["forced"] = header.forced
-                for col in KEY_COLUMNS:
-                    value = header.keys.get(col.name)
-                    row[col.name] = value.isoformat() if isinstance(value, dt.time) else value
-                if header.problem:
-                    row["error"] = f"{ref.path}: {header.problem}"
-                else:
-                    if header.trailing:  # the header and pixel data are whole: keep them
-                        row["error"] = f"{ref.path}: {header.trailing}"
-                    _add_frames(row, fp, header, ref.path)
-                    if opts.thumbnails and row["frame_offsets"]:
-                        add_thumbnail(row, fp, header.model or header.meta, opts)
-                if opts.remove_un_tags and row["meta"]:
-                    row["meta"] = without_un(row["meta"])
+                _fill_dicom(row, fp, header, ref.path, opts)
             elif ftype not in IMAGE_TYPES:
                 row["error"] = (
                     f"{ref.path}: not a DICOM file (no 'DICM' prefix at byte 128 and no "
@@ -166,6 +152,56 @@ def _read_into(row: dict[str, Any], ref: FileRef, opts: RecordOptions) -> None:
         row["error"] = str(e)
     except Exception as e:  # any other failure is still one bad row, never a lost batch
         row["error"] = f"{ref.path}: {type(e).__name__}: {e}"
+
+
+def header_record(
+    ref: FileRef,
+    fp: BinaryIO,
+    header: Header,
+    options: RecordOptions | None = None,
+    warnings: list[str] | None = None,
+) -> dict[str, Any]:
+    """The catalog row of a DICOM file whose header was read already from ``fp``.
+
+    The same row as :func:`catalog_record` makes from the same bytes, without reading
+    the header again: STOW-RS reads each part once, to check it and to catalog it
+    (``fp`` holds the part, ``ref`` names the file it was stored as). ``warnings``:
+    what the header read raised (:func:`~pixels.dicom.notices.kept_warnings`).
+    """
+    opts = options or RecordOptions()
+    row = file_columns(ref, opts.storage_options)
+    row["file_type"] = "dicom"
+    with kept_warnings() as kept:
+        try:
+            _fill_dicom(row, fp, header, ref.path, opts)
+        except PixelsError as e:
+            row["error"] = str(e)
+        except Exception as e:  # as catalog_record: one bad row, never a raise
+            row["error"] = f"{ref.path}: {type(e).__name__}: {e}"
+    row["warnings"] = list(dict.fromkeys([*(warnings or []), *kept])) or None
+    row["cataloged_at"] = datetime.now(UTC)
+    return row
+
+
+def _fill_dicom(
+    row: dict[str, Any], fp: BinaryIO, header: Header, path: str, opts: RecordOptions
+) -> None:
+    """Fill ``row`` from a DICOM file's header (read from ``fp``) and its frame index."""
+    row["meta"] = header.meta
+    row["forced"] = header.forced
+    for col in KEY_COLUMNS:
+        value = header.keys.get(col.name)
+        row[col.name] = value.isoformat() if isinstance(value, dt.time) else value
+    if header.problem:
+        row["error"] = f"{path}: {header.problem}"
+    else:
+        if header.trailing:  # the header and pixel data are whole: keep them
+            row["error"] = f"{path}: {header.trailing}"
+        _add_frames(row, fp, header, path)
+        if opts.thumbnails and row["frame_offsets"]:
+            add_thumbnail(row, fp, header.model or header.meta, opts)
+    if opts.remove_un_tags and row["meta"]:
+        row["meta"] = without_un(row["meta"])
 
 
 def _add_frames(row: dict[str, Any], fp: BinaryIO, header: Header, path: str) -> None:

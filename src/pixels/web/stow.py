@@ -1,18 +1,24 @@
 """STOW-RS (PS3.18 10.5): store instances sent as multipart/related application/dicom.
 
-The body is spooled to a temporary file under ``{storage_root}/.incoming`` (never
-held whole in memory; larger than the limit: 413; what a killed server left there
-is removed when the next one starts, :func:`clean_stale_spools`), split into parts, and each
+A body of up to :data:`IN_MEMORY` bytes is held in memory; a larger one is spooled
+to a temporary file under ``{storage_root}/.incoming`` (never held whole in memory;
+larger than the limit: 413; what a killed server left there is removed when the
+next one starts, :func:`clean_stale_spools`). The body is split into parts, and each
 part checked: it must be a DICOM file (PS3.10: preamble, ``DICM``, file meta with a
 transfer syntax; a data set readable only by force is refused), parse as DICOM
 (:func:`pixels.dicom.meta.read_header`, deflated data inflated under a cap) and
 carry valid SOP Class, SOP Instance, Study and Series UIDs; with a study in the
-URL the instance must belong to it. A good part is written to
+URL the instance must belong to it. Each part's header is read once, from the
+request's bytes: that one read checks it and makes its catalog row
+(:func:`pixels.dicom.record.header_record`, the row ``pixels catalog`` would make of
+the stored file); the stored file is never read back. A good part is written to
 ``{storage_root}/{StudyUID}/{SeriesUID}/{SOPUID}.dcm`` atomically (temporary file
 then :func:`os.replace`) and cataloged before the answer, so the next QIDO-RS request
 sees it: the rows of one request, and of the requests that arrive while a commit
 runs, go into one Delta commit (:class:`GroupCommitter`), and a request is answered
-only once its rows are committed and in the server's index.
+only once its rows are committed and in the server's index. A server killed at any
+point loses nothing it acknowledged (the files are in place before their commit;
+the files and the Delta log are not ``fsync``-ed, so a power loss may).
 
 Duplicates: a SOP instance already stored with identical bytes is a success and
 nothing is written; different bytes replace the stored file (a new version; the
@@ -31,17 +37,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import filecmp
+import io
 import json
 import mmap
 import os
+import struct
 import tempfile
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeAlias, cast
 
 import pyarrow as pa
 from starlette.concurrency import run_in_threadpool
@@ -49,12 +56,20 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from pixels.dicom.meta import read_header
+from pixels.dicom.notices import kept_warnings
+from pixels.dicom.record import RecordOptions, header_record
+from pixels.schema import SCHEMA
+from pixels.sources.local import local_ref
 from pixels.table import CatalogTable
 from pixels.web.index import index_of
 from pixels.web.multipart import MultipartError, parse_media_type, split_parts
 from pixels.web.state import WebState, base_url, check_uid, is_uid, state_of
 
-__all__ = ["GroupCommitter", "clean_stale_spools", "committer_of", "store"]
+__all__ = ["IN_MEMORY", "GroupCommitter", "clean_stale_spools", "committer_of", "store"]
+
+#: Bodies up to this size are held in memory; larger ones are spooled to a file.
+IN_MEMORY = 16 << 20
 
 FAIL_STUDY_MISMATCH = 0xA900
 FAIL_CANNOT_UNDERSTAND = 0xC000
@@ -119,23 +134,15 @@ async def store(request: Request) -> Response:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > state.max_upload:
         raise HTTPException(413, f"the body is larger than the limit of {state.max_upload} bytes")
-    incoming = os.path.join(state.storage_root, ".incoming")
-    os.makedirs(incoming, exist_ok=True)
-    fd, spool = tempfile.mkstemp(dir=incoming, suffix=".body")
+    body, spool = await _receive(request, state)
     try:
-        total = 0
-        with os.fdopen(fd, "wb") as out:
-            async for chunk in request.stream():
-                total += len(chunk)
-                if total > state.max_upload:
-                    raise HTTPException(
-                        413, f"the body is larger than the limit of {state.max_upload} bytes"
-                    )
-                out.write(chunk)
-        outcomes, rows = await run_in_threadpool(_store_body, state, spool, boundary, study)
+        outcomes, rows = await run_in_threadpool(
+            _store_body, state, spool if spool is not None else body, boundary, study
+        )
     finally:
-        with contextlib.suppress(OSError):
-            os.unlink(spool)
+        if spool is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(spool)
     if rows is not None:
         # waiting for the commit holds no worker thread: searches keep being answered
         try:
@@ -147,45 +154,74 @@ async def store(request: Request) -> Response:
     return _response(request, outcomes, study)
 
 
-def _store_body(
-    state: WebState, spool: str, boundary: str, study: str | None
-) -> tuple[list[_Outcome], pa.Table | None]:
-    """Check and place the parts of a body; their outcomes and the catalog rows to commit."""
-    if os.path.getsize(spool) == 0:
-        raise HTTPException(400, "empty body: no multipart parts")
-    with open(spool, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-        try:
-            parts = split_parts(mm, boundary)
-        except MultipartError as e:
-            raise HTTPException(400, str(e)) from e
-        if not parts:
-            raise HTTPException(400, "the multipart body has no parts")
-        outcomes = []
-        with state.write_lock:  # placing files: one request at a time (duplicates, replaces)
-            for part in parts:
-                outcomes.append(
-                    _store_part(state, mm, part.start, part.end, part.content_type, study)
-                )
-    stored = [o.path for o in outcomes if o.failure is None and o.path]
-    if not stored:
-        return outcomes, None
+async def _receive(request: Request, state: WebState) -> tuple[bytes, str | None]:
+    """The body in memory, or spooled to a file when larger than :data:`IN_MEMORY` (its path)."""
+    chunks: list[bytes] = []
+    held = total = 0
+    spool: str | None = None
+    out: BinaryIO | None = None
     try:
-        return outcomes, _records(stored)
-    except Exception as e:
-        for o in outcomes:
-            if o.failure is None and o.path:
-                o.failure, o.reason = FAIL_PROCESSING, f"stored but not cataloged: {e}"
-        return outcomes, None
+        async for chunk in request.stream():
+            total += len(chunk)
+            if total > state.max_upload:
+                raise HTTPException(
+                    413, f"the body is larger than the limit of {state.max_upload} bytes"
+                )
+            if out is not None:
+                out.write(chunk)
+                continue
+            chunks.append(chunk)
+            held += len(chunk)
+            if held > IN_MEMORY:
+                incoming = os.path.join(state.storage_root, ".incoming")
+                os.makedirs(incoming, exist_ok=True)
+                fd, spool = tempfile.mkstemp(dir=incoming, suffix=".body")
+                out = os.fdopen(fd, "wb")
+                out.writelines(chunks)
+                chunks = []
+        if out is not None:
+            out.close()
+    except BaseException:
+        if out is not None:
+            out.close()
+        if spool is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(spool)
+        raise
+    return b"".join(chunks), spool
 
 
-def _records(paths: list[str]) -> pa.Table:
-    """Catalog rows of stored files (the per-file work every engine runs)."""
-    from pixels.dicom.record import RecordOptions
-    from pixels.engines import worker
-    from pixels.sources import iter_files
+def _store_body(
+    state: WebState, source: bytes | str, boundary: str, study: str | None
+) -> tuple[list[_Outcome], list[dict[str, Any]] | None]:
+    """Check and place the parts of a body (bytes, or the path of its spool file); their
+    outcomes and the catalog rows to commit."""
+    if isinstance(source, bytes):
+        return _store_parts(state, source, boundary, study)
+    if os.path.getsize(source) == 0:
+        raise HTTPException(400, "empty body: no multipart parts")
+    with open(source, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        return _store_parts(state, mm, boundary, study)
 
-    refs = [ref for p in paths for ref in iter_files(p, expand_archives=False)]
-    return pa.Table.from_batches([worker.run(refs, RecordOptions())])
+
+def _store_parts(
+    state: WebState, body: bytes | mmap.mmap, boundary: str, study: str | None
+) -> tuple[list[_Outcome], list[dict[str, Any]] | None]:
+    if len(body) == 0:
+        raise HTTPException(400, "empty body: no multipart parts")
+    try:
+        parts = split_parts(body, boundary)
+    except MultipartError as e:
+        raise HTTPException(400, str(e)) from e
+    if not parts:
+        raise HTTPException(400, "the multipart body has no parts")
+    outcomes, rows = [], []
+    for part in parts:
+        outcome, row = _store_part(state, body, part.start, part.end, part.content_type, study)
+        outcomes.append(outcome)
+        if row is not None:
+            rows.append(row)
+    return outcomes, rows or None
 
 
 class GroupCommitter:
@@ -211,7 +247,7 @@ class GroupCommitter:
         self.commits = 0
         self.requests = 0
 
-    def commit(self, rows: pa.Table) -> int:
+    def commit(self, rows: Rows) -> int:
         """Commit ``rows`` (with whatever other requests hand in meanwhile); the version."""
         sub = _Submission(rows)
         self._submit(sub)
@@ -221,7 +257,7 @@ class GroupCommitter:
         assert sub.version is not None
         return sub.version
 
-    async def commit_async(self, rows: pa.Table) -> int:
+    async def commit_async(self, rows: Rows) -> int:
         """:meth:`commit` for a coroutine: it waits without holding a thread."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[int] = loop.create_future()
@@ -256,9 +292,7 @@ class GroupCommitter:
                     return
                 group, self._pending = self._pending, []
             try:
-                self.table.append(
-                    pa.concat_tables([g.rows for g in group], promote_options="default")
-                )
+                self.table.append(_concat([g.rows for g in group]))
                 version = self.table.version()
                 if self.after_commit is not None:
                     self.after_commit(version)
@@ -280,9 +314,22 @@ class GroupCommitter:
 _IDLE_S = 30.0
 
 
+#: Catalog rows handed to :meth:`GroupCommitter.commit`: a table, or row dicts.
+Rows: TypeAlias = pa.Table | Sequence[dict[str, Any]]
+
+
+def _concat(groups: list[Rows]) -> pa.Table:
+    """One table of the rows of a group (row dicts converted together, once)."""
+    dicts = [r for g in groups if not isinstance(g, pa.Table) for r in g]
+    tables = [g for g in groups if isinstance(g, pa.Table)]
+    if dicts:
+        tables.append(pa.Table.from_pylist(dicts, schema=SCHEMA))
+    return pa.concat_tables(tables, promote_options="default")
+
+
 @dataclass
 class _Submission:
-    rows: pa.Table
+    rows: Rows
     done: threading.Event = field(default_factory=threading.Event)
     version: int | None = None
     error: BaseException | None = None
@@ -306,85 +353,204 @@ def committer_of(state: WebState) -> GroupCommitter:
 
 
 def _store_part(
-    state: WebState, mm: mmap.mmap, start: int, end: int, ctype: str, study: str | None
-) -> _Outcome:
-    from pixels.dicom.meta import read_header
-
+    state: WebState, body: bytes | mmap.mmap, start: int, end: int, ctype: str, study: str | None
+) -> tuple[_Outcome, dict[str, Any] | None]:
+    """Check one part, store it and make its catalog row (None: not stored)."""
     if ctype and parse_media_type(ctype).type != "application/dicom":
-        return _Outcome(None, None, failure=FAIL_CANNOT_UNDERSTAND, reason=f"part type {ctype!r}")
-    incoming = os.path.join(state.storage_root, ".incoming")
-    fd, tmp = tempfile.mkstemp(dir=incoming, suffix=".dcm")
-    keep = False
-    try:
-        with os.fdopen(fd, "wb") as out:
-            for pos in range(start, end, 1 << 22):
-                out.write(mm[pos : min(end, pos + (1 << 22))])
+        fail = _Outcome(None, None, failure=FAIL_CANNOT_UNDERSTAND, reason=f"part type {ctype!r}")
+        return fail, None
+    with _PartReader(body, start, end) as reader:
+        fp = cast(BinaryIO, reader)
         try:
-            with open(tmp, "rb") as fp:
-                problem = _not_part10(fp)
-                if problem:
-                    return _Outcome(None, None, failure=FAIL_CANNOT_UNDERSTAND, reason=problem)
+            problem = _not_part10(body, start, end, fp)
+            if problem:
+                return _Outcome(None, None, failure=FAIL_CANNOT_UNDERSTAND, reason=problem), None
+            with kept_warnings() as kept:
                 header = read_header(fp, path="STOW-RS part")
-            js = json.loads(header.meta)
         except Exception as e:
-            return _Outcome(None, None, failure=FAIL_CANNOT_UNDERSTAND, reason=f"not DICOM: {e}")
-        uids = {k: _value(js, t) for k, t in _UID_TAGS.items()}
+            fail = _Outcome(None, None, failure=FAIL_CANNOT_UNDERSTAND, reason=f"not DICOM: {e}")
+            return fail, None
+        uids = {k: header.keys.get(col) for k, col in _UID_KEYS.items()}
         res = _Outcome(uids["class"], uids["sop"], uids["study"], uids["series"])
         if not all(isinstance(v, str) and is_uid(v) for v in uids.values()):
             res.failure, res.reason = (
                 FAIL_CANNOT_UNDERSTAND,
                 "missing or invalid SOP/Study/Series UID",
             )
-            return res
+            return res, None
         if study is not None and uids["study"] != study:
             res.failure, res.reason = FAIL_STUDY_MISMATCH, "StudyInstanceUID differs from the URL's"
-            return res
+            return res, None
         folder = os.path.join(state.storage_root, str(uids["study"]), str(uids["series"]))
-        os.makedirs(folder, exist_ok=True)
-        dest = os.path.join(folder, f"{uids['sop']}.dcm")
-        if os.path.exists(dest):
-            if filecmp.cmp(dest, tmp, shallow=False):
-                res.path = dest  # identical: nothing to write (cataloging is a no-op)
-                return res
-            res.replaced = True
-        os.replace(tmp, dest)
-        keep = True
+        dest = os.path.abspath(os.path.join(folder, f"{uids['sop']}.dcm"))
+        res.replaced, st = _place(state, body, start, end, folder, dest)
         res.path = dest
-        return res
+        try:
+            ref = local_ref(dest, st, os.path.basename(dest))
+            return res, header_record(ref, fp, header, _OPTIONS, list(kept))
+        except Exception as e:  # the file is stored; say it could not be cataloged
+            res.failure, res.reason = FAIL_PROCESSING, f"stored but not cataloged: {e}"
+            return res, None
+
+
+_OPTIONS = RecordOptions()
+
+
+def _place(
+    state: WebState, body: bytes | mmap.mmap, start: int, end: int, folder: str, dest: str
+) -> tuple[bool, os.stat_result]:
+    """Store the part at ``dest`` (a temporary file, then :func:`os.replace`): whether it
+    replaced a different file, and the stored file's ``stat``. Identical bytes there
+    already: nothing is written. Few file system calls: they are what a loaded disk makes
+    slow."""
+    incoming = os.path.join(state.storage_root, ".incoming")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=incoming, suffix=".dcm")
+    except FileNotFoundError:
+        os.makedirs(incoming, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=incoming, suffix=".dcm")
+    placed = False
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for pos in range(start, end, 1 << 22):
+                out.write(body[pos : min(end, pos + (1 << 22))])
+            out.flush()
+            st = os.fstat(out.fileno())  # a rename keeps it: the stored file's stat
+        with state.write_lock:  # one request at a time decides between duplicate and replace
+            replaced = os.path.exists(dest)
+            if replaced and _same_bytes(dest, body, start, end):
+                return False, os.stat(dest)  # identical: the stored file stays as it is
+            try:
+                os.replace(tmp, dest)
+            except FileNotFoundError:  # the study/series folder is new
+                os.makedirs(folder, exist_ok=True)
+                os.replace(tmp, dest)
+            placed = True
+            return replaced, st
     finally:
-        if not keep:
+        if not placed:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
 
 
-def _not_part10(fp: BinaryIO) -> str | None:
+def _same_bytes(path: str, body: bytes | mmap.mmap, start: int, end: int) -> bool:
+    """Whether the file at ``path`` holds exactly ``body[start:end]``."""
+    try:
+        if os.stat(path).st_size != end - start:
+            return False
+        with open(path, "rb") as fh:
+            pos = start
+            while pos < end:
+                chunk = fh.read(min(end - pos, 1 << 22))
+                if not chunk or chunk != body[pos : pos + len(chunk)]:
+                    return False
+                pos += len(chunk)
+            return True
+    except FileNotFoundError:
+        return False
+
+
+class _PartReader(io.RawIOBase):
+    """A read-only, seekable file over ``body[start:end]`` (the bytes are not copied)."""
+
+    def __init__(self, body: bytes | mmap.mmap, start: int, end: int):
+        super().__init__()
+        self._view = memoryview(body)[start:end]
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        n = len(self._view) - self._pos if size is None or size < 0 else size
+        data = self._view[self._pos : self._pos + n].tobytes()
+        self._pos += len(data)
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        base = {0: 0, 1: self._pos, 2: len(self._view)}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def close(self) -> None:
+        self._view.release()  # an mmap cannot be closed while a view of it exists
+        super().close()
+
+
+def _not_part10(body: bytes | mmap.mmap, start: int, end: int, fp: BinaryIO) -> str | None:
     """Why a part is not a DICOM file (PS3.10: preamble, ``DICM``, file meta with a transfer
     syntax); None when it is. A data set that could only be read by force is refused rather
     than stored as a ``.dcm`` file no other reader accepts."""
-    from pydicom.filereader import _read_file_meta_info
-
-    head = fp.read(132)
-    if len(head) < 132 or head[128:132] != b"DICM":
+    if end - start < 132 or body[start + 128 : start + 132] != b"DICM":
         return (
             "not a DICOM file: no 'DICM' prefix at byte 128 (a data set without preamble and "
             "file meta is not accepted)"
         )
-    try:
-        meta = _read_file_meta_info(fp)
-    except Exception as e:
-        return f"not a DICOM file: the file meta information cannot be read: {e}"
-    if not str(meta.get("TransferSyntaxUID", "") or "").strip():
+    ts = _meta_transfer_syntax(body, start + 132, end)
+    if ts is None:  # a file meta group the scan is unsure of: pydicom reads it
+        from pydicom.filereader import _read_file_meta_info
+
+        fp.seek(132)
+        try:
+            meta = _read_file_meta_info(fp)
+        except Exception as e:
+            return f"not a DICOM file: the file meta information cannot be read: {e}"
+        finally:
+            fp.seek(0)
+        ts = str(meta.get("TransferSyntaxUID", "") or "").strip()
+    if not ts:
         return "not a DICOM file: the file meta has no Transfer Syntax UID (0002,0010)"
-    fp.seek(0)
     return None
 
 
-_UID_TAGS = {"class": "00080016", "sop": "00080018", "study": "0020000D", "series": "0020000E"}
+_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN"})
+_LONG_VRS |= {b"UR", b"UT", b"UV"}
 
 
-def _value(js: dict[str, Any], tag: str) -> Any:
-    values = (js.get(tag) or {}).get("Value") or [None]
-    return values[0]
+def _meta_transfer_syntax(body: bytes | mmap.mmap, pos: int, end: int) -> str | None:
+    """The Transfer Syntax UID of the explicit VR little endian file meta group at ``pos``
+    ("" when the group has none); None when the group is not plain enough to be sure."""
+    ts = ""
+    while pos + 8 <= end:
+        group, elem = struct.unpack_from("<HH", body, pos)
+        if group != 2:
+            return ts
+        vr = body[pos + 4 : pos + 6]
+        if not (b"AA" <= vr <= b"ZZ"):
+            return None
+        if vr in _LONG_VRS:
+            if pos + 12 > end or struct.unpack_from("<H", body, pos + 6)[0]:
+                return None
+            (length,) = struct.unpack_from("<L", body, pos + 8)
+            pos += 12
+        else:
+            (length,) = struct.unpack_from("<H", body, pos + 6)
+            pos += 8
+        if length == 0xFFFFFFFF or pos + length > end:
+            return None
+        if elem == 0x0010:
+            ts = bytes(body[pos : pos + min(length, 128)]).decode("latin-1").strip("\x00 ")
+        pos += length
+    return None
+
+
+_UID_KEYS = {
+    "class": "SOPClassUID",
+    "sop": "SOPInstanceUID",
+    "study": "StudyInstanceUID",
+    "series": "SeriesInstanceUID",
+}
 
 
 def _response(request: Request, outcomes: list[_Outcome], study: str | None) -> Response:
