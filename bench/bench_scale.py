@@ -418,9 +418,7 @@ def bench_stow(table: Path, rate: int, seconds: int) -> dict[str, Any]:
             shutil.rmtree(storage, ignore_errors=True)
         print("stow", variant, json.dumps(out[variant]), flush=True)
     old, new = out["old"], out["new"]
-    out["ratio_achieved_per_s_new_vs_old"] = round(
-        new["achieved_per_s"] / old["achieved_per_s"], 2
-    )
+    out["ratio_achieved_per_s_new_vs_old"] = round(new["achieved_per_s"] / old["achieved_per_s"], 2)
     out["ratio_stow_p50_old_vs_new"] = round(
         old["stow_latency"]["p50_ms"] / new["stow_latency"]["p50_ms"], 2
     )
