@@ -248,7 +248,7 @@ import importlib.util, sys, uvicorn
 import pixels.web.app as app_module
 if len(sys.argv) > 4:  # the previous STOW-RS code, a file from git
     spec = importlib.util.spec_from_file_location("old_stow", sys.argv[4])
-    old = importlib.util.module_from_spec(spec)
+    old = sys.modules["old_stow"] = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(old)
     app_module.stow = old
 app = app_module.create_app(sys.argv[1], token="", storage_root=sys.argv[3], viewer=False)

@@ -22,6 +22,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
+import weakref
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +33,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from pixels.web.index import QMETA_TAGS, index_of
+from pixels.web.index import QMETA_TAGS, TableIndex, index_of
 from pixels.web.levels import SERIES_TAGS, STUDY_TAGS, is_instance_level
 from pixels.web.state import base_url, check_uid, state_of
 
@@ -177,7 +180,7 @@ def _condition(key: str, spec: _Key, value: str) -> tuple[str, list[Any]]:
         if not mods:
             return "TRUE", []
         return (
-            "StudyInstanceUID IN (SELECT StudyInstanceUID FROM sgrp WHERE Modality IN "
+            "StudyInstanceUID IN (SELECT StudyInstanceUID FROM grp WHERE n > 0 AND Modality IN "
             f"({', '.join('?' * len(mods))}))",
             mods,
         )
@@ -341,7 +344,11 @@ def search(request: Request) -> Response:
     # study and series searches match on the index's groups (one row per distinct
     # combination of study/series attributes), never on every instance
     grouped = all(KEYS[k].level != INSTANCE for k in q.keys)
-    match = f"SELECT {{}} FROM sgrp {where}" if conds else ""
+    # ``sgrp`` joins each group to its series' StudyID and ReferringPhysicianName: only
+    # for a query on those; the others match on the live groups alone
+    on_series = {"StudyID", "ReferringPhysicianName"} & set(q.keys)
+    groups = f"sgrp {where}" if on_series else f"grp WHERE n > 0 AND {' AND '.join(conds)}"
+    match = f"SELECT {{}} FROM {groups}" if conds else ""
     if level == STUDY and grouped:
         sql = (
             f"SELECT t.StudyInstanceUID, t.first AS path, t.qmeta, {study_sums} FROM study_sum t "
@@ -390,7 +397,19 @@ def search(request: Request) -> Response:
             "ORDER BY i.StudyInstanceUID, i.SeriesNumber NULLS LAST, i.SeriesInstanceUID, "
             "i.InstanceNumber NULLS LAST, i.SOPInstanceUID LIMIT ? OFFSET ?"
         )
-    snap = index_of(state).current()
+    index = index_of(state)
+    snap = index.current()
+    key = (
+        snap.version,
+        base,
+        request.url.netloc,
+        request.url.path,
+        tuple(request.query_params.multi_items()),
+    )
+    answers = _answers_of(index)
+    kept = answers.get(key) if snap.version is not None else None
+    if kept is not None:
+        return Response(kept[0], media_type="application/dicom+json", headers=kept[1])
     # one row more than asked for says whether the answer was cut (PS3.18 8.3.4.4)
     rows = snap.rows(sql, [*params, q.limit + 1, q.offset])
     cut = len(rows) > q.limit
@@ -423,7 +442,70 @@ def search(request: Request) -> Response:
             )
         )
     headers = {"Warning": ", ".join(warnings)} if warnings else None
-    return Response(json.dumps(out), media_type="application/dicom+json", headers=headers)
+    body = json.dumps(out).encode()
+    if snap.version is not None:
+        answers.put(key, body, headers)
+    return Response(body, media_type="application/dicom+json", headers=headers)
+
+
+class _Answers:
+    """The latest search answers of one index, for the table version they were made at.
+
+    QIDO-RS clients repeat the same searches (a study list refreshed, OHIF asking for
+    the same study several times): at the same version the answer is the same bytes.
+    A new version drops them all; the least recently used go first past
+    :data:`_ANSWERS_BYTES`.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._version: int | None = None
+        self._kept: OrderedDict[tuple[Any, ...], tuple[bytes, dict[str, str] | None]] = (
+            OrderedDict()
+        )
+        self._bytes = 0
+
+    def get(self, key: tuple[Any, ...]) -> tuple[bytes, dict[str, str] | None] | None:
+        with self._lock:
+            found = self._kept.get(key)
+            if found is not None:
+                self._kept.move_to_end(key)
+            return found
+
+    def put(self, key: tuple[Any, ...], body: bytes, headers: dict[str, str] | None) -> None:
+        if len(body) > _ANSWER_MAX_BYTES:
+            return
+        with self._lock:
+            version = key[0]
+            if self._version != version:
+                if self._version is not None and version < self._version:
+                    return  # made from a snapshot older than the kept answers
+                self._kept.clear()
+                self._bytes = 0
+                self._version = version
+            old = self._kept.pop(key, None)
+            if old is not None:
+                self._bytes -= len(old[0])
+            self._kept[key] = (body, headers)
+            self._bytes += len(body)
+            while self._bytes > _ANSWERS_BYTES:
+                _, (dropped, _) = self._kept.popitem(last=False)
+                self._bytes -= len(dropped)
+
+
+#: Bytes of answers kept per index, and the largest answer kept.
+_ANSWERS_BYTES = 32 << 20
+_ANSWER_MAX_BYTES = 4 << 20
+_ANSWERS: weakref.WeakKeyDictionary[TableIndex, _Answers] = weakref.WeakKeyDictionary()
+_ANSWERS_LOCK = threading.Lock()
+
+
+def _answers_of(index: TableIndex) -> _Answers:
+    with _ANSWERS_LOCK:
+        found = _ANSWERS.get(index)
+        if found is None:
+            found = _ANSWERS[index] = _Answers()
+        return found
 
 
 def _result(
