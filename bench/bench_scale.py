@@ -405,8 +405,9 @@ def bench_stow(table: Path, rate: int, seconds: int) -> dict[str, Any]:
                     timeout=900,
                 )
                 r.raise_for_status()
+            cpu0 = cpu_s(proc.pid)
             out[variant] = stow_load(url, work, rate, seconds)
-            out[variant]["server_cpu_s"] = cpu_s(proc.pid)
+            out[variant]["server_cpu_s"] = round(cpu_s(proc.pid) - cpu0, 2)
         finally:
             proc.terminate()
             try:

@@ -28,12 +28,13 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
+import duckdb
 from pydicom.datadict import keyword_for_tag, tag_for_keyword
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from pixels.web.index import QMETA_TAGS, TableIndex, index_of
+from pixels.web.index import QMETA_TAGS, Snapshot, TableIndex, index_of
 from pixels.web.levels import SERIES_TAGS, STUDY_TAGS, is_instance_level
 from pixels.web.state import base_url, check_uid, state_of
 
@@ -411,7 +412,7 @@ def search(request: Request) -> Response:
     if kept is not None:
         return Response(kept[0], media_type="application/dicom+json", headers=kept[1])
     # one row more than asked for says whether the answer was cut (PS3.18 8.3.4.4)
-    rows = snap.rows(sql, [*params, q.limit + 1, q.offset])
+    rows = _rows(index, snap, sql, [*params, q.limit + 1, q.offset])
     cut = len(rows) > q.limit
     del rows[q.limit :]
     # the study/series attributes the index holds answer unless other tags are asked for
@@ -446,6 +447,32 @@ def search(request: Request) -> Response:
     if snap.version is not None:
         answers.put(key, body, headers)
     return Response(body, media_type="application/dicom+json", headers=headers)
+
+
+def _rows(index: TableIndex, snap: Snapshot, sql: str, params: list[Any]) -> list[dict[str, Any]]:
+    """Run a search on this thread's cursor of the index (made once: a cursor and its
+    ``USE`` per request cost more than a small search); rows as dicts."""
+    cursors: weakref.WeakKeyDictionary[TableIndex, duckdb.DuckDBPyConnection] | None
+    cursors = getattr(_THREAD, "cursors", None)
+    if cursors is None:
+        cursors = _THREAD.cursors = weakref.WeakKeyDictionary()
+    cur = cursors.get(index)
+    for attempt in (0, 1):
+        if cur is None:
+            cur = cursors[index] = snap.cursor()
+        try:
+            res = cur.execute(sql, params)
+            names = [d[0] for d in res.description or ()]
+            return [dict(zip(names, r, strict=True)) for r in res.fetchall()]
+        except duckdb.ConnectionException:  # the index's connection was closed: a new one
+            cursors.pop(index, None)
+            cur = None
+            if attempt:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+_THREAD = threading.local()
 
 
 class _Answers:
