@@ -115,6 +115,44 @@ def test_seg_valid_and_references_the_source(segmented):
     np.testing.assert_array_equal(body.astype(bool), labels.transpose(2, 1, 0) > 0)
 
 
+def test_segment_volumes_are_the_seg_voxels(segmented):
+    """The millilitres reported per segment are the voxels of each segment of the SEG."""
+    segmented_ok = [r for r in segmented["stats"].results if r.status == "segmented"]
+    assert segmented_ok
+    for result in segmented_ok:
+        seg = pydicom.dcmread(result.path)  # binary: each frame is one segment's plane
+        frames = seg.pixel_array.reshape(-1, seg.Rows, seg.Columns)
+        of_frame = [
+            int(f.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+            for f in seg.PerFrameFunctionalGroupsSequence
+        ]
+        names = [s.SegmentLabel for s in seg.SegmentSequence]
+        assert set(result.volumes_ml) == set(names)
+        counts = dict.fromkeys(names, 0)
+        for plane, number in zip(frames, of_frame, strict=True):
+            counts[names[number - 1]] += int(plane.astype(bool).sum())
+        # one voxel volume for all segments (the series' spacing): ml / voxels is constant
+        voxel_ml = result.volumes_ml["Body"] / counts["Body"]
+        for name in names:
+            want = counts[name] * voxel_ml
+            assert result.volumes_ml[name] == pytest.approx(want, rel=1e-3, abs=2e-3), name
+        assert result.volumes_ml["Body"] > 0
+
+
+def test_volumes_of_wide_label_maps_match_the_masks():
+    from pixels.ml.models.ct_tissue import CTTissue
+    from pixels.ml.segment import _volumes_ml
+
+    ref = pydicom.dcmread(sample_file("CT_small.dcm"))
+    hu = (ref.pixel_array * float(ref.RescaleSlope) + float(ref.RescaleIntercept)).T
+    model = CTTissue()
+    labels = model(np.repeat(hu[..., None], 4, axis=-1).astype(np.float32), (0.7, 0.7, 2.5))
+    want = {s.name: round(int(s.mask(labels).sum()) * 0.5, 3) for s in model.segments}
+    assert _volumes_ml(model, labels, 0.5) == want  # the histogram path (uint8)
+    assert _volumes_ml(model, labels.astype(np.int64), 0.5) == want  # the mask path
+    assert _volumes_ml(model, np.asfortranarray(labels), 0.5) == want
+
+
 def test_cataloged_and_queryable_by_model(segmented):
     from pixels.ml.seg import segmentations
 

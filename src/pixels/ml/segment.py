@@ -135,8 +135,7 @@ def segment_one(
         )
         seg = build_seg(vol, labels, m, labelmap=labelmap)
         path = write_seg(seg, root, storage_options)
-        voxel_ml = float(np.prod(vol.plan.spacing)) / 1000.0
-        volumes = {s.name: round(float(s.mask(labels).sum()) * voxel_ml, 3) for s in m.segments}
+        volumes = _volumes_ml(m, labels, float(np.prod(vol.plan.spacing)) / 1000.0)
     except Exception as e:
         message = str(e)
         if uid and uid not in message:
@@ -145,6 +144,20 @@ def segment_one(
     return SeriesResult(
         uid, "segmented", path, seconds=time.perf_counter() - t0, volumes_ml=volumes
     )
+
+
+def _volumes_ml(model: Model, labels: np.ndarray, voxel_ml: float) -> dict[str, float]:
+    """Millilitres of each segment of ``model`` in ``labels``: one histogram of the labels
+    (unsigned 8/16-bit maps), not one pass over the volume per segment."""
+    if labels.dtype in (np.uint8, np.uint16):
+        counts = np.bincount(labels.ravel(order="K"))
+        voxels = {
+            s.name: int(sum(counts[v] for v in (s.includes or (s.label,)) if 0 <= v < counts.size))
+            for s in model.segments
+        }
+    else:
+        voxels = {s.name: int(s.mask(labels).sum()) for s in model.segments}
+    return {name: round(n * voxel_ml, 3) for name, n in voxels.items()}
 
 
 def _where_images(where: str | None) -> str:
