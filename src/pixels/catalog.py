@@ -199,11 +199,16 @@ class Catalog:
         ``retention_hours``: see :meth:`pixels.table.CatalogTable.optimize` (default 7 days).
         ``cluster``: also order the rows by study and series, so that
         look-ups by study or series read a few row groups (rewrites every file).
+        Rows an older Pixels wrote are upgraded first (:meth:`pixels.table.CatalogTable.upgrade`;
+        ``rowsUpgraded`` in the metrics).
         """
+        upgraded = self.table.upgrade() if self.table.needs_upgrade else {}
         if not cluster:
-            return self.table.optimize(retention_hours=retention_hours)
-        from pixels.cluster import cluster_table
+            metrics = self.table.optimize(retention_hours=retention_hours)
+        else:
+            from pixels.cluster import cluster_table
 
-        metrics = cluster_table(self.table)
-        metrics.update(self.table.optimize(retention_hours=retention_hours, compact=False))
+            metrics = cluster_table(self.table)
+            metrics.update(self.table.optimize(retention_hours=retention_hours, compact=False))
+        metrics["rowsUpgraded"] = upgraded.get("rowsUpgraded", 0)
         return metrics

@@ -853,8 +853,32 @@ def optimize_cmd(
 
     cat = Catalog(table, storage_options=_storage_options(storage_option))
     metrics = cat.optimize(retention_hours=retention_hours, cluster=cluster)
-    keys = ("numFilesAdded", "numFilesRemoved", "filesVacuumed")
+    keys = ("numFilesAdded", "numFilesRemoved", "filesVacuumed", "rowsUpgraded")
     click.echo(json.dumps({k: metrics.get(k) for k in keys}))
+
+
+@main.command("upgrade")
+@TABLE_OPTION
+@storage_option("Object-store option for a table URL (repeatable), e.g. key=..., endpoint_url=...")
+def upgrade_cmd(table: str, storage_option: tuple[str, ...] = ()) -> None:
+    """Rewrite the rows an older Pixels wrote into the current schema (once; resumable).
+
+    Old rows read with rowId and is_anon derived from their path until then; writes
+    never rewrite them. Each data file is replaced in a commit of its own: a run
+    stopped half-way goes on where it stopped when run again. `pixels optimize`
+    does it too.
+    """
+    from pixels.errors import PixelsError
+    from pixels.table import CatalogTable
+
+    t = CatalogTable(table, storage_options=_storage_options(storage_option))
+    if not t.exists():
+        raise click.ClickException(f"no catalog table at {table}")
+    try:
+        metrics = t.upgrade()
+    except PixelsError as e:
+        raise click.ClickException(str(e)) from e
+    click.echo(json.dumps(metrics))
 
 
 @main.command("schema")

@@ -28,6 +28,7 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -36,12 +37,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import DeltaTable, QueryBuilder
 from deltalake.exceptions import DeltaError
+from duckdb.func import FunctionNullHandling, PythonUDFType
 
 from pixels.errors import TableError
-from pixels.schema import SCHEMA, VIEW_NAME
+from pixels.schema import SCHEMA, VIEW_NAME, row_id
 from pixels.storage import delta_options, fsspec_options, is_local
 
-__all__ = ["LOOKUP_SCHEMA", "TableScan", "protocol_features"]
+__all__ = ["LEGACY_ANON_SQL", "LOOKUP_SCHEMA", "TableScan", "legacy_columns", "protocol_features"]
 
 #: Reader features that leave a version's rows exactly the rows of its files.
 _DIRECT_FEATURES = frozenset({"timestampNtz", "v2Checkpoint", "vacuumProtocolCheck"})
@@ -81,6 +83,49 @@ def protocol_features(dt: DeltaTable) -> list[str]:
     if other:
         found.append("reader features " + ", ".join(sorted(other)))
     return found
+
+
+#: ``is_anon`` of a row written before the column existed: true for local files, null
+#: for URLs (as :func:`pixels.table.evolve.legacy_is_anon`).
+#: (DuckDB and Spark SQL alike.)
+LEGACY_ANON_SQL = "CASE WHEN instr(regexp_replace(path, '^.*::', ''), '://') = 0 THEN true END"
+
+
+def _row_ids(paths: pa.Array) -> pa.Array:
+    return pa.array([None if p is None else row_id(p) for p in paths.to_pylist()], pa.int64())
+
+
+def legacy_columns(con: duckdb.DuckDBPyConnection, source: str) -> str:
+    """The select list of a view over rows an older Pixels may have written.
+
+    ``rowId`` and ``is_anon`` (null in such rows, or missing from every file)
+    are derived from ``path`` where null: ``rowId`` is :func:`pixels.schema.row_id`
+    (a DuckDB function ``pixels_row_id`` registered on ``con``), so the view
+    shows what ``pixels upgrade`` will write. Other columns are as read.
+    """
+    with contextlib.suppress(duckdb.Error):  # registered already
+        con.create_function(
+            "pixels_row_id",
+            _row_ids,
+            ["varchar"],
+            "bigint",
+            type=PythonUDFType.ARROW,
+            null_handling=FunctionNullHandling.SPECIAL,
+            side_effects=False,
+        )
+    have = {r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
+    if "path" not in have:
+        return "*"
+    derived = {
+        "rowId": "pixels_row_id(path)",
+        "is_anon": LEGACY_ANON_SQL,
+    }
+    replace = [
+        f"coalesce({_quote(c)}, {e}) AS {_quote(c)}" for c, e in derived.items() if c in have
+    ]
+    added = [f"{e} AS {_quote(c)}" for c, e in derived.items() if c not in have]
+    select = "*" + (f" REPLACE ({', '.join(replace)})" if replace else "")
+    return ", ".join([select, *added])
 
 
 def _plain_type(t: pa.DataType) -> pa.DataType:
@@ -138,24 +183,37 @@ class TableScan:
         *,
         storage_options: Mapping[str, Any] | None = None,
         features: Sequence[str] = (),
+        legacy: bool = False,
     ):
         self.uri = uri
         self.version = version
         self.files = tuple(files)
         self.storage_options = dict(storage_options or {})
         self.features = list(features)
+        #: rows an older Pixels wrote may be here: ``rowId``/``is_anon`` derived on read
+        self.legacy = legacy
 
     @classmethod
     def of(
-        cls, dt: DeltaTable, uri: str, storage_options: Mapping[str, Any] | None = None
+        cls,
+        dt: DeltaTable,
+        uri: str,
+        storage_options: Mapping[str, Any] | None = None,
+        *,
+        legacy: bool = False,
     ) -> TableScan:
-        """The scan of ``dt``'s loaded version (its files and features read together)."""
+        """The scan of ``dt``'s loaded version (its files and features read together).
+
+        ``legacy``: rows written by an older Pixels may be in it (null ``rowId``,
+        ``is_anon``): the view derives them from ``path`` (:func:`legacy_columns`).
+        """
         return cls(
             uri,
             int(dt.version()),
             list(dt.file_uris()),
             storage_options=storage_options,
             features=protocol_features(dt),
+            legacy=legacy,
         )
 
     @classmethod
@@ -181,7 +239,12 @@ class TableScan:
         if not self.direct:
             return self
         return TableScan(
-            self.uri, self.version, files, storage_options=self.storage_options, features=()
+            self.uri,
+            self.version,
+            files,
+            storage_options=self.storage_options,
+            features=(),
+            legacy=self.legacy,
         )
 
     # ------------------------------------------------------------ DuckDB
@@ -212,12 +275,20 @@ class TableScan:
             self.prepare(con)
             files = "[" + ", ".join(_sql_string(u) for u in self.files) + "]"
             # the file URIs come from the Delta log, never from a request
-            con.execute(
-                f"CREATE OR REPLACE VIEW {name} AS "
-                f"SELECT * FROM read_parquet({files}, union_by_name=true)"
-            )
+            source = f"read_parquet({files}, union_by_name=true)"
+            select = legacy_columns(con, source) if self.legacy else "*"
+            con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT {select} FROM {source}")
             return
-        self._hold(con, name, self.through_delta(f"SELECT * FROM {_DELTA_TABLE}"))
+        rows = self.through_delta(f"SELECT * FROM {_DELTA_TABLE}")
+        if self.legacy:
+            con.register("_pixels_legacy", rows)
+            try:
+                rows = con.sql(
+                    f"SELECT {legacy_columns(con, '_pixels_legacy')} FROM _pixels_legacy"
+                ).to_arrow_table()
+            finally:
+                con.unregister("_pixels_legacy")
+        self._hold(con, name, rows)
 
     @staticmethod
     def _hold(con: duckdb.DuckDBPyConnection, name: str, rows: pa.Table) -> None:

@@ -1,5 +1,5 @@
 """dbx.pixels' API and schema without Spark: signatures, refusals that say why, rowId,
-is_anon, path_tags and the upgrade of tables written by an older Pixels (real files)."""
+is_anon and path_tags (real files; old tables: tests/test_table_upgrade.py)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,11 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from deltalake import DeltaTable, write_deltalake
 
 from corpus import sample_file
 from pixels import Catalog
 from pixels.errors import PixelsError
-from pixels.schema import SCHEMA, row_id
+from pixels.schema import row_id
 
 
 @pytest.fixture
@@ -169,48 +168,3 @@ def test_row_id_is_path_identity_and_stable_across_runs(files: Path, tmp_path: P
     again = a.sql(q).to_dict("records")
     assert [(r["path"], r["rowId"]) for r in again] == [(r["path"], r["rowId"]) for r in ra]
     assert a.sql("SELECT count(*) n FROM object_catalog WHERE Modality = 'CT'")["n"][0] == 2
-
-
-#: The column order of tables written before schema 2 (no rowId / is_anon; folders in path_tags).
-V1_FILE_COLUMNS = [
-    "path", "modificationTime", "length", "relative_path", "local_path", "extension",
-    "path_tags", "original_path", "version_tag", "file_type",
-]  # fmt: skip
-
-
-def test_old_table_is_upgraded_when_written(files: Path, tmp_path: Path) -> None:
-    """A table an older Pixels wrote gets rowId, is_anon and dbx path_tags on the next write."""
-    new = Catalog(tmp_path / "new")
-    new.catalog(files, workers=0)
-    rows = DeltaTable(str(tmp_path / "new")).to_pyarrow_table()
-    rest = [n for n in SCHEMA.names if n not in [*V1_FILE_COLUMNS, "rowId", "is_anon"]]
-    v1 = rows.select(V1_FILE_COLUMNS + rest)
-    folders = pa.array(
-        [r.split("/") for r in v1["relative_path"].to_pylist()], pa.list_(pa.string())
-    )
-    v1 = v1.set_column(v1.schema.get_field_index("path_tags"), "path_tags", folders)
-    old_uri = str(tmp_path / "old")
-    write_deltalake(old_uri, v1, description="Pixels catalog: one row per file (pixels schema 1)")
-    assert "rowId" not in DeltaTable(old_uri).schema().to_arrow().names
-
-    (files / "more").mkdir()
-    shutil.copyfile(sample_file("JPEG2000.dcm"), files / "more" / "j2k.dcm")
-    old = Catalog(old_uri)
-    stats = old.catalog(files, workers=0)
-    assert stats.processed == 1 and stats.unchanged == 2  # old rows are not read again
-    got = old.sql("SELECT * FROM object_catalog ORDER BY path").to_dict("records")
-    assert len(got) == 3
-    for r in got:
-        assert r["rowId"] == row_id(r["path"]) and r["is_anon"] is True, r["path"]
-    before = {r["path"]: r for r in rows.to_pylist()}
-    for r in got:
-        if r["path"] in before:
-            assert r["meta"] == before[r["path"]]["meta"]
-            assert list(r["path_tags"]) == before[r["path"]]["path_tags"]
-    dt = DeltaTable(old_uri)
-    assert dt.metadata().description.endswith("(pixels schema 2)")
-    assert {"is_anon", "rowId"} <= set(dt.schema().to_arrow().names)
-    # nothing more to do next time: no file is rewritten again
-    version = dt.version()
-    assert old.catalog(files, workers=0).processed == 0
-    assert DeltaTable(old_uri).version() == version

@@ -9,7 +9,7 @@ import os
 import random
 import time
 import uuid
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from typing import Any
 
 import duckdb
@@ -27,7 +27,7 @@ from pixels.schema import SCHEMA
 from pixels.storage import delta_options, is_local, local_path
 from pixels.table import cleanup
 from pixels.table.cleanup import _LOCK_DIR, ORPHAN_MIN_AGE_HOURS
-from pixels.table.evolve import DESCRIPTION, conform, upgrade_rows
+from pixels.table.evolve import DESCRIPTION, conform, upgrade_rows, upgrade_table
 from pixels.table.identity import split_by_identity, sql_string
 
 _RETRIES = 8
@@ -137,6 +137,12 @@ class CatalogTable:
                 raise
 
     def _evolve(self) -> None:
+        """Add the columns an older Pixels did not write (a metadata-only commit).
+
+        The old rows are not rewritten here: they read with ``rowId`` and ``is_anon``
+        derived from ``path`` (:attr:`needs_upgrade`) until :meth:`upgrade` rewrites
+        them once.
+        """
         dt = self.delta()
         have = set(dt.schema().to_arrow().names)
         missing = [f for f in SCHEMA if f.name not in have]
@@ -148,31 +154,25 @@ class CatalogTable:
                 if missing:
                     fields = DeltaSchema.from_arrow(pa.schema(missing)).fields
                     dt.alter.add_columns(list(fields))
-        if (dt.metadata().description or "") != DESCRIPTION:
-            self._upgrade_rows()
 
-    def _upgrade_rows(self) -> None:
-        """Rewrite data files written before schema 2 (:func:`upgrade_rows`), then record it.
+    @property
+    def needs_upgrade(self) -> bool:
+        """True when rows written by an older Pixels may be in the table (see :meth:`upgrade`).
 
-        Each file is replaced in its own commit, so a run killed half-way leaves a
-        table whose every row is whole; the next run rewrites the remaining files
-        (a file is old when it lacks the ``rowId`` column). Local tables only: on
-        object stores old rows keep a null ``rowId`` (new rows always have one).
+        The table's description names the schema its rows are in
+        (:data:`~pixels.table.evolve.DESCRIPTION`); a table made by another writer
+        (Spark's Delta writer) has none and is taken as possibly old.
         """
-        dt = self.delta()
-        if _is_local(self.uri):
-            for uri in list(dt.file_uris()):
-                path = _local_path(uri)
-                if "rowId" in pq.read_schema(path).names:
-                    continue
-                try:
-                    self.replace_file(uri, upgrade_rows(pq.read_table(path)))
-                except CommitFailedError:  # compacted or replaced meanwhile: look again
-                    return self._upgrade_rows()
-        with self._writer_lock():
-            dt.update_incremental()
-            if (dt.metadata().description or "") != DESCRIPTION:
-                dt.alter.set_table_description(DESCRIPTION)
+        if not self.exists():
+            return False
+        return (self.delta().metadata().description or "") != DESCRIPTION
+
+    def upgrade(self, progress: Callable[[str], None] | None = None) -> dict[str, int]:
+        """Rewrite rows written by an older Pixels into the current schema, once.
+
+        See :func:`pixels.table.evolve.upgrade_table` (resumable, one commit per file).
+        """
+        return upgrade_table(self, progress)
 
     def check_writable(self) -> None:
         """Refuse a table whose rows are not its files' rows (see :mod:`pixels.scan`).
@@ -210,7 +210,9 @@ class CatalogTable:
         """The current version, to read (:class:`pixels.scan.TableScan`; no rows without a table)."""
         if not self.exists():
             return TableScan.empty(self.uri)
-        return TableScan.of(self.delta(), self.uri, self.storage_options)
+        dt = self.delta()
+        legacy = (dt.metadata().description or "") != DESCRIPTION
+        return TableScan.of(dt, self.uri, self.storage_options, legacy=legacy)
 
     def version(self) -> int:
         """Current table version."""
@@ -428,14 +430,7 @@ class CatalogTable:
         )
         os.replace(path + ".tmp", path)
         st = os.stat(path)
-        stats = {
-            "numRecords": table.num_rows,
-            "nullCount": {
-                f.name: table.column(f.name).null_count
-                for f in table.schema
-                if not pa.types.is_nested(f.type)
-            },
-        }
+        stats = _stats(table)
         return AddAction(
             path=name,
             size=st.st_size,
@@ -448,28 +443,93 @@ class CatalogTable:
     def replace_file(self, old_uri: str, data: pa.Table) -> None:
         """Replace one data file by ``data`` (its rows, rewritten) in one commit.
 
-        Used by passes that add derived columns to existing rows (thumbnails).
+        Used by passes that rewrite existing rows (thumbnails, :meth:`upgrade`).
         Raises :class:`CommitFailedError` when another writer removed the file
-        meanwhile (the pass skips it; a later run does it).
+        meanwhile, or (object stores) committed first: the pass looks again or
+        skips it, and a later run does it.
+        Rows an older Pixels wrote are upgraded on the way (:func:`upgrade_rows`).
         """
-        if not _is_local(self.uri):
-            raise TableError("rewriting data files is only supported for local tables", self.uri)
-        add = self._write_file(conform(data))
-        root = _local_path(self.uri)
-        old_path = _local_path(old_uri)
+        data = upgrade_rows(data)
+        if _is_local(self.uri):
+            add = self._write_file(data)
+            root = _local_path(self.uri)
+            old_path = _local_path(old_uri)
+            remove = RemoveAction(
+                path=os.path.relpath(old_path, root),
+                data_change=True,
+                deletion_timestamp=int(time.time() * 1000),
+                size=os.stat(old_path).st_size,
+            )
+            with self._writer_lock():
+                dt = self.delta()
+                if old_uri not in set(dt.file_uris()):
+                    os.remove(os.path.join(root, add.path))
+                    raise CommitFailedError(f"{old_uri} was replaced meanwhile")
+                dt.create_write_transaction([remove, add], mode="append", schema=SCHEMA)
+                dt.update_incremental()
+            return
+        dt = self.delta()
+        if old_uri not in set(dt.file_uris()):
+            raise CommitFailedError(f"{old_uri} was replaced meanwhile")
+        fs, root = self._fs()
+        old_name = _relative(old_uri, self.uri)
         remove = RemoveAction(
-            path=os.path.relpath(old_path, root),
+            path=old_name,
             data_change=True,
             deletion_timestamp=int(time.time() * 1000),
-            size=os.stat(old_path).st_size,
+            size=int(fs.info(f"{root}/{old_name}")["size"]),
         )
-        with self._writer_lock():
-            dt = self.delta()
-            if old_uri not in set(dt.file_uris()):
-                os.remove(os.path.join(root, add.path))
-                raise CommitFailedError(f"{old_uri} was replaced meanwhile")
-            dt.create_write_transaction([remove, add], mode="append", schema=SCHEMA)
-            dt.update_incremental()
+        add = self._write_remote_file(fs, root, data)
+        try:
+            # only on top of the version checked above: a concurrent commit (which may
+            # have removed the file) fails this one, and the caller looks again
+            dt.create_write_transaction(
+                [remove, add], mode="append", schema=SCHEMA, commit_properties=_ON_CHECKED_VERSION
+            )
+        except CommitFailedError:
+            with contextlib.suppress(FileNotFoundError):
+                fs.rm_file(f"{root}/{add.path}")
+            raise
+        dt.update_incremental()
+
+    def _fs(self) -> tuple[Any, str]:
+        """The table's fsspec file system (an instance of its own) and its root folder."""
+        from pixels.sources.remote import url_to_fs
+        from pixels.storage import fsspec_options
+
+        if _is_local(self.uri):
+            fs, root = url_to_fs(_local_path(self.uri))
+        else:
+            # an instance of its own: fsspec shares instances, and a listing cached here
+            # would hide files written later from the table's readers (DuckDB globs)
+            options = {
+                **fsspec_options(self.uri, self.storage_options),
+                "skip_instance_cache": True,
+            }
+            fs, root = url_to_fs(self.uri, options)
+        return fs, str(root).rstrip("/")
+
+    def _write_remote_file(self, fs: Any, root: str, table: pa.Table) -> AddAction:
+        """:meth:`_write_file` for object stores: one PUT (never visible half-written)."""
+        name = f"part-00000-{uuid.uuid4()}-c000.zstd.parquet"
+        with fs.open(f"{root}/{name}", "wb") as fh:
+            pq.write_table(
+                table,
+                fh,
+                compression="zstd",
+                row_group_size=_ROW_GROUP,
+                write_statistics=True,
+                use_compliant_nested_type=True,
+            )
+        size = int(fs.info(f"{root}/{name}")["size"])
+        return AddAction(
+            path=name,
+            size=size,
+            partition_values={},
+            modification_time=int(time.time() * 1000),
+            data_change=True,
+            stats=json.dumps(_stats(table)),
+        )
 
     # ----------------------------------------------------------- maintenance
     def clean_orphans(self, min_age_hours: float = ORPHAN_MIN_AGE_HOURS) -> list[str]:
@@ -490,6 +550,28 @@ class CatalogTable:
         See :func:`pixels.table.cleanup.optimize` for the parameters and the metrics returned.
         """
         return cleanup.optimize(self, vacuum, retention_hours, compact)
+
+
+def _stats(table: pa.Table) -> dict[str, Any]:
+    """The ``stats`` of a data file's ``add`` action: row and null counts."""
+    return {
+        "numRecords": table.num_rows,
+        "nullCount": {
+            f.name: table.column(f.name).null_count
+            for f in table.schema
+            if not pa.types.is_nested(f.type)
+        },
+    }
+
+
+def _relative(file_uri: str, table_uri: str) -> str:
+    """A data file's path in the table's log (relative to the table, unquoted)."""
+    from urllib.parse import unquote
+
+    head = table_uri.rstrip("/") + "/"
+    if not file_uri.startswith(head):
+        raise TableError(f"{file_uri} is not a file of the table", table_uri)
+    return unquote(file_uri[len(head) :])
 
 
 def _path_range(uri: str) -> tuple[str, str] | None:

@@ -57,21 +57,8 @@ def clean_orphans(table: CatalogTable, min_age_hours: float = ORPHAN_MIN_AGE_HOU
     """
     if not table.exists():
         return []
-    from pixels.sources.remote import url_to_fs
-    from pixels.storage import fsspec_options
-
     local = _is_local(table.uri)
-    if local:
-        fs, root = url_to_fs(_local_path(table.uri))
-    else:
-        # an instance of its own: fsspec shares instances, and a listing cached here
-        # would hide files written later from the table's readers (DuckDB globs)
-        options = {
-            **fsspec_options(table.uri, table.storage_options),
-            "skip_instance_cache": True,
-        }
-        fs, root = url_to_fs(table.uri, options)
-    root = root.rstrip("/")
+    fs, root = table._fs()
     cutoff = time.time() - min_age_hours * 3600
     with table._writer_lock():
         if local:

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from pixels.schema import SCHEMA, SCHEMA_VERSION, row_id
+
+if TYPE_CHECKING:
+    from pixels.table.catalog_table import CatalogTable
 
 
 def conform(data: pa.Table | pa.RecordBatch) -> pa.Table:
@@ -36,22 +43,39 @@ DESCRIPTION = f"Pixels catalog: one row per file (pixels schema {SCHEMA_VERSION}
 def upgrade_rows(data: pa.Table) -> pa.Table:
     """Rows written by an older Pixels, in the current schema (:data:`SCHEMA_VERSION` 2).
 
-    ``rowId`` from ``path``; ``path_tags`` split again as dbx.pixels splits them;
-    ``is_anon`` where the path says (local files; null for URLs: the storage options
-    they were read with are not known).
+    A row is old when its ``rowId`` is null (or the column is missing): writers of
+    schema 2 always set it. Old rows get ``rowId`` from ``path``, ``path_tags``
+    split again as dbx.pixels splits them, and ``is_anon`` where the path says
+    (:func:`legacy_is_anon`); other rows are left as they are.
     """
     from pixels.sources.local import path_tags_of
 
+    n = data.num_rows
+    ids = data["rowId"].to_pylist() if "rowId" in data.column_names else [None] * n
+    old = [i is None for i in ids]
+    if not any(old):
+        return conform(data)
     paths = data["path"].to_pylist()
     rels = data["relative_path"].to_pylist() if "relative_path" in data.column_names else paths
+    tags = data["path_tags"].to_pylist() if "path_tags" in data.column_names else [None] * n
+    anon = data["is_anon"].to_pylist() if "is_anon" in data.column_names else [None] * n
     cols = {
-        "rowId": pa.array([row_id(p) for p in paths], pa.int64()),
+        "rowId": pa.array(
+            [row_id(p) if o else i for o, i, p in zip(old, ids, paths, strict=True)], pa.int64()
+        ),
         "path_tags": pa.array(
-            [list(path_tags_of(r)) if r is not None else None for r in rels],
+            [
+                (list(path_tags_of(r)) if r is not None else None) if o else t
+                for o, r, t in zip(old, rels, tags, strict=True)
+            ],
             pa.list_(pa.string()),
         ),
         "is_anon": pa.array(
-            [True if "://" not in p.split("::")[-1] else None for p in paths], pa.bool_()
+            [
+                legacy_is_anon(p) if o and a is None else a
+                for o, a, p in zip(old, anon, paths, strict=True)
+            ],
+            pa.bool_(),
         ),
     }
     for name, col in cols.items():
@@ -62,4 +86,104 @@ def upgrade_rows(data: pa.Table) -> pa.Table:
     return conform(data)
 
 
-__all__ = ["DESCRIPTION", "conform", "upgrade_rows"]
+def legacy_is_anon(path: str) -> bool | None:
+    """``is_anon`` of a row written before the column existed.
+
+    True for local files (read without credentials by definition); None for URLs:
+    the storage options they were read with are not known.
+    """
+    return True if "://" not in path.split("::")[-1] else None
+
+
+def stale(fs: Any, path: str) -> bool:
+    """Whether data file ``path`` (on ``fs``) holds rows to upgrade (a null ``rowId``).
+
+    From the Parquet footer alone: the column missing, or a row group whose
+    statistics count nulls in it (or have no counts).
+    """
+    with fs.open(path, "rb") as fh:
+        meta = pq.read_metadata(fh)
+    names = meta.schema.to_arrow_schema().names
+    if "rowId" not in names:
+        return True
+    col = names.index("rowId")
+    for g in range(meta.num_row_groups):
+        st = meta.row_group(g).column(col).statistics
+        if st is None or st.null_count is None or st.null_count > 0:
+            return True
+    return False
+
+
+def upgrade_table(
+    table: CatalogTable, progress: Callable[[str], None] | None = None
+) -> dict[str, int]:
+    """Rewrite the data files holding rows an older Pixels wrote, then mark the table upgraded.
+
+    The write path never does this (a first write to a large old table would
+    rewrite all of it): old rows read with ``rowId``/``is_anon`` derived from
+    ``path`` until this runs (``pixels upgrade``, or ``pixels optimize``).
+
+    Each stale file (:func:`stale`) is replaced by its rows through
+    :func:`upgrade_rows` in a commit of its own: a run killed half-way leaves a
+    table whose every row is whole, and the next run does the files left. When no
+    stale file is left, the table description records the schema version
+    (:data:`DESCRIPTION`). Local tables and object stores alike.
+
+    Returns
+    -------
+    dict
+        ``filesRewritten``, ``rowsUpgraded`` and ``filesChecked``.
+    """
+    from deltalake.exceptions import CommitFailedError
+
+    out = {"filesChecked": 0, "filesRewritten": 0, "rowsUpgraded": 0}
+    if not table.exists():
+        return out
+    table.create()  # the columns added since (metadata only)
+    fs, root = table._fs()
+    done: set[str] = set()
+    while True:
+        todo = [u for u in table.file_uris() if u not in done]
+        if not todo:
+            break
+        for uri in todo:
+            done.add(uri)
+            path = _fs_path(uri, table.uri, root)
+            out["filesChecked"] += 1
+            if not stale(fs, path):
+                continue
+            with fs.open(path, "rb") as fh:
+                rows = pq.read_table(fh)
+            old = rows.num_rows - (
+                rows["rowId"].num_rows - rows["rowId"].null_count
+                if "rowId" in rows.column_names
+                else 0
+            )
+            try:
+                table.replace_file(uri, upgrade_rows(rows))
+            except CommitFailedError:
+                break  # another writer committed meanwhile: list the files again
+            out["filesRewritten"] += 1
+            out["rowsUpgraded"] += old
+            if progress is not None:
+                progress(f"upgraded {uri} ({old} rows)")
+    with table._writer_lock():
+        dt = table.delta()
+        if (dt.metadata().description or "") != DESCRIPTION:
+            dt.alter.set_table_description(DESCRIPTION)
+    return out
+
+
+def _fs_path(uri: str, table_uri: str, root: str) -> str:
+    """Path of data file ``uri`` on the table's file system (``root``: the table's folder)."""
+    from urllib.parse import unquote
+
+    head = table_uri.rstrip("/") + "/"
+    if uri.startswith(head):
+        return f"{root}/{unquote(uri[len(head) :])}"
+    from pixels.storage import local_path
+
+    return local_path(uri)
+
+
+__all__ = ["DESCRIPTION", "conform", "legacy_is_anon", "stale", "upgrade_rows", "upgrade_table"]

@@ -38,7 +38,7 @@ from pixels.engines.spark.transform import (
 from pixels.engines.spark.writer import SAVE_MODES, SaveResult, save_dataframe
 from pixels.errors import PixelsError
 from pixels.rows import REF_SCHEMA
-from pixels.schema import SCHEMA, VIEW_NAME, anonymous
+from pixels.schema import SCHEMA, VIEW_NAME, anonymous, row_id
 from pixels.sources import ArchiveLimits
 from pixels.sources.local import is_url
 from pixels.table import CatalogTable
@@ -152,6 +152,25 @@ def merge_sql(target: str, view: str, mode: str = "append") -> str:
         f"WHEN MATCHED {when}THEN UPDATE SET * "
         "WHEN NOT MATCHED THEN INSERT *"
     )
+
+
+def with_legacy_columns(df: Any) -> Any:
+    """``df`` with ``rowId`` and ``is_anon`` derived from ``path`` where an older Pixels left them null.
+
+    What ``pixels upgrade`` writes (:func:`pixels.table.evolve.upgrade_rows`), shown
+    on read until then: ``rowId`` is :func:`pixels.schema.row_id` (a Python UDF,
+    evaluated only for the null rows of the queries that read the column).
+    """
+    from pyspark.sql import functions as sf
+
+    from pixels.scan import LEGACY_ANON_SQL
+
+    ids = sf.udf(row_id, "bigint")
+    if "rowId" in df.columns:
+        df = df.withColumn("rowId", sf.coalesce(sf.col("rowId"), ids(sf.col("path"))))
+    if "is_anon" in df.columns:
+        df = df.withColumn("is_anon", sf.coalesce(sf.col("is_anon"), sf.expr(LEGACY_ANON_SQL)))
+    return df
 
 
 @dataclass(frozen=True)
@@ -495,6 +514,8 @@ class SparkCatalog:
                 df = self.spark.read.schema(schema).parquet(*uris)
             else:
                 df = self.spark.createDataFrame([], schema)
+        if self.table is not None and self.table.needs_upgrade:
+            df = with_legacy_columns(df)
         if variant is None:
             variant = has_variant(self.spark)
         if variant:
