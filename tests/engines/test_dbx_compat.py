@@ -325,6 +325,20 @@ def test_dcm_demo_select_file_columns(spark: Any, demo_table: dict[str, str]) ->
     }
 
 
+def test_rows_without_meta_are_sql_null(spark: Any, demo_table: dict[str, str]) -> None:
+    """``WHERE meta IS NULL`` finds the rows without a header (the VARIANT view on Spark 4)."""
+    view = demo_table["view"]
+    _spark4(spark, view)
+    missing = spark.sql(f"select path, file_type from {view} where meta is null").collect()
+    assert [(r["path"].rsplit("/", 1)[-1], r["file_type"]) for r in missing] == [
+        ("readme.txt", "unknown")
+    ]
+    assert spark.sql(f"select count(*) n from {view} where meta is not null").first()["n"] == 8
+    # the rows read back in Python too: null where there is no header
+    rows = {r["path"].rsplit("/", 1)[-1]: r["meta"] for r in spark.table(view).collect()}
+    assert rows["readme.txt"] is None and rows["patient5397_ct.dcm"] is not None
+
+
 def test_dcm_demo_patient_count(spark: Any, demo_table: dict[str, str]) -> None:
     """dcm-demo cell 14: counts with a VARIANT path into ``meta``."""
     name = (

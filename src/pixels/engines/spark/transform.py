@@ -156,10 +156,12 @@ def as_variant(df: Any, permissive: bool = False) -> Any:
 
     source = df
     md = df.schema["meta"].metadata
-    # rows without a header (bad files) hold a JSON null, not SQL NULL: pyspark 4's
-    # Arrow conversion (toPandas, toArrow) fails on SQL NULL variants
+    # rows without a header (bad files, non-DICOM files) are SQL NULL, so that
+    # `WHERE meta IS NULL` finds them as it does on the text column. (pyspark 4's
+    # DataFrame.toArrow() fails on a NULL variant, in its cast to the variant's Arrow
+    # type; toPandas() and collect() read them: load(variant=False) for Arrow.)
     parse = "try_parse_json" if permissive else "parse_json"
-    variant = f"coalesce({parse}(meta), parse_json('null'))"
+    variant = f"{parse}(meta)"
     if permissive:
         df = df.withColumn(
             "_corrupt_record",
