@@ -9,6 +9,7 @@ import pyarrow as pa
 
 from pixels.dicom.record import RecordOptions
 from pixels.engines.local import CatalogStats, ProgressCallback, run_catalog
+from pixels.engines.options import CatalogOptions
 from pixels.sources import ArchiveLimits
 from pixels.sql import query
 from pixels.table import CatalogTable
@@ -130,20 +131,18 @@ class Catalog:
             thumbnail_size=thumbnail_size,
             thumbnail_format=thumbnail_format,
         )
-        return run_catalog(
-            os.fspath(source),
-            self.table,
+        config = CatalogOptions(
             workers=workers,
             pattern=pattern,
             recursive=recursive,
             expand_archives=expand_archives,
             extract_dir=extract_dir,
-            options=opts,
+            record=opts,
             retry_errors=retry_errors,
             commit_rows=commit_rows,
-            progress=progress,
             worker_memory=worker_memory,
         )
+        return run_catalog(os.fspath(source), self.table, config, progress=progress)
 
     def watch(self, source: str | os.PathLike[str], **kwargs: Any) -> Any:
         """Catalog the files of a local folder as they arrive, until Ctrl-C (``pixels catalog --watch``).

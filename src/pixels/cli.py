@@ -163,7 +163,9 @@ def catalog_cmd(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from pixels.catalog import Catalog
-    from pixels.engines.local import CatalogStats
+    from pixels.dicom.record import RecordOptions
+    from pixels.engines.local import CatalogStats, run_catalog
+    from pixels.engines.options import CatalogOptions
     from pixels.engines.worker import block_pandas
     from pixels.errors import PixelsError
 
@@ -181,33 +183,34 @@ def catalog_cmd(
                 param_hint="--worker-memory",
             ) from None
     cat = Catalog(table, storage_options=_storage_options(storage_option))
-    if watch:
-        from pixels.dicom.record import RecordOptions
-
-        opts = RecordOptions(
+    # one set of options for both engines (batch and --watch)
+    config = CatalogOptions(
+        workers=workers,
+        pattern=pattern,
+        recursive=not no_recursive,
+        expand_archives=not no_archives,
+        extract_dir=extract_dir,
+        record=RecordOptions(
             storage_options=_storage_options(storage_option),
             thumbnails=thumbnails,
             thumbnail_size=thumbnail_size,
             thumbnail_format=thumbnail_format,
-        )
+        ),
+        retry_errors=retry_errors,
+        worker_memory=memory,
+        commit_rows=commit_rows,
+    )
+    if watch:
         _watch(
             console,
             source,
             cat.table,
+            config.with_(commit_rows=min(commit_rows, 500)),
             quiet=quiet,
-            workers=workers,
-            pattern=pattern,
-            recursive=not no_recursive,
-            expand_archives=not no_archives,
-            extract_dir=extract_dir,
-            options=opts,
-            retry_errors=retry_errors,
-            worker_memory=memory,
             poll=True if poll else None,
             poll_interval=poll_interval,
             reconcile_interval=max(5.0, 10 * poll_interval),
             settle=settle,
-            commit_rows=min(commit_rows, 500),
             deletions=deletions,
         )
         return
@@ -239,22 +242,7 @@ def catalog_cmd(
 
     try:
         with progress:
-            stats = cat.catalog(
-                source,
-                workers=workers,
-                pattern=pattern,
-                recursive=not no_recursive,
-                expand_archives=not no_archives,
-                extract_dir=extract_dir,
-                storage_options=_storage_options(storage_option),
-                retry_errors=retry_errors,
-                commit_rows=commit_rows,
-                thumbnails=thumbnails,
-                thumbnail_size=thumbnail_size,
-                thumbnail_format=thumbnail_format,
-                progress=on_progress,
-                worker_memory=memory,
-            )
+            stats = run_catalog(source, cat.table, config, progress=on_progress)
     except PixelsError as e:
         _print_error(console, e)
         sys.exit(2)
@@ -288,7 +276,9 @@ def _print_error(console: Any, e: BaseException) -> None:
     console.print(Text.assemble(("error:", "red"), " ", str(e)), soft_wrap=True)
 
 
-def _watch(console: Any, source: str, table: Any, *, quiet: bool, **kwargs: Any) -> None:
+def _watch(
+    console: Any, source: str, table: Any, config: Any, *, quiet: bool, **kwargs: Any
+) -> None:
     """``pixels catalog --watch``: run until Ctrl-C or SIGTERM, one line per commit."""
     import signal
     import time
@@ -307,7 +297,7 @@ def _watch(console: Any, source: str, table: Any, *, quiet: bool, **kwargs: Any)
             )
 
     try:
-        watcher = Watcher(source, table, on_commit=on_commit, **kwargs)
+        watcher = Watcher(source, table, config, on_commit=on_commit, **kwargs)
     except (PixelsError, ValueError) as e:
         _print_error(console, e)
         sys.exit(2)

@@ -19,8 +19,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pixels.dicom.notices import warning_kind
-from pixels.dicom.record import RecordOptions
 from pixels.engines import worker
+from pixels.engines.options import CatalogOptions
 from pixels.engines.pool import FilePool
 from pixels.sources import iter_files
 from pixels.sources.local import stored_path
@@ -159,20 +159,12 @@ class _Writer:
 def run_catalog(
     source: str,
     table: CatalogTable,
+    config: CatalogOptions | None = None,
     *,
-    workers: int | None = None,
-    pattern: str | None = None,
-    recursive: bool = True,
-    expand_archives: bool = True,
-    extract_dir: str | None = None,
-    options: RecordOptions | None = None,
-    retry_errors: bool = False,
     chunk_files: int = 64,
-    commit_rows: int = 2000,
     commit_bytes: int = 32 << 20,
-    commit_seconds: float = 30.0,
     progress: ProgressCallback | None = None,
-    worker_memory: int | None = -1,
+    **changes: Any,
 ) -> CatalogStats:
     """Catalog every file under ``source`` into ``table``; only new or changed files are read.
 
@@ -182,35 +174,32 @@ def run_catalog(
         Folder, file, zip archive or fsspec URL.
     table : CatalogTable
         Destination table (created when missing).
-    workers : int, optional
-        Worker processes; default: the number of CPUs. ``0`` runs in this process.
-    pattern, recursive, expand_archives, extract_dir
-        Passed to :func:`pixels.sources.iter_files`.
-    options : RecordOptions, optional
-        Per-file options (bulk threshold, storage options, archive limits).
-    retry_errors : bool
-        Read again files whose row has an error, even when unchanged.
+    config : CatalogOptions, optional
+        What to catalog and how (:class:`pixels.engines.options.CatalogOptions`:
+        workers, pattern, recursive, expand_archives, extract_dir, record options,
+        retry_errors, worker_memory, commit_rows (default 2000), commit_seconds
+        (default 30)); the same options the watch loop takes.
     chunk_files : int
         Files per task sent to a worker.
-    commit_rows, commit_bytes, commit_seconds : int, int, float
-        A commit happens when this many rows or bytes are pending, or this much
-        time has passed since the last one (bounds memory and lost work).
+    commit_bytes : int
+        Also commit when this many bytes are pending (bounds memory and lost work).
     progress : callable, optional
         Called with the running :class:`CatalogStats` after every chunk.
-    worker_memory : int or None
-        Data memory each worker may use, in bytes; past it the file being read
-        gets a ``MemoryError`` row. ``-1`` (default): ``PIXELS_WORKER_MEMORY`` or
-        90% of RAM shared by the workers; ``None``: no limit. A worker that dies
-        anyway costs one error row, for the file it was reading (see
-        :mod:`pixels.engines.pool`).
+    **changes
+        Options of ``config`` by name (``workers=0``; ``options=`` for ``record``).
 
     Returns
     -------
     CatalogStats
         Counts of the run; ``errors`` counts rows with an error (the run itself succeeds).
     """
-    opts = options or RecordOptions()
-    n_workers = (os.cpu_count() or 1) if workers is None else workers
+    c = (config or CatalogOptions()).with_(**changes)
+    pattern, recursive, expand_archives = c.pattern, c.recursive, c.expand_archives
+    extract_dir, retry_errors, worker_memory = c.extract_dir, c.retry_errors, c.worker_memory
+    commit_rows = 2000 if c.commit_rows is None else c.commit_rows
+    commit_seconds = 30.0 if c.commit_seconds is None else c.commit_seconds
+    opts = c.record
+    n_workers = c.n_workers
     stats = CatalogStats()
     t0 = time.perf_counter()
 

@@ -56,10 +56,10 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import pyarrow as pa
 
-from pixels.dicom.record import RecordOptions
 from pixels.engines import worker
 from pixels.engines.inotify import (
     IN_CREATE,
@@ -76,6 +76,7 @@ from pixels.engines.inotify import (
     available,
 )
 from pixels.engines.local import CatalogStats, _chunks
+from pixels.engines.options import CatalogOptions
 from pixels.engines.pool import FilePool
 from pixels.errors import SourceError, SourceNotFoundError
 from pixels.sources import expand_local
@@ -231,10 +232,11 @@ class Watcher:
         A local folder.
     table : CatalogTable
         The catalog (created when missing).
-    workers : int, optional
-        Worker processes (default: CPUs; ``0``: in this process).
-    pattern, recursive, expand_archives, extract_dir, options, retry_errors, worker_memory
-        As for :func:`pixels.engines.local.run_catalog`.
+    config : CatalogOptions, optional
+        What to catalog and how, as for :func:`pixels.engines.local.run_catalog`
+        (:class:`pixels.engines.options.CatalogOptions`; here ``commit_rows``
+        defaults to 500 and ``commit_seconds`` to 2: commit when this many rows
+        wait, or the oldest waited this long).
     poll : bool, optional
         True: poll; False: inotify (an error where there is none); None (default):
         inotify unless the platform or the mount (:func:`needs_polling`) rules it out.
@@ -242,8 +244,6 @@ class Watcher:
         Seconds between walks when polling.
     settle : float
         Seconds a file must stay unchanged before it is read.
-    commit_rows, commit_seconds : int, float
-        Commit when this many rows wait, or the oldest waited this long.
     deletions : str
         ``keep`` (default, as Auto Loader) or ``remove`` (see the module docstring).
     max_pending : int
@@ -255,31 +255,25 @@ class Watcher:
         rows against the files on disk (there are no deletion events to tell).
     on_commit : callable, optional
         Called with the stats and the rows of each commit.
+    **changes
+        Options of ``config`` by name (``workers=0``, ``pattern="*.dcm"``, ...).
     """
 
     def __init__(
         self,
         source: str,
         table: CatalogTable,
+        config: CatalogOptions | None = None,
         *,
-        workers: int | None = None,
-        pattern: str | None = None,
-        recursive: bool = True,
-        expand_archives: bool = True,
-        extract_dir: str | None = None,
-        options: RecordOptions | None = None,
-        retry_errors: bool = False,
-        worker_memory: int | None = -1,
         poll: bool | None = None,
         poll_interval: float = 2.0,
         settle: float = 2.0,
-        commit_rows: int = 500,
-        commit_seconds: float = 2.0,
         deletions: str = "keep",
         max_pending: int = 50_000,
         compact_every: int = 200,
         reconcile_interval: float = 30.0,
         on_commit: CommitCallback | None = None,
+        **changes: Any,
     ) -> None:
         if deletions not in DELETIONS:
             raise ValueError(f"deletions must be one of {', '.join(DELETIONS)}, not {deletions!r}")
@@ -297,21 +291,23 @@ class Watcher:
             raise SourceError("--watch needs a folder", source)
         self.root = root
         self.table = table
-        self.workers = (os.cpu_count() or 1) if workers is None else workers
-        self.pattern = pattern
-        self.recursive = recursive
-        self.expand_archives = expand_archives
-        self.extract_dir = extract_dir
-        self.options = options or RecordOptions()
-        self.retry_errors = retry_errors
-        self.worker_memory = worker_memory
+        c = (config or CatalogOptions()).with_(**changes)
+        self.config = c
+        self.workers = c.n_workers
+        self.pattern = c.pattern
+        self.recursive = c.recursive
+        self.expand_archives = c.expand_archives
+        self.extract_dir = c.extract_dir
+        self.options = c.record
+        self.retry_errors = c.retry_errors
+        self.worker_memory = c.worker_memory
         why = needs_polling(root)
         if poll is False and why is not None:
             raise SourceError(f"cannot watch with inotify: {why}", source)
         self.poll = bool(poll) or why is not None
         self.poll_interval = poll_interval
-        self.commit_rows = commit_rows
-        self.commit_seconds = commit_seconds
+        self.commit_rows = 500 if c.commit_rows is None else c.commit_rows
+        self.commit_seconds = 2.0 if c.commit_seconds is None else c.commit_seconds
         self.deletions = deletions
         self.compact_every = compact_every
         self.reconcile_interval = reconcile_interval
@@ -704,9 +700,11 @@ def _prepend(
     yield from rest
 
 
-def watch_catalog(source: str, table: CatalogTable, **kwargs: object) -> WatchStats:
+def watch_catalog(
+    source: str, table: CatalogTable, config: CatalogOptions | None = None, **kwargs: Any
+) -> WatchStats:
     """Run a :class:`Watcher` until it is stopped (Ctrl-C); see it for the arguments."""
-    watcher = Watcher(source, table, **kwargs)  # type: ignore[arg-type]
+    watcher = Watcher(source, table, config, **kwargs)
     try:
         return watcher.run()
     except KeyboardInterrupt:
