@@ -206,3 +206,17 @@ def test_an_old_table_on_s3_is_written_read_and_upgraded(
         assert r["rowId"] == row_id(r["path"]) and r["is_anon"] is True, r["path"]
         assert r["path_tags"] == list(path_tags_of(r["relative_path"])), r["path"]
     assert [r["meta"] for r in _all(Catalog(uri, storage_options=opts))] == [r["meta"] for r in got]
+
+
+@pytest.mark.spark
+def test_spark_reads_an_old_table_with_derived_ids(spark: Any, files: Path, tmp_path: Path) -> None:
+    """``Catalog(spark).load()`` shows old rows as the upgrade will write them."""
+    old_uri = str(tmp_path / "old")
+    v1 = _v1_rows(files, tmp_path / "scratch")
+    _write_v1(old_uri, v1, 1)
+    CatalogTable(old_uri).create()  # a write's first step: the columns, no rows rewritten
+    rows = Catalog(spark, table=old_uri).load(variant=False).select("path", "rowId", "is_anon")
+    got = sorted((r["path"], r["rowId"], r["is_anon"]) for r in rows.collect())
+    assert got == sorted((p, row_id(p), True) for p in v1["path"].to_pylist())
+    found = spark.sql(f"SELECT path FROM object_catalog WHERE rowId = {got[0][1]}").collect()
+    assert [r["path"] for r in found] == [got[0][0]]
