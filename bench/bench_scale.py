@@ -18,6 +18,14 @@ other on the same machine:
 - **stow load** (``--stow-rate``, ``--stow-seconds``): single-instance STOW-RS
   requests sent at a fixed rate from many connections, all checked in the table
   afterwards (none lost), commits counted, QIDO latency sampled during the load;
+- **qido** (``--only qido``, not run by default): study searches against the previous
+  QIDO code (swapped in the same way) and this one: distinct searches (no answer
+  reused) and repeated ones, wall p50/p99 and server CPU per search;
+- **stow** (``--only stow``, not run by default): the same STOW-RS load against the
+  previous STOW code (``git show {STOW_OLD}:src/pixels/web/stow.py``, swapped into
+  the server process: each part read twice, every body spooled to a file) and this
+  one, each on its own copy of the table, one after the other; requests/s achieved,
+  latency, commits, none lost, QIDO during the load, server CPU per request;
 - **sql**: ``pixels sql`` (a subprocess, interpreter start included) and the same
   queries in process: a point look-up by StudyInstanceUID and ``GROUP BY
   Modality``, before and after ``pixels optimize --cluster`` (on a copy).
@@ -246,26 +254,28 @@ def bench_index(
 SERVE = """
 import importlib.util, sys, uvicorn
 import pixels.web.app as app_module
-if len(sys.argv) > 4:  # the previous STOW-RS code, a file from git
-    spec = importlib.util.spec_from_file_location("old_stow", sys.argv[4])
-    old = sys.modules["old_stow"] = importlib.util.module_from_spec(spec)
+for arg in sys.argv[4:]:  # previous code of a handler module (name=file from git)
+    name, path = arg.split("=", 1)
+    spec = importlib.util.spec_from_file_location(f"old_{name}", path)
+    old = sys.modules[f"old_{name}"] = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(old)
-    app_module.stow = old
+    setattr(app_module, name, old)
 app = app_module.create_app(sys.argv[1], token="", storage_root=sys.argv[3], viewer=False)
 uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning", access_log=False)
 """
 #: The last commit whose STOW-RS read each part twice (the check, then the catalog row
-#: from the stored file) and spooled every body to a file.
+#: from the stored file) and spooled every body to a file, and whose QIDO-RS ran each
+#: search on a new cursor through a relation and kept no answers.
 STOW_OLD = "e4b9c11"
 
 
-def old_stow_file() -> Path:
-    """``src/pixels/web/stow.py`` as it was at :data:`STOW_OLD`."""
-    dst = WORK_DIR / "old_stow" / f"stow_{STOW_OLD}.py"
+def old_web_file(name: str) -> Path:
+    """``src/pixels/web/{name}.py`` as it was at :data:`STOW_OLD`."""
+    dst = WORK_DIR / "old_web" / f"{name}_{STOW_OLD}.py"
     if not dst.exists():
         dst.parent.mkdir(parents=True, exist_ok=True)
         text = subprocess.run(
-            ["git", "show", f"{STOW_OLD}:src/pixels/web/stow.py"],
+            ["git", "show", f"{STOW_OLD}:src/pixels/web/{name}.py"],
             cwd=BENCH.parent,
             check=True,
             capture_output=True,
@@ -276,13 +286,13 @@ def old_stow_file() -> Path:
 
 
 def serve(
-    table: Path, storage: Path, old_stow: bool = False
+    table: Path, storage: Path, old: tuple[str, ...] = ()
 ) -> tuple[subprocess.Popen[bytes], str, float]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     t0 = time.perf_counter()
-    extra = [str(old_stow_file())] if old_stow else []
+    extra = [f"{name}={old_web_file(name)}" for name in old]
     proc = start_server(
         python_cmd("-c", SERVE, str(table), str(port), str(storage), *extra),
         url,
@@ -393,7 +403,7 @@ def bench_stow(table: Path, rate: int, seconds: int) -> dict[str, Any]:
         work = copy_table(table, WORK_DIR / f"scale_stow_ab_{table.name}")
         storage = WORK_DIR / f"scale_stow_ab_files_{table.name}"
         shutil.rmtree(storage, ignore_errors=True)
-        proc, url, _ = serve(work, storage, old_stow=variant == "old")
+        proc, url, _ = serve(work, storage, old=("stow",) if variant == "old" else ())
         try:
             # one STOW first: the first write to a generated table upgrades its rows once
             with tempfile.TemporaryDirectory(dir=WORK_DIR) as tmp:
@@ -426,6 +436,55 @@ def bench_stow(table: Path, rate: int, seconds: int) -> dict[str, Any]:
     out["ratio_server_cpu_per_request_old_vs_new"] = round(
         (old["server_cpu_s"] / old["requests"]) / (new["server_cpu_s"] / new["requests"]), 2
     )
+    return out
+
+
+def bench_qido(table: Path, rounds: int = 30) -> dict[str, Any]:
+    """QIDO-RS study searches against the previous QIDO code and this one (each its own
+    server over its own copy of the table): ``rounds`` distinct searches of each kind
+    (``limit`` differs, so no answer is reused) and ``rounds`` repeats of one; wall
+    p50/p99 from one client and server CPU per search."""
+    import httpx
+
+    out: dict[str, Any] = {}
+    for variant in ("old", "new"):
+        work = copy_table(table, WORK_DIR / f"scale_qido_ab_{table.name}")
+        storage = WORK_DIR / f"scale_qido_ab_files_{table.name}"
+        proc, url, _ = serve(work, storage, old=("qido",) if variant == "old" else ())
+        res: dict[str, Any] = {}
+        try:
+            with httpx.Client(base_url=f"{url}/dicomweb", timeout=120) as http:
+                for name, params in QIDO.items():
+                    for mode in ("distinct", "repeated"):
+                        times = []
+                        cpu0 = cpu_s(proc.pid)
+                        for i in range(rounds):
+                            limit = 100 - i if mode == "distinct" else 100
+                            t0 = time.perf_counter()
+                            r = http.get("/studies", params=params | {"limit": str(limit)})
+                            r.raise_for_status()
+                            times.append(time.perf_counter() - t0)
+                        res[f"{name} {mode}"] = pct(times) | {
+                            "server_cpu_ms": round((cpu_s(proc.pid) - cpu0) / rounds * 1e3, 1),
+                            "results": len(r.json()),
+                        }
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(30)
+            shutil.rmtree(work, ignore_errors=True)
+            shutil.rmtree(storage, ignore_errors=True)
+        out[variant] = res
+        print("qido", variant, json.dumps(res), flush=True)
+    for key in out["new"]:
+        o, n = out["old"][key], out["new"][key]
+        out[f"ratio p50 old/new: {key}"] = round(o["p50_ms"] / n["p50_ms"], 2)
+        out[f"ratio server CPU old/new: {key}"] = round(
+            o["server_cpu_ms"] / max(n["server_cpu_ms"], 0.1), 2
+        )
     return out
 
 
@@ -626,6 +685,9 @@ def main(argv: list[str] | None = None) -> int:
                 table, facts, args.stow_rate if load else 0, args.stow_seconds
             )
             print(rows, "server", json.dumps(entry["server"]), flush=True)
+        if "qido" in args.only:
+            entry["qido_old_vs_new"] = bench_qido(table)
+            print(rows, "qido", json.dumps(entry["qido_old_vs_new"]), flush=True)
         if "stow" in args.only:
             entry["stow_old_vs_new"] = bench_stow(table, args.stow_rate, args.stow_seconds)
             print(rows, "stow", json.dumps(entry["stow_old_vs_new"]), flush=True)
