@@ -38,10 +38,16 @@ Three steps, each its own sub-command (the corpus outlives the runs):
     whole series, evenly spaced (a worker gets files series by series), page
     cache warm.
 
+``pipeline N``
+    CPU per file of the whole ``pixels catalog -w 2`` (parent and workers, the
+    Delta table written) on ``--sample`` files of the corpus (whole series,
+    hard-linked into a scratch folder), alternating with ``--before REV``.
+
 ``all``
     What the lead re-runs on a quiet machine (< 10 min): ``corpus 1000000`` (a
     no-op when there), ``run 1000000`` (catalog + no-op re-run + table check),
-    ``resume 100000`` and ``percore 100000``, one JSON with every figure.
+    ``resume 100000``, ``percore 100000`` and ``pipeline 100000`` (10,000 files,
+    2 rounds), one JSON with every figure. ``--before REV`` for the A/B steps.
 
 Results go to ``--out`` (JSON). Everything runs under the caller's ``nice``.
 """
@@ -446,9 +452,60 @@ def percore(files: int, sample: int, rounds: int, before: str | None) -> dict[st
     return result
 
 
+def pipeline(files: int, sample: int, rounds: int, before: str | None) -> dict[str, Any]:
+    """CPU per file of the whole ``pixels catalog -w 2`` (parent, workers, Delta writes).
+
+    On ``sample`` files of the N-file corpus (whole series, hard links in a scratch
+    folder next to the corpus), into a fresh table each time, rounds alternating
+    with the code at ``before``; the process tree's CPU seconds per file.
+    """
+    import tempfile
+
+    corpus = ROOT / str(files)
+    work = Path(tempfile.mkdtemp(prefix="pipeline-", dir=ROOT))
+    try:
+        n = 0
+        for study in sorted(os.listdir(corpus)):
+            if n >= sample or study.startswith("."):
+                continue
+            for series in sorted(os.listdir(corpus / study)):
+                (work / "in" / study / series).mkdir(parents=True, exist_ok=True)
+                for name in sorted(os.listdir(corpus / study / series)):
+                    os.link(corpus / study / series / name, work / "in" / study / series / name)
+                    n += 1
+        variants = {"pixels": str(Path(__file__).resolve().parent.parent / "src")}
+        if before:
+            export = work / "before"
+            export.mkdir()
+            archive = subprocess.run(["git", "archive", before, "src"], capture_output=True,
+                                     check=True, cwd=Path(__file__).resolve().parent.parent)  # fmt: skip
+            subprocess.run(["tar", "-x", "-C", str(export)], input=archive.stdout, check=True)
+            variants[f"pixels@{before}"] = str(export / "src")
+        got: dict[str, list[float]] = {k: [] for k in variants}
+        for r in range(rounds):
+            for name, path in variants.items():
+                table = work / f"t-{r}-{len(got[name])}-{name.replace('@', '-')}"
+                m = run_measured(_catalog_cmd(work / "in", table, []), interval=0.2,
+                                 env={**os.environ, "PYTHONPATH": path})  # fmt: skip
+                if m.returncode:
+                    raise SystemExit(f"{name} failed: {m.stderr[-2000:]}")
+                got[name].append(round(m.cpu_seconds / n * 1e3, 4))
+                shutil.rmtree(table, ignore_errors=True)
+        out: dict[str, Any] = {"files": n, "cpu_ms_per_file": got}
+        if before:
+            out[f"pixels@{before}/pixels"] = round(
+                min(got[f"pixels@{before}"]) / min(got["pixels"]), 2
+            )
+        out["load1"] = round(os.getloadavg()[0], 2)
+        print(out, file=sys.stderr)
+        return out
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("step", choices=("corpus", "run", "resume", "percore", "all"))
+    ap.add_argument("step", choices=("corpus", "run", "resume", "percore", "pipeline", "all"))
     ap.add_argument("files", type=int, nargs="?", default=1_000_000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tables", default="/work/bigdata/tables", help="where tables go")
@@ -472,6 +529,8 @@ def main(argv: list[str] | None = None) -> None:
         result = resume(args.files, tables, extra)
     elif args.step == "percore":
         result = percore(args.files, args.sample, args.rounds, args.before)
+    elif args.step == "pipeline":
+        result = pipeline(args.files, args.sample, args.rounds, args.before)
     else:
         t0 = time.perf_counter()
         build(1_000_000, args.seed)
@@ -480,6 +539,7 @@ def main(argv: list[str] | None = None) -> None:
         result["run_1m"] = run(1_000_000, tables, extra, False, args.trace)
         result["resume_100k"] = resume(100_000, tables, extra)
         result["percore"] = percore(100_000, args.sample, args.rounds, args.before)
+        result["pipeline"] = pipeline(100_000, 10_000, 2, args.before)
         result["total_s"] = round(time.perf_counter() - t0, 1)
     result["machine"] = machine_info()
     result["digest"] = hashlib.sha1(Path(__file__).read_bytes()).hexdigest()[:12]
