@@ -528,3 +528,34 @@ def test_cached_entries_with_trailing_elements(trailing: bytes, keys: list[str])
         assert isinstance(fast, Header)
         assert fast.meta == _text_of_model(fast)
         assert list(fast.model or {}) == keys
+
+
+def iel(tag: int, value: bytes) -> bytes:
+    """An implicit VR little endian element."""
+    return struct.pack("<HHL", tag >> 16, tag & 0xFFFF, len(value)) + value
+
+
+def test_implicit_cache_keeps_character_sets_and_pixel_representation_apart() -> None:
+    """Implicit VR elements come from the cache only where their bytes say it all: another
+    (0008,0005) decodes the same name again, and ``US or SS`` follows (0028,0103) each time."""
+    name = iel(0x00100010, b"Caf\xc3\xa9^A")
+    metas = set()
+    for charset in [b"ISO_IR 100", b"ISO_IR 192"] * 2:
+        for rep in (b"\x00\x00", b"\x01\x00"):
+            body = (
+                iel(0x00080005, charset)
+                + iel(0x00080060, b"CT")
+                + name
+                + iel(0x00280103, rep)
+                + iel(0x00280106, b"\xff\xff")
+            )
+            data = dicom(body, ts=b"1.2.840.10008.1.2\0", pixel=b"")
+            assert _accepted(data)
+            fast, slow = _both(data)
+            assert fast == slow
+            assert isinstance(fast, Header)
+            assert fast.meta == _text_of_model(fast)
+            metas.add(fast.meta)
+    assert len(metas) == 4
+    assert any('"SS","Value":[-1]' in m for m in metas)
+    assert any('"US","Value":[65535]' in m for m in metas)

@@ -147,15 +147,15 @@ Parsed = tuple[dict[str, Any], list[str], str, int | None, bytes, list[str], boo
 #: :meth:`_Parser.dataset`); at most :data:`CACHE_ENTRIES` per cache (then emptied).
 CACHED_BYTES = 256
 CACHE_ENTRIES = 20_000
-#: (bulk threshold's inline limit, character set encodings) -> element bytes ->
+#: (bulk threshold's inline limit, character set encodings, implicit VR) -> element bytes ->
 #: (JSON model entry, its ``"key":{...}`` text, its key). Entries are shared between the
 #: models of different files: read-only.
 _Cache = dict[bytes, tuple[dict[str, Any], str, str]]
-_CACHES: dict[tuple[int, tuple[str, ...]], _Cache] = {}
+_CACHES: dict[tuple[int, tuple[str, ...], bool], _Cache] = {}
 
 
-def _cache_for(limit: int, encodings: list[str]) -> _Cache:
-    key = (limit, tuple(encodings))
+def _cache_for(limit: int, encodings: list[str], implicit: bool = False) -> _Cache:
+    key = (limit, tuple(encodings), implicit)
     cache = _CACHES.get(key)
     if cache is None:
         if len(_CACHES) >= 16:
@@ -602,6 +602,7 @@ class _Parser:
         out: dict[str, Any] = {}
         parts: list[str] = []
         creators: dict[int, tuple[int, int]] = {}
+        cache = None if self.cache is None else _cache_for(self.limit, self.encodings, True)
         prev = -1
         while True:
             if end >= 0 and pos >= end:
@@ -612,6 +613,7 @@ class _Parser:
                 if top and pos == n and self.eof:
                     return out, parts, pos
                 self.short()
+            start = pos
             group, elem, length = _ITEM(buf, pos)
             tag = group << 16 | elem
             if top:
@@ -634,6 +636,22 @@ class _Parser:
                 if pos > n:
                     self.short()
                 continue
+            if (
+                0x00080005 < tag < 0x7FE00008
+                and not group & 1
+                and length <= CACHED_BYTES
+                and cache is not None
+                and tag not in _US_OR_SS
+            ):
+                # an element seen before (its VR is the dictionary's: its tag's alone)
+                hit = cache.get(buf[start : pos + length])
+                if hit is not None:
+                    if tag == 0x00280103 and top:
+                        self.pixel_rep = _U16(buf, pos)[0] if length == 2 else None
+                    out[hit[2]] = hit[0]
+                    parts.append(hit[1])
+                    pos += length
+                    continue
             if group & 1:
                 if _in_dictionary(tag):
                     raise _FallbackError  # an odd group the public dictionary matches
@@ -653,6 +671,8 @@ class _Parser:
                     if not top or self.early_text or vr != "CS" or not length:
                         raise _FallbackError
                     self.encodings = self.charset(pos, length)
+                    if cache is not None:
+                        cache = _cache_for(self.limit, self.encodings, True)
                 elif vr == "SQ" or vr in _CHARSET_VRS:
                     self.early_text = True
             if vr == "SQ":
@@ -671,8 +691,19 @@ class _Parser:
             if tag == 0x00280103 and top:
                 self.pixel_rep = _U16(buf, vpos)[0] if length == 2 else None
             entry = self.implicit_entry(tag, vr, vpos, pos, prefix + key)
+            part = f'"{key}":{dumps(entry)}'
             out[key] = entry
-            parts.append(f'"{key}":{dumps(entry)}')
+            parts.append(part)
+            if (
+                cache is not None
+                and not group & 1
+                and length <= CACHED_BYTES
+                and tag not in _US_OR_SS
+                and "BulkDataURI" not in entry
+            ):
+                if len(cache) >= CACHE_ENTRIES:
+                    cache.clear()
+                cache[buf[start:pos]] = (entry, part, key)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def implicit_entry(
