@@ -378,7 +378,7 @@ def search(request: Request) -> Response:
             "SELECT StudyInstanceUID, arg_min(path, SOPInstanceUID) AS path, "
             "max(StudyDate) AS d FROM inst " + where + " GROUP BY StudyInstanceUID) s "
             "JOIN study_sum t USING (StudyInstanceUID) "
-            "ORDER BY d DESC NULLS LAST, StudyInstanceUID LIMIT ? OFFSET ?"
+            "ORDER BY s.d DESC NULLS LAST, StudyInstanceUID LIMIT ? OFFSET ?"
         )
     elif level == SERIES:
         sql = (
@@ -417,8 +417,18 @@ def search(request: Request) -> Response:
     del rows[q.limit :]
     # the study/series attributes the index holds answer unless other tags are asked for
     held = all(t in QMETA_TAGS or t in _COMPUTED for t in tags)
-    metas = {r["path"]: r["qmeta"] for r in rows if held and r["qmeta"] is not None}
-    todo = [r for r in rows if r["path"] not in metas]
+    # a result's JSON is the same for the same row, shape and version: made once
+    shape = (level, base, tuple(tags), q.include_all, tuple(levels))
+
+    def ident(r: dict[str, Any]) -> tuple[Any, ...]:
+        from_qmeta = held and r["qmeta"] is not None
+        return (r["StudyInstanceUID"], r.get("SeriesInstanceUID"), r.get("SOPInstanceUID"),
+                r["path"], from_qmeta)  # fmt: skip
+
+    known = answers.items(snap.version, shape, [ident(r) for r in rows])
+    need = [r for r, k in zip(rows, known, strict=True) if k is None]
+    metas = {r["path"]: r["qmeta"] for r in need if held and r["qmeta"] is not None}
+    todo = [r for r in need if r["path"] not in metas]
     if todo:
         # for instances, a condition on their studies lets DuckDB skip files
         studies = sorted({r["StudyInstanceUID"] for r in todo})
@@ -427,11 +437,17 @@ def search(request: Request) -> Response:
             hint = f"StudyInstanceUID IN ({', '.join('?' * len(studies))})"
             hint_params = studies
         metas.update(snap.metas((r["path"] for r in todo), hint, hint_params))
-    out = [
-        _result(level, row | {"meta": metas[row["path"]]}, tags, q.include_all, levels, base)
-        for row in rows
-        if row["path"] in metas
-    ]
+    out: list[str] = []
+    for row, text in zip(rows, known, strict=True):
+        if text is None:
+            if row["path"] not in metas:
+                continue
+            result = _result(
+                level, row | {"meta": metas[row["path"]]}, tags, q.include_all, levels, base
+            )
+            text = json.dumps(result)
+            answers.keep_item(snap.version, shape, ident(row), text)
+        out.append(text)
     warnings = []
     if cut:
         warnings.append(_warning(request, "There are additional results that can be requested"))
@@ -443,7 +459,7 @@ def search(request: Request) -> Response:
             )
         )
     headers = {"Warning": ", ".join(warnings)} if warnings else None
-    body = json.dumps(out).encode()
+    body = ("[" + ", ".join(out) + "]").encode()  # as json.dumps(list) writes it
     if snap.version is not None:
         answers.put(key, body, headers)
     return Response(body, media_type="application/dicom+json", headers=headers)
@@ -480,8 +496,9 @@ class _Answers:
 
     QIDO-RS clients repeat the same searches (a study list refreshed, OHIF asking for
     the same study several times): at the same version the answer is the same bytes.
-    A new version drops them all; the least recently used go first past
-    :data:`_ANSWERS_BYTES`.
+    Different searches return the same studies: each result's JSON is kept too, by the
+    search's shape (level, URL base, returned tags) and the row it was made of. A new
+    version drops them all; the oldest go first past :data:`_ANSWERS_BYTES` (each).
     """
 
     def __init__(self) -> None:
@@ -491,6 +508,45 @@ class _Answers:
             OrderedDict()
         )
         self._bytes = 0
+        #: the JSON of single results, by search shape and result row (same version)
+        self._items: OrderedDict[tuple[Any, ...], str] = OrderedDict()
+        self._item_bytes = 0
+
+    def items(
+        self, version: int | None, shape: tuple[Any, ...], idents: list[tuple[Any, ...]]
+    ) -> list[str | None]:
+        """The kept JSON of each result (None: not kept) of a search of ``shape``."""
+        with self._lock:
+            if version is None or version != self._version:
+                return [None] * len(idents)
+            return [self._items.get((shape, i)) for i in idents]
+
+    def keep_item(
+        self, version: int | None, shape: tuple[Any, ...], ident: tuple[Any, ...], text: str
+    ) -> None:
+        with self._lock:
+            if version is None or not self._at(version):
+                return
+            key = (shape, ident)
+            if key not in self._items:
+                self._items[key] = text
+                self._item_bytes += len(text)
+            while self._item_bytes > _ANSWERS_BYTES:
+                _, dropped = self._items.popitem(last=False)
+                self._item_bytes -= len(dropped)
+
+    def _at(self, version: int) -> bool:
+        """Make ``version`` the kept one (dropping what older versions left); False when
+        ``version`` is older than it (nothing is kept for it)."""
+        if self._version == version:
+            return True
+        if self._version is not None and version < self._version:
+            return False
+        self._kept.clear()
+        self._items.clear()
+        self._bytes = self._item_bytes = 0
+        self._version = version
+        return True
 
     def get(self, key: tuple[Any, ...]) -> tuple[bytes, dict[str, str] | None] | None:
         with self._lock:
@@ -503,13 +559,8 @@ class _Answers:
         if len(body) > _ANSWER_MAX_BYTES:
             return
         with self._lock:
-            version = key[0]
-            if self._version != version:
-                if self._version is not None and version < self._version:
-                    return  # made from a snapshot older than the kept answers
-                self._kept.clear()
-                self._bytes = 0
-                self._version = version
+            if not self._at(key[0]):
+                return  # made from a snapshot older than the kept answers
             old = self._kept.pop(key, None)
             if old is not None:
                 self._bytes -= len(old[0])
