@@ -285,3 +285,25 @@ def test_plain_names_listed_as_the_general_route_lists_them(tmp_path: Path) -> N
     assert len(plain) == 4 * len(names)
     assert plain == general
     assert {r.extension for r in plain} >= {"dcm", "nii.gz", "tar.bz2", "", "c", "gz"}
+
+
+@pytest.mark.parametrize(
+    ("relative_path", "words"),
+    [
+        ("benigns/patient0007/0007.LEFT_MLO.dcm", ("benigns", "patient0007", "0007", "LEFT", "MLO", "dcm")),
+        ("1.2.826.0.1/1.2.3/1.2.3.4.dcm", ("1", "2", "826", "0", "1", "1", "2", "3", "1", "2", "3", "4", "dcm")),
+        ("a-/b..c/_d", ("a-/b", ".c", "_d")),  # a separator after no letter or digit: no break
+        ("dir/.hidden", ("dir", ".hidden")),
+        ("x_y,z.dcm", ("x", "y", "z", "dcm")),  # commas always split (as dbx.pixels' split(","))
+        ("café/é.dcm", ("café/é.dcm",)),  # (ASCII letters and digits only)
+        ("a.", ("a", "")),
+        ("", ("",)),
+    ],
+)  # fmt: skip
+def test_path_tags_words(relative_path: str, words: tuple[str, ...]) -> None:
+    """Words split at ``_ . / : @`` after an ASCII letter or digit (and at commas), the fast
+    route for ordinary paths giving what the general one gives."""
+    from pixels.sources.local import path_tags_of
+
+    assert path_tags_of(relative_path, None) == words
+    assert path_tags_of(relative_path) == words[-5:]
