@@ -4,16 +4,18 @@ The tables are built by ``make_big_table.py`` (real headers, fresh UIDs; kept ou
 of git, under ``--root``). For each table size the script measures, one after the
 other on the same machine:
 
-- **index**: the server's index built in this process from scratch (cold: no saved
-  per-file summaries; warm: a restart that finds them), its memory (DuckDB's
-  compressed tables, per instance) and one incremental update after a one-file
-  commit; the previous index (``git show {OLD}:src/pixels/web/index.py``: a
+- **index**: the server's index built in a fresh process: ``memory`` (in memory from
+  scratch: the previous way), ``cold`` (saved to ``_pixels/index/index.duckdb`` from
+  scratch, in chunks), ``warm`` (the saved one opened: a restart), with time, RSS added,
+  peak RSS and size per instance (``--index-kinds``); one incremental update after a
+  one-file commit; the previous index (``git show {OLD}:src/pixels/web/index.py``: a
   rebuild of everything at every version) built in the same run as the baseline
   (only up to ``--old-max`` rows: it reads every ``meta``);
 - **server**: ``create_app`` under uvicorn in a subprocess: start-up to first
   answer, QIDO study searches (PatientName wildcard, StudyDate range,
   ModalitiesInStudy) p50/p99, series ``/metadata`` of a 500-instance series
-  (first and repeated), resident memory; after a STOW of one study, and after a
+  (first and repeated), 20 clients sending a mix of those for 15 s (requests/s, p50,
+  p99), resident memory; after a STOW of one study (5 times), and after a
   commit of 10k generated rows, the time until the first QIDO answer that holds it;
 - **stow load** (``--stow-rate``, ``--stow-seconds``): single-instance STOW-RS
   requests sent at a fixed rate from many connections, all checked in the table
@@ -340,6 +342,7 @@ def bench_server(table: Path, facts: dict[str, Any], stow_rate: int, stow_s: int
                 "instances": len(r.json()),
                 "mb": round(len(r.content) / 2**20, 1),
             }
+            out["mixed load, 20 clients"] = mixed_load(url, facts, clients=20, seconds=15)
             # a STOW of one study, then the first QIDO that finds it (5 times)
             stow_ms, qido_ms = [], []
             with tempfile.TemporaryDirectory(dir=WORK_DIR) as tmp:
@@ -492,6 +495,47 @@ def cpu_s(pid: int) -> float:
     """User + system CPU seconds of a process so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return round((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), 2)
+
+
+def mixed_load(url: str, facts: dict[str, Any], clients: int, seconds: float) -> dict[str, Any]:
+    """``clients`` threads sending a mix of requests for ``seconds``: the three QIDO study
+    searches, the series of the 500-instance study, its series ``/metadata`` (1 in 10)."""
+    import httpx
+
+    se = facts["series500"]
+    mix: list[tuple[str, dict[str, str]]] = [("/studies", q) for q in QIDO.values()]
+    mix.append((f"/studies/{se['study']}/series", {}))
+    lat: list[float] = []
+    errors = [0]
+    stop = time.perf_counter() + seconds
+
+    def client(k: int) -> None:
+        with httpx.Client(base_url=f"{url}/dicomweb", timeout=120) as c:
+            i = k
+            while time.perf_counter() < stop:
+                i += 1
+                if i % 10 == 0:
+                    path, params = f"/studies/{se['study']}/series/{se['series']}/metadata", {}
+                else:
+                    path, params = mix[i % len(mix)]
+                t0 = time.perf_counter()
+                r = c.get(path, params=params)
+                lat.append(time.perf_counter() - t0)
+                if r.status_code != 200:
+                    errors[0] += 1
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    return pct(lat) | {
+        "requests_per_s": round(len(lat) / wall, 1),
+        "errors": errors[0],
+        "load": load_avg(),
+    }
 
 
 def stow_load(url: str, table: Path, rate: int, seconds: int) -> dict[str, Any]:

@@ -8,7 +8,11 @@ is the template's DICOM JSON with those values written in (Study / Series / SOP
 Instance UIDs, Patient's Name and ID, dates, numbers, descriptions), the key
 columns agree with it, and the rows are written through the table module's own
 writer (:meth:`pixels.table.CatalogTable.append`), in commits of ``--commit``
-rows.
+rows. Every row is new by construction (fresh UIDs and paths), so each commit is
+told that the table's files were checked (``checked=``): the identity look-up of a
+commit's paths against every earlier file (random UIDs in the paths defeat the
+writer's path-range pruning) made a 10M build quadratic. Memory stays flat: a
+commit's rows are all that is held (peak RSS 1.68 GB at 1M, 1.72 GB at 10M).
 
 Every row's ``path`` is unique (``{pool}/v/{study}/{series}/{sop}.dcm``, not on
 disk); its ``local_path`` is the real file in ``{pool}/files/`` it was made from,

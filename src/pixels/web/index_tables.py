@@ -154,9 +154,20 @@ def apply(
     if len(seh) + len(sh) <= _INLINE:
         # constants (hashes computed here, never from a request): filters each scan
         # evaluates on one integer column before reading any other
+        # the series' rows lie in the data files that hold them (``ffirst``, a row per
+        # file and series, added files included): file ids let zone maps skip the
+        # other files' row groups (ids grow with insertion order)
+        files = [
+            int(r[0])
+            for r in cur.execute(
+                "SELECT DISTINCT fid FROM ix.ffirst "
+                "WHERE SeriesInstanceUID IN (SELECT SeriesInstanceUID FROM _touched)"
+            ).fetchall()
+        ]
+        in_files = f"fid IN ({', '.join(map(str, files))}) AND " if files else "false AND "
         hits = " UNION ".join(
-            f"SELECT fid, _row FROM ix.inst_all WHERE {c} IN ({', '.join(map(str, vs))})"
-            for c, vs in (("seh", seh), ("sh", sh))
+            f"SELECT fid, _row FROM ix.inst_all WHERE {where}{c} IN ({', '.join(map(str, vs))})"
+            for c, vs, where in (("seh", seh, in_files), ("sh", sh, ""))
             if vs
         )
         cur.execute(
