@@ -89,6 +89,13 @@ def test_batch_items_equal_single_items(ml_catalog):
         torch.testing.assert_close(item["image"], one["image"], rtol=0, atol=0)
     with pytest.raises(IndexError, match="out of range"):
         ds.__getitems__([0, 16])
+
+    class Tagged(FrameDataset):  # a subclass's own items are what batches hold
+        def __getitem__(self, index):
+            return {**super().__getitem__(index), "tag": index}
+
+    tagged = Tagged(ml_catalog, "relative_path LIKE 'rev/%'")
+    assert [item["tag"] for item in tagged.__getitems__([2, 0])] == [2, 0]
     # through a DataLoader in batches: the same frames as one at a time
     loader = torch.utils.data.DataLoader(ds, num_workers=0, batch_size=5, shuffle=False)
     frames = [(p, int(f)) for b in loader for p, f in zip(b["path"], b["frame"], strict=True)]

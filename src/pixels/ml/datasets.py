@@ -378,6 +378,8 @@ class FrameDataset(Dataset):
         """The items of ``indices`` (what ``DataLoader`` calls with a whole batch when
         ``batch_size`` is set): ``[self[i] for i in indices]``, each file of the batch
         opened once and its frames read in file order."""
+        if type(self).__getitem__ is not FrameDataset.__getitem__:  # a subclass's items
+            return [self[i] for i in indices]
         n = len(self.items)
         for index in indices:
             if not -n <= index < n:
