@@ -406,3 +406,25 @@ def test_header_and_codestream_agreeing_on_an_impossible_size_are_refused() -> N
     with pytest.raises(DecodeError) as e:
         decode_frame(bytes(frame), PixelInfo.from_dataset(ds), path="x.dcm")
     assert "cannot decode to Rows (0028,0010) 65535 x Columns (0028,0011) 65535" in str(e.value)
+
+
+@pytest.mark.parametrize("name", ["693_UNCI.dcm", "MR2_UNCI.dcm"])
+def test_bits_above_bits_stored_are_masked_or_sign_extended(name: str, tmp_path: Path) -> None:
+    """Stored words with bits set above Bits Stored decode as pydicom decodes them (masked
+    when unsigned, sign-extended when signed); clean words are returned as they are."""
+    src = get_testdata_file(name)
+    ds = pydicom.dcmread(src)
+    info = PixelInfo.from_dataset(ds)
+    assert info.bits_stored < info.bits_allocated == 16
+    clean = decode_frame(ds.PixelData, info)
+    np.testing.assert_array_equal(clean, ds.pixel_array)
+    words = np.frombuffer(ds.PixelData, "<u2").copy()
+    words[::7] |= np.uint16(0xFFFF << info.bits_stored & 0xFFFF)  # garbage in the high bits
+    words[1::7] &= np.uint16((1 << info.bits_stored) - 1)  # and some cleared (negatives)
+    ds.PixelData = words.tobytes()
+    ds.save_as(tmp_path / "high.dcm")
+    want = pydicom.dcmread(tmp_path / "high.dcm").pixel_array
+    got = decode_frame(ds.PixelData, info)
+    assert got.dtype == want.dtype
+    np.testing.assert_array_equal(got, want)
+    assert not np.array_equal(got.view("<u2"), words.reshape(got.shape))  # it did change

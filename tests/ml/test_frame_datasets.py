@@ -120,3 +120,21 @@ def test_patches_tile_the_hu_slice(ml_catalog):
         np.testing.assert_array_equal(
             p["image"][0].numpy(), hu[p["y"] : p["y"] + 64, p["x"] : p["x"] + 64]
         )
+
+
+def _with_heap_flag(item):
+    from pixels.ml import datasets
+
+    return {**item, "heap_tuned": datasets._heap_tuned}
+
+
+def test_worker_heap_tuned_in_loader_workers_only(ml_catalog):
+    import torch
+
+    from pixels.ml import FrameDataset, datasets
+
+    ds = FrameDataset(ml_catalog, "relative_path LIKE 'rev/%'", transform=_with_heap_flag)
+    assert ds[0]["heap_tuned"] is False  # the main process's allocator is left alone
+    loader = torch.utils.data.DataLoader(ds, num_workers=1, batch_size=None)
+    assert [item["heap_tuned"] for item in loader] == [True] * len(ds)
+    assert datasets._heap_tuned is False

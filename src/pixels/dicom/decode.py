@@ -205,13 +205,15 @@ def _finish(raw: np.ndarray, info: PixelInfo) -> np.ndarray:
     nbits = 8 * nbytes
     u = raw.astype(f"=u{nbytes}", copy=False)  # signed codec output wraps to its bit pattern
     bs = min(info.bits_stored, nbits)
+    # Values that already fit Bits Stored are their own result (the usual case): two
+    # reductions that allocate nothing then replace two passes that each write a copy.
     if info.pixel_representation == 1:
         s = u.view(f"=i{nbytes}")
         shift = nbits - bs
-        if shift:
-            s = np.right_shift(np.left_shift(s, shift), shift)
+        if shift and s.size and (s.min() < -(1 << (bs - 1)) or s.max() >= 1 << (bs - 1)):
+            s = np.right_shift(np.left_shift(s, shift), shift)  # bits above: sign-extend
         return s
-    if bs < nbits and info.bits_allocated != 1:
+    if bs < nbits and info.bits_allocated != 1 and u.size and u.max() >= 1 << bs:
         u = np.bitwise_and(u, np.array((1 << bs) - 1, dtype=u.dtype))
     return u
 
