@@ -12,6 +12,10 @@ segments) copied N times along its normal (tests/ml/series.py), cataloged, serve
 2. Per click: ``infer/region-grow`` with one foreground click, the first on the series
    (reads the volume) then clicks at other points (volume cached, LRU of 2 series):
    median seconds, and the ratio first / next.
+3. Background clicks (the correction step): after a foreground click, clicks that cut
+   the region, each answered with the region flooded for the earlier clicks reused
+   (``clicks.KEPT``, the default) and, in the same run, from scratch (``KEPT = 0``, as
+   before the reuse): median seconds of each and the ratio.
 
     python bench/bench_monailabel.py --slices 100 --clicks 5
 """
@@ -96,6 +100,31 @@ def main() -> None:
         }
         print(f"region-grow: first click {first_click:.2f}s, next clicks median {median:.2f}s "
               f"({first_click / median:.1f}x faster after the first)")  # fmt: skip
+        from pixels.ml.models import clicks
+
+        seed = points[:1]
+        cuts = [[cols // 2 + 40 * k, rows // 2 + 30 * k, z] for k in range(1, a.clicks + 1)]
+
+        def cutting(kept: int) -> list[float]:
+            clicks.KEPT = kept
+            clicks.forget()
+            infer(url, "region-grow", {"foreground": seed})  # the region to cut
+            return [
+                infer(url, "region-grow", {"foreground": seed, "background": cuts[: k + 1]})
+                for k in range(len(cuts))
+            ]
+
+        kept_default = clicks.KEPT
+        scratch, reused = cutting(0), cutting(kept_default)
+        clicks.KEPT = kept_default
+        ratio = statistics.median(scratch) / statistics.median(reused)
+        results["region-grow-background"] = {
+            "from_scratch_s": scratch,
+            "reused_s": reused,
+            "scratch_over_reused": ratio,
+        }
+        print(f"region-grow background clicks: median {statistics.median(scratch):.2f}s from "
+              f"scratch, {statistics.median(reused):.2f}s reusing the region ({ratio:.2f}x)")  # fmt: skip
     dump_json(a.out, results)
 
 
