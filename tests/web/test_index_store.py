@@ -142,3 +142,30 @@ def test_an_index_that_cannot_be_saved_still_answers(catalog: str) -> None:
     plain = TableIndex(CatalogTable(catalog))
     assert plain.path is None
     assert _state(plain) == _fresh(catalog)
+
+
+def test_the_update_for_many_touched_uids_matches_a_fresh_build(
+    catalog: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Above ``_INLINE`` touched UIDs (a bulk commit) the update finds the touched rows by
+    joins (the series' rows in the files holding them): the same answers as a fresh build
+    after an added series, a copy of a cataloged file at a second path (one SOP instance,
+    two rows), deleted rows and an optimize."""
+    from pixels.web import index_tables
+
+    monkeypatch.setattr(index_tables, "_INLINE", 0)
+    index = TableIndex(CatalogTable(catalog), persist=False)
+    assert _state(index) == _fresh(catalog)
+    copy_with_new_uids(sample_file("MR_small.dcm"), tmp_path / "more", 3, per_series=3)
+    dup = tmp_path / "more" / "again"
+    dup.mkdir()
+    first = next((tmp_path / "in0").rglob("*.dcm"))
+    shutil.copyfile(first, dup / "copy.dcm")
+    Catalog(catalog).catalog(str(tmp_path / "more"), workers=0)
+    assert _state(index) == _fresh(catalog)
+    assert index.last_update["added_files"] == 1
+    DeltaTable(catalog).delete(f"path = '{first}'")  # the copy now stands for the instance
+    assert _state(index) == _fresh(catalog)
+    Catalog(catalog).optimize()
+    assert _state(index) == _fresh(catalog)
+    index.close()

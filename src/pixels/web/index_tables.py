@@ -180,8 +180,9 @@ def apply(
     else:
         cur.execute(
             f"CREATE OR REPLACE TEMP TABLE _aff AS SELECT {cols} FROM ix.inst_all "
-            f"WHERE seh IN (SELECT seh FROM _touched) UNION SELECT {cols} FROM ix.inst_all "
-            "WHERE sh IN (SELECT sh FROM _touched)"
+            "WHERE fid IN (SELECT fid FROM ix.ffirst WHERE SeriesInstanceUID IN "
+            "(SELECT SeriesInstanceUID FROM _touched)) AND seh IN (SELECT seh FROM _touched) "
+            f"UNION SELECT {cols} FROM ix.inst_all WHERE sh IN (SELECT sh FROM _touched)"
         )
     # the row that stands for each SOP instance, again
     cur.execute(
