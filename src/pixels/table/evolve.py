@@ -8,10 +8,14 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pixels.errors import TableError
 from pixels.schema import SCHEMA, SCHEMA_VERSION, row_id
 
 if TYPE_CHECKING:
     from pixels.table.catalog_table import CatalogTable
+
+#: Concurrent commits an upgrade gives way to before it gives up (a later run goes on).
+_CONFLICTS = 50
 
 
 def conform(data: pa.Table | pa.RecordBatch) -> pa.Table:
@@ -142,27 +146,33 @@ def upgrade_table(
     table.create()  # the columns added since (metadata only)
     fs, root = table._fs()
     done: set[str] = set()
+    conflicts = 0
     while True:
         todo = [u for u in table.file_uris() if u not in done]
         if not todo:
             break
         for uri in todo:
-            done.add(uri)
             path = _fs_path(uri, table.uri, root)
-            out["filesChecked"] += 1
             if not stale(fs, path):
+                done.add(uri)
+                out["filesChecked"] += 1
                 continue
             with fs.open(path, "rb") as fh:
                 rows = pq.read_table(fh)
-            old = rows.num_rows - (
-                rows["rowId"].num_rows - rows["rowId"].null_count
-                if "rowId" in rows.column_names
-                else 0
-            )
+            old = rows["rowId"].null_count if "rowId" in rows.column_names else rows.num_rows
             try:
                 table.replace_file(uri, upgrade_rows(rows))
-            except CommitFailedError:
-                break  # another writer committed meanwhile: list the files again
+            except CommitFailedError as e:
+                # another writer committed meanwhile: list the files again (this one
+                # too, unless it left the table)
+                conflicts += 1
+                if conflicts >= _CONFLICTS:
+                    raise TableError(
+                        f"upgrade gave up after {conflicts} concurrent commits: {e}", table.uri
+                    ) from e
+                break
+            done.add(uri)
+            out["filesChecked"] += 1
             out["filesRewritten"] += 1
             out["rowsUpgraded"] += old
             if progress is not None:

@@ -165,7 +165,7 @@ def with_legacy_columns(df: Any) -> Any:
 
     from pixels.scan import LEGACY_ANON_SQL
 
-    ids = sf.udf(row_id, "bigint")
+    ids = sf.udf(lambda p: row_id(p), "bigint")  # no type hints: pyspark 4 warns on row_id's
     if "rowId" in df.columns:
         df = df.withColumn("rowId", sf.coalesce(sf.col("rowId"), ids(sf.col("path"))))
     if "is_anon" in df.columns:
