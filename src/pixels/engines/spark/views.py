@@ -74,7 +74,8 @@ def with_thumbnail_image(df: Any, outputCol: str = "thumbnail", inputCol: str = 
         raise PixelsError(
             f"with_thumbnail_image needs the column {inputCol!r} (run DicomThumbnailExtractor)"
         )
-    to_image = sf.udf(image_struct, IMAGE_DDL)
+    # a lambda: pyspark 4 warns that it cannot infer an eval type from image_struct's hints
+    to_image = sf.udf(lambda data, origin: image_struct(data, origin), IMAGE_DDL)
     return df.withColumn(outputCol, to_image(sf.col(inputCol), sf.col("path")))
 
 
