@@ -330,6 +330,10 @@ class FrameDataset(Dataset):
     -----
     ``image``: ``[C, H, W]`` ``float32``; ``path``, ``frame``, ``SOPInstanceUID``,
     ``SeriesInstanceUID``, ``Modality``.
+
+    Speed: in a ``DataLoader``, prefer ``batch_size`` (a worker then reads a whole batch
+    in one call, :meth:`__getitems__`, and the loader moves one tensor per batch to the
+    main process instead of one per frame); see ``bench/README.md``.
     """
 
     def __init__(
