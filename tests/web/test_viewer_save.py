@@ -94,6 +94,9 @@ def test_segmentation_saved_from_ohif_lands_in_catalog(
         page.mouse.up()
         page.wait_for_timeout(1000)
         page.screenshot(path=str(tmp_path / "painted.png"))
+        shown = re.search(r"I:\s*(\d+)\s*\(\d+/\d+\)", page.inner_text("body"))
+        assert shown, "no instance number in the viewport"
+        painted_on = int(shown.group(1))  # the Instance Number of the slice painted
 
         page.locator('[data-cy="segmentation-collapsed-more-btn-Labelmap"]').click()
         page.get_by_text("Export", exact=True).hover()
@@ -125,6 +128,23 @@ def test_segmentation_saved_from_ohif_lands_in_catalog(
         refs = [r.SeriesInstanceUID for r in ds.ReferencedSeriesSequence]
         assert refs == [ct_series]
         assert len(ds.PixelData) > 0 and ds.pixel_array.any()  # the brush stroke
+        # the stroke lies on the slice it was painted on (its SOP and position)
+        cts = [
+            pydicom.dcmread(p)
+            for p in Catalog(catalog).sql("SELECT path FROM object_catalog WHERE Modality = 'CT'")[
+                "path"
+            ]
+        ]
+        (slice_ds,) = [c for c in cts if int(c.InstanceNumber) == painted_on]
+        frames = ds.pixel_array.reshape(-1, int(ds.Rows), int(ds.Columns))
+        groups = ds.PerFrameFunctionalGroupsSequence
+        stroke = [g for g, f in zip(groups, frames, strict=True) if f.any()]
+        assert stroke
+        for g in stroke:
+            source = g.DerivationImageSequence[0].SourceImageSequence[0]
+            assert source.ReferencedSOPInstanceUID == slice_ds.SOPInstanceUID
+            got = [float(v) for v in g.PlanePositionSequence[0].ImagePositionPatient]
+            assert got == pytest.approx([float(v) for v in slice_ds.ImagePositionPatient], abs=1e-4)
     finally:
         page.close()
 
