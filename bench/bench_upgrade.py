@@ -39,7 +39,9 @@ def _rows(n: int, scratch: Path) -> pa.Table:
     paths = pa.array([f"/data/p{i % 997}/s{i}.dcm" for i in range(n)], pa.string())
     rel = pa.array([p.removeprefix("/data/") for p in paths.to_pylist()], pa.string())
     many = many.set_column(many.schema.get_field_index("path"), "path", paths)
-    return many.set_column(many.schema.get_field_index("relative_path"), "relative_path", rel)
+    many = many.set_column(many.schema.get_field_index("relative_path"), "relative_path", rel)
+    ids = pa.nulls(n, pa.int64())  # the writer derives each path's id
+    return many.set_column(many.schema.get_field_index("rowId"), "rowId", ids)
 
 
 def main() -> None:
@@ -64,6 +66,9 @@ def main() -> None:
             CatalogTable(new).append(rows.slice(part.start, step))
         extra = rows.slice(0, 1)
         extra = extra.set_column(0, "path", pa.array(["/data/new.dcm"], pa.string()))
+        extra = extra.set_column(
+            extra.schema.get_field_index("rowId"), "rowId", pa.nulls(1, pa.int64())
+        )
         times: dict[str, dict[str, float]] = {}
         for name, uri in (("current", new), ("old", old)):
             t = CatalogTable(uri)
