@@ -138,3 +138,20 @@ def test_worker_heap_tuned_in_loader_workers_only(ml_catalog):
     loader = torch.utils.data.DataLoader(ds, num_workers=1, batch_size=None)
     assert [item["heap_tuned"] for item in loader] == [True] * len(ds)
     assert datasets._heap_tuned is False
+
+
+def test_parsed_rows_kept_within_the_frame_budget(ml_catalog, monkeypatch):
+    from pixels.ml import FrameDataset, datasets
+
+    ds = FrameDataset(ml_catalog, "relative_path LIKE 'emri/%' OR relative_path LIKE 'rev/%'")
+    parsed = ds._parsed
+    assert parsed.keep == datasets.TRIMMED_ROWS
+    monkeypatch.setattr(datasets, "PARSED_FRAMES", 12)
+    images = [ds[k]["image"] for k in range(len(ds))]  # ten frames of one file, six files
+    assert sum(px.n_frames for px in parsed.cache.values()) == parsed.frames <= 12
+    assert len(parsed.cache) == 6  # the enhanced MR (10 frames) left when the CT slices came
+    again = [ds[k]["image"] for k in range(len(ds))]
+    assert all(a.equal(b) for a, b in zip(images, again, strict=True))
+    assert parsed.cache and all(
+        set(px.meta) <= set(datasets.MODALITY_TAGS) for px in parsed.cache.values()
+    )

@@ -264,11 +264,15 @@ TRIMMED_ROWS = 4096
 #: The meta a modality-value item reads (:func:`pixels.ml.volume.to_modality`): Rescale
 #: Intercept / Slope / Type, Modality LUT Sequence, shared and per-frame functional groups.
 MODALITY_TAGS = ("00281052", "00281053", "00281054", "00283000", "52009229", "52009230")
+#: ... and at most this many frames in all among the rows kept (a row's per-frame
+#: functional groups grow with its frames: a few large multi-frame files fill the cache).
+PARSED_FRAMES = 16384
 
 
 class _Parsed:
     """Rows of a dataset parsed on first use (:class:`pixels.row_pixels.RowPixels`), the
-    last ``keep`` kept; each ``DataLoader`` worker has its own.
+    last ``keep`` kept (and no more than :data:`PARSED_FRAMES` frames among them, the
+    last row always kept); each ``DataLoader`` worker has its own.
 
     ``tags``: keep only these keys of each row's meta (None: all of it).
     """
@@ -283,6 +287,7 @@ class _Parsed:
         self.keep = keep
         self.tags = tags
         self.cache: OrderedDict[int, RowPixels] = OrderedDict()
+        self.frames = 0  # frames of the rows in the cache
 
     def __getitem__(self, i: int) -> RowPixels:
         px = self.cache.get(i)
@@ -292,14 +297,17 @@ class _Parsed:
                 meta = {t: px.meta[t] for t in self.tags if t in px.meta}
                 px = dataclasses.replace(px, meta=meta)
             self.cache[i] = px
-            if len(self.cache) > self.keep:
-                self.cache.popitem(last=False)
+            self.frames += px.n_frames
+            while len(self.cache) > 1 and (
+                len(self.cache) > self.keep or self.frames > PARSED_FRAMES
+            ):
+                self.frames -= self.cache.popitem(last=False)[1].n_frames
         else:
             self.cache.move_to_end(i)
         return px
 
     def __getstate__(self) -> dict[str, Any]:  # workers start with an empty cache
-        return {**self.__dict__, "cache": OrderedDict()}
+        return {**self.__dict__, "cache": OrderedDict(), "frames": 0}
 
 
 class FrameDataset(Dataset):
