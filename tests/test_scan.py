@@ -258,3 +258,45 @@ def test_writes_into_a_table_with_deletion_vectors_are_refused(
         Catalog(table).catalog(files["CT_small.dcm"].parent, workers=0, retry_errors=True)
     assert str(table) in str(e.value)
     assert DeltaTable(str(table)).version() == before
+
+
+# --------------------------------------------------- files of one schema: no union_by_name
+def test_a_column_change_bumps_the_schema_version() -> None:
+    """Adding, removing or renaming a column must bump SCHEMA_VERSION (and this digest):
+    TableScan.uniform trusts a table in the current version to hold files of exactly
+    SCHEMA's columns, and old tables are found by their version."""
+    import hashlib
+
+    from pixels.schema import SCHEMA, SCHEMA_VERSION
+
+    digest = hashlib.sha256("\n".join(SCHEMA.names).encode()).hexdigest()
+    assert SCHEMA_VERSION == 2
+    assert digest == "12fa2fb16d1b2e7b624f6b48964784e6aecd1357bd013bf33114812035d42867", (
+        "SCHEMA's columns changed: bump SCHEMA_VERSION and the digest"
+    )
+
+
+def test_a_current_table_is_read_without_union_by_name_and_a_foreign_column_with_it(
+    tmp_path: Path,
+) -> None:
+    """Files Pixels wrote in the current schema are read by name (``union_by_name`` off:
+    it reads every footer to bind); a column somebody else added to the table, which the
+    files lack, turns it back on."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in FILES[:2]:
+        shutil.copyfile(sample_file(name), data / name)
+    table = tmp_path / "catalog"
+    cat = Catalog(table)
+    cat.catalog(data, workers=0)
+    scan = CatalogTable(str(table)).scan()
+    assert scan.uniform and scan.union_by_name == "union_by_name=false"
+    assert sorted(cat.sql("SELECT Modality FROM object_catalog")["Modality"]) == ["CT", "MR"]
+
+    from deltalake.schema import Field
+
+    DeltaTable(str(table)).alter.add_columns([Field("site", "string", nullable=True)])
+    scan = CatalogTable(str(table)).scan()
+    assert not scan.uniform and scan.union_by_name == "union_by_name=true"
+    got = cat.sql("SELECT Modality FROM object_catalog ORDER BY Modality")
+    assert got["Modality"].tolist() == ["CT", "MR"]

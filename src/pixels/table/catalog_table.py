@@ -212,7 +212,10 @@ class CatalogTable:
             return TableScan.empty(self.uri)
         dt = self.delta()
         legacy = (dt.metadata().description or "") != DESCRIPTION
-        return TableScan.of(dt, self.uri, self.storage_options, legacy=legacy)
+        # every Pixels writer conforms its files to SCHEMA: a table in the current
+        # schema with no column of anyone else's holds files of one set of columns
+        uniform = not legacy and set(dt.schema().to_arrow().names) == set(SCHEMA.names)
+        return TableScan.of(dt, self.uri, self.storage_options, legacy=legacy, uniform=uniform)
 
     def version(self) -> int:
         """Current table version."""

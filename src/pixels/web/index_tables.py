@@ -276,7 +276,7 @@ def _load(
         # the file URIs come from the Delta log, never from a request
         source = (
             f"(SELECT {cols}, file_row_number AS _row, f.fid FROM read_parquet({listing}, "
-            "union_by_name=true, filename=true, file_row_number=true) p "
+            f"{scan.union_by_name}, filename=true, file_row_number=true) p "
             f"JOIN _files f ON f.uri = p.filename WHERE {_VALID})"
         )
     else:
