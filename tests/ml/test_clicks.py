@@ -69,3 +69,20 @@ def test_later_clicks_reuse_the_flooded_region_and_answer_as_from_scratch(
 def _entry(volume: np.ndarray) -> clicks._Flooded:
     (entry,) = [k for k in clicks._KEPT if k.ref() is volume]
     return entry
+
+
+def test_clicks_on_two_volumes_in_turn(tmp_path: Path) -> None:
+    """Two series clicked in turn (two kept regions, volumes of different shapes): a click
+    on the series kept last answers as from scratch (the kept list once compared the
+    entries field by field, arrays included: a ValueError, a 500 in the viewer)."""
+    hu = _hu(tmp_path / "ct")
+    small = np.ascontiguousarray(hu[::4, ::4, :5])
+    spacing = (2.64, 2.64, 2.5)
+    clicks.forget()
+    first = clicks.grow(hu, spacing, [[64, 80, 2]])
+    other = clicks.grow(small, spacing, [[16, 20, 2]])
+    again = clicks.grow(small, spacing, [[16, 20, 2]], [[16, 25, 2]])
+    assert first.sum() > 1000
+    assert 0 < again.sum() < other.sum()
+    clicks.forget()
+    np.testing.assert_array_equal(again, clicks.grow(small, spacing, [[16, 20, 2]], [[16, 25, 2]]))

@@ -39,9 +39,13 @@ DEFAULT_TOLERANCE = 100.0
 KEPT = 2
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class _Flooded:
-    """The window and the region flooded from ``seeds`` in the volume ``ref`` points to."""
+    """The window and the region flooded from ``seeds`` in the volume ``ref`` points to.
+
+    Compared by identity (``eq=False``): a field-wise ``==`` would compare the arrays,
+    which raised for the kept regions of two volumes of different shapes.
+    """
 
     ref: weakref.ReferenceType[np.ndarray]
     bounds: tuple[float, float]
