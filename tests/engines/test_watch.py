@@ -237,13 +237,19 @@ def test_ctrl_c_commits_every_row_read(tmp_path: Path, watches: list[Watch]) -> 
     """Ctrl-C in the middle of a backlog: the rows of every file read are committed before
     it exits, and a restart reads only the others."""
     src = tmp_path / "in"
-    n = 400
+    # a backlog of several seconds' reading (400 files were all read before a Ctrl-C sent
+    # after the first commit was seen in the table: the test then stopped nothing midway)
+    n = 2000
     for i in range(n):
         _write(src / f"{i:04d}.dcm", CT)
     cat = tmp_path / "cat"
     w = Watch(src, cat, tmp_path / "watch1.log", "--settle", "1", "-w", "1", "--commit-rows", "50")
     watches.append(w)
-    w.wait("the first commit", lambda r: len(r) >= 16)
+    deadline = time.monotonic() + PATIENCE  # Ctrl-C as soon as the log shows a commit
+    while "committed" not in w.log.read_text():
+        assert w.proc.poll() is None, f"the watch ended early:\n{w.log.read_text()}"
+        assert time.monotonic() < deadline, f"no commit after {PATIENCE} s\n{w.log.read_text()}"
+        time.sleep(0.02)
     assert w.stop(signal.SIGINT) == 0
     log = w.log.read_text()
     read = int(re.findall(r"· read ([\d,]+) ", log)[-1].replace(",", ""))
