@@ -6,6 +6,12 @@ again): binary (overlapping segments allowed, union segments such as ``Body``
 included; bit-packed) or label map (one 8-bit value per voxel, RLE Lossless),
 referencing the source instances, series and frame of reference.
 
+Over a multi-frame source (an enhanced CT) each SEG frame references its source
+frame (Source Image Sequence > Referenced Frame Number), so one source instance
+stands for several SEG frames per segment: read such a SEG by source frame
+(highdicom's ``get_pixels_by_source_frame``); reading it by source instance is
+for series of single-frame sources. Both kinds pass dciodvfy (tests).
+
 UIDs are derived from the source series and the model name, so the SEG of a
 series by a model always has the same Series/SOP Instance UID and the same path
 ``{root}/{StudyInstanceUID}/{SeriesInstanceUID}/{SOPInstanceUID}.dcm``: a
