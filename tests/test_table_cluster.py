@@ -3,9 +3,12 @@ that let a look-up by study skip the other row groups, the rows themselves uncha
 
 from __future__ import annotations
 
+import itertools
+import re
 import uuid
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
@@ -55,3 +58,57 @@ def test_cluster_orders_rows_by_study_so_statistics_prune(
         # the row groups a reader cannot skip for this study: the study's own, at most two
         hits = [g for g in groups if g[0] <= study <= g[1]]
         assert 1 <= len(hits) <= 2, (study, hits)
+
+
+def test_cluster_writes_ranges_of_studies_a_point_look_up_prunes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Several output files, each a range of whole studies with its min/max in the Delta
+    log and in its footer; a look-up by study reads one file's row groups only."""
+    import pixels.cluster
+
+    monkeypatch.setattr(pixels.cluster, "_CLUSTER_ROWS", 12)  # 36 rows: about 3 files
+    monkeypatch.setattr(pixels.cluster, "_SAMPLE_EVERY", 1)
+    monkeypatch.setattr(pixels.cluster, "_BATCH_ROWS", 4)  # rows spread in small batches
+    monkeypatch.setattr(pixels.table.catalog_table, "_ROW_GROUP", 6)
+    catalog = str(tmp_path / "catalog")
+    files = copy_with_new_uids(sample_file("CT_small.dcm"), tmp_path / "made", 36, per_series=2)
+    (tmp_path / "in").mkdir()
+    for p in files:
+        p.rename(tmp_path / "in" / f"{uuid.uuid4().hex}.dcm")
+    Catalog(catalog).catalog(str(tmp_path / "in"), workers=0, commit_rows=5)
+    before = _rows(catalog)
+    version = DeltaTable(catalog).version()
+    metrics = Catalog(catalog).optimize(cluster=True)
+    assert _rows(catalog) == before
+    dt = DeltaTable(catalog)
+    assert dt.version() == version + 1  # one commit: old files out, sorted ones in
+    adds = pa.table(dt.get_add_actions(flatten=True)).to_pylist()
+    assert metrics["numFilesAdded"] == len(adds) >= 2
+    spans = sorted(
+        (a["min.StudyInstanceUID"], a["max.StudyInstanceUID"], a["num_records"]) for a in adds
+    )
+    assert sum(s[2] for s in spans) == 36
+    for (_, hi, _), (lo, _, _) in itertools.pairwise(spans):
+        assert hi < lo  # disjoint ranges: a study lies in one file
+    for a in adds:  # the footer's statistics agree with the log's, and skip ``meta``
+        md = pq.read_metadata(str(tmp_path / "catalog" / a["path"]))
+        names = md.schema.to_arrow_schema().names
+        sts = [md.row_group(g).column(names.index("StudyInstanceUID")).statistics
+               for g in range(md.num_row_groups)]  # fmt: skip
+        assert min(s.min for s in sts) == a["min.StudyInstanceUID"]
+        assert max(s.max for s in sts) == a["max.StudyInstanceUID"]
+        meta = md.row_group(0).column(names.index("meta")).statistics
+        assert meta is None or not meta.has_min_max
+    from pixels.sql import connect
+
+    study = spans[1][0]
+    con = connect(Catalog(catalog).table)
+    con.execute("PRAGMA enable_profiling = 'query_tree'")
+    query = "SELECT SOPInstanceUID FROM object_catalog WHERE StudyInstanceUID = ?"
+    assert len(con.execute(query, [study]).fetchall()) == 6
+    plan = con.execute("EXPLAIN ANALYZE " + query, [study]).fetchall()[0][1]
+    found = re.search(r"Row Groups Scanned: (\d+) / (\d+)", plan)
+    assert found, plan
+    scanned, total = int(found[1]), int(found[2])
+    assert total == 6 and 1 <= scanned <= 2, plan  # the study's own row groups only

@@ -1,36 +1,82 @@
 """Clustering the catalog table: every row rewritten in the order of study and series.
 
 ``pixels optimize --cluster`` (:meth:`pixels.catalog.Catalog.optimize`) orders the
-rows by StudyInstanceUID, SeriesInstanceUID, so that each Parquet row group holds
-a narrow range of studies and a look-up by study or series (``pixels sql``, the
-DICOMweb server's row reads) skips every other row group by its statistics.
+rows by StudyInstanceUID, SeriesInstanceUID, so that each data file and each of its
+Parquet row groups holds a narrow range of studies, and a look-up by study or
+series (``pixels sql``, the DICOMweb server's row reads) skips every other file and
+row group by their statistics.
+
+The rewrite is a range-partitioned sort with bounded memory, whatever the table's
+size (rows are ~10 kB each uncompressed, mostly ``meta``: 10M rows are ~100 GB, far
+beyond what one sort can hold):
+
+1. the boundaries of the output files are chosen from a sample of the first
+   clustering column (each file a range of its values: a study never spans two);
+2. every row is read once, in batches, and appended to the temporary file of its
+   range (``_pixels/tmp/cluster-*``);
+3. each range is sorted by DuckDB (memory capped, spilling beyond it) and written
+   as one data file, with min/max statistics for the clustering columns in the
+   Parquet footer and in the ``add`` action's ``stats`` (Delta data skipping);
+4. one commit removes every old file and adds the sorted ones: readers see the
+   old version or the new one, never a mix; a failure leaves the table as it was.
 """
 
 from __future__ import annotations
 
+import bisect
 import contextlib
+import json
+import math
 import os
+import shutil
+import tempfile
 import time
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from deltalake import DeltaTable
 from deltalake.exceptions import CommitFailedError
 from deltalake.transaction import AddAction, RemoveAction
 
+import pixels.table.catalog_table as catalog_table
 from pixels.errors import TableError
 from pixels.schema import SCHEMA
 from pixels.storage import is_local, local_path
-from pixels.table import _ROW_GROUP, LOCK_DIR, CatalogTable, conform
+from pixels.table import LOCK_DIR, CatalogTable, conform
 
 __all__ = ["CLUSTER_COLUMNS", "cluster_table"]
 
 #: What ``pixels optimize --cluster`` orders rows by.
 CLUSTER_COLUMNS = ("StudyInstanceUID", "SeriesInstanceUID")
-#: Rows per data file written.
+#: Rows per data file written (about: files are ranges of whole studies).
 _CLUSTER_ROWS = 200_000
+#: One value of the first clustering column in this many is sampled for the ranges.
+_SAMPLE_EVERY = 16
+#: Rows read at a time while the rows are spread over their ranges.
+_BATCH_ROWS = 8192
+#: DuckDB's memory while it sorts one range (beyond it, it spills to ``_pixels/tmp``).
+_SORT_MEMORY = "1GB"
+#: Columns with Parquet min/max statistics in the files written: the keys a
+#: reader filters on (statistics of ``meta``, kilobytes per row group, only made
+#: every footer a reader opens larger).
+_STAT_COLUMNS = (
+    "path",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "SOPInstanceUID",
+    "Modality",
+    "StudyDate",
+    "PatientID",
+    "AccessionNumber",
+    "rowId",
+)
+#: Sorts after every UID (rows without a value go last, as ``NULLS LAST``).
+_HIGHEST = "\U0010ffff"
 
 
 def cluster_table(table: CatalogTable, columns: Sequence[str] = CLUSTER_COLUMNS) -> dict[str, Any]:
@@ -38,10 +84,9 @@ def cluster_table(table: CatalogTable, columns: Sequence[str] = CLUSTER_COLUMNS)
 
     A total order, not delta-rs' Z-order: Z-order keys take the first bytes of
     each string, and UIDs share long prefixes (an organisation's root), so
-    Z-order leaves them unordered. DuckDB sorts (spilling to
-    ``_pixels/tmp`` past its memory limit of 4 GB, one thread); files of :data:`_CLUSTER_ROWS` rows
-    are written and committed with the removal of every old file, on top of
-    the version read, under the table's writer lock. Local tables.
+    Z-order leaves them unordered. See the module docstring for how it is done in
+    bounded memory. Runs under the table's writer lock, on top of the version
+    read; local tables.
 
     Returns
     -------
@@ -54,47 +99,162 @@ def cluster_table(table: CatalogTable, columns: Sequence[str] = CLUSTER_COLUMNS)
         return _cluster_locked(table, table.delta(), list(columns))
 
 
+def _ranges(files: list[str], column: str, n: int) -> list[str]:
+    """``n - 1`` ascending boundaries splitting ``column``'s values into ``n`` ranges."""
+    if n <= 1:
+        return []
+    sample: list[str] = []
+    for f in files:
+        values = pq.read_table(f, columns=[column])[column]
+        sample.extend(v for v in values.to_pylist()[::_SAMPLE_EVERY] if v is not None)
+    sample.sort()
+    if not sample:
+        return []
+    bounds = sorted({sample[len(sample) * i // n] for i in range(1, n)})
+    return [b for b in bounds if b > sample[0]]
+
+
+def _spread(files: list[str], column: str, bounds: list[str], tmp: str) -> list[tuple[str, int]]:
+    """Append each row of ``files`` to the temporary file of its range; their paths and rows."""
+    writers: dict[int, pq.ParquetWriter] = {}
+    counts: dict[int, int] = {}
+    paths: dict[int, str] = {}
+    try:
+        for f in files:
+            for batch in pq.ParquetFile(f).iter_batches(batch_size=_BATCH_ROWS):
+                data = conform(batch)
+                keys = pc.fill_null(data[column], _HIGHEST).to_pylist()
+                ids = pa.array([bisect.bisect_right(bounds, k) for k in keys], pa.int32())
+                for r in pc.unique(ids).to_pylist():
+                    part = data.filter(pc.equal(ids, r))
+                    if r not in writers:
+                        paths[r] = os.path.join(tmp, f"range-{r:06d}.parquet")
+                        writers[r] = pq.ParquetWriter(
+                            paths[r],
+                            SCHEMA,
+                            compression="zstd",
+                            compression_level=1,
+                            write_statistics=False,
+                        )
+                        counts[r] = 0
+                    writers[r].write_table(part)
+                    counts[r] += part.num_rows
+    finally:
+        for w in writers.values():
+            w.close()
+    return [(paths[r], counts[r]) for r in sorted(paths)]
+
+
+class _FileStats:
+    """Delta ``stats`` of a file written batch by batch: counts and min/max of the keys."""
+
+    def __init__(self, columns: list[str]):
+        self.rows = 0
+        self.nulls: dict[str, int] = {f.name: 0 for f in SCHEMA if not pa.types.is_nested(f.type)}
+        self.columns = columns
+        self.lo: dict[str, str] = {}
+        self.hi: dict[str, str] = {}
+
+    def add(self, batch: pa.Table) -> None:
+        self.rows += batch.num_rows
+        for name in self.nulls:
+            self.nulls[name] += batch.column(name).null_count
+        for name in self.columns:
+            mm = pc.min_max(batch.column(name))
+            lo, hi = mm["min"].as_py(), mm["max"].as_py()
+            if lo is not None and (name not in self.lo or lo < self.lo[name]):
+                self.lo[name] = lo
+            if hi is not None and (name not in self.hi or hi > self.hi[name]):
+                self.hi[name] = hi
+
+    def json(self) -> str:
+        return json.dumps(
+            {
+                "numRecords": self.rows,
+                "minValues": self.lo,
+                "maxValues": self.hi,
+                "nullCount": self.nulls,
+            }
+        )
+
+
+def _sql_string(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _sort_range(root: str, part: str, order: list[str], columns: list[str], tmp: str) -> AddAction:
+    """Sort one range's rows (DuckDB, memory capped) into a new data file of the table."""
+    con = duckdb.connect(config={"memory_limit": _SORT_MEMORY, "threads": 1, "temp_directory": tmp})
+    name = f"part-00000-{uuid.uuid4()}-c000.zstd.parquet"
+    path = os.path.join(root, name)
+    stats = _FileStats(columns)
+    try:
+        con.execute("SET TimeZone='UTC'")
+        keys = ", ".join('"' + c.replace('"', '""') + '"' for c in order)
+        reader = con.sql(
+            f"SELECT * FROM read_parquet({_sql_string(part)}) ORDER BY {keys}"
+        ).to_arrow_reader(catalog_table._ROW_GROUP)
+        with pq.ParquetWriter(
+            path + ".tmp",
+            SCHEMA,
+            compression="zstd",
+            write_statistics=[c for c in _STAT_COLUMNS if c in SCHEMA.names],
+            use_compliant_nested_type=True,
+        ) as w:
+            for batch in reader:
+                data = conform(batch)
+                stats.add(data)
+                w.write_table(data, row_group_size=catalog_table._ROW_GROUP)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(path + ".tmp")
+        raise
+    finally:
+        con.close()
+    os.replace(path + ".tmp", path)
+    st = os.stat(path)
+    return AddAction(
+        path=name,
+        size=st.st_size,
+        partition_values={},
+        modification_time=int(st.st_mtime * 1000),
+        data_change=True,
+        stats=stats.json(),
+    )
+
+
 def _cluster_locked(table: CatalogTable, dt: DeltaTable, columns: list[str]) -> dict[str, Any]:
     scan = table.scan()
     if not scan.direct or not scan.files:
         return {"numFilesAdded": 0, "numFilesRemoved": 0}
     root = local_path(table.uri)
-    tmp = os.path.join(root, LOCK_DIR, "tmp")
-    os.makedirs(tmp, exist_ok=True)
-    con = duckdb.connect(config={"memory_limit": "4GB", "threads": 1, "temp_directory": tmp})
+    files = [local_path(u) for u in scan.files]
+    total = sum(pq.read_metadata(f).num_rows for f in files)
+    base = os.path.join(root, LOCK_DIR, "tmp")
+    os.makedirs(base, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix="cluster-", dir=base)
     adds: list[AddAction] = []
     try:
-        con.execute("SET TimeZone='UTC'")
-        con.execute("SET preserve_insertion_order = false")
-        scan.register(con, "t")
-        order = ", ".join(f'"{c}"' for c in [*columns, "path"])
-        reader = con.sql(f"SELECT * FROM t ORDER BY {order}").to_arrow_reader(_ROW_GROUP)
-        pending: list[pa.RecordBatch] = []
-        n = 0
-        for batch in reader:
-            pending.append(batch)
-            n += batch.num_rows
-            if n >= _CLUSTER_ROWS:
-                adds.append(table._write_file(conform(pa.Table.from_batches(pending))))
-                pending, n = [], 0
-        if pending:
-            adds.append(table._write_file(conform(pa.Table.from_batches(pending))))
+        bounds = _ranges(files, columns[0], math.ceil(total / _CLUSTER_ROWS))
+        for part, _rows in _spread(files, columns[0], bounds, tmp):
+            adds.append(_sort_range(root, part, [*columns, "path"], columns, tmp))
+            os.remove(part)
     except BaseException:
         for a in adds:
             with contextlib.suppress(OSError):
                 os.remove(os.path.join(root, a.path))
         raise
     finally:
-        con.close()
+        shutil.rmtree(tmp, ignore_errors=True)
     now = int(time.time() * 1000)
     removes = [
         RemoveAction(
-            path=os.path.relpath(local_path(u), root),
+            path=os.path.relpath(f, root),
             data_change=True,
             deletion_timestamp=now,
-            size=os.stat(local_path(u)).st_size,
+            size=os.stat(f).st_size,
         )
-        for u in scan.files
+        for f in files
     ]
     dt.update_incremental()
     if set(dt.file_uris()) != set(scan.files):
