@@ -70,6 +70,7 @@ def test_cluster_writes_ranges_of_studies_a_point_look_up_prunes(
     monkeypatch.setattr(pixels.cluster, "_CLUSTER_ROWS", 12)  # 36 rows: about 3 files
     monkeypatch.setattr(pixels.cluster, "_SAMPLE_EVERY", 1)
     monkeypatch.setattr(pixels.cluster, "_BATCH_ROWS", 4)  # rows spread in small batches
+    monkeypatch.setattr(pixels.cluster, "_SORT_BYTES", 1)  # ranges of one study, sorted apart
     monkeypatch.setattr(pixels.table.catalog_table, "_ROW_GROUP", 6)
     catalog = str(tmp_path / "catalog")
     files = copy_with_new_uids(sample_file("CT_small.dcm"), tmp_path / "made", 36, per_series=2)

@@ -35,7 +35,6 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -53,14 +52,15 @@ __all__ = ["CLUSTER_COLUMNS", "cluster_table"]
 
 #: What ``pixels optimize --cluster`` orders rows by.
 CLUSTER_COLUMNS = ("StudyInstanceUID", "SeriesInstanceUID")
-#: Rows per data file written (about: files are ranges of whole studies).
+#: Rows per data file written (at least: a file ends after the range that reaches it).
 _CLUSTER_ROWS = 200_000
+#: Uncompressed bytes of one range, sorted in memory (rows are ~10 kB, mostly ``meta``).
+_SORT_BYTES = 384 << 20
 #: One value of the first clustering column in this many is sampled for the ranges.
 _SAMPLE_EVERY = 16
-#: Rows read at a time while the rows are spread over their ranges.
-_BATCH_ROWS = 8192
-#: DuckDB's memory while it sorts one range (beyond it, it spills to ``_pixels/tmp``).
-_SORT_MEMORY = "1GB"
+#: Rows (at most) and uncompressed bytes read at a time while rows are spread over ranges.
+_BATCH_ROWS = 32768
+_BATCH_BYTES = 192 << 20
 #: Columns with Parquet min/max statistics in the files written: the keys a
 #: reader filters on (statistics of ``meta``, kilobytes per row group, only made
 #: every footer a reader opens larger).
@@ -114,19 +114,27 @@ def _ranges(files: list[str], column: str, n: int) -> list[str]:
     return [b for b in bounds if b > sample[0]]
 
 
-def _spread(files: list[str], column: str, bounds: list[str], tmp: str) -> list[tuple[str, int]]:
+def _spread(
+    files: list[str], column: str, bounds: list[str], tmp: str, batch_rows: int
+) -> list[tuple[str, int]]:
     """Append each row of ``files`` to the temporary file of its range; their paths and rows."""
     writers: dict[int, pq.ParquetWriter] = {}
     counts: dict[int, int] = {}
     paths: dict[int, str] = {}
     try:
         for f in files:
-            for batch in pq.ParquetFile(f).iter_batches(batch_size=_BATCH_ROWS):
+            for batch in pq.ParquetFile(f).iter_batches(batch_size=batch_rows):
                 data = conform(batch)
                 keys = pc.fill_null(data[column], _HIGHEST).to_pylist()
                 ids = pa.array([bisect.bisect_right(bounds, k) for k in keys], pa.int32())
-                for r in pc.unique(ids).to_pylist():
-                    part = data.filter(pc.equal(ids, r))
+                order = pc.sort_indices(ids)
+                data, ids = data.take(order), ids.take(order)
+                starts = pc.run_end_encode(ids)
+                ends = starts.run_ends.to_pylist()
+                for r, start, end in zip(
+                    starts.values.to_pylist(), [0, *ends[:-1]], ends, strict=True
+                ):
+                    part = data.slice(start, end - start)
                     if r not in writers:
                         paths[r] = os.path.join(tmp, f"range-{r:06d}.parquet")
                         writers[r] = pq.ParquetWriter(
@@ -178,49 +186,86 @@ class _FileStats:
         )
 
 
-def _sql_string(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
+class _Output:
+    """The data files written, in order: each gets sorted ranges until it holds
+    :data:`_CLUSTER_ROWS` rows, one row group of ``_ROW_GROUP`` rows at a time."""
+
+    def __init__(self, root: str, columns: list[str]):
+        self.root = root
+        self.columns = columns
+        self.adds: list[AddAction] = []
+        self._writer: pq.ParquetWriter | None = None
+        self._name = ""
+        self._stats = _FileStats(columns)
+
+    def write(self, data: pa.Table) -> None:
+        if self._writer is None:
+            self._name = f"part-00000-{uuid.uuid4()}-c000.zstd.parquet"
+            self._writer = pq.ParquetWriter(
+                os.path.join(self.root, self._name + ".tmp"),
+                SCHEMA,
+                compression="zstd",
+                write_statistics=[c for c in _STAT_COLUMNS if c in SCHEMA.names],
+                use_compliant_nested_type=True,
+            )
+            self._stats = _FileStats(self.columns)
+        self._stats.add(data)
+        self._writer.write_table(data, row_group_size=catalog_table._ROW_GROUP)
+
+    def end_range(self) -> None:
+        """A range was written whole: the file ends here if it is full."""
+        if self._writer is not None and self._stats.rows >= _CLUSTER_ROWS:
+            self.close()
+
+    def close(self) -> None:
+        if self._writer is None:
+            return
+        self._writer.close()
+        self._writer = None
+        path = os.path.join(self.root, self._name)
+        os.replace(path + ".tmp", path)
+        st = os.stat(path)
+        self.adds.append(
+            AddAction(
+                path=self._name,
+                size=st.st_size,
+                partition_values={},
+                modification_time=int(st.st_mtime * 1000),
+                data_change=True,
+                stats=self._stats.json(),
+            )
+        )
+
+    def discard(self) -> None:
+        """Remove every file written (the clustering failed)."""
+        if self._writer is not None:
+            self._writer.close()
+            with contextlib.suppress(OSError):
+                os.remove(os.path.join(self.root, self._name + ".tmp"))
+        for a in self.adds:
+            with contextlib.suppress(OSError):
+                os.remove(os.path.join(self.root, a.path))
 
 
-def _sort_range(root: str, part: str, order: list[str], columns: list[str], tmp: str) -> AddAction:
-    """Sort one range's rows (DuckDB, memory capped) into a new data file of the table."""
-    con = duckdb.connect(config={"memory_limit": _SORT_MEMORY, "threads": 1, "temp_directory": tmp})
-    name = f"part-00000-{uuid.uuid4()}-c000.zstd.parquet"
-    path = os.path.join(root, name)
-    stats = _FileStats(columns)
-    try:
-        con.execute("SET TimeZone='UTC'")
-        keys = ", ".join('"' + c.replace('"', '""') + '"' for c in order)
-        reader = con.sql(
-            f"SELECT * FROM read_parquet({_sql_string(part)}) ORDER BY {keys}"
-        ).to_arrow_reader(catalog_table._ROW_GROUP)
-        with pq.ParquetWriter(
-            path + ".tmp",
-            SCHEMA,
-            compression="zstd",
-            write_statistics=[c for c in _STAT_COLUMNS if c in SCHEMA.names],
-            use_compliant_nested_type=True,
-        ) as w:
-            for batch in reader:
-                data = conform(batch)
-                stats.add(data)
-                w.write_table(data, row_group_size=catalog_table._ROW_GROUP)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(path + ".tmp")
-        raise
-    finally:
-        con.close()
-    os.replace(path + ".tmp", path)
-    st = os.stat(path)
-    return AddAction(
-        path=name,
-        size=st.st_size,
-        partition_values={},
-        modification_time=int(st.st_mtime * 1000),
-        data_change=True,
-        stats=stats.json(),
+def _sort_range(part: str, order: list[str], out: _Output) -> None:
+    """Sort one range's rows in memory (by ``order``, nulls last) and append them to ``out``."""
+    data = pq.read_table(part, schema=SCHEMA)
+    idx = pc.sort_indices(
+        data.select(order), [(c, "ascending") for c in order], null_placement="at_end"
     )
+    step = catalog_table._ROW_GROUP
+    for start in range(0, len(idx), step):
+        out.write(data.take(idx[start : start + step]))
+    out.end_range()
+
+
+def _uncompressed(files: list[str]) -> int:
+    """Uncompressed bytes of the rows of ``files`` (from their footers)."""
+    n = 0
+    for f in files:
+        md = pq.read_metadata(f)
+        n += sum(md.row_group(g).total_byte_size for g in range(md.num_row_groups))
+    return n
 
 
 def _cluster_locked(table: CatalogTable, dt: DeltaTable, columns: list[str]) -> dict[str, Any]:
@@ -233,19 +278,22 @@ def _cluster_locked(table: CatalogTable, dt: DeltaTable, columns: list[str]) -> 
     base = os.path.join(root, LOCK_DIR, "tmp")
     os.makedirs(base, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix="cluster-", dir=base)
-    adds: list[AddAction] = []
+    out = _Output(root, columns)
     try:
-        bounds = _ranges(files, columns[0], math.ceil(total / _CLUSTER_ROWS))
-        for part, _rows in _spread(files, columns[0], bounds, tmp):
-            adds.append(_sort_range(root, part, [*columns, "path"], columns, tmp))
+        row_bytes = max(1, _uncompressed(files) // max(total, 1))
+        ranges = math.ceil(total / max(1, min(_CLUSTER_ROWS, _SORT_BYTES // row_bytes)))
+        bounds = _ranges(files, columns[0], ranges)
+        batch_rows = max(1, min(_BATCH_ROWS, _BATCH_BYTES // row_bytes))
+        for part, _rows in _spread(files, columns[0], bounds, tmp, batch_rows):
+            _sort_range(part, [*columns, "path"], out)
             os.remove(part)
+        out.close()
     except BaseException:
-        for a in adds:
-            with contextlib.suppress(OSError):
-                os.remove(os.path.join(root, a.path))
+        out.discard()
         raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    adds = out.adds
     now = int(time.time() * 1000)
     removes = [
         RemoveAction(
