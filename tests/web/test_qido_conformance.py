@@ -185,3 +185,33 @@ def test_listed_non_conformant_uids_are_retrievable(url: str) -> None:
     assert r.status_code == 200 and _v(r.json()[0], "00080018") == sop
     r = httpx.get(f"{url}/studies/{study}/series/{series}/instances/{sop}")
     assert r.status_code == 200 and r.headers["content-type"].startswith("multipart/related")
+
+
+def test_pages_as_ohif_and_dcm4che_clients_ask_for_them(url: str) -> None:
+    """Pages (``limit``/``offset``) of study and series searches, with the control
+    parameters OHIF (``fuzzymatching=false``, ``includefield`` lists) and dcm4che's
+    web clients (``fuzzymatching=true``, ``includefield=all``) send, put together are
+    the whole answer in its order; the control parameters raise no warning."""
+    for path, tag in (("/studies", "0020000D"), ("/series", "0020000E")):
+        whole = _get(url, path, includefield="00081030,00080060", fuzzymatching="false")
+        order = [_v(a, tag) for a in whole]
+        assert len(order) > 6, path
+        paged: list[str] = []
+        for offset in range(0, len(order) + 5, 5):
+            r = httpx.get(
+                url + path,
+                params={
+                    "limit": "5",
+                    "offset": str(offset),
+                    "fuzzymatching": "true",
+                    "includefield": "all",
+                },
+                timeout=60,
+            )
+            assert r.status_code == 200, r.text
+            assert "ignored" not in r.headers.get("Warning", ""), r.headers
+            paged += [_v(a, tag) for a in r.json()]
+        assert paged == order, path
+    # a study search on a name's ideographic group (names of several groups are split)
+    one = _get(url, "/studies", PatientName="山田*", fuzzymatching="true")
+    assert one and all("山田" in str(a["00100010"]) for a in one)
