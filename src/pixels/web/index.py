@@ -48,6 +48,7 @@ from pixels.web import index_tables
 from pixels.web.firsts import QMETA_TAGS, Sidecars
 from pixels.web.rowreads import RowReader
 from pixels.web.snapshot import Snapshot
+from pixels.web.sopkeys import SopKeys
 
 __all__ = ["INDEX_FILE", "QMETA_TAGS", "Snapshot", "TableIndex", "index_of"]
 
@@ -109,6 +110,9 @@ class TableIndex:
         self._uris: dict[int, str] = {}
         self._next_fid = 0
         self._version: int | None = None
+        #: which SOP hashes the index may hold (updates look up only those)
+        self.keys = SopKeys()
+        self._stats: dict[str, int] = {}  # counts of the update in progress
         self._resume()
         self.reader = RowReader(self._uris)
         self._rows_since_checkpoint = 0
@@ -179,6 +183,8 @@ class TableIndex:
         self._version, self._next_fid = row[0], row[1]
         if any(u.startswith("delta-rs:") for u in self._fids):
             self.direct = False
+        if self._fids:  # read while the first requests are answered; an update waits for it
+            self.keys.load(self.con, background=True)
 
     def _saved_name(self, uri: str) -> str:
         """``uri`` as the saved index holds it: relative to the table (a copied table's
@@ -241,6 +247,7 @@ class TableIndex:
         if not scan.direct:
             self.view()  # the rows are read from the view: only delta-rs has them
         chunks = (self._chunks(added) if scan.direct else [added]) or [[]]
+        self._stats = {}
         for k, chunk in enumerate(chunks):
             self._commit(scan, chunk, removed if k == 0 else [], k == len(chunks) - 1)
         self.direct = scan.direct
@@ -250,6 +257,11 @@ class TableIndex:
             "removed_files": len(removed),
             "chunks": len(chunks) if added else 0,
             "version": scan.version,
+            # SOP hashes looked up in every row (none for a commit of new instances),
+            # data files whose rows were read
+            "sop_lookups": self._stats.get("sop_lookups", 0),
+            "files_read": self._stats.get("files_read", 0),
+            "commit_ms": self._stats.get("commit_ms", 0),
         }
 
     def _chunks(self, added: list[str]) -> list[list[str]]:
@@ -276,6 +288,7 @@ class TableIndex:
         for fid, u in zip(new_fids, added, strict=True):
             self._uris[fid] = u
         cur = self.con.cursor()
+        stats: dict[str, Any] = {}
         try:
             cur.execute("BEGIN TRANSACTION")
             try:
@@ -290,6 +303,8 @@ class TableIndex:
                         uris=self._uris,
                         sidecars=self._sidecars,
                         reader=self.reader,
+                        keys=self.keys,
+                        stats=stats,
                     )
                 if removed:
                     gone = ", ".join(str(int(f)) for f in removed)  # ids made here
@@ -304,7 +319,9 @@ class TableIndex:
                     "UPDATE ix.state SET version = ?, next_fid = ?",
                     [version, self._next_fid + len(added)],
                 )
+                t0 = time.perf_counter()
                 cur.execute("COMMIT")
+                stats["commit_ms"] = round((time.perf_counter() - t0) * 1e3, 1)
             except BaseException:
                 cur.execute("ROLLBACK")
                 raise
@@ -318,6 +335,10 @@ class TableIndex:
         self._sidecars.drop([self._uris[f] for f in removed])
         if last:
             self._version = scan.version
+        for k, v in stats.items():
+            self._stats[k] = self._stats.get(k, 0) + v
+        if self.keys.removed(stats.get("removed_rows", 0)):
+            self.keys.load(self.con, background=False)  # stale hashes dropped
         self._rows_since_checkpoint += n
         if self._rows_since_checkpoint >= _CHECKPOINT_ROWS:
             # rows are compressed when checkpointed (about 4x less memory, or written out)

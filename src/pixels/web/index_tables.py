@@ -29,6 +29,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 
 from pixels.scan import TableScan
@@ -36,6 +37,7 @@ from pixels.schema import VIEW_NAME
 from pixels.table import sql_string
 from pixels.web.firsts import FFIRST, Sidecars, firsts_table
 from pixels.web.rowreads import RowReader
+from pixels.web.sopkeys import SopKeys
 
 __all__ = ["FORMAT", "GROUP_COLUMNS", "KEY_COLUMNS", "SCHEMA_SQL", "apply"]
 
@@ -107,6 +109,16 @@ CREATE TABLE ix.state (format INTEGER, version BIGINT, next_fid INTEGER);
 _INLINE = 4096
 
 
+def _ints(values: list[int]) -> str:
+    """Integers made here (file ids, hashes; never from a request) as SQL constants."""
+    return ", ".join(str(int(v)) for v in values)
+
+
+def _fids(cur: duckdb.DuckDBPyConnection, sql: str) -> list[int]:
+    """The file ids a query returns, in order."""
+    return sorted(int(r[0]) for r in cur.execute(sql).fetchall())
+
+
 def apply(
     cur: duckdb.DuckDBPyConnection,
     scan: TableScan,
@@ -117,15 +129,22 @@ def apply(
     uris: Mapping[int, str],
     sidecars: Sidecars,
     reader: RowReader,
+    keys: SopKeys,
+    stats: dict[str, Any] | None = None,
 ) -> int:
     """Drop the rows of the ``removed`` files, add those of the ``added`` ones, and
     recompute what depends on the SOP instances, series and studies they touch.
 
-    Work grows with the rows touched, plus one scan of two integer columns
-    (``sh``, ``seh``: hashes of the SOP and Series Instance UIDs) of ``inst_all``;
-    rows are found by file id, which the table's zone maps prune (ids grow with
-    insertion order).
+    Work grows with the rows touched, not with the table: the rows of the touched
+    series are found in the data files that hold them (``ffirst``) by file id, which
+    the table's zone maps prune (ids grow with insertion order); rows sharing a SOP
+    instance with an added row are looked up only for the hashes ``keys`` may hold
+    (a removed row's SOP instance always: that look-up reads the ``sh`` column of
+    every row). The touched studies' sums read their series' narrow columns, then the
+    ``qmeta`` of one series per study. ``stats`` gets the number of SOP hashes looked
+    up and of data files read. Returns the number of rows added.
     """
+    stats = {} if stats is None else stats
     cur.execute("USE ix")
     touched = "gid, StudyInstanceUID, SeriesInstanceUID, sh, seh"
     if removed:
@@ -136,6 +155,7 @@ def apply(
         )
         cur.execute(f"DELETE FROM ix.inst_all WHERE fid IN ({gone})")
         cur.execute(f"DELETE FROM ix.ffirst WHERE fid IN ({gone})")
+        (stats["removed_rows"],) = cur.execute("SELECT count(*) FROM _touched").fetchone() or (0,)
     else:
         cur.execute(
             f"CREATE OR REPLACE TEMP TABLE _touched AS SELECT {touched} FROM ix.inst_all LIMIT 0"
@@ -144,46 +164,56 @@ def apply(
     if added:
         added_rows = _load(cur, scan, added, new_fids, uris, sidecars, reader)
         cur.execute(f"INSERT INTO _touched SELECT {touched} FROM _rows")
-    # every live row of the series and SOP instances touched: the work set
+    # every live row of the series and SOP instances touched: the work set, found by
+    # narrow columns first (file ids, hashes), its other columns read for those rows only
     cols = (
         "fid, _row, gid, path, StudyInstanceUID, SeriesInstanceUID, SOPInstanceUID, ok, "
         "cataloged_at, keep"
     )
+    # the series' rows lie in the data files that hold them (``ffirst``, a row per file
+    # and series, added files included): file ids let zone maps skip the other files'
+    # row groups (ids grow with insertion order)
+    files = _fids(
+        cur,
+        "SELECT DISTINCT fid FROM ix.ffirst "
+        "WHERE SeriesInstanceUID IN (SELECT SeriesInstanceUID FROM _touched)",
+    )
     seh = [r[0] for r in cur.execute("SELECT DISTINCT seh FROM _touched").fetchall()]
+    series_hits = (
+        f"SELECT fid, _row FROM ix.inst_all WHERE fid IN ({_ints(files)}) AND "
+        + (f"seh IN ({_ints(seh)})" if len(seh) <= _INLINE else "seh IN (SELECT seh FROM _touched)")
+        if files and seh
+        else "SELECT 0::INTEGER AS fid, 0::BIGINT AS _row WHERE false"
+    )
+    # the SOP instances: a removed row's twin may be any row; an added row's only one
+    # whose hash ``keys`` may hold (a commit of new instances: none, no scan)
     sh = [r[0] for r in cur.execute("SELECT DISTINCT sh FROM _touched").fetchall()]
-    if len(seh) + len(sh) <= _INLINE:
-        # constants (hashes computed here, never from a request): filters each scan
-        # evaluates on one integer column before reading any other
-        # the series' rows lie in the data files that hold them (``ffirst``, a row per
-        # file and series, added files included): file ids let zone maps skip the
-        # other files' row groups (ids grow with insertion order)
-        files = [
-            int(r[0])
-            for r in cur.execute(
-                "SELECT DISTINCT fid FROM ix.ffirst "
-                "WHERE SeriesInstanceUID IN (SELECT SeriesInstanceUID FROM _touched)"
+    if added:
+        new = cur.execute("SELECT sh FROM _rows").fetchnumpy()["sh"].astype(np.uint64)
+        maybe = set(new[keys.maybe_held(new)].tolist())
+        if removed:
+            gone_sh = cur.execute(
+                "SELECT DISTINCT sh FROM _touched EXCEPT SELECT sh FROM _rows"
             ).fetchall()
-        ]
-        in_files = f"fid IN ({', '.join(map(str, files))}) AND " if files else "false AND "
-        hits = " UNION ".join(
-            f"SELECT fid, _row FROM ix.inst_all WHERE {where}{c} IN ({', '.join(map(str, vs))})"
-            for c, vs, where in (("seh", seh, in_files), ("sh", sh, ""))
-            if vs
-        )
-        cur.execute(
-            f"CREATE OR REPLACE TEMP TABLE _hit AS {hits or 'SELECT 0 AS fid, 0 AS _row LIMIT 0'}"
-        )
-        cur.execute(
-            f"CREATE OR REPLACE TEMP TABLE _aff AS SELECT {cols} FROM ix.inst_all "
-            "SEMI JOIN _hit USING (fid, _row)"
-        )
+            maybe.update(r[0] for r in gone_sh)
+        keys.add(new)
+        sh = sorted(maybe)
+    if not sh:
+        sop_hits = "SELECT 0::INTEGER AS fid, 0::BIGINT AS _row WHERE false"
+    elif len(sh) <= _INLINE:
+        # constants (hashes computed here, never from a request): a filter on one column
+        sop_hits = f"SELECT fid, _row FROM ix.inst_all WHERE sh IN ({_ints(sh)})"
     else:
-        cur.execute(
-            f"CREATE OR REPLACE TEMP TABLE _aff AS SELECT {cols} FROM ix.inst_all "
-            "WHERE fid IN (SELECT fid FROM ix.ffirst WHERE SeriesInstanceUID IN "
-            "(SELECT SeriesInstanceUID FROM _touched)) AND seh IN (SELECT seh FROM _touched) "
-            f"UNION SELECT {cols} FROM ix.inst_all WHERE sh IN (SELECT sh FROM _touched)"
-        )
+        cur.execute("CREATE OR REPLACE TEMP TABLE _sh AS SELECT unnest(?::UBIGINT[]) AS sh", [sh])
+        sop_hits = "SELECT fid, _row FROM ix.inst_all WHERE sh IN (SELECT sh FROM _sh)"
+    cur.execute(f"CREATE OR REPLACE TEMP TABLE _hit AS {series_hits} UNION {sop_hits}")
+    hit_files = _fids(cur, "SELECT DISTINCT fid FROM _hit")
+    cur.execute(
+        f"CREATE OR REPLACE TEMP TABLE _aff AS SELECT {cols} FROM ix.inst_all "
+        f"SEMI JOIN _hit USING (fid, _row) WHERE fid IN ({_ints(hit_files) or 'NULL'})"
+    )
+    stats["sop_lookups"] = len(sh)
+    stats["files_read"] = len(hit_files)
     # the row that stands for each SOP instance, again
     cur.execute(
         "CREATE OR REPLACE TEMP TABLE _keep AS SELECT fid, _row, k FROM (SELECT fid, _row, keep, "
@@ -194,7 +224,8 @@ def apply(
     if changed:
         cur.execute(
             "UPDATE ix.inst_all SET keep = r.k FROM _keep r "
-            "WHERE inst_all.fid = r.fid AND inst_all._row = r._row"
+            "WHERE inst_all.fid = r.fid AND inst_all._row = r._row "
+            f"AND inst_all.fid IN ({_ints(hit_files)})"
         )
         cur.execute(
             "UPDATE _aff SET keep = r.k FROM _keep r WHERE _aff.fid = r.fid AND _aff._row = r._row"
@@ -214,6 +245,9 @@ def apply(
         "UNION SELECT StudyInstanceUID FROM _aff"
     )
     cur.execute("DELETE FROM ix.series_sum WHERE SeriesInstanceUID IN (SELECT s FROM _se)")
+    se_files = _fids(
+        cur, "SELECT DISTINCT fid FROM ix.ffirst WHERE SeriesInstanceUID IN (SELECT s FROM _se)"
+    )
     key = "(sop, path)"
     cur.execute(
         "INSERT INTO ix.series_sum SELECT c.SeriesInstanceUID, c.StudyInstanceUID, c.n_inst, "
@@ -228,22 +262,31 @@ def apply(
         f"(SELECT SeriesInstanceUID, arg_min_null(qmeta, {key}) AS qmeta, "
         f"arg_min_null(StudyID, {key}) AS StudyID, "
         f"arg_min_null(ReferringPhysicianName, {key}) AS ReferringPhysicianName "
-        "FROM ix.ffirst WHERE SeriesInstanceUID IN (SELECT s FROM _se) "
+        f"FROM ix.ffirst WHERE fid IN ({_ints(se_files) or 'NULL'}) "
+        "AND SeriesInstanceUID IN (SELECT s FROM _se) "
         "GROUP BY SeriesInstanceUID) x USING (SeriesInstanceUID)"
     )
     cur.execute("DELETE FROM ix.study_sum WHERE StudyInstanceUID IN (SELECT s FROM _st)")
     key = "(first_sop, first)"
+    # the narrow columns of the studies' series first; then the ``qmeta`` of the one
+    # series per study that gives it (reading every series' ``qmeta`` costs 10x more)
+    cur.execute(
+        "CREATE OR REPLACE TEMP TABLE _ss AS SELECT StudyInstanceUID, count(*) AS n_series, "
+        f"sum(n_inst) AS n_inst, arg_min(first, {key}) AS first, min(first_sop) AS first_sop, "
+        f"arg_min(SeriesInstanceUID, {key}) AS qse FROM ix.series_sum "
+        "WHERE StudyInstanceUID IN (SELECT s FROM _st) GROUP BY StudyInstanceUID"
+    )
+    qse = [r[0] for r in cur.execute("SELECT qse FROM _ss").fetchall()]
     cur.execute(
         "INSERT INTO ix.study_sum SELECT s.StudyInstanceUID, s.n_series, s.n_inst, g.mods, "
-        "s.first, s.first_sop, s.qmeta, g.d FROM "
-        "(SELECT StudyInstanceUID, count(*) AS n_series, sum(n_inst) AS n_inst, "
-        f"arg_min(first, {key}) AS first, min(first_sop) AS first_sop, "
-        f"arg_min_null(qmeta, {key}) AS qmeta FROM ix.series_sum "
-        "WHERE StudyInstanceUID IN (SELECT s FROM _st) GROUP BY StudyInstanceUID) s "
+        "s.first, s.first_sop, q.qmeta, g.d FROM _ss s "
         "JOIN (SELECT StudyInstanceUID, max(StudyDate) AS d, "
         "list_sort(list(DISTINCT Modality) FILTER (Modality IS NOT NULL)) AS mods "
         "FROM ix.grp WHERE n > 0 AND StudyInstanceUID IN (SELECT s FROM _st) "
-        "GROUP BY StudyInstanceUID) g USING (StudyInstanceUID)"
+        "GROUP BY StudyInstanceUID) g USING (StudyInstanceUID) "
+        "LEFT JOIN (SELECT SeriesInstanceUID AS qse, qmeta FROM ix.series_sum "
+        "WHERE list_contains(?, SeriesInstanceUID)) q USING (qse)",
+        [qse],
     )
     # the small work tables stay (replaced by the next update); these may be large
     cur.execute("DROP TABLE IF EXISTS _rows")

@@ -1,0 +1,94 @@
+"""An index update costs what its commit touches, and answers as an index built afresh.
+
+A commit of new instances must not look any of them up among all the indexed rows
+(``last_update["sop_lookups"]``: none; only the data files holding the touched
+series are read), a commit holding a twin of an indexed instance must (one
+look-up), and after each one the server's QIDO-RS and ``/metadata`` answers are
+those of a server whose index was built from scratch.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pydicom
+from pydicom.uid import generate_uid
+
+from corpus import copy_with_new_uids, sample_file
+from pixels import Catalog
+from pixels.table import CatalogTable
+from pixels.web import create_app
+from pixels.web.index import TableIndex, index_of
+from web.conftest import running
+from web.test_index import _state
+from web.test_index_store import _fresh, catalog  # noqa: F401 - the fixture
+
+
+def _answers(url: str) -> dict[str, Any]:
+    """What the server answers: every study, series and instance search, every series'
+    ``/metadata`` (the server's own URL replaced)."""
+    out: dict[str, Any] = {}
+    with httpx.Client(base_url=f"{url}/dicomweb", timeout=60) as http:
+
+        def get(path: str, **params: str) -> Any:
+            r = http.get(path, params=params)
+            assert r.status_code == 200, (path, r.text)
+            return json.loads(r.text.replace(url, "URL"))  # BulkDataURIs name the server
+
+        out["studies"] = get("/studies", includefield="all")
+        out["series"] = get("/series", includefield="all")
+        out["instances"] = get("/instances")
+        for s in out["series"]:
+            study, series = s["0020000D"]["Value"][0], s["0020000E"]["Value"][0]
+            out[series] = get(f"/studies/{study}/series/{series}/metadata")
+    return out
+
+
+def test_a_multi_series_commit_reads_only_its_files_and_answers_as_a_fresh_build(
+    catalog: str,  # noqa: F811 - the fixture
+    tmp_path: Path,
+) -> None:
+    saved = TableIndex(CatalogTable(catalog))  # saved: the server resumes from it
+    saved.current()
+    saved.close()
+    app = create_app(catalog, token="", storage_root=str(tmp_path / "stow"))
+    index = index_of(app.state.pixels)
+    assert index.path is not None and index.keys.ready() and len(index.keys) == 9
+    # one commit: four new series in two new studies, and one more instance of a
+    # series already indexed (its study and series sums change)
+    copy_with_new_uids(sample_file("CT_small.dcm"), tmp_path / "new", 8, per_series=2)
+    held = next(iter(sorted((tmp_path / "in1").rglob("*.dcm"))))
+    ds = pydicom.dcmread(held)
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.InstanceNumber = 99
+    ds.save_as(tmp_path / "new" / "one_more.dcm")
+    with running(app) as url:
+        before = _answers(url)
+        Catalog(catalog).catalog(str(tmp_path / "new"), workers=0)
+        after = _answers(url)
+        assert index.last_update["added_files"] == 1
+        # no new instance looked up among all rows; the rows read are those of the new
+        # file and of the one holding the series that grew
+        assert index.last_update["sop_lookups"] == 0
+        assert index.last_update["files_read"] == 2
+        assert len(after["studies"]) == len(before["studies"]) + 2
+        assert len(after["instances"]) == len(before["instances"]) + 9
+
+        # a copy of an indexed file at a second path: one instance, two rows
+        twin = tmp_path / "twin"
+        twin.mkdir()
+        shutil.copyfile(held, twin / "copy.dcm")
+        Catalog(catalog).catalog(str(twin), workers=0)
+        twice = _answers(url)
+        assert index.last_update["sop_lookups"] == 1
+        assert len(twice["instances"]) == len(after["instances"])
+    assert _state(index) == _fresh(catalog)
+    # a server whose index is built from scratch (in memory: the saved one is held)
+    fresh = create_app(catalog, token="", storage_root=str(tmp_path / "stow2"))
+    assert index_of(fresh.state.pixels).path is None
+    with running(fresh) as url:
+        assert _answers(url) == twice
