@@ -22,7 +22,7 @@ from pixels.dicom.notices import warning_kind
 from pixels.engines import worker
 from pixels.engines.options import CatalogOptions
 from pixels.engines.pool import FilePool
-from pixels.sources import iter_files
+from pixels.sources import RefBatch, iter_file_batches
 from pixels.sources.local import stored_path
 from pixels.sources.ref import FileRef
 from pixels.table import CatalogTable, iter_new
@@ -163,6 +163,7 @@ def run_catalog(
     *,
     chunk_files: int = 64,
     commit_bytes: int = 32 << 20,
+    lookup_files: int = 50_000,
     progress: ProgressCallback | None = None,
     **changes: Any,
 ) -> CatalogStats:
@@ -183,6 +184,8 @@ def run_catalog(
         Files per task sent to a worker.
     commit_bytes : int
         Also commit when this many bytes are pending (bounds memory and lost work).
+    lookup_files : int
+        Listed files compared with the table per identity look-up.
     progress : callable, optional
         Called with the running :class:`CatalogStats` after every chunk.
     **changes
@@ -204,7 +207,7 @@ def run_catalog(
     t0 = time.perf_counter()
 
     storage = opts.storage_options
-    listing = iter_files(
+    listing = iter_file_batches(
         source,
         pattern=pattern,
         recursive=recursive,
@@ -217,18 +220,21 @@ def run_catalog(
     # the table may live inside the folder being cataloged: never catalog its own files
     own = stored_path(os.path.join(table.uri, "")) if "://" not in table.uri else None
 
-    def counted(refs: Iterable[FileRef]) -> Iterator[FileRef]:
-        for r in refs:
-            if own is not None and r.path.startswith(own):
-                continue
-            stats.listed += 1
-            yield r
+    def counted(batches: Iterable[RefBatch]) -> Iterator[RefBatch]:
+        for b in batches:
+            if own is not None and "\n" + own in "\n" + "\n".join(b.paths):
+                b = b.take([i for i, p in enumerate(b.paths) if not p.startswith(own)])
+            stats.listed += len(b)
+            yield b
 
     table.create()
     table.clean_orphans()  # data files a killed run wrote but never committed
     # the listing is compared with this snapshot; commits check only the table's other files
     snapshot = table.file_uris()
-    todo_refs = iter_new(table, counted(listing), retry_errors=retry_errors, snapshot=snapshot)
+    # listed entries are compared as columns; FileRefs are built for new or changed files only
+    todo_refs = iter_new(
+        table, counted(listing), chunk=lookup_files, retry_errors=retry_errors, snapshot=snapshot
+    )
 
     writer = _Writer(table, stats, snapshot)
     pending: list[pa.RecordBatch] = []

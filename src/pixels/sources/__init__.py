@@ -16,6 +16,7 @@ Examples
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -28,19 +29,28 @@ from pixels.sources.archive import (
     has_zip_magic,
     is_zip_name,
 )
-from pixels.sources.local import is_url, iter_local_dir, local_ref, matches, os_path
+from pixels.sources.local import (
+    BATCH_FILES,
+    is_url,
+    iter_local_batches,
+    local_ref,
+    matches,
+    os_path,
+)
 from pixels.sources.magic import HEAD_BYTES, detect_file_type
 from pixels.sources.opener import clear_zip_cache, open_file
-from pixels.sources.ref import FileRef
+from pixels.sources.ref import FileRef, RefBatch
 from pixels.sources.remote import iter_fs_dir, remote_ref, url_to_fs
 
 __all__ = [
     "HEAD_BYTES",
     "ArchiveLimits",
     "FileRef",
+    "RefBatch",
     "clear_zip_cache",
     "detect_file_type",
     "expand_local",
+    "iter_file_batches",
     "iter_files",
     "open_file",
 ]
@@ -189,11 +199,67 @@ def iter_files(
     except OSError as e:
         raise SourceError(f"cannot access source: {e.strerror or e}", source) from e
     if os.path.isdir(path):
-        refs = iter_local_dir(path, recursive=recursive, relative_prefix=relative_prefix)
-        yield from _with_archives(refs, None, nested=True, **options)
+        for batch in _local_dir_batches(path, recursive, relative_prefix, options):
+            yield from batch.refs()
     else:
         ref = local_ref(path, st, os.path.basename(path))
         yield from _with_archives(iter([ref]), None, nested=False, **options)
+
+
+def iter_file_batches(
+    source: str,
+    *,
+    pattern: str | None = None,
+    recursive: bool = True,
+    expand_archives: bool = True,
+    extract_dir: str | None = None,
+    limits: ArchiveLimits = DEFAULT_LIMITS,
+    storage_options: dict[str, Any] | None = None,
+    batch_files: int = 1000,
+) -> Iterator[RefBatch]:
+    """The files of :func:`iter_files`, in the same order, as :class:`RefBatch` columns.
+
+    A local folder is listed without building a :class:`FileRef` per file
+    (:func:`pixels.sources.local.iter_local_batches`): a re-run that finds every
+    file unchanged builds none. Other sources (URLs, a file, a zip) give their
+    refs in batches of ``batch_files``. Parameters and errors as :func:`iter_files`.
+    """
+    options: dict[str, Any] = {
+        "pattern": pattern,
+        "expand_archives": expand_archives,
+        "extract_dir": extract_dir,
+        "limits": limits,
+        "storage_options": storage_options,
+    }
+    if not (is_url(source) and not source.startswith("file://")):
+        path = os.path.abspath(source.removeprefix("file://"))
+        if os.path.isdir(path):
+            yield from _local_dir_batches(path, recursive, "", options)
+            return
+    refs = iter_files(source, recursive=recursive, **options)
+    while chunk := list(itertools.islice(refs, batch_files)):
+        yield RefBatch.of(chunk)
+
+
+def _local_dir_batches(
+    path: str, recursive: bool, relative_prefix: str, options: dict[str, Any]
+) -> Iterator[RefBatch]:
+    """A local folder's batches, ``pattern`` applied and zip archives expanded."""
+    pattern, expand = options["pattern"], options["expand_archives"]
+    batches = iter_local_batches(
+        path,
+        pattern=pattern,
+        recursive=recursive,
+        relative_prefix=relative_prefix,
+        keep_zips=expand,
+    )
+    for batch in batches:
+        if not expand or ".zip\n" not in ("\n".join(batch.paths) + "\n").lower():
+            yield batch  # (the listing applied the pattern)
+            continue
+        refs = _with_archives(batch.refs(), None, nested=True, **options)
+        while chunk := list(itertools.islice(refs, BATCH_FILES)):
+            yield RefBatch.of(chunk)
 
 
 def _iter_url(

@@ -49,7 +49,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 from pixels.schema import mtime_ms
-from pixels.sources.ref import FileRef
+from pixels.sources.ref import FileRef, RefBatch, ms_since_epoch
 
 log = logging.getLogger(__name__)
 
@@ -223,18 +223,19 @@ def local_ref(path: str, st: os.stat_result, relative_path: str) -> FileRef:
 _COMPRESSED = frozenset({"gz", "bz2", "xz"})  # last suffixes of the double ones
 
 
-def _plain_ref(path: str, st: os.stat_result, rel: str, name: str) -> FileRef:
+def _plain_ref(path: str, length: int, mtime_ms: int, rel: str, name: str) -> FileRef:
     """:func:`local_ref` for a name that :func:`stored_path` keeps as it is (the common case).
 
-    The same FileRef, built without the intermediate steps (one per listed file).
+    The same FileRef, built without the intermediate steps, from the size and the
+    modification time in milliseconds (:meth:`RefBatch.ref` of a listed file).
     """
     ext = name.rpartition(".")[2].lower() if "." in name else ""
     if ext in _COMPRESSED or name.startswith("."):
         ext = extension_of(name)  # (nii.gz and the like)
     return FileRef(
         path=path,
-        modificationTime=EPOCH + timedelta(milliseconds=st.st_mtime_ns // 1_000_000),
-        length=st.st_size,
+        modificationTime=EPOCH + timedelta(milliseconds=mtime_ms),
+        length=length,
         relative_path=rel,
         extension=ext,
         path_tags=path_tags_of(rel),
@@ -252,15 +253,176 @@ def _sorted_entries(path: str) -> list[tuple[str, os.DirEntry[str], bool]]:
     out = []
     with os.scandir(path) as it:
         for entry in it:
+            name = entry.name
             try:
                 is_dir = entry.is_dir()  # follows symlinks
             except OSError:
                 is_dir = False
-            if is_hidden_dir(entry.name) if is_dir else is_skipped_name(entry.name):
-                continue
-            out.append((entry.name + "/" if is_dir else entry.name, entry, is_dir))
-    out.sort(key=lambda t: t[0])
+            if is_dir:
+                if not is_hidden_dir(name):
+                    out.append((name + "/", entry, True))
+            elif not (  # (is_skipped_name, inline: one call less per file)
+                name.startswith(".")
+                or (lower := name.lower()) in _TEMP_NAMES
+                or lower.endswith(_TEMP_SUFFIXES)
+            ):
+                out.append((name, entry, False))
+    out.sort(key=_first)
     return out
+
+
+def _first(t: tuple[str, os.DirEntry[str], bool]) -> str:
+    return t[0]
+
+
+class _DirFiles:
+    """The files of one directory found so far, as the columns of a :class:`RefBatch`."""
+
+    __slots__ = ("dir", "lengths", "mtimes", "names", "paths", "plain", "rel", "special")
+
+    def __init__(self, dir_path: str, rel_dir: str, plain: bool):
+        self.dir = dir_path  # as the OS gives it, ending with "/"
+        self.rel = rel_dir  # relative_path of the directory, ending with "/" (or "")
+        self.plain = plain  # both stored as they are (:func:`_plain`)
+        self.names: list[str] = []
+        self.paths: list[str] = []
+        self.lengths: list[int] = []
+        self.mtimes: list[int] = []
+        self.special: dict[int, FileRef] = {}  # entries built as they were found
+
+    def add_ref(self, ref: FileRef) -> None:
+        self.special[len(self.paths)] = ref
+        self.names.append("")
+        self.paths.append(ref.path)
+        self.lengths.append(ref.length)
+        self.mtimes.append(ms_since_epoch(ref.modificationTime))
+
+    def batch(self) -> RefBatch:
+        names, paths, lengths, mtimes = self.names, self.paths, self.lengths, self.mtimes
+        special, rel_dir = self.special, self.rel
+
+        def make(i: int) -> FileRef:
+            ref = special.get(i)
+            return (
+                ref
+                if ref is not None
+                else _plain_ref(paths[i], lengths[i], mtimes[i], rel_dir + names[i], names[i])
+            )
+
+        return RefBatch(paths, lengths, mtimes, make)
+
+
+#: Most entries in one :class:`RefBatch` of a listing (a huge directory gives several).
+BATCH_FILES = 4096
+
+
+def iter_local_batches(
+    root: str,
+    *,
+    pattern: str | None = None,
+    recursive: bool = True,
+    relative_prefix: str = "",
+    keep_zips: bool = False,
+) -> Iterator[RefBatch]:
+    """Walk a local directory, yielding its files as :class:`RefBatch` columns.
+
+    The files of :func:`iter_local_dir`, in the same order, without building a
+    :class:`FileRef` per file: each batch holds the files of one directory found
+    between two sub-directories (at most :data:`BATCH_FILES`), as lists of stored
+    paths, sizes and modification times (``os.stat``: one system call per file,
+    nothing opened); :meth:`RefBatch.ref` builds the ref of an entry on demand.
+
+    ``keep_zips``: with ``pattern``, also keep ``.zip`` files that do not match it
+    (their members may: :func:`pixels.sources.iter_files` expands them).
+    Other parameters as :func:`iter_local_dir`.
+    """
+    root = os.path.abspath(root)
+    root_st = os.stat(root)
+    visited = {(root_st.st_dev, root_st.st_ino)}
+    base = root if root.endswith("/") else root + "/"
+    try:
+        first = iter(_sorted_entries(root))
+    except OSError as e:
+        msg = f"cannot list directory {stored_path(root)}: {e.strerror or e}"
+        failed = _DirFiles(base, relative_prefix, False)
+        failed.add_ref(_local_error_ref(root, "", msg))
+        yield failed.batch()
+        return
+    stack: list[tuple[str, Iterator[tuple[str, os.DirEntry[str], bool]]]] = [("", first)]
+    # plain names (ASCII, no backslash) are stored as they are: no per-file checks
+    plain_base = _plain(base) and _plain(relative_prefix)
+
+    def fresh(prefix: str) -> _DirFiles:
+        return _DirFiles(base + prefix, relative_prefix + prefix, plain_base and _plain(prefix))
+
+    files = fresh("")
+    while stack:
+        prefix, entries = stack[-1]
+        # the plain files of this directory go straight into the columns
+        fast = pattern is None and files.plain
+        add_name, add_path = files.names.append, files.paths.append
+        add_length, add_mtime = files.lengths.append, files.mtimes.append
+        dir_path = files.dir
+        for _, entry, is_dir in entries:  # (a `break` leaves the rest for later)
+            name = entry.name
+            path = dir_path + name  # (os.path.join of the parts, without the splitting)
+            try:
+                st = entry.stat()  # follows symlinks
+            except OSError as e:
+                if entry.is_symlink() and e.errno in (errno.ENOENT, errno.ELOOP):
+                    log.warning("skipping dangling symlink %s", stored_path(path))
+                    continue
+                if e.errno == errno.ENOENT:
+                    continue  # removed while walking
+                msg = f"cannot stat {stored_path(path)}: {e.strerror or e}"
+                files.add_ref(_local_error_ref(path, files.rel + name, msg))
+                continue
+            if is_dir:
+                if not recursive:
+                    continue
+                key = (st.st_dev, st.st_ino)
+                if key in visited:
+                    log.info("not descending %s again (symlink loop or second link)", path)
+                    continue
+                visited.add(key)
+                try:
+                    children = iter(_sorted_entries(path))
+                except OSError as e:
+                    msg = f"cannot list directory {stored_path(path)}: {e.strerror or e}"
+                    files.add_ref(
+                        _local_error_ref(path, files.rel + name, msg, to_utc(st.st_mtime))
+                    )
+                    continue
+                if files.paths:  # this directory's files so far come before the sub-directory's
+                    yield files.batch()
+                stack.append((prefix + name + "/", children))
+                files = fresh(prefix + name + "/")
+                break
+            if not stat.S_ISREG(st.st_mode):
+                continue  # sockets, fifos, devices: not files to catalog
+            if fast and name.isascii() and "\\" not in name:  # (stored as it is: _plain)
+                add_name(name)
+                add_path(path)
+                add_length(st.st_size)
+                add_mtime(st.st_mtime_ns // 1_000_000)
+            else:
+                rel = files.rel + name
+                if (
+                    pattern is None
+                    or matches(pattern, stored_path(name), stored_path(rel))
+                    or (keep_zips and name.lower().endswith(".zip"))
+                ):
+                    files.add_ref(local_ref(path, st, rel))
+            if len(files.paths) >= BATCH_FILES:
+                yield files.batch()
+                files = fresh(prefix)
+                break
+        else:  # this directory is done
+            stack.pop()
+            if files.paths:
+                yield files.batch()
+            if stack:
+                files = fresh(stack[-1][0])
 
 
 def iter_local_dir(
@@ -286,58 +448,7 @@ def iter_local_dir(
         Files in depth-first, per-directory sorted order; rows with ``error`` set for
         directories that cannot be listed and entries whose ``stat`` fails.
     """
-    root = os.path.abspath(root)
-    root_st = os.stat(root)
-    visited = {(root_st.st_dev, root_st.st_ino)}
-    try:
-        first = iter(_sorted_entries(root))
-    except OSError as e:
-        msg = f"cannot list directory {stored_path(root)}: {e.strerror or e}"
-        yield _local_error_ref(root, "", msg)
-        return
-    stack: list[tuple[str, Iterator[tuple[str, os.DirEntry[str], bool]]]] = [("", first)]
-    base = root if root.endswith("/") else root + "/"
-    # plain names (ASCII, no backslash) are stored as they are: no per-file checks
-    plain_base = _plain(base) and _plain(relative_prefix)
-    while stack:
-        prefix, entries = stack[-1]
-        item = next(entries, None)
-        if item is None:
-            stack.pop()
-            continue
-        _, entry, is_dir = item
-        name = entry.name
-        path = base + prefix + name  # (os.path.join of the parts, without the splitting)
-        rel = relative_prefix + prefix + name
-        try:
-            st = entry.stat()  # follows symlinks
-        except OSError as e:
-            if entry.is_symlink() and e.errno in (errno.ENOENT, errno.ELOOP):
-                log.warning("skipping dangling symlink %s", stored_path(path))
-                continue
-            if e.errno == errno.ENOENT:
-                continue  # removed while walking
-            msg = f"cannot stat {stored_path(path)}: {e.strerror or e}"
-            yield _local_error_ref(path, rel, msg)
-            continue
-        if is_dir:
-            if not recursive:
-                continue
-            key = (st.st_dev, st.st_ino)
-            if key in visited:
-                log.info("not descending %s again (symlink loop or second link)", path)
-                continue
-            visited.add(key)
-            try:
-                children = iter(_sorted_entries(path))
-            except OSError as e:
-                msg = f"cannot list directory {stored_path(path)}: {e.strerror or e}"
-                yield _local_error_ref(path, rel, msg, to_utc(st.st_mtime))
-                continue
-            stack.append((prefix + entry.name + "/", children))
-        elif not stat.S_ISREG(st.st_mode):
-            continue  # sockets, fifos, devices: not files to catalog
-        elif pattern is None and plain_base and _plain(prefix) and _plain(name):
-            yield _plain_ref(path, st, rel, name)
-        elif matches(pattern, stored_path(name), stored_path(rel)):
-            yield local_ref(path, st, rel)
+    for batch in iter_local_batches(
+        root, pattern=pattern, recursive=recursive, relative_prefix=relative_prefix
+    ):
+        yield from batch.refs()

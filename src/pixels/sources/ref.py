@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 
@@ -82,3 +82,94 @@ class FileRef:
             member=member,
             version_tag=row.get("version_tag"),
         )
+
+
+class RefBatch:
+    """Files listed as columns: what the identity rule compares, FileRefs on demand.
+
+    A listing of many files mostly finds files the table already holds; it gives
+    them as columns (``paths``, ``lengths``, ``mtimes_ms``, ``version_tags``) and
+    builds a :class:`FileRef` only for an entry that is asked for
+    (:meth:`ref`), so a no-op re-run builds none.
+
+    Attributes
+    ----------
+    paths : list of str
+        ``FileRef.path`` of each entry, in listing order.
+    lengths : list of int
+        ``FileRef.length`` of each entry.
+    mtimes_ms : list of int
+        ``FileRef.modificationTime`` of each entry, in milliseconds since 1970 (UTC).
+    version_tags : list of (str or None), or None
+        ``FileRef.version_tag`` of each entry; None when no entry has one.
+    """
+
+    __slots__ = ("_make", "lengths", "mtimes_ms", "paths", "version_tags")
+
+    def __init__(
+        self,
+        paths: list[str],
+        lengths: list[int],
+        mtimes_ms: list[int],
+        make: Callable[[int], FileRef],
+        version_tags: list[str | None] | None = None,
+    ):
+        self.paths = paths
+        self.lengths = lengths
+        self.mtimes_ms = mtimes_ms
+        self.version_tags = version_tags
+        self._make = make
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def ref(self, i: int) -> FileRef:
+        """The :class:`FileRef` of entry ``i`` (built now)."""
+        return self._make(i)
+
+    def refs(self) -> Iterator[FileRef]:
+        """Every entry's :class:`FileRef`, in order."""
+        return map(self._make, range(len(self.paths)))
+
+    def take(self, indices: Sequence[int]) -> RefBatch:
+        """The entries at ``indices`` (in that order), as a batch."""
+        make = self._make
+        idx = list(indices)
+        tags = self.version_tags
+        return RefBatch(
+            [self.paths[i] for i in idx],
+            [self.lengths[i] for i in idx],
+            [self.mtimes_ms[i] for i in idx],
+            lambda j: make(idx[j]),
+            None if tags is None else [tags[i] for i in idx],
+        )
+
+    @classmethod
+    def of(cls, refs: Sequence[FileRef]) -> RefBatch:
+        """A batch of refs already built (any source)."""
+        refs = list(refs)
+        tags = [r.version_tag for r in refs]
+        return cls(
+            [r.path for r in refs],
+            [r.length for r in refs],
+            [ms_since_epoch(r.modificationTime) for r in refs],
+            refs.__getitem__,
+            tags if any(t is not None for t in tags) else None,
+        )
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def ms_since_epoch(value: datetime) -> int:
+    """Whole milliseconds since 1970 of an aware datetime (floored, before 1970 too).
+
+    >>> ms_since_epoch(datetime(1970, 1, 1, 0, 0, 1, 999999, tzinfo=UTC))
+    1999
+    >>> ms_since_epoch(datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=UTC))
+    -1
+    """
+    return (value - _EPOCH) // _MS
+
+
+_MS = timedelta(milliseconds=1)

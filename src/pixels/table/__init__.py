@@ -41,7 +41,7 @@ from pixels.table.cleanup import (
     live_leases,
 )
 from pixels.table.evolve import DESCRIPTION, conform, upgrade_rows
-from pixels.table.identity import _flush_rows, iter_new, one_per_path, split_by_identity, sql_string
+from pixels.table.identity import iter_new, one_per_path, split_by_identity, sql_string
 
 __all__ = [
     "DEFAULT_RETENTION_HOURS",
@@ -53,7 +53,6 @@ __all__ = [
     "VIEW_NAME",
     "_ROW_GROUP",
     "CatalogTable",
-    "_flush_rows",
     "_logged_files",
     "conform",
     "iter_new",

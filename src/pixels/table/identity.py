@@ -6,15 +6,18 @@ A row's identity is ``(path, length, modificationTime, version_tag)``
 
 from __future__ import annotations
 
+import bisect
+import itertools
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pixels.scan import LOOKUP_SCHEMA, TableScan
-from pixels.schema import same_version
+from pixels.scan import TableScan
+from pixels.sources.ref import FileRef, RefBatch
 
 if TYPE_CHECKING:
     from pixels.table.catalog_table import CatalogTable
@@ -71,134 +74,153 @@ def split_by_identity(
     data = one_per_path(data)
     if existing is None or existing.num_rows == 0:
         return data, []
-    held: dict[str, list[tuple[Any, Any, Any]]] = {}
-    for p, n, t, v, e in zip(
-        existing["path"].to_pylist(),
-        existing["length"].to_pylist(),
-        existing["modificationTime"].to_pylist(),
-        existing["version_tag"].to_pylist(),
-        existing["has_error"].to_pylist(),
-        strict=True,
-    ):
-        kept_versions = held.setdefault(p, [])
-        if not (keep_errors and e):
-            kept_versions.append((n, t, v))
-    rows: list[int] = []
-    replace: list[str] = []
-    tags = (
-        data["version_tag"].to_pylist()
-        if "version_tag" in data.column_names
-        else [None] * data.num_rows
+    n = data.num_rows
+    tags = data["version_tag"] if "version_tag" in data.column_names else pa.nulls(n, pa.string())
+    listed = pa.table(
+        {
+            "i": pa.array(range(n), pa.int64()),
+            "path": data["path"],
+            "length": data["length"],
+            "ms": _floor_ms(data["modificationTime"]),
+            "tag": tags,
+        }
     )
-    for i, (p, n, t, v) in enumerate(
-        zip(
-            data["path"].to_pylist(),
-            data["length"].to_pylist(),
-            data["modificationTime"].to_pylist(),
-            tags,
-            strict=True,
-        )
-    ):
-        versions = held.get(p)
-        if versions is None:
-            rows.append(i)
-            continue
-        if p not in keep and any(same_version(h, (n, t, v)) for h in versions):
-            continue
-        rows.append(i)
-        replace.append(p)
-    return data.take(pa.array(rows, pa.int64())), replace
+    # every (row, held version) pair of a path: a table may hold several rows of one path
+    pairs = listed.join(existing, "path", join_type="inner", right_suffix="_held")
+    same = _same_version(
+        pairs, pairs["length_held"], _floor_ms(pairs["modificationTime"]), pairs["version_tag"]
+    )
+    if keep_errors:
+        same = pc.and_(same, pc.invert(pairs["has_error"]))
+    if keep:
+        same = pc.and_(same, pc.invert(pc.is_in(pairs["path"], pa.array(list(keep), pa.string()))))
+    dropped = pc.unique(pairs["i"].filter(same))
+    rows = pc.invert(pc.is_in(listed["i"], dropped))
+    held = pc.is_in(data["path"], existing["path"])
+    replace = data["path"].filter(pc.and_(rows, held)).to_pylist()
+    return data.filter(rows), replace
+
+
+def _floor_ms(times: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """Timestamps as whole milliseconds since 1970, floored (before 1970 too); nulls kept."""
+    us = pc.cast(times, pa.timestamp("us", times.type.tz)).cast(pa.int64())
+    valid = pc.is_valid(us).to_numpy(zero_copy_only=False)
+    ms = np.floor_divide(pc.fill_null(us, 0).to_numpy(zero_copy_only=False), 1000)
+    return pa.array(ms, pa.int64(), mask=~valid)
+
+
+def _equal(a: Any, b: Any) -> pa.Array:
+    """``a == b`` element-wise where null equals null (as ``None == None``), never null."""
+    eq = pc.equal(a, b)
+    return pc.if_else(pc.is_null(eq), pc.and_(pc.is_null(a), pc.is_null(b)), eq)
+
+
+def _same_version(listed: Any, held_length: Any, held_ms: Any, held_tag: Any) -> pa.Array:
+    """:func:`~pixels.schema.same_version` on whole columns: ``listed``'s ``length``,
+    ``ms`` and ``tag`` against the held ones, row by row (no Python object per row)."""
+    tag = listed["tag"]
+    tags_agree = pc.or_(
+        pc.or_(pc.is_null(held_tag), pc.is_null(tag)), pc.fill_null(pc.equal(held_tag, tag), False)
+    )
+    return pc.and_(
+        pc.and_(_equal(listed["length"], held_length), _equal(listed["ms"], held_ms)), tags_agree
+    )
 
 
 def iter_new(
     table: CatalogTable,
-    refs: Iterable[Any],
+    refs: Iterable[FileRef | RefBatch],
     *,
     chunk: int = 5000,
     retry_errors: bool = False,
     snapshot: TableScan | Sequence[str] | None = None,
-) -> Iterator[tuple[Any, bool]]:
+) -> Iterator[tuple[FileRef, bool]]:
     """Filter a stream of :class:`~pixels.sources.ref.FileRef` against the table.
 
     Yields ``(ref, changed)`` for refs not already in the table at the same
     identity; ``changed`` is True when the path is present with another identity
-    (or, with ``retry_errors``, present with an error). Works chunk by chunk so
-    memory does not grow with the number of files. ``snapshot`` pins the look-ups
-    to a version (a :class:`TableScan`) or to those data files (default: the
-    current version).
+    (or, with ``retry_errors``, present with an error). ``refs`` may hold
+    :class:`~pixels.sources.ref.RefBatch` columns (a listing): their entries are
+    compared as columns and a FileRef is built only for those yielded. Works
+    ``chunk`` entries at a time so memory does not grow with the number of files.
+    ``snapshot`` pins the look-ups to a version (a :class:`TableScan`) or to those
+    data files (default: the current version).
     """
     # the table as it was when the run started: rows this run adds come from this
     # same listing, so they never need looking up (an empty table: no look-ups)
     if snapshot is None:
         snapshot = table.scan()
-    buf: list[Any] = []
-
-    def flush(buf: list[Any]) -> Iterator[tuple[Any, bool]]:
-        paths = pa.array([r.path for r in buf], pa.string())
-        existing = table.lookup(paths, uris=snapshot)
-        if existing.num_rows == 0:
-            for r in buf:
-                yield r, False
-            return
-        # the identity rule (same_version) on whole columns: no Python object per held row
-        held = existing.take(pc.index_in(paths, value_set=existing["path"]))
-        lengths = pa.array([r.length for r in buf], pa.int64())
-        times = pa.array([r.modificationTime for r in buf], LOOKUP_SCHEMA.field(2).type)
-        tags = pa.array([r.version_tag for r in buf], pa.string())
-        held_us, listed_us = held["modificationTime"].cast(pa.int64()), times.cast(pa.int64())
-        if (pc.min(held_us).as_py() or 0) < 0 or (pc.min(listed_us).as_py() or 0) < 0:
-            yield from _flush_rows(buf, existing, retry_errors)  # (before 1970: floor in Python)
-            return
-        held_tag = held["version_tag"]
-        same = pc.and_kleene(
-            pc.and_kleene(
-                pc.equal(held["length"], lengths),
-                pc.equal(pc.divide(held_us, 1000), pc.divide(listed_us, 1000)),
-            ),
-            pc.or_kleene(
-                pc.or_kleene(pc.is_null(held_tag), pc.is_null(tags)), pc.equal(held_tag, tags)
-            ),
-        )
-        if retry_errors:
-            same = pc.and_kleene(same, pc.invert(held["has_error"]))
-        found = pc.is_valid(held["path"])
-        todo = pc.invert(pc.fill_null(same, False))
-        changed = found.to_pylist()
-        for i in pc.indices_nonzero(todo).to_pylist():
-            yield buf[i], changed[i]
-
-    for ref in refs:
-        buf.append(ref)
-        if len(buf) >= chunk:
-            yield from flush(buf)
-            buf = []
-    if buf:
-        yield from flush(buf)
+    for group in _groups(refs, chunk):
+        yield from _new_in(table, group, snapshot, retry_errors)
 
 
-def _flush_rows(
-    buf: list[Any], existing: pa.Table, retry_errors: bool
-) -> Iterator[tuple[Any, bool]]:
-    """:func:`iter_new`'s comparison row by row (:func:`same_version`), for times before 1970."""
-    index: dict[str, tuple[tuple[Any, Any, Any], bool]] = {}
-    for p, n, t, v, e in zip(
-        existing["path"].to_pylist(),
-        existing["length"].to_pylist(),
-        existing["modificationTime"].to_pylist(),
-        existing["version_tag"].to_pylist(),
-        existing["has_error"].to_pylist(),
-        strict=True,
-    ):
-        index[p] = ((n, t, v), e)
-    for r in buf:
-        hit = index.get(r.path)
-        if hit is None:
-            yield r, False
-            continue
-        same = same_version(hit[0], (r.length, r.modificationTime, r.version_tag))
-        if same and not (retry_errors and hit[1]):
-            continue
-        yield r, True
+def _groups(refs: Iterable[FileRef | RefBatch], chunk: int) -> Iterator[list[RefBatch]]:
+    """``refs`` as lists of batches of about ``chunk`` entries, in order."""
+    group: list[RefBatch] = []
+    loose: list[FileRef] = []
+    size = 0
+    for item in refs:
+        if isinstance(item, RefBatch):
+            if loose:
+                group.append(RefBatch.of(loose))
+                loose = []
+            if len(item):
+                group.append(item)
+            size += len(item)
+        else:
+            loose.append(item)
+            size += 1
+        if size >= chunk:
+            if loose:
+                group.append(RefBatch.of(loose))
+                loose = []
+            yield group
+            group, size = [], 0
+    if loose:
+        group.append(RefBatch.of(loose))
+    if group:
+        yield group
+
+
+def _new_in(
+    table: CatalogTable,
+    group: list[RefBatch],
+    snapshot: TableScan | Sequence[str],
+    retry_errors: bool,
+) -> Iterator[tuple[FileRef, bool]]:
+    """:func:`iter_new` for one group of batches: one look-up, one comparison."""
+    paths = pa.array([p for b in group for p in b.paths], pa.string())
+    existing = table.lookup(paths, uris=snapshot)
+    if existing.num_rows == 0:
+        for b in group:
+            for ref in b.refs():
+                yield ref, False
+        return
+    # the held row of each listed entry (null where the path is not held)
+    held = existing.take(pc.index_in(paths, value_set=existing["path"]))
+    tags: list[str | None] = []
+    for b in group:
+        tags.extend(b.version_tags if b.version_tags is not None else [None] * len(b))
+    listed = {
+        "length": pa.array([n for b in group for n in b.lengths], pa.int64()),
+        "ms": pa.array([t for b in group for t in b.mtimes_ms], pa.int64()),
+        "tag": pa.array(tags, pa.string()),
+    }
+    same = _same_version(
+        listed, held["length"], _floor_ms(held["modificationTime"]), held["version_tag"]
+    )
+    found = pc.is_valid(held["path"])
+    same = pc.and_(same, found)
+    if retry_errors:
+        same = pc.and_(same, pc.invert(pc.fill_null(held["has_error"], False)))
+    todo = pc.indices_nonzero(pc.invert(same)).to_pylist()
+    if not todo:
+        return
+    changed = found.to_pylist()
+    starts = list(itertools.accumulate((len(b) for b in group), initial=0))
+    for i in todo:
+        k = bisect.bisect_right(starts, i) - 1
+        yield group[k].ref(i - starts[k]), changed[i]
 
 
 __all__ = ["iter_new", "one_per_path", "split_by_identity", "sql_string"]
