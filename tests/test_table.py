@@ -545,3 +545,97 @@ def test_iter_new_follows_the_identity_rule_row_by_row(corpus: Path, tmp_path: P
         variants[5].path: False,
         str(src / "bad.dcm"): True,
     }
+
+
+def test_iter_new_builds_a_ref_only_for_new_or_changed_entries(tmp_path: Path) -> None:
+    """A listing's columns are compared with the table; a FileRef is built for the entries
+    to read and for no other (a no-op re-run builds none); before 1970 included."""
+    from pixels.sources import RefBatch
+    from pixels.sources.local import iter_local_batches
+    from pixels.table import iter_new
+
+    src = tmp_path / "src"
+    a = [str(p) for p in copy_with_new_uids(sample_file("CT_small.dcm"), src / "a", 6)]
+    b = copy_with_new_uids(sample_file("MR_small.dcm"), src / "b", 4)
+    os.utime(b[0], ns=(0, -1_500_000_001))
+    Catalog(tmp_path / "cat").catalog(src, workers=0)
+    table = CatalogTable(tmp_path / "cat")
+    built: list[str] = []
+
+    def listing() -> list[RefBatch]:
+        def recorded(b: RefBatch) -> RefBatch:
+            def make(i: int) -> Any:
+                built.append(b.paths[i])
+                return b.ref(i)
+
+            return RefBatch(b.paths, b.lengths, b.mtimes_ms, make, b.version_tags)
+
+        return [recorded(b) for b in iter_local_batches(str(src))]
+
+    assert list(iter_new(table, listing(), chunk=4)) == [] and built == []
+    with open(a[1], "ab") as f:
+        f.write(b"\0\0")
+    os.utime(a[4], ns=(0, os.stat(a[4]).st_mtime_ns + 1_000_000))
+    new = os.path.join(os.path.dirname(a[0]), "new.dcm")
+    Path(new).write_bytes(Path(a[0]).read_bytes())
+    got = [(r.path, changed) for r, changed in iter_new(table, listing(), chunk=4)]
+    assert got == [(a[1], True), (a[4], True), (new, False)]
+    assert built == [a[1], a[4], new]
+
+
+def test_split_by_identity_follows_same_version_row_by_row() -> None:
+    """split_by_identity on whole columns drops exactly the rows same_version says the table
+    holds (any held version of a path), minus ``keep`` and, with keep_errors, held errors."""
+    from datetime import UTC, datetime, timedelta
+
+    from pixels.scan import LOOKUP_SCHEMA
+    from pixels.schema import same_version
+    from pixels.table import split_by_identity
+
+    t0 = datetime(2024, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
+    old = datetime(1969, 12, 31, 23, 59, 59, 999500, tzinfo=UTC)
+    us = timedelta(microseconds=300)
+    held_rows = [  # (path, length, time, tag, has_error)
+        ("/a", 10, t0, None, False),
+        ("/b", 10, t0, "crc32:00000001", False),
+        ("/c", 10, t0, None, True),
+        ("/d", 10, t0, None, False),
+        ("/d", 11, t0, None, False),  # two held versions of one path
+        ("/e", 10, old, None, False),
+        ("/f", None, None, None, False),
+    ]
+    data_rows = [
+        ("/a", 10, t0 + us, None),  # same millisecond
+        ("/b", 10, t0, "crc32:00000002"),
+        ("/c", 10, t0, None),
+        ("/d", 11, t0, None),
+        ("/e", 10, old - us, None),  # floored: same millisecond before 1970
+        ("/f", None, None, None),
+        ("/g", 10, t0, None),
+        ("/a2", 10, t0 + timedelta(milliseconds=1), None),
+    ]
+    existing = pa.Table.from_pylist(
+        [dict(zip(LOOKUP_SCHEMA.names, r, strict=True)) for r in held_rows], LOOKUP_SCHEMA
+    )
+    data = pa.table(
+        {
+            "path": [r[0] for r in data_rows],
+            "length": pa.array([r[1] for r in data_rows], pa.int64()),
+            "modificationTime": pa.array([r[2] for r in data_rows], TIMESTAMP),
+            "version_tag": pa.array([r[3] for r in data_rows], pa.string()),
+        }
+    )
+    for keep, keep_errors in [((), False), ((), True), (("/a", "/d"), False)]:
+        rows, replace = split_by_identity(data, existing, keep=keep, keep_errors=keep_errors)
+        want, want_replace = [], []
+        for p, n, t, v in data_rows:
+            versions = [h[1:4] for h in held_rows if h[0] == p and not (keep_errors and h[4])]
+            held = any(h[0] == p for h in held_rows)
+            if held and p not in keep and any(same_version(h, (n, t, v)) for h in versions):
+                continue
+            want.append(p)
+            if held:
+                want_replace.append(p)
+        assert rows["path"].to_pylist() == want, (keep, keep_errors)
+        assert replace == want_replace
+    assert split_by_identity(data, None)[0]["path"].to_pylist() == [r[0] for r in data_rows]

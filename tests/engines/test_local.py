@@ -444,3 +444,53 @@ def test_file_names_that_are_not_utf8(tmp_path: Path) -> None:
     # the stored path opens the file again (thumbnails pass, web server)
     made = cat.thumbnails(workers=0)
     assert made.made == 3
+
+
+_OPENED: list[str] | None = None  # paths opened while a test records them (audit hook)
+
+
+def _audit(event: str, args: tuple[Any, ...]) -> None:
+    if _OPENED is not None and event == "open" and isinstance(args[0], str):
+        _OPENED.append(args[0])
+
+
+def test_rerun_reads_exactly_the_files_whose_size_or_mtime_changed(tmp_path: Path) -> None:
+    """A no-op re-run opens no listed file; a file whose size alone changed (mtime put back)
+    and one whose mtime alone changed are read again, and only they; times before 1970 too."""
+    import sys
+
+    global _OPENED
+    src = tmp_path / "src"
+    copy_tree([sample_file(CT), sample_file(MR), sample_file("rtplan.dcm")], src / "s1")
+    copy_tree([sample_file(CT), sample_file(MR)], src / "s2")
+    old = src / "s2" / MR
+    os.utime(old, ns=(0, -86_400_123_456_789))  # 1969-12-31, not a whole millisecond
+    cat = Catalog(tmp_path / "cat")
+    assert cat.catalog(src, workers=0).processed == 5
+    sys.addaudithook(_audit)  # (hooks stay for the process: it records only inside this test)
+    _OPENED = []
+    try:
+        again = cat.catalog(src, workers=0)
+        assert (again.listed, again.processed, again.written) == (5, 0, 0)
+        assert [p for p in _OPENED if p.startswith(str(src))] == []
+
+        grown, touched = src / "s1" / CT, src / "s1" / "rtplan.dcm"
+        st = grown.stat()
+        with open(grown, "ab") as f:
+            f.write(b"\0\0")  # (trailing padding: still the same DICOM)
+        os.utime(grown, ns=(st.st_atime_ns, st.st_mtime_ns))
+        os.utime(touched, (time.time() + 7, time.time() + 7))
+        _OPENED.clear()
+        third = cat.catalog(src, workers=0)
+        opened = {p for p in _OPENED if p.startswith(str(src))}
+    finally:
+        _OPENED = None
+    assert (third.listed, third.processed, third.written) == (5, 2, 2)
+    assert opened == {str(grown), str(touched)}
+    df = cat.sql('SELECT path, length, "modificationTime" AS t FROM object_catalog')
+    assert len(df) == 5 and df.path.is_unique
+    rows = df.set_index("path")
+    assert rows.loc[str(grown), "length"] == st.st_size + 2
+    mtime = rows.loc[str(touched), "t"].to_pydatetime()
+    assert int(mtime.timestamp() * 1000) == touched.stat().st_mtime_ns // 10**6
+    assert int(rows.loc[str(old), "t"].to_pydatetime().timestamp() * 1000) == -86_400_124

@@ -11,8 +11,9 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from pixels.errors import SourceNotFoundError
-from pixels.sources import FileRef, iter_files, open_file
-from pixels.sources.local import extension_of, iter_local_dir
+from pixels.sources import FileRef, RefBatch, iter_file_batches, iter_files, open_file
+from pixels.sources.local import extension_of, iter_local_batches, iter_local_dir, local_ref
+from pixels.sources.ref import ms_since_epoch
 
 
 def _testfile(name: str) -> Path:
@@ -307,3 +308,57 @@ def test_path_tags_words(relative_path: str, words: tuple[str, ...]) -> None:
 
     assert path_tags_of(relative_path, None) == words
     assert path_tags_of(relative_path) == words[-5:]
+
+
+def _columns_match_refs(batch: RefBatch) -> list[FileRef]:
+    """A batch's columns are its refs' identity fields, entry by entry."""
+    refs = [batch.ref(i) for i in range(len(batch))]
+    assert batch.paths == [r.path for r in refs]
+    assert batch.lengths == [r.length for r in refs]
+    assert batch.mtimes_ms == [ms_since_epoch(r.modificationTime) for r in refs]
+    tags = batch.version_tags or [None] * len(batch)
+    assert tags == [r.version_tag for r in refs]
+    return refs
+
+
+def test_batches_hold_the_listing_as_columns(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A directory's files come as (path, size, mtime) columns, split where a sub-directory
+    comes between them; each entry's ref is the general route's (local_ref) for that stat."""
+    os.utime(tree / "top.dcm", ns=(0, -1_234_567_891))  # before 1970: floored milliseconds
+    batches = list(iter_local_batches(str(tree)))
+    rels = [[r.relative_path for r in _columns_match_refs(b)] for b in batches]
+    assert rels == [["notes.txt"], ["series1/B.DCM", "series1/a.dcm"], ["series2/sub/plan.dcm"],
+                    ["top.dcm"]]  # fmt: skip
+    for b in batches:
+        for i, path in enumerate(b.paths):
+            st = os.stat(path)
+            assert (b.lengths[i], b.mtimes_ms[i]) == (st.st_size, st.st_mtime_ns // 10**6)
+            assert b.ref(i) == local_ref(path, st, os.path.relpath(path, tree))
+    assert batches[-1].mtimes_ms == [-1235]
+    monkeypatch.setattr("pixels.sources.local.BATCH_FILES", 1)  # a huge directory: several
+    assert [len(b) for b in iter_local_batches(str(tree))] == [1] * 5
+    assert [r for b in iter_local_batches(str(tree)) for r in b.refs()] == list(
+        iter_local_dir(str(tree))
+    )
+
+
+def test_file_batches_of_zips_urls_and_files_carry_their_refs(tmp_path: Path) -> None:
+    """iter_file_batches gives iter_files' refs, zip members (with their crc32 tags) too."""
+    import zipfile
+
+    src = tmp_path / "src"
+    (src / "d").mkdir(parents=True)
+    shutil.copy(CT, src / "d" / "a.dcm")
+    with zipfile.ZipFile(src / "d" / "b.zip", "w") as z:
+        z.write(MR, "x/MR_small.dcm")
+        z.write(RT, "x/rtplan.dcm")
+    shutil.copy(RT, src / "d" / "c.dcm")
+    for source, kw in [(src, {}), (src, {"pattern": "*mr*"}), (src / "d" / "b.zip", {}),
+                       (src / "d" / "a.dcm", {}), (f"file://{src}", {"expand_archives": False})]:  # fmt: skip
+        batches = list(iter_file_batches(str(source), **kw))  # type: ignore[arg-type]
+        got = [r for b in batches for r in _columns_match_refs(b)]
+        assert got == list(iter_files(str(source), **kw)), (source, kw)  # type: ignore[arg-type]
+    names = [r.relative_path for b in iter_file_batches(str(src)) for r in b.refs()]
+    assert names == ["d/a.dcm", "d/b.zip/x/MR_small.dcm", "d/b.zip/x/rtplan.dcm", "d/c.dcm"]
+    tags = [t for b in iter_file_batches(str(src)) for t in (b.version_tags or [None] * len(b))]
+    assert tags[0] is None and tags[3] is None and tags[1] and tags[1].startswith("crc32:")
