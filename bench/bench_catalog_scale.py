@@ -43,6 +43,13 @@ Three steps, each its own sub-command (the corpus outlives the runs):
     Delta table written) on ``--sample`` files of the corpus (whole series,
     hard-linked into a scratch folder), alternating with ``--before REV``.
 
+``noop N``
+    The no-op re-run alone, A/B: ``pixels catalog ROOT/N -w 2 -q`` over a table
+    that holds the corpus already (``--tables``/``noop-N``, cataloged first when
+    missing and kept), rounds alternating between this code and ``--before REV``
+    (exported, as ``pipeline``); wall, CPU seconds of the process tree and peak
+    RSS of each run.
+
 ``all``
     What the lead re-runs on a quiet machine (< 10 min): ``corpus 1000000`` (a
     no-op when there), ``run 1000000`` (catalog + no-op re-run + table check),
@@ -503,9 +510,52 @@ def pipeline(files: int, sample: int, rounds: int, before: str | None) -> dict[s
         shutil.rmtree(work, ignore_errors=True)
 
 
+def noop(files: int, table_root: Path, rounds: int, before: str | None) -> dict[str, Any]:
+    """The no-op re-run of an N-file catalog, rounds alternating with the code at ``before``."""
+    import tempfile
+
+    corpus = ROOT / str(files)
+    table = table_root / f"noop-{files}"
+    here = Path(__file__).resolve().parent.parent
+    variants = {"pixels": str(here / "src")}
+    with tempfile.TemporaryDirectory(prefix="noop-", dir=table_root) as work:
+        if before:
+            archive = subprocess.run(["git", "archive", before, "src"], capture_output=True,
+                                     check=True, cwd=here)  # fmt: skip
+            subprocess.run(["tar", "-x", "-C", work], input=archive.stdout, check=True)
+            variants[f"pixels@{before}"] = str(Path(work) / "src")
+        env = {**os.environ, "PYTHONPATH": variants["pixels"]}
+        if not (table / "_delta_log").exists():
+            m = run_measured(_catalog_cmd(corpus, table, []), interval=0.5, env=env)
+            if m.returncode:
+                raise SystemExit(f"catalog failed: {m.stderr[-2000:]}")
+        got: dict[str, list[dict[str, float]]] = {k: [] for k in variants}
+        for _ in range(rounds):
+            for name, path in variants.items():
+                log = sorted((table / "_delta_log").iterdir())
+                m = run_measured(_catalog_cmd(corpus, table, []), interval=0.2,
+                                 env={**os.environ, "PYTHONPATH": path})  # fmt: skip
+                if m.returncode:
+                    raise SystemExit(f"{name} failed: {m.stderr[-2000:]}")
+                if sorted((table / "_delta_log").iterdir()) != log:
+                    raise SystemExit(f"{name}: the re-run committed: not a no-op")
+                point = {"seconds": round(m.seconds, 2), "cpu_s": round(m.cpu_seconds, 2),
+                         "peak_mb": round(m.peak_mb), "load1": round(os.getloadavg()[0], 2)}  # fmt: skip
+                got[name].append(point)
+                print(name, point, file=sys.stderr)
+    out: dict[str, Any] = {"files": files, "runs": got}
+    if before:
+        a, b = got[f"pixels@{before}"], got["pixels"]
+        out["cpu_ratio"] = round(min(x["cpu_s"] for x in a) / min(x["cpu_s"] for x in b), 2)
+        out["wall_ratio"] = round(min(x["seconds"] for x in a) / min(x["seconds"] for x in b), 2)
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("step", choices=("corpus", "run", "resume", "percore", "pipeline", "all"))
+    ap.add_argument(
+        "step", choices=("corpus", "run", "resume", "percore", "pipeline", "noop", "all")
+    )
     ap.add_argument("files", type=int, nargs="?", default=1_000_000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tables", default="/work/bigdata/tables", help="where tables go")
@@ -531,6 +581,8 @@ def main(argv: list[str] | None = None) -> None:
         result = percore(args.files, args.sample, args.rounds, args.before)
     elif args.step == "pipeline":
         result = pipeline(args.files, args.sample, args.rounds, args.before)
+    elif args.step == "noop":
+        result = noop(args.files, tables, args.rounds, args.before)
     else:
         t0 = time.perf_counter()
         build(1_000_000, args.seed)

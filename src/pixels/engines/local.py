@@ -163,7 +163,7 @@ def run_catalog(
     *,
     chunk_files: int = 64,
     commit_bytes: int = 32 << 20,
-    lookup_files: int = 50_000,
+    lookup_files: int = 20_000,
     progress: ProgressCallback | None = None,
     **changes: Any,
 ) -> CatalogStats:
