@@ -1,0 +1,5 @@
+"""``python -m pixels.cli``: the ``pixels`` command."""
+
+from pixels.cli import main
+
+main()

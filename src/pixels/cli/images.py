@@ -1,0 +1,184 @@
+"""Commands over the catalog's pixels: ``thumbnails``, ``show`` (a contact sheet), ``patches``."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from pixels.cli.options import (
+    TABLE_OPTION,
+    keep_pandas_out,
+    parse_storage_options,
+    storage_option,
+)
+
+__all__ = ["patches_cmd", "show_cmd", "thumbnails_cmd"]
+
+
+@click.command("thumbnails")
+@TABLE_OPTION
+@click.option(
+    "--where", default=None, help="SQL predicate on the catalog, e.g. \"Modality = 'CT'\"."
+)
+@click.option("--force", is_flag=True, help="Make them again where one exists.")
+@click.option("--size", "size", type=int, default=256, show_default=True, help="Longest side.")
+@click.option(
+    "--format", "fmt", type=click.Choice(["jpeg", "png"]), default="jpeg", show_default=True
+)
+@click.option("--workers", "-w", type=int, default=None, help="Worker processes [default: CPUs].")
+@storage_option("fsspec option to read the files (as given to `pixels catalog`).")
+def thumbnails_cmd(
+    table: str,
+    where: str | None,
+    force: bool,
+    size: int,
+    fmt: str,
+    workers: int | None,
+    storage_option: tuple[str, ...],
+) -> None:
+    """Make thumbnails for cataloged rows that lack one (only the frame shown is read)."""
+    from pixels.dicom.record import RecordOptions
+    from pixels.errors import PixelsError, QueryError
+    from pixels.table import CatalogTable
+    from pixels.thumbnails import run_thumbnails
+
+    keep_pandas_out()  # this command never builds a DataFrame
+    opts = RecordOptions(
+        thumbnails=True,
+        thumbnail_size=size,
+        thumbnail_format=fmt,
+        storage_options=parse_storage_options(storage_option),
+    )
+    try:
+        stats = run_thumbnails(
+            CatalogTable(table), where=where, force=force, workers=workers, options=opts
+        )
+    except QueryError as e:
+        click.echo(f"SQL error in --where: {e}", err=True)
+        sys.exit(1)
+    except PixelsError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    click.echo(
+        f"thumbnails: {stats.made:,} made · {stats.errors:,} errors · {stats.rows:,} rows in "
+        f"{stats.files:,} data files rewritten · {stats.conflicts:,} skipped (changed meanwhile) · "
+        f"{stats.seconds:.1f} s",
+        err=True,
+    )
+
+
+@click.command("show")
+@TABLE_OPTION
+@click.option("--where", default=None, help="SQL predicate, e.g. \"Modality = 'CT'\".")
+@click.option("--out", "-O", required=True, help="Image to write (.png or .jpg).")
+@click.option("--limit", type=int, default=48, show_default=True, help="At most this many tiles.")
+@click.option("--columns", type=int, default=8, show_default=True, help="Tiles per row.")
+@click.option("--size", type=int, default=256, show_default=True, help="Tile size in pixels.")
+def show_cmd(table: str, where: str | None, out: str, limit: int, columns: int, size: int) -> None:
+    """Write a contact sheet of the selected rows' thumbnails (made on the fly where missing)."""
+    from pixels.dicom.contact import Tile, contact_sheet
+    from pixels.dicom.record import RecordOptions, thumbnail_rows
+    from pixels.errors import PixelsError, QueryError
+    from pixels.table import CatalogTable
+    from pixels.thumbnails import iter_thumbnail_rows
+
+    opts = RecordOptions(thumbnails=True, thumbnail_size=size, thumbnail_format="png")
+    tiles = []
+    try:
+        for row in iter_thumbnail_rows(CatalogTable(table), where, limit):
+            image = row.get("thumbnail")
+            if image is None and row.get("frame_offsets") and not row.get("error"):
+                made = thumbnail_rows([row], opts)[0]
+                image = made["thumbnail"]
+            caption = " ".join(
+                str(v)
+                for v in (
+                    row.get("Modality"),
+                    row.get("SeriesDescription") or row.get("relative_path"),
+                )
+                if v
+            )
+            tiles.append(Tile(image, caption or row["path"]))
+    except QueryError as e:
+        click.echo(f"SQL error in --where: {e}", err=True)
+        sys.exit(1)
+    except PixelsError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    if not tiles:
+        click.echo("no rows match", err=True)
+        sys.exit(1)
+    fmt = "jpeg" if out.lower().endswith((".jpg", ".jpeg")) else "png"
+    with open(out, "wb") as fh:
+        fh.write(contact_sheet(tiles, columns=columns, cell=size, fmt=fmt))
+    shown = sum(1 for t in tiles if t.image)
+    click.echo(f"wrote {out}: {len(tiles)} tiles ({shown} with an image)", err=True)
+
+
+@click.command("patches")
+@TABLE_OPTION
+@click.option("--out", "-O", required=True, help="Delta table to write the patches to (appended).")
+@click.option(
+    "--where", default=None, help="SQL predicate on the catalog, e.g. \"Modality = 'MG'\"."
+)
+@click.option("--size", type=int, default=256, show_default=True, help="Patch size in pixels.")
+@click.option("--stride", type=int, default=None, help="Step between patches [default: --size].")
+@click.option("--pad", is_flag=True, help="Keep edge patches, padded, instead of dropping them.")
+@click.option(
+    "--min-foreground",
+    type=float,
+    default=None,
+    help="Skip patches with less than this fraction above --background.",
+)
+@click.option(
+    "--background",
+    type=float,
+    default=None,
+    help="Stored value counted as background [default: the frame's minimum].",
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(["png", "raw"]), default="png", show_default=True
+)
+@click.option("--frames", type=click.Choice(["all", "middle"]), default="all", show_default=True)
+def patches_cmd(
+    table: str,
+    out: str,
+    where: str | None,
+    size: int,
+    stride: int | None,
+    pad: bool,
+    min_foreground: float | None,
+    background: float | None,
+    fmt: str,
+    frames: str,
+) -> None:
+    """Cut the selected images into patches (rows with source, frame, x, y and the pixels)."""
+    from pixels.catalog import Catalog
+    from pixels.errors import PixelsError, QueryError
+    from pixels.patching import write_patches
+
+    try:
+        stats = write_patches(
+            Catalog(table),
+            out,
+            where=where,
+            size=size,
+            stride=stride,
+            pad=pad,
+            min_foreground=min_foreground,
+            background=background,
+            fmt=fmt,
+            frames=frames,
+        )
+    except QueryError as e:
+        click.echo(f"SQL error in --where: {e}", err=True)
+        sys.exit(1)
+    except PixelsError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    click.echo(
+        f"patches: {stats['patches']:,} from {stats['files']:,} files · {stats['errors']:,} errors · "
+        f"{stats['seconds']:.1f} s -> {out}",
+        err=True,
+    )

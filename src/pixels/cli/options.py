@@ -1,0 +1,83 @@
+"""What the ``pixels`` commands share: the table and object-store options, error lines."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from typing import Any
+
+import click
+
+__all__ = [
+    "DEFAULT_TABLE",
+    "TABLE_OPTION",
+    "keep_pandas_out",
+    "parse_storage_options",
+    "print_error",
+    "storage_option",
+]
+
+DEFAULT_TABLE = "./catalog"
+
+#: The catalog table option every command shares.
+TABLE_OPTION = click.option(
+    "--table", "-t", default=DEFAULT_TABLE, show_default=True, help="Delta table folder or URL."
+)
+
+
+def storage_option(help_text: str) -> Any:
+    """The repeatable ``-o KEY=VALUE`` fsspec option."""
+    return click.option(
+        "--storage-option",
+        "-o",
+        "storage_option",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help=help_text,
+    )
+
+
+def parse_storage_options(pairs: tuple[str, ...]) -> dict[str, Any] | None:
+    """``-o KEY=VALUE`` pairs as fsspec options (``true``/``false`` become booleans); None if none."""
+    if not pairs:
+        return None
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise click.BadParameter(
+                f"expected KEY=VALUE, got {pair!r}", param_hint="--storage-option"
+            )
+        key, value = pair.split("=", 1)
+        val: Any = value
+        if value.lower() in ("true", "false"):
+            val = value.lower() == "true"
+        out[key] = val
+    return out
+
+
+def print_error(console: Any, e: BaseException) -> None:
+    """``error: <message>`` on one line (a path is never wrapped, nor read as markup)."""
+    from rich.text import Text
+
+    console.print(Text.assemble(("error:", "red"), " ", str(e)), soft_wrap=True)
+
+
+def keep_pandas_out() -> None:
+    """Keep pandas out of this process while the running command lasts (~50 MB it never uses).
+
+    The import hook goes when the command's click context closes, so a command invoked
+    in a process that goes on (``pixels demo``, click's test runner, a notebook) leaves
+    pandas importable after it.
+    """
+    from pixels.engines.worker import block_pandas
+
+    before = list(sys.meta_path)
+    block_pandas()
+    added = [f for f in sys.meta_path if not any(f is b for b in before)]
+
+    def restore() -> None:
+        for finder in added:
+            with contextlib.suppress(ValueError):
+                sys.meta_path.remove(finder)
+
+    click.get_current_context().call_on_close(restore)

@@ -1,0 +1,133 @@
+"""``pixels sql``: a DuckDB query over the catalog, printed as a table, CSV, JSON or Parquet."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import sys
+from typing import Any
+
+import click
+
+from pixels.cli.options import TABLE_OPTION, parse_storage_options, storage_option
+
+__all__ = ["sql_cmd"]
+
+
+@click.command("sql")
+@click.argument("query")
+@TABLE_OPTION
+@click.option(
+    "--format",
+    "-f",
+    "fmt",
+    type=click.Choice(["table", "csv", "json", "parquet"]),
+    default="table",
+    show_default=True,
+    help="Output format (json = one object per line).",
+)
+@click.option("--output", "-O", default=None, help="Write to this file instead of standard output.")
+@click.option(
+    "--max-rows", type=int, default=100, show_default=True, help="Rows shown by --format table."
+)
+@storage_option("Object-store option for a table URL (repeatable), e.g. key=..., endpoint_url=...")
+def sql_cmd(
+    query: str,
+    table: str,
+    fmt: str,
+    output: str | None,
+    max_rows: int,
+    storage_option: tuple[str, ...] = (),
+) -> None:
+    """Run a DuckDB QUERY over the view object_catalog."""
+    from pixels.catalog import Catalog
+    from pixels.errors import PixelsError, QueryError
+
+    try:
+        result = Catalog(table, storage_options=parse_storage_options(storage_option)).sql_arrow(
+            query
+        )
+    except QueryError as e:
+        click.echo(f"SQL error: {e}", err=True)
+        sys.exit(1)
+    except PixelsError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    _write_result(result, fmt, output, max_rows)
+
+
+def _write_result(result: Any, fmt: str, output: str | None, max_rows: int) -> None:
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    if fmt == "parquet":
+        if output is None and sys.stdout.isatty():
+            raise click.UsageError("--format parquet needs --output FILE (or a pipe)")
+        sink: Any = output if output else sys.stdout.buffer
+        pq.write_table(result, sink)
+        return
+    if fmt == "csv":
+        buf = io.BytesIO()
+        pacsv.write_csv(_printable(result), buf)
+        _emit(buf.getvalue().decode("utf-8"), output)
+        return
+    if fmt == "json":
+        lines = [
+            json.dumps(r, default=str, ensure_ascii=False) for r in _printable(result).to_pylist()
+        ]
+        _emit("\n".join(lines) + ("\n" if lines else ""), output)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    with open(output, "w", encoding="utf-8") if output else contextlib.nullcontext(None) as fh:
+        console = Console(file=fh, width=200 if output else None)
+        t = Table(show_lines=False)
+        for name in result.column_names:
+            t.add_column(name, overflow="fold")
+        for row in result.slice(0, max_rows).to_pylist():
+            t.add_row(*(_cell(v) for v in row.values()))
+        console.print(t)
+        if result.num_rows > max_rows:
+            console.print(
+                f"({result.num_rows:,} rows, first {max_rows} shown; use --max-rows or --format csv)"
+            )
+        else:
+            console.print(f"({result.num_rows:,} rows)")
+
+
+def _printable(result: Any) -> Any:
+    """Binary and nested columns turned into text for CSV/JSON."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    cols = []
+    for name in result.column_names:
+        col = result.column(name)
+        if pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type):
+            col = pc.binary_length(col).cast(pa.string())  # lengths, not raw bytes
+            name = f"{name}_bytes"
+        elif pa.types.is_list(col.type) or pa.types.is_struct(col.type):
+            col = pa.array(
+                [json.dumps(v, default=str) if v is not None else None for v in col.to_pylist()]
+            )
+        cols.append((name, col))
+    return pa.table(dict(cols))
+
+
+def _cell(v: Any, limit: int = 120) -> str:
+    if v is None:
+        return "∅"
+    if isinstance(v, bytes):
+        return f"<{len(v)} bytes>"
+    s = str(v)
+    return s if len(s) <= limit else s[: limit - 1] + "…"
+
+
+def _emit(text: str, output: str | None) -> None:
+    if output:
+        with open(output, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    else:
+        sys.stdout.write(text)

@@ -1,0 +1,104 @@
+"""``pixels serve``: the catalog over DICOMweb, the OHIF viewer at ``/``."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from pixels.cli.options import TABLE_OPTION, parse_storage_options, storage_option
+
+__all__ = ["serve_cmd"]
+
+
+@click.command("serve")
+@TABLE_OPTION
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to bind (loopback unless told otherwise).",
+)
+@click.option("--port", "-p", type=int, default=8042, show_default=True)
+@click.option(
+    "--token",
+    default=None,
+    envvar="PIXELS_TOKEN",
+    help="Bearer token required on /dicomweb [env PIXELS_TOKEN].",
+)
+@click.option(
+    "--storage-root",
+    default=None,
+    help="Where STOW-RS writes files [default: stow/ next to the table].",
+)
+@click.option(
+    "--public-url", default=None, help="URL clients reach the server at (behind a proxy)."
+)
+@click.option(
+    "--allowed-host",
+    "allowed_hosts",
+    multiple=True,
+    metavar="NAME",
+    help="Another host name clients may send in the Host header (repeatable; '*.example.org' "
+    "patterns; '*' for any). Loopback names and the address bound are always allowed.",
+)
+@click.option(
+    "--allow-unauthenticated",
+    is_flag=True,
+    help="Serve on an address other than loopback without a token (anyone who can reach "
+    "it can read the catalog).",
+)
+@storage_option(
+    "Object-store option for a table URL and the files it lists (repeatable), "
+    "e.g. key=..., endpoint_url=..."
+)
+def serve_cmd(
+    table: str,
+    host: str,
+    port: int,
+    token: str | None,
+    storage_root: str | None,
+    public_url: str | None,
+    allowed_hosts: tuple[str, ...],
+    allow_unauthenticated: bool,
+    storage_option: tuple[str, ...] = (),
+) -> None:
+    """Serve the catalog over DICOMweb (QIDO-RS, WADO-RS, STOW-RS) at /dicomweb, OHIF at /."""
+    from pixels.errors import PixelsError
+    from pixels.storage import delta_options, is_local
+    from pixels.web.app import serve
+    from pixels.web.ohif import installed_version
+    from pixels.web.security import check_binding
+
+    try:
+        check_binding(host, token, allow_unauthenticated)
+    except PixelsError as e:
+        raise click.ClickException(str(e)) from e
+    # the server reads the table (delta-rs) and the files it lists (fsspec) from
+    # many places: -o options become this process's environment, read by both
+    options = parse_storage_options(storage_option)
+    if options:
+        where = table if not is_local(table) else "s3://"
+        os.environ.update(delta_options(where, options) or {})
+    shown = f"[{host}]" if ":" in host else host
+    base = public_url.rstrip("/") if public_url else f"http://{shown}:{port}"
+    catalog = table if not is_local(table) else os.path.abspath(table)
+    click.echo(f"DICOMweb: {base}/dicomweb  (catalog {catalog})", err=True)
+    if installed_version():
+        hint = "  (viewer URLs take ?token=...)" if token else ""
+        click.echo(f"Viewer:   {base}/{hint}", err=True)
+    else:
+        click.echo("Viewer:   not installed (python -m pixels.web.ohif install)", err=True)
+    try:
+        serve(
+            table,
+            host=host,
+            port=port,
+            token=token,
+            storage_root=storage_root,
+            public_url=public_url,
+            allowed_hosts=allowed_hosts,
+            allow_unauthenticated=allow_unauthenticated,
+        )
+    except PixelsError as e:
+        raise click.ClickException(str(e)) from e

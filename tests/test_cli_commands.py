@@ -1,0 +1,104 @@
+"""The ``pixels`` command's surface: every command listed, reachable by ``python -m`` and the script."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from importlib.metadata import entry_points
+
+from click.testing import CliRunner
+
+COMMANDS = {
+    "catalog": "List SOURCE (folder, file, zip, s3://...",
+    "demo": "Catalog the real DICOM files bundled with pydicom (and...",
+    "models": "List the segmentation models, whether each can run here, and...",
+    "optimize": "Compact the table's small files and vacuum files replaced...",
+    "patches": "Cut the selected images into patches (rows with source,...",
+    "schema": "Print the catalog's columns.",
+    "segment": "Segment the selected series with MODEL: one DICOM SEG per...",
+    "serve": "Serve the catalog over DICOMweb (QIDO-RS, WADO-RS, STOW-RS)...",
+    "show": "Write a contact sheet of the selected rows' thumbnails (made...",
+    "sql": "Run a DuckDB QUERY over the view object_catalog.",
+    "thumbnails": "Make thumbnails for cataloged rows that lack one (only the...",
+    "upgrade": "Rewrite the rows an older Pixels wrote into the current...",
+}
+
+
+def _listed(help_text: str) -> dict[str, str]:
+    lines = help_text.splitlines()
+    start = lines.index("Commands:") + 1
+    out = {}
+    for line in lines[start:]:
+        if not line.strip():
+            break
+        name, text = line.split(maxsplit=1)
+        out[name] = text
+    return out
+
+
+def test_python_m_pixels_cli_lists_every_command():
+    done = subprocess.run(
+        [sys.executable, "-m", "pixels.cli", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("Usage: python -m pixels.cli [OPTIONS] COMMAND [ARGS]...")
+    assert set(_listed(done.stdout)) == set(COMMANDS)  # (short help cut to the terminal)
+
+
+def test_the_console_script_is_the_group_and_each_command_has_help():
+    from pixels.cli import main
+
+    (script,) = entry_points(group="console_scripts", name="pixels")
+    assert script.value == "pixels.cli:main"
+    assert script.load() is main
+    runner = CliRunner()
+    res = runner.invoke(main, ["--help"], prog_name="pixels")  # 80 columns
+    assert res.exit_code == 0
+    assert res.output.startswith("Usage: pixels [OPTIONS] COMMAND [ARGS]...")
+    assert _listed(res.output) == COMMANDS
+    for name in COMMANDS:
+        for flag in ("--help", "-h"):
+            res = runner.invoke(main, [name, flag], prog_name="pixels")
+            assert res.exit_code == 0, (name, res.output)
+            assert res.output.startswith(f"Usage: pixels {name} "), res.output
+    res = runner.invoke(main, ["no-such-command"], prog_name="pixels")
+    assert res.exit_code == 2
+    assert "No such command 'no-such-command'" in res.output
+
+
+def test_commands_run_in_process_leave_pandas_importable(tmp_path):
+    """catalog and thumbnails keep pandas out while they run, not for the rest of the process.
+
+    A fresh interpreter (this one may have pandas already): the commands run through
+    click as a test or ``pixels demo`` runs them, then the process uses pandas.
+    """
+    from corpus import sample_file
+
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copy(sample_file("CT_small.dcm"), src / "ct.dcm")
+    table = str(tmp_path / "cat")
+    code = f"""
+import sys
+from click.testing import CliRunner
+from pixels.cli import main
+runner = CliRunner()
+for args in (["catalog", {str(src)!r}, "-t", {table!r}, "-w", "0", "-q"],
+             ["thumbnails", "-t", {table!r}, "-w", "0"]):
+    res = runner.invoke(main, args)
+    assert res.exit_code == 0, (args, res.output, res.exception)
+    assert "pandas" not in sys.modules, args
+from pixels import Catalog
+df = Catalog({table!r}).sql("SELECT Modality, thumbnail IS NOT NULL AS t FROM object_catalog")
+print(type(df).__module__, df.to_dict("records"))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "pandas [{'Modality': 'CT', 't': True}]"
