@@ -9,122 +9,263 @@ segments) copied N times along its normal (tests/ml/series.py), cataloged, serve
 1. Run to overlay (server part): ``infer/ct-tissue`` on a series not read before
    (volume read + model + NRRD), then again (volume cached). The panel's own parse and
    copy into its labelmap come on top (about a second in the browser tests).
-2. Per click: ``infer/region-grow`` with one foreground click, the first on the series
-   (reads the volume) then clicks at other points (volume cached, LRU of 2 series):
-   median seconds, and the ratio first / next.
-3. Background clicks (the correction step): after a foreground click, clicks that cut
-   the region, each answered with the region flooded for the earlier clicks reused
-   (``clicks.KEPT``, the default) and, in the same run, from scratch (``KEPT = 0``, as
-   before the reuse): median seconds of each and the ratio.
+2. Per click (``infer/region-grow``), as the panel sends them (every click so far, each
+   time), in this order:
 
-    python bench/bench_monailabel.py --slices 100 --clicks 5
+   - *first*: one foreground click on soft tissue (the series is read);
+   - *same value*: foreground clicks on voxels of the first click's value elsewhere in
+     the volume (the Hounsfield window does not change; some fall in the region, some
+     in parts of the window not connected to it);
+   - *new value*: foreground clicks on values outside the range clicked so far (each
+     widens the window: the region grows);
+   - *background*: background clicks inside the region, each cutting it.
+
+   The sequence runs against the click code of ``--baseline`` (a git revision: its
+   ``src/`` exported and served by a child process) and the current ``src/``, one after
+   the other, ``--rounds`` times; each child is a fresh server (the first click reads
+   the volume). Every answer of both is hashed: the answers must be the same bytes.
+   Medians and p90 per kind of click, and the load average before and after each run.
+
+    nice -n 10 python bench/bench_monailabel.py --slices 100 --clicks 5 --rounds 2
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
 import statistics
+import subprocess
 import sys
+import tarfile
+import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests"), str(ROOT / "tests" / "ml"), str(HERE)]
+#: the ``src`` a child run serves (``--baseline``'s export), else this tree's
+SRC = os.environ.get("PIXELS_BENCH_SRC") or str(ROOT / "src")
+sys.path[:0] = [SRC, str(ROOT / "tests"), str(ROOT / "tests" / "ml"), str(HERE)]
 
 from _common import WORK_DIR, dump_json, machine_info  # noqa: E402
 
 PARAMS = {"result_extension": ".nrrd", "result_dtype": "uint8", "result_compress": False}
+#: the commit before the incremental clicks (the code measured as 1.03 s per next click)
+BASELINE = "3c86f4c"
+KINDS = ("same_value", "new_value", "background")
+
+
+def _data(slices: int) -> tuple[Path, Path]:
+    import pydicom  # noqa: F401  (the series helper needs it)
+    from series import ct_series
+
+    from pixels import Catalog
+
+    work = WORK_DIR / "monailabel"
+    folder, table = work / f"ct-{slices}", work / f"ct-{slices}-catalog"
+    if not folder.exists():
+        ct_series(folder, slices, source="explicit_VR-UN.dcm", step=1.25, ramp=0)
+    if not table.exists():
+        Catalog(str(table)).catalog(str(folder), workers=0)
+    return folder, table
+
+
+def _load() -> list[float]:
+    return [round(v, 2) for v in os.getloadavg()]
+
+
+def _p90(values: list[float]) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, round(0.9 * (len(s) - 1)))]
+
+
+def run_clicks(slices: int, clicks: int) -> dict[str, Any]:
+    """One server, the click sequence of the module docstring: seconds and answer hashes."""
+    import httpx
+    import numpy as np
+    import pydicom
+
+    from pixels.web import create_app, monailabel
+    from web.conftest import running
+
+    folder, table = _data(slices)
+    ds = pydicom.dcmread(next(folder.glob("*.dcm")))
+    series = ds.SeriesInstanceUID
+    # every slice is this one (ramp=0): the volume is hu[x, y] on each z
+    hu = (ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)).T
+    cols, rows = hu.shape
+    http = httpx.Client(timeout=600)
+    out: dict[str, Any] = {"load_before": _load(), "hashes": []}
+
+    def infer(fg: list[list[int]], bg: list[list[int]]) -> tuple[float, np.ndarray]:
+        t0 = time.perf_counter()
+        r = http.post(
+            f"{url}/monailabel/infer/region-grow",
+            params={"image": series, "output": "image"},
+            files={"params": (None, json.dumps({**PARAMS, "foreground": fg, "background": bg}))},
+        )
+        seconds = time.perf_counter() - t0
+        assert r.status_code == 200 and r.content.startswith(b"NRRD0004"), r.text[:300]
+        out["hashes"].append(hashlib.sha256(r.content).hexdigest())
+        body = r.content[r.content.index(b"\n\n") + 2 :]
+        return seconds, np.frombuffer(body, np.uint8).reshape((cols, rows, slices), order="F")
+
+    def nearest(value: float, k: int) -> list[int]:
+        """The k-th voxel of ``value`` nearest to the centre (z spread over the volume)."""
+        xy = np.argwhere(hu == value)
+        d = ((xy - [cols // 2, rows // 2]) ** 2).sum(axis=1)
+        x, y = xy[np.argsort(d, kind="stable")[min(k, len(xy) - 1)]]
+        return [int(x), int(y), (slices // 2 + 17 * k) % slices]
+
+    z = slices // 2
+    fg = [[cols // 2, rows // 2, z]]
+    v0 = float(hu[cols // 2, rows // 2])
+    with running(create_app(str(table), viewer=False)) as url:
+        monailabel.warm().join()
+        out["first"], region = infer(fg, [])
+        times: dict[str, list[float]] = {k: [] for k in KINDS}
+        same = np.argwhere(hu == v0)
+        d = ((same - [cols // 2, rows // 2]) ** 2).sum(axis=1)
+        same = same[np.argsort(d, kind="stable")]
+        for k in range(clicks):  # spread from the centre outwards
+            x, y = same[(k + 1) * (len(same) - 1) // (clicks + 1)]
+            fg.append([int(x), int(y), (z + 13 * (k + 1)) % slices])
+            times["same_value"].append(infer(fg, [])[0])
+        lo = hi = v0
+        for k in range(clicks):  # below then above the range clicked so far
+            target = lo - 25 if k % 2 else hi + 25
+            values = np.unique(hu)
+            target = float(values[np.argmin(np.abs(values - target))])
+            fg.append(nearest(target, k))
+            lo, hi = min(lo, target), max(hi, target)
+            seconds, region = infer(fg, [])
+            times["new_value"].append(seconds)
+        bg: list[list[int]] = []
+        for k in range(clicks):  # inside the region, at growing distances from the centre
+            inside = np.argwhere(region[:, :, z])
+            d = ((inside - [cols // 2, rows // 2]) ** 2).sum(axis=1)
+            x, y = inside[np.argsort(d, kind="stable")[(k + 1) * (len(inside) - 1) // (clicks + 2)]]
+            bg.append([int(x), int(y), z])
+            seconds, region = infer(fg, bg)
+            times["background"].append(seconds)
+        out["voxels"] = int(region.sum())
+    out.update(times)
+    out["load_after"] = _load()
+    return out
+
+
+def _export(rev: str) -> str:
+    """``rev``'s ``src`` folder, exported under the work folder (once)."""
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", rev], cwd=ROOT, check=True, capture_output=True, text=True
+    ).stdout.strip()
+    dest = WORK_DIR / "monailabel" / f"src-{commit}"
+    if not (dest / "src").exists():
+        archive = subprocess.run(
+            ["git", "archive", commit, "src"], cwd=ROOT, check=True, capture_output=True
+        ).stdout
+        with tempfile.TemporaryFile() as fh:
+            fh.write(archive)
+            fh.seek(0)
+            with tarfile.open(fileobj=fh) as tar:
+                tar.extractall(dest, filter="data")
+    return str(dest / "src")
+
+
+def _child(src: str, slices: int, clicks: int) -> dict[str, Any]:
+    with tempfile.NamedTemporaryFile(suffix=".json") as fh:
+        env = {**os.environ, "PIXELS_BENCH_SRC": src}
+        env.pop("PYTHONPATH", None)
+        subprocess.run(
+            [sys.executable, __file__, "--child", fh.name, "--slices", str(slices),
+             "--clicks", str(clicks)],
+            env=env, check=True,
+        )  # fmt: skip
+        result: dict[str, Any] = json.loads(Path(fh.name).read_text())
+        return result
+
+
+def tissue(slices: int) -> dict[str, float]:
+    """``infer/ct-tissue`` on a series not read before, then again (volume cached)."""
+    import httpx
+    import pydicom
+
+    from pixels.web import create_app, monailabel
+    from web.conftest import running
+
+    folder, table = _data(slices)
+    series = pydicom.dcmread(next(folder.glob("*.dcm"))).SeriesInstanceUID
+    http = httpx.Client(timeout=600)
+
+    def infer(url: str) -> float:
+        t0 = time.perf_counter()
+        r = http.post(
+            f"{url}/monailabel/infer/ct-tissue",
+            params={"image": series, "output": "image"},
+            files={"params": (None, json.dumps(PARAMS))},
+        )
+        assert r.status_code == 200 and r.content.startswith(b"NRRD0004"), r.text[:300]
+        return time.perf_counter() - t0
+
+    with running(create_app(str(table), viewer=False)) as url:
+        monailabel.warm().join()  # models loaded, as a server a few seconds after start
+        first, again = infer(url), infer(url)
+    print(f"ct-tissue 512x512x{slices}: {first:.2f}s first, {again:.2f}s volume cached")
+    return {"first_s": first, "cached_volume_s": again}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--slices", type=int, default=100)
-    ap.add_argument("--clicks", type=int, default=5)
+    ap.add_argument("--clicks", type=int, default=5, help="clicks of each kind")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--baseline", default=BASELINE, help="git revision to compare with")
+    ap.add_argument("--no-tissue", action="store_true", help="skip the ct-tissue part")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--out", default=str(HERE / "results" / "monailabel.json"))
     a = ap.parse_args()
+    if a.child:
+        Path(a.child).write_text(json.dumps(run_clicks(a.slices, a.clicks)))
+        return
 
-    import httpx
-    import pydicom
-    from series import ct_series
-
-    from pixels import Catalog
-    from pixels.web import create_app, monailabel
-    from web.conftest import running
-
-    work = WORK_DIR / "monailabel"
-    folder, table = work / f"ct-{a.slices}", work / f"ct-{a.slices}-catalog"
-    if not folder.exists():
-        ct_series(folder, a.slices, source="explicit_VR-UN.dcm", step=1.25, ramp=0)
-    if not table.exists():
-        Catalog(str(table)).catalog(str(folder), workers=0)
-    ds = pydicom.dcmread(next(folder.glob("*.dcm")))
-    series, rows, cols = ds.SeriesInstanceUID, int(ds.Rows), int(ds.Columns)
-    results: dict[str, object] = {"machine": machine_info(), "shape": [cols, rows, a.slices]}
-    http = httpx.Client(timeout=600)
-
-    def infer(url: str, model: str, params: dict[str, object]) -> float:
-        t0 = time.perf_counter()
-        r = http.post(
-            f"{url}/monailabel/infer/{model}",
-            params={"image": series, "output": "image"},
-            files={"params": (None, json.dumps({**PARAMS, **params}))},
-        )
-        seconds = time.perf_counter() - t0
-        assert r.status_code == 200 and r.content.startswith(b"NRRD0004"), r.text[:300]
-        return seconds
-
-    with running(create_app(str(table), viewer=False)) as url:
-        monailabel.warm().join()  # models loaded, as a server a few seconds after start
-        first = infer(url, "ct-tissue", {})
-        again = infer(url, "ct-tissue", {})
-        results["ct-tissue"] = {"first_s": first, "cached_volume_s": again}
-        print(f"ct-tissue 512x512x{a.slices}: {first:.2f}s first, {again:.2f}s volume cached")
-    with monailabel._CACHE_LOCK:
-        monailabel._CACHE.clear()  # the volume cache is per process: the first click reads
-    with running(create_app(str(table), viewer=False)) as url:
-        z = a.slices // 2
-        points = [[cols // 2 + 8 * k, rows // 2 + 6 * k, z] for k in range(a.clicks + 1)]
-        first_click = infer(url, "region-grow", {"foreground": points[:1]})
-        next_clicks = [
-            infer(url, "region-grow", {"foreground": points[: k + 1], "background": []})
-            for k in range(1, a.clicks + 1)
-        ]
-        median = statistics.median(next_clicks)
-        results["region-grow"] = {
-            "first_click_s": first_click,
-            "next_clicks_s": next_clicks,
-            "median_next_s": median,
-            "first_over_next": first_click / median,
+    results: dict[str, Any] = {"machine": machine_info(), "shape": [512, 512, a.slices]}
+    _data(a.slices)
+    if not a.no_tissue:
+        results["ct-tissue"] = tissue(a.slices)
+    variants = {f"baseline {a.baseline}": _export(a.baseline), "current": str(ROOT / "src")}
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
+    for r in range(a.rounds):
+        for name, src in variants.items():
+            run = _child(src, a.slices, a.clicks)
+            runs[name].append(run)
+            print(f"round {r + 1} {name}: load {run['load_before']} -> {run['load_after']}, "
+                  f"first {run['first']:.2f}s, " + ", ".join(
+                      f"{k} {statistics.median(run[k]):.2f}s" for k in KINDS))  # fmt: skip
+    hashes = {name: [run["hashes"] for run in rs] for name, rs in runs.items()}
+    same = all(h == hashes[next(iter(hashes))][0] for hs in hashes.values() for h in hs)
+    summary: dict[str, Any] = {"answers_identical": same}
+    for name, rs in runs.items():
+        summary[name] = {
+            "first_s": statistics.median(run["first"] for run in rs),
+            **{
+                k: {
+                    "median_s": statistics.median(v for run in rs for v in run[k]),
+                    "p90_s": _p90([v for run in rs for v in run[k]]),
+                }
+                for k in KINDS
+            },
         }
-        print(f"region-grow: first click {first_click:.2f}s, next clicks median {median:.2f}s "
-              f"({first_click / median:.1f}x faster after the first)")  # fmt: skip
-        from pixels.ml.models import clicks
-
-        seed = points[:1]
-        cuts = [[cols // 2 + 40 * k, rows // 2 + 30 * k, z] for k in range(1, a.clicks + 1)]
-
-        def cutting(kept: int) -> list[float]:
-            clicks.KEPT = kept
-            clicks.forget()
-            infer(url, "region-grow", {"foreground": seed})  # the region to cut
-            return [
-                infer(url, "region-grow", {"foreground": seed, "background": cuts[: k + 1]})
-                for k in range(len(cuts))
-            ]
-
-        kept_default = clicks.KEPT
-        scratch, reused = cutting(0), cutting(kept_default)
-        clicks.KEPT = kept_default
-        ratio = statistics.median(scratch) / statistics.median(reused)
-        results["region-grow-background"] = {
-            "from_scratch_s": scratch,
-            "reused_s": reused,
-            "scratch_over_reused": ratio,
-        }
-        print(f"region-grow background clicks: median {statistics.median(scratch):.2f}s from "
-              f"scratch, {statistics.median(reused):.2f}s reusing the region ({ratio:.2f}x)")  # fmt: skip
+    base, cur = (summary[name] for name in variants)
+    print(f"answers identical: {same}")
+    for k in KINDS:
+        ratio = base[k]["median_s"] / cur[k]["median_s"]
+        print(f"{k:>10}: median {base[k]['median_s']:.2f}s -> {cur[k]['median_s']:.2f}s "
+              f"({ratio:.1f}x), p90 {base[k]['p90_s']:.2f}s -> {cur[k]['p90_s']:.2f}s")  # fmt: skip
+    print(f"     first: {base['first_s']:.2f}s -> {cur['first_s']:.2f}s")
+    results["region-grow"] = {"summary": summary, "runs": runs}
     dump_json(a.out, results)
 
 

@@ -34,6 +34,7 @@ import json
 import logging
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -227,6 +228,22 @@ def _series(state: WebState, uid: str, model: Any | None) -> Any:
     from pixels.ml.seg import SEG_SOP_CLASSES
     from pixels.ml.volume import read_volume, select_series
 
+    try:
+        version: int | None = state.table.version()  # a stat of the log: ~1 ms
+    except PixelsError:
+        version = None
+    seen = (state.table.uri, uid, version)
+    with _CACHE_LOCK:
+        known = _SEEN.get(seen) if version is not None else None
+        vol = _CACHE.pop(known, None) if known is not None else None
+        if known is not None and vol is not None:  # the same version: the same rows, no query
+            _CACHE[known] = vol  # most recently used last
+    if vol is not None:
+        if model is not None:
+            refused = check_input(model, vol.first.get("Modality"), len(vol.plan.slices))
+            if refused:
+                raise HTTPException(422, f"series {uid}: {refused}")
+        return vol
     classes = ", ".join(f"'{c}'" for c in SEG_SOP_CLASSES)
     quoted = uid.replace("'", "''")
     where = f"SeriesInstanceUID = '{quoted}' AND (SOPClassUID IS NULL OR SOPClassUID NOT IN ({classes}))"
@@ -245,19 +262,25 @@ def _series(state: WebState, uid: str, model: Any | None) -> Any:
         vol = _CACHE.pop(key, None)
         if vol is not None:
             _CACHE[key] = vol  # most recently used last
-            return vol
-    try:
-        vol = read_volume(series)
-    except PixelsError as e:
-        raise HTTPException(422, f"series {uid}: {e}") from e
+    if vol is None:
+        try:
+            vol = read_volume(series)
+        except PixelsError as e:
+            raise HTTPException(422, f"series {uid}: {e}") from e
     with _CACHE_LOCK:
         _CACHE[key] = vol
         while len(_CACHE) > CACHED_VOLUMES:
             _CACHE.pop(next(iter(_CACHE)))
+        if version is not None:
+            _SEEN[seen] = key
+            while len(_SEEN) > 4 * CACHED_VOLUMES:
+                _SEEN.pop(next(iter(_SEEN)))
     return vol
 
 
 _CACHE: dict[tuple[str, str, tuple[str, ...]], Any] = {}
+#: (table, series, table version) -> its key in _CACHE: a click needs no catalog query
+_SEEN: dict[tuple[str, str, int | None], tuple[str, str, tuple[str, ...]]] = {}
 _CACHE_LOCK = threading.Lock()
 
 
@@ -307,6 +330,27 @@ def _grow(state: WebState, uid: str, params: dict[str, Any]) -> _Result:
     return _Result(labels, _LPS @ vol.plan.affine, time.perf_counter() - t0)
 
 
+_ENCODED: list[tuple[weakref.ReferenceType[np.ndarray], bytes, bytes]] = []
+_ENCODED_LOCK = threading.Lock()
+
+
+def _encode(labels: np.ndarray, affine_lps: np.ndarray) -> bytes:
+    """The NRRD of ``labels``; the same bytes again when a model answers the same read-only
+    array (the region-grow model after a click that changes nothing: 26 MB not copied twice)."""
+    where = affine_lps.tobytes()
+    with _ENCODED_LOCK:
+        for ref, at, body in _ENCODED:
+            if ref() is labels and at == where:
+                return body
+    body = nrrd.encode(labels, affine_lps)
+    if not labels.flags.writeable:  # nobody changes it: its bytes stay valid while it lives
+        with _ENCODED_LOCK:
+            _ENCODED[:] = [e for e in _ENCODED if e[0]() is not None]
+            _ENCODED.append((weakref.ref(labels), where, body))
+            del _ENCODED[: max(0, len(_ENCODED) - CACHED_VOLUMES)]
+    return body
+
+
 async def infer(request: Request) -> Response:
     """``POST infer/{model}?image=<SeriesInstanceUID>&output=image|json|all``."""
     state = state_of(request)
@@ -333,7 +377,7 @@ async def infer(request: Request) -> Response:
         model = _model(name)
         result = await run_in_threadpool(_infer, state, model, uid)
         label_names = _label_names(model)
-    body = nrrd.encode(result.labels, result.affine_lps)
+    body = _encode(result.labels, result.affine_lps)
     meta = {
         "label_names": label_names,
         "latencies": {"infer": round(result.seconds, 3), "total": round(result.seconds, 3)},
