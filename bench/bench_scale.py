@@ -21,8 +21,9 @@ other on the same machine:
   requests sent at a fixed rate from many connections, all checked in the table
   afterwards (none lost), commits counted, QIDO latency sampled during the load;
 - **qido** (``--only qido``, not run by default): study searches against the previous
-  QIDO code (swapped in the same way) and this one: distinct searches (no answer
-  reused) and repeated ones, wall p50/p99 and server CPU per search;
+  QIDO code (swapped in the same way) and this one: distinct searches (other name
+  prefixes, date ranges, modalities, limits and offsets: no answer reused) and
+  repeated ones, wall p50/p99 and server CPU per search;
 - **stow** (``--only stow``, not run by default): the same STOW-RS load against the
   previous STOW code (``git show {STOW_OLD}:src/pixels/web/stow.py``, swapped into
   the server process: each part read twice, every body spooled to a file) and this
@@ -269,15 +270,20 @@ uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning", a
 #: from the stored file) and spooled every body to a file, and whose QIDO-RS ran each
 #: search on a new cursor through a relation and kept no answers.
 STOW_OLD = "e4b9c11"
+#: The last commit whose QIDO-RS study and series searches read every study's ``qmeta``
+#: before choosing the page, and split every person name into its groups.
+QIDO_OLD = "3c86f4c"
 
 
 def old_web_file(name: str) -> Path:
-    """``src/pixels/web/{name}.py`` as it was at :data:`STOW_OLD`."""
-    dst = WORK_DIR / "old_web" / f"{name}_{STOW_OLD}.py"
+    """``src/pixels/web/{name}.py`` as it was at :data:`QIDO_OLD` (``qido``) or
+    :data:`STOW_OLD` (the others)."""
+    commit = QIDO_OLD if name == "qido" else STOW_OLD
+    dst = WORK_DIR / "old_web" / f"{name}_{commit}.py"
     if not dst.exists():
         dst.parent.mkdir(parents=True, exist_ok=True)
         text = subprocess.run(
-            ["git", "show", f"{STOW_OLD}:src/pixels/web/{name}.py"],
+            ["git", "show", f"{commit}:src/pixels/web/{name}.py"],
             cwd=BENCH.parent,
             check=True,
             capture_output=True,
@@ -442,11 +448,32 @@ def bench_stow(table: Path, rate: int, seconds: int) -> dict[str, Any]:
     return out
 
 
+_LETTERS = "ABCDEFGHIJKLMNOPRSTW"
+_MODALITIES = ("MR", "CT", "US", "CR", "DX", "MG", "PT", "NM", "XA", "SR")
+
+
+def distinct_search(kind: str, i: int) -> dict[str, str]:
+    """The ``i``-th of a series of different searches of ``kind`` (a key of :data:`QIDO`):
+    another name prefix, date range or modality set, and another limit and offset each
+    time, so that neither a whole answer nor the same page is reused."""
+    limit, offset = str(10 + (i * 37) % 91), str((i * 13) % 4 * 25)
+    if kind.startswith("PatientName"):
+        name = _LETTERS[i % len(_LETTERS)] + "aeiou*"[(i // len(_LETTERS)) % 6] + "*"
+        return {"PatientName": name, "limit": limit, "offset": offset}
+    if kind.startswith("StudyDate"):
+        year, month = 2005 + (i * 7) % 20, 1 + (i * 5) % 12
+        span = f"{year}{month:02d}01-{year + i % 3}{month:02d}28"
+        return {"StudyDate": span, "limit": limit, "offset": offset}
+    mods = ",".join(_MODALITIES[(i + k * 3) % len(_MODALITIES)] for k in range(1 + i % 2))
+    return {"ModalitiesInStudy": mods, "limit": limit, "offset": offset}
+
+
 def bench_qido(table: Path, rounds: int = 30) -> dict[str, Any]:
     """QIDO-RS study searches against the previous QIDO code and this one (each its own
     server over its own copy of the table): ``rounds`` distinct searches of each kind
-    (``limit`` differs, so no answer is reused) and ``rounds`` repeats of one; wall
-    p50/p99 from one client and server CPU per search."""
+    (:func:`distinct_search`: other values, limit and offset each time, so no answer
+    is reused) and ``rounds`` repeats of one; wall p50/p99 from one client and server
+    CPU per search."""
     import httpx
 
     out: dict[str, Any] = {}
@@ -462,9 +489,9 @@ def bench_qido(table: Path, rounds: int = 30) -> dict[str, Any]:
                         times = []
                         cpu0 = cpu_s(proc.pid)
                         for i in range(rounds):
-                            limit = 100 - i if mode == "distinct" else 100
+                            ask = distinct_search(name, i) if mode == "distinct" else params
                             t0 = time.perf_counter()
-                            r = http.get("/studies", params=params | {"limit": str(limit)})
+                            r = http.get("/studies", params=ask)
                             r.raise_for_status()
                             times.append(time.perf_counter() - t0)
                         res[f"{name} {mode}"] = pct(times) | {

@@ -8,6 +8,7 @@ import re
 import uuid
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -113,3 +114,32 @@ def test_cluster_writes_ranges_of_studies_a_point_look_up_prunes(
     assert found, plan
     scanned, total = int(found[1]), int(found[2])
     assert total == 6 and 1 <= scanned <= 2, plan  # the study's own row groups only
+    # ``pixels sql`` goes further: the view holds only the file whose log statistics
+    # may hold the study (its two row groups), not the footers of the others
+    con = connect(Catalog(catalog).table, sql=query, params=[study])
+    con.execute("PRAGMA enable_profiling = 'query_tree'")
+    plan = con.execute("EXPLAIN ANALYZE " + query, [study]).fetchall()[0][1]
+    found = re.search(r"Row Groups Scanned: (\d+) / (\d+)", plan)
+    assert found and int(found[2]) == 2 and 1 <= int(found[1]) <= 2, plan
+    cat = Catalog(catalog)
+    for sql, params in (
+        (query, [study]),
+        (
+            "SELECT SOPInstanceUID FROM object_catalog o WHERE o.StudyInstanceUID IN (?, ?)",
+            [study, spans[0][0]],
+        ),
+        # not pruned: an OR, and a second reference to the view
+        ("SELECT SOPInstanceUID FROM object_catalog WHERE StudyInstanceUID = ? OR true", [study]),
+        (
+            "SELECT SOPInstanceUID FROM object_catalog WHERE StudyInstanceUID = ? AND path IN "
+            "(SELECT path FROM object_catalog)",
+            [study],
+        ),
+        ("SELECT SOPInstanceUID FROM object_catalog WHERE StudyInstanceUID = ?", ["9.9.9"]),
+    ):
+        got = sorted(cat.sql_arrow(sql, params)["SOPInstanceUID"].to_pylist())
+        full = duckdb.connect()
+        Catalog(catalog).table.scan().register(full)
+        assert got == sorted(r[0] for r in full.execute(sql, params).fetchall()), sql
+    assert len(cat.sql_arrow(query, [study])) == 6
+    assert len(cat.sql_arrow(query, ["9.9.9"])) == 0

@@ -250,9 +250,7 @@ class _Output:
 def _sort_range(part: str, order: list[str], out: _Output) -> None:
     """Sort one range's rows in memory (by ``order``, nulls last) and append them to ``out``."""
     data = pq.read_table(part, schema=SCHEMA)
-    idx = pc.sort_indices(
-        data.select(order), [(c, "ascending") for c in order], null_placement="at_end"
-    )
+    idx = pc.sort_indices(data.select(order), [(c, "ascending", "at_end") for c in order])
     step = catalog_table._ROW_GROUP
     for start in range(0, len(idx), step):
         out.write(data.take(idx[start : start + step]))
