@@ -102,3 +102,27 @@ print(type(df).__module__, df.to_dict("records"))
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "pandas [{'Modality': 'CT', 't': True}]"
+
+
+def test_a_bad_query_exits_1_and_names_the_option(tmp_path):
+    """sql, show, patches and thumbnails: a query DuckDB refuses is exit 1 with its message."""
+    from corpus import sample_file
+    from pixels.cli import main
+
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copy(sample_file("CT_small.dcm"), src / "ct.dcm")
+    table = str(tmp_path / "cat")
+    runner = CliRunner()
+    assert runner.invoke(main, ["catalog", str(src), "-t", table, "-w", "0", "-q"]).exit_code == 0
+    for args, prefix in (
+        (["sql", "-t", table, "SELEC 1"], "SQL error: "),
+        (["show", "-t", table, "--where", "nope nope", "-O", str(tmp_path / "s.png")], None),
+        (["patches", "-t", table, "--where", "nope nope", "-O", str(tmp_path / "p")], None),
+        (["thumbnails", "-t", table, "--where", "nope nope", "-w", "0"], None),
+    ):
+        res = runner.invoke(main, args)
+        assert res.exit_code == 1, (args, res.output)
+        want = prefix or "SQL error in --where: "
+        assert res.output.startswith(want + "Parser Error: syntax error at or near"), res.output
+        assert not (tmp_path / "s.png").exists() and not (tmp_path / "p").exists()

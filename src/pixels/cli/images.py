@@ -8,6 +8,7 @@ import click
 
 from pixels.cli.options import (
     TABLE_OPTION,
+    exit_on_error,
     keep_pandas_out,
     parse_storage_options,
     storage_option,
@@ -39,7 +40,6 @@ def thumbnails_cmd(
 ) -> None:
     """Make thumbnails for cataloged rows that lack one (only the frame shown is read)."""
     from pixels.dicom.record import RecordOptions
-    from pixels.errors import PixelsError, QueryError
     from pixels.table import CatalogTable
     from pixels.thumbnails import run_thumbnails
 
@@ -50,16 +50,10 @@ def thumbnails_cmd(
         thumbnail_format=fmt,
         storage_options=parse_storage_options(storage_option),
     )
-    try:
+    with exit_on_error():
         stats = run_thumbnails(
             CatalogTable(table), where=where, force=force, workers=workers, options=opts
         )
-    except QueryError as e:
-        click.echo(f"SQL error in --where: {e}", err=True)
-        sys.exit(1)
-    except PixelsError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(2)
     click.echo(
         f"thumbnails: {stats.made:,} made · {stats.errors:,} errors · {stats.rows:,} rows in "
         f"{stats.files:,} data files rewritten · {stats.conflicts:,} skipped (changed meanwhile) · "
@@ -79,13 +73,12 @@ def show_cmd(table: str, where: str | None, out: str, limit: int, columns: int, 
     """Write a contact sheet of the selected rows' thumbnails (made on the fly where missing)."""
     from pixels.dicom.contact import Tile, contact_sheet
     from pixels.dicom.record import RecordOptions, thumbnail_rows
-    from pixels.errors import PixelsError, QueryError
     from pixels.table import CatalogTable
     from pixels.thumbnails import iter_thumbnail_rows
 
     opts = RecordOptions(thumbnails=True, thumbnail_size=size, thumbnail_format="png")
     tiles = []
-    try:
+    with exit_on_error():
         for row in iter_thumbnail_rows(CatalogTable(table), where, limit):
             image = row.get("thumbnail")
             if image is None and row.get("frame_offsets") and not row.get("error"):
@@ -100,12 +93,6 @@ def show_cmd(table: str, where: str | None, out: str, limit: int, columns: int, 
                 if v
             )
             tiles.append(Tile(image, caption or row["path"]))
-    except QueryError as e:
-        click.echo(f"SQL error in --where: {e}", err=True)
-        sys.exit(1)
-    except PixelsError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(2)
     if not tiles:
         click.echo("no rows match", err=True)
         sys.exit(1)
@@ -155,10 +142,9 @@ def patches_cmd(
 ) -> None:
     """Cut the selected images into patches (rows with source, frame, x, y and the pixels)."""
     from pixels.catalog import Catalog
-    from pixels.errors import PixelsError, QueryError
     from pixels.patching import write_patches
 
-    try:
+    with exit_on_error():
         stats = write_patches(
             Catalog(table),
             out,
@@ -171,12 +157,6 @@ def patches_cmd(
             fmt=fmt,
             frames=frames,
         )
-    except QueryError as e:
-        click.echo(f"SQL error in --where: {e}", err=True)
-        sys.exit(1)
-    except PixelsError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(2)
     click.echo(
         f"patches: {stats['patches']:,} from {stats['files']:,} files · {stats['errors']:,} errors · "
         f"{stats['seconds']:.1f} s -> {out}",

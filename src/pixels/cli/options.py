@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import click
@@ -11,6 +12,7 @@ import click
 __all__ = [
     "DEFAULT_TABLE",
     "TABLE_OPTION",
+    "exit_on_error",
     "keep_pandas_out",
     "parse_storage_options",
     "print_error",
@@ -81,3 +83,22 @@ def keep_pandas_out() -> None:
                 sys.meta_path.remove(finder)
 
     click.get_current_context().call_on_close(restore)
+
+
+@contextlib.contextmanager
+def exit_on_error(sql: str = "SQL error in --where") -> Iterator[None]:
+    """Errors of a command's work as exit codes, the message on stderr.
+
+    A bad query (:class:`~pixels.errors.QueryError`) exits 1 with ``{sql}: message``;
+    any other :class:`~pixels.errors.PixelsError` exits 2 with ``error: message``.
+    """
+    from pixels.errors import PixelsError, QueryError
+
+    try:
+        yield
+    except QueryError as e:
+        click.echo(f"{sql}: {e}", err=True)
+        sys.exit(1)
+    except PixelsError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from pixels.cli.options import TABLE_OPTION, parse_storage_options, storage_option
+from pixels.cli.options import TABLE_OPTION, exit_on_error, parse_storage_options, storage_option
 
 __all__ = ["sql_cmd"]
 
@@ -42,18 +42,11 @@ def sql_cmd(
 ) -> None:
     """Run a DuckDB QUERY over the view object_catalog."""
     from pixels.catalog import Catalog
-    from pixels.errors import PixelsError, QueryError
 
-    try:
+    with exit_on_error("SQL error"):
         result = Catalog(table, storage_options=parse_storage_options(storage_option)).sql_arrow(
             query
         )
-    except QueryError as e:
-        click.echo(f"SQL error: {e}", err=True)
-        sys.exit(1)
-    except PixelsError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(2)
     _write_result(result, fmt, output, max_rows)
 
 
