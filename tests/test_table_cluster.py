@@ -81,8 +81,14 @@ def test_cluster_writes_ranges_of_studies_a_point_look_up_prunes(
     Catalog(catalog).catalog(str(tmp_path / "in"), workers=0, commit_rows=5)
     before = _rows(catalog)
     version = DeltaTable(catalog).version()
+    # a clustering killed midway left its temporary ranges: the next one removes them
+    stale = tmp_path / "catalog" / "_pixels" / "tmp" / "cluster-killed"
+    stale.mkdir(parents=True)
+    (stale / "range-000000.parquet").write_bytes(b"PAR1")
     metrics = Catalog(catalog).optimize(cluster=True)
     assert _rows(catalog) == before
+    assert not stale.exists()
+    assert not list((tmp_path / "catalog").glob("*.tmp"))
     dt = DeltaTable(catalog)
     assert dt.version() == version + 1  # one commit: old files out, sorted ones in
     adds = pa.table(dt.get_add_actions(flatten=True)).to_pylist()

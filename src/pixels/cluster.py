@@ -275,6 +275,10 @@ def _cluster_locked(table: CatalogTable, dt: DeltaTable, columns: list[str]) -> 
     total = sum(pq.read_metadata(f).num_rows for f in files)
     base = os.path.join(root, LOCK_DIR, "tmp")
     os.makedirs(base, exist_ok=True)
+    # what a clustering killed midway left (this one holds the writer lock: no other runs)
+    for name in os.listdir(base):
+        if name.startswith("cluster-"):
+            shutil.rmtree(os.path.join(base, name), ignore_errors=True)
     tmp = tempfile.mkdtemp(prefix="cluster-", dir=base)
     out = _Output(root, columns)
     try:
