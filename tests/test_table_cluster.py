@@ -149,3 +149,21 @@ def test_cluster_writes_ranges_of_studies_a_point_look_up_prunes(
         assert got == sorted(r[0] for r in full.execute(sql, params).fetchall()), sql
     assert len(cat.sql_arrow(query, [study])) == 6
     assert len(cat.sql_arrow(query, ["9.9.9"])) == 0
+    # a table another writer made, with statistics of every column (a date among them)
+    from deltalake import write_deltalake
+
+    rows = cat.sql_arrow("SELECT * FROM object_catalog ORDER BY StudyInstanceUID")
+    other = str(tmp_path / "other")
+    write_deltalake(other, rows.slice(0, 18))
+    write_deltalake(other, rows.slice(18), mode="append")
+    day = rows["StudyDate"][0].as_py()
+    for sql, params in (
+        ("SELECT count(*) FROM object_catalog WHERE StudyDate = ?", [str(day)]),
+        ("SELECT count(*) FROM object_catalog WHERE StudyInstanceUID = ?", [study]),
+        ("SELECT count(*) FROM object_catalog WHERE Modality = 'CT'", []),
+    ):
+        full = duckdb.connect()
+        Catalog(other).table.scan().register(full)
+        want = full.execute(sql, params).fetchall()[0][0]
+        assert want > 0
+        assert Catalog(other).sql_arrow(sql, params).column(0).to_pylist() == [want], sql

@@ -178,7 +178,11 @@ def _pruned(
     for col, values in wanted.items():
         lo, hi = names.get(f"min.{col}"), names.get(f"max.{col}")
         if lo and hi:
-            ranges.append((adds[lo].to_pylist(), adds[hi].to_pylist(), values))
+            los, his = adds[lo].to_pylist(), adds[hi].to_pylist()
+            # string statistics only (a date or number compared with a string is
+            # DuckDB's cast to make, not a range test here)
+            if all(v is None or isinstance(v, str) for v in [*los, *his]):
+                ranges.append((los, his, values))
     if not ranges:
         return scan
     root = table.uri.rstrip("/") + "/"
