@@ -20,11 +20,13 @@ segments) copied N times along its normal (tests/ml/series.py), cataloged, serve
      widens the window: the region grows);
    - *background*: background clicks inside the region, each cutting it.
 
-   The sequence runs against the click code of ``--baseline`` (a git revision: its
-   ``src/`` exported and served by a child process) and the current ``src/``, one after
-   the other, ``--rounds`` times; each child is a fresh server (the first click reads
-   the volume). Every answer of both is hashed: the answers must be the same bytes.
-   Medians and p90 per kind of click, and the load average before and after each run.
+   The sequence runs against a server of ``--baseline`` (a git revision: its ``src/``
+   exported) and one of the current ``src/``, each a fresh child process (the first
+   click reads the volume), one after the other, ``--rounds`` times. The client is this
+   process, apart from the server as the browser is (not sharing its interpreter
+   lock while the 26 MB answers cross). Every answer of
+   both is hashed: the answers must be the same bytes. Medians and p90 per kind of
+   click, and the load average before and after each run.
 
     nice -n 10 python bench/bench_monailabel.py --slices 100 --clicks 5 --rounds 2
 """
@@ -82,16 +84,14 @@ def _p90(values: list[float]) -> float:
     return s[min(len(s) - 1, round(0.9 * (len(s) - 1)))]
 
 
-def run_clicks(slices: int, clicks: int) -> dict[str, Any]:
-    """One server, the click sequence of the module docstring: seconds and answer hashes."""
+def run_clicks(url: str, slices: int, clicks: int) -> dict[str, Any]:
+    """The click sequence of the module docstring against the server at ``url``: seconds
+    and answer hashes."""
     import httpx
     import numpy as np
     import pydicom
 
-    from pixels.web import create_app, monailabel
-    from web.conftest import running
-
-    folder, table = _data(slices)
+    folder, _ = _data(slices)
     ds = pydicom.dcmread(next(folder.glob("*.dcm")))
     series = ds.SeriesInstanceUID
     # every slice is this one (ramp=0): the volume is hu[x, y] on each z
@@ -123,35 +123,33 @@ def run_clicks(slices: int, clicks: int) -> dict[str, Any]:
     z = slices // 2
     fg = [[cols // 2, rows // 2, z]]
     v0 = float(hu[cols // 2, rows // 2])
-    with running(create_app(str(table), viewer=False)) as url:
-        monailabel.warm().join()
-        out["first"], region = infer(fg, [])
-        times: dict[str, list[float]] = {k: [] for k in KINDS}
-        same = np.argwhere(hu == v0)
-        d = ((same - [cols // 2, rows // 2]) ** 2).sum(axis=1)
-        same = same[np.argsort(d, kind="stable")]
-        for k in range(clicks):  # spread from the centre outwards
-            x, y = same[(k + 1) * (len(same) - 1) // (clicks + 1)]
-            fg.append([int(x), int(y), (z + 13 * (k + 1)) % slices])
-            times["same_value"].append(infer(fg, [])[0])
-        lo = hi = v0
-        for k in range(clicks):  # below then above the range clicked so far
-            target = lo - 25 if k % 2 else hi + 25
-            values = np.unique(hu)
-            target = float(values[np.argmin(np.abs(values - target))])
-            fg.append(nearest(target, k))
-            lo, hi = min(lo, target), max(hi, target)
-            seconds, region = infer(fg, [])
-            times["new_value"].append(seconds)
-        bg: list[list[int]] = []
-        for k in range(clicks):  # inside the region, at growing distances from the centre
-            inside = np.argwhere(region[:, :, z])
-            d = ((inside - [cols // 2, rows // 2]) ** 2).sum(axis=1)
-            x, y = inside[np.argsort(d, kind="stable")[(k + 1) * (len(inside) - 1) // (clicks + 2)]]
-            bg.append([int(x), int(y), z])
-            seconds, region = infer(fg, bg)
-            times["background"].append(seconds)
-        out["voxels"] = int(region.sum())
+    out["first"], region = infer(fg, [])
+    times: dict[str, list[float]] = {k: [] for k in KINDS}
+    same = np.argwhere(hu == v0)
+    d = ((same - [cols // 2, rows // 2]) ** 2).sum(axis=1)
+    same = same[np.argsort(d, kind="stable")]
+    for k in range(clicks):  # spread from the centre outwards
+        x, y = same[(k + 1) * (len(same) - 1) // (clicks + 1)]
+        fg.append([int(x), int(y), (z + 13 * (k + 1)) % slices])
+        times["same_value"].append(infer(fg, [])[0])
+    lo = hi = v0
+    for k in range(clicks):  # below then above the range clicked so far
+        target = lo - 25 if k % 2 else hi + 25
+        values = np.unique(hu)
+        target = float(values[np.argmin(np.abs(values - target))])
+        fg.append(nearest(target, k))
+        lo, hi = min(lo, target), max(hi, target)
+        seconds, region = infer(fg, [])
+        times["new_value"].append(seconds)
+    bg: list[list[int]] = []
+    for k in range(clicks):  # inside the region, at growing distances from the centre
+        inside = np.argwhere(region[:, :, z])
+        d = ((inside - [cols // 2, rows // 2]) ** 2).sum(axis=1)
+        x, y = inside[np.argsort(d, kind="stable")[(k + 1) * (len(inside) - 1) // (clicks + 2)]]
+        bg.append([int(x), int(y), z])
+        seconds, region = infer(fg, bg)
+        times["background"].append(seconds)
+    out["voxels"] = int(region.sum())
     out.update(times)
     out["load_after"] = _load()
     return out
@@ -175,17 +173,41 @@ def _export(rev: str) -> str:
     return str(dest / "src")
 
 
+def serve(slices: int, url_file: str) -> None:
+    """A server over the bench table (the ``src`` of ``PIXELS_BENCH_SRC``), its models
+    loaded; its URL written to ``url_file``; it stops when stdin closes."""
+    from pixels.web import create_app, monailabel
+    from web.conftest import running
+
+    _, table = _data(slices)
+    with running(create_app(str(table), viewer=False)) as url:
+        monailabel.warm().join()  # models loaded, as a server a few seconds after start
+        Path(url_file).write_text(url)
+        sys.stdin.read()
+
+
 def _child(src: str, slices: int, clicks: int) -> dict[str, Any]:
-    with tempfile.NamedTemporaryFile(suffix=".json") as fh:
+    """The clicks from this process against a server of ``src`` in a child process (the
+    client apart, as the browser is: in one process they shared the interpreter lock)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        url_file = Path(tmp) / "url"
         env = {**os.environ, "PIXELS_BENCH_SRC": src}
         env.pop("PYTHONPATH", None)
-        subprocess.run(
-            [sys.executable, __file__, "--child", fh.name, "--slices", str(slices),
-             "--clicks", str(clicks)],
-            env=env, check=True,
+        server = subprocess.Popen(
+            [sys.executable, __file__, "--serve", str(url_file), "--slices", str(slices)],
+            env=env, stdin=subprocess.PIPE,
         )  # fmt: skip
-        result: dict[str, Any] = json.loads(Path(fh.name).read_text())
-        return result
+        try:
+            deadline = time.monotonic() + 300
+            while not url_file.exists() or not url_file.read_text():
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the server of {src} did not start")
+                time.sleep(0.1)
+            return run_clicks(url_file.read_text(), slices, clicks)
+        finally:
+            assert server.stdin is not None
+            server.stdin.close()
+            server.wait(60)
 
 
 def tissue(slices: int) -> dict[str, float]:
@@ -224,11 +246,11 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--baseline", default=BASELINE, help="git revision to compare with")
     ap.add_argument("--no-tissue", action="store_true", help="skip the ct-tissue part")
-    ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--serve", help=argparse.SUPPRESS)
     ap.add_argument("--out", default=str(HERE / "results" / "monailabel.json"))
     a = ap.parse_args()
-    if a.child:
-        Path(a.child).write_text(json.dumps(run_clicks(a.slices, a.clicks)))
+    if a.serve:
+        serve(a.slices, a.serve)
         return
 
     results: dict[str, Any] = {"machine": machine_info(), "shape": [512, 512, a.slices]}
