@@ -235,6 +235,8 @@ class Measured:
     other_cores: float = 0.0
     peak_pss_mb: float = 0.0
     harness_cpu: float = 0.0
+    #: CPU seconds of the command's own process (the rest of ``cpu_seconds``: its descendants).
+    root_cpu: float = 0.0
 
 
 def run_measured(
@@ -281,6 +283,7 @@ def run_measured(
         other,
         sampler.peak_pss_mb,
         harness,
+        sampler.cpu_by_pid.get(proc.pid, 0.0),
     )
 
 

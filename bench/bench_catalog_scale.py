@@ -40,8 +40,9 @@ Three steps, each its own sub-command (the corpus outlives the runs):
 
 ``pipeline N``
     CPU per file of the whole ``pixels catalog -w 2`` (parent and workers, the
-    Delta table written) on ``--sample`` files of the corpus (whole series,
-    hard-linked into a scratch folder), alternating with ``--before REV``.
+    Delta table written; the parent's own share apart) on ``--sample`` files of
+    the corpus (whole series, hard-linked into a scratch folder), alternating
+    with ``--before REV``; checks that every variant wrote the same rows.
 
 ``noop N``
     The no-op re-run alone, A/B: ``pixels catalog ROOT/N -w 2 -q`` over a table
@@ -242,6 +243,20 @@ def _table_check(table: Path) -> dict[str, Any]:
     )
     rows, paths, errors = con.execute(q, [list(uris)] if uris else []).fetchone()  # type: ignore[misc]
     return {"rows": rows, "distinct_paths": paths, "errors": errors, "data_files": len(uris)}
+
+
+def _rows_digest(table: Path) -> str:
+    """SHA-1 of the table's rows (every column but ``cataloged_at``), ordered by path."""
+    import duckdb
+    from deltalake import DeltaTable
+
+    con = duckdb.connect()
+    rel = con.execute("SELECT * EXCLUDE (cataloged_at) FROM read_parquet(?) ORDER BY path",
+                      [list(DeltaTable(str(table)).file_uris())])  # fmt: skip
+    h = hashlib.sha1()
+    while batch := rel.fetchmany(1000):
+        h.update(repr(batch).encode())
+    return h.hexdigest()
 
 
 def _committed(table: Path) -> int:
@@ -489,6 +504,9 @@ def pipeline(files: int, sample: int, rounds: int, before: str | None) -> dict[s
             subprocess.run(["tar", "-x", "-C", str(export)], input=archive.stdout, check=True)
             variants[f"pixels@{before}"] = str(export / "src")
         got: dict[str, list[float]] = {k: [] for k in variants}
+        parent: dict[str, list[float]] = {k: [] for k in variants}
+        wall: dict[str, list[float]] = {k: [] for k in variants}
+        digests: dict[str, set[str]] = {k: set() for k in variants}
         for r in range(rounds):
             for name, path in variants.items():
                 table = work / f"t-{r}-{len(got[name])}-{name.replace('@', '-')}"
@@ -497,8 +515,14 @@ def pipeline(files: int, sample: int, rounds: int, before: str | None) -> dict[s
                 if m.returncode:
                     raise SystemExit(f"{name} failed: {m.stderr[-2000:]}")
                 got[name].append(round(m.cpu_seconds / n * 1e3, 4))
+                parent[name].append(round(m.root_cpu / n * 1e3, 4))
+                wall[name].append(round(m.seconds, 1))
+                digests[name].add(_rows_digest(table))
                 shutil.rmtree(table, ignore_errors=True)
-        out: dict[str, Any] = {"files": n, "cpu_ms_per_file": got}
+        out: dict[str, Any] = {"files": n, "cpu_ms_per_file": got,
+                               "parent_cpu_ms_per_file": parent, "wall_s": wall}  # fmt: skip
+        # the same rows, whatever the code: every column but cataloged_at, row for row
+        out["same_rows"] = len(set().union(*digests.values())) == 1
         if before:
             out[f"pixels@{before}/pixels"] = round(
                 min(got[f"pixels@{before}"]) / min(got["pixels"]), 2

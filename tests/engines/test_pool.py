@@ -24,7 +24,7 @@ import pytest
 from corpus import copy_tree, readable_dicom_files, sample_file
 from pixels import Catalog
 from pixels.dicom.record import RecordOptions, catalog_record
-from pixels.engines.pool import FilePool, Item, parse_size
+from pixels.engines.pool import FilePool, Item, chunks, parse_size
 from pixels.sources import ArchiveLimits, iter_files
 from pixels.sources.local import make_ref
 
@@ -183,6 +183,23 @@ def test_worker_memory_is_bounded(tmp_path: Path) -> None:
         assert rows[name]["error"] is None and rows[name]["SOPInstanceUID"]
     again = cat.catalog(src, workers=1, worker_memory=320 << 20, limits=limits)
     assert again.processed == 0
+
+
+def test_tasks_grow_and_carry_every_file_once(tmp_path: Path) -> None:
+    """Tasks start small (a small run reaches every worker) and grow to the cap; every
+    file of the listing is in exactly one task, in listing order, and gets its row."""
+    real = readable_dicom_files(CT.parent)[:10]
+    files = [f for k in range(15) for f in copy_tree(real, tmp_path / "data" / f"{k:02d}")]
+    items: list[Item] = [(r, False) for r in iter_files(str(tmp_path / "data"))]
+    assert len(items) == 150
+    tasks = list(chunks(items, size=40, first=8))
+    assert [len(t) for t in tasks] == [8, 8, 16, 16, 32, 32, 38]
+    assert [it for t in tasks for it in t] == items
+    assert [len(t) for t in chunks(items[:5], size=4, first=16)] == [4, 1]  # first <= size
+    with FilePool(2, RecordOptions(), memory_limit=None) as pool:
+        got = [row for _, batch in pool.run(tasks) for row in batch.to_pylist()]
+    assert sorted(r["path"] for r in got) == sorted(str(f) for f in files)
+    assert all(r["error"] is None and r["meta"] for r in got)
 
 
 def test_parse_size() -> None:

@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 from pixels.dicom.notices import warning_kind
 from pixels.engines import worker
 from pixels.engines.options import CatalogOptions
-from pixels.engines.pool import FilePool
+from pixels.engines.pool import CHUNK_FILES, FilePool, chunks
 from pixels.sources import RefBatch, iter_file_batches
 from pixels.sources.local import stored_path
 from pixels.sources.ref import FileRef
@@ -161,7 +161,7 @@ def run_catalog(
     table: CatalogTable,
     config: CatalogOptions | None = None,
     *,
-    chunk_files: int = 64,
+    chunk_files: int = CHUNK_FILES,
     commit_bytes: int = 32 << 20,
     lookup_files: int = 20_000,
     progress: ProgressCallback | None = None,
@@ -181,7 +181,7 @@ def run_catalog(
         retry_errors, worker_memory, commit_rows (default 2000), commit_seconds
         (default 30)); the same options the watch loop takes.
     chunk_files : int
-        Files per task sent to a worker.
+        Files per task sent to a worker (the first tasks are smaller: :func:`chunks`).
     commit_bytes : int
         Also commit when this many bytes are pending (bounds memory and lost work).
     lookup_files : int
@@ -290,7 +290,7 @@ def run_catalog(
         else:
             with FilePool(n_workers, opts, memory_limit=worker_memory) as pool:
                 # workers start on the first file to read: a no-op re-run starts none
-                for items, batch in pool.run(_chunks(todo_refs, chunk_files)):
+                for items, batch in pool.run(chunks(todo_refs, chunk_files)):
                     take(batch, {r.path for r, c in items if c})
         if pending:
             writer.put(pending, pending_replace)

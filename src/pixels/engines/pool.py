@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
 
@@ -55,6 +55,42 @@ _UNITS = {"k": 1 << 10, "m": 1 << 20, "g": _GiB, "t": 1 << 40}
 
 #: A file to read and whether its path is already in the table (carried through).
 Item = tuple[FileRef, bool]
+_T = TypeVar("_T")
+
+#: Files per task of a long run (:func:`chunks`): one IPC message each way per task.
+CHUNK_FILES = 256
+#: Files in the first tasks of a run, so that a small run still spreads over the workers.
+FIRST_CHUNK = 16
+
+
+def chunks(
+    items: Iterable[_T], size: int = CHUNK_FILES, first: int = FIRST_CHUNK
+) -> Iterator[list[_T]]:
+    """``items`` in lists (tasks) that grow from ``first`` to ``size``, in order.
+
+    The k-th list holds ``min(size, first * 2 ** (k // 2))`` items (the last one
+    fewer): a run of a few hundred files is still spread over the workers, and a
+    long run sends few large messages (each task costs the parent a future, a
+    pickled request, an unpickled batch and a bookkeeping step, whatever its size).
+
+    Examples
+    --------
+    >>> [len(c) for c in chunks(range(200), size=64, first=16)]
+    [16, 16, 32, 32, 64, 40]
+    """
+    first = max(1, min(first, size))
+    buf: list[_T] = []
+    n = 0
+    want = first
+    for item in items:
+        buf.append(item)
+        if len(buf) >= want:
+            yield buf
+            buf = []
+            n += 1
+            want = min(size, first << (n // 2))
+    if buf:
+        yield buf
 
 
 def parse_size(text: str) -> int:
