@@ -284,7 +284,8 @@ def run_catalog(
 
     try:
         if n_workers <= 0:
-            for chunk in _chunks(todo_refs, chunk_files):
+            # no message to save in this process: batches of 64 commit as often as before
+            for chunk in _chunks(todo_refs, min(chunk_files, 64)):
                 changed = {r.path for r, c in chunk if c}
                 take(worker.run([r for r, _ in chunk], opts), changed)
         else:
