@@ -264,7 +264,9 @@ for arg in sys.argv[4:]:  # previous code of a handler module (name=file from gi
     spec.loader.exec_module(old)
     setattr(app_module, name, old)
 app = app_module.create_app(sys.argv[1], token="", storage_root=sys.argv[3], viewer=False)
-uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning", access_log=False)
+config = app_module.server_config(app, "127.0.0.1", int(sys.argv[2]), "warning")
+config.access_log = False
+uvicorn.Server(config).run()
 """
 #: The last commit whose STOW-RS read each part twice (the check, then the catalog row
 #: from the stored file) and spooled every body to a file, and whose QIDO-RS ran each
@@ -601,28 +603,43 @@ def stow_load(url: str, table: Path, rate: int, seconds: int) -> dict[str, Any]:
                 time.sleep(0.2)
 
     async def run() -> tuple[list[float], list[int]]:
-        limits = httpx.Limits(max_connections=400, max_keepalive_connections=400)
-        async with httpx.AsyncClient(
-            base_url=f"{url}/dicomweb", timeout=600, limits=limits
-        ) as client:
-            lat: list[float] = []
-            codes: list[int] = []
+        # Open loop: request i is due at start + i / rate, whatever the answers before it.
+        # A fixed set of senders, each with one connection, takes the due requests in
+        # turn; latency counts from the due time (a request waiting for a free sender
+        # counts as slow). One shared client with a task per request (the previous way)
+        # spent its CPU in httpx's pool, which scans every waiting request against every
+        # connection at each change: on a loaded machine the client fell behind, left
+        # answers unread until the server closed the idle connections (uvicorn's 5 s
+        # keep-alive), then sent on a closed one: the ``httpx.ReadError`` of the 100k run.
+        lat: list[float] = []
+        codes: list[int] = []
+        due: asyncio.Queue[tuple[float, bytes] | None] = asyncio.Queue()
+        senders = min(len(bodies), max(8, rate * 2))
 
-            async def one(body: bytes) -> None:
-                t0 = time.perf_counter()
-                r = await client.post("/studies", content=body, headers=STOW_HEADERS)
-                lat.append(time.perf_counter() - t0)
-                codes.append(r.status_code)
+        async def sender() -> None:
+            # idle connections are given up well before the server's 5 s keep-alive ends
+            limits = httpx.Limits(max_connections=1, keepalive_expiry=2.0)
+            async with httpx.AsyncClient(
+                base_url=f"{url}/dicomweb", timeout=600, limits=limits
+            ) as client:
+                while (item := await due.get()) is not None:
+                    when, body = item
+                    r = await client.post("/studies", content=body, headers=STOW_HEADERS)
+                    lat.append(time.perf_counter() - when)
+                    codes.append(r.status_code)
 
-            tasks = []
-            start = time.perf_counter()
-            for i, body in enumerate(bodies):
-                delay = start + i / rate - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                tasks.append(asyncio.create_task(one(body)))
-            await asyncio.gather(*tasks)
-            return lat, codes
+        workers = [asyncio.create_task(sender()) for _ in range(senders)]
+        start = time.perf_counter()
+        for i, body in enumerate(bodies):
+            when = start + i / rate
+            delay = when - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            due.put_nowait((when, body))
+        for _ in workers:
+            due.put_nowait(None)
+        await asyncio.gather(*workers)
+        return lat, codes
 
     t = threading.Thread(target=probe, daemon=True)
     t.start()
@@ -647,6 +664,7 @@ def stow_load(url: str, table: Path, rate: int, seconds: int) -> dict[str, Any]:
         "rate_asked_per_s": rate,
         "wall_s": round(wall, 1),
         "achieved_per_s": round(n / wall, 1),
+        "senders": min(n, max(8, rate * 2)),
         "status_200": codes.count(200),
         "stored_in_table": len(held),
         "lost": n - len(held),
@@ -709,6 +727,99 @@ def bench_sql(table: Path, facts: dict[str, Any], cluster: bool) -> dict[str, An
     return out
 
 
+#: The last commit whose index update looked up every touched SOP hash in every row.
+COMMIT_OLD = "1e7c968"
+
+COMMIT_RUN = """
+import importlib.util, json, os, subprocess, sys, time
+from pathlib import Path
+import numpy as np
+import pyarrow as pa
+from make_big_table import Generator, Templates
+from pixels.table import CatalogTable
+from pixels.web import index as index_mod
+from pixels.web import index_tables as new_tables
+table, pool, old_file, rounds = sys.argv[1], Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+spec = importlib.util.spec_from_file_location("old_index_tables", old_file)
+old_tables = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(old_tables)
+
+class Old:  # the previous update, called as the index calls the new one
+    FORMAT = new_tables.FORMAT
+    SCHEMA_SQL = new_tables.SCHEMA_SQL
+    @staticmethod
+    def apply(cur, *a, keys, stats=None, **k):
+        return old_tables.apply(cur, *a, **k)
+
+ix = index_mod.TableIndex(CatalogTable(table))
+ix.current()
+assert ix.keys.ready()
+gen = Generator(Templates(pool), pool, seed=int(time.time()))
+out = {"old": [], "new": []}
+for r in range(rounds):
+    kind = "new" if r % 2 == 0 else "old"
+    parts, n = [], 0
+    while n < 10_000:
+        rows = gen.rows(gen.study())
+        parts.append(rows)
+        n += rows.num_rows
+    last = parts[-1]["StudyInstanceUID"][0].as_py()
+    CatalogTable(table).append(pa.concat_tables(parts))
+    index_mod.index_tables = new_tables if kind == "new" else Old
+    t0 = time.perf_counter()
+    snap = ix.current()
+    found = snap.rows("SELECT n_inst FROM study_sum WHERE StudyInstanceUID = ?", [last])
+    dt = time.perf_counter() - t0
+    assert found, last
+    index_mod.index_tables = new_tables
+    if kind == "old":  # its rows' hashes, for the next new update
+        ix.keys.load(ix.con, background=False)
+    out[kind].append({"rows": n, "update_and_query_ms": round(dt * 1e3, 1),
+                      "load": round(os.getloadavg()[0], 2)}
+                     | {k: ix.last_update.get(k) for k in ("sop_lookups", "files_read", "commit_ms")})
+    print(kind, json.dumps(out[kind][-1]), file=sys.stderr, flush=True)
+print(json.dumps(out))
+"""
+
+
+def bench_commit(table: Path, pool: str, rounds: int, *, copy: bool = True) -> dict[str, Any]:
+    """A commit of about 10k generated rows by another writer, then the index update and
+    a study look-up that finds them, in process on a saved index: this update and the
+    previous one (``git show {COMMIT_OLD}:src/pixels/web/index_tables.py``: every
+    touched SOP hash looked up in every row), rounds alternated on one copy."""
+    work = copy_table(table, WORK_DIR / f"scale_commit_{table.name}") if copy else table
+    old = WORK_DIR / "old_web" / f"index_tables_{COMMIT_OLD}.py"
+    old.parent.mkdir(parents=True, exist_ok=True)
+    old.write_text(
+        subprocess.run(
+            ["git", "show", f"{COMMIT_OLD}:src/pixels/web/index_tables.py"],
+            cwd=BENCH.parent,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    try:
+        res = subprocess.run(
+            python_cmd("-c", COMMIT_RUN, str(work), pool, str(old), str(rounds)),
+            capture_output=True,
+            text=True,
+            env=env,
+        )
+        if res.returncode:
+            raise RuntimeError(res.stderr[-3000:])
+        runs = json.loads(res.stdout.strip().splitlines()[-1])
+    finally:
+        if copy:
+            shutil.rmtree(work, ignore_errors=True)
+    out: dict[str, Any] = {"runs": runs}
+    for kind in ("old", "new"):
+        out[kind] = pct([r["update_and_query_ms"] / 1e3 for r in runs[kind]])
+    out["ratio_p50_old_vs_new"] = round(out["old"]["p50_ms"] / out["new"]["p50_ms"], 2)
+    return out
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -730,6 +841,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stow-seconds", type=int, default=60)
     ap.add_argument("--stow-at", type=int, nargs="*", default=None, help="sizes with a STOW load")
     ap.add_argument("--cluster-max", type=int, default=1_000_000)
+    ap.add_argument("--commit-rounds", type=int, default=6, help="10k-row commits (--only commit)")
     ap.add_argument("--only", nargs="*", default=["index", "server", "sql"])
     ap.add_argument("--out", type=Path, default=RESULTS / "scale.json")
     args = ap.parse_args(argv)
@@ -759,6 +871,9 @@ def main(argv: list[str] | None = None) -> int:
         if "qido" in args.only:
             entry["qido_old_vs_new"] = bench_qido(table)
             print(rows, "qido", json.dumps(entry["qido_old_vs_new"]), flush=True)
+        if "commit" in args.only:
+            entry["commit_old_vs_new"] = bench_commit(table, facts["pool"], args.commit_rounds)
+            print(rows, "commit", json.dumps(entry["commit_old_vs_new"]), flush=True)
         if "stow" in args.only:
             entry["stow_old_vs_new"] = bench_stow(table, args.stow_rate, args.stow_seconds)
             print(rows, "stow", json.dumps(entry["stow_old_vs_new"]), flush=True)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from typing import Any
 from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
@@ -36,7 +37,15 @@ from pixels.web.security import (
 )
 from pixels.web.state import DEFAULT_MAX_UPLOAD, PREFIX, WADO_URI, WebState
 
-__all__ = ["create_app", "serve"]
+__all__ = ["KEEP_ALIVE_S", "create_app", "serve", "server_config"]
+
+#: Seconds an idle keep-alive connection is kept open (uvicorn's default: 5). A server
+#: that closes an idle connection first races with the client's next request on it:
+#: httpx keeps idle connections 5 s, browsers a minute or more, and a client that is
+#: slow to read an answer (a loaded machine) sends its next request later still; a
+#: request sent as the server closes gets a connection reset, and a POST (STOW-RS) is
+#: not retried by clients (the ``httpx.ReadError`` of the 100 STOW/s bench).
+KEEP_ALIVE_S = 75
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -198,8 +207,18 @@ def serve(
         allowed_hosts=[*host_names_of(host), *(allowed_hosts or ())],
     )
     check_binding(host, app.state.pixels.token, allow_unauthenticated)
-    config = uvicorn.Config(app, host=host, port=port, log_level=log_level)  # configures logging
+    config = server_config(app, host, port, log_level)  # configures logging
     access = logging.getLogger("uvicorn.access")
     if not any(isinstance(f, RedactTokens) for f in access.filters):
         access.addFilter(RedactTokens())
     uvicorn.Server(config).run()
+
+
+def server_config(app: Starlette, host: str, port: int, log_level: str = "info") -> Any:
+    """The ``uvicorn.Config`` :func:`serve` runs ``app`` with (idle connections kept
+    :data:`KEEP_ALIVE_S` seconds)."""
+    import uvicorn
+
+    return uvicorn.Config(
+        app, host=host, port=port, log_level=log_level, timeout_keep_alive=KEEP_ALIVE_S
+    )
