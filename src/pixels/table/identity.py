@@ -189,7 +189,8 @@ def _new_in(
     retry_errors: bool,
 ) -> Iterator[tuple[FileRef, bool]]:
     """:func:`iter_new` for one group of batches: one look-up, one comparison."""
-    paths = pa.array([p for b in group for p in b.paths], pa.string())
+    chain = itertools.chain.from_iterable
+    paths = pa.array(list(chain(b.paths for b in group)), pa.string())
     existing = table.lookup(paths, uris=snapshot)
     if existing.num_rows == 0:
         for b in group:
@@ -198,13 +199,14 @@ def _new_in(
         return
     # the held row of each listed entry (null where the path is not held)
     held = existing.take(pc.index_in(paths, value_set=existing["path"]))
-    tags: list[str | None] = []
-    for b in group:
-        tags.extend(b.version_tags if b.version_tags is not None else [None] * len(b))
+    if all(b.version_tags is None for b in group):
+        tags = pa.nulls(len(paths), pa.string())
+    else:
+        tags = pa.array(list(chain(b.version_tags or [None] * len(b) for b in group)), pa.string())
     listed = {
-        "length": pa.array([n for b in group for n in b.lengths], pa.int64()),
-        "ms": pa.array([t for b in group for t in b.mtimes_ms], pa.int64()),
-        "tag": pa.array(tags, pa.string()),
+        "length": pa.array(list(chain(b.lengths for b in group)), pa.int64()),
+        "ms": pa.array(list(chain(b.mtimes_ms for b in group)), pa.int64()),
+        "tag": tags,
     }
     same = _same_version(
         listed, held["length"], _floor_ms(held["modificationTime"]), held["version_tag"]
@@ -216,11 +218,11 @@ def _new_in(
     todo = pc.indices_nonzero(pc.invert(same)).to_pylist()
     if not todo:
         return
-    changed = found.to_pylist()
+    changed = found.take(pa.array(todo, pa.int64())).to_pylist()
     starts = list(itertools.accumulate((len(b) for b in group), initial=0))
-    for i in todo:
+    for i, was_held in zip(todo, changed, strict=True):
         k = bisect.bisect_right(starts, i) - 1
-        yield group[k].ref(i - starts[k]), changed[i]
+        yield group[k].ref(i - starts[k]), was_held
 
 
 __all__ = ["iter_new", "one_per_path", "split_by_identity", "sql_string"]
