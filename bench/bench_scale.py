@@ -766,15 +766,16 @@ for r in range(rounds):
     last = parts[-1]["StudyInstanceUID"][0].as_py()
     CatalogTable(table).append(pa.concat_tables(parts))
     index_mod.index_tables = new_tables if kind == "new" else Old
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     snap = ix.current()
     found = snap.rows("SELECT n_inst FROM study_sum WHERE StudyInstanceUID = ?", [last])
-    dt = time.perf_counter() - t0
+    dt, cpu = time.perf_counter() - t0, time.process_time() - c0
     assert found, last
     index_mod.index_tables = new_tables
     if kind == "old":  # its rows' hashes, for the next new update
         ix.keys.load(ix.con, background=False)
     out[kind].append({"rows": n, "update_and_query_ms": round(dt * 1e3, 1),
+                      "cpu_ms": round(cpu * 1e3, 1),
                       "load": round(os.getloadavg()[0], 2)}
                      | {k: ix.last_update.get(k) for k in ("sop_lookups", "files_read", "commit_ms")})
     print(kind, json.dumps(out[kind][-1]), file=sys.stderr, flush=True)
@@ -816,7 +817,9 @@ def bench_commit(table: Path, pool: str, rounds: int, *, copy: bool = True) -> d
     out: dict[str, Any] = {"runs": runs}
     for kind in ("old", "new"):
         out[kind] = pct([r["update_and_query_ms"] / 1e3 for r in runs[kind]])
+        out[kind]["cpu_p50_ms"] = pct([r["cpu_ms"] / 1e3 for r in runs[kind]])["p50_ms"]
     out["ratio_p50_old_vs_new"] = round(out["old"]["p50_ms"] / out["new"]["p50_ms"], 2)
+    out["ratio_cpu_p50_old_vs_new"] = round(out["old"]["cpu_p50_ms"] / out["new"]["cpu_p50_ms"], 2)
     return out
 
 

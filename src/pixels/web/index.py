@@ -17,6 +17,11 @@ build that was stopped resumes at the next chunk. When the file cannot be used
 (a read-only folder, another process holding it, a table on an object store) the
 database is in memory and built at start.
 
+An update's work grows with its commit, not with the table: the rows sharing a
+SOP instance with a new row are looked up only for the hashes that
+:class:`~pixels.web.sopkeys.SopKeys` (the index's SOP hashes, sorted, read in the
+background at start) may hold; the touched series' rows are found by data file.
+
 Each update runs in one DuckDB transaction: requests keep answering from the
 committed state while it runs (DuckDB's MVCC: readers never wait for it), and see
 the whole of a version or none of it (a first build answers its first request
