@@ -8,9 +8,7 @@ build (``python -m pixels.web.monailabel_ohif install``, done by scripts/setup.s
 
 from __future__ import annotations
 
-import io
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +17,6 @@ import httpx
 import numpy as np
 import pydicom
 import pytest
-from PIL import Image
 
 pytest.importorskip("scipy", reason="ct-tissue needs the ml extra")
 
@@ -27,7 +24,7 @@ from ml.series import ct_series
 from pixels import Catalog
 from pixels.ml.volume import read_volume, select_series
 from pixels.web import create_app, monailabel_ohif, nrrd
-from web.browser import chromium
+from web.browser import chromium, coloured_share, open_page, viewport_box, wait_in_log
 from web.conftest import running
 
 needs_build = pytest.mark.skipif(
@@ -84,57 +81,17 @@ def browser() -> Iterator[object]:
         yield ctx
 
 
-def _chromatic(png: bytes, box: dict[str, float]) -> float:
-    """Share of pixels in ``box`` (CSS px) that are coloured, not grey (the CT is grey)."""
-    img = Image.open(io.BytesIO(png)).convert("RGB")
-    crop = img.crop(
-        (
-            int(box["x"]) + 2,
-            int(box["y"]) + 2,
-            int(box["x"] + box["width"]) - 2,
-            int(box["y"] + box["height"]) - 2,
-        )
-    )
-    a = np.asarray(crop, np.int16)
-    spread = a.max(axis=2) - a.min(axis=2)
-    image = a.max(axis=2) > 8  # inside the image, not the black margin
-    return float((spread[image] > 40).mean()) if image.any() else 0.0
-
-
-def _wait(page: Any, log: list[str], what: str, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if any(what in line for line in log):
-            return
-        page.wait_for_timeout(500)
-    raise AssertionError(f"no {what!r} after {seconds} s; console: {log[-30:]}")
-
-
-def _page(browser: Any, log: list[str]) -> Any:
-    page = browser.new_page()
-    page.on("console", lambda m: log.append(f"{m.type}: {m.text}"))
-    page.on("pageerror", lambda e: log.append(f"pageerror: {e}"))
-    page.on("response", lambda r: log.append(f"RESPONSE {r.status} {r.url}"))
-    return page
-
-
 def _connect(page: Any, log: list[str], url: str, study: str, query: str = "") -> None:
     """Open ``study`` in MONAI Label's viewer and press the panel's refresh (connect)."""
     page.goto(url + monailabel_ohif.viewer_url(study) + query, wait_until="domcontentloaded")
     field = page.locator("#monailabelServerURL")
     field.wait_for(timeout=90_000)
     assert field.input_value() == url + "/monailabel/"  # from the server's cookie
-    _wait(page, log, "displaySetsToAllImages", 90)
+    wait_in_log(page, log, "displaySetsToAllImages", 90)
     if page.locator("text=Confirm and Hide").count():
         page.click("text=Confirm and Hide")
     page.click(".monaiLabelPanel .settingsTable button.actionButton")  # refresh
-    _wait(page, log, f"RESPONSE 200 {url}/monailabel/info/", 120)
-
-
-def _axial(page: Any) -> dict[str, float]:
-    box = page.locator("canvas.cornerstone-canvas").first.bounding_box()
-    assert box and box["width"] > 100
-    return box  # type: ignore[no-any-return]
+    wait_in_log(page, log, f"RESPONSE 200 {url}/monailabel/info/", 120)
 
 
 def _run_ct_tissue(page: Any, log: list[str], url: str, series: str) -> bytes:
@@ -146,7 +103,7 @@ def _run_ct_tissue(page: Any, log: list[str], url: str, series: str) -> bytes:
     ) as r:
         page.click("button[title='Run Segmentation']")
     assert r.value.status == 200 and f"image={series}" in r.value.url
-    _wait(page, log, "updated the segmentation's scalar data", 30)
+    wait_in_log(page, log, "updated the segmentation's scalar data", 30)
     page.wait_for_timeout(2000)
     return r.value.body()  # type: ignore[no-any-return]
 
@@ -157,16 +114,16 @@ def test_panel_connects_and_paints_ct_tissue(
     catalog, study, series = ct_study
     log: list[str] = []
     with running(create_app(catalog)) as url:
-        page = _page(browser, log)
+        page = open_page(browser, log, responses=True)
         try:
             _connect(page, log, url, study)
-            box = _axial(page)
+            box = viewport_box(page)
             page.wait_for_timeout(1000)
-            before = _chromatic(page.screenshot(), box)
+            before = coloured_share(page.screenshot(), box)
             _run_ct_tissue(page, log, url, series)
             shot = page.screenshot()
             (tmp_path / "monailabel-ct-tissue.png").write_bytes(shot)
-            after = _chromatic(shot, box)
+            after = coloured_share(shot, box)
             print(f"coloured share of the axial viewport: {before:.3f} before, {after:.3f} after")
             # before: only the viewport's own labels (orientation, date) are coloured
             assert before < 0.05, f"the CT alone is grey: {before:.3f} coloured"
@@ -190,7 +147,7 @@ def _run_points(page: Any, log: list[str], url: str, series: str) -> dict[str, A
     params = body.split(b'name="params"\r\n\r\n', 1)[1].split(b"\r\n--", 1)[0]
     assert r.value.status == 200, (r.value.text(), params)
     assert f"image={series}" in r.value.url
-    _wait(page, log, "updated the segmentation's scalar data", 30)
+    wait_in_log(page, log, "updated the segmentation's scalar data", 30)
     page.wait_for_timeout(2000)
     return {"params": json.loads(params), "labels": nrrd.decode(r.value.body()).array}
 
@@ -203,22 +160,22 @@ def test_foreground_clicks_grow_a_region_background_clicks_shrink_it(
     catalog, study, series = ct_study
     log: list[str] = []
     with running(create_app(catalog)) as url:
-        page = _page(browser, log)
+        page = open_page(browser, log, responses=True)
         try:
             _connect(page, log, url, study)
             page.click("label.tab-label:has-text('Point Prompts')")
             page.wait_for_timeout(1000)
             page.click("tr.clickable-row:has-text('region')")
             page.wait_for_timeout(1000)
-            box = _axial(page)
-            before = _chromatic(page.screenshot(), box)
+            box = viewport_box(page)
+            before = coloured_share(page.screenshot(), box)
             # the soft tissue below the vertebra (the image is centred in the viewport)
             page.mouse.click(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.56)
             page.wait_for_timeout(1000)
             grown = _run_points(page, log, url, series)
             shot = page.screenshot()
             (tmp_path / "monailabel-region.png").write_bytes(shot)
-            region = _chromatic(shot, box)
+            region = coloured_share(shot, box)
             assert len(grown["params"]["foreground"]) == 1 and not grown["params"]["background"]
             print(f"coloured share of the axial viewport: {before:.3f} before, {region:.3f} grown")
             assert before < 0.05 and region > 0.15, (before, region)
@@ -232,7 +189,7 @@ def test_foreground_clicks_grow_a_region_background_clicks_shrink_it(
             cut = _run_points(page, log, url, series)
             shot = page.screenshot()
             (tmp_path / "monailabel-region-cut.png").write_bytes(shot)
-            shrunk = _chromatic(shot, box)
+            shrunk = coloured_share(shot, box)
             assert len(cut["params"]["background"]) == 1, cut["params"]
             assert cut["params"]["foreground"] == grown["params"]["foreground"]
             n_grown, n_cut = int(grown["labels"].sum()), int(cut["labels"].sum())
@@ -280,7 +237,7 @@ def _export_seg(page: Any, log: list[str], url: str) -> None:
     ) as stow:
         page.click("button:has-text('Save')")
     assert stow.value.status == 200, stow.value.text()
-    _wait(page, log, "pixels: DICOM SEG stored", 30)
+    wait_in_log(page, log, "pixels: DICOM SEG stored", 30)
 
 
 def test_export_dicom_seg_lands_in_the_catalog_as_shown(
@@ -295,7 +252,7 @@ def test_export_dicom_seg_lands_in_the_catalog_as_shown(
     catalog, study, series = ordered_study
     log: list[str] = []
     with running(create_app(catalog)) as url:
-        page = _page(browser, log)
+        page = open_page(browser, log, responses=True)
         try:
             _connect(page, log, url, study)
             shown = nrrd.decode(_run_ct_tissue(page, log, url, series)).array
@@ -358,14 +315,14 @@ def test_with_a_token_the_panel_and_the_viewer_work(
     log: list[str] = []
     with running(create_app(catalog, token=TOKEN)) as url:
         assert httpx.get(f"{url}/monailabel/info/").status_code == 401
-        page = _page(browser, log)
+        page = open_page(browser, log, responses=True)
         try:
             _connect(page, log, url, study, f"&token={TOKEN}")
-            box = _axial(page)
+            box = viewport_box(page)
             _run_ct_tissue(page, log, url, series)
             shot = page.screenshot()
             (tmp_path / "monailabel-token.png").write_bytes(shot)
-            assert _chromatic(shot, box) > 0.3
+            assert coloured_share(shot, box) > 0.3
             assert not [line for line in log if line.startswith("RESPONSE 401")]
         finally:
             page.close()
@@ -380,7 +337,7 @@ def test_two_servers_on_one_host_each_panel_reaches_its_own(
     log: list[str] = []
     with running(create_app(catalog)) as first, running(create_app(catalog)) as second:
         for url in (first, second, first):
-            page = _page(browser, log)
+            page = open_page(browser, log, responses=True)
             try:
                 _connect(page, log, url, study)  # asserts the panel's field holds url
             finally:
@@ -397,7 +354,7 @@ def test_the_study_list_opens_a_study_in_the_monai_label_viewer(
     catalog, study, _ = ct_study
     log: list[str] = []
     with running(create_app(catalog)) as url:
-        page = _page(browser, log)
+        page = open_page(browser, log, responses=True)
         try:
             page.goto(url + study_list, wait_until="domcontentloaded")
             if study_list == "/":  # OHIF 3.13's list
@@ -416,6 +373,6 @@ def test_the_study_list_opens_a_study_in_the_monai_label_viewer(
             field = page.locator("#monailabelServerURL")
             field.wait_for(timeout=90_000)
             assert field.input_value() == url + "/monailabel/"
-            _wait(page, log, "displaySetsToAllImages", 90)
+            wait_in_log(page, log, "displaySetsToAllImages", 90)
         finally:
             page.close()

@@ -24,7 +24,7 @@ from pydicom.uid import generate_uid
 
 from pixels import Catalog
 from pixels.web import create_app, ohif
-from web.browser import chromium
+from web.browser import chromium, open_page, wait_for_image
 from web.conftest import TOKEN, running
 
 PATIENT = "Viewer^Pixels"
@@ -158,9 +158,9 @@ def _ct_series(folder: Path) -> str:
     return study
 
 
-@pytest.fixture(scope="module")
-def ct_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, str]]:
-    root = tmp_path_factory.mktemp("viewer")
+def serve_ct(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[tuple[str, str, str]]:
+    """A server over a catalog of its own of :func:`_ct_series`: ``(url, study, catalog)``."""
+    root = tmp_path_factory.mktemp(name)
     study = _ct_series(root / "data")
     catalog = str(root / "catalog")
     Catalog(catalog).catalog(str(root / "data"), workers=0)
@@ -169,16 +169,14 @@ def ct_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, s
 
 
 @pytest.fixture(scope="module")
+def ct_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, str]]:
+    yield from serve_ct(tmp_path_factory, "viewer")
+
+
+@pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
     with chromium() as ctx:
         yield ctx
-
-
-def _page(browser: object, log: list[str]):  # type: ignore[no-untyped-def]
-    page = browser.new_page()  # type: ignore[attr-defined]
-    page.on("console", lambda m: log.append(f"{m.type}: {m.text}"))
-    page.on("pageerror", lambda e: log.append(f"pageerror: {e}"))
-    return page
 
 
 @pytest.mark.browser
@@ -186,7 +184,7 @@ def _page(browser: object, log: list[str]):  # type: ignore[no-untyped-def]
 def test_study_list_shows_the_study(ct_server: tuple[str, str, str], browser: object) -> None:
     url, _study, _ = ct_server
     log: list[str] = []
-    page = _page(browser, log)
+    page = open_page(browser, log)
     try:
         page.goto(url + "/", wait_until="domcontentloaded")
         deadline = time.monotonic() + 60
@@ -226,7 +224,7 @@ def test_study_list_lists_every_study_of_every_real_file(
     # one page: OHIF asks QIDO for 101 studies and shows up to resultsPerPage of them
     assert 60 <= len(studies) <= 100
     log: list[str] = []
-    page = _page(browser, log)
+    page = open_page(browser, log)
     counter = re.compile(r"\b1-(\d+) of (\d+)\b")
     try:
         page.goto(url + "/?resultsPerPage=100", wait_until="domcontentloaded")
@@ -255,26 +253,6 @@ def test_study_list_lists_every_study_of_every_real_file(
         page.close()
 
 
-def _canvas_stats(page) -> list[dict[str, float]]:  # type: ignore[no-untyped-def]
-    """Size and pixel spread of every viewport canvas (cornerstone's 2D canvas)."""
-    return page.evaluate(  # type: ignore[no-any-return]
-        """() => Array.from(document.querySelectorAll('canvas.cornerstone-canvas')).map(c => {
-            const out = {w: c.width, h: c.height, std: 0};
-            if (!c.width || !c.height) return out;
-            let ctx = null;
-            try { ctx = c.getContext('2d', {willReadFrequently: true}); } catch (e) {}
-            if (!ctx) return out;
-            const d = ctx.getImageData(0, 0, c.width, c.height).data;
-            let n = 0, s = 0, s2 = 0;
-            for (let i = 0; i < d.length; i += 16) {
-                const v = (d[i] + d[i + 1] + d[i + 2]) / 3; n++; s += v; s2 += v * v;
-            }
-            const m = s / n; out.std = Math.sqrt(Math.max(0, s2 / n - m * m));
-            return out;
-        })"""
-    )
-
-
 @pytest.mark.browser
 @needs_viewer
 def test_viewer_renders_the_ct(
@@ -282,21 +260,11 @@ def test_viewer_renders_the_ct(
 ) -> None:
     url, study, _ = ct_server
     log: list[str] = []
-    page = _page(browser, log)
+    page = open_page(browser, log)
     try:
         page.goto(f"{url}/viewer?StudyInstanceUIDs={study}", wait_until="domcontentloaded")
-        deadline = time.monotonic() + 90
-        stats: list[dict[str, float]] = []
-        while time.monotonic() < deadline:
-            stats = _canvas_stats(page)
-            if any(s["w"] >= 64 and s["std"] > 5 for s in stats):
-                break
-            page.wait_for_timeout(1000)
         shot = tmp_path / "viewer.png"
-        page.screenshot(path=str(shot))
-        assert any(s["w"] >= 64 and s["std"] > 5 for s in stats), (
-            f"no non-blank canvas after 90 s: {stats}; console: {log[-30:]}"
-        )
+        wait_for_image(page, log, what="non-blank canvas", screenshot=shot)
         # the screenshot (kept under tmp_path) shows an image too, not a blank page
         img = Image.open(io.BytesIO(shot.read_bytes())).convert("L")
         assert ImageStat.Stat(img).stddev[0] > 5
@@ -315,23 +283,14 @@ def test_viewer_with_token_in_url(
     log: list[str] = []
     with running(create_app(catalog, token=TOKEN)) as url:
         assert httpx.get(f"{url}/dicomweb/studies").status_code == 401
-        page = _page(browser, log)
+        page = open_page(browser, log)
         try:
             page.goto(
                 f"{url}/viewer?StudyInstanceUIDs={study}&token={TOKEN}",
                 wait_until="domcontentloaded",
             )
-            deadline = time.monotonic() + 90
-            stats: list[dict[str, float]] = []
-            while time.monotonic() < deadline:
-                stats = _canvas_stats(page)
-                if any(s["w"] >= 64 and s["std"] > 5 for s in stats):
-                    break
-                page.wait_for_timeout(1000)
-            page.screenshot(path=str(tmp_path / "viewer-token.png"))
-            assert any(s["w"] >= 64 and s["std"] > 5 for s in stats), (
-                f"no image with ?token=: {stats}; console: {log[-30:]}"
-            )
+            shot = tmp_path / "viewer-token.png"
+            wait_for_image(page, log, what="image with ?token=", screenshot=shot)
             assert "token=" not in page.url  # OHIF removes it from the address bar
         finally:
             page.close()
@@ -413,7 +372,7 @@ def test_saved_segmentation_appears_in_catalog_and_viewer(
     assert list(rows["Modality"]) == ["SEG"]  # a new row in the catalog table itself
     # the viewer's study list counts the new series' instance too
     log: list[str] = []
-    page = _page(browser, log)
+    page = open_page(browser, log)
     try:
         page.goto(url + "/", wait_until="domcontentloaded")
         page.wait_for_function(

@@ -18,10 +18,9 @@ import pydicom
 import pytest
 
 from pixels import Catalog
-from pixels.web import create_app
 from web import test_viewer
-from web.conftest import running
-from web.test_viewer import _ct_series, _page, needs_viewer
+from web.browser import open_page, viewport_box, wait_for_image
+from web.test_viewer import needs_viewer, serve_ct
 
 SEG_CLASSES = {"1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.66.7"}
 REPORT = "Pixels UI seg"
@@ -32,12 +31,7 @@ browser = test_viewer.browser  # the same headless Chromium fixture
 @pytest.fixture(scope="module")
 def ct_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, str]]:
     """A server of its own: these tests add series to its catalog."""
-    root = tmp_path_factory.mktemp("viewer-save")
-    study = _ct_series(root / "data")
-    catalog = str(root / "catalog")
-    Catalog(catalog).catalog(str(root / "data"), workers=0)
-    with running(create_app(catalog, token="")) as url:
-        yield url, study, catalog
+    yield from serve_ct(tmp_path_factory, "viewer-save")
 
 
 def _series(dicomweb: str, study: str, modality: str) -> list[dict]:
@@ -46,15 +40,14 @@ def _series(dicomweb: str, study: str, modality: str) -> list[dict]:
     return r.json() if r.status_code == 200 and r.content else []
 
 
-def _wait_for_image(page, log: list[str]) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + 90
-    stats: list[dict[str, float]] = []
-    while time.monotonic() < deadline:
-        stats = test_viewer._canvas_stats(page)
-        if any(s["w"] >= 64 and s["std"] > 5 for s in stats):
-            return
+def _stored(page, dicomweb: str, study: str, modality: str) -> list[dict]:  # type: ignore[no-untyped-def]
+    """The study's series of ``modality`` as soon as QIDO finds one (60 s at most)."""
+    deadline = time.monotonic() + 60
+    found: list[dict] = []
+    while not found and time.monotonic() < deadline:
         page.wait_for_timeout(1000)
-    raise AssertionError(f"no image after 90 s: {stats}; console: {log[-30:]}")
+        found = _series(dicomweb, study, modality)
+    return found
 
 
 def _dismiss_banners(page) -> None:  # type: ignore[no-untyped-def]
@@ -75,17 +68,16 @@ def test_segmentation_saved_from_ohif_lands_in_catalog(
     assert _series(dicomweb, study, "SEG") == []
     ct_series = _series(dicomweb, study, "CT")[0]["0020000E"]["Value"][0]
     log: list[str] = []
-    page = _page(browser, log)
+    page = open_page(browser, log)
     try:
         page.goto(f"{url}/segmentation?StudyInstanceUIDs={study}", wait_until="domcontentloaded")
-        _wait_for_image(page, log)
+        wait_for_image(page, log)
         _dismiss_banners(page)
         page.locator('[data-cy="addSegmentation"]').click()
         page.locator('[data-cy="segmentation-select-Labelmap"]').wait_for(timeout=30_000)
         page.locator('[data-cy="Brush-btn"]').click()
         page.locator('[data-cy="brush-radius"]').wait_for(timeout=10_000)
-        box = page.locator("canvas.cornerstone-canvas").first.bounding_box()
-        assert box, "no viewport canvas"
+        box = viewport_box(page)
         cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
         page.mouse.move(cx - 40, cy)
         page.mouse.down()
@@ -107,11 +99,7 @@ def test_segmentation_saved_from_ohif_lands_in_catalog(
         page.screenshot(path=str(tmp_path / "store-dialog.png"))
         page.get_by_role("button", name="Save", exact=True).click()
 
-        deadline = time.monotonic() + 60
-        found: list[dict] = []
-        while not found and time.monotonic() < deadline:
-            page.wait_for_timeout(1000)
-            found = _series(dicomweb, study, "SEG")
+        found = _stored(page, dicomweb, study, "SEG")
         page.screenshot(path=str(tmp_path / "saved.png"))
         errors = [m for m in log if m.startswith(("error", "pageerror"))]
         assert len(found) == 1, f"no SEG series after 60 s; console errors: {errors[-20:]}"
@@ -158,14 +146,13 @@ def test_length_measurement_saved_from_ohif_as_sr(
     dicomweb = url + "/dicomweb"
     assert _series(dicomweb, study, "SR") == []
     log: list[str] = []
-    page = _page(browser, log)
+    page = open_page(browser, log)
     try:
         page.goto(f"{url}/viewer?StudyInstanceUIDs={study}", wait_until="domcontentloaded")
-        _wait_for_image(page, log)
+        wait_for_image(page, log)
         _dismiss_banners(page)
         page.locator('[data-cy="MeasurementTools-split-button-primary"]').click()
-        box = page.locator("canvas.cornerstone-canvas").first.bounding_box()
-        assert box, "no viewport canvas"
+        box = viewport_box(page)
         cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
         page.mouse.move(cx - 80, cy)
         page.mouse.down()
@@ -181,11 +168,7 @@ def test_length_measurement_saved_from_ohif_as_sr(
         page.get_by_placeholder("Report name").fill("Pixels UI length")
         page.get_by_role("button", name="Save", exact=True).click()
 
-        deadline = time.monotonic() + 60
-        found: list[dict] = []
-        while not found and time.monotonic() < deadline:
-            page.wait_for_timeout(1000)
-            found = _series(dicomweb, study, "SR")
+        found = _stored(page, dicomweb, study, "SR")
         page.screenshot(path=str(tmp_path / "saved-sr.png"))
         errors = [m for m in log if m.startswith(("error", "pageerror"))]
         assert len(found) == 1, f"no SR series after 60 s; console errors: {errors[-20:]}"

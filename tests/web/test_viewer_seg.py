@@ -12,7 +12,6 @@ shown reversed in z would leave the body's cut-off part bare on one of them).
 from __future__ import annotations
 
 import base64
-import io
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,7 +29,7 @@ from ml.series import ct_series
 from pixels import Catalog
 from pixels.ml.segment import run_segment
 from pixels.web import create_app, ohif
-from web.browser import chromium
+from web.browser import chromium, open_page, rgb, viewport_box
 from web.conftest import running
 
 pytestmark = [
@@ -83,8 +82,7 @@ def browser() -> Iterator[object]:
 def _screenshot(cdp: Any) -> np.ndarray:
     """The page as RGB pixels, through CDP (Playwright's own screenshot waits for
     animation frames, which come seconds apart while the SEG viewport renders)."""
-    data = base64.b64decode(cdp.send("Page.captureScreenshot", {"format": "png"})["data"])
-    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), np.int16)
+    return rgb(base64.b64decode(cdp.send("Page.captureScreenshot", {"format": "png"})["data"]))
 
 
 _FRAMES = """() => new Promise((done) => {
@@ -107,8 +105,7 @@ def _idle(page: Any, cdp: Any, what: str, log: list[str]) -> np.ndarray:
 
 
 def _box(page: Any) -> tuple[slice, slice]:
-    box = page.locator("canvas.cornerstone-canvas").first.bounding_box()
-    assert box and box["width"] > 100
+    box = viewport_box(page)
     return (
         slice(int(box["y"]) + 2, int(box["y"] + box["height"]) - 2),
         slice(int(box["x"]) + 2, int(box["x"] + box["width"]) - 30),  # not the scrollbar
@@ -145,9 +142,7 @@ def test_stock_viewer_shows_a_pixels_seg_over_its_ct(
             f"{url}/dicomweb/studies/{study}/series", params={"Modality": "SEG"}
         ).json()
         assert [s["0020000E"]["Value"][0] for s in found_seg] == [seg_series]
-        page = browser.new_page()
-        page.on("console", lambda m: log.append(f"{m.type}: {m.text}"))
-        page.on("pageerror", lambda e: log.append(f"pageerror: {e}"))
+        page = open_page(browser, log)
         try:
             page.goto(f"{url}/viewer?StudyInstanceUIDs={study}", wait_until="domcontentloaded")
             thumb = page.locator("[data-cy=study-browser-thumbnail-no-image]")
