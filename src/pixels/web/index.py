@@ -201,6 +201,7 @@ class TableIndex:
     def close(self) -> None:
         """Close the database (the saved file stays, for the next start)."""
         with self._lock:
+            self.keys.ready()  # its read, if still running, ends first
             self.con.close()
 
     # ----------------------------------------------------------------- versions

@@ -276,7 +276,14 @@ def apply(
         f"arg_min(SeriesInstanceUID, {key}) AS qse FROM ix.series_sum "
         "WHERE StudyInstanceUID IN (SELECT s FROM _st) GROUP BY StudyInstanceUID"
     )
-    qse = [r[0] for r in cur.execute("SELECT qse FROM _ss").fetchall()]
+    # found by row id: the scan then reads those rows' ``qmeta`` only (7 ms instead of
+    # 78 for 40 series among 76k)
+    rids = [
+        r[0]
+        for r in cur.execute(
+            "SELECT rowid FROM ix.series_sum WHERE SeriesInstanceUID IN (SELECT qse FROM _ss)"
+        ).fetchall()
+    ]
     cur.execute(
         "INSERT INTO ix.study_sum SELECT s.StudyInstanceUID, s.n_series, s.n_inst, g.mods, "
         "s.first, s.first_sop, q.qmeta, g.d FROM _ss s "
@@ -285,8 +292,8 @@ def apply(
         "FROM ix.grp WHERE n > 0 AND StudyInstanceUID IN (SELECT s FROM _st) "
         "GROUP BY StudyInstanceUID) g USING (StudyInstanceUID) "
         "LEFT JOIN (SELECT SeriesInstanceUID AS qse, qmeta FROM ix.series_sum "
-        "WHERE list_contains(?, SeriesInstanceUID)) q USING (qse)",
-        [qse],
+        "WHERE rowid IN (SELECT unnest(?::BIGINT[]))) q USING (qse)",
+        [rids],
     )
     # the small work tables stay (replaced by the next update); these may be large
     cur.execute("DROP TABLE IF EXISTS _rows")
