@@ -126,3 +126,31 @@ def test_a_bad_query_exits_1_and_names_the_option(tmp_path):
         want = prefix or "SQL error in --where: "
         assert res.output.startswith(want + "Parser Error: syntax error at or near"), res.output
         assert not (tmp_path / "s.png").exists() and not (tmp_path / "p").exists()
+
+
+def test_a_missing_table_is_an_error_naming_it(tmp_path):
+    """A mistyped --table: every command that reads a catalog exits 2 naming the folder.
+
+    Before, ``sql`` answered from an empty view, ``patches``/``thumbnails``/``optimize``
+    reported zero work with exit 0 and ``show`` said "no rows match".
+    """
+    from pixels.cli import main
+
+    missing = tmp_path / "no-such-catalog"
+    runner = CliRunner()
+    for args in (
+        ["sql", "select count(*) from object_catalog"],
+        ["show", "-O", str(tmp_path / "s.png")],
+        ["patches", "-O", str(tmp_path / "p")],
+        ["thumbnails", "-w", "0"],
+        ["segment", "-w", "0", "-q"],
+        ["optimize"],
+        ["upgrade"],
+    ):
+        res = runner.invoke(main, [args[0], "-t", str(missing), *args[1:]])
+        assert res.exit_code == 2, (args, res.output)
+        assert res.output.strip() == (
+            f"error: {missing}: no catalog table here (no _delta_log): run `pixels catalog` "
+            "first, or pass --table"
+        ), (args, res.output)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

@@ -11,6 +11,7 @@ from pixels.cli.options import (
     exit_on_error,
     keep_pandas_out,
     parse_storage_options,
+    require_table,
     storage_option,
 )
 
@@ -51,6 +52,7 @@ def thumbnails_cmd(
         storage_options=parse_storage_options(storage_option),
     )
     with exit_on_error():
+        require_table(table, opts.storage_options)
         stats = run_thumbnails(
             CatalogTable(table), where=where, force=force, workers=workers, options=opts
         )
@@ -79,6 +81,7 @@ def show_cmd(table: str, where: str | None, out: str, limit: int, columns: int, 
     opts = RecordOptions(thumbnails=True, thumbnail_size=size, thumbnail_format="png")
     tiles = []
     with exit_on_error():
+        require_table(table)
         for row in iter_thumbnail_rows(CatalogTable(table), where, limit):
             image = row.get("thumbnail")
             if image is None and row.get("frame_offsets") and not row.get("error"):
@@ -145,6 +148,7 @@ def patches_cmd(
     from pixels.patching import write_patches
 
     with exit_on_error():
+        require_table(table)
         stats = write_patches(
             Catalog(table),
             out,

@@ -6,7 +6,13 @@ import json
 
 import click
 
-from pixels.cli.options import TABLE_OPTION, parse_storage_options, storage_option
+from pixels.cli.options import (
+    TABLE_OPTION,
+    exit_on_error,
+    parse_storage_options,
+    require_table,
+    storage_option,
+)
 
 __all__ = ["optimize_cmd", "schema_cmd", "upgrade_cmd"]
 
@@ -37,7 +43,10 @@ def optimize_cmd(
     """Compact the table's small files and vacuum files replaced long enough ago."""
     from pixels.catalog import Catalog
 
-    cat = Catalog(table, storage_options=parse_storage_options(storage_option))
+    options = parse_storage_options(storage_option)
+    with exit_on_error():
+        require_table(table, options)
+    cat = Catalog(table, storage_options=options)
     metrics = cat.optimize(retention_hours=retention_hours, cluster=cluster)
     keys = ("numFilesAdded", "numFilesRemoved", "filesVacuumed", "rowsUpgraded")
     click.echo(json.dumps({k: metrics.get(k) for k in keys}))
@@ -57,9 +66,10 @@ def upgrade_cmd(table: str, storage_option: tuple[str, ...] = ()) -> None:
     from pixels.errors import PixelsError
     from pixels.table import CatalogTable
 
-    t = CatalogTable(table, storage_options=parse_storage_options(storage_option))
-    if not t.exists():
-        raise click.ClickException(f"no catalog table at {table}")
+    options = parse_storage_options(storage_option)
+    with exit_on_error():
+        require_table(table, options)
+    t = CatalogTable(table, storage_options=options)
     try:
         metrics = t.upgrade()
     except PixelsError as e:

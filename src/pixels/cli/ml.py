@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from pixels.cli.options import TABLE_OPTION
+from pixels.cli.options import TABLE_OPTION, require_table
 
 __all__ = ["models_cmd", "segment_cmd"]
 
@@ -57,6 +57,7 @@ def segment_cmd(
             console.print(f"  error: {r.message}", markup=False, highlight=False, soft_wrap=True)  # type: ignore[attr-defined]
 
     try:
+        require_table(table)
         with bar:
             stats = run_segment(
                 Catalog(table), model, where=where, force=force, workers=workers,

@@ -16,6 +16,7 @@ __all__ = [
     "keep_pandas_out",
     "parse_storage_options",
     "print_error",
+    "require_table",
     "storage_option",
 ]
 
@@ -55,6 +56,24 @@ def parse_storage_options(pairs: tuple[str, ...]) -> dict[str, Any] | None:
             val = value.lower() == "true"
         out[key] = val
     return out
+
+
+def require_table(table: str, storage_options: dict[str, Any] | None = None) -> None:
+    """Raise :class:`~pixels.errors.TableError` naming ``table`` when no catalog table is there.
+
+    The commands that only read or rewrite a catalog (``sql``, ``show``, ``patches``,
+    ``thumbnails``, ``segment``, ``optimize``, ``upgrade``) call it first, so a mistyped
+    ``--table`` is an error instead of an empty answer.
+    """
+    from pixels.errors import TableError
+    from pixels.table import CatalogTable
+
+    t = CatalogTable(table, storage_options=storage_options)
+    if not t.exists():
+        raise TableError(
+            "no catalog table here (no _delta_log): run `pixels catalog` first, or pass --table",
+            t.uri,
+        )
 
 
 def print_error(console: Any, e: BaseException) -> None:

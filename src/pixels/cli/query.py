@@ -10,7 +10,13 @@ from typing import Any
 
 import click
 
-from pixels.cli.options import TABLE_OPTION, exit_on_error, parse_storage_options, storage_option
+from pixels.cli.options import (
+    TABLE_OPTION,
+    exit_on_error,
+    parse_storage_options,
+    require_table,
+    storage_option,
+)
 
 __all__ = ["sql_cmd"]
 
@@ -43,10 +49,10 @@ def sql_cmd(
     """Run a DuckDB QUERY over the view object_catalog."""
     from pixels.catalog import Catalog
 
+    options = parse_storage_options(storage_option)
     with exit_on_error("SQL error"):
-        result = Catalog(table, storage_options=parse_storage_options(storage_option)).sql_arrow(
-            query
-        )
+        require_table(table, options)
+        result = Catalog(table, storage_options=options).sql_arrow(query)
     _write_result(result, fmt, output, max_rows)
 
 
