@@ -559,3 +559,43 @@ def test_implicit_cache_keeps_character_sets_and_pixel_representation_apart() ->
     assert len(metas) == 4
     assert any('"SS","Value":[-1]' in m for m in metas)
     assert any('"US","Value":[65535]' in m for m in metas)
+
+
+@pytest.mark.parametrize("undefined", [False, True], ids=["defined", "undefined"])
+def test_runs_of_cached_elements_give_the_same_json(
+    undefined: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run of cached elements taken whole (its bytes as last time) gives the slow path's
+    Header: a run that changed inside, a run whose private creator names the element after
+    it, a run that would cross the end of its item, each read again as it is."""
+    monkeypatch.setattr(fastread, "_CACHES", {})
+    monkeypatch.setattr(fastread, "_RUNS", {})
+    creator = el(0x00090010, "LO", b"GEMS_IDEN_01")
+
+    def body(uid: bytes, maker: bytes, name: bytes) -> bytes:
+        return (
+            el(0x00080018, "UI", uid)
+            + el(0x00080060, "CS", b"CT")
+            + el(0x00080070, "LO", maker)
+            + creator
+            + el(0x00091001, "UN", b"FULL")  # its VR from the creator the run holds
+            + el(0x00100010, "PN", name)
+            + el(0x00100020, "LO", b"ID01")
+        )
+
+    metas = set()
+    for i, maker in enumerate([b"ACME", b"ACME", b"ACME", b"ACMF", b"ACMF", b"ACME"]):
+        uid = b"1.2.%d" % (i * 11)
+        inner = body(uid, maker, b"A^B")
+        # the same elements as a sequence item too, cut short after the run the second time
+        cut = inner if i < 5 else inner[: inner.index(creator)]
+        items = [item(inner, undefined), item(cut, undefined)]
+        data = dicom(body(uid, maker, b"A^B") + seq(0x00400275, items, undefined))
+        assert _accepted(data)
+        fast, slow = _both(data)
+        assert fast == slow
+        assert isinstance(fast, Header)
+        assert fast.meta == _text_of_model(fast)
+        metas.add(fast.meta)
+    assert len(metas) == 6
+    assert any(fastread._RUNS.values())  # runs were kept, and taken

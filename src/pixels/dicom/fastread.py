@@ -154,14 +154,34 @@ _Cache = dict[bytes, tuple[dict[str, Any], str, str]]
 _CACHES: dict[tuple[int, tuple[str, ...], bool], _Cache] = {}
 
 
+#: A run of elements that followed a cached element last time, all of them cached
+#: too: (its length in bytes, its bytes, its (key, model entry) pairs, their JSON
+#: texts, the last tag, private creators among them as (tag, start, end) from the
+#: run's start).
+_Run = tuple[int, bytes, list[tuple[str, Any]], list[str], int, list[tuple[int, int, int]]]
+#: The runs that follow an element (by its bytes), per cache (same key as :data:`_CACHES`);
+#: at most :data:`RUN_ENTRIES` runs of at most :data:`RUN_BYTES` bytes each per cache.
+_RUNS: dict[tuple[int, tuple[str, ...], bool], dict[bytes, _Run]] = {}
+RUN_ENTRIES = 2_000
+RUN_BYTES = 4096
+
+
 def _cache_for(limit: int, encodings: list[str], implicit: bool = False) -> _Cache:
     key = (limit, tuple(encodings), implicit)
     cache = _CACHES.get(key)
     if cache is None:
         if len(_CACHES) >= 16:
             _CACHES.clear()
+            _RUNS.clear()
         cache = _CACHES[key] = {}
+        _RUNS[key] = {}
     return cache
+
+
+def _runs_for(limit: int, encodings: list[str]) -> dict[bytes, _Run]:
+    """The runs of explicit VR elements kept beside :func:`_cache_for`'s cache."""
+    _cache_for(limit, encodings)
+    return _RUNS[(limit, tuple(encodings), False)]
 
 
 def join(parts: list[str]) -> str:
@@ -419,16 +439,28 @@ class _Parser:
         rows = self.rows
         encodings = self.encodings
         cache = self.cache
+        runs = _runs_for(self.limit, encodings) if cache is not None else None
         out: dict[str, Any] = {}
         parts: list[str] = []
         creators: dict[int, tuple[int, int]] = {}
         prev = -1
+        # the run of cached elements being recorded: after the element `head`, from `rstart`
+        head: bytes | None = None
+        rstart = 0
+        ritems: list[tuple[str, Any]] = []
+        rparts: list[str] = []
+        rcreators: list[tuple[int, int, int]] = []
         while True:
             if end >= 0 and pos >= end:
+                if head is not None:
+                    self.keep_run(runs, head, rstart, pos, ritems, rparts, prev, rcreators)
                 if pos != end:
                     raise _FallbackError
                 return out, parts, pos
             if pos + 8 > n:
+                if head is not None:
+                    self.keep_run(runs, head, rstart, pos, ritems, rparts, prev, rcreators)
+                    head = None
                 if top and pos == n and self.eof:
                     return out, parts, pos
                 self.short()
@@ -438,17 +470,40 @@ class _Parser:
             if 0x00080005 < tag < 0x7FE00008 and vr16 in _SHORT_VRS and cache is not None:
                 # the common case: an element seen before, whole in its first 8 + length bytes
                 nxt = pos + 8 + length
-                hit = cache.get(buf[pos:nxt])
+                seen = buf[pos:nxt]
+                hit = cache.get(seen)
                 if hit is not None:
                     if tag <= prev:
                         raise _FallbackError
                     prev = tag
                     if group & 1 and 0x10 <= elem < 0x100:
                         creators[tag] = (pos + 8, nxt)
+                        if head is not None:
+                            rcreators.append((tag, pos + 8 - rstart, nxt - rstart))
                     out[hit[2]] = hit[0]
                     parts.append(hit[1])
                     pos = nxt
+                    if head is not None:  # recording: one more element of the run
+                        ritems.append((hit[2], hit[0]))
+                        rparts.append(hit[1])
+                        continue
+                    run = runs.get(seen)  # type: ignore[union-attr]
+                    if run is not None:
+                        stop = nxt + run[0]
+                        if (end < 0 or stop <= end) and buf[nxt:stop] == run[1]:
+                            # the same bytes as last time: the same elements, all cached
+                            out.update(run[2])
+                            parts.extend(run[3])
+                            for ctag, cs, ce in run[5]:
+                                creators[ctag] = (nxt + cs, nxt + ce)
+                            prev = run[4]
+                            pos = stop
+                            continue
+                    head, rstart, ritems, rparts, rcreators = seen, nxt, [], [], []
                     continue
+            if head is not None:
+                self.keep_run(runs, head, rstart, pos, ritems, rparts, prev, rcreators)
+                head = None
             if top and (tag >= 0x7FE00008 or tag < 0x00030000):
                 if tag in PIXEL_DATA_TAGS:
                     return out, parts, pos
@@ -478,6 +533,7 @@ class _Parser:
                         raise _FallbackError
                     encodings = self.encodings = self.charset(pos, length)
                     cache = self.cache = _cache_for(self.limit, encodings)
+                    runs = _runs_for(self.limit, encodings)
                 elif kind == _SQ or vr in _CHARSET_VRS:
                     self.early_text = True
             if kind == _SQ:
@@ -554,6 +610,24 @@ class _Parser:
                     cache.clear()  # type: ignore[union-attr]
                 cache[raw] = (entry, part, key)  # type: ignore[index]
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def keep_run(
+        self,
+        runs: dict[bytes, _Run] | None,
+        head: bytes,
+        start: int,
+        stop: int,
+        items: list[tuple[str, Any]],
+        parts: list[str],
+        last: int,
+        creators: list[tuple[int, int, int]],
+    ) -> None:
+        """Keep the cached elements at ``start:stop`` as the run that follows ``head``."""
+        if runs is None or not items or stop - start > RUN_BYTES:
+            return
+        if len(runs) >= RUN_ENTRIES:
+            runs.clear()
+        runs[head] = (stop - start, self.buf[start:stop], items, parts, last, creators)
 
     def row(self, tag: int, vr16: int) -> _KeyedRow:
         """How to read `tag` written with the VR whose two bytes are `vr16` (then cached)."""
