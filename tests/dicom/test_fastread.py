@@ -596,6 +596,12 @@ def test_runs_of_cached_elements_give_the_same_json(
         assert fast == slow
         assert isinstance(fast, Header)
         assert fast.meta == _text_of_model(fast)
+        # key columns typed from shared entries (memoized): this file's values
+        assert (fast.keys["SOPInstanceUID"], fast.keys["Manufacturer"]) == (
+            uid.decode(),
+            maker.decode(),
+        )
+        assert fast.keys["Modality"] == "CT" and fast.keys["PatientName"] == "A^B"
         metas.add(fast.meta)
     assert len(metas) == 6
     assert any(fastread._RUNS.values())  # runs were kept, and taken

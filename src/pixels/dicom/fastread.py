@@ -181,7 +181,7 @@ def _cache_for(limit: int, encodings: list[str], implicit: bool = False) -> _Cac
 def _runs_for(limit: int, encodings: list[str]) -> dict[bytes, _Run]:
     """The runs of explicit VR elements kept beside :func:`_cache_for`'s cache."""
     _cache_for(limit, encodings)
-    return _RUNS[(limit, tuple(encodings), False)]
+    return _RUNS.setdefault((limit, tuple(encodings), False), {})
 
 
 def join(parts: list[str]) -> str:
@@ -253,7 +253,9 @@ def parse_trailing(
     try:
         p = _Parser(data, base, True, bulk_threshold)
         p.encodings = encodings
-        p.cache = _cache_for(p.limit, encodings) if p.cache is not None else None
+        if p.cache is not None:
+            p.cache = _cache_for(p.limit, encodings)
+            p.runs = _runs_for(p.limit, encodings)
         p.implicit = implicit
         if len(data) < 6 or implicit == _looks_explicit(data, 0):
             return None  # pydicom would switch encodings (or read nothing)
@@ -302,6 +304,7 @@ class _Parser:
         "n",
         "pixel_rep",
         "rows",
+        "runs",
         "table",
     )
 
@@ -320,6 +323,7 @@ class _Parser:
         self.implicit = False
         self.pixel_rep: int | None = None  # a top-level (0028,0103), for US or SS tags
         self.cache = _cache_for(self.limit, self.encodings) if decoders is _DECODERS else None
+        self.runs = _runs_for(self.limit, self.encodings) if self.cache is not None else None
 
     def short(self) -> None:
         """The bytes end inside the header: read more, or give up at the end of the file."""
@@ -439,7 +443,7 @@ class _Parser:
         rows = self.rows
         encodings = self.encodings
         cache = self.cache
-        runs = _runs_for(self.limit, encodings) if cache is not None else None
+        runs = self.runs
         out: dict[str, Any] = {}
         parts: list[str] = []
         creators: dict[int, tuple[int, int]] = {}
@@ -533,7 +537,7 @@ class _Parser:
                         raise _FallbackError
                     encodings = self.encodings = self.charset(pos, length)
                     cache = self.cache = _cache_for(self.limit, encodings)
-                    runs = _runs_for(self.limit, encodings)
+                    runs = self.runs = _runs_for(self.limit, encodings)
                 elif kind == _SQ or vr in _CHARSET_VRS:
                     self.early_text = True
             if kind == _SQ:

@@ -101,16 +101,31 @@ _KEY_SPECS: tuple[tuple[str, str, str], ...] = tuple(
 )
 
 
+#: Per key column: the value of a model entry, by the entry's ``id`` (with the entry, which
+#: keeps the id its own): the fast parser shares the entries of elements seen before between
+#: files (read-only), so most are typed once. At most :data:`MEMO_ENTRIES` per column.
+_MEMOS: tuple[dict[int, tuple[dict[str, Any], Any]], ...] = tuple({} for _ in _KEY_SPECS)
+MEMO_ENTRIES = 2_000
+
+
 def key_values(js: dict[str, Any], transfer_syntax: str | None) -> dict[str, Any]:
     """Every key column's typed value from the model ``js`` (``TransferSyntaxUID``: ``transfer_syntax``)."""
     keys: dict[str, Any] = {}
-    for name, key, kind in _KEY_SPECS:
+    for (name, key, kind), memo in zip(_KEY_SPECS, _MEMOS, strict=True):
+        if kind == "ts":
+            keys[name] = transfer_syntax
+            continue
         entry = js.get(key)
+        if entry is None:
+            keys[name] = None
+            continue
+        known = memo.get(id(entry))
+        if known is not None and known[0] is entry:
+            keys[name] = known[1]
+            continue
         value: Any = None
         if kind == "str":
             value = _as_text(entry)
-        elif kind == "ts":
-            value = transfer_syntax
         else:
             v = _first(entry)
             if kind == "DA":
@@ -120,4 +135,7 @@ def key_values(js: dict[str, Any], transfer_syntax: str | None) -> dict[str, Any
             elif isinstance(v, int) and not isinstance(v, bool):
                 value = v
         keys[name] = value
+        if len(memo) >= MEMO_ENTRIES:
+            memo.clear()
+        memo[id(entry)] = (entry, value)
     return keys
