@@ -71,7 +71,7 @@ def test_bundle_segments_real_ct_through_pixels_segment(bundle, tmp_path):
     assert 0.02 < pred.mean() < 0.3
 
 
-def test_not_a_bundle_is_a_clear_error(tmp_path):
+def test_not_a_bundle_is_a_clear_error(tmp_path, ml_catalog):
     from click.testing import CliRunner
 
     from pixels.cli import main
@@ -85,9 +85,9 @@ def test_not_a_bundle_is_a_clear_error(tmp_path):
     with pytest.raises(ModelError, match=r"no models/model\.pt or models/model\.ts"):
         get_model(f"bundle:{tmp_path / 'b'}")
     res = CliRunner().invoke(
-        main, ["segment", "-t", str(tmp_path / "cat"), "-m", f"bundle:{tmp_path / 'b'}", "-q"]
+        main, ["segment", "-t", ml_catalog.table.uri, "-m", f"bundle:{tmp_path / 'b'}", "-q"]
     )
-    assert res.exit_code == 2 and "not a MONAI bundle" in res.output
+    assert res.exit_code == 2 and "not a MONAI bundle" in res.output, res.output
 
 
 def test_torchscript_bundle_predicts_as_its_state_dict(bundle, tmp_path):
