@@ -354,7 +354,8 @@ def test_file_batches_of_zips_urls_and_files_carry_their_refs(tmp_path: Path) ->
         z.write(RT, "x/rtplan.dcm")
     shutil.copy(RT, src / "d" / "c.dcm")
     for source, kw in [(src, {}), (src, {"pattern": "*mr*"}), (src / "d" / "b.zip", {}),
-                       (src / "d" / "a.dcm", {}), (f"file://{src}", {"expand_archives": False})]:  # fmt: skip
+                       (src / "d" / "a.dcm", {}), (f"file://{src}", {"expand_archives": False}),
+                       (src, {"relative_prefix": "p/"})]:  # fmt: skip
         batches = list(iter_file_batches(str(source), **kw))  # type: ignore[arg-type]
         got = [r for b in batches for r in _columns_match_refs(b)]
         assert got == list(iter_files(str(source), **kw)), (source, kw)  # type: ignore[arg-type]

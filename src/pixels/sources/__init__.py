@@ -179,31 +179,19 @@ def iter_files(
     --------
     >>> refs = list(iter_files("tests/data", pattern="*.dcm"))  # doctest: +SKIP
     """
-    options: dict[str, Any] = {
-        "pattern": pattern,
-        "expand_archives": expand_archives,
-        "extract_dir": extract_dir,
-        "limits": limits,
-        "storage_options": storage_options,
-    }
-    if is_url(source) and not source.startswith("file://"):
-        yield from _iter_url(
-            source, recursive=recursive, options=options, relative_prefix=relative_prefix
-        )
-        return
-    path = os.path.abspath(source.removeprefix("file://"))
-    try:
-        st = os.stat(path)
-    except FileNotFoundError as e:
-        raise SourceNotFoundError("source not found", source) from e
-    except OSError as e:
-        raise SourceError(f"cannot access source: {e.strerror or e}", source) from e
-    if os.path.isdir(path):
-        for batch in _local_dir_batches(path, recursive, relative_prefix, options):
-            yield from batch.refs()
-    else:
-        ref = local_ref(path, st, os.path.basename(path))
-        yield from _with_archives(iter([ref]), None, nested=False, **options)
+    batches = iter_file_batches(
+        source,
+        pattern=pattern,
+        recursive=recursive,
+        expand_archives=expand_archives,
+        extract_dir=extract_dir,
+        limits=limits,
+        storage_options=storage_options,
+        relative_prefix=relative_prefix,
+        batch_files=1,  # a URL's or a zip's refs stream one by one, as before
+    )
+    for batch in batches:
+        yield from batch.refs()
 
 
 def iter_file_batches(
@@ -215,6 +203,7 @@ def iter_file_batches(
     extract_dir: str | None = None,
     limits: ArchiveLimits = DEFAULT_LIMITS,
     storage_options: dict[str, Any] | None = None,
+    relative_prefix: str = "",
     batch_files: int = 1000,
 ) -> Iterator[RefBatch]:
     """The files of :func:`iter_files`, in the same order, as :class:`RefBatch` columns.
@@ -231,12 +220,24 @@ def iter_file_batches(
         "limits": limits,
         "storage_options": storage_options,
     }
-    if not (is_url(source) and not source.startswith("file://")):
+    refs: Iterator[FileRef]
+    if is_url(source) and not source.startswith("file://"):
+        refs = _iter_url(
+            source, recursive=recursive, options=options, relative_prefix=relative_prefix
+        )
+    else:
         path = os.path.abspath(source.removeprefix("file://"))
+        try:
+            st = os.stat(path)
+        except FileNotFoundError as e:
+            raise SourceNotFoundError("source not found", source) from e
+        except OSError as e:
+            raise SourceError(f"cannot access source: {e.strerror or e}", source) from e
         if os.path.isdir(path):
-            yield from _local_dir_batches(path, recursive, "", options)
+            yield from _local_dir_batches(path, recursive, relative_prefix, options)
             return
-    refs = iter_files(source, recursive=recursive, **options)
+        ref = local_ref(path, st, os.path.basename(path))
+        refs = _with_archives(iter([ref]), None, nested=False, **options)
     while chunk := list(itertools.islice(refs, batch_files)):
         yield RefBatch.of(chunk)
 
