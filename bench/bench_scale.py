@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib.util
 import json
 import os
@@ -54,8 +55,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import WORK_DIR, dump_json, free_port, machine_info, python_cmd, start_server
@@ -295,22 +297,50 @@ def old_web_file(name: str) -> Path:
     return dst
 
 
-def serve(
-    table: Path, storage: Path, old: tuple[str, ...] = ()
-) -> tuple[subprocess.Popen[bytes], str, float]:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    t0 = time.perf_counter()
-    extra = [f"{name}={old_web_file(name)}" for name in old]
-    proc = start_server(
-        python_cmd("-c", SERVE, str(table), str(port), str(storage), *extra),
-        url,
-        "/dicomweb/studies?limit=1",
-        env=env,
-        timeout=900,
-    )
-    return proc, url, time.perf_counter() - t0
+class Served(NamedTuple):
+    """A server started by :func:`served`: its process, base URL, start-up time and
+    the copy of the table it serves."""
+
+    proc: subprocess.Popen[bytes]
+    url: str
+    start_s: float
+    table: Path
+
+
+@contextlib.contextmanager
+def served(table: Path, name: str, old: tuple[str, ...] = ()) -> Iterator[Served]:
+    """``create_app`` under uvicorn in a subprocess, over a fresh copy of ``table``
+    (``scale_{name}_*`` under :data:`WORK_DIR`, STOW files beside it), with the web
+    modules named in ``old`` swapped for their previous code (:func:`old_web_file`);
+    stopped and both copies removed on exit."""
+    work = copy_table(table, WORK_DIR / f"scale_{name}_{table.name}")
+    storage = WORK_DIR / f"scale_{name}_files_{table.name}"
+    shutil.rmtree(storage, ignore_errors=True)
+    proc = None
+    try:
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+        t0 = time.perf_counter()
+        extra = [f"{mod}={old_web_file(mod)}" for mod in old]
+        proc = start_server(
+            python_cmd("-c", SERVE, str(work), str(port), str(storage), *extra),
+            url,
+            "/dicomweb/studies?limit=1",
+            env=env,
+            timeout=900,
+        )
+        yield Served(proc, url, time.perf_counter() - t0, work)
+    finally:
+        if proc is not None:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(30)
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(storage, ignore_errors=True)
 
 
 def bench_server(table: Path, facts: dict[str, Any], stow_rate: int, stow_s: int) -> dict[str, Any]:
@@ -319,14 +349,10 @@ def bench_server(table: Path, facts: dict[str, Any], stow_rate: int, stow_s: int
     from make_big_table import Generator, Templates
     from pixels.table import CatalogTable
 
-    work = copy_table(table, WORK_DIR / f"scale_serve_{table.name}")
-    storage = WORK_DIR / f"scale_stow_{table.name}"
-    shutil.rmtree(storage, ignore_errors=True)
     out: dict[str, Any] = {}
-    proc, url, start_s = serve(work, storage)
-    out["startup_to_first_answer_s"] = round(start_s, 2)
-    out["load_at_start"] = load_avg()
-    try:
+    with served(table, "serve") as (proc, url, start_s, work):
+        out["startup_to_first_answer_s"] = round(start_s, 2)
+        out["load_at_start"] = load_avg()
         with httpx.Client(base_url=f"{url}/dicomweb", timeout=120) as http:
             out["rss_after_start_mb"] = round(rss_mb(proc.pid))
             for name, params in QIDO.items():
@@ -392,15 +418,6 @@ def bench_server(table: Path, facts: dict[str, Any], stow_rate: int, stow_s: int
             if stow_rate > 0:
                 out["stow load"] = stow_load(url, work, stow_rate, stow_s)
                 out["rss_after_stow_load_mb"] = round(rss_mb(proc.pid))
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(30)
-        shutil.rmtree(work, ignore_errors=True)
-        shutil.rmtree(storage, ignore_errors=True)
     return out
 
 
@@ -411,11 +428,8 @@ def bench_stow(table: Path, rate: int, seconds: int) -> dict[str, Any]:
 
     out: dict[str, Any] = {}
     for variant in ("old", "new"):
-        work = copy_table(table, WORK_DIR / f"scale_stow_ab_{table.name}")
-        storage = WORK_DIR / f"scale_stow_ab_files_{table.name}"
-        shutil.rmtree(storage, ignore_errors=True)
-        proc, url, _ = serve(work, storage, old=("stow",) if variant == "old" else ())
-        try:
+        swap = ("stow",) if variant == "old" else ()
+        with served(table, "stow_ab", swap) as (proc, url, _, work):
             # one STOW first: the first write to a generated table upgrades its rows once
             with tempfile.TemporaryDirectory(dir=WORK_DIR) as tmp:
                 f, _, _ = new_instance(Path(tmp) / "one.dcm")
@@ -429,15 +443,6 @@ def bench_stow(table: Path, rate: int, seconds: int) -> dict[str, Any]:
             cpu0 = cpu_s(proc.pid)
             out[variant] = stow_load(url, work, rate, seconds)
             out[variant]["server_cpu_s"] = round(cpu_s(proc.pid) - cpu0, 2)
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(30)
-            shutil.rmtree(work, ignore_errors=True)
-            shutil.rmtree(storage, ignore_errors=True)
         print("stow", variant, json.dumps(out[variant]), flush=True)
     old, new = out["old"], out["new"]
     out["ratio_achieved_per_s_new_vs_old"] = round(new["achieved_per_s"] / old["achieved_per_s"], 2)
@@ -480,35 +485,26 @@ def bench_qido(table: Path, rounds: int = 30) -> dict[str, Any]:
 
     out: dict[str, Any] = {}
     for variant in ("old", "new"):
-        work = copy_table(table, WORK_DIR / f"scale_qido_ab_{table.name}")
-        storage = WORK_DIR / f"scale_qido_ab_files_{table.name}"
-        proc, url, _ = serve(work, storage, old=("qido",) if variant == "old" else ())
         res: dict[str, Any] = {}
-        try:
-            with httpx.Client(base_url=f"{url}/dicomweb", timeout=120) as http:
-                for name, params in QIDO.items():
-                    for mode in ("distinct", "repeated"):
-                        times = []
-                        cpu0 = cpu_s(proc.pid)
-                        for i in range(rounds):
-                            ask = distinct_search(name, i) if mode == "distinct" else params
-                            t0 = time.perf_counter()
-                            r = http.get("/studies", params=ask)
-                            r.raise_for_status()
-                            times.append(time.perf_counter() - t0)
-                        res[f"{name} {mode}"] = pct(times) | {
-                            "server_cpu_ms": round((cpu_s(proc.pid) - cpu0) / rounds * 1e3, 1),
-                            "results": len(r.json()),
-                        }
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(30)
-            shutil.rmtree(work, ignore_errors=True)
-            shutil.rmtree(storage, ignore_errors=True)
+        swap = ("qido",) if variant == "old" else ()
+        with (
+            served(table, "qido_ab", swap) as (proc, url, _, _work),
+            httpx.Client(base_url=f"{url}/dicomweb", timeout=120) as http,
+        ):
+            for name, params in QIDO.items():
+                for mode in ("distinct", "repeated"):
+                    times = []
+                    cpu0 = cpu_s(proc.pid)
+                    for i in range(rounds):
+                        ask = distinct_search(name, i) if mode == "distinct" else params
+                        t0 = time.perf_counter()
+                        r = http.get("/studies", params=ask)
+                        r.raise_for_status()
+                        times.append(time.perf_counter() - t0)
+                    res[f"{name} {mode}"] = pct(times) | {
+                        "server_cpu_ms": round((cpu_s(proc.pid) - cpu0) / rounds * 1e3, 1),
+                        "results": len(r.json()),
+                    }
         out[variant] = res
         print("qido", variant, json.dumps(res), flush=True)
     for key in out["new"]:
