@@ -26,19 +26,26 @@ def _rows(catalog: str) -> list[tuple[str, str, str]]:
     return sorted(zip(*(t[c].to_pylist() for c in t.column_names), strict=True))
 
 
+def _shuffled_catalog(tmp_path: Path) -> str:
+    """A catalog of 36 CT files (6 studies of three two-file series), committed 5 rows at a
+    time; the files are named at random, so studies interleave in path order and no file
+    of the table is ordered by study."""
+    catalog = str(tmp_path / "catalog")
+    files = copy_with_new_uids(sample_file("CT_small.dcm"), tmp_path / "made", 36, per_series=2)
+    (tmp_path / "in").mkdir()
+    for p in files:
+        p.rename(tmp_path / "in" / f"{uuid.uuid4().hex}.dcm")
+    Catalog(catalog).catalog(str(tmp_path / "in"), workers=0, commit_rows=5)
+    return catalog
+
+
 def test_cluster_orders_rows_by_study_so_statistics_prune(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(
         pixels.table.catalog_table, "_ROW_GROUP", 6
     )  # row groups of the files written
-    catalog = str(tmp_path / "catalog")
-    # files named at random: studies interleave in path order, no file is ordered by study
-    files = copy_with_new_uids(sample_file("CT_small.dcm"), tmp_path / "made", 36, per_series=2)
-    (tmp_path / "in").mkdir()
-    for p in files:
-        p.rename(tmp_path / "in" / f"{uuid.uuid4().hex}.dcm")
-    Catalog(catalog).catalog(str(tmp_path / "in"), workers=0, commit_rows=5)
+    catalog = _shuffled_catalog(tmp_path)
     before = _rows(catalog)
     result = CliRunner().invoke(main, ["optimize", "--table", catalog, "--cluster"])
     assert result.exit_code == 0, result.output
@@ -73,12 +80,7 @@ def test_cluster_writes_ranges_of_studies_a_point_look_up_prunes(
     monkeypatch.setattr(pixels.cluster, "_BATCH_ROWS", 4)  # rows spread in small batches
     monkeypatch.setattr(pixels.cluster, "_SORT_BYTES", 1)  # ranges of one study, sorted apart
     monkeypatch.setattr(pixels.table.catalog_table, "_ROW_GROUP", 6)
-    catalog = str(tmp_path / "catalog")
-    files = copy_with_new_uids(sample_file("CT_small.dcm"), tmp_path / "made", 36, per_series=2)
-    (tmp_path / "in").mkdir()
-    for p in files:
-        p.rename(tmp_path / "in" / f"{uuid.uuid4().hex}.dcm")
-    Catalog(catalog).catalog(str(tmp_path / "in"), workers=0, commit_rows=5)
+    catalog = _shuffled_catalog(tmp_path)
     before = _rows(catalog)
     version = DeltaTable(catalog).version()
     # a clustering killed midway left its temporary ranges: the next one removes them
