@@ -8,26 +8,30 @@ from typing import Any
 import click
 
 from pixels.cli.options import (
+    QUIET_OPTION,
     TABLE_OPTION,
+    choice_option,
     keep_pandas_out,
     parse_storage_options,
     print_error,
     storage_option,
+    workers_option,
 )
 
 __all__ = ["catalog_cmd"]
 
 
+def _watch_seconds(name: str, help_text: str) -> Any:
+    """A ``--watch`` duration in seconds (default 2)."""
+    return click.option(
+        name, type=float, default=2.0, show_default=True, help=f"With --watch: {help_text}"
+    )
+
+
 @click.command("catalog")
 @click.argument("source")
 @TABLE_OPTION
-@click.option(
-    "--workers",
-    "-w",
-    type=int,
-    default=None,
-    help="Worker processes [default: CPUs; 0 = in-process].",
-)
+@workers_option("Worker processes [default: CPUs; 0 = in-process].")
 @click.option("--pattern", "-p", default=None, help="Glob on file names, e.g. '*.dcm'.")
 @click.option("--no-recursive", is_flag=True, help="Do not descend into sub-folders.")
 @click.option("--no-archives", is_flag=True, help="Do not expand zip archives found in SOURCE.")
@@ -52,12 +56,8 @@ __all__ = ["catalog_cmd"]
 @click.option(
     "--thumbnail-size", type=int, default=256, show_default=True, help="Longest side of thumbnails."
 )
-@click.option(
-    "--thumbnail-format",
-    type=click.Choice(["jpeg", "png"]),
-    default="jpeg",
-    show_default=True,
-    help="Thumbnail encoding.",
+@choice_option(
+    "--thumbnail-format", choices=["jpeg", "png"], default="jpeg", help_text="Thumbnail encoding."
 )
 @click.option(
     "--worker-memory",
@@ -74,28 +74,15 @@ __all__ = ["catalog_cmd"]
 @click.option(
     "--poll", is_flag=True, help="With --watch: poll the folder even where inotify is available."
 )
-@click.option(
-    "--poll-interval",
-    type=float,
-    default=2.0,
-    show_default=True,
-    help="With --watch: seconds between walks when polling.",
-)
-@click.option(
-    "--settle",
-    type=float,
-    default=2.0,
-    show_default=True,
-    help="With --watch: seconds a file must stay unchanged (size, times) before it is read.",
-)
-@click.option(
+@_watch_seconds("--poll-interval", "seconds between walks when polling.")
+@_watch_seconds("--settle", "seconds a file must stay unchanged (size, times) before it is read.")
+@choice_option(
     "--deletions",
-    type=click.Choice(["keep", "remove"]),
+    choices=["keep", "remove"],
     default="keep",
-    show_default=True,
-    help="With --watch: keep the rows of deleted files (as Auto Loader does) or remove them.",
+    help_text="With --watch: keep the rows of deleted files (as Auto Loader does) or remove them.",
 )
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@QUIET_OPTION
 def catalog_cmd(
     source: str,
     table: str,

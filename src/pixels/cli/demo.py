@@ -8,6 +8,7 @@ import click
 
 from pixels.cli.catalog import catalog_cmd
 from pixels.cli.images import show_cmd
+from pixels.cli.options import workers_option
 from pixels.cli.query import sql_cmd
 
 __all__ = ["demo_cmd"]
@@ -21,7 +22,7 @@ __all__ = ["demo_cmd"]
     show_default=True,
     help="Where to write the demo table.",
 )
-@click.option("--workers", "-w", type=int, default=None, help="Worker processes.")
+@workers_option("Worker processes.")
 def demo_cmd(table: str, workers: int | None) -> None:
     """Catalog the real DICOM files bundled with pydicom (and pydicom-data if installed)."""
     from pydicom.data import get_testdata_file

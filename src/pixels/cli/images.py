@@ -8,11 +8,14 @@ import click
 
 from pixels.cli.options import (
     TABLE_OPTION,
+    choice_option,
     exit_on_error,
     keep_pandas_out,
     parse_storage_options,
     require_table,
     storage_option,
+    where_option,
+    workers_option,
 )
 
 __all__ = ["patches_cmd", "show_cmd", "thumbnails_cmd"]
@@ -20,15 +23,11 @@ __all__ = ["patches_cmd", "show_cmd", "thumbnails_cmd"]
 
 @click.command("thumbnails")
 @TABLE_OPTION
-@click.option(
-    "--where", default=None, help="SQL predicate on the catalog, e.g. \"Modality = 'CT'\"."
-)
+@where_option("CT")
 @click.option("--force", is_flag=True, help="Make them again where one exists.")
 @click.option("--size", "size", type=int, default=256, show_default=True, help="Longest side.")
-@click.option(
-    "--format", "fmt", type=click.Choice(["jpeg", "png"]), default="jpeg", show_default=True
-)
-@click.option("--workers", "-w", type=int, default=None, help="Worker processes [default: CPUs].")
+@choice_option("--format", "fmt", choices=["jpeg", "png"], default="jpeg")
+@workers_option("Worker processes [default: CPUs].")
 @storage_option("fsspec option to read the files (as given to `pixels catalog`).")
 def thumbnails_cmd(
     table: str,
@@ -109,9 +108,7 @@ def show_cmd(table: str, where: str | None, out: str, limit: int, columns: int, 
 @click.command("patches")
 @TABLE_OPTION
 @click.option("--out", "-O", required=True, help="Delta table to write the patches to (appended).")
-@click.option(
-    "--where", default=None, help="SQL predicate on the catalog, e.g. \"Modality = 'MG'\"."
-)
+@where_option("MG")
 @click.option("--size", type=int, default=256, show_default=True, help="Patch size in pixels.")
 @click.option("--stride", type=int, default=None, help="Step between patches [default: --size].")
 @click.option("--pad", is_flag=True, help="Keep edge patches, padded, instead of dropping them.")
@@ -127,10 +124,8 @@ def show_cmd(table: str, where: str | None, out: str, limit: int, columns: int, 
     default=None,
     help="Stored value counted as background [default: the frame's minimum].",
 )
-@click.option(
-    "--format", "fmt", type=click.Choice(["png", "raw"]), default="png", show_default=True
-)
-@click.option("--frames", type=click.Choice(["all", "middle"]), default="all", show_default=True)
+@choice_option("--format", "fmt", choices=["png", "raw"], default="png")
+@choice_option("--frames", choices=["all", "middle"], default="all")
 def patches_cmd(
     table: str,
     out: str,

@@ -8,10 +8,10 @@ import click
 
 from pixels.cli.options import (
     TABLE_OPTION,
+    TABLE_STORAGE_OPTION,
     exit_on_error,
     parse_storage_options,
     require_table,
-    storage_option,
 )
 
 __all__ = ["optimize_cmd", "schema_cmd", "upgrade_cmd"]
@@ -33,7 +33,7 @@ __all__ = ["optimize_cmd", "schema_cmd", "upgrade_cmd"]
     help="Also order the rows by StudyInstanceUID, SeriesInstanceUID (rewrites every file; "
     "local tables) so look-ups by study or series skip the other row groups.",
 )
-@storage_option("Object-store option for a table URL (repeatable), e.g. key=..., endpoint_url=...")
+@TABLE_STORAGE_OPTION
 def optimize_cmd(
     table: str,
     retention_hours: int | None,
@@ -54,7 +54,7 @@ def optimize_cmd(
 
 @click.command("upgrade")
 @TABLE_OPTION
-@storage_option("Object-store option for a table URL (repeatable), e.g. key=..., endpoint_url=...")
+@TABLE_STORAGE_OPTION
 def upgrade_cmd(table: str, storage_option: tuple[str, ...] = ()) -> None:
     """Rewrite the rows an older Pixels wrote into the current schema (once; resumable).
 

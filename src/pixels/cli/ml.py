@@ -6,26 +6,30 @@ import sys
 
 import click
 
-from pixels.cli.options import TABLE_OPTION, require_table
+from pixels.cli.options import (
+    QUIET_OPTION,
+    TABLE_OPTION,
+    require_table,
+    where_option,
+    workers_option,
+)
 
 __all__ = ["models_cmd", "segment_cmd"]
 
 
 @click.command("segment")
 @TABLE_OPTION
-@click.option(
-    "--where", default=None, help="SQL predicate on the catalog, e.g. \"Modality = 'CT'\"."
-)
+@where_option("CT")
 @click.option(
     "--model", "-m", default="ct-tissue", show_default=True, help="ct-tissue, bundle:PATH, ..."
 )
 @click.option("--force", is_flag=True, help="Segment again series that have a SEG by this model.")
-@click.option("--workers", "-w", type=int, default=None, help="Processes [default: CPUs, max 4].")
+@workers_option("Processes [default: CPUs, max 4].")
 @click.option(
     "--output", default=None, help="Folder for the SEGs [default: seg/ next to the table]."
 )
 @click.option("--labelmap", is_flag=True, help="Label Map SEGs instead of binary ones.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@QUIET_OPTION
 def segment_cmd(
     table: str,
     where: str | None,

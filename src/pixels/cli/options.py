@@ -11,13 +11,18 @@ import click
 
 __all__ = [
     "DEFAULT_TABLE",
+    "QUIET_OPTION",
     "TABLE_OPTION",
+    "TABLE_STORAGE_OPTION",
+    "choice_option",
     "exit_on_error",
     "keep_pandas_out",
     "parse_storage_options",
     "print_error",
     "require_table",
     "storage_option",
+    "where_option",
+    "workers_option",
 ]
 
 DEFAULT_TABLE = "./catalog"
@@ -37,6 +42,38 @@ def storage_option(help_text: str) -> Any:
         multiple=True,
         metavar="KEY=VALUE",
         help=help_text,
+    )
+
+
+#: ``-o`` for a command that reads or rewrites only the table.
+TABLE_STORAGE_OPTION = storage_option(
+    "Object-store option for a table URL (repeatable), e.g. key=..., endpoint_url=..."
+)
+
+#: ``--quiet``: a command with a progress bar runs without it.
+QUIET_OPTION = click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+
+
+def workers_option(help_text: str) -> Any:
+    """``--workers``/``-w``: how many processes (None, the default: the command decides)."""
+    return click.option("--workers", "-w", type=int, default=None, help=help_text)
+
+
+def where_option(modality: str) -> Any:
+    """``--where``: a SQL predicate choosing rows, its example a ``Modality`` test."""
+    return click.option(
+        "--where",
+        default=None,
+        help=f"SQL predicate on the catalog, e.g. \"Modality = '{modality}'\".",
+    )
+
+
+def choice_option(
+    *decls: str, choices: list[str], default: str, help_text: str | None = None
+) -> Any:
+    """An option taking one of ``choices`` (listed in the help), its default shown."""
+    return click.option(
+        *decls, type=click.Choice(choices), default=default, show_default=True, help=help_text
     )
 
 

@@ -12,10 +12,11 @@ import click
 
 from pixels.cli.options import (
     TABLE_OPTION,
+    TABLE_STORAGE_OPTION,
+    choice_option,
     exit_on_error,
     parse_storage_options,
     require_table,
-    storage_option,
 )
 
 __all__ = ["sql_cmd"]
@@ -24,20 +25,19 @@ __all__ = ["sql_cmd"]
 @click.command("sql")
 @click.argument("query")
 @TABLE_OPTION
-@click.option(
+@choice_option(
     "--format",
     "-f",
     "fmt",
-    type=click.Choice(["table", "csv", "json", "parquet"]),
+    choices=["table", "csv", "json", "parquet"],
     default="table",
-    show_default=True,
-    help="Output format (json = one object per line).",
+    help_text="Output format (json = one object per line).",
 )
 @click.option("--output", "-O", default=None, help="Write to this file instead of standard output.")
 @click.option(
     "--max-rows", type=int, default=100, show_default=True, help="Rows shown by --format table."
 )
-@storage_option("Object-store option for a table URL (repeatable), e.g. key=..., endpoint_url=...")
+@TABLE_STORAGE_OPTION
 def sql_cmd(
     query: str,
     table: str,
