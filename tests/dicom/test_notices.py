@@ -55,3 +55,38 @@ def test_warnings_outside_a_file_are_untouched() -> None:
     assert kept == ["Invalid value for VR DS: '1.2.3'"]
     assert [str(w.message) for w in outside] == ["after the file"]
     assert warning_kind(kept[0]) == "Invalid value for VR DS"
+
+
+def test_a_task_of_files_keeps_each_files_warnings_in_its_own_row(tmp_path: Path) -> None:
+    """A worker task keeps one block open around its files: each file's row still gets
+    exactly its own warnings (a repeat of the same bad file included), whatever the
+    filters changed to between files, and the warning state is restored after."""
+    from pixels.dicom.record import RecordOptions
+    from pixels.engines import worker
+
+    names = ["badVR.dcm", "CT_small.dcm", "badVR.dcm", "MR_small.dcm"]
+    refs = []
+    for i, name in enumerate(names):
+        path = tmp_path / f"{i}-{name}"
+        path.write_bytes(sample_file(name).read_bytes())
+        refs.append(_ref(path))
+    show, filters = warnings.showwarning, list(warnings.filters)
+    batch = worker.run(refs, RecordOptions())
+    assert batch.column("warnings").to_pylist() == [
+        ["(0028,0008) Invalid value for VR IS: '1A'."],
+        None,
+        ["(0028,0008) Invalid value for VR IS: '1A'."],
+        None,
+    ]
+    assert warnings.showwarning is show and warnings.filters == filters
+    with kept_warnings() as outer:
+        with kept_warnings() as first:
+            warnings.warn("one", UserWarning, stacklevel=1)
+        warnings.filterwarnings("ignore", "two")  # the outer block's settings changed
+        with kept_warnings() as second:
+            warnings.warn("two", UserWarning, stacklevel=1)
+            warnings.warn("one", UserWarning, stacklevel=1)
+        warnings.warn("two", UserWarning, stacklevel=1)  # ignored here, as asked
+        warnings.warn("three", UserWarning, stacklevel=1)
+    assert (first, second, outer) == (["one"], ["two", "one"], ["three"])
+    assert warnings.showwarning is show and warnings.filters == filters

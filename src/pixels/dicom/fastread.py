@@ -40,7 +40,7 @@ from typing import Any, BinaryIO
 
 from pydicom import config as _config
 from pydicom import uid as _uid
-from pydicom.charset import convert_encodings
+from pydicom.charset import convert_encodings, python_encoding
 from pydicom.datadict import dictionary_VR, private_dictionary_VR
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, VR
 from pydicom.values import convert_string
@@ -158,7 +158,7 @@ _CACHES: dict[tuple[int, tuple[str, ...], bool], _Cache] = {}
 #: too: (its length in bytes, its bytes, its (key, model entry) pairs, their JSON
 #: texts, the last tag, private creators among them as (tag, start, end) from the
 #: run's start).
-_Run = tuple[int, bytes, list[tuple[str, Any]], list[str], int, list[tuple[int, int, int]]]
+_Run = tuple[int, bytes, dict[str, Any], list[str], int, list[tuple[int, int, int]]]
 #: The runs that follow an element (by its bytes), per cache (same key as :data:`_CACHES`);
 #: at most :data:`RUN_ENTRIES` runs of at most :data:`RUN_BYTES` bytes each per cache.
 _RUNS: dict[tuple[int, tuple[str, ...], bool], dict[bytes, _Run]] = {}
@@ -269,6 +269,8 @@ def parse_trailing(
 
 
 _ODD_PUBLIC: dict[int, bool] = {}
+#: (0008,0005) value bytes -> the Python encodings pydicom maps them to.
+_CHARSETS: dict[bytes, tuple[str, ...]] = {}
 
 
 def _in_dictionary(tag: int) -> bool:
@@ -631,7 +633,7 @@ class _Parser:
             return
         if len(runs) >= RUN_ENTRIES:
             runs.clear()
-        runs[head] = (stop - start, self.buf[start:stop], items, parts, last, creators)
+        runs[head] = (stop - start, self.buf[start:stop], dict(items), parts, last, creators)
 
     def row(self, tag: int, vr16: int) -> _KeyedRow:
         """How to read `tag` written with the VR whose two bytes are `vr16` (then cached)."""
@@ -863,13 +865,24 @@ class _Parser:
         return vr
 
     def charset(self, pos: int, length: int) -> list[str]:
-        """(0008,0005) as pydicom's reader maps it to Python codecs."""
+        """(0008,0005) as pydicom's reader maps it to Python codecs (memoized by its bytes)."""
         if pos + length > self.n:
             self.short()
+        raw = self.buf[pos : pos + length]
+        known = _CHARSETS.get(raw)
+        if known is not None:
+            return list(known)
         try:
-            return convert_encodings(convert_string(self.buf[pos : pos + length], True))
+            values = convert_string(raw, True)
+            encodings = convert_encodings(values)
         except Exception:
             raise _FallbackError from None
+        if isinstance(values, str) and values in python_encoding:
+            # one term pydicom knows as written: converted without a warning, keep it
+            if len(_CHARSETS) >= 1_000:
+                _CHARSETS.clear()
+            _CHARSETS[raw] = tuple(encodings)
+        return encodings
 
     def sequence(self, pos: int, length: int, tagpath: str) -> tuple[list[Any], list[str], int]:
         """Encode the items of a sequence whose value starts at `pos`: the items, their

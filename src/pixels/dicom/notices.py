@@ -22,12 +22,10 @@ Examples
 
 from __future__ import annotations
 
-import contextlib
 import re
 import sys
 import threading
 import warnings
-from collections.abc import Iterator
 from types import FrameType
 from typing import Any
 
@@ -69,8 +67,45 @@ def _clean(message: str) -> str:
     return text if len(text) <= MAX_LENGTH else text[: MAX_LENGTH - 3] + "..."
 
 
-@contextlib.contextmanager
-def kept_warnings() -> Iterator[list[str]]:
+class _Kept:
+    """The warnings of one ``kept_warnings`` block (see :func:`_show`)."""
+
+    __slots__ = ("dropped", "kept", "seen")
+
+    def __init__(self) -> None:
+        self.kept: list[str] = []
+        self.seen: set[str] = set()
+        self.dropped = 0
+
+
+#: The open blocks, innermost last (only the thread holding :data:`_TURN` touches it).
+_OPEN: list[_Kept] = []
+
+
+def _show(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
+    """``warnings.showwarning`` inside :func:`kept_warnings`: to the innermost block's list."""
+    text = _clean(str(message))
+    tag = _tag_on_stack(sys._getframe(1))
+    if tag is not None and not text.startswith("("):
+        text = f"({tag >> 16:04X},{tag & 0xFFFF:04X}) {text}"
+    into = _OPEN[-1]
+    if text in into.seen:
+        return
+    into.seen.add(text)
+    if len(into.kept) < MAX_PER_FILE:
+        into.kept.append(text)
+    else:
+        into.dropped += 1
+
+
+class kept_warnings:  # noqa: N801 - used as a function: ``with kept_warnings() as kept``
     """Collect the warnings raised inside the block instead of printing them.
 
     Yields the list the messages go to, in order, each prefixed with the tag
@@ -79,40 +114,45 @@ def kept_warnings() -> Iterator[list[str]]:
     repeated message once. Python's warning state is per process: threads reading
     files in one process (the DICOMweb server's STOW) take turns through this block,
     so none of them restores another's state.
+
+    A block inside another one (a catalog worker keeps one open around a task of
+    many files, then one per file) only takes the warnings over while the outer
+    block's settings are still in place: it costs no copy of the warning filters.
     """
-    kept: list[str] = []
-    seen: set[str] = set()
-    dropped = 0
 
-    def show(
-        message: Warning | str,
-        category: type[Warning],
-        filename: str,
-        lineno: int,
-        file: Any = None,
-        line: str | None = None,
-    ) -> None:
-        nonlocal dropped
-        text = _clean(str(message))
-        tag = _tag_on_stack(sys._getframe(1))
-        if tag is not None and not text.startswith("("):
-            text = f"({tag >> 16:04X},{tag & 0xFFFF:04X}) {text}"
-        if text in seen:
-            return
-        seen.add(text)
-        if len(kept) < MAX_PER_FILE:
-            kept.append(text)
-        else:
-            dropped += 1
+    __slots__ = ("_catch", "_into")
 
-    with _TURN, warnings.catch_warnings():
-        warnings.simplefilter("always")
-        warnings.showwarning = show
+    def __init__(self) -> None:
+        self._into = _Kept()
+        self._catch: warnings.catch_warnings | None = None
+
+    def __enter__(self) -> list[str]:
+        _TURN.acquire()
         try:
-            yield kept
+            if not (_OPEN and warnings.showwarning is _show and warnings.filters[:1] == _ALWAYS):
+                self._catch = warnings.catch_warnings()
+                self._catch.__enter__()
+                warnings.simplefilter("always")
+                warnings.showwarning = _show
+            _OPEN.append(self._into)
+        except BaseException:
+            _TURN.release()
+            raise
+        return self._into.kept
+
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            into = _OPEN.pop()
+            if into.dropped:
+                into.kept.append(f"... and {into.dropped} more warnings")
+            if self._catch is not None:
+                self._catch.__exit__(*exc)
         finally:
-            if dropped:
-                kept.append(f"... and {dropped} more warnings")
+            _TURN.release()
+
+
+#: What ``warnings.simplefilter("always")`` puts first in ``warnings.filters``.
+_ALWAYS = [("always", None, Warning, None, 0)]
 
 
 _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")

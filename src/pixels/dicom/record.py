@@ -7,7 +7,9 @@ Pure functions: no process pool, no table, no Spark. Engines call
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,10 +30,15 @@ from pixels.schema import (
     row_id,
 )
 from pixels.sources import ArchiveLimits, detect_file_type, open_file
+from pixels.sources.local import os_path
 from pixels.sources.ref import FileRef
 
 #: Bytes read to detect the file type (NIfTI-1 keeps its magic at offset 344).
 HEAD_BYTES = 512
+
+#: Local files of at most this many bytes are read whole with one system call and parsed
+#: from memory (the header, pixel data and frame index reads then cost none each).
+WHOLE_FILE_BYTES = 1 << 20
 
 #: File types that are images Pixels knows but does not read as DICOM.
 IMAGE_TYPES = frozenset({"png", "jpeg", "jpeg2000", "tiff", "nifti"})
@@ -130,28 +137,62 @@ def catalog_record(ref: FileRef, options: RecordOptions | None = None) -> dict[s
 
 def _read_into(row: dict[str, Any], ref: FileRef, opts: RecordOptions) -> None:
     """Fill ``row`` from the file's bytes (a failure sets ``error``, never raises)."""
-    from pixels.dicom.meta import read_header
-
     try:
-        with open_file(ref, storage_options=opts.storage_options, limits=opts.limits) as fp:
-            head = fp.read(HEAD_BYTES)
-            ftype = detect_file_type(head, ref.path)
-            row["file_type"] = ftype
-            if not head:
-                row["error"] = f"{ref.path}: empty file (0 bytes)"
-            elif ftype == "dicom":
-                fp.seek(0)
-                header = read_header(fp, path=ref.path, bulk_threshold=opts.bulk_threshold)
-                _fill_dicom(row, fp, header, ref.path, opts)
-            elif ftype not in IMAGE_TYPES:
-                row["error"] = (
-                    f"{ref.path}: not a DICOM file (no 'DICM' prefix at byte 128 and no "
-                    f"DICOM element at the start; detected type: {ftype})"
-                )
+        whole = _small_local_file(ref)
+        if whole is not None:
+            _read_file(row, whole, ref.path, opts)
+        else:
+            with open_file(ref, storage_options=opts.storage_options, limits=opts.limits) as fp:
+                _read_file(row, fp, ref.path, opts)
     except PixelsError as e:
         row["error"] = str(e)
     except Exception as e:  # any other failure is still one bad row, never a lost batch
         row["error"] = f"{ref.path}: {type(e).__name__}: {e}"
+
+
+def _read_file(row: dict[str, Any], fp: BinaryIO, path: str, opts: RecordOptions) -> None:
+    from pixels.dicom.meta import read_header
+
+    head = fp.read(HEAD_BYTES)
+    ftype = detect_file_type(head, path)
+    row["file_type"] = ftype
+    if not head:
+        row["error"] = f"{path}: empty file (0 bytes)"
+    elif ftype == "dicom":
+        fp.seek(0)
+        header = read_header(fp, path=path, bulk_threshold=opts.bulk_threshold)
+        _fill_dicom(row, fp, header, path, opts)
+    elif ftype not in IMAGE_TYPES:
+        row["error"] = (
+            f"{path}: not a DICOM file (no 'DICM' prefix at byte 128 and no "
+            f"DICOM element at the start; detected type: {ftype})"
+        )
+
+
+def _small_local_file(ref: FileRef) -> BinaryIO | None:
+    """A small local file's bytes, read with one ``read``, as an in-memory file.
+
+    None (read it through :func:`~pixels.sources.open_file`, which names what is
+    wrong) when it is not a local file of at most :data:`WHOLE_FILE_BYTES` bytes, cannot
+    be opened or read, or no longer has the length it was listed with.
+    """
+    if ref.local_path is None or not 0 < ref.length <= WHOLE_FILE_BYTES:
+        return None
+    try:
+        fd = os.open(os_path(ref.local_path), os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        data = os.read(fd, ref.length + 1)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    if len(data) != ref.length:
+        return None
+    whole = io.BytesIO(data)
+    whole.name = ref.local_path  # as an open file's (pydicom's filename)
+    return whole
 
 
 def header_record(

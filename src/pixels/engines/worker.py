@@ -145,14 +145,15 @@ def _explain_memory(row: dict[str, Any]) -> dict[str, Any]:
 def run(refs: Sequence[FileRef], options: RecordOptions, task_id: int = 0) -> pa.RecordBatch:
     """Catalog one chunk of files (the task a worker runs); one row per file, always."""
     rows = []
-    for i, ref in enumerate(refs):
-        _mark(task_id, i)
-        try:
-            rows.append(_explain_memory(catalog_record(ref, options)))
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except BaseException as e:  # a decoder panic: this file's row, not the chunk
-            rows.append(_explain_memory(error_row(ref, _failure(ref, e))))
+    with kept_warnings():  # set up once: each file's own block then only takes them over
+        for i, ref in enumerate(refs):
+            _mark(task_id, i)
+            try:
+                rows.append(_explain_memory(catalog_record(ref, options)))
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as e:  # a decoder panic: this file's row, not the chunk
+                rows.append(_explain_memory(error_row(ref, _failure(ref, e))))
     _mark(task_id, -1)
     return pa.RecordBatch.from_pylist(rows, schema=SCHEMA)
 
