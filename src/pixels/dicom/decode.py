@@ -270,6 +270,25 @@ def _check_shape(raw: np.ndarray, info: PixelInfo, ts: str) -> None:
         )
 
 
+def check_frame(data: bytes, info: PixelInfo, *, path: str = "") -> None:
+    """The checks an encapsulated frame passes before any codec sees it: the size its
+    codestream declares is the header's, and its bytes can plausibly decode to it.
+
+    Raises
+    ------
+    DecodeError
+        Naming ``path`` and the tags that disagree.
+    """
+    ts = info.transfer_syntax
+    try:
+        _check_codestream(bytes(data[:65536]), info, ts)
+        _check_expansion(len(data), info, ts)
+    except DecodeError as e:
+        if e.path or not path:
+            raise
+        raise DecodeError(e.reason, path) from e
+
+
 def _check_reduce(reduce: int) -> None:
     if not isinstance(reduce, int) or reduce < 0:
         raise ValueError(f"reduce must be an integer >= 0, got {reduce!r}")
@@ -318,8 +337,7 @@ def decode_frame(
         if info.is_native:
             raw = _native(data, info)
         else:
-            _check_codestream(bytes(data[:65536]), info, ts)
-            _check_expansion(len(data), info, ts)
+            check_frame(data, info)
             backends = codecs.backends_for(ts, info, reduce=reduce, threaded=threaded)
             if not backends:
                 raise codecs.missing_decoder_error(ts, path)

@@ -15,7 +15,9 @@ import importlib
 from typing import Any
 
 __all__ = [
+    "EncodedFrame",
     "FrameDataset",
+    "FrameDecoder",
     "PatchDataset",
     "SeriesDataset",
     "Volume",
@@ -24,6 +26,8 @@ __all__ = [
 ]
 
 _WHERE = {
+    "EncodedFrame": "pixels.ml.gpudecode",
+    "FrameDecoder": "pixels.ml.gpudecode",
     "FrameDataset": "pixels.ml.datasets",
     "PatchDataset": "pixels.ml.datasets",
     "SeriesDataset": "pixels.ml.datasets",

@@ -333,6 +333,11 @@ class FrameDataset(Dataset):
         Applied to each item.
     storage_options : dict, optional
         fsspec options.
+    encoded : bool
+        Items are the frames' bytes, not decoded (:class:`pixels.ml.gpudecode.EncodedFrame`):
+        ``DataLoader`` workers then only read, and
+        :class:`~pixels.ml.gpudecode.FrameDecoder` decodes each batch on the GPU
+        (``collate_fn=list``). Not with ``display`` or ``transform``.
 
     Items
     -----
@@ -354,8 +359,14 @@ class FrameDataset(Dataset):
         on_error: str = "raise",
         transform: Callable[[dict[str, Any]], Any] | None = None,
         storage_options: dict[str, Any] | None = None,
+        encoded: bool = False,
     ) -> None:
         _check_on_error(on_error)
+        if encoded and (display or transform is not None):
+            raise ValueError(
+                "encoded=True gives undecoded frames: display and transform apply after "
+                "FrameDecoder, not here"
+            )
         rows = select_rows(_catalog(catalog, storage_options), where)
         self.rows = [r for r in rows if r.get("frame_offsets") and not r.get("error")]
         self._parsed = (
@@ -371,15 +382,14 @@ class FrameDataset(Dataset):
         self.on_error = on_error
         self.transform = transform
         self.storage_options = storage_options
+        self.encoded = encoded
 
     def __len__(self) -> int:
         return len(self.items)
 
-    def _item(
-        self, k: int, files: tuple[ExitStack, dict[int, BinaryIO]] | None = None
-    ) -> dict[str, Any]:
-        """Item ``k``; ``files``: the files of a batch already open (by row), reused and
-        added to (closed with the stack)."""
+    def _item(self, k: int, files: tuple[ExitStack, dict[int, BinaryIO]] | None = None) -> Any:
+        """Item ``k`` (a dict; an ``EncodedFrame`` when ``encoded``); ``files``: the files of
+        a batch already open (by row), reused and added to (closed with the stack)."""
         from pixels.dicom.display import to_display
 
         i, frame = self.items[k]
@@ -395,6 +405,12 @@ class FrameDataset(Dataset):
             if i not in opened:
                 opened[i] = stack.enter_context(px.open(self.storage_options))
             data = px.read(opened[i], frame)
+        if self.encoded:
+            from pixels.ml.gpudecode import encoded_frame
+            from pixels.ml.volume import linear_rescale
+
+            rescale = linear_rescale(px.meta, frame)
+            return encoded_frame(data, px.info, px.meta, rescale, self.size, row, frame)
         arr = px.decode(data)
         del data
         if self.display:

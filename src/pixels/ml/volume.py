@@ -234,7 +234,7 @@ class Volume:
         return self.rows[self.plan.slices[0].row]
 
 
-def _linear_rescale(meta: Mapping[str, Any], frame: int) -> tuple[float, float] | None:
+def linear_rescale(meta: Mapping[str, Any], frame: int) -> tuple[float, float] | None:
     """``(slope, intercept)`` when the modality LUT is linear (no LUT sequence), else None.
 
     The same choice as :func:`pixels.dicom.display.modality_lut`: the frame's Pixel Value
@@ -263,7 +263,7 @@ def to_modality(arr: np.ndarray, meta: Mapping[str, Any], frame: int, slot: np.n
     A linear rescale is computed in ``float32`` in place; a Modality LUT Sequence
     goes through :func:`pixels.dicom.display.modality_lut`.
     """
-    linear = _linear_rescale(meta, frame)
+    linear = linear_rescale(meta, frame)
     if linear is None:
         slot[...] = modality_lut(arr, meta, frame=frame)
         return
