@@ -235,6 +235,7 @@ class _GpuDecode:
         import torch
 
         images = self.decoder.decode(frames, params=self.rgb if color else self.params)
+        torch.cuda.synchronize()  # the decode may run on the codec's own stream
         out = []
         for k, img in enumerate(images):
             if img is None:
@@ -323,13 +324,13 @@ class Encoded:
         return len(self.ds)
 
     def __getitem__(self, k: int) -> tuple[bytes, float, float, bool]:
-        from pixels.ml.volume import _linear_rescale
+        from pixels.ml.volume import linear_rescale
 
         i, frame = self.ds.items[k]
         px = self.ds._parsed[i]
         with px.open(None) as fp:
             data = px.read(fp, frame)
-        lin = _linear_rescale(px.meta, frame) or (1.0, 0.0)
+        lin = linear_rescale(px.meta, frame) or (1.0, 0.0)
         signed = px.info.pixel_representation == 1
         return data, float(lin[0]), float(lin[1]), signed
 
@@ -349,6 +350,7 @@ def _gpu_batch(gpu: _GpuDecode, batch: list[Any], color: bool) -> Any:
         t = t.float()
         out.append(t * slope + intercept if not color else t)
     x = torch.stack(out)
+    torch.cuda.synchronize()  # before the codec's images are released (ts)
     return x.permute(0, 3, 1, 2) if x.ndim == 4 else x[:, None]
 
 
@@ -529,7 +531,14 @@ def bench_product(name: str, ds: Any, workers: int, seconds: float, model: Any) 
     return round(n / dt, 1)
 
 
-def run(folder: Path, out: Path, seconds: float, workers: list[int], gpu_only: bool) -> None:
+def run(
+    folder: Path,
+    out: Path,
+    seconds: float,
+    workers: list[int],
+    gpu_only: bool,
+    product_only: bool = False,
+) -> None:
     import torch
 
     if not HOME.exists():  # the GPU machine: the rows name /work/main/.gpu/data/...
@@ -562,6 +571,18 @@ def run(folder: Path, out: Path, seconds: float, workers: list[int], gpu_only: b
         except Exception as e:
             res["product_check"] = {"error": f"{type(e).__name__}: {e}"}
         print("product check", json.dumps(res["product_check"]), flush=True)
+    if product_only:
+        model = make_unet()
+        res["unet_alone_ips"] = bench_unet(model, seconds)
+        for name in ("ct-j2k", "ct-htj2k", "ct-jpegll"):
+            res[name] = {
+                "product_w1_fps": bench_product(name, sets[name], 1, seconds, None),
+                "product_w1_unet_ips": bench_product(name, sets[name], 1, seconds, model),
+            }
+            print(name, json.dumps(res[name]), flush=True)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(res, indent=1))
+        return
     for name in SYNTAXES:
         r = bench_decode(name, sets[name], gpu, seconds, gpu_only)
         print(name, json.dumps(r), flush=True)
@@ -623,6 +644,7 @@ def main() -> None:
     r.add_argument("--seconds", type=float, default=4.0)
     r.add_argument("--workers", default="1,4,14")
     r.add_argument("--gpu-only", action="store_true", help="only the nvImageCodec figures")
+    r.add_argument("--product-only", action="store_true", help="only FrameDecoder's figures")
     a = ap.parse_args()
     if a.cmd == "prepare":
         prepare(a.dir.resolve(), a.copies)
@@ -633,6 +655,7 @@ def main() -> None:
             a.seconds,
             [int(w) for w in a.workers.split(",")],
             a.gpu_only,
+            a.product_only,
         )
 
 

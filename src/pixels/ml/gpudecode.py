@@ -230,13 +230,16 @@ class FrameDecoder:
         with torch.cuda.device(self.device):
             stream = torch.cuda.current_stream()
             data = [f.data for f in frames]
-            try:  # decode on torch's stream: what follows on it sees the frames decoded
+            try:  # decode on torch's stream
                 images = self._decoder.decode(
                     data, params=self._params, cuda_stream=stream.cuda_stream
                 )
-            except TypeError:  # a version without the argument: decode, then wait for it
+            except TypeError:  # a version without the argument
                 images = self._decoder.decode(data, params=self._params)
-                torch.cuda.synchronize(self.device)
+            # The decoded images live in the codec's memory, which it may reuse once they
+            # are released, and its decode may run on its own stream: wait for it before
+            # reading, and for the reads (copies) before the images are released.
+            torch.cuda.synchronize(self.device)
             out: list[torch.Tensor | None] = []
             for f, img in zip(frames, images, strict=True):
                 if img is None:
@@ -254,6 +257,8 @@ class FrameDecoder:
                 assert f.rescale is not None  # _on_gpu
                 out.append(_modality(_finish(t, f.info), f.rescale)[None])
                 self.frames_on_gpu += 1
+            stream.synchronize()
+            del images
         return out
 
     def __call__(self, batch: Sequence[EncodedFrame]) -> dict[str, Any]:
