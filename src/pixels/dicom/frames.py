@@ -229,7 +229,7 @@ def index_frames(
             rows * columns * samples_per_pixel,
             bits_allocated,
             photometric_interpretation,
-            _tag(tag),
+            tag,
             path,
             swapped_pairs,
         )
@@ -247,13 +247,13 @@ def _index_native(
     samples: int,
     bits_allocated: int,
     photometric: str | None,
-    tag: str,
+    tag: int,
     path: str,
     swapped_pairs: bool = False,
 ) -> FrameIndex:
     if samples <= 0 or bits_allocated <= 0:
         raise DicomReadError(
-            f"cannot locate the frames of pixel data {tag}: Rows * Columns * SamplesPerPixel "
+            f"cannot locate the frames of pixel data {_tag(tag)}: Rows * Columns * SamplesPerPixel "
             f"is {samples} and BitsAllocated {bits_allocated}",
             path=path,
         )
@@ -274,7 +274,7 @@ def _index_native(
         if swapped_pairs and bits_allocated == 8 and size % 2:
             if n > 1:
                 raise DicomReadError(
-                    f"8-bit pixel data {tag} written as OW in big endian with frames of an "
+                    f"8-bit pixel data {_tag(tag)} written as OW in big endian with frames of an "
                     f"odd length ({size} bytes, {n} frames): frames start inside a byte pair, "
                     "which Pixels does not index",
                     path=path,
@@ -290,12 +290,12 @@ def _index_native(
                 cut = available // size
                 cut_end = pixel_offset + (cut + 1) * size
             raise DicomReadError(
-                f"truncated: pixel data {tag} ends at byte {end} of the file, inside frame "
+                f"truncated: pixel data {_tag(tag)} ends at byte {end} of the file, inside frame "
                 f"{cut} (of {n}) which ends at {cut_end}",
                 path=path,
             )
         raise DicomReadError(
-            f"pixel data {tag} holds {held} bytes, too few for {n} frame(s) of "
+            f"pixel data {_tag(tag)} holds {held} bytes, too few for {n} frame(s) of "
             f"{size_text} ({needed} bytes): NumberOfFrames (0028,0008) {n}, Rows (0028,0010) x "
             f"Columns (0028,0011) x SamplesPerPixel (0028,0002) {samples}, BitsAllocated "
             f"(0028,0100) {bits_allocated}",
@@ -675,6 +675,15 @@ def _binary(fp: BinaryIO, entry: dict[str, Any] | None, path: str) -> bytes | No
     return data
 
 
+#: The image dimensions :func:`index_from_header` reads: (argument, JSON key, default).
+_DIMS: tuple[tuple[str, str, int | None], ...] = (
+    ("rows", "00280010", None),
+    ("columns", "00280011", None),
+    ("bits_allocated", "00280100", None),
+    ("samples_per_pixel", "00280002", 1),
+)
+
+
 def index_from_header(
     fp: BinaryIO,
     header_json: dict[str, Any],
@@ -725,12 +734,7 @@ def index_from_header(
     encapsulated = length is None
     tag = int(key, 16)
     dims: dict[str, int] = {}
-    for name, k, default in (
-        ("rows", "00280010", None),
-        ("columns", "00280011", None),
-        ("bits_allocated", "00280100", None),
-        ("samples_per_pixel", "00280002", 1),
-    ):
+    for name, k, default in _DIMS:
         v = _int(header_json, k, default)
         if v is None:
             if not encapsulated:

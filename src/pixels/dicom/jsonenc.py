@@ -104,10 +104,24 @@ BULK_VRS = frozenset(
 MAX_SEQUENCE_DEPTH = 100
 
 
+_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+#: The C encoder that ``_JSON.encode`` builds anew at every call, built once (without
+#: the check for circular references: a model is a tree).
+_MAKE: Any = getattr(json.encoder, "c_make_encoder", None)
+_ITERENCODE: Callable[[Any, int], Any] | None = (
+    None
+    if _MAKE is None
+    else _MAKE(None, _JSON.default, json.encoder.encode_basestring, None, ":", ",", *[False] * 3)
+)
+
+
+def _dumps(o: Any) -> str:
+    """The same text as ``_JSON.encode(o)``, without building an encoder per call."""
+    return "".join(_ITERENCODE(o, 0))  # type: ignore[misc]  # (set when this is used)
+
+
 #: Compact, strict JSON text of a model (``json.dumps`` with one encoder for every call).
-dumps: Callable[[Any], str] = json.JSONEncoder(
-    separators=(",", ":"), ensure_ascii=False, allow_nan=False
-).encode
+dumps: Callable[[Any], str] = _JSON.encode if _ITERENCODE is None else _dumps
 
 
 def nested_too_deep(tagpath: str) -> str | None:

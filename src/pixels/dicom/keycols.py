@@ -108,16 +108,26 @@ _MEMOS: tuple[dict[int, tuple[dict[str, Any], Any]], ...] = tuple({} for _ in _K
 MEMO_ENTRIES = 2_000
 
 
+#: The key columns read from the model (all but ``TransferSyntaxUID``), with their memo.
+_READ: tuple[tuple[str, str, str, dict[int, tuple[dict[str, Any], Any]]], ...] = tuple(
+    (name, key, kind, memo)
+    for (name, key, kind), memo in zip(_KEY_SPECS, _MEMOS, strict=True)
+    if kind != "ts"
+)
+#: Every key column as None, in :data:`_KEY_SPECS` order.
+_NONE: dict[str, Any] = dict.fromkeys(name for name, _, _ in _KEY_SPECS)
+_TS_NAMES = tuple(name for name, _, kind in _KEY_SPECS if kind == "ts")
+
+
 def key_values(js: dict[str, Any], transfer_syntax: str | None) -> dict[str, Any]:
     """Every key column's typed value from the model ``js`` (``TransferSyntaxUID``: ``transfer_syntax``)."""
-    keys: dict[str, Any] = {}
-    for (name, key, kind), memo in zip(_KEY_SPECS, _MEMOS, strict=True):
-        if kind == "ts":
-            keys[name] = transfer_syntax
-            continue
-        entry = js.get(key)
+    keys = _NONE.copy()
+    for name in _TS_NAMES:
+        keys[name] = transfer_syntax
+    get = js.get
+    for name, key, kind, memo in _READ:
+        entry = get(key)
         if entry is None:
-            keys[name] = None
             continue
         known = memo.get(id(entry))
         if known is not None and known[0] is entry:

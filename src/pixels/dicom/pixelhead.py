@@ -32,6 +32,27 @@ def pixel_header(
 
     Returns ``(tag, explicit VR or None, value length, header size)`` or None.
     """
+    if type(data) is not bytes:
+        return _pixel_header(data, little, implicit)
+    key = (data, little, implicit)
+    known = _HEADS.get(key, _UNKNOWN)
+    if known is _UNKNOWN:
+        known = _pixel_header(data, little, implicit)
+        if len(data) <= 12:  # (a file's 12 bytes: the same for every file of a series)
+            if len(_HEADS) >= 1_000:
+                _HEADS.clear()
+            _HEADS[key] = known
+    return known  # type: ignore[return-value]
+
+
+_UNKNOWN = object()
+#: :func:`pixel_header` by its arguments.
+_HEADS: dict[tuple[bytes, bool, bool], object] = {}
+
+
+def _pixel_header(
+    data: bytes, little: bool, implicit: bool
+) -> tuple[int, str | None, int, int] | None:
     if len(data) < 8:
         return None
     e = "<" if little else ">"

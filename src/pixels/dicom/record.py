@@ -91,9 +91,14 @@ def without_un(meta: str) -> str:
     return json.dumps(clean(json.loads(meta)), separators=(",", ":"))
 
 
+_KEY_NAMES = tuple(col.name for col in KEY_COLUMNS)
+#: :func:`~pixels.schema.empty_row`, copied for each row (every value None).
+_EMPTY_ROW = empty_row()
+
+
 def file_columns(ref: FileRef, storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """The row's file columns, from the listing alone (``storage_options``: for ``is_anon``)."""
-    row = empty_row()
+    row = _EMPTY_ROW.copy()
     row.update(
         rowId=row_id(ref.path),
         is_anon=anonymous(ref.path, storage_options),
@@ -230,9 +235,10 @@ def _fill_dicom(
     """Fill ``row`` from a DICOM file's header (read from ``fp``) and its frame index."""
     row["meta"] = header.meta
     row["forced"] = header.forced
-    for col in KEY_COLUMNS:
-        value = header.keys.get(col.name)
-        row[col.name] = value.isoformat() if isinstance(value, dt.time) else value
+    keys = header.keys
+    for name in _KEY_NAMES:
+        value = keys.get(name)
+        row[name] = value.isoformat() if isinstance(value, dt.time) else value
     if header.problem:
         row["error"] = f"{path}: {header.problem}"
     else:
