@@ -161,6 +161,16 @@ class TableIndex:
             row = con.execute("SELECT format FROM ix.state").fetchone()
             if row is not None and row[0] == index_tables.FORMAT:
                 return
+            if row is not None and row[0] in index_tables.UPGRADES:
+                # an older layout turned into this one in place (one transaction)
+                con.execute("BEGIN TRANSACTION")
+                try:
+                    con.execute(index_tables.UPGRADES[row[0]])
+                except BaseException:
+                    con.execute("ROLLBACK")
+                    raise
+                con.execute("COMMIT")
+                return
         # a new file, or one saved by another layout: built again
         if tables:
             con.execute("DETACH DATABASE ix")

@@ -10,7 +10,8 @@ instance, kept up to date file by file (:func:`apply`):
   latest ``cataloged_at``, then the smallest path);
 - ``grp``: the distinct combinations of the study and series level key columns
   (``PatientName`` ... ``BodyPartExamined``), with the number of kept rows of each:
-  study and series searches match here (thousands of rows, not millions);
+  study and series searches match here (thousands of rows, not millions); ``sk``,
+  the study's key (the hash of its UID, also in ``study_sum``), joins them to studies;
 - ``ffirst``: per data file and series, the row with the smallest SOP Instance UID
   and the study/series-level part of its header (:mod:`pixels.web.firsts`);
 - ``series_sum`` / ``study_sum``: counts, modalities, first instance and its
@@ -39,10 +40,11 @@ from pixels.web.firsts import FFIRST, Sidecars, firsts_table
 from pixels.web.rowreads import RowReader
 from pixels.web.sopkeys import SopKeys
 
-__all__ = ["FORMAT", "GROUP_COLUMNS", "KEY_COLUMNS", "SCHEMA_SQL", "apply"]
+__all__ = ["FORMAT", "GROUP_COLUMNS", "KEY_COLUMNS", "SCHEMA_SQL", "UPGRADES", "apply"]
 
-#: Version of the tables' layout: an index saved with another one is built again.
-FORMAT = 1
+#: Version of the tables' layout: an index saved with another one is built again,
+#: unless :data:`UPGRADES` turns it into this one.
+FORMAT = 2
 
 #: Study and series level key columns: one ``grp`` row per distinct combination.
 GROUP_COLUMNS = (
@@ -77,6 +79,12 @@ _VALID = (
 )
 _GROUP_SQL = ", ".join(GROUP_COLUMNS)
 
+_SGRP_SQL = """CREATE OR REPLACE VIEW ix.sgrp AS SELECT g.*, s.StudyID, s.ReferringPhysicianName
+  FROM ix.grp g JOIN ix.series_sum s USING (SeriesInstanceUID) WHERE g.n > 0;"""
+#: The study key ``sk`` of ``grp`` and ``study_sum``: the hash of the StudyInstanceUID
+#: (as ``gid``, ``sh`` and ``seh`` are), so that searches join studies on integers.
+_SK = "hash(StudyInstanceUID)"
+
 SCHEMA_SQL = f"""
 CREATE TABLE ix.inst_all (fid INTEGER, _row BIGINT, gid UBIGINT, sh UBIGINT, seh UBIGINT,
   path VARCHAR,
@@ -86,16 +94,16 @@ CREATE TABLE ix.inst_all (fid INTEGER, _row BIGINT, gid UBIGINT, sh UBIGINT, seh
 CREATE TABLE ix.grp (gid UBIGINT, n BIGINT, PatientName VARCHAR, PatientID VARCHAR,
   PatientBirthDate DATE, PatientSex VARCHAR, StudyInstanceUID VARCHAR, StudyDate DATE,
   AccessionNumber VARCHAR, StudyDescription VARCHAR, SeriesInstanceUID VARCHAR,
-  Modality VARCHAR, SeriesNumber BIGINT, SeriesDescription VARCHAR, BodyPartExamined VARCHAR);
+  Modality VARCHAR, SeriesNumber BIGINT, SeriesDescription VARCHAR, BodyPartExamined VARCHAR,
+  sk UBIGINT);
 CREATE TABLE ix.ffirst (fid INTEGER, SeriesInstanceUID VARCHAR, sop VARCHAR, path VARCHAR,
   qmeta VARCHAR, StudyID VARCHAR, ReferringPhysicianName VARCHAR);
 CREATE TABLE ix.series_sum (SeriesInstanceUID VARCHAR, StudyInstanceUID VARCHAR,
   n_inst BIGINT, n BIGINT, first VARCHAR, first_sop VARCHAR, qmeta VARCHAR,
   StudyID VARCHAR, ReferringPhysicianName VARCHAR);
 CREATE TABLE ix.study_sum (StudyInstanceUID VARCHAR, n_series BIGINT, n_inst BIGINT,
-  mods VARCHAR[], first VARCHAR, first_sop VARCHAR, qmeta VARCHAR, d DATE);
-CREATE VIEW ix.sgrp AS SELECT g.*, s.StudyID, s.ReferringPhysicianName
-  FROM ix.grp g JOIN ix.series_sum s USING (SeriesInstanceUID) WHERE g.n > 0;
+  mods VARCHAR[], first VARCHAR, first_sop VARCHAR, qmeta VARCHAR, d DATE, sk UBIGINT);
+{_SGRP_SQL}
 CREATE VIEW ix.inst AS SELECT i.path, {", ".join("g." + c for c in GROUP_COLUMNS)},
   i.SOPInstanceUID, i.SOPClassUID, i.InstanceNumber, s.StudyID, s.ReferringPhysicianName,
   i.fid, i._row FROM ix.inst_all i JOIN ix.grp g ON i.gid = g.gid
@@ -103,6 +111,20 @@ CREATE VIEW ix.inst AS SELECT i.path, {", ".join("g." + c for c in GROUP_COLUMNS
 CREATE TABLE ix.files (fid INTEGER, uri VARCHAR);
 CREATE TABLE ix.state (format INTEGER, version BIGINT, next_fid INTEGER);
 """
+
+#: SQL that turns an index saved with an older :data:`FORMAT` (the key) into the current
+#: one in place (seconds at 10M instances: it touches the per-group and per-study tables
+#: only), instead of building it again.
+UPGRADES = {
+    1: f"""
+ALTER TABLE ix.grp ADD COLUMN sk UBIGINT;
+UPDATE ix.grp SET sk = {_SK};
+ALTER TABLE ix.study_sum ADD COLUMN sk UBIGINT;
+UPDATE ix.study_sum SET sk = {_SK};
+{_SGRP_SQL}
+UPDATE ix.state SET format = {FORMAT};
+""",
+}
 
 
 #: Up to this many touched series and SOP instances are looked up as constants.
@@ -286,7 +308,7 @@ def apply(
     ]
     cur.execute(
         "INSERT INTO ix.study_sum SELECT s.StudyInstanceUID, s.n_series, s.n_inst, g.mods, "
-        "s.first, s.first_sop, q.qmeta, g.d FROM _ss s "
+        "s.first, s.first_sop, q.qmeta, g.d, hash(s.StudyInstanceUID) FROM _ss s "
         "JOIN (SELECT StudyInstanceUID, max(StudyDate) AS d, "
         "list_sort(list(DISTINCT Modality) FILTER (Modality IS NOT NULL)) AS mods "
         "FROM ix.grp WHERE n > 0 AND StudyInstanceUID IN (SELECT s FROM _st) "
@@ -346,7 +368,7 @@ def _load(
         "true FROM _rows"
     )
     cur.execute(
-        f"INSERT INTO ix.grp SELECT DISTINCT ON (gid) gid, 0, {_GROUP_SQL} FROM _rows "
+        f"INSERT INTO ix.grp SELECT DISTINCT ON (gid) gid, 0, {_GROUP_SQL}, {_SK} FROM _rows "
         "WHERE gid NOT IN (SELECT gid FROM ix.grp)"
     )
     firsts = cur.execute(
