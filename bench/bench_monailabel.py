@@ -6,6 +6,9 @@ segments) copied N times along its normal (tests/ml/series.py), cataloged, serve
 ``POST /monailabel/infer/<model>?image=<series>&output=image`` with a multipart
 ``params`` field; the answer is the NRRD label volume the panel paints.
 
+``--gzip`` measures only the answers' compression (Content-Encoding: gzip to clients
+that accept it): size and CPU at zlib levels 1 and 6, and a repeated click plain and gzip.
+
 1. Run to overlay (server part): ``infer/ct-tissue`` on a series not read before
    (volume read + model + NRRD), then again (volume cached). The panel's own parse and
    copy into its labelmap come on top (about a second in the browser tests).
@@ -239,6 +242,72 @@ def tissue(slices: int) -> dict[str, float]:
     return {"first_s": first, "cached_volume_s": again}
 
 
+def compression(slices: int, levels: tuple[int, ...] = (1, 6), repeat: int = 3) -> dict[str, Any]:
+    """gzip of the real answers (``--gzip``): the ct-tissue labels and a region-grow click on
+    the 512x512xN CT, fetched plain (``Accept-Encoding: identity``), then compressed as the
+    server does (:class:`pixels.web.gzipped.Deflated`) at each level: size, compress and
+    inflate CPU (this thread's, median of ``repeat``); and one repeated click (an unchanged
+    answer: compressed once, then reused) timed plain and gzip over loopback."""
+    import zlib
+
+    import httpx
+    import pydicom
+
+    from pixels.web import create_app, monailabel
+    from pixels.web.gzipped import Deflated, gzip_join
+    from web.conftest import running
+
+    folder, table = _data(slices)
+    series = pydicom.dcmread(next(folder.glob("*.dcm"))).SeriesInstanceUID
+    click = {**PARAMS, "foreground": [[256, 256, slices // 2]], "background": []}
+    http = httpx.Client(timeout=600)
+    out: dict[str, Any] = {}
+    with running(create_app(str(table), viewer=False)) as url:
+        monailabel.warm().join()
+
+        def post(model: str, params: dict[str, Any], accept: str) -> tuple[float, bytes]:
+            t0 = time.perf_counter()
+            r = http.post(
+                f"{url}/monailabel/infer/{model}",
+                params={"image": series, "output": "image"},
+                files={"params": (None, json.dumps(params))},
+                headers={"Accept-Encoding": accept},
+            )
+            assert r.status_code == 200 and r.content.startswith(b"NRRD0004"), r.text[:300]
+            return time.perf_counter() - t0, r.content
+
+        answers = {
+            "ct-tissue": post("ct-tissue", PARAMS, "identity")[1],
+            "region-grow": post("region-grow", click, "identity")[1],
+        }
+        walls: dict[str, list[float]] = {"identity": [], "gzip": []}
+        for _ in range(5):
+            for accept in walls:
+                walls[accept].append(post("region-grow", click, accept)[0])
+    for name, body in answers.items():
+        row: dict[str, Any] = {"nrrd_mb": round(len(body) / 2**20, 2)}
+        for level in levels:
+            cpu, inflate = [], []
+            for _ in range(repeat):
+                t0 = time.thread_time()
+                packed = gzip_join([Deflated.of(body, level)])
+                cpu.append(time.thread_time() - t0)
+                t0 = time.thread_time()
+                assert zlib.decompress(packed, 16 + zlib.MAX_WBITS) == body
+                inflate.append(time.thread_time() - t0)
+            row[f"level {level}"] = {
+                "kb": round(len(packed) / 1024),
+                "ratio": round(len(body) / len(packed), 1),
+                "compress_cpu_ms": round(statistics.median(cpu) * 1e3),
+                "inflate_cpu_ms": round(statistics.median(inflate) * 1e3),
+            }
+            print(f"{name} 512x512x{slices} level {level}: {row[f'level {level}']}")
+        out[name] = row
+    out["repeated click wall_ms"] = {k: round(statistics.median(v) * 1e3) for k, v in walls.items()}
+    print(f"repeated click (unchanged answer), loopback median: {out['repeated click wall_ms']}")
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--slices", type=int, default=100)
@@ -246,6 +315,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--baseline", default=BASELINE, help="git revision to compare with")
     ap.add_argument("--no-tissue", action="store_true", help="skip the ct-tissue part")
+    ap.add_argument("--gzip", action="store_true", help="only the gzip sizes and CPU")
     ap.add_argument("--serve", help=argparse.SUPPRESS)
     ap.add_argument("--out", default=str(HERE / "results" / "monailabel.json"))
     a = ap.parse_args()
@@ -255,6 +325,10 @@ def main() -> None:
 
     results: dict[str, Any] = {"machine": machine_info(), "shape": [512, 512, a.slices]}
     _data(a.slices)
+    if a.gzip:
+        results["gzip"] = compression(a.slices)
+        dump_json(str(Path(a.out).with_name("monailabel_gzip.json")), results)
+        return
     if not a.no_tissue:
         results["ct-tissue"] = tissue(a.slices)
     variants = {f"baseline {a.baseline}": _export(a.baseline), "current": str(ROOT / "src")}

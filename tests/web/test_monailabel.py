@@ -418,6 +418,77 @@ def test_clicks_grow_a_region_and_background_clicks_cut_it(ml_server: tuple) -> 
     assert r.status_code == 400 and "no foreground point" in r.text
 
 
+def _raw_post(url: str, query: str, params: dict, accept_encoding: str | None) -> tuple:
+    """A POST from http.client, which neither adds an Accept-Encoding (unless given) nor
+    decodes the answer: (status, headers with lower-case names, body as sent)."""
+    import http.client
+
+    boundary = "pixels-test-boundary"
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="params"\r\n\r\n'
+        f"{json.dumps(params)}\r\n--{boundary}--\r\n"
+    ).encode()
+    parsed = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=300)
+    try:
+        conn.putrequest("POST", f"{query}", skip_accept_encoding=True)
+        conn.putheader("Content-Type", f"multipart/form-data; boundary={boundary}")
+        conn.putheader("Content-Length", str(len(body)))
+        if accept_encoding is not None:
+            conn.putheader("Accept-Encoding", accept_encoding)
+        conn.endheaders(body)
+        r = conn.getresponse()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+    finally:
+        conn.close()
+
+
+def test_click_answers_are_gzip_to_clients_that_accept_it(ml_server: tuple) -> None:
+    """A region-grow answer to a client sending Accept-Encoding: gzip is one gzip member
+    that inflates to the very NRRD a client without the header gets; an unchanged answer
+    is compressed once; ``output=all`` is compressed whole, its image part the same NRRD."""
+    import zlib
+
+    from pixels.web import monailabel
+
+    url, ct, _, files = ml_server
+    catalog = str(Path(files[0]).parents[2] / "catalog")
+    x, y, z = _expected(catalog, ct)[1].array.shape
+    click = {**PANEL_PARAMS, "foreground": [[x // 2, y // 2, z // 2]], "background": []}
+    query = f"/monailabel/infer/region-grow?image={ct}&output=image"
+    status, headers, plain = _raw_post(url, query, click, None)
+    assert status == 200 and "content-encoding" not in headers, headers
+    assert plain.startswith(b"NRRD0004") and headers["vary"] == "Accept-Encoding"
+    assert len(plain) > x * y * z  # the raw voxels
+    for accept in ("identity", "gzip;q=0, identity", "br"):
+        status, headers, body = _raw_post(url, query, click, accept)
+        assert (status, headers.get("content-encoding"), body) == (200, None, plain), accept
+    status, headers, packed = _raw_post(url, query, click, "gzip, deflate, br, zstd")
+    assert status == 200 and headers["content-encoding"] == "gzip"
+    assert int(headers["content-length"]) == len(packed) and len(packed) * 2 < len(plain)
+    one = zlib.decompressobj(16 + zlib.MAX_WBITS)  # one member, as httpx and browsers read it
+    assert one.decompress(packed) == plain and one.eof and one.unused_data == b""
+    cached = [a for _, _, a in monailabel._ENCODED if a.nrrd == plain]
+    assert len(cached) == 1
+    deflated = cached[0].deflated()
+    # the same click again: the same answer, its compressed bytes reused
+    status, headers, again = _raw_post(url, query, click, "*")
+    assert (status, headers["content-encoding"], again) == (200, "gzip", packed)
+    assert [a.deflated() for _, _, a in monailabel._ENCODED if a.nrrd == plain] == [deflated]
+    assert cached[0].deflated() is deflated
+    # output=all: the whole multipart is compressed; its image part is the same NRRD
+    query_all = f"/monailabel/infer/region-grow?image={ct}&output=all"
+    status, headers, packed_all = _raw_post(url, query_all, click, "gzip")
+    assert status == 200 and headers["content-encoding"] == "gzip"
+    whole = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    multipart = whole.decompress(packed_all)
+    assert whole.eof and whole.unused_data == b""
+    boundary = headers["content-type"].split("boundary=")[1].encode()
+    parts = multipart.split(b"--" + boundary)
+    assert json.loads(parts[1].split(b"\r\n\r\n", 1)[1][:-2])["label_names"] == {"region": 1}
+    assert parts[2].split(b"\r\n\r\n", 1)[1][:-2] == plain and parts[3] == b"--\r\n"
+
+
 def _wheel_client() -> object:
     """``monailabel.client.MONAILabelClient`` from the installed wheel's files (needs only requests)."""
     import importlib.util
