@@ -10,6 +10,7 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
@@ -21,9 +22,15 @@ from pixels import Catalog
 from pixels.cli import main
 
 
-def _rows(catalog: str) -> list[tuple[str, str, str]]:
-    t = Catalog(catalog).sql_arrow("SELECT path, SOPInstanceUID, meta FROM object_catalog")
-    return sorted(zip(*(t[c].to_pylist() for c in t.column_names), strict=True))
+def _rows(catalog: str) -> list[dict[str, object]]:
+    """Every column of every row, in path order: read by DuckDB (``pixels sql``) and by
+    delta-rs, which must agree."""
+    rows = Catalog(catalog).sql_arrow("SELECT * FROM object_catalog ORDER BY path").to_pylist()
+    delta = DeltaTable(catalog).to_pyarrow_table()
+    delta = delta.take(pa.compute.sort_indices(delta, [("path", "ascending")])).to_pylist()
+    assert delta == rows
+    assert len(rows) == 36 and len({r["path"] for r in rows}) == 36
+    return rows
 
 
 def _shuffled_catalog(tmp_path: Path) -> str:
@@ -68,13 +75,16 @@ def test_cluster_orders_rows_by_study_so_statistics_prune(
         assert 1 <= len(hits) <= 2, (study, hits)
 
 
+@pytest.mark.parametrize("runs_per_range", [0, 1000], ids=["gathered", "sliced"])
 def test_cluster_writes_ranges_of_studies_a_point_look_up_prunes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, runs_per_range: int
 ) -> None:
     """Several output files, each a range of whole studies with its min/max in the Delta
-    log and in its footer; a look-up by study reads one file's row groups only."""
+    log and in its footer; a look-up by study reads one file's row groups only. The
+    rows of a batch go to their ranges reordered (gathered) or as runs (sliced)."""
     import pixels.cluster
 
+    monkeypatch.setattr(pixels.cluster, "_RUNS_PER_RANGE", runs_per_range)
     monkeypatch.setattr(pixels.cluster, "_CLUSTER_ROWS", 12)  # 36 rows: about 3 files
     monkeypatch.setattr(pixels.cluster, "_SAMPLE_EVERY", 1)
     monkeypatch.setattr(pixels.cluster, "_BATCH_ROWS", 4)  # rows spread in small batches

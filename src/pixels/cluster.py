@@ -13,10 +13,10 @@ beyond what one sort can hold):
 1. the boundaries of the output files are chosen from a sample of the first
    clustering column (each file a range of its values: a study never spans two);
 2. every row is read once, in batches, and appended to the temporary file of its
-   range (``_pixels/tmp/cluster-*``);
-3. each range is sorted by DuckDB (memory capped, spilling beyond it) and written
-   as one data file, with min/max statistics for the clustering columns in the
-   Parquet footer and in the ``add`` action's ``stats`` (Delta data skipping);
+   range (``_pixels/tmp/cluster-*``, Arrow IPC streams: no Parquet encoding);
+3. each range (at most :data:`_SORT_BYTES` uncompressed) is sorted in memory by
+   Arrow and appended to the data file being written, with min/max statistics
+   for the clustering columns in the Parquet footer and in the ``add`` action's ``stats`` (Delta data skipping);
 4. one commit removes every old file and adds the sorted ones: readers see the
    old version or the new one, never a mix; a failure leaves the table as it was.
 """
@@ -33,6 +33,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pyarrow as pa
@@ -55,12 +56,18 @@ CLUSTER_COLUMNS = ("StudyInstanceUID", "SeriesInstanceUID")
 #: Rows per data file written (at least: a file ends after the range that reaches it).
 _CLUSTER_ROWS = 200_000
 #: Uncompressed bytes of one range, sorted in memory (rows are ~10 kB, mostly ``meta``).
-_SORT_BYTES = 384 << 20
+_SORT_BYTES = 192 << 20
 #: One value of the first clustering column in this many is sampled for the ranges.
 _SAMPLE_EVERY = 16
 #: Rows (at most) and uncompressed bytes read at a time while rows are spread over ranges.
 _BATCH_ROWS = 32768
-_BATCH_BYTES = 192 << 20
+_BATCH_BYTES = 64 << 20
+#: A batch whose rows of one range come in more runs than this (on average) is
+#: reordered before its ranges are appended; otherwise its runs go out as slices.
+_RUNS_PER_RANGE = 4
+#: Data files sorted and written at once (threads: Arrow releases the GIL). Memory
+#: peaks near ``_WORKERS * 2 * _SORT_BYTES`` (a range read back, then made contiguous).
+_WORKERS = 2
 #: Columns with Parquet min/max statistics in the files written: the keys a
 #: reader filters on (statistics of ``meta``, kilobytes per row group, only made
 #: every footer a reader opens larger).
@@ -100,56 +107,83 @@ def cluster_table(table: CatalogTable, columns: Sequence[str] = CLUSTER_COLUMNS)
 
 
 def _ranges(files: list[str], column: str, n: int) -> list[str]:
-    """``n - 1`` ascending boundaries splitting ``column``'s values into ``n`` ranges."""
+    """``n - 1`` ascending boundaries splitting ``column``'s values into ``n`` ranges.
+
+    Reads ``column`` alone (a few MB per 100k rows) and samples one value in
+    :data:`_SAMPLE_EVERY` with Arrow, no Python object per row.
+    """
     if n <= 1:
         return []
-    sample: list[str] = []
+    chunks: list[pa.Array] = []
     for f in files:
-        values = pq.read_table(f, columns=[column])[column]
-        sample.extend(v for v in values.to_pylist()[::_SAMPLE_EVERY] if v is not None)
-    sample.sort()
-    if not sample:
+        values = pq.read_table(f, columns=[column])[column].combine_chunks()
+        picked = values.take(pa.array(range(0, len(values), _SAMPLE_EVERY), pa.int64()))
+        chunks.append(picked.drop_null())
+    if not chunks:
         return []
-    bounds = sorted({sample[len(sample) * i // n] for i in range(1, n)})
-    return [b for b in bounds if b > sample[0]]
+    sample = pa.concat_arrays(chunks)
+    sample = sample.take(pc.sort_indices(sample))
+    if not len(sample):
+        return []
+    first = sample[0].as_py()
+    bounds = sorted({sample[len(sample) * i // n].as_py() for i in range(1, n)})
+    return [b for b in bounds if b > first]
+
+
+def _range_ids(keys: pa.ChunkedArray | pa.Array, bounds: list[str]) -> pa.Array:
+    """The range of each key (``bisect_right`` over ``bounds``), computed per distinct
+    key: a batch holds a few studies, not one Python object per row."""
+    if isinstance(keys, pa.ChunkedArray):
+        keys = keys.combine_chunks()
+    keys = pc.fill_null(keys, _HIGHEST)
+    distinct = pc.unique(keys)
+    ids = pa.array([bisect.bisect_right(bounds, k) for k in distinct.to_pylist()], pa.int32())
+    return ids.take(pc.index_in(keys, value_set=distinct))
 
 
 def _spread(
     files: list[str], column: str, bounds: list[str], tmp: str, batch_rows: int
 ) -> list[tuple[str, int]]:
-    """Append each row of ``files`` to the temporary file of its range; their paths and rows."""
-    writers: dict[int, pq.ParquetWriter] = {}
+    """Append each row of ``files`` to the temporary file of its range; their paths and rows.
+
+    The temporary files are Arrow IPC streams (LZ4 buffers): appending a slice is a
+    write of its buffers, and reading a range back decodes nothing, where Parquet
+    would encode and decode every ``meta`` value once more; one writer per range
+    holds no buffered rows, so hundreds of ranges stay open at once.
+    """
+    writers: dict[int, pa.ipc.RecordBatchStreamWriter] = {}
+    sinks: dict[int, pa.NativeFile] = {}
     counts: dict[int, int] = {}
     paths: dict[int, str] = {}
+    options = pa.ipc.IpcWriteOptions(compression="lz4")
     try:
         for f in files:
             for batch in pq.ParquetFile(f).iter_batches(batch_size=batch_rows):
                 data = conform(batch)
-                keys = pc.fill_null(data[column], _HIGHEST).to_pylist()
-                ids = pa.array([bisect.bisect_right(bounds, k) for k in keys], pa.int32())
-                order = pc.sort_indices(ids)
-                data, ids = data.take(order), ids.take(order)
+                ids = _range_ids(data[column], bounds)
                 starts = pc.run_end_encode(ids)
+                if len(starts.run_ends) > _RUNS_PER_RANGE * len(pc.unique(ids)):
+                    # ranges interleave: gather each range's rows (a copy); rows already
+                    # grouped by study (a catalog run, a STOW) go out as slices, no copy
+                    order = pc.sort_indices(ids)
+                    data, ids = data.take(order), ids.take(order)
+                    starts = pc.run_end_encode(ids)
                 ends = starts.run_ends.to_pylist()
                 for r, start, end in zip(
                     starts.values.to_pylist(), [0, *ends[:-1]], ends, strict=True
                 ):
                     part = data.slice(start, end - start)
                     if r not in writers:
-                        paths[r] = os.path.join(tmp, f"range-{r:06d}.parquet")
-                        writers[r] = pq.ParquetWriter(
-                            paths[r],
-                            SCHEMA,
-                            compression="zstd",
-                            compression_level=1,
-                            write_statistics=False,
-                        )
+                        paths[r] = os.path.join(tmp, f"range-{r:06d}.arrow")
+                        sinks[r] = pa.OSFile(paths[r], "wb")
+                        writers[r] = pa.ipc.new_stream(sinks[r], SCHEMA, options=options)
                         counts[r] = 0
                     writers[r].write_table(part)
                     counts[r] += part.num_rows
     finally:
-        for w in writers.values():
+        for r, w in writers.items():
             w.close()
+            sinks[r].close()
     return [(paths[r], counts[r]) for r in sorted(paths)]
 
 
@@ -249,12 +283,28 @@ class _Output:
 
 def _sort_range(part: str, order: list[str], out: _Output) -> None:
     """Sort one range's rows in memory (by ``order``, nulls last) and append them to ``out``."""
-    data = pq.read_table(part, schema=SCHEMA)
+    with pa.memory_map(part) as source:
+        # one contiguous copy: ``take`` over many chunks would concatenate them at each call
+        data = pa.ipc.open_stream(source).read_all().combine_chunks()
     idx = pc.sort_indices(data.select(order), [(c, "ascending", "at_end") for c in order])
     step = catalog_table._ROW_GROUP
     for start in range(0, len(idx), step):
         out.write(data.take(idx[start : start + step]))
     out.end_range()
+
+
+def _groups(parts: list[tuple[str, int]]) -> list[list[tuple[str, int]]]:
+    """Consecutive ranges, each group one data file of at least :data:`_CLUSTER_ROWS` rows
+    (the last one smaller)."""
+    groups: list[list[tuple[str, int]]] = [[]]
+    rows = 0
+    for part in parts:
+        if rows >= _CLUSTER_ROWS:
+            groups.append([])
+            rows = 0
+        groups[-1].append(part)
+        rows += part[1]
+    return [g for g in groups if g]
 
 
 def _uncompressed(files: list[str]) -> int:
@@ -280,22 +330,33 @@ def _cluster_locked(table: CatalogTable, dt: DeltaTable, columns: list[str]) -> 
         if name.startswith("cluster-"):
             shutil.rmtree(os.path.join(base, name), ignore_errors=True)
     tmp = tempfile.mkdtemp(prefix="cluster-", dir=base)
-    out = _Output(root, columns)
+    outs: list[_Output] = []
     try:
         row_bytes = max(1, _uncompressed(files) // max(total, 1))
         ranges = math.ceil(total / max(1, min(_CLUSTER_ROWS, _SORT_BYTES // row_bytes)))
         bounds = _ranges(files, columns[0], ranges)
         batch_rows = max(1, min(_BATCH_ROWS, _BATCH_BYTES // row_bytes))
-        for part, _rows in _spread(files, columns[0], bounds, tmp, batch_rows):
-            _sort_range(part, [*columns, "path"], out)
-            os.remove(part)
-        out.close()
+        parts = _spread(files, columns[0], bounds, tmp, batch_rows)
+        groups = _groups(parts)
+        outs = [_Output(root, columns) for _ in groups]
+
+        def write(i: int) -> None:
+            for part, _rows in groups[i]:
+                _sort_range(part, [*columns, "path"], outs[i])
+                os.remove(part)
+            outs[i].close()
+
+        with ThreadPoolExecutor(max_workers=_WORKERS) as pool:
+            # Arrow reads, sorts, compresses with the GIL released: a thread per core
+            for future in [pool.submit(write, i) for i in range(len(groups))]:
+                future.result()
     except BaseException:
-        out.discard()
+        for o in outs:
+            o.discard()
         raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    adds = out.adds
+    adds = [a for o in outs for a in o.adds]
     now = int(time.time() * 1000)
     removes = [
         RemoveAction(
