@@ -37,6 +37,10 @@ def test_dicom_star_import_gives_dbx_pixels_names() -> None:
         "DicomMetaAnonymizerExtractor", "DicomPillowThumbnailExtractor",
     }  # fmt: skip
     assert dbx <= set(scope)
+    from pixels import transformers
+    from pixels.dicom import DBX_NAMES
+
+    assert set(DBX_NAMES) == set(transformers.__all__) and dbx <= set(DBX_NAMES) <= set(scope)
     for name in ("DicomAnonymizerExtractor", "DicomMetaAnonymizerExtractor",
                  "PresidioTransformer", "Redactor", "VLMPhiExtractor"):  # fmt: skip
         with pytest.raises(NotImplementedError, match="de-identification is not built yet"):

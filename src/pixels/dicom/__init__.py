@@ -57,21 +57,7 @@ _LAZY = {
 }
 #: The names ``from dbx.pixels.dicom import *`` gives, with the same meaning
 #: (de-identification ones raise NotImplementedError: not built yet).
-DBX_NAMES = (
-    "DicomAnonymizerExtractor",
-    "DicomMetaAnonymizerExtractor",
-    "DicomMetaExtractor",
-    "DicomPatcher",
-    "DicomPillowThumbnailExtractor",
-    "DicomPlot",
-    "DicomThumbnailExtractor",
-    "PathExtractor",
-    "PresidioTransformer",
-    "Redactor",
-    "StowProcessor",
-    "TagExtractor",
-    "VLMPhiExtractor",
-)
+DBX_NAMES = tuple(name for name, module in _LAZY.items() if module == "pixels.transformers")
 
 __all__ = [
     "DicomAnonymizerExtractor",
