@@ -48,6 +48,7 @@ import numpy as np
 
 from pixels.errors import PixelsError, SeriesError
 from pixels.ml.deps import need
+from pixels.ml.resize import resize
 from pixels.ml.volume import (
     SeriesRows,
     Volume,
@@ -241,18 +242,6 @@ class SeriesDataset(Dataset):
 # --------------------------------------------------------------------------- frames
 
 
-def _resize(t: Any, size: int | tuple[int, int] | None) -> Any:
-    if size is None:
-        return t
-    hw = (size, size) if isinstance(size, int) else tuple(size)
-    if tuple(t.shape[-2:]) == hw:
-        return t
-    out = torch.nn.functional.interpolate(
-        t[None].float(), size=hw, mode="bilinear", antialias=True, align_corners=False
-    )
-    return out[0]
-
-
 #: Rows whose parsed meta a dataset keeps (per process) when items need all of it (the
 #: display pipeline): the frames of a multi-frame file are read one after the other, its
 #: meta parsed once.
@@ -423,7 +412,7 @@ class FrameDataset(Dataset):
         t = torch.from_numpy(img)
         t = t[None] if t.ndim == 2 else t.permute(2, 0, 1)
         return {
-            "image": _resize(t.contiguous(), self.size),
+            "image": resize(t.contiguous(), self.size),
             "path": row["path"],
             "frame": frame,
             "SOPInstanceUID": row.get("SOPInstanceUID"),

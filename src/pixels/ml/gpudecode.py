@@ -44,6 +44,7 @@ from pixels.dicom import codecs
 from pixels.dicom.decode import PixelInfo, check_frame, decode_frame
 from pixels.errors import PixelsError
 from pixels.ml.deps import need
+from pixels.ml.resize import resize
 from pixels.ml.volume import to_modality
 
 need("torch", "pixels.ml.gpudecode")
@@ -142,12 +143,6 @@ def _modality(v: torch.Tensor, rescale: tuple[float, float]) -> torch.Tensor:
             out = out + torch.tensor(intercept, dtype=torch.float32, device=out.device)
         return out
     return out + torch.tensor(intercept, dtype=torch.float32, device=out.device)
-
-
-def _resize(t: torch.Tensor, size: int | tuple[int, int] | None) -> torch.Tensor:
-    from pixels.ml.datasets import _resize as resize
-
-    return resize(t, size)
 
 
 class FrameDecoder:
@@ -278,7 +273,7 @@ class FrameDecoder:
         for k, f in enumerate(batch):
             if images[k] is None:
                 images[k] = self._cpu(f)
-        resized = [_resize(t, f.size) for t, f in zip(images, batch, strict=True) if t is not None]
+        resized = [resize(t, f.size) for t, f in zip(images, batch, strict=True) if t is not None]
         return {
             "image": torch.stack(resized),
             "path": [f.path for f in batch],
