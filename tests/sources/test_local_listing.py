@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from pydicom.data import get_testdata_file
 
-from pixels.errors import SourceNotFoundError
+from pixels.errors import SourceError, SourceNotFoundError
 from pixels.sources import FileRef, RefBatch, iter_file_batches, iter_files, open_file
 from pixels.sources.local import extension_of, iter_local_batches, iter_local_dir, local_ref
 from pixels.sources.ref import ms_since_epoch
@@ -111,6 +111,16 @@ def test_missing_source_raises_naming_it(tmp_path: Path) -> None:
     with pytest.raises(SourceNotFoundError, match="nope") as info:
         list(iter_files(str(missing)))
     assert isinstance(info.value, FileNotFoundError)
+
+
+def test_source_below_a_file_is_an_error_naming_it(tree: Path) -> None:
+    """A source that cannot be looked up (a path through a file): SourceError naming it and
+    the system's reason, as a listing in batches too."""
+    bad = tree / "series1" / "a.dcm" / "below"
+    for listing in (iter_files, iter_file_batches):
+        with pytest.raises(SourceError, match=r"cannot access source: Not a directory") as info:
+            list(listing(str(bad)))
+        assert str(bad) in str(info.value) and not isinstance(info.value, FileNotFoundError)
 
 
 def test_symlink_loop_terminates_and_lists_each_file_once(tree: Path) -> None:

@@ -16,6 +16,7 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 from collections.abc import Iterator
@@ -227,12 +228,8 @@ def iter_file_batches(
         )
     else:
         path = os.path.abspath(source.removeprefix("file://"))
-        try:
+        with _accessing(source):
             st = os.stat(path)
-        except FileNotFoundError as e:
-            raise SourceNotFoundError("source not found", source) from e
-        except OSError as e:
-            raise SourceError(f"cannot access source: {e.strerror or e}", source) from e
         if os.path.isdir(path):
             yield from _local_dir_batches(path, recursive, relative_prefix, options)
             return
@@ -240,6 +237,17 @@ def iter_file_batches(
         refs = _with_archives(iter([ref]), None, nested=False, **options)
     while chunk := list(itertools.islice(refs, batch_files)):
         yield RefBatch.of(chunk)
+
+
+@contextlib.contextmanager
+def _accessing(source: str) -> Iterator[None]:
+    """The OS or fsspec error of looking ``source`` up as a :class:`SourceError` naming it."""
+    try:
+        yield
+    except FileNotFoundError as e:
+        raise SourceNotFoundError("source not found", source) from e
+    except OSError as e:
+        raise SourceError(f"cannot access source: {e.strerror or e}", source) from e
 
 
 def _local_dir_batches(
@@ -268,12 +276,8 @@ def _iter_url(
 ) -> Iterator[FileRef]:
     fs, path = url_to_fs(source, options["storage_options"])
     fs.invalidate_cache(path)
-    try:
+    with _accessing(source):
         info = fs.info(path)
-    except FileNotFoundError as e:
-        raise SourceNotFoundError("source not found", source) from e
-    except OSError as e:
-        raise SourceError(f"cannot access source: {e}", source) from e
     if info.get("type") == "directory":
         refs = iter_fs_dir(fs, path, recursive=recursive, relative_prefix=relative_prefix)
         yield from _with_archives(refs, fs, nested=True, **options)
