@@ -605,3 +605,29 @@ def test_runs_of_cached_elements_give_the_same_json(
         metas.add(fast.meta)
     assert len(metas) == 6
     assert any(fastread._RUNS.values())  # runs were kept, and taken
+
+
+def test_cached_trailing_elements_keep_offsets_and_character_sets_apart(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The same bytes after the pixel data, file after file: the same elements, except that
+    bulk data after pixel data of another length gets its own offset and text under another
+    (0008,0005) its own decoding, as pydicom's path gives them."""
+    monkeypatch.setattr(fastread, "_TRAILING", {})
+    trailing = el(0x00191010, "LO", b"Caf\xc3\xa9 ") + el(0xFFFCFFFC, "OB", bytes(range(40)))
+    metas = set()
+    for charset in (b"ISO_IR 100", b"ISO_IR 192") * 2:
+        for pixels in (2, 6):
+            pixel = el(0x7FE00010, "OB", bytes(pixels))
+            data = dicom(el(0x00080005, "CS", charset) + el(0x00080060, "CS", b"CT"), pixel=pixel)
+            data += trailing
+            assert _accepted(data)
+            for threshold in (1024, 0):  # (0: the OB as a BulkDataURI after the pixel data)
+                fast, slow = _both(data, bulk_threshold=threshold)
+                assert fast == slow
+                assert isinstance(fast, Header)
+                assert fast.meta == _text_of_model(fast) and fast.trailing is None
+                metas.add(fast.meta)
+    assert len(metas) == 8  # 2 character sets x 2 pixel data lengths x 2 thresholds
+    assert any("Café" in m for m in metas) and any("CafÃ©" in m for m in metas)
+    assert len(fastread._TRAILING) == 2  # no bulk data in them: per character set

@@ -55,6 +55,7 @@ from pixels.dicom.jsonenc import (
     BULK_VRS,
     MAX_INLINE_VALUE,
     MAX_SEQUENCE_DEPTH,
+    _active_decoders,
     _Encoder,
     _implicit_vr,
     _InvalidError,
@@ -250,6 +251,34 @@ def parse_trailing(
     DicomReadError
         Sequences nested more than :data:`MAX_SEQUENCE_DEPTH` levels deep.
     """
+    key = None
+    if len(data) <= TRAILING_CACHED and _active_decoders() is _DECODERS:
+        key = (data, bulk_threshold, tuple(encodings), implicit)
+        known = _TRAILING.get(key)
+        if known is not None:
+            return known
+    got = _parse_trailing(data, base, bulk_threshold, encodings, implicit)
+    if key is not None and got is not None and not any("BulkDataURI" in t for t in got[1]):
+        # the same bytes, the same elements (no offset in them): shared, read-only
+        if len(_TRAILING) >= CACHE_ENTRIES:
+            _TRAILING.clear()
+        _TRAILING[key] = got
+    return got
+
+
+#: Elements after the pixel data of at most this many bytes are cached (see
+#: :func:`parse_trailing`): the data set trailing padding of a series, file after file.
+TRAILING_CACHED = 1024
+_TRAILING: dict[tuple[bytes, int, tuple[str, ...], bool], tuple[dict[str, Any], list[str]]] = {}
+
+
+def _parse_trailing(
+    data: bytes,
+    base: int,
+    bulk_threshold: int,
+    encodings: list[str],
+    implicit: bool,
+) -> tuple[dict[str, Any], list[str]] | None:
     try:
         p = _Parser(data, base, True, bulk_threshold)
         p.encodings = encodings

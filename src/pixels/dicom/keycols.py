@@ -17,7 +17,7 @@ from pydicom.datadict import dictionary_VR
 
 from pixels.schema import KEY_COLUMNS
 
-__all__ = ["key_values", "parse_da", "parse_tm"]
+__all__ = ["TIME_COLUMNS", "key_values", "parse_da", "parse_tm"]
 
 
 _DA = re.compile(r"(\d{4})\.?(\d{2})\.?(\d{2})")
@@ -99,6 +99,9 @@ def _kind(tag: int) -> str:
 _KEY_SPECS: tuple[tuple[str, str, str], ...] = tuple(
     (c.name, f"{c.tag:08X}", _kind(c.tag)) for c in KEY_COLUMNS if c.tag is not None
 )
+
+#: The key columns of VR TM: :func:`key_values` gives them as ``datetime.time``.
+TIME_COLUMNS: tuple[str, ...] = tuple(name for name, _, kind in _KEY_SPECS if kind == "TM")
 
 
 #: Per key column: the value of a model entry, by the entry's ``id`` (with the entry, which

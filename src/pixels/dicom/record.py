@@ -18,6 +18,7 @@ from typing import Any, BinaryIO
 import pyarrow as pa
 
 from pixels.dicom.codecs import EXPLICIT_BE, NATIVE_SYNTAXES
+from pixels.dicom.keycols import TIME_COLUMNS
 from pixels.dicom.meta import Header
 from pixels.dicom.notices import kept_warnings
 from pixels.errors import DicomReadError, PixelsError
@@ -92,6 +93,9 @@ def without_un(meta: str) -> str:
 
 
 _KEY_NAMES = tuple(col.name for col in KEY_COLUMNS)
+_KEY_SET = frozenset(_KEY_NAMES)
+#: Key columns whose typed value may be a ``datetime.time`` (stored as ISO text).
+_TIME_NAMES = TIME_COLUMNS
 #: :func:`~pixels.schema.empty_row`, copied for each row (every value None).
 _EMPTY_ROW = empty_row()
 
@@ -236,9 +240,16 @@ def _fill_dicom(
     row["meta"] = header.meta
     row["forced"] = header.forced
     keys = header.keys
-    for name in _KEY_NAMES:
-        value = keys.get(name)
-        row[name] = value.isoformat() if isinstance(value, dt.time) else value
+    if keys.keys() == _KEY_SET:  # (key_values gives every key column)
+        row.update(keys)
+        for name in _TIME_NAMES:
+            value = keys[name]
+            if isinstance(value, dt.time):
+                row[name] = value.isoformat()
+    else:
+        for name in _KEY_NAMES:
+            value = keys.get(name)
+            row[name] = value.isoformat() if isinstance(value, dt.time) else value
     if header.problem:
         row["error"] = f"{path}: {header.problem}"
     else:
