@@ -247,7 +247,8 @@ def compression(slices: int, levels: tuple[int, ...] = (1, 6), repeat: int = 3) 
     the 512x512xN CT, fetched plain (``Accept-Encoding: identity``), then compressed as the
     server does (:class:`pixels.web.gzipped.Deflated`) at each level: size, compress and
     inflate CPU (this thread's, median of ``repeat``); and one repeated click (an unchanged
-    answer: compressed once, then reused) timed plain and gzip over loopback."""
+    answer: compressed once, then reused) and clicks with new answers (another tolerance
+    each) timed plain and gzip over loopback (the client's inflate included)."""
     import zlib
 
     import httpx
@@ -281,9 +282,15 @@ def compression(slices: int, levels: tuple[int, ...] = (1, 6), repeat: int = 3) 
             "region-grow": post("region-grow", click, "identity")[1],
         }
         walls: dict[str, list[float]] = {"identity": [], "gzip": []}
-        for _ in range(5):
+        fresh: dict[str, list[float]] = {"identity": [], "gzip": []}
+        for k in range(5):
             for accept in walls:
                 walls[accept].append(post("region-grow", click, accept)[0])
+            for j, accept in enumerate(fresh):  # a new tolerance each time: a new answer
+                tolerance = 40.0 + 10 * (2 * k + j)
+                fresh[accept].append(
+                    post("region-grow", {**click, "tolerance": tolerance}, accept)[0]
+                )
     for name, body in answers.items():
         row: dict[str, Any] = {"nrrd_mb": round(len(body) / 2**20, 2)}
         for level in levels:
@@ -304,7 +311,11 @@ def compression(slices: int, levels: tuple[int, ...] = (1, 6), repeat: int = 3) 
             print(f"{name} 512x512x{slices} level {level}: {row[f'level {level}']}")
         out[name] = row
     out["repeated click wall_ms"] = {k: round(statistics.median(v) * 1e3) for k, v in walls.items()}
+    out["new answer click wall_ms"] = {
+        k: round(statistics.median(v) * 1e3) for k, v in fresh.items()
+    }
     print(f"repeated click (unchanged answer), loopback median: {out['repeated click wall_ms']}")
+    print(f"click with a new answer, loopback median: {out['new answer click wall_ms']}")
     return out
 
 
