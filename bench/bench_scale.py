@@ -723,37 +723,24 @@ def bench_sql(table: Path, facts: dict[str, Any], cluster: bool) -> dict[str, An
     return out
 
 
-#: The last commit whose index update looked up every touched SOP hash in every row.
-COMMIT_OLD = "1e7c968"
+#: The code before the index updates found the per-series and per-study rows by hash
+#: columns (they scanned the VARCHAR columns of every series: O(series) per commit).
+COMMIT_OLD = "7b0e35a"
 
 COMMIT_RUN = """
-import importlib.util, json, os, subprocess, sys, time
+import json, os, sys, time
 from pathlib import Path
-import numpy as np
 import pyarrow as pa
 from make_big_table import Generator, Templates
 from pixels.table import CatalogTable
-from pixels.web import index as index_mod
-from pixels.web import index_tables as new_tables
-table, pool, old_file, rounds = sys.argv[1], Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
-spec = importlib.util.spec_from_file_location("old_index_tables", old_file)
-old_tables = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(old_tables)
-
-class Old:  # the previous update, called as the index calls the new one
-    FORMAT = new_tables.FORMAT
-    SCHEMA_SQL = new_tables.SCHEMA_SQL
-    @staticmethod
-    def apply(cur, *a, keys, stats=None, **k):
-        return old_tables.apply(cur, *a, **k)
-
-ix = index_mod.TableIndex(CatalogTable(table))
+from pixels.web.index import TableIndex
+table, pool, seed = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
+ix = TableIndex(CatalogTable(table))
 ix.current()
 assert ix.keys.ready()
-gen = Generator(Templates(pool), pool, seed=int(time.time()))
-out = {"old": [], "new": []}
-for r in range(rounds):
-    kind = "new" if r % 2 == 0 else "old"
+gen = Generator(Templates(pool), pool, seed=seed)
+print("ready", flush=True)
+for line in sys.stdin:  # one round per line: a commit of ~10k rows, then the update
     parts, n = [], 0
     while n < 10_000:
         rows = gen.rows(gen.study())
@@ -761,61 +748,86 @@ for r in range(rounds):
         n += rows.num_rows
     last = parts[-1]["StudyInstanceUID"][0].as_py()
     CatalogTable(table).append(pa.concat_tables(parts))
-    index_mod.index_tables = new_tables if kind == "new" else Old
     t0, c0 = time.perf_counter(), time.process_time()
     snap = ix.current()
     found = snap.rows("SELECT n_inst FROM study_sum WHERE StudyInstanceUID = ?", [last])
     dt, cpu = time.perf_counter() - t0, time.process_time() - c0
     assert found, last
-    index_mod.index_tables = new_tables
-    if kind == "old":  # its rows' hashes, for the next new update
-        ix.keys.load(ix.con, background=False)
-    out[kind].append({"rows": n, "update_and_query_ms": round(dt * 1e3, 1),
-                      "cpu_ms": round(cpu * 1e3, 1),
-                      "load": round(os.getloadavg()[0], 2)}
-                     | {k: ix.last_update.get(k) for k in ("sop_lookups", "files_read", "commit_ms")})
-    print(kind, json.dumps(out[kind][-1]), file=sys.stderr, flush=True)
-print(json.dumps(out))
+    print("RESULT", json.dumps({"rows": n, "update_and_query_ms": round(dt * 1e3, 1),
+                      "cpu_ms": round(cpu * 1e3, 1), "load": round(os.getloadavg()[0], 2)}
+                     | {k: ix.last_update.get(k) for k in ("sop_lookups", "files_read", "commit_ms")}),
+          flush=True)
+ix.close()
 """
 
 
-def bench_commit(table: Path, pool: str, rounds: int, *, copy: bool = True) -> dict[str, Any]:
-    """A commit of about 10k generated rows by another writer, then the index update and
-    a study look-up that finds them, in process on a saved index: this update and the
-    previous one (``git show {COMMIT_OLD}:src/pixels/web/index_tables.py``: every
-    touched SOP hash looked up in every row), rounds alternated on one copy."""
-    work = copy_table(table, WORK_DIR / f"scale_commit_{table.name}") if copy else table
-    old = WORK_DIR / "old_web" / f"index_tables_{COMMIT_OLD}.py"
-    old.parent.mkdir(parents=True, exist_ok=True)
-    old.write_text(
-        subprocess.run(
-            ["git", "show", f"{COMMIT_OLD}:src/pixels/web/index_tables.py"],
-            cwd=BENCH.parent,
-            check=True,
-            capture_output=True,
-            text=True,
+def old_src(ref: str) -> Path:
+    """``src/`` of commit ``ref`` (``git archive``), under the bench's work folder."""
+    dst = WORK_DIR / f"old_src_{ref}"
+    if not (dst / "src" / "pixels").exists():
+        dst.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(
+            ["git", "archive", ref, "src"], cwd=BENCH.parent, check=True, capture_output=True
         ).stdout
-    )
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+        subprocess.run(["tar", "-x", "-C", str(dst)], input=archive, check=True)
+    return dst / "src"
+
+
+def bench_commit(table: Path, pool: str, rounds: int, *, old: str = COMMIT_OLD) -> dict[str, Any]:
+    """A commit of about 10k generated rows by another writer, then the index update and
+    a study look-up that finds them, in process on a saved index: the code of commit
+    ``old`` and this one, each in a process of its own on its own copy of the table
+    (their saved index formats may differ), rounds alternated (old, new, old, ...)."""
+    seed = int(time.time())
+    kinds = {"old": old_src(old), "new": BENCH.parent / "src"}
+    procs: dict[str, subprocess.Popen[str]] = {}
+    works: list[Path] = []
+    runs: dict[str, list[dict[str, Any]]] = {"old": [], "new": []}
     try:
-        res = subprocess.run(
-            python_cmd("-c", COMMIT_RUN, str(work), pool, str(old), str(rounds)),
-            capture_output=True,
-            text=True,
-            env=env,
-        )
-        if res.returncode:
-            raise RuntimeError(res.stderr[-3000:])
-        runs = json.loads(res.stdout.strip().splitlines()[-1])
+        for kind, src in kinds.items():
+            work = copy_table(table, WORK_DIR / f"scale_commit_{kind}_{table.name}")
+            works.append(work)
+            paths = [str(src), str(BENCH), *[p for p in sys.path if "/src" not in p]]
+            env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
+            procs[kind] = subprocess.Popen(
+                python_cmd("-c", COMMIT_RUN, str(work), pool, str(seed)),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+                env=env,
+            )
+            assert procs[kind].stdout is not None
+            if not any(line.strip() == "ready" for line in procs[kind].stdout):
+                raise RuntimeError(f"{kind}: the index did not open")
+        for _ in range(rounds):
+            for kind in ("old", "new"):
+                proc = procs[kind]
+                assert proc.stdin is not None and proc.stdout is not None
+                proc.stdin.write("go\n")
+                proc.stdin.flush()
+                line = proc.stdout.readline()
+                while line and not line.startswith("RESULT "):  # (other output of the round)
+                    line = proc.stdout.readline()
+                if not line:
+                    raise RuntimeError(f"{kind}: the update failed")
+                line = line.removeprefix("RESULT ")
+                runs[kind].append(json.loads(line))
+                print(kind, line.strip(), file=sys.stderr, flush=True)
     finally:
-        if copy:
+        for proc in procs.values():
+            if proc.stdin is not None:
+                proc.stdin.close()
+            proc.wait(timeout=120)
+        for work in works:
             shutil.rmtree(work, ignore_errors=True)
-    out: dict[str, Any] = {"runs": runs}
+    out: dict[str, Any] = {"old": old, "runs": runs}
     for kind in ("old", "new"):
-        out[kind] = pct([r["update_and_query_ms"] / 1e3 for r in runs[kind]])
-        out[kind]["cpu_p50_ms"] = pct([r["cpu_ms"] / 1e3 for r in runs[kind]])["p50_ms"]
-    out["ratio_p50_old_vs_new"] = round(out["old"]["p50_ms"] / out["new"]["p50_ms"], 2)
-    out["ratio_cpu_p50_old_vs_new"] = round(out["old"]["cpu_p50_ms"] / out["new"]["cpu_p50_ms"], 2)
+        out[kind + "_p50"] = pct([r["update_and_query_ms"] / 1e3 for r in runs[kind]])
+        out[kind + "_p50"]["cpu_p50_ms"] = pct([r["cpu_ms"] / 1e3 for r in runs[kind]])["p50_ms"]
+    out["ratio_p50_old_vs_new"] = round(out["old_p50"]["p50_ms"] / out["new_p50"]["p50_ms"], 2)
+    out["ratio_cpu_p50_old_vs_new"] = round(
+        out["old_p50"]["cpu_p50_ms"] / out["new_p50"]["cpu_p50_ms"], 2
+    )
     return out
 
 

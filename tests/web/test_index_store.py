@@ -171,12 +171,15 @@ def test_the_update_for_many_touched_uids_matches_a_fresh_build(
     index.close()
 
 
+@pytest.mark.parametrize("fmt", [1, 2])
 def test_an_index_saved_in_the_previous_layout_is_upgraded_in_place(
-    catalog: str, tmp_path: Path
+    catalog: str, tmp_path: Path, fmt: int
 ) -> None:
     """An index saved before the study keys (``sk`` of ``grp`` and ``study_sum``, format
-    1) is turned into the current layout when opened, without reading the table again,
-    and answers and follows commits as a fresh build does."""
+    1) or before the series keys of the updates (``seh`` of ``ffirst`` and
+    ``series_sum``, ``sk`` of ``series_sum``: format 2) is turned into the current
+    layout when opened, without reading the table again, and answers and follows
+    commits as a fresh build does."""
     import duckdb
 
     from pixels.web import index_tables
@@ -184,24 +187,28 @@ def test_an_index_saved_in_the_previous_layout_is_upgraded_in_place(
     first = TableIndex(CatalogTable(catalog))
     first.current()
     first.close()
-    con = duckdb.connect(str(_saved(catalog)))  # the format-1 layout: no study keys
-    con.execute("DROP VIEW sgrp")
-    con.execute("ALTER TABLE grp DROP COLUMN sk")
-    con.execute("ALTER TABLE study_sum DROP COLUMN sk")
-    con.execute(
-        "CREATE VIEW sgrp AS SELECT g.*, s.StudyID, s.ReferringPhysicianName "
-        "FROM grp g JOIN series_sum s USING (SeriesInstanceUID) WHERE g.n > 0"
-    )
-    con.execute("UPDATE state SET format = 1")
+    con = duckdb.connect(str(_saved(catalog)))  # the older layout
+    con.execute("ALTER TABLE ffirst DROP COLUMN seh")
+    con.execute("ALTER TABLE series_sum DROP COLUMN seh")
+    con.execute("ALTER TABLE series_sum DROP COLUMN sk")
+    if fmt == 1:  # no study keys either
+        con.execute("DROP VIEW sgrp")
+        con.execute("ALTER TABLE grp DROP COLUMN sk")
+        con.execute("ALTER TABLE study_sum DROP COLUMN sk")
+        con.execute(
+            "CREATE VIEW sgrp AS SELECT g.*, s.StudyID, s.ReferringPhysicianName "
+            "FROM grp g JOIN series_sum s USING (SeriesInstanceUID) WHERE g.n > 0"
+        )
+    con.execute("UPDATE state SET format = ?", [fmt])
     con.close()
-    assert 1 in index_tables.UPGRADES
+    assert fmt in index_tables.UPGRADES
 
     old = TableIndex(CatalogTable(catalog))
     assert old.path == str(_saved(catalog))
     assert _state(old) == _fresh(catalog)
     assert old.last_update["added_files"] == 0  # opened: nothing indexed again
-    (fmt,) = old.con.execute("SELECT format FROM ix.state").fetchone() or (None,)
-    assert fmt == index_tables.FORMAT
+    (now,) = old.con.execute("SELECT format FROM ix.state").fetchone() or (None,)
+    assert now == index_tables.FORMAT
     copy_with_new_uids(sample_file("MR_small.dcm"), tmp_path / "more", 2, per_series=2)
     Catalog(catalog).catalog(str(tmp_path / "more"), workers=0)
     assert _state(old) == _fresh(catalog)

@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pydicom
+from deltalake import DeltaTable
 from pydicom.uid import generate_uid
 
 from corpus import copy_with_new_uids, sample_file
@@ -92,3 +93,47 @@ def test_a_multi_series_commit_reads_only_its_files_and_answers_as_a_fresh_build
     assert index_of(fresh.state.pixels).path is None
     with running(fresh) as url:
         assert _answers(url) == twice
+
+
+def test_a_twin_in_another_series_keeps_its_old_series_whole(
+    catalog: str,  # noqa: F811 - the fixture
+    tmp_path: Path,
+) -> None:
+    """A commit of one instance already indexed, now under another series (a re-sent file
+    whose SeriesInstanceUID changed): the new row stands for it, and the series it left
+    keeps its other instances in every table (its sums counted from all its rows, not
+    only the twin's), as in an index built from scratch; then the twin's file is
+    removed again (the instance goes back to its first series), and a second commit
+    touches the same series once more."""
+    index = TableIndex(CatalogTable(catalog))
+    index.current()
+    held = sorted((tmp_path / "in1").rglob("*.dcm"))[0]
+    ds = pydicom.dcmread(held)
+    old_series = str(ds.SeriesInstanceUID)
+    ds.SeriesInstanceUID = generate_uid()
+    (tmp_path / "moved").mkdir()
+    ds.save_as(tmp_path / "moved" / "moved.dcm")
+    Catalog(catalog).catalog(str(tmp_path / "moved"), workers=0)
+    state = _state(index)
+    assert index.last_update["sop_lookups"] == 1
+    assert state == _fresh(catalog)
+    counts = {s["SeriesInstanceUID"]: s["n_inst"] for s in state["series"]}  # type: ignore[index, union-attr]
+    assert counts[old_series] == 1 and counts[str(ds.SeriesInstanceUID)] == 1
+
+    DeltaTable(catalog).delete(f"path = '{tmp_path / 'moved' / 'moved.dcm'}'")
+    state = _state(index)
+    assert state == _fresh(catalog)
+    counts = {s["SeriesInstanceUID"]: s["n_inst"] for s in state["series"]}  # type: ignore[index, union-attr]
+    assert counts[old_series] == 2 and str(ds.SeriesInstanceUID) not in counts
+
+    # two more instances of that series, in two commits
+    for k in (1, 2):
+        ds.SeriesInstanceUID = old_series
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        (tmp_path / f"more{k}").mkdir()
+        ds.save_as(tmp_path / f"more{k}" / "more.dcm")
+        Catalog(catalog).catalog(str(tmp_path / f"more{k}"), workers=0)
+        index.current()
+        assert index.last_update["sop_lookups"] == 0, index.last_update
+        assert _state(index) == _fresh(catalog)
+    index.close()

@@ -11,11 +11,14 @@ instance, kept up to date file by file (:func:`apply`):
 - ``grp``: the distinct combinations of the study and series level key columns
   (``PatientName`` ... ``BodyPartExamined``), with the number of kept rows of each:
   study and series searches match here (thousands of rows, not millions); ``sk``,
-  the study's key (the hash of its UID, also in ``study_sum``), joins them to studies;
+  the study's key (the hash of its UID, also in ``study_sum`` and ``series_sum``),
+  joins them to studies;
 - ``ffirst``: per data file and series, the row with the smallest SOP Instance UID
   and the study/series-level part of its header (:mod:`pixels.web.firsts`);
 - ``series_sum`` / ``study_sum``: counts, modalities, first instance and its
-  ``qmeta``, recomputed for the studies and series a version touched only;
+  ``qmeta``, recomputed for the studies and series a version touched only; ``seh``
+  (in ``ffirst`` and ``series_sum``: the hash of the SeriesInstanceUID, as in
+  ``inst_all``) and ``sk`` find an update's rows without reading their VARCHARs;
 - ``files`` / ``state``: the data files indexed (id, URI) and the table version
   the tables stand for, so that an index saved in a file resumes where it was;
 - the views ``inst`` (kept rows with their group's columns) and ``sgrp`` (live
@@ -26,15 +29,19 @@ Work tables of an update are temporary (the connection's, in memory or spilled).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+import threading
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import duckdb
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 
 from pixels.scan import TableScan
 from pixels.schema import VIEW_NAME
+from pixels.storage import is_local
 from pixels.table import sql_string
 from pixels.web.firsts import FFIRST, Sidecars, firsts_table
 from pixels.web.rowreads import RowReader
@@ -44,7 +51,7 @@ __all__ = ["FORMAT", "GROUP_COLUMNS", "KEY_COLUMNS", "SCHEMA_SQL", "UPGRADES", "
 
 #: Version of the tables' layout: an index saved with another one is built again,
 #: unless :data:`UPGRADES` turns it into this one.
-FORMAT = 2
+FORMAT = 3
 
 #: Study and series level key columns: one ``grp`` row per distinct combination.
 GROUP_COLUMNS = (
@@ -81,8 +88,9 @@ _GROUP_SQL = ", ".join(GROUP_COLUMNS)
 
 _SGRP_SQL = """CREATE OR REPLACE VIEW ix.sgrp AS SELECT g.*, s.StudyID, s.ReferringPhysicianName
   FROM ix.grp g JOIN ix.series_sum s USING (SeriesInstanceUID) WHERE g.n > 0;"""
-#: The study key ``sk`` of ``grp`` and ``study_sum``: the hash of the StudyInstanceUID
-#: (as ``gid``, ``sh`` and ``seh`` are), so that searches join studies on integers.
+#: The study key ``sk`` of ``grp``, ``study_sum`` and ``series_sum``: the hash of the
+#: StudyInstanceUID (as ``gid``, ``sh`` and ``seh`` are), so that searches join studies
+#: on integers.
 _SK = "hash(StudyInstanceUID)"
 
 SCHEMA_SQL = f"""
@@ -97,10 +105,10 @@ CREATE TABLE ix.grp (gid UBIGINT, n BIGINT, PatientName VARCHAR, PatientID VARCH
   Modality VARCHAR, SeriesNumber BIGINT, SeriesDescription VARCHAR, BodyPartExamined VARCHAR,
   sk UBIGINT);
 CREATE TABLE ix.ffirst (fid INTEGER, SeriesInstanceUID VARCHAR, sop VARCHAR, path VARCHAR,
-  qmeta VARCHAR, StudyID VARCHAR, ReferringPhysicianName VARCHAR);
+  qmeta VARCHAR, StudyID VARCHAR, ReferringPhysicianName VARCHAR, seh UBIGINT);
 CREATE TABLE ix.series_sum (SeriesInstanceUID VARCHAR, StudyInstanceUID VARCHAR,
   n_inst BIGINT, n BIGINT, first VARCHAR, first_sop VARCHAR, qmeta VARCHAR,
-  StudyID VARCHAR, ReferringPhysicianName VARCHAR);
+  StudyID VARCHAR, ReferringPhysicianName VARCHAR, seh UBIGINT, sk UBIGINT);
 CREATE TABLE ix.study_sum (StudyInstanceUID VARCHAR, n_series BIGINT, n_inst BIGINT,
   mods VARCHAR[], first VARCHAR, first_sop VARCHAR, qmeta VARCHAR, d DATE, sk UBIGINT);
 {_SGRP_SQL}
@@ -112,33 +120,77 @@ CREATE TABLE ix.files (fid INTEGER, uri VARCHAR);
 CREATE TABLE ix.state (format INTEGER, version BIGINT, next_fid INTEGER);
 """
 
-#: SQL that turns an index saved with an older :data:`FORMAT` (the key) into the current
-#: one in place (seconds at 10M instances: it touches the per-group and per-study tables
-#: only), instead of building it again.
-UPGRADES = {
-    1: f"""
+#: Format 1 to 2: the study key ``sk`` of ``grp`` and ``study_sum`` (searches).
+_TO_2 = f"""
 ALTER TABLE ix.grp ADD COLUMN sk UBIGINT;
 UPDATE ix.grp SET sk = {_SK};
 ALTER TABLE ix.study_sum ADD COLUMN sk UBIGINT;
 UPDATE ix.study_sum SET sk = {_SK};
 {_SGRP_SQL}
-UPDATE ix.state SET format = {FORMAT};
-""",
-}
+"""
+#: Format 2 to 3: the hash columns updates find the per-series rows by.
+_TO_3 = f"""
+ALTER TABLE ix.ffirst ADD COLUMN seh UBIGINT;
+UPDATE ix.ffirst SET seh = hash(SeriesInstanceUID);
+ALTER TABLE ix.series_sum ADD COLUMN seh UBIGINT;
+ALTER TABLE ix.series_sum ADD COLUMN sk UBIGINT;
+UPDATE ix.series_sum SET seh = hash(SeriesInstanceUID), sk = {_SK};
+"""
+_DONE = f"UPDATE ix.state SET format = {FORMAT};"
+
+#: SQL that turns an index saved with an older :data:`FORMAT` (the key) into the current
+#: one in place (seconds at 10M instances: it touches the per-group, per-series and
+#: per-study tables only), instead of building it again.
+UPGRADES = {1: _TO_2 + _TO_3 + _DONE, 2: _TO_3 + _DONE}
 
 
-#: Up to this many touched series and SOP instances are looked up as constants.
+#: Up to this many touched keys are looked up as constants.
 _INLINE = 4096
 
+_EMPTY = np.empty(0, dtype=np.uint64)
+Keys = dict[str, npt.NDArray[Any]]
 
-def _ints(values: list[int]) -> str:
-    """Integers made here (file ids, hashes; never from a request) as SQL constants."""
+
+def _ints(values: Any) -> str:
+    """Integers made here (file ids, hashes, row ids; never from a request) as SQL constants."""
     return ", ".join(str(int(v)) for v in values)
 
 
-def _fids(cur: duckdb.DuckDBPyConnection, sql: str) -> list[int]:
-    """The file ids a query returns, in order."""
-    return sorted(int(r[0]) for r in cur.execute(sql).fetchall())
+def _keys(cur: duckdb.DuckDBPyConnection, sql: str) -> Keys:
+    """The columns a query returns, as NumPy arrays (hashes as unsigned 64-bit)."""
+    got = cur.execute(sql).fetchnumpy()
+    return {
+        k: np.asarray(v, dtype=np.int64 if k in ("fid", "rowid") else np.uint64)
+        for k, v in got.items()
+    }
+
+
+def _within(cur: duckdb.DuckDBPyConnection, col: str, name: str, values: Any) -> str:
+    """A filter ``col IN (values)``: constants up to :data:`_INLINE` of them, else a
+    temporary table ``name``."""
+    if len(values) <= _INLINE:
+        return f"{col} IN ({_ints(values)})" if len(values) else "false"
+    cur.execute(
+        f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT unnest(?::UBIGINT[]) AS k", [values]
+    )
+    return f"{col} IN (SELECT k FROM {name})"
+
+
+def _rowids(cur: duckdb.DuckDBPyConnection, table: str, cond: str) -> list[int]:
+    """Row ids of ``table``'s rows matching ``cond`` (a filter on its hash columns).
+
+    A per-series or per-study table is searched in two steps: this scan reads only the
+    hash column; the rows' other columns are then read by row id (``rowid IN (...)``).
+    DuckDB takes an ``IN`` list of constants as a join, not a filter of the scan: a
+    scan that also projects the VARCHAR columns reads them for every row (60 ms
+    instead of 3 for 30 studies of 29k at 10M, loaded machine).
+    """
+    return [int(r[0]) for r in cur.execute(f"SELECT rowid FROM {table} WHERE {cond}").fetchall()]
+
+
+def _by_rowid(rowids: list[int]) -> str:
+    """The filter of :func:`_rowids`' second step (row ids made here)."""
+    return f"rowid IN ({_ints(rowids)})" if rowids else "false"
 
 
 def apply(
@@ -157,170 +209,246 @@ def apply(
     """Drop the rows of the ``removed`` files, add those of the ``added`` ones, and
     recompute what depends on the SOP instances, series and studies they touch.
 
-    Work grows with the rows touched, not with the table: the rows of the touched
-    series are found in the data files that hold them (``ffirst``) by file id, which
-    the table's zone maps prune (ids grow with insertion order); rows sharing a SOP
-    instance with an added row are looked up only for the hashes ``keys`` may hold
-    (a removed row's SOP instance always: that look-up reads the ``sh`` column of
-    every row). The touched studies' sums read their series' narrow columns, then the
-    ``qmeta`` of one series per study. ``stats`` gets the number of SOP hashes looked
-    up and of data files read. Returns the number of rows added.
+    Work grows with the rows touched, not with the table (the per-series and
+    per-study tables are not scanned but for their hash columns, 8 bytes a row):
+
+    - the touched series and studies are the hashes (``seh``, ``sk``) of the rows
+      removed and added, and of the rows sharing a SOP instance with them (a twin's
+      series may be another one, read whole); those rows are looked up only for
+      the hashes ``keys`` may hold (a removed row's SOP instance always: that look-up
+      reads the ``sh`` column of every row);
+    - the touched series' rows lie in the data files that hold them (``ffirst``), read
+      by file id, which the table's zone maps prune (ids grow with insertion order);
+    - the rows of ``grp``, ``ffirst``, ``series_sum`` and ``study_sum`` are found by
+      their hash columns, then read by row id (:func:`_rowids`);
+    - the added files' ``ffirst`` rows (their first rows' ``meta``) are read in a
+      thread while the rest goes on (local files).
+
+    ``stats`` gets the number of SOP hashes looked up and of data files read.
+    Returns the number of rows added.
     """
     stats = {} if stats is None else stats
     cur.execute("USE ix")
-    touched = "gid, StudyInstanceUID, SeriesInstanceUID, sh, seh"
+    # the keys (hashes) of the rows removed and added: groups, studies, series, SOPs
+    gone: Keys = {"gid": _EMPTY, "sk": _EMPTY, "seh": _EMPTY, "sh": _EMPTY}
     if removed:
-        gone = ", ".join(str(int(f)) for f in removed)  # file ids: integers made here
-        cur.execute(
-            f"CREATE OR REPLACE TEMP TABLE _touched AS SELECT {touched} FROM ix.inst_all "
-            f"WHERE fid IN ({gone})"
+        ids = _ints(removed)  # file ids: integers made here
+        gone = _keys(
+            cur,
+            f"SELECT gid, {_SK} AS sk, seh, sh FROM ix.inst_all WHERE fid IN ({ids})",
         )
-        cur.execute(f"DELETE FROM ix.inst_all WHERE fid IN ({gone})")
-        cur.execute(f"DELETE FROM ix.ffirst WHERE fid IN ({gone})")
-        (stats["removed_rows"],) = cur.execute("SELECT count(*) FROM _touched").fetchone() or (0,)
-    else:
-        cur.execute(
-            f"CREATE OR REPLACE TEMP TABLE _touched AS SELECT {touched} FROM ix.inst_all LIMIT 0"
-        )
-    added_rows = 0
-    if added:
-        added_rows = _load(cur, scan, added, new_fids, uris, sidecars, reader)
-        cur.execute(f"INSERT INTO _touched SELECT {touched} FROM _rows")
-    # every live row of the series and SOP instances touched: the work set, found by
-    # narrow columns first (file ids, hashes), its other columns read for those rows only
-    cols = (
-        "fid, _row, gid, path, StudyInstanceUID, SeriesInstanceUID, SOPInstanceUID, ok, "
-        "cataloged_at, keep"
-    )
-    # the series' rows lie in the data files that hold them (``ffirst``, a row per file
-    # and series, added files included): file ids let zone maps skip the other files'
-    # row groups (ids grow with insertion order)
-    files = _fids(
-        cur,
-        "SELECT DISTINCT fid FROM ix.ffirst "
-        "WHERE SeriesInstanceUID IN (SELECT SeriesInstanceUID FROM _touched)",
-    )
-    seh = [r[0] for r in cur.execute("SELECT DISTINCT seh FROM _touched").fetchall()]
-    series_hits = (
-        f"SELECT fid, _row FROM ix.inst_all WHERE fid IN ({_ints(files)}) AND "
-        + (f"seh IN ({_ints(seh)})" if len(seh) <= _INLINE else "seh IN (SELECT seh FROM _touched)")
-        if files and seh
-        else "SELECT 0::INTEGER AS fid, 0::BIGINT AS _row WHERE false"
-    )
+        cur.execute(f"DELETE FROM ix.inst_all WHERE fid IN ({ids})")
+        cur.execute(f"DELETE FROM ix.ffirst WHERE fid IN ({ids})")
+        stats["removed_rows"] = len(gone["sh"])
+    new: Keys = {"gid": _EMPTY, "sk": _EMPTY, "seh": _EMPTY, "sh": _EMPTY}
+    firsts: _Firsts | None = None
+    try:
+        if added:
+            new, firsts = _load(cur, scan, added, new_fids, uris, sidecars, reader)
+        _update(cur, gone, new, firsts, removed=bool(removed), keys=keys, stats=stats)
+    finally:
+        if firsts is not None:
+            firsts.result()  # (its thread ended before the transaction does)
+    # the small work tables stay (replaced by the next update); these may be large
+    cur.execute("DROP TABLE IF EXISTS _rows")
+    cur.execute("DROP TABLE IF EXISTS _aff")
+    return len(new["sh"])
+
+
+def _update(
+    cur: duckdb.DuckDBPyConnection,
+    gone: Keys,
+    new: Keys,
+    firsts: _Firsts | None,
+    *,
+    removed: bool,
+    keys: SopKeys,
+    stats: dict[str, Any],
+) -> None:
+    """:func:`apply` once the rows are in and out: keeps, counts and sums again."""
     # the SOP instances: a removed row's twin may be any row; an added row's only one
     # whose hash ``keys`` may hold (a commit of new instances: none, no scan)
-    sh = [r[0] for r in cur.execute("SELECT DISTINCT sh FROM _touched").fetchall()]
-    if added:
-        new = cur.execute("SELECT sh FROM _rows").fetchnumpy()["sh"].astype(np.uint64)
-        maybe = set(new[keys.maybe_held(new)].tolist())
+    if len(new["sh"]):
+        maybe = new["sh"][keys.maybe_held(new["sh"])]
         if removed:
-            gone_sh = cur.execute(
-                "SELECT DISTINCT sh FROM _touched EXCEPT SELECT sh FROM _rows"
-            ).fetchall()
-            maybe.update(r[0] for r in gone_sh)
-        keys.add(new)
-        sh = sorted(maybe)
-    if not sh:
-        sop_hits = "SELECT 0::INTEGER AS fid, 0::BIGINT AS _row WHERE false"
-    elif len(sh) <= _INLINE:
-        # constants (hashes computed here, never from a request): a filter on one column
-        sop_hits = f"SELECT fid, _row FROM ix.inst_all WHERE sh IN ({_ints(sh)})"
+            maybe = np.concatenate([maybe, np.setdiff1d(gone["sh"], new["sh"])])
+        keys.add(new["sh"])
+        sh = np.unique(maybe)
     else:
-        cur.execute("CREATE OR REPLACE TEMP TABLE _sh AS SELECT unnest(?::UBIGINT[]) AS sh", [sh])
-        sop_hits = "SELECT fid, _row FROM ix.inst_all WHERE sh IN (SELECT sh FROM _sh)"
-    cur.execute(f"CREATE OR REPLACE TEMP TABLE _hit AS {series_hits} UNION {sop_hits}")
-    hit_files = _fids(cur, "SELECT DISTINCT fid FROM _hit")
-    cur.execute(
-        f"CREATE OR REPLACE TEMP TABLE _aff AS SELECT {cols} FROM ix.inst_all "
-        f"SEMI JOIN _hit USING (fid, _row) WHERE fid IN ({_ints(hit_files) or 'NULL'})"
-    )
+        sh = np.unique(gone["sh"])
     stats["sop_lookups"] = len(sh)
-    stats["files_read"] = len(hit_files)
-    # the row that stands for each SOP instance, again
-    cur.execute(
-        "CREATE OR REPLACE TEMP TABLE _keep AS SELECT fid, _row, k FROM (SELECT fid, _row, keep, "
-        f"row_number() OVER (PARTITION BY SOPInstanceUID ORDER BY {_ORDER}) = 1 AS k "
-        "FROM _aff) WHERE keep IS DISTINCT FROM k"
+    seh = np.unique(np.concatenate([gone["seh"], new["seh"]]))
+    sk = np.unique(np.concatenate([gone["sk"], new["sk"]]))
+    if len(sh):
+        # the series of the rows sharing a SOP instance with a touched one: touched too,
+        # all their rows read (a twin's series may be another one than its own)
+        twins = _keys(
+            cur,
+            f"SELECT DISTINCT seh, {_SK} AS sk FROM ix.inst_all "
+            f"WHERE {_within(cur, 'sh', '_ksh', sh)}",
+        )
+        seh = np.union1d(seh, twins["seh"])
+        sk = np.union1d(sk, twins["sk"])
+    in_seh = _within(cur, "seh", "_kse", seh)
+    # the touched series' ``ffirst`` rows held (an added file's come from ``firsts``):
+    # the data files that hold those series, whose ids let zone maps skip the other
+    # files' row groups of ``inst_all`` (ids grow with insertion order)
+    held = _keys(cur, f"SELECT rowid, fid FROM ix.ffirst WHERE {in_seh}")
+    old_files = sorted(set(held["fid"].tolist()))
+    new_files = sorted(set(new.get("fid", _EMPTY).tolist()))
+    files = sorted(set(old_files) | set(new_files))
+    in_files = f"fid IN ({_ints(files) or 'NULL'})"
+    # every live row of the touched series: the work set. The added rows are
+    # ``_rows``; the others are read from the files that hold them, found by narrow
+    # columns first (file ids, hashes), their other columns read for those rows only
+    cols = "path, StudyInstanceUID, SeriesInstanceUID, SOPInstanceUID, ok, cataloged_at"
+    parts = (
+        [f"SELECT fid, _row, gid, seh, sh, sk, {cols}, true AS keep FROM _rows"]
+        if new_files
+        else []
     )
-    (changed,) = cur.execute("SELECT count(*) FROM _keep").fetchone() or (0,)
-    if changed:
+    if old_files or not parts:
+        held_in = f"fid IN ({_ints(old_files) or 'NULL'})"
+        parts.append(
+            f"SELECT fid, _row, gid, seh, sh, {_SK} AS sk, {cols}, keep "
+            "FROM ix.inst_all SEMI JOIN "
+            f"(SELECT fid, _row FROM ix.inst_all WHERE {held_in} AND {in_seh}) "
+            f"USING (fid, _row) WHERE {held_in}"
+        )
+    cur.execute(f"CREATE OR REPLACE TEMP TABLE _aff AS {' UNION ALL '.join(parts)}")
+    stats["files_read"] = len(files)
+    # the row that stands for each SOP instance, again: only where one is not kept or
+    # a SOP hash is held by two rows (else every row stands for itself)
+    row = cur.execute(
+        "SELECT count(*) FILTER (NOT keep), count(*) - count(DISTINCT sh) FROM _aff"
+    ).fetchone()
+    if row is not None and (row[0] or row[1]):
+        cur.execute(
+            "CREATE OR REPLACE TEMP TABLE _keep AS SELECT fid, _row, k FROM (SELECT fid, _row, "
+            f"keep, row_number() OVER (PARTITION BY SOPInstanceUID ORDER BY {_ORDER}) = 1 AS k "
+            "FROM _aff) WHERE keep IS DISTINCT FROM k"
+        )
         cur.execute(
             "UPDATE ix.inst_all SET keep = r.k FROM _keep r "
-            "WHERE inst_all.fid = r.fid AND inst_all._row = r._row "
-            f"AND inst_all.fid IN ({_ints(hit_files)})"
+            f"WHERE inst_all.fid = r.fid AND inst_all._row = r._row AND inst_all.{in_files}"
         )
         cur.execute(
             "UPDATE _aff SET keep = r.k FROM _keep r WHERE _aff.fid = r.fid AND _aff._row = r._row"
         )
+    # the groups of the touched series: their counts of kept rows (every live row of
+    # those series is in ``_aff``; a group whose rows all went has none)
+    gids = np.unique(np.concatenate([gone["gid"], new["gid"]]))
+    grp_rows = [
+        int(r[0])
+        for r in cur.execute(
+            "SELECT rowid FROM ix.grp WHERE gid IN "
+            "(SELECT unnest(?::UBIGINT[]) UNION SELECT gid FROM _aff)",
+            [gids],
+        ).fetchall()
+    ]
     cur.execute(
-        "UPDATE ix.grp SET n = c.n FROM (SELECT t.gid, count(a.gid) AS n FROM "
-        "(SELECT gid FROM _touched UNION SELECT gid FROM _aff) t LEFT JOIN _aff a "
-        "ON a.gid = t.gid AND a.keep GROUP BY t.gid) c WHERE grp.gid = c.gid"
+        "UPDATE ix.grp SET n = coalesce(c.n, 0) FROM (SELECT g.rowid AS r, a.n FROM ix.grp g "
+        "LEFT JOIN (SELECT gid, count(*) FILTER (keep) AS n FROM _aff GROUP BY gid) a "
+        f"USING (gid) WHERE g.{_by_rowid(grp_rows)}) c WHERE grp.rowid = c.r"
     )
-    # the series and studies touched: their sums again, from their live rows
-    cur.execute(
-        "CREATE OR REPLACE TEMP TABLE _se AS SELECT SeriesInstanceUID AS s FROM _touched "
-        "UNION SELECT SeriesInstanceUID FROM _aff"
+    # the series touched: their sums again, from their live rows and ``ffirst`` rows
+    ffirst = (
+        "SELECT SeriesInstanceUID, sop, path, qmeta, StudyID, ReferringPhysicianName "
+        f"FROM ix.ffirst WHERE {_by_rowid(held['rowid'].tolist())}"
     )
-    cur.execute(
-        "CREATE OR REPLACE TEMP TABLE _st AS SELECT StudyInstanceUID AS s FROM _touched "
-        "UNION SELECT StudyInstanceUID FROM _aff"
-    )
-    cur.execute("DELETE FROM ix.series_sum WHERE SeriesInstanceUID IN (SELECT s FROM _se)")
-    se_files = _fids(
-        cur, "SELECT DISTINCT fid FROM ix.ffirst WHERE SeriesInstanceUID IN (SELECT s FROM _se)"
-    )
-    key = "(sop, path)"
-    cur.execute(
-        "INSERT INTO ix.series_sum SELECT c.SeriesInstanceUID, c.StudyInstanceUID, c.n_inst, "
-        "g.n, c.first, c.first_sop, x.qmeta, x.StudyID, x.ReferringPhysicianName FROM "
-        "(SELECT SeriesInstanceUID, any_value(StudyInstanceUID) AS StudyInstanceUID, "
-        "count(*) AS n_inst, arg_min(path, (SOPInstanceUID, path)) AS first, "
-        "min(SOPInstanceUID) AS first_sop FROM _aff WHERE keep "
-        "GROUP BY SeriesInstanceUID) c "
-        "LEFT JOIN (SELECT SeriesInstanceUID, min(SeriesNumber) AS n FROM ix.grp "
-        "WHERE n > 0 AND SeriesInstanceUID IN (SELECT s FROM _se) GROUP BY SeriesInstanceUID) g "
-        "USING (SeriesInstanceUID) LEFT JOIN "
-        f"(SELECT SeriesInstanceUID, arg_min_null(qmeta, {key}) AS qmeta, "
-        f"arg_min_null(StudyID, {key}) AS StudyID, "
-        f"arg_min_null(ReferringPhysicianName, {key}) AS ReferringPhysicianName "
-        f"FROM ix.ffirst WHERE fid IN ({_ints(se_files) or 'NULL'}) "
-        "AND SeriesInstanceUID IN (SELECT s FROM _se) "
-        "GROUP BY SeriesInstanceUID) x USING (SeriesInstanceUID)"
-    )
-    cur.execute("DELETE FROM ix.study_sum WHERE StudyInstanceUID IN (SELECT s FROM _st)")
+    if firsts is not None:
+        table = firsts.result()
+        if table is not None:
+            cur.register("_ffirst_new", table)
+            cur.execute(
+                f"INSERT INTO ix.ffirst SELECT {', '.join(FFIRST)}, hash(SeriesInstanceUID) "
+                "FROM _ffirst_new"
+            )
+            ffirst += (
+                " UNION ALL SELECT SeriesInstanceUID, sop, path, qmeta, StudyID, "
+                "ReferringPhysicianName FROM _ffirst_new"
+            )
+    try:
+        cur.execute(f"DELETE FROM ix.series_sum WHERE {in_seh}")
+        key = "(sop, path)"
+        cur.execute(
+            "INSERT INTO ix.series_sum SELECT c.SeriesInstanceUID, c.StudyInstanceUID, "
+            "c.n_inst, g.n, c.first, c.first_sop, x.qmeta, x.StudyID, x.ReferringPhysicianName, "
+            "c.seh, hash(c.StudyInstanceUID) FROM "
+            "(SELECT SeriesInstanceUID, any_value(seh) AS seh, "
+            "any_value(StudyInstanceUID) AS StudyInstanceUID, "
+            "count(*) AS n_inst, arg_min(path, (SOPInstanceUID, path)) AS first, "
+            "min(SOPInstanceUID) AS first_sop FROM _aff WHERE keep "
+            "GROUP BY SeriesInstanceUID) c "
+            "LEFT JOIN (SELECT SeriesInstanceUID, min(SeriesNumber) AS n FROM ix.grp "
+            f"WHERE {_by_rowid(grp_rows)} AND n > 0 GROUP BY SeriesInstanceUID) g "
+            "USING (SeriesInstanceUID) LEFT JOIN "
+            f"(SELECT SeriesInstanceUID, arg_min_null(qmeta, {key}) AS qmeta, "
+            f"arg_min_null(StudyID, {key}) AS StudyID, "
+            f"arg_min_null(ReferringPhysicianName, {key}) AS ReferringPhysicianName "
+            f"FROM ({ffirst}) GROUP BY SeriesInstanceUID) x USING (SeriesInstanceUID)"
+        )
+    finally:
+        if firsts is not None:
+            with contextlib.suppress(duckdb.Error):
+                cur.unregister("_ffirst_new")
+    # the studies touched (a twin's too, and any a touched series' rows name)
+    sk = np.union1d(sk, _keys(cur, "SELECT DISTINCT sk FROM _aff")["sk"])
+    in_sk = _within(cur, "sk", "_kst", sk)
+    cur.execute(f"DELETE FROM ix.study_sum WHERE {in_sk}")
     key = "(first_sop, first)"
+    series_rows = _by_rowid(_rowids(cur, "ix.series_sum", in_sk))
+    group_rows = _by_rowid(_rowids(cur, "ix.grp", in_sk))
     # the narrow columns of the studies' series first; then the ``qmeta`` of the one
-    # series per study that gives it (reading every series' ``qmeta`` costs 10x more)
+    # series per study that gives it, by row id (reading every series' ``qmeta`` costs
+    # 10x more)
     cur.execute(
         "CREATE OR REPLACE TEMP TABLE _ss AS SELECT StudyInstanceUID, count(*) AS n_series, "
         f"sum(n_inst) AS n_inst, arg_min(first, {key}) AS first, min(first_sop) AS first_sop, "
-        f"arg_min(SeriesInstanceUID, {key}) AS qse FROM ix.series_sum "
-        "WHERE StudyInstanceUID IN (SELECT s FROM _st) GROUP BY StudyInstanceUID"
+        f"arg_min(rowid, {key}) AS qrow FROM ix.series_sum WHERE {series_rows} "
+        "GROUP BY StudyInstanceUID"
     )
-    # found by row id: the scan then reads those rows' ``qmeta`` only (7 ms instead of
-    # 78 for 40 series among 76k)
-    rids = [
-        r[0]
-        for r in cur.execute(
-            "SELECT rowid FROM ix.series_sum WHERE SeriesInstanceUID IN (SELECT qse FROM _ss)"
-        ).fetchall()
-    ]
+    qrows = [int(r[0]) for r in cur.execute("SELECT qrow FROM _ss").fetchall()]
     cur.execute(
         "INSERT INTO ix.study_sum SELECT s.StudyInstanceUID, s.n_series, s.n_inst, g.mods, "
         "s.first, s.first_sop, q.qmeta, g.d, hash(s.StudyInstanceUID) FROM _ss s "
         "JOIN (SELECT StudyInstanceUID, max(StudyDate) AS d, "
         "list_sort(list(DISTINCT Modality) FILTER (Modality IS NOT NULL)) AS mods "
-        "FROM ix.grp WHERE n > 0 AND StudyInstanceUID IN (SELECT s FROM _st) "
+        f"FROM ix.grp WHERE {group_rows} AND n > 0 "
         "GROUP BY StudyInstanceUID) g USING (StudyInstanceUID) "
-        "LEFT JOIN (SELECT SeriesInstanceUID AS qse, qmeta FROM ix.series_sum "
-        "WHERE rowid IN (SELECT unnest(?::BIGINT[]))) q USING (qse)",
-        [rids],
+        "LEFT JOIN (SELECT rowid AS qrow, qmeta FROM ix.series_sum "
+        f"WHERE {_by_rowid(qrows)}) q USING (qrow)"
     )
-    # the small work tables stay (replaced by the next update); these may be large
-    cur.execute("DROP TABLE IF EXISTS _rows")
-    cur.execute("DROP TABLE IF EXISTS _aff")
-    return added_rows
+
+
+class _Firsts:
+    """The added files' ``ffirst`` rows, read in a thread of their own when ``background``
+    (their ``meta`` is most of an update's reading) while the update goes on."""
+
+    def __init__(self, work: Callable[[], pa.Table | None], *, background: bool):
+        self._work = work
+        self._table: pa.Table | None = None
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        if background:
+            self._thread = threading.Thread(target=self._run, name="pixels-ffirst", daemon=True)
+            self._thread.start()
+        else:
+            self._run()
+
+    def _run(self) -> None:
+        try:
+            self._table = self._work()
+        except BaseException as e:  # raised again by result()
+            self._error = e
+
+    def result(self) -> pa.Table | None:
+        """The rows (None: no added row), once read; the reading's error, raised here."""
+        if self._thread is not None:
+            self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._table
 
 
 def _load(
@@ -331,8 +459,10 @@ def _load(
     uris: Mapping[int, str],
     sidecars: Sidecars,
     reader: RowReader,
-) -> int:
-    """Rows of the ``added`` data files into ``inst_all``, ``grp``, ``ffirst`` and ``_rows``."""
+) -> tuple[Keys, _Firsts]:
+    """Rows of the ``added`` data files into ``inst_all``, ``grp`` and ``_rows``; their
+    keys (``fid``, ``gid``, ``sk``, ``seh``, ``sh``: one entry per row), and their
+    ``ffirst`` rows (being read)."""
     cur.execute(
         "CREATE OR REPLACE TEMP TABLE _files AS "
         "SELECT unnest(?::VARCHAR[]) AS uri, unnest(?::INTEGER[]) AS fid",
@@ -360,17 +490,11 @@ def _load(
         )
     cur.execute(
         f"CREATE OR REPLACE TEMP TABLE _rows AS SELECT *, hash({_GROUP_SQL}) AS gid, "
-        f"hash(SOPInstanceUID) AS sh, hash(SeriesInstanceUID) AS seh FROM {source}"
+        f"hash(SOPInstanceUID) AS sh, hash(SeriesInstanceUID) AS seh, "
+        f"{_SK} AS sk FROM {source}"
     )
-    cur.execute(
-        "INSERT INTO ix.inst_all SELECT fid, _row, gid, sh, seh, path, StudyInstanceUID, "
-        "SeriesInstanceUID, SOPInstanceUID, SOPClassUID, InstanceNumber, ok, cataloged_at, "
-        "true FROM _rows"
-    )
-    cur.execute(
-        f"INSERT INTO ix.grp SELECT DISTINCT ON (gid) gid, 0, {_GROUP_SQL}, {_SK} FROM _rows "
-        "WHERE gid NOT IN (SELECT gid FROM ix.grp)"
-    )
+    # each file's series' first rows: their ``meta`` read (in a thread for local files)
+    # while the rows go in
     firsts = cur.execute(
         "SELECT fid, SeriesInstanceUID, min(SOPInstanceUID), "
         "arg_min(path, (SOPInstanceUID, path)), arg_min(_row, (SOPInstanceUID, path)) "
@@ -379,23 +503,36 @@ def _load(
     by_fid: dict[int, list[tuple[Any, ...]]] = {}
     for row in firsts:
         by_fid.setdefault(row[0], []).append(row)
-    parts = []
-    for fid, rows in by_fid.items():
-        held = sidecars.get(uris[fid], fid) if scan.direct else None
-        if held is None or held.num_rows != len(rows):
-            held = _firsts_of(cur, scan, fid, rows, reader)
-            if scan.direct:
-                sidecars.put(uris[fid], held)
-        parts.append(held)
-    if parts:
-        table = pa.concat_tables(parts)
-        cur.register("_ffirst_new", table)
-        try:
-            cur.execute(f"INSERT INTO ix.ffirst SELECT {', '.join(FFIRST)} FROM _ffirst_new")
-        finally:
-            cur.unregister("_ffirst_new")
-    (n,) = cur.execute("SELECT count(*) FROM _rows").fetchone() or (0,)
-    return int(n)
+
+    def work() -> pa.Table | None:
+        parts = []
+        for fid, rows in by_fid.items():
+            held = sidecars.get(uris[fid], fid) if scan.direct else None
+            if held is None or held.num_rows != len(rows):
+                held = _firsts_of(cur, scan, fid, rows, reader)
+                if scan.direct:
+                    sidecars.put(uris[fid], held)
+            parts.append(held)
+        return pa.concat_tables(parts) if parts else None
+
+    # a local file's rows are read with pyarrow (the cursor, busy with the update,
+    # is not used); others through the cursor, before the update goes on
+    local = scan.direct and all(is_local(uris[f]) for f in by_fid)
+    pending = _Firsts(work, background=local and bool(by_fid))
+    try:
+        cur.execute(
+            "INSERT INTO ix.inst_all SELECT fid, _row, gid, sh, seh, path, StudyInstanceUID, "
+            "SeriesInstanceUID, SOPInstanceUID, SOPClassUID, InstanceNumber, ok, cataloged_at, "
+            "true FROM _rows"
+        )
+        cur.execute(
+            f"INSERT INTO ix.grp SELECT DISTINCT ON (gid) gid, 0, {_GROUP_SQL}, sk FROM _rows "
+            "ANTI JOIN ix.grp USING (gid)"
+        )
+        return _keys(cur, "SELECT fid, gid, sk, seh, sh FROM _rows"), pending
+    except BaseException:
+        pending.result()
+        raise
 
 
 def _firsts_of(
