@@ -54,6 +54,25 @@ def test_sql_table_output(table: tuple[Path, Path]) -> None:
     assert "(4 rows)" in out.stdout
 
 
+def test_sql_imports_neither_the_catalog_nor_pydicom(table: tuple[Path, Path]) -> None:
+    """``pixels sql`` starts with DuckDB, pyarrow and the table only: the catalog's
+    imports (pydicom, pandas, the engines) were most of a point look-up's time."""
+    _, cat = table
+    code = f"""
+import sys
+from click.testing import CliRunner
+from pixels.cli import main
+res = CliRunner().invoke(main, ["sql", "-t", {str(cat)!r}, "-f", "csv",
+                                "SELECT Modality FROM object_catalog WHERE Modality = 'MR'"])
+assert res.exit_code == 0, (res.output, res.exception)
+print(res.output.replace(chr(34), "").split())
+print(sorted(m for m in ("pixels.catalog", "pydicom", "pandas") if m in sys.modules))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["['Modality', 'MR']", "[]"]
+
+
 def test_sql_csv_json_parquet(table: tuple[Path, Path], tmp_path: Path) -> None:
     _, cat = table
     q = "SELECT SOPInstanceUID, Rows, path_tags FROM object_catalog WHERE Modality = 'CT'"

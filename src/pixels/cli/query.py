@@ -47,12 +47,15 @@ def sql_cmd(
     storage_option: tuple[str, ...] = (),
 ) -> None:
     """Run a DuckDB QUERY over the view object_catalog."""
-    from pixels.catalog import Catalog
+    # pixels.sql, not pixels.catalog: the catalog's imports (pydicom, the engines)
+    # took most of a point look-up's time at start-up
+    from pixels.sql import query as run_query
+    from pixels.table import CatalogTable
 
     options = parse_storage_options(storage_option)
     with exit_on_error("SQL error"):
         require_table(table, options)
-        result = Catalog(table, storage_options=options).sql_arrow(query)
+        result = run_query(CatalogTable(table, storage_options=options), query)
     _write_result(result, fmt, output, max_rows)
 
 
