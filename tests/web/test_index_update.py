@@ -137,3 +137,35 @@ def test_a_twin_in_another_series_keeps_its_old_series_whole(
         assert index.last_update["sop_lookups"] == 0, index.last_update
         assert _state(index) == _fresh(catalog)
     index.close()
+
+
+def test_an_update_answers_before_its_checkpoint_which_follows_in_a_thread(
+    catalog: str,  # noqa: F811 - the fixture
+    tmp_path: Path,
+    monkeypatch: Any,
+) -> None:
+    """The checkpoint due after an update (its rows compressed into the saved file) runs
+    once the new version answers, in a thread of its own; then the write-ahead log is
+    empty and the saved index, opened again, is the table's."""
+    from pixels.web import index as index_mod
+
+    monkeypatch.setattr(index_mod, "_CHECKPOINT_ROWS", 1)
+    index = TableIndex(CatalogTable(catalog))
+    index.current()
+    assert index.path is not None
+    copy_with_new_uids(sample_file("MR_small.dcm"), tmp_path / "more", 2, per_series=2)
+    Catalog(catalog).catalog(str(tmp_path / "more"), workers=0)
+    version = index.current().version
+    checkpointer = index._checkpointer
+    assert checkpointer is not None
+    checkpointer.join(timeout=60)
+    assert not checkpointer.is_alive()
+    wal = Path(index.path + ".wal")
+    assert not wal.exists() or wal.stat().st_size == 0
+    assert _state(index) == _fresh(catalog)
+    index.close()
+    again = TableIndex(CatalogTable(catalog))
+    assert again.current().version == version
+    assert again.last_update["added_files"] == 0
+    assert _state(again) == _fresh(catalog)
+    again.close()
