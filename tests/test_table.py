@@ -583,6 +583,47 @@ def test_iter_new_builds_a_ref_only_for_new_or_changed_entries(tmp_path: Path) -
     assert built == [a[1], a[4], new]
 
 
+def test_iter_new_holds_a_bounded_part_of_the_listing(tmp_path: Path) -> None:
+    """iter_new pulls the listing at most one look-up group (``chunk``) plus one batch ahead
+    of what it yields, however long the listing; against a new (empty) table it holds no
+    group at all: each entry is yielded as it is listed."""
+    from pixels.sources import RefBatch
+    from pixels.sources.local import iter_local_batches
+    from pixels.table import iter_new
+
+    src = tmp_path / "src"
+    for k in range(12):  # 12 folders of 3 real files: 12 batches of the listing
+        copy_with_new_uids(sample_file("CT_small.dcm"), src / f"{k:02d}", 3)
+    listed: list[str] = []
+
+    def listing() -> Any:
+        for b in iter_local_batches(str(src)):
+            listed.extend(b.paths)
+            yield RefBatch(b.paths, b.lengths, b.mtimes_ms, b.ref, b.version_tags)
+
+    def ahead(table: CatalogTable, chunk: int) -> tuple[int, list[str]]:
+        listed.clear()
+        most, got = 0, []
+        for ref, _ in iter_new(table, listing(), chunk=chunk):
+            got.append(ref.path)
+            most = max(most, len(listed) - len(got))
+        assert got == listed  # every listed entry, in listing order
+        return most, got
+
+    table = CatalogTable(tmp_path / "cat")
+    table.create()  # a new table: nothing to look up
+    most, got = ahead(table, chunk=20)
+    assert len(got) == 36 and most == 2  # the rest of the file's own batch (3 entries)
+    # a table that holds other files: look-ups, in groups of at least `chunk` entries
+    other = tmp_path / "other"
+    copy_with_new_uids(sample_file("MR_small.dcm"), other, 2)
+    Catalog(tmp_path / "cat").catalog(other, workers=0)
+    for chunk in (4, 7, 20):
+        most, got = ahead(table, chunk)
+        assert len(got) == 36
+        assert chunk - 1 <= most <= chunk - 1 + 3  # one group, plus at most one batch
+
+
 def test_split_by_identity_follows_same_version_row_by_row() -> None:
     """split_by_identity on whole columns drops exactly the rows same_version says the table
     holds (any held version of a path), minus ``keep`` and, with keep_errors, held errors."""

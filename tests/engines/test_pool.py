@@ -202,6 +202,27 @@ def test_tasks_grow_and_carry_every_file_once(tmp_path: Path) -> None:
     assert all(r["error"] is None and r["meta"] for r in got)
 
 
+def test_workers_are_recycled_and_every_file_comes_back_once(tmp_path: Path) -> None:
+    """With ``recycle_files``, fresh workers replace the running ones once they were given
+    that many files (after the tasks in flight finish): every file still gets exactly
+    one row, each set of workers reads at most its quota, and it is not a breakage."""
+    real = readable_dicom_files(CT.parent)[:10]
+    files = [f for k in range(6) for f in copy_tree(real, tmp_path / "data" / f"{k:02d}")]
+    items: list[Item] = [(r, False) for r in iter_files(str(tmp_path / "data"))]
+    assert len(items) == 60
+    pids: set[int] = set()
+    with FilePool(2, RecordOptions(), memory_limit=None, recycle_files=16) as pool:
+        got = []
+        for _, batch in pool.run(chunks(items, size=8, first=8)):
+            got += batch.to_pylist()
+            pids |= {p.pid for p in pool._procs}
+    assert sorted(r["path"] for r in got) == sorted(str(f) for f in files)
+    assert all(r["error"] is None and r["meta"] for r in got)
+    # 60 files, 16 per set of workers: the 4th set reads the last 12
+    assert pool.recycled == 3 and pool.restarts == 0
+    assert len(pids) == 2 * 4
+
+
 def test_parse_size() -> None:
     assert parse_size("4G") == 4 << 30 and parse_size("512m") == 512 << 20
     assert parse_size("1024") == 1024 and parse_size("0") == 0 and parse_size("2GiB") == 2 << 30

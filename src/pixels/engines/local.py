@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 from pixels.dicom.notices import warning_kind
 from pixels.engines import worker
 from pixels.engines.options import CatalogOptions
-from pixels.engines.pool import CHUNK_FILES, FilePool, chunks
+from pixels.engines.pool import CHUNK_FILES, RECYCLE_FILES, FilePool, chunks
 from pixels.sources import RefBatch, iter_file_batches
 from pixels.sources.local import stored_path
 from pixels.sources.ref import FileRef
@@ -289,7 +289,11 @@ def run_catalog(
                 changed = {r.path for r, c in chunk if c}
                 take(worker.run([r for r, _ in chunk], opts), changed)
         else:
-            with FilePool(n_workers, opts, memory_limit=worker_memory) as pool:
+            # fresh workers every RECYCLE_FILES files each: memory flat however long the run
+            recycle = RECYCLE_FILES * n_workers
+            with FilePool(
+                n_workers, opts, memory_limit=worker_memory, recycle_files=recycle
+            ) as pool:
                 # workers start on the first file to read: a no-op re-run starts none
                 for items, batch in pool.run(chunks(todo_refs, chunk_files)):
                     take(batch, {r.path for r, c in items if c})

@@ -61,6 +61,9 @@ _T = TypeVar("_T")
 CHUNK_FILES = 256
 #: Files in the first tasks of a run, so that a small run still spreads over the workers.
 FIRST_CHUNK = 16
+#: Files a worker reads before the pool is replaced by fresh workers (:class:`FilePool`'s
+#: ``recycle_files`` is this times the number of workers in a long catalog run).
+RECYCLE_FILES = 50_000
 
 
 def chunks(
@@ -230,6 +233,14 @@ class FilePool:
     work : Work
         What runs on each chunk: :data:`CATALOG` (default) or :data:`THUMBNAILS`.
         Items are ``(payload, carried)`` pairs; only the payload goes to the worker.
+    recycle_files : int
+        Once this many files were submitted to the running workers, the pool lets
+        the tasks in flight finish and starts fresh workers (``0``: never). A
+        worker's memory grows with what it has read (allocator fragmentation, the
+        header caches refilled again and again), and a fresh worker, forked from
+        the forkserver, shares its pages: so the memory of a long run stays that
+        of its first ``recycle_files`` files. (``ProcessPoolExecutor``'s
+        ``max_tasks_per_child`` hangs on Python 3.11, hence a whole new pool.)
 
     Examples
     --------
@@ -243,13 +254,17 @@ class FilePool:
     memory_limit: int | None = -1
     max_inflight: int = 0
     work: Work = CATALOG
+    recycle_files: int = 0
     #: Times the pool was restarted after a worker died.
     restarts: int = 0
+    #: Times fresh workers replaced the running ones (``recycle_files``).
+    recycled: int = 0
     _pool: ProcessPoolExecutor | None = field(default=None, repr=False)
     _dir: str | None = field(default=None, repr=False)
     _procs: list[Any] = field(default_factory=list, repr=False)
     _inflight: dict[Future[Any], _Task] = field(default_factory=dict, repr=False)
     _next_id: int = 0
+    _submitted: int = 0  # files submitted to the running workers
 
     def __enter__(self) -> FilePool:
         if self.max_inflight <= 0:
@@ -299,7 +314,24 @@ class FilePool:
                 hint = f" (worker memory limit {limit} bytes: too small?)" if limit else ""
                 raise PixelsError(f"the worker processes could not start{hint}") from e
             self._procs = list(getattr(self._pool, "_processes", {}).values())
+            self._submitted = 0
         return self._pool
+
+    def _recycle_due(self) -> bool:
+        """Whether the running workers have been given ``recycle_files`` files."""
+        return (
+            self.recycle_files > 0
+            and self._pool is not None
+            and self._submitted >= self.recycle_files
+        )
+
+    def _recycle(self) -> None:
+        """Stop the (idle) workers; the next submit starts fresh ones."""
+        assert self._pool is not None and not self._inflight
+        self._pool.shutdown(wait=True)
+        self._pool = None
+        self._records(consume=True)  # the old workers' progress records
+        self.recycled += 1
 
     def _task(self, items: list[tuple[Any, Any]], alone: bool = False, lost: int = 0) -> _Task:
         self._next_id += 1
@@ -310,6 +342,7 @@ class FilePool:
         refs = [r for r, _ in task.items]
         fut = pool.submit(self.work.run, refs, self.options, task.id)
         self._inflight[fut] = task
+        self._submitted += len(refs)
 
     def _records(self, consume: bool) -> dict[int, tuple[int, int]]:
         """Worker pid -> (task id, index of the file it reads; -1 when between tasks)."""
@@ -414,6 +447,10 @@ class FilePool:
         while True:
             alone_running = any(t.alone for t in self._inflight.values())
             while len(self._inflight) < self.max_inflight and not alone_running:
+                if self._recycle_due():
+                    if self._inflight:
+                        break  # the workers finish what they have, then make way
+                    self._recycle()
                 if pending:
                     task = pending.popleft()
                 elif suspects:

@@ -142,7 +142,9 @@ def iter_new(
     (or, with ``retry_errors``, present with an error). ``refs`` may hold
     :class:`~pixels.sources.ref.RefBatch` columns (a listing): their entries are
     compared as columns and a FileRef is built only for those yielded. Works
-    ``chunk`` entries at a time so memory does not grow with the number of files.
+    ``chunk`` entries at a time (at most ``chunk`` plus one batch of the listing
+    held at once) so memory does not grow with the number of files; against an
+    empty snapshot (a new table) entry by entry, with no look-up.
     ``snapshot`` pins the look-ups to a version (a :class:`TableScan`) or to those
     data files (default: the current version).
     """
@@ -154,6 +156,16 @@ def iter_new(
         snapshot = (
             table.scan().restricted(list(snapshot)) if snapshot else TableScan.empty(table.uri)
         )
+    if snapshot.version is None or (snapshot.direct and not snapshot.files):
+        # nothing to compare with (a new table): every entry is new, as it is listed,
+        # without holding a group of the listing
+        for item in refs:
+            if isinstance(item, RefBatch):
+                for ref in item.refs():
+                    yield ref, False
+            else:
+                yield item, False
+        return
     for group in _groups(refs, chunk):
         yield from _new_in(table, group, snapshot, retry_errors)
 
