@@ -221,7 +221,7 @@ def index_frames(
     n = max(int(number_of_frames), 1)
     end = _file_end(fp, path)
     if not encapsulated:
-        return _index_native(
+        key = (
             end,
             pixel_offset,
             pixel_length,
@@ -230,13 +230,24 @@ def index_frames(
             bits_allocated,
             photometric_interpretation,
             tag,
-            path,
             swapped_pairs,
         )
+        known = _NATIVE.get(key)
+        if known is None:
+            known = _index_native(*key[:-2], tag, path, swapped_pairs)
+            if len(_NATIVE) >= 1_000:
+                _NATIVE.clear()
+            _NATIVE[key] = known  # (a FrameIndex is immutable: shared)
+        return known
     reader = _Encapsulated(fp, end, pixel_offset, pixel_length, n, _tag(tag), path)
     if video:
         return reader.stream()
     return reader.index(extended_offsets, extended_lengths)
+
+
+#: :func:`_index_native`'s indexes by its arguments (but the path, only named in errors):
+#: the files of a series have the same pixel data at the same offset, file after file.
+_NATIVE: dict[tuple[Any, ...], FrameIndex] = {}
 
 
 def _index_native(
