@@ -400,7 +400,7 @@ else:
     from pixels.engines import worker
     from pixels.sources.ref import FileRef
 
-    worker.block_pandas()
+    worker.init()  # as a pool worker (pandas blocked, warnings set up per task)
     refs = []
     for p in paths:
         st = os.stat(p)

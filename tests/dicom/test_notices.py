@@ -6,6 +6,8 @@ import threading
 import warnings
 from pathlib import Path
 
+import pytest
+
 from corpus import sample_file
 from pixels.dicom.notices import kept_warnings, warning_kind
 from pixels.dicom.record import catalog_record
@@ -57,12 +59,18 @@ def test_warnings_outside_a_file_are_untouched() -> None:
     assert warning_kind(kept[0]) == "Invalid value for VR DS"
 
 
-def test_a_task_of_files_keeps_each_files_warnings_in_its_own_row(tmp_path: Path) -> None:
-    """A worker task keeps one block open around its files: each file's row still gets
-    exactly its own warnings (a repeat of the same bad file included), whatever the
-    filters changed to between files, and the warning state is restored after."""
+@pytest.mark.parametrize("pooled", [True, False], ids=["pool-worker", "in-process"])
+def test_a_task_of_files_keeps_each_files_warnings_in_its_own_row(
+    tmp_path: Path, pooled: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pool worker's task keeps one block open around its files: each file's row still
+    gets exactly its own warnings (a repeat of the same bad file included), as in a
+    process that reads files in threads; nested blocks follow changed filters, and the
+    warning state is restored after."""
     from pixels.dicom.record import RecordOptions
     from pixels.engines import worker
+
+    monkeypatch.setattr(worker, "_pooled", pooled)  # what worker.init sets in a pool worker
 
     names = ["badVR.dcm", "CT_small.dcm", "badVR.dcm", "MR_small.dcm"]
     refs = []

@@ -16,6 +16,7 @@ A worker also:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import signal
@@ -36,6 +37,7 @@ from pixels.sources.ref import FileRef
 PROGRESS = struct.Struct("<qq")
 
 _progress_fd: int | None = None
+_pooled = False  # set by init: this process is a pool worker
 _memory_limit: int | None = None
 
 
@@ -102,7 +104,8 @@ def limit_memory(max_bytes: int | None) -> None:
 
 def init(memory_limit: int | None = None, progress_dir: str | None = None) -> None:
     """Process-pool initializer: Ctrl-C ignored, no pandas, bounded memory, progress records."""
-    global _progress_fd, _memory_limit
+    global _progress_fd, _memory_limit, _pooled
+    _pooled = True
     # Ctrl-C reaches the whole process group: the parent decides when workers stop
     # (it lets them finish their chunk), so an interrupt never costs a file its row
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -145,7 +148,9 @@ def _explain_memory(row: dict[str, Any]) -> dict[str, Any]:
 def run(refs: Sequence[FileRef], options: RecordOptions, task_id: int = 0) -> pa.RecordBatch:
     """Catalog one chunk of files (the task a worker runs); one row per file, always."""
     rows = []
-    with kept_warnings():  # set up once: each file's own block then only takes them over
+    # in a pool worker (no other thread waits for the warnings' turn), set up once for
+    # the task: each file's own block then only takes them over
+    with kept_warnings() if _pooled else contextlib.nullcontext():
         for i, ref in enumerate(refs):
             _mark(task_id, i)
             try:
