@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import itertools
 import re
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -160,6 +162,19 @@ def test_cluster_writes_ranges_of_studies_a_point_look_up_prunes(
         Catalog(catalog).table.scan().register(full)
         assert got == sorted(r[0] for r in full.execute(sql, params).fetchall()), sql
     assert len(cat.sql_arrow(query, [study])) == 6
+    # the pruning path of ``pixels sql`` (the Delta log's add actions) imports no pandas
+    code = f"""
+import sys
+from click.testing import CliRunner
+from pixels.cli import main
+res = CliRunner().invoke(main, ["sql", "-t", {catalog!r}, "-f", "csv",
+    "SELECT count(*) AS n FROM object_catalog WHERE StudyInstanceUID = '{study}'"])
+assert res.exit_code == 0, (res.output, res.exception)
+print(res.output.replace(chr(34), "").split(), "pandas" in sys.modules)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[0] == "['n', '6'] False"
     assert len(cat.sql_arrow(query, ["9.9.9"])) == 0
     # a table another writer made, with statistics of every column (a date among them)
     from deltalake import write_deltalake

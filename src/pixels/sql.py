@@ -172,7 +172,8 @@ def _pruned(
     dt = table.delta()
     if dt.version() != scan.version:
         return scan
-    adds = pa.table(dt.get_add_actions(flatten=True))
+    # the Arrow stream, not ``pa.table``: that asks pandas first (importing it, 0.3-1.4 s)
+    adds = pa.RecordBatchReader.from_stream(dt.get_add_actions(flatten=True)).read_all()
     names = {n.lower(): n for n in adds.column_names}
     ranges: list[tuple[list[Any], list[Any], set[str]]] = []
     for col, values in wanted.items():
