@@ -176,15 +176,23 @@ def _export(rev: str) -> str:
     return str(dest / "src")
 
 
+def _load_models(url: str) -> None:
+    """The server's models loaded: its first ``info/`` loads them (in older code it waited
+    for the thread ``create_app`` started to load them)."""
+    import httpx
+
+    httpx.get(f"{url}/monailabel/info/", timeout=600).raise_for_status()
+
+
 def serve(slices: int, url_file: str) -> None:
     """A server over the bench table (the ``src`` of ``PIXELS_BENCH_SRC``), its models
     loaded; its URL written to ``url_file``; it stops when stdin closes."""
-    from pixels.web import create_app, monailabel
+    from pixels.web import create_app
     from web.conftest import running
 
     _, table = _data(slices)
     with running(create_app(str(table), viewer=False)) as url:
-        monailabel.warm().join()  # models loaded, as a server a few seconds after start
+        _load_models(url)  # models loaded, as a server after its first MONAI Label request
         Path(url_file).write_text(url)
         sys.stdin.read()
 
@@ -218,7 +226,7 @@ def tissue(slices: int) -> dict[str, float]:
     import httpx
     import pydicom
 
-    from pixels.web import create_app, monailabel
+    from pixels.web import create_app
     from web.conftest import running
 
     folder, table = _data(slices)
@@ -236,7 +244,7 @@ def tissue(slices: int) -> dict[str, float]:
         return time.perf_counter() - t0
 
     with running(create_app(str(table), viewer=False)) as url:
-        monailabel.warm().join()  # models loaded, as a server a few seconds after start
+        _load_models(url)  # models loaded, as a server after its first MONAI Label request
         first, again = infer(url), infer(url)
     print(f"ct-tissue 512x512x{slices}: {first:.2f}s first, {again:.2f}s volume cached")
     return {"first_s": first, "cached_volume_s": again}
@@ -254,7 +262,7 @@ def compression(slices: int, levels: tuple[int, ...] = (1, 6), repeat: int = 3) 
     import httpx
     import pydicom
 
-    from pixels.web import create_app, monailabel
+    from pixels.web import create_app
     from pixels.web.gzipped import Deflated, gzip_join
     from web.conftest import running
 
@@ -264,7 +272,7 @@ def compression(slices: int, levels: tuple[int, ...] = (1, 6), repeat: int = 3) 
     http = httpx.Client(timeout=600)
     out: dict[str, Any] = {}
     with running(create_app(str(table), viewer=False)) as url:
-        monailabel.warm().join()
+        _load_models(url)
 
         def post(model: str, params: dict[str, Any], accept: str) -> tuple[float, bytes]:
             t0 = time.perf_counter()

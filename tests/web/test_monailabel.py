@@ -531,18 +531,64 @@ def test_monailabel_python_client_against_pixels(tmp_path: Path) -> None:
     assert Path(files[0]).exists()
 
 
-def test_models_load_in_the_background_at_start_and_nrrd_errors_are_pixels_errors(
-    ml_server: tuple,
-) -> None:
-    """create_app starts loading the models (the first info/ took 10-20 s on this machine)."""
-    from pixels.errors import NrrdError, PixelsError
-    from pixels.web import monailabel, nrrd
+#: create_app, a QIDO search, then info/, in a fresh interpreter: which modules and threads
+#: each step brought (the test process may have imported torch for other tests)
+_LAZY = """
+import json, socket, sys, threading, time
+import httpx, uvicorn
+from pixels.web import create_app
 
-    thread = monailabel.warm()
-    assert thread is monailabel.warm()  # once per process, started by create_app already
-    assert thread.name == "pixels-monailabel-warm"
-    thread.join(300)
-    assert not thread.is_alive()
+heavy = ("torch", "monai")
+app = create_app(sys.argv[1], viewer=False, token="")
+out = {"threads_at_start": sorted(t.name for t in threading.enumerate())}
+with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+threading.Thread(target=server.run, daemon=True).start()
+while not server.started:
+    time.sleep(0.02)
+with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=300) as client:
+    r = client.get("/dicomweb/studies")
+    out["qido"] = [r.status_code, len(r.json())]
+    out["after_qido"] = sorted(m for m in heavy if m in sys.modules)
+    r = client.get("/monailabel/info/")
+    out["info"] = [r.status_code, sorted(r.json()["models"])]
+    out["after_info"] = sorted(m for m in heavy if m in sys.modules)
+server.should_exit = True
+print(json.dumps(out))
+"""
+
+
+def test_models_load_on_the_first_monailabel_request_without_torch(tmp_path: Path) -> None:
+    """Nothing loads models at start-up (their torch/MONAI import held the GIL for 10.7 s of
+    CPU under the first searches), and info/ lists the registry's models without importing
+    torch or MONAI (only bundles need them, and info/ lists none)."""
+    import subprocess
+    import sys
+
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(sample_file("MR_small.dcm"), data / "mr.dcm")
+    catalog = tmp_path / "catalog"
+    assert Catalog(str(catalog)).catalog(str(data), workers=0).errors == 0
+    run = subprocess.run(
+        [sys.executable, "-c", _LAZY, str(catalog)], capture_output=True, text=True, timeout=300
+    )
+    assert run.returncode == 0, run.stderr
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    assert not any("monailabel" in t for t in out["threads_at_start"]), out
+    assert out["qido"] == [200, 1]
+    assert out["after_qido"] == []
+    assert out["info"] == [200, ["ct-tissue", "region-grow"]]
+    assert out["after_info"] == []
+
+
+def test_nrrd_errors_are_pixels_errors(ml_server: tuple) -> None:
+    """A cut NRRD of a real infer answer is an error of Pixels naming the sizes."""
+    from pixels.errors import NrrdError, PixelsError
+    from pixels.web import nrrd
+
     url, ct = ml_server[0], ml_server[1]
     assert http.get(f"{url}/monailabel/info/").status_code == 200
     # a cut NRRD of a real answer: an error of Pixels (and a ValueError) naming the sizes

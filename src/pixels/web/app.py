@@ -104,7 +104,8 @@ def create_app(
     if public_url:
         hosts.add(urlsplit(public_url).hostname or "*")
     stow.clean_stale_spools(state.storage_root)  # what a killed server left
-    monailabel.warm()  # the models load in the background: the first info/ is quick
+    # no model is loaded here: the first MONAI Label request loads them (~0.1 s, no
+    # torch), so nothing holds the GIL under the first DICOMweb answers
     p = PREFIX
     s, se, i = "{study}", "{series}", "{instance}"
     routes = [

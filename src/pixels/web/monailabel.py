@@ -35,7 +35,6 @@ ones (:class:`pixels.web.security.TokenAuth` covers :data:`PREFIX`).
 from __future__ import annotations
 
 import json
-import logging
 import threading
 import time
 import weakref
@@ -55,7 +54,7 @@ from pixels.web.gzipped import Deflated, accepts_gzip, gzip_join
 from pixels.web.multipart import MultipartError, new_boundary, parse_media_type, split_parts
 from pixels.web.state import MONAILABEL, WebState, check_uid, state_of
 
-__all__ = ["PREFIX", "routes", "warm"]
+__all__ = ["PREFIX", "routes"]
 
 #: Root of the MONAI Label API (the clients' server URL is ``<pixels>/monailabel/``).
 PREFIX = MONAILABEL
@@ -90,35 +89,23 @@ def _label_names(model: Any) -> dict[str, int]:
 
 
 def _models() -> dict[str, Any]:
+    """The registry's models that can run here, loaded on the first MONAI Label request
+    that needs them (none at start-up: the server answers DICOMweb at full speed from
+    its first second). ``bundle:PATH`` is left out, and so are the torch and MONAI
+    imports that check it (6-10 s of CPU holding the GIL): ``ct-tissue`` loads in
+    about 0.1 s. One thread loads at a time (CPython 3.11 has failed compiling in two
+    threads at once)."""
     from pixels.ml.models import available_models
 
-    out = {}
-    for info in available_models():
-        if info.available and not info.name.startswith("bundle:"):
-            out[info.name] = (_model(info.name), info.description)
-    return out
+    with _LOAD_LOCK:
+        out = {}
+        for info in available_models(bundles=False):
+            if info.available and not info.name.startswith("bundle:"):
+                out[info.name] = (_model(info.name), info.description)
+        return out
 
 
-_WARM: list[threading.Thread] = []
-
-
-def warm() -> threading.Thread:
-    """Load the models in a background thread (once per process), so that the first
-    ``GET info/`` does not wait for their imports; returns the thread."""
-    with _CACHE_LOCK:
-        if _WARM:
-            return _WARM[0]
-
-        def load() -> None:
-            try:
-                _models()
-            except Exception as e:  # the first info/ request reports it
-                logging.getLogger(__name__).warning("loading the models failed: %s", e)
-
-        thread = threading.Thread(target=load, name="pixels-monailabel-warm", daemon=True)
-        _WARM.append(thread)
-    thread.start()
-    return thread
+_LOAD_LOCK = threading.Lock()
 
 
 async def info(request: Request) -> Response:

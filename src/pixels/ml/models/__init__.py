@@ -110,12 +110,18 @@ class ModelInfo:
     description: str
 
 
-def available_models() -> list[ModelInfo]:
-    """Every registered model and ``bundle:PATH``, with whether it can run here and why not."""
+def available_models(*, bundles: bool = True) -> list[ModelInfo]:
+    """Every registered model and ``bundle:PATH``, with whether it can run here and why not.
+
+    ``bundles=False`` leaves ``bundle:PATH`` out, and with it the import of torch and
+    MONAI that checks it (about 6-10 s of CPU: the MONAI Label server's ``info/``).
+    """
     out = []
     for name, (_, needs, description) in sorted(_REGISTRY.items()):
         missing = [f"{m}: {deps.status(m)[1]}" for m in needs if not deps.status(m)[0]]
         out.append(ModelInfo(name, not missing, "; ".join(missing) or "ready", description))
+    if not bundles:
+        return out
     missing = [f"{m}: {deps.status(m)[1]}" for m in ("torch", "monai") if not deps.status(m)[0]]
     out.append(
         ModelInfo(
