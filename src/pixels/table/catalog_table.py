@@ -28,6 +28,7 @@ from pixels.storage import delta_options, is_local, local_path
 from pixels.table import cleanup
 from pixels.table.cleanup import _LOCK_DIR, ORPHAN_MIN_AGE_HOURS
 from pixels.table.evolve import DESCRIPTION, conform, upgrade_rows, upgrade_table
+from pixels.table.firsts import write_firsts
 from pixels.table.identity import split_by_identity, sql_string
 
 _RETRIES = 8
@@ -432,6 +433,9 @@ class CatalogTable:
             use_compliant_nested_type=True,
         )
         os.replace(path + ".tmp", path)
+        # the first row per series, for readers indexing by series (before the commit:
+        # a crash in between leaves the file unreferenced, or a reader without it)
+        write_firsts(_local_path(self.uri), name, table)
         st = os.stat(path)
         stats = _stats(table)
         return AddAction(

@@ -49,6 +49,7 @@ from pixels.scan import TableScan
 from pixels.schema import VIEW_NAME
 from pixels.storage import is_local, local_path
 from pixels.table import CatalogTable, sql_string
+from pixels.table.firsts import drop_firsts
 from pixels.web import index_tables
 from pixels.web.firsts import QMETA_TAGS, Sidecars
 from pixels.web.rowreads import RowReader
@@ -290,6 +291,8 @@ class TableIndex:
             "sop_lookups": self._stats.get("sop_lookups", 0),
             "files_read": self._stats.get("files_read", 0),
             "commit_ms": self._stats.get("commit_ms", 0),
+            # added files whose first rows their writer saved (no ``meta`` read)
+            "firsts_saved": self._stats.get("firsts_saved", 0),
         }
 
     def _checkpoint_later(self) -> None:
@@ -350,6 +353,7 @@ class TableIndex:
                         reader=self.reader,
                         keys=self.keys,
                         stats=stats,
+                        root=self._dir,
                     )
                 if removed:
                     gone = ", ".join(str(int(f)) for f in removed)  # ids made here
@@ -377,7 +381,10 @@ class TableIndex:
         self._next_fid += len(added)
         for fid in removed:
             self._fids.pop(self._uris[fid], None)
-        self._sidecars.drop([self._uris[f] for f in removed])
+        dropped = [self._uris[f] for f in removed]
+        self._sidecars.drop(dropped)
+        if self._dir is not None:  # the writer's first rows of files gone (a local table)
+            drop_firsts(self._dir, [local_path(u) for u in dropped if is_local(u)])
         if last:
             self._version = scan.version
         for k, v in stats.items():

@@ -41,8 +41,9 @@ import pyarrow as pa
 
 from pixels.scan import TableScan
 from pixels.schema import VIEW_NAME
-from pixels.storage import is_local
+from pixels.storage import is_local, local_path
 from pixels.table import sql_string
+from pixels.table.firsts import read_firsts
 from pixels.web.firsts import FFIRST, Sidecars, firsts_table
 from pixels.web.rowreads import RowReader
 from pixels.web.sopkeys import SopKeys
@@ -205,6 +206,7 @@ def apply(
     reader: RowReader,
     keys: SopKeys,
     stats: dict[str, Any] | None = None,
+    root: str | None = None,
 ) -> int:
     """Drop the rows of the ``removed`` files, add those of the ``added`` ones, and
     recompute what depends on the SOP instances, series and studies they touch.
@@ -225,6 +227,8 @@ def apply(
       thread while the rest goes on (local files).
 
     ``stats`` gets the number of SOP hashes looked up and of data files read.
+    ``root``: the local table's folder, where its writer saved each data file's
+    first rows (:mod:`pixels.table.firsts`); None: none saved (read from the files).
     Returns the number of rows added.
     """
     stats = {} if stats is None else stats
@@ -244,7 +248,8 @@ def apply(
     firsts: _Firsts | None = None
     try:
         if added:
-            new, firsts = _load(cur, scan, added, new_fids, uris, sidecars, reader)
+            new, firsts = _load(cur, scan, added, new_fids, uris, sidecars, reader, root)
+            stats["firsts_saved"] = firsts.saved
         _update(cur, gone, new, firsts, removed=bool(removed), keys=keys, stats=stats)
     finally:
         if firsts is not None:
@@ -307,6 +312,8 @@ def _update(
         if new_files
         else []
     )
+    # a commit of new series only: the work set is the added rows (not copied)
+    aff = "_rows" if new_files and not old_files else "_aff"
     if old_files or not parts:
         held_in = f"fid IN ({_ints(old_files) or 'NULL'})"
         parts.append(
@@ -315,25 +322,26 @@ def _update(
             f"(SELECT fid, _row FROM ix.inst_all WHERE {held_in} AND {in_seh}) "
             f"USING (fid, _row) WHERE {held_in}"
         )
-    cur.execute(f"CREATE OR REPLACE TEMP TABLE _aff AS {' UNION ALL '.join(parts)}")
+    if aff == "_aff":
+        cur.execute(f"CREATE OR REPLACE TEMP TABLE _aff AS {' UNION ALL '.join(parts)}")
     stats["files_read"] = len(files)
     # the row that stands for each SOP instance, again: only where one is not kept or
     # a SOP hash is held by two rows (else every row stands for itself)
     row = cur.execute(
-        "SELECT count(*) FILTER (NOT keep), count(*) - count(DISTINCT sh) FROM _aff"
+        f"SELECT count(*) FILTER (NOT keep), count(*) - count(DISTINCT sh) FROM {aff}"
     ).fetchone()
     if row is not None and (row[0] or row[1]):
         cur.execute(
             "CREATE OR REPLACE TEMP TABLE _keep AS SELECT fid, _row, k FROM (SELECT fid, _row, "
             f"keep, row_number() OVER (PARTITION BY SOPInstanceUID ORDER BY {_ORDER}) = 1 AS k "
-            "FROM _aff) WHERE keep IS DISTINCT FROM k"
+            f"FROM {aff}) WHERE keep IS DISTINCT FROM k"
         )
         cur.execute(
             "UPDATE ix.inst_all SET keep = r.k FROM _keep r "
             f"WHERE inst_all.fid = r.fid AND inst_all._row = r._row AND inst_all.{in_files}"
         )
         cur.execute(
-            "UPDATE _aff SET keep = r.k FROM _keep r WHERE _aff.fid = r.fid AND _aff._row = r._row"
+            f"UPDATE {aff} SET keep = r.k FROM _keep r WHERE {aff}.fid = r.fid AND {aff}._row = r._row"
         )
     # the groups of the touched series: their counts of kept rows (every live row of
     # those series is in ``_aff``; a group whose rows all went has none)
@@ -342,13 +350,13 @@ def _update(
         int(r[0])
         for r in cur.execute(
             "SELECT rowid FROM ix.grp WHERE gid IN "
-            "(SELECT unnest(?::UBIGINT[]) UNION SELECT gid FROM _aff)",
+            f"(SELECT unnest(?::UBIGINT[]) UNION SELECT gid FROM {aff})",
             [gids],
         ).fetchall()
     ]
     cur.execute(
         "UPDATE ix.grp SET n = coalesce(c.n, 0) FROM (SELECT g.rowid AS r, a.n FROM ix.grp g "
-        "LEFT JOIN (SELECT gid, count(*) FILTER (keep) AS n FROM _aff GROUP BY gid) a "
+        f"LEFT JOIN (SELECT gid, count(*) FILTER (keep) AS n FROM {aff} GROUP BY gid) a "
         f"USING (gid) WHERE g.{_by_rowid(grp_rows)}) c WHERE grp.rowid = c.r"
     )
     # the series touched: their sums again, from their live rows and ``ffirst`` rows
@@ -378,7 +386,7 @@ def _update(
             "(SELECT SeriesInstanceUID, any_value(seh) AS seh, "
             "any_value(StudyInstanceUID) AS StudyInstanceUID, "
             "count(*) AS n_inst, arg_min(path, (SOPInstanceUID, path)) AS first, "
-            "min(SOPInstanceUID) AS first_sop FROM _aff WHERE keep "
+            f"min(SOPInstanceUID) AS first_sop FROM {aff} WHERE keep "
             "GROUP BY SeriesInstanceUID) c "
             "LEFT JOIN (SELECT SeriesInstanceUID, min(SeriesNumber) AS n FROM ix.grp "
             f"WHERE {_by_rowid(grp_rows)} AND n > 0 GROUP BY SeriesInstanceUID) g "
@@ -393,7 +401,7 @@ def _update(
             with contextlib.suppress(duckdb.Error):
                 cur.unregister("_ffirst_new")
     # the studies touched (a twin's too, and any a touched series' rows name)
-    sk = np.union1d(sk, _keys(cur, "SELECT DISTINCT sk FROM _aff")["sk"])
+    sk = np.union1d(sk, _keys(cur, f"SELECT DISTINCT sk FROM {aff}")["sk"])
     in_sk = _within(cur, "sk", "_kst", sk)
     cur.execute(f"DELETE FROM ix.study_sum WHERE {in_sk}")
     key = "(first_sop, first)"
@@ -427,6 +435,8 @@ class _Firsts:
 
     def __init__(self, work: Callable[[], pa.Table | None], *, background: bool):
         self._work = work
+        #: files whose first rows their writer saved (none read from the file)
+        self.saved = 0
         self._table: pa.Table | None = None
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
@@ -459,6 +469,7 @@ def _load(
     uris: Mapping[int, str],
     sidecars: Sidecars,
     reader: RowReader,
+    root: str | None = None,
 ) -> tuple[Keys, _Firsts]:
     """Rows of the ``added`` data files into ``inst_all``, ``grp`` and ``_rows``; their
     keys (``fid``, ``gid``, ``sk``, ``seh``, ``sh``: one entry per row), and their
@@ -491,7 +502,7 @@ def _load(
     cur.execute(
         f"CREATE OR REPLACE TEMP TABLE _rows AS SELECT *, hash({_GROUP_SQL}) AS gid, "
         f"hash(SOPInstanceUID) AS sh, hash(SeriesInstanceUID) AS seh, "
-        f"{_SK} AS sk FROM {source}"
+        f"{_SK} AS sk, true AS keep FROM {source}"
     )
     # each file's series' first rows: their ``meta`` read (in a thread for local files)
     # while the rows go in
@@ -504,9 +515,19 @@ def _load(
     for row in firsts:
         by_fid.setdefault(row[0], []).append(row)
 
-    def work() -> pa.Table | None:
-        parts = []
+    # the files whose writer saved their first rows (:mod:`pixels.table.firsts`): no
+    # ``meta`` read; the others' are read from the data files
+    saved: dict[int, pa.Table] = {}
+    if scan.direct and root is not None:
         for fid, rows in by_fid.items():
+            got = _saved_firsts(root, uris[fid], rows)
+            if got is not None:
+                saved[fid] = got
+    rest = {fid: rows for fid, rows in by_fid.items() if fid not in saved}
+
+    def work() -> pa.Table | None:
+        parts = list(saved.values())
+        for fid, rows in rest.items():
             held = sidecars.get(uris[fid], fid) if scan.direct else None
             if held is None or held.num_rows != len(rows):
                 held = _firsts_of(cur, scan, fid, rows, reader)
@@ -517,22 +538,52 @@ def _load(
 
     # a local file's rows are read with pyarrow (the cursor, busy with the update,
     # is not used); others through the cursor, before the update goes on
-    local = scan.direct and all(is_local(uris[f]) for f in by_fid)
-    pending = _Firsts(work, background=local and bool(by_fid))
+    local = scan.direct and all(is_local(uris[f]) for f in rest)
+    pending = _Firsts(work, background=local and bool(rest))
+    pending.saved = len(saved)
     try:
         cur.execute(
             "INSERT INTO ix.inst_all SELECT fid, _row, gid, sh, seh, path, StudyInstanceUID, "
             "SeriesInstanceUID, SOPInstanceUID, SOPClassUID, InstanceNumber, ok, cataloged_at, "
             "true FROM _rows"
         )
-        cur.execute(
-            f"INSERT INTO ix.grp SELECT DISTINCT ON (gid) gid, 0, {_GROUP_SQL}, sk FROM _rows "
-            "ANTI JOIN ix.grp USING (gid)"
-        )
-        return _keys(cur, "SELECT fid, gid, sk, seh, sh FROM _rows"), pending
+        keys = _keys(cur, "SELECT fid, gid, sk, seh, sh FROM _rows")
+        # the groups not yet held: looked up by their hashes (an anti-join would hash
+        # every ``grp`` row)
+        gids = np.unique(keys["gid"])
+        held = _keys(cur, f"SELECT gid FROM ix.grp WHERE {_within(cur, 'gid', '_kg', gids)}")
+        fresh = np.setdiff1d(gids, held["gid"])
+        if len(fresh):
+            cur.execute(
+                f"INSERT INTO ix.grp SELECT DISTINCT ON (gid) gid, 0, {_GROUP_SQL}, sk "
+                f"FROM _rows WHERE {_within(cur, 'gid', '_kg', fresh)}"
+            )
+        return keys, pending
     except BaseException:
         pending.result()
         raise
+
+
+def _saved_firsts(root: str, uri: str, rows: list[tuple[Any, ...]]) -> pa.Table | None:
+    """``ffirst`` rows of a local data file from the first rows its writer saved, when
+    they are those of ``rows`` (``(fid, series, sop, path, _row)``, as read from the
+    file); None otherwise (none saved, or another file's)."""
+    if not is_local(uri):
+        return None
+    table = read_firsts(root, local_path(uri))
+    if table is None or table.num_rows != len(rows):
+        return None
+    saved = {
+        r["SeriesInstanceUID"]: (r["sop"], r["path"], r["_row"], r["meta"])
+        for r in table.to_pylist()
+    }
+    metas: dict[int, str | None] = {}
+    for i, (_, series, sop, path, row) in enumerate(rows):
+        got = saved.get(series)
+        if got is None or got[:3] != (sop, path, row):
+            return None
+        metas[i] = got[3]
+    return firsts_table(rows, metas)
 
 
 def _firsts_of(
