@@ -25,6 +25,7 @@ The package, one module per concept:
 * :mod:`pixels.table.identity` — the identity rule (one row per path, at its latest version);
 * :mod:`pixels.table.evolve` — the schema: conforming rows, evolving and upgrading old tables;
 * :mod:`pixels.table.cleanup` — compaction, vacuum, orphaned files and writers' leases.
+* :mod:`pixels.table.firsts` — each data file's first row per series, saved beside it by its writer.
 """
 
 from __future__ import annotations
