@@ -332,7 +332,7 @@ def test_a_web_module_run_as_a_script_is_imported_once() -> None:
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("pixels.errors", "pixels.schema", "pixels.storage", "pixels.version"),  # the ground
     ("pixels.sources",),  # listing and opening
-    ("pixels.dicom",),  # pure per-file DICOM work
+    ("pixels.dicom", "pixels.deid"),  # pure per-file DICOM work (de-identification included)
     ("pixels.rows", "pixels.row_pixels"),  # engine-neutral row operations
     (
         "pixels.table",
@@ -343,16 +343,19 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("pixels.engines",),  # local process pool, Spark
     ("pixels.transformers", "pixels.patching", "pixels.thumbnails"),  # dbx.pixels names
     ("pixels.catalog",),  # the public entry point
-    ("pixels.ml", "pixels.web"),  # readers of the table
+    ("pixels.ml", "pixels.web", "pixels.deid.run"),  # readers of the table
     ("pixels.cli",),
 )
 
 
 def _layer(module: str) -> int | None:
+    """The layer of the longest prefix naming ``module`` (``pixels.deid.run`` over ``pixels.deid``)."""
+    best: tuple[int, int] | None = None  # (prefix length, layer)
     for i, prefixes in enumerate(LAYERS):
-        if any(module == p or module.startswith(p + ".") for p in prefixes):
-            return i
-    return None
+        for p in prefixes:
+            if (module == p or module.startswith(p + ".")) and (best is None or len(p) > best[0]):
+                best = (len(p), i)
+    return None if best is None else best[1]
 
 
 def test_each_module_imports_only_its_layer_and_below() -> None:

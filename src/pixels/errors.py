@@ -74,3 +74,9 @@ class NrrdError(PixelsError, ValueError):
 
 class TranscodeError(PixelsError):
     """A file cannot be sent in the transfer syntax asked for (video, too large, no file meta)."""
+
+
+class DeidError(PixelsError):
+    """A file cannot be de-identified safely (unreadable, truncated, an element that cannot be
+    cleaned, pixel data that cannot be blacked out), or the key file is unusable; the message
+    names the file and the tag."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import click
 
 from pixels.cli.catalog import catalog_cmd
+from pixels.cli.deid import deid_cmd
 from pixels.cli.demo import demo_cmd
 from pixels.cli.images import patches_cmd, show_cmd, thumbnails_cmd
 from pixels.cli.maintenance import optimize_cmd, schema_cmd, upgrade_cmd
@@ -42,5 +43,6 @@ for _command in (
     upgrade_cmd,
     schema_cmd,
     demo_cmd,
+    deid_cmd,
 ):
     main.add_command(_command)

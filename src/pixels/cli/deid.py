@@ -1,0 +1,137 @@
+"""``pixels deid``: de-identify a catalog's files into a folder, catalog them, keep an audit."""
+
+from __future__ import annotations
+
+import click
+
+from pixels.cli.options import (
+    QUIET_OPTION,
+    TABLE_OPTION,
+    exit_on_error,
+    parse_storage_options,
+    require_table,
+    storage_option,
+    workers_option,
+)
+
+__all__ = ["deid_cmd"]
+
+_OPTION_NAMES = [
+    "retain-dates",
+    "retain-patient-characteristics",
+    "retain-device-identity",
+    "retain-safe-private",
+    "clean-descriptors",
+]
+
+
+def _split(values: tuple[str, ...]) -> list[str]:
+    return [v.strip() for value in values for v in value.split(",") if v.strip()]
+
+
+@click.command("deid")
+@TABLE_OPTION
+@click.option("--out", "out_dir", required=True, help="Folder for the de-identified files.")
+@click.option(
+    "--key-file",
+    default="pixels-deid.key",
+    show_default=True,
+    help="Secret key (created, mode 0600, when missing); keep it outside --out.",
+)
+@click.option(
+    "--options",
+    "--option",
+    "profile_options",
+    multiple=True,
+    metavar="NAME[,NAME]",
+    help="Profile options (repeatable or comma-separated): " + ", ".join(_OPTION_NAMES) + ".",
+)
+@click.option(
+    "--keep-descriptor",
+    multiple=True,
+    metavar="KEYWORD",
+    help="With clean-descriptors: a descriptor you checked holds no identity, e.g. "
+    "SeriesDescription (repeatable or comma-separated).",
+)
+@click.option(
+    "--blackout",
+    "blackout_file",
+    default=None,
+    help="JSON rules of rectangles to black out, by rows/columns or manufacturer/model; "
+    "files with possible burned-in text are written only when a rule matches.",
+)
+@click.option("--out-table", default=None, help="Catalog of the output [default: OUT/.catalog].")
+@click.option(
+    "--audit", default=None, help="Audit Delta table [default: KEY_FILE.audit; CSV beside it]."
+)
+@click.option("--no-catalog", is_flag=True, help="Do not catalog the output folder.")
+@workers_option("Worker processes [default: CPUs; 0 = in-process].")
+@storage_option("Object-store option to read the source files and table (repeatable).")
+@QUIET_OPTION
+def deid_cmd(
+    table: str,
+    out_dir: str,
+    key_file: str,
+    profile_options: tuple[str, ...],
+    keep_descriptor: tuple[str, ...],
+    blackout_file: str | None,
+    out_table: str | None,
+    audit: str | None,
+    no_catalog: bool,
+    workers: int | None,
+    storage_option: tuple[str, ...],
+    quiet: bool,
+) -> None:
+    """De-identify the files of the catalog --table into --out (DICOM PS3.15 Basic Profile).
+
+    UIDs, patient pseudonyms and date offsets come from the key, so a re-run, or another
+    catalog de-identified with the same key, maps every value the same way. Files that may
+    show burned-in text are reported, not written, unless --blackout covers them.
+    """
+    from pixels.deid import DeidOptions, Option, deidentify_table, load_rules
+
+    try:
+        opts = [Option.parse(o) for o in _split(profile_options)]
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--options") from None
+    storage = parse_storage_options(storage_option)
+    with exit_on_error():
+        require_table(table, storage)
+        rules = load_rules(blackout_file) if blackout_file else ()
+        options = DeidOptions.of(
+            *opts, keep_descriptors=tuple(_split(keep_descriptor)), blackout=rules
+        )
+
+        def show(s: object) -> None:
+            if not quiet:
+                st = s  # DeidStats
+                click.echo(
+                    f"\r{st.written} written, {st.skipped} skipped, {st.failed} failed",  # type: ignore[attr-defined]
+                    nl=False,
+                    err=True,
+                )
+
+        stats = deidentify_table(
+            table,
+            out_dir,
+            key_file=key_file,
+            options=options,
+            out_table=out_table,
+            audit=audit,
+            workers=workers,
+            storage_options=storage,
+            table_storage_options=storage,
+            catalog=not no_catalog,
+            progress=show,
+        )
+    if not quiet:
+        click.echo("", err=True)
+    if stats.key_created:
+        click.echo(f"created key {key_file} (mode 0600): keep it secret, outside {out_dir}")
+    click.echo(
+        f"{stats.written} written, {stats.skipped} skipped, {stats.failed} failed, "
+        f"{stats.done_before} done before; audit {stats.audit_csv}"
+        + (f"; catalog {stats.out_table}" if stats.out_table else "")
+    )
+    for why, n in sorted(stats.skipped_reasons.items()):
+        click.echo(f"  skipped {n}: {why}")

@@ -1,0 +1,507 @@
+"""De-identify one DICOM file: bytes (or a pydicom Dataset) in, de-identified bytes out.
+
+:func:`deidentify_file` is a pure function of the input, the key and the options (no
+engine, no table, no clock): the same input, key and options give the same output bytes,
+in any process, in any run. It applies :data:`pixels.deid.profile.TABLE` recursively
+into every sequence, replaces UIDs, Patient ID and Patient's Name with the key's
+mappings, shifts dates by the patient's offset when asked, removes private elements
+(but for the safe list when asked), and refuses or blacks out pixel data that may show
+burned-in text (:mod:`pixels.deid.pixelclean`).
+
+The input is checked first with :func:`pixels.dicom.meta.read_header`, which refuses
+truncated and corrupt files naming the element (pydicom alone reads a cut file without
+a word); anything the walk cannot clean raises :class:`~pixels.errors.DeidError` naming
+the file and the tag. Nothing half-cleaned is ever returned.
+
+Examples
+--------
+>>> from pydicom.data import get_testdata_file
+>>> from pixels.deid import DeidKey, deidentify_file
+>>> res = deidentify_file(open(get_testdata_file("CT_small.dcm"), "rb").read(),
+...                       DeidKey(bytes(32)), path="CT_small.dcm")
+>>> res.status, res.sop_uid.startswith("2.25.")
+('written', True)
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+from pixels.deid.dates import shift_da, shift_dt
+from pixels.deid.keys import DeidKey
+from pixels.deid.pixelclean import (
+    BlackoutRule,
+    black_out,
+    burned_in_reason,
+    matching_rule,
+)
+from pixels.deid.profile import DEID_METHOD_CODES, STANDARD, Option, resolve, rule_for
+from pixels.dicom import codecs
+from pixels.errors import DeidError, DicomReadError, PixelsError
+
+__all__ = ["DeidOptions", "DeidResult", "deidentify_dataset", "deidentify_file"]
+
+_PATIENT_ID = 0x00100020
+_PATIENT_NAME = 0x00100010
+_ISSUER = 0x00100021
+#: UI elements that name a class, syntax or scheme, never an instance: kept.
+_KEEP_UI_SUFFIXES = ("ClassUID", "SyntaxUID", "ClassUIDInFile", "SyntaxUIDInFile")
+_KEEP_UI = frozenset({"CodingSchemeUID", "ContextUID", "MappingResourceUID"})
+_DUMMY_TEXT = "ANONYMIZED"
+_DUMMY = {
+    "PN": "ANONYMIZED",
+    "DA": "19000101",
+    "TM": "000000",
+    "DT": "19000101000000",
+    "AS": "000D",
+    "IS": "0",
+    "DS": "0",
+}
+_NUMERIC = frozenset({"US", "SS", "UL", "SL", "FL", "FD", "UV", "SV", "AT"})
+_BINARY = frozenset({"OB", "OW", "OF", "OD", "OL", "OV", "UN"})
+
+
+@dataclass(frozen=True)
+class DeidOptions:
+    """What :func:`deidentify_file` does beyond the Basic Profile.
+
+    Parameters
+    ----------
+    options : frozenset of Option
+        Profile options switched on (:class:`pixels.deid.profile.Option`).
+    keep_descriptors : frozenset of str
+        With :attr:`Option.CLEAN_DESCRIPTORS`: keywords of descriptors (``SeriesDescription``)
+        the user has checked hold no identity; they are kept, every other one is removed.
+    blackout : tuple of BlackoutRule
+        Rectangles to black out; a file with possible burned-in text is written only when a
+        rule matches it.
+    """
+
+    options: frozenset[Option] = frozenset()
+    keep_descriptors: frozenset[str] = frozenset()
+    blackout: tuple[BlackoutRule, ...] = ()
+
+    @classmethod
+    def of(
+        cls,
+        *options: Option | str,
+        keep_descriptors: tuple[str, ...] | frozenset[str] = (),
+        blackout: tuple[BlackoutRule, ...] = (),
+    ) -> DeidOptions:
+        """``DeidOptions.of("retain-dates", Option.RETAIN_DEVICE_IDENTITY)``."""
+        opts = frozenset(o if isinstance(o, Option) else Option.parse(o) for o in options)
+        return cls(opts, frozenset(keep_descriptors), tuple(blackout))
+
+    def describe(self) -> str:
+        """A stable text of the options (in the audit, in DeidentificationMethod)."""
+        names = sorted(o.value for o in self.options)
+        if self.keep_descriptors:
+            names.append("keep=" + ",".join(sorted(self.keep_descriptors)))
+        if self.blackout:
+            names.append(f"blackout-rules={len(self.blackout)}")
+        return ";".join(names) or "basic"
+
+
+@dataclass(frozen=True)
+class DeidResult:
+    """What :func:`deidentify_file` did to one file.
+
+    Attributes
+    ----------
+    path : str
+        The source, as given (for messages and the audit).
+    status : str
+        ``"written"`` (``data`` holds the file) or ``"skipped"`` (``reason`` says why).
+    reason : str or None
+        Why the file was skipped (possible burned-in text and no blackout rule).
+    data : bytes or None
+        The de-identified DICOM file (Part 10, with file meta).
+    study_uid, series_uid, sop_uid : str or None
+        The new UIDs (what the output is filed under).
+    transfer_syntax : str or None
+        The output's transfer syntax.
+    actions : dict of str to int
+        How many elements each action touched: ``removed``, ``emptied``, ``dummy``,
+        ``uid``, ``pseudonym``, ``shifted``, ``kept_private``, ``blacked_out``.
+    """
+
+    path: str
+    status: str
+    reason: str | None = None
+    data: bytes | None = field(default=None, repr=False)
+    study_uid: str | None = None
+    series_uid: str | None = None
+    sop_uid: str | None = None
+    transfer_syntax: str | None = None
+    actions: Mapping[str, int] = field(default_factory=dict)
+
+
+def _tag(t: int) -> str:
+    return f"({t >> 16:04X},{t & 0xFFFF:04X})"
+
+
+class _Walk:
+    def __init__(self, key: DeidKey, opts: DeidOptions, path: str, patient: str):
+        self.key = key
+        self.opts = opts
+        self.on = opts.options
+        self.path = path
+        self.patient = patient
+        self.days = key.date_offset_days(patient)
+        self.counts: Counter[str] = Counter()
+
+    # ------------------------------------------------------------------ values
+    def _uid(self, value: Any) -> Any:
+        def one(v: str) -> str:
+            v = str(v).strip().rstrip("\x00")
+            return v if not v or v.startswith("1.2.840.10008.") else self.key.uid(v)
+
+        if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
+            return [one(v) for v in value]
+        return one(value) if value not in (None, "") else value
+
+    def _shift(self, elem: Any) -> Any:
+        text = elem.value
+        if isinstance(text, list | tuple) or type(text).__name__ == "MultiValue":
+            text = "\\".join(str(v) for v in text)
+        text = str(text or "").strip()
+        if not text:
+            return text
+        return shift_da(text, self.days) if elem.VR == "DA" else shift_dt(text, self.days)
+
+    @staticmethod
+    def _empty(elem: Any) -> Any:
+        if elem.VR == "SQ":
+            return []
+        if elem.VR in _BINARY:
+            return b""
+        if elem.VR in _NUMERIC:
+            return None
+        return ""
+
+    @staticmethod
+    def _dummy(elem: Any) -> Any:
+        if elem.VR in _BINARY:
+            return b""
+        if elem.VR in _NUMERIC:
+            return 0
+        return _DUMMY.get(elem.VR, _DUMMY_TEXT)
+
+    # ------------------------------------------------------------------ walking
+    def clean(self, ds: Any, depth: int = 0) -> None:
+        self._private(ds)
+        for tag in list(ds.keys()):
+            t = int(tag)
+            group, el = t >> 16, t & 0xFFFF
+            if group & 1:
+                continue  # kept safe private element (the others are gone)
+            if el == 0 or 0x5000 <= group <= 0x50FF or 0x6000 <= group <= 0x60FF:
+                del ds[tag]  # group lengths, curves and overlays
+                self.counts["removed"] += 1
+                continue
+            try:
+                elem = ds[tag]  # converts a raw element: may fail on bad values
+                self._element(ds, elem, t, depth)
+            except PixelsError:
+                raise
+            except Exception as e:
+                raise DeidError(
+                    f"element {_tag(t)} cannot be de-identified: {type(e).__name__}: {e}",
+                    self.path or None,
+                ) from e
+
+    def _element(self, ds: Any, elem: Any, t: int, depth: int) -> None:
+        rule = rule_for(t)
+        is_sq = elem.VR == "SQ"
+        if t == _PATIENT_ID:
+            original = str(elem.value or "")
+            issuer = str(ds.get(_ISSUER).value or "") if _ISSUER in ds else ""
+            elem.value = (
+                self.key.patient_id(f"{original}^{issuer}")
+                if depth == 0
+                else self.key.patient_id(original)
+            )
+            self.counts["pseudonym"] += 1
+            return
+        if t == _PATIENT_NAME:
+            elem.value = self.key.patient_name(self.patient) if depth == 0 else ""
+            self.counts["pseudonym" if depth == 0 else "emptied"] += 1
+            return
+        if rule is not None:
+            act = resolve(rule.action(self.on), is_sq)
+            if act == "C":
+                act = self._clean_action(elem, rule.keyword, resolve(rule.basic, is_sq))
+        else:
+            act = self._default(elem)
+        self._apply(ds, elem, act, depth)
+
+    def _clean_action(self, elem: Any, keyword: str, basic: str) -> str:
+        if elem.VR in ("DA", "DT"):
+            return "C"
+        if elem.VR == "TM":
+            return "K"  # whole-day offsets leave times of day as they are
+        return "K" if keyword in self.opts.keep_descriptors else basic
+
+    def _default(self, elem: Any) -> str:
+        vr = elem.VR
+        if vr == "UI":
+            kw = elem.keyword or ""
+            if kw.endswith(_KEEP_UI_SUFFIXES) or kw in _KEEP_UI:
+                return "K"
+            return "U"
+        if vr in ("DA", "DT"):
+            return "C" if Option.RETAIN_DATES in self.on else "X"
+        if vr == "TM":
+            return "K" if Option.RETAIN_DATES in self.on else "X"
+        return "K"
+
+    def _apply(self, ds: Any, elem: Any, act: str, depth: int) -> None:
+        if act == "X":
+            del ds[elem.tag]
+            self.counts["removed"] += 1
+        elif act == "Z":
+            elem.value = self._empty(elem)
+            self.counts["emptied"] += 1
+        elif act == "D":
+            elem.value = self._dummy(elem)
+            self.counts["dummy"] += 1
+        elif act == "U":
+            elem.value = self._uid(elem.value)
+            self.counts["uid"] += 1
+        elif act == "C":
+            try:
+                elem.value = self._shift(elem)
+                self.counts["shifted"] += 1
+            except ValueError:
+                elem.value = ""  # not a date: nothing to keep
+                self.counts["emptied"] += 1
+        elif act == "K":
+            if elem.VR == "SQ":
+                for item in elem.value:
+                    self.clean(item, depth + 1)
+        else:  # pragma: no cover - the table is checked at import
+            raise DeidError(f"unknown action {act!r} for {_tag(int(elem.tag))}", self.path or None)
+
+    def _private(self, ds: Any) -> None:
+        """Remove private elements, keeping the safe list (and its creators) when asked."""
+        from pixels.deid.profile import SAFE_PRIVATE
+
+        keep_safe = Option.RETAIN_SAFE_PRIVATE in self.on
+        private = [int(t) for t in ds.keys() if int(t) >> 16 & 1]  # noqa: SIM118 - tags, not elements
+        if not private:
+            return
+        creators: dict[tuple[int, int], str] = {}
+        for t in private:
+            group, el = t >> 16, t & 0xFFFF
+            if 0x10 <= el <= 0xFF:
+                creators[(group, el)] = str(ds[t].value or "").strip()
+        used: set[tuple[int, int]] = set()
+        for t in private:
+            group, el = t >> 16, t & 0xFFFF
+            if el < 0x1000:
+                continue
+            block = (group, el >> 8)
+            creator = creators.get(block)
+            if keep_safe and creator is not None and (creator, group, el & 0xFF) in SAFE_PRIVATE:
+                used.add(block)
+                self.counts["kept_private"] += 1
+                continue
+            del ds[t]
+            self.counts["removed"] += 1
+        for t in private:
+            group, el = t >> 16, t & 0xFFFF
+            if el < 0x1000 and (group, el) not in used:
+                del ds[t]
+                self.counts["removed"] += 1
+
+
+def _patient_identity(ds: Any) -> str:
+    """What makes a patient one patient for the key: Patient ID and issuer, else name and birth."""
+    pid = str(ds.get("PatientID", "") or "").strip()
+    if pid:
+        return f"id:{pid}^{str(ds.get('IssuerOfPatientID', '') or '').strip()}"
+    name = str(ds.get("PatientName", "") or "").strip()
+    birth = str(ds.get("PatientBirthDate", "") or "").strip()
+    return f"name:{name}^{birth}"
+
+
+def _input_syntax(ds: Any) -> str:
+    meta = getattr(ds, "file_meta", None)
+    ts = str(getattr(meta, "TransferSyntaxUID", "") or "") if meta is not None else ""
+    if ts:
+        return ts
+    implicit, little = getattr(ds, "original_encoding", (None, None))
+    if little is False:
+        return codecs.EXPLICIT_BE
+    return codecs.IMPLICIT_LE if implicit else codecs.EXPLICIT_LE
+
+
+def _read(source: bytes | BinaryIO | Any, path: str) -> Any:
+    from pydicom import dcmread
+    from pydicom.dataset import Dataset
+
+    from pixels.dicom.meta import read_header
+
+    if isinstance(source, Dataset):
+        return copy.deepcopy(source)
+    data = source if isinstance(source, bytes | bytearray | memoryview) else source.read()
+    header = read_header(io.BytesIO(data), path=path)  # DicomReadError names file and tag
+    if header.problem:
+        raise DeidError(header.problem, path or None)
+    if header.trailing:
+        raise DeidError(header.trailing, path or None)
+    try:
+        return dcmread(io.BytesIO(data), force=True)
+    except Exception as e:
+        raise DeidError(f"not a readable DICOM file: {type(e).__name__}: {e}", path or None) from e
+
+
+def _method(ds: Any, opts: DeidOptions, pixels_cleaned: bool) -> None:
+    from pydicom.dataset import Dataset
+
+    from pixels.version import __version__
+
+    used = sorted(o.value for o in opts.options)
+    if pixels_cleaned:
+        used.append("clean-pixel-data")
+    ds.PatientIdentityRemoved = "YES"
+    ds.DeidentificationMethod = f"Pixels {__version__}: {STANDARD} Basic Profile" + (
+        " + " + ", ".join(used) if used else ""
+    )
+    items = []
+    for name in ["basic", *used]:
+        value, meaning = DEID_METHOD_CODES[name]
+        item = Dataset()
+        item.CodeValue = value
+        item.CodingSchemeDesignator = "DCM"
+        item.CodeMeaning = meaning
+        items.append(item)
+    ds.DeidentificationMethodCodeSequence = items
+    ds.LongitudinalTemporalInformationModified = (
+        "MODIFIED" if Option.RETAIN_DATES in opts.options else "REMOVED"
+    )
+
+
+def deidentify_dataset(
+    ds: Any, key: DeidKey, options: DeidOptions | None = None, *, path: str = ""
+) -> tuple[Any, DeidResult]:
+    """De-identify a pydicom Dataset **in place**; see :func:`deidentify_file`.
+
+    Returns the dataset (with new file meta) and the result (``data`` is None: the
+    caller writes it, or uses :func:`deidentify_file`). A skipped file is returned
+    unchanged.
+    """
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID
+
+    opts = options or DeidOptions()
+    ts = _input_syntax(ds)
+    rule = matching_rule(ds, opts.blackout)
+    reason = burned_in_reason(ds)
+    if reason and rule is None:
+        return ds, DeidResult(path, "skipped", reason=f"possible burned-in text: {reason}")
+    walk = _Walk(key, opts, path, _patient_identity(ds))
+    sop_class = str(
+        ds.get("SOPClassUID", "")
+        or getattr(ds.get("file_meta"), "MediaStorageSOPClassUID", "")
+        or ""
+    )
+    walk.clean(ds)
+    if "SOPInstanceUID" not in ds or not str(ds.SOPInstanceUID or ""):
+        raise DeidError(
+            "(0008,0018) SOP Instance UID is missing: no name for the output", path or None
+        )
+    cleaned = False
+    if "PixelData" in ds and (rule is not None or ts == codecs.EXPLICIT_BE):
+        rects = rule.rectangles if rule is not None else ()
+        ts = black_out(ds, rects, ts, path=path)
+        if rule is not None:
+            cleaned = True
+            ds.BurnedInAnnotation = "NO"
+            walk.counts["blacked_out"] += len(rects)
+    elif ts == codecs.EXPLICIT_BE:
+        ts = codecs.EXPLICIT_LE
+    _method(ds, opts, cleaned)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = UID(sop_class)
+    meta.MediaStorageSOPInstanceUID = UID(str(ds.SOPInstanceUID))
+    meta.TransferSyntaxUID = UID(ts)
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    meta.ImplementationVersionName = "PIXELS_DEID"
+    ds.file_meta = meta
+    ds.preamble = b"\x00" * 128
+    result = DeidResult(
+        path,
+        "written",
+        study_uid=str(ds.get("StudyInstanceUID", "") or "") or None,
+        series_uid=str(ds.get("SeriesInstanceUID", "") or "") or None,
+        sop_uid=str(ds.SOPInstanceUID),
+        transfer_syntax=ts,
+        actions=dict(sorted(walk.counts.items())),
+    )
+    return ds, result
+
+
+def deidentify_file(
+    source: bytes | BinaryIO | Any,
+    key: DeidKey,
+    options: DeidOptions | None = None,
+    *,
+    path: str = "",
+) -> DeidResult:
+    """De-identify one DICOM file.
+
+    Parameters
+    ----------
+    source : bytes, binary file or pydicom Dataset
+        The file (a Dataset is copied, never changed).
+    key : DeidKey
+        The secret behind UIDs, pseudonyms and date offsets.
+    options : DeidOptions, optional
+        Profile options, descriptors to keep, blackout rules (default: Basic Profile).
+    path : str
+        Named in errors and in the result.
+
+    Returns
+    -------
+    DeidResult
+        ``status="written"`` with ``data``, or ``status="skipped"`` with ``reason``.
+
+    Raises
+    ------
+    DicomReadError
+        Not DICOM, truncated or corrupt (names the file and the element).
+    DeidError
+        An element or the pixel data cannot be cleaned (names the file and the tag).
+    """
+    from pydicom.filewriter import dcmwrite
+
+    ds = _read(source, path)
+    try:
+        ds, result = deidentify_dataset(ds, key, options, path=path)
+    except (DeidError, DicomReadError):
+        raise
+    except PixelsError as e:
+        raise DeidError(e.reason, path or None) from e
+    if result.status != "written":
+        return result
+    ts = result.transfer_syntax or codecs.EXPLICIT_LE
+    buf = io.BytesIO()
+    try:
+        dcmwrite(
+            buf,
+            ds,
+            enforce_file_format=True,
+            implicit_vr=ts == codecs.IMPLICIT_LE,
+            little_endian=True,
+        )
+    except Exception as e:
+        raise DeidError(
+            f"cannot write the de-identified file: {type(e).__name__}: {e}", path or None
+        ) from e
+    return DeidResult(**{**result.__dict__, "data": buf.getvalue()})

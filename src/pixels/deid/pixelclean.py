@@ -1,0 +1,257 @@
+"""Burned-in text in pixel data: which files are suspect, and blacking out rectangles.
+
+A file is **suspect** (:func:`burned_in_reason`) when its Burned In Annotation (0028,0301)
+is ``YES``, or when it does not say ``NO`` and its modality (US, SC, OT, XC, ES) or SOP
+class (ultrasound, secondary capture) commonly carries text in its pixels. Suspect files
+are not written unless a :class:`BlackoutRule` matches them.
+
+A rule matches by image size (Rows, Columns) or by device (Manufacturer, Manufacturer's
+Model Name) and lists rectangles ``(x, y, width, height)`` in pixels (x: column, y: row,
+from the top left). :func:`black_out` decodes every frame with
+:func:`pixels.dicom.decode.decode_frame`, fills the rectangles with the darkest value
+(the largest for MONOCHROME1; YBR colour is converted to RGB first), and writes the pixel
+data **native** (uncompressed): Explicit VR Little Endian, or the source's own native
+syntax when it was implicit or explicit little endian or deflated. Native is the lossless
+choice: re-encoding a lossy JPEG would lose quality again, and a lossless re-encoder is
+not available for every syntax. Lossy Image Compression (0028,2110) stays as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from pixels.dicom import codecs
+from pixels.dicom.decode import PixelInfo, decode_frame
+from pixels.errors import DecodeError, DeidError
+
+__all__ = [
+    "SUSPECT_MODALITIES",
+    "SUSPECT_SOP_CLASSES",
+    "BlackoutRule",
+    "black_out",
+    "burned_in_reason",
+    "load_rules",
+    "matching_rule",
+]
+
+#: Modalities whose images commonly carry burned-in text.
+SUSPECT_MODALITIES = frozenset({"US", "SC", "OT", "XC", "ES"})
+
+#: SOP classes whose images commonly carry burned-in text: ultrasound, secondary capture.
+SUSPECT_SOP_CLASSES = {
+    "1.2.840.10008.5.1.4.1.1.6.1": "Ultrasound Image",
+    "1.2.840.10008.5.1.4.1.1.6.2": "Enhanced US Volume",
+    "1.2.840.10008.5.1.4.1.1.3.1": "Ultrasound Multi-frame Image",
+    "1.2.840.10008.5.1.4.1.1.7": "Secondary Capture Image",
+    "1.2.840.10008.5.1.4.1.1.7.1": "Multi-frame Single Bit Secondary Capture Image",
+    "1.2.840.10008.5.1.4.1.1.7.2": "Multi-frame Grayscale Byte Secondary Capture Image",
+    "1.2.840.10008.5.1.4.1.1.7.3": "Multi-frame Grayscale Word Secondary Capture Image",
+    "1.2.840.10008.5.1.4.1.1.7.4": "Multi-frame True Color Secondary Capture Image",
+}
+
+_KEEP_NATIVE = {codecs.IMPLICIT_LE, codecs.EXPLICIT_LE, codecs.DEFLATED_LE}
+
+
+@dataclass(frozen=True)
+class BlackoutRule:
+    """Rectangles to black out in the images a rule matches.
+
+    Parameters
+    ----------
+    rectangles : sequence of (x, y, width, height)
+        In pixels; x is the column, y the row of the top-left corner.
+    rows, columns : int, optional
+        Match images of this size (both given: both must match).
+    manufacturer, model : str, optional
+        Match Manufacturer (0008,0070) and Manufacturer's Model Name (0008,1090),
+        compared without surrounding spaces, case-insensitively.
+
+    A rule with neither size nor device matches nothing.
+    """
+
+    rectangles: tuple[tuple[int, int, int, int], ...]
+    rows: int | None = None
+    columns: int | None = None
+    manufacturer: str | None = None
+    model: str | None = None
+
+    def __post_init__(self) -> None:
+        for rect in self.rectangles:
+            if len(rect) != 4 or any(int(v) < 0 for v in rect) or rect[2] <= 0 or rect[3] <= 0:
+                raise ValueError(f"a rectangle is x, y, width, height (>= 0, size > 0): {rect}")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> BlackoutRule:
+        """From ``{"rows": 480, "columns": 640, "rectangles": [[0, 0, 640, 40]]}``."""
+        unknown = set(d) - {"rectangles", "rows", "columns", "manufacturer", "model"}
+        if unknown:
+            raise ValueError(
+                f"unknown key(s) {sorted(unknown)} in a blackout rule; "
+                "valid: rectangles, rows, columns, manufacturer, model"
+            )
+        rects = tuple(tuple(int(v) for v in r) for r in d.get("rectangles") or ())
+        return cls(
+            rectangles=rects,  # type: ignore[arg-type]
+            rows=d.get("rows"),
+            columns=d.get("columns"),
+            manufacturer=d.get("manufacturer"),
+            model=d.get("model"),
+        )
+
+    def matches(self, ds: Any) -> bool:
+        """Whether this rule applies to the dataset ``ds``."""
+        by_size = self.rows is not None or self.columns is not None
+        by_device = self.manufacturer is not None or self.model is not None
+        if not (by_size or by_device):
+            return False
+        if self.rows is not None and int(ds.get("Rows", -1) or -1) != self.rows:
+            return False
+        if self.columns is not None and int(ds.get("Columns", -1) or -1) != self.columns:
+            return False
+
+        def same(a: str | None, keyword: str) -> bool:
+            return a is None or str(ds.get(keyword, "") or "").strip().lower() == a.strip().lower()
+
+        return same(self.manufacturer, "Manufacturer") and same(self.model, "ManufacturerModelName")
+
+
+def load_rules(path: str | os.PathLike[str]) -> tuple[BlackoutRule, ...]:
+    """Rules from a JSON file holding a list of :meth:`BlackoutRule.from_dict` objects."""
+    name = os.fspath(path)
+    try:
+        with open(name, encoding="utf-8") as f:
+            items = json.load(f)
+        if not isinstance(items, list):
+            raise ValueError("expected a JSON list of rules")
+        return tuple(BlackoutRule.from_dict(d) for d in items)
+    except (OSError, ValueError, TypeError) as e:
+        raise DeidError(f"bad blackout rules: {e}", name) from e
+
+
+def matching_rule(ds: Any, rules: Iterable[BlackoutRule]) -> BlackoutRule | None:
+    """The first rule that matches ``ds``."""
+    return next((r for r in rules if r.matches(ds)), None)
+
+
+def burned_in_reason(ds: Any) -> str | None:
+    """Why the pixels of ``ds`` may hold burned-in text, or None.
+
+    None when there is no Pixel Data, or Burned In Annotation is ``NO``.
+    """
+    if "PixelData" not in ds:
+        return None
+    flag = str(ds.get("BurnedInAnnotation", "") or "").strip().upper()
+    if flag == "YES":
+        return "Burned In Annotation (0028,0301) is YES"
+    if flag == "NO":
+        return None
+    modality = str(ds.get("Modality", "") or "").strip().upper()
+    if modality in SUSPECT_MODALITIES:
+        return f"modality {modality} commonly has burned-in text and Burned In Annotation is not NO"
+    sop = str(ds.get("SOPClassUID", "") or "")
+    if sop in SUSPECT_SOP_CLASSES:
+        return (
+            f"SOP class {SUSPECT_SOP_CLASSES[sop]} commonly has burned-in text and "
+            "Burned In Annotation is not NO"
+        )
+    return None
+
+
+def _fill_value(info: PixelInfo, photometric: str, dtype: np.dtype[Any]) -> int:
+    bits = info.bits_stored
+    signed = info.pixel_representation == 1
+    if photometric == "MONOCHROME1":
+        return (1 << (bits - 1)) - 1 if signed else (1 << bits) - 1
+    if photometric == "MONOCHROME2" and signed:
+        return -(1 << (bits - 1))
+    return 0
+
+
+def _frames(ds: Any, info: PixelInfo) -> list[bytes]:
+    data = ds.PixelData
+    if info.is_native:
+        n = info.frame_length
+        return [data[i * n : (i + 1) * n] for i in range(info.number_of_frames)]
+    from pydicom.encaps import generate_frames
+
+    return list(generate_frames(data, number_of_frames=info.number_of_frames))
+
+
+def black_out(
+    ds: Any,
+    rectangles: Sequence[tuple[int, int, int, int]],
+    transfer_syntax: str,
+    *,
+    path: str = "",
+) -> str:
+    """Fill ``rectangles`` in every frame of ``ds`` and store its pixel data natively.
+
+    ``ds`` is changed in place (Pixel Data, and Photometric Interpretation / Planar
+    Configuration when colour is converted). Returns the transfer syntax the dataset must
+    now be written with. An empty ``rectangles`` re-encodes without changing a pixel (big
+    endian input is written little endian this way).
+
+    Raises
+    ------
+    DeidError
+        The pixel data cannot be decoded (the message names the file, the tag and the
+        frame) or is 1-bit.
+    """
+    from pydicom.pixels import convert_color_space
+
+    info = PixelInfo.from_dataset(ds)
+    if info.transfer_syntax != transfer_syntax:
+        info = PixelInfo(**{**_asdict(info), "transfer_syntax": transfer_syntax})
+    if info.bits_allocated == 1 or info.bits_allocated % 8:
+        raise DeidError(
+            f"(7FE0,0010) Pixel Data with Bits Allocated {info.bits_allocated} cannot be blacked out",
+            path or None,
+        )
+    photometric = info.decoded_photometric
+    out: list[bytes] = []
+    width = info.bits_allocated // 8
+    dtype = np.dtype(f"<{'i' if info.pixel_representation else 'u'}{width}")
+    try:
+        frames = _frames(ds, info)
+    except Exception as e:
+        raise DeidError(
+            f"(7FE0,0010) Pixel Data cannot be split into frames: {e}", path or None
+        ) from e
+    for k, frame in enumerate(frames):
+        try:
+            arr = decode_frame(frame, info, path=path)
+        except DecodeError as e:
+            raise DeidError(
+                f"(7FE0,0010) frame {k} cannot be decoded: {e.reason}", path or None
+            ) from e
+        if photometric == "YBR_FULL" and arr.ndim == 3:
+            arr = convert_color_space(arr, "YBR_FULL", "RGB")
+            photometric_out = "RGB"
+        else:
+            photometric_out = photometric
+        arr = np.array(arr, dtype=dtype, copy=True)
+        fill = _fill_value(info, photometric_out, dtype)
+        for x, y, w, h in rectangles:
+            arr[y : y + h, x : x + w, ...] = fill
+        out.append(arr.tobytes())
+    data = b"".join(out)
+    if len(data) % 2:
+        data += b"\x00"
+    for tag in (0x7FE00001, 0x7FE00002, 0x7FE00010):  # offset tables, then the data itself
+        if tag in ds:
+            del ds[tag]
+    ds.add_new(0x7FE00010, "OB" if width == 1 else "OW", data)
+    ds.PhotometricInterpretation = photometric_out
+    if info.samples_per_pixel > 1:
+        ds.PlanarConfiguration = 0
+    return transfer_syntax if transfer_syntax in _KEEP_NATIVE else codecs.EXPLICIT_LE
+
+
+def _asdict(info: PixelInfo) -> dict[str, Any]:
+    return {f: getattr(info, f) for f in info.__slots__}

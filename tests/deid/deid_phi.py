@@ -1,0 +1,66 @@
+"""What counts as a source's PHI in the tests: strings that must not survive anywhere in the bytes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydicom.datadict import keyword_for_tag
+
+#: Text attributes that identify a person, place or visit, as they appear in the test files.
+IDENTIFYING = {
+    "PatientID",
+    "OtherPatientIDs",
+    "AccessionNumber",
+    "StudyID",
+    "InstitutionName",
+    "InstitutionAddress",
+    "StationName",
+    "DeviceSerialNumber",
+    "PatientAddress",
+    "RequestingPhysician",
+}
+
+
+def phi_strings(ds: Any) -> set[str]:
+    """Every name, identifier, instance UID and date of ``ds`` (file meta included)."""
+    found: set[str] = set()
+
+    def add(value: Any) -> None:
+        for v in (
+            value
+            if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue"
+            else [value]
+        ):
+            text = str(v).strip().rstrip("\x00")
+            if len(text) >= 4 and text.upper() not in {"NONE", "ANONYMIZED", "ANONYMOUS"}:
+                found.add(text)
+
+    def walk(d: Any) -> None:
+        for elem in d:
+            kw = keyword_for_tag(elem.tag) or ""
+            if elem.VR == "SQ":
+                for item in elem.value:
+                    walk(item)
+            elif elem.value in (None, "", b""):
+                continue
+            elif elem.VR == "PN":
+                add(str(elem.value))
+                for part in str(elem.value).replace("=", "^").split("^"):
+                    add(part)
+            elif elem.VR == "UI" and not kw.endswith(("ClassUID", "SyntaxUID", "CodingSchemeUID")):
+                for v in elem.value if elem.VM > 1 else [elem.value]:
+                    if not str(v).startswith("1.2.840.10008."):
+                        add(v)
+            elif elem.VR in ("DA", "DT") or kw in IDENTIFYING:
+                add(elem.value)
+
+    walk(ds)
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None and "MediaStorageSOPInstanceUID" in meta:
+        add(meta.MediaStorageSOPInstanceUID)
+    return found
+
+
+def leaked(data: bytes, strings: set[str]) -> set[str]:
+    """The strings of ``strings`` found in ``data`` (ASCII, as DICOM stores them)."""
+    return {s for s in strings if s.encode("latin-1", "replace") in data}
