@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydicom.datadict import keyword_for_tag
@@ -62,5 +63,16 @@ def phi_strings(ds: Any) -> set[str]:
 
 
 def leaked(data: bytes, strings: set[str]) -> set[str]:
-    """The strings of ``strings`` found in ``data`` (ASCII, as DICOM stores them)."""
-    return {s for s in strings if s.encode("latin-1", "replace") in data}
+    """The strings of ``strings`` found in ``data`` (ASCII, as DICOM stores them).
+
+    A value that starts or ends with a digit counts only where no digit touches it there
+    (a serial number ``9999`` is not found inside the kept position ``-75.699997``).
+    """
+    found = set()
+    for s in strings:
+        raw = re.escape(s.encode("latin-1", "replace"))
+        head = rb"(?<![0-9])" if s[:1].isdigit() else b""
+        tail = rb"(?![0-9])" if s[-1:].isdigit() else b""
+        if re.search(head + raw + tail, data):
+            found.add(s)
+    return found

@@ -4,7 +4,8 @@
 Parquet batch at a time, opens each file through :mod:`pixels.sources` (local, zip
 members, object stores), runs :func:`pixels.deid.file.deidentify_file` in worker
 processes and writes ``OUT/<new StudyInstanceUID>/<new SeriesInstanceUID>/<new
-SOPInstanceUID>.dcm`` (a temporary hidden name, then an atomic rename). The output folder
+SOPInstanceUID>.dcm`` (a temporary hidden name, then an atomic link that never replaces a
+file: a second source of the same SOP instance is ``skipped`` as a duplicate). The output folder
 is then cataloged into a new Delta table by the normal engine
 (:func:`pixels.engines.local.run_catalog`).
 
@@ -100,13 +101,26 @@ def _inside(path: str, folder: str) -> bool:
     return p == f or p.startswith(f.rstrip(os.sep) + os.sep)
 
 
-def _write_atomic(target: str, data: bytes) -> None:
+def _write_once(target: str, data: bytes) -> bool:
+    """Write ``target`` whole or not at all; False when it holds other bytes already.
+
+    The bytes go to a hidden temporary file that is then hard-linked to the name, which
+    fails when the name exists: two sources of one SOP Instance UID never overwrite each
+    other, and a file written again with the same bytes (a re-run) is left as it is.
+    """
     folder = os.path.dirname(target)
     os.makedirs(folder, exist_ok=True)
     tmp = os.path.join(folder, f".tmp-{os.getpid()}-{os.path.basename(target)}")
     with open(tmp, "wb") as f:
         f.write(data)
-    os.replace(tmp, target)
+    try:
+        os.link(tmp, target)
+        return True
+    except FileExistsError:
+        with open(target, "rb") as f:
+            return f.read() == data
+    finally:
+        os.unlink(tmp)
 
 
 def deid_rows(
@@ -142,7 +156,14 @@ def deid_rows(
             if res.status == "written":
                 assert res.data is not None
                 rel = f"{res.study_uid or 'no-study'}/{res.series_uid or 'no-series'}/{res.sop_uid}.dcm"
-                _write_atomic(os.path.join(out_dir, rel), res.data)
+                if not _write_once(os.path.join(out_dir, rel), res.data):
+                    rec["status"] = "skipped"
+                    rec["reason"] = (
+                        f"duplicate SOP Instance UID: {rel} holds another source's version "
+                        "of the same instance"
+                    )
+                    out.append(rec)
+                    continue
                 rec.update(
                     output_path=rel,
                     StudyInstanceUID=res.study_uid,
@@ -253,7 +274,7 @@ def _todo(source: CatalogTable, audit: _Audit, batch_rows: int) -> Iterator[list
                 "s.modificationTime IS NOT DISTINCT FROM a.source_modified"
             )
             params.append(done)
-        reader: Any = con.execute(sql + " ORDER BY s.path", params).to_arrow_reader(batch_rows)
+        reader: Any = con.sql(sql + " ORDER BY s.path", params=params).to_arrow_reader(batch_rows)
         for batch in reader:
             yield batch.to_pylist()
     finally:
