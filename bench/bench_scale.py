@@ -20,6 +20,10 @@ other on the same machine:
 - **stow load** (``--stow-rate``, ``--stow-seconds``): single-instance STOW-RS
   requests sent at a fixed rate from many connections, all checked in the table
   afterwards (none lost), commits counted, QIDO latency sampled during the load;
+- **startup** (``--only startup``, not run by default): the first 40 s of a server's
+  life, the code before the MONAI Label models stopped loading at start
+  (:data:`STARTUP_OLD`) and this one: start-up to first answer, QIDO p50/p99 per 10 s
+  from the first answer on, server CPU, then the first ``info/``;
 - **qido** (``--only qido``, not run by default): study searches against the previous
   QIDO code (swapped in the same way) and this one: distinct searches (other name
   prefixes, date ranges, modalities, limits and offsets: no answer reused) and
@@ -305,15 +309,19 @@ class Served(NamedTuple):
     url: str
     start_s: float
     table: Path
-    models_s: float = 0.0  # from the first answer to the MONAI Label models loaded
+    t_first: float = 0.0  # time.perf_counter() of the first answer
 
 
 @contextlib.contextmanager
-def served(table: Path, name: str, old: tuple[str, ...] = ()) -> Iterator[Served]:
+def served(
+    table: Path, name: str, old: tuple[str, ...] = (), src: Path | None = None
+) -> Iterator[Served]:
     """``create_app`` under uvicorn in a subprocess, over a fresh copy of ``table``
     (``scale_{name}_*`` under :data:`WORK_DIR`, STOW files beside it), with the web
-    modules named in ``old`` swapped for their previous code (:func:`old_web_file`);
-    stopped and both copies removed on exit."""
+    modules named in ``old`` swapped for their previous code (:func:`old_web_file`),
+    or the whole package from ``src`` (:func:`old_src`); yielded as soon as it first
+    answers (what a user sees: whatever the server still does in the background runs
+    under the figures taken); stopped and both copies removed on exit."""
     work = copy_table(table, WORK_DIR / f"scale_{name}_{table.name}")
     storage = WORK_DIR / f"scale_{name}_files_{table.name}"
     shutil.rmtree(storage, ignore_errors=True)
@@ -321,7 +329,8 @@ def served(table: Path, name: str, old: tuple[str, ...] = ()) -> Iterator[Served
     try:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+        path = [str(src)] if src else []
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([*path, *sys.path]))
         t0 = time.perf_counter()
         extra = [f"{mod}={old_web_file(mod)}" for mod in old]
         proc = start_server(
@@ -331,14 +340,8 @@ def served(table: Path, name: str, old: tuple[str, ...] = ()) -> Iterator[Served
             env=env,
             timeout=900,
         )
-        started = time.perf_counter() - t0
-        # The server loads the MONAI Label models in a background thread as it starts
-        # (torch/MONAI imports: ~11 s of CPU holding the GIL); every figure taken while it
-        # runs pays for it. The first info/ answers once they are loaded: wait for it.
-        import httpx
-
-        httpx.get(url + "/monailabel/info/", timeout=900).raise_for_status()
-        yield Served(proc, url, started, work, time.perf_counter() - t0 - started)
+        t_first = time.perf_counter()
+        yield Served(proc, url, t_first - t0, work, t_first)
     finally:
         if proc is not None:
             proc.terminate()
@@ -351,6 +354,64 @@ def served(table: Path, name: str, old: tuple[str, ...] = ()) -> Iterator[Served
         shutil.rmtree(storage, ignore_errors=True)
 
 
+#: The last commit whose ``create_app`` loaded the MONAI Label models in a thread at
+#: start (torch and MONAI imported to check ``bundle:PATH``: ~10.7 s of CPU).
+STARTUP_OLD = "440e77c"
+
+
+def bench_startup(
+    table: Path, seconds: float = 40.0, window: float = 10.0, order: str = "old new new old"
+) -> dict[str, Any]:
+    """The first ``seconds`` of a server's life, the code of :data:`STARTUP_OLD` against
+    this one (each its own server over its own copy of the table, one after the other,
+    in ``order``: ABBA by default, so that a load that drifts weighs on both):
+    start-up to first answer, then QIDO study searches from one client without pause
+    from the first answer on (:func:`distinct_search`, the three kinds in turn), wall
+    p50/p99 and count per ``window`` seconds and over all; server CPU over the period;
+    then the first MONAI Label ``info/`` (what loads the models now)."""
+    import httpx
+
+    out: dict[str, Any] = {}
+    kinds = list(QIDO)
+    for run, variant in enumerate(order.split()):
+        src = old_src(STARTUP_OLD) if variant == "old" else None
+        res: dict[str, Any] = {"load_before": load_avg()}
+        with (
+            served(table, "startup", src=src) as (proc, url, start_s, _work, t_first),
+            httpx.Client(base_url=url, timeout=300) as http,
+        ):
+            res["startup_to_first_answer_s"] = round(start_s, 2)
+            cpu0 = cpu_s(proc.pid)
+            at: list[tuple[float, float]] = []  # (seconds since the first answer, latency)
+            i = 0
+            while (now := time.perf_counter()) - t_first < seconds:
+                r = http.get("/dicomweb/studies", params=distinct_search(kinds[i % 3], i // 3))
+                r.raise_for_status()
+                at.append((now - t_first, time.perf_counter() - now))
+                i += 1
+            res["server_cpu_s"] = round(cpu_s(proc.pid) - cpu0, 2)
+            for k in range(int(seconds / window)):
+                lo, hi = k * window, (k + 1) * window
+                times = [dt for t, dt in at if lo <= t < hi]
+                res[f"qido {lo:.0f}-{hi:.0f} s"] = pct(times) if times else {"n": 0}
+            res[f"qido 0-{seconds:.0f} s"] = pct([dt for _, dt in at])
+            t0 = time.perf_counter()
+            r = http.get("/monailabel/info/")
+            r.raise_for_status()
+            res["then first info/_ms"] = round((time.perf_counter() - t0) * 1e3, 1)
+            res["models"] = sorted(r.json()["models"])
+        res["load_after"] = load_avg()
+        out[f"{run + 1} {variant}"] = res
+        print("startup", run + 1, variant, json.dumps(res), flush=True)
+    key = f"qido 0-{seconds:.0f} s"
+    p50 = {v: [r[key]["p50_ms"] for k, r in out.items() if k.endswith(v)] for v in ("old", "new")}
+    if p50["old"] and p50["new"]:
+        out["ratio p50 old/new, first 40 s"] = round(
+            statistics.mean(p50["old"]) / statistics.mean(p50["new"]), 2
+        )
+    return out
+
+
 def bench_server(table: Path, facts: dict[str, Any], stow_rate: int, stow_s: int) -> dict[str, Any]:
     import httpx
 
@@ -358,9 +419,8 @@ def bench_server(table: Path, facts: dict[str, Any], stow_rate: int, stow_s: int
     from pixels.table import CatalogTable
 
     out: dict[str, Any] = {}
-    with served(table, "serve") as (proc, url, start_s, work, models_s):
+    with served(table, "serve") as (proc, url, start_s, work, _):
         out["startup_to_first_answer_s"] = round(start_s, 2)
-        out["then_models_loaded_s"] = round(models_s, 2)  # figures below are after it
         out["load_at_start"] = load_avg()
         with httpx.Client(base_url=f"{url}/dicomweb", timeout=120) as http:
             out["rss_after_start_mb"] = round(rss_mb(proc.pid))
@@ -497,7 +557,7 @@ def bench_qido(table: Path, rounds: int = 30) -> dict[str, Any]:
         res: dict[str, Any] = {}
         swap = ("qido",) if variant == "old" else ()
         with (
-            served(table, "qido_ab", swap) as (proc, url, _, _work, _models),
+            served(table, "qido_ab", swap) as (proc, url, _, _work, _first),
             httpx.Client(base_url=f"{url}/dicomweb", timeout=120) as http,
         ):
             for name, params in QIDO.items():
@@ -888,6 +948,9 @@ def main(argv: list[str] | None = None) -> int:
                 table, facts, args.stow_rate if load else 0, args.stow_seconds
             )
             print(rows, "server", json.dumps(entry["server"]), flush=True)
+        if "startup" in args.only:
+            entry["startup_old_vs_new"] = bench_startup(table)
+            print(rows, "startup", json.dumps(entry["startup_old_vs_new"]), flush=True)
         if "qido" in args.only:
             entry["qido_old_vs_new"] = bench_qido(table)
             print(rows, "qido", json.dumps(entry["qido_old_vs_new"]), flush=True)
