@@ -65,14 +65,15 @@ def phi_strings(ds: Any) -> set[str]:
 def leaked(data: bytes, strings: set[str]) -> set[str]:
     """The strings of ``strings`` found in ``data`` (ASCII, as DICOM stores them).
 
-    A value that starts or ends with a digit counts only where no digit touches it there
-    (a serial number ``9999`` is not found inside the kept position ``-75.699997``).
+    A value that starts or ends with a digit counts only where no letter or digit touches
+    it there: a serial number ``9999`` is not found inside the kept position ``-75.699997``
+    nor inside a new ``2.25.`` UID or a hex pseudonym, where it would be chance.
     """
     found = set()
     for s in strings:
         raw = re.escape(s.encode("latin-1", "replace"))
-        head = rb"(?<![0-9])" if s[:1].isdigit() else b""
-        tail = rb"(?![0-9])" if s[-1:].isdigit() else b""
+        head = rb"(?<![0-9A-Za-z])" if s[:1].isdigit() else b""
+        tail = rb"(?![0-9A-Za-z])" if s[-1:].isdigit() else b""
         if re.search(head + raw + tail, data):
             found.add(s)
     return found
