@@ -344,6 +344,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("pixels.transformers", "pixels.patching", "pixels.thumbnails"),  # dbx.pixels names
     ("pixels.catalog",),  # the public entry point
     ("pixels.ml", "pixels.web", "pixels.deid.run"),  # readers of the table
+    ("pixels.dimse",),  # DICOM networking: the web server's index and STOW path
     ("pixels.cli",),
 )
 

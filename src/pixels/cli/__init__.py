@@ -4,7 +4,7 @@
 :mod:`pixels.cli.query`; ``thumbnails``, ``show``, ``patches`` in
 :mod:`pixels.cli.images`; ``segment``, ``models`` in :mod:`pixels.cli.ml`;
 ``serve`` in :mod:`pixels.cli.serve`; ``optimize``, ``upgrade``, ``schema`` in
-:mod:`pixels.cli.maintenance`; ``demo`` in :mod:`pixels.cli.demo`. Options they
+:mod:`pixels.cli.maintenance`; ``demo`` in :mod:`pixels.cli.demo`; ``dimse`` in :mod:`pixels.cli.dimse`. Options they
 share are in :mod:`pixels.cli.options`. ``python -m pixels.cli`` runs it too.
 """
 
@@ -15,6 +15,7 @@ import click
 from pixels.cli.catalog import catalog_cmd
 from pixels.cli.deid import deid_cmd
 from pixels.cli.demo import demo_cmd
+from pixels.cli.dimse import dimse_group
 from pixels.cli.images import patches_cmd, show_cmd, thumbnails_cmd
 from pixels.cli.maintenance import optimize_cmd, schema_cmd, upgrade_cmd
 from pixels.cli.ml import models_cmd, segment_cmd
@@ -44,5 +45,6 @@ for _command in (
     schema_cmd,
     demo_cmd,
     deid_cmd,
+    dimse_group,
 ):
     main.add_command(_command)

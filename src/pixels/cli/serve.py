@@ -6,6 +6,7 @@ import os
 
 import click
 
+from pixels.cli.dimse import dimse_options, server_config
 from pixels.cli.options import TABLE_OPTION, parse_storage_options, storage_option
 
 __all__ = ["serve_cmd"]
@@ -52,6 +53,13 @@ __all__ = ["serve_cmd"]
     "Object-store option for a table URL and the files it lists (repeatable), "
     "e.g. key=..., endpoint_url=..."
 )
+@click.option(
+    "--dimse-port",
+    type=int,
+    default=None,
+    help="Also serve DIMSE (C-ECHO/STORE/FIND/GET/MOVE) on this port, over the same catalog.",
+)
+@dimse_options
 def serve_cmd(
     table: str,
     host: str,
@@ -62,6 +70,8 @@ def serve_cmd(
     allowed_hosts: tuple[str, ...],
     allow_unauthenticated: bool,
     storage_option: tuple[str, ...] = (),
+    dimse_port: int | None = None,
+    **dimse: object,
 ) -> None:
     """Serve the catalog over DICOMweb (QIDO-RS, WADO-RS, STOW-RS) at /dicomweb, OHIF at /."""
     from pixels.errors import PixelsError
@@ -89,6 +99,25 @@ def serve_cmd(
         click.echo(f"Viewer:   {base}/{hint}", err=True)
     else:
         click.echo("Viewer:   not installed (python -m pixels.web.ohif install)", err=True)
+    on_start = None
+    if dimse_port is not None:
+        try:
+            config = server_config(dimse_port, dimse)
+            from pixels.dimse.config import check_listen
+
+            check_listen(config)
+        except PixelsError as e:
+            raise click.ClickException(str(e)) from e
+
+        def on_start(state: object) -> object:
+            from pixels.dimse.server import DimseServer
+
+            server = DimseServer(state, config).start()  # type: ignore[arg-type]
+            click.echo(
+                f"DIMSE:    {config.ae_title}@{config.host}:{server.port}  (same catalog)", err=True
+            )
+            return server.stop
+
     try:
         serve(
             table,
@@ -99,6 +128,7 @@ def serve_cmd(
             public_url=public_url,
             allowed_hosts=allowed_hosts,
             allow_unauthenticated=allow_unauthenticated,
+            on_start=on_start,  # type: ignore[arg-type]
         )
     except PixelsError as e:
         raise click.ClickException(str(e)) from e

@@ -15,7 +15,7 @@ This module only assembles the app: the state and helpers handlers share live in
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -183,8 +183,13 @@ def serve(
     viewer: bool = True,
     allowed_hosts: Iterable[str] | None = None,
     allow_unauthenticated: bool = False,
+    on_start: Callable[[WebState], Callable[[], Any]] | None = None,
 ) -> None:
     """Serve the catalog over DICOMweb with uvicorn (blocks until stopped).
+
+    ``on_start`` is called with the server's state before it listens (``pixels serve
+    --dimse-port`` starts the DIMSE SCP on it); what it returns is called once the
+    server has stopped.
 
     The ``Host`` header may name a loopback name, the address bound (a wildcard
     address: this machine's names), ``public_url``'s host or ``allowed_hosts``.
@@ -212,7 +217,12 @@ def serve(
     access = logging.getLogger("uvicorn.access")
     if not any(isinstance(f, RedactTokens) for f in access.filters):
         access.addFilter(RedactTokens())
-    uvicorn.Server(config).run()
+    stop = on_start(app.state.pixels) if on_start is not None else None
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        if stop is not None:
+            stop()
 
 
 def server_config(app: Starlette, host: str, port: int, log_level: str = "info") -> Any:

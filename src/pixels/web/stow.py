@@ -66,7 +66,14 @@ from pixels.web.index import index_of
 from pixels.web.multipart import MultipartError, parse_media_type, split_parts
 from pixels.web.state import WebState, base_url, check_uid, is_uid, state_of
 
-__all__ = ["IN_MEMORY", "GroupCommitter", "clean_stale_spools", "committer_of", "store"]
+__all__ = [
+    "IN_MEMORY",
+    "GroupCommitter",
+    "clean_stale_spools",
+    "committer_of",
+    "store",
+    "store_file",
+]
 
 #: Bodies up to this size are held in memory; larger ones are spooled to a file.
 IN_MEMORY = 16 << 20
@@ -350,6 +357,13 @@ def committer_of(state: WebState) -> GroupCommitter:
                 state.table, after_commit=lambda v: index.current(min_version=v)
             )
         return c
+
+
+def store_file(state: WebState, data: bytes) -> tuple[_Outcome, dict[str, Any] | None]:
+    """One DICOM file's bytes (PS3.10) through the checks and placement of a STOW-RS part
+    (C-STORE, :mod:`pixels.dimse`, uses it): its outcome (``failure``, ``reason``,
+    ``path``) and catalog row (None: not stored)."""
+    return _store_part(state, data, 0, len(data), "", None)
 
 
 def _store_part(

@@ -1,0 +1,162 @@
+"""What a DIMSE service is configured with: peers, move destinations, users, TLS, limits.
+
+:class:`Peer` names a remote application entity (``AE@host:port``);
+:class:`ServerConfig` is everything the SCP (:mod:`pixels.dimse.server`) needs, and
+:func:`check_listen` the rule it starts by: an address other than loopback is
+listened on only when callers must authenticate (user identity negotiation with a
+username and passcode, or TLS with client certificates).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from pixels.errors import PixelsError
+
+__all__ = ["DimseError", "Peer", "ServerConfig", "check_listen", "parse_ae_title"]
+
+_AE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # PS3.5 AE: no backslash, no control
+
+
+class DimseError(PixelsError):
+    """A DIMSE operation failed: association refused, a peer's error status, bad settings."""
+
+
+def parse_ae_title(value: str, what: str = "AE title") -> str:
+    """``value`` stripped, or :class:`DimseError` when it is not a valid AE title (1-16
+    printable characters, no backslash, not only spaces)."""
+    text = value.strip()
+    if not text or not _AE.match(text):
+        raise DimseError(f"{what} {value!r} is not an AE title (1-16 characters, no '\\')")
+    return text
+
+
+@dataclass(frozen=True)
+class Peer:
+    """A remote application entity: its AE title, host and port.
+
+    Examples
+    --------
+    >>> Peer.parse("ORTHANC@127.0.0.1:4242")
+    Peer(ae_title='ORTHANC', host='127.0.0.1', port=4242)
+    """
+
+    ae_title: str
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> Peer:
+        """``AE@host:port`` (``AE@[::1]:104`` for an IPv6 address)."""
+        ae, sep, where = text.rpartition("@")
+        host, colon, port = where.rpartition(":")
+        if not sep or not colon or not port.isdigit() or not host:
+            raise DimseError(f"peer {text!r} is not AE@host:port")
+        number = int(port)
+        if not 0 < number < 65536:
+            raise DimseError(f"peer {text!r}: port {number} is out of range")
+        return cls(parse_ae_title(ae), host.strip("[]"), number)
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.ae_title}@{host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Settings of the DIMSE SCP.
+
+    Parameters
+    ----------
+    port : int
+        TCP port to listen on (0: an ephemeral port, see ``DimseServer.port``).
+    host : str
+        Address to bind; loopback unless authentication is configured.
+    ae_title : str
+        The SCP's AE title; an association calling another one is rejected.
+    allowed_callers : tuple of str
+        Calling AE titles accepted (empty: any).
+    destinations : mapping of str to (host, port)
+        C-MOVE destinations by AE title; another one answers ``0xA801``.
+    users : mapping of str to str
+        Username -> passcode: when given, every association must negotiate user
+        identity (username and passcode) and match one.
+    tls_cert, tls_key : str, optional
+        The server's certificate and key (PEM): the SCP speaks TLS.
+    tls_ca : str, optional
+        CA certificates (PEM) that callers' client certificates must chain to (with
+        ``tls_cert``): a caller without one is refused.
+    commit_every : int
+        Stored instances committed to the table together at most this many at a time.
+    commit_seconds : float
+        ...and at most this long after the first of them was stored.
+    timeout : float
+        Seconds a peer may stay silent (association request, DIMSE message, network)
+        before the association is aborted.
+    max_pdu : int
+        Largest P-DATA PDU the SCP accepts (its Maximum Length); a peer sending a larger
+        one is aborted.
+    """
+
+    port: int = 11112
+    host: str = "127.0.0.1"
+    ae_title: str = "PIXELS"
+    allowed_callers: tuple[str, ...] = ()
+    destinations: Mapping[str, tuple[str, int]] = field(default_factory=dict)
+    users: Mapping[str, str] = field(default_factory=dict)
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_ca: str | None = None
+    commit_every: int = 200
+    commit_seconds: float = 2.0
+    timeout: float = 30.0
+    max_pdu: int = 1 << 20
+
+    @property
+    def authenticated(self) -> bool:
+        """Whether callers must prove who they are (passcodes or client certificates)."""
+        return bool(self.users) or bool(self.tls_cert and self.tls_ca)
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The server's TLS context (None without a certificate)."""
+        if not self.tls_cert:
+            return None
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=self.tls_ca)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.load_cert_chain(self.tls_cert, self.tls_key)
+        if self.tls_ca:
+            ctx.verify_mode = ssl.CERT_REQUIRED
+        return ctx
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_listen(config: ServerConfig) -> None:
+    """Refuse to listen on an address other than loopback without authentication.
+
+    Raises
+    ------
+    DimseError
+        ``config.host`` is not loopback and neither users (user identity
+        negotiation) nor TLS client certificates (``tls_cert`` with ``tls_ca``) are
+        configured.
+    """
+    if not _is_loopback(config.host) and not config.authenticated:
+        raise DimseError(
+            f"refusing to listen for DIMSE on {config.host}: that is not loopback and no "
+            "authentication is configured (give users for user identity negotiation, "
+            "or a TLS certificate with a CA for client certificates)"
+        )
+    if config.tls_ca and not config.tls_cert:
+        raise DimseError("a TLS CA was given without the server's certificate (tls_cert)")

@@ -1,0 +1,78 @@
+"""Presentation contexts: the transfer syntaxes Pixels accepts and proposes.
+
+Storage is accepted in every transfer syntax the project decodes
+(:mod:`pixels.dicom.codecs`: native little / big endian, deflated, JPEG, JPEG-LS,
+JPEG 2000, RLE, HTJ2K) and in the video ones it reads (kept as sent): the bytes are
+stored as received, so accepting a syntax only needs the catalog to read it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from pydicom.uid import UID
+from pynetdicom.presentation import PresentationContext, build_context
+
+from pixels.dicom import codecs
+
+__all__ = [
+    "ACCEPT_ORDER",
+    "FIND_MODELS",
+    "GET_MODELS",
+    "MOVE_MODELS",
+    "NATIVE",
+    "STORAGE_SYNTAXES",
+    "Verification",
+    "storage_contexts",
+]
+
+#: Uncompressed syntaxes every storage context also offers (conversion between them is lossless).
+NATIVE = (codecs.EXPLICIT_LE, codecs.IMPLICIT_LE, codecs.EXPLICIT_BE)
+
+#: Every transfer syntax a C-STORE is accepted in.
+STORAGE_SYNTAXES: tuple[str, ...] = tuple(
+    dict.fromkeys(
+        [
+            *NATIVE,
+            codecs.DEFLATED_LE,
+            *sorted(codecs.JPEG_SYNTAXES),
+            *sorted(codecs.JPEG_LS_SYNTAXES),
+            *sorted(getattr(codecs, "JPEG2000_SYNTAXES", ())),
+            "1.2.840.10008.1.2.4.90",  # JPEG 2000 lossless
+            "1.2.840.10008.1.2.4.91",  # JPEG 2000
+            "1.2.840.10008.1.2.4.201",  # HTJ2K lossless
+            "1.2.840.10008.1.2.4.202",  # HTJ2K lossless RPCL
+            "1.2.840.10008.1.2.4.203",  # HTJ2K
+            codecs.RLE_LOSSLESS,
+            *sorted(codecs.VIDEO_SYNTAXES),
+        ]
+    )
+)
+
+#: The order the SCP prefers a proposed syntax in (an acceptor picks one per context): the
+#: encapsulated and deflated ones first, since a requestor offers those only for data it
+#: holds so, then the uncompressed ones. The data set is then stored as the peer had it.
+ACCEPT_ORDER: tuple[str, ...] = tuple(
+    [s for s in STORAGE_SYNTAXES if s not in NATIVE and s != codecs.DEFLATED_LE]
+    + [codecs.DEFLATED_LE, *NATIVE]
+)
+
+#: The Verification SOP class (C-ECHO).
+Verification = "1.2.840.10008.1.1"
+#: Query/Retrieve information models (PS3.4 C.6) by SOP class: Patient Root or Study Root.
+FIND_MODELS = {"1.2.840.10008.5.1.4.1.2.1.1": "PATIENT", "1.2.840.10008.5.1.4.1.2.2.1": "STUDY"}
+GET_MODELS = {"1.2.840.10008.5.1.4.1.2.1.3": "PATIENT", "1.2.840.10008.5.1.4.1.2.2.3": "STUDY"}
+MOVE_MODELS = {"1.2.840.10008.5.1.4.1.2.1.2": "PATIENT", "1.2.840.10008.5.1.4.1.2.2.2": "STUDY"}
+
+
+def storage_contexts(pairs: Iterable[tuple[str, str]]) -> list[PresentationContext]:
+    """Contexts to send instances of ``(SOP class, transfer syntax)``: one per pair, with
+    the uncompressed syntaxes besides the stored one (at most 128, PS3.8 9.3.2.2)."""
+    contexts: dict[tuple[str, str], PresentationContext] = {}
+    for sop_class, syntax in pairs:
+        key = (sop_class, syntax)
+        if key in contexts or len(contexts) >= 128:
+            continue
+        syntaxes = list(dict.fromkeys([syntax, *NATIVE]))
+        contexts[key] = build_context(UID(sop_class), [UID(s) for s in syntaxes])
+    return list(contexts.values())

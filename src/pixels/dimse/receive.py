@@ -1,0 +1,247 @@
+"""C-STORE received into the catalog: durable before the answer, committed in batches.
+
+An instance received by C-STORE is made a DICOM file (PS3.10: preamble, a file meta
+group written for it, then the data set's bytes exactly as the peer sent them in
+the negotiated transfer syntax) and goes through the STOW-RS path
+(:func:`pixels.web.stow.store_file`: the same checks, the same place
+``{storage_root}/{Study}/{Series}/{SOP}.dcm``, the same catalog row). Before the
+success status is sent the file and its folder are ``fsync``-ed and its path is
+appended to a journal (``{storage_root}/.dimse/batch-*.paths``, ``fsync``-ed too).
+
+The rows are committed to the Delta table in batches (:class:`StoreSink`: one
+commit per :attr:`~pixels.dimse.config.ServerConfig.commit_every` instances or
+``commit_seconds``, and at the end of each association), through the server's
+:class:`~pixels.web.stow.GroupCommitter` (one commit with STOW-RS requests arriving
+meanwhile). A batch's journal is removed once its commit is in; a server killed
+before that leaves it, and the next start catalogs the files it lists
+(:meth:`StoreSink.recover`): nothing acknowledged is lost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from pydicom.dataset import FileMetaDataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_file_meta_info
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID
+
+from pixels.web.state import WebState
+from pixels.web.stow import committer_of, store_file
+
+__all__ = ["JOURNAL_DIR", "StoreSink", "Stored", "part10_bytes"]
+
+LOG = logging.getLogger("pixels.dimse")
+
+#: Journals of stored-but-uncommitted files, under the storage root.
+JOURNAL_DIR = ".dimse"
+
+#: C-STORE statuses (PS3.4 B.2.3).
+SUCCESS = 0x0000
+FAIL_OUT_OF_RESOURCES = 0xA700
+FAIL_DOES_NOT_MATCH = 0xA900
+FAIL_CANNOT_UNDERSTAND = 0xC000
+
+
+def part10_bytes(
+    dataset: bytes, sop_class: str, sop_instance: str, transfer_syntax: str, source_ae: str = ""
+) -> bytes:
+    """A DICOM file of a data set as received: preamble, ``DICM``, a file meta group
+    (group length, version, media storage UIDs, transfer syntax, implementation,
+    source AE), then ``dataset`` unchanged."""
+    meta = FileMetaDataset()
+    meta.FileMetaInformationVersion = b"\x00\x01"
+    meta.MediaStorageSOPClassUID = UID(sop_class)
+    meta.MediaStorageSOPInstanceUID = UID(sop_instance)
+    meta.TransferSyntaxUID = UID(transfer_syntax)
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    meta.ImplementationVersionName = "PIXELS"
+    if source_ae:
+        meta.SourceApplicationEntityTitle = source_ae
+    buf = DicomBytesIO()
+    buf.write(b"\x00" * 128 + b"DICM")
+    write_file_meta_info(buf, meta, enforce_standard=True)
+    buf.write(dataset)
+    return buf.getvalue()
+
+
+@dataclass(frozen=True)
+class Stored:
+    """What became of one C-STORE: its status, why (for a failure) and the stored path."""
+
+    status: int
+    reason: str = ""
+    path: str | None = None
+
+
+def _fsync_path(path: str, directory: bool = False) -> None:
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class StoreSink:
+    """Stores received instances and commits their rows in batches (module docstring).
+
+    Parameters
+    ----------
+    state : WebState
+        The server's state (catalog, storage root, STOW-RS committer and index).
+    every : int
+        Rows committed together at most this many at a time.
+    seconds : float
+        A batch is committed at most this long after its first row.
+    """
+
+    def __init__(self, state: WebState, *, every: int = 200, seconds: float = 2.0):
+        self.state = state
+        self.every = max(1, every)
+        self.seconds = seconds
+        self.journals = os.path.join(state.storage_root, JOURNAL_DIR)
+        self._cond = threading.Condition()
+        self._rows: list[dict[str, Any]] = []
+        self._journal: str | None = None
+        self._first = 0.0
+        self._closed = False
+        self._commit_lock = threading.Lock()
+        #: commits made and rows they held (tests, benchmarks)
+        self.commits = 0
+        self.committed = 0
+        #: the last commit's error (the rows stay journaled for the next start)
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="pixels-dimse-commit", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ store
+    def store(self, data: bytes) -> Stored:
+        """Check and store one PS3.10 file's bytes; durable (and journaled) when it
+        returns a success."""
+        outcome, row = store_file(self.state, data)
+        if outcome.failure is not None or row is None or outcome.path is None:
+            status = FAIL_CANNOT_UNDERSTAND
+            return Stored(status, outcome.reason or "not stored")
+        path = outcome.path
+        try:
+            _fsync_path(path)
+            _fsync_path(os.path.dirname(path), directory=True)
+            with self._cond:
+                self._journal_append(path)
+                if not self._rows:
+                    self._first = time.monotonic()
+                self._rows.append(row)
+                self._cond.notify_all()
+        except OSError as e:
+            return Stored(FAIL_OUT_OF_RESOURCES, f"stored but not made durable: {e}", path)
+        if outcome.replaced:
+            LOG.info("C-STORE replaced %s (different bytes, same SOP instance)", path)
+        return Stored(SUCCESS, "", path)
+
+    def _journal_append(self, path: str) -> None:
+        if self._journal is None:
+            os.makedirs(self.journals, exist_ok=True)
+            self._journal = os.path.join(self.journals, f"batch-{uuid.uuid4().hex}.paths")
+        fd = os.open(self._journal, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            os.write(fd, path.encode("utf-8") + b"\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    # ----------------------------------------------------------------- commit
+    def flush(self) -> None:
+        """Commit the rows stored so far (blocks until their commit is in)."""
+        with self._commit_lock:
+            with self._cond:
+                rows, journal = self._rows, self._journal
+                self._rows, self._journal = [], None
+            if not rows:
+                return
+            try:
+                committer_of(self.state).commit(rows)
+            except BaseException as e:
+                self.error = e
+                LOG.error(
+                    "DIMSE: %d stored instances not cataloged (kept in %s for the next start): %s",
+                    len(rows),
+                    journal,
+                    e,
+                )
+                return
+            self.commits += 1
+            self.committed += len(rows)
+            if journal is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(journal)
+
+    def flush_soon(self) -> None:
+        """Have the commit thread commit what is pending now (an association ended)."""
+        with self._cond:
+            self._first = time.monotonic() - self.seconds
+            self._cond.notify_all()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._closed:
+                    if len(self._rows) >= self.every:
+                        break
+                    if self._rows:
+                        left = self._first + self.seconds - time.monotonic()
+                        if left <= 0:
+                            break
+                        self._cond.wait(left)
+                    else:
+                        self._cond.wait()
+                if self._closed:
+                    return
+            self.flush()
+
+    def close(self) -> None:
+        """Commit what is pending and stop the commit thread."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join()
+        self.flush()
+
+    # --------------------------------------------------------------- recovery
+    def recover(self) -> int:
+        """Catalog the files that journals left by a killed server list (their batch's
+        commit never came); the number of files cataloged."""
+        try:
+            names = sorted(n for n in os.listdir(self.journals) if n.endswith(".paths"))
+        except FileNotFoundError:
+            return 0
+        total = 0
+        for name in names:
+            journal = os.path.join(self.journals, name)
+            with open(journal, encoding="utf-8") as fh:
+                paths = [p for p in fh.read().splitlines() if p]
+            rows = []
+            for path in dict.fromkeys(paths):
+                try:
+                    with open(path, "rb") as fh:
+                        data = fh.read()
+                except FileNotFoundError:
+                    continue
+                outcome, row = store_file(self.state, data)
+                if row is not None:
+                    rows.append(row)
+                else:
+                    LOG.error("DIMSE recovery: %s not cataloged: %s", path, outcome.reason)
+            if rows:
+                committer_of(self.state).commit(rows)
+                total += len(rows)
+            os.unlink(journal)
+        if total:
+            LOG.info("DIMSE: cataloged %d instances stored before the last stop", total)
+        return total

@@ -1,0 +1,374 @@
+"""DIMSE SCU: C-ECHO, C-FIND, C-GET, C-MOVE and C-STORE against a remote PACS.
+
+:func:`retrieve` pulls a study, series or instances from a PACS straight into a
+catalog: by C-GET over the same association, or by C-MOVE to a Pixels SCP started
+for the time of the move (the PACS must know that AE title at this host and port).
+What arrives goes through the same path as the SCP's C-STORE
+(:class:`~pixels.dimse.receive.StoreSink`): stored, journaled, committed.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydicom import dcmread
+from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.dataset import Dataset
+from pynetdicom import AE, evt
+from pynetdicom.association import Association
+from pynetdicom.pdu_primitives import UserIdentityNegotiation
+from pynetdicom.presentation import (
+    PresentationContext,
+    StoragePresentationContexts,
+    build_context,
+    build_role,
+)
+
+from pixels.dimse.config import DimseError, Peer, ServerConfig
+from pixels.dimse.contexts import (
+    FIND_MODELS,
+    GET_MODELS,
+    MOVE_MODELS,
+    NATIVE,
+    STORAGE_SYNTAXES,
+    Verification,
+    storage_contexts,
+)
+from pixels.dimse.receive import StoreSink, part10_bytes
+
+__all__ = [
+    "Client",
+    "RetrieveResult",
+    "identifier",
+]
+
+LOG = logging.getLogger("pixels.dimse")
+
+_MODEL_UIDS = {
+    "find": {v: k for k, v in FIND_MODELS.items()},
+    "get": {v: k for k, v in GET_MODELS.items()},
+    "move": {v: k for k, v in MOVE_MODELS.items()},
+}
+
+
+def identifier(keys: Mapping[str, str], level: str) -> Dataset:
+    """A query / retrieve identifier: ``keys`` (keyword or ``GGGGEEEE`` -> value; an
+    empty value asks for the attribute) at ``level``."""
+    ds = Dataset()
+    ds.QueryRetrieveLevel = level.upper()
+    for name, value in keys.items():
+        tag = _tag(name)
+        vr = dictionary_VR(tag)
+        if vr == "SQ":
+            ds.add_new(tag, vr, [])
+            continue
+        ds.add_new(tag, vr, value if value != "" else None)
+    return ds
+
+
+def _tag(name: str) -> int:
+    text = name.strip()
+    if len(text) == 8 and all(c in "0123456789abcdefABCDEF" for c in text):
+        return int(text, 16)
+    tag = tag_for_keyword(text)
+    if tag is None:
+        raise DimseError(f"unknown attribute {text!r} (neither a keyword nor a tag)")
+    return int(tag)
+
+
+@dataclass
+class RetrieveResult:
+    """The outcome of a C-GET / C-MOVE: final status and sub-operation counts."""
+
+    status: int = 0
+    completed: int = 0
+    failed: int = 0
+    warning: int = 0
+    #: paths stored (C-GET into a folder or catalog; C-MOVE into a catalog)
+    stored: list[str] = field(default_factory=list)
+    comment: str = ""
+
+
+class Client:
+    """An SCU talking to one peer.
+
+    Parameters
+    ----------
+    peer : Peer or str
+        The remote AE (``AE@host:port``).
+    ae_title : str
+        The calling AE title.
+    username, passcode : str, optional
+        User identity negotiation (username and passcode).
+    tls : ssl.SSLContext, optional
+        Speak TLS (with a client certificate loaded in it, where the peer asks for one).
+    timeout : float
+        Seconds to wait for the peer (association, each message).
+    """
+
+    def __init__(
+        self,
+        peer: Peer | str,
+        *,
+        ae_title: str = "PIXELS",
+        username: str | None = None,
+        passcode: str | None = None,
+        tls: ssl.SSLContext | None = None,
+        timeout: float = 30.0,
+    ):
+        self.peer = Peer.parse(peer) if isinstance(peer, str) else peer
+        self.ae_title = ae_title
+        self.username = username
+        self.passcode = passcode
+        self.tls = tls
+        self.timeout = timeout
+
+    # --------------------------------------------------------- association
+    def _associate(
+        self,
+        contexts: list[PresentationContext],
+        *,
+        roles: Iterable[Any] = (),
+        handlers: list[Any] | None = None,
+    ) -> Association:
+        ae = AE(ae_title=self.ae_title)
+        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = self.timeout
+        ae.connection_timeout = self.timeout
+        ext: list[Any] = list(roles)
+        if self.username is not None:
+            item = UserIdentityNegotiation()
+            item.user_identity_type = 2
+            item.primary_field = self.username.encode("utf-8")
+            item.secondary_field = (self.passcode or "").encode("utf-8")
+            ext.append(item)
+        tls_args = (self.tls, self.peer.host) if self.tls is not None else None
+        assoc = ae.associate(
+            self.peer.host,
+            self.peer.port,
+            contexts=contexts,
+            ae_title=self.peer.ae_title,
+            ext_neg=ext or None,
+            evt_handlers=handlers,
+            tls_args=tls_args,
+        )
+        if not assoc.is_established:
+            what = (
+                "rejected"
+                if assoc.is_rejected
+                else "aborted"
+                if assoc.is_aborted
+                else "not established"
+            )
+            raise DimseError(f"association with {self.peer} {what}")
+        return assoc
+
+    # ---------------------------------------------------------------- echo
+    def echo(self) -> int:
+        """C-ECHO; the status (0 for success)."""
+        assoc = self._associate([build_context(Verification)])
+        try:
+            rsp = assoc.send_c_echo()
+            return _status(rsp, "C-ECHO", self.peer)
+        finally:
+            assoc.release()
+
+    # ---------------------------------------------------------------- find
+    def find(
+        self, keys: Mapping[str, str], level: str = "STUDY", model: str = "STUDY"
+    ) -> list[Dataset]:
+        """C-FIND; the matches' identifiers."""
+        uid = _MODEL_UIDS["find"][model.upper()]
+        assoc = self._associate([build_context(uid)])
+        out = []
+        try:
+            for rsp, ident in assoc.send_c_find(identifier(keys, level), uid):
+                code = _status(rsp, "C-FIND", self.peer, pending_ok=True)
+                if code in (0xFF00, 0xFF01) and ident is not None:
+                    out.append(ident)
+        finally:
+            assoc.release()
+        return out
+
+    # ---------------------------------------------------------------- store
+    def store(self, paths: Iterable[str]) -> list[tuple[str, int]]:
+        """C-STORE each file (sent in its own transfer syntax where the peer accepts it);
+        ``(path, status)`` of each."""
+        files = list(paths)
+        pairs = []
+        for path in files:
+            meta = dcmread(path, stop_before_pixels=True).file_meta
+            pairs.append((str(meta.MediaStorageSOPClassUID), str(meta.TransferSyntaxUID)))
+        assoc = self._associate(storage_contexts(pairs))
+        out = []
+        try:
+            for path in files:
+                try:
+                    rsp = assoc.send_c_store(path)
+                    out.append((path, int(rsp.get("Status", 0xC000)) if rsp else 0xC000))
+                except (ValueError, AttributeError) as e:
+                    LOG.warning("C-STORE of %s not sent: %s", path, e)
+                    out.append((path, 0x0122))
+        finally:
+            assoc.release()
+        return out
+
+    # ------------------------------------------------------------ get/move
+    def get(
+        self,
+        keys: Mapping[str, str],
+        level: str = "STUDY",
+        model: str = "STUDY",
+        *,
+        on_store: Callable[[bytes], tuple[int, str | None]],
+        sop_classes: Iterable[str] | None = None,
+    ) -> RetrieveResult:
+        """C-GET; each instance received is handed to ``on_store`` (the PS3.10 file's
+        bytes -> its C-STORE status and stored path)."""
+        uid = _MODEL_UIDS["get"][model.upper()]
+        classes = list(dict.fromkeys(sop_classes or self._classes_of(keys, level)))
+        contexts = [build_context(uid), *_get_contexts(classes)]
+        roles = [build_role(c, scp_role=True) for c in classes]
+        result = RetrieveResult()
+
+        def handle(event: Any) -> int:
+            req = event.request
+            data = part10_bytes(
+                req.DataSet.getvalue(),
+                str(req.AffectedSOPClassUID),
+                str(req.AffectedSOPInstanceUID),
+                str(event.context.transfer_syntax),
+                self.peer.ae_title,
+            )
+            code, path = on_store(data)
+            if path:
+                result.stored.append(path)
+            return code
+
+        assoc = self._associate(contexts, roles=roles, handlers=[(evt.EVT_C_STORE, handle)])
+        try:
+            for rsp, _ in assoc.send_c_get(identifier(keys, level), uid):
+                _final(result, rsp, "C-GET", self.peer)
+        finally:
+            assoc.release()
+        return result
+
+    def move(
+        self, keys: Mapping[str, str], destination: str, level: str = "STUDY", model: str = "STUDY"
+    ) -> RetrieveResult:
+        """C-MOVE to the AE ``destination`` (known to the peer)."""
+        uid = _MODEL_UIDS["move"][model.upper()]
+        assoc = self._associate([build_context(uid)])
+        result = RetrieveResult()
+        try:
+            for rsp, _ in assoc.send_c_move(identifier(keys, level), destination, uid):
+                _final(result, rsp, "C-MOVE", self.peer)
+        finally:
+            assoc.release()
+        return result
+
+    def _classes_of(self, keys: Mapping[str, str], level: str) -> list[str]:
+        """The SOP classes of what ``keys`` name, by an IMAGE level C-FIND (Study Root);
+        the common storage classes when the peer does not answer it."""
+        ask = {k: v for k, v in keys.items() if _tag(k) in _UNIQUE}
+        ask["SOPClassUID"] = ""
+        ask["SOPInstanceUID"] = ""
+        try:
+            found = self.find(ask, "IMAGE", "STUDY")
+            classes = sorted({str(d.get("SOPClassUID", "")) for d in found} - {""})
+            if classes:
+                return classes
+        except DimseError as e:
+            LOG.info("no IMAGE level C-FIND for the SOP classes (%s): proposing common ones", e)
+        return [str(cx.abstract_syntax) for cx in StoragePresentationContexts[:60]]
+
+
+_UNIQUE = {0x00100020, 0x0020000D, 0x0020000E, 0x00080018}
+
+
+def _get_contexts(classes: list[str]) -> list[PresentationContext]:
+    """Storage contexts a C-GET receives on: per class one with the uncompressed syntaxes
+    and, while fewer than 127 in all, one per compressed syntax (an acceptor picks one
+    syntax per context, so a compressed file comes as stored only with a context of its own)."""
+    out = [build_context(c, list(NATIVE)) for c in classes[:126]]
+    compressed = [s for s in STORAGE_SYNTAXES if s not in NATIVE]
+    if len(classes) * (1 + len(compressed)) <= 126:
+        out += [build_context(c, [s]) for c in classes for s in compressed]
+    return out
+
+
+def _status(rsp: Any, what: str, peer: Peer, pending_ok: bool = False) -> int:
+    if rsp is None or "Status" not in rsp:
+        raise DimseError(f"{what} to {peer}: no response (timed out or aborted)")
+    code = int(rsp.Status)
+    if code in (0xFF00, 0xFF01) and pending_ok:
+        return code
+    if code not in (0x0000,) and not (0xB000 <= code <= 0xBFFF):
+        comment = str(rsp.get("ErrorComment", "") or "")
+        raise DimseError(f"{what} to {peer} failed with status 0x{code:04X} {comment}".strip())
+    return code
+
+
+def _final(result: RetrieveResult, rsp: Any, what: str, peer: Peer) -> None:
+    if rsp is None or "Status" not in rsp:
+        raise DimseError(f"{what} to {peer}: no response (timed out or aborted)")
+    code = int(rsp.Status)
+    for name, attr in (
+        ("NumberOfCompletedSuboperations", "completed"),
+        ("NumberOfFailedSuboperations", "failed"),
+        ("NumberOfWarningSuboperations", "warning"),
+    ):
+        if name in rsp and rsp.get(name) is not None:
+            setattr(result, attr, int(rsp.get(name)))
+    if code in (0xFF00, 0xFF01):
+        return
+    result.status = code
+    result.comment = str(rsp.get("ErrorComment", "") or "")
+
+
+def retrieve(
+    peer: Peer | str,
+    catalog: str,
+    keys: Mapping[str, str],
+    level: str = "STUDY",
+    *,
+    method: str = "get",
+    ae_title: str = "PIXELS",
+    port: int = 11112,
+    host: str = "127.0.0.1",
+    storage_root: str | None = None,
+    client: Client | None = None,
+) -> RetrieveResult:
+    """Pull what ``keys`` name from ``peer`` into the catalog at ``catalog``.
+
+    ``method="get"``: C-GET, the instances arrive on the same association.
+    ``method="move"``: C-MOVE to ``ae_title``, which this call serves on
+    ``host:port`` for the time of the move (the peer must know it there).
+    """
+    from pixels.dimse.server import DimseServer
+    from pixels.web.state import WebState
+
+    cli = client or Client(peer, ae_title=ae_title)
+    state = WebState(catalog, storage_root=storage_root)
+    if method == "get":
+        sink = StoreSink(state)
+        try:
+
+            def on_store(data: bytes) -> tuple[int, str | None]:
+                stored = sink.store(data)
+                return stored.status, stored.path
+
+            result = cli.get(keys, level, on_store=on_store)
+        finally:
+            sink.close()
+        return result
+    if method != "move":
+        raise DimseError(f"retrieve method {method!r} is not one of get, move")
+    server = DimseServer(state, ServerConfig(port=port, host=host, ae_title=ae_title))
+    with server:
+        result = cli.move(keys, ae_title, level)
+        server.sink.flush()
+    return result

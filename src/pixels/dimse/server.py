@@ -1,0 +1,383 @@
+"""The DIMSE SCP over a catalog: C-ECHO, C-STORE, C-FIND, C-GET and C-MOVE.
+
+One :class:`DimseServer` per catalog, sharing the DICOMweb server's
+:class:`~pixels.web.state.WebState` when both run in one process (``pixels serve
+--dimse-port``): the same index answers QIDO-RS and C-FIND, the same STOW-RS
+path and group committer store what C-STORE receives.
+
+Associations are checked before anything else (a rejection names why, in the
+log): the called AE title must be the server's, the calling one in
+``allowed_callers`` when that is given, and with ``users`` configured the
+association must negotiate user identity (username and passcode) matching one.
+A peer that stays silent longer than ``timeout`` is aborted, and one sending a
+PDU larger than ``max_pdu`` is disconnected: neither affects other associations
+or loses stored data.
+"""
+
+from __future__ import annotations
+
+import hmac
+import io
+import logging
+import struct
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pynetdicom import AE, evt
+from pynetdicom.presentation import AllStoragePresentationContexts, build_context
+from pynetdicom.transport import ThreadedAssociationServer
+
+from pixels.dimse.config import ServerConfig, check_listen
+from pixels.dimse.contexts import (
+    ACCEPT_ORDER,
+    FIND_MODELS,
+    GET_MODELS,
+    MOVE_MODELS,
+    Verification,
+    storage_contexts,
+)
+from pixels.dimse.query import FindError, InstanceFile, find, instances_for, parse_identifier
+from pixels.dimse.receive import (
+    FAIL_CANNOT_UNDERSTAND,
+    FAIL_DOES_NOT_MATCH,
+    StoreSink,
+    part10_bytes,
+)
+from pixels.sources import open_file
+from pixels.sources.ref import FileRef
+from pixels.web.index import index_of
+from pixels.web.state import WebState
+
+__all__ = ["DimseServer", "load_instance", "status"]
+
+LOG = logging.getLogger("pixels.dimse")
+
+#: Largest association request PDU accepted (its user information included).
+_MAX_RQ_PDU = 256 << 10
+#: Largest other control PDU (release, abort, reject: a few bytes each).
+_MAX_CONTROL_PDU = 64 << 10
+
+
+def status(code: int, comment: str = "") -> Dataset:
+    """A status data set: Status (0000,0900) and an ErrorComment (0000,0902) naming why."""
+    ds = Dataset()
+    ds.Status = code
+    if comment:
+        ds.ErrorComment = "".join(c if " " <= c <= "~" and c != "\\" else " " for c in comment)[:64]
+    return ds
+
+
+def load_instance(item: InstanceFile) -> Dataset:
+    """The data set of a cataloged file (local, zip member or object store), read whole;
+    its elements stay as stored, so sending it re-encodes the same bytes."""
+    ref = FileRef.from_row(item.row)
+    with open_file(ref) as fp:
+        data = fp.read()
+    return dcmread(io.BytesIO(data), force=False)
+
+
+class _PduGuard:
+    """Wraps an association socket's ``recv``: a PDU header announcing more than the
+    limits is answered by closing the connection (the peer is told nothing more)."""
+
+    def __init__(self, sock: Any, max_pdu: int, peer: str):
+        self._recv = sock.recv
+        self._max = max_pdu
+        self._peer = peer
+        self._header = True
+
+    def __call__(self, n: int) -> bytes:
+        data: bytes = self._recv(n)
+        if not self._header:
+            self._header = True
+            return data
+        if n != 6 or len(data) != 6:
+            return data
+        pdu_type, _, length = struct.unpack(">BBL", data)
+        limit = {1: _MAX_RQ_PDU, 4: self._max + 64}.get(pdu_type, _MAX_CONTROL_PDU)
+        if length > limit:
+            LOG.warning(
+                "DIMSE: %s sent a PDU of type 0x%02X of %d bytes, above the limit of %d: "
+                "connection closed",
+                self._peer,
+                pdu_type,
+                length,
+                limit,
+            )
+            return data[:2]  # the DUL takes a short header for a closed connection
+        self._header = length == 0
+        return data
+
+
+class DimseServer:
+    """The SCP (module docstring).
+
+    Parameters
+    ----------
+    state : WebState or str
+        The web server's state, or a catalog path (a state of its own is made).
+    config : ServerConfig
+        Port, AE title, security and commit settings.
+
+    Examples
+    --------
+    >>> server = DimseServer("./catalog", ServerConfig(port=0))   # doctest: +SKIP
+    >>> server.start(); server.port                               # doctest: +SKIP
+    41827
+    >>> server.stop()                                             # doctest: +SKIP
+    """
+
+    def __init__(self, state: WebState | str, config: ServerConfig | None = None):
+        self.config = config or ServerConfig()
+        check_listen(self.config)
+        self.state = state if isinstance(state, WebState) else WebState(state)
+        self.sink = StoreSink(
+            self.state, every=self.config.commit_every, seconds=self.config.commit_seconds
+        )
+        self._server: ThreadedAssociationServer | None = None
+        #: Why associations were rejected or aborted, most recent last (tests, logs).
+        self.refusals: list[str] = []
+        self._lock = threading.Lock()
+
+    # ---------------------------------------------------------------- running
+    @property
+    def port(self) -> int:
+        """The port listened on (the ephemeral one when configured with 0)."""
+        if self._server is None:
+            return self.config.port
+        return int(self._server.server_address[1])
+
+    def start(self) -> DimseServer:
+        """Catalog what a killed server left journaled, then listen (in threads)."""
+        self.sink.recover()
+        ae = self._application_entity()
+        handlers = [
+            (evt.EVT_CONN_OPEN, self._on_open),
+            (evt.EVT_REQUESTED, self._on_requested),
+            (evt.EVT_C_ECHO, lambda event: 0x0000),
+            (evt.EVT_C_STORE, self._on_store),
+            (evt.EVT_C_FIND, self._on_find),
+            (evt.EVT_C_GET, self._on_get),
+            (evt.EVT_C_MOVE, self._on_move),
+            (evt.EVT_RELEASED, self._on_end),
+            (evt.EVT_ABORTED, self._on_end),
+        ]
+        self._server = ae.start_server(
+            (self.config.host, self.config.port),
+            block=False,
+            evt_handlers=handlers,  # type: ignore[arg-type]
+            ssl_context=self.config.ssl_context(),
+        )
+        LOG.info(
+            "DIMSE: %s listening on %s:%d (catalog %s)",
+            self.config.ae_title,
+            self.config.host,
+            self.port,
+            self.state.table.uri,
+        )
+        return self
+
+    def stop(self) -> None:
+        """Stop listening, end the associations and commit what is pending."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server = None
+        self.sink.close()
+
+    def __enter__(self) -> DimseServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _application_entity(self) -> AE:
+        cfg = self.config
+        ae = AE(ae_title=cfg.ae_title)
+        ae.maximum_associations = 32
+        ae.maximum_pdu_size = cfg.max_pdu
+        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = cfg.timeout
+        ae.connection_timeout = cfg.timeout
+        ae.require_called_aet = True
+        contexts = [build_context(Verification)]
+        contexts += [build_context(uid) for uid in (*FIND_MODELS, *GET_MODELS, *MOVE_MODELS)]
+        ae.supported_contexts = contexts
+        # storage in every syntax the catalog reads; the roles let C-GET send them back
+        for cx in AllStoragePresentationContexts:
+            ae.add_supported_context(
+                cx.abstract_syntax or "", list(ACCEPT_ORDER), scu_role=True, scp_role=True
+            )
+        return ae
+
+    # ------------------------------------------------------------ association
+    def _refuse(self, why: str) -> None:
+        with self._lock:
+            self.refusals.append(why)
+            del self.refusals[:-100]
+        LOG.warning("DIMSE: %s", why)
+
+    def _on_open(self, event: Any) -> None:
+        sock = event.assoc.dul.socket
+        if sock is not None:
+            peer = f"{event.address[0]}:{event.address[1]}"
+            sock.recv = _PduGuard(sock, self.config.max_pdu, peer)
+
+    def _on_requested(self, event: Any) -> None:
+        assoc = event.assoc
+        rq = assoc.requestor.primitive
+        calling = str(rq.calling_ae_title or "").strip()
+        called = str(rq.called_ae_title or "").strip()
+        cfg = self.config
+        peer = f"{assoc.requestor.address}:{assoc.requestor.port}"
+        if called != cfg.ae_title:
+            self._refuse(
+                f"association from {calling!r} at {peer} rejected: called AE title "
+                f"{called!r} is not {cfg.ae_title!r}"
+            )
+            assoc.acse.send_reject(0x01, 0x01, 0x07)
+            return
+        if cfg.allowed_callers and calling not in cfg.allowed_callers:
+            self._refuse(
+                f"association from {calling!r} at {peer} rejected: calling AE title not in "
+                "the allowed list"
+            )
+            assoc.acse.send_reject(0x01, 0x01, 0x03)
+            return
+        if cfg.users:
+            why = self._identity_problem(assoc.requestor.user_identity)
+            if why:
+                self._refuse(f"association from {calling!r} at {peer} rejected: {why}")
+                assoc.acse.send_reject(0x01, 0x01, 0x01)
+                return
+
+    def _identity_problem(self, item: Any) -> str | None:
+        if item is None:
+            return "no user identity was negotiated (username and passcode required)"
+        if item.user_identity_type != 2:
+            return f"user identity type {item.user_identity_type} (username and passcode required)"
+        user = bytes(item.primary_field or b"").decode("utf-8", "replace")
+        given = bytes(item.secondary_field or b"")
+        known = self.config.users.get(user)
+        if known is None or not hmac.compare_digest(given, known.encode("utf-8")):
+            return f"wrong username or passcode for user {user[:64]!r}"
+        return None
+
+    def _on_end(self, event: Any) -> None:
+        self.sink.flush_soon()
+
+    # ---------------------------------------------------------------- C-STORE
+    def _on_store(self, event: Any) -> Dataset:
+        req = event.request
+        calling = str(event.assoc.requestor.ae_title or "").strip()
+        sop_class = str(req.AffectedSOPClassUID or "")
+        sop = str(req.AffectedSOPInstanceUID or "")
+        try:
+            stream = req.DataSet.getvalue()
+            data = part10_bytes(stream, sop_class, sop, str(event.context.transfer_syntax), calling)
+        except Exception as e:
+            return self._store_failed(FAIL_CANNOT_UNDERSTAND, f"cannot encode: {e}", calling, sop)
+        try:
+            ds = dcmread(io.BytesIO(data), stop_before_pixels=True)
+            held_class = str(ds.get("SOPClassUID", "") or "")
+            held_sop = str(ds.get("SOPInstanceUID", "") or "")
+        except Exception as e:
+            return self._store_failed(
+                FAIL_CANNOT_UNDERSTAND, f"malformed data set: {e}", calling, sop
+            )
+        if held_sop != sop:
+            return self._store_failed(
+                FAIL_DOES_NOT_MATCH,
+                f"SOPInstanceUID (0008,0018) {held_sop!r} differs from the request's",
+                calling,
+                sop,
+            )
+        if held_class != sop_class:
+            return self._store_failed(
+                FAIL_DOES_NOT_MATCH,
+                f"SOPClassUID (0008,0016) {held_class!r} differs from the request's",
+                calling,
+                sop,
+            )
+        stored = self.sink.store(data)
+        if stored.status:
+            return self._store_failed(stored.status, stored.reason, calling, sop)
+        return status(0x0000)
+
+    def _store_failed(self, code: int, reason: str, calling: str, sop: str) -> Dataset:
+        LOG.warning("DIMSE: C-STORE of %s from %r failed (0x%04X): %s", sop, calling, code, reason)
+        return status(code, reason)
+
+    # ----------------------------------------------------------------- C-FIND
+    def _on_find(self, event: Any) -> Iterator[tuple[Any, Any]]:
+        model = FIND_MODELS.get(str(event.context.abstract_syntax), "STUDY")
+        try:
+            query = parse_identifier(event.identifier, model)
+            snap = index_of(self.state).current()
+            for answer in find(snap, query, self.config.ae_title):
+                if event.is_cancelled:
+                    yield 0xFE00, None
+                    return
+                yield 0xFF00, answer
+        except FindError as e:
+            LOG.warning("DIMSE: C-FIND refused (0x%04X): %s", e.status, e.reason)
+            yield status(e.status, e.reason), None
+            return
+        except Exception as e:
+            LOG.exception("DIMSE: C-FIND failed")
+            yield status(0xC001, f"unable to process: {e}"), None
+            return
+        yield 0x0000, None
+
+    # ------------------------------------------------------------ C-GET/C-MOVE
+    def _matched(self, event: Any, models: dict[Any, str]) -> list[InstanceFile]:
+        model = models.get(str(event.context.abstract_syntax), "STUDY")
+        query = parse_identifier(event.identifier, model)
+        return instances_for(index_of(self.state).current(), query)
+
+    def _send(self, event: Any, items: list[InstanceFile]) -> Iterator[tuple[Any, Any]]:
+        for item in items:
+            if event.is_cancelled:
+                yield 0xFE00, None
+                return
+            try:
+                ds = load_instance(item)
+            except Exception as e:
+                LOG.warning("DIMSE: %s cannot be read for retrieval: %s", item.row["path"], e)
+                yield 0xFF00, f"unreadable: {item.row['path']}"  # counted as a failure
+                continue
+            yield 0xFF00, ds
+
+    def _on_get(self, event: Any) -> Iterator[Any]:
+        try:
+            items = self._matched(event, GET_MODELS)
+        except FindError as e:
+            LOG.warning("DIMSE: C-GET refused (0x%04X): %s", e.status, e.reason)
+            yield 0
+            yield status(e.status, e.reason), None
+            return
+        yield len(items)
+        yield from self._send(event, items)
+
+    def _on_move(self, event: Any) -> Iterator[Any]:
+        dest = str(event.move_destination or "").strip()
+        where = self.config.destinations.get(dest)
+        if where is None:
+            LOG.warning("DIMSE: C-MOVE to unknown destination %r refused (0xA801)", dest)
+            yield None, None
+            return
+        try:
+            items = self._matched(event, MOVE_MODELS)
+        except FindError as e:
+            LOG.warning("DIMSE: C-MOVE refused (0x%04X): %s", e.status, e.reason)
+            yield where[0], where[1], {"ae_title": dest}
+            yield 0
+            yield status(e.status, e.reason), None
+            return
+        contexts = storage_contexts((i.sop_class, i.transfer_syntax) for i in items)
+        if not contexts:
+            contexts = [build_context(Verification)]
+        yield where[0], where[1], {"ae_title": dest, "contexts": contexts}
+        yield len(items)
+        yield from self._send(event, items)

@@ -1,0 +1,232 @@
+"""The SCP with dcmtk's tools as real peers: C-ECHO, C-STORE, C-FIND, C-GET, C-MOVE."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import subprocess
+import time
+import zlib
+
+import pydicom
+import pytest
+from pydicom.filereader import read_preamble
+
+from dimse.conftest import DCMTK, Scp, dcmtk, free_port
+from pixels import Catalog
+from pixels.dimse.receive import JOURNAL_DIR
+
+CT_STUDY = "1.3.6.1.4.1.5962.1.2.1.20040119072730.12322"
+MR_STUDY = "1.3.6.1.4.1.5962.1.2.4.20040826185059.5457"
+
+#: Columns that name the file itself (path, its size and time, where it was found) or
+#: positions in it (the file meta group Pixels writes differs in length).
+FILE_COLUMNS = {
+    "path", "modificationTime", "length", "relative_path", "local_path", "extension",
+    "path_tags", "cataloged_at", "rowId", "version_tag", "frame_offsets", "original_path",
+    "meta",
+}  # fmt: skip
+
+
+def _rows(catalog: str) -> dict[str, dict[str, object]]:
+    table = Catalog(catalog).table.delta().to_pyarrow_table()
+    return {r["SOPInstanceUID"]: r for r in table.to_pylist()}
+
+
+def _dataset_bytes(path: str) -> bytes:
+    """A file's bytes after its file meta group (inflated, for a deflated one: a sender
+    deflates again as it likes)."""
+    with open(path, "rb") as fh:
+        read_preamble(fh, False)
+        meta = pydicom.filereader._read_file_meta_info(fh)
+        data = fh.read()
+    if meta.TransferSyntaxUID == "1.2.840.10008.1.2.1.99":
+        return zlib.decompress(data, -15)
+    return data
+
+
+def _header(meta: str) -> str:
+    """``meta`` without the file meta group and bulk data offsets (positions in the file,
+    whose meta group Pixels writes anew; the data set's bytes are compared whole)."""
+    text = json.dumps({k: v for k, v in json.loads(meta).items() if k[:4] != "0002"})
+    return re.sub(r"offset=(\d+)&?", "", text)
+
+
+def _wait_rows(catalog: str, n: int) -> dict[str, dict[str, object]]:
+    deadline = time.monotonic() + 20
+    while True:
+        rows = _rows(catalog)
+        if len(rows) >= n or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.1)
+
+
+def test_echo(scp: Scp) -> None:
+    res = dcmtk("echoscu", "-aec", "PIXELS", "127.0.0.1", scp.port)
+    assert res.returncode == 0, res.stderr
+
+
+def test_storescu_rows_equal_cataloging_the_same_files(
+    scp: Scp, files: dict[str, str], tmp_path: object
+) -> None:
+    sent = [files[k] for k in ("j2k", "multiframe", "deflated")]
+    sink = scp.server.sink
+    commits, committed = sink.commits, sink.committed
+    # one association of two files: JPEG 2000 proposed as such (-xw), and a multi-frame MR
+    res = dcmtk("storescu", "-xw", "-aec", "PIXELS", "127.0.0.1", scp.port, *sent[:2])
+    assert res.returncode == 0, res.stderr
+    deadline = time.monotonic() + 20
+    while sink.committed - committed < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    # batched: the two instances of the association in one commit
+    assert (sink.commits - commits, sink.committed - committed) == (1, 2)
+    res = dcmtk("storescu", "-xd", "-aec", "PIXELS", "127.0.0.1", scp.port, sent[2])
+    assert res.returncode == 0, res.stderr
+    rows = _wait_rows(scp.catalog, 5)
+    reference = os.path.join(str(tmp_path), "reference")
+    for path in sent:
+        Catalog(reference).catalog(path, workers=0)
+    expected = _rows(reference)
+    assert len(expected) == 3
+    for sop, want in expected.items():
+        got = rows[sop]
+        stored = str(got["path"])
+        assert stored.startswith(scp.root)
+        for column, value in want.items():
+            if column not in FILE_COLUMNS:
+                assert got[column] == value, (column, sop)
+        original = str(want["path"]).removeprefix("file://")
+        # the header as cataloged
+        assert _header(str(got["meta"])) == _header(str(want["meta"]))
+        ds = pydicom.dcmread(stored)
+        # the data set as sent (dcmtk re-encodes some lengths of what it sends), under a
+        # complete file meta group
+        assert ds == pydicom.dcmread(original), sop
+        assert ds.file_meta.MediaStorageSOPInstanceUID == sop
+        assert ds.file_meta.TransferSyntaxUID == want["TransferSyntaxUID"]
+        assert ds.file_meta.SourceApplicationEntityTitle == "STORESCU"
+    assert not os.listdir(os.path.join(scp.root, "stow", JOURNAL_DIR))
+
+
+def _find(scp: Scp, tmp: str, *keys: str, model: str = "-S") -> list[pydicom.Dataset]:
+    out = os.path.join(tmp, f"find{len(os.listdir(tmp))}")
+    os.makedirs(out)
+    args = [model, "-aec", "PIXELS", "-X", "-od", out]
+    for k in keys:
+        args += ["-k", k]
+    res = dcmtk("findscu", *args, "127.0.0.1", scp.port)
+    assert res.returncode == 0, res.stderr
+    return [pydicom.dcmread(os.path.join(out, f)) for f in sorted(os.listdir(out))]
+
+
+def test_findscu_at_each_level(scp: Scp, tmp_path: object) -> None:
+    tmp = str(tmp_path)
+    # STUDY: person name wildcard, case-insensitive; only the requested keys come back
+    found = _find(scp, tmp, "QueryRetrieveLevel=STUDY", "PatientName=compressed*CT*",
+                  "StudyInstanceUID", "StudyDate", "NumberOfStudyRelatedInstances")  # fmt: skip
+    assert [d.StudyInstanceUID for d in found] == [CT_STUDY]
+    assert {e.keyword for e in found[0]} == {
+        "SpecificCharacterSet", "QueryRetrieveLevel", "PatientName", "StudyInstanceUID",
+        "StudyDate", "NumberOfStudyRelatedInstances",
+    }  # fmt: skip
+    assert found[0].NumberOfStudyRelatedInstances == 1
+    assert found[0].StudyDate == "20040119"
+    # date range and open ranges: exactly the studies the table dates in them
+    by_date = {str(r["StudyInstanceUID"]): r["StudyDate"] for r in _rows(scp.catalog).values()}
+
+    def studies(lo: str, hi: str) -> list[str]:
+        def day(t: str) -> dt.date:
+            return dt.date(int(t[:4]), int(t[4:6]), int(t[6:]))
+
+        return sorted(
+            u for u, d in by_date.items()
+            if d is not None and (not lo or d >= day(lo)) and (not hi or d <= day(hi))
+        )  # fmt: skip
+
+    for lo, hi in (("20040101", "20041231"), ("20040601", ""), ("", "20031231")):
+        dates = _find(scp, tmp, "QueryRetrieveLevel=STUDY", f"StudyDate={lo}-{hi}",
+                      "StudyInstanceUID")  # fmt: skip
+        assert sorted(d.StudyInstanceUID for d in dates) == studies(lo, hi), (lo, hi)
+    assert CT_STUDY in studies("20040101", "20041231")
+    # SERIES: within a study, by modality with a ? wildcard
+    series = _find(scp, tmp, "QueryRetrieveLevel=SERIES", f"StudyInstanceUID={MR_STUDY}",
+                   "Modality=M?", "SeriesInstanceUID", "NumberOfSeriesRelatedInstances")  # fmt: skip
+    assert len(series) == 1 and series[0].Modality == "MR"
+    assert series[0].NumberOfSeriesRelatedInstances == 1
+    # IMAGE: a UID list
+    sops = _find(scp, tmp, "QueryRetrieveLevel=IMAGE",
+                 "SOPInstanceUID=1.3.6.1.4.1.5962.1.1.1.1.1.20040119072730.12322\\9.9.9",
+                 "SOPClassUID", "InstanceNumber")  # fmt: skip
+    assert [d.SOPClassUID for d in sops] == ["1.2.840.10008.5.1.4.1.1.2"]
+    # PATIENT (Patient Root): universal matching lists every patient once
+    patients = _find(scp, tmp, "QueryRetrieveLevel=PATIENT", "PatientID", "PatientName",
+                     "NumberOfPatientRelatedStudies", model="-P")  # fmt: skip
+    names = {str(d.PatientName) for d in patients}
+    assert {"CompressedSamples^CT1", "CompressedSamples^MR1"} <= names
+    # the Study Root model has no PATIENT level: a failure status, no matches
+    res = dcmtk("findscu", "-v", "-S", "-aec", "PIXELS", "-k", "QueryRetrieveLevel=PATIENT",
+                "-k", "PatientID", "127.0.0.1", scp.port)  # fmt: skip
+    assert "datasetdoesnotmatchsopclass" in (res.stdout + res.stderr).lower()
+
+
+def test_getscu_receives_the_stored_bytes(
+    scp: Scp, files: dict[str, str], tmp_path: object
+) -> None:
+    out = str(tmp_path)
+    res = dcmtk("getscu", "-S", "+B", "-aec", "PIXELS", "-od", out, "-k", "QueryRetrieveLevel=STUDY",
+                "-k", f"StudyInstanceUID={CT_STUDY}", "127.0.0.1", scp.port)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    got = os.listdir(out)
+    assert len(got) == 1
+    # +B: getscu writes the data set's bytes as received
+    assert _dataset_bytes(os.path.join(out, got[0])) == _dataset_bytes(files["ct"])
+
+
+def test_movescu_to_storescp(scp: Scp, files: dict[str, str], tmp_path: object) -> None:
+    out = str(tmp_path / "recv")  # type: ignore[operator]
+    os.makedirs(out)
+    port = free_port()
+    storescp = subprocess.Popen(
+        [os.path.join(DCMTK, "storescp"), "+B", "-aet", "STORESCP", "-od", out, str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        scp.destinations["STORESCP"] = ("127.0.0.1", port)
+        deadline = time.monotonic() + 10
+        while dcmtk("echoscu", "-aec", "STORESCP", "127.0.0.1", str(port)).returncode != 0:
+            assert time.monotonic() < deadline, "storescp did not start"
+            time.sleep(0.1)
+        res = dcmtk("movescu", "-v", "-S", "-aec", "PIXELS", "-aem", "STORESCP",
+                    "-k", "QueryRetrieveLevel=SERIES", "-k", f"StudyInstanceUID={MR_STUDY}",
+                    "-k", "SeriesInstanceUID=1.3.6.1.4.1.5962.1.3.4.1.20040826185059.5457",
+                    "127.0.0.1", scp.port)  # fmt: skip
+        assert res.returncode == 0, res.stderr
+        assert "Final Move Response (Success)" in res.stderr + res.stdout
+        assert len(os.listdir(out)) == 1
+        # an unknown destination: 0xA801, nothing sent
+        res = dcmtk("movescu", "-v", "-S", "-aec", "PIXELS", "-aem", "NOWHERE",
+                    "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={MR_STUDY}",
+                    "127.0.0.1", scp.port)  # fmt: skip
+        assert "movedestinationunknown" in (res.stdout + res.stderr).lower()
+        assert len(os.listdir(out)) == 1
+    finally:
+        scp.destinations.pop("STORESCP", None)
+        storescp.terminate()
+        storescp.wait(10)
+    (got,) = os.listdir(out)
+    # +B: storescp writes the data set's bytes as received (its trailing padding too)
+    assert _dataset_bytes(os.path.join(out, got)) == _dataset_bytes(files["mr"])
+
+
+@pytest.mark.parametrize("level", ["STUDY"])
+def test_find_cancel_is_not_an_error(scp: Scp, level: str) -> None:
+    """findscu --cancel 1 sends C-CANCEL after the first answer: the SCP stops with 0xFE00."""
+    res = dcmtk("findscu", "-v", "-S", "-aec", "PIXELS", "--cancel", "1", "-k",
+                f"QueryRetrieveLevel={level}", "-k", "StudyInstanceUID", "127.0.0.1",
+                scp.port)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    text = (res.stdout + res.stderr).lower()
+    assert "0xfe00" in text or "cancel" in text
