@@ -263,3 +263,36 @@ def test_cli_runs_with_workers_and_options(source: dict[str, Any], tmp_path: Pat
         main, ["deid", "--table", source["table"], "--out", str(out), "--options", "keep-all"]
     )
     assert bad.exit_code == 2 and "valid: retain-dates" in bad.output
+
+
+def test_files_on_s3_are_read_through_the_sources(s3_server: Any, tmp_path: Path) -> None:
+    import uuid
+
+    import s3fs
+
+    bucket = f"deid-{uuid.uuid4().hex[:10]}"
+    fs = s3fs.S3FileSystem(skip_instance_cache=True, **s3_server.storage_options)
+    fs.mkdir(bucket)
+    names = ["CT_small.dcm", "MR_small.dcm"]
+    for name in names:
+        fs.pipe(f"{bucket}/data/{name}", sample_file(name).read_bytes())
+    table = tmp_path / "cat"
+    Catalog(table).catalog(
+        f"s3://{bucket}/data", workers=0, storage_options=s3_server.storage_options
+    )
+    stats = deidentify_table(
+        table,
+        tmp_path / "out",
+        key_file=tmp_path / "private" / "k",
+        workers=0,
+        storage_options=s3_server.storage_options,
+        catalog=False,
+    )
+    assert (stats.written, stats.failed) == (2, 0)
+    phi = set().union(*(phi_strings(pydicom.dcmread(sample_file(n))) for n in names))
+    phi = {s for s in phi if "TOSHIBA" not in s and "GE MEDICAL" not in s}
+    outs = [p for p in (tmp_path / "out").rglob("*.dcm")]
+    assert len(outs) == 2
+    for p in outs:
+        data = p.read_bytes().replace(PYDICOM_IMPLEMENTATION_UID.encode(), b"")
+        assert not leaked(data, phi), p

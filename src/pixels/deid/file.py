@@ -26,6 +26,7 @@ Examples
 from __future__ import annotations
 
 import copy
+import hashlib
 import io
 from collections import Counter
 from collections.abc import Mapping
@@ -103,7 +104,10 @@ class DeidOptions:
         if self.keep_descriptors:
             names.append("keep=" + ",".join(sorted(self.keep_descriptors)))
         if self.blackout:
-            names.append(f"blackout-rules={len(self.blackout)}")
+            text = repr(self.blackout).encode()
+            names.append(
+                f"blackout-rules={len(self.blackout)}:{hashlib.sha256(text).hexdigest()[:12]}"
+            )
         return ";".join(names) or "basic"
 
 
@@ -200,8 +204,8 @@ class _Walk:
             group, el = t >> 16, t & 0xFFFF
             if group & 1:
                 continue  # kept safe private element (the others are gone)
-            if el == 0 or 0x5000 <= group <= 0x50FF or 0x6000 <= group <= 0x60FF:
-                del ds[tag]  # group lengths, curves and overlays
+            if el == 0 or group == 0 or 0x5000 <= group <= 0x50FF or 0x6000 <= group <= 0x60FF:
+                del ds[tag]  # group lengths, command elements, curves and overlays
                 self.counts["removed"] += 1
                 continue
             try:
@@ -219,13 +223,9 @@ class _Walk:
         rule = rule_for(t)
         is_sq = elem.VR == "SQ"
         if t == _PATIENT_ID:
-            original = str(elem.value or "")
-            issuer = str(ds.get(_ISSUER).value or "") if _ISSUER in ds else ""
-            elem.value = (
-                self.key.patient_id(f"{original}^{issuer}")
-                if depth == 0
-                else self.key.patient_id(original)
-            )
+            # the same identity as the name and the date offset; a nested Patient ID (another
+            # patient, e.g. in a referenced request) gets its own, by the same formula
+            elem.value = self.key.patient_id(self.patient if depth == 0 else _patient_identity(ds))
             self.counts["pseudonym"] += 1
             return
         if t == _PATIENT_NAME:
@@ -249,6 +249,8 @@ class _Walk:
 
     def _default(self, elem: Any) -> str:
         vr = elem.VR
+        if vr == "UN":
+            return "X"  # a public tag pydicom cannot name: its bytes cannot be judged
         if vr == "UI":
             kw = elem.keyword or ""
             if kw.endswith(_KEEP_UI_SUFFIXES) or kw in _KEEP_UI:

@@ -243,7 +243,8 @@ class _Audit:
         try:
             con.execute(
                 "COPY (SELECT * FROM read_parquet(?) QUALIFY row_number() OVER "
-                "(PARTITION BY source_path ORDER BY CASE status WHEN 'failed' THEN 1 ELSE 0 END) = 1 "
+                "(PARTITION BY source_path ORDER BY CASE status WHEN 'failed' THEN 1 ELSE 0 END, "
+                "source_modified DESC, output_path) = 1 "
                 f"ORDER BY source_path) TO '{tmp.replace(chr(39), chr(39) * 2)}' (HEADER, DELIMITER ',')",
                 [files],
             )
