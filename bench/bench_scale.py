@@ -792,9 +792,9 @@ def bench_sql(table: Path, facts: dict[str, Any], cluster: bool) -> dict[str, An
     return out
 
 
-#: The code before the index updates found the per-series and per-study rows by hash
-#: columns (they scanned the VARCHAR columns of every series: O(series) per commit).
-COMMIT_OLD = "7b0e35a"
+#: The code before the table's writer saved each data file's first rows per series
+#: (``_pixels/firsts/``: an update decoded the new file's ``meta`` to find them).
+COMMIT_OLD = "440e77c"
 
 COMMIT_RUN = """
 import json, os, sys, time
@@ -824,7 +824,7 @@ for line in sys.stdin:  # one round per line: a commit of ~10k rows, then the up
     assert found, last
     print("RESULT", json.dumps({"rows": n, "update_and_query_ms": round(dt * 1e3, 1),
                       "cpu_ms": round(cpu * 1e3, 1), "load": round(os.getloadavg()[0], 2)}
-                     | {k: ix.last_update.get(k) for k in ("sop_lookups", "files_read", "commit_ms")}),
+                     | {k: ix.last_update.get(k) for k in ("sop_lookups", "files_read", "commit_ms", "firsts_saved")}),
           flush=True)
 ix.close()
 """

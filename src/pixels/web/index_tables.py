@@ -38,6 +38,7 @@ import duckdb
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from pixels.scan import TableScan
 from pixels.schema import VIEW_NAME
@@ -81,10 +82,10 @@ KEY_COLUMNS = (
 
 #: Which row stands for a SOP instance held by several rows.
 _ORDER = "ok DESC, cataloged_at DESC NULLS LAST, path"
-_VALID = (
-    "SOPInstanceUID IS NOT NULL AND StudyInstanceUID IS NOT NULL "
-    "AND SeriesInstanceUID IS NOT NULL AND meta IS NOT NULL"
+_VALID_KEYS = (
+    "SOPInstanceUID IS NOT NULL AND StudyInstanceUID IS NOT NULL AND SeriesInstanceUID IS NOT NULL"
 )
+_VALID = f"{_VALID_KEYS} AND meta IS NOT NULL"
 _GROUP_SQL = ", ".join(GROUP_COLUMNS)
 
 _SGRP_SQL = """CREATE OR REPLACE VIEW ix.sgrp AS SELECT g.*, s.StudyID, s.ReferringPhysicianName
@@ -486,12 +487,21 @@ def _load(
     if scan.direct:
         scan.prepare(cur)
         listing = "[" + ", ".join(sql_string(u) for u in added) + "]"
+        # ``meta`` is not read (its nulls) where the files' statistics say it has none
+        valid = _VALID_KEYS if _meta_never_null(added) else _VALID
         # the file URIs come from the Delta log, never from a request
-        source = (
-            f"(SELECT {cols}, file_row_number AS _row, f.fid FROM read_parquet({listing}, "
-            f"{scan.union_by_name}, filename=true, file_row_number=true) p "
-            f"JOIN _files f ON f.uri = p.filename WHERE {_VALID})"
-        )
+        if len(added) == 1:  # (no join on file names)
+            source = (
+                f"(SELECT {cols}, file_row_number AS _row, {int(new_fids[0])} AS fid "
+                f"FROM read_parquet({listing}, {scan.union_by_name}, file_row_number=true) "
+                f"WHERE {valid})"
+            )
+        else:
+            source = (
+                f"(SELECT {cols}, file_row_number AS _row, f.fid FROM read_parquet({listing}, "
+                f"{scan.union_by_name}, filename=true, file_row_number=true) p "
+                f"JOIN _files f ON f.uri = p.filename WHERE {valid})"
+            )
     else:
         # rows numbered here: (fid, _row) names a row in every update step, and
         # NULLs never join (delta-rs rows are read back by path, not by number)
@@ -562,6 +572,27 @@ def _load(
     except BaseException:
         pending.result()
         raise
+
+
+def _meta_never_null(uris: list[str]) -> bool:
+    """Whether the local Parquet files ``uris`` have a ``meta`` column without a null in
+    any row group, by their footers' statistics (False when any is unknown)."""
+    for uri in uris:
+        if not is_local(uri):
+            return False
+        try:
+            footer = pq.read_metadata(local_path(uri))
+            paths = [footer.schema.column(i).path for i in range(footer.num_columns)]
+            if "meta" not in paths:
+                return False
+            col = paths.index("meta")
+            for g in range(footer.num_row_groups):
+                stats = footer.row_group(g).column(col).statistics
+                if stats is None or not stats.has_null_count or stats.null_count != 0:
+                    return False
+        except (OSError, ValueError, pa.ArrowException):
+            return False
+    return True
 
 
 def _saved_firsts(root: str, uri: str, rows: list[tuple[Any, ...]]) -> pa.Table | None:
