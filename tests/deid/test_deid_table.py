@@ -253,6 +253,7 @@ def test_cli_runs_with_workers_and_options(source: dict[str, Any], tmp_path: Pat
     )
     assert res.exit_code == 0, res.output
     assert "6 written, 2 skipped, 1 failed" in res.output and "created key" in res.output
+    assert "failed: " in res.output and "cut.dcm: truncated" in res.output
     files = [p for p in out.rglob("*.dcm") if ".catalog" not in p.parts]
     assert len(files) == 6
     seg = next(pydicom.dcmread(p) for p in files if pydicom.dcmread(p).Modality == "SEG")

@@ -88,7 +88,8 @@ def deid_cmd(
     catalog de-identified with the same key, maps every value the same way. Files that may
     show burned-in text are reported, not written, unless --blackout covers them.
     """
-    from pixels.deid import DeidOptions, Option, deidentify_table, load_rules
+    from pixels.deid import DeidOptions, Option, load_rules
+    from pixels.deid.run import DeidStats, deidentify_table
 
     try:
         opts = [Option.parse(o) for o in _split(profile_options)]
@@ -102,11 +103,10 @@ def deid_cmd(
             *opts, keep_descriptors=tuple(_split(keep_descriptor)), blackout=rules
         )
 
-        def show(s: object) -> None:
+        def show(st: DeidStats) -> None:
             if not quiet:
-                st = s  # DeidStats
                 click.echo(
-                    f"\r{st.written} written, {st.skipped} skipped, {st.failed} failed",  # type: ignore[attr-defined]
+                    f"\r{st.written} written, {st.skipped} skipped, {st.failed} failed",
                     nl=False,
                     err=True,
                 )
@@ -135,3 +135,5 @@ def deid_cmd(
     )
     for why, n in sorted(stats.skipped_reasons.items()):
         click.echo(f"  skipped {n}: {why}")
+    for message in stats.error_samples:
+        click.echo(f"  failed: {message}")

@@ -94,6 +94,7 @@ class DeidStats:
     out_table: str = ""
     catalog: Any = None
     skipped_reasons: dict[str, int] = field(default_factory=dict)
+    error_samples: list[str] = field(default_factory=list)
 
 
 def _inside(path: str, folder: str) -> bool:
@@ -369,6 +370,8 @@ def deidentify_table(
                 stats.skipped_reasons[why] = stats.skipped_reasons.get(why, 0) + 1
             else:
                 stats.failed += 1
+                if len(stats.error_samples) < 10:
+                    stats.error_samples.append(str(r["reason"]))
         log.add(rows, commit_rows)
         if progress:
             stats.seconds = time.perf_counter() - t0
