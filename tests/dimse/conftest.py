@@ -53,7 +53,7 @@ class Scp:
         return str(self.server.port)
 
 
-def test_file(key: str) -> str:
+def sample(key: str) -> str:
     path = get_testdata_file(FILES[key], download=False)
     assert path, FILES[key]
     return str(path)
@@ -66,7 +66,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     out = {}
     for key in FILES:
         dst = root / FILES[key]
-        shutil.copyfile(test_file(key), dst)
+        shutil.copyfile(sample(key), dst)
         out[key] = str(dst)
     return out
 

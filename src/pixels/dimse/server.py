@@ -21,7 +21,7 @@ import io
 import logging
 import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from pydicom import dcmread
@@ -83,10 +83,11 @@ class _PduGuard:
     """Wraps an association socket's ``recv``: a PDU header announcing more than the
     limits is answered by closing the connection (the peer is told nothing more)."""
 
-    def __init__(self, sock: Any, max_pdu: int, peer: str):
+    def __init__(self, sock: Any, max_pdu: int, peer: str, refuse: Callable[[str], None]):
         self._recv = sock.recv
         self._max = max_pdu
         self._peer = peer
+        self._refuse = refuse
         self._header = True
 
     def __call__(self, n: int) -> bytes:
@@ -99,13 +100,9 @@ class _PduGuard:
         pdu_type, _, length = struct.unpack(">BBL", data)
         limit = {1: _MAX_RQ_PDU, 4: self._max + 64}.get(pdu_type, _MAX_CONTROL_PDU)
         if length > limit:
-            LOG.warning(
-                "DIMSE: %s sent a PDU of type 0x%02X of %d bytes, above the limit of %d: "
-                "connection closed",
-                self._peer,
-                pdu_type,
-                length,
-                limit,
+            self._refuse(
+                f"{self._peer} sent a PDU of type 0x{pdu_type:02X} of {length} bytes, above "
+                f"the limit of {limit}: connection closed"
             )
             return data[:2]  # the DUL takes a short header for a closed connection
         self._header = length == 0
@@ -222,7 +219,7 @@ class DimseServer:
         sock = event.assoc.dul.socket
         if sock is not None:
             peer = f"{event.address[0]}:{event.address[1]}"
-            sock.recv = _PduGuard(sock, self.config.max_pdu, peer)
+            sock.recv = _PduGuard(sock, self.config.max_pdu, peer, self._refuse)
 
     def _on_requested(self, event: Any) -> None:
         assoc = event.assoc
@@ -285,6 +282,13 @@ class DimseServer:
         except Exception as e:
             return self._store_failed(
                 FAIL_CANNOT_UNDERSTAND, f"malformed data set: {e}", calling, sop
+            )
+        if not held_sop or not held_class:
+            return self._store_failed(
+                FAIL_CANNOT_UNDERSTAND,
+                "malformed data set: no SOP Class / Instance UID (0008,0016/0018) can be read",
+                calling,
+                sop,
             )
         if held_sop != sop:
             return self._store_failed(
