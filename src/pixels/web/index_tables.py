@@ -378,7 +378,8 @@ def _update(
                 "ReferringPhysicianName FROM _ffirst_new"
             )
     try:
-        cur.execute(f"DELETE FROM ix.series_sum WHERE {in_seh}")
+        if old_files or removed:  # (else no touched series had a row before)
+            cur.execute(f"DELETE FROM ix.series_sum WHERE {in_seh}")
         key = "(sop, path)"
         cur.execute(
             "INSERT INTO ix.series_sum SELECT c.SeriesInstanceUID, c.StudyInstanceUID, "
@@ -402,7 +403,8 @@ def _update(
             with contextlib.suppress(duckdb.Error):
                 cur.unregister("_ffirst_new")
     # the studies touched (a twin's too, and any a touched series' rows name)
-    sk = np.union1d(sk, _keys(cur, f"SELECT DISTINCT sk FROM {aff}")["sk"])
+    if aff != "_rows":  # (the added rows' are in ``sk``)
+        sk = np.union1d(sk, _keys(cur, f"SELECT DISTINCT sk FROM {aff}")["sk"])
     in_sk = _within(cur, "sk", "_kst", sk)
     cur.execute(f"DELETE FROM ix.study_sum WHERE {in_sk}")
     key = "(first_sop, first)"
@@ -475,11 +477,12 @@ def _load(
     """Rows of the ``added`` data files into ``inst_all``, ``grp`` and ``_rows``; their
     keys (``fid``, ``gid``, ``sk``, ``seh``, ``sh``: one entry per row), and their
     ``ffirst`` rows (being read)."""
-    cur.execute(
-        "CREATE OR REPLACE TEMP TABLE _files AS "
-        "SELECT unnest(?::VARCHAR[]) AS uri, unnest(?::INTEGER[]) AS fid",
-        [added, new_fids],
-    )
+    if scan.direct and len(added) > 1:  # the files' ids, joined by file name
+        cur.execute(
+            "CREATE OR REPLACE TEMP TABLE _files AS "
+            "SELECT unnest(?::VARCHAR[]) AS uri, unnest(?::INTEGER[]) AS fid",
+            [added, new_fids],
+        )
     cols = (
         f"path, {_GROUP_SQL}, SOPInstanceUID, SOPClassUID, InstanceNumber, "
         "error IS NULL AS ok, cataloged_at"
