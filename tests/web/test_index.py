@@ -165,6 +165,12 @@ def _state(index: TableIndex) -> dict[str, object]:
         "groups": snap.rows("SELECT * EXCLUDE (gid) FROM sgrp ORDER BY ALL", []),
         "series": snap.rows("SELECT * FROM series_sum ORDER BY SeriesInstanceUID", []),
         "studies": snap.rows("SELECT * FROM study_sum ORDER BY StudyInstanceUID", []),
+        # the study search: its sorted part and its new studies together
+        "study_search": snap.rows(
+            "SELECT * FROM (SELECT * FROM qs UNION ALL SELECT * FROM qs_new) "
+            "ORDER BY StudyInstanceUID",
+            [],
+        ),
     }
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 from deltalake import DeltaTable
@@ -171,13 +172,14 @@ def test_the_update_for_many_touched_uids_matches_a_fresh_build(
     index.close()
 
 
-@pytest.mark.parametrize("fmt", [1, 2])
+@pytest.mark.parametrize("fmt", [1, 2, 3])
 def test_an_index_saved_in_the_previous_layout_is_upgraded_in_place(
     catalog: str, tmp_path: Path, fmt: int
 ) -> None:
     """An index saved before the study keys (``sk`` of ``grp`` and ``study_sum``, format
-    1) or before the series keys of the updates (``seh`` of ``ffirst`` and
-    ``series_sum``, ``sk`` of ``series_sum``: format 2) is turned into the current
+    1), before the series keys of the updates (``seh`` of ``ffirst`` and
+    ``series_sum``, ``sk`` of ``series_sum``: format 2) or before the study search table
+    (``qs``, ``qs_new``: format 3) is turned into the current
     layout when opened, without reading the table again, and answers and follows
     commits as a fresh build does."""
     import duckdb
@@ -188,19 +190,13 @@ def test_an_index_saved_in_the_previous_layout_is_upgraded_in_place(
     first.current()
     first.close()
     con = duckdb.connect(str(_saved(catalog)))  # the older layout
-    con.execute("ALTER TABLE ffirst DROP COLUMN seh")
-    con.execute("ALTER TABLE series_sum DROP COLUMN seh")
-    con.execute("ALTER TABLE series_sum DROP COLUMN sk")
-    if fmt == 1:  # no study keys either
-        con.execute("DROP VIEW sgrp")
-        con.execute("ALTER TABLE grp DROP COLUMN sk")
-        con.execute("ALTER TABLE study_sum DROP COLUMN sk")
-        con.execute(
-            "CREATE VIEW sgrp AS SELECT g.*, s.StudyID, s.ReferringPhysicianName "
-            "FROM grp g JOIN series_sum s USING (SeriesInstanceUID) WHERE g.n > 0"
-        )
-    con.execute("UPDATE state SET format = ?", [fmt])
-    con.close()
+    con.execute("DROP TABLE qs")
+    con.execute("DROP TABLE qs_new")
+    if fmt == 3:  # only the study search table missing
+        con.execute("UPDATE state SET format = 3")
+        con.close()
+    else:
+        _format_1_or_2(con, fmt)
     assert fmt in index_tables.UPGRADES
 
     old = TableIndex(CatalogTable(catalog))
@@ -214,3 +210,20 @@ def test_an_index_saved_in_the_previous_layout_is_upgraded_in_place(
     assert _state(old) == _fresh(catalog)
     assert old.last_update["added_files"] == 1
     old.close()
+
+
+def _format_1_or_2(con: Any, fmt: int) -> None:
+    """Turn a saved index of format 3 less its study search into format ``fmt``."""
+    con.execute("ALTER TABLE ffirst DROP COLUMN seh")
+    con.execute("ALTER TABLE series_sum DROP COLUMN seh")
+    con.execute("ALTER TABLE series_sum DROP COLUMN sk")
+    if fmt == 1:  # no study keys either
+        con.execute("DROP VIEW sgrp")
+        con.execute("ALTER TABLE grp DROP COLUMN sk")
+        con.execute("ALTER TABLE study_sum DROP COLUMN sk")
+        con.execute(
+            "CREATE VIEW sgrp AS SELECT g.*, s.StudyID, s.ReferringPhysicianName "
+            "FROM grp g JOIN series_sum s USING (SeriesInstanceUID) WHERE g.n > 0"
+        )
+    con.execute("UPDATE state SET format = ?", [fmt])
+    con.close()

@@ -125,6 +125,8 @@ class TableIndex:
         self.reader = RowReader(self._uris)
         self._rows_since_checkpoint = 0
         self._checkpoint_due = False
+        #: the study search's new studies are due to be sorted in (:meth:`_checkpoint_later`)
+        self._sort_due = False
         self._checkpointer: threading.Thread | None = None
         self._scan: TableScan | None = None
         self._view_version: tuple[int | None, int] | None = None
@@ -257,7 +259,7 @@ class TableIndex:
             if self._snap is None or self._snap.version != scan.version:
                 self._update(scan)
                 self._snap = Snapshot(self, scan.version)
-                if self._checkpoint_due:
+                if self._checkpoint_due or self._sort_due:
                     self._checkpoint_later()
             return self._snap
         finally:
@@ -296,12 +298,28 @@ class TableIndex:
         }
 
     def _checkpoint_later(self) -> None:
-        """Checkpoint the index in a thread of its own once the update in progress has
-        let go of the lock (the next update waits for it; requests do not)."""
-        self._checkpoint_due = False
+        """Checkpoint the index (and sort the study search's new studies in, when due:
+        :func:`~pixels.web.index_tables.sort_study_search`) in a thread of its own once
+        the update in progress has let go of the lock (the next update waits for it;
+        requests do not)."""
+        checkpoint, self._checkpoint_due = self._checkpoint_due, False
+        sort, self._sort_due = self._sort_due, False
 
         def run() -> None:
             with self._lock:
+                if sort:
+                    cur = self.con.cursor()
+                    try:
+                        cur.execute("BEGIN TRANSACTION")
+                        try:
+                            index_tables.sort_study_search(cur)
+                            cur.execute("COMMIT")
+                        except duckdb.Error:
+                            cur.execute("ROLLBACK")  # the next update tries again
+                    finally:
+                        cur.close()
+                if not checkpoint:
+                    return
                 try:
                     self.con.execute("CHECKPOINT ix")
                 except duckdb.Error:
@@ -363,6 +381,8 @@ class TableIndex:
                         "INSERT INTO ix.files SELECT unnest(?::INTEGER[]), unnest(?::VARCHAR[])",
                         [new_fids, [self._saved_name(u) for u in added]],
                     )
+                if last and (added or removed):
+                    self._sort_due = index_tables.study_search_due(cur)
                 version = scan.version if last else self._version
                 cur.execute(
                     "UPDATE ix.state SET version = ?, next_fid = ?",

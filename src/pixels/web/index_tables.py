@@ -19,6 +19,13 @@ instance, kept up to date file by file (:func:`apply`):
   ``qmeta``, recomputed for the studies and series a version touched only; ``seh``
   (in ``ffirst`` and ``series_sum``: the hash of the SeriesInstanceUID, as in
   ``inst_all``) and ``sk`` find an update's rows without reading their VARCHARs;
+- ``qs`` / ``qs_new``: the study search table (:data:`STUDY_SEARCH`): one row per
+  study with its study-level key columns (``pn``: ``PatientName`` lower-cased),
+  modalities, counts and ``qmeta`` (stored uncompressed: a page of answers reads only
+  its rows). ``qs`` is kept in the order studies are answered in (:data:`STUDY_ORDER`),
+  so that a search reads it from the start and stops at its page; the studies an
+  update touches leave it for ``qs_new``, which :func:`sort_study_search` merges back
+  (:func:`study_search_due` says when);
 - ``files`` / ``state``: the data files indexed (id, URI) and the table version
   the tables stand for, so that an index saved in a file resumes where it was;
 - the views ``inst`` (kept rows with their group's columns) and ``sgrp`` (live
@@ -49,11 +56,23 @@ from pixels.web.firsts import FFIRST, Sidecars, firsts_table
 from pixels.web.rowreads import RowReader
 from pixels.web.sopkeys import SopKeys
 
-__all__ = ["FORMAT", "GROUP_COLUMNS", "KEY_COLUMNS", "SCHEMA_SQL", "UPGRADES", "apply"]
+__all__ = [
+    "FORMAT",
+    "GROUP_COLUMNS",
+    "KEY_COLUMNS",
+    "SCHEMA_SQL",
+    "STUDY_ORDER",
+    "STUDY_SEARCH",
+    "UPGRADES",
+    "apply",
+    "modality_key",
+    "sort_study_search",
+    "study_search_due",
+]
 
 #: Version of the tables' layout: an index saved with another one is built again,
 #: unless :data:`UPGRADES` turns it into this one.
-FORMAT = 3
+FORMAT = 4
 
 #: Study and series level key columns: one ``grp`` row per distinct combination.
 GROUP_COLUMNS = (
@@ -95,6 +114,85 @@ _SGRP_SQL = """CREATE OR REPLACE VIEW ix.sgrp AS SELECT g.*, s.StudyID, s.Referr
 #: on integers.
 _SK = "hash(StudyInstanceUID)"
 
+#: Study-level key columns of ``grp``: a study search on these alone reads ``qs``.
+STUDY_SEARCH = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyInstanceUID",
+    "StudyDate",
+    "AccessionNumber",
+    "StudyDescription",
+)
+#: The order studies are answered in (and ``qs`` is kept in).
+STUDY_ORDER = "d DESC NULLS LAST, StudyInstanceUID"
+#: ``qs`` and ``qs_new``: ``mixed`` marks a study whose live groups differ in a column of
+#: :data:`STUDY_SEARCH` (its columns are then NULL: searched through ``grp``); ``pn`` is
+#: ``lower(PatientName)`` (what ``ILIKE`` compares); ``modstr`` the modalities as
+#: ``\MR\CT\``, each with ``%`` and ``\\`` percent-encoded (:func:`modality_key`): a
+#: study has modality ``m`` when ``modstr`` contains ``modality_key(m)``, a test DuckDB
+#: runs in the scan (a test of the list does not).
+_QS_DEF = """(sk UBIGINT, d DATE, StudyInstanceUID VARCHAR, mixed BOOLEAN,
+  PatientName VARCHAR, pn VARCHAR, PatientID VARCHAR, PatientBirthDate DATE, PatientSex VARCHAR,
+  StudyDate DATE, AccessionNumber VARCHAR, StudyDescription VARCHAR, mods VARCHAR[],
+  modstr VARCHAR, n_series BIGINT, n_inst BIGINT,
+  first VARCHAR USING COMPRESSION uncompressed, qmeta VARCHAR USING COMPRESSION uncompressed)"""
+_QS_SQL = f"""CREATE TABLE ix.qs {_QS_DEF};
+CREATE TABLE ix.qs_new {_QS_DEF};
+"""
+#: Studies in ``qs_new`` that make the next update's checkpoint thread sort them into
+#: ``qs`` (and more than a sixteenth of ``qs``).
+_QS_NEW_MAX = 2048
+
+
+def modality_key(modality: str) -> str:
+    """What ``modstr`` contains when a study has ``modality`` (see :data:`_QS_DEF`)."""
+    return "\\" + modality.replace("%", "%25").replace("\\", "%5C") + "\\"
+
+
+def _study_search_rows(studies: str, groups: str) -> str:
+    """``qs`` rows of the ``study_sum`` rows passing ``studies`` (from their live groups
+    among the ``grp`` rows passing ``groups``)."""
+    same = ", ".join(STUDY_SEARCH)
+    one = ", ".join(
+        f"CASE WHEN count(DISTINCT ({same})) = 1 THEN any_value({c}) END AS {c}"
+        for c in STUDY_SEARCH
+        if c != "StudyInstanceUID"
+    )
+    return (
+        "SELECT s.sk, s.d, s.StudyInstanceUID, g.k > 1, g.PatientName, lower(g.PatientName), "
+        "g.PatientID, g.PatientBirthDate, g.PatientSex, g.StudyDate, g.AccessionNumber, "
+        "g.StudyDescription, s.mods, '\\' || array_to_string(list_transform(s.mods, "
+        "lambda m: replace(replace(m, '%', '%25'), '\\', '%5C')), '\\') || '\\', "
+        "s.n_series, s.n_inst, s.first, s.qmeta "
+        f"FROM (SELECT * FROM ix.study_sum WHERE {studies}) s JOIN "
+        f"(SELECT sk, count(DISTINCT ({same})) AS k, {one} FROM ix.grp "
+        f"WHERE n > 0 AND {groups} GROUP BY sk) g USING (sk)"
+    )
+
+
+def sort_study_search(cur: duckdb.DuckDBPyConnection) -> None:
+    """Merge ``qs_new`` into ``qs``, in :data:`STUDY_ORDER` (the caller's transaction;
+    readers see the tables before or after)."""
+    cur.execute(
+        "CREATE OR REPLACE TEMP TABLE _qs AS SELECT * FROM ix.qs UNION ALL SELECT * FROM ix.qs_new"
+    )
+    cur.execute("DROP TABLE ix.qs")
+    cur.execute("DELETE FROM ix.qs_new")
+    cur.execute(f"CREATE TABLE ix.qs {_QS_DEF}")
+    cur.execute(f"INSERT INTO ix.qs SELECT * FROM _qs ORDER BY {STUDY_ORDER}")
+    cur.execute("DROP TABLE _qs")
+
+
+def study_search_due(cur: duckdb.DuckDBPyConnection) -> bool:
+    """Whether ``qs_new`` holds enough studies for :func:`sort_study_search`."""
+    row = cur.execute(
+        "SELECT (SELECT count(*) FROM ix.qs_new), (SELECT count(*) FROM ix.qs)"
+    ).fetchone()
+    return row is not None and row[0] > max(_QS_NEW_MAX, row[1] // 16)
+
+
 SCHEMA_SQL = f"""
 CREATE TABLE ix.inst_all (fid INTEGER, _row BIGINT, gid UBIGINT, sh UBIGINT, seh UBIGINT,
   path VARCHAR,
@@ -118,7 +216,7 @@ CREATE VIEW ix.inst AS SELECT i.path, {", ".join("g." + c for c in GROUP_COLUMNS
   i.SOPInstanceUID, i.SOPClassUID, i.InstanceNumber, s.StudyID, s.ReferringPhysicianName,
   i.fid, i._row FROM ix.inst_all i JOIN ix.grp g ON i.gid = g.gid
   LEFT JOIN ix.series_sum s ON s.SeriesInstanceUID = i.SeriesInstanceUID WHERE i.keep;
-CREATE TABLE ix.files (fid INTEGER, uri VARCHAR);
+{_QS_SQL}CREATE TABLE ix.files (fid INTEGER, uri VARCHAR);
 CREATE TABLE ix.state (format INTEGER, version BIGINT, next_fid INTEGER);
 """
 
@@ -138,12 +236,16 @@ ALTER TABLE ix.series_sum ADD COLUMN seh UBIGINT;
 ALTER TABLE ix.series_sum ADD COLUMN sk UBIGINT;
 UPDATE ix.series_sum SET seh = hash(SeriesInstanceUID), sk = {_SK};
 """
+#: Format 3 to 4: the study search table, sorted.
+_TO_4 = f"""{_QS_SQL}
+INSERT INTO ix.qs {_study_search_rows("true", "true")} ORDER BY {STUDY_ORDER};
+"""
 _DONE = f"UPDATE ix.state SET format = {FORMAT};"
 
 #: SQL that turns an index saved with an older :data:`FORMAT` (the key) into the current
 #: one in place (seconds at 10M instances: it touches the per-group, per-series and
 #: per-study tables only), instead of building it again.
-UPGRADES = {1: _TO_2 + _TO_3 + _DONE, 2: _TO_3 + _DONE}
+UPGRADES = {1: _TO_2 + _TO_3 + _TO_4 + _DONE, 2: _TO_3 + _TO_4 + _DONE, 3: _TO_4 + _DONE}
 
 
 #: Up to this many touched keys are looked up as constants.
@@ -429,6 +531,13 @@ def _update(
         "GROUP BY StudyInstanceUID) g USING (StudyInstanceUID) "
         "LEFT JOIN (SELECT rowid AS qrow, qmeta FROM ix.series_sum "
         f"WHERE {_by_rowid(qrows)}) q USING (qrow)"
+    )
+    # their rows of the study search: out of ``qs`` (kept in order), into ``qs_new``
+    cur.execute(f"DELETE FROM ix.qs WHERE {in_sk}")
+    cur.execute(f"DELETE FROM ix.qs_new WHERE {in_sk}")
+    cur.execute(
+        "INSERT INTO ix.qs_new "
+        + _study_search_rows(_by_rowid(_rowids(cur, "ix.study_sum", in_sk)), group_rows)
     )
 
 

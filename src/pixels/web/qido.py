@@ -35,6 +35,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from pixels.web.index import QMETA_TAGS, Snapshot, TableIndex, index_of
+from pixels.web.index_tables import STUDY_ORDER, STUDY_SEARCH, modality_key
 from pixels.web.levels import SERIES_TAGS, STUDY_TAGS, is_instance_level
 from pixels.web.state import base_url, check_uid, state_of
 
@@ -240,6 +241,8 @@ class _Query:
     ignored: list[str] = field(default_factory=list)
     #: The matching keys used (keywords of :data:`KEYS`).
     keys: list[str] = field(default_factory=list)
+    #: The matching keys with their values, as given (non-universal ones).
+    pairs: list[tuple[str, str]] = field(default_factory=list)
 
 
 def _count(key: str, value: str, most: int) -> int:
@@ -287,6 +290,7 @@ def _parse_query(request: Request) -> _Query:
             continue  # universal matching (PS3.4 C.2.2.2.3; "*" alone is the same)
         c, p = _condition(kw or key, spec, value)
         q.keys.append(kw or key)
+        q.pairs.append((kw or key, value))
         if spec.kind == "modalities":
             if p:
                 q.of_study.append(c)
@@ -382,7 +386,10 @@ def search(request: Request) -> Response:
         passed = " AND ".join(cs)
         return f"sgrp WHERE {passed}" if on_series else f"grp WHERE n > 0 AND {passed}"
 
-    if level == STUDY and grouped:
+    fast = level == STUDY and all(k in _STUDY_SEARCH for k in q.keys)
+    if fast:
+        sql = ""  # made below, with the index's flags (:func:`_study_search`)
+    elif level == STUDY and grouped:
         # studies matched by their key ``sk`` (an integer join: on UID strings the join
         # cost more than the rest of the search); the page is chosen on the narrow
         # columns first, then only its rows' ``qmeta`` (1-2 kB each) are read: a scan of
@@ -450,7 +457,11 @@ def search(request: Request) -> Response:
     if kept is not None:
         return Response(kept[0], media_type="application/dicom+json", headers=kept[1])
     # one row more than asked for says whether the answer was cut (PS3.18 8.3.4.4)
-    rows = _rows(index, snap, sql, [*params, q.limit + 1, q.offset])
+    if fast:
+        sql, params = _study_search(q, _flags(index, snap))
+        rows = _rows(index, snap, sql, [*params, q.limit + 1, q.offset])
+    else:
+        rows = _rows(index, snap, sql, [*params, q.limit + 1, q.offset])
     cut = len(rows) > q.limit
     del rows[q.limit :]
     # the study/series attributes the index holds answer unless other tags are asked for
@@ -501,6 +512,104 @@ def search(request: Request) -> Response:
     if snap.version is not None:
         answers.put(key, body, headers)
     return Response(body, media_type="application/dicom+json", headers=headers)
+
+
+#: Keys a study search answers from the study search table alone (``qs``, ``qs_new``:
+#: :mod:`pixels.web.index_tables`).
+_STUDY_SEARCH = frozenset((*STUDY_SEARCH, "ModalitiesInStudy"))
+_QS_COLUMNS = (
+    "d, StudyInstanceUID, first AS path, qmeta, n_series AS study_series, "
+    "n_inst AS study_inst, mods"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Flags:
+    """What the study search table of one version holds that needs the slower forms."""
+
+    #: studies whose live groups differ in a study-level column (matched through ``grp``)
+    mixed: bool
+    #: person names of several component groups (``=``): matched group by group
+    groups: bool
+
+
+_FLAGS: weakref.WeakKeyDictionary[TableIndex, tuple[int, _Flags]] = weakref.WeakKeyDictionary()
+
+
+def _flags(index: TableIndex, snap: Snapshot) -> _Flags:
+    """The :class:`_Flags` of the snapshot's version (one query per version)."""
+    kept = _FLAGS.get(index)
+    if kept is not None and snap.version is not None and kept[0] == snap.version:
+        return kept[1]
+    row = _rows(
+        index,
+        snap,
+        "SELECT count(*) FILTER (mixed) AS m, count(*) FILTER (strpos(PatientName, '=') > 0) "
+        "AS g FROM (SELECT mixed, PatientName FROM qs UNION ALL "
+        "SELECT mixed, PatientName FROM qs_new)",
+        [],
+    )[0]
+    flags = _Flags(mixed=row["m"] > 0, groups=row["g"] > 0)
+    if snap.version is not None:
+        _FLAGS[index] = (snap.version, flags)
+    return flags
+
+
+def _study_search(q: _Query, flags: _Flags) -> tuple[str, list[Any]]:
+    """A study search on :data:`_STUDY_SEARCH` keys over the study search table, and its
+    parameters but the last two (limit + 1, offset).
+
+    ``qs`` is in answer order (:data:`~pixels.web.index_tables.STUDY_ORDER`): its first
+    ``offset + limit + 1`` matches are read and the scan stops there; the studies
+    updates moved to ``qs_new`` (a few thousand at most) are matched whole, and the two
+    merged. Matching is that of the group tables: ``pn`` is ``lower(PatientName)``, as
+    ``ILIKE`` compares; a study whose groups differ in a study-level column (``mixed``)
+    is matched on its groups; ModalitiesInStudy on the study's modalities.
+    """
+    attrs: list[str] = []
+    attr_params: list[Any] = []
+    mods: list[str] = []
+    mod_params: list[Any] = []
+    for kw, value in q.pairs:
+        spec = KEYS[kw]
+        if spec.kind == "modalities":
+            wanted = _split_list(value)
+            if wanted:
+                mods.append("(" + " OR ".join("contains(modstr, ?)" for _ in wanted) + ")")
+                mod_params += [modality_key(m) for m in wanted]
+            continue
+        if spec.kind == "pn" and not flags.groups and "=" not in value:
+            pattern, wild = _wildcard(value)
+            like = _like("LIKE", pattern).replace("?", "lower(?)", 1)
+            cond = f"pn {like}"
+            cond_params: list[Any] = [pattern]
+            if not wild and "^" not in value:
+                cond = f"({cond} OR pn {like})"
+                cond_params.append(pattern + "^%")
+        else:
+            cond, cond_params = _condition(kw, spec, value)
+        attrs.append(cond)
+        attr_params += cond_params
+    where = " AND ".join(attrs) or "true"
+    params = attr_params
+    if attrs and flags.mixed:
+        # (a mixed study's columns are NULL: it passes only through its groups)
+        where = (
+            f"(({where}) OR (mixed AND sk IN (SELECT sk FROM grp WHERE n > 0 AND "
+            f"{' AND '.join(q.conds)})))"
+        )
+        params = attr_params + q.params
+    if mods:
+        where = " AND ".join([where, *mods])
+        params = params + mod_params
+    sql = (
+        "SELECT StudyInstanceUID, path, qmeta, study_series, study_inst, mods FROM ("
+        f"(SELECT {_QS_COLUMNS} FROM qs WHERE {where} LIMIT ?) UNION ALL "
+        f"(SELECT {_QS_COLUMNS} FROM qs_new WHERE {where})) "
+        f"ORDER BY {STUDY_ORDER} LIMIT ? OFFSET ?"
+    )
+    first = min(q.limit + 1 + q.offset, _MAX_OFFSET)
+    return sql, [*params, first, *params]
 
 
 def _rows(index: TableIndex, snap: Snapshot, sql: str, params: list[Any]) -> list[dict[str, Any]]:
