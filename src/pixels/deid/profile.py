@@ -374,7 +374,6 @@ FFFA,FFFA DigitalSignaturesSequence X
 0038,0060 ServiceEpisodeID X
 0008,0018 SOPInstanceUID U
 0010,21A0 SmokingStatus X P:K
-0018,1020 SoftwareVersions X D:K
 0008,2112 SourceImageSequence X/Z/U*
 0038,0050 SpecialNeeds X P:C
 0018,9516 StartAcquisitionDateTime X L:C
@@ -480,16 +479,17 @@ def resolve(action: str, is_sequence: bool) -> str:
     """One action for a compound one, chosen without the IOD.
 
     ``X/Z/U*`` (references to images) keeps the sequence and replaces the UIDs inside:
-    ``K`` here, since every instance UID is replaced anyway. Otherwise the choice keeps a
-    Type 2 attribute valid and hides the value: ``Z`` for ``X/Z`` and ``X/Z/D``, ``D``
-    for ``X/D`` and ``Z/D`` (a Type 1 attribute keeps a value). A ``D`` on a sequence
-    keeps its items and cleans them with the same rules.
+    ``K`` here, since every instance UID is replaced anyway. Otherwise the choice keeps the
+    attribute valid whatever its Type in the IOD, and hides the value: ``D`` (a dummy) for
+    every compound with ``D`` (Device Serial Number is Type 1 in a SEG's Enhanced General
+    Equipment), ``Z`` for ``X/Z``; a sequence is emptied (``Z``) rather than given dummy
+    items. A plain ``D`` on a sequence keeps its items and cleans them with the same rules.
     """
     if action == "X/Z/U*":
         return "K"
-    if action in ("X/Z", "X/Z/D"):
+    if action == "X/Z" or (is_sequence and action in ("X/Z/D", "X/D", "Z/D")):
         return "Z"
-    if action in ("X/D", "Z/D"):
+    if action in ("X/Z/D", "X/D", "Z/D"):
         return "D"
     if action == "D" and is_sequence:
         return "K"

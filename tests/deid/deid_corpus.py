@@ -1,11 +1,17 @@
-"""What counts as a source's PHI in the tests: strings that must not survive anywhere in the bytes."""
+"""For the pixels.deid tests: what counts as a source's PHI (strings that must not survive
+anywhere in the bytes), and a real SEG referencing a real CT."""
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pydicom
 from pydicom.datadict import keyword_for_tag
+
+from corpus import sample_file
 
 #: Text attributes that identify a person, place or visit, as they appear in the test files.
 IDENTIFYING = {
@@ -77,3 +83,38 @@ def leaked(data: bytes, strings: set[str]) -> set[str]:
         if re.search(head + raw + tail, data):
             found.add(s)
     return found
+
+
+def seg_of_ct(path: Path) -> Path:
+    """A binary SEG by highdicom over CT_small (a square), referencing it."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    ct = pydicom.dcmread(sample_file("CT_small.dcm"))
+    mask = np.zeros((1, int(ct.Rows), int(ct.Columns)), dtype=bool)
+    mask[0, 40:80, 40:80] = True
+    seg = hd.seg.Segmentation(
+        source_images=[ct],
+        pixel_array=mask,
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=[
+            hd.seg.SegmentDescription(
+                segment_number=1,
+                segment_label="lesion",
+                segmented_property_category=codes.SCT.Tissue,
+                segmented_property_type=codes.SCT.Tissue,
+                algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL,
+            )
+        ],
+        series_instance_uid=hd.UID(),
+        series_number=2,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer="Pixels tests",
+        manufacturer_model_name="test",
+        software_versions="0",
+        device_serial_number="SEG-SN-4711",
+        transfer_syntax_uid=pydicom.uid.ExplicitVRLittleEndian,
+    )
+    seg.save_as(path)
+    return path
