@@ -742,7 +742,15 @@ def stow_load(url: str, table: Path, rate: int, seconds: int) -> dict[str, Any]:
 # ---------------------------------------------------------------------------- sql
 
 
-def bench_sql(table: Path, facts: dict[str, Any], cluster: bool) -> dict[str, Any]:
+def bench_sql(
+    table: Path, facts: dict[str, Any], cluster: bool, before: str | None = None
+) -> dict[str, Any]:
+    """``pixels sql`` as a process (the default table output; wall and the child's CPU,
+    min of 5) and in process (min of 5): a point look-up by StudyInstanceUID and ``GROUP
+    BY Modality``; with ``before`` (a git revision) the process runs of that code too,
+    interleaved with this one's."""
+    import resource
+
     from pixels import Catalog
 
     study = facts["series500"]["study"]
@@ -753,31 +761,41 @@ def bench_sql(table: Path, facts: dict[str, Any], cluster: bool) -> dict[str, An
         ),
         "GROUP BY Modality": "SELECT Modality, count(*) FROM object_catalog GROUP BY Modality",
     }
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    variants = {"": dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))}
+    if before:
+        path = [str(old_src(before)), *sys.path]
+        variants[f" at {before}"] = dict(os.environ, PYTHONPATH=os.pathsep.join(path))
 
     def measure(t: Path) -> dict[str, Any]:
         res: dict[str, Any] = {}
         for name, q in queries.items():
-            cli = []
-            for _ in range(3):
-                t0 = time.perf_counter()
-                subprocess.run(
-                    python_cmd("-m", "pixels.cli", "sql", "--table", str(t), q),
-                    check=True,
-                    capture_output=True,
-                    env=env,
-                )
-                cli.append(time.perf_counter() - t0)
+            wall: dict[str, list[float]] = {v: [] for v in variants}
+            cpu: dict[str, list[float]] = {v: [] for v in variants}
+            for _ in range(5):
+                for v, env in variants.items():
+                    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+                    t0 = time.perf_counter()
+                    subprocess.run(
+                        python_cmd("-m", "pixels.cli", "sql", "--table", str(t), q),
+                        check=True,
+                        capture_output=True,
+                        env=env,
+                    )
+                    wall[v].append(time.perf_counter() - t0)
+                    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+                    cpu[v].append(r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime)
             inproc = []
             for _ in range(5):
                 t0 = time.perf_counter()
                 Catalog(str(t)).sql_arrow(q)
                 inproc.append(time.perf_counter() - t0)
-            res[name] = {
-                "pixels sql (process)_ms": round(min(cli) * 1e3),
-                "in process_ms": round(min(inproc) * 1e3),
-                "load": load_avg(),
-            }
+            res[name] = {"in process_ms": round(min(inproc) * 1e3), "load": load_avg()}
+            for v in variants:
+                res[name][f"pixels sql (process){v}_ms"] = round(min(wall[v]) * 1e3)
+                res[name][f"pixels sql (process){v}, median_ms"] = round(
+                    statistics.median(wall[v]) * 1e3
+                )
+                res[name][f"pixels sql (process){v}, CPU_ms"] = round(min(cpu[v]) * 1e3)
         return res
 
     out: dict[str, Any] = {"before": measure(table)}
@@ -923,6 +941,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cluster-max", type=int, default=1_000_000)
     ap.add_argument("--commit-rounds", type=int, default=6, help="10k-row commits (--only commit)")
     ap.add_argument("--only", nargs="*", default=["index", "server", "sql"])
+    ap.add_argument("--sql-before", default=None, help="git revision: its `pixels sql` too")
     ap.add_argument("--out", type=Path, default=RESULTS / "scale.json")
     args = ap.parse_args(argv)
     WORK_DIR.mkdir(parents=True, exist_ok=True)
@@ -961,7 +980,7 @@ def main(argv: list[str] | None = None) -> int:
             entry["stow_old_vs_new"] = bench_stow(table, args.stow_rate, args.stow_seconds)
             print(rows, "stow", json.dumps(entry["stow_old_vs_new"]), flush=True)
         if "sql" in args.only:
-            entry["sql"] = bench_sql(table, facts, rows <= args.cluster_max)
+            entry["sql"] = bench_sql(table, facts, rows <= args.cluster_max, args.sql_before)
             print(rows, "sql", json.dumps(entry["sql"]), flush=True)
         results["sizes"][str(rows)] = entry
         dump_json(out_path, results)

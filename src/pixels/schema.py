@@ -20,6 +20,9 @@ import pyarrow as pa
 
 #: Version of the table layout; stored in the Delta table's configuration.
 SCHEMA_VERSION = 2
+#: The table description, naming the schema version its rows are in (delta-rs
+#: accepts no custom table property): an older one means rows to upgrade.
+DESCRIPTION = f"Pixels catalog: one row per file (pixels schema {SCHEMA_VERSION})"
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,47 +4,57 @@
 :mod:`pixels.cli.query`; ``thumbnails``, ``show``, ``patches`` in
 :mod:`pixels.cli.images`; ``segment``, ``models`` in :mod:`pixels.cli.ml`;
 ``serve`` in :mod:`pixels.cli.serve`; ``optimize``, ``upgrade``, ``schema`` in
-:mod:`pixels.cli.maintenance`; ``demo`` in :mod:`pixels.cli.demo`; ``dimse`` in :mod:`pixels.cli.dimse`. Options they
-share are in :mod:`pixels.cli.options`. ``python -m pixels.cli`` runs it too.
+:mod:`pixels.cli.maintenance`; ``demo`` in :mod:`pixels.cli.demo`; ``deid`` in
+:mod:`pixels.cli.deid`; ``dimse`` in :mod:`pixels.cli.dimse`. Each command's module is
+imported when that command runs. Options they share are in :mod:`pixels.cli.options`.
+``python -m pixels.cli`` runs it too.
 """
 
 from __future__ import annotations
 
-import click
+import importlib
+from typing import Any
 
-from pixels.cli.catalog import catalog_cmd
-from pixels.cli.deid import deid_cmd
-from pixels.cli.demo import demo_cmd
-from pixels.cli.dimse import dimse_group
-from pixels.cli.images import patches_cmd, show_cmd, thumbnails_cmd
-from pixels.cli.maintenance import optimize_cmd, schema_cmd, upgrade_cmd
-from pixels.cli.ml import models_cmd, segment_cmd
-from pixels.cli.query import sql_cmd
-from pixels.cli.serve import serve_cmd
+import click
 
 __all__ = ["main"]
 
+#: command name -> (module of pixels.cli, attribute): imported only when that command
+#: runs (or ``--help`` lists them), so ``pixels sql`` does not import the catalog's,
+#: the server's and the images' modules before its query
+COMMANDS: dict[str, tuple[str, str]] = {
+    "catalog": ("catalog", "catalog_cmd"),
+    "sql": ("query", "sql_cmd"),
+    "thumbnails": ("images", "thumbnails_cmd"),
+    "show": ("images", "show_cmd"),
+    "patches": ("images", "patches_cmd"),
+    "segment": ("ml", "segment_cmd"),
+    "models": ("ml", "models_cmd"),
+    "serve": ("serve", "serve_cmd"),
+    "optimize": ("maintenance", "optimize_cmd"),
+    "upgrade": ("maintenance", "upgrade_cmd"),
+    "schema": ("maintenance", "schema_cmd"),
+    "demo": ("demo", "demo_cmd"),
+    "deid": ("deid", "deid_cmd"),
+    "dimse": ("dimse", "dimse_group"),
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+class _LazyGroup(click.Group):
+    """A group whose commands (:data:`COMMANDS`) are imported when first asked for."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*COMMANDS, *self.commands})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            module, attr = COMMANDS[cmd_name]
+            command: Any = getattr(importlib.import_module(f"pixels.cli.{module}"), attr)
+            self.add_command(command, cmd_name)
+        return self.commands.get(cmd_name)
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="pixels-lake", prog_name="pixels")
 def main() -> None:
     """Pixels: catalog medical image files into a SQL-queryable Delta Lake table."""
-
-
-for _command in (
-    catalog_cmd,
-    sql_cmd,
-    thumbnails_cmd,
-    show_cmd,
-    patches_cmd,
-    segment_cmd,
-    models_cmd,
-    serve_cmd,
-    optimize_cmd,
-    upgrade_cmd,
-    schema_cmd,
-    demo_cmd,
-    deid_cmd,
-    dimse_group,
-):
-    main.add_command(_command)

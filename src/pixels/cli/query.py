@@ -16,7 +16,6 @@ from pixels.cli.options import (
     choice_option,
     exit_on_error,
     parse_storage_options,
-    require_table,
 )
 
 __all__ = ["sql_cmd"]
@@ -47,29 +46,30 @@ def sql_cmd(
     storage_option: tuple[str, ...] = (),
 ) -> None:
     """Run a DuckDB QUERY over the view object_catalog."""
-    # pixels.sql, not pixels.catalog: the catalog's imports (pydicom, the engines)
-    # took most of a point look-up's time at start-up
+    # pixels.sql and its TableReader only, not pixels.catalog nor pixels.table: their
+    # imports (pydicom, the engines, the writer's fsspec and Parquet) took most of a
+    # point look-up's time at start-up
+    from pixels.sql import TableReader
     from pixels.sql import query as run_query
-    from pixels.table import CatalogTable
 
     options = parse_storage_options(storage_option)
     with exit_on_error("SQL error"):
-        require_table(table, options)
-        result = run_query(CatalogTable(table, storage_options=options), query)
+        result = run_query(TableReader(table, storage_options=options), query)
     _write_result(result, fmt, output, max_rows)
 
 
 def _write_result(result: Any, fmt: str, output: str | None, max_rows: int) -> None:
-    import pyarrow.csv as pacsv
-    import pyarrow.parquet as pq
-
     if fmt == "parquet":
+        import pyarrow.parquet as pq
+
         if output is None and sys.stdout.isatty():
             raise click.UsageError("--format parquet needs --output FILE (or a pipe)")
         sink: Any = output if output else sys.stdout.buffer
         pq.write_table(result, sink)
         return
     if fmt == "csv":
+        import pyarrow.csv as pacsv
+
         buf = io.BytesIO()
         pacsv.write_csv(_printable(result), buf)
         _emit(buf.getvalue().decode("utf-8"), output)
@@ -102,12 +102,13 @@ def _write_result(result: Any, fmt: str, output: str | None, max_rows: int) -> N
 def _printable(result: Any) -> Any:
     """Binary and nested columns turned into text for CSV/JSON."""
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     cols = []
     for name in result.column_names:
         col = result.column(name)
         if pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type):
+            import pyarrow.compute as pc  # only here: its import is ~0.1 s of a look-up
+
             col = pc.binary_length(col).cast(pa.string())  # lengths, not raw bytes
             name = f"{name}_bytes"
         elif pa.types.is_list(col.type) or pa.types.is_struct(col.type):

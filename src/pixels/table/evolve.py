@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pixels.errors import TableError
-from pixels.schema import SCHEMA, SCHEMA_VERSION, row_id
+from pixels.schema import DESCRIPTION, SCHEMA, row_id
 
 if TYPE_CHECKING:
     from pixels.table.catalog_table import CatalogTable
@@ -37,11 +37,6 @@ def conform(data: pa.Table | pa.RecordBatch) -> pa.Table:
             table.schema.get_field_index("rowId"), "rowId", pa.array(filled, pa.int64())
         )
     return table.select(SCHEMA.names).cast(SCHEMA)
-
-
-#: The table description, naming the schema version its rows are in (delta-rs
-#: accepts no custom table property): an older one means rows to upgrade.
-DESCRIPTION = f"Pixels catalog: one row per file (pixels schema {SCHEMA_VERSION})"
 
 
 def upgrade_rows(data: pa.Table) -> pa.Table:
