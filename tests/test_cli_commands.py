@@ -11,6 +11,8 @@ from click.testing import CliRunner
 
 COMMANDS = {
     "catalog": "List SOURCE (folder, file, zip, s3://...",
+    "deid": "De-identify the files of the catalog --table into --out...",
+    "dimse": "DICOM networking: serve the catalog (scp) or talk to a PACS...",
     "demo": "Catalog the real DICOM files bundled with pydicom (and...",
     "models": "List the segmentation models, whether each can run here, and...",
     "optimize": "Compact the table's small files and vacuum files replaced...",
