@@ -227,3 +227,16 @@ def test_a_writer_dying_between_the_data_file_and_its_first_rows(
     assert _state(index) == _rebuilt(catalog, tmp_path)
     assert index.last_update["added_files"] == 1 and index.last_update["firsts_saved"] == 1
     index.close()
+
+
+def test_a_vacuum_removes_the_first_rows_of_the_files_it_deleted(
+    catalog: str,  # noqa: F811 - the fixture
+) -> None:
+    """No index running: an optimize that vacuums at once deletes the compacted files and
+    their saved first rows; none is left for a file not on disk."""
+    before = set(_saved(catalog))
+    assert len(before) == 3
+    Catalog(catalog).optimize(retention_hours=0)
+    on_disk = {n for n in os.listdir(catalog) if n.endswith(".parquet")}
+    assert not before & on_disk  # the three files were vacuumed
+    assert set(_saved(catalog)) <= on_disk and not set(_saved(catalog)) & before

@@ -13,6 +13,7 @@ from urllib.parse import unquote
 import pyarrow.parquet as pq
 
 from pixels.storage import is_local, local_path
+from pixels.table.firsts import drop_stale_firsts
 
 if TYPE_CHECKING:
     from pixels.table.catalog_table import CatalogTable
@@ -63,6 +64,8 @@ def clean_orphans(table: CatalogTable, min_age_hours: float = ORPHAN_MIN_AGE_HOU
     with table._writer_lock():
         if local:
             _drop_stale_leases(table.uri)
+            # the first rows saved beside data files gone (vacuumed, or orphans before)
+            drop_stale_firsts(_local_path(table.uri))
         old = []
         for info in fs.ls(root, detail=True):
             name = str(info["name"]).rstrip("/").rsplit("/", 1)[-1]

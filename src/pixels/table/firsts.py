@@ -24,7 +24,15 @@ import os
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["FIRSTS_DIR", "FIRSTS_SCHEMA", "drop_firsts", "firsts_of", "read_firsts", "write_firsts"]
+__all__ = [
+    "FIRSTS_DIR",
+    "FIRSTS_SCHEMA",
+    "drop_firsts",
+    "drop_stale_firsts",
+    "firsts_of",
+    "read_firsts",
+    "write_firsts",
+]
 
 #: Folder of the saved rows, under the table's root.
 FIRSTS_DIR = os.path.join("_pixels", "firsts")
@@ -121,3 +129,21 @@ def drop_firsts(root: str, data_paths: list[str]) -> None:
     for p in data_paths:
         with contextlib.suppress(OSError):
             os.remove(_path(root, p))
+
+
+def drop_stale_firsts(root: str) -> list[str]:
+    """Remove the saved rows of data files no longer on disk (vacuumed, orphans deleted)
+    under the local table folder ``root``; returns the names removed."""
+    folder = os.path.join(root, FIRSTS_DIR)
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    gone = []
+    for name in names:
+        data = name.removesuffix(f".{_VERSION}.arrow")
+        if data != name and not os.path.exists(os.path.join(root, data)):
+            with contextlib.suppress(OSError):
+                os.remove(os.path.join(folder, name))
+                gone.append(name)
+    return gone
