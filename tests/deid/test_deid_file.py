@@ -46,6 +46,7 @@ FILES = [
     "test-SR.dcm",
     "waveform_ecg.dcm",
     "liver_1frame.dcm",
+    "liver_expb_1frame.dcm",
     "examples_overlay.dcm",
     "rtdose_expb.dcm",
     "MR_small_deflated.dcm",

@@ -208,6 +208,8 @@ def black_out(
     info = PixelInfo.from_dataset(ds)
     if info.transfer_syntax != transfer_syntax:
         info = PixelInfo(**{**_asdict(info), "transfer_syntax": transfer_syntax})
+    if not rectangles and transfer_syntax == codecs.EXPLICIT_BE:
+        return _little_endian(ds, info)
     if info.bits_allocated == 1 or info.bits_allocated % 8:
         raise DeidError(
             f"(7FE0,0010) Pixel Data with Bits Allocated {info.bits_allocated} cannot be blacked out",
@@ -251,6 +253,22 @@ def black_out(
     if info.samples_per_pixel > 1:
         ds.PlanarConfiguration = 0
     return transfer_syntax if transfer_syntax in _KEEP_NATIVE else codecs.EXPLICIT_LE
+
+
+def _little_endian(ds: Any, info: PixelInfo) -> str:
+    """Big endian native Pixel Data as little endian: OW words swapped, OB as it is.
+
+    No decoding: every Bits Allocated (1-bit included) keeps its exact bytes' meaning.
+    """
+    elem = ds["PixelData"]
+    data = bytes(elem.value)
+    if elem.VR == "OW" or (elem.VR != "OB" and info.bits_allocated > 8):
+        width = 4 if info.bits_allocated == 32 else 2
+        n = len(data) - len(data) % width
+        swapped = np.frombuffer(data[:n], dtype=np.uint8).reshape(-1, width)[:, ::-1]
+        data = swapped.tobytes() + data[n:]
+    elem.value = data
+    return codecs.EXPLICIT_LE
 
 
 def _asdict(info: PixelInfo) -> dict[str, Any]:
