@@ -41,7 +41,7 @@ Three steps, each its own sub-command (the corpus outlives the runs):
 ``pipeline N``
     CPU per file of the whole ``pixels catalog -w 2`` (parent and workers, the
     Delta table written; the parent's own share apart) on ``--sample`` files of
-    the corpus (whole series, hard-linked into a scratch folder), alternating
+    the corpus (whole series, hard-linked into a scratch folder beside ``ROOT``), alternating
     with ``--before REV``; checks that every variant wrote the same rows.
 
 ``noop N``
@@ -478,13 +478,13 @@ def pipeline(files: int, sample: int, rounds: int, before: str | None) -> dict[s
     """CPU per file of the whole ``pixels catalog -w 2`` (parent, workers, Delta writes).
 
     On ``sample`` files of the N-file corpus (whole series, hard links in a scratch
-    folder next to the corpus), into a fresh table each time, rounds alternating
+    folder beside ``ROOT``, never inside it: the corpus folders stay as written), into a fresh table each time, rounds alternating
     with the code at ``before``; the process tree's CPU seconds per file.
     """
     import tempfile
 
     corpus = ROOT / str(files)
-    work = Path(tempfile.mkdtemp(prefix="pipeline-", dir=ROOT))
+    work = Path(tempfile.mkdtemp(prefix="pipeline-", dir=ROOT.parent))
     try:
         n = 0
         for study in sorted(os.listdir(corpus)):
