@@ -190,19 +190,26 @@ def _thumbnail_error(row: dict[str, Any], message: str) -> list[dict[str, Any]]:
 class Work:
     """What a :class:`FilePool` runs on each chunk, and what a file it died on gets.
 
-    ``run(payloads, options, task_id)`` runs in the worker (a module-level function of
-    :mod:`pixels.engines.worker`, which records progress with the task id) and returns
-    one result per payload, in order; ``error(payload, message)`` is the result of a
-    payload whose worker died on it; ``path(payload)`` names its file.
+    ``run(pack(payloads), options, task_id)`` runs in the worker (a module-level function
+    of :mod:`pixels.engines.worker`, which records progress with the task id) and returns
+    the results of the payloads, in order, which ``load`` turns into what the pool yields
+    (in the parent); ``error(payload, message)`` is the result of a payload whose worker
+    died on it; ``path(payload)`` names its file. ``pack`` and ``load`` keep the messages
+    plain data, cheap to pickle both ways.
     """
 
-    run: Callable[[list[Any], RecordOptions, int], Any]
+    run: Callable[[Any, RecordOptions, int], Any]
     error: Callable[[Any, str], Any]
     path: Callable[[Any], str]
+    pack: Callable[[list[Any]], Any] = list
+    load: Callable[[Any], Any] = lambda result: result
 
 
-#: Cataloging: payloads are :class:`FileRef`, a result is a record batch of catalog rows.
-CATALOG = Work(worker.run, _error_batch, lambda ref: ref.path)
+#: Cataloging: payloads are :class:`FileRef` (sent as tuples), a result is a record batch
+#: of catalog rows (sent as Arrow IPC bytes).
+CATALOG = Work(
+    worker.run_packed, _error_batch, lambda ref: ref.path, worker.pack_refs, worker.decode_batch
+)
 #: A thumbnail pass: payloads are catalog rows, a result is a list of thumbnail columns.
 THUMBNAILS = Work(worker.thumbnails, _thumbnail_error, lambda row: row["path"])
 
@@ -340,7 +347,7 @@ class FilePool:
     def _submit(self, task: _Task) -> None:
         pool = self._start()
         refs = [r for r, _ in task.items]
-        fut = pool.submit(self.work.run, refs, self.options, task.id)
+        fut = pool.submit(self.work.run, self.work.pack(refs), self.options, task.id)
         self._inflight[fut] = task
         self._submitted += len(refs)
 
@@ -397,7 +404,7 @@ class FilePool:
         inflight, self._inflight = self._inflight, {}
         for fut, task in inflight.items():
             if fut.done() and not fut.cancelled() and fut.exception() is None:
-                yield task.items, fut.result()
+                yield task.items, self.work.load(fut.result())
                 continue
             if task.alone:
                 ((ref, _),) = task.items
@@ -477,7 +484,7 @@ class FilePool:
                 if got is None:  # already handled by a breakage
                     continue
                 try:
-                    batch = fut.result()
+                    batch = self.work.load(fut.result())
                 except BrokenProcessPool:
                     yield from self._broken(pending, suspects)
                     break
