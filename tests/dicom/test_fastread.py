@@ -631,3 +631,56 @@ def test_cached_trailing_elements_keep_offsets_and_character_sets_apart(
     assert len(metas) == 8  # 2 character sets x 2 pixel data lengths x 2 thresholds
     assert any("Café" in m for m in metas) and any("CafÃ©" in m for m in metas)
     assert len(fastread._TRAILING) == 2  # no bulk data in them: per character set
+
+
+@pytest.mark.parametrize("undefined", [False, True], ids=["defined", "undefined"])
+def test_repeated_sequences_give_the_same_json(
+    undefined: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A top-level sequence whose bytes are those of a sequence read before is taken whole
+    (the same model entry): file after file the slow path's Header; a sequence changed
+    inside, one whose bulk data URI holds an offset (never kept), one under another
+    character set, each read as it is."""
+    monkeypatch.setattr(fastread, "_CACHES", {})
+    monkeypatch.setattr(fastread, "_RUNS", {})
+    monkeypatch.setattr(fastread, "_SEQS", {})
+    code = el(0x00080100, "SH", b"121322") + el(0x00080104, "LO", b"Caf\xc3\xa9 ")
+    nested = seq(0x0040A170, [item(code, undefined)], undefined)
+
+    def source(ref: bytes) -> bytes:
+        body = el(0x00081150, "UI", b"1.2.840.10008.5.1.4.1.1.2\0") + el(0x00081155, "UI", ref)
+        return seq(0x00082112, [item(body + nested, undefined)], undefined)
+
+    blob = seq(0x00400260, [item(el(0x00091010, "OB", bytes(range(8))), undefined)], undefined)
+    metas: dict[tuple[bytes, int], set[str]] = {}
+    shared = []
+    for charset in (b"ISO_IR 100", b"ISO_IR 192"):
+        for i, ref in enumerate([b"1.2.3.4", b"1.2.3.4", b"1.2.3.4", b"1.2.3.5", b"1.2.3.5"]):
+            uid = b"1.2.%d" % (i * 11)  # another length each file: the blob's offset moves
+            data = dicom(
+                el(0x00080005, "CS", charset)
+                + el(0x00080018, "UI", uid)
+                + source(ref)
+                + el(0x00100010, "PN", b"A^B")
+                + blob
+            )
+            assert _accepted(data)
+            for threshold in (1024, 0):  # (0: the OB as a BulkDataURI with its offset)
+                fast, slow = _both(data, bulk_threshold=threshold)
+                assert fast == slow
+                assert isinstance(fast, Header) and fast.model is not None
+                assert fast.meta == _text_of_model(fast)
+                metas.setdefault((charset, threshold), set()).add(fast.meta)
+                if threshold == 1024 and charset == b"ISO_IR 100" and i < 3:
+                    shared.append(fast.model["00082112"])
+    # every file its own text (UIDs, offsets); the same sequence bytes: the same entry
+    assert all(len(m) == 5 for m in metas.values())
+    assert shared[1] is shared[2] and shared[0] == shared[1]
+    assert any("Café" in m for m in metas[(b"ISO_IR 192", 1024)])
+    assert any("CafÃ©" in m for m in metas[(b"ISO_IR 100", 1024)])
+    # kept per bulk data limit and character set; never with a bulk data URI (an offset)
+    blobs = {
+        key[0]: [s for s in seqs.values() if s[1] == blob] for key, seqs in fastread._SEQS.items()
+    }
+    assert blobs[768] and not blobs[0]
+    assert all("BulkDataURI" not in s[3] for seqs in fastread._SEQS.values() for s in seqs.values())

@@ -167,6 +167,19 @@ RUN_ENTRIES = 2_000
 RUN_BYTES = 4096
 
 
+#: A top-level sequence seen before, by its 12-byte element header (explicit VR):
+#: (its length in bytes, header and items included, its bytes, its model entry, its
+#: ``"key":{...}`` text). A file of a series repeats its sequences byte for byte, most
+#: of them of undefined length (not known before they are walked): when the bytes from
+#: the header on are the same as last time, so is the sequence. Kept only when every
+#: element inside was cacheable (no bulk data URI: those hold offsets), at most
+#: :data:`SEQ_BYTES` bytes each and :data:`SEQ_ENTRIES` per cache (same key as :data:`_CACHES`).
+_Seq = tuple[int, bytes, dict[str, Any], str]
+_SEQS: dict[tuple[int, tuple[str, ...], bool], dict[bytes, _Seq]] = {}
+SEQ_ENTRIES = 1_000
+SEQ_BYTES = 8192
+
+
 def _cache_for(limit: int, encodings: list[str], implicit: bool = False) -> _Cache:
     key = (limit, tuple(encodings), implicit)
     cache = _CACHES.get(key)
@@ -174,8 +187,10 @@ def _cache_for(limit: int, encodings: list[str], implicit: bool = False) -> _Cac
         if len(_CACHES) >= 16:
             _CACHES.clear()
             _RUNS.clear()
+            _SEQS.clear()
         cache = _CACHES[key] = {}
         _RUNS[key] = {}
+        _SEQS[key] = {}
     return cache
 
 
@@ -183,6 +198,12 @@ def _runs_for(limit: int, encodings: list[str]) -> dict[bytes, _Run]:
     """The runs of explicit VR elements kept beside :func:`_cache_for`'s cache."""
     _cache_for(limit, encodings)
     return _RUNS.setdefault((limit, tuple(encodings), False), {})
+
+
+def _seqs_for(limit: int, encodings: list[str]) -> dict[bytes, _Seq]:
+    """The top-level sequences of explicit VR kept beside :func:`_cache_for`'s cache."""
+    _cache_for(limit, encodings)
+    return _SEQS.setdefault((limit, tuple(encodings), False), {})
 
 
 def join(parts: list[str]) -> str:
@@ -285,6 +306,7 @@ def _parse_trailing(
         if p.cache is not None:
             p.cache = _cache_for(p.limit, encodings)
             p.runs = _runs_for(p.limit, encodings)
+            p.seqs = _seqs_for(p.limit, encodings)
         p.implicit = implicit
         if len(data) < 6 or implicit == _looks_explicit(data, 0):
             return None  # pydicom would switch encodings (or read nothing)
@@ -336,7 +358,9 @@ class _Parser:
         "pixel_rep",
         "rows",
         "runs",
+        "seqs",
         "table",
+        "uncached",
     )
 
     def __init__(self, buf: bytes, base: int, eof: bool, bulk_threshold: int) -> None:
@@ -355,6 +379,8 @@ class _Parser:
         self.pixel_rep: int | None = None  # a top-level (0028,0103), for US or SS tags
         self.cache = _cache_for(self.limit, self.encodings) if decoders is _DECODERS else None
         self.runs = _runs_for(self.limit, self.encodings) if self.cache is not None else None
+        self.seqs = _seqs_for(self.limit, self.encodings) if self.cache is not None else None
+        self.uncached = 0  # elements read but not cached (see :data:`_SEQS`)
 
     def short(self) -> None:
         """The bytes end inside the header: read more, or give up at the end of the file."""
@@ -569,15 +595,32 @@ class _Parser:
                     encodings = self.encodings = self.charset(pos, length)
                     cache = self.cache = _cache_for(self.limit, encodings)
                     runs = self.runs = _runs_for(self.limit, encodings)
+                    self.seqs = _seqs_for(self.limit, encodings)
                 elif kind == _SQ or vr in _CHARSET_VRS:
                     self.early_text = True
             if kind == _SQ:
                 if not elem:
                     raise _FallbackError  # a group length written as a sequence
+                seqs = self.seqs if top and tag > 0x00080005 else None
+                if seqs is not None:
+                    known = seqs.get(buf[start:pos])
+                    if known is not None:
+                        stop = start + known[0]
+                        if buf[start:stop] == known[1]:  # the same bytes: the same sequence
+                            out[key] = known[2]
+                            parts.append(known[3])
+                            pos = stop
+                            continue
+                uncached = self.uncached
                 items, texts, pos = self.sequence(pos, length, prefix + key)
                 entry: dict[str, Any] = {"vr": "SQ", "Value": items}
                 out[key] = entry
-                parts.append(f'"{key}":{{"vr":"SQ","Value":[{",".join(texts)}]}}')
+                part = f'"{key}":{{"vr":"SQ","Value":[{",".join(texts)}]}}'
+                parts.append(part)
+                if seqs is not None and self.uncached == uncached and pos - start <= SEQ_BYTES:
+                    if len(seqs) >= SEQ_ENTRIES:
+                        seqs.clear()
+                    seqs[buf[start : start + 12]] = (pos - start, buf[start:pos], entry, part)
                 continue
             if length == _UNDEFINED or kind == _NO:
                 if vr != "UN" or not group & 1 or length == _UNDEFINED or tag <= 0x00080005:
@@ -586,6 +629,7 @@ class _Parser:
                 if pos + length > n:
                     self.short()
                 entry = self.private_un(tag, pos, length, creators, prefix + key)
+                self.uncached += 1
                 out[key] = entry
                 parts.append(f'"{key}":{dumps(entry)}')
                 pos += length
@@ -640,7 +684,9 @@ class _Parser:
             part = f'"{key}":{dumps(entry)}'
             out[key] = entry
             parts.append(part)
-            if raw is not None:
+            if raw is None:
+                self.uncached += 1
+            else:
                 if len(cache) >= CACHE_ENTRIES:  # type: ignore[arg-type]
                     cache.clear()  # type: ignore[union-attr]
                 cache[raw] = (entry, part, key)  # type: ignore[index]
