@@ -291,3 +291,24 @@ def test_workers_that_cannot_start_say_why(real_files: list[Path]) -> None:
         pytest.raises(PixelsError, match=r"could not start.*8388608 bytes: too small"),
     ):
         list(pool.run([items]))
+
+
+def test_tasks_travel_as_plain_data(real_files: list[Path]) -> None:
+    """A catalog task goes to its worker as tuples and comes back as Arrow IPC bytes (both
+    pickle in C): the same refs arrive, and the same rows as :func:`worker.run`'s batch."""
+    import pickle
+
+    from pixels.engines import worker
+
+    refs = list(iter_files(str(real_files[0].parent)))
+    refs.append(make_ref("/nonexistent/x.dcm", datetime.now(UTC), 10, "x.dcm", local_path=None))
+    packed = pickle.loads(pickle.dumps(worker.pack_refs(refs)))
+    assert all(type(t) is tuple for t in packed)
+    assert worker.unpack_refs(packed) == refs
+    data = pickle.loads(pickle.dumps(worker.run_packed(packed, RecordOptions())))
+    assert isinstance(data, bytes)
+    got = worker.decode_batch(data).drop_columns(["cataloged_at"])
+    want = worker.run(refs, RecordOptions()).drop_columns(["cataloged_at"])
+    assert got.schema == want.schema and got.num_rows == len(refs) > 20
+    assert got.to_pylist() == want.to_pylist()
+    assert got.column("error")[-1].as_py() == "/nonexistent/x.dcm: file not found"
