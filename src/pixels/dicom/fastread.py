@@ -176,8 +176,8 @@ RUN_BYTES = 4096
 #: :data:`SEQ_BYTES` bytes each and :data:`SEQ_ENTRIES` per cache (same key as :data:`_CACHES`).
 _Seq = tuple[int, bytes, dict[str, Any], str]
 _SEQS: dict[tuple[int, tuple[str, ...], bool], dict[bytes, _Seq]] = {}
-SEQ_ENTRIES = 1_000
-SEQ_BYTES = 8192
+SEQ_ENTRIES = 500
+SEQ_BYTES = 4096
 
 
 def _cache_for(limit: int, encodings: list[str], implicit: bool = False) -> _Cache:
