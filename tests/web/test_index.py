@@ -226,6 +226,8 @@ def test_incremental_index_matches_a_fresh_build_after_stow_catalog_optimize_and
         stowed = _uids(sent[0])[0]
         assert studies() == before | {stowed}
         assert index.last_update["added_files"] == 1 and index.last_update["removed_files"] == 0
+        # the STOW commit's writer saved the new file's first rows: no ``meta`` read back
+        assert index.last_update["firsts_saved"] == 1
         assert _state(index) == _fresh(catalog)
 
         # a catalog run adding a series of three
