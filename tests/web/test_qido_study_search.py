@@ -17,7 +17,7 @@ import pytest
 from pydicom.uid import generate_uid
 
 from pixels import Catalog
-from pixels.web import create_app, index_tables, qido
+from pixels.web import create_app, index_tables, qido, qido_answers
 from pixels.web.index import index_of
 from web.conftest import running
 
@@ -146,7 +146,7 @@ def test_study_search_table_answers_as_the_groups_do(
     fast = [_answers(http, s | {"includefield": "all"}) for s in searches]
     # the groups' path, with no answer or result kept from the searches above
     monkeypatch.setattr(qido, "_STUDY_SEARCH", frozenset())
-    monkeypatch.setattr(qido, "_ANSWERS", type(qido._ANSWERS)())
+    monkeypatch.setattr(qido_answers, "_ANSWERS", type(qido_answers._ANSWERS)())
     slow = [_answers(http, s | {"includefield": "all"}) for s in searches]
     for params, a, b in zip(searches, fast, slow, strict=True):
         assert a == b, params
@@ -168,9 +168,12 @@ def test_study_search_table_answers_as_the_groups_do(
     assert counts[str({"ModalitiesInStudy": "O%,T"})] == 0
 
 
-def test_new_studies_are_sorted_in_and_answer_the_same(served: Any) -> None:
+def test_new_studies_are_sorted_in_and_answer_the_same(
+    served: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Sorting ``qs_new`` into ``qs`` (the checkpoint thread's work once enough studies
-    are new) leaves no new study, ``qs`` in answer order, and the same answers."""
+    are new) leaves no new study, ``qs`` in answer order, and the same answers, read
+    from ``qs`` alone once the flags are read again (a sort keeps the version)."""
     http, index, _, _ = served
     before = [_answers(http, s) for s in SEARCHES]
     cur = index.con.cursor()
@@ -188,3 +191,6 @@ def test_new_studies_are_sorted_in_and_answer_the_same(served: Any) -> None:
         cur.close()
     # (another limit: not the answers kept before)
     assert [_answers(http, s | {"limit": "50"}) for s in SEARCHES] == before
+    monkeypatch.setattr(qido, "_FLAGS", type(qido._FLAGS)())
+    assert [_answers(http, s | {"limit": "49"}) for s in SEARCHES] == before
+    assert qido._FLAGS[index][1].new is False  # qs alone

@@ -24,9 +24,9 @@ import datetime as dt
 import json
 import threading
 import weakref
-from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import duckdb
 from pydicom.datadict import keyword_for_tag, tag_for_keyword
@@ -37,6 +37,7 @@ from starlette.responses import Response
 from pixels.web.index import QMETA_TAGS, Snapshot, TableIndex, index_of
 from pixels.web.index_tables import STUDY_ORDER, STUDY_SEARCH, modality_key
 from pixels.web.levels import SERIES_TAGS, STUDY_TAGS, is_instance_level
+from pixels.web.qido_answers import answers_of
 from pixels.web.state import base_url, check_uid, state_of
 
 __all__ = ["search"]
@@ -452,14 +453,13 @@ def search(request: Request) -> Response:
         request.url.path,
         tuple(request.query_params.multi_items()),
     )
-    answers = _answers_of(index)
+    answers = answers_of(index)
     kept = answers.get(key) if snap.version is not None else None
     if kept is not None:
         return Response(kept[0], media_type="application/dicom+json", headers=kept[1])
     # one row more than asked for says whether the answer was cut (PS3.18 8.3.4.4)
     if fast:
-        sql, params = _study_search(q, _flags(index, snap))
-        rows = _rows(index, snap, sql, [*params, q.limit + 1, q.offset])
+        rows = _study_rows(index, snap, q)
     else:
         rows = _rows(index, snap, sql, [*params, q.limit + 1, q.offset])
     cut = len(rows) > q.limit
@@ -525,34 +525,54 @@ _QS_COLUMNS = (
 
 @dataclass(frozen=True, slots=True)
 class _Flags:
-    """What the study search table of one version holds that needs the slower forms."""
+    """What the study search table holds that needs the slower forms of a search."""
 
     #: studies whose live groups differ in a study-level column (matched through ``grp``)
     mixed: bool
     #: person names of several component groups (``=``): matched group by group
     groups: bool
+    #: studies in ``qs_new`` (none: ``qs`` alone is read, in its order)
+    new: bool
 
 
-_FLAGS: weakref.WeakKeyDictionary[TableIndex, tuple[int, _Flags]] = weakref.WeakKeyDictionary()
+#: The flags of each index, by the ``state`` row (version, next file id) they were read at.
+_FLAGS: weakref.WeakKeyDictionary[TableIndex, tuple[tuple[Any, ...], _Flags]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
-def _flags(index: TableIndex, snap: Snapshot) -> _Flags:
-    """The :class:`_Flags` of the snapshot's version (one query per version)."""
-    kept = _FLAGS.get(index)
-    if kept is not None and snap.version is not None and kept[0] == snap.version:
-        return kept[1]
-    row = _rows(
-        index,
-        snap,
-        "SELECT count(*) FILTER (mixed) AS m, count(*) FILTER (strpos(PatientName, '=') > 0) "
-        "AS g FROM (SELECT mixed, PatientName FROM qs UNION ALL "
-        "SELECT mixed, PatientName FROM qs_new)",
-        [],
-    )[0]
-    flags = _Flags(mixed=row["m"] > 0, groups=row["g"] > 0)
-    if snap.version is not None:
-        _FLAGS[index] = (snap.version, flags)
-    return flags
+def _study_rows(index: TableIndex, snap: Snapshot, q: _Query) -> list[dict[str, Any]]:
+    """A study search on the study search table (:func:`_study_search`), in one
+    transaction with the read of the flags it is made with: the index's ``state`` row
+    names the flags kept (an update changes it; a sort of ``qs_new`` into ``qs`` does
+    not, and leaves kept flags true but for ``new``, whose stale True costs a union)."""
+
+    def work(cur: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
+        cur.execute("BEGIN TRANSACTION")
+        try:
+            state = cur.execute("SELECT version, next_fid FROM state").fetchone()
+            kept = _FLAGS.get(index)
+            if kept is not None and kept[0] == state:
+                flags = kept[1]
+            else:
+                row = cur.execute(
+                    "SELECT count(*) FILTER (mixed), count(*) FILTER "
+                    "(strpos(PatientName, '=') > 0), count(*) FILTER (NOT sorted) FROM "
+                    "(SELECT mixed, PatientName, true AS sorted FROM qs UNION ALL "
+                    "SELECT mixed, PatientName, false FROM qs_new)"
+                ).fetchone()
+                assert row is not None and state is not None
+                flags = _Flags(mixed=row[0] > 0, groups=row[1] > 0, new=row[2] > 0)
+                _FLAGS[index] = (tuple(state), flags)
+            sql, params = _study_search(q, flags)
+            rows = _dicts(cur.execute(sql, [*params, q.limit + 1, q.offset]))
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        cur.execute("COMMIT")
+        return rows
+
+    return _on_cursor(index, snap, work)
 
 
 def _study_search(q: _Query, flags: _Flags) -> tuple[str, list[Any]]:
@@ -602,19 +622,33 @@ def _study_search(q: _Query, flags: _Flags) -> tuple[str, list[Any]]:
     if mods:
         where = " AND ".join([where, *mods])
         params = params + mod_params
+    if not flags.new:  # ``qs`` alone, in answer order: its page is its page
+        return f"SELECT {_QS_COLUMNS} FROM qs WHERE {where} LIMIT ? OFFSET ?", params
     sql = (
         "SELECT StudyInstanceUID, path, qmeta, study_series, study_inst, mods FROM ("
         f"(SELECT {_QS_COLUMNS} FROM qs WHERE {where} LIMIT ?) UNION ALL "
         f"(SELECT {_QS_COLUMNS} FROM qs_new WHERE {where})) "
         f"ORDER BY {STUDY_ORDER} LIMIT ? OFFSET ?"
     )
-    first = min(q.limit + 1 + q.offset, _MAX_OFFSET)
+    first = min(q.limit + 1 + q.offset, _MAX_OFFSET)  # (BIGINT)
     return sql, [*params, first, *params]
 
 
 def _rows(index: TableIndex, snap: Snapshot, sql: str, params: list[Any]) -> list[dict[str, Any]]:
-    """Run a search on this thread's cursor of the index (made once: a cursor and its
-    ``USE`` per request cost more than a small search); rows as dicts."""
+    """Run a search on this thread's cursor of the index; rows as dicts."""
+    return _on_cursor(index, snap, lambda cur: _dicts(cur.execute(sql, params)))
+
+
+def _dicts(res: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
+    names = [d[0] for d in res.description or ()]
+    return [dict(zip(names, r, strict=True)) for r in res.fetchall()]
+
+
+def _on_cursor(
+    index: TableIndex, snap: Snapshot, work: Callable[[duckdb.DuckDBPyConnection], _T]
+) -> _T:
+    """``work`` on this thread's cursor of the index (made once: a cursor and its ``USE``
+    per request cost more than a small search)."""
     cursors: weakref.WeakKeyDictionary[TableIndex, duckdb.DuckDBPyConnection] | None
     cursors = getattr(_THREAD, "cursors", None)
     if cursors is None:
@@ -624,9 +658,7 @@ def _rows(index: TableIndex, snap: Snapshot, sql: str, params: list[Any]) -> lis
         if cur is None:
             cur = cursors[index] = snap.cursor()
         try:
-            res = cur.execute(sql, params)
-            names = [d[0] for d in res.description or ()]
-            return [dict(zip(names, r, strict=True)) for r in res.fetchall()]
+            return work(cur)
         except duckdb.ConnectionException:  # the index's connection was closed: a new one
             cursors.pop(index, None)
             cur = None
@@ -636,101 +668,7 @@ def _rows(index: TableIndex, snap: Snapshot, sql: str, params: list[Any]) -> lis
 
 
 _THREAD = threading.local()
-
-
-class _Answers:
-    """The latest search answers of one index, for the table version they were made at.
-
-    QIDO-RS clients repeat the same searches (a study list refreshed, OHIF asking for
-    the same study several times): at the same version the answer is the same bytes.
-    Different searches return the same studies: each result's JSON is kept too, by the
-    search's shape (level, URL base, returned tags) and the row it was made of. A new
-    version drops them all; the oldest go first past :data:`_ANSWERS_BYTES` (each).
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._version: int | None = None
-        self._kept: OrderedDict[tuple[Any, ...], tuple[bytes, dict[str, str] | None]] = (
-            OrderedDict()
-        )
-        self._bytes = 0
-        #: the JSON of single results, by search shape and result row (same version)
-        self._items: OrderedDict[tuple[Any, ...], str] = OrderedDict()
-        self._item_bytes = 0
-
-    def items(
-        self, version: int | None, shape: tuple[Any, ...], idents: list[tuple[Any, ...]]
-    ) -> list[str | None]:
-        """The kept JSON of each result (None: not kept) of a search of ``shape``."""
-        with self._lock:
-            if version is None or version != self._version:
-                return [None] * len(idents)
-            return [self._items.get((shape, i)) for i in idents]
-
-    def keep_item(
-        self, version: int | None, shape: tuple[Any, ...], ident: tuple[Any, ...], text: str
-    ) -> None:
-        with self._lock:
-            if version is None or not self._at(version):
-                return
-            key = (shape, ident)
-            if key not in self._items:
-                self._items[key] = text
-                self._item_bytes += len(text)
-            while self._item_bytes > _ANSWERS_BYTES:
-                _, dropped = self._items.popitem(last=False)
-                self._item_bytes -= len(dropped)
-
-    def _at(self, version: int) -> bool:
-        """Make ``version`` the kept one (dropping what older versions left); False when
-        ``version`` is older than it (nothing is kept for it)."""
-        if self._version == version:
-            return True
-        if self._version is not None and version < self._version:
-            return False
-        self._kept.clear()
-        self._items.clear()
-        self._bytes = self._item_bytes = 0
-        self._version = version
-        return True
-
-    def get(self, key: tuple[Any, ...]) -> tuple[bytes, dict[str, str] | None] | None:
-        with self._lock:
-            found = self._kept.get(key)
-            if found is not None:
-                self._kept.move_to_end(key)
-            return found
-
-    def put(self, key: tuple[Any, ...], body: bytes, headers: dict[str, str] | None) -> None:
-        if len(body) > _ANSWER_MAX_BYTES:
-            return
-        with self._lock:
-            if not self._at(key[0]):
-                return  # made from a snapshot older than the kept answers
-            old = self._kept.pop(key, None)
-            if old is not None:
-                self._bytes -= len(old[0])
-            self._kept[key] = (body, headers)
-            self._bytes += len(body)
-            while self._bytes > _ANSWERS_BYTES:
-                _, (dropped, _) = self._kept.popitem(last=False)
-                self._bytes -= len(dropped)
-
-
-#: Bytes of answers kept per index, and the largest answer kept.
-_ANSWERS_BYTES = 32 << 20
-_ANSWER_MAX_BYTES = 4 << 20
-_ANSWERS: weakref.WeakKeyDictionary[TableIndex, _Answers] = weakref.WeakKeyDictionary()
-_ANSWERS_LOCK = threading.Lock()
-
-
-def _answers_of(index: TableIndex) -> _Answers:
-    with _ANSWERS_LOCK:
-        found = _ANSWERS.get(index)
-        if found is None:
-            found = _ANSWERS[index] = _Answers()
-        return found
+_T = TypeVar("_T")
 
 
 def _result(
