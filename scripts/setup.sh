@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up everything Pixels needs on a fresh machine: a virtual environment with
-# the package and its test dependencies, dcmtk (used by tests to transcode) and
+# the package and its test dependencies, dcmtk (used by tests to transcode, and as
+# DIMSE peers with Orthanc, which the tests start themselves) and
 # libopenjp2 (JPEG 2000 decoding at reduced resolution, loaded with ctypes),
 # Debian's chromium (browser tests drive it with Playwright, which downloads no
 # browser) and the pinned OHIF viewer from npm into .cache/ohif (git ignores it).
@@ -19,11 +20,11 @@ python -m pip install -q -e ".[test,spark]"
 python -m pip install -q "torch==2.13.0"
 python -m pip install -q -e ".[ml]"
 if ! command -v dcmconv >/dev/null 2>&1 || ! ldconfig -p 2>/dev/null | grep libopenjp2.so.7 >/dev/null \
-  || [ ! -x /usr/bin/chromium ] || ! command -v java >/dev/null 2>&1; then
+  || [ ! -x /usr/bin/chromium ] || ! command -v java >/dev/null 2>&1 || [ ! -x /usr/sbin/Orthanc ]; then
   if [ "$(id -u)" = 0 ]; then
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dcmtk libopenjp2-7 chromium openjdk-17-jre-headless) >/dev/null
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dcmtk libopenjp2-7 chromium openjdk-17-jre-headless orthanc) >/dev/null
   else
-    echo "note: dcmtk, libopenjp2, chromium or Java is not installed (sudo apt-get install dcmtk libopenjp2-7 chromium openjdk-17-jre-headless); tests that transcode, reduce JPEG 2000, drive the browser or run Spark will fail" >&2
+    echo "note: dcmtk, libopenjp2, chromium, Java or Orthanc is not installed (sudo apt-get install dcmtk libopenjp2-7 chromium openjdk-17-jre-headless orthanc); tests that transcode, reduce JPEG 2000, drive the browser, run Spark or talk DIMSE will fail" >&2
   fi
 fi
 # the OHIF viewer served at / (npm pack @ohif/app, pinned; skipped when installed)

@@ -66,13 +66,19 @@ MOVE_MODELS = {"1.2.840.10008.5.1.4.1.2.1.2": "PATIENT", "1.2.840.10008.5.1.4.1.
 
 
 def storage_contexts(pairs: Iterable[tuple[str, str]]) -> list[PresentationContext]:
-    """Contexts to send instances of ``(SOP class, transfer syntax)``: one per pair, with
-    the uncompressed syntaxes besides the stored one (at most 128, PS3.8 9.3.2.2)."""
+    """Contexts to send instances of ``(SOP class, transfer syntax)``: per class one with the
+    uncompressed syntaxes and, for each other syntax held, one of its own (an acceptor picks
+    one syntax per context: a compressed one offered beside uncompressed ones is seldom
+    picked, and a compressed data set cannot be sent uncompressed). At most 128 (PS3.8
+    9.3.2.2)."""
     contexts: dict[tuple[str, str], PresentationContext] = {}
     for sop_class, syntax in pairs:
-        key = (sop_class, syntax)
-        if key in contexts or len(contexts) >= 128:
-            continue
-        syntaxes = list(dict.fromkeys([syntax, *NATIVE]))
-        contexts[key] = build_context(UID(sop_class), [UID(s) for s in syntaxes])
+        keys = [(sop_class, "native")]
+        if syntax not in NATIVE:
+            keys.append((sop_class, syntax))
+        for key in keys:
+            if key in contexts or len(contexts) >= 128:
+                continue
+            syntaxes = list(NATIVE) if key[1] == "native" else [key[1]]
+            contexts[key] = build_context(UID(sop_class), [UID(s) for s in syntaxes])
     return list(contexts.values())

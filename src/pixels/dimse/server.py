@@ -30,6 +30,7 @@ from pynetdicom import AE, evt
 from pynetdicom.presentation import AllStoragePresentationContexts, build_context
 from pynetdicom.transport import ThreadedAssociationServer
 
+from pixels.dicom.notices import kept_warnings
 from pixels.dimse.config import ServerConfig, check_listen
 from pixels.dimse.contexts import (
     ACCEPT_ORDER,
@@ -276,19 +277,18 @@ class DimseServer:
         except Exception as e:
             return self._store_failed(FAIL_CANNOT_UNDERSTAND, f"cannot encode: {e}", calling, sop)
         try:
-            ds = dcmread(io.BytesIO(data), stop_before_pixels=True)
-            held_class = str(ds.get("SOPClassUID", "") or "")
-            held_sop = str(ds.get("SOPInstanceUID", "") or "")
+            with kept_warnings() as kept:  # pydicom's complaints: part of the reason, not logs
+                ds = dcmread(io.BytesIO(data), stop_before_pixels=True)
+                held_class = str(ds.get("SOPClassUID", "") or "")
+                held_sop = str(ds.get("SOPInstanceUID", "") or "")
         except Exception as e:
             return self._store_failed(
                 FAIL_CANNOT_UNDERSTAND, f"malformed data set: {e}", calling, sop
             )
         if not held_sop or not held_class:
+            why = "; ".join(kept) or "no SOP Class / Instance UID (0008,0016/0018) can be read"
             return self._store_failed(
-                FAIL_CANNOT_UNDERSTAND,
-                "malformed data set: no SOP Class / Instance UID (0008,0016/0018) can be read",
-                calling,
-                sop,
+                FAIL_CANNOT_UNDERSTAND, f"malformed data set: {why}", calling, sop
             )
         if held_sop != sop:
             return self._store_failed(

@@ -1,0 +1,199 @@
+"""Orthanc as a real peer: Pixels' SCU finds, stores, gets and moves from it into a catalog;
+Orthanc queries Pixels' SCP, moves from it and stores to it (Orthanc 1.10 has no C-GET SCU)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pydicom
+import pytest
+
+from dimse.conftest import free_port, sample
+from pixels import Catalog
+from pixels.dimse.config import ServerConfig
+from pixels.dimse.scu import Client, retrieve
+from pixels.dimse.server import DimseServer
+
+ORTHANC = "/usr/sbin/Orthanc"
+CT_STUDY = "1.3.6.1.4.1.5962.1.2.1.20040119072730.12322"
+MR_STUDY = "1.3.6.1.4.1.5962.1.2.4.20040826185059.5457"
+
+
+@dataclass
+class Peers:
+    http: str
+    orthanc_port: int
+    pixels: DimseServer
+    pixels_catalog: str
+    #: the port Orthanc moves to for ``retrieve(method="move")`` (AE PIXELSR)
+    retrieve_port: int
+    root: str
+
+
+def _http(url: str, body: Any = None) -> Any:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method="POST" if data else "GET")
+    with urllib.request.urlopen(req, timeout=60) as rsp:
+        text = rsp.read()
+    return json.loads(text) if text else None
+
+
+@pytest.fixture(scope="module")
+def peers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Peers]:
+    root = str(tmp_path_factory.mktemp("orthanc"))
+    catalog = os.path.join(root, "pixels")
+    Catalog(catalog).catalog(sample("ct"), workers=0)
+    http, dicom, retrieve_port = free_port(), free_port(), free_port()
+    pixels = DimseServer(
+        catalog,
+        ServerConfig(port=0, destinations={"ORTHANC": ("127.0.0.1", dicom)}, commit_seconds=0.2),
+    ).start()
+    config = {
+        "Name": "pixels-tests",
+        "StorageDirectory": os.path.join(root, "db"),
+        "IndexDirectory": os.path.join(root, "db"),
+        "HttpPort": http,
+        "HttpBindAddress": "127.0.0.1",
+        "DicomPort": dicom,
+        "DicomAet": "ORTHANC",
+        "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": False,
+        "Plugins": [],
+        "DicomCheckCalledAet": True,
+        "DicomAlwaysAllowEcho": True,
+        "DicomAlwaysAllowStore": True,
+        "DicomAlwaysAllowFind": True,
+        "DicomAlwaysAllowGet": True,
+        "DicomAlwaysAllowMove": True,
+        "DicomModalities": {
+            "pixels": ["PIXELS", "127.0.0.1", pixels.port],
+            "pixelsr": ["PIXELSR", "127.0.0.1", retrieve_port],
+        },
+        "StableAge": 1,
+    }
+    cfg = os.path.join(root, "orthanc.json")
+    with open(cfg, "w") as fh:
+        json.dump(config, fh)
+    log = os.path.join(root, "log")
+    with open(log, "w") as err:
+        proc = subprocess.Popen([ORTHANC, cfg], stdout=subprocess.DEVNULL, stderr=err)
+    url = f"http://127.0.0.1:{http}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                _http(url + "/system")
+                break
+            except OSError:
+                assert proc.poll() is None, Path(log).read_text()[-2000:]
+                assert time.monotonic() < deadline, "Orthanc did not start"
+                time.sleep(0.2)
+        yield Peers(url, dicom, pixels, catalog, retrieve_port, root)
+    finally:
+        pixels.stop()
+        proc.terminate()
+        proc.wait(20)
+
+
+def _orthanc_sops(peers: Peers) -> set[str]:
+    out = set()
+    for iid in _http(peers.http + "/instances"):
+        tags = _http(f"{peers.http}/instances/{iid}/simplified-tags")
+        out.add(tags["SOPInstanceUID"])
+    return out
+
+
+def _dataset(path: str) -> pydicom.Dataset:
+    """A file's data set, without its trailing padding (Orthanc stores files without it)."""
+    ds = pydicom.dcmread(path)
+    del ds.file_meta
+    if 0xFFFCFFFC in ds:
+        del ds[0xFFFCFFFC]
+    return ds
+
+
+def test_pixels_scu_stores_finds_and_retrieves_from_orthanc(peers: Peers) -> None:
+    client = Client(f"ORTHANC@127.0.0.1:{peers.orthanc_port}", ae_title="PIXELSR")
+    assert client.echo() == 0
+    sent = [sample("mr"), sample("j2k")]
+    assert [s for _, s in client.store(sent)] == [0, 0]
+    found = client.find({"PatientName": "CompressedSamples*", "StudyInstanceUID": ""}, "STUDY")
+    assert MR_STUDY in {d.StudyInstanceUID for d in found}
+    j2k_study = pydicom.dcmread(sample("j2k")).StudyInstanceUID
+    # C-GET straight into a new catalog
+    got = os.path.join(peers.root, "by-get")
+    result = retrieve(client.peer, got, {"StudyInstanceUID": j2k_study}, "STUDY", client=client)
+    assert (result.status, result.completed, result.failed) == (0, 1, 0)
+    rows = Catalog(got).table.delta().to_pyarrow_table().to_pylist()
+    assert [r["SOPInstanceUID"] for r in rows] == [pydicom.dcmread(sample("j2k")).SOPInstanceUID]
+    assert rows[0]["error"] is None
+    assert rows[0]["TransferSyntaxUID"] == "1.2.840.10008.1.2.4.91"  # as stored, not transcoded
+    assert _dataset(str(rows[0]["path"])) == _dataset(sample("j2k"))
+    # C-MOVE to Pixels (served on the port Orthanc knows PIXELSR at) into another catalog
+    moved = os.path.join(peers.root, "by-move")
+    result = retrieve(
+        client.peer,
+        moved,
+        {"StudyInstanceUID": MR_STUDY},
+        "STUDY",
+        method="move",
+        ae_title="PIXELSR",
+        port=peers.retrieve_port,
+        client=client,
+    )
+    assert (result.status, result.completed, result.failed) == (0, 1, 0)
+    rows = Catalog(moved).table.delta().to_pyarrow_table().to_pylist()
+    assert len(rows) == 1 and rows[0]["StudyInstanceUID"] == MR_STUDY
+    assert _dataset(str(rows[0]["path"])) == _dataset(sample("mr"))
+
+
+def test_orthanc_finds_moves_and_stores_with_pixels(peers: Peers) -> None:
+    answers = _http(
+        peers.http + "/modalities/pixels/query",
+        {"Level": "Study", "Query": {"StudyInstanceUID": CT_STUDY, "PatientName": ""}},
+    )
+    content = _http(f"{peers.http}/queries/{answers['ID']}/answers?expand")
+    assert [a["0010,0010"]["Value"] for a in content] == ["CompressedSamples^CT1"]
+    ct_sop = pydicom.dcmread(sample("ct")).SOPInstanceUID
+    assert ct_sop not in _orthanc_sops(peers)
+    # C-MOVE: Pixels sends the CT to Orthanc
+    _http(
+        peers.http + "/modalities/pixels/move",
+        {"Level": "Study", "Resources": [{"StudyInstanceUID": CT_STUDY}], "TargetAet": "ORTHANC"},
+    )
+    assert ct_sop in _orthanc_sops(peers)
+    (iid,) = [
+        i
+        for i in _http(peers.http + "/instances")
+        if _http(f"{peers.http}/instances/{i}/simplified-tags")["SOPInstanceUID"] == ct_sop
+    ]
+    received = os.path.join(peers.root, "ct-from-orthanc.dcm")
+    url = f"{peers.http}/instances/{iid}/file"
+    with urllib.request.urlopen(url, timeout=60) as rsp, open(received, "wb") as fh:
+        shutil.copyfileobj(rsp, fh)
+    assert _dataset(received) == _dataset(sample("ct"))
+    # C-STORE: Orthanc sends Pixels an instance it was given (Orthanc 1.10 has no C-GET SCU)
+    with open(sample("multiframe"), "rb") as fh:
+        req = urllib.request.Request(peers.http + "/instances", data=fh.read(), method="POST")
+    with urllib.request.urlopen(req, timeout=60) as rsp:
+        uploaded = json.loads(rsp.read())["ID"]
+    _http(peers.http + "/modalities/pixels/store", {"Resources": [uploaded], "Synchronous": True})
+    sop = pydicom.dcmread(sample("multiframe")).SOPInstanceUID
+    deadline = time.monotonic() + 20
+    while True:
+        rows = Catalog(peers.pixels_catalog).table.delta().to_pyarrow_table().to_pylist()
+        mine = [r for r in rows if r["SOPInstanceUID"] == sop]
+        if mine or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert len(mine) == 1 and mine[0]["error"] is None
+    assert mine[0]["NumberOfFrames"] == 10
