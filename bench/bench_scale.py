@@ -35,7 +35,9 @@ other on the same machine:
   latency, commits, none lost, QIDO during the load, server CPU per request;
 - **sql**: ``pixels sql`` (a subprocess, interpreter start included) and the same
   queries in process: a point look-up by StudyInstanceUID and ``GROUP BY
-  Modality``, before and after ``pixels optimize --cluster`` (on a copy).
+  Modality``, before and after ``pixels optimize --cluster`` (on a copy); with
+  ``--sql-before REV`` the process of that revision's code too, interleaved (wall and
+  the child's CPU).
 
 Usage::
 
