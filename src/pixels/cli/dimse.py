@@ -131,6 +131,14 @@ def _scu_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--username", default=None, help="User identity: username."),
         click.option("--passcode", default=None, envvar="PIXELS_DIMSE_PASSCODE"),
         click.option("--timeout", type=float, default=30.0, show_default=True),
+        click.option("--tls", "use_tls", is_flag=True, help="Speak TLS to the peer."),
+        click.option(
+            "--tls-ca", "peer_ca", default=None, help="CA (PEM) of the peer's certificate."
+        ),
+        click.option(
+            "--tls-cert", "client_cert", default=None, help="Our client certificate (PEM)."
+        ),
+        click.option("--tls-key", "client_key", default=None, help="The key of --tls-cert (PEM)."),
     ]
     for option in reversed(options):
         f = option(f)
@@ -138,13 +146,30 @@ def _scu_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _client(
-    peer: str, ae_title: str, username: str | None, passcode: str | None, timeout: float
+    peer: str,
+    ae_title: str,
+    username: str | None,
+    passcode: str | None,
+    timeout: float,
+    use_tls: bool = False,
+    peer_ca: str | None = None,
+    client_cert: str | None = None,
+    client_key: str | None = None,
 ) -> Any:
+    from pixels.dimse.config import client_tls
     from pixels.dimse.scu import Client
 
     try:
+        tls = None
+        if use_tls or peer_ca or client_cert:
+            tls = client_tls(peer_ca, client_cert, client_key)
         return Client(
-            peer, ae_title=ae_title, username=username, passcode=passcode, timeout=timeout
+            peer,
+            ae_title=ae_title,
+            username=username,
+            passcode=passcode,
+            timeout=timeout,
+            tls=tls,
         )
     except Exception as e:
         raise click.ClickException(str(e)) from e

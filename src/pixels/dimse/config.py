@@ -17,7 +17,14 @@ from dataclasses import dataclass, field
 
 from pixels.errors import PixelsError
 
-__all__ = ["DimseError", "Peer", "ServerConfig", "check_listen", "parse_ae_title"]
+__all__ = [
+    "DimseError",
+    "Peer",
+    "ServerConfig",
+    "check_listen",
+    "client_tls",
+    "parse_ae_title",
+]
 
 _AE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # PS3.5 AE: no backslash, no control
 
@@ -131,6 +138,18 @@ class ServerConfig:
         if self.tls_ca:
             ctx.verify_mode = ssl.CERT_REQUIRED
         return ctx
+
+
+def client_tls(
+    ca: str | None = None, cert: str | None = None, key: str | None = None
+) -> ssl.SSLContext:
+    """An SCU's TLS context: the peer's certificate checked against ``ca`` (default: the
+    system's), ``cert``/``key`` presented as the client certificate when given."""
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if cert:
+        ctx.load_cert_chain(cert, key)
+    return ctx
 
 
 def _is_loopback(host: str) -> bool:
