@@ -312,3 +312,17 @@ def test_tasks_travel_as_plain_data(real_files: list[Path]) -> None:
     assert got.schema == want.schema and got.num_rows == len(refs) > 20
     assert got.to_pylist() == want.to_pylist()
     assert got.column("error")[-1].as_py() == "/nonexistent/x.dcm: file not found"
+
+
+def test_rows_batch_is_from_pylist(real_files: list[Path]) -> None:
+    """Rows cut into columns in C give ``from_pylist``'s batch; a row lacking a column too."""
+    import pyarrow as pa
+
+    from pixels.engines import worker
+    from pixels.schema import SCHEMA
+
+    rows = [catalog_record(r) for r in iter_files(str(real_files[0].parent))]
+    for some in (rows, rows[:1], [], [*rows[:3], {"path": "/x.dcm", "error": "x: bad"}]):
+        got = worker.rows_batch(some)
+        assert got.equals(pa.RecordBatch.from_pylist(some, schema=SCHEMA))
+        assert got.num_rows == len(some)

@@ -171,7 +171,29 @@ def run(refs: Sequence[FileRef], options: RecordOptions, task_id: int = 0) -> pa
             except BaseException as e:  # a decoder panic: this file's row, not the chunk
                 rows.append(_explain_memory(error_row(ref, _failure(ref, e))))
     _mark(task_id, -1)
-    return pa.RecordBatch.from_pylist(rows, schema=SCHEMA)
+    return rows_batch(rows)
+
+
+#: A catalog row's values in schema order (every row of :func:`catalog_record` has them all).
+_ROW_VALUES = operator.itemgetter(*SCHEMA.names)
+_TYPES = tuple(f.type for f in SCHEMA)
+
+
+def rows_batch(rows: Sequence[dict[str, Any]]) -> pa.RecordBatch:
+    """Catalog rows as a record batch: ``RecordBatch.from_pylist(rows, schema=SCHEMA)``.
+
+    The columns are cut out in C (``itemgetter`` per row, ``zip`` to transpose) rather than
+    by ``from_pylist``'s look-up of each column in each row; rows that lack a column
+    (``from_pylist`` gives it null) take ``from_pylist`` itself.
+    """
+    if not rows:
+        return pa.RecordBatch.from_pylist([], schema=SCHEMA)
+    try:
+        columns = list(zip(*map(_ROW_VALUES, rows), strict=True))
+    except KeyError:
+        return pa.RecordBatch.from_pylist(list(rows), schema=SCHEMA)
+    arrays = [pa.array(c, type=t) for c, t in zip(columns, _TYPES, strict=True)]
+    return pa.RecordBatch.from_arrays(arrays, schema=SCHEMA)
 
 
 #: The fields of a :class:`FileRef`, in order: what :func:`pack_refs` sends of each ref.
