@@ -6,11 +6,14 @@ import os
 import shutil
 import socket
 import subprocess
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import pydicom
 import pytest
 from pydicom.data import get_testdata_file
+from pydicom.filereader import read_preamble
 
 from pixels import Catalog
 from pixels.dimse.config import ServerConfig
@@ -85,3 +88,15 @@ def scp(tmp_path_factory: pytest.TempPathFactory, files: dict[str, str]) -> Iter
         yield Scp(server, catalog, root, destinations)
     finally:
         server.stop()
+
+
+def dataset_bytes(path: str) -> bytes:
+    """A file's bytes after its file meta group (inflated, for a deflated one: a sender
+    deflates again as it likes)."""
+    with open(path, "rb") as fh:
+        read_preamble(fh, False)
+        meta = pydicom.filereader._read_file_meta_info(fh)
+        data = fh.read()
+    if meta.TransferSyntaxUID == "1.2.840.10008.1.2.1.99":
+        return zlib.decompress(data, -15)
+    return data

@@ -8,13 +8,11 @@ import os
 import re
 import subprocess
 import time
-import zlib
 
 import pydicom
 import pytest
-from pydicom.filereader import read_preamble
 
-from dimse.conftest import DCMTK, Scp, dcmtk, free_port
+from dimse.conftest import DCMTK, Scp, dataset_bytes, dcmtk, free_port
 from pixels import Catalog
 from pixels.dimse.receive import JOURNAL_DIR
 
@@ -33,18 +31,6 @@ FILE_COLUMNS = {
 def _rows(catalog: str) -> dict[str, dict[str, object]]:
     table = Catalog(catalog).table.delta().to_pyarrow_table()
     return {r["SOPInstanceUID"]: r for r in table.to_pylist()}
-
-
-def _dataset_bytes(path: str) -> bytes:
-    """A file's bytes after its file meta group (inflated, for a deflated one: a sender
-    deflates again as it likes)."""
-    with open(path, "rb") as fh:
-        read_preamble(fh, False)
-        meta = pydicom.filereader._read_file_meta_info(fh)
-        data = fh.read()
-    if meta.TransferSyntaxUID == "1.2.840.10008.1.2.1.99":
-        return zlib.decompress(data, -15)
-    return data
 
 
 def _header(meta: str) -> str:
@@ -181,7 +167,7 @@ def test_getscu_receives_the_stored_bytes(
     got = os.listdir(out)
     assert len(got) == 1
     # +B: getscu writes the data set's bytes as received
-    assert _dataset_bytes(os.path.join(out, got[0])) == _dataset_bytes(files["ct"])
+    assert dataset_bytes(os.path.join(out, got[0])) == dataset_bytes(files["ct"])
 
 
 def test_movescu_to_storescp(scp: Scp, files: dict[str, str], tmp_path: object) -> None:
@@ -218,7 +204,7 @@ def test_movescu_to_storescp(scp: Scp, files: dict[str, str], tmp_path: object) 
         storescp.wait(10)
     (got,) = os.listdir(out)
     # +B: storescp writes the data set's bytes as received (its trailing padding too)
-    assert _dataset_bytes(os.path.join(out, got)) == _dataset_bytes(files["mr"])
+    assert dataset_bytes(os.path.join(out, got)) == dataset_bytes(files["mr"])
 
 
 @pytest.mark.parametrize("level", ["STUDY"])
