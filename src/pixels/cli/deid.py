@@ -18,6 +18,9 @@ __all__ = ["deid_cmd"]
 
 _OPTION_NAMES = [
     "retain-dates",
+    "retain-full-dates",
+    "retain-uids",
+    "retain-institution-identity",
     "retain-patient-characteristics",
     "retain-device-identity",
     "retain-safe-private",
@@ -93,6 +96,7 @@ def deid_cmd(
 
     try:
         opts = [Option.parse(o) for o in _split(profile_options)]
+        DeidOptions.of(*opts)  # refuses options that exclude each other
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--options") from None
     storage = parse_storage_options(storage_option)

@@ -63,6 +63,26 @@ _DUMMY = {
     "IS": "0",
     "DS": "0",
 }
+#: Inside a plain-``D`` sequence, unlisted values of these VRs become dummies...
+_TEXT_VRS = frozenset({"SH", "LO", "ST", "LT", "UT", "UC", "UR", "PN", "AE"})
+#: ...but for the coded-entry attributes (Code Sequence Macro), kept (codes are vocabulary)...
+_CODE_KEYWORDS = frozenset(
+    {
+        "CodeValue",
+        "CodingSchemeDesignator",
+        "CodingSchemeVersion",
+        "CodeMeaning",
+        "LongCodeValue",
+        "URNCodeValue",
+        "ContextIdentifier",
+        "ContextGroupVersion",
+        "ContextGroupLocalVersion",
+        "MappingResource",
+        "MappingResourceName",
+    }
+)
+#: ...except under these sequences, whose codes identify a person.
+_IDENTITY_CODE_SEQUENCES = frozenset({"PersonIdentificationCodeSequence"})
 _NUMERIC = frozenset({"US", "SS", "UL", "SL", "FL", "FD", "UV", "SV", "AT"})
 _BINARY = frozenset({"OB", "OW", "OF", "OD", "OL", "OV", "UN"})
 
@@ -86,6 +106,13 @@ class DeidOptions:
     options: frozenset[Option] = frozenset()
     keep_descriptors: frozenset[str] = frozenset()
     blackout: tuple[BlackoutRule, ...] = ()
+
+    def __post_init__(self) -> None:
+        if {Option.RETAIN_DATES, Option.RETAIN_FULL_DATES} <= self.options:
+            raise ValueError(
+                "de-identification options retain-dates and retain-full-dates exclude each "
+                "other: dates are either shifted or kept"
+            )
 
     @classmethod
     def of(
@@ -191,13 +218,14 @@ class _Walk:
     @staticmethod
     def _dummy(elem: Any) -> Any:
         if elem.VR in _BINARY:
-            return b""
+            return b"\x00" * 8  # not empty (a D value has a length), whole words of any VR
         if elem.VR in _NUMERIC:
             return 0
         return _DUMMY.get(elem.VR, _DUMMY_TEXT)
 
     # ------------------------------------------------------------------ walking
-    def clean(self, ds: Any, depth: int = 0) -> None:
+    def clean(self, ds: Any, depth: int = 0, dummy: str = "") -> None:
+        """Clean ``ds`` in place; ``dummy`` is ``"text"`` or ``"all"`` inside a plain-D sequence."""
         self._private(ds)
         for tag in list(ds.keys()):
             t = int(tag)
@@ -210,7 +238,7 @@ class _Walk:
                 continue
             try:
                 elem = ds[tag]  # converts a raw element: may fail on bad values
-                self._element(ds, elem, t, depth)
+                self._element(ds, elem, t, depth, dummy)
             except PixelsError:
                 raise
             except Exception as e:
@@ -219,7 +247,7 @@ class _Walk:
                     self.path or None,
                 ) from e
 
-    def _element(self, ds: Any, elem: Any, t: int, depth: int) -> None:
+    def _element(self, ds: Any, elem: Any, t: int, depth: int, dummy: str) -> None:
         rule = rule_for(t)
         is_sq = elem.VR == "SQ"
         if t == _PATIENT_ID:
@@ -233,12 +261,21 @@ class _Walk:
             self.counts["pseudonym" if depth == 0 else "emptied"] += 1
             return
         if rule is not None:
-            act = resolve(rule.action(self.on), is_sq)
+            chosen = rule.action(self.on)
+            act = resolve(chosen, is_sq)
             if act == "C":
                 act = self._clean_action(elem, rule.keyword, resolve(rule.basic, is_sq))
+            if is_sq and chosen == "D":  # a dummy sequence: its items' text becomes dummies
+                dummy = "all" if rule.keyword in _IDENTITY_CODE_SEQUENCES else dummy or "text"
+        elif (
+            dummy
+            and elem.VR in _TEXT_VRS
+            and (dummy == "all" or elem.keyword not in _CODE_KEYWORDS)
+        ):
+            act = "D"
         else:
             act = self._default(elem)
-        self._apply(ds, elem, act, depth)
+        self._apply(ds, elem, act, depth, dummy)
 
     def _clean_action(self, elem: Any, keyword: str, basic: str) -> str:
         if elem.VR in ("DA", "DT"):
@@ -253,22 +290,27 @@ class _Walk:
             return "X"  # a public tag pydicom cannot name: its bytes cannot be judged
         if vr == "UI":
             kw = elem.keyword or ""
-            if kw.endswith(_KEEP_UI_SUFFIXES) or kw in _KEEP_UI:
+            if kw.endswith(_KEEP_UI_SUFFIXES) or kw in _KEEP_UI or Option.RETAIN_UIDS in self.on:
                 return "K"
             return "U"
-        if vr in ("DA", "DT"):
-            return "C" if Option.RETAIN_DATES in self.on else "X"
-        if vr == "TM":
-            return "K" if Option.RETAIN_DATES in self.on else "X"
+        if vr in ("DA", "DT", "TM"):
+            if Option.RETAIN_FULL_DATES in self.on:
+                return "K"
+            if Option.RETAIN_DATES in self.on:
+                return "K" if vr == "TM" else "C"
+            return "X"
         return "K"
 
-    def _apply(self, ds: Any, elem: Any, act: str, depth: int) -> None:
+    def _apply(self, ds: Any, elem: Any, act: str, depth: int, dummy: str) -> None:
         if act == "X":
             del ds[elem.tag]
             self.counts["removed"] += 1
         elif act == "Z":
             elem.value = self._empty(elem)
             self.counts["emptied"] += 1
+        elif act == "D" and elem.VR == "UI":  # a dummy UID: the key's, as valid as any
+            elem.value = self._uid(elem.value) or self.key.uid(_tag(int(elem.tag)))
+            self.counts["uid"] += 1
         elif act == "D":
             elem.value = self._dummy(elem)
             self.counts["dummy"] += 1
@@ -285,7 +327,7 @@ class _Walk:
         elif act == "K":
             if elem.VR == "SQ":
                 for item in elem.value:
-                    self.clean(item, depth + 1)
+                    self.clean(item, depth + 1, dummy)
         else:  # pragma: no cover - the table is checked at import
             raise DeidError(f"unknown action {act!r} for {_tag(int(elem.tag))}", self.path or None)
 
@@ -384,7 +426,11 @@ def _method(ds: Any, opts: DeidOptions, pixels_cleaned: bool) -> None:
         items.append(item)
     ds.DeidentificationMethodCodeSequence = items
     ds.LongitudinalTemporalInformationModified = (
-        "MODIFIED" if Option.RETAIN_DATES in opts.options else "REMOVED"
+        "MODIFIED"
+        if Option.RETAIN_DATES in opts.options
+        else "UNMODIFIED"
+        if Option.RETAIN_FULL_DATES in opts.options
+        else "REMOVED"
     )
 
 
