@@ -45,12 +45,15 @@ without its data is no use).
 One line is not in the standard, and is stricter than it: Issuer of Patient ID Qualifiers
 Sequence (0010,0024) is removed (``X``) like Issuer of Patient ID (0010,0021): it names the
 institution that issued the original Patient ID, which is replaced by a pseudonym.
+(Context Group Extension Creator UID and Creator Version UID, not in the standard either,
+are replaced by the rule for unlisted UIDs below, kept with Retain UIDs.)
 
 Rules for attributes the table does not list (stricter than the table, documented in the
 README): every private element is removed unless the Retain Safe Private option keeps it;
 curve (50xx) and overlay (60xx) groups are removed whole; group lengths and command
-(0000) elements are dropped (the table's Affected / Requested SOP Instance UID ``U`` rows
-never reach a file); the file meta (0002) is written anew from the cleaned data set; any
+(0000) elements are dropped (the table's Affected SOP Instance UID ``X`` and Requested SOP
+Instance UID ``U`` rows, ``K`` with Retain UIDs, never reach a stored file: they are removed
+even then); the file meta (0002) is written anew from the cleaned data set; any
 other instance UID (VR UI whose keyword does not name a class, syntax or coding scheme, and
 whose value is not a DICOM-defined ``1.2.840.10008.`` UID) is replaced (``U``; kept with
 Retain UIDs); any other date or date-time (DA, DT) is shifted with the modified dates option,
