@@ -175,6 +175,12 @@ def test_getscu_receives_the_stored_bytes(
     assert len(got) == 1
     # +B: getscu writes the data set's bytes as received
     assert dataset_bytes(os.path.join(out, got[0])) == dataset_bytes(files["ct"])
+    # no unique key of the level: a failure naming it, not an empty Success
+    res = dcmtk("getscu", "-v", "-S", "-aec", "PIXELS", "-od", out, "-k",
+                "QueryRetrieveLevel=SERIES", "-k", f"StudyInstanceUID={CT_STUDY}",
+                "127.0.0.1", scp.port)  # fmt: skip
+    assert "doesnotmatchsopclass" in (res.stdout + res.stderr).lower()
+    assert len(os.listdir(out)) == 1
 
 
 def test_movescu_to_storescp(scp: Scp, files: dict[str, str], tmp_path: object) -> None:
@@ -198,6 +204,12 @@ def test_movescu_to_storescp(scp: Scp, files: dict[str, str], tmp_path: object) 
                     "127.0.0.1", scp.port)  # fmt: skip
         assert res.returncode == 0, res.stderr
         assert "Final Move Response (Success)" in res.stderr + res.stdout
+        assert len(os.listdir(out)) == 1
+        # no SeriesInstanceUID at the SERIES level: 0xA900, nothing sent
+        res = dcmtk("movescu", "-v", "-S", "-aec", "PIXELS", "-aem", "STORESCP",
+                    "-k", "QueryRetrieveLevel=SERIES", "-k", f"StudyInstanceUID={MR_STUDY}",
+                    "127.0.0.1", scp.port)  # fmt: skip
+        assert "doesnotmatchsopclass" in (res.stdout + res.stderr).lower()
         assert len(os.listdir(out)) == 1
         # an unknown destination: 0xA801, nothing sent
         res = dcmtk("movescu", "-v", "-S", "-aec", "PIXELS", "-aem", "NOWHERE",

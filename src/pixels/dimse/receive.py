@@ -125,7 +125,10 @@ class StoreSink:
     def store(self, data: bytes) -> Stored:
         """Check and store one PS3.10 file's bytes; durable (and journaled) when it
         returns a success."""
-        outcome, row = store_file(self.state, data)
+        try:
+            outcome, row = store_file(self.state, data)
+        except OSError as e:  # the disk, not the data set: out of resources
+            return Stored(FAIL_OUT_OF_RESOURCES, f"not stored: {e}")
         if outcome.failure is not None or row is None or outcome.path is None:
             status = FAIL_CANNOT_UNDERSTAND
             return Stored(status, outcome.reason or "not stored")

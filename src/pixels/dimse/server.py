@@ -358,7 +358,7 @@ class DimseServer:
             items = self._matched(event, GET_MODELS)
         except FindError as e:
             LOG.warning("DIMSE: C-GET refused (0x%04X): %s", e.status, e.reason)
-            yield 0
+            yield 1  # with 0, pynetdicom answers Success before reading the failure
             yield status(e.status, e.reason), None
             return
         yield len(items)
@@ -375,8 +375,8 @@ class DimseServer:
             items = self._matched(event, MOVE_MODELS)
         except FindError as e:
             LOG.warning("DIMSE: C-MOVE refused (0x%04X): %s", e.status, e.reason)
-            yield where[0], where[1], {"ae_title": dest}
-            yield 0
+            yield where[0], where[1], {"ae_title": dest, "contexts": [build_context(Verification)]}
+            yield 1  # with 0, pynetdicom answers Success before reading the failure
             yield status(e.status, e.reason), None
             return
         contexts = storage_contexts((i.sop_class, i.transfer_syntax) for i in items)
