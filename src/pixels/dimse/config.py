@@ -107,6 +107,10 @@ class ServerConfig:
     max_pdu : int
         Largest P-DATA PDU the SCP accepts (its Maximum Length); a peer sending a larger
         one is aborted.
+    find_limit : int
+        Most answers a C-FIND gets: when more entities match, the first ``find_limit``
+        are sent and the C-FIND ends with status ``0xFE00`` (matching terminated), as
+        Orthanc's ``LimitFindResults`` does, instead of Success.
     """
 
     port: int = 11112
@@ -122,6 +126,7 @@ class ServerConfig:
     commit_seconds: float = 2.0
     timeout: float = 30.0
     max_pdu: int = 1 << 20
+    find_limit: int = 1000
 
     @property
     def authenticated(self) -> bool:

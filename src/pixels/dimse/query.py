@@ -27,7 +27,8 @@ from pydicom.multival import MultiValue
 from pydicom.valuerep import PersonName
 
 from pixels.dimse.matching import Key, is_universal, json_values, matches
-from pixels.web.index import Snapshot
+from pixels.dimse.summary import patient_rows, series_rows, study_rows
+from pixels.web.index import QMETA_TAGS, Snapshot, TableIndex
 
 __all__ = [
     "LEVELS",
@@ -206,10 +207,75 @@ def _rank(level: str) -> int:
     return LEVELS.index(level)
 
 
+#: Candidate rows read per page from the index's summaries.
+_PAGE = 500
+
+
 def find(
-    snap: Snapshot, query: Query, ae_title: str, limit: int | None = None
+    snap: Snapshot,
+    query: Query,
+    ae_title: str,
+    limit: int | None = None,
+    index: TableIndex | None = None,
 ) -> Iterator[Dataset]:
-    """The identifiers that answer a C-FIND ``query``, in order of their entity key."""
+    """The identifiers that answer a C-FIND ``query``, at most ``limit`` of them.
+
+    With the ``index``, the PATIENT, STUDY and SERIES levels are answered from its
+    summaries (:mod:`pixels.dimse.summary`: studies in QIDO-RS's order, newest first;
+    patients and series in order of their key), read a page at a time until ``limit``
+    answers are made; IMAGE level, and every level without ``index``, groups the
+    instance rows of ``inst`` (in order of the entity key).
+    """
+    if index is None or query.level == IMAGE:
+        yield from _limited(_answers(snap, _inst_rows(snap, query), query, ae_title), limit)
+        return
+    pages = {PATIENT: patient_rows, STUDY: study_rows, SERIES: series_rows}[query.level]
+
+    def answers() -> Iterator[Dataset]:
+        offset = 0
+        while True:
+            rows = pages(index, query.keys, _PAGE, offset)
+            if any(k.tag == "00080062" for k in query.keys):
+                _add_classes(index.current(), query.level, rows)
+            yield from _answers(index.current(), rows, query, ae_title)
+            if len(rows) < _PAGE:
+                return
+            offset += _PAGE
+
+    yield from _limited(answers(), limit)
+
+
+def _limited(answers: Iterator[Dataset], limit: int | None) -> Iterator[Dataset]:
+    for sent, answer in enumerate(answers):
+        if limit is not None and sent >= limit:
+            return
+        yield answer
+
+
+def _add_classes(snap: Snapshot, level: str, rows: list[dict[str, Any]]) -> None:
+    """SOPClassesInStudy (asked for): the SOP classes of each row's instances."""
+    if not rows:
+        return
+    col = {PATIENT: "PatientID", STUDY: "StudyInstanceUID", SERIES: "SeriesInstanceUID"}[level]
+    keys = [r["k"] for r in rows if r["k"] is not None]
+    got = (
+        {
+            r["k"]: r["classes"]
+            for r in snap.rows(
+                f"SELECT {col} AS k, list(DISTINCT SOPClassUID) AS classes FROM inst "
+                f"WHERE {col} IN ({', '.join('?' * len(keys))}) GROUP BY {col}",
+                keys,
+            )
+        }
+        if keys
+        else {}
+    )
+    for r in rows:
+        r["classes"] = got.get(r["k"], [])
+
+
+def _inst_rows(snap: Snapshot, query: Query) -> list[dict[str, Any]]:
+    """The query's entities grouped from the instance rows of ``inst``."""
     level, rank = query.level, _rank(query.level)
     conds: list[str] = []
     params: list[Any] = []
@@ -224,28 +290,35 @@ def find(
     entity = _ENTITY[level]
     where = ("WHERE " + " AND ".join(conds)) if conds else ""
     sql = (
-        f"SELECT {entity} AS k, arg_min(path, SOPInstanceUID) AS path, count(*) AS n_inst, "
-        "count(DISTINCT SeriesInstanceUID) AS n_series, "
+        f"SELECT {entity} AS k, arg_min(path, SOPInstanceUID) AS path, NULL AS qmeta, "
+        "count(*) AS n_inst, count(DISTINCT SeriesInstanceUID) AS n_series, "
         "count(DISTINCT StudyInstanceUID) AS n_studies, "
         "list(DISTINCT Modality) AS mods, list(DISTINCT SOPClassUID) AS classes "
         f"FROM inst {where} GROUP BY {entity} ORDER BY k NULLS LAST"
     )
-    rows = snap.rows(sql, params)
-    sent = 0
+    return snap.rows(sql, params)
+
+
+def _answers(
+    snap: Snapshot, rows: list[dict[str, Any]], query: Query, ae_title: str
+) -> Iterator[Dataset]:
+    """The answers of candidate ``rows`` that match every key (their headers read 200 at
+    a time; a row's ``qmeta`` stands for its header when it holds every key's tag)."""
+    header_tags = {k.tag for k in query.keys if k.tag not in _COMPUTED} | {_CHARSET}
+    held = header_tags <= QMETA_TAGS
     for start in range(0, len(rows), 200):
         chunk = rows[start : start + 200]
-        metas = snap.metas(r["path"] for r in chunk)
+        metas = {r["path"]: r["qmeta"] for r in chunk if held and r.get("qmeta") is not None}
+        todo = [r["path"] for r in chunk if r["path"] not in metas]
+        if todo:
+            metas.update(snap.metas(todo))
         for row in chunk:
             text = metas.get(row["path"])
             if text is None:
                 continue
-            meta = json.loads(text)
-            answer = _answer(meta, row, query, ae_title)
+            answer = _answer(json.loads(text), row, query, ae_title)
             if answer is not None:
                 yield answer
-                sent += 1
-                if limit is not None and sent >= limit:
-                    return
 
 
 def _lower(tag: str, rank: int) -> bool:

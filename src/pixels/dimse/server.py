@@ -318,9 +318,15 @@ class DimseServer:
         model = FIND_MODELS.get(str(event.context.abstract_syntax), "STUDY")
         try:
             query = parse_identifier(event.identifier, model)
-            snap = index_of(self.state).current()
-            for answer in find(snap, query, self.config.ae_title):
+            index = index_of(self.state)
+            cap = self.config.find_limit
+            answers = find(index.current(), query, self.config.ae_title, cap + 1, index)
+            for sent, answer in enumerate(answers):
                 if event.is_cancelled:
+                    yield 0xFE00, None
+                    return
+                if sent == cap:  # more match: as Orthanc's LimitFindResults answers
+                    LOG.warning("DIMSE: C-FIND answers cut at find_limit=%d", cap)
                     yield 0xFE00, None
                     return
                 yield 0xFF00, answer
