@@ -66,6 +66,13 @@ def dimse_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--tls-ca", default=None, help="CA (PEM) callers' client certificates must chain to."
         ),
+        click.option(
+            "--find-limit",
+            type=click.IntRange(min=1),
+            default=1000,
+            show_default=True,
+            help="Most C-FIND answers; more matches end the C-FIND with 0xFE00.",
+        ),
     ]
     for option in reversed(options):
         f = option(f)
@@ -90,6 +97,7 @@ def server_config(port: int, kw: dict[str, Any]) -> Any:
         tls_cert=kw.get("tls_cert"),
         tls_key=kw.get("tls_key"),
         tls_ca=kw.get("tls_ca"),
+        find_limit=kw.get("find_limit") or 1000,
     )
 
 
