@@ -37,10 +37,20 @@ def dcmtk(tool: str, *args: str, timeout: float = 60) -> subprocess.CompletedPro
     )
 
 
+_GIVEN: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port free now and not given before in this run (the kernel may hand the same
+    ephemeral port to two binds in a row once the first socket is closed: two servers of
+    one test would then fight for it)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _GIVEN:
+            _GIVEN.add(port)
+            return port
 
 
 @dataclass
