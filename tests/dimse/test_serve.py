@@ -34,13 +34,18 @@ def test_serve_answers_dicomweb_and_dimse_from_one_catalog(
     try:
         client = Client(f"PIXELS@127.0.0.1:{dimse}", ae_title="TESTS", timeout=10)
         deadline = time.monotonic() + 60
+        # both listening: the SCP starts before the HTTP server binds its port
+        # (``on_start``), so an answered C-ECHO alone does not say DICOMweb is up
         while True:
             try:
                 assert client.echo() == 0
-                break
-            except DimseError:
+                with urllib.request.urlopen(
+                    f"http://127.0.0.1:{http}/dicomweb/studies", timeout=30
+                ):
+                    break
+            except (DimseError, OSError):
                 assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-                assert time.monotonic() < deadline, "the SCP did not start"
+                assert time.monotonic() < deadline, "the server did not start"
                 time.sleep(0.3)
         # stored over DIMSE, found over DICOMweb (the same index, the same STOW-RS path)
         res = dcmtk("storescu", "-aec", "PIXELS", "127.0.0.1", str(dimse), sample("mr"))
