@@ -27,7 +27,7 @@ from pydicom.multival import MultiValue
 from pydicom.valuerep import PersonName
 
 from pixels.dimse.matching import Key, is_universal, json_values, matches
-from pixels.dimse.summary import patient_rows, series_rows, study_rows
+from pixels.dimse.summary import image_rows, patient_rows, series_rows, study_rows
 from pixels.web.index import QMETA_TAGS, Snapshot, TableIndex
 
 __all__ = [
@@ -227,7 +227,10 @@ def find(
     instance rows of ``inst`` (in order of the entity key).
     """
     if index is None or query.level == IMAGE:
-        yield from _limited(_answers(snap, _inst_rows(snap, query), query, ae_title), limit)
+        rows = image_rows(index, query.keys) if index is not None else None
+        if rows is None:
+            rows = _inst_rows(snap, query)
+        yield from _limited(_answers(snap, rows, query, ae_title), limit)
         return
     pages = {PATIENT: patient_rows, STUDY: study_rows, SERIES: series_rows}[query.level]
 
@@ -308,7 +311,8 @@ def _answers(
     held = header_tags <= QMETA_TAGS
     for start in range(0, len(rows), 200):
         chunk = rows[start : start + 200]
-        metas = {r["path"]: r["qmeta"] for r in chunk if held and r.get("qmeta") is not None}
+        metas = {r["path"]: r["meta"] for r in chunk if r.get("meta") is not None}
+        metas.update((r["path"], r["qmeta"]) for r in chunk if held and r.get("qmeta") is not None)
         todo = [r["path"] for r in chunk if r["path"] not in metas]
         if todo:
             metas.update(snap.metas(todo))

@@ -9,7 +9,9 @@ uses (:mod:`pixels.web.qido`):
   order (study date, newest first);
 - SERIES: ``series_sum`` rows whose live groups (``grp``) pass the keys;
 - PATIENT: live groups (``grp``) grouped by PatientID, with their studies' first
-  instances (``study_sum``).
+  instances (``study_sum``);
+- IMAGE, when the query names its series: the instance rows of those series, read
+  series by series as WADO-RS reads them (else the caller groups ``inst``).
 
 The SQL narrows with the keys it can match exactly or more loosely (never missing an
 entity that matches); :func:`pixels.dimse.query.find` then matches every key on the
@@ -27,7 +29,7 @@ from pixels.dimse.matching import Key, is_universal
 from pixels.web import qido
 from pixels.web.index import TableIndex
 
-__all__ = ["patient_rows", "series_rows", "study_rows"]
+__all__ = ["image_rows", "patient_rows", "series_rows", "study_rows"]
 
 #: C-FIND keys QIDO-RS matches in SQL: tag -> its QIDO keyword (:data:`qido.KEYS`).
 _STUDY_KEYS = {
@@ -150,3 +152,41 @@ def patient_rows(
     )
     snap = index.current()
     return qido._rows(index, snap, sql, [*q.params, limit, offset])
+
+
+def image_rows(index: TableIndex, keys: list[Key]) -> list[dict[str, Any]] | None:
+    """The instances of the series an IMAGE-level query names (its SeriesInstanceUID
+    list), read series by series with their ``meta``, in SOPInstanceUID order; None
+    when it names none (the caller groups ``inst``)."""
+    series = next((k for k in keys if k.tag == "0020000E" and not is_universal(k.value)), None)
+    uids = [u.strip() for u in series.value.split("\\") if u.strip()] if series else []
+    if not uids or any("*" in u or "?" in u for u in uids):
+        return None
+    snap = index.current()
+    pairs = qido._rows(
+        index,
+        snap,
+        "SELECT StudyInstanceUID, SeriesInstanceUID FROM series_sum WHERE SeriesInstanceUID "
+        f"IN ({', '.join('?' * len(uids))})",
+        uids,
+    )
+    rows = []
+    for pair in pairs:
+        for r in snap.instance_rows(
+            pair["StudyInstanceUID"], pair["SeriesInstanceUID"], None,
+            "SOPInstanceUID, SOPClassUID, Modality, meta",
+        ):  # fmt: skip
+            rows.append(
+                {
+                    "k": r["SOPInstanceUID"],
+                    "path": r["path"],
+                    "meta": r["meta"],
+                    "n_studies": 1,
+                    "n_series": 1,
+                    "n_inst": 1,
+                    "mods": [r["Modality"]],
+                    "classes": [r["SOPClassUID"]],
+                }
+            )
+    rows.sort(key=lambda r: (r["k"] is None, r["k"] or ""))
+    return rows
