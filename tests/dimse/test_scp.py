@@ -228,23 +228,31 @@ def test_movescu_to_storescp(scp: Scp, files: dict[str, str], tmp_path: object) 
 
 def test_find_cancel_stops_the_answers(tmp_path: pytest.TempPathFactory) -> None:
     """findscu --cancel 1 sends C-CANCEL after the first answer: the SCP stops early and ends
-    with Cancel (0xFE00), not with the other studies and Success."""
+    with Cancel (0xFE00), not with the other studies and Success.
+
+    The SCP must still be answering when the C-CANCEL comes: with 120 small answers it once
+    sent them all first (CI, Success: a right answer then). 1,500 studies, each answer read
+    from its header, give the C-CANCEL a window of about a second, not milliseconds. (A
+    C-CANCEL sent before the first answer is dropped by pynetdicom, which clears the ones
+    received before it dispatches a request.)"""
     root = str(tmp_path)
     data = os.path.join(root, "data")
     os.makedirs(data)
     template = pydicom.dcmread(sample("mr"))
-    for i in range(120):  # 120 studies of one MR each
+    for i in range(1500):  # 1,500 studies of one MR each
         template.StudyInstanceUID = generate_uid()
         template.SeriesInstanceUID = generate_uid()
         template.SOPInstanceUID = template.file_meta.MediaStorageSOPInstanceUID = generate_uid()
         template.save_as(os.path.join(data, f"{i}.dcm"))
     catalog = os.path.join(root, "catalog")
     Catalog(catalog).catalog(data, workers=0)
-    with DimseServer(catalog, ServerConfig(port=0)) as server:
+    with DimseServer(catalog, ServerConfig(port=0, find_limit=10_000)) as server:
         res = dcmtk("findscu", "-v", "-S", "-aec", "PIXELS", "--cancel", "1",
-                    "-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID", "127.0.0.1",
-                    str(server.port))  # fmt: skip
+                    "-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID",
+                    "-k", "PatientName", "-k", "StudyDate", "-k", "StudyDescription",
+                    "-k", "ModalitiesInStudy", "-k", "NumberOfStudyRelatedInstances",
+                    "127.0.0.1", str(server.port))  # fmt: skip
     assert res.returncode == 0, res.stderr
     text = res.stdout + res.stderr
     assert "Received Final Find Response (Cancel" in text, text[-500:]
-    assert text.count("Find Response:") < 120
+    assert text.count("Find Response:") < 1500
