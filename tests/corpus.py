@@ -84,29 +84,23 @@ def tree_files(root: Path) -> list[str]:
     return sorted(os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs)
 
 
-def seg_5x5(path: Path) -> Path:
-    """A binary SEG written by highdicom over a real CT cut to 5 x 5: 4 segments, so 4 frames
-    of 25 bits, which start at bits 0, 25, 50, 75 (bit 1, 2, 3 of a byte for frames 1-3)."""
+def binary_seg(
+    path: Path, ct: pydicom.Dataset, mask: np.ndarray, *, labels: list[str], serial: str = "1"
+) -> Path:
+    """A binary SEG written by highdicom over ``ct`` to ``path``: ``mask`` is (frames, rows,
+    columns[, segments]), one segment per label."""
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
-    ct = pydicom.dcmread(sample_file("CT_small.dcm"))
-    ct.PixelData = np.ascontiguousarray(ct.pixel_array[:5, :5]).tobytes()
-    ct.Rows = ct.Columns = 5
-    mask = np.zeros((1, 5, 5, 4), dtype=bool)
-    rng = np.random.default_rng(9)
-    for k in range(4):
-        mask[0, ..., k] = rng.random((5, 5)) < 0.5
-        mask[0, k, k, k] = True  # no empty frame
     segments = [
         hd.seg.SegmentDescription(
             segment_number=k + 1,
-            segment_label=f"region {k + 1}",
+            segment_label=label,
             segmented_property_category=codes.SCT.Tissue,
             segmented_property_type=codes.SCT.Tissue,
             algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL,
         )
-        for k in range(4)
+        for k, label in enumerate(labels)
     ]
     seg = hd.seg.Segmentation(
         source_images=[ct],
@@ -120,11 +114,25 @@ def seg_5x5(path: Path) -> Path:
         manufacturer="Pixels tests",
         manufacturer_model_name="test",
         software_versions="0",
-        device_serial_number="1",
+        device_serial_number=serial,
         transfer_syntax_uid=pydicom.uid.ExplicitVRLittleEndian,
     )
     seg.save_as(path)
     return path
+
+
+def seg_5x5(path: Path) -> Path:
+    """A binary SEG written by highdicom over a real CT cut to 5 x 5: 4 segments, so 4 frames
+    of 25 bits, which start at bits 0, 25, 50, 75 (bit 1, 2, 3 of a byte for frames 1-3)."""
+    ct = pydicom.dcmread(sample_file("CT_small.dcm"))
+    ct.PixelData = np.ascontiguousarray(ct.pixel_array[:5, :5]).tobytes()
+    ct.Rows = ct.Columns = 5
+    mask = np.zeros((1, 5, 5, 4), dtype=bool)
+    rng = np.random.default_rng(9)
+    for k in range(4):
+        mask[0, ..., k] = rng.random((5, 5)) < 0.5
+        mask[0, k, k, k] = True  # no empty frame
+    return binary_seg(path, ct, mask, labels=[f"region {k + 1}" for k in range(4)])
 
 
 H264 = "1.2.840.10008.1.2.4.102"  # MPEG-4 AVC/H.264 High Profile / Level 4.1

@@ -11,7 +11,7 @@ import numpy as np
 import pydicom
 from pydicom.datadict import keyword_for_tag
 
-from corpus import sample_file
+from corpus import binary_seg, sample_file
 
 #: Text attributes that identify a person, place or visit, as they appear in the test files.
 IDENTIFYING = {
@@ -87,34 +87,7 @@ def leaked(data: bytes, strings: set[str]) -> set[str]:
 
 def seg_of_ct(path: Path) -> Path:
     """A binary SEG by highdicom over CT_small (a square), referencing it."""
-    import highdicom as hd
-    from pydicom.sr.codedict import codes
-
     ct = pydicom.dcmread(sample_file("CT_small.dcm"))
     mask = np.zeros((1, int(ct.Rows), int(ct.Columns)), dtype=bool)
     mask[0, 40:80, 40:80] = True
-    seg = hd.seg.Segmentation(
-        source_images=[ct],
-        pixel_array=mask,
-        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=[
-            hd.seg.SegmentDescription(
-                segment_number=1,
-                segment_label="lesion",
-                segmented_property_category=codes.SCT.Tissue,
-                segmented_property_type=codes.SCT.Tissue,
-                algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL,
-            )
-        ],
-        series_instance_uid=hd.UID(),
-        series_number=2,
-        sop_instance_uid=hd.UID(),
-        instance_number=1,
-        manufacturer="Pixels tests",
-        manufacturer_model_name="test",
-        software_versions="0",
-        device_serial_number="SEG-SN-4711",
-        transfer_syntax_uid=pydicom.uid.ExplicitVRLittleEndian,
-    )
-    seg.save_as(path)
-    return path
+    return binary_seg(path, ct, mask, labels=["lesion"], serial="SEG-SN-4711")
