@@ -74,8 +74,8 @@ __all__ = [
 #: unless :data:`UPGRADES` turns it into this one.
 FORMAT = 4
 
-#: Study and series level key columns: one ``grp`` row per distinct combination.
-GROUP_COLUMNS = (
+#: Study-level key columns of ``grp``: a study search on these alone reads ``qs``.
+STUDY_SEARCH = (
     "PatientName",
     "PatientID",
     "PatientBirthDate",
@@ -84,6 +84,10 @@ GROUP_COLUMNS = (
     "StudyDate",
     "AccessionNumber",
     "StudyDescription",
+)
+#: Study and series level key columns: one ``grp`` row per distinct combination.
+GROUP_COLUMNS = (
+    *STUDY_SEARCH,
     "SeriesInstanceUID",
     "Modality",
     "SeriesNumber",
@@ -114,17 +118,6 @@ _SGRP_SQL = """CREATE OR REPLACE VIEW ix.sgrp AS SELECT g.*, s.StudyID, s.Referr
 #: on integers.
 _SK = "hash(StudyInstanceUID)"
 
-#: Study-level key columns of ``grp``: a study search on these alone reads ``qs``.
-STUDY_SEARCH = (
-    "PatientName",
-    "PatientID",
-    "PatientBirthDate",
-    "PatientSex",
-    "StudyInstanceUID",
-    "StudyDate",
-    "AccessionNumber",
-    "StudyDescription",
-)
 #: The order studies are answered in (and ``qs`` is kept in).
 STUDY_ORDER = "d DESC NULLS LAST, StudyInstanceUID"
 #: ``qs`` and ``qs_new``: ``mixed`` marks a study whose live groups differ in a column of
