@@ -239,6 +239,44 @@ def test_a_table_on_s3_end_to_end(s3_server: Any, tmp_path: Path) -> None:
     assert stored_file.read_bytes() == part.getvalue()
 
 
+def test_the_index_of_an_s3_table_reads_a_version_asked_for_at_once(
+    s3_server: Any, tmp_path: Path, monkeypatch: Any
+) -> None:
+    """A remote table's index re-checks the log only now and then; a request that needs a
+    newer version (a STOW-RS answer waits for the version it committed) reads it at once.
+    The re-check is made hourly here, so only a read of the version asked for finds it."""
+    import s3fs
+
+    import pixels.web.index as web_index
+
+    local = copy_with_new_uids(sample_file("CT_small.dcm"), tmp_path / "src", 4, per_series=2)
+    scratch = tmp_path / "scratch"
+    Catalog(scratch).catalog(tmp_path / "src", workers=0)
+    rows = Catalog(scratch).sql_arrow("SELECT * FROM object_catalog ORDER BY path")
+    assert rows.num_rows == len(local)
+    bucket = f"ix-{uuid.uuid4().hex[:10]}"
+    s3fs.S3FileSystem(skip_instance_cache=True, **s3_server.storage_options).mkdir(bucket)
+    uri = f"s3://{bucket}/catalog"
+    opts = {"key": "testing", "secret": "testing", "endpoint_url": s3_server.endpoint_url}
+    table = CatalogTable(uri, storage_options=opts)
+    table.create()
+    table.append(rows.slice(0, 2))
+    monkeypatch.setattr(web_index, "_REMOTE_RECHECK_S", 3600.0)
+    index = web_index.TableIndex(table)
+    try:
+        first = index.current()
+        assert first.rows("SELECT count(*) AS n FROM inst", []) == [{"n": 2}]
+        table.append(rows.slice(2, 2))
+        version = table.version()
+        assert first.version is not None and version > first.version
+        assert index.current().version == first.version  # not re-checked within the hour
+        now = index.current(min_version=version)
+        assert now.version == version
+        assert now.rows("SELECT count(*) AS n FROM inst", []) == [{"n": 4}]
+    finally:
+        index.close()
+
+
 def test_concurrent_writers_into_one_s3_table(s3_server: Any, tmp_path: Path) -> None:
     """Two writers committing the same files at once into one s3:// table: each file once.
 

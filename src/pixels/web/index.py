@@ -245,11 +245,14 @@ class TableIndex:
         (a STOW-RS request, before it answers, waits for the version it committed).
         """
         snap = self._snap
-        if snap is not None and not self._maybe_changed():
-            return snap
         behind = snap is None or (
             min_version is not None and (snap.version is None or snap.version < min_version)
         )
+        # (a remote table is re-checked only every _REMOTE_RECHECK_S: a version asked for
+        # is read at once, or a STOW-RS answer would come before its instances are found)
+        if not behind and not self._maybe_changed():
+            assert snap is not None
+            return snap
         if not self._lock.acquire(blocking=behind):
             assert snap is not None
             return snap
