@@ -83,6 +83,11 @@ _CODE_KEYWORDS = frozenset(
 )
 #: ...except under these sequences, whose codes identify a person.
 _IDENTITY_CODE_SEQUENCES = frozenset({"PersonIdentificationCodeSequence"})
+#: URLs and URIs that name a code system, not a place: kept (every other one is removed,
+#: since a URL names a host and often the original instance, e.g. Retrieve URL).
+_CODE_URLS = frozenset({"CodingSchemeURL", "URNCodeValue"})
+#: Free-text VRs of unlisted comments (removed like the table's comments).
+_COMMENT_VRS = frozenset({"LO", "SH", "ST", "LT", "UT", "UC"})
 _NUMERIC = frozenset({"US", "SS", "UL", "SL", "FL", "FD", "UV", "SV", "AT"})
 _BINARY = frozenset({"OB", "OW", "OF", "OD", "OL", "OV", "UN"})
 
@@ -286,10 +291,19 @@ class _Walk:
 
     def _default(self, elem: Any) -> str:
         vr = elem.VR
+        kw = elem.keyword or ""
         if vr == "UN":
             return "X"  # a public tag pydicom cannot name: its bytes cannot be judged
+        if vr == "PN":
+            return "D"  # a person's name the table does not list (Evaluator Name...)
+        if vr == "UR":
+            return "K" if kw in _CODE_URLS else "X"
+        if "Comment" in kw and vr in _COMMENT_VRS:
+            # free text the table does not list (Comments on the Scheduled Procedure Step...):
+            # removed like the table's comments, kept only as a descriptor the user names
+            named = Option.CLEAN_DESCRIPTORS in self.on and kw in self.opts.keep_descriptors
+            return "K" if named else "X"
         if vr == "UI":
-            kw = elem.keyword or ""
             if kw.endswith(_KEEP_UI_SUFFIXES) or kw in _KEEP_UI or Option.RETAIN_UIDS in self.on:
                 return "K"
             return "U"

@@ -48,6 +48,12 @@ institution that issued the original Patient ID, which is replaced by a pseudony
 (Context Group Extension Creator UID and Creator Version UID, not in the standard either,
 are replaced by the rule for unlisted UIDs below, kept with Retain UIDs.)
 
+:data:`STRICTER` holds more rows the standard's table lacks, each stricter than it, for
+attributes that identify a person or an original instance (a birth date in another
+calendar, the encrypted original attributes, a contact's name, the issuer of the accession
+number, an HL7 document's instance identifier); :func:`rule_for` finds them as it finds the
+table's rows.
+
 Rules for attributes the table does not list (stricter than the table, documented in the
 README): every private element is removed unless the Retain Safe Private option keeps it;
 curve (50xx) and overlay (60xx) groups are removed whole; group lengths and command
@@ -56,8 +62,12 @@ Instance UID ``U`` rows, ``K`` with Retain UIDs, never reach a stored file: they
 even then); the file meta (0002) is written anew from the cleaned data set; any
 other instance UID (VR UI whose keyword does not name a class, syntax or coding scheme, and
 whose value is not a DICOM-defined ``1.2.840.10008.`` UID) is replaced (``U``; kept with
-Retain UIDs); any other date or date-time (DA, DT) is shifted with the modified dates option,
-kept with the full dates option and removed without either; any other time (TM) is kept
+Retain UIDs); any other person name (PN) gets a dummy; any other URL or URI (UR) is
+removed (it names a host, and often the original instance: Retrieve URL), but for the
+code-system ones (Coding Scheme URL, URN Code Value); any other free-text comment (LO, SH,
+ST, LT, UT, UC whose keyword says Comment) is removed, kept only as a descriptor the user
+names with Clean Descriptors; any other date or date-time (DA, DT) is shifted with the
+modified dates option, kept with the full dates option and removed without either; any other time (TM) is kept
 with either dates option (offsets are whole days) and removed without. Inside a sequence
 whose action is a plain ``D`` (Content Sequence, Graphic Annotation Sequence, Verifying
 Observer Sequence...), the items are kept and cleaned with the same rules, and every
@@ -75,6 +85,7 @@ __all__ = [
     "DEID_METHOD_CODES",
     "SAFE_PRIVATE",
     "STANDARD",
+    "STRICTER",
     "TABLE",
     "Option",
     "Rule",
@@ -785,6 +796,18 @@ FFFA,FFFA DigitalSignaturesSequence X
 """
 # fmt: on
 
+#: Rows beyond :data:`TABLE` (not in PS3.15 Table E.1-1), stricter than it: standard
+#: attributes that identify a person, a place or an original instance and that the table,
+#: which keeps every attribute it does not list, would let through unchanged.
+STRICTER = """
+0008,0051 IssuerOfAccessionNumberSequence X I:K
+0010,0033 PatientBirthDateInAlternativeCalendar X
+0010,0034 PatientDeathDateInAlternativeCalendar X
+0040,E001 HL7InstanceIdentifier U U:K
+0074,100C ContactDisplayName X
+0400,0500 EncryptedAttributesSequence X
+"""
+
 _ACTIONS = {"D", "Z", "X", "K", "C", "U", "X/Z", "X/D", "Z/D", "X/Z/D", "X/Z/U*"}
 
 
@@ -833,6 +856,9 @@ def _parse(text: str) -> dict[int, Rule]:
 
 
 _RULES = _parse(TABLE)
+_STRICTER = _parse(STRICTER)
+if set(_RULES) & set(_STRICTER):  # pragma: no cover - checked at import
+    raise ValueError("a STRICTER row repeats a row of TABLE")
 
 
 def rules() -> dict[int, Rule]:
@@ -841,8 +867,8 @@ def rules() -> dict[int, Rule]:
 
 
 def rule_for(tag: int) -> Rule | None:
-    """The table's rule for ``tag``, or None when the table does not list it."""
-    return _RULES.get(tag)
+    """The rule for ``tag`` in :data:`TABLE` or :data:`STRICTER`, or None when neither lists it."""
+    return _RULES.get(tag) or _STRICTER.get(tag)
 
 
 def resolve(action: str, is_sequence: bool) -> str:

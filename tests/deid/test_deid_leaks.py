@@ -1,0 +1,95 @@
+"""Leaks found by auditing pixels.deid as a privacy officer would: attributes outside PS3.15
+Table E.1-1 that identify a person or an original instance, pixel data the burned-in check
+did not look at, private elements kept by the safe list whatever they hold.
+
+Every test runs on a real file (pydicom's test files) mutated the way other vendors' files
+are, and looks for the planted values in the raw output bytes.
+"""
+
+from __future__ import annotations
+
+import io
+
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
+
+from corpus import sample_file
+from pixels.deid import DeidKey, DeidOptions, Option, deidentify_file
+
+KEY = DeidKey(b"a" * 32)
+
+
+def _item(**values: object) -> Dataset:
+    item = Dataset()
+    for keyword, value in values.items():
+        setattr(item, keyword, value)
+    return item
+
+
+def test_unlisted_names_urls_comments_and_encrypted_originals_do_not_survive() -> None:
+    ds = pydicom.dcmread(sample_file("CT_small.dcm"))
+    study = str(ds.StudyInstanceUID)
+    url = f"https://pacs.stmary.example/wado/studies/{study}"
+    ds.RetrieveURL = url
+    ds.ReferencedSeriesSequence = Sequence(
+        [_item(SeriesInstanceUID=str(ds.SeriesInstanceUID), RetrieveURL=url + "/series/1")]
+    )
+    ds.PatientBirthDateInAlternativeCalendar = "1363/07/14 Hijri"
+    ds.PatientDeathDateInAlternativeCalendar = "1440/01/02 Hijri"
+    ds.EvaluatorName = "Evaluator^Eve"  # PN, not in the table
+    ds.CommentsOnTheScheduledProcedureStep = "Mr Smith is claustrophobic, call his wife"
+    ds.ReferencedImageSequence = Sequence(
+        [
+            _item(
+                ReferencedSOPClassUID=str(ds.SOPClassUID),
+                ReferencedSOPInstanceUID=str(ds.SOPInstanceUID),
+                DoseComment="dose for Smith",
+            )
+        ]
+    )
+    encrypted = _item(EncryptedContentTransferSyntaxUID="1.2.840.10008.1.2")
+    encrypted.EncryptedContent = b"CMS-enveloped PatientName=Smith^John" + b"\x00" * 4
+    ds.EncryptedAttributesSequence = Sequence([encrypted])
+    hl7 = "2.16.840.1.113883.19.5^DOC-4711"
+    ds.HL7StructuredDocumentReferenceSequence = Sequence(
+        [_item(ReferencedSOPClassUID="1.2.840.10008.5.1.4.1.1.104.1", HL7InstanceIdentifier=hl7)]
+    )
+    ds.ContactDisplayName = "Nurse Ratched"
+    ds.IssuerOfAccessionNumberSequence = Sequence(
+        [_item(LocalNamespaceEntityID="STMARY-RIS", UniversalEntityID="2.16.840.1.999.77")]
+    )
+    ds.CodingSchemeIdentificationSequence = Sequence(
+        [_item(CodingSchemeDesignator="SCT", CodingSchemeURL="http://snomed.info/sct")]
+    )
+    res = deidentify_file(ds, KEY, path="CT_small+unlisted.dcm")
+    assert res.status == "written" and res.data is not None
+    for planted in (
+        study,
+        "stmary",
+        "Hijri",
+        "Evaluator",
+        "Smith",
+        "claustrophobic",
+        "DOC-4711",
+        "Ratched",
+        "STMARY",
+        "2.16.840.1.999.77",
+    ):
+        assert planted.encode() not in res.data, planted
+    out = pydicom.dcmread(io.BytesIO(res.data))
+    assert "RetrieveURL" not in out and "RetrieveURL" not in out.ReferencedSeriesSequence[0]
+    assert out.EvaluatorName == "ANONYMIZED"
+    for kw in ("EncryptedAttributesSequence", "IssuerOfAccessionNumberSequence"):
+        assert kw not in out, kw
+    # an HL7 document's instance identifier is an instance UID: replaced consistently
+    assert out.HL7StructuredDocumentReferenceSequence[0].HL7InstanceIdentifier == KEY.uid(hl7)
+    # a code system's URL names no one: kept
+    assert out.CodingSchemeIdentificationSequence[0].CodingSchemeURL == "http://snomed.info/sct"
+    # a comment is a descriptor: kept only when the user names it as checked
+    named = DeidOptions.of(
+        Option.CLEAN_DESCRIPTORS, keep_descriptors=("CommentsOnTheScheduledProcedureStep",)
+    )
+    kept = pydicom.dcmread(io.BytesIO(deidentify_file(ds, KEY, named).data))  # type: ignore[arg-type]
+    assert kept.CommentsOnTheScheduledProcedureStep == ds.CommentsOnTheScheduledProcedureStep
+    assert "DoseComment" not in kept.ReferencedImageSequence[0]
