@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import io
 
+import numpy as np
 import pydicom
+import pytest
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
 from corpus import sample_file
-from pixels.deid import DeidKey, DeidOptions, Option, deidentify_file
+from pixels.deid import BlackoutRule, DeidKey, DeidOptions, Option, deidentify_file
 
 KEY = DeidKey(b"a" * 32)
 
@@ -93,3 +95,63 @@ def test_unlisted_names_urls_comments_and_encrypted_originals_do_not_survive() -
     kept = pydicom.dcmread(io.BytesIO(deidentify_file(ds, KEY, named).data))  # type: ignore[arg-type]
     assert kept.CommentsOnTheScheduledProcedureStep == ds.CommentsOnTheScheduledProcedureStep
     assert "DoseComment" not in kept.ReferencedImageSequence[0]
+
+
+def _float_ct(double: bool = False) -> tuple[pydicom.Dataset, np.ndarray]:
+    """CT_small with its pixels as Float (or Double Float) Pixel Data, as a parametric map."""
+    ds = pydicom.dcmread(sample_file("CT_small.dcm"))
+    values = ds.pixel_array.astype(np.float64 if double else np.float32) / 7.0
+    del ds.PixelData
+    for kw in ("BitsStored", "HighBit", "PixelRepresentation", "SmallestImagePixelValue"):
+        if kw in ds:
+            delattr(ds, kw)
+    ds.BitsAllocated = 64 if double else 32
+    if double:
+        ds.DoubleFloatPixelData = values.tobytes()
+    else:
+        ds.FloatPixelData = values.tobytes()
+    return ds, values
+
+
+def test_float_pixel_data_with_burned_in_text_is_refused_or_blacked_out() -> None:
+    for double in (False, True):
+        ds, values = _float_ct(double)
+        ds.BurnedInAnnotation = "YES"
+        res = deidentify_file(ds, KEY, path="float.dcm")
+        assert res.status == "skipped" and res.data is None, double
+        assert res.reason is not None and "is YES" in res.reason
+        rule = BlackoutRule(((0, 0, 30, 10),), rows=int(ds.Rows), columns=int(ds.Columns))
+        res = deidentify_file(ds, KEY, DeidOptions(blackout=(rule,)), path="float.dcm")
+        assert res.status == "written" and res.data is not None
+        out = pydicom.dcmread(io.BytesIO(res.data))
+        assert out.BurnedInAnnotation == "NO" and res.actions["blacked_out"] == 1
+        keyword = "DoubleFloatPixelData" if double else "FloatPixelData"
+        arr = np.frombuffer(out[keyword].value, values.dtype).reshape(values.shape)
+        assert (arr[0:10, 0:30] == values.min()).all()
+        mask = np.ones(values.shape, bool)
+        mask[0:10, 0:30] = False
+        assert np.array_equal(arr[mask], values[mask])
+
+
+@pytest.mark.parametrize(
+    "flag",
+    ["RecognizableVisualFeatures", "SpecimenLabelInImage", "functional-group"],
+)
+def test_faces_slide_labels_and_per_frame_burned_in_text_are_suspect(flag: str) -> None:
+    ds = pydicom.dcmread(sample_file("CT_small.dcm"))
+    ds.BurnedInAnnotation = "NO"  # the top level says no text...
+    assert deidentify_file(ds, KEY).status == "written"
+    if flag == "functional-group":  # ...a frame's group says otherwise
+        ds.SharedFunctionalGroupsSequence = Sequence(
+            [_item(FrameContentSequence=Sequence([_item(BurnedInAnnotation="YES")]))]
+        )
+        expected = "YES in FrameContentSequence"
+    else:
+        setattr(ds, flag, "YES")
+        expected = {
+            "RecognizableVisualFeatures": "Recognizable Visual Features (0028,0302) is YES",
+            "SpecimenLabelInImage": "Specimen Label In Image (0048,0010) is YES",
+        }[flag]
+    res = deidentify_file(ds, KEY, path="CT_small+flag.dcm")
+    assert res.status == "skipped" and res.data is None
+    assert res.reason is not None and expected in res.reason

@@ -36,6 +36,7 @@ from typing import Any, BinaryIO
 from pixels.deid.dates import shift_da, shift_dt
 from pixels.deid.keys import DeidKey
 from pixels.deid.pixelclean import (
+    PIXEL_KEYWORDS,
     BlackoutRule,
     black_out,
     burned_in_reason,
@@ -478,7 +479,8 @@ def deidentify_dataset(
             "(0008,0018) SOP Instance UID is missing: no name for the output", path or None
         )
     cleaned = False
-    if "PixelData" in ds and (rule is not None or ts == codecs.EXPLICIT_BE):
+    has_pixels = any(kw in ds for kw in PIXEL_KEYWORDS)
+    if has_pixels and (rule is not None or ts == codecs.EXPLICIT_BE):
         rects = rule.rectangles if rule is not None else ()
         ts = black_out(ds, rects, ts, path=path)
         if rule is not None:

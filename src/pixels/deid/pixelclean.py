@@ -1,9 +1,12 @@
 """Burned-in text in pixel data: which files are suspect, and blacking out rectangles.
 
-A file is **suspect** (:func:`burned_in_reason`) when its Burned In Annotation (0028,0301)
-is ``YES``, or when it does not say ``NO`` and its modality (US, SC, OT, XC, ES) or SOP
-class (ultrasound, secondary capture) commonly carries text in its pixels. Suspect files
-are not written unless a :class:`BlackoutRule` matches them.
+A file with pixels (Pixel Data, Float Pixel Data or Double Float Pixel Data) is
+**suspect** (:func:`burned_in_reason`) when a Burned In Annotation (0028,0301) anywhere in
+it (functional groups included) is ``YES``, when its Recognizable Visual Features
+(0028,0302) or Specimen Label in Image (0048,0010: a slide's label, which carries the
+patient's name or number) is ``YES``, or when it does not say ``NO`` and its modality (US,
+SC, OT, XC, ES) or SOP class (ultrasound, secondary capture) commonly carries text in its
+pixels. Suspect files are not written unless a :class:`BlackoutRule` matches them.
 
 A rule matches by image size (Rows, Columns) or by device (Manufacturer, Manufacturer's
 Model Name) and lists rectangles ``(x, y, width, height)`` in pixels (x: column, y: row,
@@ -31,6 +34,7 @@ from pixels.dicom.decode import PixelInfo, decode_frame
 from pixels.errors import DecodeError, DeidError
 
 __all__ = [
+    "PIXEL_KEYWORDS",
     "SUSPECT_MODALITIES",
     "SUSPECT_SOP_CLASSES",
     "BlackoutRule",
@@ -56,6 +60,9 @@ SUSPECT_SOP_CLASSES = {
 }
 
 _KEEP_NATIVE = {codecs.IMPLICIT_LE, codecs.EXPLICIT_LE, codecs.DEFLATED_LE}
+
+#: The elements that hold an image's pixels (integer, float, double float).
+PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 
 
 @dataclass(frozen=True)
@@ -144,11 +151,20 @@ def burned_in_reason(ds: Any) -> str | None:
 
     None when there is no Pixel Data, or Burned In Annotation is ``NO``.
     """
-    if "PixelData" not in ds:
+    if not any(kw in ds for kw in PIXEL_KEYWORDS):
         return None
     flag = str(ds.get("BurnedInAnnotation", "") or "").strip().upper()
     if flag == "YES":
         return "Burned In Annotation (0028,0301) is YES"
+    for keyword, tag in (
+        ("RecognizableVisualFeatures", "(0028,0302)"),
+        ("SpecimenLabelInImage", "(0048,0010)"),
+    ):
+        if str(ds.get(keyword, "") or "").strip().upper() == "YES":
+            return f"{_words(keyword)} {tag} is YES"
+    nested = _nested_yes(ds)
+    if nested:
+        return f"Burned In Annotation (0028,0301) is YES in {nested}"
     if flag == "NO":
         return None
     modality = str(ds.get("Modality", "") or "").strip().upper()
@@ -160,6 +176,24 @@ def burned_in_reason(ds: Any) -> str | None:
             f"SOP class {SUSPECT_SOP_CLASSES[sop]} commonly has burned-in text and "
             "Burned In Annotation is not NO"
         )
+    return None
+
+
+def _words(keyword: str) -> str:
+    return "".join(" " + c if c.isupper() and i else c for i, c in enumerate(keyword))
+
+
+def _nested_yes(ds: Any) -> str | None:
+    """The sequence holding a Burned In Annotation of YES below the top level, or None."""
+    for elem in ds:
+        if elem.VR != "SQ":
+            continue
+        for item in elem.value:
+            if str(item.get("BurnedInAnnotation", "") or "").strip().upper() == "YES":
+                return elem.keyword or f"({elem.tag.group:04X},{elem.tag.element:04X})"
+            found = _nested_yes(item)
+            if found:
+                return found
     return None
 
 
@@ -205,6 +239,8 @@ def black_out(
     """
     from pydicom.pixels import convert_color_space
 
+    if "PixelData" not in ds:
+        return _black_out_float(ds, rectangles, transfer_syntax, path=path)
     info = PixelInfo.from_dataset(ds)
     if info.transfer_syntax != transfer_syntax:
         info = PixelInfo(**{**_asdict(info), "transfer_syntax": transfer_syntax})
@@ -252,6 +288,45 @@ def black_out(
     ds.PhotometricInterpretation = photometric_out
     if info.samples_per_pixel > 1:
         ds.PlanarConfiguration = 0
+    return transfer_syntax if transfer_syntax in _KEEP_NATIVE else codecs.EXPLICIT_LE
+
+
+def _black_out_float(
+    ds: Any, rectangles: Sequence[tuple[int, int, int, int]], transfer_syntax: str, *, path: str
+) -> str:
+    """Float Pixel Data (7FE0,0008) or Double Float Pixel Data (7FE0,0009): always native.
+
+    The rectangles get the smallest value of the image; big endian input is written little
+    endian.
+    """
+    double = "DoubleFloatPixelData" in ds
+    keyword, tag = (
+        ("DoubleFloatPixelData", "(7FE0,0009)") if double else ("FloatPixelData", "(7FE0,0008)")
+    )
+    width = 8 if double else 4
+    order = ">" if transfer_syntax == codecs.EXPLICIT_BE else "<"
+    try:
+        shape = (
+            int(ds.get("NumberOfFrames", 1) or 1),
+            int(ds.Rows),
+            int(ds.Columns),
+            int(ds.get("SamplesPerPixel", 1) or 1),
+        )
+    except (AttributeError, TypeError, ValueError) as e:
+        raise DeidError(f"{tag} {keyword}: no usable image size: {e}", path or None) from e
+    data = bytes(ds[keyword].value)
+    count = shape[0] * shape[1] * shape[2] * shape[3]
+    if len(data) < count * width:
+        raise DeidError(
+            f"{tag} {keyword} holds {len(data)} bytes, {count * width} expected", path or None
+        )
+    arr = np.frombuffer(data[: count * width], dtype=f"{order}f{width}").reshape(shape)
+    arr = arr.astype(f"<f{width}", copy=True)
+    if rectangles and arr.size:
+        fill = np.nanmin(arr) if not np.isnan(arr).all() else 0.0
+        for x, y, w, h in rectangles:
+            arr[:, y : y + h, x : x + w, :] = fill
+    ds[keyword].value = arr.tobytes()
     return transfer_syntax if transfer_syntax in _KEEP_NATIVE else codecs.EXPLICIT_LE
 
 
