@@ -97,6 +97,26 @@ def test_user_identity_and_calling_ae_title(guarded: DimseServer) -> None:
     assert "wrong username or passcode" in guarded.refusals[-1]
 
 
+def test_refused_associations_get_an_associate_rj_with_the_reason(guarded: DimseServer) -> None:
+    """dcmtk's tools see an A-ASSOCIATE-RJ naming why, not a dropped connection (the SCP
+    once closed the socket while the reject was still queued: "Peer aborted Association")."""
+    port = str(guarded.port)
+    for tool, args, reason in (
+        ("echoscu", ["-aet", "GOOD", "-aec", "OTHER"], "Called AE Title Not Recognized"),
+        ("echoscu", ["-aet", "BAD", "-aec", "PIXELS"], "Calling AE Title Not Recognized"),
+        ("storescu", ["-aet", "GOOD", "-aec", "PIXELS", "--user", "alice", "--password",
+                      "wrong"], "No Reason"),
+    ):  # fmt: skip
+        files = [sample("mr")] if tool == "storescu" else []
+        for _ in range(3):  # the race lost once would already show
+            res = dcmtk(tool, "-v", *args, "127.0.0.1", port, *files)
+            text = res.stdout + res.stderr
+            assert res.returncode != 0
+            assert "Association Rejected" in text, text
+            assert "Result: Rejected Permanent, Source: Service User" in text, text
+            assert f"Reason: {reason}" in text, text
+
+
 def _client_ae() -> AE:
     ae = AE(ae_title="GOOD")
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 10

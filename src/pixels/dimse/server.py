@@ -80,6 +80,15 @@ def load_instance(item: InstanceFile) -> Dataset:
     return dcmread(io.BytesIO(data), force=False)
 
 
+def _reject(assoc: Any, diagnostic: int) -> None:
+    """Send an A-ASSOCIATE-RJ (rejected permanent, by the service user, ``diagnostic``:
+    0x01 no reason given, 0x03 calling AE title, 0x07 called AE title not recognized)
+    and wait until it is out: returning at once, pynetdicom closes the socket behind the
+    reject still queued, and the peer sees the connection dropped instead of the reason."""
+    assoc.acse.send_reject(0x01, 0x01, diagnostic)
+    assoc.kill()  # as pynetdicom's own rejection: the DUL sends it, the peer closes
+
+
 class _PduGuard:
     """Wraps an association socket's ``recv``: a PDU header announcing more than the
     limits is answered by closing the connection (the peer is told nothing more)."""
@@ -234,20 +243,20 @@ class DimseServer:
                 f"association from {calling!r} at {peer} rejected: called AE title "
                 f"{called!r} is not {cfg.ae_title!r}"
             )
-            assoc.acse.send_reject(0x01, 0x01, 0x07)
+            _reject(assoc, 0x07)
             return
         if cfg.allowed_callers and calling not in cfg.allowed_callers:
             self._refuse(
                 f"association from {calling!r} at {peer} rejected: calling AE title not in "
                 "the allowed list"
             )
-            assoc.acse.send_reject(0x01, 0x01, 0x03)
+            _reject(assoc, 0x03)
             return
         if cfg.users:
             why = self._identity_problem(assoc.requestor.user_identity)
             if why:
                 self._refuse(f"association from {calling!r} at {peer} rejected: {why}")
-                assoc.acse.send_reject(0x01, 0x01, 0x01)
+                _reject(assoc, 0x01)
                 return
 
     def _identity_problem(self, item: Any) -> str | None:
