@@ -24,6 +24,7 @@ __all__ = [
     "STORAGE_SYNTAXES",
     "Verification",
     "storage_contexts",
+    "takes_as_stored",
 ]
 
 #: Uncompressed syntaxes every storage context also offers (conversion between them is lossless).
@@ -63,6 +64,27 @@ Verification = "1.2.840.10008.1.1"
 FIND_MODELS = {"1.2.840.10008.5.1.4.1.2.1.1": "PATIENT", "1.2.840.10008.5.1.4.1.2.2.1": "STUDY"}
 GET_MODELS = {"1.2.840.10008.5.1.4.1.2.1.3": "PATIENT", "1.2.840.10008.5.1.4.1.2.2.3": "STUDY"}
 MOVE_MODELS = {"1.2.840.10008.5.1.4.1.2.1.2": "PATIENT", "1.2.840.10008.5.1.4.1.2.2.2": "STUDY"}
+
+
+def takes_as_stored(contexts: Iterable[PresentationContext], sop_class: str, syntax: str) -> bool:
+    """Whether a peer that accepted ``contexts`` (we sending, as SCU of C-STORE) takes an
+    instance of ``sop_class`` held in ``syntax`` without re-encoding its pixel data: a
+    context of the class in that syntax, or in another uncompressed one of the same
+    endianness (pynetdicom converts between explicit / implicit VR and deflate itself).
+    When not, the instance is sent converted to Explicit VR Little Endian (a peer that
+    accepts a class only uncompressed is common: storescp, getscu and many modalities)."""
+    want = UID(syntax)
+    for cx in contexts:
+        if cx.abstract_syntax != sop_class or not cx.as_scu or not cx.transfer_syntax:
+            continue
+        have = UID(cx.transfer_syntax[0])
+        if have == want:
+            return True
+        if not (have.is_compressed or want.is_compressed) and (
+            have.is_little_endian == want.is_little_endian
+        ):
+            return True
+    return False
 
 
 def storage_contexts(pairs: Iterable[tuple[str, str]]) -> list[PresentationContext]:

@@ -9,6 +9,7 @@ What arrives goes through the same path as the SCP's C-STORE
 
 from __future__ import annotations
 
+import io
 import logging
 import ssl
 from collections.abc import Callable, Iterable, Mapping
@@ -28,6 +29,7 @@ from pynetdicom.presentation import (
     build_role,
 )
 
+from pixels.dicom.transcode import open_transcoder
 from pixels.dimse.config import DimseError, Peer, ServerConfig
 from pixels.dimse.contexts import (
     FIND_MODELS,
@@ -37,8 +39,10 @@ from pixels.dimse.contexts import (
     STORAGE_SYNTAXES,
     Verification,
     storage_contexts,
+    takes_as_stored,
 )
 from pixels.dimse.receive import StoreSink, part10_bytes
+from pixels.errors import PixelsError
 
 __all__ = [
     "Client",
@@ -195,8 +199,9 @@ class Client:
 
     # ---------------------------------------------------------------- store
     def store(self, paths: Iterable[str]) -> list[tuple[str, int]]:
-        """C-STORE each file (sent in its own transfer syntax where the peer accepts it);
-        ``(path, status)`` of each."""
+        """C-STORE each file, in its own transfer syntax where the peer accepts it, else
+        converted to Explicit VR Little Endian; ``(path, status)`` of each (``0x0122``:
+        not sent, no context and no conversion for it)."""
         files = list(paths)
         pairs = []
         for path in files:
@@ -205,11 +210,14 @@ class Client:
         assoc = self._associate(storage_contexts(pairs))
         out = []
         try:
-            for path in files:
+            for path, (sop_class, syntax) in zip(files, pairs, strict=True):
                 try:
-                    rsp = assoc.send_c_store(path)
+                    if takes_as_stored(assoc.accepted_contexts, sop_class, syntax):
+                        rsp = assoc.send_c_store(path)
+                    else:  # the peer takes the class only uncompressed
+                        rsp = assoc.send_c_store(_explicit_le(path, syntax))
                     out.append((path, int(rsp.get("Status", 0xC000)) if rsp else 0xC000))
-                except (ValueError, AttributeError) as e:
+                except (ValueError, AttributeError, PixelsError) as e:
                     LOG.warning("C-STORE of %s not sent: %s", path, e)
                     out.append((path, 0x0122))
         finally:
@@ -284,6 +292,13 @@ class Client:
         except DimseError as e:
             LOG.info("no IMAGE level C-FIND for the SOP classes (%s): proposing common ones", e)
         return [str(cx.abstract_syntax) for cx in StoragePresentationContexts[:60]]
+
+
+def _explicit_le(path: str, syntax: str) -> Dataset:
+    """The file at ``path`` converted to Explicit VR Little Endian (pixel data decoded)."""
+    with open(path, "rb") as fh:
+        data = b"".join(open_transcoder(fh, path=path, transfer_syntax=syntax).chunks())
+    return dcmread(io.BytesIO(data))
 
 
 _UNIQUE = {0x00100020, 0x0020000D, 0x0020000E, 0x00080018}

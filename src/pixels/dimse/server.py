@@ -31,6 +31,7 @@ from pynetdicom.presentation import AllStoragePresentationContexts, build_contex
 from pynetdicom.transport import ThreadedAssociationServer
 
 from pixels.dicom.notices import kept_warnings
+from pixels.dicom.transcode import open_transcoder
 from pixels.dimse.config import ServerConfig, check_listen
 from pixels.dimse.contexts import (
     ACCEPT_ORDER,
@@ -39,6 +40,7 @@ from pixels.dimse.contexts import (
     MOVE_MODELS,
     Verification,
     storage_contexts,
+    takes_as_stored,
 )
 from pixels.dimse.query import FindError, InstanceFile, find, instances_for, parse_identifier
 from pixels.dimse.receive import (
@@ -71,12 +73,27 @@ def status(code: int, comment: str = "") -> Dataset:
     return ds
 
 
-def load_instance(item: InstanceFile) -> Dataset:
+def load_instance(item: InstanceFile, *, explicit_le: bool = False) -> Dataset:
     """The data set of a cataloged file (local, zip member or object store), read whole;
-    its elements stay as stored, so sending it re-encodes the same bytes."""
+    its elements stay as stored, so sending it re-encodes the same bytes.
+
+    With ``explicit_le`` it is converted to Explicit VR Little Endian first
+    (:func:`pixels.dicom.transcode.open_transcoder`: big endian swapped, encapsulated
+    pixel data decoded), for a peer that does not take it as stored.
+
+    Raises
+    ------
+    TranscodeError, MissingDecoderError
+        ``explicit_le`` and the pixel data cannot be converted (video, no decoder).
+    """
     ref = FileRef.from_row(item.row)
     with open_file(ref) as fp:
         data = fp.read()
+    if explicit_le:
+        transcoder = open_transcoder(
+            io.BytesIO(data), path=str(item.row["path"]), transfer_syntax=item.transfer_syntax
+        )
+        data = b"".join(transcoder.chunks())
     return dcmread(io.BytesIO(data), force=False)
 
 
@@ -355,15 +372,25 @@ class DimseServer:
         query = parse_identifier(event.identifier, model)
         return instances_for(index_of(self.state).current(), query)
 
-    def _send(self, event: Any, items: list[InstanceFile]) -> Iterator[tuple[Any, Any]]:
+    def _send(
+        self, event: Any, items: list[InstanceFile], store_assoc: Callable[[], Any]
+    ) -> Iterator[tuple[Any, Any]]:
+        """The (status, data set) pairs of a C-GET / C-MOVE: each instance as stored, or
+        converted to Explicit VR Little Endian where the association it is sent on
+        (``store_assoc()``) has no context taking it as stored."""
         for item in items:
             if event.is_cancelled:
                 yield 0xFE00, None
                 return
+            assoc = store_assoc()
+            convert = assoc is not None and not takes_as_stored(
+                assoc.accepted_contexts, item.sop_class, item.transfer_syntax
+            )
             try:
-                ds = load_instance(item)
+                ds = load_instance(item, explicit_le=convert)
             except Exception as e:
-                LOG.warning("DIMSE: %s cannot be read for retrieval: %s", item.row["path"], e)
+                how = "converted to Explicit VR Little Endian" if convert else "read"
+                LOG.warning("DIMSE: %s cannot be %s for retrieval: %s", item.row["path"], how, e)
                 yield 0xFF00, f"unreadable: {item.row['path']}"  # counted as a failure
                 continue
             yield 0xFF00, ds
@@ -377,7 +404,7 @@ class DimseServer:
             yield status(e.status, e.reason), None
             return
         yield len(items)
-        yield from self._send(event, items)
+        yield from self._send(event, items, lambda: event.assoc)
 
     def _on_move(self, event: Any) -> Iterator[Any]:
         dest = str(event.move_destination or "").strip()
@@ -397,6 +424,8 @@ class DimseServer:
         contexts = storage_contexts((i.sop_class, i.transfer_syntax) for i in items)
         if not contexts:
             contexts = [build_context(Verification)]
-        yield where[0], where[1], {"ae_title": dest, "contexts": contexts}
+        sent_on: list[Any] = []  # the association to the destination, once made
+        handlers = [(evt.EVT_ESTABLISHED, lambda e: sent_on.append(e.assoc))]
+        yield where[0], where[1], {"ae_title": dest, "contexts": contexts, "evt_handlers": handlers}
         yield len(items)
-        yield from self._send(event, items)
+        yield from self._send(event, items, lambda: sent_on[-1] if sent_on else None)
