@@ -155,3 +155,35 @@ def test_faces_slide_labels_and_per_frame_burned_in_text_are_suspect(flag: str) 
     res = deidentify_file(ds, KEY, path="CT_small+flag.dcm")
     assert res.status == "skipped" and res.data is None
     assert res.reason is not None and expected in res.reason
+
+
+@pytest.mark.parametrize("implicit", [False, True], ids=["explicit", "implicit"])
+def test_safe_private_elements_keep_numbers_and_terms_only(implicit: bool) -> None:
+    ds = pydicom.dcmread(sample_file("MR_small.dcm"))
+    good = ds.private_block(0x0019, "SIEMENS MR HEADER", create=True)
+    good.add_new(0x0C, "IS", "1000")  # b-value
+    good.add_new(0x0D, "CS", "DIRECTIONAL")
+    good.add_new(0x0E, "FD", [0.5, -0.5, 0.70710678])
+    # the same creator reserving a second block of the group: (0019,11xx)
+    ds.add_new(0x00190011, "LO", "SIEMENS MR HEADER")
+    ds.add_new(0x0019110C, "LO", "Smith^John")  # a name where a b-value belongs
+    ds.add_new(0x0019110D, "CS", "SMITHJ")
+    ds.add_new(0x0019110E, "LO", "Jones^Ann")
+    if implicit:  # as an implicit VR file holds it: VRs from the private dictionary or UN
+        buf = io.BytesIO()
+        ds.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
+        ds.save_as(buf, enforce_file_format=True)
+        source: object = buf.getvalue()
+    else:
+        source = ds
+    res = deidentify_file(source, KEY, DeidOptions.of(Option.RETAIN_SAFE_PRIVATE))  # type: ignore[arg-type]
+    assert res.status == "written" and res.data is not None
+    for planted in (b"Smith", b"SMITHJ", b"Jones"):
+        assert planted not in res.data, planted
+    out = pydicom.dcmread(io.BytesIO(res.data))
+    kept = {int(e.tag): e for e in out if e.tag.is_private}
+    block = good.get_tag(0)
+    assert sorted(kept) == [0x00190010, block + 0x0C, block + 0x0D, block + 0x0E]
+    assert block == 0x00191000
+    assert int(kept[block + 0x0C].value) == 1000
+    assert res.actions["kept_private"] == 3

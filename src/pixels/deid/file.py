@@ -28,6 +28,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import io
+import re
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -366,7 +367,13 @@ class _Walk:
                 continue
             block = (group, el >> 8)
             creator = creators.get(block)
-            if keep_safe and creator is not None and (creator, group, el & 0xFF) in SAFE_PRIVATE:
+            safe = (creator or "", group, el & 0xFF)
+            if (
+                keep_safe
+                and creator is not None
+                and safe in SAFE_PRIVATE
+                and _safe_value(ds, t, safe)
+            ):
                 used.add(block)
                 self.counts["kept_private"] += 1
                 continue
@@ -377,6 +384,51 @@ class _Walk:
             if el < 0x1000 and (group, el) not in used:
                 del ds[t]
                 self.counts["removed"] += 1
+
+
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def _safe_value(ds: Any, tag: int, safe: tuple[str, int, int]) -> bool:
+    """Whether a Retain Safe Private element holds what the list says, nothing else.
+
+    Its VR must be the listed one (or UN, read as the listed one), an IS/DS value numbers
+    only, a CS value one of the defined terms, an FL/FD value whole floats: a vendor (or
+    anyone) writing a name where a b-value belongs does not get it through, nor a value
+    that cannot be read as its VR.
+    """
+    from pixels.deid.profile import SAFE_PRIVATE_TERMS, SAFE_PRIVATE_VR
+
+    try:
+        elem = ds[tag]
+    except Exception:  # the bytes do not fit the dictionary's VR (a name in an FD)
+        return False
+    want = SAFE_PRIVATE_VR[safe]
+    vr = elem.VR
+    if vr not in (want, "UN") and {vr, want} != {"IS", "DS"}:
+        return False
+    value = elem.value
+    if want in ("FD", "FL"):
+        size = 8 if want == "FD" else 4
+        if isinstance(value, bytes | bytearray):
+            return len(value) % size == 0
+        multi = isinstance(value, list | tuple) or type(value).__name__ == "MultiValue"
+        values = value if multi else [value]
+        return all(isinstance(v, int | float) for v in values)
+    if isinstance(value, bytes | bytearray):
+        try:
+            text = bytes(value).decode("ascii").rstrip("\x00 ")
+        except UnicodeDecodeError:
+            return False
+    elif isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
+        text = "\\".join(str(v) for v in value)
+    else:
+        text = "" if value is None else str(value)
+    parts = [p.strip() for p in text.split("\\")]
+    if want == "CS":
+        terms = SAFE_PRIVATE_TERMS.get(safe, frozenset())
+        return all(p in terms for p in parts if p)
+    return all(_NUMBER.fullmatch(p) for p in parts if p)
 
 
 def _patient_identity(ds: Any) -> str:

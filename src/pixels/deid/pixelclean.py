@@ -184,9 +184,27 @@ def _words(keyword: str) -> str:
 
 
 def _nested_yes(ds: Any) -> str | None:
-    """The sequence holding a Burned In Annotation of YES below the top level, or None."""
-    for elem in ds:
-        if elem.VR != "SQ":
+    """The sequence holding a Burned In Annotation of YES below the top level, or None.
+
+    Only public sequences are read (private ones are removed; a safe private element is
+    never one), and nothing else is converted: a bad value is for the walk to name.
+    """
+    from pydicom.datadict import dictionary_VR
+
+    for tag in list(ds.keys()):
+        if tag.is_private:
+            continue
+        vr = getattr(ds.get_item(tag), "VR", None)
+        if vr is None:
+            try:
+                vr = dictionary_VR(tag)
+            except KeyError:
+                continue
+        if vr != "SQ":
+            continue
+        try:
+            elem = ds[tag]
+        except Exception:
             continue
         for item in elem.value:
             if str(item.get("BurnedInAnnotation", "") or "").strip().upper() == "YES":

@@ -84,6 +84,8 @@ from enum import StrEnum
 __all__ = [
     "DEID_METHOD_CODES",
     "SAFE_PRIVATE",
+    "SAFE_PRIVATE_TERMS",
+    "SAFE_PRIVATE_VR",
     "STANDARD",
     "STRICTER",
     "TABLE",
@@ -166,11 +168,27 @@ DEID_METHOD_CODES: dict[str, tuple[str, str]] = {
 #: offset within the block) -> what it holds. Numeric acquisition parameters only, needed
 #: by diffusion and quantitative analysis, none able to hold text about a person.
 SAFE_PRIVATE: dict[tuple[str, int, int], str] = {
-    ("SIEMENS MR HEADER", 0x0019, 0x0C): "B_value (DS): diffusion b-value",
+    ("SIEMENS MR HEADER", 0x0019, 0x0C): "B_value (IS): diffusion b-value",
     ("SIEMENS MR HEADER", 0x0019, 0x0D): "DiffusionDirectionality (CS)",
     ("SIEMENS MR HEADER", 0x0019, 0x0E): "DiffusionGradientDirection (FD, 3 values)",
     ("GEMS_PARM_01", 0x0043, 0x39): "slop_int_6..9 (IS): GE diffusion b-value",
     ("Philips MR Imaging DD 001", 0x2001, 0x03): "Diffusion B-Factor (FL)",
+}
+
+#: The VR each element of :data:`SAFE_PRIVATE` must have (or UN, read as that VR) and hold
+#: a valid value of: a kept private element that holds anything else (text where a number
+#: belongs) is removed like any other private element.
+SAFE_PRIVATE_VR: dict[tuple[str, int, int], str] = {
+    ("SIEMENS MR HEADER", 0x0019, 0x0C): "IS",
+    ("SIEMENS MR HEADER", 0x0019, 0x0D): "CS",
+    ("SIEMENS MR HEADER", 0x0019, 0x0E): "FD",
+    ("GEMS_PARM_01", 0x0043, 0x39): "IS",
+    ("Philips MR Imaging DD 001", 0x2001, 0x03): "FL",
+}
+
+#: The defined terms of the one coded (CS) element of :data:`SAFE_PRIVATE`.
+SAFE_PRIVATE_TERMS: dict[tuple[str, int, int], frozenset[str]] = {
+    ("SIEMENS MR HEADER", 0x0019, 0x0D): frozenset({"DIRECTIONAL", "NONE", "ISOTROPIC", "BMATRIX"}),
 }
 
 # fmt: off
