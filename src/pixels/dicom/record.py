@@ -119,11 +119,16 @@ def file_columns(ref: FileRef, storage_options: dict[str, Any] | None = None) ->
     return row
 
 
-def catalog_record(ref: FileRef, options: RecordOptions | None = None) -> dict[str, Any]:
+def catalog_record(
+    ref: FileRef, options: RecordOptions | None = None, *, fd: int | None = None
+) -> dict[str, Any]:
     """Read one file once and return its catalog row (never raises for bad input).
 
     A file that cannot be read becomes a row with ``error`` set (naming the file
-    and, where known, the tag); non-DICOM images get their ``file_type``.
+    and, where known, the tag); non-DICOM images get their ``file_type``. ``fd``: the
+    local file already open at offset 0 (a :class:`~pixels.sources.readahead.ReadAhead`
+    descriptor, closed by the caller), read instead of opening the path when the file
+    is read whole (:func:`reads_whole`).
 
     Examples
     --------
@@ -138,16 +143,18 @@ def catalog_record(ref: FileRef, options: RecordOptions | None = None) -> dict[s
         row["cataloged_at"] = datetime.now(UTC)
         return row
     with kept_warnings() as kept:  # pydicom's warnings go to the row, not the terminal
-        _read_into(row, ref, opts)
+        _read_into(row, ref, opts, fd)
     row["warnings"] = kept or None
     row["cataloged_at"] = datetime.now(UTC)
     return row
 
 
-def _read_into(row: dict[str, Any], ref: FileRef, opts: RecordOptions) -> None:
+def _read_into(
+    row: dict[str, Any], ref: FileRef, opts: RecordOptions, fd: int | None = None
+) -> None:
     """Fill ``row`` from the file's bytes (a failure sets ``error``, never raises)."""
     try:
-        whole = _small_local_file(ref)
+        whole = _small_local_file(ref, fd)
         if whole is not None:
             _read_file(row, whole, ref.path, opts)
         else:
@@ -178,25 +185,35 @@ def _read_file(row: dict[str, Any], fp: BinaryIO, path: str, opts: RecordOptions
         )
 
 
-def _small_local_file(ref: FileRef) -> BinaryIO | None:
+def reads_whole(ref: FileRef) -> bool:
+    """Whether :func:`catalog_record` reads the file whole with one ``read`` (a small local file)."""
+    return ref.local_path is not None and 0 < ref.length <= WHOLE_FILE_BYTES
+
+
+def _small_local_file(ref: FileRef, fd: int | None = None) -> BinaryIO | None:
     """A small local file's bytes, read with one ``read``, as an in-memory file.
 
     None (read it through :func:`~pixels.sources.open_file`, which names what is
     wrong) when it is not a local file of at most :data:`WHOLE_FILE_BYTES` bytes, cannot
-    be opened or read, or no longer has the length it was listed with.
+    be opened or read, or no longer has the length it was listed with. ``fd``: the file
+    opened already (read from offset 0, left open).
     """
-    if ref.local_path is None or not 0 < ref.length <= WHOLE_FILE_BYTES:
+    if not reads_whole(ref):
         return None
+    assert ref.local_path is not None
+    own = fd is None
     try:
-        fd = os.open(os_path(ref.local_path), os.O_RDONLY)
+        if fd is None:
+            fd = os.open(os_path(ref.local_path), os.O_RDONLY)
     except OSError:
         return None
     try:
-        data = os.read(fd, ref.length + 1)
+        data = os.read(fd, ref.length + 1) if own else os.pread(fd, ref.length + 1, 0)
     except OSError:
         return None
     finally:
-        os.close(fd)
+        if own:
+            os.close(fd)
     if len(data) != ref.length:
         return None
     whole = io.BytesIO(data)

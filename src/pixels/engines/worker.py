@@ -33,8 +33,15 @@ from typing import Any
 import pyarrow as pa
 
 from pixels.dicom.notices import kept_warnings
-from pixels.dicom.record import RecordOptions, catalog_record, file_columns, thumbnail_rows
+from pixels.dicom.record import (
+    RecordOptions,
+    catalog_record,
+    file_columns,
+    reads_whole,
+    thumbnail_rows,
+)
 from pixels.schema import SCHEMA, THUMBNAIL_COLUMNS
+from pixels.sources.readahead import ReadAhead
 from pixels.sources.ref import FileRef
 
 #: One progress record: task id, index of the file being read (-1: task finished).
@@ -160,16 +167,24 @@ def run(refs: Sequence[FileRef], options: RecordOptions, task_id: int = 0) -> pa
     """Catalog one chunk of files (the task a worker runs); one row per file, always."""
     rows = []
     # in a pool worker (no other thread waits for the warnings' turn), set up once for
-    # the task: each file's own block then only takes them over
-    with kept_warnings() if _pooled else contextlib.nullcontext():
+    # the task: each file's own block then only takes them over; the disk reads the
+    # next files while one is parsed (ReadAhead)
+    with (
+        kept_warnings() if _pooled else contextlib.nullcontext(),
+        ReadAhead(refs, reads_whole) as ahead,
+    ):
         for i, ref in enumerate(refs):
             _mark(task_id, i)
+            fd = ahead.take(i)
             try:
-                rows.append(_explain_memory(catalog_record(ref, options)))
+                rows.append(_explain_memory(catalog_record(ref, options, fd=fd)))
             except (KeyboardInterrupt, SystemExit):
                 raise
             except BaseException as e:  # a decoder panic: this file's row, not the chunk
                 rows.append(_explain_memory(error_row(ref, _failure(ref, e))))
+            finally:
+                if fd is not None:
+                    os.close(fd)
     _mark(task_id, -1)
     return rows_batch(rows)
 
