@@ -187,3 +187,38 @@ def test_safe_private_elements_keep_numbers_and_terms_only(implicit: bool) -> No
     assert block == 0x00191000
     assert int(kept[block + 0x0C].value) == 1000
     assert res.actions["kept_private"] == 3
+
+
+@pytest.mark.parametrize("name", ["examples_overlay.dcm", "emri_small_big_endian.dcm"])
+def test_an_overlay_embedded_in_pixel_data_bits_is_cleared(name: str) -> None:
+    """A (retired) overlay kept in Pixel Data's unused bits: the 60xx group goes, the bits too."""
+    ds = pydicom.dcmread(sample_file(name))
+    assert (int(ds.BitsAllocated), int(ds.BitsStored), int(ds.HighBit)) == (16, 12, 11)
+    big = not ds.file_meta.TransferSyntaxUID.is_little_endian
+    words = np.frombuffer(ds.PixelData, ">u2" if big else "<u2").copy()
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    # the overlay: examples_overlay's own plane (else a box) drawn into bit 12
+    plane = np.zeros(words.size, bool).reshape(-1, rows, cols)
+    if 0x60003000 in ds:  # (a repeating group: its keyword is not found with `in`)
+        plane[0] = ds.overlay_array(0x6000).astype(bool)
+        del ds[0x60003000]
+    else:
+        plane[:, 2:20, 2:40] = True
+        ds.add_new(0x60000010, "US", rows)
+        ds.add_new(0x60000011, "US", cols)
+        ds.add_new(0x60000040, "CS", "G")
+        ds.add_new(0x60000050, "SS", [1, 1])
+    ds.add_new(0x60000100, "US", 16)
+    ds.add_new(0x60000102, "US", 12)
+    assert plane.any()
+    words |= plane.reshape(-1).astype(words.dtype) << 12
+    ds.PixelData = words.astype(">u2" if big else "<u2").tobytes()
+    ds.BurnedInAnnotation = "NO"  # the pixels proper hold no text
+    res = deidentify_file(ds, KEY, path=name)
+    assert res.status == "written" and res.data is not None
+    out = pydicom.dcmread(io.BytesIO(res.data))
+    assert not any(0x6000 <= e.tag.group <= 0x60FF for e in out)
+    after = np.frombuffer(out.PixelData, "<u2")  # written little endian
+    assert not (after >> 12).any()  # the overlay's bit plane is gone
+    assert np.array_equal(after, words & 0x0FFF)  # every stored value as it was
+    assert res.actions["overlay_bits_cleared"] == 1

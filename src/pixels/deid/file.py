@@ -41,6 +41,7 @@ from pixels.deid.pixelclean import (
     BlackoutRule,
     black_out,
     burned_in_reason,
+    clear_embedded_overlays,
     matching_rule,
 )
 from pixels.deid.profile import DEID_METHOD_CODES, STANDARD, Option, resolve, rule_for
@@ -165,7 +166,8 @@ class DeidResult:
         The output's transfer syntax.
     actions : dict of str to int
         How many elements each action touched: ``removed``, ``emptied``, ``dummy``,
-        ``uid``, ``pseudonym``, ``shifted``, ``kept_private``, ``blacked_out``.
+        ``uid``, ``pseudonym``, ``shifted``, ``kept_private``, ``blacked_out``,
+        ``overlay_bits_cleared``.
     """
 
     path: str
@@ -520,12 +522,15 @@ def deidentify_dataset(
     if reason and rule is None:
         return ds, DeidResult(path, "skipped", reason=f"possible burned-in text: {reason}")
     walk = _Walk(key, opts, path, _patient_identity(ds))
+    overlays = clear_embedded_overlays(ds, ts, path=path)  # before the 60xx groups go
     sop_class = str(
         ds.get("SOPClassUID", "")
         or getattr(ds.get("file_meta"), "MediaStorageSOPClassUID", "")
         or ""
     )
     walk.clean(ds)
+    if overlays:
+        walk.counts["overlay_bits_cleared"] += overlays
     if "SOPInstanceUID" not in ds or not str(ds.SOPInstanceUID or ""):
         raise DeidError(
             "(0008,0018) SOP Instance UID is missing: no name for the output", path or None

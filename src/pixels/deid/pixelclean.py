@@ -40,6 +40,7 @@ __all__ = [
     "BlackoutRule",
     "black_out",
     "burned_in_reason",
+    "clear_embedded_overlays",
     "load_rules",
     "matching_rule",
 ]
@@ -346,6 +347,60 @@ def _black_out_float(
             arr[:, y : y + h, x : x + w, :] = fill
     ds[keyword].value = arr.tobytes()
     return transfer_syntax if transfer_syntax in _KEEP_NATIVE else codecs.EXPLICIT_LE
+
+
+def clear_embedded_overlays(ds: Any, transfer_syntax: str, *, path: str = "") -> int:
+    """Clear the bits of native Pixel Data that hold overlays (retired embedded overlays).
+
+    An overlay plane (60xx) without Overlay Data (60xx,3000) lives in the unused high bits
+    of Pixel Data, at Overlay Bit Position (60xx,0102): removing the 60xx group (as the
+    profile does) hides it from viewers but leaves the text it draws in the file. Those
+    bits are zeroed here, in every frame; stored pixel values do not change. Returns the
+    number of bit planes cleared.
+
+    Raises
+    ------
+    DeidError
+        The overlay is embedded in compressed pixel data, which cannot be changed without
+        decoding (names the file and the tag).
+    """
+    if "PixelData" not in ds:
+        return 0
+    bits: dict[int, int] = {}
+    for group in range(0x6000, 0x6020, 2):
+        if (group << 16 | 0x0010) not in ds or (group << 16 | 0x3000) in ds:
+            continue  # no overlay, or one with its own data
+        position = ds.get((group << 16) | 0x0102)
+        try:
+            bit = int(position.value) if position is not None else -1
+        except (TypeError, ValueError):
+            bit = -1
+        if bit >= 0:
+            bits[bit] = group
+    allocated = int(ds.get("BitsAllocated", 0) or 0)
+    stored = int(ds.get("BitsStored", allocated) or allocated)
+    high = int(ds.get("HighBit", stored - 1) or 0)
+    low = high - stored + 1
+    outside = {b: g for b, g in bits.items() if b < allocated and not low <= b <= high}
+    if not outside or allocated not in (8, 16, 32):
+        return 0
+    if transfer_syntax not in (*_KEEP_NATIVE, codecs.EXPLICIT_BE):
+        group = min(outside.values())
+        raise DeidError(
+            f"({group:04X},0102) an overlay embedded in compressed Pixel Data cannot be removed",
+            path or None,
+        )
+    order = ">" if transfer_syntax == codecs.EXPLICIT_BE else "<"
+    dtype = np.dtype(f"{order}u{allocated // 8}")
+    data = bytes(ds.PixelData)
+    n = len(data) - len(data) % dtype.itemsize
+    words = np.frombuffer(data[:n], dtype=dtype).copy()
+    mask = 0
+    for b in outside:
+        mask |= 1 << b
+    words &= dtype.type(~mask & ((1 << allocated) - 1))
+    ds.PixelData = words.tobytes() + data[n:]
+    return len(outside)
 
 
 def _little_endian(ds: Any, info: PixelInfo) -> str:
