@@ -113,7 +113,13 @@ class TreeMemorySampler:
     to keep the sampler's own cost low on a small machine.
     """
 
-    def __init__(self, pid: int, interval: float = 0.05, with_pss: bool = True):
+    def __init__(
+        self,
+        pid: int,
+        interval: float = 0.05,
+        with_pss: bool = True,
+        pss_interval: float | None = None,
+    ):
         import psutil
 
         self._psutil = psutil
@@ -127,6 +133,14 @@ class TreeMemorySampler:
         self.samples = 0
         self.max_procs = 0
         self.cpu_by_pid: dict[int, float] = {}  # last CPU seconds seen per process
+        # PSS reads /proc/PID/smaps_rollup, which walks every page table of the process
+        # (~40 ms for a catalog's 5 processes): at most every ``pss_interval`` seconds
+        # when given (None: every slow sample)
+        self.pss_interval = pss_interval
+        self._pss_at = float("-inf")
+        #: pid -> [depth, first seen, CPU ns, run-queue wait ns, last seen, CPU ns, wait ns]
+        #: (``/proc/PID/schedstat`` on slow samples; depth 0: the command, 1: its children)
+        self.sched: dict[int, list[float]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
 
@@ -139,13 +153,20 @@ class TreeMemorySampler:
             except ps.Error:
                 return
         total = pss = 0
+        now = time.perf_counter()
+        with_pss = slow and self.with_pss
+        if with_pss and self.pss_interval is not None:
+            with_pss = now - self._pss_at >= self.pss_interval
+            if with_pss:
+                self._pss_at = now
         for p in self._procs:
             try:
                 total += p.memory_info().rss
                 if slow:
                     t = p.cpu_times()
                     self.cpu_by_pid[p.pid] = t.user + t.system
-                    if self.with_pss:
+                    self._schedstat(p, now)
+                    if with_pss:
                         pss += p.memory_full_info().pss
             except ps.Error:
                 continue
@@ -155,6 +176,37 @@ class TreeMemorySampler:
         self.max_procs = max(self.max_procs, len(self._procs))
         self.peak_bytes = max(self.peak_bytes, total)
         self.peak_pss_bytes = max(self.peak_pss_bytes, pss)
+
+    def _schedstat(self, p: Any, now: float) -> None:
+        try:
+            with open(f"/proc/{p.pid}/schedstat", "rb") as fh:
+                cpu_ns, wait_ns = (float(x) for x in fh.read().split()[:2])
+        except (OSError, ValueError):
+            return
+        got = self.sched.get(p.pid)
+        if got is None:
+            depth = 0 if p.pid == self.root.pid else 1 if p.ppid() == self.root.pid else 2
+            self.sched[p.pid] = [depth, now, cpu_ns, wait_ns, now, cpu_ns, wait_ns]
+        else:
+            got[4:] = [now, cpu_ns, wait_ns]
+
+    def sched_summary(self) -> dict[str, dict[str, float]]:
+        """Seconds each level of the tree was seen, on a CPU, waiting for one, and blocked.
+
+        ``blocked`` (seen - on CPU - waiting for a CPU) is time asleep: waiting for
+        the disk or for work. Levels: ``command`` (depth 0), ``children`` (1: a
+        forkserver, a resource tracker) and ``grandchildren`` (2: pool workers).
+        """
+        out: dict[str, dict[str, float]] = {}
+        for name, depth in (("command", 0), ("children", 1), ("grandchildren", 2)):
+            rows = [v for v in self.sched.values() if v[0] == depth]
+            seen = sum(v[4] - v[1] for v in rows)
+            cpu = sum(v[5] - v[2] for v in rows) / 1e9
+            wait = sum(v[6] - v[3] for v in rows) / 1e9
+            out[name] = {"processes": len(rows), "seen_s": round(seen, 1),
+                         "cpu_s": round(cpu, 1), "runq_wait_s": round(wait, 1),
+                         "blocked_s": round(max(0.0, seen - cpu - wait), 1)}  # fmt: skip
+        return out
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -237,6 +289,8 @@ class Measured:
     harness_cpu: float = 0.0
     #: CPU seconds of the command's own process (the rest of ``cpu_seconds``: its descendants).
     root_cpu: float = 0.0
+    #: :meth:`TreeMemorySampler.sched_summary`: on a CPU, waiting for one, blocked, per level.
+    sched: dict[str, dict[str, float]] | None = None
 
 
 def run_measured(
@@ -245,8 +299,14 @@ def run_measured(
     env: dict[str, str] | None = None,
     interval: float = 0.05,
     timeout: float | None = None,
+    pss_interval: float | None = None,
 ) -> Measured:
-    """Run ``cmd``; wall-clock seconds from spawn to exit, and peak RSS of its process tree."""
+    """Run ``cmd``; wall-clock seconds from spawn to exit, and peak RSS of its process tree.
+
+    ``interval``: seconds between RSS samples (process list, CPU times and run-queue
+    figures every 4th); ``pss_interval``: at least this many seconds between PSS samples
+    (None: with every 4th sample), which cost the sampler and the measured processes most.
+    """
     c0 = _children_cpu()
     s0 = time.process_time()  # this process: the sampler thread's own cost
     b0 = cpu_busy_seconds()
@@ -258,7 +318,7 @@ def run_measured(
         text=True,
         env=env,
     )
-    with TreeMemorySampler(proc.pid, interval) as sampler:
+    with TreeMemorySampler(proc.pid, interval, pss_interval=pss_interval) as sampler:
         try:
             out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -284,6 +344,7 @@ def run_measured(
         sampler.peak_pss_mb,
         harness,
         sampler.cpu_by_pid.get(proc.pid, 0.0),
+        sampler.sched_summary(),
     )
 
 

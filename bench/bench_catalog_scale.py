@@ -324,16 +324,97 @@ class _Trace:
         self._thread.join()
 
 
+def _corpus_sample(corpus: Path, files: int = 2000, seed: int = 1) -> list[str]:
+    """About ``files`` files of the corpus: 10 of one series in each of random studies."""
+    rng = random.Random(seed)
+    studies = sorted(d for d in os.listdir(corpus) if not d.startswith("."))
+    out: list[str] = []
+    for study in rng.sample(studies, min(len(studies), max(1, files // 10))):
+        series = sorted(os.listdir(corpus / study))
+        folder = corpus / study / rng.choice(series)
+        names = sorted(os.listdir(folder))
+        out += [str(folder / n) for n in rng.sample(names, min(10, len(names)))]
+    return out
+
+
+def cached_share(paths: list[str]) -> float | None:
+    """Share of the pages of ``paths`` in the page cache (``mincore``; nothing is read)."""
+    import ctypes
+    import ctypes.util
+    import mmap
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        libc.mmap.restype = ctypes.c_void_p
+        libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                              ctypes.c_int, ctypes.c_long]  # fmt: skip
+        libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+        libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
+    except (OSError, AttributeError):
+        return None
+    resident = total = 0
+    for path in paths:
+        size = os.path.getsize(path)
+        if not size:
+            continue
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            addr = libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
+            if addr in (None, ctypes.c_void_p(-1).value):
+                return None
+            try:
+                pages = (size + mmap.PAGESIZE - 1) // mmap.PAGESIZE
+                vec = ctypes.create_string_buffer(pages)
+                if libc.mincore(addr, size, vec) != 0:
+                    return None
+                resident += sum(b & 1 for b in vec.raw)
+                total += pages
+            finally:
+                libc.munmap(addr, size)
+        finally:
+            os.close(fd)
+    return round(resident / total, 3) if total else None
+
+
+def evict(corpus: Path) -> int:
+    """Drop the corpus' file contents from the page cache (``POSIX_FADV_DONTNEED``, file by
+    file: other files stay cached); a catalog run then reads them from the disk, as a
+    first catalog of a big archive does. Returns the files evicted."""
+    n = 0
+    for folder, _, names in os.walk(corpus):
+        for name in names:
+            fd = os.open(os.path.join(folder, name), os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+            n += 1
+    return n
+
+
 def run(
-    files: int, table_root: Path, extra: list[str], keep: bool = False, trace: str | None = None
+    files: int,
+    table_root: Path,
+    extra: list[str],
+    keep: bool = False,
+    trace: str | None = None,
+    cold: bool = False,
 ) -> dict[str, Any]:
     corpus = ROOT / str(files)
     table = table_root / f"scale-{files}"
     shutil.rmtree(table, ignore_errors=True)
     out: dict[str, Any] = {"files": files, "load_before": [round(x, 2) for x in os.getloadavg()]}
+    sample = _corpus_sample(corpus)
+    if cold:
+        t0 = time.perf_counter()
+        out["evicted"] = evict(corpus)
+        out["evict_s"] = round(time.perf_counter() - t0, 1)
     for name in ("catalog", "rerun"):
+        # the share of the corpus' bytes in the page cache when the run starts
+        out[f"{name}_cached_before"] = cached_share(sample)
         with _Trace(table, 15.0, trace) as tr:
-            m = run_measured(_catalog_cmd(corpus, table, extra), interval=0.2)
+            m = run_measured(_catalog_cmd(corpus, table, extra), interval=0.2,
+                             pss_interval=5.0)  # fmt: skip
         if name == "catalog":
             out["trace"] = tr.points
         if m.returncode:
@@ -346,6 +427,9 @@ def run(
             "cpu_s": round(m.cpu_seconds, 1),
             "cpu_ms_per_file": round(m.cpu_seconds / files * 1e3, 3),
             "other_load": round(m.other_cores, 2),
+            "harness_cpu_s": round(m.harness_cpu, 2),
+            "parent_cpu_s": round(m.root_cpu, 1),
+            "sched": m.sched,
         }
         print(name, out[name], file=sys.stderr)
     out["table"] = _table_check(table)
@@ -474,8 +558,13 @@ def percore(files: int, sample: int, rounds: int, before: str | None) -> dict[st
     return result
 
 
-def pipeline(files: int, sample: int, rounds: int, before: str | None) -> dict[str, Any]:
+def pipeline(
+    files: int, sample: int, rounds: int, before: str | None, cold: bool = False
+) -> dict[str, Any]:
     """CPU per file of the whole ``pixels catalog -w 2`` (parent, workers, Delta writes).
+
+    ``cold``: the sample is dropped from the page cache before each run (:func:`evict`);
+    ``blocked_s`` is then mostly the workers waiting for the disk (or for work).
 
     On ``sample`` files of the N-file corpus (whole series, hard links in a scratch
     folder beside ``ROOT``, never inside it: the corpus folders stay as written), into a fresh table each time, rounds alternating
@@ -506,21 +595,29 @@ def pipeline(files: int, sample: int, rounds: int, before: str | None) -> dict[s
         got: dict[str, list[float]] = {k: [] for k in variants}
         parent: dict[str, list[float]] = {k: [] for k in variants}
         wall: dict[str, list[float]] = {k: [] for k in variants}
+        blocked: dict[str, list[float]] = {k: [] for k in variants}
         digests: dict[str, set[str]] = {k: set() for k in variants}
         for r in range(rounds):
             for name, path in variants.items():
                 table = work / f"t-{r}-{len(got[name])}-{name.replace('@', '-')}"
+                if cold:
+                    evict(work / "in")
                 m = run_measured(_catalog_cmd(work / "in", table, []), interval=0.2,
-                                 env={**os.environ, "PYTHONPATH": path})  # fmt: skip
+                                 env={**os.environ, "PYTHONPATH": path},
+                                 pss_interval=5.0)  # fmt: skip
                 if m.returncode:
                     raise SystemExit(f"{name} failed: {m.stderr[-2000:]}")
                 got[name].append(round(m.cpu_seconds / n * 1e3, 4))
                 parent[name].append(round(m.root_cpu / n * 1e3, 4))
                 wall[name].append(round(m.seconds, 1))
+                # the workers' time asleep (disk, or no task), per file
+                w = (m.sched or {}).get("grandchildren", {})
+                blocked[name].append(round(w.get("blocked_s", 0.0) / n * 1e3, 4))
                 digests[name].add(_rows_digest(table))
                 shutil.rmtree(table, ignore_errors=True)
-        out: dict[str, Any] = {"files": n, "cpu_ms_per_file": got,
-                               "parent_cpu_ms_per_file": parent, "wall_s": wall}  # fmt: skip
+        out: dict[str, Any] = {"files": n, "cold": cold, "cpu_ms_per_file": got,
+                               "parent_cpu_ms_per_file": parent, "wall_s": wall,
+                               "workers_blocked_ms_per_file": blocked}  # fmt: skip
         # the same rows, whatever the code: every column but cataloged_at, row for row
         out["same_rows"] = len(set().union(*digests.values())) == 1
         if before:
@@ -590,6 +687,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--sample", type=int, default=1000, help="files of `percore` [1000]")
     ap.add_argument("--rounds", type=int, default=3, help="rounds of `percore` [3]")
     ap.add_argument("--before", default=None, help="git revision `percore` compares with")
+    ap.add_argument("--cold", action="store_true",
+                    help="`run`, `pipeline`: drop the corpus from the page cache before each "
+                         "catalog (as a first catalog of an archive on disk)")  # fmt: skip
     args = ap.parse_args(argv)
     extra = ["--commit-rows", str(args.commit_rows)] if args.commit_rows else []
     tables = Path(args.tables)
@@ -598,13 +698,13 @@ def main(argv: list[str] | None = None) -> None:
         build(args.files, args.seed)
         result: dict[str, Any] = json.loads((ROOT / str(args.files) / MARKER).read_text())
     elif args.step == "run":
-        result = run(args.files, tables, extra, args.keep, args.trace)
+        result = run(args.files, tables, extra, args.keep, args.trace, args.cold)
     elif args.step == "resume":
         result = resume(args.files, tables, extra)
     elif args.step == "percore":
         result = percore(args.files, args.sample, args.rounds, args.before)
     elif args.step == "pipeline":
-        result = pipeline(args.files, args.sample, args.rounds, args.before)
+        result = pipeline(args.files, args.sample, args.rounds, args.before, args.cold)
     elif args.step == "noop":
         result = noop(args.files, tables, args.rounds, args.before)
     else:
