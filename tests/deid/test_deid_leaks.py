@@ -222,3 +222,41 @@ def test_an_overlay_embedded_in_pixel_data_bits_is_cleared(name: str) -> None:
     assert not (after >> 12).any()  # the overlay's bit plane is gone
     assert np.array_equal(after, words & 0x0FFF)  # every stored value as it was
     assert res.actions["overlay_bits_cleared"] == 1
+
+
+def test_free_text_of_content_items_outside_content_sequence_gets_a_dummy() -> None:
+    """Text Value / Unformatted Text Value were dummies in Content Sequence only."""
+    ds = pydicom.dcmread(sample_file("waveform_ecg.dcm"))  # a real ECG's typed interpretation
+    typed = [e.value for e in ds.iterall() if e.keyword == "UnformattedTextValue"]
+    assert typed == ["RITMO SINUSALE", "ECG NORMALE"]
+    protocol = _item(
+        CodeValue="P1",
+        CodingSchemeDesignator="99LOCAL",
+        CodeMeaning="ECG rest",
+        ProtocolContextSequence=Sequence(
+            [_item(ValueType="TEXT", TextValue="patient Rossi Mario, bed 12")]
+        ),
+    )
+    ds.PerformedProtocolCodeSequence = Sequence([protocol])
+    res = deidentify_file(ds, KEY, path="waveform_ecg.dcm")
+    assert res.status == "written" and res.data is not None
+    for planted in (b"RITMO", b"NORMALE", b"Rossi"):
+        assert planted not in res.data, planted
+    out = pydicom.dcmread(io.BytesIO(res.data))
+    texts = [e.value for e in out.iterall() if e.keyword in ("UnformattedTextValue", "TextValue")]
+    assert texts == ["ANONYMIZED"] * 3  # annotations and content items kept, text replaced
+    assert out.PerformedProtocolCodeSequence[0].CodeMeaning == "ECG rest"  # codes are kept
+
+
+def test_cli_help_says_which_profile_options_are_not_offered() -> None:
+    from click.testing import CliRunner
+
+    from pixels.cli import main
+
+    res = CliRunner().invoke(main, ["deid", "--help"], terminal_width=200)
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    assert (
+        "Not offered: Clean Graphics, Clean Structured Content, Clean Recognizable Visual "
+        "Features" in text
+    )

@@ -47,7 +47,11 @@ def _split(values: tuple[str, ...]) -> list[str]:
     "profile_options",
     multiple=True,
     metavar="NAME[,NAME]",
-    help="Profile options (repeatable or comma-separated): " + ", ".join(_OPTION_NAMES) + ".",
+    help="Profile options (repeatable or comma-separated): "
+    + ", ".join(_OPTION_NAMES)
+    + ". Not offered: Clean Graphics, Clean Structured Content, Clean Recognizable Visual "
+    "Features (their attributes get the Basic Profile action: curves and overlays removed, "
+    "Content Sequence kept with every free text replaced by a dummy).",
 )
 @click.option(
     "--keep-descriptor",
@@ -90,6 +94,8 @@ def deid_cmd(
     UIDs, patient pseudonyms and date offsets come from the key, so a re-run, or another
     catalog de-identified with the same key, maps every value the same way. Files that may
     show burned-in text are reported, not written, unless --blackout covers them.
+    The Clean Graphics, Clean Structured Content and Clean Recognizable Visual Features
+    options are not offered (see --options).
     """
     from pixels.deid import DeidOptions, Option, load_rules
     from pixels.deid.run import DeidStats, deidentify_table

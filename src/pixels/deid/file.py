@@ -89,6 +89,10 @@ _IDENTITY_CODE_SEQUENCES = frozenset({"PersonIdentificationCodeSequence"})
 #: URLs and URIs that name a code system, not a place: kept (every other one is removed,
 #: since a URL names a host and often the original instance, e.g. Retrieve URL).
 _CODE_URLS = frozenset({"CodingSchemeURL", "URNCodeValue"})
+#: Free-text values of content items and annotations: a dummy wherever they are (in a plain-D
+#: sequence, e.g. Content Sequence, they would be anyway; elsewhere, e.g. Protocol Context
+#: Sequence or Waveform Annotation Sequence, they were kept).
+_FREE_TEXT = frozenset({"TextValue", "UnformattedTextValue"})
 #: Free-text VRs of unlisted comments (removed like the table's comments).
 _COMMENT_VRS = frozenset({"LO", "SH", "ST", "LT", "UT", "UC"})
 _NUMERIC = frozenset({"US", "SS", "UL", "SL", "FL", "FD", "UV", "SV", "AT"})
@@ -298,8 +302,8 @@ class _Walk:
         kw = elem.keyword or ""
         if vr == "UN":
             return "X"  # a public tag pydicom cannot name: its bytes cannot be judged
-        if vr == "PN":
-            return "D"  # a person's name the table does not list (Evaluator Name...)
+        if vr == "PN" or kw in _FREE_TEXT:
+            return "D"  # a person's name the table does not list (Evaluator Name...), free text
         if vr == "UR":
             return "K" if kw in _CODE_URLS else "X"
         if "Comment" in kw and vr in _COMMENT_VRS:
