@@ -330,12 +330,19 @@ def test_a_web_module_run_as_a_script_is_imported_once() -> None:
 
 #: The layers of /work/shared/DESIGN.md, lowest first: a module imports its own layer and below.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("pixels.errors", "pixels.schema", "pixels.storage", "pixels.version"),  # the ground
+    (
+        "pixels.errors",
+        "pixels.schema",
+        "pixels.schema_names",
+        "pixels.storage",
+        "pixels.version",
+    ),  # the ground
     ("pixels.sources",),  # listing and opening
     ("pixels.dicom", "pixels.deid"),  # pure per-file DICOM work (de-identification included)
     ("pixels.rows", "pixels.row_pixels"),  # engine-neutral row operations
     (
         "pixels.table",
+        "pixels.deltalog",
         "pixels.scan",
         "pixels.sql",
         "pixels.cluster",

@@ -39,14 +39,12 @@ from deltalake import DeltaTable, QueryBuilder
 from deltalake.exceptions import DeltaError
 from duckdb.func import FunctionNullHandling, PythonUDFType
 
+from pixels.deltalog import features_of, parquet_source
 from pixels.errors import TableError
 from pixels.schema import SCHEMA, VIEW_NAME, row_id
 from pixels.storage import delta_options, fsspec_options, is_local
 
 __all__ = ["LEGACY_ANON_SQL", "LOOKUP_SCHEMA", "TableScan", "legacy_columns", "protocol_features"]
-
-#: Reader features that leave a version's rows exactly the rows of its files.
-_DIRECT_FEATURES = frozenset({"timestampNtz", "v2Checkpoint", "vacuumProtocolCheck"})
 
 #: Columns of an identity look-up (:meth:`TableScan.lookup`).
 LOOKUP_SCHEMA = pa.schema(
@@ -66,23 +64,13 @@ def protocol_features(dt: DeltaTable) -> list[str]:
     """What makes the rows of ``dt``'s current version differ from its Parquet files.
 
     Empty for tables whose files are read as they are (every table Pixels
-    writes); else the features, in words, with their protocol names.
+    writes); else the features, in words, with their protocol names
+    (:func:`pixels.deltalog.features_of`, which the log read without delta-rs uses too).
     """
-    protocol = dt.protocol()
     metadata = dt.metadata()
-    features = set(protocol.reader_features or ())
-    mode = (metadata.configuration or {}).get("delta.columnMapping.mode", "none")
-    found: list[str] = []
-    if "deletionVectors" in features:
-        found.append("deletion vectors (reader feature deletionVectors)")
-    if mode != "none":
-        found.append(f"column mapping (delta.columnMapping.mode = {mode})")
-    if metadata.partition_columns:
-        found.append("partition columns (" + ", ".join(metadata.partition_columns) + ")")
-    other = features - _DIRECT_FEATURES - {"deletionVectors", "columnMapping"}
-    if other:
-        found.append("reader features " + ", ".join(sorted(other)))
-    return found
+    return features_of(
+        dt.protocol().reader_features, metadata.configuration, metadata.partition_columns
+    )
 
 
 #: ``is_anon`` of a row written before the column existed: true for local files, null
@@ -286,9 +274,8 @@ class TableScan:
             return
         if self.direct:
             self.prepare(con)
-            files = "[" + ", ".join(_sql_string(u) for u in self.files) + "]"
             # the file URIs come from the Delta log, never from a request
-            source = f"read_parquet({files}, {self.union_by_name})"
+            source = parquet_source(self.files, self.uniform)
             select = legacy_columns(con, source) if self.legacy else "*"
             con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT {select} FROM {source}")
             return

@@ -18,11 +18,10 @@ from typing import Any
 
 import pyarrow as pa
 
-#: Version of the table layout; stored in the Delta table's configuration.
-SCHEMA_VERSION = 2
-#: The table description, naming the schema version its rows are in (delta-rs
-#: accepts no custom table property): an older one means rows to upgrade.
-DESCRIPTION = f"Pixels catalog: one row per file (pixels schema {SCHEMA_VERSION})"
+from pixels.schema_names import COLUMN_NAMES
+from pixels.schema_names import DESCRIPTION as DESCRIPTION
+from pixels.schema_names import SCHEMA_VERSION as SCHEMA_VERSION
+from pixels.schema_names import VIEW_NAME as VIEW_NAME
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,6 +260,8 @@ COLUMNS: tuple[Column, ...] = (
 SCHEMA: pa.Schema = pa.schema(
     [pa.field(c.name, c.type, nullable=c.name != "path") for c in COLUMNS]
 )
+if tuple(SCHEMA.names) != COLUMN_NAMES:  # the Arrow-free list (pixels.schema_names) must follow
+    raise RuntimeError("pixels.schema_names.COLUMN_NAMES differs from the columns of SCHEMA")
 
 #: Key columns by DICOM tag.
 KEY_TAGS: dict[int, Column] = {c.tag: c for c in KEY_COLUMNS if c.tag is not None}
@@ -351,10 +352,6 @@ def anonymous(path: str, storage_options: dict[str, Any] | None = None) -> bool:
         return True
     anon = (storage_options or {}).get("anon")
     return str(anon).lower() in ("1", "true", "yes") if anon is not None else False
-
-
-#: Name of the SQL view over the table.
-VIEW_NAME = "object_catalog"
 
 
 def empty_row() -> dict[str, Any]:

@@ -18,20 +18,40 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
-from typing import Any, Protocol
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
-import duckdb
-import pyarrow as pa
-from deltalake import DeltaTable
-from deltalake.exceptions import TableNotFoundError
-
+from pixels.deltalog import parquet_source, read_log
 from pixels.errors import QueryError, TableError
-from pixels.scan import TableScan
-from pixels.schema import DESCRIPTION, SCHEMA, VIEW_NAME
+from pixels.schema_names import COLUMN_NAMES, DESCRIPTION, VIEW_NAME
 from pixels.storage import delta_options, is_local, local_path
 
-__all__ = ["TableReader", "connect", "point_values", "query"]
+if TYPE_CHECKING:
+    import duckdb
+    import pyarrow as pa
+    from deltalake import DeltaTable
+
+    from pixels.scan import TableScan
+
+# duckdb, pyarrow, deltalake and pixels.scan are imported where used: ``pixels sql``
+# reading a plain local log (:func:`connect_from_log`) needs none of them
+
+__all__ = ["TableReader", "connect", "connect_from_log", "duckdb_module", "point_values", "query"]
+
+
+def duckdb_module() -> Any:
+    """DuckDB's compiled engine, ``_duckdb``: what the ``duckdb`` package re-exports
+    (``connect``, ``Error``, the connection class), without the package's own Python
+    layer (its relational API and version look-up: ~0.25 s of CPU at import); the
+    ``duckdb`` package where its engine is not a module of that name."""
+    try:
+        import _duckdb
+
+        return _duckdb
+    except ImportError:  # pragma: no cover - other DuckDB builds
+        import duckdb
+
+        return duckdb
 
 
 class Readable(Protocol):
@@ -65,6 +85,9 @@ class TableReader:
 
     def delta(self) -> DeltaTable:
         """The Delta table, loaded once (the version :meth:`scan` read)."""
+        from deltalake import DeltaTable
+        from deltalake.exceptions import TableNotFoundError
+
         if self._dt is None:
             if is_local(self.uri) and os.path.isfile(local_path(self.uri)):
                 raise TableError("a file is in the way: a table is a folder", self.uri)
@@ -84,9 +107,11 @@ class TableReader:
 
     def scan(self) -> TableScan:
         """The current version, as :meth:`pixels.table.CatalogTable.scan` reads it."""
+        from pixels.scan import TableScan
+
         dt = self.delta()
         legacy = (dt.metadata().description or "") != DESCRIPTION
-        uniform = not legacy and set(dt.schema().to_arrow().names) == set(SCHEMA.names)
+        uniform = not legacy and set(dt.schema().to_arrow().names) == set(COLUMN_NAMES)
         return TableScan.of(dt, self.uri, self.storage_options, legacy=legacy, uniform=uniform)
 
 
@@ -103,7 +128,7 @@ def connect(
     (and its ``params``), the view holds only the data files that query can find
     rows in (see the module docstring): for running that one query.
     """
-    con = con or duckdb.connect()
+    con = con or duckdb_module().connect()
     con.execute("SET TimeZone='UTC'")
     scan = table.scan()
     if sql is not None and scan.direct and len(scan.files) > 1:
@@ -171,15 +196,24 @@ def point_values(
     and whose ``WHERE`` is a conjunction counts: anything else (joins, subqueries or
     set operations over the view, ``OR``) leaves every file in.
     """
-    runner = con or duckdb
+    tree = select_tree(sql, con or duckdb_module().connect())
+    return {} if tree is None else _point_values(tree, params)
+
+
+def select_tree(sql: str, con: Any) -> dict[str, Any] | None:
+    """``sql`` parsed by DuckDB (``json_serialize_sql``) when it is one ``SELECT``, else None."""
     try:
-        tree = json.loads(runner.execute("SELECT json_serialize_sql(?)", [sql]).fetchall()[0][0])
-    except (duckdb.Error, ValueError, IndexError, TypeError):
-        return {}
-    statements = tree.get("statements") or []
-    if tree.get("error") or len(statements) != 1:
-        return {}
-    node = statements[0].get("node", {})
+        tree = json.loads(con.execute("SELECT json_serialize_sql(?)", [sql]).fetchall()[0][0])
+    except (duckdb_module().Error, ValueError, IndexError, TypeError):
+        return None
+    statements = tree.get("statements") if isinstance(tree, dict) else None
+    if not isinstance(tree, dict) or tree.get("error") or not statements or len(statements) != 1:
+        return None
+    return tree
+
+
+def _point_values(tree: dict[str, Any], params: list[Any]) -> dict[str, set[str]]:
+    node = tree["statements"][0].get("node", {})
     source = node.get("from_table") or {}
     if (
         node.get("type") != "SELECT_NODE"
@@ -227,6 +261,8 @@ def _pruned(
     params: list[Any],
 ) -> TableScan:
     """``scan`` limited to the files whose Delta statistics may hold ``sql``'s values."""
+    import pyarrow as pa
+
     wanted = point_values(sql, params, con)
     if not wanted:
         return scan
@@ -235,34 +271,94 @@ def _pruned(
         return scan
     # the Arrow stream, not ``pa.table``: that asks pandas first (importing it, 0.3-1.4 s)
     adds = pa.RecordBatchReader.from_stream(dt.get_add_actions(flatten=True)).read_all()
-    names = {n.lower(): n for n in adds.column_names}
-    ranges: list[tuple[list[Any], list[Any], set[str]]] = []
-    for col, values in wanted.items():
-        lo, hi = names.get(f"min.{col}"), names.get(f"max.{col}")
-        if lo and hi:
-            los, his = adds[lo].to_pylist(), adds[hi].to_pylist()
-            # string statistics only (a date or number compared with a string is
-            # DuckDB's cast to make, not a range test here)
-            if all(v is None or isinstance(v, str) for v in [*los, *his]):
-                ranges.append((los, his, values))
-    if not ranges:
-        return scan
     root = table.uri.rstrip("/") + "/"
     by_path = {u[len(root) :] if u.startswith(root) else u: u for u in scan.files}
-    keep: list[str] = []
+    row_of: dict[str, int] = {}
     for i, rel in enumerate(adds["path"].to_pylist()):
         uri = by_path.get(rel) or next((u for u in scan.files if u.endswith("/" + rel)), None)
         if uri is None:
             return scan  # the log and the scan disagree: read everything
+        row_of[uri] = i
+    if len(row_of) != len(scan.files):
+        return scan
+    order = [row_of[u] for u in scan.files]
+    columns = {}
+    for name in adds.column_names:
+        if name.lower().startswith("min.") and f"max.{name[4:]}" in adds.column_names:
+            los, his = adds[name].to_pylist(), adds[f"max.{name[4:]}"].to_pylist()
+            columns[name[4:].lower()] = ([los[i] for i in order], [his[i] for i in order])
+    keep = files_holding(scan.files, columns, wanted)
+    return scan if keep is None else scan.restricted(keep)
+
+
+def files_holding(
+    files: Sequence[str],
+    statistics: Mapping[str, tuple[Sequence[Any], Sequence[Any]]],
+    wanted: Mapping[str, set[str]],
+) -> list[str] | None:
+    """The ``files`` whose statistics may hold the ``wanted`` values; None for all of them.
+
+    ``statistics``: per lower-case column name, the minimums and maximums of each file
+    (as ``files``; None where unknown). Only string statistics count (a date or number
+    compared with a string is DuckDB's cast to make, not a range test here). When no
+    file can hold the values, the first one is kept: it gives the view its columns.
+    """
+    ranges: list[tuple[Sequence[Any], Sequence[Any], set[str]]] = []
+    for col, values in wanted.items():
+        if col in statistics:
+            los, his = statistics[col]
+            if all(v is None or isinstance(v, str) for v in [*los, *his]):
+                ranges.append((los, his, values))
+    if not ranges:
+        return None
+    keep = [
+        uri
+        for i, uri in enumerate(files)
         if all(
             lo[i] is None or hi[i] is None or any(lo[i] <= v <= hi[i] for v in values)
             for lo, hi, values in ranges
-        ):
-            keep.append(uri)
-    if len(keep) == len(scan.files):
-        return scan
-    # no file can hold the values: one file still gives the view its columns
-    return scan.restricted(keep or list(scan.files[:1]))
+        )
+    ]
+    if len(keep) == len(files):
+        return None
+    return keep or list(files[:1])
+
+
+def connect_from_log(uri: str, sql: str, con: Any) -> bool:
+    """Create the view ``object_catalog`` for running ``sql`` on ``con`` from the Delta
+    log alone (:func:`pixels.deltalog.read_log`): no delta-rs, pyarrow or pixels.scan.
+
+    The same view as :func:`connect` makes (the same files, pruned by the same
+    statistics), for a local table whose version's files hold its rows and whose rows
+    are in the current schema; False (nothing done) for any other table, and for a
+    ``sql`` that is not one ``SELECT``: :func:`connect` then reads it.
+    """
+    if not is_local(uri):
+        return False
+    tree = select_tree(sql, con)
+    if tree is None:
+        return False
+    root = os.path.abspath(local_path(uri))
+    snap = read_log(root, con)
+    if snap is None or snap.features or not snap.files or snap.description != DESCRIPTION:
+        return False
+    files: Sequence[str] = snap.files
+    wanted = _point_values(tree, []) if len(files) > 1 else {}
+    if wanted:
+        statistics = {
+            col.lower(): (
+                [m.get(col) for m in snap.minimums],
+                [m.get(col) for m in snap.maximums],
+            )
+            for col in snap.string_columns
+        }
+        files = files_holding(files, statistics, wanted) or files
+    uniform = set(snap.columns) == set(COLUMN_NAMES)
+    con.execute("SET TimeZone='UTC'")
+    con.execute(
+        f"CREATE OR REPLACE VIEW {VIEW_NAME} AS SELECT * FROM {parquet_source(files, uniform)}"
+    )
+    return True
 
 
 def query(table: Readable, sql: str, params: list[Any] | None = None) -> pa.Table:
@@ -282,13 +378,15 @@ def query(table: Readable, sql: str, params: list[Any] | None = None) -> pa.Tabl
     QueryError
         With DuckDB's own message when the query is invalid.
     """
+    import pyarrow as pa
+
     con = connect(table, sql=sql, params=params)
     try:
         rel = con.sql(sql, params=params or None)
         if rel is None:  # a statement that returns nothing (SET, CREATE ...)
             return pa.table({})
         return rel.to_arrow_table()
-    except duckdb.Error as e:
+    except duckdb_module().Error as e:
         raise QueryError(str(e)) from e
     finally:
         con.close()

@@ -8,14 +8,18 @@
 :mod:`pixels.cli.deid`; ``dimse`` in :mod:`pixels.cli.dimse`. Each command's module is
 imported when that command runs. Options they share are in :mod:`pixels.cli.options`.
 ``python -m pixels.cli`` runs it too.
+
+:data:`main` is that group, and one thing more: when the process runs ``pixels sql``
+(the console script, ``python -m pixels.cli``), :func:`pixels.cli.sqlfast.run` answers
+first, before click is imported, where it can answer as the command does.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
+import sys
 from typing import Any
-
-import click
 
 __all__ = ["main"]
 
@@ -40,21 +44,49 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-class _LazyGroup(click.Group):
-    """A group whose commands (:data:`COMMANDS`) are imported when first asked for."""
+@functools.cache
+def group() -> Any:
+    """The ``pixels`` click group (built, and click imported, when first asked for)."""
+    import click
 
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted({*COMMANDS, *self.commands})
+    class _LazyGroup(click.Group):
+        """A group whose commands (:data:`COMMANDS`) are imported when first asked for."""
 
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        if cmd_name not in self.commands and cmd_name in COMMANDS:
-            module, attr = COMMANDS[cmd_name]
-            command: Any = getattr(importlib.import_module(f"pixels.cli.{module}"), attr)
-            self.add_command(command, cmd_name)
-        return self.commands.get(cmd_name)
+        def list_commands(self, ctx: click.Context) -> list[str]:
+            return sorted({*COMMANDS, *self.commands})
+
+        def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+            if cmd_name not in self.commands and cmd_name in COMMANDS:
+                module, attr = COMMANDS[cmd_name]
+                command: Any = getattr(importlib.import_module(f"pixels.cli.{module}"), attr)
+                self.add_command(command, cmd_name)
+            return self.commands.get(cmd_name)
+
+    @click.group("main", cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+    @click.version_option(package_name="pixels-lake", prog_name="pixels")
+    def pixels() -> None:
+        """Pixels: catalog medical image files into a SQL-queryable Delta Lake table."""
+
+    return pixels
 
 
-@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="pixels-lake", prog_name="pixels")
-def main() -> None:
-    """Pixels: catalog medical image files into a SQL-queryable Delta Lake table."""
+class _Main:
+    """The ``pixels`` command: the click group (every attribute is the group's), called
+    as the console script calls it with ``pixels sql`` answered by
+    :func:`pixels.cli.sqlfast.run` first."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if not args and not kwargs and sys.argv[1:2] == ["sql"]:
+            from pixels.cli.sqlfast import run
+
+            code = run(sys.argv[2:])
+            if code is not None:
+                sys.exit(code)
+        return group()(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(group(), name)
+
+
+#: The ``pixels`` command (``pixels.cli:main``, the console script).
+main: Any = _Main()

@@ -1,42 +1,49 @@
-"""``pixels sql``: a DuckDB query over the catalog, printed as a table, CSV, JSON or Parquet."""
+"""``pixels sql``: a DuckDB query over the catalog, printed as a table, CSV, JSON or Parquet.
+
+The options are :data:`pixels.cli.sqlfast.SQL_OPTIONS` (which the console script's fast
+path parses without click); this command reads the table with delta-rs
+(:class:`pixels.sql.TableReader`) and writes the Arrow result.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import io
-import json
 import sys
 from typing import Any
 
 import click
 
-from pixels.cli.options import (
-    TABLE_OPTION,
-    TABLE_STORAGE_OPTION,
-    choice_option,
-    exit_on_error,
-    parse_storage_options,
+from pixels.cli.options import exit_on_error, parse_storage_options
+from pixels.cli.sqlfast import (
+    BINARY,
+    NESTED,
+    PLAIN,
+    SQL_OPTIONS,
+    printable_rows,
+    write_json,
+    write_table,
 )
 
 __all__ = ["sql_cmd"]
 
 
+def _with_options(command: Any) -> Any:
+    for opt in reversed(SQL_OPTIONS):
+        command = click.option(
+            *opt.decls,
+            opt.dest,
+            type=click.Choice(list(opt.choices)) if opt.choices else opt.type,
+            default=opt.default,
+            multiple=opt.multiple,
+            metavar=opt.metavar,
+            show_default=opt.show_default,
+            help=opt.help,
+        )(command)
+    return command
+
+
 @click.command("sql")
 @click.argument("query")
-@TABLE_OPTION
-@choice_option(
-    "--format",
-    "-f",
-    "fmt",
-    choices=["table", "csv", "json", "parquet"],
-    default="table",
-    help_text="Output format (json = one object per line).",
-)
-@click.option("--output", "-O", default=None, help="Write to this file instead of standard output.")
-@click.option(
-    "--max-rows", type=int, default=100, show_default=True, help="Rows shown by --format table."
-)
-@TABLE_STORAGE_OPTION
+@_with_options
 def sql_cmd(
     query: str,
     table: str,
@@ -68,64 +75,57 @@ def _write_result(result: Any, fmt: str, output: str | None, max_rows: int) -> N
         pq.write_table(result, sink)
         return
     if fmt == "csv":
+        import io
+
         import pyarrow.csv as pacsv
 
         buf = io.BytesIO()
         pacsv.write_csv(_printable(result), buf)
         _emit(buf.getvalue().decode("utf-8"), output)
         return
+    names = result.column_names
     if fmt == "json":
-        lines = [
-            json.dumps(r, default=str, ensure_ascii=False) for r in _printable(result).to_pylist()
-        ]
-        _emit("\n".join(lines) + ("\n" if lines else ""), output)
-        return
-    from rich.console import Console
-    from rich.table import Table
-
-    with open(output, "w", encoding="utf-8") if output else contextlib.nullcontext(None) as fh:
-        console = Console(file=fh, width=200 if output else None)
-        t = Table(show_lines=False)
-        for name in result.column_names:
-            t.add_column(name, overflow="fold")
-        for row in result.slice(0, max_rows).to_pylist():
-            t.add_row(*(_cell(v) for v in row.values()))
-        console.print(t)
-        if result.num_rows > max_rows:
-            console.print(
-                f"({result.num_rows:,} rows, first {max_rows} shown; use --max-rows or --format csv)"
-            )
+        names, rows = printable_rows(names, _kinds(result), _rows(result))
+        if output:
+            with open(output, "w", encoding="utf-8") as fh:
+                write_json(names, rows, fh)
         else:
-            console.print(f"({result.num_rows:,} rows)")
+            write_json(names, rows, sys.stdout)
+        return
+    write_table(names, _rows(result.slice(0, max_rows)), result.num_rows, max_rows, output)
+
+
+def _rows(result: Any) -> list[list[Any]]:
+    columns = [result.column(i).to_pylist() for i in range(result.num_columns)]
+    return [list(r) for r in zip(*columns, strict=True)] if columns else []
+
+
+def _kinds(result: Any) -> list[str]:
+    import pyarrow as pa
+
+    kinds = []
+    for t in result.schema.types:
+        if pa.types.is_binary(t) or pa.types.is_large_binary(t):
+            kinds.append(BINARY)
+        elif pa.types.is_list(t) or pa.types.is_struct(t):
+            kinds.append(NESTED)
+        else:
+            kinds.append(PLAIN)
+    return kinds
 
 
 def _printable(result: Any) -> Any:
-    """Binary and nested columns turned into text for CSV/JSON."""
+    """Binary and nested columns turned into text for CSV (:func:`printable_rows`)."""
     import pyarrow as pa
 
-    cols = []
-    for name in result.column_names:
-        col = result.column(name)
-        if pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type):
-            import pyarrow.compute as pc  # only here: its import is ~0.1 s of a look-up
-
-            col = pc.binary_length(col).cast(pa.string())  # lengths, not raw bytes
-            name = f"{name}_bytes"
-        elif pa.types.is_list(col.type) or pa.types.is_struct(col.type):
-            col = pa.array(
-                [json.dumps(v, default=str) if v is not None else None for v in col.to_pylist()]
-            )
-        cols.append((name, col))
-    return pa.table(dict(cols))
-
-
-def _cell(v: Any, limit: int = 120) -> str:
-    if v is None:
-        return "∅"
-    if isinstance(v, bytes):
-        return f"<{len(v)} bytes>"
-    s = str(v)
-    return s if len(s) <= limit else s[: limit - 1] + "…"
+    columns = []
+    for i, (name, kind) in enumerate(zip(result.column_names, _kinds(result), strict=True)):
+        col = result.column(i)
+        if kind != PLAIN:
+            (name,), rows = printable_rows([name], [kind], [[v] for v in col.to_pylist()])
+            col = pa.array([r[0] for r in rows], pa.string())
+        columns.append((name, col))
+    return pa.table(dict(columns))
 
 
 def _emit(text: str, output: str | None) -> None:

@@ -1,0 +1,280 @@
+"""``pixels sql`` started fast (:mod:`pixels.cli.sqlfast`, :mod:`pixels.deltalog`): the
+Delta log read by DuckDB alone agrees with delta-rs, and every answer is the click
+command's, byte for byte, on a table of many versions (appends, an optimize that
+clusters, a delete, a checkpoint, an append after it)."""
+
+from __future__ import annotations
+
+import io
+import os
+import random
+import string
+import uuid
+from pathlib import Path
+from typing import Any
+
+import _duckdb
+import click
+import pytest
+from click.testing import CliRunner
+from deltalake import DeltaTable
+
+import pixels.cluster
+from corpus import copy_tree, copy_with_new_uids, sample_file
+from pixels import Catalog
+from pixels.cli import main
+from pixels.cli.options import DEFAULT_TABLE, TABLE_OPTION, TABLE_STORAGE_OPTION
+from pixels.cli.query import sql_cmd
+from pixels.cli.sqlfast import DEFAULT_TABLE as FAST_DEFAULT_TABLE
+from pixels.cli.sqlfast import SQL_OPTIONS, parse, plain_table, run
+from pixels.deltalog import read_log
+from pixels.scan import protocol_features
+from pixels.sql import TableReader, connect, connect_from_log
+
+DATA = Path(__file__).parent / "data" / "delta"
+
+
+def _log_agrees(table: str) -> None:
+    """The log read without delta-rs lists delta-rs' files, in its order, at its version."""
+    dt = DeltaTable(table)
+    snap = read_log(table, _duckdb.connect())
+    assert snap is not None
+    assert (snap.version, list(snap.files)) == (dt.version(), list(dt.file_uris()))
+    assert snap.features == protocol_features(dt)
+    assert snap.description == dt.metadata().description
+    assert list(snap.columns) == dt.schema().to_arrow().names
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    root = tmp_path_factory.mktemp("sqlfast")
+    made = copy_with_new_uids(sample_file("CT_small.dcm"), root / "made", 12, per_series=2)
+    (root / "in").mkdir()
+    for p in made:  # named at random: studies interleave in path order
+        p.rename(root / "in" / f"{uuid.uuid4().hex}.dcm")
+    cat = str(root / "catalog")
+    Catalog(cat).catalog(str(root / "in"), workers=0, commit_rows=4)
+    _log_agrees(cat)
+    copy_tree([sample_file("MR_small.dcm"), sample_file("rtplan.dcm")], root / "in" / "more")
+    Catalog(cat).catalog(str(root / "in"), workers=0)
+    with pytest.MonkeyPatch.context() as mp:  # files of a few rows each
+        mp.setattr(pixels.cluster, "_CLUSTER_ROWS", 4)
+        mp.setattr(pixels.cluster, "_SAMPLE_EVERY", 1)
+        mp.setattr(pixels.cluster, "_SORT_BYTES", 1)
+        Catalog(cat).optimize(cluster=True)  # removes every file, adds clustered ones
+    _log_agrees(cat)
+    DeltaTable(cat).delete("Modality = 'RTPLAN'")  # a file rewritten without the row
+    DeltaTable(cat).create_checkpoint()
+    _log_agrees(cat)
+    copy_tree([sample_file("JPEG2000.dcm")], root / "in" / "last")
+    Catalog(cat).catalog(str(root / "in"), workers=0)
+    _log_agrees(cat)
+    dt = DeltaTable(cat)
+    assert len(dt.file_uris()) > 2 and dt.version() >= 5
+    assert any(n.endswith(".checkpoint.parquet") for n in os.listdir(Path(cat) / "_delta_log"))
+    study = Catalog(cat).sql_arrow(
+        "SELECT StudyInstanceUID FROM object_catalog WHERE Modality = 'CT' ORDER BY path LIMIT 1"
+    )["StudyInstanceUID"][0]
+    return {"table": cat, "study": study.as_py(), "root": root}
+
+
+def test_the_log_read_without_delta_rs_declines_what_only_delta_rs_reads(tmp_path: Path) -> None:
+    """Deletion vectors and column mapping (tables Databricks wrote): read_log answers
+    None or names the features, so ``pixels sql`` reads them with delta-rs as before."""
+    con = _duckdb.connect()
+    assert read_log(str(DATA / "table-with-dv-small"), con) is None
+    snap = read_log(str(DATA / "table_with_column_mapping"), con)
+    dt = DeltaTable(str(DATA / "table_with_column_mapping"))
+    assert snap is not None and snap.features == protocol_features(dt) and snap.features
+    assert read_log(str(tmp_path), con) is None  # no log
+    for q in ("SELECT count(*) FROM object_catalog", "SELECT * FROM object_catalog"):
+        assert not connect_from_log(str(DATA / "table-with-dv-small"), q, con)
+        assert not connect_from_log(str(DATA / "table_with_column_mapping"), q, con)
+
+
+def _view(con: Any) -> str:
+    return str(
+        con.execute("SELECT sql FROM duckdb_views() WHERE view_name = 'object_catalog'").fetchall()[
+            0
+        ][0]
+    )
+
+
+def test_the_view_is_the_one_delta_rs_gives(table: dict[str, Any]) -> None:
+    """The same files (pruned by the same statistics to the study's file), the same order."""
+    for sql in (
+        f"SELECT path FROM object_catalog WHERE StudyInstanceUID = '{table['study']}'",
+        "SELECT path FROM object_catalog WHERE StudyInstanceUID = '9.9.9'",
+        "SELECT Modality, count(*) FROM object_catalog GROUP BY 1",
+    ):
+        fast = _duckdb.connect()
+        assert connect_from_log(table["table"], sql, fast)
+        slow = connect(TableReader(table["table"]), sql=sql)
+        assert _view(fast) == _view(slow), sql
+
+
+def _fast(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int | None, str, str]:
+    code = run(argv)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def _slow(argv: list[str]) -> tuple[int, str, str]:
+    res = CliRunner().invoke(main, ["sql", *argv])
+    return res.exit_code, res.stdout, res.stderr
+
+
+QUERIES = (
+    "SELECT path, SeriesInstanceUID, SOPInstanceUID FROM object_catalog "
+    "WHERE StudyInstanceUID = '{study}' ORDER BY path",
+    "SELECT * FROM object_catalog ORDER BY path",
+    "SELECT Modality, count(*) AS n FROM object_catalog GROUP BY 1 ORDER BY 1",
+    "SELECT path_tags, thumbnail, StudyDate, modificationTime, is_anon, Rows "
+    "FROM object_catalog ORDER BY path LIMIT 5",
+    "SELECT path FROM object_catalog WHERE StudyInstanceUID = '9.9.9'",
+    "SELECT 'a \"quoted\", text' AS t, NULL::VARCHAR AS n, '' AS e, 'x:smile:y' AS emoji",
+)
+
+
+@pytest.mark.parametrize("fmt", ["table", "csv", "json"])
+def test_answers_are_the_click_commands(
+    table: dict[str, Any],
+    fmt: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("COLUMNS", "100")
+    for i, q in enumerate(QUERIES):
+        q = q.format(study=table["study"])
+        for max_rows in ("100", "2"):
+            argv = ["-t", table["table"], "--format", fmt, q, "--max-rows", max_rows]
+            code, out, err = _fast(argv, capsys)
+            assert code == 0, (q, err)
+            assert (0, out, err) == _slow(argv), q
+            fast_file, slow_file = tmp_path / f"f{i}", tmp_path / f"s{i}"
+            assert run([*argv, "-O", str(fast_file)]) == 0
+            assert _slow([*argv, "-O", str(slow_file)])[0] == 0
+            assert fast_file.read_bytes() == slow_file.read_bytes(), q
+    # a type the fast writers leave to the Arrow ones (no byte written before)
+    argv = ["-t", table["table"], "-f", fmt, "SELECT 1.5::DOUBLE AS d, INTERVAL 1 DAY AS i"]
+    assert _fast(argv, capsys) == (None, "", "")
+
+
+def test_errors_are_the_click_commands(
+    table: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What the fast path does not answer is left to click, nothing written: a query
+    DuckDB refuses (click's message names the column), bad syntax, a missing table,
+    --help, Parquet, an object-store option."""
+    argv = ["-t", table["table"], "SELECT nope FROM object_catalog"]
+    assert _fast(argv, capsys) == (None, "", "")  # the click command words the error
+    code, out, err = _slow(argv)
+    assert code == 1 and out == "" and '"nope"' in err and err.startswith("SQL error: Binder")
+    for argv in (
+        ["-t", table["table"], "SELEC 1"],
+        ["-t", str(table["root"] / "nothing"), "SELECT 1"],
+        ["--help"],
+        ["-t", table["table"], "-f", "parquet", "SELECT 1", "-O", str(table["root"] / "x")],
+        ["-t", table["table"], "-o", "anon=true", "SELECT 1"],
+    ):
+        assert _fast(argv, capsys) == (None, "", ""), argv
+
+
+def test_one_definition_of_the_options() -> None:
+    """The click command's options are SQL_OPTIONS, and --table/-o are the ones every
+    command shares (pixels.cli.options)."""
+    assert FAST_DEFAULT_TABLE == DEFAULT_TABLE
+    params = {p.name: p for p in sql_cmd.params}
+    assert [p.name for p in sql_cmd.params] == ["query", *(o.dest for o in SQL_OPTIONS)]
+    for o in SQL_OPTIONS:
+        p = params[o.dest]
+        assert isinstance(p, click.Option)
+        assert [*p.opts, *p.secondary_opts] == list(o.decls)
+        assert (p.default, p.multiple, p.help, p.show_default) == (
+            o.default,
+            o.multiple,
+            o.help,
+            o.show_default,
+        )
+        if o.choices:
+            assert isinstance(p.type, click.Choice) and tuple(p.type.choices) == o.choices
+        else:
+            assert p.type is (click.INT if o.type is int else click.STRING)
+    shared = click.command()(lambda **_: None)
+    shared = TABLE_STORAGE_OPTION(TABLE_OPTION(shared))
+    for p in shared.params:
+        assert p.to_info_dict() == params[str(p.name)].to_info_dict()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["Q"],
+        ["-t", "x", "Q"],
+        ["--table=x", "Q", "-f", "csv"],
+        ["-tx", "-fjson", "Q"],
+        ["Q", "--max-rows", "5", "--max-rows=7"],
+        ["-o", "a=1", "--storage-option", "b=2", "Q"],
+        ["-O", "out.txt", "--format", "table", "--", "-Q"],
+        ["Q", "R"],
+        ["-f", "xml", "Q"],
+        ["--max-rows", "x", "Q"],
+        ["--max-rows", " 5", "Q"],
+        ["--nope", "Q"],
+        ["-t"],
+        [],
+        ["-h"],
+        ["--tab", "x", "Q"],
+        ["-t", "-f", "Q"],
+    ],
+)
+def test_the_small_parser_reads_what_click_reads(argv: list[str]) -> None:
+    """Wherever :func:`parse` answers, click reads the same values."""
+    got = parse(argv)
+    try:
+        ctx = sql_cmd.make_context("sql", list(argv))
+    except (click.exceptions.Exit, click.UsageError):
+        assert got is None
+        return
+    if got is not None:
+        assert got == ctx.params
+
+
+def test_the_plain_table_is_richs() -> None:
+    """The table output without rich is rich's, character for character (random tables,
+    widths); where it is not that simple it says so (None) and rich prints it."""
+    from rich.console import Console
+    from rich.table import Table
+
+    rng = random.Random(7)
+    alpha = string.ascii_letters + string.digits + "./_-=:∅…"
+    written = 0
+    for _ in range(600):
+        ncol = rng.randint(1, 5)
+        names = ["".join(rng.choices(alpha + " ", k=rng.randint(1, 20))) for _ in range(ncol)]
+        rows = [
+            [
+                "".join(rng.choices(alpha + " " * rng.randint(0, 1), k=rng.choice([0, 1, 9, 60])))
+                for _ in range(ncol)
+            ]
+            for _ in range(rng.randint(0, 4))
+        ]
+        width = rng.choice([30, 60, 80, 120, 200])
+        got = plain_table(names, rows, "(3 rows)", width)
+        if got is None:
+            continue
+        buf = io.StringIO()
+        console = Console(file=buf, width=width)
+        t = Table(show_lines=False)
+        for n in names:
+            t.add_column(n, overflow="fold")
+        for r in rows:
+            t.add_row(*r)
+        console.print(t)
+        console.print("(3 rows)")
+        assert got == buf.getvalue(), (names, rows, width)
+        written += 1
+    assert written > 200
+    assert plain_table(["a"], [["[bold]x"]], "(1 rows)", 80) is None  # markup
+    assert plain_table(["a"], [["x:smile:y"]], "(1 rows)", 80) is None  # an emoji code
