@@ -260,3 +260,15 @@ def test_cli_help_says_which_profile_options_are_not_offered() -> None:
         "Not offered: Clean Graphics, Clean Structured Content, Clean Recognizable Visual "
         "Features" in text
     )
+
+
+def test_a_public_tag_the_dictionary_cannot_name_is_removed_whatever_its_vr() -> None:
+    ds = pydicom.dcmread(sample_file("CT_small.dcm"))  # explicit VR: the file says LO
+    ds.add_new(0x00209999, "LO", "Smith^Hidden")  # an even group, no keyword
+    ds.ReferencedImageSequence = Sequence([_item(ReferencedSOPInstanceUID=str(ds.SOPInstanceUID))])
+    ds.ReferencedImageSequence[0].add_new(0x00089999, "ST", "Smith again")
+    res = deidentify_file(ds, KEY, DeidOptions.of(Option.RETAIN_FULL_DATES))
+    assert res.status == "written" and res.data is not None
+    assert b"Smith" not in res.data
+    out = pydicom.dcmread(io.BytesIO(res.data))
+    assert 0x00209999 not in out and 0x00089999 not in out.ReferencedImageSequence[0]

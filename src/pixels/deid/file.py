@@ -300,8 +300,10 @@ class _Walk:
     def _default(self, elem: Any) -> str:
         vr = elem.VR
         kw = elem.keyword or ""
-        if vr == "UN":
-            return "X"  # a public tag pydicom cannot name: its bytes cannot be judged
+        if vr == "UN" or not kw:
+            # a public tag the dictionary cannot name (a newer edition's, a vendor's in an even
+            # group), whatever VR an explicit file gives it: its meaning cannot be judged
+            return "X"
         if vr == "PN" or kw in _FREE_TEXT:
             return "D"  # a person's name the table does not list (Evaluator Name...), free text
         if vr == "UR":

@@ -56,6 +56,8 @@ table's rows.
 
 Rules for attributes the table does not list (stricter than the table, documented in the
 README): every private element is removed unless the Retain Safe Private option keeps it;
+every public element the data dictionary cannot name (VR UN, or any VR in an explicit file)
+is removed;
 curve (50xx) and overlay (60xx) groups are removed whole; group lengths and command (0000)
 elements are dropped (the table's Affected SOP Instance UID ``X`` and Requested SOP Instance
 UID ``U`` rows, ``K`` with Retain UIDs, never reach a stored file: they are removed even
