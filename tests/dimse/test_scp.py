@@ -11,6 +11,7 @@ import time
 
 import pydicom
 import pytest
+from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
 from dimse.conftest import DCMTK, Scp, dataset_bytes, dcmtk, free_port, sample
@@ -256,3 +257,29 @@ def test_find_cancel_stops_the_answers(tmp_path: pytest.TempPathFactory) -> None
     text = res.stdout + res.stderr
     assert "Received Final Find Response (Cancel" in text, text[-500:]
     assert text.count("Find Response:") < 1500
+
+
+def test_a_store_of_another_class_than_its_context_is_refused_not_aborted(
+    tmp_path: pytest.TempPathFactory,
+) -> None:
+    """pydicom's rtdose_rle.dcm holds its SOP Class UID as UN: dcmsend sends it with an
+    Affected SOP Class UID ('31') that is not its context's. The SCP answers that C-STORE
+    with 0xC000 naming both (as storescp does) and stores the next instance on the same
+    association; pynetdicom alone aborted the association, losing the rest of the batch."""
+    root = str(tmp_path)
+    catalog = os.path.join(root, "catalog")
+    Catalog(catalog).catalog(sample("ct"), workers=0)
+    bad = get_testdata_file("rtdose_rle.dcm", download=False)
+    assert bad
+    with DimseServer(catalog, ServerConfig(port=0, timeout=10, commit_seconds=0.2)) as server:
+        res = dcmtk("dcmsend", "-v", "-aec", "PIXELS", "--no-halt", "127.0.0.1",
+                    str(server.port), str(bad), sample("mr"))  # fmt: skip
+        text = res.stdout + res.stderr
+        assert "Received C-STORE Response (Error: CannotUnderstand)" in text, text
+        assert "Received C-STORE Response (Success)" in text, text
+        assert "sent to the peer       : 2" in text, text
+        assert "Peer aborted" not in text, text
+        rows = _wait_rows(catalog, 2)
+    assert sorted(rows) == sorted(
+        str(pydicom.dcmread(p).SOPInstanceUID) for p in (sample("ct"), sample("mr"))
+    )

@@ -16,6 +16,7 @@ or loses stored data.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import io
 import logging
@@ -27,6 +28,7 @@ from typing import Any
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pynetdicom import AE, evt
+from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.presentation import AllStoragePresentationContexts, build_context
 from pynetdicom.transport import ThreadedAssociationServer
 
@@ -134,6 +136,39 @@ class _PduGuard:
             return data[:2]  # the DUL takes a short header for a closed connection
         self._header = length == 0
         return data
+
+
+class _StoreClassCheck:
+    """Replaces an association's ``_serve_request`` (pynetdicom 3.0): a C-STORE whose
+    Affected SOP Class UID is not its presentation context's abstract syntax is answered
+    ``0xC000`` naming both, as dcmtk's storescp answers it. pynetdicom looks the service
+    up by the command's class alone and aborts the association when that names none (a
+    file whose SOP Class UID is malformed, sent by dcmsend): the peer's later instances,
+    on that association, were then lost too."""
+
+    def __init__(self, assoc: Any, peer: str):
+        self._serve = assoc._serve_request
+        self._assoc = assoc
+        self._peer = peer
+
+    def __call__(self, msg: Any, context_id: int) -> None:
+        if isinstance(msg, C_STORE):
+            context = self._assoc._accepted_cx.get(context_id)
+            wanted = str(context.abstract_syntax) if context is not None else ""
+            sent = str(msg.AffectedSOPClassUID or "")
+            if context is not None and sent != wanted:
+                why = f"Affected SOP Class UID {sent[:64]!r} is not the context's {wanted}"
+                LOG.warning("DIMSE: C-STORE from %s refused (0xC000): %s", self._peer, why)
+                rsp = C_STORE()
+                rsp.MessageIDBeingRespondedTo = msg.MessageID
+                rsp.AffectedSOPClassUID = wanted
+                with contextlib.suppress(Exception):  # a malformed UID is left out
+                    rsp.AffectedSOPInstanceUID = msg.AffectedSOPInstanceUID
+                rsp.Status = FAIL_CANNOT_UNDERSTAND
+                rsp.ErrorComment = why[:64]  # type: ignore[assignment]
+                self._assoc.dimse.send_msg(rsp, context_id)
+                return
+        self._serve(msg, context_id)
 
 
 class DimseServer:
@@ -244,9 +279,10 @@ class DimseServer:
 
     def _on_open(self, event: Any) -> None:
         sock = event.assoc.dul.socket
+        peer = f"{event.address[0]}:{event.address[1]}"
         if sock is not None:
-            peer = f"{event.address[0]}:{event.address[1]}"
             sock.recv = _PduGuard(sock, self.config.max_pdu, peer, self._refuse)
+        event.assoc._serve_request = _StoreClassCheck(event.assoc, peer)
 
     def _on_requested(self, event: Any) -> None:
         assoc = event.assoc
