@@ -283,3 +283,44 @@ def test_a_store_of_another_class_than_its_context_is_refused_not_aborted(
     assert sorted(rows) == sorted(
         str(pydicom.dcmread(p).SOPInstanceUID) for p in (sample("ct"), sample("mr"))
     )
+
+
+def test_move_to_a_destination_that_refuses_names_it_not_unknown(
+    scp: Scp, tmp_path: pytest.TempPathFactory
+) -> None:
+    """A configured C-MOVE destination that is down, or rejects the association, ends the
+    C-MOVE with 0xA702, the failed count, the Failed SOP Instance UID List and an Error
+    Comment naming the destination and why; pynetdicom answered 0xA801 (Move Destination
+    Unknown), sending an operator after a configuration that is there."""
+    mr_sop = str(pydicom.dcmread(sample("mr")).SOPInstanceUID)
+    down, refusing = free_port(), free_port()
+    storescp = subprocess.Popen(
+        [os.path.join(DCMTK, "storescp"), "--refuse", "-aet", "REFUSING", str(refusing)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    scp.destinations.update(DOWN=("127.0.0.1", down), REFUSING=("127.0.0.1", refusing))
+    try:
+        deadline = time.monotonic() + 10
+        while "Association Rejected" not in str(dcmtk("echoscu", "-v", "127.0.0.1", str(refusing))):
+            assert time.monotonic() < deadline, "storescp did not start"
+            time.sleep(0.1)
+        for dest, why in (
+            ("DOWN", f"DOWN@127.0.0.1:{down} did not answer"),
+            ("REFUSING", f"REFUSING@127.0.0.1:{refusing} rejected: "),
+        ):
+            res = dcmtk("movescu", "-d", "-S", "-aec", "PIXELS", "-aem", dest,
+                        "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={MR_STUDY}",
+                        "127.0.0.1", scp.port)  # fmt: skip
+            text = res.stdout + res.stderr
+            assert "DIMSE Status                  : 0xa702: Refused: Out of resources" in text, text
+            assert "MoveDestinationUnknown" not in text
+            assert "Failed Suboperations          : 1" in text, text
+            assert "FailedSOPInstanceUIDList" in text and mr_sop in text, text
+            (comment,) = re.findall(r"\(0000,0902\) LO \[([^\]]*)\]", text)
+            assert comment.startswith(why), comment
+    finally:
+        scp.destinations.pop("DOWN", None)
+        scp.destinations.pop("REFUSING", None)
+        storescp.terminate()
+        storescp.wait(10)

@@ -14,6 +14,7 @@ import re
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from pixels.errors import PixelsError
 
@@ -23,6 +24,7 @@ __all__ = [
     "ServerConfig",
     "check_listen",
     "client_tls",
+    "failed_association",
     "parse_ae_title",
 ]
 
@@ -184,3 +186,20 @@ def check_listen(config: ServerConfig) -> None:
         )
     if config.tls_ca and not config.tls_cert:
         raise DimseError("a TLS CA was given without the server's certificate (tls_cert)")
+
+
+def failed_association(assoc: Any) -> str:
+    """Why a requested association (pynetdicom) was not established, shortly: the
+    A-ASSOCIATE-RJ's reason, result and source; no answer at all (no connection);
+    no presentation context accepted; or an abort."""
+    if getattr(assoc, "is_rejected", False):
+        rsp: Any = getattr(assoc.acceptor, "primitive", None)
+        try:
+            return f"rejected: {rsp.reason_str} ({rsp.result_str}, {rsp.source_str})"
+        except Exception:
+            return "rejected"
+    if getattr(assoc.acceptor, "primitive", None) is None:
+        return "did not answer (connection refused or timed out)"
+    if not assoc.accepted_contexts:
+        return "accepted no proposed presentation context"
+    return "aborted the association"

@@ -34,7 +34,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from pixels.dicom.notices import kept_warnings
 from pixels.dicom.transcode import open_transcoder
-from pixels.dimse.config import ServerConfig, check_listen
+from pixels.dimse.config import ServerConfig, check_listen, failed_association
 from pixels.dimse.contexts import (
     ACCEPT_ORDER,
     FIND_MODELS,
@@ -171,6 +171,32 @@ class _StoreClassCheck:
         self._serve(msg, context_id)
 
 
+class _NoAssociation:
+    """Stands for the association to a C-MOVE destination where none is made (the
+    identifier is refused, nothing matches, or the destination refused): pynetdicom's
+    C-MOVE SCP then answers the handler's status with its counts and only releases this."""
+
+    is_established = True
+
+    def release(self) -> None:
+        """Nothing to release."""
+
+
+class _ServerAE(AE):
+    """pynetdicom's AE, save that the association to a C-MOVE destination is the one
+    the handler made (``made``): pynetdicom's C-MOVE SCP associates itself otherwise and
+    answers any failure to, a refused connection or a rejection, with 0xA801 (Move
+    Destination unknown), which sends an operator looking for a missing configuration."""
+
+    def associate(  # type: ignore[override]
+        self, addr: str, port: int, *args: Any, **kwargs: Any
+    ) -> Any:
+        made = kwargs.pop("made", None)
+        if made is not None:
+            return made
+        return super().associate(addr, port, *args, **kwargs)
+
+
 class DimseServer:
     """The SCP (module docstring).
 
@@ -254,7 +280,7 @@ class DimseServer:
 
     def _application_entity(self) -> AE:
         cfg = self.config
-        ae = AE(ae_title=cfg.ae_title)
+        ae = _ServerAE(ae_title=cfg.ae_title)
         ae.maximum_associations = 32
         ae.maximum_pdu_size = cfg.max_pdu
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = cfg.timeout
@@ -453,15 +479,25 @@ class DimseServer:
             items = self._matched(event, MOVE_MODELS)
         except FindError as e:
             LOG.warning("DIMSE: C-MOVE refused (0x%04X): %s", e.status, e.reason)
-            yield where[0], where[1], {"ae_title": dest, "contexts": [build_context(Verification)]}
+            yield where[0], where[1], {"made": _NoAssociation()}
             yield 1  # with 0, pynetdicom answers Success before reading the failure
             yield status(e.status, e.reason), None
             return
+        if not items:
+            yield where[0], where[1], {"made": _NoAssociation()}
+            yield 0
+            return
         contexts = storage_contexts((i.sop_class, i.transfer_syntax) for i in items)
-        if not contexts:
-            contexts = [build_context(Verification)]
-        sent_on: list[Any] = []  # the association to the destination, once made
-        handlers = [(evt.EVT_ESTABLISHED, lambda e: sent_on.append(e.assoc))]
-        yield where[0], where[1], {"ae_title": dest, "contexts": contexts, "evt_handlers": handlers}
+        store = event.assoc.ae.associate(where[0], where[1], contexts=contexts, ae_title=dest)
+        if not store.is_established:
+            why = f"{dest}@{where[0]}:{where[1]} {failed_association(store)}"
+            LOG.warning("DIMSE: C-MOVE failed (0xA702): move destination %s", why)
+            yield where[0], where[1], {"made": _NoAssociation()}
+            yield len(items)
+            failed = Dataset()
+            failed.FailedSOPInstanceUIDList = [i.sop_instance for i in items]
+            yield status(0xA702, why), failed
+            return
+        yield where[0], where[1], {"made": store}
         yield len(items)
-        yield from self._send(event, items, lambda: sent_on[-1] if sent_on else None)
+        yield from self._send(event, items, lambda: store)
