@@ -262,7 +262,7 @@ def get_cmd(peer: str, keys: tuple[str, ...], level: str, model: str, out: str, 
     result = _run(
         lambda: client.get(_pairs(keys, "--key"), level.upper(), model.upper(), on_store=on_store)
     )
-    _report("C-GET", result)
+    _report("C-GET", result, "C-GET", client.peer)
 
 
 @dimse_group.command("move")
@@ -277,7 +277,7 @@ def move_cmd(
     """C-MOVE to a destination the peer knows."""
     client = _client(peer, **kw)
     result = _run(lambda: client.move(_pairs(keys, "--key"), dest, level.upper(), model.upper()))
-    _report("C-MOVE", result)
+    _report("C-MOVE", result, "C-MOVE", client.peer)
 
 
 @dimse_group.command("store")
@@ -335,14 +335,16 @@ def retrieve_cmd(
             client=client,
         )
     )
-    _report("retrieve", result)
+    _report("retrieve", result, "C-MOVE" if by_move else "C-GET", client.peer)
 
 
-def _report(what: str, result: Any) -> None:
+def _report(what: str, result: Any, service: str, peer: Any) -> None:
+    from pixels.dimse.scu import status_text
+
     click.echo(
-        f"{what}: status 0x{result.status:04X}, completed {result.completed}, "
-        f"failed {result.failed}, warning {result.warning}"
+        f"{what} {peer}: status {status_text(result.status, service)}, completed "
+        f"{result.completed}, failed {result.failed}, warning {result.warning}"
         + (f" ({result.comment})" if result.comment else "")
     )
     if result.failed or result.status not in (0, 0xB000):
-        raise click.ClickException(f"{what} did not complete")
+        raise click.ClickException(f"{what} from {peer} did not complete")

@@ -20,6 +20,7 @@ from pydicom import dcmread
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataset import Dataset
 from pynetdicom import AE, evt
+from pynetdicom import status as status_tables
 from pynetdicom.association import Association
 from pynetdicom.pdu_primitives import UserIdentityNegotiation
 from pynetdicom.presentation import (
@@ -30,7 +31,7 @@ from pynetdicom.presentation import (
 )
 
 from pixels.dicom.transcode import open_transcoder
-from pixels.dimse.config import DimseError, Peer, ServerConfig
+from pixels.dimse.config import DimseError, Peer, ServerConfig, failed_association
 from pixels.dimse.contexts import (
     FIND_MODELS,
     GET_MODELS,
@@ -48,6 +49,7 @@ __all__ = [
     "Client",
     "RetrieveResult",
     "identifier",
+    "status_text",
 ]
 
 LOG = logging.getLogger("pixels.dimse")
@@ -160,14 +162,7 @@ class Client:
             tls_args=tls_args,
         )
         if not assoc.is_established:
-            what = (
-                "rejected"
-                if assoc.is_rejected
-                else "aborted"
-                if assoc.is_aborted
-                else "not established"
-            )
-            raise DimseError(f"association with {self.peer} {what}")
+            raise DimseError(f"association with {self.peer}: {failed_association(assoc)}")
         return assoc
 
     # ---------------------------------------------------------------- echo
@@ -315,6 +310,30 @@ def _get_contexts(classes: list[str]) -> list[PresentationContext]:
     return out
 
 
+_MEANINGS = {
+    "C-ECHO": status_tables.VERIFICATION_SERVICE_CLASS_STATUS,
+    "C-STORE": status_tables.STORAGE_SERVICE_CLASS_STATUS,
+    "C-FIND": status_tables.QR_FIND_SERVICE_CLASS_STATUS,
+    "C-GET": status_tables.QR_GET_SERVICE_CLASS_STATUS,
+    "C-MOVE": status_tables.QR_MOVE_SERVICE_CLASS_STATUS,
+}
+
+
+def status_text(code: int, service: str) -> str:
+    """A DIMSE status in hex with its meaning for ``service`` (``C-MOVE``...), e.g.
+    ``0xA801 (Failure: Move destination unknown)``; a code of a class (``0xCxxx``)
+    is named by its class."""
+    table = {**status_tables.GENERAL_STATUS, **_MEANINGS.get(service, {})}
+    known = table.get(code)
+    if known is None and 0xC000 <= code <= 0xCFFF:
+        known = ("Failure", "Unable to process")
+    if known is None and 0xA900 <= code <= 0xA9FF:
+        known = ("Failure", "Identifier does not match SOP class")
+    if known is None:
+        return f"0x{code:04X}"
+    return f"0x{code:04X} ({known[0]}: {known[1]})" if known[1] else f"0x{code:04X} ({known[0]})"
+
+
 def _status(rsp: Any, what: str, peer: Peer, pending_ok: bool = False) -> int:
     if rsp is None or "Status" not in rsp:
         raise DimseError(f"{what} to {peer}: no response (timed out or aborted)")
@@ -323,7 +342,8 @@ def _status(rsp: Any, what: str, peer: Peer, pending_ok: bool = False) -> int:
         return code
     if code not in (0x0000,) and not (0xB000 <= code <= 0xBFFF):
         comment = str(rsp.get("ErrorComment", "") or "")
-        raise DimseError(f"{what} to {peer} failed with status 0x{code:04X} {comment}".strip())
+        text = f"{what} to {peer} failed with status {status_text(code, what)}"
+        raise DimseError(f"{text}: {comment}" if comment else text)
     return code
 
 
