@@ -18,6 +18,7 @@ from pydicom.sequence import Sequence
 
 from corpus import sample_file
 from pixels.deid import BlackoutRule, DeidKey, DeidOptions, Option, deidentify_file
+from pixels.errors import DeidError
 
 KEY = DeidKey(b"a" * 32)
 
@@ -272,3 +273,35 @@ def test_a_public_tag_the_dictionary_cannot_name_is_removed_whatever_its_vr() ->
     assert b"Smith" not in res.data
     out = pydicom.dcmread(io.BytesIO(res.data))
     assert 0x00209999 not in out and 0x00089999 not in out.ReferencedImageSequence[0]
+
+
+def _implicit(ds: pydicom.Dataset) -> bytes:
+    buf = io.BytesIO()
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def test_an_unreadable_value_is_named_by_tag_never_repeated_in_the_error() -> None:
+    """The error goes to the audit and the console: it names the element, not its value."""
+    ds = pydicom.dcmread(sample_file("CT_small.dcm"))
+    ds.add_new(0x00189087, "OB", b"Smith^John")  # Diffusion b-Value is FD: 10 bytes do not fit
+    with pytest.raises(DeidError, match=r"bad\.dcm.*\(0018,9087\)") as err:
+        deidentify_file(_implicit(ds), KEY, path="bad.dcm")
+    assert "Smith" not in str(err.value)
+
+
+def test_kept_numbers_times_and_uids_holding_text_are_emptied() -> None:
+    """A name typed into Instance Number (IS) or Acquisition Time (TM, kept with dates)."""
+    ds = pydicom.dcmread(sample_file("CT_small.dcm"))
+    for tag, value in ((0x00200013, "Smith^John"), (0x00080032, "Jones"), (0x00200012, "7")):
+        ds.add_new(tag, "LO", value)
+    ds.add_new(0x00189087, "FD", 1000.0)
+    data = _implicit(ds)  # as the dictionary reads them back: IS, TM, IS
+    res = deidentify_file(data, KEY, DeidOptions.of(Option.RETAIN_DATES), path="typed.dcm")
+    assert res.status == "written" and res.data is not None
+    assert b"Smith" not in res.data and b"Jones" not in res.data
+    out = pydicom.dcmread(io.BytesIO(res.data))
+    assert out.InstanceNumber is None and out.AcquisitionTime == ""
+    assert out.AcquisitionNumber == 7  # a well-formed one is kept
+    assert out.SliceThickness == pydicom.dcmread(sample_file("CT_small.dcm")).SliceThickness

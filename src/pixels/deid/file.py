@@ -95,6 +95,16 @@ _CODE_URLS = frozenset({"CodingSchemeURL", "URNCodeValue"})
 _FREE_TEXT = frozenset({"TextValue", "UnformattedTextValue"})
 #: Free-text VRs of unlisted comments (removed like the table's comments).
 _COMMENT_VRS = frozenset({"LO", "SH", "ST", "LT", "UT", "UC"})
+#: The VRs whose kept values must match their format (PS3.5 6.2), else they are emptied.
+_FORMATS = {
+    "IS": re.compile(r"[+-]?\d{1,12}"),
+    "DS": re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?"),
+    "TM": re.compile(
+        r"(\d{2}(:?\d{2}(:?\d{2}(\.\d{1,6})?)?)?)?(-(\d{2}(:?\d{2}(:?\d{2}(\.\d{1,6})?)?)?)?)?"
+    ),
+    "AS": re.compile(r"\d{3}[DWMY]"),
+    "UI": re.compile(r"\d+(\.\d+)*"),
+}
 _NUMERIC = frozenset({"US", "SS", "UL", "SL", "FL", "FD", "UV", "SV", "AT"})
 _BINARY = frozenset({"OB", "OW", "OF", "OD", "OL", "OV", "UN"})
 
@@ -185,6 +195,19 @@ class DeidResult:
     actions: Mapping[str, int] = field(default_factory=dict)
 
 
+_QUOTED = re.compile(r"(?<!\w)b?'(?:[^'\\]|\\.)*'" + r'|(?<!\w)b?"(?:[^"\\]|\\.)*"')
+
+
+def error_text(e: BaseException) -> str:
+    """A library error's type and message with every quoted value cut out.
+
+    pydicom quotes the offending value in its messages (``received b'Smith^John' with
+    length 10``); a de-identification error goes to the audit and the console, and must
+    name the element, never repeat what it held.
+    """
+    return f"{type(e).__name__}: {_QUOTED.sub('<value>', str(e))}"
+
+
 def _tag(t: int) -> str:
     return f"({t >> 16:04X},{t & 0xFFFF:04X})"
 
@@ -256,7 +279,7 @@ class _Walk:
                 raise
             except Exception as e:
                 raise DeidError(
-                    f"element {_tag(t)} cannot be de-identified: {type(e).__name__}: {e}",
+                    f"element {_tag(t)} cannot be de-identified: {error_text(e)}",
                     self.path or None,
                 ) from e
 
@@ -352,6 +375,11 @@ class _Walk:
             if elem.VR == "SQ":
                 for item in elem.value:
                     self.clean(item, depth + 1, dummy)
+            elif elem.VR in _FORMATS and not _well_formed(elem):
+                # a kept number, time, age or UID holding something else (a name in Instance
+                # Number): nothing of it can be kept
+                elem.value = self._empty(elem)
+                self.counts["emptied"] += 1
         else:  # pragma: no cover - the table is checked at import
             raise DeidError(f"unknown action {act!r} for {_tag(int(elem.tag))}", self.path or None)
 
@@ -439,6 +467,20 @@ def _safe_value(ds: Any, tag: int, safe: tuple[str, int, int]) -> bool:
     return all(_NUMBER.fullmatch(p) for p in parts if p)
 
 
+def _well_formed(elem: Any) -> bool:
+    """Whether every value of ``elem`` (IS, DS, TM, AS or UI) matches its VR's format."""
+    value = elem.value
+    if value is None or value == "":
+        return True
+    multi = isinstance(value, list | tuple) or type(value).__name__ == "MultiValue"
+    pattern = _FORMATS[elem.VR]
+    for v in value if multi else [value]:
+        text = (v.decode("ascii", "replace") if isinstance(v, bytes) else str(v)).strip(" \x00")
+        if text and not pattern.fullmatch(text):
+            return False
+    return True
+
+
 def _patient_identity(ds: Any) -> str:
     """What makes a patient one patient for the key: Patient ID and issuer, else name and birth."""
     pid = str(ds.get("PatientID", "") or "").strip()
@@ -477,7 +519,7 @@ def _read(source: bytes | BinaryIO | Any, path: str) -> Any:
     try:
         return dcmread(io.BytesIO(data), force=True)
     except Exception as e:
-        raise DeidError(f"not a readable DICOM file: {type(e).__name__}: {e}", path or None) from e
+        raise DeidError(f"not a readable DICOM file: {error_text(e)}", path or None) from e
 
 
 def _method(ds: Any, opts: DeidOptions, pixels_cleaned: bool) -> None:
@@ -628,6 +670,6 @@ def deidentify_file(
         )
     except Exception as e:
         raise DeidError(
-            f"cannot write the de-identified file: {type(e).__name__}: {e}", path or None
+            f"cannot write the de-identified file: {error_text(e)}", path or None
         ) from e
     return DeidResult(**{**result.__dict__, "data": buf.getvalue()})

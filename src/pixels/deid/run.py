@@ -37,7 +37,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from pixels.deid.file import DeidOptions, deidentify_file
+from pixels.deid.file import DeidOptions, deidentify_file, error_text
 from pixels.deid.keys import DeidKey, load_or_create_key
 from pixels.errors import DeidError, PixelsError
 from pixels.sources import FileRef, open_file
@@ -175,7 +175,7 @@ def deid_rows(
         except PixelsError as e:
             rec["status"], rec["reason"] = "failed", str(e)
         except Exception as e:  # a bug or an unexpected library error: still one row
-            rec["status"], rec["reason"] = "failed", f"{row['path']}: {type(e).__name__}: {e}"
+            rec["status"], rec["reason"] = "failed", f"{row['path']}: {error_text(e)}"
         out.append(rec)
     return out
 
