@@ -759,9 +759,11 @@ def bench_sql(
     table: Path, facts: dict[str, Any], cluster: bool, before: str | None = None
 ) -> dict[str, Any]:
     """``pixels sql`` as a process (the default table output; wall and the child's CPU,
-    min of 5) and in process (min of 5): a point look-up by StudyInstanceUID and ``GROUP
-    BY Modality``; with ``before`` (a git revision) the process runs of that code too,
-    interleaved with this one's."""
+    min and median of 5) and in process (min of 5): a point look-up by StudyInstanceUID
+    and ``GROUP BY Modality``; with ``before`` (a git revision) the process runs of that
+    code too, interleaved with this one's. Both source trees are byte-compiled first.
+    ``floor``: the CPU of ``python -c pass`` and of importing DuckDB's engine with one
+    connection, below which no process goes."""
     import resource
 
     from pixels import Catalog
@@ -775,9 +777,31 @@ def bench_sql(
         "GROUP BY Modality": "SELECT Modality, count(*) FROM object_catalog GROUP BY Modality",
     }
     variants = {"": dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))}
+    sources = [BENCH.parent / "src"]
     if before:
-        path = [str(old_src(before)), *sys.path]
+        sources.append(old_src(before))
+        path = [str(sources[-1]), *sys.path]
         variants[f" at {before}"] = dict(os.environ, PYTHONPATH=os.pathsep.join(path))
+    # bytecode for both, as an installed package has it (with PYTHONDONTWRITEBYTECODE
+    # set, a source tree without it compiles every module it imports in every process)
+    for src in sources:
+        subprocess.run(python_cmd("-m", "compileall", "-q", str(src)), check=True)
+
+    def floor() -> dict[str, Any]:
+        """The interpreter's own start, and DuckDB's engine imported with one connection."""
+        out: dict[str, Any] = {}
+        for name, code in (
+            ("python -c pass", "pass"),
+            ("import _duckdb; connect()", "import _duckdb; _duckdb.connect()"),
+        ):
+            cpu = []
+            for _ in range(5):
+                r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+                subprocess.run(python_cmd("-c", code), check=True)
+                r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+                cpu.append(r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime)
+            out[f"{name}, CPU min_ms"] = round(min(cpu) * 1e3)
+        return out
 
     def measure(t: Path) -> dict[str, Any]:
         res: dict[str, Any] = {}
@@ -809,9 +833,12 @@ def bench_sql(
                     statistics.median(wall[v]) * 1e3
                 )
                 res[name][f"pixels sql (process){v}, CPU_ms"] = round(min(cpu[v]) * 1e3)
+                res[name][f"pixels sql (process){v}, CPU median_ms"] = round(
+                    statistics.median(cpu[v]) * 1e3
+                )
         return res
 
-    out: dict[str, Any] = {"before": measure(table)}
+    out: dict[str, Any] = {"floor": floor(), "before": measure(table)}
     if cluster:
         work = copy_table(table, WORK_DIR / f"scale_cluster_{table.name}")
         t0 = time.perf_counter()

@@ -24,7 +24,6 @@ import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
-from urllib.parse import unquote
 
 __all__ = ["DIRECT_FEATURES", "LogSnapshot", "features_of", "parquet_source", "read_log"]
 
@@ -108,6 +107,12 @@ class LogSnapshot(NamedTuple):
 
 class _UnhandledError(Exception):
     """Something in the log that only delta-rs reads."""
+
+
+def _unquote(path: str) -> str:
+    from urllib.parse import unquote  # here: ~10 ms to import (ipaddress), for few paths
+
+    return unquote(path)
 
 
 def _commit_actions(path: str) -> Iterable[dict[str, Any]]:
@@ -198,7 +203,7 @@ def _replay(root: str, log: str, start: int, latest: int, con: Any) -> LogSnapsh
         if add.get("stats") is None and add.get("stats_parsed") is not None:
             raise _UnhandledError("statistics as structs only")
         stats = json.loads(add["stats"]) if add.get("stats") else {}
-        files.append(base + unquote(path))
+        files.append(base + (_unquote(path) if "%" in path else path))
         mins.append({k: v for k, v in (stats.get("minValues") or {}).items() if k in strings})
         maxs.append({k: v for k, v in (stats.get("maxValues") or {}).items() if k in strings})
     return LogSnapshot(

@@ -355,6 +355,10 @@ def connect_from_log(uri: str, sql: str, con: Any) -> bool:
         files = files_holding(files, statistics, wanted) or files
     uniform = set(snap.columns) == set(COLUMN_NAMES)
     con.execute("SET TimeZone='UTC'")
+    try:  # the footers the view's binding read serve the query too (a data file never changes)
+        con.execute("SET parquet_metadata_cache = true")
+    except duckdb_module().Error:  # pragma: no cover - a DuckDB without the setting
+        pass
     con.execute(
         f"CREATE OR REPLACE VIEW {VIEW_NAME} AS SELECT * FROM {parquet_source(files, uniform)}"
     )

@@ -448,6 +448,10 @@ def run(argv: Sequence[str]) -> int | None:
     opts = parse(argv)
     if opts is None or opts["storage_option"] or opts["fmt"] == "parquet":
         return None
+    from pixels.storage import is_local
+
+    if not is_local(opts["table"]):
+        return None
     from pixels.sql import connect_from_log, duckdb_module
 
     duck = duckdb_module()
