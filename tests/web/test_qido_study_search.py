@@ -120,6 +120,7 @@ def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
                    StudyDate="20100505", PatientID="P3", Modality="US")  # fmt: skip
             Catalog(catalog).catalog(str(second), workers=0)
             assert http.get("/studies").status_code == 200  # the index follows
+            index.merge()  # (from its overlay into its tables)
             yield http, index, uids, special
     finally:
         index_tables._QS_NEW_MAX = saved

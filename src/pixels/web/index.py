@@ -52,6 +52,7 @@ from pixels.table import CatalogTable, sql_string
 from pixels.table.firsts import drop_firsts
 from pixels.web import index_tables
 from pixels.web.firsts import QMETA_TAGS, Sidecars
+from pixels.web.overlay import Overlay
 from pixels.web.rowreads import RowReader
 from pixels.web.snapshot import Snapshot
 from pixels.web.sopkeys import SopKeys
@@ -69,6 +70,12 @@ _WAL_LIMIT = "1GB"
 _CHUNK_ROWS = 500_000
 #: DuckDB's memory for an index saved in a file (beyond it, pages are evicted or spilled).
 _MEMORY_LIMIT = "1GB"
+#: A commit of more rows than this is merged at once, not held in the overlay.
+_OVERLAY_ROWS = 200_000
+#: Seconds a merged version's overlay rows stay before they are dropped (a query that
+#: began before the merge read the index's tables as they were then: the overlay's
+#: rows stand in for them until it ends).
+_DROP_AFTER_S = 0.5
 
 
 def _remove(path: str) -> None:
@@ -89,9 +96,13 @@ class TableIndex:
         Keep the index in ``{table}/_pixels/index/index.duckdb`` (local tables,
         when the file can be opened): a later start resumes from it. False: in
         memory, built at start.
+    merge : bool
+        Merge the commits the overlay holds into the index in a thread of its own as
+        soon as they answer (:attr:`auto_merge`). False: only when :meth:`merge` is
+        called, or an update cannot use the overlay (tests see both states).
     """
 
-    def __init__(self, table: CatalogTable, *, persist: bool = True):
+    def __init__(self, table: CatalogTable, *, persist: bool = True, merge: bool = True):
         self.table = CatalogTable(table.uri, table.storage_options)
         local = "://" not in self.table.uri or self.table.uri.startswith("file://")
         root = self.table.uri.removeprefix("file://")
@@ -133,6 +144,23 @@ class TableIndex:
         self._view_lock = threading.Lock()
         #: seconds the last update took, and its counts (for benchmarks)
         self.last_update: dict[str, Any] = {}
+        #: the newest commits, answered before they are merged (:mod:`pixels.web.overlay`)
+        self.overlay = Overlay(self.con)
+        #: merge the overlay's commits in the background as soon as they answer
+        self.auto_merge = merge
+        #: the overlay's versions not merged yet: (scan, added files, their ids), oldest first
+        self._pending: list[tuple[TableScan, list[str], list[int]]] = []
+        #: held while a merge writes the index (one at a time; never waits for ``_lock``)
+        self._merge_lock = threading.Lock()
+        self._merger: threading.Thread | None = None
+        #: the newest merged version whose overlay rows are not dropped yet, and when merged
+        self._merged: tuple[int, float] | None = None
+        self._closing = False
+        self._pending_lock = threading.Lock()
+        #: the error of the last background merge that failed (the next update merges again)
+        self.merge_error: BaseException | None = None
+        #: seconds the last merge took, and its counts (for benchmarks)
+        self.last_merge: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ storage
     def _open(self, path: str | None) -> str | None:
@@ -220,10 +248,14 @@ class TableIndex:
         return uri
 
     def close(self) -> None:
-        """Close the database (the saved file stays, for the next start)."""
+        """Close the database (the saved file stays, for the next start; versions the
+        overlay holds but were not merged are applied again then)."""
+        self._closing = True
+        if self._merger is not None:
+            self._merger.join()  # a merge in progress ends first
         if self._checkpointer is not None:
             self._checkpointer.join()  # a checkpoint in progress ends first
-        with self._lock:
+        with self._lock, self._merge_lock:
             self.keys.ready()  # its read, if still running, ends first
             self.con.close()
 
@@ -258,15 +290,178 @@ class TableIndex:
             return snap
         try:
             self._checked = time.monotonic()
+            self._drop_merged()
             scan = self.table.scan()  # version and files read together
             if self._snap is None or self._snap.version != scan.version:
-                self._update(scan)
-                self._snap = Snapshot(self, scan.version)
+                if not self._overlay_update(scan):
+                    with self._merge_lock:  # the overlay's versions merged first
+                        self._merge_pending()
+                        self._clear_overlay()
+                        self._update(scan)
+                self._snap = Snapshot(self, scan.version, overlaid=bool(self.overlay.versions))
                 if self._checkpoint_due or self._sort_due:
                     self._checkpoint_later()
             return self._snap
         finally:
             self._lock.release()
+
+    # ------------------------------------------------------------------ overlay
+    def _overlay_update(self, scan: TableScan) -> bool:
+        """Version ``scan`` into the overlay (:mod:`pixels.web.overlay`), merged later;
+        False when it cannot go there (a first build, files removed, a SOP instance
+        that may be indexed already, rows not read from the files, too many rows)."""
+        if self._snap is None or not scan.direct or not self.direct or scan.version is None:
+            return False
+        files = list(scan.files)
+        live = set(files)
+        if any(u not in live for u in self._fids):
+            return False
+        added = [u for u in files if u not in self._fids]
+        if not added or not all(is_local(u) for u in added):
+            return False
+        rows = 0
+        for uri in added:
+            try:
+                rows += pq.read_metadata(local_path(uri)).num_rows
+            except (OSError, ValueError):
+                return False  # (the merge tells its error)
+        if rows > _OVERLAY_ROWS:
+            return False
+        t0 = time.perf_counter()
+        fids = list(range(self._next_fid, self._next_fid + len(added)))
+        for fid, u in zip(fids, added, strict=True):
+            self._uris[fid] = u
+        cur = self.con.cursor()
+        try:
+            firsts = index_tables.read_rows(
+                cur, scan, added, fids, self._uris, self._sidecars, self.reader, self._dir
+            )
+            table = firsts.result()
+            held = table is not None and self.overlay.add(
+                cur, scan.version, fids[-1] + 1, self.keys, table
+            )
+        finally:
+            cur.close()
+        if not held:
+            return False
+        for fid, u in zip(fids, added, strict=True):
+            self._fids[u] = fid
+        self._next_fid = fids[-1] + 1
+        self._scan = scan
+        with self._pending_lock:
+            self._pending.append((scan, added, fids))
+        self.last_update = {
+            "seconds": time.perf_counter() - t0,
+            "added_files": len(added),
+            "removed_files": 0,
+            "chunks": 0,
+            "version": scan.version,
+            "overlay": True,
+            "sop_lookups": 0,
+            "files_read": 0,
+            "commit_ms": 0,
+            "firsts_saved": firsts.saved,
+        }
+        if self.auto_merge:
+            self._merge_later()
+        return True
+
+    def merge(self) -> None:
+        """Merge the versions the overlay holds into the index now, and drop their
+        overlay rows (which the views then no longer need)."""
+        with self._merge_lock:
+            self._merge_pending()
+        time.sleep(_DROP_AFTER_S)  # (queries begun before the merge end first)
+        with self._lock:
+            self._drop_merged(force=True)
+
+    def _merge_later(self) -> None:
+        """Merge the pending versions in a thread of its own (one at a time)."""
+        with self._pending_lock:
+            if self._merger is not None:
+                return  # (it merges every pending version before it ends)
+            self._merger = threading.Thread(
+                target=self._merge_run, name="pixels-index-merge", daemon=True
+            )
+            self._merger.start()
+
+    def _merge_run(self) -> None:
+        try:
+            while not self._closing:
+                with self._merge_lock:
+                    with self._pending_lock:
+                        if not self._pending or not self.auto_merge:
+                            self._merger = None
+                            break
+                    self._merge_next()
+        except Exception as e:  # the next update tries again (its fallback merges first)
+            self.merge_error = e
+            with self._pending_lock:
+                self._merger = None
+            return
+        if self._closing:
+            return
+        time.sleep(_DROP_AFTER_S)
+        if self._lock.acquire(timeout=5):
+            try:
+                self._drop_merged()
+            finally:
+                self._lock.release()
+
+    def _merge_pending(self) -> None:
+        """Merge every pending version (the caller holds ``_merge_lock``)."""
+        while self._merge_next():
+            pass
+
+    def _merge_next(self) -> bool:
+        """Merge the oldest pending version into the index (the caller holds
+        ``_merge_lock``); False when none is pending."""
+        with self._pending_lock:
+            if not self._pending:
+                return False
+            scan, added, fids = self._pending[0]
+        t0 = time.perf_counter()
+        stats: dict[str, Any] = {}
+        self._commit(scan, added, [], True, fids=fids, into=stats)
+        with self._pending_lock:
+            self._pending.pop(0)
+        assert scan.version is not None  # (the overlay holds versions of a table)
+        self._merged = (scan.version, time.monotonic())
+        self.last_merge = {"seconds": time.perf_counter() - t0, "version": scan.version} | stats
+        if self._checkpoint_due or self._sort_due:
+            sort, self._sort_due = self._sort_due, False
+            checkpoint, self._checkpoint_due = self._checkpoint_due, False
+            self._maintain(sort, checkpoint)
+        return True
+
+    def _drop_merged(self, *, force: bool = False) -> None:
+        """Drop the overlay rows of the merged versions, once they were merged
+        :data:`_DROP_AFTER_S` ago (the caller holds ``_lock``); with the overlay empty,
+        requests read the index's tables again."""
+        merged = self._merged
+        if merged is None or (not force and time.monotonic() - merged[1] < _DROP_AFTER_S):
+            return
+        cur = self.con.cursor()
+        try:
+            self.overlay.drop(cur, merged[0])
+        finally:
+            cur.close()
+        if self._merged == merged:
+            self._merged = None
+        snap = self._snap
+        if snap is not None and snap.overlaid and not self.overlay.versions:
+            self._snap = Snapshot(self, snap.version, overlaid=False)
+
+    def _clear_overlay(self) -> None:
+        """Empty the overlay (every version merged: the caller holds both locks)."""
+        if not self.overlay.versions:
+            return
+        cur = self.con.cursor()
+        try:
+            self.overlay.clear(cur)
+        finally:
+            cur.close()
+        self._merged = None
 
     # ------------------------------------------------------------------ updates
     def _update(self, scan: TableScan) -> None:
@@ -309,29 +504,34 @@ class TableIndex:
         sort, self._sort_due = self._sort_due, False
 
         def run() -> None:
-            with self._lock:
-                if sort:
-                    cur = self.con.cursor()
-                    try:
-                        cur.execute("BEGIN TRANSACTION")
-                        try:
-                            index_tables.sort_study_search(cur)
-                            cur.execute("COMMIT")
-                        except duckdb.Error:
-                            cur.execute("ROLLBACK")  # the next update tries again
-                    finally:
-                        cur.close()
-                if not checkpoint:
-                    return
-                try:
-                    self.con.execute("CHECKPOINT ix")
-                except duckdb.Error:
-                    self._rows_since_checkpoint = _CHECKPOINT_ROWS  # the next update tries
+            with self._lock, self._merge_lock:
+                self._maintain(sort, checkpoint)
 
         self._checkpointer = threading.Thread(
             target=run, name="pixels-index-checkpoint", daemon=True
         )
         self._checkpointer.start()
+
+    def _maintain(self, sort: bool, checkpoint: bool) -> None:
+        """Sort the study search's new studies in and checkpoint (no other index write
+        runs: the caller holds ``_merge_lock``)."""
+        if sort:
+            cur = self.con.cursor()
+            try:
+                cur.execute("BEGIN TRANSACTION")
+                try:
+                    index_tables.sort_study_search(cur)
+                    cur.execute("COMMIT")
+                except duckdb.Error:
+                    cur.execute("ROLLBACK")  # the next update tries again
+            finally:
+                cur.close()
+        if not checkpoint:
+            return
+        try:
+            self.con.execute("CHECKPOINT ix")
+        except duckdb.Error:
+            self._rows_since_checkpoint = _CHECKPOINT_ROWS  # the next update tries
 
     def _chunks(self, added: list[str]) -> list[list[str]]:
         """``added`` in runs of about :data:`_CHUNK_ROWS` rows (by their footers, local files)."""
@@ -351,9 +551,24 @@ class TableIndex:
             rows += n
         return chunks
 
-    def _commit(self, scan: TableScan, added: list[str], removed: list[int], last: bool) -> int:
-        """One transaction: ``removed`` file ids out, ``added`` files in; the version when ``last``."""
-        new_fids = list(range(self._next_fid, self._next_fid + len(added)))
+    def _commit(
+        self,
+        scan: TableScan,
+        added: list[str],
+        removed: list[int],
+        last: bool,
+        *,
+        fids: list[int] | None = None,
+        into: dict[str, Any] | None = None,
+    ) -> int:
+        """One transaction: ``removed`` file ids out, ``added`` files in; the version when
+        ``last``. ``fids``: the ids the overlay gave the added files (a merge); ``into``:
+        where the counts go (else the update's)."""
+        given = fids is not None
+        new_fids = (
+            fids if fids is not None else list(range(self._next_fid, self._next_fid + len(added)))
+        )
+        next_fid = new_fids[-1] + 1 if given and new_fids else self._next_fid + len(added)
         for fid, u in zip(new_fids, added, strict=True):
             self._uris[fid] = u
         cur = self.con.cursor()
@@ -387,10 +602,7 @@ class TableIndex:
                 if last and (added or removed):
                     self._sort_due = index_tables.study_search_due(cur)
                 version = scan.version if last else self._version
-                cur.execute(
-                    "UPDATE ix.state SET version = ?, next_fid = ?",
-                    [version, self._next_fid + len(added)],
-                )
+                cur.execute("UPDATE ix.state SET version = ?, next_fid = ?", [version, next_fid])
                 t0 = time.perf_counter()
                 cur.execute("COMMIT")
                 stats["commit_ms"] = round((time.perf_counter() - t0) * 1e3, 1)
@@ -399,9 +611,10 @@ class TableIndex:
                 raise
         finally:
             cur.close()
-        for fid, u in zip(new_fids, added, strict=True):
-            self._fids[u] = fid
-        self._next_fid += len(added)
+        if not given:
+            for fid, u in zip(new_fids, added, strict=True):
+                self._fids[u] = fid
+            self._next_fid += len(added)
         for fid in removed:
             self._fids.pop(self._uris[fid], None)
         dropped = [self._uris[f] for f in removed]
@@ -410,8 +623,9 @@ class TableIndex:
             drop_firsts(self._dir, [local_path(u) for u in dropped if is_local(u)])
         if last:
             self._version = scan.version
+        totals = self._stats if into is None else into
         for k, v in stats.items():
-            self._stats[k] = self._stats.get(k, 0) + v
+            totals[k] = totals.get(k, 0) + v
         if self.keys.removed(stats.get("removed_rows", 0)):
             self.keys.load(self.con, background=False)  # stale hashes dropped
         self._rows_since_checkpoint += n

@@ -569,7 +569,7 @@ class _Firsts:
         return self._table
 
 
-def _load(
+def read_rows(
     cur: duckdb.DuckDBPyConnection,
     scan: TableScan,
     added: list[str],
@@ -578,10 +578,10 @@ def _load(
     sidecars: Sidecars,
     reader: RowReader,
     root: str | None = None,
-) -> tuple[Keys, _Firsts]:
-    """Rows of the ``added`` data files into ``inst_all``, ``grp`` and ``_rows``; their
-    keys (``fid``, ``gid``, ``sk``, ``seh``, ``sh``: one entry per row), and their
-    ``ffirst`` rows (being read)."""
+) -> _Firsts:
+    """Rows of the ``added`` data files into the cursor's work table ``_rows`` (each with
+    its keys ``gid``, ``sh``, ``seh``, ``sk`` and ``keep`` true); their ``ffirst`` rows
+    (being read: :meth:`_Firsts.result`)."""
     if scan.direct and len(added) > 1:  # the files' ids, joined by file name
         cur.execute(
             "CREATE OR REPLACE TEMP TABLE _files AS "
@@ -659,6 +659,23 @@ def _load(
     local = scan.direct and all(is_local(uris[f]) for f in rest)
     pending = _Firsts(work, background=local and bool(rest))
     pending.saved = len(saved)
+    return pending
+
+
+def _load(
+    cur: duckdb.DuckDBPyConnection,
+    scan: TableScan,
+    added: list[str],
+    new_fids: list[int],
+    uris: Mapping[int, str],
+    sidecars: Sidecars,
+    reader: RowReader,
+    root: str | None = None,
+) -> tuple[Keys, _Firsts]:
+    """Rows of the ``added`` data files into ``inst_all``, ``grp`` and ``_rows``; their
+    keys (``fid``, ``gid``, ``sk``, ``seh``, ``sh``: one entry per row), and their
+    ``ffirst`` rows (being read)."""
+    pending = read_rows(cur, scan, added, new_fids, uris, sidecars, reader, root)
     try:
         cur.execute(
             "INSERT INTO ix.inst_all SELECT fid, _row, gid, sh, seh, path, StudyInstanceUID, "

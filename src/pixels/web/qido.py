@@ -388,6 +388,10 @@ def search(request: Request) -> Response:
         return f"sgrp WHERE {passed}" if on_series else f"grp WHERE n > 0 AND {passed}"
 
     fast = level == STUDY and all(k in _STUDY_SEARCH for k in q.keys)
+    index = index_of(state)
+    snap = index.current()
+    # (the overlay's views have no row ids: rows named by their keys then)
+    row_sk, row_seh = snap.row_key("sk"), snap.row_key("seh")
     if fast:
         sql = ""  # made below, with the index's flags (:func:`_study_search`)
     elif level == STUDY and grouped:
@@ -400,7 +404,7 @@ def search(request: Request) -> Response:
         ]
         sql = (
             f"SELECT t.StudyInstanceUID, t.first AS path, t.qmeta, {study_sums} FROM study_sum t "
-            "WHERE t.rowid IN (SELECT rowid FROM study_sum "
+            f"WHERE t.{row_sk} IN (SELECT {row_sk} FROM study_sum "
             + (f"WHERE {' AND '.join(on_study)} " if on_study else "")
             + "ORDER BY d DESC NULLS LAST, StudyInstanceUID LIMIT ? OFFSET ?) "
             "ORDER BY t.d DESC NULLS LAST, t.StudyInstanceUID"
@@ -409,7 +413,7 @@ def search(request: Request) -> Response:
         sql = (
             "SELECT c.StudyInstanceUID, c.SeriesInstanceUID, c.first AS path, c.qmeta, "
             f"c.n_inst AS series_inst, {study_sums} FROM series_sum c "
-            "JOIN study_sum t USING (StudyInstanceUID) WHERE c.rowid IN (SELECT rowid FROM series_sum "
+            f"JOIN study_sum t USING (StudyInstanceUID) WHERE c.{row_seh} IN (SELECT {row_seh} FROM series_sum "
             + (
                 f"WHERE SeriesInstanceUID IN (SELECT SeriesInstanceUID FROM {groups(on_grp)}) "
                 if on_grp
@@ -444,8 +448,6 @@ def search(request: Request) -> Response:
             "ORDER BY i.StudyInstanceUID, i.SeriesNumber NULLS LAST, i.SeriesInstanceUID, "
             "i.InstanceNumber NULLS LAST, i.SOPInstanceUID LIMIT ? OFFSET ?"
         )
-    index = index_of(state)
-    snap = index.current()
     key = (
         snap.version,
         base,
@@ -649,14 +651,19 @@ def _on_cursor(
 ) -> _T:
     """``work`` on this thread's cursor of the index (made once: a cursor and its ``USE``
     per request cost more than a small search)."""
-    cursors: weakref.WeakKeyDictionary[TableIndex, duckdb.DuckDBPyConnection] | None
+    cursors: weakref.WeakKeyDictionary[TableIndex, tuple[duckdb.DuckDBPyConnection, str]] | None
     cursors = getattr(_THREAD, "cursors", None)
     if cursors is None:
         cursors = _THREAD.cursors = weakref.WeakKeyDictionary()
-    cur = cursors.get(index)
+    kept = cursors.get(index)
+    cur = kept[0] if kept is not None else None
     for attempt in (0, 1):
         if cur is None:
-            cur = cursors[index] = snap.cursor()
+            cur = snap.cursor()
+            cursors[index] = (cur, snap.schema)
+        elif kept is not None and kept[1] != snap.schema:  # the overlay's views, or not
+            cur.execute(f"USE {snap.schema}")
+            cursors[index] = (cur, snap.schema)
         try:
             return work(cur)
         except duckdb.ConnectionException:  # the index's connection was closed: a new one

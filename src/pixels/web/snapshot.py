@@ -34,16 +34,27 @@ class Snapshot:
     that started before an update may see the newer version in its next query.
     """
 
-    def __init__(self, index: TableIndex, version: int | None):
+    def __init__(self, index: TableIndex, version: int | None, *, overlaid: bool = False):
         self._index = index
         self.version = version
         self._located = index.direct
+        #: whether the index's overlay holds commits (:mod:`pixels.web.overlay`): queries
+        #: then read its views, which have no ``rowid`` (:meth:`row_key`)
+        self.overlaid = overlaid
+        #: the database the queries' tables are named in (``USE`` it)
+        self.schema = "ov" if overlaid else "ix"
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A cursor of its own for one request (a DuckDB connection is not thread safe)."""
         cur = self._index.con.cursor()
-        cur.execute("USE ix")
+        cur.execute(f"USE {self.schema}")
         return cur
+
+    def row_key(self, key: str) -> str:
+        """What names a row of ``study_sum`` (``key``: ``sk``) or ``series_sum``
+        (``seh``) in a query: its ``rowid`` in the index's tables (read by row id), else
+        ``key`` (the overlay's views have no row ids)."""
+        return key if self.overlaid else "rowid"
 
     def rows(self, sql: str, params: list[Any]) -> list[dict[str, Any]]:
         """Run a parameterised query over ``inst``, ``sgrp``, ``study_sum``, ``series_sum``."""
