@@ -867,23 +867,83 @@ ix.current()
 assert ix.keys.ready()
 gen = Generator(Templates(pool), pool, seed=seed)
 print("ready", flush=True)
-for line in sys.stdin:  # one round per line: a commit of ~10k rows, then the update
+
+def commit(size):
     parts, n = [], 0
-    while n < 10_000:
+    while n < size:
         rows = gen.rows(gen.study())
         parts.append(rows)
         n += rows.num_rows
-    last = parts[-1]["StudyInstanceUID"][0].as_py()
     CatalogTable(table).append(pa.concat_tables(parts))
+    return n, parts[-1]["StudyInstanceUID"][0].as_py()
+
+def searches(client, rounds):
+    # QIDO-RS study searches, none answered from a kept answer
+    from pixels.web import qido_answers
+    from bench_scale import distinct_search
+    qido_answers._ANSWERS = type(qido_answers._ANSWERS)()
+    times = []
+    for i in range(rounds):
+        for kind in ("PatientName", "StudyDate", "ModalitiesInStudy", "combination"):
+            t0 = time.perf_counter()
+            r = client.get("/dicomweb/studies", params=distinct_search(kind, i))
+            times.append(time.perf_counter() - t0)
+            assert r.status_code == 200, r.text
+    times.sort()
+    return {"p50_ms": round(times[len(times) // 2] * 1e3, 1),
+            "p90_ms": round(times[int(len(times) * 0.9)] * 1e3, 1), "n": len(times)}
+
+for line in sys.stdin:  # one round per line: a commit of ~10k rows, then the update
+    if line.strip() == "burst":
+        # back-to-back 2,000-row commits, each answered at once (merges running behind)
+        times = []
+        for _ in range(6):
+            n, last = commit(2_000)
+            t0 = time.perf_counter()
+            found = ix.current().rows("SELECT n_inst FROM study_sum WHERE StudyInstanceUID = ?", [last])
+            times.append(round((time.perf_counter() - t0) * 1e3, 1))
+            assert found, last
+        print("RESULT", json.dumps({"update_and_query_ms": times,
+                                    "load": round(os.getloadavg()[0], 2)}), flush=True)
+        continue
+    if line.strip() == "searches":
+        # study searches while the overlay holds a commit, and once it is merged
+        from starlette.testclient import TestClient
+        from pixels.web import create_app, index as index_module
+        ix.merge()
+        app = create_app(table, token="", viewer=False)
+        index_module._INDEXES[app.state.pixels] = ix
+        ix.auto_merge = False
+        out = {}
+        with TestClient(app) as client:
+            searches(client, 5)  # (warm)
+            for cycle in (1, 2):
+                commit(10_000)
+                assert ix.current().overlaid
+                out[f"overlay {cycle}"] = searches(client, 25)
+                ix.merge()
+                assert not ix.current().overlaid
+                out[f"merged {cycle}"] = searches(client, 25)
+        out["load"] = round(os.getloadavg()[0], 2)
+        print("RESULT", json.dumps(out), flush=True)
+        continue
+    before = ix.last_merge if hasattr(ix, "last_merge") else {}
+    n, last = commit(10_000)
     t0, c0 = time.perf_counter(), time.process_time()
     snap = ix.current()
     found = snap.rows("SELECT n_inst FROM study_sum WHERE StudyInstanceUID = ?", [last])
     dt, cpu = time.perf_counter() - t0, time.process_time() - c0
     assert found, last
     print("RESULT", json.dumps({"rows": n, "update_and_query_ms": round(dt * 1e3, 1),
-                      "cpu_ms": round(cpu * 1e3, 1), "load": round(os.getloadavg()[0], 2)}
+                      "cpu_ms": round(cpu * 1e3, 1), "load": round(os.getloadavg()[0], 2),
+                      "overlay": ix.last_update.get("overlay", False),
+                      # the previous round's merge (in the background, after its answer)
+                      "previous_merge_ms": round(before.get("seconds", 0) * 1e3, 1),
+                      "previous_merge_commit_ms": before.get("commit_ms")}
                      | {k: ix.last_update.get(k) for k in ("sop_lookups", "files_read", "commit_ms", "firsts_saved")}),
           flush=True)
+if hasattr(ix, "merge"):
+    ix.merge()
 ix.close()
 """
 
@@ -900,16 +960,26 @@ def old_src(ref: str) -> Path:
     return dst / "src"
 
 
-def bench_commit(table: Path, pool: str, rounds: int, *, old: str = COMMIT_OLD) -> dict[str, Any]:
+def bench_commit(
+    table: Path, pool: str, rounds: int, *, old: str = COMMIT_OLD, searches: bool = True
+) -> dict[str, Any]:
     """A commit of about 10k generated rows by another writer, then the index update and
     a study look-up that finds them, in process on a saved index: the code of commit
     ``old`` and this one, each in a process of its own on its own copy of the table
-    (their saved index formats may differ), rounds alternated (old, new, old, ...)."""
+    (their saved index formats may differ), rounds alternated (old, new, old, ...).
+
+    This code answers such a commit from its index's overlay and merges it in the
+    background (``previous_merge_ms``: the merge of the round before, measured in the
+    round); with ``searches``, six back-to-back 2,000-row commits each answered at
+    once (both codes), and QIDO-RS study searches (in process, distinct: no answer
+    kept) while the overlay holds a 10k-row commit and after it is merged, twice."""
     seed = int(time.time())
     kinds = {"old": old_src(old), "new": BENCH.parent / "src"}
     procs: dict[str, subprocess.Popen[str]] = {}
     works: list[Path] = []
     runs: dict[str, list[dict[str, Any]]] = {"old": [], "new": []}
+    searched: dict[str, Any] = {}
+    burst: dict[str, Any] = {}
     try:
         for kind, src in kinds.items():
             work = copy_table(table, WORK_DIR / f"scale_commit_{kind}_{table.name}")
@@ -926,20 +996,29 @@ def bench_commit(table: Path, pool: str, rounds: int, *, old: str = COMMIT_OLD) 
             assert procs[kind].stdout is not None
             if not any(line.strip() == "ready" for line in procs[kind].stdout):
                 raise RuntimeError(f"{kind}: the index did not open")
+
+        def ask(kind: str, what: str) -> dict[str, Any]:
+            proc = procs[kind]
+            assert proc.stdin is not None and proc.stdout is not None
+            proc.stdin.write(what + "\n")
+            proc.stdin.flush()
+            line = proc.stdout.readline()
+            while line and not line.startswith("RESULT "):  # (other output of the round)
+                line = proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"{kind}: the update failed")
+            line = line.removeprefix("RESULT ")
+            print(kind, line.strip(), file=sys.stderr, flush=True)
+            return json.loads(line)  # type: ignore[no-any-return]
+
         for _ in range(rounds):
             for kind in ("old", "new"):
-                proc = procs[kind]
-                assert proc.stdin is not None and proc.stdout is not None
-                proc.stdin.write("go\n")
-                proc.stdin.flush()
-                line = proc.stdout.readline()
-                while line and not line.startswith("RESULT "):  # (other output of the round)
-                    line = proc.stdout.readline()
-                if not line:
-                    raise RuntimeError(f"{kind}: the update failed")
-                line = line.removeprefix("RESULT ")
-                runs[kind].append(json.loads(line))
-                print(kind, line.strip(), file=sys.stderr, flush=True)
+                runs[kind].append(ask(kind, "go"))
+        # back-to-back 2,000-row commits, each answered, then QIDO-RS study searches while
+        # the overlay holds a commit and once merged (this code only)
+        if searches:
+            burst = {kind: ask(kind, "burst") for kind in ("old", "new")}
+            searched = ask("new", "searches")
     finally:
         for proc in procs.values():
             if proc.stdin is not None:
@@ -948,6 +1027,15 @@ def bench_commit(table: Path, pool: str, rounds: int, *, old: str = COMMIT_OLD) 
         for work in works:
             shutil.rmtree(work, ignore_errors=True)
     out: dict[str, Any] = {"old": old, "runs": runs}
+    if burst:
+        out["back_to_back_2000_rows"] = burst
+    if searched:
+        out["qido_studies_overlay_vs_merged"] = searched
+        over = statistics.median(
+            v["p50_ms"] for k, v in searched.items() if k.startswith("overlay")
+        )
+        base = statistics.median(v["p50_ms"] for k, v in searched.items() if k.startswith("merged"))
+        out["qido_studies_ratio_p50_overlay_vs_merged"] = round(over / base, 2)
     for kind in ("old", "new"):
         out[kind + "_p50"] = pct([r["update_and_query_ms"] / 1e3 for r in runs[kind]])
         out[kind + "_p50"]["cpu_p50_ms"] = pct([r["cpu_ms"] / 1e3 for r in runs[kind]])["p50_ms"]

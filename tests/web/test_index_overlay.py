@@ -67,7 +67,7 @@ _SEARCHES: list[tuple[str, dict[str, str]]] = [
 
 def _answers(url: str) -> dict[str, Any]:
     """What a server answers (its own URL replaced): the searches of :data:`_SEARCHES`,
-    each series' and study's ``/metadata``, each series' first instance."""
+    each series' and study's ``/metadata``, an instance of each study."""
     out: dict[str, Any] = {}
     with httpx.Client(base_url=f"{url}/dicomweb", timeout=60) as http:
 
@@ -78,10 +78,12 @@ def _answers(url: str) -> dict[str, Any]:
 
         for path, params in _SEARCHES:
             out[f"{path}?{sorted(params.items())}"] = get(path, **params)
-        series = get("/series")
-        for s in series:
+        studies: dict[str, str] = {}
+        for s in get("/series"):
             study, uid = s["0020000D"]["Value"][0], s["0020000E"]["Value"][0]
             out[uid] = get(f"/studies/{study}/series/{uid}/metadata")
+            studies.setdefault(study, uid)
+        for study, uid in studies.items():  # each study's, and an instance of it
             out[study] = get(f"/studies/{study}/metadata")
             sop = min(m["00080018"]["Value"][0] for m in out[uid])
             r = http.get(f"/studies/{study}/series/{uid}/instances/{sop}")

@@ -157,6 +157,9 @@ class TableIndex:
         self._merged: tuple[int, float] | None = None
         self._closing = False
         self._pending_lock = threading.Lock()
+        #: held while the overlay is written and the snapshot replaced (after ``_lock``
+        #: and ``_merge_lock`` when taken with them)
+        self._ov_lock = threading.Lock()
         #: the error of the last background merge that failed (the next update merges again)
         self.merge_error: BaseException | None = None
         #: seconds the last merge took, and its counts (for benchmarks)
@@ -293,13 +296,17 @@ class TableIndex:
             self._drop_merged()
             scan = self.table.scan()  # version and files read together
             if self._snap is None or self._snap.version != scan.version:
-                if not self._overlay_update(scan):
+                merged = not self._overlay_update(scan)
+                if merged:
                     with self._merge_lock:  # the overlay's versions merged first
                         self._merge_pending()
                         self._clear_overlay()
                         self._update(scan)
-                self._snap = Snapshot(self, scan.version, overlaid=bool(self.overlay.versions))
-                if self._checkpoint_due or self._sort_due:
+                with self._ov_lock:
+                    overlaid = bool(self.overlay.versions)
+                    self._snap = Snapshot(self, scan.version, overlaid=overlaid)
+                # (after a merge in the background, its thread does this)
+                if merged and (self._checkpoint_due or self._sort_due):
                     self._checkpoint_later()
             return self._snap
         finally:
@@ -337,9 +344,10 @@ class TableIndex:
                 cur, scan, added, fids, self._uris, self._sidecars, self.reader, self._dir
             )
             table = firsts.result()
-            held = table is not None and self.overlay.add(
-                cur, scan.version, fids[-1] + 1, self.keys, table
-            )
+            with self._ov_lock:
+                held = table is not None and self.overlay.add(
+                    cur, scan.version, fids[-1] + 1, self.keys, table
+                )
         finally:
             cur.close()
         if not held:
@@ -372,8 +380,7 @@ class TableIndex:
         with self._merge_lock:
             self._merge_pending()
         time.sleep(_DROP_AFTER_S)  # (queries begun before the merge end first)
-        with self._lock:
-            self._drop_merged(force=True)
+        self._drop_merged(force=True)
 
     def _merge_later(self) -> None:
         """Merge the pending versions in a thread of its own (one at a time)."""
@@ -402,11 +409,7 @@ class TableIndex:
         if self._closing:
             return
         time.sleep(_DROP_AFTER_S)
-        if self._lock.acquire(timeout=5):
-            try:
-                self._drop_merged()
-            finally:
-                self._lock.release()
+        self._drop_merged()
 
     def _merge_pending(self) -> None:
         """Merge every pending version (the caller holds ``_merge_lock``)."""
@@ -436,32 +439,36 @@ class TableIndex:
 
     def _drop_merged(self, *, force: bool = False) -> None:
         """Drop the overlay rows of the merged versions, once they were merged
-        :data:`_DROP_AFTER_S` ago (the caller holds ``_lock``); with the overlay empty,
-        requests read the index's tables again."""
-        merged = self._merged
-        if merged is None or (not force and time.monotonic() - merged[1] < _DROP_AFTER_S):
-            return
-        cur = self.con.cursor()
-        try:
-            self.overlay.drop(cur, merged[0])
-        finally:
-            cur.close()
-        if self._merged == merged:
-            self._merged = None
-        snap = self._snap
-        if snap is not None and snap.overlaid and not self.overlay.versions:
-            self._snap = Snapshot(self, snap.version, overlaid=False)
+        :data:`_DROP_AFTER_S` ago; with the overlay empty, requests read the index's
+        tables again. (Under ``_ov_lock``, which an update holds while it adds to the
+        overlay and makes its snapshot: requests never wait for it.)"""
+        with self._ov_lock:
+            merged = self._merged
+            if merged is None or (not force and time.monotonic() - merged[1] < _DROP_AFTER_S):
+                return
+            cur = self.con.cursor()
+            try:
+                self.overlay.drop(cur, merged[0])
+            finally:
+                cur.close()
+            if self._merged == merged:
+                self._merged = None
+            snap = self._snap
+            if snap is not None and snap.overlaid and not self.overlay.versions:
+                self._snap = Snapshot(self, snap.version, overlaid=False)
 
     def _clear_overlay(self) -> None:
-        """Empty the overlay (every version merged: the caller holds both locks)."""
-        if not self.overlay.versions:
-            return
-        cur = self.con.cursor()
-        try:
-            self.overlay.clear(cur)
-        finally:
-            cur.close()
-        self._merged = None
+        """Empty the overlay (every version merged: the caller holds ``_lock`` and
+        ``_merge_lock``)."""
+        with self._ov_lock:
+            if not self.overlay.versions:
+                return
+            cur = self.con.cursor()
+            try:
+                self.overlay.clear(cur)
+            finally:
+                cur.close()
+            self._merged = None
 
     # ------------------------------------------------------------------ updates
     def _update(self, scan: TableScan) -> None:

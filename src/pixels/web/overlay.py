@@ -44,6 +44,7 @@ from pixels.web.firsts import FFIRST
 from pixels.web.index_tables import (
     _ORDER,
     _SGRP_SQL,
+    FORMAT,
     GROUP_COLUMNS,
     _keys,
     _rowids,
@@ -165,58 +166,75 @@ class Overlay:
         Returns False, changing nothing, when a row's SOP instance may be held already
         (by the index: ``keys``, or by the overlay): the caller then merges.
         """
-        sh = _keys(cur, "SELECT sh FROM _rows")["sh"]
+        got = _keys(cur, "SELECT sh, seh, sk, fid FROM _rows")
+        sh = got["sh"]
         if len(sh) == 0 or keys.maybe_held(sh).any() or self.held(sh).any():
             return False
-        # the row standing for each SOP instance: among the commit's rows (all new)
-        cur.execute(
-            "CREATE OR REPLACE TEMP TABLE _nr AS SELECT * REPLACE (row_number() OVER "
-            f"(PARTITION BY SOPInstanceUID ORDER BY {_ORDER}) = 1 AS keep) FROM _rows"
-        )
-        got = _keys(cur, "SELECT DISTINCT seh, sk FROM _nr")
         seh, sk = np.unique(got["seh"]), np.unique(got["sk"])
+        rows = "_rows"
+        if len(np.unique(sh)) < len(sh):
+            # the row standing for each SOP instance held twice: among the commit's rows
+            # (the instance is new); else each row stands for its own
+            rows = "_nr"
+            cur.execute(
+                "CREATE OR REPLACE TEMP TABLE _nr AS SELECT * REPLACE (row_number() OVER "
+                f"(PARTITION BY SOPInstanceUID ORDER BY {_ORDER}) = 1 AS keep) FROM _rows"
+            )
+        empty = not self.versions
         # the current rows (the index's, or the overlay's for the keys it holds) of the
         # touched studies' groups, the touched series and studies, the series' ffirst
-        self._current(cur, "grp", "sk", sk, "_cg")
-        self._current(cur, "series_sum", "seh", seh, "_cs")
-        self._current(cur, "study_sum", "sk", sk, "_cst")
-        self._current(cur, "ffirst", "seh", seh, "_cf")
+        self._current(cur, "grp", "sk", sk, "_cg", empty)
+        self._current(cur, "series_sum", "seh", seh, "_cs", empty)
+        self._current(cur, "study_sum", "sk", sk, "_cst", empty)
+        self._current(cur, "ffirst", "seh", seh, "_cf", empty)
+        ver = int(version)
         cur.register("_ffirst_new", firsts)
         try:
-            self._compute(cur)
+            self._compute(cur, rows)
+            cur.execute("BEGIN TRANSACTION")
+            try:
+                cur.execute(
+                    "INSERT INTO ov.r_inst_all SELECT fid, _row, gid, sh, seh, path, "
+                    "StudyInstanceUID, SeriesInstanceUID, SOPInstanceUID, SOPClassUID, "
+                    f"InstanceNumber, ok, cataloged_at, keep, {ver} FROM {rows}"
+                )
+                cur.execute(
+                    f"INSERT INTO ov.r_ffirst SELECT {', '.join(FFIRST)}, "
+                    f"hash(SeriesInstanceUID), {ver} FROM _ffirst_new"
+                )
+                for table, key, new in (
+                    ("grp", "gid", "_ng"),
+                    ("series_sum", "seh", "_ns"),
+                    ("study_sum", "sk", "_nst"),
+                    ("qs_new", "sk", "_nqs"),
+                ):
+                    if not empty:  # (the key's row of an older version the overlay holds)
+                        cur.execute(
+                            f"DELETE FROM ov.r_{table} WHERE {key} IN (SELECT {key} FROM {new})"
+                        )
+                    cur.execute(f"INSERT INTO ov.r_{table} SELECT *, {ver} FROM {new}")
+                lo = int(got["fid"].min())  # (file ids: integers made here)
+                cur.execute(f"UPDATE ov.r_lo SET lo = least(lo, {lo})")
+                cur.execute("DELETE FROM ov.r_state")
+                cur.execute("INSERT INTO ov.r_state VALUES (?, ?, ?)", [FORMAT, version, next_fid])
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
         finally:
             cur.unregister("_ffirst_new")
-        cur.execute("BEGIN TRANSACTION")
-        try:
-            cur.execute(
-                "INSERT INTO ov.r_inst_all SELECT fid, _row, gid, sh, seh, path, StudyInstanceUID, "
-                "SeriesInstanceUID, SOPInstanceUID, SOPClassUID, InstanceNumber, ok, "
-                f"cataloged_at, keep, {int(version)} FROM _nr"
-            )
-            cur.execute(f"INSERT INTO ov.r_ffirst SELECT *, {int(version)} FROM _nf")
-            for table, key, rows in (
-                ("grp", "gid", "_ng"),
-                ("series_sum", "seh", "_ns"),
-                ("study_sum", "sk", "_nst"),
-                ("qs_new", "sk", "_nqs"),
-            ):
-                cur.execute(f"DELETE FROM ov.r_{table} WHERE {key} IN (SELECT {key} FROM {rows})")
-                cur.execute(f"INSERT INTO ov.r_{table} SELECT *, {int(version)} FROM {rows}")
-            cur.execute("UPDATE ov.r_lo SET lo = least(lo, (SELECT min(fid) FROM _nr))")
-            cur.execute("DELETE FROM ov.r_state")
-            cur.execute(
-                "INSERT INTO ov.r_state SELECT format, ?, ? FROM ix.state", [version, next_fid]
-            )
-            cur.execute("COMMIT")
-        except BaseException:
-            cur.execute("ROLLBACK")
-            raise
         with self._lock:
             self._hashes[version] = np.asarray(sh, dtype=np.uint64)
         return True
 
     def _current(
-        self, cur: duckdb.DuckDBPyConnection, table: str, key: str, values: Any, name: str
+        self,
+        cur: duckdb.DuckDBPyConnection,
+        table: str,
+        key: str,
+        values: Any,
+        name: str,
+        empty: bool,
     ) -> None:
         """Temporary table ``name``: the current rows of ``table`` whose ``key`` is one
         of ``values`` (the index's found by row id: :func:`~pixels.web.index_tables._rowids`,
@@ -224,30 +242,27 @@ class Overlay:
         cond = _within(cur, key, f"_k{name}", values)
         rowids = _rowids(cur, f"ix.{table}", cond)
         by_rowid = f"rowid IN ({', '.join(map(str, rowids))})" if rowids else "false"
-        hidden = OVERLAY_TABLES[table]
-        base = f"(SELECT * FROM ix.{table} WHERE {by_rowid})"
-        base += f" ANTI JOIN ov.r_{table} USING ({hidden})" if hidden else f" {_FID_BELOW}"
-        cur.execute(
-            f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT * FROM {base} "
-            f"UNION ALL SELECT * EXCLUDE (ver) FROM ov.r_{table} WHERE {cond}"
-        )
+        sql = f"SELECT * FROM ix.{table} WHERE {by_rowid}"
+        if not empty:  # (``empty``: the overlay holds nothing)
+            hidden = OVERLAY_TABLES[table]
+            sql = f"SELECT * FROM ({sql})" + (
+                f" ANTI JOIN ov.r_{table} USING ({hidden})" if hidden else f" {_FID_BELOW}"
+            )
+            sql += f" UNION ALL SELECT * EXCLUDE (ver) FROM ov.r_{table} WHERE {cond}"
+        cur.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS {sql}")
 
-    def _compute(self, cur: duckdb.DuckDBPyConnection) -> None:
-        """The overlay's rows of the commit in ``_nr`` (work tables ``_nf``, ``_ng``,
+    def _compute(self, cur: duckdb.DuckDBPyConnection, rows: str) -> None:
+        """The overlay's rows of the commit's rows ``rows`` (work tables ``_ng``,
         ``_ns``, ``_nst``, ``_nqs``), from the current rows ``_cg``, ``_cs``, ``_cst``,
         ``_cf`` and the new ``ffirst`` rows ``_ffirst_new``: as
         :func:`~pixels.web.index_tables.apply` would make them (rows are only added:
         counts grow, firsts and dates only move one way)."""
-        cur.execute(
-            f"CREATE OR REPLACE TEMP TABLE _nf AS SELECT {', '.join(FFIRST)}, "
-            "hash(SeriesInstanceUID) AS seh FROM _ffirst_new"
-        )
         anyv = ", ".join(f"any_value({c}) AS {c}" for c in GROUP_COLUMNS)
         # groups: counts of kept rows added to the current ones
         cur.execute(
             "CREATE OR REPLACE TEMP TABLE _ng AS SELECT a.gid, coalesce(c.n, 0) + a.k AS n, "
             f"{', '.join('a.' + c for c in GROUP_COLUMNS)}, a.sk FROM (SELECT gid, "
-            f"count(*) FILTER (keep) AS k, {anyv}, any_value(sk) AS sk FROM _nr GROUP BY gid) a "
+            f"count(*) FILTER (keep) AS k, {anyv}, any_value(sk) AS sk FROM {rows} GROUP BY gid) a "
             "LEFT JOIN _cg c USING (gid)"
         )
         # the touched studies' live groups, as they are with the commit
@@ -273,14 +288,14 @@ class Overlay:
             "any_value(StudyInstanceUID) FILTER (keep) AS StudyInstanceUID, "
             "count(*) FILTER (keep) AS k, min(SeriesNumber) FILTER (keep) AS n, "
             "arg_min(path, (SOPInstanceUID, path)) FILTER (keep) AS first, "
-            "min(SOPInstanceUID) FILTER (keep) AS first_sop FROM _nr GROUP BY SeriesInstanceUID) a "
+            f"min(SOPInstanceUID) FILTER (keep) AS first_sop FROM {rows} GROUP BY SeriesInstanceUID) a "
             "LEFT JOIN _cs c USING (SeriesInstanceUID) LEFT JOIN "
             f"(SELECT SeriesInstanceUID, arg_min_null(qmeta, {key}) AS qmeta, "
             f"arg_min_null(StudyID, {key}) AS StudyID, "
             f"arg_min_null(ReferringPhysicianName, {key}) AS ReferringPhysicianName FROM "
             "(SELECT SeriesInstanceUID, sop, path, qmeta, StudyID, ReferringPhysicianName "
             "FROM _cf UNION ALL SELECT SeriesInstanceUID, sop, path, qmeta, StudyID, "
-            "ReferringPhysicianName FROM _nf) GROUP BY SeriesInstanceUID) x "
+            "ReferringPhysicianName FROM _ffirst_new) GROUP BY SeriesInstanceUID) x "
             "USING (SeriesInstanceUID) WHERE c.SeriesInstanceUID IS NOT NULL OR a.k > 0"
         )
         # studies: series and instances added; modalities and date of the live groups;

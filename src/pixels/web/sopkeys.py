@@ -46,6 +46,9 @@ class SopKeys:
         self._ready.set()  # an empty index: nothing held, complete
         self._failed = False
         self._thread: threading.Thread | None = None
+        #: held while the arrays are replaced (an index merges in a thread of its own
+        #: while its next update asks :meth:`maybe_held`)
+        self._swap = threading.Lock()
 
     def load(self, con: duckdb.DuckDBPyConnection, *, background: bool) -> None:
         """Read every hash of ``ix.inst_all`` (in a thread of its own when ``background``).
@@ -60,8 +63,9 @@ class SopKeys:
         def run() -> None:
             try:
                 got = cur.execute("SELECT sh FROM ix.inst_all").fetchnumpy()["sh"]
-                self._base = np.sort(np.asarray(got, dtype=np.uint64))
-                self._delta = _empty()
+                base = np.sort(np.asarray(got, dtype=np.uint64))
+                with self._swap:
+                    self._base, self._delta = base, _empty()
                 self._stale = 0
             except Exception:  # every hash is then a maybe: looked up by a scan, as before
                 self._failed = True
@@ -88,7 +92,9 @@ class SopKeys:
         if not self.ready():
             return np.ones(len(hashes), dtype=bool)
         out = np.zeros(len(hashes), dtype=bool)
-        for arr in (self._base, self._delta):
+        with self._swap:
+            arrays = (self._base, self._delta)
+        for arr in arrays:
             if len(arr):
                 pos = np.searchsorted(arr, hashes)
                 pos[pos == len(arr)] = 0
@@ -99,12 +105,11 @@ class SopKeys:
         """Hold ``hashes`` too (the rows of a commit)."""
         if not len(hashes):
             return
-        self._delta = np.sort(np.concatenate([self._delta, hashes.astype(np.uint64)]))
-        if len(self._delta) > max(_DELTA_MIN, len(self._base) >> 4):
-            self._base = np.insert(
-                self._base, np.searchsorted(self._base, self._delta), self._delta
-            )
-            self._delta = _empty()
+        base, delta = self._base, np.sort(np.concatenate([self._delta, hashes.astype(np.uint64)]))
+        if len(delta) > max(_DELTA_MIN, len(base) >> 4):
+            base, delta = np.insert(base, np.searchsorted(base, delta), delta), _empty()
+        with self._swap:
+            self._base, self._delta = base, delta
 
     def removed(self, rows: int) -> bool:
         """Count ``rows`` removed from the index (their hashes stay); True when the stale
