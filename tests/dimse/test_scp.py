@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import os
 import re
+import shutil
 import subprocess
 import time
 
@@ -324,3 +325,48 @@ def test_move_to_a_destination_that_refuses_names_it_not_unknown(
         scp.destinations.pop("REFUSING", None)
         storescp.terminate()
         storescp.wait(10)
+
+
+def _charset_file(name: str) -> str:
+    from pydicom.data import get_charset_files
+
+    (path,) = get_charset_files(name)
+    return str(path)
+
+
+def test_japanese_names_match_group_by_group(tmp_path: pytest.TempPathFactory) -> None:
+    """findscu with an ISO 2022 IR 87 identifier (as Japanese modalities send): a name
+    given in its alphabetic and ideographic groups finds the patient held with a phonetic
+    group too (pydicom's chrH31.dcm), and the answer names it in a character set it
+    declares. The whole name was compared: two groups never matched three."""
+    root = str(tmp_path)
+    catalog = os.path.join(root, "catalog")
+    names = os.path.join(root, "names")
+    os.makedirs(names)
+    for name in ("chrH31.dcm", "chrX1.dcm"):
+        shutil.copyfile(_charset_file(name), os.path.join(names, name))
+    Catalog(catalog).catalog(names, workers=0)
+    held = pydicom.dcmread(_charset_file("chrH31.dcm"))
+    with DimseServer(catalog, ServerConfig(port=0, timeout=10)) as server:
+
+        def find(name: str) -> list[pydicom.Dataset]:
+            ident = pydicom.Dataset()
+            ident.SpecificCharacterSet = ["", "ISO 2022 IR 87"]
+            ident.QueryRetrieveLevel = "STUDY"
+            ident.PatientName = name
+            ident.StudyInstanceUID = ""
+            query = os.path.join(root, f"q{len(os.listdir(root))}.dcm")
+            ident.save_as(query, implicit_vr=False, little_endian=True)
+            out = os.path.join(root, f"out{len(os.listdir(root))}")
+            os.makedirs(out)
+            res = dcmtk("findscu", "-S", "-aec", "PIXELS", "-X", "-od", out, "127.0.0.1",
+                        str(server.port), query)  # fmt: skip
+            assert res.returncode == 0, res.stderr
+            return [pydicom.dcmread(os.path.join(out, f)) for f in sorted(os.listdir(out))]
+
+        for name in ("Yamada^Tarou=山田^太郎", "=山田^太郎", "yamada*=山田*=やまだ^たろう"):
+            found = find(name)
+            assert [d.StudyInstanceUID for d in found] == [held.StudyInstanceUID], name
+            assert str(found[0].PatientName) == str(held.PatientName)
+        for name in ("Yamada^Tarou=鈴木^一郎", "Wang^XiaoDong=山田^太郎"):
+            assert find(name) == [], name

@@ -10,8 +10,9 @@ A key's value from the query identifier is matched against an entity's value:
   the whole span it names (``-1015`` holds 10:15:59);
 - else single value matching: equal values.
 
-Person names match case-insensitively (each component group on its own, or the
-whole name when the key holds ``=``); other text matches case-sensitively, its
+Person names match case-insensitively: a key without ``=`` any one component group
+(alphabetic, ideographic, phonetic), a key with ``=`` group by group, its empty
+groups matching any; other text matches case-sensitively, its
 padding spaces ignored. A multi-valued attribute matches when one of its values
 does. Numbers (IS, DS, US, ...) match numerically.
 """
@@ -105,10 +106,13 @@ def _norm(value: str, vr: str) -> str:
 def _one(key: Key, wanted: str, have: str) -> bool:
     vr = key.vr
     if vr == "PN":
+        groups = have.split("=")
         if "=" not in wanted:
-            groups = have.split("=")
             return any(_one_text(wanted, g, True) for g in groups if g or not wanted)
-        return _one_text(wanted, have, True)
+        # group by group: a Japanese modality's "Yamada^Tarou=山田^太郎" finds the
+        # patient held with a phonetic group too; a key group left empty matches any
+        given = [(w, groups[i] if i < len(groups) else "") for i, w in enumerate(wanted.split("="))]
+        return all(_one_text(w, h, True) for w, h in given if not is_universal(w))
     if vr in _RANGE_VRS and "-" in wanted and not (vr == "DT" and _dt_offset_only(wanted)):
         lo, _, hi = wanted.partition("-")
         got = _norm(have, vr)

@@ -59,7 +59,9 @@ def _value(kind: str, value: str) -> str | None:
         return v
     if kind == "modalities":
         return None if "*" in v or "?" in v else v
-    if kind in ("uid", "int", "pn"):
+    if kind == "pn":  # QIDO matches a name with "=" whole; C-FIND group by group
+        return None if "=" in v else v
+    if kind in ("uid", "int"):
         return v
     return None if "\\" in v else v  # text alternatives: matched on the header
 
