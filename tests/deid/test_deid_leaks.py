@@ -305,3 +305,19 @@ def test_kept_numbers_times_and_uids_holding_text_are_emptied() -> None:
     assert out.InstanceNumber is None and out.AcquisitionTime == ""
     assert out.AcquisitionNumber == 7  # a well-formed one is kept
     assert out.SliceThickness == pydicom.dcmread(sample_file("CT_small.dcm")).SliceThickness
+
+
+@pytest.mark.parametrize("name", ["CT_small.dcm", "SC_rgb_2frame.dcm", "MR_small_bigendian.dcm"])
+def test_bytes_hidden_after_the_last_frame_of_native_pixel_data_are_dropped(name: str) -> None:
+    ds = pydicom.dcmread(sample_file(name))
+    ds.BurnedInAnnotation = "NO"
+    before = ds.pixel_array.copy()
+    hidden = b"Smith^John 19700101 MRN 4711"
+    ds.PixelData = bytes(ds.PixelData) + hidden  # no image needs them: nobody sees them
+    res = deidentify_file(ds, KEY, path=name)
+    assert res.status == "written" and res.data is not None
+    assert b"Smith" not in res.data and b"4711" not in res.data
+    assert res.actions["pixel_bytes_dropped"] == len(hidden)
+    out = pydicom.dcmread(io.BytesIO(res.data))
+    assert np.array_equal(out.pixel_array, before)
+    assert len(out.PixelData) == before.size * int(ds.BitsAllocated) // 8

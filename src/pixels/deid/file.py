@@ -43,6 +43,7 @@ from pixels.deid.pixelclean import (
     burned_in_reason,
     clear_embedded_overlays,
     matching_rule,
+    trim_native_pixel_data,
 )
 from pixels.deid.profile import DEID_METHOD_CODES, STANDARD, Option, resolve, rule_for
 from pixels.dicom import codecs
@@ -181,7 +182,7 @@ class DeidResult:
     actions : dict of str to int
         How many elements each action touched: ``removed``, ``emptied``, ``dummy``,
         ``uid``, ``pseudonym``, ``shifted``, ``kept_private``, ``blacked_out``,
-        ``overlay_bits_cleared``.
+        ``overlay_bits_cleared``, ``pixel_bytes_dropped``.
     """
 
     path: str
@@ -571,6 +572,7 @@ def deidentify_dataset(
         return ds, DeidResult(path, "skipped", reason=f"possible burned-in text: {reason}")
     walk = _Walk(key, opts, path, _patient_identity(ds))
     overlays = clear_embedded_overlays(ds, ts, path=path)  # before the 60xx groups go
+    trailing = trim_native_pixel_data(ds, ts)
     sop_class = str(
         ds.get("SOPClassUID", "")
         or getattr(ds.get("file_meta"), "MediaStorageSOPClassUID", "")
@@ -579,6 +581,8 @@ def deidentify_dataset(
     walk.clean(ds)
     if overlays:
         walk.counts["overlay_bits_cleared"] += overlays
+    if trailing:
+        walk.counts["pixel_bytes_dropped"] += trailing
     if "SOPInstanceUID" not in ds or not str(ds.SOPInstanceUID or ""):
         raise DeidError(
             "(0008,0018) SOP Instance UID is missing: no name for the output", path or None

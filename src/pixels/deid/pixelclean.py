@@ -43,6 +43,7 @@ __all__ = [
     "clear_embedded_overlays",
     "load_rules",
     "matching_rule",
+    "trim_native_pixel_data",
 ]
 
 #: Modalities whose images commonly carry burned-in text.
@@ -401,6 +402,38 @@ def clear_embedded_overlays(ds: Any, transfer_syntax: str, *, path: str = "") ->
     words &= dtype.type(~mask & ((1 << allocated) - 1))
     ds.PixelData = words.tobytes() + data[n:]
     return len(outside)
+
+
+def trim_native_pixel_data(ds: Any, transfer_syntax: str) -> int:
+    """Drop the bytes of native Pixel Data beyond the last frame; returns how many.
+
+    Rows x Columns x Samples per Pixel x Number of Frames x Bits Allocated say how long
+    the pixels are; anything after them (and the one byte of padding to an even length) is
+    no image, and nothing is known of what it holds. Encapsulated and float pixel data
+    are left alone; so is a header whose size cannot be read.
+    """
+    if "PixelData" not in ds or transfer_syntax not in (*_KEEP_NATIVE, codecs.EXPLICIT_BE):
+        return 0
+    try:
+        bits = int(ds.BitsAllocated)
+        count = (
+            int(ds.Rows)
+            * int(ds.Columns)
+            * int(ds.get("SamplesPerPixel", 1) or 1)
+            * int(ds.get("NumberOfFrames", 1) or 1)
+        )
+    except (AttributeError, TypeError, ValueError):
+        return 0
+    if bits <= 0 or count <= 0:
+        return 0
+    need = (count * bits + 7) // 8
+    need += need % 2
+    data = ds.PixelData
+    extra = len(data) - need
+    if extra <= 0:
+        return 0
+    ds.PixelData = bytes(data[:need])
+    return extra
 
 
 def _little_endian(ds: Any, info: PixelInfo) -> str:
