@@ -321,3 +321,46 @@ def test_bytes_hidden_after_the_last_frame_of_native_pixel_data_are_dropped(name
     out = pydicom.dcmread(io.BytesIO(res.data))
     assert np.array_equal(out.pixel_array, before)
     assert len(out.PixelData) == before.size * int(ds.BitsAllocated) // 8
+
+
+def _segment(marker: bytes, payload: bytes) -> bytes:
+    return marker + (len(payload) + 2).to_bytes(2, "big") + payload
+
+
+@pytest.mark.parametrize("name", ["JPEG-LL.dcm", "SC_rgb_jpeg_dcmtk.dcm", "JPEG2000.dcm"])
+def test_comments_and_exif_inside_compressed_frames_are_removed(name: str) -> None:
+    """A camera's Exif (owner, GPS), a JFIF thumbnail, a COM: in the frame, not the header."""
+    from pydicom.encaps import encapsulate, generate_frames
+
+    ds = pydicom.dcmread(sample_file(name))
+    ds.BurnedInAnnotation = "NO"
+    before = ds.pixel_array.copy()
+    n = int(ds.get("NumberOfFrames", 1) or 1)
+    frames = list(generate_frames(ds.PixelData, number_of_frames=n))
+    text = b"Owner Smith^John GPS 45.07N 7.68E"
+    if name.startswith("JPEG2000"):  # a COM marker segment after SIZ in the main header
+        siz = 4 + int.from_bytes(frames[0][4:6], "big")
+        frames[0] = frames[0][:siz] + _segment(b"\xff\x64", b"\x00\x01" + text) + frames[0][siz:]
+    else:
+        exif = _segment(b"\xff\xe1", b"Exif\x00\x00" + text)
+        comment = _segment(b"\xff\xfe", b"Patient " + text)
+        frames[0] = frames[0][:2] + exif + comment + frames[0][2:]
+    expected = 2
+    if name == "SC_rgb_jpeg_dcmtk.dcm":  # dcmtk's JFIF APP0, given a 2 x 1 RGB thumbnail
+        at = frames[0].find(b"\xff\xe0")
+        jfif = frames[0][at : at + 2 + int.from_bytes(frames[0][at + 2 : at + 4], "big")]
+        assert jfif[4:9] == b"JFIF\x00" and len(jfif) == 18
+        thumb = _segment(b"\xff\xe0", jfif[4:16] + b"\x02\x01" + b"SMITHS")
+        frames[0] = frames[0][:at] + thumb + frames[0][at + len(jfif) :]
+        expected = 3
+    ds.PixelData = encapsulate(frames, has_bot=n > 1)
+    res = deidentify_file(ds, KEY, path=name)
+    assert res.status == "written" and res.data is not None
+    assert b"Smith" not in res.data and b"GPS" not in res.data
+    # JPEG2000.dcm's encoder wrote a COM of its own ("Kakadu-2.2"): gone too
+    assert res.actions["stream_segments_removed"] == expected
+    assert b"SMITHS" not in res.data
+    assert b"Kakadu" not in res.data
+    out = pydicom.dcmread(io.BytesIO(res.data))
+    assert out.file_meta.TransferSyntaxUID == ds.file_meta.TransferSyntaxUID  # not re-encoded
+    assert np.array_equal(out.pixel_array, before)  # the coded image is untouched

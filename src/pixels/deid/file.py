@@ -46,6 +46,7 @@ from pixels.deid.pixelclean import (
     trim_native_pixel_data,
 )
 from pixels.deid.profile import DEID_METHOD_CODES, STANDARD, Option, resolve, rule_for
+from pixels.deid.streams import strip_stream_metadata
 from pixels.dicom import codecs
 from pixels.errors import DeidError, DicomReadError, PixelsError
 
@@ -182,7 +183,7 @@ class DeidResult:
     actions : dict of str to int
         How many elements each action touched: ``removed``, ``emptied``, ``dummy``,
         ``uid``, ``pseudonym``, ``shifted``, ``kept_private``, ``blacked_out``,
-        ``overlay_bits_cleared``, ``pixel_bytes_dropped``.
+        ``overlay_bits_cleared``, ``pixel_bytes_dropped``, ``stream_segments_removed``.
     """
 
     path: str
@@ -573,6 +574,7 @@ def deidentify_dataset(
     walk = _Walk(key, opts, path, _patient_identity(ds))
     overlays = clear_embedded_overlays(ds, ts, path=path)  # before the 60xx groups go
     trailing = trim_native_pixel_data(ds, ts)
+    segments = strip_stream_metadata(ds, ts, path=path)
     sop_class = str(
         ds.get("SOPClassUID", "")
         or getattr(ds.get("file_meta"), "MediaStorageSOPClassUID", "")
@@ -583,6 +585,8 @@ def deidentify_dataset(
         walk.counts["overlay_bits_cleared"] += overlays
     if trailing:
         walk.counts["pixel_bytes_dropped"] += trailing
+    if segments:
+        walk.counts["stream_segments_removed"] += segments
     if "SOPInstanceUID" not in ds or not str(ds.SOPInstanceUID or ""):
         raise DeidError(
             "(0008,0018) SOP Instance UID is missing: no name for the output", path or None
