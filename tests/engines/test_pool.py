@@ -326,3 +326,30 @@ def test_rows_batch_is_from_pylist(real_files: list[Path]) -> None:
         got = worker.rows_batch(some)
         assert got.equals(pa.RecordBatch.from_pylist(some, schema=SCHEMA))
         assert got.num_rows == len(some)
+
+
+def test_the_parent_never_loads_pydicom_and_workers_start_with_it() -> None:
+    """A catalog run's parent imports no pydicom (a no-op re-run reads no header: ~1 s of
+    start-up saved); its workers are forked with the header reader and the frame index
+    already imported (by the forkserver, once), not imported again by each worker."""
+    import subprocess
+    import sys
+
+    from pixels.engines.pool import start_pool
+
+    code = (
+        "import sys, pixels.cli.catalog, pixels.catalog, pixels.engines.local, "
+        "pixels.engines.pool; print(sorted(m for m in sys.modules if m.split('.')[0] == "
+        "'pydicom' or m in ('pixels.dicom.meta', 'pixels.dicom.keycols')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    pool = start_pool(1)
+    try:
+        loaded = pool.submit(
+            eval, "[m in __import__('sys').modules for m in ('pydicom', 'pixels.dicom.meta', "
+            "'pixels.dicom.frames', 'pixels.dicom.fastread')]"
+        )  # fmt: skip
+        assert loaded.result() == [True, True, True, True]
+    finally:
+        pool.shutdown()

@@ -13,13 +13,11 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import pyarrow as pa
 
 from pixels.dicom.codecs import EXPLICIT_BE, NATIVE_SYNTAXES
-from pixels.dicom.keycols import TIME_COLUMNS
-from pixels.dicom.meta import Header
 from pixels.dicom.notices import kept_warnings
 from pixels.errors import DicomReadError, PixelsError
 from pixels.schema import (
@@ -33,6 +31,9 @@ from pixels.schema import (
 from pixels.sources import ArchiveLimits, detect_file_type, open_file
 from pixels.sources.local import os_path
 from pixels.sources.ref import FileRef
+
+if TYPE_CHECKING:  # (pydicom, which they import, is loaded with the first file read)
+    from pixels.dicom.meta import Header
 
 #: Bytes read to detect the file type (NIfTI-1 keeps its magic at offset 344).
 HEAD_BYTES = 512
@@ -94,8 +95,6 @@ def without_un(meta: str) -> str:
 
 _KEY_NAMES = tuple(col.name for col in KEY_COLUMNS)
 _KEY_SET = frozenset(_KEY_NAMES)
-#: Key columns whose typed value may be a ``datetime.time`` (stored as ISO text).
-_TIME_NAMES = TIME_COLUMNS
 #: :func:`~pixels.schema.empty_row`, copied for each row (every value None).
 _EMPTY_ROW = empty_row()
 
@@ -254,12 +253,14 @@ def _fill_dicom(
     row: dict[str, Any], fp: BinaryIO, header: Header, path: str, opts: RecordOptions
 ) -> None:
     """Fill ``row`` from a DICOM file's header (read from ``fp``) and its frame index."""
+    from pixels.dicom.keycols import TIME_COLUMNS  # (loaded with the header reader)
+
     row["meta"] = header.meta
     row["forced"] = header.forced
     keys = header.keys
     if keys.keys() == _KEY_SET:  # (key_values gives every key column)
         row.update(keys)
-        for name in _TIME_NAMES:
+        for name in TIME_COLUMNS:
             value = keys[name]
             if isinstance(value, dt.time):
                 row[name] = value.isoformat()

@@ -164,7 +164,7 @@ def start_pool(
     if memory_limit == -1:
         memory_limit = default_memory_limit(n_workers)
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["pixels.engines.worker"])
+    ctx.set_forkserver_preload(list(worker.PRELOAD))
     pool = ProcessPoolExecutor(
         max_workers=n_workers,
         mp_context=ctx,

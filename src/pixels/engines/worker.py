@@ -44,6 +44,11 @@ from pixels.schema import SCHEMA, THUMBNAIL_COLUMNS
 from pixels.sources.readahead import ReadAhead
 from pixels.sources.ref import FileRef
 
+#: What the forkserver imports once for every worker it forks: this module and the header
+#: reader and frame index it loads with the first file (pydicom, codecs). The parent of a
+#: catalog run imports none of these: a no-op re-run never loads pydicom.
+PRELOAD = ("pixels.engines.worker", "pixels.dicom.meta", "pixels.dicom.frames")
+
 #: One progress record: task id, index of the file being read (-1: task finished).
 PROGRESS = struct.Struct("<qq")
 
