@@ -364,3 +364,17 @@ def test_comments_and_exif_inside_compressed_frames_are_removed(name: str) -> No
     out = pydicom.dcmread(io.BytesIO(res.data))
     assert out.file_meta.TransferSyntaxUID == ds.file_meta.TransferSyntaxUID  # not re-encoded
     assert np.array_equal(out.pixel_array, before)  # the coded image is untouched
+
+
+def test_file_meta_elements_outside_the_file_meta_are_removed() -> None:
+    """A writer that put Source AE Title in the data set or in an item: the file was lost."""
+    ds = pydicom.dcmread(sample_file("CT_small.dcm"))
+    ds.add_new(0x00020016, "AE", "STMARY_PACS")
+    ds.ReferencedImageSequence = Sequence([_item(ReferencedSOPInstanceUID=str(ds.SOPInstanceUID))])
+    ds.ReferencedImageSequence[0].add_new(0x00020016, "AE", "STMARY_RIS")
+    res = deidentify_file(ds, KEY, path="meta-in-body.dcm")
+    assert res.status == "written" and res.data is not None
+    assert b"STMARY" not in res.data
+    out = pydicom.dcmread(io.BytesIO(res.data))
+    assert "SourceApplicationEntityTitle" not in out.file_meta
+    assert out.file_meta.ImplementationVersionName == "PIXELS_DEID"

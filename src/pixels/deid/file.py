@@ -270,8 +270,11 @@ class _Walk:
             group, el = t >> 16, t & 0xFFFF
             if group & 1:
                 continue  # kept safe private element (the others are gone)
-            if el == 0 or group == 0 or 0x5000 <= group <= 0x50FF or 0x6000 <= group <= 0x60FF:
-                del ds[tag]  # group lengths, command elements, curves and overlays
+            if el == 0 or group in (0, 2) or 0x5000 <= group <= 0x50FF or 0x6000 <= group <= 0x60FF:
+                # group lengths, command elements, file meta elements outside the file meta
+                # (it is written anew: a Source AE Title in the body or an item is no meta),
+                # curves and overlays
+                del ds[tag]
                 self.counts["removed"] += 1
                 continue
             try:

@@ -57,19 +57,19 @@ table's rows.
 Rules for attributes the table does not list (stricter than the table, documented in the
 README): every private element is removed unless the Retain Safe Private option keeps it;
 every public element the data dictionary cannot name (VR UN, or any VR in an explicit file)
-is removed;
-curve (50xx) and overlay (60xx) groups are removed whole; group lengths and command (0000)
-elements are dropped (the table's Affected SOP Instance UID ``X`` and Requested SOP Instance
-UID ``U`` rows, ``K`` with Retain UIDs, never reach a stored file: they are removed even
-then); the file meta (0002) is written anew from the cleaned data set; any other instance
-UID (VR UI whose keyword does not name a class, syntax or coding scheme, and whose value is
-not a DICOM-defined ``1.2.840.10008.`` UID) is replaced (``U``; kept with Retain UIDs); any
-other person name (PN), and Text Value and Unformatted Text Value wherever they are
-(Protocol Context Sequence, Waveform Annotation Sequence), get a dummy; any other URL or URI
-(UR) is removed (it names a host, and often the original instance: Retrieve URL), but for
-the code-system ones (Coding Scheme URL, URN Code Value); any other free-text comment (LO,
-SH, ST, LT, UT, UC whose keyword says Comment) is removed, kept only as a descriptor the
-user names with Clean Descriptors; any other date or date-time (DA, DT) is shifted with the
+is removed; curve (50xx) and overlay (60xx) groups are removed whole; group lengths and
+command (0000) elements are dropped (the table's Affected SOP Instance UID ``X`` and
+Requested SOP Instance UID ``U`` rows, ``K`` with Retain UIDs, never reach a stored file:
+they are removed even then); the file meta (0002) is written anew from the cleaned data set
+(0002 elements in the data set or its items are removed); any other instance UID (VR UI
+whose keyword does not name a class, syntax or coding scheme, and whose value is not a
+DICOM-defined ``1.2.840.10008.`` UID) is replaced (``U``; kept with Retain UIDs); any other
+person name (PN), and Text Value and Unformatted Text Value wherever they are (Protocol
+Context Sequence, Waveform Annotation Sequence), get a dummy; any other URL or URI (UR) is
+removed (it names a host, and often the original instance: Retrieve URL), but for the
+code-system ones (Coding Scheme URL, URN Code Value); any other free-text comment (LO, SH,
+ST, LT, UT, UC whose keyword says Comment) is removed, kept only as a descriptor the user
+names with Clean Descriptors; any other date or date-time (DA, DT) is shifted with the
 modified dates option, kept with the full dates option and removed without either; any other
 time (TM) is kept with either dates option (offsets are whole days) and removed without.
 Inside a sequence whose action is a plain ``D`` (Content Sequence, Graphic Annotation
