@@ -911,7 +911,7 @@ for line in sys.stdin:  # one round per line: a commit of ~10k rows, then the up
         from starlette.testclient import TestClient
         from pixels.web import create_app, index as index_module
         ix.merge()
-        app = create_app(table, token="", viewer=False)
+        app = create_app(table, token="", viewer=False, allowed_hosts=["testserver"])
         index_module._INDEXES[app.state.pixels] = ix
         ix.auto_merge = False
         out = {}
