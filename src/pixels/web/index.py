@@ -27,6 +27,16 @@ committed state while it runs (DuckDB's MVCC: readers never wait for it), and se
 the whole of a version or none of it (a first build answers its first request
 when every chunk is in).
 
+A version that only adds new SOP instances (a STOW-RS or catalog commit) is not
+merged before it answers: its rows, and the complete rows of the groups, series
+and studies it touches, go into the index's overlay (:mod:`pixels.web.overlay`,
+in memory; requests then read views over both), and a thread of its own merges it
+into the tables afterwards (:meth:`TableIndex.merge`), one version at a time, while
+later versions go on into the overlay; a merged version's overlay rows are dropped
+a little later. Any other version (files removed, a twin of an indexed instance, a
+first build, rows not read from the files) merges the overlay first. The overlay
+is never saved: a server started again applies the versions not merged.
+
 Whether the table changed is checked on every request: for a local table, a
 ``stat`` of the next version's log file; for object stores, the Delta log at most
 once a second. A version whose rows are not its files' rows (deletion vectors,
