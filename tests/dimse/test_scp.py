@@ -370,3 +370,38 @@ def test_japanese_names_match_group_by_group(tmp_path: pytest.TempPathFactory) -
             assert str(found[0].PatientName) == str(held.PatientName)
         for name in ("Yamada^Tarou=鈴木^一郎", "Wang^XiaoDong=山田^太郎"):
             assert find(name) == [], name
+
+
+def test_retired_storage_classes_are_stored_and_retrieved(
+    scp: Scp, tmp_path: pytest.TempPathFactory
+) -> None:
+    """Old archives hold instances of retired storage classes (here pydicom's US1_UNCR.dcm
+    made a retired Ultrasound Image, 1.2.840.10008.5.1.4.1.1.6, as a 1990s scanner wrote
+    them): dcmsend stores it and getscu, which proposes the retired classes, gets it
+    back. The SCP accepted pynetdicom's storage classes only: 'No Acceptable Presentation
+    Contexts', the instance lost to a migration."""
+    root = str(tmp_path)
+    ds = pydicom.dcmread(get_testdata_file("US1_UNCR.dcm", download=False))
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.6"
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    sent = os.path.join(root, "retired_us.dcm")
+    ds.save_as(sent)
+    res = dcmtk("dcmsend", "-v", "-aec", "PIXELS", "127.0.0.1", scp.port, sent)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "with status SUCCESS  : 1" in res.stdout + res.stderr
+    deadline = time.monotonic() + 20
+    while ds.SOPInstanceUID not in (rows := _rows(scp.catalog)):
+        assert time.monotonic() < deadline, "not cataloged"
+        time.sleep(0.1)
+    assert rows[ds.SOPInstanceUID]["SOPClassUID"] == "1.2.840.10008.5.1.4.1.1.6"
+    out = os.path.join(root, "got")
+    os.makedirs(out)
+    res = dcmtk("getscu", "-S", "+B", "-aec", "PIXELS", "-od", out, "-k", "QueryRetrieveLevel=STUDY",
+                "-k", f"StudyInstanceUID={ds.StudyInstanceUID}", "127.0.0.1", scp.port)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    (got,) = os.listdir(out)
+    back, original = pydicom.dcmread(os.path.join(out, got)), pydicom.dcmread(sent)
+    assert back.SOPClassUID == "1.2.840.10008.5.1.4.1.1.6"
+    del original[0xFFFCFFFC]  # the file's trailing padding: dcmtk drops it
+    assert back == original

@@ -10,8 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from pydicom._uid_dict import UID_dictionary
 from pydicom.uid import UID
-from pynetdicom.presentation import PresentationContext, build_context
+from pynetdicom import sop_class as sop_classes
+from pynetdicom.presentation import (
+    AllStoragePresentationContexts,
+    PresentationContext,
+    build_context,
+)
+from pynetdicom.service_class import StorageServiceClass
 
 from pixels.dicom import codecs
 
@@ -21,6 +28,7 @@ __all__ = [
     "GET_MODELS",
     "MOVE_MODELS",
     "NATIVE",
+    "STORAGE_CLASSES",
     "STORAGE_SYNTAXES",
     "Verification",
     "storage_contexts",
@@ -57,6 +65,30 @@ ACCEPT_ORDER: tuple[str, ...] = tuple(
     [s for s in STORAGE_SYNTAXES if s not in NATIVE and s != codecs.DEFLATED_LE]
     + [codecs.DEFLATED_LE, *NATIVE]
 )
+
+
+def _storage_classes() -> tuple[str, ...]:
+    """pynetdicom's storage SOP classes, and those it leaves out under the storage branch
+    (``1.2.840.10008.5.1.4.1.1.``) that pydicom's dictionary knows: the retired ones old
+    archives still hold (Ultrasound Image / Multi-frame, Nuclear Medicine, VL, trial SR:
+    what a migration sends) and newer ones (protocols, inventory). The added ones are
+    registered with pynetdicom's storage service (:func:`pynetdicom.sop_class.register_uid`),
+    without which a C-STORE of one aborts the association."""
+    known = [str(cx.abstract_syntax) for cx in AllStoragePresentationContexts]
+    extra = []
+    for uid, (name, kind, _, _, keyword) in UID_dictionary.items():
+        if kind != "SOP Class" or "Storage" not in name or uid in known:
+            continue
+        if not uid.startswith("1.2.840.10008.5.1.4.1.1."):
+            continue
+        if not hasattr(sop_classes, keyword):
+            sop_classes.register_uid(uid, keyword, StorageServiceClass)
+        extra.append(uid)
+    return tuple(known + sorted(extra))
+
+
+#: Every storage SOP class a C-STORE is accepted for (and a C-GET asks for).
+STORAGE_CLASSES: tuple[str, ...] = _storage_classes()
 
 #: The Verification SOP class (C-ECHO).
 Verification = "1.2.840.10008.1.1"

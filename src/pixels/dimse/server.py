@@ -29,7 +29,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pynetdicom import AE, evt
 from pynetdicom.dimse_primitives import C_STORE
-from pynetdicom.presentation import AllStoragePresentationContexts, build_context
+from pynetdicom.presentation import build_context
 from pynetdicom.transport import ThreadedAssociationServer
 
 from pixels.dicom.notices import kept_warnings
@@ -40,6 +40,7 @@ from pixels.dimse.contexts import (
     FIND_MODELS,
     GET_MODELS,
     MOVE_MODELS,
+    STORAGE_CLASSES,
     Verification,
     storage_contexts,
     takes_as_stored,
@@ -290,10 +291,8 @@ class DimseServer:
         contexts += [build_context(uid) for uid in (*FIND_MODELS, *GET_MODELS, *MOVE_MODELS)]
         ae.supported_contexts = contexts
         # storage in every syntax the catalog reads; the roles let C-GET send them back
-        for cx in AllStoragePresentationContexts:
-            ae.add_supported_context(
-                cx.abstract_syntax or "", list(ACCEPT_ORDER), scu_role=True, scp_role=True
-            )
+        for uid in STORAGE_CLASSES:
+            ae.add_supported_context(uid, list(ACCEPT_ORDER), scu_role=True, scp_role=True)
         return ae
 
     # ------------------------------------------------------------ association
