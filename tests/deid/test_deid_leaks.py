@@ -378,3 +378,21 @@ def test_file_meta_elements_outside_the_file_meta_are_removed() -> None:
     out = pydicom.dcmread(io.BytesIO(res.data))
     assert "SourceApplicationEntityTitle" not in out.file_meta
     assert out.file_meta.ImplementationVersionName == "PIXELS_DEID"
+
+
+def test_a_date_time_with_a_utc_offset_and_no_time_keeps_its_offset() -> None:
+    """``20200301-0500`` is one DT (a date and its offset), not a range to year 500."""
+    from pixels.deid.dates import shift_dt
+    from pixels.deid.file import _patient_identity
+
+    ds = pydicom.dcmread(sample_file("CT_small.dcm"))
+    ds.AcquisitionDateTime = "20200301-0500"
+    ds.ContentDate = "20200301"
+    res = deidentify_file(ds, KEY, DeidOptions.of(Option.RETAIN_DATES))
+    out = pydicom.dcmread(io.BytesIO(res.data))  # type: ignore[arg-type]
+    days = KEY.date_offset_days(_patient_identity(ds))
+    shifted = out.ContentDate
+    assert shifted != "20200301"
+    assert out.AcquisitionDateTime == f"{shifted}-0500"
+    assert shift_dt("2020-2021", -1) == "2019-2020"  # a range of years stays a range
+    assert shift_dt("2020-0500", days)[4:] == "-0500"

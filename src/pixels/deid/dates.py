@@ -73,11 +73,25 @@ def _shift_one_dt(value: str, days: int) -> str:
     return _shift_date_part(head, days) + rest
 
 
+def _is_zone(head: str, tail: str) -> bool:
+    """Whether ``head-tail`` is one value with a UTC offset rather than a range.
+
+    After a time, four digits are an offset; after a date alone (``20200301-0500``, a valid
+    DT), they are one when they read as an offset (hours 00-14, minutes 00-59) and, read as
+    a year, would end the range before it starts.
+    """
+    if len(head) > 8:
+        return True
+    hours, minutes = int(tail[:2]), int(tail[2:])
+    return hours <= 14 and minutes < 60 and int(tail) < int(head[:4])
+
+
 def shift_dt(value: str, days: int) -> str:
     """A DT value (possibly multi-valued or a range) moved by ``days``.
 
     A range's ``-`` is told from a time-zone offset's by position: a time-zone offset
-    follows a time, a range separator follows a complete value or starts an open range.
+    follows a time (or a date, when the four digits cannot be the year ending a range), a
+    range separator follows a complete value or starts an open range.
     """
     out = []
     for v in value.split("\\"):
@@ -88,7 +102,7 @@ def shift_dt(value: str, days: int) -> str:
         m = re.match(
             r"^(\d{4,14}(?:\.\d{1,6})?(?:[+-]\d{4})?)?-(\d{4,14}(?:\.\d{1,6})?(?:[+-]\d{4})?)?$", v
         )
-        zone = m is not None and bool(m[1]) and len(m[1]) > 8 and len(m[2] or "") == 4
+        zone = m is not None and bool(m[1]) and len(m[2] or "") == 4 and _is_zone(m[1], m[2])
         if m and (m[1] or m[2]) and not zone:
             out.append("-".join(_shift_one_dt(p, days) if p else "" for p in (m[1], m[2])))
         else:
