@@ -126,6 +126,8 @@ def test_audit_is_beside_the_key_owner_only_and_phi_free_on_the_output_side(
     assert stat.S_IMODE(os.stat(key_file).st_mode) == 0o600
     assert Path(stats.audit_csv).parent == key_file.parent
     assert stat.S_IMODE(os.stat(stats.audit_csv).st_mode) == 0o600
+    # the Delta audit holds the same source paths: its folder is owner-only too
+    assert stat.S_IMODE(os.stat(stats.audit_table).st_mode) == 0o700
     assert not any(key_file.name in p or "audit" in p for p in run["hashes"])
     with open(stats.audit_csv, newline="") as f:
         rows = list(csv.DictReader(f))

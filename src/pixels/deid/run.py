@@ -227,6 +227,11 @@ class _Audit:
             return
         from deltalake import write_deltalake
 
+        # the audit holds source paths (often a patient's name or number): owner-only, like
+        # the key and the CSV export (delta-rs writes its files 0644 inside)
+        os.makedirs(self.uri, mode=0o700, exist_ok=True)
+        if os.stat(self.uri).st_mode & 0o077:
+            os.chmod(self.uri, 0o700)
         write_deltalake(
             self.uri, pa.Table.from_pylist(self.pending, schema=AUDIT_SCHEMA), mode="append"
         )
