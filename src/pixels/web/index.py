@@ -45,6 +45,7 @@ column mapping: :mod:`pixels.scan`) is read whole through delta-rs.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import threading
@@ -174,6 +175,9 @@ class TableIndex:
         self.merge_error: BaseException | None = None
         #: seconds the last merge took, and its counts (for benchmarks)
         self.last_merge: dict[str, Any] = {}
+        #: the merge threads started, for :func:`_stop_merges`
+        self._threads: list[threading.Thread] = []
+        _OPEN.add(self)
 
     # ------------------------------------------------------------------ storage
     def _open(self, path: str | None) -> str | None:
@@ -264,8 +268,8 @@ class TableIndex:
         """Close the database (the saved file stays, for the next start; versions the
         overlay holds but were not merged are applied again then)."""
         self._closing = True
-        if self._merger is not None:
-            self._merger.join()  # a merge in progress ends first
+        for thread in self._threads:
+            thread.join()  # a merge in progress ends first
         if self._checkpointer is not None:
             self._checkpointer.join()  # a checkpoint in progress ends first
         with self._lock, self._merge_lock:
@@ -401,6 +405,8 @@ class TableIndex:
                 target=self._merge_run, name="pixels-index-merge", daemon=True
             )
             self._merger.start()
+            # (kept until it ends, its drop after the merge included: joined at exit)
+            self._threads = [t for t in self._threads if t.is_alive()] + [self._merger]
 
     def _merge_run(self) -> None:
         try:
@@ -419,7 +425,8 @@ class TableIndex:
         if self._closing:
             return
         time.sleep(_DROP_AFTER_S)
-        self._drop_merged()
+        if not self._closing:
+            self._drop_merged()
 
     def _merge_pending(self) -> None:
         """Merge every pending version (the caller holds ``_merge_lock``)."""
@@ -674,6 +681,20 @@ class TableIndex:
             finally:
                 view.close()
             self._view_version = (scan.version, len(scan.files))
+
+
+#: Every open index: their merges end before the interpreter does (a thread killed inside
+#: DuckDB at exit aborts the process).
+_OPEN: weakref.WeakSet[TableIndex] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_merges() -> None:
+    for index in list(_OPEN):
+        index._closing = True
+        for thread in [*index._threads, index._checkpointer]:
+            if thread is not None:
+                thread.join(timeout=60)
 
 
 _INDEXES: weakref.WeakKeyDictionary[Any, TableIndex] = weakref.WeakKeyDictionary()
