@@ -405,3 +405,24 @@ def test_retired_storage_classes_are_stored_and_retrieved(
     assert back.SOPClassUID == "1.2.840.10008.5.1.4.1.1.6"
     del original[0xFFFCFFFC]  # the file's trailing padding: dcmtk drops it
     assert back == original
+
+
+def test_series_and_image_keys_at_the_study_level_come_back_empty(
+    scp: Scp, tmp_path: pytest.TempPathFactory
+) -> None:
+    """A STUDY-level C-FIND with keys of the series and image levels (SeriesDescription,
+    Rows, as a viewer's generic query template carries): they come back empty and select
+    nothing, as the lower levels' indexed keys (Modality) do. They were matched against,
+    and returned from, the study's first instance: one image's Rows filtered whole studies."""
+    tmp = str(tmp_path)
+    keys = ("QueryRetrieveLevel=STUDY", f"StudyInstanceUID={CT_STUDY}", "Modality")
+    (found,) = _find(scp, tmp, *keys, "SeriesDescription", "Rows", "ContentDate")
+    assert pydicom.dcmread(sample("ct")).Rows == 128  # the study's one image has a value
+    for keyword in ("Modality", "SeriesDescription", "Rows", "ContentDate"):
+        assert keyword in found and found[keyword].value in (None, "", b""), keyword
+    assert [d.StudyInstanceUID for d in _find(scp, tmp, *keys, "Rows=999")] == [CT_STUDY]
+    # at the IMAGE level they are the instance's, and match
+    image = ("QueryRetrieveLevel=IMAGE", f"StudyInstanceUID={CT_STUDY}", "SOPInstanceUID")
+    (found,) = _find(scp, tmp, *image, "Rows=128")
+    assert found.Rows == 128
+    assert _find(scp, tmp, *image, "Rows=999") == []

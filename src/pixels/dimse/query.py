@@ -325,11 +325,34 @@ def _answers(
                 yield answer
 
 
+#: Attributes of a series or of an instance the index has no column for (PS3.4 C.6.1.1.4-5
+#: keys and the General Series / Equipment / Image modules'): tag -> level rank. At a level
+#: above theirs, one entity's first instance does not speak for the others.
+_LOWER_LEVEL = dict.fromkeys(
+    [
+        "0008103E", "00080021", "00080031", "00180015", "00181030", "00200060", "00200052",
+        "00400244", "00400245", "00400275", "00081010", "00081050", "00081070", "00080070",
+        "00081090", "00181000",
+    ],
+    2,
+) | dict.fromkeys(
+    [
+        "00080008", "00080012", "00080013", "00080022", "00080023", "00080032", "00080033",
+        "00200012", "00200032", "00200037", "00201041", "00180050", "00280002", "00280004",
+        "00280008", "00280010", "00280011", "00280100", "00280101", "00281050", "00281051",
+    ],
+    3,
+)  # fmt: skip
+
+
 def _lower(tag: str, rank: int) -> bool:
     """A key of a level below the query's (not matched, returned empty)."""
     spec = _COLUMNS.get(tag)
     if spec is not None:
         return spec[1] > rank
+    below = _LOWER_LEVEL.get(tag)
+    if below is not None:
+        return below > rank
     computed = _COMPUTED.get(tag)
     return computed is not None and _rank(computed[1]) > rank
 
