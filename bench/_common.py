@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -149,7 +150,7 @@ class TreeMemorySampler:
         slow = self.samples % self.slow_every == 0  # process discovery, CPU times and PSS
         if slow or not self._procs:
             try:
-                self._procs = [self.root, *self.root.children(recursive=True)]
+                self._procs = self._tree()
             except ps.Error:
                 return
         total = pss = 0
@@ -176,6 +177,35 @@ class TreeMemorySampler:
         self.max_procs = max(self.max_procs, len(self._procs))
         self.peak_bytes = max(self.peak_bytes, total)
         self.peak_pss_bytes = max(self.peak_pss_bytes, pss)
+
+    def _tree(self) -> list[Any]:
+        """The root and its descendants: ``/proc/PID/task/TID/children`` where the kernel
+        has it (reads only the tree), else psutil (which reads every process's ``stat``)."""
+        root = self.root.pid
+        if not os.path.exists(f"/proc/{root}/task/{root}/children"):
+            return [self.root, *self.root.children(recursive=True)]
+        known = {p.pid: p for p in self._procs}
+        todo, out = [root], []
+        while todo:
+            pid = todo.pop()
+            try:
+                tids = os.listdir(f"/proc/{pid}/task")
+            except FileNotFoundError:
+                continue  # ended
+            for tid in tids:
+                with (
+                    contextlib.suppress(FileNotFoundError),
+                    open(f"/proc/{pid}/task/{tid}/children") as fh,
+                ):
+                    todo += [int(c) for c in fh.read().split()]
+            p = known.get(pid)
+            if p is None:
+                try:
+                    p = self.root if pid == root else self._psutil.Process(pid)
+                except self._psutil.Error:
+                    continue
+            out.append(p)
+        return out
 
     def _schedstat(self, p: Any, now: float) -> None:
         try:

@@ -259,24 +259,30 @@ def _rows_digest(table: Path) -> str:
     return h.hexdigest()
 
 
-def _committed(table: Path) -> int:
-    """Rows committed so far, from the Delta log's add actions (no data read)."""
+def _committed(table: Path, seen: dict[str, int] | None = None) -> int:
+    """Rows committed so far, from the Delta log's add actions (no data read).
+
+    ``seen``: rows of the commit files read before (by name), kept between calls so
+    that a trace reads each commit once, not the whole log every time.
+    """
     log = table / "_delta_log"
-    n = 0
+    seen = {} if seen is None else seen
     try:
         names = sorted(os.listdir(log))
     except FileNotFoundError:
         return 0
     for name in names:
-        if not name.endswith(".json"):
+        if not name.endswith(".json") or name in seen:
             continue
+        n = 0
         with open(log / name) as fh:
             for line in fh:
                 if '"add"' in line:
                     stats = json.loads(line)["add"].get("stats")
                     if stats:
                         n += json.loads(stats).get("numRecords", 0)
-    return n
+        seen[name] = n
+    return sum(seen.values())
 
 
 def _catalog_cmd(corpus: Path, table: Path, extra: list[str]) -> list[str]:
@@ -293,6 +299,7 @@ class _Trace:
 
         self.table, self.every, self.log = table, every, log
         self.points: list[dict[str, Any]] = []
+        self._seen: dict[str, int] = {}  # commit file -> rows (each read once)
         self._stop = threading.Event()
         self._t0 = time.perf_counter()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -308,7 +315,8 @@ class _Trace:
                     rss += p.memory_info().rss
             load = os.getloadavg()[0]
             point = {"s": round(time.perf_counter() - self._t0, 1),
-                     "committed": _committed(self.table), "rss_mb": round(rss / 2**20),
+                     "committed": _committed(self.table, self._seen),
+                     "rss_mb": round(rss / 2**20),
                      "load1": round(load, 2)}  # fmt: skip
             self.points.append(point)
             if self.log:
@@ -655,7 +663,8 @@ def noop(files: int, table_root: Path, rounds: int, before: str | None) -> dict[
             for name, path in variants.items():
                 log = sorted((table / "_delta_log").iterdir())
                 m = run_measured(_catalog_cmd(corpus, table, []), interval=0.2,
-                                 env={**os.environ, "PYTHONPATH": path})  # fmt: skip
+                                 env={**os.environ, "PYTHONPATH": path},
+                                 pss_interval=5.0)  # fmt: skip
                 if m.returncode:
                     raise SystemExit(f"{name} failed: {m.stderr[-2000:]}")
                 if sorted((table / "_delta_log").iterdir()) != log:

@@ -373,3 +373,23 @@ def test_file_batches_of_zips_urls_and_files_carry_their_refs(tmp_path: Path) ->
     assert names == ["d/a.dcm", "d/b.zip/x/MR_small.dcm", "d/b.zip/x/rtplan.dcm", "d/c.dcm"]
     tags = [t for b in iter_file_batches(str(src)) for t in (b.version_tags or [None] * len(b))]
     assert tags[0] is None and tags[3] is None and tags[1] and tags[1].startswith("crc32:")
+
+
+def test_the_walk_leaves_no_directory_open(tmp_path: Path) -> None:
+    """The walk keeps each directory of its stack open (its entries are stat'ed through it):
+    all are closed when it ends, when it is stopped part way, and when a directory fails."""
+    for d in ("a/b/c", "a/d", "e"):
+        (tmp_path / d).mkdir(parents=True)
+        for i in range(3):
+            (tmp_path / d / f"{i}.dcm").write_bytes(b"x" * (i + 1))
+    before = set(os.listdir("/proc/self/fd"))
+    listed = [p for b in iter_local_batches(str(tmp_path)) for p in b.paths]
+    assert [os.path.relpath(p, tmp_path) for p in listed] == [
+        f"{d}/{i}.dcm" for d in ("a/b/c", "a/d", "e") for i in range(3)
+    ]
+    assert set(os.listdir("/proc/self/fd")) == before
+    walk = iter_local_batches(str(tmp_path))
+    next(walk)  # deep in a/b/c: three directories open
+    assert len(set(os.listdir("/proc/self/fd")) - before) == 3
+    walk.close()
+    assert set(os.listdir("/proc/self/fd")) == before

@@ -45,7 +45,7 @@ import logging
 import os
 import re
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
 from pixels.schema import mtime_ms
@@ -248,10 +248,15 @@ def _plain(text: str) -> bool:
     return text.isascii() and "\\" not in text
 
 
-def _sorted_entries(path: str) -> list[tuple[str, os.DirEntry[str], bool]]:
-    """Entries of one directory, filtered and sorted; each with whether it is a directory."""
+def _sorted_entries(path: str, fd: int | None = None) -> list[tuple[str, os.DirEntry[str], bool]]:
+    """Entries of one directory, filtered and sorted; each with whether it is a directory.
+
+    ``fd``: the directory open (:func:`_open_dir`): the entries' ``stat`` then looks up
+    their name in it (``fstatat``) instead of walking the whole path again, and ``fd``
+    must stay open until they are stat'ed.
+    """
     out = []
-    with os.scandir(path) as it:
+    with os.scandir(path if fd is None else fd) as it:
         for entry in it:
             name = entry.name
             try:
@@ -269,6 +274,23 @@ def _sorted_entries(path: str) -> list[tuple[str, os.DirEntry[str], bool]]:
                 out.append((name, entry, False))
     out.sort(key=_first)
     return out
+
+
+def _open_dir(path: str) -> int:
+    """``path`` open as a directory, for :func:`_sorted_entries` (the caller closes it)."""
+    return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+
+
+def _listed(path: str, fds: list[int]) -> Iterator[tuple[str, os.DirEntry[str], bool]]:
+    """The sorted entries of directory ``path``; its open descriptor appended to ``fds``."""
+    fd = _open_dir(path)
+    try:
+        entries = _sorted_entries(path, fd)
+    except BaseException:
+        os.close(fd)
+        raise
+    fds.append(fd)
+    return iter(entries)
 
 
 def _first(t: tuple[str, os.DirEntry[str], bool]) -> str:
@@ -340,8 +362,9 @@ def iter_local_batches(
     root_st = os.stat(root)
     visited = {(root_st.st_dev, root_st.st_ino)}
     base = root if root.endswith("/") else root + "/"
+    fds: list[int] = []  # the open directory of each level of the stack
     try:
-        first = iter(_sorted_entries(root))
+        first = _listed(root, fds)
     except OSError as e:
         msg = f"cannot list directory {stored_path(root)}: {e.strerror or e}"
         failed = _DirFiles(base, relative_prefix, False)
@@ -356,6 +379,24 @@ def iter_local_batches(
         return _DirFiles(base + prefix, relative_prefix + prefix, plain_base and _plain(prefix))
 
     files = fresh("")
+    try:
+        yield from _walk(stack, fds, files, fresh, visited, pattern, recursive, keep_zips)
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def _walk(
+    stack: list[tuple[str, Iterator[tuple[str, os.DirEntry[str], bool]]]],
+    fds: list[int],
+    files: _DirFiles,
+    fresh: Callable[[str], _DirFiles],
+    visited: set[tuple[int, int]],
+    pattern: str | None,
+    recursive: bool,
+    keep_zips: bool,
+) -> Iterator[RefBatch]:
+    """The depth-first walk of :func:`iter_local_batches` (``fds``: one per ``stack`` level)."""
     while stack:
         prefix, entries = stack[-1]
         # the plain files of this directory go straight into the columns
@@ -386,7 +427,7 @@ def iter_local_batches(
                     continue
                 visited.add(key)
                 try:
-                    children = iter(_sorted_entries(path))
+                    children = _listed(path, fds)
                 except OSError as e:
                     msg = f"cannot list directory {stored_path(path)}: {e.strerror or e}"
                     files.add_ref(
@@ -419,6 +460,7 @@ def iter_local_batches(
                 break
         else:  # this directory is done
             stack.pop()
+            os.close(fds.pop())
             if files.paths:
                 yield files.batch()
             if stack:
