@@ -6,6 +6,7 @@ import os
 import time
 
 import pyarrow.compute as pc
+import pydicom
 import pytest
 
 from dimse.conftest import dcmtk, sample
@@ -72,3 +73,52 @@ def test_a_sink_commits_in_batches(tmp_path: pytest.TempPathFactory) -> None:
         sink.close()
     assert (sink.commits, sink.committed) == (2, 3)  # two at the limit, one at the close
     assert len(_sops(catalog)) == 4
+
+
+def test_a_query_right_after_a_store_finds_what_was_acknowledged(
+    tmp_path: pytest.TempPathFactory,
+) -> None:
+    """Stored instances are committed in batches, but a C-FIND or C-GET that comes after
+    the C-STORE's success finds them: the query commits what is pending first (a PACS
+    that indexes on receipt answers the same)."""
+    root = str(tmp_path)
+    catalog = os.path.join(root, "catalog")
+    Catalog(catalog).catalog(sample("ct"), workers=0)
+    server = DimseServer(catalog, ServerConfig(port=0, commit_every=1000, commit_seconds=3600))
+    server.sink.flush_soon = lambda: None  # type: ignore[method-assign]  # no commit at release
+    server.start()
+    try:
+        mr = pydicom.dcmread(sample("mr"), stop_before_pixels=True)
+        res = dcmtk("storescu", "-aec", "PIXELS", "127.0.0.1", str(server.port), sample("mr"))
+        assert res.returncode == 0, res.stderr
+        assert server.sink.committed == 0  # acknowledged, its batch not committed
+        out = os.path.join(root, "found")
+        os.makedirs(out)
+        res = dcmtk("findscu", "-S", "-aec", "PIXELS", "-X", "-od", out,
+                    "-k", "QueryRetrieveLevel=IMAGE", "-k", f"StudyInstanceUID={mr.StudyInstanceUID}",
+                    "-k", f"SeriesInstanceUID={mr.SeriesInstanceUID}", "-k", "SOPInstanceUID",
+                    "127.0.0.1", str(server.port))  # fmt: skip
+        assert res.returncode == 0, res.stderr
+        found = [pydicom.dcmread(os.path.join(out, f)) for f in sorted(os.listdir(out))]
+        assert [d.SOPInstanceUID for d in found] == [mr.SOPInstanceUID]
+        assert server.sink.committed == 1
+        got = os.path.join(root, "got")
+        os.makedirs(got)
+        # a second store, then a C-GET of the study at once: it sends the new instance
+        with open(sample("mr"), "rb") as fh:
+            twin = pydicom.dcmread(fh)
+        twin.SOPInstanceUID = mr.SOPInstanceUID + ".2"
+        twin.file_meta.MediaStorageSOPInstanceUID = twin.SOPInstanceUID
+        second = os.path.join(root, "second.dcm")
+        twin.save_as(second, enforce_file_format=True)
+        res = dcmtk("storescu", "-aec", "PIXELS", "127.0.0.1", str(server.port), second)
+        assert res.returncode == 0, res.stderr
+        res = dcmtk("getscu", "-S", "-aec", "PIXELS", "-od", got,
+                    "-k", "QueryRetrieveLevel=SERIES", "-k", f"StudyInstanceUID={mr.StudyInstanceUID}",
+                    "-k", f"SeriesInstanceUID={mr.SeriesInstanceUID}",
+                    "127.0.0.1", str(server.port))  # fmt: skip
+        assert res.returncode == 0, res.stderr
+        sops = {pydicom.dcmread(os.path.join(got, f)).SOPInstanceUID for f in os.listdir(got)}
+        assert sops == {mr.SOPInstanceUID, twin.SOPInstanceUID}
+    finally:
+        server.stop()

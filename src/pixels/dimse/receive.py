@@ -12,7 +12,9 @@ The rows are committed to the Delta table in batches (:class:`StoreSink`: one
 commit per :attr:`~pixels.dimse.config.ServerConfig.commit_every` instances or
 ``commit_seconds``, and at the end of each association), through the server's
 :class:`~pixels.web.stow.GroupCommitter` (one commit with STOW-RS requests arriving
-meanwhile). A batch's journal is removed once its commit is in; a server killed
+meanwhile). A C-FIND, C-GET or C-MOVE commits what is pending before it reads
+(:meth:`StoreSink.settled`): a peer that stores and then queries finds what it stored.
+A batch's journal is removed once its commit is in; a server killed
 before that leaves it, and the next start catalogs the files it lists
 (:meth:`StoreSink.recover`): nothing acknowledged is lost.
 """
@@ -118,6 +120,8 @@ class StoreSink:
         self.committed = 0
         #: the last commit's error (the rows stay journaled for the next start)
         self.error: BaseException | None = None
+        #: the table version holding every row committed so far (None: none yet)
+        self.version: int | None = None
         self._thread = threading.Thread(target=self._run, name="pixels-dimse-commit", daemon=True)
         self._thread.start()
 
@@ -169,7 +173,7 @@ class StoreSink:
             if not rows:
                 return
             try:
-                committer_of(self.state).commit(rows)
+                version = committer_of(self.state).commit(rows)
             except BaseException as e:
                 self.error = e
                 LOG.error(
@@ -181,9 +185,18 @@ class StoreSink:
                 return
             self.commits += 1
             self.committed += len(rows)
+            self.version = version if self.version is None else max(self.version, version)
             if journal is not None:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(journal)
+
+    def settled(self) -> int | None:
+        """Commit what was acknowledged and is still pending (blocks until it is in), and
+        give the table version that holds every instance acknowledged so far: a query
+        answers from that version or a later one, so a peer that stores and then queries
+        finds what it stored (as an archive that indexes on receipt answers)."""
+        self.flush()
+        return self.version
 
     def flush_soon(self) -> None:
         """Have the commit thread commit what is pending now (an association ended)."""

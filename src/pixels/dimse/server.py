@@ -407,7 +407,9 @@ class DimseServer:
             query = parse_identifier(event.identifier, model)
             index = index_of(self.state)
             cap = self.config.find_limit
-            answers = find(index.current(), query, self.config.ae_title, cap + 1, index)
+            # (instances acknowledged on any association are found: pending ones committed)
+            snap = index.current(self.sink.settled())
+            answers = find(snap, query, self.config.ae_title, cap + 1, index)
             for sent, answer in enumerate(answers):
                 if event.is_cancelled:
                     yield 0xFE00, None
@@ -431,7 +433,7 @@ class DimseServer:
     def _matched(self, event: Any, models: dict[Any, str]) -> list[InstanceFile]:
         model = models.get(str(event.context.abstract_syntax), "STUDY")
         query = parse_identifier(event.identifier, model)
-        return instances_for(index_of(self.state).current(), query)
+        return instances_for(index_of(self.state).current(self.sink.settled()), query)
 
     def _send(
         self, event: Any, items: list[InstanceFile], store_assoc: Callable[[], Any]
