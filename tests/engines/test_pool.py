@@ -353,3 +353,49 @@ def test_the_parent_never_loads_pydicom_and_workers_start_with_it() -> None:
         assert loaded.result() == [True, True, True, True]
     finally:
         pool.shutdown()
+
+
+def test_workers_and_forkserver_end_when_the_run_is_killed(tmp_path: Path) -> None:
+    """A run killed outright (SIGKILL, the OOM killer, SIGTERM without a handler) leaves
+    no process behind: its workers' parent is the forkserver, and they held its pipe, so
+    both waited for tasks forever (seen: 52 minutes after a SIGTERM of `pixels catalog`)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "run.py"
+    script.write_text(
+        "import os, sys, time\n"
+        "from pixels.engines.pool import start_pool\n"
+        "pool = start_pool(2)\n"
+        "print(os.getpid(), *sorted(pool._processes), flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        assert proc.stdout is not None
+        run, *workers = (int(p) for p in proc.stdout.readline().split())
+        assert run == proc.pid and len(workers) == 2
+        with open(f"/proc/{workers[0]}/stat") as fh:
+            forkserver = {int(fh.read().split()[3])}  # the workers' parent
+        left = set(workers) | forkserver
+        assert all(os.path.exists(f"/proc/{p}") for p in left)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while left and time.monotonic() < deadline:
+            for p in list(left):
+                try:
+                    with open(f"/proc/{p}/stat") as fh:
+                        state = fh.read().split()[2]
+                except FileNotFoundError:
+                    state = "gone"
+                if state in ("gone", "Z"):  # ended (a zombie until init reaps it)
+                    left.discard(p)
+            time.sleep(0.1)
+        assert not left, f"processes left behind by a killed run: {sorted(left)}"
+    finally:
+        if proc.poll() is None:
+            proc.kill()

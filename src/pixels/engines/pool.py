@@ -169,7 +169,7 @@ def start_pool(
         max_workers=n_workers,
         mp_context=ctx,
         initializer=worker.init,
-        initargs=(memory_limit, progress_dir),
+        initargs=(memory_limit, progress_dir, os.getpid()),
     )
     with _main_module_hidden():
         warm = [pool.submit(os.getpid) for _ in range(n_workers)]

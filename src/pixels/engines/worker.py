@@ -23,9 +23,12 @@ import mmap
 import operator
 import os
 import resource
+import select
 import signal
 import struct
 import sys
+import threading
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -118,10 +121,44 @@ def limit_memory(max_bytes: int | None) -> None:
     resource.setrlimit(resource.RLIMIT_DATA, (soft, hard))
 
 
-def init(memory_limit: int | None = None, progress_dir: str | None = None) -> None:
-    """Process-pool initializer: Ctrl-C ignored, no pandas, bounded memory, progress records."""
+def _exit_when_gone(pid: int) -> None:
+    """End this process when process ``pid`` (the run that started the pool) has ended.
+
+    A worker's parent is the forkserver, not the run: a run killed (SIGKILL, the OOM
+    killer, a SIGTERM without handler) leaves its workers waiting for tasks forever,
+    and they hold the forkserver's pipe, so it stays too."""
+    try:
+        fd = os.pidfd_open(pid)
+    except (AttributeError, OSError):  # no pidfd (not Linux, old kernel): asked every 2 s
+        fd = None
+    while True:
+        if fd is not None:
+            select.select([fd], [], [])
+        else:
+            time.sleep(2.0)
+            try:
+                os.kill(pid, 0)
+                continue
+            except PermissionError:
+                continue
+            except OSError:
+                pass
+        os._exit(1)  # nothing to deliver rows to
+
+
+def init(
+    memory_limit: int | None = None,
+    progress_dir: str | None = None,
+    run_pid: int | None = None,
+) -> None:
+    """Process-pool initializer: Ctrl-C ignored, no pandas, bounded memory, progress
+    records, and the process ends when the run (``run_pid``) does."""
     global _progress, _memory_limit, _pooled
     _pooled = True
+    if run_pid is not None:
+        threading.Thread(
+            target=_exit_when_gone, args=(run_pid,), name="pixels-run-watch", daemon=True
+        ).start()
     # Ctrl-C reaches the whole process group: the parent decides when workers stop
     # (it lets them finish their chunk), so an interrupt never costs a file its row
     signal.signal(signal.SIGINT, signal.SIG_IGN)
