@@ -472,7 +472,8 @@ def test_rerun_reads_exactly_the_files_whose_size_or_mtime_changed(tmp_path: Pat
     try:
         again = cat.catalog(src, workers=0)
         assert (again.listed, again.processed, again.written) == (5, 0, 0)
-        assert [p for p in _OPENED if p.startswith(str(src))] == []
+        # (the walk opens each directory to stat its entries through it: not a file read)
+        assert [p for p in _OPENED if p.startswith(str(src)) and not os.path.isdir(p)] == []
 
         grown, touched = src / "s1" / CT, src / "s1" / "rtplan.dcm"
         st = grown.stat()
@@ -482,7 +483,7 @@ def test_rerun_reads_exactly_the_files_whose_size_or_mtime_changed(tmp_path: Pat
         os.utime(touched, (time.time() + 7, time.time() + 7))
         _OPENED.clear()
         third = cat.catalog(src, workers=0)
-        opened = {p for p in _OPENED if p.startswith(str(src))}
+        opened = {p for p in _OPENED if p.startswith(str(src)) and not os.path.isdir(p)}
     finally:
         _OPENED = None
     assert (third.listed, third.processed, third.written) == (5, 2, 2)
