@@ -18,6 +18,7 @@ from pixels.cli.sqlfast import (
     NESTED,
     PLAIN,
     SQL_OPTIONS,
+    emit,
     printable_rows,
     write_json,
     write_table,
@@ -81,7 +82,7 @@ def _write_result(result: Any, fmt: str, output: str | None, max_rows: int) -> N
 
         buf = io.BytesIO()
         pacsv.write_csv(_printable(result), buf)
-        _emit(buf.getvalue().decode("utf-8"), output)
+        emit(buf.getvalue().decode("utf-8"), output)
         return
     names = result.column_names
     if fmt == "json":
@@ -126,11 +127,3 @@ def _printable(result: Any) -> Any:
             col = pa.array([r[0] for r in rows], pa.string())
         columns.append((name, col))
     return pa.table(dict(columns))
-
-
-def _emit(text: str, output: str | None) -> None:
-    if output:
-        with open(output, "w", encoding="utf-8") as fh:
-            fh.write(text)
-    else:
-        sys.stdout.write(text)

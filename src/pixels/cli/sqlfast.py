@@ -24,6 +24,7 @@ __all__ = [
     "SQL_OPTIONS",
     "SqlOption",
     "cell",
+    "emit",
     "parse",
     "printable_rows",
     "run",
@@ -433,7 +434,8 @@ def write_csv(names: Sequence[str], types: Sequence[str], rows: Sequence[Sequenc
     return "\n".join(lines) + "\n"
 
 
-def _emit(text: str, output: str | None) -> None:
+def emit(text: str, output: str | None) -> None:
+    """Write ``text`` to the file ``output``, or to standard output when it is None."""
     if output:
         with open(output, "w", encoding="utf-8") as fh:
             fh.write(text)
@@ -484,7 +486,7 @@ def run(argv: Sequence[str]) -> int | None:
     kinds = [_kind(t) for t in types]
     out_names, out_rows = printable_rows(names, kinds, rows)
     if fmt == "csv":
-        _emit(write_csv(out_names, types, out_rows), output)
+        emit(write_csv(out_names, types, out_rows), output)
     elif output:
         with open(output, "w", encoding="utf-8") as fh:
             write_json(out_names, out_rows, fh)
