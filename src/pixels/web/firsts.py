@@ -42,6 +42,8 @@ def qmeta(meta: str | None) -> tuple[str | None, str | None, str | None]:
         js = json.loads(meta)
     except ValueError:
         return None, None, None
+    if not isinstance(js, dict):  # (another writer's table: not a DICOM JSON object)
+        return None, None, None
     kept = {
         k: v
         for k, v in js.items()
