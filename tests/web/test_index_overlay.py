@@ -357,3 +357,40 @@ def test_a_server_killed_with_commits_in_its_overlay_applies_them_again(
     assert again.last_update["added_files"] == 1 and not again.last_update.get("overlay")
     assert _state(again) == _fresh(catalog)
     again.close()
+
+
+def test_a_snapshot_made_while_the_overlay_held_a_version_reads_on_after_its_drop(
+    catalog: str,  # noqa: F811 - the fixture
+    tmp_path: Path,
+) -> None:
+    """A request takes its snapshot while the overlay holds a version, then the version is
+    merged and its overlay rows dropped before the request's queries run (a C-FIND's
+    pages, a QIDO search): the views then show the merged index, ``state`` included (it
+    was empty, and the study search's flags read failed: clean-clone CI, a findscu right
+    after a C-STORE)."""
+    index = TableIndex(CatalogTable(catalog), merge=False)
+    try:
+        index.current()
+        copy_with_new_uids(sample_file("CT_small.dcm"), tmp_path / "new", 3, per_series=1)
+        Catalog(catalog).catalog(str(tmp_path / "new"), workers=0)
+        snap = index.current()
+        assert snap.overlaid and index.overlay.versions
+        want = snap.rows("SELECT version, next_fid FROM state", [])
+        studies = snap.rows("SELECT StudyInstanceUID, n_inst FROM study_sum ORDER BY 1", [])
+        keys = parse_identifier(_identifier(), "STUDY").keys
+        found = summary.study_rows(index, keys, 100, 0)
+        index.merge()  # merged, and the overlay's rows dropped
+        assert not index.overlay.versions
+        assert snap.rows("SELECT version, next_fid FROM state", []) == want
+        assert snap.rows("SELECT StudyInstanceUID, n_inst FROM study_sum ORDER BY 1", []) == studies
+        assert summary.study_rows(index, keys, 100, 0) == found
+    finally:
+        index.close()
+
+
+def _identifier() -> Dataset:
+    ds = Dataset()
+    ds.QueryRetrieveLevel = "STUDY"
+    ds.StudyInstanceUID = ""
+    ds.PatientName = "*"
+    return ds

@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import logging
 import ssl
-import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,7 +31,13 @@ from pynetdicom.presentation import (
 )
 
 from pixels.dicom.transcode import open_transcoder
-from pixels.dimse.config import DimseError, Peer, ServerConfig, failed_association
+from pixels.dimse.config import (
+    DimseError,
+    Peer,
+    ServerConfig,
+    associate_patiently,
+    failed_association,
+)
 from pixels.dimse.contexts import (
     FIND_MODELS,
     GET_MODELS,
@@ -153,9 +158,8 @@ class Client:
             item.secondary_field = (self.passcode or "").encode("utf-8")
             ext.append(item)
         tls_args = (self.tls, self.peer.host) if self.tls is not None else None
-        for attempt in (1, 2):
-            t0 = time.monotonic()
-            assoc = ae.associate(
+        assoc = associate_patiently(
+            lambda: ae.associate(
                 self.peer.host,
                 self.peer.port,
                 contexts=contexts,
@@ -163,14 +167,9 @@ class Client:
                 ext_neg=ext or None,
                 evt_handlers=handlers,
                 tls_args=tls_args,
-            )
-            # a peer that rejects may close its end as it sends the A-ASSOCIATE-RJ (dcmtk's
-            # dcmqrscp, about 1 time in 20): the reject is then lost and the association
-            # reads as aborted, with no answer. Asked once more (negotiation changes
-            # nothing at the peer), it gives its reason; a timeout is not waited twice.
-            quick = time.monotonic() - t0 < self.timeout / 2
-            if assoc.is_established or assoc.is_rejected or not quick or attempt == 2:
-                break
+            ),
+            self.timeout,
+        )
         if not assoc.is_established:
             raise DimseError(f"association with {self.peer}: {failed_association(assoc)}")
         return assoc

@@ -34,7 +34,12 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from pixels.dicom.notices import kept_warnings
 from pixels.dicom.transcode import open_transcoder
-from pixels.dimse.config import ServerConfig, check_listen, failed_association
+from pixels.dimse.config import (
+    ServerConfig,
+    associate_patiently,
+    check_listen,
+    failed_association,
+)
 from pixels.dimse.contexts import (
     ACCEPT_ORDER,
     FIND_MODELS,
@@ -489,7 +494,11 @@ class DimseServer:
             yield 0
             return
         contexts = storage_contexts((i.sop_class, i.transfer_syntax) for i in items)
-        store = event.assoc.ae.associate(where[0], where[1], contexts=contexts, ae_title=dest)
+        ae = event.assoc.ae
+        store = associate_patiently(
+            lambda: ae.associate(where[0], where[1], contexts=contexts, ae_title=dest),
+            ae.acse_timeout or 30.0,
+        )
         if not store.is_established:
             why = f"{dest}@{where[0]}:{where[1]} {failed_association(store)}"
             LOG.warning("DIMSE: C-MOVE failed (0xA702): move destination %s", why)

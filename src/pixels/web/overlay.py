@@ -94,7 +94,12 @@ class Overlay:
             )
         # the ordered study search table without the overlay's studies (in its order)
         views.append("CREATE VIEW ov.qs AS SELECT * FROM ix.qs ANTI JOIN ov.r_qs_new USING (sk)")
-        views.append("CREATE VIEW ov.state AS SELECT * FROM ov.r_state")
+        # (the index's once the overlay is empty: a request on a snapshot made while the
+        # overlay held a version reads these views after that version's rows are dropped)
+        views.append(
+            "CREATE VIEW ov.state AS SELECT * FROM ov.r_state UNION ALL "
+            "SELECT * FROM ix.state WHERE NOT EXISTS (SELECT 1 FROM ov.r_state)"
+        )
         views.append(_SGRP_SQL.replace("ix.", "ov."))
         inst = con.execute(
             "SELECT sql FROM duckdb_views() WHERE database_name = 'ix' AND view_name = 'inst'"
