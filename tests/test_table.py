@@ -680,3 +680,38 @@ def test_split_by_identity_follows_same_version_row_by_row() -> None:
         assert rows["path"].to_pylist() == want, (keep, keep_errors)
         assert replace == want_replace
     assert split_by_identity(data, None)[0]["path"].to_pylist() == [r[0] for r in data_rows]
+
+
+def test_footer_reads_leave_nothing_for_the_cycle_collector(tmp_path: Path) -> None:
+    """A Parquet footer read for its statistics (the writer's identity check, the
+    upgrade check, the index's ``meta`` check) is freed when dropped: a footer left in
+    a reference cycle (``FileMetaData.schema``) waited for the next collection, which
+    then freed the footers of every data file at once inside the DICOMweb server's next
+    index update (70-170 ms at 10M rows)."""
+    import gc
+
+    import pyarrow.parquet as pq
+
+    from pixels.table.evolve import _fs_path, stale
+    from pixels.web.index_tables import _meta_never_null
+
+    src = tmp_path / "src"
+    files = copy_with_new_uids(sample_file("CT_small.dcm"), src, 4)
+    rows = _rows(files, src)
+    table = CatalogTable(tmp_path / "cat")
+    for i in range(3):
+        table.append(rows.slice(i, 1))
+    uris = table.file_uris()
+    assert len(uris) == 3
+    gc.collect()
+    gc.disable()
+    try:
+        # a writer that sees only the table's files (their path ranges read from footers)
+        assert CatalogTable(tmp_path / "cat").append(rows.slice(3, 1)) == 1
+        assert _meta_never_null(uris)
+        fs, root = table._fs()
+        assert not any(stale(fs, _fs_path(u, table.uri, root)) for u in uris)
+        left = [o for o in gc.get_objects() if isinstance(o, pq.FileMetaData)]
+    finally:
+        gc.enable()
+    assert left == []

@@ -29,6 +29,7 @@ from pixels.table import cleanup
 from pixels.table.cleanup import _LOCK_DIR, ORPHAN_MIN_AGE_HOURS
 from pixels.table.evolve import DESCRIPTION, conform, upgrade_rows, upgrade_table
 from pixels.table.firsts import write_firsts
+from pixels.table.footer import leaf_index
 from pixels.table.identity import split_by_identity, sql_string
 
 _RETRIES = 8
@@ -587,7 +588,9 @@ def _path_range(uri: str) -> tuple[str, str] | None:
         return None
     try:
         meta = pq.read_metadata(_local_path(uri))
-        col = meta.schema.to_arrow_schema().get_field_index("path")
+        col = leaf_index(meta, "path")
+        if col is None:
+            return None
         lo: str | None = None
         hi: str | None = None
         for g in range(meta.num_row_groups):

@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 
 from pixels.errors import TableError
 from pixels.schema import DESCRIPTION, SCHEMA, row_id
+from pixels.table.footer import leaf_index
 
 if TYPE_CHECKING:
     from pixels.table.catalog_table import CatalogTable
@@ -102,10 +103,11 @@ def stale(fs: Any, path: str) -> bool:
     """
     with fs.open(path, "rb") as fh:
         meta = pq.read_metadata(fh)
-    names = meta.schema.to_arrow_schema().names
-    if "rowId" not in names:
+    if meta.num_row_groups == 0:  # (no column chunks to look in: its schema says)
+        return "rowId" not in meta.schema.to_arrow_schema().names
+    col = leaf_index(meta, "rowId")
+    if col is None:
         return True
-    col = names.index("rowId")
     for g in range(meta.num_row_groups):
         st = meta.row_group(g).column(col).statistics
         if st is None or st.null_count is None or st.null_count > 0:

@@ -52,6 +52,7 @@ from pixels.schema import VIEW_NAME
 from pixels.storage import is_local, local_path
 from pixels.table import sql_string
 from pixels.table.firsts import read_firsts
+from pixels.table.footer import leaf_index
 from pixels.web.firsts import FFIRST, Sidecars, firsts_table
 from pixels.web.rowreads import RowReader
 from pixels.web.sopkeys import SopKeys
@@ -707,10 +708,9 @@ def _meta_never_null(uris: list[str]) -> bool:
             return False
         try:
             footer = pq.read_metadata(local_path(uri))
-            paths = [footer.schema.column(i).path for i in range(footer.num_columns)]
-            if "meta" not in paths:
+            col = leaf_index(footer, "meta")
+            if col is None:
                 return False
-            col = paths.index("meta")
             for g in range(footer.num_row_groups):
                 stats = footer.row_group(g).column(col).statistics
                 if stats is None or not stats.has_null_count or stats.null_count != 0:

@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 from pixels.schema import SCHEMA
 from pixels.storage import is_local, local_path
 from pixels.table import sql_string
+from pixels.table.footer import top_level_names
 
 __all__ = ["RowReader", "column_names"]
 
@@ -111,7 +112,7 @@ class RowReader:
         starts = [0]
         for g in range(md.num_row_groups):
             starts.append(starts[-1] + md.row_group(g).num_rows)
-        info = (md, starts, md.schema.to_arrow_schema().names)
+        info = (md, starts, top_level_names(md))
         with self._lock:
             self._parquet[uri] = info
             while len(self._parquet) > _FOOTERS:
