@@ -277,10 +277,14 @@ def test_the_plain_table_is_richs() -> None:
         names = ["".join(rng.choices(alpha + " ", k=rng.randint(1, 20))) for _ in range(ncol)]
         rows = [
             [
-                "".join(rng.choices(alpha + " " * rng.randint(0, 1), k=rng.choice([0, 1, 9, 60])))
+                "".join(
+                    rng.choices(
+                        alpha + " " * (rng.random() < 0.3), k=rng.choice([0, 1, 9, 60, 120])
+                    )
+                )
                 for _ in range(ncol)
             ]
-            for _ in range(rng.randint(0, 4))
+            for _ in range(rng.randint(0, 12))
         ]
         width = rng.choice([30, 60, 80, 120, 200])
         got = plain_table(names, rows, "(3 rows)", width)
@@ -300,3 +304,104 @@ def test_the_plain_table_is_richs() -> None:
     assert written > 200
     assert plain_table(["a"], [["[bold]x"]], "(1 rows)", 80) is None  # markup
     assert plain_table(["a"], [["x:smile:y"]], "(1 rows)", 80) is None  # an emoji code
+
+
+#: A checkpoint with Spark's columns (``stats_parsed`` beside ``stats``, ``txn``, no
+#: ``sidecar`` and no deletion vector fields), and one with fewer columns than delta-rs
+#: writes (no ``remove``, ``tags``, reader features or ``sidecar``): the same rows
+#: rewritten from delta-rs' checkpoint by DuckDB.
+_OTHER_CHECKPOINTS = {
+    "spark": """
+        SELECT txn,
+          CASE WHEN add IS NOT NULL THEN {{'path': add.path,
+            'partitionValues': add.partitionValues, 'size': add.size,
+            'modificationTime': add.modificationTime, 'dataChange': add.dataChange,
+            'tags': add.tags, 'stats': add.stats,
+            'stats_parsed': json_transform(add.stats, '{parsed}')}} END AS add,
+          CASE WHEN remove IS NOT NULL THEN {{'path': remove.path,
+            'deletionTimestamp': remove.deletionTimestamp, 'dataChange': remove.dataChange,
+            'extendedFileMetadata': remove.extendedFileMetadata,
+            'partitionValues': remove.partitionValues, 'size': remove.size}} END AS remove,
+          metaData,
+          CASE WHEN protocol IS NOT NULL THEN {{
+            'minReaderVersion': protocol.minReaderVersion,
+            'minWriterVersion': protocol.minWriterVersion}} END AS protocol
+        FROM read_parquet(?)""",
+    "fewer columns": """
+        SELECT
+          CASE WHEN add IS NOT NULL THEN {{'path': add.path,
+            'partitionValues': add.partitionValues, 'size': add.size,
+            'modificationTime': add.modificationTime, 'dataChange': add.dataChange,
+            'stats': add.stats}} END AS add,
+          CASE WHEN metaData IS NOT NULL THEN {{'id': metaData.id,
+            'description': metaData.description, 'format': metaData.format,
+            'schemaString': metaData.schemaString,
+            'partitionColumns': metaData.partitionColumns,
+            'configuration': metaData.configuration}} END AS metaData,
+          CASE WHEN protocol IS NOT NULL THEN {{
+            'minReaderVersion': protocol.minReaderVersion,
+            'minWriterVersion': protocol.minWriterVersion}} END AS protocol
+        FROM read_parquet(?)
+        WHERE add IS NOT NULL OR metaData IS NOT NULL OR protocol IS NOT NULL""",
+}
+
+
+@pytest.mark.parametrize("writer", sorted(_OTHER_CHECKPOINTS))
+def test_a_checkpoint_with_another_writers_columns_reads_as_delta_rs_reads_it(
+    table: dict[str, Any], tmp_path: Path, writer: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The checkpoint is read by the columns it has: delta-rs' files, order, version and
+    features, the same pruning, and the same answers as the click command."""
+    copy = tmp_path / "t"
+    shutil.copytree(table["table"], copy)
+    (checkpoint,) = (copy / "_delta_log").glob("*.checkpoint.parquet")
+    con = _duckdb.connect()
+    string_columns = [
+        r[0]
+        for r in con.execute(f"DESCRIBE SELECT * FROM '{copy}/*.parquet'").fetchall()
+        if r[1] == "VARCHAR"
+    ]
+    bounds = "{" + ", ".join(f'"{c}": "VARCHAR"' for c in string_columns) + "}"
+    parsed = '{"numRecords": "BIGINT", "minValues": ' + bounds + ', "maxValues": ' + bounds + "}"
+    rewritten = tmp_path / "checkpoint.parquet"
+    select = _OTHER_CHECKPOINTS[writer].format(parsed=parsed)
+    con.execute(f"COPY ({select}) TO '{rewritten}' (FORMAT parquet)", [str(checkpoint)])
+    shutil.move(rewritten, checkpoint)
+    fields = {
+        str(r[0]): str(r[1])
+        for r in con.execute("DESCRIBE SELECT * FROM read_parquet(?)", [str(checkpoint)]).fetchall()
+    }
+    assert "sidecar" not in fields and "deletionVector" not in fields["add"]
+    assert ("stats_parsed" in fields["add"]) == (writer == "spark")
+    assert ("remove" in fields) == (writer == "spark")
+
+    _log_agrees(str(copy))
+    before = read_log(table["table"], con)
+    snap = read_log(str(copy), con)
+    assert before is not None and snap is not None
+    assert [f[len(str(copy)) :] for f in snap.files] == [
+        f[len(table["table"]) :] for f in before.files
+    ]
+    assert snap.bounds({"studyinstanceuid"}) == before.bounds({"studyinstanceuid"})
+    sql = f"SELECT path FROM object_catalog WHERE StudyInstanceUID = '{table['study']}'"
+    fast = _duckdb.connect()
+    assert connect_from_log(str(copy), sql, fast)
+    assert _view(fast) == _view(connect(TableReader(str(copy)), sql=sql))
+    assert 1 <= _view(fast).count(".parquet'") < len(snap.files)
+    argv = ["-t", str(copy), "-f", "csv", sql + " ORDER BY path"]
+    code, out, err = _fast(argv, capsys)
+    assert code == 0 and (0, out, err) == _slow(argv) and out.count("\n") > 1
+
+
+def test_struct_fields_are_read_from_duckdbs_type_names() -> None:
+    """The checkpoint's struct fields, as DuckDB names their types: quoted names, nested
+    structs, maps and lists inside."""
+    from pixels.deltalog import _struct_fields
+
+    con = _duckdb.connect()
+    select = """SELECT {'path': 'p', 'a b': 1, 'x"y': 2, 'offset': 3,
+        'dv': {'c, d': 1, 'e': [1]}, 'm': MAP {'k': 'v'}, 'l': [{'z': 1}], 'last': 1} AS s"""
+    (duck_type,) = [str(r[1]) for r in con.execute(f"DESCRIBE {select}").fetchall()]
+    assert _struct_fields(duck_type) == {"path", "a b", 'x"y', "offset", "dv", "m", "l", "last"}
+    assert _struct_fields("VARCHAR") is None
+    assert _struct_fields("MAP(VARCHAR, VARCHAR)") is None

@@ -23,16 +23,12 @@ import json
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 __all__ = ["DIRECT_FEATURES", "LogSnapshot", "features_of", "parquet_source", "read_log"]
 
 #: Reader features that leave a version's rows exactly the rows of its files.
 DIRECT_FEATURES = frozenset({"timestampNtz", "v2Checkpoint", "vacuumProtocolCheck"})
-
-_COMMIT = re.compile(r"^(\d{20})\.json$")
-_CHECKPOINT = re.compile(r"^(\d{20})\.checkpoint\.parquet$")
-_ANY_CHECKPOINT = re.compile(r"^\d{20}\.checkpoint\.")
 
 
 def features_of(
@@ -73,7 +69,7 @@ def parquet_source(files: Sequence[str], uniform: bool) -> str:
     return f"read_parquet({listed}, union_by_name={'false' if uniform else 'true'})"
 
 
-class LogSnapshot(NamedTuple):
+class LogSnapshot:
     """One version of a local table, as its log says.
 
     Attributes
@@ -90,19 +86,61 @@ class LogSnapshot(NamedTuple):
         The table schema's top-level column names.
     string_columns : frozenset of str
         The columns of Delta type ``string``.
-    minimums, maximums : tuple of dict
-        Per file (as :attr:`files`), the ``minValues``/``maxValues`` of its statistics
-        for the string columns.
+    stats : tuple of (str or None)
+        Per file (as :attr:`files`), the JSON ``stats`` of its add action (read by
+        :meth:`bounds` when a query's pruning asks for them).
     """
 
-    version: int
-    files: tuple[str, ...]
-    features: list[str]
-    description: str | None
-    columns: tuple[str, ...]
-    string_columns: frozenset[str]
-    minimums: tuple[dict[str, Any], ...]
-    maximums: tuple[dict[str, Any], ...]
+    __slots__ = (
+        "columns",
+        "description",
+        "features",
+        "files",
+        "stats",
+        "string_columns",
+        "version",
+    )
+
+    def __init__(
+        self,
+        version: int,
+        files: tuple[str, ...],
+        features: list[str],
+        description: str | None,
+        columns: tuple[str, ...],
+        string_columns: frozenset[str],
+        stats: tuple[str | None, ...],
+    ) -> None:
+        self.version = version
+        self.files = files
+        self.features = features
+        self.description = description
+        self.columns = columns
+        self.string_columns = string_columns
+        self.stats = stats
+
+    def bounds(self, columns: Iterable[str]) -> dict[str, tuple[list[Any], list[Any]]]:
+        """Per lower-case column name of ``columns`` (string columns only), the
+        ``minValues`` and ``maxValues`` of each file's statistics (as :attr:`files`;
+        None where a file has none): what :func:`pixels.sql.files_holding` reads.
+
+        Raises
+        ------
+        ValueError
+            When a file's ``stats`` is not JSON (or not an object of objects).
+        """
+        by_lower = {c.lower(): c for c in self.string_columns}
+        names = {c.lower(): by_lower[c.lower()] for c in columns if c.lower() in by_lower}
+        out: dict[str, tuple[list[Any], list[Any]]] = {c: ([], []) for c in names}
+        for text in self.stats:
+            parsed = json.loads(text) if text else {}
+            if not isinstance(parsed, dict):
+                raise ValueError("file statistics that are not a JSON object")
+            lo, hi = parsed.get("minValues") or {}, parsed.get("maxValues") or {}
+            for lower, name in names.items():
+                out[lower][0].append(lo.get(name))
+                out[lower][1].append(hi.get(name))
+        return out
 
 
 class _UnhandledError(Exception):
@@ -115,13 +153,6 @@ def _unquote(path: str) -> str:
     return unquote(path)
 
 
-def _commit_actions(path: str) -> Iterable[dict[str, Any]]:
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            if line.strip():
-                yield json.loads(line)
-
-
 def read_log(root: str, con: Any) -> LogSnapshot | None:
     """The current version of the local table at ``root``; None where delta-rs must read it.
 
@@ -132,10 +163,15 @@ def read_log(root: str, con: Any) -> LogSnapshot | None:
         names = os.listdir(log)
     except OSError:
         return None
-    commits = {int(m[1]) for n in names if (m := _COMMIT.match(n))}
-    checkpoints = {int(m[1]) for n in names if (m := _CHECKPOINT.match(n))}
-    if any(_ANY_CHECKPOINT.match(n) and not _CHECKPOINT.match(n) for n in names):
-        return None  # a checkpoint in parts or a V2 checkpoint
+    commit, checkpoint = re.compile(r"^(\d{20})\.json$"), re.compile(r"^(\d{20})\.checkpoint\.")
+    commits, checkpoints = set(), set()
+    for n in names:
+        if (m := commit.match(n)) is not None:
+            commits.add(int(m[1]))
+        elif (m := checkpoint.match(n)) is not None:
+            if n[m.end() :] != "parquet":
+                return None  # a checkpoint in parts or a V2 checkpoint
+            checkpoints.add(int(m[1]))
     if not commits:
         return None
     latest = max(commits)
@@ -143,80 +179,241 @@ def read_log(root: str, con: Any) -> LogSnapshot | None:
     if any(v not in commits for v in range(start + 1, latest + 1)):
         return None
     try:
-        return _replay(root, log, start, latest, con)
+        return _Replay(root).run(log, start, latest, con)
     except (_UnhandledError, OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
     except Exception as e:  # DuckDB's errors (its module is not imported here)
-        if type(e).__module__.split(".")[0] in ("duckdb", "_duckdb"):
+        if _is_duckdb_error(e):
             return None
         raise
 
 
-def _replay(root: str, log: str, start: int, latest: int, con: Any) -> LogSnapshot:
-    # newest first, as delta-rs replays: the first action seen for a path decides it,
-    # and the files are listed in the order their adds are first seen
-    seen: set[str] = set()
-    live: dict[str, dict[str, Any]] = {}
-    protocol: dict[str, Any] | None = None
-    metadata: dict[str, Any] | None = None
+def _is_duckdb_error(e: BaseException) -> bool:
+    return type(e).__module__.split(".")[0] in ("duckdb", "_duckdb")
 
-    def take(action: dict[str, Any]) -> None:
-        nonlocal protocol, metadata
+
+#: The checkpoint columns :func:`read_log` reads, as delta-rs writes them (struct
+#: fields per top-level column); a checkpoint without one of them is read by what it has.
+_USUAL = {
+    "add": frozenset({"path", "stats", "deletionVector"}),
+    "remove": frozenset({"path", "deletionVector"}),
+    "protocol": frozenset({"minReaderVersion", "readerFeatures"}),
+    "metaData": frozenset({"schemaString", "description", "configuration", "partitionColumns"}),
+    "sidecar": frozenset(),
+}
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _checkpoint_sql(have: Mapping[str, frozenset[str]]) -> str:
+    """The query of a checkpoint's actions, one row each, reading the columns ``have``
+    (top-level column -> its struct fields) names; NULL (or false) for the rest.
+
+    Its columns: add path, stats, stats_parsed set, deletion vector set; remove path,
+    deletion vector set; protocol set, minReaderVersion, readerFeatures; metaData set,
+    schemaString, description, configuration, partitionColumns; a V2 action set.
+    """
+
+    def field(col: str, name: str, test: bool = False) -> str:
+        if name not in have.get(col, ()):
+            return "false" if test else "NULL"
+        expr = f"{_ident(col)}.{_ident(name)}"
+        return f"({expr} IS NOT NULL)" if test else expr
+
+    def present(col: str) -> str:
+        return f"({_ident(col)} IS NOT NULL)" if col in have else "false"
+
+    v2 = [present(c) for c in ("sidecar", "checkpointMetadata") if c in have]
+    return (
+        "SELECT "
+        + ", ".join(
+            [
+                field("add", "path"),
+                field("add", "stats"),
+                field("add", "stats_parsed", test=True),
+                field("add", "deletionVector", test=True),
+                field("remove", "path"),
+                field("remove", "deletionVector", test=True),
+                present("protocol"),
+                field("protocol", "minReaderVersion"),
+                field("protocol", "readerFeatures"),
+                present("metaData"),
+                field("metaData", "schemaString"),
+                field("metaData", "description"),
+                field("metaData", "configuration"),
+                field("metaData", "partitionColumns"),
+                " OR ".join(v2) if v2 else "false",
+            ]
+        )
+        + " FROM read_parquet(?)"
+    )
+
+
+def _struct_fields(duck_type: str) -> frozenset[str] | None:
+    """The field names of a DuckDB ``STRUCT(...)`` type as DuckDB writes it (names
+    double-quoted where needed); None for any other type."""
+    if not duck_type.startswith("STRUCT(") or not duck_type.endswith(")"):
+        return None
+    body, names, depth, i = duck_type[7:-1], set(), 0, 0
+    expect_name = True
+    while i < len(body):
+        c = body[i]
+        if expect_name:
+            while i < len(body) and body[i] == " ":
+                i += 1
+            if i < len(body) and body[i] == '"':
+                j, name = i + 1, []
+                while j < len(body):
+                    if body[j] == '"':
+                        if body[j + 1 : j + 2] == '"':
+                            name.append('"')
+                            j += 2
+                            continue
+                        break
+                    name.append(body[j])
+                    j += 1
+                names.add("".join(name))
+                i = j + 1
+            else:
+                j = body.find(" ", i)
+                if j < 0:
+                    return None
+                names.add(body[i:j])
+                i = j
+            expect_name = False
+            continue
+        if c == '"':  # a quoted name inside a nested type
+            j = i + 1
+            while j < len(body) and not (body[j] == '"' and body[j + 1 : j + 2] != '"'):
+                j += 2 if body[j] == '"' else 1
+            i = j + 1
+            continue
+        if c in "([":
+            depth += 1
+        elif c in ")]":
+            depth -= 1
+        elif c == "," and depth == 0:
+            expect_name = True
+        i += 1
+    return frozenset(names)
+
+
+def _checkpoint_rows(path: str, con: Any) -> list[tuple[Any, ...]]:
+    """The actions of the checkpoint at ``path`` (:func:`_checkpoint_sql`'s columns)."""
+    try:  # the columns delta-rs writes: one query
+        return list(con.execute(_checkpoint_sql(_USUAL), [path]).fetchall())
+    except Exception as e:
+        if not _is_duckdb_error(e):
+            raise
+    # another writer's (Spark's, an older delta-rs'): read by what the file has
+    have: dict[str, frozenset[str]] = {}
+    for name, duck_type, *_ in con.execute(
+        "DESCRIBE SELECT * FROM read_parquet(?)", [path]
+    ).fetchall():
+        fields = _struct_fields(str(duck_type))
+        have[str(name)] = frozenset() if fields is None else fields
+    if "path" not in have.get("add", ()) and "add" in have:
+        raise _UnhandledError("add actions without a path")
+    return list(con.execute(_checkpoint_sql(have), [path]).fetchall())
+
+
+class _Replay:
+    """The actions of a log, newest first, as delta-rs replays them: the first action
+    seen for a path decides it, and the files are listed in the order their adds are
+    first seen."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.seen: set[str] = set()
+        self.live: dict[str, str | None] = {}  # path -> its stats (JSON)
+        self.protocol: tuple[Any, Any] | None = None  # minReaderVersion, readerFeatures
+        self.metadata: dict[str, Any] | None = None
+
+    def add(self, path: str, stats: str | None, parsed: bool, dv: bool) -> None:
+        if dv:
+            raise _UnhandledError("deletion vectors")
+        if path in self.seen:
+            return
+        self.seen.add(path)
+        if stats is None and parsed:
+            raise _UnhandledError("statistics as structs only")
+        self.live[path] = stats
+
+    def remove(self, path: str, dv: bool) -> None:
+        if dv:
+            raise _UnhandledError("deletion vectors")
+        self.seen.add(path)
+
+    def action(self, action: dict[str, Any]) -> None:
+        """One action of a JSON commit."""
         if action.get("sidecar") is not None or action.get("checkpointMetadata") is not None:
             raise _UnhandledError("a V2 checkpoint")
-        if (p := action.get("protocol")) is not None and protocol is None:
-            protocol = p
-        if (m := action.get("metaData")) is not None and metadata is None:
-            metadata = m
-        for kind in ("add", "remove"):
-            act = action.get(kind)
-            if act is None:
-                continue
-            if act.get("deletionVector") is not None:
-                raise _UnhandledError("deletion vectors")
-            path = act["path"]
-            if path in seen:
-                continue
-            seen.add(path)
-            if kind == "add":
-                live[path] = act
+        if (p := action.get("protocol")) is not None and self.protocol is None:
+            self.protocol = (p.get("minReaderVersion", 1), p.get("readerFeatures"))
+        if (m := action.get("metaData")) is not None and self.metadata is None:
+            self.metadata = m
+        if (a := action.get("add")) is not None:
+            self.add(
+                a["path"],
+                a.get("stats") or None,
+                a.get("stats_parsed") is not None,
+                a.get("deletionVector") is not None,
+            )
+        if (r := action.get("remove")) is not None:
+            self.remove(r["path"], r.get("deletionVector") is not None)
 
-    for v in range(latest, start, -1):
-        for action in _commit_actions(os.path.join(log, f"{v:020d}.json")):
-            take(action)
-    if start >= 0:
-        checkpoint = os.path.join(log, f"{start:020d}.checkpoint.parquet")
-        rows = con.execute("SELECT to_json(t) FROM read_parquet(?) t", [checkpoint]).fetchall()
-        for (row,) in rows:
-            take(json.loads(row))
-    if protocol is None or metadata is None:
-        raise _UnhandledError("no protocol or metadata")
-    if int(protocol.get("minReaderVersion", 1)) > 3:
-        raise _UnhandledError("reader version")
-    fields = json.loads(metadata["schemaString"])["fields"]
-    strings = frozenset(f["name"] for f in fields if f.get("type") == "string")
-    base = root.rstrip("/") + "/"
-    files, mins, maxs = [], [], []
-    for path, add in live.items():
-        if "://" in path or path.startswith("/") or ":" in path.split("/")[0]:
-            raise _UnhandledError("an absolute file URI")
-        if add.get("stats") is None and add.get("stats_parsed") is not None:
-            raise _UnhandledError("statistics as structs only")
-        stats = json.loads(add["stats"]) if add.get("stats") else {}
-        files.append(base + (_unquote(path) if "%" in path else path))
-        mins.append({k: v for k, v in (stats.get("minValues") or {}).items() if k in strings})
-        maxs.append({k: v for k, v in (stats.get("maxValues") or {}).items() if k in strings})
-    return LogSnapshot(
-        version=latest,
-        files=tuple(files),
-        features=features_of(
-            protocol.get("readerFeatures"),
-            metadata.get("configuration"),
-            metadata.get("partitionColumns"),
-        ),
-        description=metadata.get("description"),
-        columns=tuple(f["name"] for f in fields),
-        string_columns=strings,
-        minimums=tuple(mins),
-        maximums=tuple(maxs),
-    )
+    def checkpoint(self, row: tuple[Any, ...]) -> None:
+        """One row of :func:`_checkpoint_sql`."""
+        (add, stats, parsed, add_dv, rm, rm_dv, has_p, reader, features) = row[:9]
+        has_m, schema, description, configuration, partitions, v2 = row[9:]
+        if v2:
+            raise _UnhandledError("a V2 checkpoint")
+        if has_p and self.protocol is None:
+            self.protocol = (1 if reader is None else reader, features)
+        if has_m and self.metadata is None:
+            self.metadata = {
+                "schemaString": schema,
+                "description": description,
+                "configuration": configuration,
+                "partitionColumns": partitions,
+            }
+        if add is not None:
+            self.add(add, stats or None, parsed, add_dv)
+        if rm is not None:
+            self.remove(rm, rm_dv)
+
+    def run(self, log: str, start: int, latest: int, con: Any) -> LogSnapshot:
+        for v in range(latest, start, -1):
+            with open(os.path.join(log, f"{v:020d}.json"), encoding="utf-8") as fh:
+                for line in fh:
+                    if line.strip():
+                        self.action(json.loads(line))
+        if start >= 0:
+            for row in _checkpoint_rows(os.path.join(log, f"{start:020d}.checkpoint.parquet"), con):
+                self.checkpoint(row)
+        protocol, metadata = self.protocol, self.metadata
+        if protocol is None or metadata is None:
+            raise _UnhandledError("no protocol or metadata")
+        if int(protocol[0]) > 3:
+            raise _UnhandledError("reader version")
+        fields = json.loads(metadata["schemaString"])["fields"]
+        strings = frozenset(f["name"] for f in fields if f.get("type") == "string")
+        base = self.root.rstrip("/") + "/"
+        files = []
+        for path in self.live:
+            if "://" in path or path.startswith("/") or ":" in path.split("/")[0]:
+                raise _UnhandledError("an absolute file URI")
+            files.append(base + (_unquote(path) if "%" in path else path))
+        return LogSnapshot(
+            version=latest,
+            files=tuple(files),
+            features=features_of(
+                protocol[1], metadata.get("configuration"), metadata.get("partitionColumns")
+            ),
+            description=metadata.get("description"),
+            columns=tuple(f["name"] for f in fields),
+            string_columns=strings,
+            stats=tuple(self.live.values()),
+        )

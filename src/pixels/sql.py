@@ -345,14 +345,7 @@ def connect_from_log(uri: str, sql: str, con: Any) -> bool:
     files: Sequence[str] = snap.files
     wanted = _point_values(tree, []) if len(files) > 1 else {}
     if wanted:
-        statistics = {
-            col.lower(): (
-                [m.get(col) for m in snap.minimums],
-                [m.get(col) for m in snap.maximums],
-            )
-            for col in snap.string_columns
-        }
-        files = files_holding(files, statistics, wanted) or files
+        files = files_holding(files, snap.bounds(wanted), wanted) or files
     uniform = set(snap.columns) == set(COLUMN_NAMES)
     con.execute("SET TimeZone='UTC'")
     try:  # the footers the view's binding read serve the query too (a data file never changes)

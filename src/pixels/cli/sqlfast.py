@@ -265,33 +265,17 @@ def _plain_text(texts: Sequence[str]) -> bool:
     return True
 
 
-def _measure(text: str, width: int) -> tuple[int, int]:
-    """rich's ``Measurement.get`` of a table cell (``Padding(Text(text), (0, 1))``)."""
-    if width < 1:
-        return 0, 0
-    if width - 2 < 1:
-        lo, hi = width, width
-    else:
-        lines, words = text.splitlines(), text.split()
-        hi = max(map(len, lines)) if lines else 0
-        lo = max(map(len, words)) if words else hi
-        lo = min(max(0, lo), hi)
-        lo, hi = min(lo, width), min(hi, width)
-        if hi < 1:
-            lo, hi = 0, 0
-        lo, hi = min(lo + 2, width), min(hi + 2, width)
-    lo = min(max(0, lo), hi)
-    hi = max(lo, hi)
-    lo, hi = min(lo, width), min(hi, width)
-    if hi < 1:
-        return 0, 0
-    return min(max(0, lo), hi), max(lo, hi)
-
-
 def _column_width(texts: Sequence[str], width: int) -> int:
+    """rich's width of a column holding ``texts`` (header included) in ``width``.
+
+    rich measures each cell (``Padding(Text(text), (0, 1))``) and takes the widest
+    maximum: the longest line plus its padding, at most ``width`` (at least 1 wide).
+    Plain text (:func:`_plain_text`) holds no line break, so its longest line is the
+    text itself.
+    """
     if width < 1:
         return 0
-    return min(max((_measure(t, width)[1] for t in texts), default=width), width)
+    return min(max(map(len, texts)) + 2, width)
 
 
 def _ratio_reduce(
@@ -339,7 +323,7 @@ def _lines(text: str, width: int) -> list[str] | None:
     """``text`` folded to ``width`` as rich folds it; None where rich would wrap at words."""
     if len(text) <= width:
         return [text.ljust(width)]
-    if any(c == " " for c in text):
+    if " " in text:
         return None
     return [text[i : i + width].ljust(width) for i in range(0, len(text), width)]
 
@@ -357,19 +341,25 @@ def plain_table(names: list[str], rows: list[list[str]], footer: str, width: int
     if any(w < 3 for w in widths):
         return None
     out = ["┏" + "┳".join("━" * w for w in widths) + "┓"]
+    inner = [w - 2 for w in widths]
     for index, row in enumerate([names, *rows]):
-        cells = [_lines(t, w - 2) for t, w in zip(row, widths, strict=True)]
-        if any(c is None for c in cells):
-            return None
-        height = max(len(c) for c in cells if c is not None)
-        shaped = []
-        for c, w in zip(cells, widths, strict=True):
-            assert c is not None
-            blank = [" " * (w - 2)] * (height - len(c))
-            shaped.append(blank + c if index == 0 else c + blank)  # header: bottom-aligned
         edge = "┃" if index == 0 else "│"
-        for line in range(height):
-            out.append(edge + edge.join(f" {c[line]} " for c in shaped) + edge)
+        left, sep, right = edge + " ", " " + edge + " ", " " + edge
+        if all(len(t) <= w for t, w in zip(row, inner, strict=True)):  # one line each
+            out.append(
+                left + sep.join([t.ljust(w) for t, w in zip(row, inner, strict=True)]) + right
+            )
+        else:
+            cells = [_lines(t, w) for t, w in zip(row, inner, strict=True)]
+            if any(c is None for c in cells):
+                return None
+            height = max(len(c) for c in cells if c is not None)
+            shaped = []
+            for c, w in zip(cells, inner, strict=True):
+                assert c is not None
+                blank = [" " * w] * (height - len(c))
+                shaped.append(blank + c if index == 0 else c + blank)  # header: bottom-aligned
+            out.extend([left + sep.join(parts) + right for parts in zip(*shaped, strict=True)])
         if index == 0:
             out.append("┡" + "╇".join("━" * w for w in widths) + "┩")
     out.append("└" + "┴".join("─" * w for w in widths) + "┘")
