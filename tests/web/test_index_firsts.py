@@ -26,6 +26,7 @@ from deltalake import DeltaTable, write_deltalake
 
 from corpus import copy_with_new_uids, sample_file
 from pixels import Catalog
+from pixels.dicom.qmeta import qmeta
 from pixels.table import CatalogTable
 from pixels.table.firsts import FIRSTS_DIR, read_firsts
 from pixels.web.index import TableIndex
@@ -50,7 +51,7 @@ def _saved(table: str) -> dict[str, Path]:
     folder = Path(table) / FIRSTS_DIR
     if not folder.exists():
         return {}
-    return {p.name.split(".v1.")[0]: p for p in folder.glob("*.arrow")}
+    return {p.name.split(".v2.")[0]: p for p in folder.glob("*.v2.arrow")}
 
 
 def _live(table: str) -> set[str]:
@@ -69,7 +70,9 @@ def test_updates_use_the_writers_first_rows_and_answer_as_a_build_without_them(
         data = pq.read_table(os.path.join(catalog, name)).to_pylist()
         want = {}
         for k, r in sorted(enumerate(data), key=lambda kr: (kr[1]["SOPInstanceUID"], kr[0])):
-            want.setdefault(r["SeriesInstanceUID"], (r["SOPInstanceUID"], r["path"], k, r["meta"]))
+            want.setdefault(
+                r["SeriesInstanceUID"], (r["SOPInstanceUID"], r["path"], k, *qmeta(r["meta"]))
+            )
         rows = read_firsts(catalog, os.path.join(catalog, name))
         assert rows is not None and len(want) == 2
         got = {r.pop("SeriesInstanceUID"): tuple(r.values()) for r in rows.to_pylist()}
@@ -243,3 +246,21 @@ def test_a_vacuum_removes_the_first_rows_of_the_files_it_deleted(
     on_disk = {n for n in os.listdir(catalog) if n.endswith(".parquet")}
     assert not before & on_disk  # the three files were vacuumed
     assert set(_saved(catalog)) <= on_disk and not set(_saved(catalog)) & before
+
+
+def test_first_rows_an_older_pixels_saved_are_removed_not_read(
+    catalog: str,  # noqa: F811 - the fixture
+) -> None:
+    """An older Pixels saved each file's whole header (``.v1.arrow``); those files are never
+    read again (a v1 file beside a data file is not its first rows), and the cleanup of
+    saved first rows removes them."""
+    from pixels.table.firsts import drop_stale_firsts
+
+    folder = Path(catalog) / FIRSTS_DIR
+    name = next(iter(_saved(catalog)))
+    old = folder / f"{name}.v1.arrow"
+    shutil.copy(folder / f"{name}.v2.arrow", old)
+    os.remove(folder / f"{name}.v2.arrow")
+    assert read_firsts(catalog, os.path.join(catalog, name)) is None
+    assert drop_stale_firsts(catalog) == [old.name]
+    assert not old.exists() and len(_saved(catalog)) == 2

@@ -7,8 +7,10 @@ header in the Parquet file means decoding the ``meta`` column of the row groups
 that hold those rows: most of the work of indexing a new file. So the table's
 own writer (:meth:`pixels.table.CatalogTable.append`, ``replace_file``) saves
 those rows next to each local data file it writes, before its commit:
-``{table}/_pixels/firsts/{data file name}.arrow`` (Arrow IPC, zstd), with the
-data file's size in its metadata.
+``{table}/_pixels/firsts/{data file name}.v2.arrow`` (Arrow IPC, zstd), with the
+data file's size in its metadata. Of the header, only the part the reader keeps
+is saved (:func:`pixels.dicom.qmeta.qmeta`, parsed here once: the reader's update
+then parses no JSON).
 
 The file is a cache: a reader checks it against the data file (size) and the
 rows it read itself (series, row numbers), and falls back to the Parquet file
@@ -23,6 +25,8 @@ import os
 
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from pixels.dicom.qmeta import qmeta
 
 __all__ = [
     "FIRSTS_DIR",
@@ -43,10 +47,14 @@ FIRSTS_SCHEMA = pa.schema(
         pa.field("sop", pa.string()),
         pa.field("path", pa.string()),
         pa.field("_row", pa.int64()),
-        pa.field("meta", pa.string()),
+        pa.field("qmeta", pa.string()),
+        pa.field("StudyID", pa.string()),
+        pa.field("ReferringPhysicianName", pa.string()),
     ]
 )
-_VERSION = "v1"
+_VERSION = "v2"
+#: Suffixes of the files older versions saved (their rows held the whole ``meta``).
+_OLDER = (".v1.arrow",)
 _SIZE = b"pixels.data_file_size"
 _VALID = ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "meta")
 
@@ -81,8 +89,10 @@ def firsts_of(table: pa.Table) -> pa.Table:
     changed = pc.not_equal(series.slice(1), series.slice(0, n - 1))
     first = pa.concat_arrays([pa.array([True]), changed.cast(pa.bool_())])
     out = sub.filter(first)
-    meta = table["meta"].take(out["_row"])
-    return out.append_column("meta", meta.cast(pa.string())).cast(FIRSTS_SCHEMA)
+    parsed = [qmeta(m) for m in table["meta"].take(out["_row"]).cast(pa.string()).to_pylist()]
+    for i, name in enumerate(("qmeta", "StudyID", "ReferringPhysicianName")):
+        out = out.append_column(name, pa.array([p[i] for p in parsed], pa.string()))
+    return out.cast(FIRSTS_SCHEMA)
 
 
 def _path(root: str, data_name: str) -> str:
@@ -142,7 +152,9 @@ def drop_stale_firsts(root: str) -> list[str]:
     gone = []
     for name in names:
         data = name.removesuffix(f".{_VERSION}.arrow")
-        if data != name and not os.path.exists(os.path.join(root, data)):
+        if data == name and name.endswith(_OLDER):
+            data = ""  # saved by an older Pixels: never read again
+        if data != name and not (data and os.path.exists(os.path.join(root, data))):
             with contextlib.suppress(OSError):
                 os.remove(os.path.join(folder, name))
                 gone.append(name)

@@ -11,19 +11,23 @@ the rows of a local table's data file are saved next to the table
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from typing import Any
 
 import pyarrow as pa
 
-from pixels.web.levels import SERIES_TAGS, STUDY_TAGS
+from pixels.dicom.qmeta import QMETA_TAGS, qmeta
 
-__all__ = ["FFIRST", "FFIRST_SCHEMA", "QMETA_TAGS", "Sidecars", "firsts_table", "qmeta"]
+__all__ = [
+    "FFIRST",
+    "FFIRST_SCHEMA",
+    "QMETA_TAGS",
+    "Sidecars",
+    "firsts_table",
+    "parsed_firsts_table",
+    "qmeta",
+]
 
-#: Attributes kept in ``qmeta``: what QIDO returns at the study and series levels.
-QMETA_TAGS = STUDY_TAGS | SERIES_TAGS
-_STUDY_ID, _REFERRING = "00200010", "00080090"
 
 #: Columns of ``ffirst``.
 FFIRST = ("fid", "SeriesInstanceUID", "sop", "path", "qmeta", "StudyID", "ReferringPhysicianName")
@@ -34,48 +38,20 @@ FFIRST_SCHEMA = pa.schema(
 _SIDECAR_VERSION = "v1"
 
 
-def qmeta(meta: str | None) -> tuple[str | None, str | None, str | None]:
-    """The study/series level attributes of ``meta`` (JSON), its StudyID and referring physician."""
-    if meta is None:
-        return None, None, None
-    try:
-        js = json.loads(meta)
-    except ValueError:
-        return None, None, None
-    if not isinstance(js, dict):  # (another writer's table: not a DICOM JSON object)
-        return None, None, None
-    kept = {
-        k: v
-        for k, v in js.items()
-        if k in QMETA_TAGS
-        and isinstance(v, dict)
-        and "BulkDataURI" not in v
-        and "InlineBinary" not in v
-    }
-    study_id = _first_value(js, _STUDY_ID)
-    ref = _first_value(js, _REFERRING)
-    if isinstance(ref, dict):
-        ref = ref.get("Alphabetic")
-    return (
-        json.dumps(kept, separators=(",", ":")),
-        study_id if isinstance(study_id, str) else None,
-        ref if isinstance(ref, str) else None,
-    )
-
-
-def _first_value(js: dict[str, Any], tag: str) -> Any:
-    item = js.get(tag)
-    if not isinstance(item, dict):
-        return None
-    values = item.get("Value") or [None]
-    return values[0]
-
-
 def firsts_table(rows: list[tuple[Any, ...]], metas: dict[int, str | None]) -> pa.Table:
     """``ffirst`` rows from ``(fid, series, sop, path, ...)`` and the ``meta`` of each (by position)."""
+    return parsed_firsts_table(rows, {i: qmeta(m) for i, m in metas.items()})
+
+
+def parsed_firsts_table(
+    rows: list[tuple[Any, ...]], parsed: dict[int, tuple[str | None, str | None, str | None]]
+) -> pa.Table:
+    """``ffirst`` rows from ``(fid, series, sop, path, ...)`` and the :func:`qmeta` of
+    each one's header (by position; none: no attributes)."""
     out: dict[str, list[Any]] = {k: [] for k in FFIRST}
+    none = (None, None, None)
     for i, (f, series, sop, path, *_) in enumerate(rows):
-        for k, v in zip(FFIRST, (f, series, sop, path, *qmeta(metas.get(i))), strict=True):
+        for k, v in zip(FFIRST, (f, series, sop, path, *parsed.get(i, none)), strict=True):
             out[k].append(v)
     return pa.table(out, schema=FFIRST_SCHEMA)
 

@@ -357,11 +357,11 @@ class TableIndex:
             firsts = index_tables.read_rows(
                 cur, scan, added, fids, self._uris, self._sidecars, self.reader, self._dir
             )
-            table = firsts.result()
-            with self._ov_lock:
-                held = table is not None and self.overlay.add(
-                    cur, scan.version, fids[-1] + 1, self.keys, table
-                )
+            try:  # (the first rows are parsed while the overlay looks up the current rows)
+                with self._ov_lock:
+                    held = self.overlay.add(cur, scan.version, fids[-1] + 1, self.keys, firsts)
+            finally:
+                firsts.result()  # (its thread ended; its error raised)
         finally:
             cur.close()
         if not held:

@@ -53,7 +53,7 @@ from pixels.storage import is_local, local_path
 from pixels.table import sql_string
 from pixels.table.firsts import read_firsts
 from pixels.table.footer import leaf_index
-from pixels.web.firsts import FFIRST, Sidecars, firsts_table
+from pixels.web.firsts import FFIRST, Sidecars, firsts_table, parsed_firsts_table
 from pixels.web.rowreads import RowReader
 from pixels.web.sopkeys import SopKeys
 
@@ -347,11 +347,12 @@ def apply(
     try:
         if added:
             new, firsts = _load(cur, scan, added, new_fids, uris, sidecars, reader, root)
-            stats["firsts_saved"] = firsts.saved
         _update(cur, gone, new, firsts, removed=bool(removed), keys=keys, stats=stats)
     finally:
         if firsts is not None:
             firsts.result()  # (its thread ended before the transaction does)
+    if firsts is not None:
+        stats["firsts_saved"] = firsts.saved
     # the small work tables stay (replaced by the next update); these may be large
     cur.execute("DROP TABLE IF EXISTS _rows")
     cur.execute("DROP TABLE IF EXISTS _aff")
@@ -542,9 +543,10 @@ class _Firsts:
     """The added files' ``ffirst`` rows, read in a thread of their own when ``background``
     (their ``meta`` is most of an update's reading) while the update goes on."""
 
-    def __init__(self, work: Callable[[], pa.Table | None], *, background: bool):
+    def __init__(self, work: Callable[[_Firsts], pa.Table | None], *, background: bool):
         self._work = work
-        #: files whose first rows their writer saved (none read from the file)
+        #: files whose first rows their writer saved (none read from the file; known
+        #: once :meth:`result` returned)
         self.saved = 0
         self._table: pa.Table | None = None
         self._error: BaseException | None = None
@@ -557,7 +559,7 @@ class _Firsts:
 
     def _run(self) -> None:
         try:
-            self._table = self._work()
+            self._table = self._work(self)
         except BaseException as e:  # raised again by result()
             self._error = e
 
@@ -635,18 +637,20 @@ def read_rows(
         by_fid.setdefault(row[0], []).append(row)
 
     # the files whose writer saved their first rows (:mod:`pixels.table.firsts`): no
-    # ``meta`` read; the others' are read from the data files
-    saved: dict[int, pa.Table] = {}
-    if scan.direct and root is not None:
-        for fid, rows in by_fid.items():
-            got = _saved_firsts(root, uris[fid], rows)
-            if got is not None:
-                saved[fid] = got
-    rest = {fid: rows for fid, rows in by_fid.items() if fid not in saved}
-
-    def work() -> pa.Table | None:
+    # ``meta`` read from the data file (their saved ``meta`` is parsed); the others'
+    # are read from the data files
+    def work(pending: _Firsts) -> pa.Table | None:
+        saved: dict[int, pa.Table] = {}
+        if scan.direct and root is not None:
+            for fid, rows in by_fid.items():
+                got = _saved_firsts(root, uris[fid], rows)
+                if got is not None:
+                    saved[fid] = got
+        pending.saved = len(saved)
         parts = list(saved.values())
-        for fid, rows in rest.items():
+        for fid, rows in by_fid.items():
+            if fid in saved:
+                continue
             held = sidecars.get(uris[fid], fid) if scan.direct else None
             if held is None or held.num_rows != len(rows):
                 held = _firsts_of(cur, scan, fid, rows, reader)
@@ -655,12 +659,11 @@ def read_rows(
             parts.append(held)
         return pa.concat_tables(parts) if parts else None
 
-    # a local file's rows are read with pyarrow (the cursor, busy with the update,
-    # is not used); others through the cursor, before the update goes on
-    local = scan.direct and all(is_local(uris[f]) for f in rest)
-    pending = _Firsts(work, background=local and bool(rest))
-    pending.saved = len(saved)
-    return pending
+    # a local file's rows are read with pyarrow and its saved first rows parsed (the
+    # cursor, busy with the update, is not used); others through the cursor, before
+    # the update goes on
+    local = scan.direct and all(is_local(uris[f]) for f in by_fid)
+    return _Firsts(work, background=local and bool(by_fid))
 
 
 def _load(
@@ -730,16 +733,19 @@ def _saved_firsts(root: str, uri: str, rows: list[tuple[Any, ...]]) -> pa.Table 
     if table is None or table.num_rows != len(rows):
         return None
     saved = {
-        r["SeriesInstanceUID"]: (r["sop"], r["path"], r["_row"], r["meta"])
+        r["SeriesInstanceUID"]: (
+            (r["sop"], r["path"], r["_row"]),
+            (r["qmeta"], r["StudyID"], r["ReferringPhysicianName"]),
+        )
         for r in table.to_pylist()
     }
-    metas: dict[int, str | None] = {}
+    parsed: dict[int, tuple[str | None, str | None, str | None]] = {}
     for i, (_, series, sop, path, row) in enumerate(rows):
         got = saved.get(series)
-        if got is None or got[:3] != (sop, path, row):
+        if got is None or got[0] != (sop, path, row):
             return None
-        metas[i] = got[3]
-    return firsts_table(rows, metas)
+        parsed[i] = got[1]
+    return parsed_firsts_table(rows, parsed)
 
 
 def _firsts_of(

@@ -38,7 +38,6 @@ from typing import Any
 import duckdb
 import numpy as np
 import numpy.typing as npt
-import pyarrow as pa
 
 from pixels.web.firsts import FFIRST
 from pixels.web.index_tables import (
@@ -46,6 +45,7 @@ from pixels.web.index_tables import (
     _SGRP_SQL,
     FORMAT,
     GROUP_COLUMNS,
+    _Firsts,
     _keys,
     _rowids,
     _study_search_rows,
@@ -162,14 +162,16 @@ class Overlay:
         version: int,
         next_fid: int,
         keys: SopKeys,
-        firsts: pa.Table,
+        firsts: _Firsts,
     ) -> bool:
         """Put version ``version``'s rows (the cursor's work table ``_rows``, as
         :func:`~pixels.web.index_tables.read_rows` made it; ``firsts``: their ``ffirst``
-        rows) in, with the complete rows of the groups, series and studies they touch.
+        rows, being read: waited for when needed) in, with the complete rows of the
+        groups, series and studies they touch.
 
         Returns False, changing nothing, when a row's SOP instance may be held already
-        (by the index: ``keys``, or by the overlay): the caller then merges.
+        (by the index: ``keys``, or by the overlay), or the rows have no first rows:
+        the caller then merges.
         """
         got = _keys(cur, "SELECT sh, seh, sk, fid FROM _rows")
         sh = got["sh"]
@@ -193,7 +195,10 @@ class Overlay:
         self._current(cur, "study_sum", "sk", sk, "_cst", empty)
         self._current(cur, "ffirst", "seh", seh, "_cf", empty)
         ver = int(version)
-        cur.register("_ffirst_new", firsts)
+        table = firsts.result()
+        if table is None:
+            return False
+        cur.register("_ffirst_new", table)
         try:
             self._compute(cur, rows)
             cur.execute("BEGIN TRANSACTION")
