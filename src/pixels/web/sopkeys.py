@@ -18,6 +18,7 @@ array and a small sorted one for recent additions, merged when the latter grows.
 from __future__ import annotations
 
 import threading
+from typing import NamedTuple
 
 import duckdb
 import numpy as np
@@ -27,19 +28,71 @@ __all__ = ["SopKeys"]
 
 #: Additions held apart from the base array before they are merged into it.
 _DELTA_MIN = 1 << 16
+#: Hashes per bucket of the base array's directory, on average.
+_PER_BUCKET = 8
 
 Hashes = npt.NDArray[np.uint64]
+Offsets = npt.NDArray[np.int64]
 
 
 def _empty() -> Hashes:
     return np.empty(0, dtype=np.uint64)
 
 
+def _buckets(hashes: Hashes, shift: int) -> npt.NDArray[np.intp]:
+    """The bucket of each hash: its top ``64 - shift`` bits (all in bucket 0 for 64)."""
+    if shift >= 64:
+        return np.zeros(len(hashes), dtype=np.intp)
+    return (hashes >> np.uint64(shift)).astype(np.intp)
+
+
+class _Sorted(NamedTuple):
+    """A sorted array of hashes and its directory: where each bucket of hashes sharing
+    their top ``64 - shift`` bits starts (``starts[b]`` to ``starts[b + 1]``).
+
+    A binary search over 10M hashes reads ~23 places of an 80 MB array, each a cache
+    miss (~20 ms for a 10k-row commit); the directory narrows each search to one bucket
+    of ~8 hashes (a cache line or two) first.
+    """
+
+    hashes: Hashes
+    starts: Offsets
+    shift: int
+
+    @classmethod
+    def of(cls, hashes: Hashes) -> _Sorted:
+        """``hashes`` (sorted) with their directory."""
+        bits = max(0, min(32, int(np.log2(max(1, len(hashes) // _PER_BUCKET)))))
+        shift = 64 - bits
+        counts = np.bincount(_buckets(hashes, shift), minlength=1 << bits)
+        starts = np.zeros(len(counts) + 1, dtype=np.int64)
+        np.cumsum(counts, out=starts[1:])
+        return cls(hashes, starts, shift)
+
+    def holds(self, hashes: Hashes) -> npt.NDArray[np.bool_]:
+        """Per hash of ``hashes``: whether the array holds it."""
+        arr, n = self.hashes, len(self.hashes)
+        if n == 0 or len(hashes) == 0:
+            return np.zeros(len(hashes), dtype=bool)
+        bucket = _buckets(hashes, self.shift)
+        lo, hi = self.starts[bucket], self.starts[bucket + 1]
+        # the first place in its bucket whose hash is not below it (vectorised search)
+        while True:
+            active = lo < hi
+            if not active.any():
+                break
+            mid = (lo + hi) >> 1
+            below = active & (arr[np.minimum(mid, n - 1)] < hashes)
+            lo = np.where(below, mid + 1, lo)
+            hi = np.where(active & ~below, mid, hi)
+        return arr[np.minimum(lo, n - 1)] == hashes
+
+
 class SopKeys:
     """A superset of the SOP hashes (``sh``) in the index's ``inst_all`` (see the module)."""
 
     def __init__(self) -> None:
-        self._base = _empty()
+        self._base = _Sorted.of(_empty())
         self._delta = _empty()
         self._stale = 0
         self._ready = threading.Event()
@@ -63,7 +116,7 @@ class SopKeys:
         def run() -> None:
             try:
                 got = cur.execute("SELECT sh FROM ix.inst_all").fetchnumpy()["sh"]
-                base = np.sort(np.asarray(got, dtype=np.uint64))
+                base = _Sorted.of(np.sort(np.asarray(got, dtype=np.uint64)))
                 with self._swap:
                     self._base, self._delta = base, _empty()
                 self._stale = 0
@@ -85,20 +138,20 @@ class SopKeys:
         return not self._failed
 
     def __len__(self) -> int:
-        return len(self._base) + len(self._delta)
+        return len(self._base.hashes) + len(self._delta)
 
     def maybe_held(self, hashes: Hashes) -> npt.NDArray[np.bool_]:
         """Per hash: True when a row may hold it (always True when the load failed)."""
         if not self.ready():
             return np.ones(len(hashes), dtype=bool)
-        out = np.zeros(len(hashes), dtype=bool)
         with self._swap:
-            arrays = (self._base, self._delta)
-        for arr in arrays:
-            if len(arr):
-                pos = np.searchsorted(arr, hashes)
-                pos[pos == len(arr)] = 0
-                out |= arr[pos] == hashes
+            base, delta = self._base, self._delta
+        hashes = np.asarray(hashes, dtype=np.uint64)
+        out = base.holds(hashes)
+        if len(delta):
+            pos = np.searchsorted(delta, hashes)
+            pos[pos == len(delta)] = 0
+            out |= delta[pos] == hashes
         return out
 
     def add(self, hashes: Hashes) -> None:
@@ -106,8 +159,9 @@ class SopKeys:
         if not len(hashes):
             return
         base, delta = self._base, np.sort(np.concatenate([self._delta, hashes.astype(np.uint64)]))
-        if len(delta) > max(_DELTA_MIN, len(base) >> 4):
-            base, delta = np.insert(base, np.searchsorted(base, delta), delta), _empty()
+        if len(delta) > max(_DELTA_MIN, len(base.hashes) >> 4):
+            merged = np.insert(base.hashes, np.searchsorted(base.hashes, delta), delta)
+            base, delta = _Sorted.of(merged), _empty()
         with self._swap:
             self._base, self._delta = base, delta
 
