@@ -405,3 +405,45 @@ def test_struct_fields_are_read_from_duckdbs_type_names() -> None:
     assert _struct_fields(duck_type) == {"path", "a b", 'x"y', "offset", "dv", "m", "l", "last"}
     assert _struct_fields("VARCHAR") is None
     assert _struct_fields("MAP(VARCHAR, VARCHAR)") is None
+
+
+@pytest.mark.parametrize("fmt", ["csv", "table"])
+def test_the_console_script_leaves_after_its_whole_answer(
+    table: dict[str, Any], tmp_path: Path, fmt: str
+) -> None:
+    """``python -m pixels.cli sql`` ends without the interpreter's teardown once its
+    answer is written: all of it, buffered or larger than a pipe's buffer, through a
+    pipe and to ``--output``, as the click command writes it."""
+    import subprocess
+    import sys
+
+    env = dict(os.environ, COLUMNS="100")
+    env.pop("PYTHONUNBUFFERED", None)  # standard output buffered, as a user's is
+    for q in (
+        "SELECT o.path, o.meta, r.range FROM object_catalog o, range(40) r ORDER BY 1, 3",
+        "SELECT count(*) AS n FROM object_catalog",
+    ):
+        argv = ["-t", table["table"], "-f", fmt, "--max-rows", "1000", q]
+        done = subprocess.run(
+            [sys.executable, "-m", "pixels.cli", "sql", *argv],
+            capture_output=True,
+            text=True,
+            check=False,
+            env=env,
+        )
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("COLUMNS", "100")
+            slow = _slow(argv)
+        assert (done.returncode, done.stdout, done.stderr) == slow
+        big = len(done.stdout.encode()) > 1 << 16
+        assert big if "range" in q else not big and done.stdout.count("\n") >= 2
+        fast_file, slow_file = tmp_path / "fast", tmp_path / "slow"
+        done = subprocess.run(
+            [sys.executable, "-m", "pixels.cli", "sql", *argv, "-O", str(fast_file)],
+            capture_output=True,
+            check=False,
+            env=env,
+        )
+        assert (done.returncode, done.stdout, done.stderr) == (0, b"", b"")
+        assert _slow([*argv, "-O", str(slow_file)])[0] == 0
+        assert fast_file.read_bytes() == slow_file.read_bytes()

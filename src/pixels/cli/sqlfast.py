@@ -18,7 +18,7 @@ import os
 import re
 import sys
 from collections.abc import Callable, Sequence
-from typing import IO, Any, NamedTuple
+from typing import IO, Any
 
 __all__ = [
     "SQL_OPTIONS",
@@ -39,19 +39,54 @@ DEFAULT_TABLE = "./catalog"
 MAX_FETCHED = 50_000
 
 
-class SqlOption(NamedTuple):
+class SqlOption:
     """One option of ``pixels sql``: the click command is built from these, and
-    :func:`parse` reads them (a named tuple: ``dataclasses`` costs ~20 ms to import)."""
+    :func:`parse` reads them (a plain class: ``dataclasses`` costs ~20 ms to import,
+    a named tuple ~1 ms to define).
 
-    decls: tuple[str, ...]
-    dest: str
-    default: Any
-    help: str
-    choices: tuple[str, ...] | None = None
-    multiple: bool = False
-    type: type = str
-    metavar: str | None = None
-    show_default: bool = False
+    Attributes
+    ----------
+    decls : tuple of str
+        Its flags (``--table``, ``-t``).
+    dest : str
+        The name of its value.
+    default, help, choices, multiple, type, metavar, show_default
+        As click's ``Option`` takes them.
+    """
+
+    __slots__ = (
+        "choices",
+        "decls",
+        "default",
+        "dest",
+        "help",
+        "metavar",
+        "multiple",
+        "show_default",
+        "type",
+    )
+
+    def __init__(
+        self,
+        decls: tuple[str, ...],
+        dest: str,
+        default: Any,
+        help: str,
+        choices: tuple[str, ...] | None = None,
+        multiple: bool = False,
+        type: type = str,
+        metavar: str | None = None,
+        show_default: bool = False,
+    ) -> None:
+        self.decls = decls
+        self.dest = dest
+        self.default = default
+        self.help = help
+        self.choices = choices
+        self.multiple = multiple
+        self.type = type
+        self.metavar = metavar
+        self.show_default = show_default
 
 
 #: The options of ``pixels sql`` (its one argument is QUERY).
@@ -251,13 +286,13 @@ def _plain_width(fh: IO[str] | None) -> int | None:
 #: What :func:`plain_table` writes as rich does: printable ASCII, and the two marks of
 #: :func:`cell` (rich markup opens with ``[``, emoji codes are ``:name:``).
 _PLAIN = frozenset(chr(c) for c in range(0x20, 0x7F)) - {"["} | {"∅", "…"}
-_EMOJI = re.compile(r":(\S*?)(?:(?:\-)(?:emoji|text))?:")
+_EMOJI = r":(\S*?)(?:(?:\-)(?:emoji|text))?:"  # compiled where a cell holds a colon
 
 
 def _plain_text(texts: Sequence[str]) -> bool:
     if not all(_PLAIN.issuperset(t) for t in texts):
         return False
-    names = {m for t in texts if ":" in t for m in _EMOJI.findall(t)}
+    names = {m for t in texts if ":" in t for m in re.findall(_EMOJI, t)}
     if names:
         from rich._emoji_codes import EMOJI
 
