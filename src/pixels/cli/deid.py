@@ -51,14 +51,18 @@ def _split(values: tuple[str, ...]) -> list[str]:
     + ", ".join(_OPTION_NAMES)
     + ". Not offered: Clean Graphics, Clean Structured Content, Clean Recognizable Visual "
     "Features (their attributes get the Basic Profile action: curves and overlays removed, "
-    "Content Sequence kept with every free text replaced by a dummy).",
+    "Content Sequence kept with every free text replaced by a dummy). Descriptors Table "
+    "E.1-1 does not list (Segment Label and Description, Document Title, Content Label and "
+    "Description...) are kept unless clean-descriptors is on, as the Basic Profile keeps "
+    "them (pixels.deid.profile.UNLISTED_DESCRIPTORS).",
 )
 @click.option(
     "--keep-descriptor",
     multiple=True,
     metavar="KEYWORD",
     help="With clean-descriptors: a descriptor you checked holds no identity, e.g. "
-    "SeriesDescription (repeatable or comma-separated).",
+    "SeriesDescription or SegmentLabel, kept; the others are removed, emptied or given a "
+    "dummy (repeatable or comma-separated).",
 )
 @click.option(
     "--blackout",

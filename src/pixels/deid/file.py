@@ -45,7 +45,14 @@ from pixels.deid.pixelclean import (
     matching_rule,
     trim_native_pixel_data,
 )
-from pixels.deid.profile import DEID_METHOD_CODES, STANDARD, Option, resolve, rule_for
+from pixels.deid.profile import (
+    DEID_METHOD_CODES,
+    STANDARD,
+    Option,
+    cleaned_action,
+    resolve,
+    rule_for,
+)
 from pixels.deid.streams import strip_stream_metadata
 from pixels.dicom import codecs
 from pixels.errors import DeidError, DicomReadError, PixelsError
@@ -305,7 +312,7 @@ class _Walk:
             chosen = rule.action(self.on)
             act = resolve(chosen, is_sq)
             if act == "C":
-                act = self._clean_action(elem, rule.keyword, resolve(rule.basic, is_sq))
+                act = self._clean_action(elem, rule.keyword, resolve(cleaned_action(rule), is_sq))
             if is_sq and chosen == "D":  # a dummy sequence: its items' text becomes dummies
                 dummy = "all" if rule.keyword in _IDENTITY_CODE_SEQUENCES else dummy or "text"
         elif (

@@ -93,8 +93,10 @@ __all__ = [
     "STANDARD",
     "STRICTER",
     "TABLE",
+    "UNLISTED_DESCRIPTORS",
     "Option",
     "Rule",
+    "cleaned_action",
     "resolve",
     "rule_for",
     "rules",
@@ -830,6 +832,28 @@ STRICTER = """
 0400,0500 EncryptedAttributesSequence X
 """
 
+#: Free-text descriptors Table E.1-1 does not list: the Basic Profile keeps them (which is
+#: conformant: the table keeps what it does not list), and so does :mod:`pixels.deid` without
+#: the Clean Descriptors Option. With it, they are cleaned as the table's ``C`` descriptors
+#: are: kept when the user names them (``--keep-descriptor SegmentLabel``), otherwise given
+#: the action on the line (``D`` for those a viewer or the IOD needs present: Type 1 Segment
+#: Label, Content Label, Tracking ID, Track Set Label; ``Z`` for Type 2 Document Title and
+#: Content Description; ``X`` for the Type 3 ones). Each can hold a name typed by a user
+#: (a segment labelled after the patient, a PDF titled "Report for ...").
+UNLISTED_DESCRIPTORS = """
+0062,0005 SegmentLabel D
+0062,0006 SegmentDescription X
+0062,0020 TrackingID D
+0042,0010 DocumentTitle Z
+0070,0080 ContentLabel D
+0070,0081 ContentDescription Z
+0066,0106 TrackSetLabel D
+0066,0107 TrackSetDescription X
+300A,00C2 BeamName X
+300A,0236 ApplicationSetupName X
+0018,9423 AcquisitionProtocolName X
+"""
+
 _ACTIONS = {"D", "Z", "X", "K", "C", "U", "X/Z", "X/D", "Z/D", "X/Z/D", "X/Z/U*"}
 
 
@@ -881,6 +905,14 @@ _RULES = _parse(TABLE)
 _STRICTER = _parse(STRICTER)
 if set(_RULES) & set(_STRICTER):  # pragma: no cover - checked at import
     raise ValueError("a STRICTER row repeats a row of TABLE")
+#: The cleaned action of each unlisted descriptor (what ``C`` falls back to when not named).
+_DESCRIPTOR_ACTION = {t: r.basic for t, r in _parse(UNLISTED_DESCRIPTORS).items()}
+_DESCRIPTORS = {
+    t: Rule(r.tag, r.keyword, "K", ((Option.CLEAN_DESCRIPTORS, "C"),))
+    for t, r in _parse(UNLISTED_DESCRIPTORS).items()
+}
+if set(_DESCRIPTORS) & (set(_RULES) | set(_STRICTER)):  # pragma: no cover - checked at import
+    raise ValueError("an UNLISTED_DESCRIPTORS row repeats a row of TABLE or STRICTER")
 
 
 def rules() -> dict[int, Rule]:
@@ -889,8 +921,16 @@ def rules() -> dict[int, Rule]:
 
 
 def rule_for(tag: int) -> Rule | None:
-    """The rule for ``tag`` in :data:`TABLE` or :data:`STRICTER`, or None when neither lists it."""
-    return _RULES.get(tag) or _STRICTER.get(tag)
+    """The rule for ``tag`` in :data:`TABLE`, :data:`STRICTER` or :data:`UNLISTED_DESCRIPTORS`
+    (``K``, ``C`` with the Clean Descriptors Option), or None when none lists it."""
+    return _RULES.get(tag) or _STRICTER.get(tag) or _DESCRIPTORS.get(tag)
+
+
+def cleaned_action(rule: Rule) -> str:
+    """What a ``C`` descriptor becomes when the user has not named it as clean: the Basic
+    Profile action of a row of the table, the action listed in :data:`UNLISTED_DESCRIPTORS`
+    for a descriptor the table does not list."""
+    return _DESCRIPTOR_ACTION.get(rule.tag, rule.basic)
 
 
 def resolve(action: str, is_sequence: bool) -> str:
