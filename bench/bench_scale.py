@@ -33,11 +33,13 @@ other on the same machine:
   the server process: each part read twice, every body spooled to a file) and this
   one, each on its own copy of the table, one after the other; requests/s achieved,
   latency, commits, none lost, QIDO during the load, server CPU per request;
-- **sql**: ``pixels sql`` (a subprocess, interpreter start included) and the same
-  queries in process: a point look-up by StudyInstanceUID and ``GROUP BY
+- **sql**: ``pixels sql`` (a subprocess, interpreter start included; started as
+  ``python -m pixels.cli`` and as the ``pixels`` console script) and the same
+  queries in process: a point look-up by StudyInstanceUID (``--sql-runs`` runs, with
+  the floor of a process that only loads DuckDB beside them) and ``GROUP BY
   Modality``, before and after ``pixels optimize --cluster`` (on a copy); with
   ``--sql-before REV`` the process of that revision's code too, interleaved (wall and
-  the child's CPU).
+  the child's CPU, min and median).
 
 Usage::
 
@@ -756,14 +758,22 @@ def stow_load(url: str, table: Path, rate: int, seconds: int) -> dict[str, Any]:
 
 
 def bench_sql(
-    table: Path, facts: dict[str, Any], cluster: bool, before: str | None = None
+    table: Path,
+    facts: dict[str, Any],
+    cluster: bool,
+    before: str | None = None,
+    runs: int = 15,
 ) -> dict[str, Any]:
     """``pixels sql`` as a process (the default table output; wall and the child's CPU,
-    min and median of 5) and in process (min of 5): a point look-up by StudyInstanceUID
-    and ``GROUP BY Modality``; with ``before`` (a git revision) the process runs of that
-    code too, interleaved with this one's. Both source trees are byte-compiled first.
-    ``floor``: the CPU of ``python -c pass`` and of importing DuckDB's engine with one
-    connection, below which no process goes."""
+    min and median) and in process (min of 5): a point look-up by StudyInstanceUID
+    (``runs`` runs) and ``GROUP BY Modality`` (5 runs).
+
+    Each process run is started both ways: ``python -m pixels.cli sql`` and the
+    ``pixels`` console script (what users run: no runpy). With ``before`` (a git
+    revision) that code runs too. One round starts every launcher and code once, in
+    turn, and, for the look-up, the floor beside them: ``python -c pass`` and DuckDB's
+    engine imported with one connection, below which no look-up process goes. Both
+    source trees are byte-compiled first."""
     import resource
 
     from pixels import Catalog
@@ -776,69 +786,65 @@ def bench_sql(
         ),
         "GROUP BY Modality": "SELECT Modality, count(*) FROM object_catalog GROUP BY Modality",
     }
-    variants = {"": dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))}
+    codes = {"now": dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))}
     sources = [BENCH.parent / "src"]
     if before:
         sources.append(old_src(before))
         path = [str(sources[-1]), *sys.path]
-        variants[f" at {before}"] = dict(os.environ, PYTHONPATH=os.pathsep.join(path))
+        codes[f"at {before}"] = dict(os.environ, PYTHONPATH=os.pathsep.join(path))
     # bytecode for both, as an installed package has it (with PYTHONDONTWRITEBYTECODE
     # set, a source tree without it compiles every module it imports in every process)
     for src in sources:
         subprocess.run(python_cmd("-m", "compileall", "-q", str(src)), check=True)
+    script = Path(sys.executable).with_name("pixels")
+    launchers = {"python -m pixels.cli sql": [sys.executable, "-m", "pixels.cli", "sql"]}
+    if script.exists():
+        launchers["pixels sql (console script)"] = [str(script), "sql"]
+    floors = {
+        "python -c pass": [sys.executable, "-c", "pass"],
+        "import _duckdb; connect()": [sys.executable, "-c", "import _duckdb; _duckdb.connect()"],
+    }
 
-    def floor() -> dict[str, Any]:
-        """The interpreter's own start, and DuckDB's engine imported with one connection."""
-        out: dict[str, Any] = {}
-        for name, code in (
-            ("python -c pass", "pass"),
-            ("import _duckdb; connect()", "import _duckdb; _duckdb.connect()"),
-        ):
-            cpu = []
-            for _ in range(5):
-                r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-                subprocess.run(python_cmd("-c", code), check=True)
-                r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-                cpu.append(r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime)
-            out[f"{name}, CPU min_ms"] = round(min(cpu) * 1e3)
-        return out
+    def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float]:
+        r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        t0 = time.perf_counter()
+        subprocess.run(cmd, check=True, capture_output=True, env=env)
+        wall = time.perf_counter() - t0
+        r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return wall, r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime
+
+    def summary(samples: list[tuple[float, float]]) -> dict[str, Any]:
+        wall, cpu = [w for w, _ in samples], [c for _, c in samples]
+        return {
+            "wall min_ms": round(min(wall) * 1e3),
+            "wall median_ms": round(statistics.median(wall) * 1e3),
+            "CPU min_ms": round(min(cpu) * 1e3),
+            "CPU median_ms": round(statistics.median(cpu) * 1e3),
+            "runs": len(samples),
+        }
 
     def measure(t: Path) -> dict[str, Any]:
         res: dict[str, Any] = {}
         for name, q in queries.items():
-            wall: dict[str, list[float]] = {v: [] for v in variants}
-            cpu: dict[str, list[float]] = {v: [] for v in variants}
-            for _ in range(5):
-                for v, env in variants.items():
-                    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-                    t0 = time.perf_counter()
-                    subprocess.run(
-                        python_cmd("-m", "pixels.cli", "sql", "--table", str(t), q),
-                        check=True,
-                        capture_output=True,
-                        env=env,
-                    )
-                    wall[v].append(time.perf_counter() - t0)
-                    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-                    cpu[v].append(r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime)
+            point = name.startswith("point")
+            samples: dict[str, list[tuple[float, float]]] = {}
+            for _ in range(runs if point else 5):
+                for launcher, cmd in launchers.items():
+                    for code, env in codes.items():
+                        got = timed([*cmd, "--table", str(t), q], env)
+                        samples.setdefault(f"{launcher}, {code}", []).append(got)
+                for floor, cmd in floors.items() if point else ():
+                    samples.setdefault(f"floor: {floor}", []).append(timed(cmd))
             inproc = []
             for _ in range(5):
                 t0 = time.perf_counter()
                 Catalog(str(t)).sql_arrow(q)
                 inproc.append(time.perf_counter() - t0)
             res[name] = {"in process_ms": round(min(inproc) * 1e3), "load": load_avg()}
-            for v in variants:
-                res[name][f"pixels sql (process){v}_ms"] = round(min(wall[v]) * 1e3)
-                res[name][f"pixels sql (process){v}, median_ms"] = round(
-                    statistics.median(wall[v]) * 1e3
-                )
-                res[name][f"pixels sql (process){v}, CPU_ms"] = round(min(cpu[v]) * 1e3)
-                res[name][f"pixels sql (process){v}, CPU median_ms"] = round(
-                    statistics.median(cpu[v]) * 1e3
-                )
+            res[name].update({k: summary(v) for k, v in samples.items()})
         return res
 
-    out: dict[str, Any] = {"floor": floor(), "before": measure(table)}
+    out: dict[str, Any] = {"before": measure(table)}
     if cluster:
         work = copy_table(table, WORK_DIR / f"scale_cluster_{table.name}")
         t0 = time.perf_counter()
@@ -1070,6 +1076,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--commit-rounds", type=int, default=6, help="10k-row commits (--only commit)")
     ap.add_argument("--only", nargs="*", default=["index", "server", "sql"])
     ap.add_argument("--sql-before", default=None, help="git revision: its `pixels sql` too")
+    ap.add_argument("--sql-runs", type=int, default=15, help="point look-up processes per code")
     ap.add_argument("--out", type=Path, default=RESULTS / "scale.json")
     args = ap.parse_args(argv)
     WORK_DIR.mkdir(parents=True, exist_ok=True)
@@ -1108,7 +1115,9 @@ def main(argv: list[str] | None = None) -> int:
             entry["stow_old_vs_new"] = bench_stow(table, args.stow_rate, args.stow_seconds)
             print(rows, "stow", json.dumps(entry["stow_old_vs_new"]), flush=True)
         if "sql" in args.only:
-            entry["sql"] = bench_sql(table, facts, rows <= args.cluster_max, args.sql_before)
+            entry["sql"] = bench_sql(
+                table, facts, rows <= args.cluster_max, args.sql_before, args.sql_runs
+            )
             print(rows, "sql", json.dumps(entry["sql"]), flush=True)
         results["sizes"][str(rows)] = entry
         dump_json(out_path, results)
