@@ -30,8 +30,11 @@ Examples
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import unquote
 
 import duckdb
 import pyarrow as pa
@@ -58,6 +61,11 @@ LOOKUP_SCHEMA = pa.schema(
 )
 
 _DELTA_TABLE = "t"
+
+
+def _plain_name(path: str) -> bool:
+    """A data file's path in the log that names a file in the table's own folder."""
+    return bool(path) and "/" not in path and ":" not in path and path not in (".", "..")
 
 
 def protocol_features(dt: DeltaTable) -> list[str]:
@@ -237,6 +245,76 @@ class TableScan:
             self.uri,
             self.version,
             files,
+            storage_options=self.storage_options,
+            features=(),
+            legacy=self.legacy,
+            uniform=self.uniform,
+        )
+
+    def followed(self) -> TableScan | None:
+        """The table's newest version, from this one: for a local table read directly,
+        the JSON commits after :attr:`version` replayed onto :attr:`files` (their adds
+        and removes), without reading the whole log again (delta-rs' incremental update
+        replays every commit since the last checkpoint: 20-80 ms at 10M rows, growing
+        with each commit until the next checkpoint).
+
+        ``self`` when no commit came. None where only a whole read can tell, and the
+        caller reads the table (:meth:`pixels.table.CatalogTable.scan`): a commit
+        changing the protocol or metadata (columns, description, features), deletion
+        vectors, data files named by absolute URIs or in folders, a remove of a file
+        this version does not hold, a commit that cannot be read, or commits already
+        cleaned from the log (a newer checkpoint than this version).
+        """
+        if self.version is None or not self.direct or not is_local(self.uri):
+            return None
+        from pixels.storage import local_path
+
+        root = local_path(self.uri).rstrip("/")
+        log = os.path.join(root, "_delta_log")
+        files = dict.fromkeys(self.files)
+        version = self.version
+        try:
+            while True:
+                try:
+                    with open(os.path.join(log, f"{version + 1:020d}.json"), "rb") as fh:
+                        lines = fh.read().splitlines()
+                except FileNotFoundError:
+                    break
+                for line in lines:
+                    if not line.strip():
+                        continue
+                    action = json.loads(line)
+                    if not isinstance(action, dict) or "protocol" in action or "metaData" in action:
+                        return None
+                    for kind in ("add", "remove"):
+                        act = action.get(kind)
+                        if act is None:
+                            continue
+                        path = act["path"]
+                        if act.get("deletionVector") is not None or not _plain_name(path):
+                            return None
+                        uri = f"{root}/{unquote(path)}"
+                        if kind == "add":
+                            files[uri] = None
+                        elif uri in files:
+                            del files[uri]
+                        else:
+                            return None
+                version += 1
+            if version == self.version:
+                # (no next commit: unless the log was cleaned past this version)
+                with open(os.path.join(log, "_last_checkpoint"), "rb") as fh:
+                    if int(json.loads(fh.read())["version"]) > version:
+                        return None
+                return self
+        except FileNotFoundError:
+            return self  # (no checkpoint: nothing was cleaned)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None
+        return TableScan(
+            self.uri,
+            version,
+            list(files),
             storage_options=self.storage_options,
             features=(),
             legacy=self.legacy,

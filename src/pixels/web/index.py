@@ -308,7 +308,7 @@ class TableIndex:
         try:
             self._checked = time.monotonic()
             self._drop_merged()
-            scan = self.table.scan()  # version and files read together
+            scan = self._next_scan()  # version and files read together
             if self._snap is None or self._snap.version != scan.version:
                 merged = not self._overlay_update(scan)
                 if merged:
@@ -325,6 +325,17 @@ class TableIndex:
             return self._snap
         finally:
             self._lock.release()
+
+    def _next_scan(self) -> TableScan:
+        """The table's current version: the commits after the indexed one replayed onto
+        its files where they can be (:meth:`~pixels.scan.TableScan.followed`), else the
+        table read."""
+        scan, snap = self._scan, self._snap
+        if scan is not None and snap is not None and scan.version == snap.version:
+            followed = scan.followed()
+            if followed is not None:
+                return followed
+        return self.table.scan()
 
     # ------------------------------------------------------------------ overlay
     def _overlay_update(self, scan: TableScan) -> bool:
