@@ -190,7 +190,8 @@ class DeidResult:
     actions : dict of str to int
         How many elements each action touched: ``removed``, ``emptied``, ``dummy``,
         ``uid``, ``pseudonym``, ``shifted``, ``kept_private``, ``blacked_out``,
-        ``overlay_bits_cleared``, ``pixel_bytes_dropped``, ``stream_segments_removed``.
+        ``overlay_bits_cleared``, ``pixel_bytes_dropped``, ``stream_segments_removed``,
+        ``stream_bytes_dropped`` (after a compressed frame's end of codestream).
     """
 
     path: str
@@ -584,7 +585,7 @@ def deidentify_dataset(
     walk = _Walk(key, opts, path, _patient_identity(ds))
     overlays = clear_embedded_overlays(ds, ts, path=path)  # before the 60xx groups go
     trailing = trim_native_pixel_data(ds, ts)
-    segments = strip_stream_metadata(ds, ts, path=path)
+    segments, after_end = strip_stream_metadata(ds, ts, path=path)
     sop_class = str(
         ds.get("SOPClassUID", "")
         or getattr(ds.get("file_meta"), "MediaStorageSOPClassUID", "")
@@ -597,6 +598,8 @@ def deidentify_dataset(
         walk.counts["pixel_bytes_dropped"] += trailing
     if segments:
         walk.counts["stream_segments_removed"] += segments
+    if after_end:
+        walk.counts["stream_bytes_dropped"] += after_end
     if "SOPInstanceUID" not in ds or not str(ds.SOPInstanceUID or ""):
         raise DeidError(
             "(0008,0018) SOP Instance UID is missing: no name for the output", path or None
