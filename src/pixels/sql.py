@@ -203,7 +203,11 @@ def point_values(
 def select_tree(sql: str, con: Any) -> dict[str, Any] | None:
     """``sql`` parsed by DuckDB (``json_serialize_sql``) when it is one ``SELECT``, else None."""
     try:
-        tree = json.loads(con.execute("SELECT json_serialize_sql(?)", [sql]).fetchall()[0][0])
+        # named: DuckDB names an unnamed call by printing it, which builds its keyword
+        # table on first use (~4 ms of a process's first query)
+        tree = json.loads(
+            con.execute("SELECT json_serialize_sql(?) AS tree", [sql]).fetchall()[0][0]
+        )
     except (duckdb_module().Error, ValueError, IndexError, TypeError):
         return None
     statements = tree.get("statements") if isinstance(tree, dict) else None
