@@ -22,7 +22,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pixels.deltalog import parquet_source, read_log
-from pixels.errors import QueryError, TableError
 from pixels.schema_names import COLUMN_NAMES, DESCRIPTION, VIEW_NAME
 from pixels.storage import delta_options, is_local, local_path
 
@@ -33,8 +32,8 @@ if TYPE_CHECKING:
 
     from pixels.scan import TableScan
 
-# duckdb, pyarrow, deltalake and pixels.scan are imported where used: ``pixels sql``
-# reading a plain local log (:func:`connect_from_log`) needs none of them
+# duckdb, pyarrow, deltalake, pixels.scan and pixels.errors are imported where used:
+# ``pixels sql`` reading a plain local log (:func:`connect_from_log`) needs none of them
 
 __all__ = ["TableReader", "connect", "connect_from_log", "duckdb_module", "point_values", "query"]
 
@@ -87,6 +86,8 @@ class TableReader:
         """The Delta table, loaded once (the version :meth:`scan` read)."""
         from deltalake import DeltaTable
         from deltalake.exceptions import TableNotFoundError
+
+        from pixels.errors import TableError
 
         if self._dt is None:
             if is_local(self.uri) and os.path.isfile(local_path(self.uri)):
@@ -380,6 +381,8 @@ def query(table: Readable, sql: str, params: list[Any] | None = None) -> pa.Tabl
         With DuckDB's own message when the query is invalid.
     """
     import pyarrow as pa
+
+    from pixels.errors import QueryError
 
     con = connect(table, sql=sql, params=params)
     try:

@@ -17,7 +17,6 @@ first, before click is imported, where it can answer as the command does.
 from __future__ import annotations
 
 import functools
-import importlib
 import sys
 from typing import Any
 
@@ -58,6 +57,8 @@ def group() -> Any:
         def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
             if cmd_name not in self.commands and cmd_name in COMMANDS:
                 module, attr = COMMANDS[cmd_name]
+                import importlib  # here: not on the ``pixels sql`` fast path
+
                 command: Any = getattr(importlib.import_module(f"pixels.cli.{module}"), attr)
                 self.add_command(command, cmd_name)
             return self.commands.get(cmd_name)
