@@ -71,6 +71,16 @@ def _split(values: tuple[str, ...]) -> list[str]:
     help="JSON rules of rectangles to black out, by rows/columns or manufacturer/model; "
     "files with possible burned-in text are written only when a rule matches.",
 )
+@click.option(
+    "--burned-in-suspects",
+    type=click.Choice(["conservative", "narrow"]),
+    default="conservative",
+    show_default=True,
+    help="Images not written (unless a --blackout rule covers them) when Burned In "
+    "Annotation (0028,0301) does not say NO: conservative = CR, DX, MG, IO, PX, XA, RF, US, "
+    "SC, OT and visible light (photographs, endoscopy, microscopy, documents); narrow = US, "
+    "SC, OT, XC, ES only (the earlier default). A YES is suspect whatever the modality.",
+)
 @click.option("--out-table", default=None, help="Catalog of the output [default: OUT/.catalog].")
 @click.option(
     "--audit", default=None, help="Audit Delta table [default: KEY_FILE.audit; CSV beside it]."
@@ -86,6 +96,7 @@ def deid_cmd(
     profile_options: tuple[str, ...],
     keep_descriptor: tuple[str, ...],
     blackout_file: str | None,
+    burned_in_suspects: str,
     out_table: str | None,
     audit: str | None,
     no_catalog: bool,
@@ -114,7 +125,10 @@ def deid_cmd(
         require_table(table, storage)
         rules = load_rules(blackout_file) if blackout_file else ()
         options = DeidOptions.of(
-            *opts, keep_descriptors=tuple(_split(keep_descriptor)), blackout=rules
+            *opts,
+            keep_descriptors=tuple(_split(keep_descriptor)),
+            blackout=rules,
+            burned_in_suspects=burned_in_suspects,
         )
 
         def show(st: DeidStats) -> None:

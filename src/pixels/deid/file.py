@@ -38,6 +38,7 @@ from pixels.deid.dates import shift_da, shift_dt
 from pixels.deid.keys import DeidKey
 from pixels.deid.pixelclean import (
     PIXEL_KEYWORDS,
+    SUSPECT_SETS,
     BlackoutRule,
     black_out,
     burned_in_reason,
@@ -132,17 +133,28 @@ class DeidOptions:
     blackout : tuple of BlackoutRule
         Rectangles to black out; a file with possible burned-in text is written only when a
         rule matches it.
+    burned_in_suspects : str
+        Which images are suspect of burned-in text when Burned In Annotation does not say NO:
+        ``"conservative"`` (default: projection radiography, fluoroscopy, angiography,
+        ultrasound, secondary capture, visible light) or ``"narrow"`` (ultrasound and
+        secondary capture only, the earlier default); see :mod:`pixels.deid.pixelclean`.
     """
 
     options: frozenset[Option] = frozenset()
     keep_descriptors: frozenset[str] = frozenset()
     blackout: tuple[BlackoutRule, ...] = ()
+    burned_in_suspects: str = "conservative"
 
     def __post_init__(self) -> None:
         if {Option.RETAIN_DATES, Option.RETAIN_FULL_DATES} <= self.options:
             raise ValueError(
                 "de-identification options retain-dates and retain-full-dates exclude each "
                 "other: dates are either shifted or kept"
+            )
+        if self.burned_in_suspects not in SUSPECT_SETS:
+            raise ValueError(
+                f"unknown burned-in suspect set {self.burned_in_suspects!r}; valid: "
+                + ", ".join(SUSPECT_SETS)
             )
 
     @classmethod
@@ -151,10 +163,11 @@ class DeidOptions:
         *options: Option | str,
         keep_descriptors: tuple[str, ...] | frozenset[str] = (),
         blackout: tuple[BlackoutRule, ...] = (),
+        burned_in_suspects: str = "conservative",
     ) -> DeidOptions:
         """``DeidOptions.of("retain-dates", Option.RETAIN_DEVICE_IDENTITY)``."""
         opts = frozenset(o if isinstance(o, Option) else Option.parse(o) for o in options)
-        return cls(opts, frozenset(keep_descriptors), tuple(blackout))
+        return cls(opts, frozenset(keep_descriptors), tuple(blackout), burned_in_suspects)
 
     def describe(self) -> str:
         """A stable text of the options (in the audit, in DeidentificationMethod)."""
@@ -166,6 +179,8 @@ class DeidOptions:
             names.append(
                 f"blackout-rules={len(self.blackout)}:{hashlib.sha256(text).hexdigest()[:12]}"
             )
+        if self.burned_in_suspects != "conservative":  # the default says nothing (older audits)
+            names.append(f"burned-in-suspects={self.burned_in_suspects}")
         return ";".join(names) or "basic"
 
 
@@ -579,7 +594,7 @@ def deidentify_dataset(
     opts = options or DeidOptions()
     ts = _input_syntax(ds)
     rule = matching_rule(ds, opts.blackout)
-    reason = burned_in_reason(ds)
+    reason = burned_in_reason(ds, opts.burned_in_suspects)
     if reason and rule is None:
         return ds, DeidResult(path, "skipped", reason=f"possible burned-in text: {reason}")
     walk = _Walk(key, opts, path, _patient_identity(ds))

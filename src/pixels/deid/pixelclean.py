@@ -4,9 +4,23 @@ A file with pixels (Pixel Data, Float Pixel Data or Double Float Pixel Data) is
 **suspect** (:func:`burned_in_reason`) when a Burned In Annotation (0028,0301) anywhere in
 it (functional groups included) is ``YES``, when its Recognizable Visual Features
 (0028,0302) or Specimen Label in Image (0048,0010: a slide's label, which carries the
-patient's name or number) is ``YES``, or when it does not say ``NO`` and its modality (US,
-SC, OT, XC, ES) or SOP class (ultrasound, secondary capture) commonly carries text in its
-pixels. Suspect files are not written unless a :class:`BlackoutRule` matches them.
+patient's name or number) is ``YES``, or when it does not say ``NO`` and its modality or
+SOP class commonly carries text in its pixels. Suspect files are not written unless a
+:class:`BlackoutRule` matches them.
+
+Which modalities and SOP classes are suspect when Burned In Annotation is absent (or empty,
+or neither YES nor NO): by default (``conservative``, :data:`SUSPECT_MODALITIES`,
+:data:`SUSPECT_SOP_CLASSES`) every projection radiograph, fluoroscopy and angiography
+(CR, DX, MG, IO, PX, XA, RF: technologists' initials, the patient's name on older
+consoles, dose and laterality text), ultrasound, secondary capture and every visible-light
+photograph or video (XC, ES, GM, OP, DOC...); these are the images de-identification
+services (TCIA's, CTP's pixel anonymizer scripts) look at by hand or black out by device.
+The standard makes Burned In Annotation Type 1 in the DX, mammography, intra-oral, US and
+visible-light IODs, so a conformant file of those says NO when it has no text; one that does
+not say is not to be trusted. ``narrow`` (:data:`NARROW_SUSPECT_MODALITIES`,
+:data:`NARROW_SUSPECT_SOP_CLASSES`; ``pixels deid --burned-in-suspects narrow``) is the
+earlier behaviour: US, SC, OT, XC, ES and the ultrasound and secondary capture classes only.
+Cross-sectional images (CT, MR, PT, NM...) are not suspect without a YES.
 
 A rule matches by image size (Rows, Columns) or by device (Manufacturer, Manufacturer's
 Model Name) and lists rectangles ``(x, y, width, height)`` in pixels (x: column, y: row,
@@ -34,8 +48,11 @@ from pixels.dicom.decode import PixelInfo, decode_frame
 from pixels.errors import DecodeError, DeidError
 
 __all__ = [
+    "NARROW_SUSPECT_MODALITIES",
+    "NARROW_SUSPECT_SOP_CLASSES",
     "PIXEL_KEYWORDS",
     "SUSPECT_MODALITIES",
+    "SUSPECT_SETS",
     "SUSPECT_SOP_CLASSES",
     "BlackoutRule",
     "black_out",
@@ -46,11 +63,11 @@ __all__ = [
     "trim_native_pixel_data",
 ]
 
-#: Modalities whose images commonly carry burned-in text.
-SUSPECT_MODALITIES = frozenset({"US", "SC", "OT", "XC", "ES"})
+#: Modalities whose images commonly carry burned-in text, ``narrow`` set (the earlier default).
+NARROW_SUSPECT_MODALITIES = frozenset({"US", "SC", "OT", "XC", "ES"})
 
-#: SOP classes whose images commonly carry burned-in text: ultrasound, secondary capture.
-SUSPECT_SOP_CLASSES = {
+#: SOP classes suspect in the ``narrow`` set: ultrasound, secondary capture.
+NARROW_SUSPECT_SOP_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.6.1": "Ultrasound Image",
     "1.2.840.10008.5.1.4.1.1.6.2": "Enhanced US Volume",
     "1.2.840.10008.5.1.4.1.1.3.1": "Ultrasound Multi-frame Image",
@@ -59,6 +76,44 @@ SUSPECT_SOP_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.7.2": "Multi-frame Grayscale Byte Secondary Capture Image",
     "1.2.840.10008.5.1.4.1.1.7.3": "Multi-frame Grayscale Word Secondary Capture Image",
     "1.2.840.10008.5.1.4.1.1.7.4": "Multi-frame True Color Secondary Capture Image",
+}
+
+#: Modalities suspect by default (``conservative``): the narrow set, projection radiography,
+#: fluoroscopy and angiography, and visible light (photographs, endoscopy, microscopy,
+#: ophthalmic photography, scanned documents).
+SUSPECT_MODALITIES = NARROW_SUSPECT_MODALITIES | frozenset(
+    {"CR", "DX", "MG", "IO", "PX", "XA", "RF", "DF", "DS", "GM", "OP", "DOC", "BMD"}
+)
+
+#: SOP classes suspect by default (``conservative``), whatever the Modality says.
+SUSPECT_SOP_CLASSES = {
+    **NARROW_SUSPECT_SOP_CLASSES,
+    "1.2.840.10008.5.1.4.1.1.1": "Computed Radiography Image",
+    "1.2.840.10008.5.1.4.1.1.1.1": "Digital X-Ray Image - For Presentation",
+    "1.2.840.10008.5.1.4.1.1.1.1.1": "Digital X-Ray Image - For Processing",
+    "1.2.840.10008.5.1.4.1.1.1.2": "Digital Mammography X-Ray Image - For Presentation",
+    "1.2.840.10008.5.1.4.1.1.1.2.1": "Digital Mammography X-Ray Image - For Processing",
+    "1.2.840.10008.5.1.4.1.1.1.3": "Digital Intra-Oral X-Ray Image - For Presentation",
+    "1.2.840.10008.5.1.4.1.1.1.3.1": "Digital Intra-Oral X-Ray Image - For Processing",
+    "1.2.840.10008.5.1.4.1.1.12.1": "X-Ray Angiographic Image",
+    "1.2.840.10008.5.1.4.1.1.12.1.1": "Enhanced XA Image",
+    "1.2.840.10008.5.1.4.1.1.12.2": "X-Ray Radiofluoroscopic Image",
+    "1.2.840.10008.5.1.4.1.1.12.2.1": "Enhanced XRF Image",
+    "1.2.840.10008.5.1.4.1.1.77.1.1": "VL Endoscopic Image",
+    "1.2.840.10008.5.1.4.1.1.77.1.1.1": "Video Endoscopic Image",
+    "1.2.840.10008.5.1.4.1.1.77.1.2": "VL Microscopic Image",
+    "1.2.840.10008.5.1.4.1.1.77.1.2.1": "Video Microscopic Image",
+    "1.2.840.10008.5.1.4.1.1.77.1.3": "VL Slide-Coordinates Microscopic Image",
+    "1.2.840.10008.5.1.4.1.1.77.1.4": "VL Photographic Image",
+    "1.2.840.10008.5.1.4.1.1.77.1.4.1": "Video Photographic Image",
+    "1.2.840.10008.5.1.4.1.1.77.1.5.1": "Ophthalmic Photography 8 Bit Image",
+    "1.2.840.10008.5.1.4.1.1.77.1.5.2": "Ophthalmic Photography 16 Bit Image",
+}
+
+#: The sets by name (``pixels deid --burned-in-suspects``).
+SUSPECT_SETS = {
+    "conservative": (SUSPECT_MODALITIES, SUSPECT_SOP_CLASSES),
+    "narrow": (NARROW_SUSPECT_MODALITIES, NARROW_SUSPECT_SOP_CLASSES),
 }
 
 _KEEP_NATIVE = {codecs.IMPLICIT_LE, codecs.EXPLICIT_LE, codecs.DEFLATED_LE}
@@ -148,11 +203,19 @@ def matching_rule(ds: Any, rules: Iterable[BlackoutRule]) -> BlackoutRule | None
     return next((r for r in rules if r.matches(ds)), None)
 
 
-def burned_in_reason(ds: Any) -> str | None:
+def burned_in_reason(ds: Any, suspects: str = "conservative") -> str | None:
     """Why the pixels of ``ds`` may hold burned-in text, or None.
 
-    None when there is no Pixel Data, or Burned In Annotation is ``NO``.
+    None when there is no Pixel Data, or Burned In Annotation is ``NO`` (and nothing else
+    says YES), or the image's modality and SOP class are not in the ``suspects`` set
+    (``"conservative"``, the default, or ``"narrow"``: :data:`SUSPECT_SETS`).
     """
+    try:
+        modalities, classes = SUSPECT_SETS[suspects]
+    except KeyError:
+        raise ValueError(
+            f"unknown burned-in suspect set {suspects!r}; valid: {', '.join(SUSPECT_SETS)}"
+        ) from None
     if not any(kw in ds for kw in PIXEL_KEYWORDS):
         return None
     flag = str(ds.get("BurnedInAnnotation", "") or "").strip().upper()
@@ -170,12 +233,14 @@ def burned_in_reason(ds: Any) -> str | None:
     if flag == "NO":
         return None
     modality = str(ds.get("Modality", "") or "").strip().upper()
-    if modality in SUSPECT_MODALITIES:
+    if modality in modalities:
         return f"modality {modality} commonly has burned-in text and Burned In Annotation is not NO"
-    sop = str(ds.get("SOPClassUID", "") or "")
-    if sop in SUSPECT_SOP_CLASSES:
+    meta = ds.get("file_meta") if hasattr(ds, "file_meta") else None
+    sop = str(ds.get("SOPClassUID", "") or getattr(meta, "MediaStorageSOPClassUID", "") or "")
+    sop = sop.strip().rstrip("\x00")
+    if sop in classes:
         return (
-            f"SOP class {SUSPECT_SOP_CLASSES[sop]} commonly has burned-in text and "
+            f"SOP class {classes[sop]} commonly has burned-in text and "
             "Burned In Annotation is not NO"
         )
     return None
