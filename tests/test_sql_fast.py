@@ -447,3 +447,30 @@ def test_the_console_script_leaves_after_its_whole_answer(
         assert (done.returncode, done.stdout, done.stderr) == (0, b"", b"")
         assert _slow([*argv, "-O", str(slow_file)])[0] == 0
         assert fast_file.read_bytes() == slow_file.read_bytes()
+
+
+def test_a_v2_checkpoint_is_left_to_delta_rs(table: dict[str, Any], tmp_path: Path) -> None:
+    """A checkpoint holding a ``checkpointMetadata`` action (a V2 checkpoint under the
+    classic name) is declined; the same column holding none reads as before."""
+    con = _duckdb.connect()
+    before = read_log(table["table"], con)
+    assert before is not None
+    for action in ("{'version': 1, 'tags': NULL::MAP(VARCHAR, VARCHAR)}", "NULL"):
+        copy = tmp_path / ("v2" if action != "NULL" else "none")
+        shutil.copytree(table["table"], copy)
+        (checkpoint,) = (copy / "_delta_log").glob("*.checkpoint.parquet")
+        rewritten = tmp_path / "checkpoint.parquet"
+        select = (
+            f"SELECT *, CASE WHEN protocol IS NOT NULL THEN {action} END AS checkpointMetadata "
+            "FROM read_parquet(?)"
+        )
+        con.execute(f"COPY ({select}) TO '{rewritten}' (FORMAT parquet)", [str(checkpoint)])
+        shutil.move(rewritten, checkpoint)
+        snap = read_log(str(copy), con)
+        if action == "NULL":
+            assert snap is not None
+            assert [f[len(str(copy)) :] for f in snap.files] == [
+                f[len(table["table"]) :] for f in before.files
+            ]
+        else:
+            assert snap is None

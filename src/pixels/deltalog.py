@@ -201,19 +201,25 @@ _USUAL = {
     "metaData": frozenset({"schemaString", "description", "configuration", "partitionColumns"}),
     "sidecar": frozenset(),
 }
+#: The other top-level columns of delta-rs' checkpoints: the usual query reads every
+#: column besides these too, so that a column it does not know (a V2 checkpoint's
+#: ``checkpointMetadata``) is seen without a DESCRIBE first.
+_USUAL_OTHERS = ("txn", "domainMetadata")
 
 
 def _ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _checkpoint_sql(have: Mapping[str, frozenset[str]]) -> str:
+def _checkpoint_sql(have: Mapping[str, frozenset[str]], rest: Sequence[str] = ()) -> str:
     """The query of a checkpoint's actions, one row each, reading the columns ``have``
     (top-level column -> its struct fields) names; NULL (or false) for the rest.
 
     Its columns: add path, stats, stats_parsed set, deletion vector set; remove path,
     deletion vector set; protocol set, minReaderVersion, readerFeatures; metaData set,
-    schemaString, description, configuration, partitionColumns; a V2 action set.
+    schemaString, description, configuration, partitionColumns; a V2 action set; then,
+    with ``rest`` (the top-level columns known not to matter), every column but those
+    and ``have``'s.
     """
 
     def field(col: str, name: str, test: bool = False) -> str:
@@ -246,6 +252,8 @@ def _checkpoint_sql(have: Mapping[str, frozenset[str]]) -> str:
     # each named: DuckDB names an unnamed expression by printing it, which builds its
     # keyword table on first use (~4 ms)
     named = [f"{c} AS c{i}" for i, c in enumerate(columns)]
+    if rest:
+        named.append("* EXCLUDE (" + ", ".join(map(_ident, [*have, *rest])) + ")")
     return "SELECT " + ", ".join(named) + " FROM read_parquet(?)"
 
 
@@ -298,13 +306,25 @@ def _struct_fields(duck_type: str) -> frozenset[str] | None:
     return frozenset(names)
 
 
+#: The columns of :func:`_checkpoint_sql` (without its ``rest``).
+_CHECKPOINT_COLUMNS = 15
+
+
 def _checkpoint_rows(path: str, con: Any) -> list[tuple[Any, ...]]:
     """The actions of the checkpoint at ``path`` (:func:`_checkpoint_sql`'s columns)."""
     try:  # the columns delta-rs writes: one query
-        return list(con.execute(_checkpoint_sql(_USUAL), [path]).fetchall())
+        cursor = con.execute(_checkpoint_sql(_USUAL, _USUAL_OTHERS), [path])
+        others = [str(d[0]) for d in cursor.description][_CHECKPOINT_COLUMNS:]
+        rows = cursor.fetchall()
     except Exception as e:
         if not _is_duckdb_error(e):
             raise
+    else:
+        if "checkpointMetadata" in others:
+            at = _CHECKPOINT_COLUMNS + others.index("checkpointMetadata")
+            if any(row[at] is not None for row in rows):
+                raise _UnhandledError("a V2 checkpoint")
+        return [row[:_CHECKPOINT_COLUMNS] for row in rows] if others else list(rows)
     # another writer's (Spark's, an older delta-rs'): read by what the file has
     have: dict[str, frozenset[str]] = {}
     for name, duck_type, *_ in con.execute(
