@@ -25,6 +25,7 @@ _OPTION_NAMES = [
     "retain-device-identity",
     "retain-safe-private",
     "clean-descriptors",
+    "clean-structured-content",
 ]
 
 
@@ -49,9 +50,12 @@ def _split(values: tuple[str, ...]) -> list[str]:
     metavar="NAME[,NAME]",
     help="Profile options (repeatable or comma-separated): "
     + ", ".join(_OPTION_NAMES)
-    + ". Not offered: Clean Graphics, Clean Structured Content, Clean Recognizable Visual "
-    "Features (their attributes get the Basic Profile action: curves and overlays removed, "
-    "Content Sequence kept with every free text replaced by a dummy). Descriptors Table "
+    + ". Not offered: Clean Graphics, Clean Recognizable Visual Features (their attributes "
+    "get the Basic Profile action: curves and overlays removed, Graphic Annotation Sequence "
+    "kept with its text replaced by a dummy). clean-structured-content keeps SR content trees "
+    "(and acquisition context, specimen preparation) with dates shifted, names given "
+    "pseudonyms, UIDs replaced and free text replaced by a dummy; without it Content Sequence "
+    "is kept with every date, name and free text replaced by a dummy. Descriptors Table "
     "E.1-1 does not list (Segment Label and Description, Document Title, Content Label and "
     "Description...) are kept unless clean-descriptors is on, as the Basic Profile keeps "
     "them (pixels.deid.profile.UNLISTED_DESCRIPTORS).",
@@ -109,8 +113,8 @@ def deid_cmd(
     UIDs, patient pseudonyms and date offsets come from the key, so a re-run, or another
     catalog de-identified with the same key, maps every value the same way. Files that may
     show burned-in text are reported, not written, unless --blackout covers them.
-    The Clean Graphics, Clean Structured Content and Clean Recognizable Visual Features
-    options are not offered (see --options).
+    The Clean Graphics and Clean Recognizable Visual Features options are not offered
+    (see --options).
     """
     from pixels.deid import DeidOptions, Option, load_rules
     from pixels.deid.run import DeidStats, deidentify_table

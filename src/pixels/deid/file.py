@@ -94,6 +94,10 @@ _CODE_KEYWORDS = frozenset(
         "MappingResourceName",
     }
 )
+#: The sequences Clean Structured Content keeps (``C`` in its column): items cleaned in place.
+_STRUCTURED_SEQUENCES = frozenset(
+    {"ContentSequence", "AcquisitionContextSequence", "SpecimenPreparationSequence"}
+)
 #: ...except under these sequences, whose codes identify a person.
 _IDENTITY_CODE_SEQUENCES = frozenset({"PersonIdentificationCodeSequence"})
 #: URLs and URIs that name a code system, not a place: kept (every other one is removed,
@@ -324,10 +328,15 @@ class _Walk:
             elem.value = self.key.patient_name(self.patient) if depth == 0 else ""
             self.counts["pseudonym" if depth == 0 else "emptied"] += 1
             return
-        if rule is not None:
+        structured = self._structured(elem) if dummy == "structured" and not is_sq else None
+        if structured is not None:
+            act = structured  # a content item's date, time or name: cleaned, not a dummy
+        elif rule is not None:
             chosen = rule.action(self.on)
             act = resolve(chosen, is_sq)
-            if act == "C":
+            if act == "C" and is_sq and rule.keyword in _STRUCTURED_SEQUENCES:
+                act, dummy = "K", "structured"  # Clean Structured Content: keep the tree
+            elif act == "C":
                 act = self._clean_action(elem, rule.keyword, resolve(cleaned_action(rule), is_sq))
             if is_sq and chosen == "D":  # a dummy sequence: its items' text becomes dummies
                 dummy = "all" if rule.keyword in _IDENTITY_CODE_SEQUENCES else dummy or "text"
@@ -340,6 +349,21 @@ class _Walk:
         else:
             act = self._default(elem)
         self._apply(ds, elem, act, depth, dummy)
+
+    def _structured(self, elem: Any) -> str | None:
+        """The action on a value inside cleaned structured content, or None for the usual one.
+
+        Dates are shifted (kept with full dates), times kept (whole-day offsets), names given
+        the key's pseudonym; the rest (TEXT a dummy, UIDREF replaced, codes and numbers kept)
+        is what the walk does anyway in a plain-D sequence.
+        """
+        if elem.VR in ("DA", "DT"):
+            return "K" if Option.RETAIN_FULL_DATES in self.on else "C"
+        if elem.VR == "TM":
+            return "K"
+        if elem.VR == "PN":
+            return "P"
+        return None
 
     def _clean_action(self, elem: Any, keyword: str, basic: str) -> str:
         if elem.VR in ("DA", "DT"):
@@ -392,6 +416,16 @@ class _Walk:
         elif act == "U":
             elem.value = self._uid(elem.value)
             self.counts["uid"] += 1
+        elif act == "P":  # another person's name in structured content: the key's pseudonym
+            value = elem.value
+            multi = isinstance(value, list | tuple) or type(value).__name__ == "MultiValue"
+            names = [str(v) for v in (value if multi else [value]) if str(v or "").strip()]
+            elem.value = (
+                [self.key.person_name(v) for v in names]
+                if multi
+                else (self.key.person_name(names[0]) if names else "")
+            )
+            self.counts["pseudonym"] += 1
         elif act == "C":
             try:
                 elem.value = self._shift(elem)
@@ -573,6 +607,10 @@ def _method(ds: Any, opts: DeidOptions, pixels_cleaned: bool) -> None:
     ds.LongitudinalTemporalInformationModified = (
         "MODIFIED"
         if Option.RETAIN_DATES in opts.options
+        or (
+            Option.CLEAN_STRUCTURED_CONTENT in opts.options
+            and Option.RETAIN_FULL_DATES not in opts.options
+        )
         else "UNMODIFIED"
         if Option.RETAIN_FULL_DATES in opts.options
         else "REMOVED"

@@ -79,6 +79,11 @@ class DeidKey:
         """The pseudonymous Patient's Name, from the original Patient ID: one per patient."""
         return "ANON^" + self.token("patient-name", original_id, 10)
 
+    def person_name(self, original: str) -> str:
+        """A pseudonym for another person's name (an observer in an SR's content): the same
+        name (case and surrounding spaces aside) gets the same pseudonym in every file."""
+        return "ANON^" + self.token("person-name", original.strip().upper(), 10)
+
     def date_offset_days(self, original_id: str) -> int:
         """Days (negative) every date of the patient ``original_id`` is moved by."""
         n = int.from_bytes(self._mac("date-offset", original_id)[:8], "big")

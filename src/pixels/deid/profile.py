@@ -23,11 +23,20 @@ U     Retain UIDs Option                                      CID 7050 113110
 L     Retain Longitudinal Temporal Information Modified Dates CID 7050 113107
 F     Retain Longitudinal Temporal Information Full Dates     CID 7050 113106
 S     Clean Descriptors Option                                CID 7050 113105
+T     Clean Structured Content Option                         CID 7050 113104
 ====  ======================================================  ===============
 
-Not carried: the Clean Graphics (113103) and Clean Structured Content (113104) columns
-(not implemented: those attributes get their Basic Profile action), and the Retain Safe
-Private column (113111), which is the short list :data:`SAFE_PRIVATE`.
+Not carried: the Clean Graphics column (113103: not implemented, those attributes get their
+Basic Profile action), and the Retain Safe Private column (113111), which is the short list
+:data:`SAFE_PRIVATE`.
+
+Clean Structured Content (``C`` on Content Sequence, Acquisition Context Sequence and
+Specimen Preparation Sequence) keeps the content tree and cleans each item's value
+(:mod:`pixels.deid.file`): DATE / DATETIME values shifted by the patient's offset (kept with
+the full dates option), TIME kept (whole-day offsets), PNAME given a consistent pseudonym
+from the key, UIDREF replaced as every UID, TEXT (free text, which cannot be cleaned
+automatically) a dummy; codes and numbers kept. Without it, the Basic Profile's ``D`` keeps
+the tree with every date, name and text a dummy, and the other two sequences are emptied.
 
 Actions (PS3.15 E.1.1): ``D`` replace with a dummy value, ``Z`` replace with an empty (or
 dummy) value, ``X`` remove, ``K`` keep (sequences are still cleaned inside), ``C`` clean
@@ -125,6 +134,8 @@ class Option(StrEnum):
     """Keep the private elements of :data:`SAFE_PRIVATE` (and their creators); remove the rest."""
     CLEAN_DESCRIPTORS = "clean-descriptors"
     """Keep the descriptors (descriptions, comments, protocol names) the user names as clean."""
+    CLEAN_STRUCTURED_CONTENT = "clean-structured-content"
+    """Keep SR content trees with dates shifted, names pseudonymized, text replaced."""
 
     @classmethod
     def parse(cls, text: str) -> Option:
@@ -144,6 +155,7 @@ _LETTERS = {
     "L": Option.RETAIN_DATES,
     "F": Option.RETAIN_FULL_DATES,
     "S": Option.CLEAN_DESCRIPTORS,
+    "T": Option.CLEAN_STRUCTURED_CONTENT,
 }
 
 #: PS3.16 CID 7050 "De-identification Method" codes (scheme DCM) written into
@@ -151,6 +163,7 @@ _LETTERS = {
 DEID_METHOD_CODES: dict[str, tuple[str, str]] = {
     "basic": ("113100", "Basic Application Confidentiality Profile"),
     "clean-pixel-data": ("113101", "Clean Pixel Data Option"),
+    Option.CLEAN_STRUCTURED_CONTENT.value: ("113104", "Clean Structured Content Option"),
     Option.CLEAN_DESCRIPTORS.value: ("113105", "Clean Descriptors Option"),
     Option.RETAIN_DATES.value: (
         "113107",
@@ -201,7 +214,7 @@ SAFE_PRIVATE_TERMS: dict[tuple[str, int, int], frozenset[str]] = {
 TABLE = """
 0008,0050 AccessionNumber Z
 0018,4000 AcquisitionComments X S:C
-0040,0555 AcquisitionContextSequence X/Z
+0040,0555 AcquisitionContextSequence X/Z T:C
 0008,0022 AcquisitionDate X/Z L:C F:K
 0008,002A AcquisitionDateTime X/Z/D L:C F:K
 0018,1400 AcquisitionDeviceProcessingDescription X/D S:C
@@ -271,7 +284,7 @@ TABLE = """
 0070,0086 ContentCreatorIdentificationCodeSequence X
 0070,0084 ContentCreatorName Z/D
 0008,0023 ContentDate Z/D L:C F:K
-0040,A730 ContentSequence D
+0040,A730 ContentSequence D T:C
 0008,0033 ContentTime Z/D L:C F:K
 0008,0107 ContextGroupLocalVersion D L:C F:K
 0008,0106 ContextGroupVersion D L:C F:K
@@ -737,7 +750,7 @@ FFFA,FFFA DigitalSignaturesSequence X
 0040,050A SpecimenAccessionNumber X
 0040,0602 SpecimenDetailedDescription X S:C
 0040,0551 SpecimenIdentifier D
-0040,0610 SpecimenPreparationSequence Z
+0040,0610 SpecimenPreparationSequence Z T:C
 0040,0600 SpecimenShortDescription X S:C
 0040,0554 SpecimenUID U U:K
 0018,9516 StartAcquisitionDateTime X/D L:C F:K
