@@ -142,6 +142,12 @@ class TableIndex:
         self._version: int | None = None
         #: which SOP hashes the index may hold (updates look up only those)
         self.keys = SopKeys()
+        #: which series and study hashes it may hold (a commit of new series and
+        #: studies looks up no current rows of them: :meth:`Overlay.add`)
+        self.series_keys = SopKeys(
+            "SELECT seh FROM ix.series_sum UNION ALL SELECT seh FROM ix.ffirst"
+        )
+        self.study_keys = SopKeys("SELECT sk FROM ix.grp")
         self._stats: dict[str, int] = {}  # counts of the update in progress
         self._resume()
         self.reader = RowReader(self._uris)
@@ -255,7 +261,8 @@ class TableIndex:
         if any(u.startswith("delta-rs:") for u in self._fids):
             self.direct = False
         if self._fids:  # read while the first requests are answered; an update waits for it
-            self.keys.load(self.con, background=True)
+            for keys in (self.keys, self.series_keys, self.study_keys):
+                keys.load(self.con, background=True)
 
     def _saved_name(self, uri: str) -> str:
         """``uri`` as the saved index holds it: relative to the table (a copied table's
@@ -273,7 +280,8 @@ class TableIndex:
         if self._checkpointer is not None:
             self._checkpointer.join()  # a checkpoint in progress ends first
         with self._lock, self._merge_lock:
-            self.keys.ready()  # its read, if still running, ends first
+            for keys in (self.keys, self.series_keys, self.study_keys):
+                keys.ready()  # its read, if still running, ends first
             self.con.close()
 
     # ----------------------------------------------------------------- versions
@@ -370,7 +378,14 @@ class TableIndex:
             )
             try:  # (the first rows are parsed while the overlay looks up the current rows)
                 with self._ov_lock:
-                    held = self.overlay.add(cur, scan.version, fids[-1] + 1, self.keys, firsts)
+                    held = self.overlay.add(
+                        cur,
+                        scan.version,
+                        fids[-1] + 1,
+                        self.keys,
+                        firsts,
+                        known=(self.series_keys, self.study_keys),
+                    )
             finally:
                 firsts.result()  # (its thread ended; its error raised)
         finally:
@@ -625,6 +640,7 @@ class TableIndex:
                         keys=self.keys,
                         stats=stats,
                         root=self._dir,
+                        known=(self.series_keys, self.study_keys),
                     )
                 if removed:
                     gone = ", ".join(str(int(f)) for f in removed)  # ids made here

@@ -305,6 +305,7 @@ def apply(
     keys: SopKeys,
     stats: dict[str, Any] | None = None,
     root: str | None = None,
+    known: tuple[SopKeys, SopKeys] | None = None,
 ) -> int:
     """Drop the rows of the ``removed`` files, add those of the ``added`` ones, and
     recompute what depends on the SOP instances, series and studies they touch.
@@ -327,6 +328,7 @@ def apply(
     ``stats`` gets the number of SOP hashes looked up and of data files read.
     ``root``: the local table's folder, where its writer saved each data file's
     first rows (:mod:`pixels.table.firsts`); None: none saved (read from the files).
+    ``known``: the series and study hashes the index may hold, given the added rows'.
     Returns the number of rows added.
     """
     stats = {} if stats is None else stats
@@ -348,6 +350,9 @@ def apply(
         if added:
             new, firsts = _load(cur, scan, added, new_fids, uris, sidecars, reader, root)
         _update(cur, gone, new, firsts, removed=bool(removed), keys=keys, stats=stats)
+        if known is not None:
+            known[0].add(np.unique(new["seh"]))
+            known[1].add(np.unique(new["sk"]))
     finally:
         if firsts is not None:
             firsts.result()  # (its thread ended before the transaction does)

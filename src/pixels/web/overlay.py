@@ -163,6 +163,7 @@ class Overlay:
         next_fid: int,
         keys: SopKeys,
         firsts: _Firsts,
+        known: tuple[SopKeys, SopKeys] | None = None,
     ) -> bool:
         """Put version ``version``'s rows (the cursor's work table ``_rows``, as
         :func:`~pixels.web.index_tables.read_rows` made it; ``firsts``: their ``ffirst``
@@ -171,7 +172,9 @@ class Overlay:
 
         Returns False, changing nothing, when a row's SOP instance may be held already
         (by the index: ``keys``, or by the overlay), or the rows have no first rows:
-        the caller then merges.
+        the caller then merges. ``known``: the series and study hashes the index may
+        hold; where it surely holds none of the rows' and the overlay is empty, their
+        current rows are not looked up (there are none).
         """
         got = _keys(cur, "SELECT sh, seh, sk, fid FROM _rows")
         sh = got["sh"]
@@ -190,10 +193,12 @@ class Overlay:
         empty = not self.versions
         # the current rows (the index's, or the overlay's for the keys it holds) of the
         # touched studies' groups, the touched series and studies, the series' ffirst
-        self._current(cur, "grp", "sk", sk, "_cg", empty)
-        self._current(cur, "series_sum", "seh", seh, "_cs", empty)
-        self._current(cur, "study_sum", "sk", sk, "_cst", empty)
-        self._current(cur, "ffirst", "seh", seh, "_cf", empty)
+        new_series = empty and known is not None and not known[0].maybe_held(seh).any()
+        new_studies = empty and known is not None and not known[1].maybe_held(sk).any()
+        self._current(cur, "grp", "sk", sk, "_cg", empty, none=new_studies)
+        self._current(cur, "series_sum", "seh", seh, "_cs", empty, none=new_series)
+        self._current(cur, "study_sum", "sk", sk, "_cst", empty, none=new_studies)
+        self._current(cur, "ffirst", "seh", seh, "_cf", empty, none=new_series)
         ver = int(version)
         table = firsts.result()
         if table is None:
@@ -245,10 +250,16 @@ class Overlay:
         values: Any,
         name: str,
         empty: bool,
+        *,
+        none: bool = False,
     ) -> None:
         """Temporary table ``name``: the current rows of ``table`` whose ``key`` is one
         of ``values`` (the index's found by row id: :func:`~pixels.web.index_tables._rowids`,
-        less those the overlay holds; and the overlay's)."""
+        less those the overlay holds; and the overlay's). ``none``: there are none (the
+        overlay is empty and the index surely holds none of ``values``)."""
+        if none:
+            cur.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS FROM ix.{table} LIMIT 0")
+            return
         cond = _within(cur, key, f"_k{name}", values)
         rowids = _rowids(cur, f"ix.{table}", cond)
         by_rowid = f"rowid IN ({', '.join(map(str, rowids))})" if rowids else "false"

@@ -89,9 +89,13 @@ class _Sorted(NamedTuple):
 
 
 class SopKeys:
-    """A superset of the SOP hashes (``sh``) in the index's ``inst_all`` (see the module)."""
+    """A superset of the SOP hashes (``sh``) in the index's ``inst_all`` (see the module),
+    or of another hash column the query names (the index's series and study hashes:
+    :attr:`pixels.web.index.TableIndex.series_keys`, ``study_keys``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, query: str = "SELECT sh FROM ix.inst_all") -> None:
+        #: the query :meth:`load` reads the hashes with (its one column)
+        self._query = query
         self._base = _Sorted.of(_empty())
         self._delta = _empty()
         self._stale = 0
@@ -104,7 +108,8 @@ class SopKeys:
         self._swap = threading.Lock()
 
     def load(self, con: duckdb.DuckDBPyConnection, *, background: bool) -> None:
-        """Read every hash of ``ix.inst_all`` (in a thread of its own when ``background``).
+        """Read every hash the query gives (``ix.inst_all``'s SOP hashes by default; in
+        a thread of its own when ``background``).
 
         Callers must not commit to the index until :meth:`ready` returns (the update
         waits for it), so that the hashes read are all the committed ones.
@@ -115,8 +120,9 @@ class SopKeys:
 
         def run() -> None:
             try:
-                got = cur.execute("SELECT sh FROM ix.inst_all").fetchnumpy()["sh"]
-                base = _Sorted.of(np.sort(np.asarray(got, dtype=np.uint64)))
+                got = cur.execute(self._query).fetchnumpy()
+                column = np.asarray(next(iter(got.values())), dtype=np.uint64)
+                base = _Sorted.of(np.sort(column))
                 with self._swap:
                     self._base, self._delta = base, _empty()
                 self._stale = 0
@@ -155,9 +161,11 @@ class SopKeys:
         return out
 
     def add(self, hashes: Hashes) -> None:
-        """Hold ``hashes`` too (the rows of a commit)."""
+        """Hold ``hashes`` too (the rows of a commit; after a load in progress, which
+        would replace them)."""
         if not len(hashes):
             return
+        self._ready.wait()
         base, delta = self._base, np.sort(np.concatenate([self._delta, hashes.astype(np.uint64)]))
         if len(delta) > max(_DELTA_MIN, len(base.hashes) >> 4):
             merged = np.insert(base.hashes, np.searchsorted(base.hashes, delta), delta)
