@@ -10,8 +10,9 @@ instance with its key columns), never from the files:
   modalities and SOP classes;
 - each entity's first instance's ``meta`` (DICOM JSON, read from the table) is then
   matched against every key (:mod:`pixels.dimse.matching`: PS3.4 C.2.2.2) and gives
-  the values returned: the requested keys only, plus SpecificCharacterSet and
-  QueryRetrieveLevel.
+  the values returned: the requested keys only, plus QueryRetrieveLevel and the
+  SpecificCharacterSet they are written in (:mod:`pixels.dimse.charset`: the query's
+  when they fit it).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.valuerep import PersonName
 
+from pixels.dimse.charset import answer_charset, terms
 from pixels.dimse.matching import Key, is_universal, json_values, matches
 from pixels.dimse.summary import image_rows, patient_rows, series_rows, study_rows
 from pixels.web.index import QMETA_TAGS, Snapshot, TableIndex
@@ -385,17 +387,11 @@ def _answer(
             return None
         out.add(_element(tag, key.vr, element))
     out.QueryRetrieveLevel = query.level
-    texts = [str(e.value) for e in out if e.VR in _TEXT_VRS and e.value]
-    if any(not t.isascii() for t in texts):
-        out.SpecificCharacterSet = "ISO_IR 192"
-    else:
-        held = json_values(meta.get(_CHARSET))
-        if held:
-            out.SpecificCharacterSet = held if len(held) > 1 else held[0]
+    held = terms([str(v) for v in json_values(meta.get(_CHARSET))])
+    charset = answer_charset(out, terms(query.charset), held)
+    if charset or query.charset is not None:
+        out.SpecificCharacterSet = charset[0] if len(charset) == 1 else charset or ""
     return out
-
-
-_TEXT_VRS = frozenset({"PN", "LO", "SH", "LT", "ST", "UT", "UC", "CS", "AE"})
 
 
 def _empty(vr: str) -> Any:
