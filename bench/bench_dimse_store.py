@@ -5,7 +5,8 @@
 A multi-frame MR of about ``--mb`` MB is made from pydicom's emri_small.dcm (its
 ten 64x64 frames tiled to 512x512 and repeated, new UIDs) and sent by dcmtk's
 storescu, once to each receiver, each run in a process of its own: Pixels' SCP
-(``pixels dimse scp`` over a new catalog: stored, journaled, committed) and dcmtk's
+(``pixels dimse scp`` over a new catalog: received into a file as it arrives, stored,
+journaled, committed) and dcmtk's
 storescp (writes the file; the baseline). Reported: storescu's wall time and the
 receiver's peak resident memory above its resident memory before the store (Linux
 ``VmHWM`` - ``VmRSS``), both as ratios to the baseline's and per byte received.
@@ -110,7 +111,7 @@ def main() -> None:
     for name, r in (("storescp", base), ("pixels", pixels)):
         print(f"{name:9s} extra memory {r['extra_bytes'] / size:.2f} x the file")
     print(f"pixels / storescp: wall {pixels['wall_s'] / base['wall_s']:.2f}x, extra memory "
-          f"{pixels['extra_bytes'] / max(base['extra_bytes'], 1):.1f}x")  # fmt: skip
+          f"{pixels['extra_bytes'] / max(base['extra_bytes'], 1):.2f}x")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -191,6 +191,8 @@ def test_malformed_and_mismatched_data_sets_are_refused(
     stored = os.path.join(guarded.state.storage_root)
     names = [n for _, _, files in os.walk(stored) for n in files]
     assert not any(bad_sop in n or other_sop in n for n in names)
+    incoming = os.path.join(stored, ".incoming")  # the refused files were not left there
+    assert not os.path.isdir(incoming) or not os.listdir(incoming)
     # a good store on a new association still works; the catalog lost nothing
     res = dcmtk("storescu", "-aet", "GOOD", "-aec", "PIXELS", "--user", "alice", "--password",
                 "s3cret", "127.0.0.1", str(guarded.port), sample("mr"))  # fmt: skip

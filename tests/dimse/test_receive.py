@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import tempfile
 import time
 
+import numpy as np
 import pyarrow.compute as pc
 import pydicom
 import pytest
+from pydicom.uid import generate_uid
 
-from dimse.conftest import dcmtk, sample
+from dimse.conftest import DCMTK, dataset_bytes, dcmtk, sample
 from pixels import Catalog
 from pixels.dimse.config import ServerConfig
 from pixels.dimse.receive import JOURNAL_DIR, StoreSink
@@ -122,3 +126,75 @@ def test_a_query_right_after_a_store_finds_what_was_acknowledged(
         assert sops == {mr.SOPInstanceUID, twin.SOPInstanceUID}
     finally:
         server.stop()
+
+
+def _big_mr(path: str, frames: int) -> str:
+    """A multi-frame MR of ``frames`` 512x512 frames (pydicom's emri_small tiled), new UIDs."""
+    ds = pydicom.dcmread(sample("multiframe"))
+    tiled = np.tile(ds.pixel_array, (1, 8, 8))
+    ds.Rows, ds.Columns, ds.NumberOfFrames = 512, 512, frames
+    ds.PixelData = np.concatenate([tiled] * (frames // len(tiled) + 1))[:frames].tobytes()
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.save_as(path)
+    return str(ds.SOPInstanceUID)
+
+
+def test_a_c_store_is_received_into_a_file_and_a_cut_one_leaves_none(
+    tmp_path: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 32 MB multi-frame sent by storescu reaches the SCP as a file pynetdicom writes as
+    its fragments arrive (the data set was gathered in memory, then copied once more into
+    the PS3.10 bytes: bench_dimse_store.py); the stored file is the data set as sent under
+    Pixels' file meta group. storescu killed mid-transfer leaves no partial file behind
+    (pynetdicom deletes its file only after the handler ran), nothing stored or journaled."""
+    root = str(tmp_path)
+    received = os.path.join(root, "received")
+    os.makedirs(received)
+    monkeypatch.setattr(tempfile, "tempdir", received)  # where pynetdicom writes data sets
+    big = os.path.join(root, "big.dcm")
+    sop = _big_mr(big, 64)
+    catalog = os.path.join(root, "catalog")
+    Catalog(catalog).catalog(sample("ct"), workers=0)
+    # small PDUs: the transfer lasts long enough to be cut in the middle
+    config = ServerConfig(port=0, max_pdu=4096, timeout=10)
+    with DimseServer(catalog, config) as server:
+        incoming = os.path.join(server.state.storage_root, ".incoming")
+        peer = subprocess.Popen([f"{DCMTK}/storescu", "-aec", "PIXELS", "127.0.0.1",
+                                 str(server.port), big])  # fmt: skip
+        deadline = time.monotonic() + 30
+        partial: list[str] = []
+        while not partial:  # wait until the data set is being written to a file
+            assert peer.poll() is None, "storescu ended before its data set was cut"
+            assert time.monotonic() < deadline
+            partial = [os.path.join(received, n) for n in os.listdir(received)]
+            partial = [p for p in partial if os.path.getsize(p) > (1 << 20)]
+            time.sleep(0.005)
+        peer.kill()
+        peer.wait()
+        deadline = time.monotonic() + 20
+        while os.listdir(received):
+            assert time.monotonic() < deadline, os.listdir(received)
+            time.sleep(0.05)
+        journals = os.path.join(server.state.storage_root, JOURNAL_DIR)
+        assert not os.path.isdir(journals) or not os.listdir(journals)
+        assert sop not in _sops(catalog)
+        # sent whole: stored as sent, nothing left in either folder
+        res = dcmtk("storescu", "-aec", "PIXELS", "127.0.0.1", str(server.port), big,
+                    timeout=120)  # fmt: skip
+        assert res.returncode == 0, res.stderr
+        server.sink.settled()
+        assert sop in _sops(catalog)
+        assert os.listdir(received) == []
+        assert not os.path.isdir(incoming) or os.listdir(incoming) == []
+    stored = os.path.join(server.state.storage_root, *_uids(big), f"{sop}.dcm")
+    meta = pydicom.dcmread(stored, stop_before_pixels=True).file_meta
+    assert meta.SourceApplicationEntityTitle == "STORESCU"
+    assert meta.MediaStorageSOPInstanceUID == sop
+    assert meta.ImplementationVersionName == "PIXELS"
+    assert dataset_bytes(stored) == dataset_bytes(big)
+
+
+def _uids(path: str) -> tuple[str, str]:
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    return str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID)

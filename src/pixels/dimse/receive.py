@@ -3,8 +3,12 @@
 An instance received by C-STORE is made a DICOM file (PS3.10: preamble, a file meta
 group written for it, then the data set's bytes exactly as the peer sent them in
 the negotiated transfer syntax) and goes through the STOW-RS path
-(:func:`pixels.web.stow.store_file`: the same checks, the same place
-``{storage_root}/{Study}/{Series}/{SOP}.dcm``, the same catalog row). Before the
+(:func:`pixels.web.stow.store_path`: the same checks, the same place
+``{storage_root}/{Study}/{Series}/{SOP}.dcm``, the same catalog row). The data set is
+never held in memory whole: pynetdicom writes it to a file as its fragments arrive
+(:func:`chunked_receive`), it is copied from there (in the kernel) behind the file
+meta group into ``{storage_root}/.incoming`` (:func:`part10_file`) and that file is
+renamed into place. Before the
 success status is sent the file and its folder are ``fsync``-ed and its path is
 appended to a journal (``{storage_root}/.dimse/batch-*.paths``, ``fsync``-ed too).
 
@@ -24,21 +28,35 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
+import struct
+import tempfile
 import threading
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 from pydicom.dataset import FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID
+from pynetdicom import _config as pynetdicom_config
 
 from pixels.web.state import WebState
-from pixels.web.stow import committer_of, store_file
+from pixels.web.stow import committer_of, store_file, store_path
 
-__all__ = ["JOURNAL_DIR", "StoreSink", "Stored", "part10_bytes"]
+__all__ = [
+    "JOURNAL_DIR",
+    "StoreSink",
+    "Stored",
+    "chunked_receive",
+    "discard_partial",
+    "part10_bytes",
+    "part10_file",
+    "received_bytes",
+    "received_path",
+]
 
 LOG = logging.getLogger("pixels.dimse")
 
@@ -50,6 +68,100 @@ SUCCESS = 0x0000
 FAIL_OUT_OF_RESOURCES = 0xA700
 FAIL_DOES_NOT_MATCH = 0xA900
 FAIL_CANNOT_UNDERSTAND = 0xC000
+
+
+def chunked_receive() -> None:
+    """Have pynetdicom write each C-STORE data set received to a file as its fragments
+    arrive (``STORE_RECV_CHUNKED_DATASET``, a setting of the whole process) rather than
+    gather it in memory: the handlers of :mod:`pixels.dimse` read it from there
+    (:func:`received_path`, :func:`received_bytes`)."""
+    pynetdicom_config.STORE_RECV_CHUNKED_DATASET = True
+
+
+def received_path(request: Any) -> str | None:
+    """The file pynetdicom wrote a C-STORE request's data set to (PS3.10, its own file
+    meta group); None when it gathered it in memory (``request.DataSet``)."""
+    path = getattr(request, "_dataset_path", None)
+    return str(path) if isinstance(path, str | os.PathLike) else None
+
+
+def _dataset_offset(fh: BinaryIO, path: str) -> int:
+    """Where the data set starts in a PS3.10 file pynetdicom wrote (after its file meta
+    group, whose (0002,0000) group length it writes first)."""
+    fh.seek(128)
+    head = fh.read(16)
+    if len(head) != 16 or head[:12] != b"DICM\x02\x00\x00\x00UL\x04\x00":
+        raise ValueError(f"{path}: no file meta group length (0002,0000) after 'DICM'")
+    return 144 + int(struct.unpack("<I", head[12:])[0])
+
+
+def received_bytes(request: Any) -> bytes:
+    """A C-STORE request's data set as the peer sent it (from pynetdicom's file or its
+    buffer)."""
+    path = received_path(request)
+    if path is None:
+        return bytes(request.DataSet.getvalue())
+    with open(path, "rb") as fh:
+        fh.seek(_dataset_offset(fh, path))
+        return fh.read()
+
+
+def part10_file(
+    received: str,
+    folder: str,
+    sop_class: str,
+    sop_instance: str,
+    transfer_syntax: str,
+    source_ae: str = "",
+) -> str:
+    """A DICOM file made in ``folder`` (its path) of the data set pynetdicom wrote to
+    ``received``: the file meta group of :func:`part10_bytes`, then the data set's bytes
+    copied unchanged by the kernel (never read into memory)."""
+    head = part10_bytes(b"", sop_class, sop_instance, transfer_syntax, source_ae)
+    try:
+        fd, path = tempfile.mkstemp(dir=folder, suffix=".dcm")
+    except FileNotFoundError:
+        os.makedirs(folder, exist_ok=True)
+        fd, path = tempfile.mkstemp(dir=folder, suffix=".dcm")
+    try:
+        with open(received, "rb") as src, os.fdopen(fd, "wb") as out:
+            offset = _dataset_offset(src, received)
+            out.write(head)
+            out.flush()
+            size = os.fstat(src.fileno()).st_size
+            try:
+                while offset < size:
+                    sent = os.sendfile(out.fileno(), src.fileno(), offset, size - offset)
+                    if sent == 0:
+                        break
+                    offset += sent
+            except OSError:  # no sendfile between these files: a buffer at a time
+                src.seek(offset)
+                out.seek(len(head))
+                shutil.copyfileobj(src, out, 1 << 20)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise
+    return path
+
+
+def discard_partial(assoc: Any) -> None:
+    """Remove the file pynetdicom was writing a C-STORE data set to when the association
+    ends before the data set did (an abort, a dropped connection) or when the request is
+    answered without its handler: pynetdicom deletes it only after the handler ran."""
+    message = getattr(getattr(assoc, "dimse", None), "message", None)
+    handle = getattr(message, "_data_set_file", None)
+    if handle is not None:
+        discard_received(handle)
+
+
+def discard_received(handle: Any) -> None:
+    """Close and remove a temporary file pynetdicom received a data set into."""
+    with contextlib.suppress(OSError):
+        handle.close()
+    with contextlib.suppress(OSError):
+        os.unlink(handle.name)
 
 
 def part10_bytes(
@@ -126,6 +238,11 @@ class StoreSink:
         self._thread.start()
 
     # ------------------------------------------------------------------ store
+    @property
+    def incoming(self) -> str:
+        """The folder received files are made in before they are renamed into place."""
+        return os.path.join(self.state.storage_root, ".incoming")
+
     def store(self, data: bytes) -> Stored:
         """Check and store one PS3.10 file's bytes; durable (and journaled) when it
         returns a success."""
@@ -133,6 +250,20 @@ class StoreSink:
             outcome, row = store_file(self.state, data)
         except OSError as e:  # the disk, not the data set: out of resources
             return Stored(FAIL_OUT_OF_RESOURCES, f"not stored: {e}")
+        return self._stored(outcome, row)
+
+    def store_path(self, path: str) -> Stored:
+        """As :meth:`store`, for a PS3.10 file made under :attr:`incoming`: renamed into
+        place when stored, removed when not."""
+        try:
+            outcome, row = store_path(self.state, path)
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            return Stored(FAIL_OUT_OF_RESOURCES, f"not stored: {e}")
+        return self._stored(outcome, row)
+
+    def _stored(self, outcome: Any, row: dict[str, Any] | None) -> Stored:
         if outcome.failure is not None or row is None or outcome.path is None:
             status = FAIL_CANNOT_UNDERSTAND
             return Stored(status, outcome.reason or "not stored")

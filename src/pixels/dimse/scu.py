@@ -48,7 +48,7 @@ from pixels.dimse.contexts import (
     storage_contexts,
     takes_as_stored,
 )
-from pixels.dimse.receive import StoreSink, part10_bytes
+from pixels.dimse.receive import StoreSink, part10_bytes, received_bytes
 from pixels.errors import PixelsError
 
 __all__ = [
@@ -249,7 +249,7 @@ class Client:
         def handle(event: Any) -> int:
             req = event.request
             data = part10_bytes(
-                req.DataSet.getvalue(),
+                received_bytes(req),
                 str(req.AffectedSOPClassUID),
                 str(req.AffectedSOPInstanceUID),
                 str(event.context.transfer_syntax),

@@ -20,6 +20,7 @@ import contextlib
 import hmac
 import io
 import logging
+import os
 import struct
 import threading
 from collections.abc import Callable, Iterator
@@ -55,7 +56,12 @@ from pixels.dimse.receive import (
     FAIL_CANNOT_UNDERSTAND,
     FAIL_DOES_NOT_MATCH,
     StoreSink,
+    chunked_receive,
+    discard_partial,
+    discard_received,
     part10_bytes,
+    part10_file,
+    received_path,
 )
 from pixels.sources import open_file
 from pixels.sources.ref import FileRef
@@ -163,6 +169,9 @@ class _StoreClassCheck:
             wanted = str(context.abstract_syntax) if context is not None else ""
             sent = str(msg.AffectedSOPClassUID or "")
             if context is not None and sent != wanted:
+                handle = getattr(msg, "_dataset_file", None)
+                if handle is not None:  # pynetdicom removes it only after its handler
+                    discard_received(handle)
                 why = f"Affected SOP Class UID {sent[:64]!r} is not the context's {wanted}"
                 LOG.warning("DIMSE: C-STORE from %s refused (0xC000): %s", self._peer, why)
                 rsp = C_STORE()
@@ -244,6 +253,7 @@ class DimseServer:
     def start(self) -> DimseServer:
         """Catalog what a killed server left journaled, then listen (in threads)."""
         self.sink.recover()
+        chunked_receive()  # C-STORE data sets written to a file as they arrive
         ae = self._application_entity()
         handlers = [
             (evt.EVT_CONN_OPEN, self._on_open),
@@ -255,6 +265,7 @@ class DimseServer:
             (evt.EVT_C_MOVE, self._on_move),
             (evt.EVT_RELEASED, self._on_end),
             (evt.EVT_ABORTED, self._on_end),
+            (evt.EVT_CONN_CLOSE, self._on_close),
         ]
         self._server = ae.start_server(
             (self.config.host, self.config.port),
@@ -357,20 +368,38 @@ class DimseServer:
     def _on_end(self, event: Any) -> None:
         self.sink.flush_soon()
 
+    def _on_close(self, event: Any) -> None:
+        discard_partial(event.assoc)  # a data set cut off by an abort or a dropped peer
+
     # ---------------------------------------------------------------- C-STORE
     def _on_store(self, event: Any) -> Dataset:
         req = event.request
         calling = str(event.assoc.requestor.ae_title or "").strip()
         sop_class = str(req.AffectedSOPClassUID or "")
         sop = str(req.AffectedSOPInstanceUID or "")
+        syntax = str(event.context.transfer_syntax)
+        received = received_path(req)
+        made: str | None = None
         try:
-            stream = req.DataSet.getvalue()
-            data = part10_bytes(stream, sop_class, sop, str(event.context.transfer_syntax), calling)
+            if received is None:
+                data = part10_bytes(req.DataSet.getvalue(), sop_class, sop, syntax, calling)
+            else:  # written to a file as it arrived: the data set is never in memory whole
+                made = part10_file(received, self.sink.incoming, sop_class, sop, syntax, calling)
         except Exception as e:
             return self._store_failed(FAIL_CANNOT_UNDERSTAND, f"cannot encode: {e}", calling, sop)
         try:
+            return self._store_checked(made if made is not None else data, calling, sop_class, sop)
+        finally:
+            if made is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(made)  # refused before it was stored (renamed away if stored)
+
+    def _store_checked(self, made: str | bytes, calling: str, sop_class: str, sop: str) -> Dataset:
+        """Check a received file (its path, or its bytes) against the request and store it."""
+        try:
             with kept_warnings() as kept:  # pydicom's complaints: part of the reason, not logs
-                ds = dcmread(io.BytesIO(data), stop_before_pixels=True)
+                source = made if isinstance(made, str) else io.BytesIO(made)
+                ds = dcmread(source, stop_before_pixels=True)
                 held_class = str(ds.get("SOPClassUID", "") or "")
                 held_sop = str(ds.get("SOPInstanceUID", "") or "")
         except Exception as e:
@@ -396,7 +425,7 @@ class DimseServer:
                 calling,
                 sop,
             )
-        stored = self.sink.store(data)
+        stored = self.sink.store_path(made) if isinstance(made, str) else self.sink.store(made)
         if stored.status:
             return self._store_failed(stored.status, stored.reason, calling, sop)
         return status(0x0000)

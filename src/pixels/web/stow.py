@@ -366,10 +366,29 @@ def store_file(state: WebState, data: bytes) -> tuple[_Outcome, dict[str, Any] |
     return _store_part(state, data, 0, len(data), "", None)
 
 
+def store_path(state: WebState, path: str) -> tuple[_Outcome, dict[str, Any] | None]:
+    """As :func:`store_file`, for a DICOM file written under the storage root's
+    ``.incoming`` folder: it is renamed into place (not copied, nor read whole), or
+    removed when it is not stored."""
+    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as body:
+        try:
+            return _store_part(state, body, 0, len(body), "", None, move_from=path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)  # not placed (refused, or identical to the stored file)
+
+
 def _store_part(
-    state: WebState, body: bytes | mmap.mmap, start: int, end: int, ctype: str, study: str | None
+    state: WebState,
+    body: bytes | mmap.mmap,
+    start: int,
+    end: int,
+    ctype: str,
+    study: str | None,
+    move_from: str | None = None,
 ) -> tuple[_Outcome, dict[str, Any] | None]:
-    """Check one part, store it and make its catalog row (None: not stored)."""
+    """Check one part, store it and make its catalog row (None: not stored); ``move_from``:
+    the part is that whole file, renamed into place."""
     if ctype and parse_media_type(ctype).type != "application/dicom":
         fail = _Outcome(None, None, failure=FAIL_CANNOT_UNDERSTAND, reason=f"part type {ctype!r}")
         return fail, None
@@ -397,7 +416,7 @@ def _store_part(
             return res, None
         folder = os.path.join(state.storage_root, str(uids["study"]), str(uids["series"]))
         dest = os.path.abspath(os.path.join(folder, f"{uids['sop']}.dcm"))
-        res.replaced, st = _place(state, body, start, end, folder, dest)
+        res.replaced, st = _place(state, body, start, end, folder, dest, move_from)
         res.path = dest
         try:
             ref = local_ref(dest, st, os.path.basename(dest))
@@ -411,25 +430,37 @@ _OPTIONS = RecordOptions()
 
 
 def _place(
-    state: WebState, body: bytes | mmap.mmap, start: int, end: int, folder: str, dest: str
+    state: WebState,
+    body: bytes | mmap.mmap,
+    start: int,
+    end: int,
+    folder: str,
+    dest: str,
+    move_from: str | None = None,
 ) -> tuple[bool, os.stat_result]:
-    """Store the part at ``dest`` (a temporary file, then :func:`os.replace`): whether it
-    replaced a different file, and the stored file's ``stat``. Identical bytes there
-    already: nothing is written. Few file system calls: they are what a loaded disk makes
-    slow."""
-    incoming = os.path.join(state.storage_root, ".incoming")
-    try:
-        fd, tmp = tempfile.mkstemp(dir=incoming, suffix=".dcm")
-    except FileNotFoundError:
-        os.makedirs(incoming, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=incoming, suffix=".dcm")
+    """Store the part at ``dest`` (a temporary file, or the file ``move_from``, then
+    :func:`os.replace`): whether it replaced a different file, and the stored file's
+    ``stat``. Identical bytes there already: nothing is written. Few file system calls:
+    they are what a loaded disk makes slow."""
+    if move_from is not None:
+        fd, tmp = -1, move_from
+    else:
+        incoming = os.path.join(state.storage_root, ".incoming")
+        try:
+            fd, tmp = tempfile.mkstemp(dir=incoming, suffix=".dcm")
+        except FileNotFoundError:
+            os.makedirs(incoming, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=incoming, suffix=".dcm")
     placed = False
     try:
-        with os.fdopen(fd, "wb") as out:
-            for pos in range(start, end, 1 << 22):
-                out.write(body[pos : min(end, pos + (1 << 22))])
-            out.flush()
-            st = os.fstat(out.fileno())  # a rename keeps it: the stored file's stat
+        if fd < 0:
+            st = os.stat(tmp)
+        else:
+            with os.fdopen(fd, "wb") as out:
+                for pos in range(start, end, 1 << 22):
+                    out.write(body[pos : min(end, pos + (1 << 22))])
+                out.flush()
+                st = os.fstat(out.fileno())  # a rename keeps it: the stored file's stat
         with state.write_lock:  # one request at a time decides between duplicate and replace
             replaced = os.path.exists(dest)
             if replaced and _same_bytes(dest, body, start, end):
