@@ -39,15 +39,25 @@ def test_answers_are_written_in_the_querys_character_set_when_they_fit(
     for name in FILES:
         (path,) = get_charset_files(name)
         shutil.copyfile(path, os.path.join(names, name))
+    # chrGerm.dcm (ISO_IR 100) with a coded procedure whose meaning is not ASCII
+    germ = _held("chrGerm.dcm")
+    code = pydicom.Dataset()
+    code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = "RPID", "RADLEX", "Röntgen"
+    germ.ProcedureCodeSequence = [code]
+    germ.save_as(os.path.join(names, "chrGerm.dcm"))
     catalog = os.path.join(root, "catalog")
     Catalog(catalog).catalog(names, workers=0)
     with DimseServer(catalog, ServerConfig(port=0, timeout=10)) as server:
 
-        def find(patient_id: str, *charset: str, name: bool = True) -> pydicom.Dataset:
+        def find(
+            patient_id: str, *charset: str, name: bool = True, level: str = "PATIENT"
+        ) -> pydicom.Dataset:
             out = os.path.join(root, f"out{len(os.listdir(root))}")
             os.makedirs(out)
-            keys = ["-k", "QueryRetrieveLevel=PATIENT", "-k", f"PatientID={patient_id}",
+            keys = ["-k", f"QueryRetrieveLevel={level}", "-k", f"PatientID={patient_id}",
                     *(["-k", "PatientName"] if name else [])]  # fmt: skip
+            if level == "STUDY":
+                keys += ["-k", "ProcedureCodeSequence"]
             if charset:
                 keys += ["-k", f"0008,0005={charset[0]}"]
             res = dcmtk("findscu", "-P", "-aec", "PIXELS", "-X", "-od", out, *keys,
@@ -99,3 +109,7 @@ def test_answers_are_written_in_the_querys_character_set_when_they_fit(
         got = find("SCSFREN", name=False)
         assert "SpecificCharacterSet" not in got
         assert got.PatientID == "SCSFREN"
+        # a sequence item's values are written in the answer's character set too
+        got = find("SCSGERM", name=False, level="STUDY")
+        assert got.SpecificCharacterSet == "ISO_IR 100"
+        assert _raw(got.ProcedureCodeSequence[0], 0x00080104) == b"R\xf6ntgen"

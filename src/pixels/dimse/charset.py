@@ -76,8 +76,14 @@ def _fits(text: str, encodings: list[str]) -> bool:
 
 
 def _texts(answer: Dataset) -> Iterable[str]:
-    """The text values of an answer (a person name's groups one by one, as written)."""
+    """The text values of an answer, its sequence items' included (a person name's groups
+    one by one, as written)."""
     for elem in answer:
+        if elem.VR == "SQ":
+            for item in elem.value or []:
+                if "SpecificCharacterSet" not in item:  # an item of its own is written so
+                    yield from _texts(item)
+            continue
         if elem.VR not in _TEXT_VRS or elem.value is None:
             continue
         values = list(elem.value) if elem.VM > 1 else [elem.value]
