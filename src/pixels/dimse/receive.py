@@ -6,7 +6,8 @@ the negotiated transfer syntax) and goes through the STOW-RS path
 (:func:`pixels.web.stow.store_path`: the same checks, the same place
 ``{storage_root}/{Study}/{Series}/{SOP}.dcm``, the same catalog row). The data set is
 never held in memory whole: pynetdicom writes it to a file as its fragments arrive
-(:func:`chunked_receive`), it is copied from there (in the kernel) behind the file
+(:func:`chunked_receive`; in the process's temporary folder, ``TMPDIR``, which should
+be on disk rather than a tmpfs), it is copied from there (in the kernel) behind the file
 meta group into ``{storage_root}/.incoming`` (:func:`part10_file`) and that file is
 renamed into place. Before the
 success status is sent the file and its folder are ``fsync``-ed and its path is
