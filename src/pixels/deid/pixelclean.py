@@ -5,7 +5,11 @@ A file with pixels (Pixel Data, Float Pixel Data or Double Float Pixel Data) is
 it (functional groups included) is ``YES``, when its Recognizable Visual Features
 (0028,0302) or Specimen Label in Image (0048,0010: a slide's label, which carries the
 patient's name or number) is ``YES``, or when it does not say ``NO`` and its modality or
-SOP class commonly carries text in its pixels. Suspect files are not written unless a
+SOP class commonly carries text in its pixels. A whole-slide microscopy image (VL Whole
+Slide Microscopy Image Storage, or Modality SM) whose Image Type (0008,0008) value 3 is
+``LABEL`` or ``OVERVIEW`` is suspect whatever its flags say (the label photograph and the
+whole-slide overview show the slide's label: patient name, accession number, barcode), a
+``THUMBNAIL`` one unless Specimen Label in Image says ``NO``. Suspect files are not written unless a
 :class:`BlackoutRule` matches them.
 
 Which modalities and SOP classes are suspect when Burned In Annotation is absent (or empty,
@@ -109,6 +113,9 @@ SUSPECT_SOP_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.77.1.5.1": "Ophthalmic Photography 8 Bit Image",
     "1.2.840.10008.5.1.4.1.1.77.1.5.2": "Ophthalmic Photography 16 Bit Image",
 }
+
+#: VL Whole Slide Microscopy Image Storage: its LABEL and OVERVIEW images show the slide's label.
+WSI_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.77.1.6"
 
 #: The sets by name (``pixels deid --burned-in-suspects``).
 SUSPECT_SETS = {
@@ -230,18 +237,48 @@ def burned_in_reason(ds: Any, suspects: str = "conservative") -> str | None:
     nested = _nested_yes(ds)
     if nested:
         return f"Burned In Annotation (0028,0301) is YES in {nested}"
-    if flag == "NO":
-        return None
     modality = str(ds.get("Modality", "") or "").strip().upper()
-    if modality in modalities:
-        return f"modality {modality} commonly has burned-in text and Burned In Annotation is not NO"
     meta = ds.get("file_meta") if hasattr(ds, "file_meta") else None
     sop = str(ds.get("SOPClassUID", "") or getattr(meta, "MediaStorageSOPClassUID", "") or "")
     sop = sop.strip().rstrip("\x00")
+    slide = _slide_label_image(ds, modality, sop)
+    if slide:
+        return slide
+    if flag == "NO":
+        return None
+    if modality in modalities:
+        return f"modality {modality} commonly has burned-in text and Burned In Annotation is not NO"
     if sop in classes:
         return (
             f"SOP class {classes[sop]} commonly has burned-in text and "
             "Burned In Annotation is not NO"
+        )
+    return None
+
+
+def _slide_label_image(ds: Any, modality: str, sop: str) -> str | None:
+    """Why a whole-slide microscopy image shows the slide's label, or None.
+
+    A LABEL image is the photograph of the slide's label (patient name, accession number,
+    barcode), an OVERVIEW image the whole slide, label included: both are suspect whatever
+    Burned In Annotation and Specimen Label in Image say (a converter writes NO for every
+    image of a pyramid). A THUMBNAIL is suspect unless Specimen Label in Image says NO.
+    """
+    if sop != WSI_SOP_CLASS and modality != "SM":
+        return None
+    image_type = ds.get("ImageType")
+    values = [str(v).strip().upper() for v in image_type] if image_type is not None else []
+    kind = values[2] if len(values) > 2 else ""
+    if kind in ("LABEL", "OVERVIEW"):
+        return (
+            f"a whole-slide microscopy {kind} image (Image Type (0008,0008) value 3) shows the "
+            "slide's label"
+        )
+    label = str(ds.get("SpecimenLabelInImage", "") or "").strip().upper()
+    if kind == "THUMBNAIL" and label != "NO":
+        return (
+            "a whole-slide microscopy THUMBNAIL image (Image Type (0008,0008) value 3) and "
+            "Specimen Label In Image (0048,0010) is not NO"
         )
     return None
 
