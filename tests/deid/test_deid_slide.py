@@ -133,3 +133,41 @@ def test_a_blacked_out_label_is_written_with_its_identifiers_cleaned(tmp_path: P
     done = subprocess.run(["dcmdump", "-q", str(target)], capture_output=True, text=True)
     assert done.returncode == 0 and "E:" not in done.stderr, done.stderr
     assert _iod_errors(target) <= _iod_errors(src)
+
+
+@pytest.mark.parametrize("suspects", ["conservative", "narrow"])
+def test_cli_skips_the_label_of_a_slide_and_writes_its_volume(
+    suspects: str, tmp_path: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from pixels import Catalog
+    from pixels.cli import main
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for kind in ("LABEL", "VOLUME"):
+        ds = _slide_image(kind)
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = hd.UID()
+        ds.save_as(src / f"{kind}.dcm", enforce_file_format=True)
+    Catalog(tmp_path / "cat").catalog(src, workers=0)
+    res = CliRunner().invoke(
+        main,
+        [
+            *("deid", "--table", str(tmp_path / "cat"), "--workers", "0", "-q"),
+            *("--no-catalog", "--out", str(tmp_path / "out")),
+            *("--key-file", str(tmp_path / "k.key"), "--burned-in-suspects", suspects),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert "1 written, 1 skipped" in res.output, res.output
+    audit = (tmp_path / "k.key.audit.csv").read_text()
+    skipped = [ln for ln in audit.splitlines() if "LABEL.dcm" in ln]
+    assert len(skipped) == 1 and "LABEL image (Image Type (0008,0008) value 3)" in skipped[0]
+    written = [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
+    assert len(written) == 1
+    out = pydicom.dcmread(written[0])
+    assert list(out.ImageType)[2] == "VOLUME"
+    assert all(value.encode() not in written[0].read_bytes() for value in PHI)
+    help_text = CliRunner().invoke(main, ["deid", "--help"]).output
+    assert "whole-slide microscopy LABEL and OVERVIEW" in " ".join(help_text.split())

@@ -83,7 +83,8 @@ def _split(values: tuple[str, ...]) -> list[str]:
     help="Images not written (unless a --blackout rule covers them) when Burned In "
     "Annotation (0028,0301) does not say NO: conservative = CR, DX, MG, IO, PX, XA, RF, US, "
     "SC, OT and visible light (photographs, endoscopy, microscopy, documents); narrow = US, "
-    "SC, OT, XC, ES only (the earlier default). A YES is suspect whatever the modality.",
+    "SC, OT, XC, ES only (the earlier default). A YES is suspect whatever the modality, "
+    "and so are whole-slide microscopy LABEL and OVERVIEW images whatever their flags.",
 )
 @click.option("--out-table", default=None, help="Catalog of the output [default: OUT/.catalog].")
 @click.option(
