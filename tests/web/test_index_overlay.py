@@ -413,8 +413,11 @@ def test_series_and_studies_the_saved_index_holds_are_known_after_a_restart(
     ds = _sop(pydicom.dcmread(held[0]))
     ds.SeriesInstanceUID = generate_uid()
     _commit(tmp_path, "series", catalog, {"a.dcm": ds, "b.dcm": _sop(pydicom.dcmread(held[1]))})
+    threads = index.con.execute("SELECT current_setting('threads')").fetchone()
     index.current()
     assert index.last_update.get("overlay") is True
+    # (the update ran on one DuckDB thread; the database's setting is back)
+    assert index.con.execute("SELECT current_setting('threads')").fetchone() == threads
     assert _state(index) == _fresh(catalog)
     index.merge()
     assert _state(index) == _fresh(catalog)

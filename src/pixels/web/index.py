@@ -128,6 +128,8 @@ class TableIndex:
         con.execute("SET allocator_flush_threshold='32MB'")
         con.execute("SET allocator_background_threads=true")
         self.con = con
+        #: DuckDB's threads (an overlay update runs on one: :meth:`_overlay_update`)
+        self._duck_threads = int(con.execute("SELECT current_setting('threads')").fetchone()[0])  # type: ignore[index]
         #: the file the index is kept in (None: in memory)
         self.path = self._open(os.path.join(folder, INDEX_FILE) if persist and folder else None)
         self._lock = threading.Lock()
@@ -372,6 +374,11 @@ class TableIndex:
         for fid, u in zip(fids, added, strict=True):
             self._uris[fid] = u
         cur = self.con.cursor()
+        # its statements are small: one DuckDB thread does them in less time than two
+        # (materializing 10k rows: 15 against 25 ms; the update at 10M: 175 against
+        # 207 ms at the median, 25 % less CPU). The setting is the database's: requests
+        # answered meanwhile run on one thread too, for these ~150 ms.
+        cur.execute("SET threads = 1")
         try:
             firsts = index_tables.read_rows(
                 cur, scan, added, fids, self._uris, self._sidecars, self.reader, self._dir
@@ -389,6 +396,7 @@ class TableIndex:
             finally:
                 firsts.result()  # (its thread ended; its error raised)
         finally:
+            cur.execute(f"SET threads = {self._duck_threads}")
             cur.close()
         if not held:
             return False
