@@ -871,6 +871,9 @@ table, pool, seed = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
 ix = TableIndex(CatalogTable(table))
 ix.current()
 assert ix.keys.ready()
+for name in ("series_keys", "study_keys"):  # (this code's: read at start, as the SOP keys)
+    if hasattr(ix, name):
+        assert getattr(ix, name).ready()
 gen = Generator(Templates(pool), pool, seed=seed)
 print("ready", flush=True)
 
@@ -1074,6 +1077,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stow-at", type=int, nargs="*", default=None, help="sizes with a STOW load")
     ap.add_argument("--cluster-max", type=int, default=1_000_000)
     ap.add_argument("--commit-rounds", type=int, default=6, help="10k-row commits (--only commit)")
+    ap.add_argument(
+        "--commit-old", default=COMMIT_OLD, help="git revision the commit rounds compare with"
+    )
     ap.add_argument("--only", nargs="*", default=["index", "server", "sql"])
     ap.add_argument("--sql-before", default=None, help="git revision: its `pixels sql` too")
     ap.add_argument("--sql-runs", type=int, default=15, help="point look-up processes per code")
@@ -1109,7 +1115,9 @@ def main(argv: list[str] | None = None) -> int:
             entry["qido_old_vs_new"] = bench_qido(table)
             print(rows, "qido", json.dumps(entry["qido_old_vs_new"]), flush=True)
         if "commit" in args.only:
-            entry["commit_old_vs_new"] = bench_commit(table, facts["pool"], args.commit_rounds)
+            entry["commit_old_vs_new"] = bench_commit(
+                table, facts["pool"], args.commit_rounds, old=args.commit_old
+            )
             print(rows, "commit", json.dumps(entry["commit_old_vs_new"]), flush=True)
         if "stow" in args.only:
             entry["stow_old_vs_new"] = bench_stow(table, args.stow_rate, args.stow_seconds)
