@@ -128,8 +128,14 @@ class TableIndex:
         con.execute("SET allocator_flush_threshold='32MB'")
         con.execute("SET allocator_background_threads=true")
         self.con = con
-        #: DuckDB's threads (an overlay update runs on one: :meth:`_overlay_update`)
+        #: DuckDB's threads by default (the machine's cores): a merge that is not the
+        #: overlay's (a first build, removed files) runs on them (:meth:`_update`)
         self._duck_threads = int(con.execute("SELECT current_setting('threads')").fetchone()[0])  # type: ignore[index]
+        # else one: the index's statements are small (an overlay update's, a request's),
+        # and one thread does them in less time than two (materializing 10k rows: 15
+        # against 25 ms; QIDO study searches at 10M: the same p50, a shorter tail), while
+        # requests answered at once each have a core
+        con.execute("SET threads = 1")
         #: the file the index is kept in (None: in memory)
         self.path = self._open(os.path.join(folder, INDEX_FILE) if persist and folder else None)
         self._lock = threading.Lock()
@@ -374,11 +380,6 @@ class TableIndex:
         for fid, u in zip(fids, added, strict=True):
             self._uris[fid] = u
         cur = self.con.cursor()
-        # its statements are small: one DuckDB thread does them in less time than two
-        # (materializing 10k rows: 15 against 25 ms; the update at 10M: 175 against
-        # 207 ms at the median, 25 % less CPU). The setting is the database's: requests
-        # answered meanwhile run on one thread too, for these ~150 ms.
-        cur.execute("SET threads = 1")
         try:
             firsts = index_tables.read_rows(
                 cur, scan, added, fids, self._uris, self._sidecars, self.reader, self._dir
@@ -396,7 +397,6 @@ class TableIndex:
             finally:
                 firsts.result()  # (its thread ended; its error raised)
         finally:
-            cur.execute(f"SET threads = {self._duck_threads}")
             cur.close()
         if not held:
             return False
@@ -535,8 +535,14 @@ class TableIndex:
             self.view()  # the rows are read from the view: only delta-rs has them
         chunks = (self._chunks(added) if scan.direct else [added]) or [[]]
         self._stats = {}
-        for k, chunk in enumerate(chunks):
-            self._commit(scan, chunk, removed if k == 0 else [], k == len(chunks) - 1)
+        # (on every core: a first build's chunks, a version's removed rows; requests
+        # answered meanwhile too)
+        self.con.execute(f"SET threads = {self._duck_threads}")
+        try:
+            for k, chunk in enumerate(chunks):
+                self._commit(scan, chunk, removed if k == 0 else [], k == len(chunks) - 1)
+        finally:
+            self.con.execute("SET threads = 1")
         self.direct = scan.direct
         self.last_update = {
             "seconds": time.perf_counter() - t0,
@@ -572,7 +578,14 @@ class TableIndex:
 
     def _maintain(self, sort: bool, checkpoint: bool) -> None:
         """Sort the study search's new studies in and checkpoint (no other index write
-        runs: the caller holds ``_merge_lock``)."""
+        runs: the caller holds ``_merge_lock``), on every core (the next update may wait)."""
+        self.con.execute(f"SET threads = {self._duck_threads}")
+        try:
+            self._maintain_now(sort, checkpoint)
+        finally:
+            self.con.execute("SET threads = 1")
+
+    def _maintain_now(self, sort: bool, checkpoint: bool) -> None:
         if sort:
             cur = self.con.cursor()
             try:
