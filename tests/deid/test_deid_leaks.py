@@ -257,7 +257,8 @@ def test_cli_help_says_which_profile_options_are_not_offered() -> None:
     res = CliRunner().invoke(main, ["deid", "--help"], terminal_width=200)
     assert res.exit_code == 0, res.output
     text = " ".join(res.output.split())
-    assert "Not offered: Clean Graphics, Clean Recognizable Visual Features (" in text
+    assert "Not offered: Clean Recognizable Visual Features." in text
+    assert "clean-graphics keeps text annotations" in text
     assert "clean-structured-content keeps SR content trees" in text
 
 

@@ -26,6 +26,7 @@ _OPTION_NAMES = [
     "retain-safe-private",
     "clean-descriptors",
     "clean-structured-content",
+    "clean-graphics",
 ]
 
 
@@ -50,9 +51,12 @@ def _split(values: tuple[str, ...]) -> list[str]:
     metavar="NAME[,NAME]",
     help="Profile options (repeatable or comma-separated): "
     + ", ".join(_OPTION_NAMES)
-    + ". Not offered: Clean Graphics, Clean Recognizable Visual Features (their attributes "
-    "get the Basic Profile action: curves and overlays removed, Graphic Annotation Sequence "
-    "kept with its text replaced by a dummy). clean-structured-content keeps SR content trees "
+    + ". clean-graphics keeps text annotations (Graphic Annotation Sequence), replacing "
+    "only the texts that hold a name, identifier or date of the header, and overlay planes: "
+    "region (R) ones, and graphics ones when a --blackout rule matches the file (its "
+    "rectangles are cleared in the overlay too); without it overlays and curves are removed "
+    "and every annotation text is a dummy. Not offered: Clean Recognizable Visual "
+    "Features. clean-structured-content keeps SR content trees "
     "(and acquisition context, specimen preparation) with dates shifted, names given "
     "pseudonyms, UIDs replaced and free text replaced by a dummy; without it Content Sequence "
     "is kept with every date, name and free text replaced by a dummy. Descriptors Table "
@@ -113,9 +117,9 @@ def deid_cmd(
 
     UIDs, patient pseudonyms and date offsets come from the key, so a re-run, or another
     catalog de-identified with the same key, maps every value the same way. Files that may
-    show burned-in text are reported, not written, unless --blackout covers them.
-    The Clean Graphics and Clean Recognizable Visual Features options are not offered
-    (see --options).
+    show burned-in text are reported, not written, unless --blackout covers them: the
+    summary counts them by reason (which rule made them suspect) and names one file each.
+    The Clean Recognizable Visual Features option is not offered (see --options).
     """
     from pixels.deid import DeidOptions, Option, load_rules
     from pixels.deid.run import DeidStats, deidentify_table
@@ -166,7 +170,8 @@ def deid_cmd(
         f"{stats.done_before} done before; audit {stats.audit_csv}"
         + (f"; catalog {stats.out_table}" if stats.out_table else "")
     )
-    for why, n in sorted(stats.skipped_reasons.items()):
-        click.echo(f"  skipped {n}: {why}")
+    for why, n in sorted(stats.skipped_reasons.items(), key=lambda kv: (-kv[1], kv[0])):
+        example = stats.skipped_examples.get(why)
+        click.echo(f"  skipped {n}: {why}" + (f" (e.g. {example})" if example else ""))
     for message in stats.error_samples:
         click.echo(f"  failed: {message}")

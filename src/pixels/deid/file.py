@@ -35,6 +35,13 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from pixels.deid.dates import shift_da, shift_dt
+from pixels.deid.graphics import (
+    Identity,
+    black_out_overlays,
+    identity_of,
+    kept_overlay_groups,
+    overlay_action,
+)
 from pixels.deid.keys import DeidKey
 from pixels.deid.pixelclean import (
     PIXEL_KEYWORDS,
@@ -58,8 +65,10 @@ from pixels.deid.streams import strip_stream_metadata
 from pixels.dicom import codecs
 from pixels.errors import DeidError, DicomReadError, PixelsError
 
-__all__ = ["DeidOptions", "DeidResult", "deidentify_dataset", "deidentify_file"]
+__all__ = ["BURNED_IN_PREFIX", "DeidOptions", "DeidResult", "deidentify_dataset", "deidentify_file"]
 
+#: How the reason of a file skipped for burned-in text begins (the rest names the rule).
+BURNED_IN_PREFIX = "possible burned-in text"
 _PATIENT_ID = 0x00100020
 _PATIENT_NAME = 0x00100010
 _ISSUER = 0x00100021
@@ -98,6 +107,8 @@ _CODE_KEYWORDS = frozenset(
 _STRUCTURED_SEQUENCES = frozenset(
     {"ContentSequence", "AcquisitionContextSequence", "SpecimenPreparationSequence"}
 )
+#: Free text the Clean Graphics Option keeps in annotations unless it holds an identity.
+_GRAPHIC_TEXT_VRS = frozenset({"SH", "LO", "ST", "LT", "UT", "UC"})
 #: ...except under these sequences, whose codes identify a person.
 _IDENTITY_CODE_SEQUENCES = frozenset({"PersonIdentificationCodeSequence"})
 #: URLs and URIs that name a code system, not a place: kept (every other one is removed,
@@ -209,7 +220,8 @@ class DeidResult:
     actions : dict of str to int
         How many elements each action touched: ``removed``, ``emptied``, ``dummy``,
         ``uid``, ``pseudonym``, ``shifted``, ``kept_private``, ``blacked_out``,
-        ``overlay_bits_cleared``, ``pixel_bytes_dropped``, ``stream_segments_removed``,
+        ``overlay_bits_cleared``, ``overlay_planes_kept`` and ``overlay_bits_blacked_out``
+        (Clean Graphics Option), ``pixel_bytes_dropped``, ``stream_segments_removed``,
         ``stream_bytes_dropped`` (after a compressed frame's end of codestream).
     """
 
@@ -250,6 +262,9 @@ class _Walk:
         self.patient = patient
         self.days = key.date_offset_days(patient)
         self.counts: Counter[str] = Counter()
+        #: With the Clean Graphics Option: the source's identity, the overlay planes kept.
+        self.identity = Identity(frozenset())
+        self.overlays: frozenset[int] = frozenset()
 
     # ------------------------------------------------------------------ values
     def _uid(self, value: Any) -> Any:
@@ -297,16 +312,26 @@ class _Walk:
             group, el = t >> 16, t & 0xFFFF
             if group & 1:
                 continue  # kept safe private element (the others are gone)
-            if el == 0 or group in (0, 2) or 0x5000 <= group <= 0x50FF or 0x6000 <= group <= 0x60FF:
+            overlay = 0x6000 <= group <= 0x60FF
+            kept_overlay = overlay and depth == 0 and group in self.overlays
+            if (
+                el == 0
+                or group in (0, 2)
+                or 0x5000 <= group <= 0x50FF
+                or (overlay and not kept_overlay)
+            ):
                 # group lengths, command elements, file meta elements outside the file meta
                 # (it is written anew: a Source AE Title in the body or an item is no meta),
-                # curves and overlays
+                # curves and overlays (but for those Clean Graphics keeps)
                 del ds[tag]
                 self.counts["removed"] += 1
                 continue
             try:
                 elem = ds[tag]  # converts a raw element: may fail on bad values
-                self._element(ds, elem, t, depth, dummy)
+                if kept_overlay:
+                    self._apply(ds, elem, overlay_action(elem, self.identity), depth, dummy)
+                else:
+                    self._element(ds, elem, t, depth, dummy)
             except PixelsError:
                 raise
             except Exception as e:
@@ -336,10 +361,18 @@ class _Walk:
             act = resolve(chosen, is_sq)
             if act == "C" and is_sq and rule.keyword in _STRUCTURED_SEQUENCES:
                 act, dummy = "K", "structured"  # Clean Structured Content: keep the tree
+            elif act == "C" and is_sq and rule.keyword == "GraphicAnnotationSequence":
+                act, dummy = "K", "graphics"  # Clean Graphics: keep text that names no one
             elif act == "C":
                 act = self._clean_action(elem, rule.keyword, resolve(cleaned_action(rule), is_sq))
             if is_sq and chosen == "D":  # a dummy sequence: its items' text becomes dummies
                 dummy = "all" if rule.keyword in _IDENTITY_CODE_SEQUENCES else dummy or "text"
+        elif (
+            dummy == "graphics"
+            and elem.VR in _GRAPHIC_TEXT_VRS
+            and elem.keyword not in _CODE_KEYWORDS
+        ):
+            act = "D" if self.identity.holds(elem.value) else "K"
         elif (
             dummy
             and elem.VR in _TEXT_VRS
@@ -634,8 +667,11 @@ def deidentify_dataset(
     rule = matching_rule(ds, opts.blackout)
     reason = burned_in_reason(ds, opts.burned_in_suspects)
     if reason and rule is None:
-        return ds, DeidResult(path, "skipped", reason=f"possible burned-in text: {reason}")
+        return ds, DeidResult(path, "skipped", reason=f"{BURNED_IN_PREFIX}: {reason}")
     walk = _Walk(key, opts, path, _patient_identity(ds))
+    if Option.CLEAN_GRAPHICS in opts.options:  # read before anything is cleaned
+        walk.identity = identity_of(ds, opts.options)
+        walk.overlays = kept_overlay_groups(ds, rule is not None, ts == codecs.EXPLICIT_BE)
     overlays = clear_embedded_overlays(ds, ts, path=path)  # before the 60xx groups go
     trailing = trim_native_pixel_data(ds, ts)
     segments, after_end = strip_stream_metadata(ds, ts, path=path)
@@ -668,6 +704,11 @@ def deidentify_dataset(
             walk.counts["blacked_out"] += len(rects)
     elif ts == codecs.EXPLICIT_BE:
         ts = codecs.EXPLICIT_LE
+    if walk.overlays:
+        walk.counts["overlay_planes_kept"] += len(walk.overlays)
+        if rule is not None and rule.rectangles:
+            bits = black_out_overlays(ds, walk.overlays, rule.rectangles)
+            walk.counts["overlay_bits_blacked_out"] += bits
     _method(ds, opts, cleaned)
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = UID(sop_class)

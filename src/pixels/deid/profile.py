@@ -24,11 +24,13 @@ L     Retain Longitudinal Temporal Information Modified Dates CID 7050 113107
 F     Retain Longitudinal Temporal Information Full Dates     CID 7050 113106
 S     Clean Descriptors Option                                CID 7050 113105
 T     Clean Structured Content Option                         CID 7050 113104
+G     Clean Graphics Option                                   CID 7050 113103
 ====  ======================================================  ===============
 
-Not carried: the Clean Graphics column (113103: not implemented, those attributes get their
-Basic Profile action), and the Retain Safe Private column (113111), which is the short list
-:data:`SAFE_PRIVATE`.
+Not carried: the Retain Safe Private column (113111), which is the short list
+:data:`SAFE_PRIVATE`. Of the Clean Graphics column's four rows, Graphic Annotation Sequence
+is a line of the table (``G:C``); Overlay Data and Overlay Comments (60xx) and Curve Data
+(50xx) are pattern rows, in :mod:`pixels.deid.file` with :mod:`pixels.deid.graphics`.
 
 Clean Structured Content (``C`` on Content Sequence, Acquisition Context Sequence and
 Specimen Preparation Sequence) keeps the content tree and cleans each item's value
@@ -47,9 +49,11 @@ for the attribute; without the IOD this module resolves them by :func:`resolve`.
 
 The pattern rows of the standard are rules in :mod:`pixels.deid.file`: private attributes
 (odd groups) are removed (``X``) unless the Retain Safe Private option keeps them; Curve
-Data (50xx,xxxx) is removed; Overlay Data (60xx,3000) and Overlay Comments (60xx,4000) are
-removed, and with them the rest of each 60xx overlay group (stricter: an overlay plane
-without its data is no use).
+Data (50xx,xxxx) is removed, with the Clean Graphics Option too (stricter than its ``C``:
+curves are retired); Overlay Data (60xx,3000) and Overlay Comments (60xx,4000) are removed,
+and with them the rest of each 60xx overlay group (stricter: an overlay plane without its
+data is no use), but for the planes the Clean Graphics Option keeps and cleans
+(:mod:`pixels.deid.graphics`).
 
 One line is not in the standard, and is stricter than it: Issuer of Patient ID Qualifiers
 Sequence (0010,0024) is removed (``X``) like Issuer of Patient ID (0010,0021): it names the
@@ -136,6 +140,8 @@ class Option(StrEnum):
     """Keep the descriptors (descriptions, comments, protocol names) the user names as clean."""
     CLEAN_STRUCTURED_CONTENT = "clean-structured-content"
     """Keep SR content trees with dates shifted, names pseudonymized, text replaced."""
+    CLEAN_GRAPHICS = "clean-graphics"
+    """Keep text annotations and overlay planes, cleaned (:mod:`pixels.deid.graphics`)."""
 
     @classmethod
     def parse(cls, text: str) -> Option:
@@ -156,6 +162,7 @@ _LETTERS = {
     "F": Option.RETAIN_FULL_DATES,
     "S": Option.CLEAN_DESCRIPTORS,
     "T": Option.CLEAN_STRUCTURED_CONTENT,
+    "G": Option.CLEAN_GRAPHICS,
 }
 
 #: PS3.16 CID 7050 "De-identification Method" codes (scheme DCM) written into
@@ -163,6 +170,7 @@ _LETTERS = {
 DEID_METHOD_CODES: dict[str, tuple[str, str]] = {
     "basic": ("113100", "Basic Application Confidentiality Profile"),
     "clean-pixel-data": ("113101", "Clean Pixel Data Option"),
+    Option.CLEAN_GRAPHICS.value: ("113103", "Clean Graphics Option"),
     Option.CLEAN_STRUCTURED_CONTENT.value: ("113104", "Clean Structured Content Option"),
     Option.CLEAN_DESCRIPTORS.value: ("113105", "Clean Descriptors Option"),
     Option.RETAIN_DATES.value: (
@@ -399,7 +407,7 @@ FFFA,FFFA DigitalSignaturesSequence X
 0016,007F GPSTrack X
 0016,007E GPSTrackRef X
 0016,0070 GPSVersionID X
-0070,0001 GraphicAnnotationSequence D
+0070,0001 GraphicAnnotationSequence D G:C
 0072,000A HangingProtocolCreationDateTime D L:C F:K
 0040,E004 HL7DocumentEffectiveTime X L:C F:K
 0040,4037 HumanPerformerName X

@@ -37,7 +37,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from pixels.deid.file import DeidOptions, deidentify_file, error_text
+from pixels.deid.file import BURNED_IN_PREFIX, DeidOptions, deidentify_file, error_text
 from pixels.deid.keys import DeidKey, load_or_create_key
 from pixels.errors import DeidError, PixelsError
 from pixels.sources import FileRef, open_file
@@ -94,7 +94,21 @@ class DeidStats:
     out_table: str = ""
     catalog: Any = None
     skipped_reasons: dict[str, int] = field(default_factory=dict)
+    """Skipped files by reason: the whole reason for burned-in text (which rule made the file
+    suspect: ``possible burned-in text: modality CR commonly has...``), the part before the
+    first colon otherwise (``duplicate SOP Instance UID``)."""
+    skipped_examples: dict[str, str] = field(default_factory=dict)
+    """One source path per reason of :attr:`skipped_reasons` (the first met)."""
     error_samples: list[str] = field(default_factory=list)
+
+
+def _reason_group(reason: str) -> str:
+    """The reason a skipped file is counted under (:attr:`DeidStats.skipped_reasons`).
+
+    A burned-in reason names the rule, never a value of the file (:func:`burned_in_reason`),
+    and is kept whole; any other is cut at its first colon (a duplicate's names its output).
+    """
+    return reason if reason.startswith(BURNED_IN_PREFIX) else reason.split(":")[0]
 
 
 def _inside(path: str, folder: str) -> bool:
@@ -371,8 +385,9 @@ def deidentify_table(
                 stats.written += 1
             elif r["status"] == "skipped":
                 stats.skipped += 1
-                why = str(r["reason"]).split(":")[0]
+                why = _reason_group(str(r["reason"]))
                 stats.skipped_reasons[why] = stats.skipped_reasons.get(why, 0) + 1
+                stats.skipped_examples.setdefault(why, str(r["source_path"]))
             else:
                 stats.failed += 1
                 if len(stats.error_samples) < 10:

@@ -1,0 +1,258 @@
+"""The Clean Graphics Option (PS3.15 E.3.3, CID 7050 ``113103``): graphics, text annotations
+and overlays kept, with what identifies the patient taken out of them.
+
+Table E.1-1 gives the option's ``C`` to four rows: Graphic Annotation Sequence (0070,0001),
+Overlay Data (60xx,3000), Overlay Comments (60xx,4000) and Curve Data (50xx,xxxx). Without
+the option (the Basic Profile) the first is kept with every text in it a dummy, and the
+overlay and curve groups are removed whole. With it, :mod:`pixels.deid.file` does this:
+
+* **Text annotations** (Graphic Annotation Sequence, a presentation state's or an image's):
+  the items are kept, graphic objects as they are (geometry holds no identity), and each
+  free text in them (Unformatted Text Value of a text object, any other unlisted SH, LO,
+  ST, LT, UT or UC) is kept unless it :meth:`Identity.holds` something the profile removes
+  from the header, then it is a dummy. Names anywhere (PN) stay dummies.
+* **Overlay planes** (60xx groups with Overlay Data, at the top level of an image or a
+  presentation state): Overlay Data is a bitmap, and text drawn in it (a radiologist's typed
+  note in a vendor's graphics overlay) cannot be read automatically; the standard says
+  cleaning it "may require intervention of a human operator". A region-of-interest plane
+  (Overlay Type ``R``: an area, no text) is kept; a graphics plane (``G``, or anything
+  else) is kept only when a ``--blackout`` rule matches the file: an operator has looked at
+  that kind of image, and the rule's rectangles are cleared in the overlay as in the pixels
+  (:func:`black_out_overlays`; a rule with no rectangles says nothing needs to go). Overlay
+  Label, Description and Comments are kept unless they hold an identity, then removed
+  (Type 3). An unmatched graphics plane, an embedded overlay (no Overlay Data: its bits in
+  Pixel Data are cleared anyway) and any 60xx element the dictionary cannot name are
+  removed as without the option.
+* **Curves** (50xx, retired in 2004, in no current IOD) are removed whole, as without the
+  option: stricter than ``C``, which removing always satisfies (E.3.3 note 1).
+
+What counts as an identity (:func:`identity_of`, read from the source header before it is
+cleaned): each part of every person name (PN, two letters or more), the whole value of
+every text attribute the profile does not keep (Patient ID, Accession Number, Institution
+Name, Station Name, descriptors...), and, whatever the options, anything that looks like a
+date (``2024-03-01``, ``01.03.2024``, ``3/1/24``, ``1 Mar 2024``) or a run of six digits or
+more (a date, an identifier, a phone number). E.3.3 note 2 allows this: what other options
+retain in the header need not be retained in graphics. Matching is case-insensitive, on
+whole words.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from pixels.deid.profile import Option, resolve, rule_for
+
+__all__ = [
+    "OVERLAY_TEXT",
+    "Identity",
+    "black_out_overlays",
+    "identity_of",
+    "kept_overlay_groups",
+    "overlay_action",
+]
+
+#: Overlay elements holding free text (element number in the 60xx group -> keyword).
+OVERLAY_TEXT = {0x0022: "OverlayDescription", 0x1500: "OverlayLabel", 0x4000: "OverlayComments"}
+_OVERLAY_DATA = 0x3000
+_OVERLAY_TYPE = 0x0040
+_OVERLAY_ORIGIN = 0x0050
+_TEXT_VRS = frozenset({"SH", "LO", "ST", "LT", "UT", "UC", "AE"})
+_MONTHS = "JAN|FEB|MAR|APR|MAY|JUN|JUL|AUG|SEP|OCT|NOV|DEC"
+#: Dates and long digit runs: identifying in any annotation, whatever the options.
+_PATTERNS = (
+    r"(?<![0-9])\d{1,4}[-/.]\d{1,2}[-/.]\d{2,4}(?![0-9])",
+    rf"(?<![0-9A-Z])\d{{1,2}}[ -]?(?:{_MONTHS})[A-Z]*\.?[ -]?\d{{2,4}}(?![0-9])",
+    rf"(?<![A-Z])(?:{_MONTHS})[A-Z]*\.? \d{{1,2}},? \d{{4}}(?![0-9])",
+    r"\d{6,}",
+)
+
+
+@dataclass(frozen=True)
+class Identity:
+    """What identifies the patient in a file's text: words and phrases from its header."""
+
+    words: frozenset[str]
+
+    def __post_init__(self) -> None:
+        alts = [
+            r"(?<![0-9A-Z])" + re.escape(w) + r"(?![0-9A-Z])"
+            for w in sorted(self.words, key=len, reverse=True)
+        ]
+        pattern = "|".join([*alts, *_PATTERNS])
+        object.__setattr__(self, "_regex", re.compile(pattern))
+
+    def holds(self, text: Any) -> bool:
+        """Whether ``text`` (a value, a list of values, bytes) names any of it."""
+        if text is None:
+            return False
+        if isinstance(text, bytes | bytearray):
+            text = bytes(text).decode("latin-1")
+        elif isinstance(text, list | tuple) or type(text).__name__ == "MultiValue":
+            text = "\\".join(str(v) for v in text)
+        regex: re.Pattern[str] = object.__getattribute__(self, "_regex")
+        return regex.search(" ".join(str(text).upper().split())) is not None
+
+
+def identity_of(ds: Any, on: Iterable[Option]) -> Identity:
+    """The :class:`Identity` of ``ds`` (read before it is cleaned) with the options ``on``.
+
+    Person names give each of their parts; any other text attribute whose action with ``on``
+    is not ``K`` gives its whole value (3 characters or more). Private elements are not
+    read (they are removed or hold numbers only).
+    """
+    options = frozenset(on)
+    words: set[str] = set()
+
+    def add(value: Any, minimum: int) -> None:
+        text = " ".join(str(value).upper().replace("\x00", " ").split())
+        if len(text) >= minimum:
+            words.add(text)
+
+    def walk(d: Any) -> None:
+        for tag in list(d.keys()):
+            if tag.is_private or tag.group == 0x0002:
+                continue
+            vr = _vr(d, tag)
+            rule = rule_for(int(tag))
+            if vr not in ("SQ", "PN") and (
+                rule is None or vr not in _TEXT_VRS or resolve(rule.action(options), False) == "K"
+            ):
+                continue  # nothing read (nor converted) that cannot be an identity
+            try:
+                elem = d[tag]
+            except Exception:
+                continue  # a bad value: the walk names it
+            if elem.VR == "SQ":
+                for item in elem.value or ():
+                    walk(item)
+            elif elem.VR == "PN":
+                for v in _values(elem.value):
+                    for part in re.split(r"[\^=\s,]+", v):
+                        add(part, 2)
+                    add(v.replace("^", " "), 3)
+            else:
+                for v in _values(elem.value):
+                    add(v, 3)
+
+    walk(ds)
+    return Identity(frozenset(words))
+
+
+def _vr(ds: Any, tag: Any) -> str | None:
+    """The VR of ``tag`` in ``ds`` without converting its value (the dictionary's if implicit)."""
+    from pydicom.datadict import dictionary_VR
+
+    vr = getattr(ds.get_item(tag), "VR", None)
+    if vr is None or vr == "UN":
+        try:
+            vr = dictionary_VR(tag)
+        except KeyError:
+            return None
+    return str(vr)
+
+
+def _values(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
+        return [str(v).strip() for v in value if str(v).strip()]
+    text = str(value).strip()
+    return [text] if text else []
+
+
+def kept_overlay_groups(ds: Any, matched_rule: bool, big_endian: bool = False) -> frozenset[int]:
+    """The 60xx groups of ``ds`` (top level) Clean Graphics keeps.
+
+    A plane with its own Overlay Data and a readable size (Overlay Rows and Columns) whose
+    Overlay Type is ``R`` (a region), or any such plane when a blackout rule matched the file
+    (``matched_rule``). None from a big endian source (retired; its OW words would need
+    swapping, which is not done: removed as without the option).
+    """
+    if big_endian:
+        return frozenset()
+    kept = set()
+    for group in range(0x6000, 0x6020, 2):
+        if (group << 16 | _OVERLAY_DATA) not in ds or _size(ds, group) is None:
+            continue
+        kind = ds.get(group << 16 | _OVERLAY_TYPE)
+        region = kind is not None and str(kind.value or "").strip().upper() == "R"
+        if region or matched_rule:
+            kept.add(group)
+    return frozenset(kept)
+
+
+def _size(ds: Any, group: int) -> tuple[int, int] | None:
+    """Overlay Rows and Columns of the plane ``group``, or None when either is unreadable."""
+    try:
+        rows, cols = int(ds[group << 16 | 0x0010].value), int(ds[group << 16 | 0x0011].value)
+    except Exception:
+        return None
+    return (rows, cols) if rows > 0 and cols > 0 else None
+
+
+def _origin(ds: Any, group: int) -> tuple[int, int] | None:
+    """Overlay Origin (row, column) from 0, (0, 0) when absent, None when unreadable."""
+    elem = ds.get(group << 16 | _OVERLAY_ORIGIN)
+    if elem is None:
+        return (0, 0)
+    try:
+        row, col = (int(v) - 1 for v in elem.value)
+    except Exception:
+        return None
+    return row, col
+
+
+def overlay_action(elem: Any, identity: Identity) -> str:
+    """``K`` or ``X`` for an element of a kept overlay plane."""
+    from pydicom.datadict import keyword_for_tag
+
+    el = int(elem.tag) & 0xFFFF
+    if el in OVERLAY_TEXT:
+        return "X" if identity.holds(elem.value) else "K"
+    if el == _OVERLAY_DATA:
+        return "K"
+    return "K" if keyword_for_tag(int(elem.tag)) and elem.VR != "UN" else "X"
+
+
+def black_out_overlays(
+    ds: Any, groups: Iterable[int], rectangles: Iterable[tuple[int, int, int, int]]
+) -> int:
+    """Clear the bits of each kept overlay plane that fall in ``rectangles``.
+
+    Rectangles are ``(x, y, width, height)`` in image pixels, as for Pixel Data; an overlay
+    pixel (row r, column c, from 1) is the image's pixel at Overlay Origin + (r - 1, c - 1).
+    An overlay whose origin cannot be read is cleared whole. Returns how many bits were set
+    and are now cleared.
+    """
+    from pydicom.pixels import pack_bits
+
+    rects = list(rectangles)
+    cleared = 0
+    for group in groups:
+        size = _size(ds, group)
+        if size is None:
+            continue  # never kept (kept_overlay_groups)
+        rows, cols = size
+        elem = ds[group << 16 | _OVERLAY_DATA]
+        origin = _origin(ds, group)
+        oy, ox = origin or (0, 0)
+        boxes = rects if origin is not None else [(0, 0, cols, rows)]
+        data = bytes(elem.value)
+        bits = np.unpackbits(np.frombuffer(data, dtype=np.uint8), bitorder="little")
+        n = (len(bits) // (rows * cols)) * rows * cols
+        planes = bits[:n].reshape(-1, rows, cols)
+        for x, y, w, h in boxes:
+            r0, r1 = max(0, y - oy), max(0, min(rows, y + h - oy))
+            c0, c1 = max(0, x - ox), max(0, min(cols, x + w - ox))
+            if r0 < r1 and c0 < c1:
+                cleared += int(planes[:, r0:r1, c0:c1].sum())
+                planes[:, r0:r1, c0:c1] = 0
+        packed = pack_bits(np.concatenate([planes.ravel(), bits[n:]]), pad=False)
+        packed = packed + b"\x00" * (len(data) - len(packed))  # the source's length and padding
+        elem.value = packed[: len(data)]
+    return cleared
