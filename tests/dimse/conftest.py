@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
 import subprocess
+import time
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 from pydicom.filereader import read_preamble
+from pydicom.uid import generate_uid
 
 from pixels import Catalog
 from pixels.dimse.config import ServerConfig
@@ -110,3 +115,55 @@ def dataset_bytes(path: str) -> bytes:
     if meta.TransferSyntaxUID == "1.2.840.10008.1.2.1.99":
         return zlib.decompress(data, -15)
     return data
+
+
+def dataset_of(path: str) -> pydicom.Dataset:
+    """A file's data set without its trailing padding (dcmqrscp and Orthanc store files
+    without it); the file meta group is not part of a data set's equality."""
+    ds = pydicom.dcmread(path)
+    if 0xFFFCFFFC in ds:
+        del ds[0xFFFCFFFC]
+    return ds
+
+
+def big_mr(path: str, frames: int) -> str:
+    """A multi-frame MR of ``frames`` 512x512 frames (pydicom's emri_small tiled), new UIDs;
+    its SOP Instance UID."""
+    ds = pydicom.dcmread(sample("multiframe"))
+    tiled = np.tile(ds.pixel_array, (1, 8, 8))
+    ds.Rows, ds.Columns, ds.NumberOfFrames = 512, 512, frames
+    ds.PixelData = np.concatenate([tiled] * (frames // len(tiled) + 1))[:frames].tobytes()
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.save_as(path)
+    return str(ds.SOPInstanceUID)
+
+
+@contextlib.contextmanager
+def dcmqrscp(
+    root: Path, port: int, *files: str, hosts: str = ""
+) -> Iterator[subprocess.Popen[bytes]]:
+    """dcmtk's dcmqrscp as AE ``ARCHIVE`` on ``port`` over a database in ``root/db``,
+    given ``files``; ``hosts``: its HostTable lines (move destinations). It serves each
+    association in a child process of its own."""
+    (root / "db").mkdir(exist_ok=True)
+    (root / "qr.cfg").write_text(
+        f"NetworkTCPPort = {port}\nMaxPDUSize = 16384\nMaxAssociations = 16\n"
+        f"HostTable BEGIN\n{hosts}HostTable END\nVendorTable BEGIN\nVendorTable END\n"
+        f"AETable BEGIN\nARCHIVE {root / 'db'} RW (200, 1024mb) ANY\nAETable END\n"
+    )
+    argv = [os.path.join(DCMTK, "dcmqrscp"), "-c", str(root / "qr.cfg")]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while dcmtk("echoscu", "-aec", "ARCHIVE", "127.0.0.1", str(port)).returncode != 0:
+            assert proc.poll() is None, "dcmqrscp did not start"
+            assert time.monotonic() < deadline, "dcmqrscp did not start"
+            time.sleep(0.1)
+        if files:
+            res = dcmtk("storescu", "-aec", "ARCHIVE", "127.0.0.1", str(port), *files, timeout=120)
+            assert res.returncode == 0, res.stderr
+        yield proc
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -5,9 +5,6 @@ reason of a rejected association)."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +13,7 @@ import pydicom
 import pytest
 from click.testing import CliRunner
 
-from dimse.conftest import DCMTK, dcmtk, free_port, sample
+from dimse.conftest import dataset_of, dcmqrscp, free_port, sample
 from pixels import Catalog
 from pixels.cli import main
 
@@ -34,44 +31,15 @@ class Archive:
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Archive]:
     root = tmp_path_factory.mktemp("dcmqrscp")
-    (root / "db").mkdir()
     port, move_port = free_port(), free_port()
-    (root / "qr.cfg").write_text(
-        f"NetworkTCPPort = {port}\nMaxPDUSize = 16384\nMaxAssociations = 16\n"
-        f"HostTable BEGIN\npixelsr = (PIXELSR, 127.0.0.1, {move_port})\nHostTable END\n"
-        "VendorTable BEGIN\nVendorTable END\n"
-        f"AETable BEGIN\nARCHIVE {root / 'db'} RW (200, 1024mb) ANY\nAETable END\n"
-    )
-    proc = subprocess.Popen(
-        [os.path.join(DCMTK, "dcmqrscp"), "-c", str(root / "qr.cfg")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while dcmtk("echoscu", "-aec", "ARCHIVE", "127.0.0.1", str(port)).returncode != 0:
-            assert proc.poll() is None and time.monotonic() < deadline, "dcmqrscp did not start"
-            time.sleep(0.1)
-        res = dcmtk("storescu", "-aec", "ARCHIVE", "127.0.0.1", str(port),
-                    sample("ct"), sample("mr"))  # fmt: skip
-        assert res.returncode == 0, res.stderr
+    hosts = f"pixelsr = (PIXELSR, 127.0.0.1, {move_port})\n"
+    with dcmqrscp(root, port, sample("ct"), sample("mr"), hosts=hosts):
         yield Archive(f"ARCHIVE@127.0.0.1:{port}", move_port)
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def _pixels(*args: str) -> tuple[int, str]:
     res = CliRunner().invoke(main, ["dimse", *args])
     return res.exit_code, res.output
-
-
-def _dataset(path: str) -> pydicom.Dataset:
-    """A file's data set without its trailing padding (dcmtk's archive drops it)."""
-    ds = pydicom.dcmread(path)
-    if 0xFFFCFFFC in ds:
-        del ds[0xFFFCFFFC]
-    return ds
 
 
 def _stored(catalog: str) -> dict[str, str]:
@@ -98,7 +66,7 @@ def test_find_get_and_move_from_dcmqrscp_into_a_catalog(archive: Archive, tmp_pa
     stored = _stored(catalog)
     for key in ("ct", "mr"):
         sop = str(pydicom.dcmread(sample(key)).SOPInstanceUID)
-        assert _dataset(stored[sop]) == _dataset(sample(key)), key
+        assert dataset_of(stored[sop]) == dataset_of(sample(key)), key
 
 
 def test_dcmqrscp_failures_are_named(archive: Archive) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 import pydicom
 import pytest
 
-from dimse.conftest import free_port, sample
+from dimse.conftest import dataset_of, free_port, sample
 from pixels import Catalog
 from pixels.dimse.config import ServerConfig
 from pixels.dimse.scu import Client, retrieve
@@ -112,15 +112,6 @@ def _orthanc_sops(peers: Peers) -> set[str]:
     return out
 
 
-def _dataset(path: str) -> pydicom.Dataset:
-    """A file's data set, without its trailing padding (Orthanc stores files without it)."""
-    ds = pydicom.dcmread(path)
-    del ds.file_meta
-    if 0xFFFCFFFC in ds:
-        del ds[0xFFFCFFFC]
-    return ds
-
-
 def test_pixels_scu_stores_finds_and_retrieves_from_orthanc(peers: Peers) -> None:
     client = Client(f"ORTHANC@127.0.0.1:{peers.orthanc_port}", ae_title="PIXELSR")
     assert client.echo() == 0
@@ -137,7 +128,7 @@ def test_pixels_scu_stores_finds_and_retrieves_from_orthanc(peers: Peers) -> Non
     assert [r["SOPInstanceUID"] for r in rows] == [pydicom.dcmread(sample("j2k")).SOPInstanceUID]
     assert rows[0]["error"] is None
     assert rows[0]["TransferSyntaxUID"] == "1.2.840.10008.1.2.4.91"  # as stored, not transcoded
-    assert _dataset(str(rows[0]["path"])) == _dataset(sample("j2k"))
+    assert dataset_of(str(rows[0]["path"])) == dataset_of(sample("j2k"))
     # C-MOVE to Pixels (served on the port Orthanc knows PIXELSR at) into another catalog
     moved = os.path.join(peers.root, "by-move")
     result = retrieve(
@@ -153,7 +144,7 @@ def test_pixels_scu_stores_finds_and_retrieves_from_orthanc(peers: Peers) -> Non
     assert (result.status, result.completed, result.failed) == (0, 1, 0)
     rows = Catalog(moved).table.delta().to_pyarrow_table().to_pylist()
     assert len(rows) == 1 and rows[0]["StudyInstanceUID"] == MR_STUDY
-    assert _dataset(str(rows[0]["path"])) == _dataset(sample("mr"))
+    assert dataset_of(str(rows[0]["path"])) == dataset_of(sample("mr"))
 
 
 def test_orthanc_finds_moves_and_stores_with_pixels(peers: Peers) -> None:
@@ -180,7 +171,7 @@ def test_orthanc_finds_moves_and_stores_with_pixels(peers: Peers) -> None:
     url = f"{peers.http}/instances/{iid}/file"
     with urllib.request.urlopen(url, timeout=60) as rsp, open(received, "wb") as fh:
         shutil.copyfileobj(rsp, fh)
-    assert _dataset(received) == _dataset(sample("ct"))
+    assert dataset_of(received) == dataset_of(sample("ct"))
     # C-STORE: Orthanc sends Pixels an instance it was given (Orthanc 1.10 has no C-GET SCU)
     with open(sample("multiframe"), "rb") as fh:
         req = urllib.request.Request(peers.http + "/instances", data=fh.read(), method="POST")

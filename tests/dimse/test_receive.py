@@ -7,13 +7,11 @@ import subprocess
 import tempfile
 import time
 
-import numpy as np
 import pyarrow.compute as pc
 import pydicom
 import pytest
-from pydicom.uid import generate_uid
 
-from dimse.conftest import DCMTK, dataset_bytes, dcmtk, sample
+from dimse.conftest import DCMTK, big_mr, dataset_bytes, dcmtk, sample
 from pixels import Catalog
 from pixels.dimse.config import ServerConfig
 from pixels.dimse.receive import JOURNAL_DIR, StoreSink
@@ -128,18 +126,6 @@ def test_a_query_right_after_a_store_finds_what_was_acknowledged(
         server.stop()
 
 
-def _big_mr(path: str, frames: int) -> str:
-    """A multi-frame MR of ``frames`` 512x512 frames (pydicom's emri_small tiled), new UIDs."""
-    ds = pydicom.dcmread(sample("multiframe"))
-    tiled = np.tile(ds.pixel_array, (1, 8, 8))
-    ds.Rows, ds.Columns, ds.NumberOfFrames = 512, 512, frames
-    ds.PixelData = np.concatenate([tiled] * (frames // len(tiled) + 1))[:frames].tobytes()
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
-    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds.save_as(path)
-    return str(ds.SOPInstanceUID)
-
-
 def test_a_c_store_is_received_into_a_file_and_a_cut_one_leaves_none(
     tmp_path: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -153,7 +139,7 @@ def test_a_c_store_is_received_into_a_file_and_a_cut_one_leaves_none(
     os.makedirs(received)
     monkeypatch.setattr(tempfile, "tempdir", received)  # where pynetdicom writes data sets
     big = os.path.join(root, "big.dcm")
-    sop = _big_mr(big, 64)
+    sop = big_mr(big, 64)
     catalog = os.path.join(root, "catalog")
     Catalog(catalog).catalog(sample("ct"), workers=0)
     # small PDUs: the transfer lasts long enough to be cut in the middle

@@ -244,23 +244,12 @@ def find_cmd(peer: str, keys: tuple[str, ...], level: str, model: str, **kw: Any
 @_MODEL
 @click.option("--out", "-o", required=True, help="Folder the instances are written to.")
 def get_cmd(peer: str, keys: tuple[str, ...], level: str, model: str, out: str, **kw: Any) -> None:
-    """C-GET into a folder ({SOPInstanceUID}.dcm)."""
-    import pydicom
-
+    """C-GET into a folder ({SOPInstanceUID}.dcm): each instance written to a file as it
+    arrives, under its name once whole."""
     client = _client(peer, **kw)
     os.makedirs(out, exist_ok=True)
-
-    def on_store(data: bytes) -> tuple[int, str | None]:
-        import io
-
-        sop = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True).SOPInstanceUID
-        path = os.path.join(out, f"{sop}.dcm")
-        with open(path, "wb") as fh:
-            fh.write(data)
-        return 0, path
-
     result = _run(
-        lambda: client.get(_pairs(keys, "--key"), level.upper(), model.upper(), on_store=on_store)
+        lambda: client.get(_pairs(keys, "--key"), level.upper(), model.upper(), folder=out)
     )
     _report("C-GET", result, "C-GET", client.peer)
 
@@ -346,5 +335,7 @@ def _report(what: str, result: Any, service: str, peer: Any) -> None:
         f"{result.completed}, failed {result.failed}, warning {result.warning}"
         + (f" ({result.comment})" if result.comment else "")
     )
+    for refused in getattr(result, "refused", []):
+        click.echo(f"not stored: {refused}", err=True)
     if result.failed or result.status not in (0, 0xB000):
         raise click.ClickException(f"{what} from {peer} did not complete")

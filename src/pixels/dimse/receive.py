@@ -9,7 +9,8 @@ never held in memory whole: pynetdicom writes it to a file as its fragments arri
 (:func:`chunked_receive`; in the process's temporary folder, ``TMPDIR``, which should
 be on disk rather than a tmpfs), it is copied from there (in the kernel) behind the file
 meta group into ``{storage_root}/.incoming`` (:func:`part10_file`) and that file is
-renamed into place. Before the
+renamed into place (:func:`receive_store`: the same steps for the C-GET SCU,
+:meth:`pixels.dimse.scu.Client.get`, which renames into a folder or the catalog). Before the
 success status is sent the file and its folder are ``fsync``-ed and its path is
 appended to a journal (``{storage_root}/.dimse/batch-*.paths``, ``fsync``-ed too).
 
@@ -35,15 +36,18 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
+from pydicom import dcmread
 from pydicom.dataset import FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID
 from pynetdicom import _config as pynetdicom_config
 
+from pixels.dicom.notices import kept_warnings
 from pixels.web.state import WebState
 from pixels.web.stow import committer_of, store_file, store_path
 
@@ -51,12 +55,16 @@ __all__ = [
     "JOURNAL_DIR",
     "StoreSink",
     "Stored",
+    "check_received",
     "chunked_receive",
     "discard_partial",
+    "discard_received",
     "part10_bytes",
     "part10_file",
-    "received_bytes",
+    "receive_store",
+    "received_file",
     "received_path",
+    "release_received",
 ]
 
 LOG = logging.getLogger("pixels.dimse")
@@ -74,8 +82,8 @@ FAIL_CANNOT_UNDERSTAND = 0xC000
 def chunked_receive() -> None:
     """Have pynetdicom write each C-STORE data set received to a file as its fragments
     arrive (``STORE_RECV_CHUNKED_DATASET``, a setting of the whole process) rather than
-    gather it in memory: the handlers of :mod:`pixels.dimse` read it from there
-    (:func:`received_path`, :func:`received_bytes`)."""
+    gather it in memory: the handlers of :mod:`pixels.dimse` make their file from there
+    (:func:`received_file`)."""
     pynetdicom_config.STORE_RECV_CHUNKED_DATASET = True
 
 
@@ -96,17 +104,6 @@ def _dataset_offset(fh: BinaryIO, path: str) -> int:
     return 144 + int(struct.unpack("<I", head[12:])[0])
 
 
-def received_bytes(request: Any) -> bytes:
-    """A C-STORE request's data set as the peer sent it (from pynetdicom's file or its
-    buffer)."""
-    path = received_path(request)
-    if path is None:
-        return bytes(request.DataSet.getvalue())
-    with open(path, "rb") as fh:
-        fh.seek(_dataset_offset(fh, path))
-        return fh.read()
-
-
 def part10_file(
     received: str,
     folder: str,
@@ -119,11 +116,7 @@ def part10_file(
     ``received``: the file meta group of :func:`part10_bytes`, then the data set's bytes
     copied unchanged by the kernel (never read into memory)."""
     head = part10_bytes(b"", sop_class, sop_instance, transfer_syntax, source_ae)
-    try:
-        fd, path = tempfile.mkstemp(dir=folder, suffix=".dcm")
-    except FileNotFoundError:
-        os.makedirs(folder, exist_ok=True)
-        fd, path = tempfile.mkstemp(dir=folder, suffix=".dcm")
+    fd, path = _temporary(folder)
     try:
         with open(received, "rb") as src, os.fdopen(fd, "wb") as out:
             offset = _dataset_offset(src, received)
@@ -147,14 +140,117 @@ def part10_file(
     return path
 
 
-def discard_partial(assoc: Any) -> None:
-    """Remove the file pynetdicom was writing a C-STORE data set to when the association
-    ends before the data set did (an abort, a dropped connection) or when the request is
-    answered without its handler: pynetdicom deletes it only after the handler ran."""
-    message = getattr(getattr(assoc, "dimse", None), "message", None)
-    handle = getattr(message, "_data_set_file", None)
+def _temporary(folder: str) -> tuple[int, str]:
+    """A new file in ``folder`` (made if missing) under a hidden temporary name
+    (``.pixels-*.part``): what is left there by a killed process reads as partial."""
+    try:
+        return tempfile.mkstemp(dir=folder, prefix=".pixels-", suffix=".part")
+    except FileNotFoundError:
+        os.makedirs(folder, exist_ok=True)
+        return tempfile.mkstemp(dir=folder, prefix=".pixels-", suffix=".part")
+
+
+def received_file(request: Any, transfer_syntax: str, folder: str, source_ae: str = "") -> str:
+    """The DICOM file made in ``folder`` (a temporary name, its path) of a C-STORE
+    request's data set, as the SCP and the C-GET SCU receive one: :func:`part10_file`
+    from the file pynetdicom wrote it to (:func:`chunked_receive`), or the PS3.10 bytes of
+    its buffer where pynetdicom gathered it in memory. pynetdicom's file is left to the
+    caller (:func:`release_received`)."""
+    sop_class = str(request.AffectedSOPClassUID or "")
+    sop = str(request.AffectedSOPInstanceUID or "")
+    received = received_path(request)
+    if received is not None:
+        return part10_file(received, folder, sop_class, sop, transfer_syntax, source_ae)
+    data = part10_bytes(request.DataSet.getvalue(), sop_class, sop, transfer_syntax, source_ae)
+    fd, path = _temporary(folder)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise
+    return path
+
+
+def check_received(path: str, sop_class: str, sop: str) -> tuple[int, str] | None:
+    """Why a received file (``path``, made by :func:`received_file`) may not be stored for
+    a C-STORE request of ``sop_class`` / ``sop``: a failure status and its reason (the
+    header unreadable, or its SOP Class / Instance UID not the request's); None when it
+    may. Only the header is read."""
+    try:
+        with kept_warnings() as kept:  # pydicom's complaints: part of the reason, not logs
+            ds = dcmread(path, stop_before_pixels=True)
+            held_class = str(ds.get("SOPClassUID", "") or "")
+            held_sop = str(ds.get("SOPInstanceUID", "") or "")
+    except Exception as e:
+        return FAIL_CANNOT_UNDERSTAND, f"malformed data set: {e}"
+    if not held_sop or not held_class:
+        why = "; ".join(kept) or "no SOP Class / Instance UID (0008,0016/0018) can be read"
+        return FAIL_CANNOT_UNDERSTAND, f"malformed data set: {why}"
+    if held_sop != sop:
+        return (
+            FAIL_DOES_NOT_MATCH,
+            f"SOPInstanceUID (0008,0018) {held_sop!r} differs from the request's",
+        )
+    if held_class != sop_class:
+        return (
+            FAIL_DOES_NOT_MATCH,
+            f"SOPClassUID (0008,0016) {held_class!r} differs from the request's",
+        )
+    return None
+
+
+def receive_store(
+    request: Any,
+    transfer_syntax: str,
+    folder: str,
+    source_ae: str,
+    store: Callable[[str], Stored],
+) -> Stored:
+    """One C-STORE request received, as the SCP and the C-GET SCU take one: its DICOM file
+    made in ``folder`` (:func:`received_file`; pynetdicom's file then removed), checked
+    against the request (:func:`check_received`) and handed to ``store``, which renames it
+    into place; what ``store`` leaves of it (refused, or never handed over) is removed.
+    What became of it (a failure status with its reason, or success and the path)."""
+    sop_class = str(request.AffectedSOPClassUID or "")
+    sop = str(request.AffectedSOPInstanceUID or "")
+    try:
+        made = received_file(request, transfer_syntax, folder, source_ae)
+    except OSError as e:
+        return Stored(FAIL_OUT_OF_RESOURCES, f"not written: {e}")
+    except Exception as e:
+        return Stored(FAIL_CANNOT_UNDERSTAND, f"cannot encode: {e}")
+    finally:
+        release_received(request)
+    try:
+        refused = check_received(made, sop_class, sop)
+        return store(made) if refused is None else Stored(*refused)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(made)  # not stored (renamed away if stored)
+
+
+def release_received(request: Any) -> None:
+    """Remove the file pynetdicom wrote a C-STORE request's data set to, if any (its
+    storage SCP removes it after the handler; its C-GET SCU never does)."""
+    handle = getattr(request, "_dataset_file", None)
     if handle is not None:
         discard_received(handle)
+
+
+def discard_partial(assoc: Any) -> str | None:
+    """Remove the file pynetdicom was writing a C-STORE data set to when the association
+    ends before the data set did (an abort, a dropped connection) or when the request is
+    answered without its handler: pynetdicom deletes it only after the handler ran. The
+    SOP Instance UID of the data set cut off (None: none was being received)."""
+    message = getattr(getattr(assoc, "dimse", None), "message", None)
+    handle = getattr(message, "_data_set_file", None)
+    if handle is None:
+        return None
+    discard_received(handle)
+    command = getattr(message, "command_set", None)
+    return str(getattr(command, "AffectedSOPInstanceUID", "") or "")
 
 
 def discard_received(handle: Any) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import ssl
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -48,8 +49,18 @@ from pixels.dimse.contexts import (
     storage_contexts,
     takes_as_stored,
 )
-from pixels.dimse.receive import StoreSink, part10_bytes, received_bytes
+from pixels.dimse.receive import (
+    FAIL_CANNOT_UNDERSTAND,
+    FAIL_OUT_OF_RESOURCES,
+    SUCCESS,
+    Stored,
+    StoreSink,
+    chunked_receive,
+    discard_partial,
+    receive_store,
+)
 from pixels.errors import PixelsError
+from pixels.web.state import is_uid
 
 __all__ = [
     "Client",
@@ -102,6 +113,8 @@ class RetrieveResult:
     warning: int = 0
     #: paths stored (C-GET into a folder or catalog; C-MOVE into a catalog)
     stored: list[str] = field(default_factory=list)
+    #: instances received by C-GET and not stored: their SOP Instance UID, status, reason
+    refused: list[str] = field(default_factory=list)
     comment: str = ""
 
 
@@ -235,35 +248,56 @@ class Client:
         level: str = "STUDY",
         model: str = "STUDY",
         *,
-        on_store: Callable[[bytes], tuple[int, str | None]],
+        folder: str,
+        on_store: Callable[[str, str], Stored] | None = None,
         sop_classes: Iterable[str] | None = None,
     ) -> RetrieveResult:
-        """C-GET; each instance received is handed to ``on_store`` (the PS3.10 file's
-        bytes -> its C-STORE status and stored path)."""
+        """C-GET into ``folder``.
+
+        Each instance is received as the SCP receives one
+        (:func:`~pixels.dimse.receive.receive_store`): written to a file as its fragments
+        arrive, then made a DICOM file under a temporary name in ``folder``, never held in
+        memory whole; checked against its C-STORE request, then handed to ``on_store`` (that file's path and its SOP
+        Instance UID -> :class:`Stored`), which renames it into place. By default it is
+        renamed to ``{folder}/{SOPInstanceUID}.dcm``. A file not stored, or cut off by
+        an abort, is removed: nothing partial is left under a stored name. Each instance
+        refused is named in :attr:`RetrieveResult.refused` (and the log)."""
         uid = _MODEL_UIDS["get"][model.upper()]
         classes = list(dict.fromkeys(sop_classes or self._classes_of(keys, level)))
         contexts = [build_context(uid), *_get_contexts(classes)]
         roles = [build_role(c, scp_role=True) for c in classes]
         result = RetrieveResult()
+        place = on_store or _into_folder(folder)
+        chunked_receive()  # C-STORE data sets written to a file as they arrive
 
         def handle(event: Any) -> int:
             req = event.request
-            data = part10_bytes(
-                received_bytes(req),
-                str(req.AffectedSOPClassUID),
-                str(req.AffectedSOPInstanceUID),
-                str(event.context.transfer_syntax),
-                self.peer.ae_title,
+            sop = str(req.AffectedSOPInstanceUID or "")
+            syntax = str(event.context.transfer_syntax)
+            stored = receive_store(
+                req, syntax, folder, self.peer.ae_title, lambda made: place(made, sop)
             )
-            code, path = on_store(data)
-            if path:
-                result.stored.append(path)
-            return code
+            if stored.status:
+                text = f"SOP Instance {sop[:70]!r}: 0x{stored.status:04X} {stored.reason}"
+                LOG.warning("C-GET from %s: %s", self.peer, text)
+                result.refused.append(text)
+            elif stored.path:
+                result.stored.append(stored.path)
+            return stored.status
 
-        assoc = self._associate(contexts, roles=roles, handlers=[(evt.EVT_C_STORE, handle)])
+        def cut(event: Any) -> None:
+            discard_partial(event.assoc)  # a data set cut off by an abort or a dropped peer
+
+        handlers = [(evt.EVT_C_STORE, handle), (evt.EVT_ABORTED, cut), (evt.EVT_CONN_CLOSE, cut)]
+        assoc = self._associate(contexts, roles=roles, handlers=handlers)
         try:
             for rsp, _ in assoc.send_c_get(identifier(keys, level), uid):
                 _final(result, rsp, "C-GET", self.peer)
+        except DimseError as e:
+            sop = discard_partial(assoc)  # the data set being received when the peer went
+            if sop is None:
+                raise
+            raise DimseError(f"{e}; SOP Instance {sop[:70]!r} cut off: nothing of it kept") from e
         finally:
             assoc.release()
         return result
@@ -303,6 +337,22 @@ def _explicit_le(path: str, syntax: str) -> Dataset:
     with open(path, "rb") as fh:
         data = b"".join(open_transcoder(fh, path=path, transfer_syntax=syntax).chunks())
     return dcmread(io.BytesIO(data))
+
+
+def _into_folder(folder: str) -> Callable[[str, str], Stored]:
+    """The default C-GET store: a received file renamed to ``{folder}/{SOP}.dcm``."""
+
+    def place(made: str, sop: str) -> Stored:
+        if not is_uid(sop):
+            return Stored(FAIL_CANNOT_UNDERSTAND, f"SOP Instance UID {sop[:70]!r} is not a UID")
+        path = os.path.join(folder, f"{sop}.dcm")
+        try:
+            os.replace(made, path)
+        except OSError as e:
+            return Stored(FAIL_OUT_OF_RESOURCES, f"not written to {path}: {e}")
+        return Stored(SUCCESS, "", path)
+
+    return place
 
 
 _UNIQUE = {0x00100020, 0x0020000D, 0x0020000E, 0x00080018}
@@ -400,12 +450,9 @@ def retrieve(
     if method == "get":
         sink = StoreSink(state)
         try:
-
-            def on_store(data: bytes) -> tuple[int, str | None]:
-                stored = sink.store(data)
-                return stored.status, stored.path
-
-            result = cli.get(keys, level, on_store=on_store)
+            result = cli.get(
+                keys, level, folder=sink.incoming, on_store=lambda made, _: sink.store_path(made)
+            )
         finally:
             sink.close()
         return result

@@ -20,7 +20,6 @@ import contextlib
 import hmac
 import io
 import logging
-import os
 import struct
 import threading
 from collections.abc import Callable, Iterator
@@ -33,7 +32,6 @@ from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.presentation import build_context
 from pynetdicom.transport import ThreadedAssociationServer
 
-from pixels.dicom.notices import kept_warnings
 from pixels.dicom.transcode import open_transcoder
 from pixels.dimse.config import (
     ServerConfig,
@@ -54,14 +52,11 @@ from pixels.dimse.contexts import (
 from pixels.dimse.query import FindError, InstanceFile, find, instances_for, parse_identifier
 from pixels.dimse.receive import (
     FAIL_CANNOT_UNDERSTAND,
-    FAIL_DOES_NOT_MATCH,
     StoreSink,
     chunked_receive,
     discard_partial,
-    discard_received,
-    part10_bytes,
-    part10_file,
-    received_path,
+    receive_store,
+    release_received,
 )
 from pixels.sources import open_file
 from pixels.sources.ref import FileRef
@@ -169,9 +164,7 @@ class _StoreClassCheck:
             wanted = str(context.abstract_syntax) if context is not None else ""
             sent = str(msg.AffectedSOPClassUID or "")
             if context is not None and sent != wanted:
-                handle = getattr(msg, "_dataset_file", None)
-                if handle is not None:  # pynetdicom removes it only after its handler
-                    discard_received(handle)
+                release_received(msg)  # pynetdicom removes it only after its handler
                 why = f"Affected SOP Class UID {sent[:64]!r} is not the context's {wanted}"
                 LOG.warning("DIMSE: C-STORE from %s refused (0xC000): %s", self._peer, why)
                 rsp = C_STORE()
@@ -375,57 +368,10 @@ class DimseServer:
     def _on_store(self, event: Any) -> Dataset:
         req = event.request
         calling = str(event.assoc.requestor.ae_title or "").strip()
-        sop_class = str(req.AffectedSOPClassUID or "")
         sop = str(req.AffectedSOPInstanceUID or "")
         syntax = str(event.context.transfer_syntax)
-        received = received_path(req)
-        made: str | None = None
-        try:
-            if received is None:
-                data = part10_bytes(req.DataSet.getvalue(), sop_class, sop, syntax, calling)
-            else:  # written to a file as it arrived: the data set is never in memory whole
-                made = part10_file(received, self.sink.incoming, sop_class, sop, syntax, calling)
-        except Exception as e:
-            return self._store_failed(FAIL_CANNOT_UNDERSTAND, f"cannot encode: {e}", calling, sop)
-        try:
-            return self._store_checked(made if made is not None else data, calling, sop_class, sop)
-        finally:
-            if made is not None:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(made)  # refused before it was stored (renamed away if stored)
-
-    def _store_checked(self, made: str | bytes, calling: str, sop_class: str, sop: str) -> Dataset:
-        """Check a received file (its path, or its bytes) against the request and store it."""
-        try:
-            with kept_warnings() as kept:  # pydicom's complaints: part of the reason, not logs
-                source = made if isinstance(made, str) else io.BytesIO(made)
-                ds = dcmread(source, stop_before_pixels=True)
-                held_class = str(ds.get("SOPClassUID", "") or "")
-                held_sop = str(ds.get("SOPInstanceUID", "") or "")
-        except Exception as e:
-            return self._store_failed(
-                FAIL_CANNOT_UNDERSTAND, f"malformed data set: {e}", calling, sop
-            )
-        if not held_sop or not held_class:
-            why = "; ".join(kept) or "no SOP Class / Instance UID (0008,0016/0018) can be read"
-            return self._store_failed(
-                FAIL_CANNOT_UNDERSTAND, f"malformed data set: {why}", calling, sop
-            )
-        if held_sop != sop:
-            return self._store_failed(
-                FAIL_DOES_NOT_MATCH,
-                f"SOPInstanceUID (0008,0018) {held_sop!r} differs from the request's",
-                calling,
-                sop,
-            )
-        if held_class != sop_class:
-            return self._store_failed(
-                FAIL_DOES_NOT_MATCH,
-                f"SOPClassUID (0008,0016) {held_class!r} differs from the request's",
-                calling,
-                sop,
-            )
-        stored = self.sink.store_path(made) if isinstance(made, str) else self.sink.store(made)
+        # written to a file as it arrived: the data set is never in memory whole
+        stored = receive_store(req, syntax, self.sink.incoming, calling, self.sink.store_path)
         if stored.status:
             return self._store_failed(stored.status, stored.reason, calling, sop)
         return status(0x0000)
