@@ -3,7 +3,9 @@ Profile with options, consistent across a catalog through one secret key.
 
 Per file (pure, :mod:`pixels.deid.file`): :func:`deidentify_file`. Over a catalog
 (:mod:`pixels.deid.run`, uses the engines): :func:`deidentify_table`. The action table is
-data in :mod:`pixels.deid.profile`; the key in :mod:`pixels.deid.keys`.
+data in :mod:`pixels.deid.profile`; what an object's IOD requires of it in
+:mod:`pixels.deid.iod`; private elements in :mod:`pixels.deid.private`; the key in
+:mod:`pixels.deid.keys`.
 """
 
 from __future__ import annotations

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from pixels.deid.dates import shift_da, shift_dt
+from pixels.deid.endian import swap_words
 from pixels.deid.graphics import (
     Identity,
     black_out_overlays,
@@ -42,6 +43,7 @@ from pixels.deid.graphics import (
     kept_overlay_groups,
     overlay_action,
 )
+from pixels.deid.iod import action_for
 from pixels.deid.keys import DeidKey
 from pixels.deid.pixelclean import (
     PIXEL_KEYWORDS,
@@ -53,6 +55,7 @@ from pixels.deid.pixelclean import (
     matching_rule,
     trim_native_pixel_data,
 )
+from pixels.deid.private import remove_private
 from pixels.deid.profile import (
     DEID_METHOD_CODES,
     STANDARD,
@@ -222,7 +225,9 @@ class DeidResult:
         ``uid``, ``pseudonym``, ``shifted``, ``kept_private``, ``blacked_out``,
         ``overlay_bits_cleared``, ``overlay_planes_kept`` and ``overlay_bits_blacked_out``
         (Clean Graphics Option), ``pixel_bytes_dropped``, ``stream_segments_removed``,
-        ``stream_bytes_dropped`` (after a compressed frame's end of codestream).
+        ``stream_bytes_dropped`` (after a compressed frame's end of codestream),
+        ``words_swapped`` (big endian binary values written little endian:
+        :mod:`pixels.deid.endian`).
     """
 
     path: str
@@ -265,6 +270,8 @@ class _Walk:
         #: With the Clean Graphics Option: the source's identity, the overlay planes kept.
         self.identity = Identity(frozenset())
         self.overlays: frozenset[int] = frozenset()
+        #: The object's SOP Class UID: what its IOD requires (:mod:`pixels.deid.iod`).
+        self.sop_class = ""
 
     # ------------------------------------------------------------------ values
     def _uid(self, value: Any) -> Any:
@@ -306,7 +313,11 @@ class _Walk:
     # ------------------------------------------------------------------ walking
     def clean(self, ds: Any, depth: int = 0, dummy: str = "") -> None:
         """Clean ``ds`` in place; ``dummy`` is ``"text"`` or ``"all"`` inside a plain-D sequence."""
-        self._private(ds)
+        removed, kept = remove_private(ds, keep_safe=Option.RETAIN_SAFE_PRIVATE in self.on)
+        if removed:
+            self.counts["removed"] += removed
+        if kept:
+            self.counts["kept_private"] += kept
         for tag in list(ds.keys()):
             t = int(tag)
             group, el = t >> 16, t & 0xFFFF
@@ -359,6 +370,8 @@ class _Walk:
         elif rule is not None:
             chosen = rule.action(self.on)
             act = resolve(chosen, is_sq)
+            if depth == 0:  # what the IOD requires: a dummy, not removed (never the original)
+                act = action_for(self.sop_class, t, act, is_sq)
             if act == "C" and is_sq and rule.keyword in _STRUCTURED_SEQUENCES:
                 act, dummy = "K", "structured"  # Clean Structured Content: keep the tree
             elif act == "C" and is_sq and rule.keyword == "GraphicAnnotationSequence":
@@ -477,89 +490,6 @@ class _Walk:
                 self.counts["emptied"] += 1
         else:  # pragma: no cover - the table is checked at import
             raise DeidError(f"unknown action {act!r} for {_tag(int(elem.tag))}", self.path or None)
-
-    def _private(self, ds: Any) -> None:
-        """Remove private elements, keeping the safe list (and its creators) when asked."""
-        from pixels.deid.profile import SAFE_PRIVATE
-
-        keep_safe = Option.RETAIN_SAFE_PRIVATE in self.on
-        private = [int(t) for t in ds.keys() if int(t) >> 16 & 1]  # noqa: SIM118 - tags, not elements
-        if not private:
-            return
-        creators: dict[tuple[int, int], str] = {}
-        for t in private:
-            group, el = t >> 16, t & 0xFFFF
-            if 0x10 <= el <= 0xFF:
-                creators[(group, el)] = str(ds[t].value or "").strip()
-        used: set[tuple[int, int]] = set()
-        for t in private:
-            group, el = t >> 16, t & 0xFFFF
-            if el < 0x1000:
-                continue
-            block = (group, el >> 8)
-            creator = creators.get(block)
-            safe = (creator or "", group, el & 0xFF)
-            if (
-                keep_safe
-                and creator is not None
-                and safe in SAFE_PRIVATE
-                and _safe_value(ds, t, safe)
-            ):
-                used.add(block)
-                self.counts["kept_private"] += 1
-                continue
-            del ds[t]
-            self.counts["removed"] += 1
-        for t in private:
-            group, el = t >> 16, t & 0xFFFF
-            if el < 0x1000 and (group, el) not in used:
-                del ds[t]
-                self.counts["removed"] += 1
-
-
-_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
-
-
-def _safe_value(ds: Any, tag: int, safe: tuple[str, int, int]) -> bool:
-    """Whether a Retain Safe Private element holds what the list says, nothing else.
-
-    Its VR must be the listed one (or UN, read as the listed one), an IS/DS value numbers
-    only, a CS value one of the defined terms, an FL/FD value whole floats: a vendor (or
-    anyone) writing a name where a b-value belongs does not get it through, nor a value
-    that cannot be read as its VR.
-    """
-    from pixels.deid.profile import SAFE_PRIVATE_TERMS, SAFE_PRIVATE_VR
-
-    try:
-        elem = ds[tag]
-    except Exception:  # the bytes do not fit the dictionary's VR (a name in an FD)
-        return False
-    want = SAFE_PRIVATE_VR[safe]
-    vr = elem.VR
-    if vr not in (want, "UN") and {vr, want} != {"IS", "DS"}:
-        return False
-    value = elem.value
-    if want in ("FD", "FL"):
-        size = 8 if want == "FD" else 4
-        if isinstance(value, bytes | bytearray):
-            return len(value) % size == 0
-        multi = isinstance(value, list | tuple) or type(value).__name__ == "MultiValue"
-        values = value if multi else [value]
-        return all(isinstance(v, int | float) for v in values)
-    if isinstance(value, bytes | bytearray):
-        try:
-            text = bytes(value).decode("ascii").rstrip("\x00 ")
-        except UnicodeDecodeError:
-            return False
-    elif isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
-        text = "\\".join(str(v) for v in value)
-    else:
-        text = "" if value is None else str(value)
-    parts = [p.strip() for p in text.split("\\")]
-    if want == "CS":
-        terms = SAFE_PRIVATE_TERMS.get(safe, frozenset())
-        return all(p in terms for p in parts if p)
-    return all(_NUMBER.fullmatch(p) for p in parts if p)
 
 
 def _well_formed(elem: Any) -> bool:
@@ -680,7 +610,12 @@ def deidentify_dataset(
         or getattr(ds.get("file_meta"), "MediaStorageSOPClassUID", "")
         or ""
     )
+    walk.sop_class = sop_class
     walk.clean(ds)
+    if ts == codecs.EXPLICIT_BE:  # written little endian: words of binary values swapped
+        swapped = swap_words(ds, skip=PIXEL_KEYWORDS)
+        if swapped:
+            walk.counts["words_swapped"] += swapped
     if overlays:
         walk.counts["overlay_bits_cleared"] += overlays
     if trailing:

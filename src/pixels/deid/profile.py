@@ -45,10 +45,18 @@ dummy) value, ``X`` remove, ``K`` keep (sequences are still cleaned inside), ``C
 (dates: shifted by the patient's offset; descriptors: kept only when the user names them,
 since free text cannot be cleaned automatically), ``U`` replace a UID with a consistent one.
 Compound actions (``X/Z``, ``X/D``, ``Z/D``, ``X/Z/D``, ``X/Z/U*``) depend on the IOD's Type
-for the attribute; without the IOD this module resolves them by :func:`resolve`.
+for the attribute; without the IOD this module resolves them by :func:`resolve`. The table
+is IOD-blind, and sometimes wrong for an IOD: its ``X`` removes Presentation Creation Date
+and Time, Type 1 in every presentation state, and an ``X/Z`` sequence emptied is invalid
+where the IOD has it as Type 3 (Referenced Study Sequence). :mod:`pixels.deid.iod` holds
+those cases, by SOP class (found with dciodvfy on real files), and :mod:`pixels.deid.file`
+applies them at the top level after this table: a dummy for Type 1 (never the original
+value; the longitudinal options shift or keep dates as the table says), empty for Type 2,
+removed for a Type 3 sequence.
 
 The pattern rows of the standard are rules in :mod:`pixels.deid.file`: private attributes
-(odd groups) are removed (``X``) unless the Retain Safe Private option keeps them; Curve
+(odd groups) are removed (``X``) unless the Retain Safe Private option keeps them
+(:mod:`pixels.deid.private`); Curve
 Data (50xx,xxxx) is removed, with the Clean Graphics Option too (stricter than its ``C``:
 curves are retired); Overlay Data (60xx,3000) and Overlay Comments (60xx,4000) are removed,
 and with them the rest of each 60xx overlay group (stricter: an overlay plane without its
