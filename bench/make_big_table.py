@@ -13,7 +13,7 @@ told that the table's files were checked (``checked=``): the identity look-up of
 commit's paths against every earlier file (random UIDs in the paths defeat the
 writer's path-range pruning) made a 10M build quadratic. Memory stays flat: a
 commit's rows are all that is held (peak RSS 1.68 GB at 1M; 1.72 and 2.93 GB at 10M in two
-builds: Arrow's allocator keeps what it freed).
+builds, the second on a faster host; not investigated).
 
 Every row's ``path`` is unique (``{pool}/v/{study}/{series}/{sop}.dcm``, not on
 disk); its ``local_path`` is the real file in ``{pool}/files/`` it was made from,
