@@ -284,3 +284,167 @@ def test_overlay_with_an_unreadable_size_or_origin() -> None:
     del src[0x60000011]  # no Overlay Columns: the bitmap cannot be read
     out = _out(deidentify_file(src, KEY, opts, path=OVERLAYS).data)
     assert not [e for e in out if e.tag.group == 0x6000]
+
+
+def _mangled(how: str) -> pydicom.Dataset:
+    """The Siemens MR with its overlay plane made to disagree with its own description."""
+    src = _mr()
+    data = bytes(src[0x60003000].value)
+    if how == "rows doubled":
+        src[0x60000010].value = 2 * src[0x60000010].value
+    elif how == "three frames":
+        src[0x60000015].value = 3
+    elif how == "one byte short":
+        src[0x60003000].value = data[:-1]
+    elif how == "empty":
+        src[0x60003000].value = b""
+    elif how == "huge size":
+        src[0x60000010].value = src[0x60000011].value = 65535
+    elif how == "16 bits allocated":
+        src[0x60000100].value = 16
+    elif how == "bit position 3":
+        src[0x60000102].value = 3
+    return src
+
+
+@pytest.mark.parametrize(
+    ("how", "named"),
+    [
+        ("rows doubled", "(6000,3000) Overlay Data holds 29282 bytes"),
+        ("three frames", "(484 x 484 x 3) need 87846"),
+        ("one byte short", "(6000,3000) Overlay Data holds 29281 bytes"),
+        ("empty", "(6000,3000) Overlay Data holds 0 bytes"),
+        ("huge size", "(65535 x 65535 x 1) need 536854529"),
+        ("16 bits allocated", "(6000,0100) Overlay Bits Allocated is '16', not 1"),
+        ("bit position 3", "(6000,0102) Overlay Bit Position is '3', not 0"),
+    ],
+)
+def test_an_overlay_whose_data_disagrees_with_its_description_is_removed_and_named(
+    how: str, named: str
+) -> None:
+    """Overlay Data shorter than Overlay Rows x Columns x Frames (or laid out other than one
+    bit per pixel) was kept with a matching rule, its rectangles cleared in the bits it has,
+    or in the wrong bits, or not at all (the bits past the end were left as they were; an
+    empty one raised a TypeError naming nothing): the plane is now removed as without the
+    option, and the result's reason names the element; the rest of the file is written."""
+    rule = BlackoutRule(((0, 0, 484, 484),), manufacturer="SIEMENS")
+    src = _mangled(how)
+    res = deidentify_file(src, KEY, DeidOptions.of("clean-graphics", blackout=(rule,)))
+    assert res.status == "written"
+    assert res.reason is not None and named in res.reason, res.reason
+    assert res.reason.startswith("overlay plane 6000 removed: ")
+    out = _out(res.data)
+    assert not [e for e in out if e.tag.group == 0x6000]
+    assert res.actions["overlay_planes_removed"] == 1 and "overlay_planes_kept" not in res.actions
+    assert out.Rows == src.Rows and out.PixelData is not None and "113103" in _codes(out)
+
+
+def test_overlay_data_past_the_plane_is_cut() -> None:
+    """Bytes after the plane's last bit (and unused bits of its last byte) are no overlay
+    pixel: no viewer shows them and no rectangle cleared them. They were written as they
+    came; now they are cut, the plane itself unchanged."""
+    src = _mr()
+    src[0x60003000].value = bytes(src[0x60003000].value) + b"\xff" * 1001
+    res = deidentify_file(src, KEY, DeidOptions.of("clean-graphics", blackout=(SIEMENS,)))
+    out = _out(res.data)
+    assert len(out[0x60003000].value) == 484 * 484 // 8
+    assert np.array_equal(out.overlay_array(0x6000), _mr().overlay_array(0x6000))
+    assert res.actions["overlay_bytes_dropped"] == 1001 and res.reason is None
+
+    src = _mr()  # 483 x 483: 29161.125 bytes, the last byte's 7 spare bits set
+    src[0x60000010].value = src[0x60000011].value = 483
+    src[0x60003000].value = b"\xff" * 29162
+    res = deidentify_file(src, KEY, DeidOptions.of("clean-graphics", blackout=(SIEMENS,)))
+    data = bytes(_out(res.data)[0x60003000].value)
+    assert data == b"\xff" * 29161 + b"\x01" and "overlay_bytes_dropped" not in res.actions
+
+
+def _multi_frame(rows: int, cols: int, frames: int) -> tuple[pydicom.Dataset, np.ndarray]:
+    """The Siemens MR with a random overlay of ``frames`` frames (its bits, frame by frame)."""
+    src = _mr()
+    bits = np.random.default_rng(7).integers(0, 2, rows * cols * frames, dtype=np.uint8)
+    src[0x60000010].value, src[0x60000011].value = rows, cols
+    src[0x60000015].value = frames
+    src[0x60000050].value = [3, 2]  # row 3, column 2
+    data = np.packbits(bits, bitorder="little").tobytes()
+    src[0x60003000].value = data + b"\x00" * (len(data) & 1)
+    return src, bits.reshape(frames, rows, cols)
+
+
+def test_a_multi_frame_overlay_is_cleared_in_every_frame(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A plane of 3 frames of 37 x 29 bits (frames and rows not on byte boundaries) cleared
+    a band of two rows at a time is cleared where a whole-array reference clears it."""
+    from pixels.deid import graphics
+
+    monkeypatch.setattr(graphics, "CHUNK_BITS", 64)
+    src, bits = _multi_frame(37, 29, 3)
+    rule = BlackoutRule(((5, 10, 10, 20), (0, 36, 100, 100)), manufacturer="SIEMENS")
+    res = deidentify_file(src, KEY, DeidOptions.of("clean-graphics", blackout=(rule,)))
+    want = bits.copy()
+    want[:, 10 - 2 : 30 - 2, 5 - 1 : 15 - 1] = 0  # origin (3, 2): overlay row 1 is image row 3
+    want[:, 36 - 2 :, :] = 0
+    got = np.unpackbits(
+        np.frombuffer(_out(res.data)[0x60003000].value, np.uint8), bitorder="little"
+    )[: bits.size]
+    assert np.array_equal(got.reshape(bits.shape), want)
+    assert res.actions["overlay_bits_blacked_out"] == int(bits.sum() - want.sum()) > 0
+
+
+def test_a_huge_overlay_is_blacked_out_in_bounded_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bitmap was unpacked whole, a byte per bit, then copied twice: 16 times the
+    overlay's bytes or more at the peak (a 1 GB overlay, 16 GB). It is now unpacked a band
+    at a time: the peak is a copy of its bytes and a band."""
+    import tracemalloc
+
+    from pixels.deid import graphics
+    from pixels.deid.graphics import black_out_overlays
+
+    monkeypatch.setattr(graphics, "CHUNK_BITS", 1 << 20)
+    src, bits = _multi_frame(2048, 2048, 4)
+    del bits
+    size = len(src[0x60003000].value)
+    tracemalloc.start()
+    try:
+        black_out_overlays(src, [0x6000], [(0, 0, 1024, 4096)])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 3 * size, (peak, size)
+
+
+def test_annotation_text_under_a_binary_vr_is_removed(tmp_path: Path) -> None:
+    """An explicit VR file may give a text attribute of an annotation a binary VR (Bounding
+    Box Annotation Units, CS, as OB holding the patient's name): its bytes were kept as
+    they came, unread. Bytes where the dictionary says text are now removed; the text
+    object and the other annotations stay."""
+    ds = pydicom.dcmread(_gsps(tmp_path / "gsps.dcm"))
+    item = ds.GraphicAnnotationSequence[0].TextObjectSequence[0]
+    item.add_new(0x00700003, "OB", b"CompressedSamples^CT1 ")
+    ds.save_as(tmp_path / "ob.dcm", enforce_file_format=True)
+    res = deidentify_file((tmp_path / "ob.dcm").read_bytes(), KEY, DeidOptions.of("clean-graphics"))
+    out = _out(res.data)
+    assert 0x00700003 not in out.GraphicAnnotationSequence[0].TextObjectSequence[0]
+    assert _texts(out) == [text if kept else "ANONYMIZED" for text, kept in TEXTS]
+    assert not leaked(res.data or b"", {"CompressedSamples"})
+
+
+@pytest.mark.parametrize(
+    ("charset_file", "texts"),
+    [
+        ("chrFren.dcm", ["seen BucJérôme", "for JérômeBuc", "Buc"]),  # ISO_IR 100
+        ("chrX1.dcm", ["WangXiaoDong", "王小東 ok"]),  # ISO_IR 192
+        ("chrH31.dcm", ["YamadaTarou", "山田太郎 follow-up"]),  # ISO 2022 IR 87
+    ],
+)
+def test_a_name_run_together_in_an_annotation_is_an_identity(
+    charset_file: str, texts: list[str]
+) -> None:
+    """pydicom's character set files' names written in an annotation without the caret
+    (``SmithJohn``, as some devices print them) were kept: whole-word matching saw a word
+    that is no name part. Family and given name run together are now identities too."""
+    from pydicom.data import get_charset_files
+
+    (path,) = get_charset_files(charset_file)
+    ident = identity_of(pydicom.dcmread(path), frozenset())
+    assert [t for t in texts if not ident.holds(t)] == []
+    assert not ident.holds("plain text 12 mm")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import tempfile
 import threading
 import time
@@ -14,7 +15,7 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from dimse.conftest import big_mr, dataset_bytes, dataset_of, dcmqrscp, dcmtk, free_port
+from dimse.conftest import big_mr, dataset_bytes, dataset_of, dcmqrscp, dcmtk, free_port, sample
 from pixels.dimse.config import DimseError
 from pixels.dimse.scu import Client, RetrieveResult
 
@@ -104,3 +105,119 @@ def test_a_large_c_get_is_received_into_a_file_and_a_cut_one_leaves_none(
     assert dataset_of(mine) == dataset_of(big)
     meta = pydicom.dcmread(mine, stop_before_pixels=True).file_meta
     assert (meta.MediaStorageSOPInstanceUID, meta.SourceApplicationEntityTitle) == (sop, "ARCHIVE")
+
+
+def _same_length_uids(n: int) -> list[str]:
+    """``n`` new UIDs of one length (one can replace another in dcmqrscp's index)."""
+    base = pydicom.uid.generate_uid()[:50]
+    return [f"{base}.{i}" for i in range(1, n + 1)]  # n < 10
+
+
+def test_an_instance_the_c_get_did_not_ask_for_is_refused(tmp_path: Path) -> None:
+    """A peer answering a C-GET for one study with an instance of another (here dcmqrscp
+    whose index says so: its C-STORE request and data set agree with each other) had it
+    stored in the folder (or the catalog) without a word. It is now refused (0xA900),
+    named with the attribute that differs; the instance asked for is stored."""
+    asked, other = _same_length_uids(2)
+    files = []
+    for key, study in (("ct.dcm", asked), ("mr.dcm", other)):
+        ds = pydicom.dcmread(sample(key[:2]))
+        ds.StudyInstanceUID = study
+        ds.save_as(tmp_path / key)
+        files.append(str(tmp_path / key))
+    intruder = str(pydicom.dcmread(files[1]).SOPInstanceUID)
+    port = free_port()
+    out = tmp_path / "out"
+    (tmp_path / "archive").mkdir()
+    with dcmqrscp(tmp_path / "archive", port, *files):
+        index = tmp_path / "archive" / "db" / "index.dat"
+        index.write_bytes(index.read_bytes().replace(other.encode(), asked.encode()))
+        client = Client(f"ARCHIVE@127.0.0.1:{port}", timeout=20)
+        result = client.get({"StudyInstanceUID": asked}, folder=str(out))
+    kept = str(pydicom.dcmread(files[0]).SOPInstanceUID)
+    assert result.stored == [str(out / f"{kept}.dcm")]
+    assert os.listdir(out) == [f"{kept}.dcm"]
+    (refused,) = result.refused
+    assert refused.startswith(f"SOP Instance {intruder!r}: 0xA900 StudyInstanceUID (0020,000D)")
+    assert f"{other!r} is not what the C-GET asked for ({asked})" in refused
+    assert (result.completed, result.failed) == (1, 1)
+
+
+def _mount_tmpfs(folder: Path, options: str) -> None:
+    folder.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)])
+    if res.returncode != 0:
+        pytest.skip("no tmpfs can be mounted here")
+
+
+@pytest.mark.parametrize(
+    ("options", "error"),
+    [("size=256k", "No space left on device"), ("ro,size=256k", "Read-only file system")],
+)
+def test_a_c_get_into_a_full_or_read_only_folder_names_it_and_goes_on(
+    tmp_path: Path, options: str, error: str
+) -> None:
+    """A 4 MB instance into a 256 kB folder (a tmpfs), or any into a read-only one: each
+    refused (0xA700) with a reason that named no folder for a full disk ("[Errno 28] No
+    space left on device": sendfile's error has no file name); it now names the folder.
+    Nothing partial is left; the instances that fit are stored."""
+    big = str(tmp_path / "big.dcm")
+    big_sop = big_mr(big, 8)
+    study = str(pydicom.dcmread(big, stop_before_pixels=True).StudyInstanceUID)
+    small = tmp_path / "small.dcm"
+    ds = pydicom.dcmread(sample("ct"))
+    ds.StudyInstanceUID = study
+    ds.save_as(small)
+    out = tmp_path / "out"
+    _mount_tmpfs(out, options)
+    try:
+        port = free_port()
+        (tmp_path / "archive").mkdir()
+        with dcmqrscp(tmp_path / "archive", port, big, str(small)):
+            client = Client(f"ARCHIVE@127.0.0.1:{port}", timeout=20)
+            result = client.get({"StudyInstanceUID": study}, folder=str(out))
+        left = os.listdir(out)
+    finally:
+        subprocess.run(["umount", str(out)], check=True)
+    refused = [r for r in result.refused if big_sop in r]
+    assert len(refused) == 1 and f"0xA700 not written to {out}: " in refused[0], result.refused
+    assert error in refused[0]
+    if options.startswith("ro"):
+        assert (result.completed, result.failed, left) == (0, 2, [])
+    else:
+        assert (result.completed, result.failed) == (1, 1)
+        assert left == [f"{ds.SOPInstanceUID}.dcm"]
+
+
+def test_c_gets_of_one_instance_into_one_folder_at_once(tmp_path: Path) -> None:
+    """Four C-GETs of the same 4 MB instance into one folder at the same time: each
+    renames a whole file into place, so one file is left, the source's data set, and no
+    temporary one."""
+    big = str(tmp_path / "big.dcm")
+    sop = big_mr(big, 8)
+    study = str(pydicom.dcmread(big, stop_before_pixels=True).StudyInstanceUID)
+    port = free_port()
+    out = tmp_path / "out"
+    (tmp_path / "archive").mkdir()
+    outcome: list[RetrieveResult | BaseException] = []
+
+    def get() -> None:
+        try:
+            client = Client(f"ARCHIVE@127.0.0.1:{port}", timeout=30)
+            outcome.append(client.get({"StudyInstanceUID": study}, folder=str(out)))
+        except BaseException as e:
+            outcome.append(e)
+
+    with dcmqrscp(tmp_path / "archive", port, big):
+        threads = [threading.Thread(target=get) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+    assert [(r.completed, r.stored) for r in outcome if isinstance(r, RetrieveResult)] == [
+        (1, [str(out / f"{sop}.dcm")])
+    ] * 4, outcome
+    assert os.listdir(out) == [f"{sop}.dcm"]
+    assert dataset_of(str(out / f"{sop}.dcm")) == dataset_of(big)

@@ -39,6 +39,7 @@ from pixels.deid.endian import swap_words
 from pixels.deid.graphics import (
     Identity,
     black_out_overlays,
+    fit_overlays,
     identity_of,
     kept_overlay_groups,
     overlay_action,
@@ -213,7 +214,9 @@ class DeidResult:
     status : str
         ``"written"`` (``data`` holds the file) or ``"skipped"`` (``reason`` says why).
     reason : str or None
-        Why the file was skipped (possible burned-in text and no blackout rule).
+        Why the file was skipped (possible burned-in text and no blackout rule); for a
+        file written, what was removed that its options would have kept, naming the
+        element (an overlay plane whose bitmap cannot be read), else None.
     data : bytes or None
         The de-identified DICOM file (Part 10, with file meta).
     study_uid, series_uid, sop_uid : str or None
@@ -223,8 +226,8 @@ class DeidResult:
     actions : dict of str to int
         How many elements each action touched: ``removed``, ``emptied``, ``dummy``,
         ``uid``, ``pseudonym``, ``shifted``, ``kept_private``, ``blacked_out``,
-        ``overlay_bits_cleared``, ``overlay_planes_kept`` and ``overlay_bits_blacked_out``
-        (Clean Graphics Option), ``pixel_bytes_dropped``, ``stream_segments_removed``,
+        ``overlay_bits_cleared``, ``overlay_planes_kept``, ``overlay_planes_removed``,
+        ``overlay_bytes_dropped`` and ``overlay_bits_blacked_out`` (Clean Graphics Option), ``pixel_bytes_dropped``, ``stream_segments_removed``,
         ``stream_bytes_dropped`` (after a compressed frame's end of codestream),
         ``words_swapped`` (big endian binary values written little endian:
         :mod:`pixels.deid.endian`).
@@ -419,11 +422,17 @@ class _Walk:
         return "K" if keyword in self.opts.keep_descriptors else basic
 
     def _default(self, elem: Any) -> str:
+        from pydicom.datadict import dictionary_VR
+
         vr = elem.VR
         kw = elem.keyword or ""
         if vr == "UN" or not kw:
             # a public tag the dictionary cannot name (a newer edition's, a vendor's in an even
             # group), whatever VR an explicit file gives it: its meaning cannot be judged
+            return "X"
+        if vr in _BINARY and not _BINARY & set(dictionary_VR(int(elem.tag)).split(" or ")):
+            # bytes where the dictionary says text or numbers (an explicit file's VR, e.g.
+            # OB for Graphic Annotation Units): what they say cannot be checked
             return "X"
         if vr == "PN" or kw in _FREE_TEXT:
             return "D"  # a person's name the table does not list (Evaluator Name...), free text
@@ -593,6 +602,7 @@ def deidentify_dataset(
     from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID
 
     opts = options or DeidOptions()
+    notes: tuple[str, ...] = ()
     ts = _input_syntax(ds)
     rule = matching_rule(ds, opts.blackout)
     reason = burned_in_reason(ds, opts.burned_in_suspects)
@@ -601,7 +611,9 @@ def deidentify_dataset(
     walk = _Walk(key, opts, path, _patient_identity(ds))
     if Option.CLEAN_GRAPHICS in opts.options:  # read before anything is cleaned
         walk.identity = identity_of(ds, opts.options)
-        walk.overlays = kept_overlay_groups(ds, rule is not None, ts == codecs.EXPLICIT_BE)
+        walk.overlays, notes = kept_overlay_groups(ds, rule is not None, ts == codecs.EXPLICIT_BE)
+        if notes:
+            walk.counts["overlay_planes_removed"] += len(notes)
     overlays = clear_embedded_overlays(ds, ts, path=path)  # before the 60xx groups go
     trailing = trim_native_pixel_data(ds, ts)
     segments, after_end = strip_stream_metadata(ds, ts, path=path)
@@ -641,6 +653,9 @@ def deidentify_dataset(
         ts = codecs.EXPLICIT_LE
     if walk.overlays:
         walk.counts["overlay_planes_kept"] += len(walk.overlays)
+        cut = fit_overlays(ds, walk.overlays)
+        if cut:
+            walk.counts["overlay_bytes_dropped"] += cut
         if rule is not None and rule.rectangles:
             bits = black_out_overlays(ds, walk.overlays, rule.rectangles)
             walk.counts["overlay_bits_blacked_out"] += bits
@@ -656,6 +671,7 @@ def deidentify_dataset(
     result = DeidResult(
         path,
         "written",
+        reason="; ".join(notes) or None,
         study_uid=str(ds.get("StudyInstanceUID", "") or "") or None,
         series_uid=str(ds.get("SeriesInstanceUID", "") or "") or None,
         sop_uid=str(ds.SOPInstanceUID),

@@ -22,12 +22,17 @@ overlay and curve groups are removed whole. With it, :mod:`pixels.deid.file` doe
   Label, Description and Comments are kept unless they hold an identity, then removed
   (Type 3). An unmatched graphics plane, an embedded overlay (no Overlay Data: its bits in
   Pixel Data are cleared anyway) and any 60xx element the dictionary cannot name are
-  removed as without the option.
+  removed as without the option. So is a plane whose bitmap is not laid out as PS3.3
+  C.9.2 says (:func:`overlay_problem`: Overlay Data shorter than Overlay Rows x Columns x
+  Number of Frames in Overlay bits, Overlay Bits Allocated not 1, Bit Position not 0):
+  its rectangles could not be cleared where they lie; the result's reason names the
+  element. Bytes past a kept plane's last bit are cut (:func:`fit_overlays`).
 * **Curves** (50xx, retired in 2004, in no current IOD) are removed whole, as without the
   option: stricter than ``C``, which removing always satisfies (E.3.3 note 1).
 
 What counts as an identity (:func:`identity_of`, read from the source header before it is
-cleaned): each part of every person name (PN, two letters or more), the whole value of
+cleaned): each part of every person name (PN, two letters or more; family and given names
+also run together, ``SmithJohn`` and ``JohnSmith``), the whole value of
 every text attribute the profile does not keep (Patient ID, Accession Number, Institution
 Name, Station Name, descriptors...), and, whatever the options, anything that looks like a
 date (``2024-03-01``, ``01.03.2024``, ``3/1/24``, ``1 Mar 2024``) or a run of six digits or
@@ -48,12 +53,15 @@ import numpy as np
 from pixels.deid.profile import Option, resolve, rule_for
 
 __all__ = [
+    "CHUNK_BITS",
     "OVERLAY_TEXT",
     "Identity",
     "black_out_overlays",
+    "fit_overlays",
     "identity_of",
     "kept_overlay_groups",
     "overlay_action",
+    "overlay_problem",
 ]
 
 #: Overlay elements holding free text (element number in the 60xx group -> keyword).
@@ -61,6 +69,9 @@ OVERLAY_TEXT = {0x0022: "OverlayDescription", 0x1500: "OverlayLabel", 0x4000: "O
 _OVERLAY_DATA = 0x3000
 _OVERLAY_TYPE = 0x0040
 _OVERLAY_ORIGIN = 0x0050
+_OVERLAY_FRAMES = 0x0015
+#: Overlay bits unpacked at a time by :func:`black_out_overlays` (one byte each: 16 MiB).
+CHUNK_BITS = 1 << 24
 _TEXT_VRS = frozenset({"SH", "LO", "ST", "LT", "UT", "UC", "AE"})
 _MONTHS = "JAN|FEB|MAR|APR|MAY|JUN|JUL|AUG|SEP|OCT|NOV|DEC"
 #: Dates and long digit runs: identifying in any annotation, whatever the options.
@@ -135,6 +146,12 @@ def identity_of(ds: Any, on: Iterable[Option]) -> Identity:
                     for part in re.split(r"[\^=\s,]+", v):
                         add(part, 2)
                     add(v.replace("^", " "), 3)
+                    for group in v.split("="):  # family and given names run together
+                        family, _, rest = group.partition("^")
+                        given = rest.partition("^")[0]
+                        if family.strip() and given.strip():
+                            add(family.strip() + given.strip(), 3)
+                            add(given.strip() + family.strip(), 3)
             else:
                 for v in _values(elem.value):
                     add(v, 3)
@@ -165,25 +182,116 @@ def _values(value: Any) -> list[str]:
     return [text] if text else []
 
 
-def kept_overlay_groups(ds: Any, matched_rule: bool, big_endian: bool = False) -> frozenset[int]:
-    """The 60xx groups of ``ds`` (top level) Clean Graphics keeps.
+def kept_overlay_groups(
+    ds: Any, matched_rule: bool, big_endian: bool = False
+) -> tuple[frozenset[int], tuple[str, ...]]:
+    """The 60xx groups of ``ds`` (top level) Clean Graphics keeps, and why others are not.
 
-    A plane with its own Overlay Data and a readable size (Overlay Rows and Columns) whose
-    Overlay Type is ``R`` (a region), or any such plane when a blackout rule matched the file
-    (``matched_rule``). None from a big endian source (retired; its OW words would need
-    swapping, which is not done: removed as without the option).
+    A plane with its own Overlay Data whose Overlay Type is ``R`` (a region), or any such
+    plane when a blackout rule matched the file (``matched_rule``), is kept when its bitmap
+    can be read as the standard lays it out (:func:`overlay_problem`); one that cannot is
+    removed as without the option, and the second value says why (naming the element).
+    None from a big endian source (retired; its OW words would need swapping, which is not
+    done: removed as without the option).
     """
     if big_endian:
-        return frozenset()
+        return frozenset(), ()
     kept = set()
+    problems = []
     for group in range(0x6000, 0x6020, 2):
-        if (group << 16 | _OVERLAY_DATA) not in ds or _size(ds, group) is None:
+        if (group << 16 | _OVERLAY_DATA) not in ds:
             continue
         kind = ds.get(group << 16 | _OVERLAY_TYPE)
         region = kind is not None and str(kind.value or "").strip().upper() == "R"
-        if region or matched_rule:
+        if not (region or matched_rule):
+            continue
+        problem = overlay_problem(ds, group)
+        if problem is None:
             kept.add(group)
-    return frozenset(kept)
+        else:
+            problems.append(f"overlay plane {group:04X} removed: {problem}")
+    return frozenset(kept), tuple(problems)
+
+
+def overlay_problem(ds: Any, group: int) -> str | None:
+    """Why the overlay plane ``group`` of ``ds`` cannot be kept, or None when it can.
+
+    Its bitmap must be what PS3.3 C.9.2 lays out, one bit per overlay pixel: Overlay Rows
+    and Columns and Number of Frames in Overlay (1 when absent) readable and positive,
+    Overlay Bits Allocated 1 and Overlay Bit Position 0 (when present), and Overlay Data at
+    least ``ceil(rows * columns * frames / 8)`` bytes long. Anything else cannot be cleared
+    where a rectangle says, nor read by a viewer as the source's was.
+    """
+    size = _size(ds, group)
+    if size is None:
+        return f"({group:04X},0010/0011) Overlay Rows / Columns missing or not positive numbers"
+    frames = _frames(ds, group)
+    if frames is None:
+        return f"({group:04X},0015) Number of Frames in Overlay is not a positive number"
+    for el, name, want in (
+        (0x0100, "Overlay Bits Allocated", 1),
+        (0x0102, "Overlay Bit Position", 0),
+    ):
+        elem = ds.get(group << 16 | el)
+        if elem is None:
+            continue
+        try:
+            value = int(elem.value)
+        except Exception:
+            value = None
+        if value != want:
+            return f"({group:04X},{el:04X}) {name} is {str(elem.value)[:16]!r}, not {want}"
+    data = ds[group << 16 | _OVERLAY_DATA].value
+    have = len(data) if isinstance(data, bytes | bytearray) else 0
+    need = _needed(size, frames)
+    if have < need:
+        rows, cols = size
+        return (
+            f"({group:04X},3000) Overlay Data holds {have} bytes, Overlay Rows x Columns x "
+            f"Frames ({rows} x {cols} x {frames}) need {need}"
+        )
+    return None
+
+
+def _frames(ds: Any, group: int) -> int | None:
+    """Number of Frames in Overlay (1 when absent), None when unreadable or not positive."""
+    elem = ds.get(group << 16 | _OVERLAY_FRAMES)
+    if elem is None or elem.value in (None, ""):
+        return 1
+    try:
+        frames = int(elem.value)
+    except Exception:
+        return None
+    return frames if frames > 0 else None
+
+
+def _needed(size: tuple[int, int], frames: int) -> int:
+    """Bytes of Overlay Data a plane of ``size`` and ``frames`` needs (without padding)."""
+    return -(-(size[0] * size[1] * frames) // 8)
+
+
+def fit_overlays(ds: Any, groups: Iterable[int]) -> int:
+    """Cut each kept plane's Overlay Data to what its size needs (padded to even length)
+    and clear the bits past the plane in its last byte: what lies beyond is no overlay
+    pixel, shown by no viewer and checked by no one. Returns how many bytes were cut."""
+    cut = 0
+    for group in groups:
+        size, frames = _size(ds, group), _frames(ds, group)
+        if size is None or frames is None:
+            continue  # never kept (kept_overlay_groups)
+        elem = ds[group << 16 | _OVERLAY_DATA]
+        data = bytes(elem.value or b"")
+        need = _needed(size, frames)
+        keep = need + (need & 1)
+        spare = need * 8 - size[0] * size[1] * frames  # bits past the plane in its last byte
+        fitted = bytearray(data[:keep])
+        if spare:
+            fitted[need - 1] &= 0xFF >> spare
+        fitted[need:] = b"\x00" * (len(fitted) - need)
+        if bytes(fitted) != data:
+            elem.value = bytes(fitted)
+        cut += len(data) - len(fitted)
+    return cut
 
 
 def _size(ds: Any, group: int) -> tuple[int, int] | None:
@@ -225,34 +333,47 @@ def black_out_overlays(
     """Clear the bits of each kept overlay plane that fall in ``rectangles``.
 
     Rectangles are ``(x, y, width, height)`` in image pixels, as for Pixel Data; an overlay
-    pixel (row r, column c, from 1) is the image's pixel at Overlay Origin + (r - 1, c - 1).
-    An overlay whose origin cannot be read is cleared whole. Returns how many bits were set
-    and are now cleared.
+    pixel (row r, column c, from 1) is the image's pixel at Overlay Origin + (r - 1, c - 1),
+    in every frame of the overlay. An overlay whose origin cannot be read is cleared whole.
+    The bitmap is unpacked a band of rows at a time (:data:`CHUNK_BITS` bits at most), so a
+    huge overlay takes no more memory than a copy of its bytes. Returns how many bits were
+    set and are now cleared.
     """
-    from pydicom.pixels import pack_bits
-
     rects = list(rectangles)
     cleared = 0
     for group in groups:
-        size = _size(ds, group)
-        if size is None:
+        size, frames = _size(ds, group), _frames(ds, group)
+        if size is None or frames is None:
             continue  # never kept (kept_overlay_groups)
         rows, cols = size
         elem = ds[group << 16 | _OVERLAY_DATA]
         origin = _origin(ds, group)
         oy, ox = origin or (0, 0)
         boxes = rects if origin is not None else [(0, 0, cols, rows)]
-        data = bytes(elem.value)
-        bits = np.unpackbits(np.frombuffer(data, dtype=np.uint8), bitorder="little")
-        n = (len(bits) // (rows * cols)) * rows * cols
-        planes = bits[:n].reshape(-1, rows, cols)
+        spans = []  # (first row, last row + 1, first column, last column + 1) in the plane
         for x, y, w, h in boxes:
             r0, r1 = max(0, y - oy), max(0, min(rows, y + h - oy))
             c0, c1 = max(0, x - ox), max(0, min(cols, x + w - ox))
             if r0 < r1 and c0 < c1:
-                cleared += int(planes[:, r0:r1, c0:c1].sum())
-                planes[:, r0:r1, c0:c1] = 0
-        packed = pack_bits(np.concatenate([planes.ravel(), bits[n:]]), pad=False)
-        packed = packed + b"\x00" * (len(data) - len(packed))  # the source's length and padding
-        elem.value = packed[: len(data)]
+                spans.append((r0, r1, c0, c1))
+        if not spans:
+            continue
+        data = bytearray(elem.value)
+        total = rows * frames  # rows of all frames, one after the other
+        band = max(1, CHUNK_BITS // cols)
+        for g0 in range(0, total, band):
+            g1 = min(total, g0 + band)
+            local = np.arange(g0, g1) % rows
+            masks = [(r0 <= local) & (local < r1) for r0, r1, _, _ in spans]
+            if not any(m.any() for m in masks):
+                continue
+            b0, b1 = g0 * cols // 8, -(-(g1 * cols) // 8)
+            bits = np.unpackbits(np.frombuffer(data, np.uint8, b1 - b0, b0), bitorder="little")
+            start = g0 * cols - b0 * 8
+            plane = bits[start : start + (g1 - g0) * cols].reshape(g1 - g0, cols)
+            for mask, (_, _, c0, c1) in zip(masks, spans, strict=True):
+                cleared += int(plane[mask, c0:c1].sum())
+                plane[mask, c0:c1] = 0
+            data[b0:b1] = np.packbits(bits, bitorder="little").tobytes()
+        elem.value = bytes(data)
     return cleared

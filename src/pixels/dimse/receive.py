@@ -36,11 +36,12 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from pydicom import dcmread
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_file_meta_info
@@ -173,16 +174,20 @@ def received_file(request: Any, transfer_syntax: str, folder: str, source_ae: st
     return path
 
 
-def check_received(path: str, sop_class: str, sop: str) -> tuple[int, str] | None:
+def check_received(
+    path: str, sop_class: str, sop: str, expect: Mapping[str, frozenset[str]] | None = None
+) -> tuple[int, str] | None:
     """Why a received file (``path``, made by :func:`received_file`) may not be stored for
     a C-STORE request of ``sop_class`` / ``sop``: a failure status and its reason (the
-    header unreadable, or its SOP Class / Instance UID not the request's); None when it
+    header unreadable, its SOP Class / Instance UID not the request's, or an attribute
+    named in ``expect`` holding none of its values: what a C-GET asked for); None when it
     may. Only the header is read."""
     try:
         with kept_warnings() as kept:  # pydicom's complaints: part of the reason, not logs
             ds = dcmread(path, stop_before_pixels=True)
             held_class = str(ds.get("SOPClassUID", "") or "")
             held_sop = str(ds.get("SOPInstanceUID", "") or "")
+            held = {k: str(ds.get(k, "") or "") for k in expect or {}}
     except Exception as e:
         return FAIL_CANNOT_UNDERSTAND, f"malformed data set: {e}"
     if not held_sop or not held_class:
@@ -198,6 +203,14 @@ def check_received(path: str, sop_class: str, sop: str) -> tuple[int, str] | Non
             FAIL_DOES_NOT_MATCH,
             f"SOPClassUID (0008,0016) {held_class!r} differs from the request's",
         )
+    for keyword, wanted in (expect or {}).items():
+        if held[keyword] not in wanted:
+            tag = tag_for_keyword(keyword) or 0
+            return (
+                FAIL_DOES_NOT_MATCH,
+                f"{keyword} ({tag >> 16:04X},{tag & 0xFFFF:04X}) {held[keyword][:70]!r} is not "
+                f"what the C-GET asked for ({', '.join(sorted(wanted))[:200]})",
+            )
     return None
 
 
@@ -207,24 +220,26 @@ def receive_store(
     folder: str,
     source_ae: str,
     store: Callable[[str], Stored],
+    expect: Mapping[str, frozenset[str]] | None = None,
 ) -> Stored:
     """One C-STORE request received, as the SCP and the C-GET SCU take one: its DICOM file
     made in ``folder`` (:func:`received_file`; pynetdicom's file then removed), checked
-    against the request (:func:`check_received`) and handed to ``store``, which renames it
-    into place; what ``store`` leaves of it (refused, or never handed over) is removed.
-    What became of it (a failure status with its reason, or success and the path)."""
+    against the request and ``expect`` (:func:`check_received`) and handed to ``store``,
+    which renames it into place; what ``store`` leaves of it (refused, or never handed
+    over) is removed. What became of it (a failure status with its reason, naming
+    ``folder`` when it could not be written there, or success and the path)."""
     sop_class = str(request.AffectedSOPClassUID or "")
     sop = str(request.AffectedSOPInstanceUID or "")
     try:
         made = received_file(request, transfer_syntax, folder, source_ae)
-    except OSError as e:
-        return Stored(FAIL_OUT_OF_RESOURCES, f"not written: {e}")
+    except OSError as e:  # ENOSPC names no file: the folder is named
+        return Stored(FAIL_OUT_OF_RESOURCES, f"not written to {folder}: {e}")
     except Exception as e:
         return Stored(FAIL_CANNOT_UNDERSTAND, f"cannot encode: {e}")
     finally:
         release_received(request)
     try:
-        refused = check_received(made, sop_class, sop)
+        refused = check_received(made, sop_class, sop, expect)
         return store(made) if refused is None else Stored(*refused)
     finally:
         with contextlib.suppress(FileNotFoundError):

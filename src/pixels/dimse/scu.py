@@ -257,7 +257,8 @@ class Client:
         Each instance is received as the SCP receives one
         (:func:`~pixels.dimse.receive.receive_store`): written to a file as its fragments
         arrive, then made a DICOM file under a temporary name in ``folder``, never held in
-        memory whole; checked against its C-STORE request, then handed to ``on_store`` (that file's path and its SOP
+        memory whole; checked against its C-STORE request and the Study, Series and SOP
+        Instance UIDs ``keys`` ask for (an instance of another is refused), then handed to ``on_store`` (that file's path and its SOP
         Instance UID -> :class:`Stored`), which renames it into place. By default it is
         renamed to ``{folder}/{SOPInstanceUID}.dcm``. A file not stored, or cut off by
         an abort, is removed: nothing partial is left under a stored name. Each instance
@@ -268,6 +269,7 @@ class Client:
         roles = [build_role(c, scp_role=True) for c in classes]
         result = RetrieveResult()
         place = on_store or _into_folder(folder)
+        expect = _asked_for(keys)
         chunked_receive()  # C-STORE data sets written to a file as they arrive
 
         def handle(event: Any) -> int:
@@ -275,7 +277,7 @@ class Client:
             sop = str(req.AffectedSOPInstanceUID or "")
             syntax = str(event.context.transfer_syntax)
             stored = receive_store(
-                req, syntax, folder, self.peer.ae_title, lambda made: place(made, sop)
+                req, syntax, folder, self.peer.ae_title, lambda made: place(made, sop), expect
             )
             if stored.status:
                 text = f"SOP Instance {sop[:70]!r}: 0x{stored.status:04X} {stored.reason}"
@@ -337,6 +339,17 @@ def _explicit_le(path: str, syntax: str) -> Dataset:
     with open(path, "rb") as fh:
         data = b"".join(open_transcoder(fh, path=path, transfer_syntax=syntax).chunks())
     return dcmread(io.BytesIO(data))
+
+
+def _asked_for(keys: Mapping[str, str]) -> dict[str, frozenset[str]]:
+    """The UIDs a C-GET's ``keys`` ask for (Study, Series, SOP Instance; a list where
+    several are given): an instance holding another is not stored."""
+    out = {}
+    for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+        value = str(keys.get(keyword, "") or "").strip()
+        if value and "*" not in value and "?" not in value:
+            out[keyword] = frozenset(v.strip() for v in value.split("\\") if v.strip())
+    return out
 
 
 def _into_folder(folder: str) -> Callable[[str, str], Stored]:
