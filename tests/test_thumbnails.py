@@ -247,6 +247,21 @@ def test_palette_tables_given_as_bulk_data() -> None:
     assert np.corrcoef(little.astype(float).ravel(), ref8.ravel())[0, 1] > 0.9
 
 
+def test_a_palette_thumbnail_adds_no_warning_to_the_row(tmp_path: Path) -> None:
+    """Applying a segmented palette once rebuilt the whole header with pydicom, whose
+    warnings landed in the row as faults of the file: "No bulk data URI handler ...
+    7FE00010" (tagged (0028,1223)) and Image Type's "Invalid value for VR CS", which the
+    header pass (the same file cataloged without thumbnails) does not report."""
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copyfile(sample_file("gdcm-US-ALOKA-16.dcm"), src / "us.dcm")
+    cat = Catalog(tmp_path / "cat")
+    cat.catalog(src, workers=0, thumbnails=True)
+    row = cat.sql("SELECT warnings, thumbnail_width, thumbnail_error FROM object_catalog")
+    assert row.thumbnail_width[0] == 256 and not isinstance(row.thumbnail_error[0], str)
+    assert row.warnings[0] is None, row.warnings[0]
+
+
 def test_thumbnail_of_a_bit_packed_frame_that_starts_mid_byte(tmp_path: Path) -> None:
     """Frame 2 of a highdicom SEG of 5 x 5 frames starts at bit 50 (bit 2 of byte 6)."""
     from pixels.dicom.meta import read_header

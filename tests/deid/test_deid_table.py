@@ -196,6 +196,28 @@ def test_a_rerun_is_idempotent_resumable_and_the_key_decides(
         deidentify_table(source["table"], tmp_path / "o", key_file=tmp_path / "o" / "k", workers=0)
 
 
+def test_another_output_folder_with_the_same_key_gets_every_file(
+    run: dict[str, Any], source: dict[str, Any], tmp_path: Path
+) -> None:
+    """The audit lives beside the key, not in the output: a run into a new folder with the
+    same key (and so the same audit) once wrote nothing there, every file "done before"."""
+    second = tmp_path / "second"
+    stats = deidentify_table(
+        source["table"], second, key_file=run["key_file"], workers=0, catalog=False
+    )
+    # skipped files (burned-in text, a duplicate) stay done: nothing of theirs is written
+    assert (stats.written, stats.skipped, stats.failed, stats.done_before) == (6, 0, 1, 2)
+    assert _outputs(second) == run["hashes"]
+    # an output file deleted since is written again; the others stay done
+    gone = sorted(run["hashes"])[0]
+    (second / gone).unlink()
+    again = deidentify_table(
+        source["table"], second, key_file=run["key_file"], workers=0, catalog=False
+    )
+    assert (again.written, again.done_before) == (1, 7)
+    assert _outputs(second) == run["hashes"]
+
+
 def test_cli_runs_with_workers_and_options(source: dict[str, Any], tmp_path: Path) -> None:
     from pixels.cli import main
 

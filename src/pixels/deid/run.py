@@ -16,8 +16,9 @@ and options. Its de-identified side (output path, new UIDs, counts) holds no PHI
 source side does (paths), which is why it lives with the key.
 
 Re-running is idempotent and resumable: a source whose audit row (same path, length and
-modification time) says ``written`` or ``skipped`` is not read again; a ``failed`` one is
-tried again; outputs are a pure function of input, key and options, so a file written
+modification time) says ``skipped``, or ``written`` with its output file in the output
+folder, is not read again (a new output folder with the same key gets every file); a
+``failed`` one is tried again; outputs are a pure function of input, key and options, so a file written
 twice is written identically. An audit made with another key or other options is refused.
 Memory does not grow with the number of files: the sources stream in batches, the
 finished ones are found by one DuckDB anti-join, and at most ``2 x workers`` chunks are in
@@ -274,8 +275,15 @@ class _Audit:
         os.replace(tmp, path)
 
 
-def _todo(source: CatalogTable, audit: _Audit, batch_rows: int) -> Iterator[list[dict[str, Any]]]:
-    """Source rows not done before (no ``written``/``skipped`` audit row), in batches."""
+def _todo(
+    source: CatalogTable, audit: _Audit, out: str, batch_rows: int
+) -> Iterator[list[dict[str, Any]]]:
+    """Source rows not done before, in batches.
+
+    Done: an audit row (same path, length and time) says ``skipped``, or says ``written``
+    and its output file is in ``out``. A run into another output folder with the same key
+    (and so the same audit) writes every file there, instead of finding them all done.
+    """
     import duckdb
 
     files = source.file_uris()
@@ -284,20 +292,33 @@ def _todo(source: CatalogTable, audit: _Audit, batch_rows: int) -> Iterator[list
     con = duckdb.connect()
     try:
         cols = ", ".join(f's."{c}"' for c in _SOURCE_COLUMNS)
-        sql = f"SELECT {cols} FROM read_parquet(?, union_by_name=true) s"
+        sql = f"SELECT {cols}, NULL::VARCHAR AS _written FROM read_parquet(?, union_by_name=true) s"
         params: list[Any] = [files]
         done = audit.files()
         if done:
-            sql += (
-                " ANTI JOIN (SELECT source_path, source_length, source_modified FROM read_parquet(?) "
-                "WHERE status IN ('written', 'skipped')) a ON s.path = a.source_path AND "
+            sql = (
+                f"SELECT {cols}, a.written AS _written FROM read_parquet(?, union_by_name=true) s "
+                "LEFT JOIN (SELECT source_path, source_length, source_modified, "
+                "bool_or(status = 'skipped') AS skipped, "
+                "max(output_path) FILTER (WHERE status = 'written') AS written "
+                "FROM read_parquet(?) WHERE status IN ('written', 'skipped') GROUP BY ALL) a "
+                "ON s.path = a.source_path AND "
                 "s.length IS NOT DISTINCT FROM a.source_length AND "
-                "s.modificationTime IS NOT DISTINCT FROM a.source_modified"
+                "s.modificationTime IS NOT DISTINCT FROM a.source_modified "
+                "WHERE a.skipped IS NOT TRUE"
             )
             params.append(done)
         reader: Any = con.sql(sql + " ORDER BY s.path", params=params).to_arrow_reader(batch_rows)
         for batch in reader:
-            yield batch.to_pylist()
+            rows = [
+                r
+                for r in batch.to_pylist()
+                if not (r["_written"] and os.path.isfile(os.path.join(out, r["_written"])))
+            ]
+            for r in rows:
+                del r["_written"]
+            if rows:
+                yield rows
     finally:
         con.close()
 
@@ -402,7 +423,7 @@ def deidentify_table(
     args = (key.secret, opts, out, storage_options)
     try:
         if n_workers <= 0:
-            for batch in _todo(source, log, 256):
+            for batch in _todo(source, log, out, 256):
                 stats.listed += len(batch)
                 take(deid_rows(batch, *args))
         else:
@@ -453,7 +474,7 @@ def _run_pool(
                 pool = start_pool(n_workers)
 
     try:
-        for batch in _todo(source, log, 256):
+        for batch in _todo(source, log, args[2], 256):
             stats.listed += len(batch)
             for i in range(0, len(batch), chunk_rows):
                 chunk = batch[i : i + chunk_rows]

@@ -192,7 +192,11 @@ def _palette(arr: np.ndarray, meta: Meta) -> np.ndarray:
     from pydicom.pixels import apply_color_lut
     from pydicom.uid import UID
 
-    ds = Dataset.from_json(dict(meta))
+    # only the Image Pixel module: bulk data left as a BulkDataURI (Pixel Data...) would
+    # make pydicom warn, a warning that lands in the row as if the file had a fault
+    ds = Dataset.from_json(
+        {t: el for t, el in meta.items() if t.startswith("0028") and "BulkDataURI" not in el}
+    )
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = UID("1.2.840.10008.1.2.1")  # JSON binary is little endian
     try:
