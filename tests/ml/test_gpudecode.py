@@ -127,6 +127,14 @@ def test_wrong_use_is_a_clear_error(syntaxes):
         FrameDecoder("cpu")([plain[0]])
     with pytest.raises(ValueError, match="gpu_codec=True needs a CUDA device, not cpu"):
         FrameDecoder("cpu", gpu_codec=True)
+    import torch
+
+    if torch.cuda.is_available():  # a GPU machine: the README's FrameDecoder("cuda") works
+        assert FrameDecoder("cuda").device.type == "cuda"
+    else:  # was: the first batch failed in pin_memory, naming no device
+        with pytest.raises(ValueError, match=r"FrameDecoder\('cuda'\): torch sees no CUDA GPU"):
+            FrameDecoder("cuda")
+        assert FrameDecoder().device.type == "cpu"
 
 
 def test_a_corrupt_frame_names_its_file_and_frame(tmp_path):
@@ -149,3 +157,21 @@ def test_a_corrupt_frame_names_its_file_and_frame(tmp_path):
     broken = dataclasses.replace(frame, data=bytes(data))
     with pytest.raises(PixelsError, match=f"{bad}: frame 0: "):
         FrameDecoder("cpu")([broken])
+
+
+def test_a_batch_of_frames_of_different_shapes_names_two_of_them(syntaxes):
+    """Without ``size`` a batch of 512x512 and 128x128 frames failed inside torch.stack
+    ("stack expects each tensor to be equal size"), naming no file."""
+    from pixels.ml import FrameDataset, FrameDecoder
+
+    ds = FrameDataset(syntaxes, "relative_path IN ('j2k.dcm', 'raw.dcm')", encoded=True)
+    batch = sorted((ds[k] for k in range(len(ds))), key=lambda f: f.path)
+    assert [Path(f.path).name for f in batch] == ["j2k.dcm", "raw.dcm"]
+    with pytest.raises(
+        ValueError,
+        match=r"different shapes in one batch: \S+/j2k\.dcm frame 0 is 1x512x512 .*"
+        r"\S+/raw\.dcm frame 0 is 1x128x128: give the dataset a size=",
+    ):
+        FrameDecoder("cpu")(batch)
+    sized = FrameDataset(syntaxes, "relative_path IN ('j2k.dcm', 'raw.dcm')", encoded=True, size=64)
+    assert tuple(FrameDecoder("cpu")([sized[0], sized[1]])["image"].shape) == (2, 1, 64, 64)

@@ -164,6 +164,14 @@ class FrameDecoder:
 
     def __init__(self, device: str | torch.device | None = None, *, gpu_codec: bool | None = None):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            # else the first batch fails deep in pin_memory ("Cannot access accelerator
+            # device when none is available")
+            raise ValueError(
+                f"FrameDecoder({str(device)!r}): torch sees no CUDA GPU here (torch "
+                f"{torch.__version__}, CUDA build {torch.version.cuda or 'none'}); "
+                "FrameDecoder() picks the GPU when there is one, else the CPU"
+            )
         self.frames_on_gpu = 0
         self.frames_on_cpu = 0
         self._decoder: Any = None
@@ -274,6 +282,7 @@ class FrameDecoder:
             if images[k] is None:
                 images[k] = self._cpu(f)
         resized = [resize(t, f.size) for t, f in zip(images, batch, strict=True) if t is not None]
+        _same_shape(resized, batch)
         return {
             "image": torch.stack(resized),
             "path": [f.path for f in batch],
@@ -282,6 +291,21 @@ class FrameDecoder:
             "SeriesInstanceUID": [f.SeriesInstanceUID for f in batch],
             "Modality": [f.Modality for f in batch],
         }
+
+
+def _same_shape(images: Sequence[torch.Tensor], batch: Sequence[EncodedFrame]) -> None:
+    """Refuse a batch whose frames differ in shape, naming two of them (``torch.stack``
+    would say only "stack expects each tensor to be equal size")."""
+    first = tuple(images[0].shape)
+    for t, f in zip(images, batch, strict=True):
+        if tuple(t.shape) != first:
+            a = batch[0]
+            raise ValueError(
+                f"frames of different shapes in one batch: {a.path} frame {a.frame} is "
+                f"{'x'.join(map(str, first))} (channels x rows x columns), {f.path} frame "
+                f"{f.frame} is {'x'.join(map(str, t.shape))}: give the dataset a size= "
+                "(FrameDataset(..., encoded=True, size=512)) or select frames of one shape"
+            )
 
 
 def encoded_frame(
