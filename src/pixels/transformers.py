@@ -478,33 +478,41 @@ class DicomPatcher(_Patcher):
         self.inputCol, self.outputCol, self.basePath = inputCol, outputCol, basePath
 
 
-class _NotBuilt:
-    """A dbx.pixels name whose feature Pixels has not built (yet)."""
+#: What Pixels offers instead of dbx.pixels' de-identification transformers.
+_USE_DEID = (
+    "Pixels de-identifies a catalog with the DICOM PS3.15 Basic Profile instead: "
+    "`pixels deid --table T --out DIR --key-file KEY` or pixels.deid.deidentify_table(...) "
+    "(README, De-identification)"
+)
 
-    _what = "de-identification is not built yet in Pixels"
+
+class _NotBuilt:
+    """A dbx.pixels name whose feature Pixels does not have: the error says what to use."""
+
+    _what = f"dbx.pixels' de-identification transformers are not in Pixels; {_USE_DEID}"
 
     def __init__(self, *args: Any, **kwargs: Any):
         raise NotImplementedError(f"{type(self).__name__}: {self._what}")
 
 
 class DicomAnonymizerExtractor(_NotBuilt):
-    """dbx.pixels' metadata de-identification: not built yet (raises NotImplementedError)."""
+    """dbx.pixels' metadata de-identification: not in Pixels (NotImplementedError naming ``pixels deid``)."""
 
 
 class DicomMetaAnonymizerExtractor(_NotBuilt):
-    """dbx.pixels' metadata de-identification: not built yet (raises NotImplementedError)."""
+    """dbx.pixels' metadata de-identification: not in Pixels (NotImplementedError naming ``pixels deid``)."""
 
 
 class PresidioTransformer(_NotBuilt):
-    """dbx.pixels' Presidio PHI detection: not built yet (raises NotImplementedError)."""
+    """dbx.pixels' Presidio PHI detection: not in Pixels (NotImplementedError naming ``pixels deid``)."""
 
 
 class Redactor(_NotBuilt):
-    """dbx.pixels' pixel redaction: not built yet (raises NotImplementedError)."""
+    """dbx.pixels' pixel redaction: not in Pixels (NotImplementedError naming ``pixels deid``)."""
 
 
 class VLMPhiExtractor(_NotBuilt):
-    """dbx.pixels' VLM PHI detection: not built yet (raises NotImplementedError)."""
+    """dbx.pixels' VLM PHI detection: not in Pixels (NotImplementedError naming ``pixels deid``)."""
 
 
 class DicomPlot(_NotBuilt):

@@ -43,7 +43,8 @@ pytestmark = pytest.mark.spark
 DATABRICKS_ONLY = {
     "README: managed file events (useManagedFileEvents=True)": "Auto Loader file events "
     "are a Databricks service; Pixels streams with Spark's file source",
-    "README: DicomMetaAnonymizerExtractor": "de-identification is not built yet",
+    "README: DicomMetaAnonymizerExtractor": "dbx.pixels' de-identification transformers "
+    "are not in Pixels (`pixels deid` de-identifies a catalog)",
     "install/dcm-demo.ipynb cells 2-3 (%run ./config/setup, init_widgets)": "Databricks "
     "widgets and the workspace setup notebook",
     "DE-ID notebook: init_catalog_schema_volume()": "creates Unity Catalog schemas and volumes",
@@ -209,11 +210,13 @@ def test_readme_built_in_unzip(spark: Any, data: Path, names: dict[str, str]) ->
 
 
 def test_readme_metadata_anonymization_is_not_built(spark: Any, names: dict[str, str]) -> None:
-    """README "Metadata Anonymization": de-identification is not built yet, said so."""
+    """README "Metadata Anonymization": not in Pixels, said so, naming `pixels deid`."""
     from pixels import Catalog
 
     catalog = Catalog(spark, table=names["table"], volume=names["volume"])
-    with pytest.raises(NotImplementedError, match="de-identification is not built yet"):
+    with pytest.raises(
+        NotImplementedError, match=r"transformers are not in Pixels; .* `pixels deid --table T"
+    ):
         DicomMetaAnonymizerExtractor(  # noqa: F405
             catalog,
             anonym_mode="METADATA",

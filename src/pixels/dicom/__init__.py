@@ -56,7 +56,7 @@ _LAZY = {
     "VLMPhiExtractor": "pixels.transformers",
 }
 #: The names ``from dbx.pixels.dicom import *`` gives, with the same meaning
-#: (de-identification ones raise NotImplementedError: not built yet).
+#: (de-identification ones raise NotImplementedError naming ``pixels deid``).
 DBX_NAMES = tuple(name for name, module in _LAZY.items() if module == "pixels.transformers")
 
 __all__ = [
