@@ -133,3 +133,33 @@ def test_big_endian_palette_lut_words_are_swapped(tmp_path: Path) -> None:
     assert res.actions["words_swapped"] == 3
     assert np.array_equal(out.pixel_array, source.pixel_array)
     assert iod_errors(tmp_path / "out.dcm") <= iod_errors(src)
+
+
+def test_big_endian_lut_data_of_odd_length_keeps_its_last_byte_high() -> None:
+    """OBXXXX1A_expb with its red LUT data one byte short (511 bytes: an odd-length OW):
+    the last, partial word's byte is its most significant one; it was left in place and
+    became the least significant byte of the little endian word. It is now padded and
+    swapped like the other words; the other LUTs and the pixels are as before."""
+    from pixels.deid import BlackoutRule
+
+    source = pydicom.dcmread(sample_file("OBXXXX1A_expb.dcm"))
+    red = bytes(source.RedPaletteColorLookupTableData)[:-1]
+    source.RedPaletteColorLookupTableData = red
+    buf = io.BytesIO()
+    source.save_as(buf)  # pydicom pads it to 512 bytes: cut the pad again, in the file
+    head = b"\x00\x28\x12\x01OW\x00\x00" + (512).to_bytes(4, "big")
+    at = buf.getvalue().index(head)
+    start = at + len(head)
+    data = buf.getvalue()
+    data = data[:at] + head[:-4] + (511).to_bytes(4, "big") + red + data[start + 512 :]
+    assert pydicom.dcmread(io.BytesIO(data)).RedPaletteColorLookupTableData == red
+    buf = io.BytesIO(data)
+    looked = BlackoutRule((), rows=int(source.Rows), columns=int(source.Columns))
+    res = deidentify_file(buf.getvalue(), KEY, DeidOptions(blackout=(looked,)), path="odd")
+    out = pydicom.dcmread(io.BytesIO(res.data or b""))
+    got = np.frombuffer(out.RedPaletteColorLookupTableData, "<u2")
+    want = np.frombuffer(red + b"\x00", ">u2")
+    assert np.array_equal(got, want) and got[-1] == red[-1] << 8
+    green = np.frombuffer(out.GreenPaletteColorLookupTableData, "<u2")
+    assert np.array_equal(green, np.frombuffer(source.GreenPaletteColorLookupTableData, ">u2"))
+    assert np.array_equal(out.pixel_array, source.pixel_array)

@@ -221,3 +221,33 @@ def test_c_gets_of_one_instance_into_one_folder_at_once(tmp_path: Path) -> None:
     ] * 4, outcome
     assert os.listdir(out) == [f"{sop}.dcm"]
     assert dataset_of(str(out / f"{sop}.dcm")) == dataset_of(big)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_full_temporary_folder_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """pynetdicom writes a data set received to a file in the temporary folder as it
+    arrives; that folder full (a 256 kB tmpfs, a 4 MB instance), its reactor thread dies
+    with the write's error and the C-GET ends at the timeout with "no response": the
+    error now names the folder and its free space. Nothing is left in either folder."""
+    big = str(tmp_path / "big.dcm")
+    sop = big_mr(big, 8)
+    study = str(pydicom.dcmread(big, stop_before_pixels=True).StudyInstanceUID)
+    temporary, out = tmp_path / "tmp", tmp_path / "out"
+    _mount_tmpfs(temporary, "size=256k")
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))  # where pynetdicom writes
+    try:
+        port = free_port()
+        (tmp_path / "archive").mkdir()
+        with dcmqrscp(tmp_path / "archive", port, big):
+            client = Client(f"ARCHIVE@127.0.0.1:{port}", timeout=5)
+            with pytest.raises(DimseError) as error:
+                client.get({"StudyInstanceUID": study}, folder=str(out))
+        left = os.listdir(temporary)
+    finally:
+        subprocess.run(["umount", str(temporary)], check=True)
+    assert f"SOP Instance {sop!r} cut off: nothing of it kept; its temporary folder " in str(
+        error.value
+    )
+    assert f"{temporary} has " in str(error.value) and "bytes free (TMPDIR)" in str(error.value)
+    assert left == []
+    assert not out.exists() or os.listdir(out) == []

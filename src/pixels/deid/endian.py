@@ -34,7 +34,8 @@ def swap_words(ds: Any, skip: tuple[str, ...] = ()) -> int:
     """Reverse the bytes of every word of every OW, OL, OF, OD and OV value in ``ds``.
 
     Nested items included; ``skip`` names top-level keywords left alone (pixel data the
-    caller re-encodes). Returns how many elements were swapped.
+    caller re-encodes); a value whose length is not whole words (an odd-length OW) is
+    padded with zeros first. Returns how many elements were swapped.
     """
     done = 0
     for elem in list(ds):
@@ -46,8 +47,12 @@ def swap_words(ds: Any, skip: tuple[str, ...] = ()) -> int:
         if not width or elem.keyword in skip or not isinstance(elem.value, bytes | bytearray):
             continue
         data = bytes(elem.value)
-        n = len(data) - len(data) % width
-        words = np.frombuffer(data[:n], dtype=np.uint8).reshape(-1, width)[:, ::-1]
-        elem.value = words.tobytes() + data[n:]
+        if len(data) % width:
+            # a last word cut short (an odd-length OW): what it holds are its first, most
+            # significant bytes; padded with zeros (as a reader pads an odd length), it
+            # keeps them there once swapped (left as they were, they became the least)
+            data += b"\x00" * (width - len(data) % width)
+        words = np.frombuffer(data, dtype=np.uint8).reshape(-1, width)[:, ::-1]
+        elem.value = words.tobytes()
         done += 1
     return done

@@ -62,6 +62,7 @@ __all__ = [
     "discard_received",
     "part10_bytes",
     "part10_file",
+    "partial_space",
     "receive_store",
     "received_file",
     "received_path",
@@ -266,6 +267,34 @@ def discard_partial(assoc: Any) -> str | None:
     discard_received(handle)
     command = getattr(message, "command_set", None)
     return str(getattr(command, "AffectedSOPInstanceUID", "") or "")
+
+
+#: Free space below which the folder of a data set cut off is named as a likely cause.
+LOW_SPACE = 16 << 20
+
+
+def partial_space(assoc: Any) -> str:
+    """Where the data set being received is written, when that folder is (nearly) full:
+    ``"; its temporary folder /tmp has 1024 bytes free (TMPDIR)"``, else ``""``.
+
+    pynetdicom writes a data set to a file as its fragments arrive
+    (:func:`chunked_receive`); when that write fails (the temporary folder is full) its
+    reactor thread dies with the error and the association waits for its timeout: all the
+    caller sees is "no response". Call before :func:`discard_partial`.
+    """
+    message = getattr(getattr(assoc, "dimse", None), "message", None)
+    handle = getattr(message, "_data_set_file", None)
+    if handle is None:
+        return ""
+    folder = os.path.dirname(str(handle.name))
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return ""
+    free = st.f_bavail * st.f_frsize
+    if free >= LOW_SPACE:
+        return ""
+    return f"; its temporary folder {folder} has {free} bytes free (TMPDIR)"
 
 
 def discard_received(handle: Any) -> None:

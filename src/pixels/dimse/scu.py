@@ -57,6 +57,7 @@ from pixels.dimse.receive import (
     StoreSink,
     chunked_receive,
     discard_partial,
+    partial_space,
     receive_store,
 )
 from pixels.errors import PixelsError
@@ -296,10 +297,13 @@ class Client:
             for rsp, _ in assoc.send_c_get(identifier(keys, level), uid):
                 _final(result, rsp, "C-GET", self.peer)
         except DimseError as e:
+            space = partial_space(assoc)  # a full temporary folder: why it went
             sop = discard_partial(assoc)  # the data set being received when the peer went
             if sop is None:
                 raise
-            raise DimseError(f"{e}; SOP Instance {sop[:70]!r} cut off: nothing of it kept") from e
+            raise DimseError(
+                f"{e}; SOP Instance {sop[:70]!r} cut off: nothing of it kept{space}"
+            ) from e
         finally:
             assoc.release()
         return result
