@@ -268,6 +268,14 @@ def test_truncated_and_hostile_files_are_refused_naming_file_and_tag(tmp_path: P
         deidentify_file(raw[:1500], KEY, path="cut.dcm")
     with pytest.raises(DeidError, match=r"MR_truncated\.dcm.*\(7FE0,0010\)"):
         deidentify_file(_read("MR_truncated.dcm"), KEY, path="MR_truncated.dcm")
+    # encapsulated pixel data cut before its delimiter: pydicom reads an empty data set,
+    # which was reported as "(0008,0018) SOP Instance UID is missing"
+    short = "emri_small_jpeg_2k_lossless_too_short.dcm"
+    with pytest.raises(
+        DicomReadError,
+        match=rf"{short}: truncated: pixel data \(7FE0,0010\) ends .* sequence delimiter",
+    ):
+        deidentify_file(_read(short), KEY, path=short)
     ds = pydicom.dcmread(sample_file("CT_small.dcm"))
     block = ds.private_block(0x0011, "HOSTILE", create=True)
     block.add_new(0x01, "OB", b"x" * 64)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import io
+import json
 import re
 from collections import Counter
 from collections.abc import Mapping
@@ -540,16 +541,23 @@ def _read(source: bytes | BinaryIO | Any, path: str) -> Any:
     from pydicom import dcmread
     from pydicom.dataset import Dataset
 
+    from pixels.dicom.frames import index_from_header
     from pixels.dicom.meta import read_header
 
     if isinstance(source, Dataset):
         return copy.deepcopy(source)
     data = source if isinstance(source, bytes | bytearray | memoryview) else source.read()
-    header = read_header(io.BytesIO(data), path=path)  # DicomReadError names file and tag
+    fp = io.BytesIO(data)
+    header = read_header(fp, path=path)  # DicomReadError names file and tag
     if header.problem:
         raise DeidError(header.problem, path or None)
     if header.trailing:
         raise DeidError(header.trailing, path or None)
+    # encapsulated pixel data cut before its sequence delimiter: pydicom reads the file as
+    # an empty data set (with a warning naming no file), which looked like a file without
+    # a SOP Instance UID; the frame index names the fragment where it ends
+    model = header.model if header.model is not None else json.loads(header.meta)
+    index_from_header(fp, model, path=path, transfer_syntax=header.transfer_syntax)
     try:
         return dcmread(io.BytesIO(data), force=True)
     except Exception as e:
