@@ -555,9 +555,14 @@ def _read(source: bytes | BinaryIO | Any, path: str) -> Any:
         raise DeidError(header.trailing, path or None)
     # encapsulated pixel data cut before its sequence delimiter: pydicom reads the file as
     # an empty data set (with a warning naming no file), which looked like a file without
-    # a SOP Instance UID; the frame index names the fragment where it ends
+    # a SOP Instance UID; the frame index names the fragment where it ends. Its other
+    # complaints (a wrong Basic Offset Table...) are the pixel walk's to handle, as before.
     model = header.model if header.model is not None else json.loads(header.meta)
-    index_from_header(fp, model, path=path, transfer_syntax=header.transfer_syntax)
+    try:
+        index_from_header(fp, model, path=path, transfer_syntax=header.transfer_syntax)
+    except DicomReadError as e:
+        if e.reason.startswith("truncated"):
+            raise
     try:
         return dcmread(io.BytesIO(data), force=True)
     except Exception as e:
