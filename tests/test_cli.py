@@ -44,6 +44,24 @@ def test_second_run_reads_nothing(table: tuple[Path, Path]) -> None:
     assert "unchanged 4" in out.stderr and "read 0" in out.stderr
 
 
+def test_thumbnails_on_a_rerun_say_how_to_fill_the_unchanged_rows(tmp_path: Path) -> None:
+    """The README's order (catalog, then catalog --thumbnails) once made no thumbnail and
+    said nothing: the files were unchanged, so not read again."""
+    data, cat = tmp_path / "data", str(tmp_path / "cat")
+    copy_tree([sample_file("CT_small.dcm")], data)
+    first = run("catalog", str(data), "--table", cat, "-q", "-w", "0")
+    assert "note:" not in first.stderr
+    again = run("catalog", str(data), "--table", cat, "--thumbnails", "-q", "-w", "0")
+    assert "unchanged 1" in again.stderr
+    assert (
+        f"the 1 unchanged files were not read again: pixels thumbnails --table {cat} "
+        "makes them for the rows that lack one" in again.stderr
+    ), again.stderr
+    run("thumbnails", "--table", cat, "-w", "0")
+    made = run("sql", "--table", cat, "SELECT count(thumbnail) n FROM object_catalog", "-f", "csv")
+    assert made.stdout.split() == ['"n"', "1"]
+
+
 def test_sql_table_output(table: tuple[Path, Path]) -> None:
     _, cat = table
     out = run(

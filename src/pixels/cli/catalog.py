@@ -217,6 +217,16 @@ def catalog_cmd(
             soft_wrap=True,
         )
     _print_warnings(console, stats, table)
+    if thumbnails and stats.unchanged:
+        # a re-run reads only new or changed files: the rows of the others keep no thumbnail
+        console.print(
+            f"  note: --thumbnails made thumbnails for the files read; the {stats.unchanged:,} "
+            f"unchanged files were not read again: pixels thumbnails --table {table} "
+            "makes them for the rows that lack one",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
 
 
 def _watch(
