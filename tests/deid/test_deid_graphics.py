@@ -488,3 +488,35 @@ def test_identity_matching_finds_what_one_whole_regex_finds() -> None:
         assert ident.holds(text) == want, text
         found += want
     assert 300 < found < 2700  # both answers met often
+
+
+def test_annotations_and_content_nested_in_each_other_keep_the_stricter_rule(
+    tmp_path: Path,
+) -> None:
+    """A presentation state with a Content Sequence (``D``: its text all dummies) inside an
+    annotation, and an annotation inside a Content Sequence item: with clean-graphics both
+    kept "seen by Dr Jones" / "call Dr Jones 555" (Jones is in no header: the annotation
+    rule, which keeps text naming no one, won over the dummy sequence's). Now a plain-D
+    sequence's text is a dummy wherever it is; the annotations' own text is as before."""
+    ds = pydicom.dcmread(_gsps(tmp_path / "gsps.dcm"))
+    seen = Dataset()
+    seen.ValueType, seen.TextValue = "TEXT", "seen by Dr Jones"
+    ds.GraphicAnnotationSequence[0].ContentSequence = [seen]
+    text = Dataset()
+    text.UnformattedTextValue = "call Dr Jones 555"
+    text.AnchorPoint, text.AnchorPointAnnotationUnits = [1.0, 1.0], "PIXEL"
+    text.AnchorPointVisibility = "N"
+    inner = Dataset()
+    inner.GraphicLayer, inner.TextObjectSequence = "ANNOT", [text]
+    container = Dataset()
+    container.ValueType, container.GraphicAnnotationSequence = "CONTAINER", [inner]
+    ds.ContentSequence = [container]
+    ds.save_as(tmp_path / "nested.dcm", enforce_file_format=True)
+    data = (tmp_path / "nested.dcm").read_bytes()
+    res = deidentify_file(data, KEY, DeidOptions.of("clean-graphics"))
+    out = _out(res.data)
+    assert not leaked(res.data or b"", {"Jones"})
+    assert out.GraphicAnnotationSequence[0].ContentSequence[0].TextValue == "ANONYMIZED"
+    nested = out.ContentSequence[0].GraphicAnnotationSequence[0].TextObjectSequence[0]
+    assert nested.UnformattedTextValue == "ANONYMIZED"
+    assert _texts(out) == [text if kept else "ANONYMIZED" for text, kept in TEXTS]

@@ -379,11 +379,20 @@ class _Walk:
             if act == "C" and is_sq and rule.keyword in _STRUCTURED_SEQUENCES:
                 act, dummy = "K", "structured"  # Clean Structured Content: keep the tree
             elif act == "C" and is_sq and rule.keyword == "GraphicAnnotationSequence":
-                act, dummy = "K", "graphics"  # Clean Graphics: keep text that names no one
+                # Clean Graphics: keep text that names no one (but inside a plain-D sequence,
+                # whose text is all dummies, the annotations' too)
+                act, dummy = "K", "graphics" if dummy in ("", "graphics") else dummy
             elif act == "C":
                 act = self._clean_action(elem, rule.keyword, resolve(cleaned_action(rule), is_sq))
             if is_sq and chosen == "D":  # a dummy sequence: its items' text becomes dummies
-                dummy = "all" if rule.keyword in _IDENTITY_CODE_SEQUENCES else dummy or "text"
+                # (inside annotations too: a Content Sequence in one is no annotation text)
+                dummy = (
+                    "all"
+                    if rule.keyword in _IDENTITY_CODE_SEQUENCES
+                    else "text"
+                    if dummy in ("", "graphics")
+                    else dummy
+                )
         elif (
             dummy == "graphics"
             and elem.VR in _GRAPHIC_TEXT_VRS

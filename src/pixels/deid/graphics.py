@@ -10,7 +10,9 @@ overlay and curve groups are removed whole. With it, :mod:`pixels.deid.file` doe
   the items are kept, graphic objects as they are (geometry holds no identity), and each
   free text in them (Unformatted Text Value of a text object, any other unlisted SH, LO,
   ST, LT, UT or UC) is kept unless it :meth:`Identity.holds` something the profile removes
-  from the header, then it is a dummy. Names anywhere (PN) stay dummies.
+  from the header, then it is a dummy. Names anywhere (PN) stay dummies. Nested in a
+  plain-``D`` sequence (a Content Sequence), or holding one, the dummy sequence's rule
+  wins: its text is a dummy wherever it is.
 * **Overlay planes** (60xx groups with Overlay Data, at the top level of an image or a
   presentation state): Overlay Data is a bitmap, and text drawn in it (a radiologist's typed
   note in a vendor's graphics overlay) cannot be read automatically; the standard says
