@@ -17,7 +17,7 @@ import pytest
 
 from dimse.conftest import big_mr, dataset_bytes, dataset_of, dcmqrscp, dcmtk, free_port, sample
 from pixels.dimse.config import DimseError
-from pixels.dimse.scu import Client, RetrieveResult
+from pixels.dimse.scu import Client, RetrieveResult, retrieve
 
 
 def _partials(folder: str) -> list[str]:
@@ -251,3 +251,27 @@ def test_a_full_temporary_folder_is_named(tmp_path: Path, monkeypatch: pytest.Mo
     assert f"{temporary} has " in str(error.value) and "bytes free (TMPDIR)" in str(error.value)
     assert left == []
     assert not out.exists() or os.listdir(out) == []
+
+
+def test_a_sop_instance_uid_with_path_separators_never_leaves_the_folder(tmp_path: Path) -> None:
+    """dcmqrscp serving a file whose SOP Instance UID is ``1.2.3/../../../evil`` (its C-STORE
+    request says so too): refused (0xC000, not a UID), into a folder and into a catalog;
+    nothing is written outside either, nothing partial is left."""
+    ds = pydicom.dcmread(sample("mr"))
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = "1.2.3/../../../evil"
+    ds.save_as(tmp_path / "source.dcm")
+    study = str(ds.StudyInstanceUID)
+    port = free_port()
+    out, archive = tmp_path / "deep" / "er" / "out", tmp_path / "archive"  # evil: in deep/
+    archive.mkdir()
+    with dcmqrscp(archive, port, str(tmp_path / "source.dcm")):
+        peer = f"ARCHIVE@127.0.0.1:{port}"
+        result = Client(peer, timeout=20).get({"StudyInstanceUID": study}, folder=str(out))
+        pulled = retrieve(peer, str(tmp_path / "cat"), {"StudyInstanceUID": study})
+    for res in (result, pulled):
+        (refused,) = res.refused
+        assert refused.startswith("SOP Instance '1.2.3/../../../evil': 0xC000"), refused
+        assert res.stored == [] and (res.completed, res.failed) == (0, 1)
+    assert os.listdir(out) == []
+    mine = [p for p in tmp_path.rglob("*") if p.is_file() and archive not in p.parents]
+    assert [p.name for p in mine if p.suffix == ".dcm" or "evil" in p.name] == ["source.dcm"]
