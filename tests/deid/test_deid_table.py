@@ -254,6 +254,25 @@ def test_cli_runs_with_workers_and_options(source: dict[str, Any], tmp_path: Pat
     assert bad.exit_code == 2 and "valid: retain-dates" in bad.output
 
 
+def test_pydicom_warnings_are_summarised_by_file_not_printed(tmp_path: Path) -> None:
+    """pydicom's warnings (a value invalid for its VR...) went to stderr from the
+    workers, naming no file; the summary now counts them and names the files."""
+    from pixels.cli import main
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("badVR.dcm", "CT_small.dcm"):
+        shutil.copyfile(sample_file(name), src / name)
+    Catalog(tmp_path / "cat").catalog(src, workers=0)
+    args = ["deid", "-t", str(tmp_path / "cat"), "--out", str(tmp_path / "out")]
+    res = CliRunner().invoke(main, [*args, "--key-file", str(tmp_path / "k" / "k"), "-w", "0"])
+    assert res.exit_code == 0, res.output
+    assert "warnings: 1 files read with warnings" in res.output, res.output
+    assert "× Invalid value for VR IS" in res.output
+    assert f"e.g. {src / 'badVR.dcm'}" in res.output
+    assert "UserWarning" not in res.output and "'1A'" not in res.output  # no raw warning
+
+
 def test_files_on_s3_are_read_through_the_sources(s3_server: Any, tmp_path: Path) -> None:
     import uuid
 

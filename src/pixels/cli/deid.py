@@ -175,3 +175,7 @@ def deid_cmd(
         click.echo(f"  skipped {n}: {why}" + (f" (e.g. {example})" if example else ""))
     for message in stats.error_samples:
         click.echo(f"  failed: {message}")
+    if stats.warned:
+        click.echo(f"warnings: {stats.warned} files read with warnings (pydicom, highdicom)")
+        for kind, (n, paths) in sorted(stats.warning_kinds.items(), key=lambda kv: -kv[1][0]):
+            click.echo(f"  {n} × {kind}" + "".join(f"\n      e.g. {p}" for p in paths))

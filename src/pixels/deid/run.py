@@ -40,6 +40,7 @@ import pyarrow as pa
 
 from pixels.deid.file import BURNED_IN_PREFIX, DeidOptions, deidentify_file, error_text
 from pixels.deid.keys import DeidKey, load_or_create_key
+from pixels.dicom.notices import kept_warnings, tally_warnings
 from pixels.errors import DeidError, PixelsError
 from pixels.sources import FileRef, open_file
 from pixels.table import CatalogTable
@@ -57,6 +58,9 @@ _SOURCE_COLUMNS = [
     "original_path",
     "version_tag",
 ]
+
+#: Key of a :func:`deid_rows` row holding the file's kept warnings (not an audit column).
+WARNINGS = "_warnings"
 
 #: One row per source file and attempt.
 AUDIT_SCHEMA = pa.schema(
@@ -101,6 +105,10 @@ class DeidStats:
     skipped_examples: dict[str, str] = field(default_factory=dict)
     """One source path per reason of :attr:`skipped_reasons` (the first met)."""
     error_samples: list[str] = field(default_factory=list)
+    warned: int = 0
+    """Files whose reading or cleaning raised warnings (pydicom: a value invalid for its VR...)."""
+    warning_kinds: dict[str, list[Any]] = field(default_factory=dict)
+    """Kind of warning -> ``[files, example paths]`` (:func:`pixels.dicom.notices.tally_warnings`)."""
 
 
 def _reason_group(reason: str) -> str:
@@ -164,7 +172,11 @@ def deid_rows(
             ref = FileRef.from_row(row)
             with open_file(ref, storage_options=storage_options) as f:
                 data = f.read()
-            res = deidentify_file(data, key, options, path=row["path"])
+            # pydicom's and highdicom's warnings name no file: kept for the run's summary
+            with kept_warnings() as kept:
+                res = deidentify_file(data, key, options, path=row["path"])
+            if kept:
+                rec[WARNINGS] = list(kept)
             rec["status"] = res.status
             rec["reason"] = res.reason
             rec["actions"] = sum(res.actions.values())
@@ -402,6 +414,10 @@ def deidentify_table(
 
     def take(rows: list[dict[str, Any]]) -> None:
         for r in rows:
+            found = r.pop(WARNINGS, None)
+            if found:
+                stats.warned += 1
+                tally_warnings(stats.warning_kinds, str(r["source_path"]), found)
             if r["status"] == "written":
                 stats.written += 1
             elif r["status"] == "skipped":

@@ -175,3 +175,27 @@ def warning_kind(message: str) -> str:
     text = _NUMBER.sub("N", text)
     text = re.sub(r"\s+", " ", text).strip().rstrip(":.,; ")
     return text[:120] or "warning"
+
+
+#: Kinds of warning a run's summary tells apart (then ``"other"``).
+MAX_WARNING_KINDS = 20
+
+
+def tally_warnings(kinds: dict[str, list[Any]], path: str, found: list[str]) -> None:
+    """Count one file's kept warnings into a run's ``kinds``: kind -> ``[files, example
+    paths]`` (at most :data:`MAX_WARNING_KINDS` kinds, then ``"other"``; 3 paths each).
+
+    Examples
+    --------
+    >>> kinds: dict = {}
+    >>> tally_warnings(kinds, "a.dcm", ["(0020,0013) Invalid value for VR IS: '1A'"])
+    >>> kinds
+    {'Invalid value for VR IS': [1, ['a.dcm']]}
+    """
+    for kind in dict.fromkeys(warning_kind(w) for w in found):
+        if kind not in kinds and len(kinds) >= MAX_WARNING_KINDS:
+            kind = "other"
+        held = kinds.setdefault(kind, [0, []])
+        held[0] += 1
+        if len(held[1]) < 3:
+            held[1].append(path)

@@ -18,7 +18,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pixels.dicom.notices import warning_kind
+from pixels.dicom.notices import tally_warnings
 from pixels.engines import worker
 from pixels.engines.options import CatalogOptions
 from pixels.engines.pool import CHUNK_FILES, RECYCLE_FILES, FilePool, chunks
@@ -26,9 +26,6 @@ from pixels.sources import RefBatch, iter_file_batches
 from pixels.sources.local import stored_path
 from pixels.sources.ref import FileRef
 from pixels.table import CatalogTable, iter_new
-
-#: Kinds of warning a run's summary counts separately.
-MAX_WARNING_KINDS = 20
 
 
 @dataclass
@@ -59,7 +56,8 @@ class CatalogStats:
         Processed files whose row has ``warnings`` (read, with warnings from pydicom).
     warning_kinds : dict of str to list
         Kind of warning (:func:`~pixels.dicom.notices.warning_kind`) -> ``[files, example
-        paths]``: at most :data:`MAX_WARNING_KINDS` kinds (then ``"other"``) and 3 paths each.
+        paths]`` (:func:`~pixels.dicom.notices.tally_warnings`): at most
+        :data:`~pixels.dicom.notices.MAX_WARNING_KINDS` kinds (then ``"other"``), 3 paths each.
     """
 
     listed: int = 0
@@ -85,13 +83,7 @@ class CatalogStats:
             if not found:
                 continue
             self.warned += 1
-            for kind in dict.fromkeys(warning_kind(w) for w in found):
-                if kind not in self.warning_kinds and len(self.warning_kinds) >= MAX_WARNING_KINDS:
-                    kind = "other"
-                held = self.warning_kinds.setdefault(kind, [0, []])
-                held[0] += 1
-                if len(held[1]) < 3:
-                    held[1].append(path)
+            tally_warnings(self.warning_kinds, path, found)
 
     @property
     def files_per_second(self) -> float:
