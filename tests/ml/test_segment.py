@@ -257,6 +257,35 @@ def test_cli_segment_with_processes_and_models(tmp_path):
     assert "ok  ct-tissue" in res.output and "bundle:PATH" in res.output
 
 
+def test_warnings_are_summarised_by_series_not_printed(tmp_path):
+    """highdicom's and pydicom's warnings (here: a one-part Patient's Name, as in the
+    Medical Segmentation Decathlon's PANCREAS_0001) went to stderr naming no series."""
+    from click.testing import CliRunner
+
+    from pixels.cli import main
+
+    paths = ct_series(tmp_path / "d" / "s", 3)
+    for p in paths:
+        ds = pydicom.dcmread(p)
+        ds.PatientName = "PANCREAS_0001"
+        ds.save_as(p)
+    table = str(tmp_path / "cat")
+    runner = CliRunner()
+    assert (
+        runner.invoke(
+            main, ["catalog", str(tmp_path / "d"), "-t", table, "-w", "0", "-q"]
+        ).exit_code
+        == 0
+    )
+    res = runner.invoke(main, ["segment", "-t", table, "-w", "0", "-q"])
+    assert res.exit_code == 0, res.output
+    uid = pydicom.dcmread(paths[0]).SeriesInstanceUID
+    assert "warnings: 1 series with warnings" in res.output, res.output
+    assert "unlikely to represent the intended person name" in res.output
+    assert f"e.g. series {uid}" in res.output
+    assert "UserWarning" not in res.output and "PANCREAS_0001" not in res.output
+
+
 def test_resume_after_kill_9(tmp_path):
     """kill -9 mid-run, run again: every series ends with exactly one SEG, cataloged once."""
     from pixels import Catalog

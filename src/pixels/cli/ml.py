@@ -78,6 +78,14 @@ def segment_cmd(
         f"(already segmented) · errors {stats.errors:,} · {stats.seconds:.1f} s",
         soft_wrap=True,
     )
+    if stats.warned:
+        console.print(
+            f"warnings: {stats.warned:,} series with warnings (pydicom, highdicom)", markup=False
+        )
+        for kind, (n, where_) in sorted(stats.warning_kinds.items(), key=lambda kv: -kv[1][0]):
+            console.print(f"  {n:,} × {kind}", markup=False, highlight=False, soft_wrap=True)
+            for w in where_:
+                console.print(f"      e.g. {w}", markup=False, highlight=False, soft_wrap=True)
     if stats.errors:
         sys.exit(3)
 

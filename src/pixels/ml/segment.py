@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pixels.dicom.notices import kept_warnings, tally_warnings
 from pixels.errors import PixelsError
 from pixels.ml.models import Model, check_input, get_model
 from pixels.ml.seg import SEG_SOP_CLASSES, build_seg, default_root, segmentations, write_seg
@@ -51,7 +52,8 @@ class SeriesResult:
 
     ``status`` is ``segmented``, ``skipped`` (it has a SEG by this model) or
     ``error`` (``message`` names the series and the reason). ``volumes_ml``: the
-    volume of each segment in mL.
+    volume of each segment in mL. ``warnings``: what pydicom and highdicom warned about
+    while reading the series and writing its SEG (kept, not printed).
     """
 
     series_uid: str
@@ -60,6 +62,7 @@ class SeriesResult:
     message: str | None = None
     seconds: float = 0.0
     volumes_ml: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -72,10 +75,17 @@ class SegmentStats:
     errors: int = 0
     seconds: float = 0.0
     results: list[SeriesResult] = field(default_factory=list)
+    warned: int = 0
+    """Series with :attr:`SeriesResult.warnings`."""
+    warning_kinds: dict[str, list[Any]] = field(default_factory=dict)
+    """Kind of warning -> ``[series, example series]`` (:func:`~pixels.dicom.notices.tally_warnings`)."""
 
     def add(self, r: SeriesResult) -> None:
         """Count one result."""
         self.results.append(r)
+        if r.warnings:
+            self.warned += 1
+            tally_warnings(self.warning_kinds, f"series {r.series_uid}", r.warnings)
         if r.status == "segmented":
             self.segmented += 1
         elif r.status == "skipped":
@@ -119,30 +129,41 @@ def segment_one(
     """
     t0 = time.perf_counter()
     uid = series.series_uid
+    kept: list[str] = []
     try:
-        m = _model(model) if isinstance(model, str) else model
-        if series.plan is None:
-            raise PixelsError(series.problem or "not planned")
-        refused = check_input(m, series.first.get("Modality"), len(series.plan.slices))
-        if refused:
-            raise PixelsError(f"series {uid}: {refused}")
-        vol = read_volume(series, storage_options=storage_options)
-        predict = getattr(m, "predict", None)  # models that use the orientation (bundles)
-        labels = np.asarray(
-            predict(vol.array, vol.plan.affine)
-            if callable(predict)
-            else m(vol.array, vol.plan.spacing)
-        )
-        seg = build_seg(vol, labels, m, labelmap=labelmap)
-        path = write_seg(seg, root, storage_options)
-        volumes = _volumes_ml(m, labels, float(np.prod(vol.plan.spacing)) / 1000.0)
+        # pydicom's and highdicom's warnings (a source value invalid for its VR, a
+        # one-part person name...) name no series: kept for the run's summary
+        with kept_warnings() as kept:
+            m = _model(model) if isinstance(model, str) else model
+            if series.plan is None:
+                raise PixelsError(series.problem or "not planned")
+            refused = check_input(m, series.first.get("Modality"), len(series.plan.slices))
+            if refused:
+                raise PixelsError(f"series {uid}: {refused}")
+            vol = read_volume(series, storage_options=storage_options)
+            predict = getattr(m, "predict", None)  # models that use the orientation (bundles)
+            labels = np.asarray(
+                predict(vol.array, vol.plan.affine)
+                if callable(predict)
+                else m(vol.array, vol.plan.spacing)
+            )
+            seg = build_seg(vol, labels, m, labelmap=labelmap)
+            path = write_seg(seg, root, storage_options)
+            volumes = _volumes_ml(m, labels, float(np.prod(vol.plan.spacing)) / 1000.0)
     except Exception as e:
         message = str(e)
         if uid and uid not in message:
             message = f"series {uid}: {message}"
-        return SeriesResult(uid, "error", message=message, seconds=time.perf_counter() - t0)
+        return SeriesResult(
+            uid, "error", message=message, seconds=time.perf_counter() - t0, warnings=list(kept)
+        )
     return SeriesResult(
-        uid, "segmented", path, seconds=time.perf_counter() - t0, volumes_ml=volumes
+        uid,
+        "segmented",
+        path,
+        seconds=time.perf_counter() - t0,
+        volumes_ml=volumes,
+        warnings=list(kept),
     )
 
 
