@@ -180,7 +180,8 @@ def test_bad_input_gets_a_clear_4xx(ml_server: tuple) -> None:
     post = f"{url}/monailabel/infer/"
     r = http.post(post + "no-such-model", params={"image": ct}, files=_form({}))
     assert r.status_code == 404 and "unknown model 'no-such-model'" in r.text
-    assert "ct-tissue" in r.text
+    # the names info/ answers, region-grow included (was: "known: ct-tissue, bundle:PATH")
+    assert "known: ct-tissue, region-grow" in r.text and "bundle:" not in r.text
     r = http.post(post + "ct-tissue", params={"image": "1.2.3.4.5"}, files=_form({}))
     assert r.status_code == 404 and "no image series 1.2.3.4.5" in r.text
     r = http.post(post + "ct-tissue", params={"image": mr}, files=_form({}))

@@ -74,14 +74,25 @@ _LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 def _model(name: str) -> Any:
     """The model ``name`` of the registry (404 when unknown, 503 when it cannot run here)."""
-    from pixels.ml.models import get_model
+    from pixels.ml.models import available_models, get_model
+
+    def unknown() -> HTTPException:
+        # the names info/ answers (the registry's "bundle:PATH" is no name to call here)
+        names = [
+            i.name for i in available_models(bundles=False) if i.available and ":" not in i.name
+        ]
+        return HTTPException(
+            404, f"unknown model {name!r}; known: {', '.join([*names, REGION_GROW])}"
+        )
 
     if not name or name.startswith("bundle:"):
-        raise HTTPException(404, f"unknown model {name!r}")
+        raise unknown()
     try:
         return get_model(name)
     except ModelError as e:
-        raise HTTPException(404 if "unknown model" in str(e) else 503, str(e)) from e
+        if "unknown model" in str(e):
+            raise unknown() from e
+        raise HTTPException(503, str(e)) from e
 
 
 def _label_names(model: Any) -> dict[str, int]:
