@@ -152,6 +152,7 @@ def _mount_tmpfs(folder: Path, options: str) -> None:
         pytest.skip("no tmpfs can be mounted here")
 
 
+@pytest.mark.root
 @pytest.mark.parametrize(
     ("options", "error"),
     [("size=256k", "No space left on device"), ("ro,size=256k", "Read-only file system")],
@@ -223,6 +224,7 @@ def test_c_gets_of_one_instance_into_one_folder_at_once(tmp_path: Path) -> None:
     assert dataset_of(str(out / f"{sop}.dcm")) == dataset_of(big)
 
 
+@pytest.mark.root
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 def test_a_full_temporary_folder_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """pynetdicom writes a data set received to a file in the temporary folder as it
