@@ -129,6 +129,19 @@ def test_serve_on_all_addresses_needs_a_token(corpus: tuple[str, dict[str, str]]
             _stop(proc)
 
 
+def test_serving_a_table_that_does_not_exist_says_so(tmp_path: Path) -> None:
+    """``--table ./catlog`` (a typo) served an empty viewer without a word; the table
+    is still made by the first STOW-RS, so it serves, with a note."""
+    port = _free_port()
+    missing = tmp_path / "catlog"
+    proc = _serve(["--table", str(missing), "--port", str(port)])
+    try:
+        _wait_up(f"http://127.0.0.1:{port}", proc)
+    finally:
+        log = _stop(proc)
+    assert f"note: no catalog table at {missing} yet: serving an empty catalog" in log, log
+
+
 def test_viewer_token_is_redacted_from_the_access_log(
     corpus: tuple[str, dict[str, str]],
 ) -> None:
@@ -147,6 +160,7 @@ def test_viewer_token_is_redacted_from_the_access_log(
     assert "GET /viewer?StudyInstanceUIDs=1.2.3&token=[redacted]" in log, log
     assert "access_token=[redacted]&limit=1" in log, log
     assert TOKEN not in log
+    assert "note: no catalog table" not in log  # the table exists
 
 
 # ---------------------------------------------------------------- error answers
