@@ -6,7 +6,8 @@ the values of the binary VRs (OW, OL, OF, OD, OV) as the bytes it read: written 
 are, every word of a palette color LUT, a VOI or modality LUT's data, or a waveform is
 byte-reversed (a 16-bit LUT entry 0x0100 becomes 0x0001). :func:`swap_words` reverses
 each word in place; top-level pixel data is left to :mod:`pixels.deid.pixelclean`, which
-re-encodes it. OB and UN values are bytes, not words: left as they are.
+re-encodes it. OB and UN values are bytes, not words: left as they are. The word sizes and
+the swap are :mod:`pixels.dicom.words`'s.
 
 Examples
 --------
@@ -22,12 +23,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
+from pixels.dicom.words import WORD_SIZES, swap_bytes
 
 __all__ = ["WORD_SIZES", "swap_words"]
-
-#: The binary VRs made of words, and their word size in bytes (PS3.5 7.3).
-WORD_SIZES = {"OW": 2, "OL": 4, "OF": 4, "OD": 8, "OV": 8}
 
 
 def swap_words(ds: Any, skip: tuple[str, ...] = ()) -> int:
@@ -52,7 +50,6 @@ def swap_words(ds: Any, skip: tuple[str, ...] = ()) -> int:
             # significant bytes; padded with zeros (as a reader pads an odd length), it
             # keeps them there once swapped (left as they were, they became the least)
             data += b"\x00" * (width - len(data) % width)
-        words = np.frombuffer(data, dtype=np.uint8).reshape(-1, width)[:, ::-1]
-        elem.value = words.tobytes()
+        elem.value = swap_bytes(data, width)
         done += 1
     return done

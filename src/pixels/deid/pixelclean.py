@@ -49,6 +49,7 @@ import numpy as np
 
 from pixels.dicom import codecs
 from pixels.dicom.decode import PixelInfo, decode_frame
+from pixels.dicom.words import swap_bytes
 from pixels.errors import DecodeError, DeidError
 
 __all__ = [
@@ -547,9 +548,7 @@ def _little_endian(ds: Any, info: PixelInfo) -> str:
     data = bytes(elem.value)
     if elem.VR == "OW" or (elem.VR != "OB" and info.bits_allocated > 8):
         width = 4 if info.bits_allocated == 32 else 2
-        n = len(data) - len(data) % width
-        swapped = np.frombuffer(data[:n], dtype=np.uint8).reshape(-1, width)[:, ::-1]
-        data = swapped.tobytes() + data[n:]
+        data = swap_bytes(data, width)
     elem.value = data
     return codecs.EXPLICIT_LE
 

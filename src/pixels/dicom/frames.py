@@ -82,6 +82,7 @@ import numpy as np
 
 from pixels.dicom.codecs import VIDEO_SYNTAXES
 from pixels.dicom.tags import PIXEL_DATA_KEYS, bulk_range
+from pixels.dicom.words import swap_bytes
 from pixels.errors import DicomReadError
 
 __all__ = ["FrameIndex", "index_frames", "index_from_header", "read_frame", "read_frame_swapped"]
@@ -626,9 +627,7 @@ def read_frame_swapped(
             f"the file holds {max(len(data) - lead, 0)}",
             path=path,
         )
-    usable = len(data) - len(data) % width
-    swapped = np.frombuffer(data[:usable], np.uint8).reshape(-1, width)[:, ::-1].tobytes()
-    out = (swapped + data[usable:])[lead : lead + ln]
+    out = swap_bytes(data, width)[lead : lead + ln]
     nbits = index.frame_bits
     if nbits is not None and index.bit_offsets is not None:
         return _realign(out, index.bit_offsets[frame], nbits)

@@ -50,6 +50,7 @@ from pydicom.uid import UID
 from pixels.dicom import codecs
 from pixels.dicom.deflate import MAX_INFLATED, InflatingReader
 from pixels.dicom.tags import PIXEL_DATA_TAGS
+from pixels.dicom.words import WORD_SIZES, swap_bytes
 from pixels.errors import DicomReadError, TranscodeError
 
 __all__ = [
@@ -73,19 +74,12 @@ LOSSY_SYNTAXES = (
 WEB_UNSAFE_SYNTAXES = frozenset({codecs.IMPLICIT_LE, codecs.EXPLICIT_BE})
 
 _CHUNK = 1 << 20
-_SWAP = {"OW": 2, "OF": 4, "OL": 4, "OD": 8, "OV": 8}
 _MAX_LENGTH = 0xFFFFFFFE
 #: Default cap on the inflated size of a deflated file (bytes): the header pass's.
 DEFAULT_INFLATE_LIMIT = MAX_INFLATED
 
 
 # --------------------------------------------------------------------------- datasets
-
-
-def _swapped(value: bytes, width: int) -> bytes:
-    n = len(value) - len(value) % width
-    arr = np.frombuffer(value[:n], dtype=np.uint8).reshape(-1, width)[:, ::-1]
-    return arr.tobytes() + value[n:]
 
 
 def to_little_endian(ds: Any) -> Any:
@@ -103,8 +97,12 @@ def to_little_endian(ds: Any) -> Any:
         elem = ds[elem.tag]
         if elem.VR == "SQ":
             elem.value = [to_little_endian(item) for item in elem.value]
-        elif elem.VR in _SWAP and isinstance(elem.value, bytes) and elem.tag not in PIXEL_DATA_TAGS:
-            elem.value = _swapped(elem.value, _SWAP[elem.VR])
+        elif (
+            elem.VR in WORD_SIZES
+            and isinstance(elem.value, bytes)
+            and elem.tag not in PIXEL_DATA_TAGS
+        ):
+            elem.value = swap_bytes(elem.value, WORD_SIZES[elem.VR])
         out.add(elem)
     return out
 
@@ -302,7 +300,7 @@ class Transcoder:
                     self.path,
                 )
             left -= len(data)
-            yield _swapped(data, width) if width > 1 else data
+            yield swap_bytes(data, width) if width > 1 else data
         if length % 2:
             yield b"\0"
 

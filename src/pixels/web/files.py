@@ -38,6 +38,7 @@ from pixels.dicom.transcode import (
     WEB_UNSAFE_SYNTAXES,
     open_transcoder,
 )
+from pixels.dicom.words import swap_bytes
 from pixels.errors import DicomReadError, MissingDecoderError, TranscodeError
 from pixels.sources import open_file
 from pixels.sources.ref import FileRef
@@ -244,14 +245,9 @@ def range_of(opened: Opened, fp: BinaryIO, offset: int, length: int, word: int =
             if not data:
                 raise DicomReadError(f"truncated while sending bytes at {offset}", opened.path)
             left -= len(data)
-            yield _swap(data, word) if word > 1 else data
+            yield swap_bytes(data, word) if word > 1 else data
 
     return Streamed("application/octet-stream", _closing(chunks(), opened), opened)
-
-
-def _swap(data: bytes, word: int) -> bytes:
-    n = len(data) - len(data) % word
-    return np.frombuffer(data[:n], dtype=np.uint8).reshape(-1, word)[:, ::-1].tobytes() + data[n:]
 
 
 # ------------------------------------------------------------------------------ frames
