@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from pixels.cli.options import TABLE_OPTION
+from pixels.cli.options import TABLE_OPTION, note_if_no_table
 
 __all__ = ["dimse_group", "dimse_options", "server_config"]
 
@@ -123,6 +123,7 @@ def scp_cmd(table: str, port: int, storage_root: str | None, **kw: Any) -> None:
     except PixelsError as e:
         raise click.ClickException(str(e)) from e
     click.echo(f"DIMSE: {config.ae_title}@{config.host}:{server.port}  (catalog {table})", err=True)
+    note_if_no_table(table)
     try:
         while True:
             time.sleep(3600)

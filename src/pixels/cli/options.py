@@ -113,6 +113,27 @@ def require_table(table: str, storage_options: dict[str, Any] | None = None) -> 
         )
 
 
+def note_if_no_table(table: str, storage_options: dict[str, Any] | None = None) -> None:
+    """Say on stderr when ``table`` holds no catalog table yet (``serve``, ``dimse scp``).
+
+    Those serve it anyway (STOW-RS and C-STORE create it), so a mistyped ``--table``
+    would otherwise serve an empty catalog without a word. Nothing is said when the
+    store cannot be asked (the server reports that itself).
+    """
+    from pixels.table import CatalogTable
+
+    try:
+        if CatalogTable(table, storage_options=storage_options).exists():
+            return
+    except Exception:
+        return
+    click.echo(
+        f"note: no catalog table at {table} yet: serving an empty catalog "
+        "(STOW-RS and C-STORE create it; `pixels catalog DIR --table ...` fills it)",
+        err=True,
+    )
+
+
 def print_error(console: Any, e: BaseException) -> None:
     """``error: <message>`` on one line (a path is never wrapped, nor read as markup)."""
     from rich.text import Text

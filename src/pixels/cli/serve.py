@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
-from typing import Any
 
 import click
 
 from pixels.cli.dimse import dimse_options, server_config
-from pixels.cli.options import TABLE_OPTION, parse_storage_options, storage_option
+from pixels.cli.options import (
+    TABLE_OPTION,
+    note_if_no_table,
+    parse_storage_options,
+    storage_option,
+)
 
 __all__ = ["serve_cmd"]
 
@@ -95,12 +99,7 @@ def serve_cmd(
     base = public_url.rstrip("/") if public_url else f"http://{shown}:{port}"
     catalog = table if not is_local(table) else os.path.abspath(table)
     click.echo(f"DICOMweb: {base}/dicomweb  (catalog {catalog})", err=True)
-    if not _table_exists(table, options):  # a mistyped --table served an empty viewer silently
-        click.echo(
-            f"note: no catalog table at {catalog} yet: serving an empty catalog "
-            "(STOW-RS and C-STORE create it; `pixels catalog DIR --table ...` fills it)",
-            err=True,
-        )
+    note_if_no_table(catalog, options)  # a mistyped --table served an empty viewer silently
     if installed_version():
         hint = "  (viewer URLs take ?token=...)" if token else ""
         click.echo(f"Viewer:   {base}/{hint}", err=True)
@@ -139,13 +138,3 @@ def serve_cmd(
         )
     except PixelsError as e:
         raise click.ClickException(str(e)) from e
-
-
-def _table_exists(table: str, options: dict[str, Any] | None) -> bool:
-    """Whether ``table`` holds a Delta table (true when that cannot be told: no false note)."""
-    from pixels.table import CatalogTable
-
-    try:
-        return CatalogTable(table, storage_options=options).exists()
-    except Exception:  # an object store that cannot be reached: the server says so itself
-        return True
