@@ -28,6 +28,7 @@ before that leaves it, and the next start catalogs the files it lists
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -40,7 +41,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from pydicom import dcmread
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import FileMetaDataset
 from pydicom.filebase import DicomBytesIO
@@ -48,6 +48,7 @@ from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID
 from pynetdicom import _config as pynetdicom_config
 
+from pixels.dicom.meta import read_header
 from pixels.dicom.notices import kept_warnings
 from pixels.web.state import WebState
 from pixels.web.stow import committer_of, store_file, store_path
@@ -182,15 +183,19 @@ def check_received(
     a C-STORE request of ``sop_class`` / ``sop``: a failure status and its reason (the
     header unreadable, its SOP Class / Instance UID not the request's, or an attribute
     named in ``expect`` holding none of its values: what a C-GET asked for); None when it
-    may. Only the header is read."""
+    may. Only the header is read, by :func:`pixels.dicom.meta.read_header` (the reader the
+    sink stores with: a tenth of pydicom's time on a CT, and the same verdict on what is
+    DICOM; a defect after the header is the sink's to report)."""
     try:
         with kept_warnings() as kept:  # pydicom's complaints: part of the reason, not logs
-            ds = dcmread(path, stop_before_pixels=True)
-            held_class = str(ds.get("SOPClassUID", "") or "")
-            held_sop = str(ds.get("SOPInstanceUID", "") or "")
-            held = {k: str(ds.get(k, "") or "") for k in expect or {}}
+            with open(path, "rb") as fh:
+                header = read_header(fh, path=path)
+            model = header.model if header.model is not None else json.loads(header.meta)
     except Exception as e:
         return FAIL_CANNOT_UNDERSTAND, f"malformed data set: {e}"
+    held_class = _text(model, 0x00080016)
+    held_sop = _text(model, 0x00080018)
+    held = {k: _text(model, tag_for_keyword(k) or 0) for k in expect or {}}
     if not held_sop or not held_class:
         why = "; ".join(kept) or "no SOP Class / Instance UID (0008,0016/0018) can be read"
         return FAIL_CANNOT_UNDERSTAND, f"malformed data set: {why}"
@@ -213,6 +218,12 @@ def check_received(
                 f"what the C-GET asked for ({', '.join(sorted(wanted))[:200]})",
             )
     return None
+
+
+def _text(model: Mapping[str, Any], tag: int) -> str:
+    """The values of ``tag`` in a DICOM JSON ``model``, joined by backslashes ("" if none)."""
+    values = (model.get(f"{tag:08X}") or {}).get("Value") or []
+    return "\\".join(str(v) for v in values)
 
 
 def receive_store(
