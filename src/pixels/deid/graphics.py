@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -90,6 +90,9 @@ class Identity:
     """What identifies the patient in a file's text: words and phrases from its header."""
 
     words: frozenset[str]
+    #: The words by their first run of letters and digits; those that begin otherwise.
+    _by_run: dict[str, list[str]] = field(init=False, repr=False, compare=False)
+    _other: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # A word matches where it stands alone: no letter or digit (A-Z, 0-9, the text is
@@ -119,13 +122,12 @@ class Identity:
         text = " ".join(str(text).upper().split())
         if _PATTERN.search(text) is not None:
             return True
-        by_run: dict[str, list[str]] = object.__getattribute__(self, "_by_run")
-        if by_run:
+        if self._by_run:
             for run in _RUN.finditer(text):
-                for w in by_run.get(run.group(), ()):
+                for w in self._by_run.get(run.group(), ()):
                     if text.startswith(w, run.start()) and _alone(text, run.start(), len(w)):
                         return True
-        for w in object.__getattribute__(self, "_other"):
+        for w in self._other:
             at = text.find(w)
             while at >= 0:
                 if _alone(text, at, len(w)):
