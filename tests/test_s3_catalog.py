@@ -89,6 +89,25 @@ def test_catalog_s3_prefix_end_to_end(s3_server: Any, tmp_path: Any) -> None:
     assert Catalog(table).count() == 5
 
 
+def test_show_reads_files_on_s3_with_the_catalog_s_options(s3_server: Any, tmp_path: Path) -> None:
+    """`pixels show` makes missing thumbnails from the files: on S3 it needs the same
+    -o options as `pixels catalog`, which it did not take."""
+    import s3fs
+
+    bucket = f"show-{uuid.uuid4().hex[:10]}"
+    fs = s3fs.S3FileSystem(skip_instance_cache=True, **s3_server.storage_options)
+    fs.mkdir(bucket)
+    fs.pipe(f"{bucket}/d/ct.dcm", sample_file("CT_small.dcm").read_bytes())
+    opts = ["-o", f"endpoint_url={s3_server.endpoint_url}", "-o", "key=testing"]
+    opts += ["-o", "secret=testing"]
+    table, sheet = str(tmp_path / "cat"), str(tmp_path / "sheet.png")
+    out = _pixels("catalog", f"s3://{bucket}/d", "--table", table, "-q", "-w", "0", *opts)
+    assert out.returncode == 0, out.stderr
+    out = _pixels("show", "--table", table, "--out", sheet, *opts)
+    assert out.returncode == 0, out.stderr
+    assert "1 tiles (1 with an image)" in out.stderr, out.stderr
+
+
 # ------------------------------------------------------------- tables on S3 itself
 def _pixels(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(

@@ -70,18 +70,30 @@ def thumbnails_cmd(
 @click.option("--limit", type=int, default=48, show_default=True, help="At most this many tiles.")
 @click.option("--columns", type=int, default=8, show_default=True, help="Tiles per row.")
 @click.option("--size", type=int, default=256, show_default=True, help="Tile size in pixels.")
-def show_cmd(table: str, where: str | None, out: str, limit: int, columns: int, size: int) -> None:
+@storage_option("fsspec option to read the files and a table URL (as given to `pixels catalog`).")
+def show_cmd(
+    table: str,
+    where: str | None,
+    out: str,
+    limit: int,
+    columns: int,
+    size: int,
+    storage_option: tuple[str, ...],
+) -> None:
     """Write a contact sheet of the selected rows' thumbnails (made on the fly where missing)."""
     from pixels.dicom.contact import Tile, contact_sheet
     from pixels.dicom.record import RecordOptions, thumbnail_rows
     from pixels.table import CatalogTable
     from pixels.thumbnails import iter_thumbnail_rows
 
-    opts = RecordOptions(thumbnails=True, thumbnail_size=size, thumbnail_format="png")
+    storage = parse_storage_options(storage_option)
+    opts = RecordOptions(
+        thumbnails=True, thumbnail_size=size, thumbnail_format="png", storage_options=storage
+    )
     tiles = []
     with exit_on_error():
-        require_table(table)
-        for row in iter_thumbnail_rows(CatalogTable(table), where, limit):
+        require_table(table, storage)
+        for row in iter_thumbnail_rows(CatalogTable(table, storage_options=storage), where, limit):
             image = row.get("thumbnail")
             if image is None and row.get("frame_offsets") and not row.get("error"):
                 made = thumbnail_rows([row], opts)[0]
