@@ -322,15 +322,15 @@ def _todo(
             params.append(done)
         reader: Any = con.sql(sql + " ORDER BY s.path", params=params).to_arrow_reader(batch_rows)
         for batch in reader:
-            rows = [
-                r
-                for r in batch.to_pylist()
-                if not (r["_written"] and os.path.isfile(os.path.join(out, r["_written"])))
+            # only the written paths are looked at (and only the rows left made dicts): a
+            # re-run of a catalog written whole makes no row at all
+            left = [
+                not (w and os.path.isfile(os.path.join(out, w)))
+                for w in batch.column("_written").to_pylist()
             ]
-            for r in rows:
-                del r["_written"]
-            if rows:
-                yield rows
+            if any(left):
+                kept = batch if all(left) else batch.filter(pa.array(left))
+                yield kept.drop_columns(["_written"]).to_pylist()
     finally:
         con.close()
 
