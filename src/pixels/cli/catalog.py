@@ -15,6 +15,7 @@ from pixels.cli.options import (
     parse_storage_options,
     print_error,
     storage_option,
+    warning_lines,
     workers_option,
 )
 
@@ -300,11 +301,8 @@ def _print_warnings(console: Any, stats: Any, table: str) -> None:
         markup=False,
         soft_wrap=True,
     )
-    kinds = sorted(stats.warning_kinds.items(), key=lambda kv: -kv[1][0])
-    for kind, (n, paths) in kinds:
-        console.print(f"  {n:,} × {kind}", highlight=False, markup=False, soft_wrap=True)
-        for p in paths:
-            console.print(f"      e.g. {p}", highlight=False, markup=False, soft_wrap=True)
+    for line in warning_lines(stats.warning_kinds):
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
     console.print(
         f"  ... see all with: pixels sql --table {table} "
         '"SELECT path, warnings FROM object_catalog WHERE warnings IS NOT NULL"',

@@ -11,6 +11,7 @@ from pixels.cli.options import (
     parse_storage_options,
     require_table,
     storage_option,
+    warning_lines,
     workers_option,
 )
 
@@ -177,5 +178,5 @@ def deid_cmd(
         click.echo(f"  failed: {message}")
     if stats.warned:
         click.echo(f"warnings: {stats.warned} files read with warnings (pydicom, highdicom)")
-        for kind, (n, paths) in sorted(stats.warning_kinds.items(), key=lambda kv: -kv[1][0]):
-            click.echo(f"  {n} × {kind}" + "".join(f"\n      e.g. {p}" for p in paths))
+        for line in warning_lines(stats.warning_kinds):
+            click.echo(line)

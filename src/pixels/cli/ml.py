@@ -10,6 +10,7 @@ from pixels.cli.options import (
     QUIET_OPTION,
     TABLE_OPTION,
     require_table,
+    warning_lines,
     where_option,
     workers_option,
 )
@@ -82,10 +83,8 @@ def segment_cmd(
         console.print(
             f"warnings: {stats.warned:,} series with warnings (pydicom, highdicom)", markup=False
         )
-        for kind, (n, where_) in sorted(stats.warning_kinds.items(), key=lambda kv: -kv[1][0]):
-            console.print(f"  {n:,} × {kind}", markup=False, highlight=False, soft_wrap=True)
-            for w in where_:
-                console.print(f"      e.g. {w}", markup=False, highlight=False, soft_wrap=True)
+        for line in warning_lines(stats.warning_kinds):
+            console.print(line, markup=False, highlight=False, soft_wrap=True)
     if stats.errors:
         sys.exit(3)
 

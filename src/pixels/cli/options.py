@@ -21,6 +21,7 @@ __all__ = [
     "print_error",
     "require_table",
     "storage_option",
+    "warning_lines",
     "where_option",
     "workers_option",
 ]
@@ -132,6 +133,23 @@ def note_if_no_table(table: str, storage_options: dict[str, Any] | None = None) 
         "(STOW-RS and C-STORE create it; `pixels catalog DIR --table ...` fills it)",
         err=True,
     )
+
+
+def warning_lines(kinds: dict[str, list[Any]]) -> list[str]:
+    """A run's warnings by kind, most frequent first, for its summary: ``  N × kind`` and an
+    indented ``e.g. PATH`` for each example (``kinds`` as
+    :func:`pixels.dicom.notices.tally_warnings` counts them: kind -> ``[files, examples]``).
+
+    Examples
+    --------
+    >>> warning_lines({"Invalid value for VR IS": [1200, ["a.dcm"]]})
+    ['  1,200 × Invalid value for VR IS', '      e.g. a.dcm']
+    """
+    lines = []
+    for kind, (n, examples) in sorted(kinds.items(), key=lambda kv: -kv[1][0]):
+        lines.append(f"  {n:,} × {kind}")
+        lines.extend(f"      e.g. {e}" for e in examples)
+    return lines
 
 
 def print_error(console: Any, e: BaseException) -> None:
