@@ -184,3 +184,23 @@ def test_a_c_store_is_received_into_a_file_and_a_cut_one_leaves_none(
 def _uids(path: str) -> tuple[str, str]:
     ds = pydicom.dcmread(path, stop_before_pixels=True)
     return str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID)
+
+
+def test_a_received_file_that_is_no_dicom_is_refused_without_naming_the_local_path(
+    tmp_path: pytest.TempPathFactory,
+) -> None:
+    """The check's reason is sent to the peer (ErrorComment): it says what is wrong with the
+    data set, never where this server keeps its files."""
+    from pixels.dimse.receive import FAIL_CANNOT_UNDERSTAND, check_received
+
+    with open(sample("ct"), "rb") as fh:
+        data = fh.read()
+    ds = pydicom.dcmread(sample("ct"), stop_before_pixels=True)
+    cut = os.path.join(str(tmp_path), "incoming", ".pixels-cut.part")
+    os.makedirs(os.path.dirname(cut))
+    with open(cut, "wb") as fh:  # cut inside an element's header, then junk
+        fh.write(data[:700] + b"\xff" * 64)
+    status, reason = check_received(cut, str(ds.SOPClassUID), str(ds.SOPInstanceUID)) or (0, "")
+    assert status == FAIL_CANNOT_UNDERSTAND
+    assert reason.startswith("malformed data set: "), reason
+    assert str(tmp_path) not in reason and ".part" not in reason, reason

@@ -50,6 +50,7 @@ from pynetdicom import _config as pynetdicom_config
 
 from pixels.dicom.meta import read_header
 from pixels.dicom.notices import kept_warnings
+from pixels.errors import PixelsError
 from pixels.web.state import WebState
 from pixels.web.stow import committer_of, store_file, store_path
 
@@ -191,6 +192,8 @@ def check_received(
             with open(path, "rb") as fh:
                 header = read_header(fh, path=path)
             model = header.model if header.model is not None else json.loads(header.meta)
+    except PixelsError as e:  # the reason goes to the peer: not the local path
+        return FAIL_CANNOT_UNDERSTAND, f"malformed data set: {e.reason}"
     except Exception as e:
         return FAIL_CANNOT_UNDERSTAND, f"malformed data set: {e}"
     held_class = _text(model, 0x00080016)
@@ -266,13 +269,19 @@ def release_received(request: Any) -> None:
         discard_received(handle)
 
 
+def _partial(assoc: Any) -> tuple[Any, Any]:
+    """The DIMSE message ``assoc`` is receiving and the file pynetdicom writes its data set
+    to (each None when there is none)."""
+    message = getattr(getattr(assoc, "dimse", None), "message", None)
+    return message, getattr(message, "_data_set_file", None)
+
+
 def discard_partial(assoc: Any) -> str | None:
     """Remove the file pynetdicom was writing a C-STORE data set to when the association
     ends before the data set did (an abort, a dropped connection) or when the request is
     answered without its handler: pynetdicom deletes it only after the handler ran. The
     SOP Instance UID of the data set cut off (None: none was being received)."""
-    message = getattr(getattr(assoc, "dimse", None), "message", None)
-    handle = getattr(message, "_data_set_file", None)
+    message, handle = _partial(assoc)
     if handle is None:
         return None
     discard_received(handle)
@@ -293,8 +302,7 @@ def partial_space(assoc: Any) -> str:
     reactor thread dies with the error and the association waits for its timeout: all the
     caller sees is "no response". Call before :func:`discard_partial`.
     """
-    message = getattr(getattr(assoc, "dimse", None), "message", None)
-    handle = getattr(message, "_data_set_file", None)
+    handle = _partial(assoc)[1]
     if handle is None:
         return ""
     folder = os.path.dirname(str(handle.name))
