@@ -83,12 +83,13 @@ DEFAULT_INFLATE_LIMIT = MAX_INFLATED
 
 
 def to_little_endian(ds: Any) -> Any:
-    """A copy of a pydicom Dataset read big endian whose binary values are little endian.
+    """A pydicom Dataset read big endian, its binary values made little endian.
 
     Numeric and text values are decoded by pydicom and need nothing; OW / OF / OL /
     OD / OV values are byte-swapped by their word size; sequences are converted
     item by item. The result has no original encoding and can be written little
-    endian.
+    endian. It is a new Dataset holding ``ds``'s elements, whose values are swapped in
+    place: ``ds`` is used up (its binary values are little endian afterwards).
     """
     from pydicom.dataset import Dataset
 
