@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pixels.dicom.words import WORD_SIZES, swap_bytes
+from pixels.dicom.words import WORD_SIZES, swap_value
 
 __all__ = ["WORD_SIZES", "swap_words"]
 
@@ -44,12 +44,6 @@ def swap_words(ds: Any, skip: tuple[str, ...] = ()) -> int:
         width = WORD_SIZES.get(elem.VR)
         if not width or elem.keyword in skip or not isinstance(elem.value, bytes | bytearray):
             continue
-        data = bytes(elem.value)
-        if len(data) % width:
-            # a last word cut short (an odd-length OW): what it holds are its first, most
-            # significant bytes; padded with zeros (as a reader pads an odd length), it
-            # keeps them there once swapped (left as they were, they became the least)
-            data += b"\x00" * (width - len(data) % width)
-        elem.value = swap_bytes(data, width)
+        elem.value = swap_value(elem.value, width)  # (an odd-length OW padded first)
         done += 1
     return done

@@ -50,7 +50,7 @@ from pydicom.uid import UID
 from pixels.dicom import codecs
 from pixels.dicom.deflate import MAX_INFLATED, InflatingReader
 from pixels.dicom.tags import PIXEL_DATA_TAGS
-from pixels.dicom.words import WORD_SIZES, swap_bytes
+from pixels.dicom.words import WORD_SIZES, swap_bytes, swap_value
 from pixels.errors import DicomReadError, TranscodeError
 
 __all__ = [
@@ -82,14 +82,16 @@ DEFAULT_INFLATE_LIMIT = MAX_INFLATED
 # --------------------------------------------------------------------------- datasets
 
 
-def to_little_endian(ds: Any) -> Any:
+def to_little_endian(ds: Any, *, top: bool = True) -> Any:
     """A pydicom Dataset read big endian, its binary values made little endian.
 
     Numeric and text values are decoded by pydicom and need nothing; OW / OF / OL /
-    OD / OV values are byte-swapped by their word size; sequences are converted
-    item by item. The result has no original encoding and can be written little
-    endian. It is a new Dataset holding ``ds``'s elements, whose values are swapped in
-    place: ``ds`` is used up (its binary values are little endian afterwards).
+    OD / OV values are byte-swapped by their word size (:func:`~pixels.dicom.words.swap_value`:
+    an odd-length OW padded first); sequences are converted item by item, the pixel data
+    of an item (an icon image) included. The top level's pixel data is left to the
+    transcoder's pixel path (``top``). The result has no original encoding and can be
+    written little endian. It is a new Dataset holding ``ds``'s elements, each value
+    replaced by its little endian bytes: ``ds`` is used up.
     """
     from pydicom.dataset import Dataset
 
@@ -97,13 +99,13 @@ def to_little_endian(ds: Any) -> Any:
     for elem in ds:  # iterating converts raw elements with the dataset's encoding
         elem = ds[elem.tag]
         if elem.VR == "SQ":
-            elem.value = [to_little_endian(item) for item in elem.value]
+            elem.value = [to_little_endian(item, top=False) for item in elem.value]
         elif (
             elem.VR in WORD_SIZES
             and isinstance(elem.value, bytes)
-            and elem.tag not in PIXEL_DATA_TAGS
+            and not (top and elem.tag in PIXEL_DATA_TAGS)
         ):
-            elem.value = swap_bytes(elem.value, WORD_SIZES[elem.VR])
+            elem.value = swap_value(elem.value, WORD_SIZES[elem.VR])
         out.add(elem)
     return out
 

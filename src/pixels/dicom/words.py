@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["WORD_SIZES", "swap_bytes"]
+__all__ = ["WORD_SIZES", "swap_bytes", "swap_value"]
 
 #: The binary VRs made of words, and their word size in bytes (PS3.5 7.3).
 WORD_SIZES = {"OW": 2, "OL": 4, "OF": 4, "OD": 8, "OV": 8}
@@ -33,3 +33,15 @@ def swap_bytes(data: bytes | bytearray | memoryview, width: int) -> bytes:
     n = len(data) - len(data) % width
     words = np.frombuffer(data, dtype=np.uint8, count=n).reshape(-1, width)[:, ::-1]
     return words.tobytes() + bytes(data[n:])
+
+
+def swap_value(data: bytes | bytearray | memoryview, width: int) -> bytes:
+    """A big endian ``width``-byte-word value made little endian, whole.
+
+    A value whose length is not whole words (an odd-length OW) is padded with zeros first:
+    what its last, cut word holds are its first, most significant bytes, which stay so once
+    swapped (left as they were, they would become the least).
+    """
+    if len(data) % width:
+        data = bytes(data) + b"\x00" * (width - len(data) % width)
+    return swap_bytes(data, width)
