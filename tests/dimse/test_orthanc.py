@@ -122,14 +122,23 @@ def test_pixels_scu_stores_finds_and_retrieves_from_orthanc(peers: Peers) -> Non
     j2k_study = pydicom.dcmread(sample("j2k")).StudyInstanceUID
     # C-GET straight into a new catalog
     got = os.path.join(peers.root, "by-get")
-    result = retrieve(client.peer, got, {"StudyInstanceUID": j2k_study}, "STUDY", client=client)
+    result = retrieve(
+        client.peer,
+        got,
+        {"StudyInstanceUID": j2k_study},
+        "STUDY",
+        client=client,
+        storage_root=os.path.join(peers.root, "stow-by-get"),
+    )
     assert (result.status, result.completed, result.failed) == (0, 1, 0)
     rows = Catalog(got).table.delta().to_pyarrow_table().to_pylist()
     assert [r["SOPInstanceUID"] for r in rows] == [pydicom.dcmread(sample("j2k")).SOPInstanceUID]
     assert rows[0]["error"] is None
     assert rows[0]["TransferSyntaxUID"] == "1.2.840.10008.1.2.4.91"  # as stored, not transcoded
     assert dataset_of(str(rows[0]["path"])) == dataset_of(sample("j2k"))
-    # C-MOVE to Pixels (served on the port Orthanc knows PIXELSR at) into another catalog
+    # C-MOVE to Pixels (served on the port Orthanc knows PIXELSR at) into another catalog;
+    # each catalog here has its files in a folder of its own (the default, stow/ beside the
+    # catalogs, is the served catalog's: one table per storage root)
     moved = os.path.join(peers.root, "by-move")
     result = retrieve(
         client.peer,
@@ -140,6 +149,7 @@ def test_pixels_scu_stores_finds_and_retrieves_from_orthanc(peers: Peers) -> Non
         ae_title="PIXELSR",
         port=peers.retrieve_port,
         client=client,
+        storage_root=os.path.join(peers.root, "stow-by-move"),
     )
     assert (result.status, result.completed, result.failed) == (0, 1, 0)
     rows = Catalog(moved).table.delta().to_pyarrow_table().to_pylist()

@@ -109,7 +109,11 @@ def dimse_group() -> None:
 @dimse_group.command("scp")
 @TABLE_OPTION
 @click.option("--port", "-p", type=int, default=11112, show_default=True)
-@click.option("--storage-root", default=None, help="Where C-STORE writes [default: stow/].")
+@click.option(
+    "--storage-root",
+    default=None,
+    help="Where C-STORE writes [default: stow/ next to the table]; one table per folder.",
+)
 @dimse_options
 def scp_cmd(table: str, port: int, storage_root: str | None, **kw: Any) -> None:
     """Serve the catalog over DIMSE alone (C-ECHO/STORE/FIND/GET/MOVE) until stopped."""
@@ -297,7 +301,11 @@ def store_cmd(peer: str, files: tuple[str, ...], **kw: Any) -> None:
     help="C-MOVE to our AE (served on --port meanwhile) instead of C-GET.",
 )
 @click.option("--port", type=int, default=11112, show_default=True, help="For --move.")
-@click.option("--storage-root", default=None, help="Where files are written [default: stow/].")
+@click.option(
+    "--storage-root",
+    default=None,
+    help="Where files are written [default: stow/ next to the table]; one table per folder.",
+)
 def retrieve_cmd(
     peer: str,
     table: str,

@@ -35,7 +35,7 @@ __all__ = ["serve_cmd"]
 @click.option(
     "--storage-root",
     default=None,
-    help="Where STOW-RS writes files [default: stow/ next to the table].",
+    help="Where STOW-RS writes files [default: stow/ next to the table]; one table per folder.",
 )
 @click.option(
     "--public-url", default=None, help="URL clients reach the server at (behind a proxy)."

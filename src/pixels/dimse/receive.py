@@ -401,7 +401,7 @@ class StoreSink:
     @property
     def incoming(self) -> str:
         """The folder received files are made in before they are renamed into place."""
-        return os.path.join(self.state.storage_root, ".incoming")
+        return os.path.join(self.state.claimed_root(), ".incoming")
 
     def store(self, data: bytes) -> Stored:
         """Check and store one PS3.10 file's bytes; durable (and journaled) when it

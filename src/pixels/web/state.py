@@ -17,6 +17,7 @@ from starlette.requests import Request
 
 from pixels.catalog import Catalog
 from pixels.storage import is_local
+from pixels.web import stow_root
 
 __all__ = [
     "DEFAULT_MAX_UPLOAD",
@@ -116,11 +117,27 @@ class WebState:
             local = os.path.abspath(catalog_path.removeprefix("file://"))
             storage_root = os.path.join(os.path.dirname(local.rstrip(os.sep)), "stow")
         self.storage_root = os.path.abspath(storage_root)
+        stow_root.check(self.storage_root, self.table.uri)  # (claimed at the first write)
+        self._claimed = False
         self.token = token if token is not None else (os.environ.get("PIXELS_TOKEN") or None)
         self.max_upload = max_upload
         self._table_lock = threading.Lock()
         #: Serialises STOW-RS writes and catalog commits of this process.
         self.write_lock = threading.Lock()
+
+    def claimed_root(self) -> str:
+        """:attr:`storage_root`, recorded as this table's (:func:`pixels.web.stow_root.claim`,
+        at the first write of this process): what every writer into it calls first.
+
+        Raises
+        ------
+        StorageRootError
+            When it belongs to another table.
+        """
+        if not self._claimed:
+            stow_root.claim(self.storage_root, self.table.uri)
+            self._claimed = True
+        return self.storage_root
 
 
 def state_of(request: Request) -> WebState:

@@ -180,7 +180,7 @@ async def _receive(request: Request, state: WebState) -> tuple[bytes, str | None
             chunks.append(chunk)
             held += len(chunk)
             if held > IN_MEMORY:
-                incoming = os.path.join(state.storage_root, ".incoming")
+                incoming = os.path.join(state.claimed_root(), ".incoming")
                 os.makedirs(incoming, exist_ok=True)
                 fd, spool = tempfile.mkstemp(dir=incoming, suffix=".body")
                 out = os.fdopen(fd, "wb")
@@ -414,7 +414,7 @@ def _store_part(
         if study is not None and uids["study"] != study:
             res.failure, res.reason = FAIL_STUDY_MISMATCH, "StudyInstanceUID differs from the URL's"
             return res, None
-        folder = os.path.join(state.storage_root, str(uids["study"]), str(uids["series"]))
+        folder = os.path.join(state.claimed_root(), str(uids["study"]), str(uids["series"]))
         dest = os.path.abspath(os.path.join(folder, f"{uids['sop']}.dcm"))
         res.replaced, st = _place(state, body, start, end, folder, dest, move_from)
         res.path = dest
@@ -445,7 +445,7 @@ def _place(
     if move_from is not None:
         fd, tmp = -1, move_from
     else:
-        incoming = os.path.join(state.storage_root, ".incoming")
+        incoming = os.path.join(state.claimed_root(), ".incoming")
         try:
             fd, tmp = tempfile.mkstemp(dir=incoming, suffix=".dcm")
         except FileNotFoundError:
