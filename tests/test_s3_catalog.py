@@ -21,6 +21,7 @@ import pydicom
 from corpus import copy_with_new_uids, sample_file
 from pixels import Catalog
 from pixels.table import CatalogTable
+from pixels.web.stow_root import OWNER_FILE
 
 
 def test_catalog_s3_prefix_end_to_end(s3_server: Any, tmp_path: Any) -> None:
@@ -254,7 +255,9 @@ def test_a_table_on_s3_end_to_end(s3_server: Any, tmp_path: Path) -> None:
         server.terminate()
         server.wait(10)
     assert [p.name for p in work.iterdir()] == ["stow"]  # not ./s3:/bucket/stow
-    (stored_file,) = [p for p in (work / "stow").rglob("*") if p.is_file()]
+    owner = work / "stow" / OWNER_FILE  # the storage root's table (one table per root)
+    assert owner.read_text() == f"{table}\n"
+    (stored_file,) = [p for p in (work / "stow").rglob("*") if p.is_file() and p != owner]
     assert stored_file.read_bytes() == part.getvalue()
 
 
