@@ -14,6 +14,7 @@ from pixels.errors import SourceError, SourceNotFoundError
 from pixels.sources import FileRef, RefBatch, iter_file_batches, iter_files, open_file
 from pixels.sources.local import extension_of, iter_local_batches, iter_local_dir, local_ref
 from pixels.sources.ref import ms_since_epoch
+from procfds import fds_under
 
 
 def _testfile(name: str) -> Path:
@@ -382,14 +383,14 @@ def test_the_walk_leaves_no_directory_open(tmp_path: Path) -> None:
         (tmp_path / d).mkdir(parents=True)
         for i in range(3):
             (tmp_path / d / f"{i}.dcm").write_bytes(b"x" * (i + 1))
-    before = set(os.listdir("/proc/self/fd"))
+    before = fds_under(tmp_path)
     listed = [p for b in iter_local_batches(str(tmp_path)) for p in b.paths]
     assert [os.path.relpath(p, tmp_path) for p in listed] == [
         f"{d}/{i}.dcm" for d in ("a/b/c", "a/d", "e") for i in range(3)
     ]
-    assert set(os.listdir("/proc/self/fd")) == before
+    assert fds_under(tmp_path) == before
     walk = iter_local_batches(str(tmp_path))
     next(walk)  # deep in a/b/c: three directories open
-    assert len(set(os.listdir("/proc/self/fd")) - before) == 3
+    assert len(fds_under(tmp_path) - before) == 3
     walk.close()
-    assert set(os.listdir("/proc/self/fd")) == before
+    assert fds_under(tmp_path) == before

@@ -17,6 +17,7 @@ from pixels.engines import worker
 from pixels.sources import iter_files
 from pixels.sources.readahead import ReadAhead
 from pixels.sources.ref import FileRef
+from procfds import fds_under
 
 
 def _evict(path: Path) -> None:
@@ -63,20 +64,6 @@ def _wait_resident(paths: list[Path], timeout: float = 20.0) -> bool:
     return True
 
 
-def _fds(folder: Path) -> set[str]:
-    """This process' descriptors open on files under ``folder`` (``fd:path``): another
-    test's threads still ending may open and close others meanwhile."""
-    out = set()
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            target = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith(f"{folder}{os.sep}"):
-            out.add(f"{fd}:{target}")
-    return out
-
-
 @pytest.mark.skipif(not hasattr(os, "POSIX_FADV_WILLNEED"), reason="needs posix_fadvise")
 def test_the_next_files_of_a_task_are_read_ahead_and_no_further(tmp_path: Path) -> None:
     """Files not in memory: opening the read-ahead queues the reads of the first ``depth``
@@ -91,7 +78,7 @@ def test_the_next_files_of_a_task_are_read_ahead_and_no_further(tmp_path: Path) 
         _evict(p)
     if any(_resident(p) for p in paths):
         pytest.skip(f"{tmp_path}: this file system keeps evicted files in memory")
-    before = _fds(tmp_path)
+    before = fds_under(tmp_path)
     assert before == set()
     with ReadAhead(refs, reads_whole, depth=5) as ahead:
         assert _wait_resident(paths[:5]), "the first files were not read ahead"
@@ -100,8 +87,8 @@ def test_the_next_files_of_a_task_are_read_ahead_and_no_further(tmp_path: Path) 
         assert fd is not None and os.pread(fd, len(data) + 1, 0) == data
         os.close(fd)
         assert _wait_resident(paths[5:6]) and not any(_resident(p) for p in paths[6:])
-        assert len(_fds(tmp_path)) == 5  # files 1-5 open, file 0 taken
-    assert _fds(tmp_path) == set()  # the files never taken are closed
+        assert len(fds_under(tmp_path)) == 5  # files 1-5 open, file 0 taken
+    assert fds_under(tmp_path) == set()  # the files never taken are closed
 
 
 def test_files_not_read_whole_are_not_opened_ahead(tmp_path: Path) -> None:
@@ -137,10 +124,10 @@ def test_a_task_read_ahead_gives_the_rows_of_files_read_one_by_one(tmp_path: Pat
     (folder / "zz_longer.dcm").write_bytes(ct)
     (folder / "zz_cut.dcm").write_bytes(ct[:-1000])
     (folder / "zz_gone.dcm").unlink()
-    assert _fds(folder) == set()
+    assert fds_under(folder) == set()
     alone = [catalog_record(r, RecordOptions()) for r in refs]
     batch = worker.run(refs, RecordOptions())
-    assert _fds(folder) == set()  # (zz_gone's would show as '... (deleted)')
+    assert fds_under(folder) == set()  # (zz_gone's would show as '... (deleted)')
     assert (
         worker.rows_batch(alone)
         .drop_columns(["cataloged_at"])
