@@ -24,6 +24,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -277,29 +278,55 @@ def test_readers_during_a_merge_see_whole_answers(
 
     want = answer()
     assert len(want[0]) == 3 + 3  # (the fixture: 3 studies; each commit: 1)
+    # each reader keeps an answer in flight all through the merge (at least 0.5 s, its
+    # drop delay): three readers give three answers during it, however slow the machine
+    # (one reader counted the answers it finished during the merge: 33 here, 7 with two
+    # busy loops beside it, where 3 were asked for)
+    readers = 3
     seen: list[tuple[Any, ...]] = []
+    spans: list[list[tuple[float, float]]] = [[] for _ in range(readers)]
     stop = threading.Event()
     errors: list[BaseException] = []
+    merged = threading.Event()
+    merge_span: list[float] = []
 
-    def reader() -> None:
+    def reader(k: int) -> None:
         try:
             while not stop.is_set():
-                seen.append(answer())
+                after = merged.is_set()
+                start = time.monotonic()
+                got = answer()
+                spans[k].append((start, time.monotonic()))
+                seen.append(got)
+                if after:
+                    return  # an answer begun after the merge too
         except BaseException as e:  # (told below)
             errors.append(e)
 
-    thread = threading.Thread(target=reader)
-    thread.start()
+    threads = [threading.Thread(target=reader, args=(k,)) for k in range(readers)]
+    for t in threads:
+        t.start()
     try:
-        before = len(seen)
+        deadline = time.monotonic() + 120
+        while not all(spans) and not errors:  # every reader answering before the merge
+            assert time.monotonic() < deadline, "the readers did not answer"
+            time.sleep(0.01)
+        merge_span.append(time.monotonic())
         index.merge()
-        during = len(seen) - before
+        merge_span.append(time.monotonic())
+        merged.set()
+        for t in threads:
+            t.join(120)
     finally:
         stop.set()
-        thread.join()
+        for t in threads:
+            t.join()
     assert not errors, errors
     assert not index.overlay.versions and not index.current().overlaid
-    assert during >= 3  # (the merge waits for queries in flight before the drop)
+    start, end = merge_span
+    for mine in spans:  # (the merge waits for queries in flight before the drop)
+        assert any(a < end and b > start for a, b in mine), (merge_span, mine)
+        assert mine[-1][0] > end  # and one after it
     assert all(a == want for a in seen)
     assert answer() == want
     assert _state(index) == _fresh(catalog)
