@@ -24,15 +24,45 @@ def _sops(catalog: str) -> set[str]:
     return set(table.filter(pc.is_null(table["error"]))["SOPInstanceUID"].to_pylist())
 
 
+def _uncommitting(catalog: str) -> DimseServer:
+    """An SCP of ``catalog`` started that commits only when it stops."""
+    server = DimseServer(catalog, ServerConfig(port=0, commit_every=1000, commit_seconds=3600))
+    server.sink.flush_soon = lambda: None  # type: ignore[method-assign]  # no commit at release
+    return server.start()
+
+
+def test_a_journal_of_a_live_scp_is_left_by_a_second_starting(
+    tmp_path: pytest.TempPathFactory,
+) -> None:
+    """Two SCPs of one table (one storage root): the second starting leaves the first's
+    journal (locked: still pending), and the first commits it."""
+    catalog = os.path.join(str(tmp_path), "catalog")
+    Catalog(catalog).catalog(sample("ct"), workers=0)
+    first = _uncommitting(catalog)
+    try:
+        res = dcmtk("storescu", "-aec", "PIXELS", "127.0.0.1", str(first.port), sample("mr"))
+        assert res.returncode == 0, res.stderr
+        journals = os.path.join(first.state.storage_root, JOURNAL_DIR)
+        (journal,) = os.listdir(journals)
+        second = DimseServer(catalog, ServerConfig(port=0)).start()
+        try:
+            assert os.listdir(journals) == [journal]  # the first's, still pending
+            assert len(_sops(catalog)) == 1 and second.sink.commits == 0
+        finally:
+            second.stop()
+    finally:
+        first.stop()  # commits it
+    assert first.sink.commits == 1 and len(_sops(catalog)) == 2
+    assert os.listdir(journals) == []
+
+
 def test_stored_but_uncommitted_files_are_cataloged_at_the_next_start(
     tmp_path: pytest.TempPathFactory,
 ) -> None:
     catalog = os.path.join(str(tmp_path), "catalog")
     Catalog(catalog).catalog(sample("ct"), workers=0)
     # a server that stores, acknowledges, then dies before its batch is committed
-    server = DimseServer(catalog, ServerConfig(port=0, commit_every=1000, commit_seconds=3600))
-    server.sink.flush_soon = lambda: None  # type: ignore[method-assign]  # no commit at release
-    server.start()
+    server = _uncommitting(catalog)
     try:
         res = dcmtk("storescu", "-aec", "PIXELS", "127.0.0.1", str(server.port),
                     sample("mr"), sample("multiframe"))  # fmt: skip
@@ -45,8 +75,12 @@ def test_stored_but_uncommitted_files_are_cataloged_at_the_next_start(
         assert len(_sops(catalog)) == 1  # acknowledged, not committed
     finally:
         # the "crash": the server stops listening, its pending rows are dropped uncommitted
+        # (and its journal's lock goes with the process)
         server.sink._rows.clear()
-        server.sink._journal = None
+        held, server.sink._journal = server.sink._journal, None
+        assert held is not None
+        os.close(held.fd)
+        held.release()
         server.stop()
     assert len(_sops(catalog)) == 1
     # the next start catalogs them before it listens

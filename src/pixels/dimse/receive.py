@@ -22,7 +22,10 @@ meanwhile). A C-FIND, C-GET or C-MOVE commits what is pending before it reads
 (:meth:`StoreSink.settled`): a peer that stores and then queries finds what it stored.
 A batch's journal is removed once its commit is in; a server killed
 before that leaves it, and the next start catalogs the files it lists
-(:meth:`StoreSink.recover`): nothing acknowledged is lost.
+(:meth:`StoreSink.recover`): nothing acknowledged is lost. The files made in
+``.incoming`` and the journals are locked by the process writing them until they are
+renamed into place, removed or committed (:mod:`pixels.web.spool`): another server of
+the table starting meanwhile (``pixels serve`` beside ``pixels dimse scp``) leaves them.
 """
 
 from __future__ import annotations
@@ -33,10 +36,8 @@ import logging
 import os
 import shutil
 import struct
-import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, BinaryIO
@@ -51,6 +52,8 @@ from pynetdicom import _config as pynetdicom_config
 from pixels.dicom.meta import read_header
 from pixels.dicom.notices import kept_warnings
 from pixels.errors import PixelsError
+from pixels.web import spool
+from pixels.web.spool import Spool
 from pixels.web.state import WebState
 from pixels.web.stow import committer_of, store_file, store_path
 
@@ -115,14 +118,14 @@ def part10_file(
     sop_instance: str,
     transfer_syntax: str,
     source_ae: str = "",
-) -> str:
-    """A DICOM file made in ``folder`` (its path) of the data set pynetdicom wrote to
-    ``received``: the file meta group of :func:`part10_bytes`, then the data set's bytes
-    copied unchanged by the kernel (never read into memory)."""
+) -> Spool:
+    """A DICOM file made in ``folder`` (locked until released, :func:`_temporary`) of the
+    data set pynetdicom wrote to ``received``: the file meta group of :func:`part10_bytes`,
+    then the data set's bytes copied unchanged by the kernel (never read into memory)."""
     head = part10_bytes(b"", sop_class, sop_instance, transfer_syntax, source_ae)
-    fd, path = _temporary(folder)
+    made = _temporary(folder)
     try:
-        with open(received, "rb") as src, os.fdopen(fd, "wb") as out:
+        with open(received, "rb") as src, os.fdopen(made.fd, "wb") as out:
             offset = _dataset_offset(src, received)
             out.write(head)
             out.flush()
@@ -138,24 +141,21 @@ def part10_file(
                 out.seek(len(head))
                 shutil.copyfileobj(src, out, 1 << 20)
     except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(path)
+        made.discard()
         raise
-    return path
+    return made
 
 
-def _temporary(folder: str) -> tuple[int, str]:
+def _temporary(folder: str) -> Spool:
     """A new file in ``folder`` (made if missing) under a hidden temporary name
-    (``.pixels-*.part``): what is left there by a killed process reads as partial."""
-    try:
-        return tempfile.mkstemp(dir=folder, prefix=".pixels-", suffix=".part")
-    except FileNotFoundError:
-        os.makedirs(folder, exist_ok=True)
-        return tempfile.mkstemp(dir=folder, prefix=".pixels-", suffix=".part")
+    (``.pixels-*.part``): what is left there by a killed process reads as partial. It
+    is locked by this process until released (:mod:`pixels.web.spool`): a server of
+    this table starting meanwhile removes only the spools of killed ones."""
+    return spool.create(folder, prefix=".pixels-", suffix=".part")
 
 
-def received_file(request: Any, transfer_syntax: str, folder: str, source_ae: str = "") -> str:
-    """The DICOM file made in ``folder`` (a temporary name, its path) of a C-STORE
+def received_file(request: Any, transfer_syntax: str, folder: str, source_ae: str = "") -> Spool:
+    """The DICOM file made in ``folder`` (a temporary name, locked until released) of a C-STORE
     request's data set, as the SCP and the C-GET SCU receive one: :func:`part10_file`
     from the file pynetdicom wrote it to (:func:`chunked_receive`), or the PS3.10 bytes of
     its buffer where pynetdicom gathered it in memory. pynetdicom's file is left to the
@@ -166,15 +166,14 @@ def received_file(request: Any, transfer_syntax: str, folder: str, source_ae: st
     if received is not None:
         return part10_file(received, folder, sop_class, sop, transfer_syntax, source_ae)
     data = part10_bytes(request.DataSet.getvalue(), sop_class, sop, transfer_syntax, source_ae)
-    fd, path = _temporary(folder)
+    made = _temporary(folder)
     try:
-        with os.fdopen(fd, "wb") as out:
+        with os.fdopen(made.fd, "wb") as out:
             out.write(data)
     except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(path)
+        made.discard()
         raise
-    return path
+    return made
 
 
 def check_received(
@@ -254,11 +253,10 @@ def receive_store(
     finally:
         release_received(request)
     try:
-        refused = check_received(made, sop_class, sop, expect)
-        return store(made) if refused is None else Stored(*refused)
+        refused = check_received(made.path, sop_class, sop, expect)
+        return store(made.path) if refused is None else Stored(*refused)
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(made)  # not stored (renamed away if stored)
+        made.discard()  # not stored (renamed away if stored); the lock dropped
 
 
 def release_received(request: Any) -> None:
@@ -346,6 +344,16 @@ def part10_bytes(
     return buf.getvalue()
 
 
+def _close(journal: Spool, remove: bool = False) -> None:
+    """Close a journal (removed first when ``remove``: its commit is in) and unlock it."""
+    if remove:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(journal.path)
+    with contextlib.suppress(OSError):
+        os.close(journal.fd)
+    journal.release()
+
+
 @dataclass(frozen=True)
 class Stored:
     """What became of one C-STORE: its status, why (for a failure) and the stored path."""
@@ -383,7 +391,7 @@ class StoreSink:
         self.journals = os.path.join(state.storage_root, JOURNAL_DIR)
         self._cond = threading.Condition()
         self._rows: list[dict[str, Any]] = []
-        self._journal: str | None = None
+        self._journal: Spool | None = None
         self._first = 0.0
         self._closed = False
         self._commit_lock = threading.Lock()
@@ -444,15 +452,13 @@ class StoreSink:
         return Stored(SUCCESS, "", path)
 
     def _journal_append(self, path: str) -> None:
+        """Append ``path`` to this batch's journal (made, and locked by this process until
+        its commit is in: another server of this table starting meanwhile leaves it)."""
         if self._journal is None:
-            os.makedirs(self.journals, exist_ok=True)
-            self._journal = os.path.join(self.journals, f"batch-{uuid.uuid4().hex}.paths")
-        fd = os.open(self._journal, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        try:
-            os.write(fd, path.encode("utf-8") + b"\n")
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+            self._journal = spool.create(self.journals, prefix="batch-", suffix=".paths")
+            os.fchmod(self._journal.fd, 0o644)
+        os.write(self._journal.fd, path.encode("utf-8") + b"\n")
+        os.fsync(self._journal.fd)
 
     # ----------------------------------------------------------------- commit
     def flush(self) -> None:
@@ -470,16 +476,17 @@ class StoreSink:
                 LOG.error(
                     "DIMSE: %d stored instances not cataloged (kept in %s for the next start): %s",
                     len(rows),
-                    journal,
+                    journal.path if journal is not None else None,
                     e,
                 )
+                if journal is not None:  # unlocked: the next server to start catalogs it
+                    _close(journal)
                 return
             self.commits += 1
             self.committed += len(rows)
             self.version = version if self.version is None else max(self.version, version)
             if journal is not None:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(journal)
+                _close(journal, remove=True)
 
     def settled(self) -> int | None:
         """Commit what was acknowledged and is still pending (blocks until it is in), and
@@ -523,15 +530,16 @@ class StoreSink:
     # --------------------------------------------------------------- recovery
     def recover(self) -> int:
         """Catalog the files that journals left by a killed server list (their batch's
-        commit never came); the number of files cataloged."""
-        try:
-            names = sorted(n for n in os.listdir(self.journals) if n.endswith(".paths"))
-        except FileNotFoundError:
-            return 0
+        commit never came); the number of files cataloged. A journal another live process
+        of this table still writes (locked, :mod:`pixels.web.spool`) is its to commit: it
+        is left alone."""
+        with spool.locked_leftovers(self.journals, ".paths") as journals:
+            return self._recover(journals)
+
+    def _recover(self, journals: list[tuple[str, int]]) -> int:
         total = 0
-        for name in names:
-            journal = os.path.join(self.journals, name)
-            with open(journal, encoding="utf-8") as fh:
+        for journal, fd in journals:
+            with open(fd, encoding="utf-8", closefd=False) as fh:
                 paths = [p for p in fh.read().splitlines() if p]
             rows = []
             for path in dict.fromkeys(paths):

@@ -62,6 +62,7 @@ from pixels.sources import open_file
 from pixels.sources.ref import FileRef
 from pixels.web.index import index_of
 from pixels.web.state import WebState
+from pixels.web.stow import clean_stale_spools
 
 __all__ = ["DimseServer", "load_instance", "status"]
 
@@ -244,7 +245,9 @@ class DimseServer:
         return int(self._server.server_address[1])
 
     def start(self) -> DimseServer:
-        """Catalog what a killed server left journaled, then listen (in threads)."""
+        """Remove the spools and catalog what a killed server left journaled (not those of
+        live servers of this table, :mod:`pixels.web.spool`), then listen (in threads)."""
+        clean_stale_spools(self.state.storage_root)
         self.sink.recover()
         chunked_receive()  # C-STORE data sets written to a file as they arrive
         ae = self._application_entity()

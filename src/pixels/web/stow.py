@@ -3,7 +3,8 @@
 A body of up to :data:`IN_MEMORY` bytes is held in memory; a larger one is spooled
 to a temporary file under ``{storage_root}/.incoming`` (never held whole in memory;
 larger than the limit: 413; what a killed server left there is removed when the
-next one starts, :func:`clean_stale_spools`). The body is split into parts, and each
+next one starts, :func:`clean_stale_spools`; a spool is locked by the process writing it,
+:mod:`pixels.web.spool`, so one still being written by another server stays). The body is split into parts, and each
 part checked: it must be a DICOM file (PS3.10: preamble, ``DICM``, file meta with a
 transfer syntax; a data set readable only by force is refused), parse as DICOM
 (:func:`pixels.dicom.meta.read_header`, deflated data inflated under a cap) and
@@ -42,9 +43,7 @@ import json
 import mmap
 import os
 import struct
-import tempfile
 import threading
-import time
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -62,6 +61,7 @@ from pixels.dicom.record import RecordOptions, header_record
 from pixels.schema import SCHEMA
 from pixels.sources.local import local_ref
 from pixels.table import CatalogTable
+from pixels.web import spool
 from pixels.web.index import index_of
 from pixels.web.multipart import MultipartError, parse_media_type, split_parts
 from pixels.web.state import WebState, base_url, check_uid, is_uid, state_of
@@ -96,29 +96,12 @@ class _Outcome:
     path: str | None = None
 
 
-def clean_stale_spools(storage_root: str, *, before: float | None = None) -> list[str]:
-    """Remove what requests left in ``{storage_root}/.incoming`` before `before` (default now).
-
-    A request removes its own spool (the body) and part files when it ends; only a
-    server that was killed leaves them. Called when the app is created: anything
-    last written before then belongs to no live request of this server (one server
-    per storage root). Returns the removed paths.
-    """
-    incoming = os.path.join(storage_root, ".incoming")
-    cutoff = time.time() if before is None else before
-    removed = []
-    try:
-        entries = list(os.scandir(incoming))
-    except FileNotFoundError:
-        return []
-    for entry in entries:
-        try:
-            if entry.is_file(follow_symlinks=False) and entry.stat().st_mtime < cutoff:
-                os.unlink(entry.path)
-                removed.append(entry.path)
-        except FileNotFoundError:
-            continue
-    return removed
+def clean_stale_spools(storage_root: str) -> list[str]:
+    """Remove what killed servers left in ``{storage_root}/.incoming``: the spools no live
+    process holds (:func:`pixels.web.spool.clean`; another server of this table, STOW-RS
+    or C-STORE, may be receiving into the same folder). Called when a server starts;
+    returns the removed paths."""
+    return spool.clean(os.path.join(storage_root, spool.INCOMING))
 
 
 async def store(request: Request) -> Response:
@@ -141,15 +124,14 @@ async def store(request: Request) -> Response:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > state.max_upload:
         raise HTTPException(413, f"the body is larger than the limit of {state.max_upload} bytes")
-    body, spool = await _receive(request, state)
+    body, spooled = await _receive(request, state)
     try:
         outcomes, rows = await run_in_threadpool(
-            _store_body, state, spool if spool is not None else body, boundary, study
+            _store_body, state, spooled.path if spooled is not None else body, boundary, study
         )
     finally:
-        if spool is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(spool)
+        if spooled is not None:
+            spooled.discard()
     if rows is not None:
         # waiting for the commit holds no worker thread: searches keep being answered
         try:
@@ -161,11 +143,12 @@ async def store(request: Request) -> Response:
     return _response(request, outcomes, study)
 
 
-async def _receive(request: Request, state: WebState) -> tuple[bytes, str | None]:
-    """The body in memory, or spooled to a file when larger than :data:`IN_MEMORY` (its path)."""
+async def _receive(request: Request, state: WebState) -> tuple[bytes, spool.Spool | None]:
+    """The body in memory, or spooled to a file when larger than :data:`IN_MEMORY` (that
+    file, locked until the caller discards it)."""
     chunks: list[bytes] = []
     held = total = 0
-    spool: str | None = None
+    spooled: spool.Spool | None = None
     out: BinaryIO | None = None
     try:
         async for chunk in request.stream():
@@ -180,10 +163,9 @@ async def _receive(request: Request, state: WebState) -> tuple[bytes, str | None
             chunks.append(chunk)
             held += len(chunk)
             if held > IN_MEMORY:
-                incoming = os.path.join(state.claimed_root(), ".incoming")
-                os.makedirs(incoming, exist_ok=True)
-                fd, spool = tempfile.mkstemp(dir=incoming, suffix=".body")
-                out = os.fdopen(fd, "wb")
+                incoming = os.path.join(state.claimed_root(), spool.INCOMING)
+                spooled = spool.create(incoming, suffix=".body")
+                out = os.fdopen(spooled.fd, "wb")
                 out.writelines(chunks)
                 chunks = []
         if out is not None:
@@ -191,11 +173,10 @@ async def _receive(request: Request, state: WebState) -> tuple[bytes, str | None
     except BaseException:
         if out is not None:
             out.close()
-        if spool is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(spool)
+        if spooled is not None:
+            spooled.discard()
         raise
-    return b"".join(chunks), spool
+    return b"".join(chunks), spooled
 
 
 def _store_body(
@@ -442,15 +423,12 @@ def _place(
     :func:`os.replace`): whether it replaced a different file, and the stored file's
     ``stat``. Identical bytes there already: nothing is written. Few file system calls:
     they are what a loaded disk makes slow."""
-    if move_from is not None:
+    part: spool.Spool | None = None
+    if move_from is not None:  # (locked by its maker, who releases it)
         fd, tmp = -1, move_from
     else:
-        incoming = os.path.join(state.claimed_root(), ".incoming")
-        try:
-            fd, tmp = tempfile.mkstemp(dir=incoming, suffix=".dcm")
-        except FileNotFoundError:
-            os.makedirs(incoming, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=incoming, suffix=".dcm")
+        part = spool.create(os.path.join(state.claimed_root(), spool.INCOMING), suffix=".dcm")
+        fd, tmp = part.fd, part.path
     placed = False
     try:
         if fd < 0:
@@ -476,6 +454,8 @@ def _place(
         if not placed:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
+        if part is not None:
+            part.release()
 
 
 def _same_bytes(path: str, body: bytes | mmap.mmap, start: int, end: int) -> bool:

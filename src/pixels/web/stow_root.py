@@ -2,12 +2,13 @@
 
 The storage root holds the files STOW-RS and C-STORE received (``{Study}/{Series}/{SOP}.dcm``),
 the request spools (``.incoming``, cleaned when a server starts) and the DIMSE journal of
-rows not yet committed (``.dimse``, replayed into the table when a server starts). Two
-tables sharing one (the default ``stow`` next to two table folders in one parent, or
-``./stow`` for two table URLs) would corrupt each other: a new version of an instance
-stored for one table replaces the file the other's row describes, a server starting for
-one removes the other's spools in flight, and one table's journal is replayed into the
-other. So the first write records the table in ``{root}/.pixels-table``
+rows not yet committed (``.dimse``, replayed into the table when a server starts); several
+servers of one table may share it (each spool and journal is locked by its writer, and a
+start-up takes only unlocked ones: :mod:`pixels.web.spool`). Two tables sharing one (the
+default ``stow`` next to two table folders in one parent, or ``./stow`` for two table
+URLs) would corrupt each other: a new version of an instance stored for one table
+replaces the file the other's row describes, and a killed server's journal of one table
+is replayed into the other. So the first write records the table in ``{root}/.pixels-table``
 (:func:`claim`), and a server for another table refuses to start on that root
 (:func:`check`), naming both and ``--storage-root``.
 """

@@ -1,0 +1,132 @@
+"""Spool files locked by the process writing them, and the clean-up that spares live ones.
+
+What arrives by STOW-RS or C-STORE is written under ``{storage_root}/.incoming`` first
+(a request body, a part, a received data set) and renamed into place or removed when
+done; the DIMSE journal of rows not yet committed (``{storage_root}/.dimse``) likewise
+lives until its commit is in. Several processes of one table may share a storage root
+(``pixels serve`` and ``pixels dimse scp``, or two of either), and each cleans up at
+start what a killed one left. So each such file is locked (:func:`fcntl.flock`,
+exclusive) by the process writing it from its creation (:func:`create`) until it is
+renamed away or removed (:meth:`Spool.release`), and a clean-up takes only files it
+can lock itself (:func:`locked_leftovers`, :func:`clean`): a live writer's lock stops
+it, a killed writer's lock went with its process.
+
+The storage root is always a local folder (a table on an object store, ``s3://...``,
+still receives into a local ``stow`` folder): these are local files and local locks.
+A file system whose ``flock`` is not shared between hosts (some NFS setups) only
+protects the writers of one host.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import stat
+import tempfile
+from collections.abc import Iterator
+
+__all__ = ["INCOMING", "Spool", "clean", "create", "locked_leftovers"]
+
+#: The folder of a storage root that received data is spooled in before it is placed.
+INCOMING = ".incoming"
+
+
+class Spool:
+    """A new file locked by this process (:func:`create`): :attr:`fd` to write it (the
+    caller's to close), :attr:`path`, and a lock held until :meth:`release`.
+
+    Closing :attr:`fd` keeps the lock: it is held by a descriptor of its own.
+    """
+
+    def __init__(self, fd: int, path: str, lock: int):
+        self.fd = fd
+        self.path = path
+        self._lock = lock
+
+    def release(self) -> None:
+        """Drop the lock (once the file was renamed away or removed); idempotent."""
+        if self._lock >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._lock)
+            self._lock = -1
+
+    def discard(self) -> None:
+        """Remove the file if it is still there, then :meth:`release`."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+        self.release()
+
+    def __enter__(self) -> Spool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def create(folder: str, *, prefix: str = "tmp", suffix: str = "") -> Spool:
+    """A new file in ``folder`` (made if missing), named as :func:`tempfile.mkstemp` names
+    one, locked before it is used: a clean-up that took the file between its creation
+    and the lock has removed it, and another is made."""
+    while True:
+        try:
+            fd, path = tempfile.mkstemp(dir=folder, prefix=prefix, suffix=suffix)
+        except FileNotFoundError:
+            os.makedirs(folder, exist_ok=True)
+            fd, path = tempfile.mkstemp(dir=folder, prefix=prefix, suffix=suffix)
+        lock = os.dup(fd)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                return Spool(fd, path, lock)
+        except FileNotFoundError:
+            pass  # removed by a clean-up before the lock: try another
+        except BaseException:
+            os.close(fd)
+            os.close(lock)
+            raise
+        os.close(fd)
+        os.close(lock)
+
+
+@contextlib.contextmanager
+def locked_leftovers(folder: str, suffix: str = "") -> Iterator[list[tuple[str, int]]]:
+    """The files in ``folder`` (ending in ``suffix``) no live process holds, each locked
+    here while the block runs (path, a descriptor open for reading), sorted by name;
+    the locks are dropped after it. A missing folder has none."""
+    held: list[tuple[str, int]] = []
+    try:
+        try:
+            names = sorted(n for n in os.listdir(folder) if n.endswith(suffix))
+        except FileNotFoundError:
+            names = []
+        for name in names:
+            path = os.path.join(folder, name)
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            except OSError:  # gone, a link, or not ours to read
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    raise BlockingIOError
+            except OSError:  # a live writer holds it (or it is no plain file)
+                os.close(fd)
+                continue
+            held.append((path, fd))
+        yield held
+    finally:
+        for _, fd in held:
+            os.close(fd)
+
+
+def clean(folder: str) -> list[str]:
+    """Remove the files in ``folder`` that no live process holds (what killed writers
+    left); the removed paths. Files being written by live processes stay."""
+    removed = []
+    with locked_leftovers(folder) as leftovers:
+        for path, _ in leftovers:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)  # (still locked here: no writer can be verifying it)
+                removed.append(path)
+    return removed
