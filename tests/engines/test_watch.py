@@ -99,6 +99,14 @@ def _write(path: Path, data: bytes) -> None:
     path.write_bytes(data)
 
 
+def _watching(watcher: Any, runner: threading.Thread) -> None:
+    """Wait until ``watcher`` has made its first walk (its inotify watches are set first)."""
+    deadline = time.monotonic() + PATIENCE
+    while watcher.stats.walks < 1:
+        assert runner.is_alive() and time.monotonic() < deadline, "the watch did not start"
+        time.sleep(0.02)
+
+
 MODES = [
     pytest.param(
         ["--settle", "3"],
@@ -298,7 +306,7 @@ def test_more_new_files_than_candidates_held_are_all_read(tmp_path: Path, poll: 
     runner = threading.Thread(target=watcher.run)
     runner.start()
     try:
-        time.sleep(1.0)  # watching (the first walk found an empty folder)
+        _watching(watcher, runner)  # (the first walk found an empty folder)
         for i in range(60):
             _write(src / f"{i:03d}.dcm", CT)
         deadline = time.monotonic() + PATIENCE
@@ -368,7 +376,7 @@ def test_folders_gone_before_they_are_watched_do_not_stop_the_watch(tmp_path: Pa
     runner = threading.Thread(target=watcher.run)
     runner.start()
     try:
-        time.sleep(1.0)
+        _watching(watcher, runner)
         for i in range(20):
             (src / f"scratch{i}").mkdir()
             (src / f"scratch{i}").rmdir()

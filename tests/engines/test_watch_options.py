@@ -57,7 +57,11 @@ def test_one_options_object_gives_the_same_rows_batch_and_watching(tmp_path: Pat
         deadline = time.monotonic() + PATIENCE
         while watcher.stats.written < 1 and time.monotonic() < deadline and runner.is_alive():
             time.sleep(0.2)
-        time.sleep(1.0)  # another walk or two: nothing more may come
+        walks = watcher.stats.walks  # two more walks (polls): nothing more may come
+        while watcher.stats.walks < walks + 2 and time.monotonic() < deadline:
+            assert runner.is_alive()
+            time.sleep(0.05)
+        assert watcher.stats.walks >= walks + 2
     finally:
         watcher.stop()
         runner.join(timeout=60)
