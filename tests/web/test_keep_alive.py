@@ -11,17 +11,14 @@ from __future__ import annotations
 
 import shutil
 import socket
-import threading
 import time
 from pathlib import Path
-
-import uvicorn
 
 from corpus import sample_file
 from pixels import Catalog
 from pixels.web import create_app
 from pixels.web.app import KEEP_ALIVE_S, server_config
-from web.conftest import _free_port
+from web.conftest import running
 
 
 def _get(sock: socket.socket, port: int) -> bytes:
@@ -55,22 +52,12 @@ def test_an_idle_connection_outlives_a_clients_keep_alive(tmp_path: Path) -> Non
     shutil.copyfile(sample_file("CT_small.dcm"), data / "ct.dcm")
     Catalog(str(tmp_path / "catalog")).catalog(str(data), workers=0)
     app = create_app(str(tmp_path / "catalog"), token="", storage_root=str(tmp_path / "stow"))
-    port = _free_port()
-    server = uvicorn.Server(server_config(app, "127.0.0.1", port, "warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.02)
-    try:
+    with running(app, lambda port: server_config(app, "127.0.0.1", port, "warning")) as url:
+        port = int(url.rsplit(":", 1)[1])
         with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
             assert _get(sock, port) == b"HTTP/1.1 200 OK"
             time.sleep(6)  # idle longer than httpx's (and uvicorn's default) 5 s
             assert _get(sock, port) == b"HTTP/1.1 200 OK"
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 def test_settle_gc_leaves_what_the_server_holds_at_start_out_of_collections() -> None:
