@@ -97,7 +97,9 @@ def scp(tmp_path_factory: pytest.TempPathFactory, files: dict[str, str]) -> Iter
     for key in ("ct", "mr"):
         Catalog(catalog).catalog(files[key], workers=0)
     destinations: dict[str, tuple[str, int]] = {}
-    config = ServerConfig(port=0, commit_seconds=5, destinations=destinations, timeout=5)
+    # timeout: not short (a client idle between its messages on a loaded machine must not be
+    # aborted: the guarded SCP of test_dimse_security learnt it at 1 s)
+    config = ServerConfig(port=0, commit_seconds=5, destinations=destinations, timeout=30)
     server = DimseServer(catalog, config).start()
     try:
         yield Scp(server, catalog, root, destinations)
@@ -155,7 +157,7 @@ def dcmqrscp(
     argv = [os.path.join(DCMTK, "dcmqrscp"), "-c", str(root / "qr.cfg")]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 120
         while dcmtk("echoscu", "-aec", "ARCHIVE", "127.0.0.1", str(port)).returncode != 0:
             assert proc.poll() is None, "dcmqrscp did not start"
             assert time.monotonic() < deadline, "dcmqrscp did not start"

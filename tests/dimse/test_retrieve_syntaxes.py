@@ -105,7 +105,7 @@ def _plain_storescp(out: Path) -> Iterator[int]:
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 120
         while dcmtk("echoscu", "-aec", "PLAIN", "127.0.0.1", str(port)).returncode != 0:
             assert time.monotonic() < deadline, "storescp did not start"
             time.sleep(0.1)
