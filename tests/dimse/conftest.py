@@ -128,6 +128,17 @@ def dataset_of(path: str) -> pydicom.Dataset:
     return ds
 
 
+def mount_tmpfs(folder: Path, options: str) -> None:
+    """Make ``folder`` and mount a tmpfs of ``options`` (``size=256k``) on it (the caller
+    unmounts it); the test is skipped where that needs root or cannot be done."""
+    folder.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)])
+    if res.returncode != 0:
+        pytest.skip("no tmpfs can be mounted here")
+
+
 def big_mr(path: str, frames: int) -> str:
     """A multi-frame MR of ``frames`` 512x512 frames (pydicom's emri_small tiled), new UIDs;
     its SOP Instance UID."""

@@ -6,12 +6,13 @@ import os
 import subprocess
 import tempfile
 import time
+from pathlib import Path
 
 import pyarrow.compute as pc
 import pydicom
 import pytest
 
-from dimse.conftest import DCMTK, big_mr, dataset_bytes, dcmtk, sample
+from dimse.conftest import DCMTK, big_mr, dataset_bytes, dcmtk, mount_tmpfs, sample
 from pixels import Catalog
 from pixels.dimse.config import ServerConfig
 from pixels.dimse.receive import JOURNAL_DIR, StoreSink
@@ -238,3 +239,33 @@ def test_a_received_file_that_is_no_dicom_is_refused_without_naming_the_local_pa
     assert status == FAIL_CANNOT_UNDERSTAND
     assert reason.startswith("malformed data set: "), reason
     assert str(tmp_path) not in reason and ".part" not in reason, reason
+
+
+@pytest.mark.root
+def test_an_scp_with_a_full_temporary_folder_answers_out_of_resources(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """pynetdicom writes a data set received to a file in the temporary folder; that
+    folder full (a 256 kB tmpfs, a 4 MB instance), its reactor thread died and storescu
+    waited for a response until the association timed out. The C-STORE is now answered
+    0xA700 naming the folder, and the association goes on: a small instance after it is
+    stored."""
+    big = str(tmp_path / "big.dcm")
+    big_mr(big, 8)
+    temporary = tmp_path / "tmp"
+    mount_tmpfs(temporary, "size=256k")
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))  # where pynetdicom writes
+    catalog = str(tmp_path / "catalog")
+    Catalog(catalog).catalog(sample("ct"), workers=0)
+    try:
+        with DimseServer(catalog, ServerConfig(port=0, timeout=30)) as server:
+            res = dcmtk("storescu", "-v", "--no-halt", "-aec", "PIXELS", "127.0.0.1",
+                        str(server.port), big, sample("mr"), timeout=25)  # fmt: skip
+        left = os.listdir(temporary)
+    finally:  # (lazily: a file left open there, as by the reactor thread that died)
+        subprocess.run(["umount", "--lazy", str(temporary)], check=True)
+    out = res.stdout + res.stderr
+    assert "Received Store Response (Refused: OutOfResources)" in out, out
+    assert f"not written to {temporary}: [Errno 28] No space left on device" in caplog.text
+    assert left == []
+    assert len(_sops(catalog)) == 2  # the CT and the MR sent after the failed one

@@ -15,9 +15,18 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from dimse.conftest import big_mr, dataset_bytes, dataset_of, dcmqrscp, dcmtk, free_port, sample
+from dimse.conftest import (
+    big_mr,
+    dataset_bytes,
+    dataset_of,
+    dcmqrscp,
+    dcmtk,
+    free_port,
+    mount_tmpfs,
+    sample,
+)
 from pixels.dimse.config import DimseError
-from pixels.dimse.scu import Client, RetrieveResult, retrieve
+from pixels.dimse.scu import Client, GetCancelledError, RetrieveResult, retrieve
 
 
 def _partials(folder: str) -> list[str]:
@@ -143,13 +152,23 @@ def test_an_instance_the_c_get_did_not_ask_for_is_refused(tmp_path: Path) -> Non
     assert (result.completed, result.failed) == (1, 1)
 
 
-def _mount_tmpfs(folder: Path, options: str) -> None:
-    folder.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)])
-    if res.returncode != 0:
-        pytest.skip("no tmpfs can be mounted here")
+def _study(tmp_path: Path, bigs: int) -> tuple[str, list[str], list[str]]:
+    """A study of ``bigs`` 4 MB multi-frame MRs and a small CT: its UID, the files, and
+    the big ones' SOP Instance UIDs."""
+    first = str(tmp_path / "big0.dcm")
+    big_mr(first, 8)
+    ds = pydicom.dcmread(first)
+    study = str(ds.StudyInstanceUID)
+    files, sops = [], []
+    for n in range(bigs):
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+        ds.save_as(tmp_path / f"big{n}.dcm")
+        files.append(str(tmp_path / f"big{n}.dcm"))
+        sops.append(str(ds.SOPInstanceUID))
+    small = pydicom.dcmread(sample("ct"))
+    small.StudyInstanceUID = study
+    small.save_as(tmp_path / "small.dcm")
+    return study, [*files, str(tmp_path / "small.dcm")], sops
 
 
 @pytest.mark.root
@@ -157,39 +176,37 @@ def _mount_tmpfs(folder: Path, options: str) -> None:
     ("options", "error"),
     [("size=256k", "No space left on device"), ("ro,size=256k", "Read-only file system")],
 )
-def test_a_c_get_into_a_full_or_read_only_folder_names_it_and_goes_on(
+def test_a_c_get_into_a_full_or_read_only_folder_names_it_and_is_cancelled(
     tmp_path: Path, options: str, error: str
 ) -> None:
-    """A 4 MB instance into a 256 kB folder (a tmpfs), or any into a read-only one: each
-    refused (0xA700) with a reason that named no folder for a full disk ("[Errno 28] No
-    space left on device": sendfile's error has no file name); it now names the folder.
-    Nothing partial is left; the instances that fit are stored."""
-    big = str(tmp_path / "big.dcm")
-    big_sop = big_mr(big, 8)
-    study = str(pydicom.dcmread(big, stop_before_pixels=True).StudyInstanceUID)
-    small = tmp_path / "small.dcm"
-    ds = pydicom.dcmread(sample("ct"))
-    ds.StudyInstanceUID = study
-    ds.save_as(small)
+    """4 MB instances into a 256 kB folder (a tmpfs), or any into a read-only one: the
+    first that cannot be written is refused (0xA700) and the C-GET cancelled (C-CANCEL;
+    dcmqrscp ends it), the error naming the folder and the SOP Instance UID.
+    It used to go on, each of the other instances sent whole and refused. What was
+    stored before stays; nothing partial is left."""
+    study, files, sops = _study(tmp_path, 6)
     out = tmp_path / "out"
-    _mount_tmpfs(out, options)
+    mount_tmpfs(out, options)
     try:
         port = free_port()
         (tmp_path / "archive").mkdir()
-        with dcmqrscp(tmp_path / "archive", port, big, str(small)):
+        with dcmqrscp(tmp_path / "archive", port, *files):
             client = Client(f"ARCHIVE@127.0.0.1:{port}", timeout=20)
-            result = client.get({"StudyInstanceUID": study}, folder=str(out))
-        left = os.listdir(out)
+            with pytest.raises(GetCancelledError) as stopped:
+                client.get({"StudyInstanceUID": study}, folder=str(out))
+        left = sorted(os.listdir(out))
     finally:
         subprocess.run(["umount", str(out)], check=True)
-    refused = [r for r in result.refused if big_sop in r]
-    assert len(refused) == 1 and f"0xA700 not written to {out}: " in refused[0], result.refused
-    assert error in refused[0]
-    if options.startswith("ro"):
-        assert (result.completed, result.failed, left) == (0, 2, [])
-    else:
-        assert (result.completed, result.failed) == (1, 1)
-        assert left == [f"{ds.SOPInstanceUID}.dcm"]
+    result = stopped.value.result
+    first = result.refused[0]
+    sop = first.split("'")[1]
+    assert sop in sops and f"0xA700 not written to {out}: " in first and error in first
+    assert f"SOP Instance {sop!r} not written to {out}: " in str(stopped.value)
+    # dcmqrscp ends it at the C-CANCEL (0xA702: sub-operations refused for resources);
+    # it used to send every instance, each refused
+    assert result.status in (0xFE00, 0xA702), result
+    assert len(result.refused) < len(sops), result.refused
+    assert left == sorted(os.path.basename(p) for p in result.stored)
 
 
 def test_c_gets_of_one_instance_into_one_folder_at_once(tmp_path: Path) -> None:
@@ -225,32 +242,35 @@ def test_c_gets_of_one_instance_into_one_folder_at_once(tmp_path: Path) -> None:
 
 
 @pytest.mark.root
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 def test_a_full_temporary_folder_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """pynetdicom writes a data set received to a file in the temporary folder as it
-    arrives; that folder full (a 256 kB tmpfs, a 4 MB instance), its reactor thread dies
-    with the write's error and the C-GET ends at the timeout with "no response": the
-    error now names the folder and its free space. Nothing is left in either folder."""
-    big = str(tmp_path / "big.dcm")
-    sop = big_mr(big, 8)
-    study = str(pydicom.dcmread(big, stop_before_pixels=True).StudyInstanceUID)
+    arrives; that folder full (a 256 kB tmpfs, 4 MB instances), its reactor thread died
+    with the write's error and the C-GET ended at the timeout with "no response" (naming
+    the folder's free space). The write error is now kept (:class:`WriteGuard`), that
+    C-STORE answered 0xA700 and the C-GET cancelled at once, the error naming the folder
+    and the SOP Instance UID. Nothing is left in either folder."""
+    study, files, sops = _study(tmp_path, 3)
     temporary, out = tmp_path / "tmp", tmp_path / "out"
-    _mount_tmpfs(temporary, "size=256k")
+    mount_tmpfs(temporary, "size=256k")
     monkeypatch.setattr(tempfile, "tempdir", str(temporary))  # where pynetdicom writes
     try:
         port = free_port()
         (tmp_path / "archive").mkdir()
-        with dcmqrscp(tmp_path / "archive", port, big):
-            client = Client(f"ARCHIVE@127.0.0.1:{port}", timeout=5)
-            with pytest.raises(DimseError) as error:
+        with dcmqrscp(tmp_path / "archive", port, *files[:-1]):
+            client = Client(f"ARCHIVE@127.0.0.1:{port}", timeout=30)
+            with pytest.raises(GetCancelledError) as stopped:
                 client.get({"StudyInstanceUID": study}, folder=str(out))
         left = os.listdir(temporary)
     finally:
         subprocess.run(["umount", str(temporary)], check=True)
-    assert f"SOP Instance {sop!r} cut off: nothing of it kept; its temporary folder " in str(
-        error.value
-    )
-    assert f"{temporary} has " in str(error.value) and "bytes free (TMPDIR)" in str(error.value)
+    sop = stopped.value.result.refused[0].split("'")[1]
+    assert sop in sops
+    assert (
+        f"SOP Instance {sop!r} not written to {temporary}: [Errno 28] No space left on device "
+        "(TMPDIR); the C-GET was cancelled, 0 instances stored before it kept"
+    ) in str(stopped.value)
+    assert stopped.value.result.status in (0xFE00, 0xA702)
+    assert len(stopped.value.result.refused) < len(sops)
     assert left == []
     assert not out.exists() or os.listdir(out) == []
 

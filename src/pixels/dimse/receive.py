@@ -36,6 +36,7 @@ import logging
 import os
 import shutil
 import struct
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -48,6 +49,7 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID
 from pynetdicom import _config as pynetdicom_config
+from pynetdicom import dimse_messages
 
 from pixels.dicom.meta import read_header
 from pixels.dicom.notices import kept_warnings
@@ -61,6 +63,7 @@ __all__ = [
     "JOURNAL_DIR",
     "StoreSink",
     "Stored",
+    "WriteGuard",
     "check_received",
     "chunked_receive",
     "discard_partial",
@@ -72,6 +75,7 @@ __all__ = [
     "received_file",
     "received_path",
     "release_received",
+    "write_error",
 ]
 
 LOG = logging.getLogger("pixels.dimse")
@@ -90,8 +94,74 @@ def chunked_receive() -> None:
     """Have pynetdicom write each C-STORE data set received to a file as its fragments
     arrive (``STORE_RECV_CHUNKED_DATASET``, a setting of the whole process) rather than
     gather it in memory: the handlers of :mod:`pixels.dimse` make their file from there
-    (:func:`received_file`)."""
+    (:func:`received_file`).
+
+    That file is made in the temporary folder (``TMPDIR``). A write to it failing (the
+    folder full) raised in pynetdicom's reactor thread, which died: the association hung
+    until its timeout. Its files are now made by :func:`_guarded_temporary` (for the whole
+    process too): a write error is kept and the rest of the data set discarded, so the
+    request reaches its handler, which answers it 0xA700 naming the folder
+    (:func:`receive_store`)."""
     pynetdicom_config.STORE_RECV_CHUNKED_DATASET = True
+    dimse_messages.NamedTemporaryFile = _guarded_temporary  # type: ignore[assignment]
+
+
+class WriteGuard:
+    """A file pynetdicom writes a received data set to that keeps the first write error
+    (:attr:`error`) instead of raising it in the reactor thread, and discards what is
+    written after it. It reads as pynetdicom's file (``name``, ``write``, ``file.flush``,
+    ``close``)."""
+
+    def __init__(self, handle: Any, name: str, error: OSError | None = None):
+        self._handle = handle
+        self.name = name
+        self.error = error
+
+    @property
+    def file(self) -> WriteGuard:
+        return self
+
+    def write(self, data: bytes) -> int:
+        if self.error is None:
+            try:
+                return int(self._handle.write(data))
+            except OSError as e:
+                self.error = e
+        return len(data)
+
+    def flush(self) -> None:
+        if self.error is None:
+            try:
+                self._handle.flush()
+            except OSError as e:
+                self.error = e
+
+    def close(self) -> None:
+        if self._handle is not None:
+            with contextlib.suppress(OSError):
+                self._handle.close()
+
+
+def _guarded_temporary(*args: Any, **kwargs: Any) -> WriteGuard:
+    """pynetdicom's ``NamedTemporaryFile`` for a received data set, in a
+    :class:`WriteGuard` (one that could not be made holds that error)."""
+    try:
+        handle = tempfile.NamedTemporaryFile(*args, **kwargs)  # noqa: SIM115 - pynetdicom's
+    except OSError as e:
+        name = os.path.join(tempfile.gettempdir(), "(not made)")
+        return WriteGuard(None, name, e)
+    return WriteGuard(handle, handle.name)
+
+
+def write_error(request: Any) -> str | None:
+    """Why the data set of a C-STORE request could not be written where pynetdicom
+    received it (``"not written to /tmp: [Errno 28] No space left on device (TMPDIR)"``);
+    None when it was."""
+    handle = getattr(request, "_dataset_file", None)
+    error = getattr(handle, "error", None)
+    if handle is None or error is None:
+        return None
+    return f"not written to {os.path.dirname(str(handle.name))}: {error} (TMPDIR)"
 
 
 def received_path(request: Any) -> str | None:
@@ -244,6 +314,10 @@ def receive_store(
     ``folder`` when it could not be written there, or success and the path)."""
     sop_class = str(request.AffectedSOPClassUID or "")
     sop = str(request.AffectedSOPInstanceUID or "")
+    unwritten = write_error(request)
+    if unwritten is not None:  # the temporary folder full: nothing of it was kept
+        release_received(request)
+        return Stored(FAIL_OUT_OF_RESOURCES, unwritten)
     try:
         made = received_file(request, transfer_syntax, folder, source_ae)
     except OSError as e:  # ENOSPC names no file: the folder is named
@@ -296,9 +370,10 @@ def partial_space(assoc: Any) -> str:
     ``"; its temporary folder /tmp has 1024 bytes free (TMPDIR)"``, else ``""``.
 
     pynetdicom writes a data set to a file as its fragments arrive
-    (:func:`chunked_receive`); when that write fails (the temporary folder is full) its
-    reactor thread dies with the error and the association waits for its timeout: all the
-    caller sees is "no response". Call before :func:`discard_partial`.
+    (:func:`chunked_receive`); a write failing there is now kept (:class:`WriteGuard`) and
+    the request answered 0xA700, but a peer that goes (or a timeout) while that folder is
+    full still gets here: all the caller sees then is "no response". Call before
+    :func:`discard_partial`.
     """
     handle = _partial(assoc)[1]
     if handle is None:

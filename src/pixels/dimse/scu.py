@@ -59,12 +59,14 @@ from pixels.dimse.receive import (
     discard_partial,
     partial_space,
     receive_store,
+    release_received,
 )
 from pixels.errors import PixelsError
 from pixels.web.state import is_uid
 
 __all__ = [
     "Client",
+    "GetCancelledError",
     "RetrieveResult",
     "identifier",
     "status_text",
@@ -263,7 +265,15 @@ class Client:
         Instance UID -> :class:`Stored`), which renames it into place. By default it is
         renamed to ``{folder}/{SOPInstanceUID}.dcm``. A file not stored, or cut off by
         an abort, is removed: nothing partial is left under a stored name. Each instance
-        refused is named in :attr:`RetrieveResult.refused` (and the log)."""
+        refused is named in :attr:`RetrieveResult.refused` (and the log).
+
+        A write failing (``folder`` or the temporary folder full, read-only...) fails that
+        C-STORE with 0xA700 (Out of resources) and cancels the C-GET (C-CANCEL-RQ, PS3.7
+        9.3.3.3 / PS3.4 C.4.3.2: the peer ends its sub-operations and answers 0xFE00
+        Cancel); a C-STORE arriving after it is refused unwritten. The instances stored
+        before it stay, and :class:`GetCancelledError` names the folder and the SOP Instance
+        UID (it used to go on through every instance, or, for a full temporary folder,
+        hang until the timeout)."""
         uid = _MODEL_UIDS["get"][model.upper()]
         classes = list(dict.fromkeys(sop_classes or self._classes_of(keys, level)))
         contexts = [build_context(uid), *_get_contexts(classes)]
@@ -273,13 +283,21 @@ class Client:
         expect = _asked_for(keys)
         chunked_receive()  # C-STORE data sets written to a file as they arrive
 
+        stop: list[str] = []  # the write that failed: the C-GET is cancelled
+
         def handle(event: Any) -> int:
             req = event.request
             sop = str(req.AffectedSOPInstanceUID or "")
+            if stop:  # cancelled: nothing more is written
+                release_received(req)
+                result.refused.append(f"SOP Instance {sop[:70]!r}: 0xA700 C-GET cancelled")
+                return FAIL_OUT_OF_RESOURCES
             syntax = str(event.context.transfer_syntax)
             stored = receive_store(
                 req, syntax, folder, self.peer.ae_title, lambda made: place(made, sop), expect
             )
+            if stored.status == FAIL_OUT_OF_RESOURCES:
+                stop.append(f"SOP Instance {sop[:70]!r} {stored.reason}")
             if stored.status:
                 text = f"SOP Instance {sop[:70]!r}: 0x{stored.status:04X} {stored.reason}"
                 LOG.warning("C-GET from %s: %s", self.peer, text)
@@ -293,9 +311,13 @@ class Client:
 
         handlers = [(evt.EVT_C_STORE, handle), (evt.EVT_ABORTED, cut), (evt.EVT_CONN_CLOSE, cut)]
         assoc = self._associate(contexts, roles=roles, handlers=handlers)
+        cancelled = False
         try:
-            for rsp, _ in assoc.send_c_get(identifier(keys, level), uid):
+            for rsp, _ in assoc.send_c_get(identifier(keys, level), uid, msg_id=_GET_ID):
                 _final(result, rsp, "C-GET", self.peer)
+                if stop and not cancelled and assoc.is_established:  # after its C-STORE-RSP
+                    assoc.send_c_cancel(_GET_ID, query_model=uid)
+                    cancelled = True
         except DimseError as e:
             space = partial_space(assoc)  # a full temporary folder: why it went
             sop = discard_partial(assoc)  # the data set being received when the peer went
@@ -306,6 +328,12 @@ class Client:
             ) from e
         finally:
             assoc.release()
+        if stop:
+            raise GetCancelledError(
+                f"C-GET from {self.peer}: {stop[0]}; the C-GET was cancelled, "
+                f"{len(result.stored)} instances stored before it kept",
+                result,
+            )
         return result
 
     def move(
@@ -336,6 +364,19 @@ class Client:
         except DimseError as e:
             LOG.info("no IMAGE level C-FIND for the SOP classes (%s): proposing common ones", e)
         return [str(cx.abstract_syntax) for cx in StoragePresentationContexts[:60]]
+
+
+#: The Message ID of a C-GET request (what its C-CANCEL names).
+_GET_ID = 1
+
+
+class GetCancelledError(DimseError):
+    """A C-GET cancelled because an instance could not be written (the message names the
+    folder and the SOP Instance UID); :attr:`result`: what was stored before it."""
+
+    def __init__(self, message: str, result: RetrieveResult):
+        super().__init__(message)
+        self.result = result
 
 
 def _explicit_le(path: str, syntax: str) -> Dataset:
