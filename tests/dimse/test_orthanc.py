@@ -17,10 +17,10 @@ from typing import Any
 import pydicom
 import pytest
 
-from dimse.conftest import dataset_of, free_port, sample
+from dimse.conftest import big_mr, dataset_of, free_port, mount_tmpfs, sample
 from pixels import Catalog
 from pixels.dimse.config import ServerConfig
-from pixels.dimse.scu import Client, retrieve
+from pixels.dimse.scu import Client, GetCancelledError, retrieve
 from pixels.dimse.server import DimseServer
 
 ORTHANC = "/usr/sbin/Orthanc"
@@ -198,3 +198,40 @@ def test_orthanc_finds_moves_and_stores_with_pixels(peers: Peers) -> None:
         time.sleep(0.1)
     assert len(mine) == 1 and mine[0]["error"] is None
     assert mine[0]["NumberOfFrames"] == 10
+
+
+@pytest.mark.root
+def test_a_c_get_from_orthanc_into_a_full_folder_is_cancelled(peers: Peers, tmp_path: Path) -> None:
+    """Orthanc as the C-GET peer: the first instance that cannot be written (a 256 kB
+    tmpfs, 4 MB instances) is refused 0xA700 and the C-GET cancelled; Orthanc ends it
+    before sending every instance, and the error names the folder and the instance."""
+    first = str(tmp_path / "big.dcm")
+    big_mr(first, 8)
+    ds = pydicom.dcmread(first)
+    sops, ids = [], []
+    for _ in range(5):
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+        ds.save_as(first)
+        with open(first, "rb") as fh:
+            req = urllib.request.Request(peers.http + "/instances", data=fh.read(), method="POST")
+            with urllib.request.urlopen(req, timeout=60) as rsp:
+                ids.append(json.loads(rsp.read())["ID"])
+        sops.append(str(ds.SOPInstanceUID))
+    out = tmp_path / "out"
+    try:
+        mount_tmpfs(out, "size=256k")
+        client = Client(f"ORTHANC@127.0.0.1:{peers.orthanc_port}", timeout=20)
+        with pytest.raises(GetCancelledError) as stopped:
+            client.get({"StudyInstanceUID": str(ds.StudyInstanceUID)}, folder=str(out))
+        left = os.listdir(out)
+    finally:
+        if os.path.ismount(out):
+            subprocess.run(["umount", "--lazy", str(out)], check=True)
+        for iid in ids:  # the other tests count Orthanc's instances
+            req = urllib.request.Request(f"{peers.http}/instances/{iid}", method="DELETE")
+            urllib.request.urlopen(req, timeout=60).close()
+    result = stopped.value.result
+    sop = result.refused[0].split("'")[1]
+    assert sop in sops and f"SOP Instance {sop!r} not written to {out}: " in str(stopped.value)
+    assert len(result.refused) < len(sops), result
+    assert left == []
