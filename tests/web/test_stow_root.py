@@ -3,7 +3,8 @@
 Two table folders in one parent share the default ``stow`` folder: the first table to
 write records itself there, and a server for the other refuses to start on it (a new
 version of an instance stored for one would replace the file the other's row describes,
-and its start would remove the other's spools and replay its journal).
+and a killed server's journal of one would be replayed into the other). A storage root
+is a local folder: a URL is refused.
 """
 
 from __future__ import annotations
@@ -72,3 +73,21 @@ def test_a_server_for_another_table_does_not_start(tmp_path: Path, command: list
     assert run.returncode == 1, run.stderr
     assert f"holds the received files of the table {tmp_path / 'a'}" in run.stderr
     assert "--storage-root" in run.stderr
+
+
+@pytest.mark.parametrize("command", [["serve", "--port", "0"], ["dimse", "scp", "--port", "0"]])
+def test_a_url_storage_root_is_refused(tmp_path: Path, command: list[str]) -> None:
+    """It was taken as the local folder ``./s3:/bucket/stow``: received files and their
+    spools are local (the table may be on an object store)."""
+    with pytest.raises(StorageRootError, match="the storage root s3://bucket/stow is a URL"):
+        WebState(str(tmp_path / "a"), storage_root="s3://bucket/stow")
+    run = subprocess.run(
+        [sys.executable, "-m", "pixels.cli", *command, "--table", str(tmp_path / "a"),
+         "--storage-root", "s3://bucket/stow"],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )  # fmt: skip
+    assert run.returncode == 1, run.stderr
+    assert "the storage root s3://bucket/stow is a URL" in run.stderr
+    assert not (tmp_path / "s3:").exists()
+    state = WebState(str(tmp_path / "a"), storage_root=f"file://{tmp_path / 'local'}")
+    assert state.storage_root == str(tmp_path / "local")

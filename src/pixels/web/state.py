@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 from pixels.catalog import Catalog
-from pixels.storage import is_local
+from pixels.storage import is_local, local_path
 from pixels.web import stow_root
 
 __all__ = [
@@ -88,8 +88,9 @@ class WebState:
     catalog_path : str
         The catalog table (folder or URL).
     storage_root : str, optional
-        Where STOW-RS writes files (default: ``stow`` next to the table folder; for a
-        table URL, ``stow`` in the current folder).
+        Where STOW-RS writes files, a local folder (default: ``stow`` next to the table
+        folder; for a table URL, ``stow`` in the current folder); a URL is refused
+        (:class:`~pixels.web.stow_root.StorageRootError`).
     token : str, optional
         Bearer token required on every request (default: env ``PIXELS_TOKEN``).
     max_upload : int
@@ -116,7 +117,13 @@ class WebState:
         elif storage_root is None:
             local = os.path.abspath(catalog_path.removeprefix("file://"))
             storage_root = os.path.join(os.path.dirname(local.rstrip(os.sep)), "stow")
-        self.storage_root = os.path.abspath(storage_root)
+        elif not is_local(storage_root):  # was taken as the local folder ./s3:/bucket/...
+            raise stow_root.StorageRootError(
+                f"the storage root {storage_root} is a URL: received files are written, and "
+                "their spools locked, in a local folder; give one with --storage-root (the "
+                "table itself may be on an object store)"
+            )
+        self.storage_root = os.path.abspath(local_path(storage_root))
         stow_root.check(self.storage_root, self.table.uri)  # (claimed at the first write)
         self._claimed = False
         self.token = token if token is not None else (os.environ.get("PIXELS_TOKEN") or None)
