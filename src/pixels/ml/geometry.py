@@ -258,7 +258,8 @@ def plan_series(series_uid: str, slices: Sequence[SliceRef], *, min_slices: int 
         if (s.rows, s.columns) != (first.rows, first.columns):
             raise _fail(
                 series_uid,
-                f"mixed slice sizes: {s.rows}x{s.columns} in this file, "
+                f"mixed slice sizes: {s.rows}x{s.columns} (Rows (0028,0010) x Columns "
+                f"(0028,0011)) in this file, "
                 f"{first.rows}x{first.columns} in {first.path}",
                 s.path,
             )

@@ -5,10 +5,19 @@ group runs :func:`pixels.ml.segment.segment_one`, the function ``pixels
 segment`` runs locally, so the SEG written is the same (same UIDs, same path,
 same voxels). The output has the catalog's columns, one row per series: the
 SEG's catalog row, ready for ``catalog.save(...)``, or, for a series that could
-not be segmented, a row whose ``error`` names the series and the reason (at the
-path its SEG would have had), as a bad file becomes a row with ``error`` set.
-Two more columns say what happened: ``ReferencedSeriesInstanceUID`` (the source
-series) and ``segment_status`` (``segmented`` or ``error``); ``save`` drops them.
+not be segmented, an error row. Two more columns say what happened:
+``ReferencedSeriesInstanceUID`` (the source series) and ``segment_status``
+(``segmented`` or ``error``); ``save`` does not store them.
+
+An error row has no file behind it, so its ``path`` is null (a catalog row's
+``path`` names a file that exists): the series is in
+``ReferencedSeriesInstanceUID`` and ``error`` says why, naming the series and,
+where one file or tag is at fault, that file and tag (``series 1.2...: /data/ct/
+004.dcm: mixed slice sizes...``). ``catalog.save(segs)`` stores the SEG rows and
+not the error rows (it counts and names them, see
+:meth:`pixels.engines.spark.catalog.SparkCatalog.save`); ``segs.where("error IS NOT
+NULL")`` lists the failures. ``pixels segment`` reports them the same way, in its
+summary rather than in the table.
 
 Examples
 --------
@@ -30,7 +39,7 @@ import pyarrow as pa
 
 from pixels.errors import ModelError
 from pixels.ml.models import Model, get_model
-from pixels.ml.seg import SEG_SOP_CLASSES, default_root, seg_uids, segmentations
+from pixels.ml.seg import SEG_SOP_CLASSES, default_root, segmentations
 from pixels.ml.volume import ROW_COLUMNS, plan_rows
 from pixels.schema import SCHEMA, empty_row
 
@@ -59,6 +68,9 @@ def _seg_row(path: str, root: str) -> dict[str, Any]:
 
 class SegmentationTransformer:
     """Segment each series of a catalog DataFrame; rows of the SEGs out.
+
+    A series that cannot be segmented gives an error row with a null ``path``
+    (see the module docstring): visible in the output, never stored by ``save``.
 
     Parameters
     ----------
@@ -103,7 +115,12 @@ class SegmentationTransformer:
         return set(segmentations(local, name)["ReferencedSeriesInstanceUID"])
 
     def transform(self, df: Any) -> Any:
-        """One row per series of ``df`` (catalog rows, any filter): its SEG's catalog row or an error row."""
+        """One row per series of ``df`` (catalog rows, any filter): its SEG's catalog row or an error row.
+
+        Error rows have a null ``path``, the series in ``ReferencedSeriesInstanceUID``
+        and the reason in ``error``; series that already have a SEG by this model
+        give no row (unless ``force``).
+        """
         from pyspark.sql.types import StructType
 
         from pixels.engines.spark.session import require_pyspark
@@ -125,8 +142,11 @@ class SegmentationTransformer:
         root = root.removeprefix("file://")
         done = self._done(m.name)
         spec: str | Model = self.model
-        name, labelmap = m.name, self.labelmap
-        out_schema = pa.schema(list(SCHEMA) + list(EXTRA))
+        labelmap = self.labelmap
+        # path is nullable here: an error row has no file (save never stores it)
+        out_schema = pa.schema(
+            [f.with_nullable(True) if f.name == "path" else f for f in SCHEMA] + list(EXTRA)
+        )
         df = as_text(df)  # a VARIANT meta (Spark 4 views) as the JSON text the table holds
         columns = [c for c in ROW_COLUMNS if c in df.columns]
         if "SeriesInstanceUID" not in columns or "meta" not in columns:
@@ -148,20 +168,9 @@ class SegmentationTransformer:
                 result = segment_one(plan_rows(uid, images), spec, root, labelmap=labelmap)
             if result.status == "segmented" and result.path:
                 row = _seg_row(result.path, root)
-            else:
-                study = (images or rows)[0].get("StudyInstanceUID") or "unknown-study"
-                series, sop = seg_uids(uid, name)
+            else:  # no SEG file: no path (the series is named below and in the message)
                 row = empty_row()
-                path = os.path.join(root, study, series, f"{sop}.dcm")
-                row.update(
-                    path=path,
-                    relative_path=os.path.relpath(path, root).replace(os.sep, "/"),
-                    modificationTime=datetime.now(UTC),
-                    length=0,
-                    extension="dcm",
-                    error=result.message,
-                    cataloged_at=datetime.now(UTC),
-                )
+                row.update(error=result.message, cataloged_at=datetime.now(UTC))
             row["ReferencedSeriesInstanceUID"] = uid
             row["segment_status"] = result.status
             return pa.Table.from_pylist([row], schema=out_schema).to_pandas()

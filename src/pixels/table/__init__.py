@@ -41,7 +41,7 @@ from pixels.table.cleanup import (
     lease_path,
     live_leases,
 )
-from pixels.table.evolve import DESCRIPTION, conform, upgrade_rows
+from pixels.table.evolve import DESCRIPTION, conform, upgrade_rows, without_path
 from pixels.table.identity import iter_new, one_per_path, split_by_identity, sql_string
 
 __all__ = [
@@ -63,4 +63,5 @@ __all__ = [
     "split_by_identity",
     "sql_string",
     "upgrade_rows",
+    "without_path",
 ]

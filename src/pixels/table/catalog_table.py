@@ -308,8 +308,17 @@ class CatalogTable:
         -------
         int
             Number of rows written.
+
+        Raises
+        ------
+        TableError
+            A row has no ``path`` (no file behind it): nothing is written, and the
+            error names those rows (their ``error``, else their UIDs).
         """
-        table = conform(data)
+        try:
+            table = conform(data)
+        except TableError as e:  # rows without a path: refused, named, with the table's URI
+            raise TableError(e.reason, self.uri) from e
         if table.num_rows == 0:
             return 0
         self.create()

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pixels.errors import TableError
@@ -19,12 +20,59 @@ if TYPE_CHECKING:
 _CONFLICTS = 50
 
 
+#: Rows without a path named in an error or a log line (the others are counted).
+NAMED_ROWS = 5
+
+
+def name_row(row: dict[str, Any], index: int) -> str:
+    """A row that has no ``path``, as errors and logs name it.
+
+    Its ``error`` (what a failed step says, such as the series the
+    :class:`pixels.ml.spark.SegmentationTransformer` could not segment), else its
+    SOP / Series Instance UID, else its position in the batch.
+    """
+    for key in ("error", "SOPInstanceUID", "SeriesInstanceUID"):
+        if row.get(key):
+            return f"{key} {row[key]!r}" if key != "error" else str(row[key])
+    return f"row {index}"
+
+
+def without_path(data: pa.Table) -> tuple[pa.Table, int, list[str]]:
+    """``data`` less its rows whose ``path`` is null: no file is behind them.
+
+    Returns the rows kept, how many were dropped, and the first
+    :data:`NAMED_ROWS` of those named (:func:`name_row`). The catalog holds one
+    row per file, at the file's path, so such a row is never stored.
+    """
+    if "path" not in data.column_names or data["path"].null_count == 0:
+        return data, 0, []
+    missing = data["path"].is_null()
+    dropped = data.filter(missing)
+    cols = [c for c in ("error", "SOPInstanceUID", "SeriesInstanceUID") if c in data.column_names]
+    rows = dropped.select(cols).slice(0, NAMED_ROWS).to_pylist()
+    named = [name_row(r, i) for i, r in enumerate(rows)]
+    return data.filter(pc.invert(missing)), dropped.num_rows, named
+
+
 def conform(data: pa.Table | pa.RecordBatch) -> pa.Table:
     """Cast ``data`` to the catalog schema (column order, types, ``string_view`` -> ``string``).
 
     ``rowId`` is derived from ``path`` where missing (:func:`pixels.schema.row_id`).
+
+    Raises
+    ------
+    TableError
+        A row has no ``path`` (no file behind it; the first ones named by
+        :func:`name_row`): writers that skip such rows drop them first
+        (:func:`without_path`).
     """
     table = pa.Table.from_batches([data]) if isinstance(data, pa.RecordBatch) else data
+    _, missing_paths, named = without_path(table)
+    if missing_paths:
+        raise TableError(
+            f"{missing_paths} row(s) without a path (no file behind them) cannot be stored "
+            f"in the catalog: {'; '.join(named)}"
+        )
     missing = [f for f in SCHEMA if f.name not in table.column_names]
     for f in missing:
         table = table.append_column(f, pa.nulls(table.num_rows, f.type))

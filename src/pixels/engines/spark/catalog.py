@@ -574,7 +574,12 @@ class SparkCatalog:
         ----------
         df : pyspark.sql.DataFrame
             Output of the transformers (``meta`` as text or VARIANT). Columns that
-            are not catalog columns are not stored (logged once per save).
+            are not catalog columns are not stored (logged once per save). Rows whose
+            ``path`` is null (no file behind them: the series a
+            :class:`pixels.ml.spark.SegmentationTransformer` could not segment) are
+            not stored either: the result counts and names them
+            (``SaveResult.no_path``, ``no_path_errors``) and a warning says so
+            (Spark's own Delta writer drops them uncounted).
         path : str, optional
             Write the Delta table at this path (with ``table``: the table of that name
             is kept there, as dbx.pixels' external tables).
@@ -666,8 +671,10 @@ class SparkCatalog:
 
         t0 = time.perf_counter()
         cols = [n for n in SCHEMA.names if n in df.columns]
-        # MERGE fails on a source with two rows for one target row: the identity rule first
-        src = one_row_per_path(df.select(*cols))
+        # MERGE fails on a source with two rows for one target row: the identity rule first;
+        # rows without a path (no file) are never stored (not counted here: that would run
+        # the transformers twice)
+        src = one_row_per_path(df.select(*cols).where("path IS NOT NULL"))
         target = (
             self.table_name
             if self.table_name and not self.location

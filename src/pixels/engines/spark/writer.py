@@ -7,6 +7,11 @@ every file in **one** Delta transaction with ``deltalake`` (``add`` actions with
 row counts and null counts); rows of files that changed on disk replace their
 old rows in that same commit. Nothing is visible before the commit; when the
 job or the commit fails, the files of the attempt are deleted.
+
+Rows without a ``path`` (no file behind them, such as the series a
+:class:`pixels.ml.spark.SegmentationTransformer` could not segment) are not
+stored: the tasks drop them, and the result counts and names them
+(:attr:`SaveResult.no_path`, :attr:`SaveResult.no_path_errors`, and a warning).
 """
 
 from __future__ import annotations
@@ -14,12 +19,13 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import logging
 import os
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -30,7 +36,17 @@ import pyarrow.parquet as pq
 from pixels.errors import TableError
 from pixels.schema import SCHEMA
 from pixels.storage import fsspec_options, is_local, local_path
-from pixels.table import CatalogTable, conform, lease_path, one_per_path, split_by_identity
+from pixels.table import (
+    CatalogTable,
+    conform,
+    lease_path,
+    one_per_path,
+    split_by_identity,
+    without_path,
+)
+from pixels.table.evolve import NAMED_ROWS
+
+log = logging.getLogger(__name__)
 
 #: One row per data file written by a task.
 RESULT_SCHEMA = pa.schema(
@@ -44,6 +60,8 @@ RESULT_SCHEMA = pa.schema(
         pa.field("lo", pa.string()),
         pa.field("hi", pa.string()),
         pa.field("ordered", pa.bool_()),
+        pa.field("no_path", pa.int64()),
+        pa.field("no_path_errors", pa.list_(pa.string())),
     ]
 )
 
@@ -135,14 +153,18 @@ def write_files(
         current: _File | None = None
         results: list[dict[str, Any]] = []
         replaced: list[str] = []
-        skipped = 0
+        skipped = no_path = 0
+        no_path_errors: list[str] = []
         pending: list[pa.RecordBatch] = []
         pending_rows = pending_bytes = 0
 
         def flush() -> None:
             # whole row groups, and one identity look-up per row group rather than per batch
-            nonlocal current, skipped, pending, pending_rows, pending_bytes
-            data = conform(pa.Table.from_batches(pending))
+            nonlocal current, skipped, no_path, pending, pending_rows, pending_bytes
+            data, dropped, named = without_path(pa.Table.from_batches(pending))
+            no_path += dropped
+            no_path_errors.extend(named[: NAMED_ROWS - len(no_path_errors)])
+            data = conform(data)
             pending, pending_rows, pending_bytes = [], 0, 0
             if opts.reconcile and opts.snapshot and data.num_rows:
                 data, rep, dropped = _reconcile(
@@ -175,13 +197,15 @@ def write_files(
             flush()
         if current is not None:
             results.append(current.close())
-        if not results and (replaced or skipped):
+        if not results and (replaced or skipped or no_path):
             results.append(
                 {"file": None, "size": 0, "rows": 0, "null_counts": None, "ordered": True}
             )
         for i, r in enumerate(results):
             r["replaced"] = replaced if i == 0 else []
             r["skipped"] = skipped if i == 0 else 0
+            r["no_path"] = no_path if i == 0 else 0
+            r["no_path_errors"] = no_path_errors if i == 0 else []
         if results:
             yield pa.RecordBatch.from_pylist(results, schema=RESULT_SCHEMA)
 
@@ -228,6 +252,10 @@ class SaveResult:
     seconds: float = 0.0
     #: Transforms run in the writer tasks' own Python function (0: a separate stage).
     fused: int = 0
+    #: Rows not stored because their ``path`` is null (no file behind them).
+    no_path: int = 0
+    #: The first of those rows, named by their ``error`` (else their UIDs).
+    no_path_errors: list[str] = field(default_factory=list)
 
 
 def _cleanup(table: CatalogTable, prefix: str) -> None:
@@ -261,7 +289,8 @@ def save_dataframe(
     Parameters
     ----------
     df : pyspark.sql.DataFrame
-        Rows with (at least) the catalog's columns; other columns are dropped.
+        Rows with (at least) the catalog's columns; other columns are dropped, and
+        rows whose ``path`` is null are not stored (counted and named in the result).
     table : CatalogTable
         The table (created when missing).
     mode : {"append", "replace", "overwrite"}
@@ -315,6 +344,17 @@ def save_dataframe(
             else:
                 job = as_text(df).select(*cols).mapInArrow(write_files(opts), out_schema)
             rows = job.collect()
+            result.no_path = sum(r["no_path"] or 0 for r in rows)
+            result.no_path_errors = [e for r in rows for e in (r["no_path_errors"] or [])][
+                :NAMED_ROWS
+            ]
+            if result.no_path:
+                log.warning(
+                    "pixels: %d row(s) without a path (no file behind them) not stored in %s: %s",
+                    result.no_path,
+                    table.uri,
+                    "; ".join(result.no_path_errors),
+                )
             written, dropped = _one_row_per_path(
                 table, [r.asDict() for r in rows if r["file"]], opts
             )
