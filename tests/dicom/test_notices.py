@@ -98,3 +98,38 @@ def test_a_task_of_files_keeps_each_files_warnings_in_its_own_row(
         warnings.warn("three", UserWarning, stacklevel=1)
     assert (first, second, outer) == (["one"], ["two", "one"], ["three"])
     assert warnings.showwarning is show and warnings.filters == filters
+
+
+def test_warnings_not_of_the_file_are_not_kept(tmp_path: Path) -> None:
+    """A ResourceWarning of an object finalized during the read (an unclosed socket of
+    anyone's, collected then: seen in a catalog row after the DIMSE tests as
+    ``(0020,1041) unclosed <socket.socket ...>``) and another thread's warning raised
+    while a file is read are not that file's: its row keeps only its own."""
+    import gc
+    import socket
+
+    bad = tmp_path / "badVR.dcm"
+    bad.write_bytes(sample_file("badVR.dcm").read_bytes())
+    ref = _ref(bad)
+    go, done = threading.Event(), threading.Event()
+
+    def elsewhere() -> None:
+        go.wait(60)
+        warnings.warn("another thread's", UserWarning, stacklevel=1)
+        done.set()
+
+    thread = threading.Thread(target=elsewhere)
+    thread.start()
+    with warnings.catch_warnings(record=True) as outside:
+        warnings.simplefilter("always")
+        with kept_warnings() as kept:
+            leaked = socket.socket()
+            del leaked  # unclosed: its finalizer warns
+            gc.collect()
+            go.set()
+            assert done.wait(60)
+            row = catalog_record(ref)
+    thread.join(60)
+    assert kept == []  # neither the socket's nor the other thread's
+    assert row["warnings"] == ["(0028,0008) Invalid value for VR IS: '1A'."]
+    assert [str(w.message) for w in outside] == ["another thread's"]  # shown as outside

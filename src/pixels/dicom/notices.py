@@ -68,14 +68,17 @@ def _clean(message: str) -> str:
 
 
 class _Kept:
-    """The warnings of one ``kept_warnings`` block (see :func:`_show`)."""
+    """The warnings of one ``kept_warnings`` block (see :func:`_show`): its thread, and
+    the ``showwarning`` in place outside the blocks (for the warnings not its file's)."""
 
-    __slots__ = ("dropped", "kept", "seen")
+    __slots__ = ("dropped", "kept", "outside", "seen", "thread")
 
     def __init__(self) -> None:
         self.kept: list[str] = []
         self.seen: set[str] = set()
         self.dropped = 0
+        self.thread = threading.get_ident()
+        self.outside: Any = None
 
 
 #: The open blocks, innermost last (only the thread holding :data:`_TURN` touches it).
@@ -90,12 +93,24 @@ def _show(
     file: Any = None,
     line: str | None = None,
 ) -> None:
-    """``warnings.showwarning`` inside :func:`kept_warnings`: to the innermost block's list."""
+    """``warnings.showwarning`` inside :func:`kept_warnings`: to the innermost block's list.
+
+    Not the file's, so not kept: a warning of another thread (the filters and
+    ``showwarning`` are the process'; it goes where it went outside the blocks), and a
+    ``ResourceWarning`` (an unclosed socket or file of anyone's, finalized by a garbage
+    collection that happened to run during the read; Python ignores them by default).
+    """
+    into = _OPEN[-1] if _OPEN else None  # (another thread's warning as the last block ends)
+    if into is None or issubclass(category, ResourceWarning):
+        return
+    if threading.get_ident() != into.thread:
+        if into.outside is not None:
+            into.outside(message, category, filename, lineno, file, line)
+        return
     text = _clean(str(message))
     tag = _tag_on_stack(sys._getframe(1))
     if tag is not None and not text.startswith("("):
         text = f"({tag >> 16:04X},{tag & 0xFFFF:04X}) {text}"
-    into = _OPEN[-1]
     if text in into.seen:
         return
     into.seen.add(text)
@@ -130,10 +145,13 @@ class kept_warnings:  # noqa: N801 - used as a function: ``with kept_warnings() 
         _TURN.acquire()
         try:
             if not (_OPEN and warnings.showwarning is _show and warnings.filters[:1] == _ALWAYS):
+                self._into.outside = warnings.showwarning
                 self._catch = warnings.catch_warnings()
                 self._catch.__enter__()
                 warnings.simplefilter("always")
                 warnings.showwarning = _show
+            else:
+                self._into.outside = _OPEN[-1].outside
             _OPEN.append(self._into)
         except BaseException:
             _TURN.release()
