@@ -269,3 +269,51 @@ def test_an_scp_with_a_full_temporary_folder_answers_out_of_resources(
     assert f"not written to {temporary}: [Errno 28] No space left on device" in caplog.text
     assert left == []
     assert len(_sops(catalog)) == 2  # the CT and the MR sent after the failed one
+
+
+@pytest.mark.root
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_full_temporary_folder_is_not_hidden_from_another_scp_of_the_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pixels' guard on pynetdicom's temporary file (a write error kept, the rest of the
+    data set discarded, the request handed on) is for its own handlers, which check it
+    (0xA700). Another pynetdicom SCP of the same process (a user's own, started after a
+    pixels SCP) must not get a cut data set as if whole: with the guard on every
+    association its handler was called with the first 256 kB of a 4 MB instance and
+    answered Success. Its association now sees pynetdicom's own write error."""
+    from pynetdicom import AE, evt
+    from pynetdicom.sop_class import EnhancedMRImageStorage  # type: ignore[attr-defined]
+
+    big = str(tmp_path / "big.dcm")
+    big_mr(big, 8)
+    temporary = tmp_path / "tmp"
+    mount_tmpfs(temporary, "size=256k")
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))  # where pynetdicom writes
+    catalog = str(tmp_path / "catalog")
+    Catalog(catalog).catalog(sample("ct"), workers=0)
+    seen: list[int] = []  # the size of each data set the user's handler was given
+
+    def handle(event: object) -> int:
+        seen.append(os.path.getsize(event.dataset_path))  # type: ignore[attr-defined]
+        return 0x0000
+
+    user = AE(ae_title="USER")
+    user.add_supported_context(EnhancedMRImageStorage)
+    user.network_timeout = user.dimse_timeout = 5
+    try:
+        with DimseServer(catalog, ServerConfig(port=0, timeout=30)):
+            scp = user.start_server(
+                ("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, handle)]
+            )
+            try:
+                port = str(scp.server_address[1])
+                res = dcmtk("storescu", "-v", "-td", "5", "-aec", "USER", "127.0.0.1", port,
+                            big, timeout=25)  # fmt: skip
+            finally:
+                scp.shutdown()
+    finally:
+        subprocess.run(["umount", "--lazy", str(temporary)], check=True)
+    out = res.stdout + res.stderr
+    assert seen == [], f"the user's handler got a cut data set of {seen} bytes"
+    assert "Received Store Response (Success)" not in out, out

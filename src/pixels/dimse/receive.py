@@ -39,6 +39,7 @@ import struct
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, BinaryIO
@@ -90,7 +91,7 @@ FAIL_DOES_NOT_MATCH = 0xA900
 FAIL_CANNOT_UNDERSTAND = 0xC000
 
 
-def chunked_receive() -> None:
+def chunked_receive(ae: Any) -> None:
     """Have pynetdicom write each C-STORE data set received to a file as its fragments
     arrive (``STORE_RECV_CHUNKED_DATASET``, a setting of the whole process) rather than
     gather it in memory: the handlers of :mod:`pixels.dimse` make their file from there
@@ -98,12 +99,19 @@ def chunked_receive() -> None:
 
     That file is made in the temporary folder (``TMPDIR``). A write to it failing (the
     folder full) raised in pynetdicom's reactor thread, which died: the association hung
-    until its timeout. Its files are now made by :func:`_guarded_temporary` (for the whole
-    process too): a write error is kept and the rest of the data set discarded, so the
-    request reaches its handler, which answers it 0xA700 naming the folder
-    (:func:`receive_store`)."""
+    until its timeout. For the associations of ``ae`` (pixels' own application entity)
+    its files are made by :func:`_guarded_temporary`: a write error is kept and the rest
+    of the data set discarded, so the request reaches its handler, which answers it
+    0xA700 naming the folder (:func:`receive_store`). Other application entities of the
+    process (a user's own SCP) keep pynetdicom's file: their handlers do not check
+    :func:`write_error` and would take a cut data set for a whole one."""
     pynetdicom_config.STORE_RECV_CHUNKED_DATASET = True
-    dimse_messages.NamedTemporaryFile = _guarded_temporary  # type: ignore[assignment]
+    _GUARDED.add(ae)
+    dimse_messages.NamedTemporaryFile = _guarded_temporary
+
+
+#: The application entities whose received data sets are written through a WriteGuard.
+_GUARDED: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 class WriteGuard:
@@ -142,9 +150,15 @@ class WriteGuard:
                 self._handle.close()
 
 
-def _guarded_temporary(*args: Any, **kwargs: Any) -> WriteGuard:
+def _guarded_temporary(*args: Any, **kwargs: Any) -> Any:
     """pynetdicom's ``NamedTemporaryFile`` for a received data set, in a
-    :class:`WriteGuard` (one that could not be made holds that error)."""
+    :class:`WriteGuard` (one that could not be made holds that error) when the association
+    receiving it is one of :func:`chunked_receive`'s application entities; pynetdicom's
+    own file otherwise. (pynetdicom makes it in the association's reactor thread, whose
+    ``assoc`` is that association.)"""
+    assoc = getattr(threading.current_thread(), "assoc", None)
+    if getattr(assoc, "ae", None) not in _GUARDED:
+        return tempfile.NamedTemporaryFile(*args, **kwargs)  # pynetdicom's own
     try:
         handle = tempfile.NamedTemporaryFile(*args, **kwargs)  # noqa: SIM115 - pynetdicom's
     except OSError as e:

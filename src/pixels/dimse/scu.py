@@ -162,8 +162,13 @@ class Client:
         *,
         roles: Iterable[Any] = (),
         handlers: list[Any] | None = None,
+        chunked: bool = False,
     ) -> Association:
+        """An association with the peer; ``chunked``: C-STORE data sets it receives are
+        written to a file as they arrive (:func:`~pixels.dimse.receive.chunked_receive`)."""
         ae = AE(ae_title=self.ae_title)
+        if chunked:
+            chunked_receive(ae)
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = self.timeout
         ae.connection_timeout = self.timeout
         ext: list[Any] = list(roles)
@@ -281,7 +286,6 @@ class Client:
         result = RetrieveResult()
         place = on_store or _into_folder(folder)
         expect = _asked_for(keys)
-        chunked_receive()  # C-STORE data sets written to a file as they arrive
 
         stop: list[str] = []  # the write that failed: the C-GET is cancelled
 
@@ -310,7 +314,7 @@ class Client:
             discard_partial(event.assoc)  # a data set cut off by an abort or a dropped peer
 
         handlers = [(evt.EVT_C_STORE, handle), (evt.EVT_ABORTED, cut), (evt.EVT_CONN_CLOSE, cut)]
-        assoc = self._associate(contexts, roles=roles, handlers=handlers)
+        assoc = self._associate(contexts, roles=roles, handlers=handlers, chunked=True)
         cancelled = False
         try:
             for rsp, _ in assoc.send_c_get(identifier(keys, level), uid, msg_id=_GET_ID):

@@ -249,8 +249,8 @@ class DimseServer:
         live servers of this table, :mod:`pixels.web.spool`), then listen (in threads)."""
         clean_stale_spools(self.state.storage_root)
         self.sink.recover()
-        chunked_receive()  # C-STORE data sets written to a file as they arrive
         ae = self._application_entity()
+        chunked_receive(ae)  # C-STORE data sets written to a file as they arrive
         handlers = [
             (evt.EVT_CONN_OPEN, self._on_open),
             (evt.EVT_REQUESTED, self._on_requested),
