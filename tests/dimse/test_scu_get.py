@@ -297,3 +297,71 @@ def test_a_sop_instance_uid_with_path_separators_never_leaves_the_folder(tmp_pat
     assert os.listdir(out) == []
     mine = [p for p in tmp_path.rglob("*") if p.is_file() and archive not in p.parents]
     assert [p.name for p in mine if p.suffix == ".dcm" or "evil" in p.name] == ["source.dcm"]
+
+
+@pytest.mark.root
+def test_a_c_get_whose_last_instance_is_not_written_sends_no_c_cancel_after_it_ended(
+    tmp_path: Path,
+) -> None:
+    """The C-CANCEL names the C-GET's own Message ID and goes only while sub-operations
+    remain. A pynetdicom C-GET SCP sends a small CT, then a 4 MB MR that does not fit
+    (256 kB tmpfs): the MR's C-STORE fails and the pending response after it says 0
+    remain. A C-CANCEL-RQ used to be sent then (nothing left to cancel; a peer that
+    sends no pending response after its last sub-operation got it after its final
+    one); with the failure on the first of two MRs it goes, naming the C-GET's ID."""
+    from pynetdicom import AE, evt
+    from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+        CTImageStorage,
+        EnhancedMRImageStorage,
+        StudyRootQueryRetrieveInformationModelGet,
+    )
+
+    study, files, _ = _study(tmp_path, 2)
+    big = [pydicom.dcmread(f) for f in files[:2]]
+    small = pydicom.dcmread(files[-1])
+    received: list[tuple[str, int | None]] = []  # (message, ID it names) in arrival order
+    answered: list[int] = []  # the C-GET's Message IDs
+
+    def on_recv(event: object) -> None:
+        msg = event.message  # type: ignore[attr-defined]
+        cs = msg.command_set
+        name = type(msg).__name__
+        if name == "C_GET_RQ":
+            answered.append(int(cs.MessageID))
+        cancelled = int(cs.MessageIDBeingRespondedTo) if name == "C_CANCEL_RQ" else None
+        received.append((name, cancelled))
+
+    def on_get(event: object) -> object:
+        sent = [small, *datasets]
+        yield len(sent)
+        for ds in sent:
+            if event.is_cancelled:  # type: ignore[attr-defined]
+                yield 0xFE00, None
+                return
+            yield 0xFF00, ds
+
+    scp = AE(ae_title="ARCHIVE")
+    scp.add_supported_context(StudyRootQueryRetrieveInformationModelGet)
+    for cx in (CTImageStorage, EnhancedMRImageStorage):
+        scp.add_supported_context(cx, scu_role=True, scp_role=True)
+    server = scp.start_server(
+        ("127.0.0.1", 0),
+        block=False,
+        evt_handlers=[(evt.EVT_C_GET, on_get), (evt.EVT_DIMSE_RECV, on_recv)],
+    )
+    out = tmp_path / "out"
+    mount_tmpfs(out, "size=256k")
+    try:
+        client = Client(f"ARCHIVE@127.0.0.1:{server.server_address[1]}", timeout=20)
+        for datasets in ([big[0]], big):  # the MR last; then the first of two MRs
+            received.clear()
+            with pytest.raises(GetCancelledError):
+                client.get({"StudyInstanceUID": study}, folder=str(out))
+            cancels = [r for r in received if r[0] == "C_CANCEL_RQ"]
+            if len(datasets) == 1:
+                assert cancels == [], received
+            else:
+                assert cancels == [("C_CANCEL_RQ", answered[-1])], received
+    finally:
+        server.shutdown()
+        subprocess.run(["umount", str(out)], check=True)

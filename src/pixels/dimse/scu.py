@@ -216,7 +216,7 @@ class Client:
         try:
             for rsp, ident in assoc.send_c_find(identifier(keys, level), uid):
                 code = _status(rsp, "C-FIND", self.peer, pending_ok=True)
-                if code in (0xFF00, 0xFF01) and ident is not None:
+                if code in _PENDING and ident is not None:
                     out.append(ident)
         finally:
             assoc.release()
@@ -319,7 +319,12 @@ class Client:
         try:
             for rsp, _ in assoc.send_c_get(identifier(keys, level), uid, msg_id=_GET_ID):
                 _final(result, rsp, "C-GET", self.peer)
-                if stop and not cancelled and assoc.is_established:  # after its C-STORE-RSP
+                # after its C-STORE-RSP, while sub-operations remain: not after the final
+                # response (a C-CANCEL then names a message already answered), nor when
+                # the pending one says none remain (nothing is left to cancel)
+                left = getattr(rsp, "NumberOfRemainingSuboperations", None)
+                pending = getattr(rsp, "Status", None) in _PENDING and left != 0
+                if stop and not cancelled and pending and assoc.is_established:
                     assoc.send_c_cancel(_GET_ID, query_model=uid)
                     cancelled = True
         except DimseError as e:
@@ -372,6 +377,8 @@ class Client:
 
 #: The Message ID of a C-GET request (what its C-CANCEL names).
 _GET_ID = 1
+#: The statuses of a C-GET response that say more is to come (PS3.4 C.4.3.1.4).
+_PENDING = frozenset({0xFF00, 0xFF01})
 
 
 class GetCancelledError(DimseError):
@@ -459,7 +466,7 @@ def _status(rsp: Any, what: str, peer: Peer, pending_ok: bool = False) -> int:
     if rsp is None or "Status" not in rsp:
         raise DimseError(f"{what} to {peer}: no response (timed out or aborted)")
     code = int(rsp.Status)
-    if code in (0xFF00, 0xFF01) and pending_ok:
+    if code in _PENDING and pending_ok:
         return code
     if code not in (0x0000,) and not (0xB000 <= code <= 0xBFFF):
         comment = str(rsp.get("ErrorComment", "") or "")
@@ -479,7 +486,7 @@ def _final(result: RetrieveResult, rsp: Any, what: str, peer: Peer) -> None:
     ):
         if name in rsp and rsp.get(name) is not None:
             setattr(result, attr, int(rsp.get(name)))
-    if code in (0xFF00, 0xFF01):
+    if code in _PENDING:
         return
     result.status = code
     result.comment = str(rsp.get("ErrorComment", "") or "")
