@@ -241,6 +241,21 @@ def test_a_received_file_that_is_no_dicom_is_refused_without_naming_the_local_pa
     assert str(tmp_path) not in reason and ".part" not in reason, reason
 
 
+def _full_temporary_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[str, Path, str]:
+    """A 4 MB MR, a 256 kB tmpfs made pynetdicom's temporary folder (the caller unmounts
+    it) and a catalog of a CT: their paths."""
+    big = str(tmp_path / "big.dcm")
+    big_mr(big, 8)
+    temporary = tmp_path / "tmp"
+    mount_tmpfs(temporary, "size=256k")
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))  # where pynetdicom writes
+    catalog = str(tmp_path / "catalog")
+    Catalog(catalog).catalog(sample("ct"), workers=0)
+    return big, temporary, catalog
+
+
 @pytest.mark.root
 def test_an_scp_with_a_full_temporary_folder_answers_out_of_resources(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
@@ -250,13 +265,7 @@ def test_an_scp_with_a_full_temporary_folder_answers_out_of_resources(
     waited for a response until the association timed out. The C-STORE is now answered
     0xA700 naming the folder, and the association goes on: a small instance after it is
     stored."""
-    big = str(tmp_path / "big.dcm")
-    big_mr(big, 8)
-    temporary = tmp_path / "tmp"
-    mount_tmpfs(temporary, "size=256k")
-    monkeypatch.setattr(tempfile, "tempdir", str(temporary))  # where pynetdicom writes
-    catalog = str(tmp_path / "catalog")
-    Catalog(catalog).catalog(sample("ct"), workers=0)
+    big, temporary, catalog = _full_temporary_folder(tmp_path, monkeypatch)
     try:
         with DimseServer(catalog, ServerConfig(port=0, timeout=30)) as server:
             res = dcmtk("storescu", "-v", "--no-halt", "-aec", "PIXELS", "127.0.0.1",
@@ -285,13 +294,7 @@ def test_a_full_temporary_folder_is_not_hidden_from_another_scp_of_the_process(
     from pynetdicom import AE, evt
     from pynetdicom.sop_class import EnhancedMRImageStorage  # type: ignore[attr-defined]
 
-    big = str(tmp_path / "big.dcm")
-    big_mr(big, 8)
-    temporary = tmp_path / "tmp"
-    mount_tmpfs(temporary, "size=256k")
-    monkeypatch.setattr(tempfile, "tempdir", str(temporary))  # where pynetdicom writes
-    catalog = str(tmp_path / "catalog")
-    Catalog(catalog).catalog(sample("ct"), workers=0)
+    big, temporary, catalog = _full_temporary_folder(tmp_path, monkeypatch)
     seen: list[int] = []  # the size of each data set the user's handler was given
 
     def handle(event: object) -> int:
