@@ -26,8 +26,9 @@ import re
 import sys
 import threading
 import warnings
+from collections.abc import Callable
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 #: Entries kept per file: a file with thousands of bad values costs a bounded row.
 MAX_PER_FILE = 20
@@ -35,6 +36,7 @@ MAX_PER_FILE = 20
 MAX_LENGTH = 300
 _SEE_ALSO = re.compile(r"\s*Please see <[^>]*>.*$", re.DOTALL)
 _TURN = threading.RLock()
+_T = TypeVar("_T")
 _TAG_NAMES = ("raw_data_element", "raw", "elem", "data_element", "element")
 
 
@@ -83,6 +85,28 @@ class _Kept:
 
 #: The open blocks, innermost last (only the thread holding :data:`_TURN` touches it).
 _OPEN: list[_Kept] = []
+#: Threads working for a block's thread (:func:`on_behalf`): their ident -> that thread's.
+_CARRIED: dict[int, int] = {}
+
+
+def on_behalf(fn: Callable[..., _T]) -> Callable[..., _T]:
+    """``fn``, to be run in other threads (a pool's) for the file this thread reads inside
+    :func:`kept_warnings`: the warnings it raises there are that file's, kept in this
+    thread's block (other threads' go where they went outside the blocks). ``fn`` itself
+    when this thread has no block open."""
+    owner = threading.get_ident()
+    if not (_OPEN and _OPEN[-1].thread == owner):
+        return fn
+
+    def run(*args: Any, **kwargs: Any) -> _T:
+        me = threading.get_ident()
+        _CARRIED[me] = owner
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _CARRIED.pop(me, None)
+
+    return run
 
 
 def _show(
@@ -96,14 +120,16 @@ def _show(
     """``warnings.showwarning`` inside :func:`kept_warnings`: to the innermost block's list.
 
     Not the file's, so not kept: a warning of another thread (the filters and
-    ``showwarning`` are the process'; it goes where it went outside the blocks), and a
+    ``showwarning`` are the process'; it goes where it went outside the blocks) unless
+    that thread works for the block's (:func:`on_behalf`), and a
     ``ResourceWarning`` (an unclosed socket or file of anyone's, finalized by a garbage
     collection that happened to run during the read; Python ignores them by default).
     """
     into = _OPEN[-1] if _OPEN else None  # (another thread's warning as the last block ends)
     if into is None or issubclass(category, ResourceWarning):
         return
-    if threading.get_ident() != into.thread:
+    me = threading.get_ident()
+    if _CARRIED.get(me, me) != into.thread:
         if into.outside is not None:
             into.outside(message, category, filename, lineno, file, line)
         return

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pixels.dicom.display import modality_lut
+from pixels.dicom.notices import on_behalf
 from pixels.errors import PixelsError, QueryError, SeriesError
 from pixels.ml.geometry import SeriesPlan, SliceRef, plan_series, slices_of_row
 from pixels.row_pixels import PIXEL_COLUMNS, RowPixels
@@ -371,6 +372,7 @@ def read_volume(
             read(item)
     else:
         with ThreadPoolExecutor(n, thread_name_prefix="pixels-volume") as pool:
-            for _ in pool.map(read, by_row.items()):  # the first error, in file order
+            # (a file's warnings raised in the pool are its own: kept_warnings keeps them)
+            for _ in pool.map(on_behalf(read), by_row.items()):  # the first error, in file order
                 pass
     return Volume(out.transpose(2, 1, 0), plan, series.rows)
