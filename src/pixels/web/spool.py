@@ -74,19 +74,30 @@ def create(folder: str, *, prefix: str = "tmp", suffix: str = "") -> Spool:
         except FileNotFoundError:
             os.makedirs(folder, exist_ok=True)
             fd, path = tempfile.mkstemp(dir=folder, prefix=prefix, suffix=suffix)
-        lock = os.dup(fd)
+        lock = -1
         try:
+            lock = os.dup(fd)
             fcntl.flock(lock, fcntl.LOCK_EX)
             if os.stat(path).st_ino == os.fstat(fd).st_ino:
                 return Spool(fd, path, lock)
         except FileNotFoundError:
             pass  # removed by a clean-up before the lock: try another
-        except BaseException:
-            os.close(fd)
-            os.close(lock)
+        except BaseException:  # (no descriptor left to lock with...): nothing stays
+            _undo(fd, lock, path)
             raise
-        os.close(fd)
-        os.close(lock)
+        _undo(fd, lock, None)
+
+
+def _undo(fd: int, lock: int, path: str | None) -> None:
+    """Close a spool's descriptors (``lock`` -1: none), removing ``path`` first when given
+    (made but never locked: not left for a later clean-up)."""
+    if path is not None:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+    for held in (fd, lock):
+        if held >= 0:
+            with contextlib.suppress(OSError):
+                os.close(held)
 
 
 @contextlib.contextmanager
