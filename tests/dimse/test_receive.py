@@ -11,6 +11,7 @@ from pathlib import Path
 import pyarrow.compute as pc
 import pydicom
 import pytest
+from pynetdicom.dimse import DIMSEServiceProvider
 
 from dimse.conftest import DCMTK, big_mr, dataset_bytes, dcmtk, mount_tmpfs, sample
 from pixels import Catalog
@@ -91,6 +92,48 @@ def test_stored_but_uncommitted_files_are_cataloged_at_the_next_start(
         assert not os.listdir(os.path.join(again.state.storage_root, JOURNAL_DIR))
     finally:
         again.stop()
+
+
+def test_a_c_store_is_answered_after_its_file_and_journal_are_on_disk(
+    tmp_path: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real SCP receiving from dcmtk's storescu, with ``os.fsync`` spied on (the real
+    one runs) and the DIMSE messages it sends recorded: before the C-STORE response, the
+    stored file, its series folder, the study folder made for it (in its parent), the
+    journal and the journal's entry in ``.dimse`` (and ``.dimse``'s in the root) are
+    synced."""
+    catalog = os.path.join(str(tmp_path), "catalog")
+    Catalog(catalog).catalog(sample("ct"), workers=0)
+    events: list[tuple[str, str]] = []
+    real_fsync, real_send = os.fsync, DIMSEServiceProvider.send_msg
+
+    def fsync(fd: int) -> None:
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def send_msg(self: DIMSEServiceProvider, primitive: object, context_id: int) -> None:
+        status = getattr(primitive, "Status", None)  # (a response's)
+        events.append(("sent", f"{type(primitive).__name__} status {status}"))
+        real_send(self, primitive, context_id)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(DIMSEServiceProvider, "send_msg", send_msg)
+    server = DimseServer(catalog, ServerConfig(port=0)).start()
+    try:
+        res = dcmtk("storescu", "-aec", "PIXELS", "127.0.0.1", str(server.port), sample("mr"))
+        assert res.returncode == 0, res.stderr
+    finally:
+        server.stop()
+    root = server.state.storage_root
+    answered = events.index(("sent", "C_STORE status 0"))
+    synced = [path for kind, path in events[:answered] if kind == "fsync"]
+    (stored,) = [p for p in synced if p.endswith(".dcm")]
+    series = os.path.dirname(stored)
+    journals = os.path.join(root, JOURNAL_DIR)
+    (journal,) = {p for p in synced if p.startswith(journals + os.sep)}
+    expected = {stored, series, os.path.dirname(series), root, journal, journals}
+    assert expected <= set(synced), expected - set(synced)
+    assert synced.index(journals) < synced.index(journal)  # named, then its line synced
 
 
 def test_a_sink_commits_in_batches(tmp_path: pytest.TempPathFactory) -> None:

@@ -11,8 +11,10 @@ be on disk rather than a tmpfs), it is copied from there (in the kernel) behind 
 meta group into ``{storage_root}/.incoming`` (:func:`part10_file`) and that file is
 renamed into place (:func:`receive_store`: the same steps for the C-GET SCU,
 :meth:`pixels.dimse.scu.Client.get`, which renames into a folder or the catalog). Before the
-success status is sent the file and its folder are ``fsync``-ed and its path is
-appended to a journal (``{storage_root}/.dimse/batch-*.paths``, ``fsync``-ed too).
+success status is sent the file, its folder (and a folder made for it, in its parent)
+are ``fsync``-ed and its path is appended to a journal
+(``{storage_root}/.dimse/batch-*.paths``: its data and its entry in ``.dimse``
+``fsync``-ed too; :class:`pixels.web.durable.Durable`).
 
 The rows are committed to the Delta table in batches (:class:`StoreSink`: one
 commit per :attr:`~pixels.dimse.config.ServerConfig.commit_every` instances or
@@ -56,6 +58,7 @@ from pixels.dicom.meta import read_header
 from pixels.dicom.notices import kept_warnings
 from pixels.errors import PixelsError
 from pixels.web import spool
+from pixels.web.durable import Durable
 from pixels.web.spool import Spool
 from pixels.web.state import WebState
 from pixels.web.stow import committer_of, store_file, store_path
@@ -452,14 +455,6 @@ class Stored:
     path: str | None = None
 
 
-def _fsync_path(path: str, directory: bool = False) -> None:
-    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class StoreSink:
     """Stores received instances and commits their rows in batches (module docstring).
 
@@ -478,6 +473,7 @@ class StoreSink:
         self.every = max(1, every)
         self.seconds = seconds
         self.journals = os.path.join(state.storage_root, JOURNAL_DIR)
+        self._durable = Durable(state.storage_root)
         self._cond = threading.Condition()
         self._rows: list[dict[str, Any]] = []
         self._journal: Spool | None = None
@@ -526,8 +522,7 @@ class StoreSink:
             return Stored(status, outcome.reason or "not stored")
         path = outcome.path
         try:
-            _fsync_path(path)
-            _fsync_path(os.path.dirname(path), directory=True)
+            self._durable.placed(path)  # the file, its folder, a new folder's entries
             with self._cond:
                 self._journal_append(path)
                 if not self._rows:
@@ -542,10 +537,13 @@ class StoreSink:
 
     def _journal_append(self, path: str) -> None:
         """Append ``path`` to this batch's journal (made, and locked by this process until
-        its commit is in: another server of this table starting meanwhile leaves it)."""
+        its commit is in: another server of this table starting meanwhile leaves it),
+        durable before ``path`` is acknowledged: its data and, for a new journal, its
+        entry in :data:`JOURNAL_DIR` (and that folder's own entry, once per sink)."""
         if self._journal is None:
             self._journal = spool.create(self.journals, prefix="batch-", suffix=".paths")
             os.fchmod(self._journal.fd, 0o644)
+            self._durable.named(self._journal.path)  # before its first line is acknowledged
         os.write(self._journal.fd, path.encode("utf-8") + b"\n")
         os.fsync(self._journal.fd)
 
