@@ -5,31 +5,80 @@ What arrives by STOW-RS or C-STORE is written under ``{storage_root}/.incoming``
 done; the DIMSE journal of rows not yet committed (``{storage_root}/.dimse``) likewise
 lives until its commit is in. Several processes of one table may share a storage root
 (``pixels serve`` and ``pixels dimse scp``, or two of either), and each cleans up at
-start what a killed one left. So each such file is locked (:func:`fcntl.flock`,
-exclusive) by the process writing it from its creation (:func:`create`) until it is
-renamed away or removed (:meth:`Spool.release`), and a clean-up takes only files it
-can lock itself (:func:`locked_leftovers`, :func:`clean`): a live writer's lock stops
-it, a killed writer's lock went with its process.
+start what a killed one left. So each such file is locked (exclusive) by the process
+writing it from its creation (:func:`create`) until it is renamed away or removed
+(:meth:`Spool.release`), and a clean-up takes only files it can lock itself
+(:func:`locked_leftovers`, :func:`clean`): a live writer's lock stops it, a killed
+writer's lock went with its process.
 
-The storage root is always a local folder (a table on an object store, ``s3://...``,
-still receives into a local ``stow`` folder): these are local files and local locks.
-A file system whose ``flock`` is not shared between hosts (some NFS setups) only
-protects the writers of one host.
+The lock is an open file description lock (Linux ``F_OFD_SETLK``, :func:`lock_file`; a
+``flock`` elsewhere): held by the spool's own descriptor, not by the process. A
+``flock`` would do on a local file system, but on NFS Linux emulates ``flock`` with
+POSIX record locks, which are the process's: closing *any* descriptor of the file in
+the process (the STOW path opening a spooled body to map it, the sink reading a
+received file) drops it, and a clean-up in the same process takes the file of a live
+writer beside it; and an exclusive one on a descriptor opened read-only fails
+(``EBADF``). Open file description locks behave as ``flock`` does locally (one per
+descriptor, conflicting within a process too, dropped with the last descriptor of
+that open) and are shared with the other hosts of an NFS mount (NLM / NFSv4 locks), so
+the clean-up opens a file read-write to lock it. Where a lock cannot be taken for
+another reason than another holder (``ENOLCK``: an NFS mount without a lock manager; a
+file not ours to write, a read-only mount), the clean-up cannot tell a live writer's
+file from a killed one's: it keeps the file and logs a warning naming it and the
+error (:func:`locked_leftovers`). (A version of Pixels before these locks, running on
+the same storage root, took ``flock`` locks: on a local file system the two kinds do
+not see each other; stop it before starting this one.)
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
+import logging
 import os
 import stat
+import struct
+import sys
 import tempfile
 from collections.abc import Iterator
 
-__all__ = ["INCOMING", "Spool", "clean", "create", "locked_leftovers"]
+__all__ = ["INCOMING", "Spool", "clean", "create", "lock_file", "locked_leftovers"]
+
+LOG = logging.getLogger("pixels.web")
 
 #: The folder of a storage root that received data is spooled in before it is placed.
 INCOMING = ".incoming"
+
+
+#: ``struct flock`` of an exclusive lock of the whole file (64-bit Linux: l_type,
+#: l_whence, l_start, l_len, l_pid 0 as open file description locks require).
+_WHOLE = struct.pack("hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
+#: Open file description locks where this platform has them (non-blocking, blocking).
+_OFD = (
+    (fcntl.F_OFD_SETLK, fcntl.F_OFD_SETLKW)
+    if sys.platform == "linux" and hasattr(fcntl, "F_OFD_SETLK") and struct.calcsize("P") == 8
+    else None
+)
+#: What a lock taken by another gives (anything else: this file system cannot lock it).
+_HELD = frozenset({errno.EAGAIN, errno.EACCES})
+#: Files the clean-up passes over without a word (gone, a link, a folder, a device).
+_NOT_FILES = frozenset({errno.ENOENT, errno.ELOOP, errno.EISDIR, errno.ENXIO})
+
+
+def lock_file(fd: int, wait: bool = True) -> None:
+    """Lock the file open (read-write) at ``fd`` exclusively, for that open file
+    description (module docstring): until its last descriptor is closed. ``wait``
+    False: raise :class:`BlockingIOError` at once when another holds it."""
+    if _OFD is None:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        return
+    try:
+        fcntl.fcntl(fd, _OFD[1] if wait else _OFD[0], _WHOLE)
+    except OSError as e:
+        if e.errno in _HELD and not isinstance(e, BlockingIOError):
+            raise BlockingIOError(e.errno, e.strerror) from e
+        raise
 
 
 class Spool:
@@ -76,8 +125,8 @@ def create(folder: str, *, prefix: str = "tmp", suffix: str = "") -> Spool:
             fd, path = tempfile.mkstemp(dir=folder, prefix=prefix, suffix=suffix)
         lock = -1
         try:
-            lock = os.dup(fd)
-            fcntl.flock(lock, fcntl.LOCK_EX)
+            lock = os.dup(fd)  # (mkstemp's is read-write: the lock may be exclusive)
+            lock_file(lock)
             if os.stat(path).st_ino == os.fstat(fd).st_ino:
                 return Spool(fd, path, lock)
         except FileNotFoundError:
@@ -103,8 +152,10 @@ def _undo(fd: int, lock: int, path: str | None) -> None:
 @contextlib.contextmanager
 def locked_leftovers(folder: str, suffix: str = "") -> Iterator[list[tuple[str, int]]]:
     """The files in ``folder`` (ending in ``suffix``) no live process holds, each locked
-    here while the block runs (path, a descriptor open for reading), sorted by name;
-    the locks are dropped after it. A missing folder has none."""
+    here while the block runs (path, a descriptor open for reading and writing), sorted
+    by name; the locks are dropped after it. A missing folder has none. A file whose lock
+    cannot be taken for another reason than a holder (module docstring) is left out
+    and a warning names it: whether a live process writes it cannot be known."""
     held: list[tuple[str, int]] = []
     try:
         try:
@@ -113,22 +164,38 @@ def locked_leftovers(folder: str, suffix: str = "") -> Iterator[list[tuple[str, 
             names = []
         for name in names:
             path = os.path.join(folder, name)
-            try:
-                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-            except OSError:  # gone, a link, or not ours to read
+            try:  # (read-write: an exclusive lock of a read-only descriptor fails on NFS)
+                fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK)
+            except OSError as e:
+                _unsure(path, e)
+                continue
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
                 continue
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                if not stat.S_ISREG(os.fstat(fd).st_mode):
-                    raise BlockingIOError
-            except OSError:  # a live writer holds it (or it is no plain file)
+                lock_file(fd, wait=False)
+            except OSError as e:  # a live writer holds it, or no lock can be had here
                 os.close(fd)
+                _unsure(path, e)
                 continue
             held.append((path, fd))
         yield held
     finally:
         for _, fd in held:
             os.close(fd)
+
+
+def _unsure(path: str, error: OSError) -> None:
+    """Say why a file the clean-up could not lock is kept (silent for a live writer's
+    lock and for what is no file of ours: gone, a link, a folder)."""
+    if error.errno in _HELD or error.errno in _NOT_FILES:
+        return
+    LOG.warning(
+        "%s kept: it cannot be locked here (%s), so whether a live process still writes it "
+        "is unknown; remove it by hand once no server of this table runs",
+        path,
+        error,
+    )
 
 
 def clean(folder: str) -> list[str]:
