@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import os
-import socket
+import select
 import subprocess
 import sys
 import time
@@ -26,27 +26,42 @@ class S3Server(NamedTuple):
     storage_options: dict[str, Any]
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+#: A moto S3 server on a free port, bound by the server itself (``ThreadedMotoServer``,
+#: port 0), in a process of its own; its first line on stdout: the port.
+_MOTO = """
+import sys
+from moto.server import ThreadedMotoServer
+server = ThreadedMotoServer("127.0.0.1", 0, verbose=False)
+server.start()
+print(server.get_host_and_port()[1], flush=True)
+sys.stdin.read()  # until the test session closes our stdin (or ends)
+"""
+
+
+def _first_line(proc: subprocess.Popen[str], timeout: float) -> str:
+    """``proc``'s first line on stdout ("" when it exited, or wrote none in ``timeout`` s)."""
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    return proc.stdout.readline().strip() if ready else ""
 
 
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[S3Server]:
-    """Start ``python -m moto.server`` on a free local port; stop it at session end.
+    """Start a moto S3 server (``moto.server``) on a free local port; stop it at session end.
 
     Use a unique bucket name per test (the server is shared by the session).
     """
-    port = _free_port()
-    endpoint = f"http://127.0.0.1:{port}"
     env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
+        [sys.executable, "-c", _MOTO],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
+        text=True,
         env=env,
     )
+    port = _first_line(proc, timeout=60)
+    endpoint = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -54,7 +69,7 @@ def s3_server() -> Iterator[S3Server]:
                 with urllib.request.urlopen(endpoint + "/moto-api/", timeout=1):
                     break
             except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
+                if not port or proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"moto server did not start on {endpoint}") from None
                 time.sleep(0.1)
         yield S3Server(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -22,6 +21,7 @@ from corpus import copy_with_new_uids, sample_file
 from pixels import Catalog
 from pixels.table import CatalogTable
 from pixels.web.stow_root import OWNER_FILE
+from ports import port_file_args, wait_for_ports
 
 
 def test_catalog_s3_prefix_end_to_end(s3_server: Any, tmp_path: Any) -> None:
@@ -132,12 +132,6 @@ def _s3_env(s3_server: Any) -> dict[str, str]:
     return env
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _get(url: str, accept: str = "application/dicom+json") -> tuple[int, dict[str, str], bytes]:
     req = urllib.request.Request(url, headers={"Accept": accept})
     with urllib.request.urlopen(req, timeout=30) as resp:
@@ -194,13 +188,14 @@ def test_a_table_on_s3_end_to_end(s3_server: Any, tmp_path: Path) -> None:
     assert out.returncode != 0  # no credentials, no endpoint: refused, not an empty answer
 
     # pixels serve over the S3 table, the files on S3 too: QIDO and WADO answers
-    port = _free_port()
+    port_file = tmp_path / "port"
     server = subprocess.Popen(
-        [sys.executable, "-m", "pixels.cli", "serve", "--table", table, "--port", str(port),
-         *opts],
+        [sys.executable, "-m", "pixels.cli", "serve", "--table", table,
+         *port_file_args(port_file), *opts],
         cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
+        [port] = wait_for_ports(port_file, server)
         base = f"http://127.0.0.1:{port}/dicomweb"
         deadline = time.monotonic() + 60
         while True:

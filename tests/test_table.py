@@ -19,6 +19,7 @@ from corpus import copy_with_new_uids, sample_file, tree_files
 from pixels import Catalog
 from pixels.schema import TIMESTAMP
 from pixels.table import CatalogTable
+from ports import port_file_args, wait_for_ports
 
 PIXELS = [sys.executable, "-m", "pixels.cli"]
 
@@ -177,14 +178,6 @@ def test_optimize_keeps_what_readers_of_older_versions_read(corpus: Path, tmp_pa
     assert bad.returncode == 2 and "--retention-hours" in bad.stderr
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _get_json(url: str) -> Any:
     import json
     import urllib.request
@@ -232,12 +225,12 @@ def test_optimize_during_a_catalog_run_and_serve(tmp_path: Path) -> None:
         .to_pylist()
     }
     assert len(mr_series) == 12 and {n for _, n in mr_series.values()} == {50}
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}/dicomweb"
+    port_file = tmp_path / "port"
     server = subprocess.Popen(
-        [*PIXELS, "serve", "--table", str(table), "--port", str(port)],
+        [*PIXELS, "serve", "--table", str(table), *port_file_args(port_file)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
+        text=True,
         start_new_session=True,
     )
     run = None
@@ -266,6 +259,8 @@ def test_optimize_during_a_catalog_run_and_serve(tmp_path: Path) -> None:
             )
 
     try:
+        [port] = wait_for_ports(port_file, server)
+        base = f"http://127.0.0.1:{port}/dicomweb"
         deadline = time.monotonic() + 60
         while True:
             try:

@@ -1,4 +1,6 @@
-"""``pixels serve --dimse-port``: DICOMweb and DIMSE in one process over one catalog."""
+"""``pixels serve --dimse-port``: DICOMweb and DIMSE in one process over one catalog;
+``pixels dimse scp``. Both on ``--port 0`` (and ``--dimse-port 0``), their ports read from
+``--port-file``."""
 
 from __future__ import annotations
 
@@ -12,10 +14,11 @@ import urllib.request
 import pydicom
 import pytest
 
-from dimse.conftest import dcmtk, free_port, sample
+from dimse.conftest import dcmtk, sample
 from pixels import Catalog
 from pixels.dimse.config import DimseError
 from pixels.dimse.scu import Client
+from ports import port_file_args, wait_for_ports
 
 
 def test_serve_answers_dicomweb_and_dimse_from_one_catalog(
@@ -23,15 +26,16 @@ def test_serve_answers_dicomweb_and_dimse_from_one_catalog(
 ) -> None:
     catalog = os.path.join(str(tmp_path), "catalog")
     Catalog(catalog).catalog(sample("ct"), workers=0)
-    http, dimse = free_port(), free_port()
+    port_file = os.path.join(str(tmp_path), "ports")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pixels.cli", "serve", "-t", catalog, "--port", str(http),
-         "--dimse-port", str(dimse), "--ae-title", "PIXELS"],
+        [sys.executable, "-m", "pixels.cli", "serve", "-t", catalog, *port_file_args(port_file),
+         "--dimse-port", "0", "--ae-title", "PIXELS"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
     )  # fmt: skip
     try:
+        http, dimse = wait_for_ports(port_file, proc)  # the HTTP port, then the DIMSE one
         client = Client(f"PIXELS@127.0.0.1:{dimse}", ae_title="TESTS", timeout=10)
         deadline = time.monotonic() + 60
         # both listening: the SCP starts before the HTTP server binds its port
@@ -69,3 +73,29 @@ def test_serve_answers_dicomweb_and_dimse_from_one_catalog(
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def test_scp_on_port_0_says_its_port(tmp_path: pytest.TempPathFactory) -> None:
+    """``pixels dimse scp --port 0 --port-file``: dcmtk's echoscu reaches the port in the
+    file, the port the start-up line names."""
+    catalog = os.path.join(str(tmp_path), "catalog")
+    Catalog(catalog).catalog(sample("ct"), workers=0)
+    port_file = os.path.join(str(tmp_path), "port")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pixels.cli", "dimse", "scp", "-t", catalog,
+         *port_file_args(port_file), "--ae-title", "ZEROPORT"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        [port] = wait_for_ports(port_file, proc)
+        res = dcmtk("echoscu", "-aec", "ZEROPORT", "127.0.0.1", str(port))
+        assert res.returncode == 0, res.stderr
+        found = dcmtk("findscu", "-S", "-aec", "ZEROPORT", "-k", "QueryRetrieveLevel=STUDY",
+                      "-k", "StudyInstanceUID", "127.0.0.1", str(port))  # fmt: skip
+        assert pydicom.dcmread(sample("ct")).StudyInstanceUID in found.stderr, found.stderr
+    finally:
+        proc.terminate()
+        log = proc.communicate(timeout=30)[1]
+    assert f"DIMSE: ZEROPORT@127.0.0.1:{port}  (catalog {catalog})" in log, log

@@ -24,9 +24,10 @@ import pydicom
 import pytest
 from pydicom.uid import generate_uid
 
-from dimse.conftest import DCMTK, free_port, sample
+from dimse.conftest import DCMTK, sample
 from pixels import Catalog
 from pixels.web.app import create_app
+from ports import port_file_args, wait_for_ports
 
 _ENV = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
 
@@ -47,33 +48,21 @@ def _big_ct(path: Path, side: int = 6144) -> str:
     return str(ds.SOPInstanceUID)
 
 
-def _wait_port(proc: subprocess.Popen[str], port: int, timeout: float = 60) -> None:
-    import socket
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.communicate()[1]
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"nothing listens on {port}")
-
-
 @contextlib.contextmanager
 def _pixels(
-    *args: str, port: int, env: dict[str, str] | None = None
-) -> Iterator[subprocess.Popen[str]]:
-    """``pixels ARGS`` running until the block ends (once it listens on ``port``)."""
+    *args: str, port_file: Path, env: dict[str, str] | None = None
+) -> Iterator[tuple[subprocess.Popen[str], list[int]]]:
+    """``pixels ARGS --port 0 --port-file port_file`` running until the block ends (once it
+    listens); the process and the ports it listens on."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pixels.cli", *args],
+        [sys.executable, "-m", "pixels.cli", *args, *port_file_args(port_file)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
         env=env or _ENV,
     )
     try:
-        _wait_port(proc, port)
-        yield proc
+        yield proc, wait_for_ports(port_file, proc)
     finally:
         proc.kill()  # (what it acknowledged is committed or journaled already)
         proc.wait(30)
@@ -108,8 +97,8 @@ def _table(tmp_path: Path) -> tuple[str, str, dict[str, str]]:
 def test_a_serve_started_during_a_c_store_leaves_its_spool(tmp_path: Path) -> None:
     catalog, root, env = _table(tmp_path)
     incoming = os.path.join(root, ".incoming")
-    dimse, web = free_port(), free_port()
-    with _pixels("dimse", "scp", "-t", catalog, "--port", str(dimse), port=dimse, env=env) as scp:
+    scp_ports = tmp_path / "scp.port"
+    with _pixels("dimse", "scp", "-t", catalog, port_file=scp_ports, env=env) as (scp, [dimse]):
         for attempt in range(4):  # a spool renamed before the stop landed: another file
             big = tmp_path / f"big{attempt}.dcm"
             sop = _big_ct(big)
@@ -127,7 +116,7 @@ def test_a_serve_started_during_a_c_store_leaves_its_spool(tmp_path: Path) -> No
             pytest.fail("no spool caught in flight in 4 tries")
         try:
             # another server of this table starts while that C-STORE's spool is in flight
-            with _pixels("serve", "-t", catalog, "--port", str(web), port=web):
+            with _pixels("serve", "-t", catalog, port_file=tmp_path / "web.port"):
                 assert os.path.exists(caught), "the live C-STORE's spool was removed"
         finally:
             os.kill(scp.pid, signal.SIGCONT)
@@ -144,9 +133,9 @@ def test_a_serve_started_during_a_c_store_leaves_its_spool(tmp_path: Path) -> No
 def test_a_spool_of_a_killed_scp_is_removed_at_the_next_start(tmp_path: Path) -> None:
     catalog, root, env = _table(tmp_path)
     incoming = os.path.join(root, ".incoming")
-    dimse, web = free_port(), free_port()
     caught = None
-    with _pixels("dimse", "scp", "-t", catalog, "--port", str(dimse), port=dimse, env=env) as scp:
+    scp_ports = tmp_path / "scp.port"
+    with _pixels("dimse", "scp", "-t", catalog, port_file=scp_ports, env=env) as (scp, [dimse]):
         for attempt in range(4):
             big = tmp_path / f"big{attempt}.dcm"
             _big_ct(big)
@@ -165,7 +154,7 @@ def test_a_spool_of_a_killed_scp_is_removed_at_the_next_start(tmp_path: Path) ->
         scp.wait(30)
         send.wait(120)
     assert os.path.exists(caught)
-    with _pixels("serve", "-t", catalog, "--port", str(web), port=web):
+    with _pixels("serve", "-t", catalog, port_file=tmp_path / "web.port"):
         assert not os.path.exists(caught)
     assert os.listdir(incoming) == []
 
@@ -219,8 +208,7 @@ def test_a_stow_spool_of_another_server_survives_its_start(tmp_path: Path) -> No
                 assert time.monotonic() < deadline, "the body was not spooled"
                 time.sleep(0.01)
             [spooled] = list(incoming.glob("*.body"))
-            web = free_port()
-            with _pixels("serve", "-t", catalog, "--port", str(web), port=web):
+            with _pixels("serve", "-t", catalog, port_file=tmp_path / "web.port"):
                 assert spooled.exists(), "the live request's spool was removed"
         finally:
             go.set()

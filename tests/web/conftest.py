@@ -38,12 +38,6 @@ class Server:
     storage: str
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
 def running(app: object, config: Callable[[int], uvicorn.Config] | None = None) -> Iterator[str]:
     """``app`` served by uvicorn in a thread on a free loopback port; its URL.

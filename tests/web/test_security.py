@@ -25,7 +25,8 @@ import pytest
 from corpus import sample_file
 from pixels import Catalog
 from pixels.web import create_app
-from web.conftest import TOKEN, Server, _free_port, running
+from ports import port_file_args, wait_for_ports
+from web.conftest import TOKEN, Server, running
 
 FRAME = {"Accept": "multipart/related; type=application/octet-stream; transfer-syntax=*"}
 
@@ -84,16 +85,10 @@ def _serve(args: list[str], env: dict[str, str] | None = None) -> subprocess.Pop
     )
 
 
-def _wait_up(url: str, proc: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.communicate()[0]
-        try:
-            httpx.get(url + "/app-config.js", timeout=2)
-            return
-        except httpx.TransportError:
-            time.sleep(0.2)
-    raise AssertionError("pixels serve did not start")
+def _wait_up(port_file: Path, proc: subprocess.Popen[str]) -> str:
+    """The URL of a ``pixels serve --port 0 --port-file port_file`` once it listens."""
+    [port] = wait_for_ports(port_file, proc)
+    return f"http://127.0.0.1:{port}"
 
 
 def _stop(proc: subprocess.Popen[str]) -> str:
@@ -106,24 +101,29 @@ def _stop(proc: subprocess.Popen[str]) -> str:
     return out
 
 
-def test_serve_on_all_addresses_needs_a_token(corpus: tuple[str, dict[str, str]]) -> None:
+def test_serve_on_all_addresses_needs_a_token(
+    corpus: tuple[str, dict[str, str]], tmp_path: Path
+) -> None:
     env = {"PIXELS_TOKEN": ""}
-    port = str(_free_port())
-    proc = _serve(["--table", corpus[0], "--host", "0.0.0.0", "--port", port], env)
+    proc = _serve(["--table", corpus[0], "--host", "0.0.0.0", "--port", "0"], env)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode != 0
     assert "without a token" in out and "--allow-unauthenticated" in out
     # with a token, or when asked for, it serves
-    for extra, env2 in (
-        (["--token", TOKEN], env),
-        (["--allow-unauthenticated"], env),
-        ([], {"PIXELS_TOKEN": TOKEN}),
+    for i, (extra, env2) in enumerate(
+        (
+            (["--token", TOKEN], env),
+            (["--allow-unauthenticated"], env),
+            ([], {"PIXELS_TOKEN": TOKEN}),
+        )
     ):
-        port = str(_free_port())
-        proc = _serve(["--table", corpus[0], "--host", "0.0.0.0", "--port", port, *extra], env2)
+        ports = tmp_path / f"port{i}"
+        proc = _serve(
+            ["--table", corpus[0], "--host", "0.0.0.0", *port_file_args(ports), *extra], env2
+        )
         try:
-            _wait_up(f"http://127.0.0.1:{port}", proc)
-            r = httpx.get(f"http://127.0.0.1:{port}/dicomweb/studies")
+            url = _wait_up(ports, proc)
+            r = httpx.get(f"{url}/dicomweb/studies")
             assert r.status_code == (200 if extra == ["--allow-unauthenticated"] else 401)
         finally:
             _stop(proc)
@@ -132,22 +132,20 @@ def test_serve_on_all_addresses_needs_a_token(corpus: tuple[str, dict[str, str]]
 def test_serving_a_table_that_does_not_exist_says_so(tmp_path: Path) -> None:
     """``--table ./catlog`` (a typo) served an empty viewer without a word; the table
     is still made by the first STOW-RS, so it serves, with a note."""
-    port = _free_port()
     missing = tmp_path / "catlog"
-    proc = _serve(["--table", str(missing), "--port", str(port)])
+    proc = _serve(["--table", str(missing), *port_file_args(tmp_path / "port")])
     try:
-        _wait_up(f"http://127.0.0.1:{port}", proc)
+        _wait_up(tmp_path / "port", proc)
     finally:
         log = _stop(proc)
     assert f"note: no catalog table at {missing} yet: serving an empty catalog" in log, log
     # `pixels dimse scp` serves a missing table the same way, and says so the same way
     # (once listening: the note is waited for in its output, not given half a second)
-    port = _free_port()
     note = f"note: no catalog table at {missing} yet: serving an empty catalog"
     with open(tmp_path / "scp.log", "w+") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "pixels.cli", "dimse", "scp", "-t", str(missing),
-             "-p", str(port)],
+             *port_file_args(tmp_path / "scp.port")],
             stdout=out,
             stderr=subprocess.STDOUT,
             text=True,
@@ -157,6 +155,7 @@ def test_serving_a_table_that_does_not_exist_says_so(tmp_path: Path) -> None:
             while note not in (log := (tmp_path / "scp.log").read_text()):
                 assert proc.poll() is None and time.monotonic() < deadline, log
                 time.sleep(0.2)
+            [port] = wait_for_ports(tmp_path / "scp.port", proc)
             assert f":{port}" in log, log  # after the listening line
         finally:
             proc.send_signal(signal.SIGINT)
@@ -168,13 +167,11 @@ def test_serving_a_table_that_does_not_exist_says_so(tmp_path: Path) -> None:
 
 
 def test_viewer_token_is_redacted_from_the_access_log(
-    corpus: tuple[str, dict[str, str]],
+    corpus: tuple[str, dict[str, str]], tmp_path: Path
 ) -> None:
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    proc = _serve(["--table", corpus[0], "--port", str(port), "--token", TOKEN])
+    proc = _serve(["--table", corpus[0], *port_file_args(tmp_path / "port"), "--token", TOKEN])
     try:
-        _wait_up(url, proc)
+        url = _wait_up(tmp_path / "port", proc)
         r = httpx.get(f"{url}/viewer", params={"StudyInstanceUIDs": "1.2.3", "token": TOKEN})
         assert r.status_code in (200, 404)  # index.html, or the install hint
         auth = {"Authorization": f"Bearer {TOKEN}"}

@@ -16,6 +16,12 @@ from typing import Any
 import click
 
 from pixels.cli.options import TABLE_OPTION, note_if_no_table
+from pixels.cli.portfile import (
+    clear_port_file,
+    port_file_option,
+    port_option,
+    write_port_file,
+)
 
 __all__ = ["dimse_group", "dimse_options", "server_config"]
 
@@ -108,19 +114,23 @@ def dimse_group() -> None:
 
 @dimse_group.command("scp")
 @TABLE_OPTION
-@click.option("--port", "-p", type=int, default=11112, show_default=True)
+@port_option(11112, "DIMSE:")
 @click.option(
     "--storage-root",
     default=None,
     help="Where C-STORE writes [default: stow/ next to the table]; one table per folder.",
 )
+@port_file_option("the port")
 @dimse_options
-def scp_cmd(table: str, port: int, storage_root: str | None, **kw: Any) -> None:
+def scp_cmd(
+    table: str, port: int, storage_root: str | None, port_file: str | None, **kw: Any
+) -> None:
     """Serve the catalog over DIMSE alone (C-ECHO/STORE/FIND/GET/MOVE) until stopped."""
     from pixels.dimse.server import DimseServer
     from pixels.errors import PixelsError
     from pixels.web.state import WebState
 
+    clear_port_file(port_file)
     try:
         config = server_config(port, kw)
         server = DimseServer(WebState(table, storage_root=storage_root), config).start()
@@ -129,12 +139,15 @@ def scp_cmd(table: str, port: int, storage_root: str | None, **kw: Any) -> None:
     click.echo(f"DIMSE: {config.ae_title}@{config.host}:{server.port}  (catalog {table})", err=True)
     note_if_no_table(table)
     try:
+        if port_file:
+            write_port_file(port_file, [server.port])
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
         pass
     finally:
         server.stop()
+        clear_port_file(port_file)
 
 
 def _scu_options(f: Callable[..., Any]) -> Callable[..., Any]:

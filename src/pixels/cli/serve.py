@@ -13,6 +13,12 @@ from pixels.cli.options import (
     parse_storage_options,
     storage_option,
 )
+from pixels.cli.portfile import (
+    clear_port_file,
+    port_file_option,
+    port_option,
+    write_port_file,
+)
 
 __all__ = ["serve_cmd"]
 
@@ -25,7 +31,7 @@ __all__ = ["serve_cmd"]
     show_default=True,
     help="Address to bind (loopback unless told otherwise).",
 )
-@click.option("--port", "-p", type=int, default=8042, show_default=True)
+@port_option(8042, "DICOMweb:")
 @click.option(
     "--token",
     default=None,
@@ -60,10 +66,12 @@ __all__ = ["serve_cmd"]
 )
 @click.option(
     "--dimse-port",
-    type=int,
+    type=click.IntRange(0, 65535),
     default=None,
-    help="Also serve DIMSE (C-ECHO/STORE/FIND/GET/MOVE) on this port, over the same catalog.",
+    help="Also serve DIMSE (C-ECHO/STORE/FIND/GET/MOVE) on this port, over the same catalog "
+    "(0: a free one, named in the DIMSE: line and --port-file).",
 )
+@port_file_option("the HTTP port (then the DIMSE port of --dimse-port on a second line)")
 @dimse_options
 def serve_cmd(
     table: str,
@@ -76,12 +84,14 @@ def serve_cmd(
     allow_unauthenticated: bool,
     storage_option: tuple[str, ...] = (),
     dimse_port: int | None = None,
+    port_file: str | None = None,
     **dimse: object,
 ) -> None:
     """Serve the catalog over DICOMweb (QIDO-RS, WADO-RS, STOW-RS) at /dicomweb, OHIF at /."""
     from pixels.errors import PixelsError
     from pixels.storage import delta_options, is_local
     from pixels.web.app import serve
+    from pixels.web.listen import bind, bound_port
     from pixels.web.ohif import installed_version
     from pixels.web.security import check_binding
 
@@ -95,16 +105,25 @@ def serve_cmd(
     if options:
         where = table if not is_local(table) else "s3://"
         os.environ.update(delta_options(where, options) or {})
+    clear_port_file(port_file)
+    try:
+        sockets = bind(host, port)  # here: port 0's port is known before any line is printed
+    except PixelsError as e:
+        raise click.ClickException(str(e)) from e
     shown = f"[{host}]" if ":" in host else host
-    base = public_url.rstrip("/") if public_url else f"http://{shown}:{port}"
+    listening = f"http://{shown}:{bound_port(sockets)}"
+    base = public_url.rstrip("/") if public_url else listening
     catalog = table if not is_local(table) else os.path.abspath(table)
     click.echo(f"DICOMweb: {base}/dicomweb  (catalog {catalog})", err=True)
+    if public_url:
+        click.echo(f"Bound:    {listening}", err=True)
     note_if_no_table(catalog, options)  # a mistyped --table served an empty viewer silently
     if installed_version():
         hint = "  (viewer URLs take ?token=...)" if token else ""
         click.echo(f"Viewer:   {base}/{hint}", err=True)
     else:
         click.echo("Viewer:   not installed (python -m pixels.web.ohif install)", err=True)
+    ports = [bound_port(sockets)]  # what --port-file gets once both listen
     on_start = None
     if dimse_port is not None:
         try:
@@ -119,6 +138,7 @@ def serve_cmd(
             from pixels.dimse.server import DimseServer
 
             server = DimseServer(state, config).start()  # type: ignore[arg-type]
+            ports.append(server.port)
             click.echo(
                 f"DIMSE:    {config.ae_title}@{config.host}:{server.port}  (same catalog)", err=True
             )
@@ -135,6 +155,10 @@ def serve_cmd(
             allowed_hosts=allowed_hosts,
             allow_unauthenticated=allow_unauthenticated,
             on_start=on_start,  # type: ignore[arg-type]
+            sockets=sockets,
+            on_listening=(lambda: write_port_file(port_file, ports)) if port_file else None,
         )
     except PixelsError as e:
         raise click.ClickException(str(e)) from e
+    finally:
+        clear_port_file(port_file)  # its ports are no one's now

@@ -34,6 +34,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from pixels.dicom.transcode import open_transcoder
 from pixels.dimse.config import (
+    DimseError,
     ServerConfig,
     associate_patiently,
     check_listen,
@@ -246,7 +247,8 @@ class DimseServer:
 
     def start(self) -> DimseServer:
         """Remove the spools and catalog what a killed server left journaled (not those of
-        live servers of this table, :mod:`pixels.web.spool`), then listen (in threads)."""
+        live servers of this table, :mod:`pixels.web.spool`), then listen (in threads;
+        port 0: a free one, :attr:`port`). :class:`DimseError` when it cannot bind."""
         clean_stale_spools(self.state.storage_root)
         self.sink.recover()
         ae = self._application_entity()
@@ -263,12 +265,18 @@ class DimseServer:
             (evt.EVT_ABORTED, self._on_end),
             (evt.EVT_CONN_CLOSE, self._on_close),
         ]
-        self._server = ae.start_server(
-            (self.config.host, self.config.port),
-            block=False,
-            evt_handlers=handlers,  # type: ignore[arg-type]
-            ssl_context=self.config.ssl_context(),
-        )
+        try:
+            self._server = ae.start_server(
+                (self.config.host, self.config.port),
+                block=False,
+                evt_handlers=handlers,  # type: ignore[arg-type]
+                ssl_context=self.config.ssl_context(),
+            )
+        except OSError as e:  # in use, not an address of this machine: said, not a traceback
+            raise DimseError(
+                f"cannot listen for DIMSE on {self.config.host}:{self.config.port}: "
+                f"{e.strerror or e}"
+            ) from e
         LOG.info(
             "DIMSE: %s listening on %s:%d (catalog %s)",
             self.config.ae_title,

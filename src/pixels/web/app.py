@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import Callable, Iterable
+import socket
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -28,6 +29,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from pixels.web import errors, monailabel, monailabel_ohif, ohif, qido, stow, wado, wado_uri
+from pixels.web.listen import bind
 from pixels.web.security import (
     LOOPBACK_HOSTS,
     HostCheck,
@@ -185,12 +187,19 @@ def serve(
     allowed_hosts: Iterable[str] | None = None,
     allow_unauthenticated: bool = False,
     on_start: Callable[[WebState], Callable[[], Any]] | None = None,
+    sockets: Sequence[socket.socket] | None = None,
+    on_listening: Callable[[], Any] | None = None,
 ) -> None:
     """Serve the catalog over DICOMweb with uvicorn (blocks until stopped).
 
     ``on_start`` is called with the server's state before it listens (``pixels serve
     --dimse-port`` starts the DIMSE SCP on it); what it returns is called once the
-    server has stopped.
+    server has stopped. ``on_listening`` is called once the server answers requests
+    (``pixels serve --port-file`` writes the file then).
+
+    ``sockets``: listening sockets to serve on (:func:`pixels.web.listen.bind`; then
+    ``host`` and ``port`` only name them); default: ``host:port`` bound here, port 0 a
+    free port. They are closed when the server stops.
 
     The ``Host`` header may name a loopback name, the address bound (a wildcard
     address: this machine's names), ``public_url``'s host or ``allowed_hosts``.
@@ -200,10 +209,9 @@ def serve(
     ------
     PixelsError
         ``host`` is not loopback, there is no token (argument or env
-        ``PIXELS_TOKEN``) and ``allow_unauthenticated`` is false.
+        ``PIXELS_TOKEN``) and ``allow_unauthenticated`` is false; ``host:port`` cannot
+        be bound.
     """
-    import uvicorn
-
     app = create_app(
         catalog_path,
         storage_root=storage_root,
@@ -218,13 +226,32 @@ def serve(
     access = logging.getLogger("uvicorn.access")
     if not any(isinstance(f, RedactTokens) for f in access.filters):
         access.addFilter(RedactTokens())
-    stop = on_start(app.state.pixels) if on_start is not None else None
-    settle_gc()
+    listening = list(sockets) if sockets is not None else bind(host, port)
     try:
-        uvicorn.Server(config).run()
+        stop = on_start(app.state.pixels) if on_start is not None else None
+        settle_gc()
+        try:
+            _server(config, on_listening).run(sockets=listening)
+        finally:
+            if stop is not None:
+                stop()
     finally:
-        if stop is not None:
-            stop()
+        for sock in listening:
+            sock.close()
+
+
+def _server(config: Any, on_listening: Callable[[], Any] | None) -> Any:
+    """A ``uvicorn.Server`` of ``config`` calling ``on_listening`` once it has started
+    (its sockets served by the event loop); an error in it stops the server."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets=sockets)
+            if on_listening is not None and self.started and not self.should_exit:
+                on_listening()
+
+    return Server(config)
 
 
 def settle_gc() -> None:
