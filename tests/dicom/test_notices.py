@@ -158,3 +158,62 @@ def test_warnings_of_a_series_read_in_threads_are_kept(tmp_path: Path) -> None:
         with kept_warnings() as kept:
             read_volume(series, threads=threads)
         assert any("overflow" in k for k in kept), (threads, kept)
+
+
+_OTHER_THREAD = """
+import sys, threading, warnings
+from pixels.dicom.notices import kept_warnings
+from pixels.dicom.record import catalog_record
+from pixels.sources import iter_files
+
+(ref,) = list(iter_files(sys.argv[1]))
+go, done = threading.Event(), threading.Event()
+peer = {"__name__": "peer", "warnings": warnings}  # a module of its own: not __main__
+exec("def deprecated():\\n    warnings.warn('peer API', DeprecationWarning, stacklevel=1)", peer)
+
+
+def elsewhere() -> None:
+    go.wait(60)
+    for _ in range(5):
+        warnings.warn("main API", DeprecationWarning, stacklevel=1)
+        peer["deprecated"]()
+    done.set()
+
+
+thread = threading.Thread(target=elsewhere)
+thread.start()
+rows = []
+for _ in range(2):
+    with kept_warnings():
+        go.set()
+        assert done.wait(60)
+        rows.append(catalog_record(ref)["warnings"])
+thread.join(60)
+print(rows)
+"""
+
+
+def test_another_threads_warnings_during_a_read_obey_the_filters_in_place(tmp_path: Path) -> None:
+    """A process with Python's default filters (a fresh interpreter, no -W): a second
+    thread warns DeprecationWarning 5 times from ``__main__`` (default filters: shown
+    once) and 5 times from another module (ignored) while a file is read in a block.
+    The block's "always" filter applied to every thread: all 10 were printed. Now they
+    are printed as outside (once, and never), and the file's own warning is still kept
+    in each of two reads (one block each)."""
+    import os
+    import subprocess
+    import sys
+
+    bad = tmp_path / "badVR.dcm"
+    bad.write_bytes(sample_file("badVR.dcm").read_bytes())
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
+    env["PYTHONPATH"] = os.pathsep.join(sys.path)
+    res = subprocess.run(
+        [sys.executable, "-c", _OTHER_THREAD, str(bad)],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    kept = "(0028,0008) Invalid value for VR IS: '1A'."
+    assert res.stdout.strip() == repr([[kept], [kept]])
+    assert res.stderr.count("DeprecationWarning: main API") == 1, res.stderr
+    assert "peer API" not in res.stderr, res.stderr

@@ -119,19 +119,21 @@ def _show(
 ) -> None:
     """``warnings.showwarning`` inside :func:`kept_warnings`: to the innermost block's list.
 
-    Not the file's, so not kept: a warning of another thread (the filters and
-    ``showwarning`` are the process'; it goes where it went outside the blocks) unless
-    that thread works for the block's (:func:`on_behalf`), and a
+    Not the file's, so not kept: a warning of another thread (``showwarning`` is the
+    process'; decided by the filters in place outside the block, it goes where it went
+    outside the blocks) unless that thread works for the block's (:func:`on_behalf`), and a
     ``ResourceWarning`` (an unclosed socket or file of anyone's, finalized by a garbage
     collection that happened to run during the read; Python ignores them by default).
     """
     into = _OPEN[-1] if _OPEN else None  # (another thread's warning as the last block ends)
-    if into is None or issubclass(category, ResourceWarning):
+    if into is None:
         return
     me = threading.get_ident()
-    if _CARRIED.get(me, me) != into.thread:
+    if _CARRIED.get(me, me) != into.thread:  # (its filters let it through: shown as outside)
         if into.outside is not None:
             into.outside(message, category, filename, lineno, file, line)
+        return
+    if issubclass(category, ResourceWarning):
         return
     text = _clean(str(message))
     tag = _tag_on_stack(sys._getframe(1))
@@ -146,6 +148,31 @@ def _show(
         into.dropped += 1
 
 
+class _BlockThread:
+    """The ``message`` pattern of the filter a block puts first (:data:`_OWN`): it matches
+    any text, but only in the thread whose block is open (or one working for it,
+    :func:`on_behalf`). Another thread's warning passes over it to the filters that were
+    in place before the block: ignored, shown once or every time as they say."""
+
+    def match(self, text: str) -> bool:
+        me = threading.get_ident()
+        return bool(_OPEN) and _OPEN[-1].thread == _CARRIED.get(me, me)
+
+
+#: The filter a block puts first: every warning of the block's thread reaches :func:`_show`.
+_OWN = ("always", _BlockThread(), Warning, None, 0)
+
+
+def _filters_changed() -> None:
+    """Tell :mod:`warnings` its filters changed (the registries of warnings already shown
+    once are cleared), as its own ``filterwarnings`` does."""
+    mutated = getattr(warnings, "_filters_mutated", None) or getattr(
+        warnings, "_filters_mutated_lock_held", None
+    )
+    if mutated is not None:
+        mutated()
+
+
 class kept_warnings:  # noqa: N801 - used as a function: ``with kept_warnings() as kept``
     """Collect the warnings raised inside the block instead of printing them.
 
@@ -156,25 +183,37 @@ class kept_warnings:  # noqa: N801 - used as a function: ``with kept_warnings() 
     files in one process (the DICOMweb server's STOW) take turns through this block,
     so none of them restores another's state.
 
+    The block puts one filter first (:data:`_OWN`: "always", for its own thread only)
+    and ``warnings.showwarning`` (:func:`_show`); the filters in place stay behind it
+    and are not marked changed, so another thread's warnings (a server's request
+    threads) are decided by them as outside the blocks (a ``DeprecationWarning`` ignored
+    or shown once stays so), and the warnings Python recorded as shown once stay
+    recorded. (So a warning this thread raises that was already shown once outside the
+    blocks, from the same line with the same text, is not raised again: not kept.) The
+    filters are restored after the block (marked changed only if they were changed
+    inside it).
+
     A block inside another one (a catalog worker keeps one open around a task of
     many files, then one per file) only takes the warnings over while the outer
     block's settings are still in place: it costs no copy of the warning filters.
     """
 
-    __slots__ = ("_catch", "_into")
+    __slots__ = ("_filters", "_installed", "_into", "_shown")
 
     def __init__(self) -> None:
         self._into = _Kept()
-        self._catch: warnings.catch_warnings | None = None
+        self._filters: Any = None  # (the list in place before: typeshed says Sequence)
+        self._installed: list[Any] = []
+        self._shown: Any = None
 
     def __enter__(self) -> list[str]:
         _TURN.acquire()
         try:
-            if not (_OPEN and warnings.showwarning is _show and warnings.filters[:1] == _ALWAYS):
-                self._into.outside = warnings.showwarning
-                self._catch = warnings.catch_warnings()
-                self._catch.__enter__()
-                warnings.simplefilter("always")
+            if not (_OPEN and warnings.showwarning is _show and warnings.filters[:1] == [_OWN]):
+                self._into.outside = self._shown = warnings.showwarning
+                self._filters = warnings.filters
+                self._installed = [_OWN, *list(self._filters)]
+                warnings.filters = list(self._installed)
                 warnings.showwarning = _show
             else:
                 self._into.outside = _OPEN[-1].outside
@@ -189,14 +228,14 @@ class kept_warnings:  # noqa: N801 - used as a function: ``with kept_warnings() 
             into = _OPEN.pop()
             if into.dropped:
                 into.kept.append(f"... and {into.dropped} more warnings")
-            if self._catch is not None:
-                self._catch.__exit__(*exc)
+            if self._filters is not None:
+                changed = warnings.filters != self._installed
+                warnings.filters = self._filters
+                warnings.showwarning = self._shown
+                if changed:  # (changed inside the block: what was recorded under them goes)
+                    _filters_changed()
         finally:
             _TURN.release()
-
-
-#: What ``warnings.simplefilter("always")`` puts first in ``warnings.filters``.
-_ALWAYS = [("always", None, Warning, None, 0)]
 
 
 _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
