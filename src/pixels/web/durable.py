@@ -14,7 +14,7 @@ Examples
 >>> path = os.path.join(root, "study", "series", "a.dcm")
 >>> open(path, "wb").close()
 >>> durable = Durable(root)
->>> durable.placed(path)  # the file, series/, then (once each) study/ and the root
+>>> durable.placed(path)  # the file, series/, then (once each) study/, the root, its parent
 """
 
 from __future__ import annotations
@@ -35,8 +35,9 @@ def sync(path: str, folder: bool = False) -> None:
 
 class Durable:
     """Makes files placed under ``root`` durable: each file, the folder naming it, and once
-    per folder its entry in its parent, up to ``root`` (a folder of study made meanwhile is
-    named by its parent only once that parent is synced). Thread-safe: a folder counts as
+    per folder its entry in its parent, up to ``root``'s own entry (a folder of a study
+    made meanwhile, or the root made at the first write, is named by its parent only once
+    that parent is synced). Thread-safe: a folder counts as
     done only after its parent's ``fsync`` returned (two threads may both sync it)."""
 
     def __init__(self, root: str):
@@ -52,10 +53,12 @@ class Durable:
 
     def named(self, path: str) -> None:
         """Make the entry naming ``path`` durable: its folder, and that folder's own entries
-        up to :attr:`root` (each once)."""
+        up to :attr:`root`'s in its parent (each once)."""
         folder = os.path.dirname(os.path.abspath(path))
         sync(folder, folder=True)
-        while folder not in self._done and folder.startswith(self.root + os.sep):
+        while folder not in self._done and (
+            folder == self.root or folder.startswith(self.root + os.sep)
+        ):
             parent = os.path.dirname(folder)
             sync(parent, folder=True)
             self._done.add(folder)
