@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -73,6 +74,10 @@ def test_serve_answers_dicomweb_and_dimse_from_one_catalog(
     finally:
         proc.terminate()
         proc.wait(30)
+    # kill PID (SIGTERM): the server stops as on Ctrl-C (its port file removed), then
+    # ends as a terminated process does
+    assert proc.returncode == -signal.SIGTERM
+    assert not os.path.exists(port_file)
 
 
 def test_scp_on_port_0_says_its_port(tmp_path: pytest.TempPathFactory) -> None:
@@ -99,3 +104,5 @@ def test_scp_on_port_0_says_its_port(tmp_path: pytest.TempPathFactory) -> None:
         proc.terminate()
         log = proc.communicate(timeout=30)[1]
     assert f"DIMSE: ZEROPORT@127.0.0.1:{port}  (catalog {catalog})" in log, log
+    assert proc.returncode == -signal.SIGTERM
+    assert not os.path.exists(port_file)  # removed on SIGTERM too (a script's kill PID)

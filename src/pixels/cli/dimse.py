@@ -22,6 +22,7 @@ from pixels.cli.portfile import (
     port_option,
     write_port_file,
 )
+from pixels.cli.stopping import terminated_cleanly
 
 __all__ = ["dimse_group", "dimse_options", "server_config"]
 
@@ -122,6 +123,7 @@ def dimse_group() -> None:
 )
 @port_file_option("the port")
 @dimse_options
+@terminated_cleanly()  # kill PID: the port file removed, the DIMSE server stopped
 def scp_cmd(
     table: str, port: int, storage_root: str | None, port_file: str | None, **kw: Any
 ) -> None:

@@ -19,6 +19,7 @@ from pixels.cli.portfile import (
     port_option,
     write_port_file,
 )
+from pixels.cli.stopping import terminated_cleanly
 
 __all__ = ["serve_cmd"]
 
@@ -73,6 +74,7 @@ __all__ = ["serve_cmd"]
 )
 @port_file_option("the HTTP port (then the DIMSE port of --dimse-port on a second line)")
 @dimse_options
+@terminated_cleanly()  # kill PID: the port file removed, the DIMSE server stopped
 def serve_cmd(
     table: str,
     host: str,
