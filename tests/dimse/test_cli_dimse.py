@@ -68,3 +68,28 @@ def test_get_sends_a_zip_member_as_cataloged(tmp_path: pytest.TempPathFactory) -
         assert res.returncode == 0, res.stderr
     (name,) = os.listdir(out)
     assert dataset_bytes(os.path.join(out, name)) == dataset_bytes(sample("ct"))
+
+
+def test_files_and_folders_a_command_cannot_use_are_named(
+    scp: Scp, tmp_path: pytest.TempPathFactory
+) -> None:
+    """``pixels dimse store`` of a missing or non-DICOM file and ``get -o`` onto a file end
+    with an error naming the path (no traceback), and nothing is sent."""
+    peer = f"PIXELS@127.0.0.1:{scp.port}"
+    root = str(tmp_path)
+    text = os.path.join(root, "notes.txt")
+    with open(text, "w") as fh:
+        fh.write("not a DICOM file\n")
+    missing = os.path.join(root, "missing.dcm")
+    for path, why in ((missing, "No such file or directory"), (text, "is not a DICOM file")):
+        res = CliRunner().invoke(main, ["dimse", "store", peer, sample("ct"), path])
+        assert res.exit_code == 1, res.output
+        assert res.exception is None or isinstance(res.exception, SystemExit), res.exception
+        assert path in res.output and why in res.output, res.output
+        assert "nothing was sent" in res.output
+    for out in (text, os.path.join(text, "sub")):  # a file, a file on the way
+        res = CliRunner().invoke(main, ["dimse", "get", peer, "-k", f"StudyInstanceUID={CT_STUDY}",
+                                        "-o", out])  # fmt: skip
+        assert res.exit_code == 1, res.output
+        assert isinstance(res.exception, SystemExit), res.exception
+        assert f"cannot make the output folder {out} (--out)" in res.output, res.output

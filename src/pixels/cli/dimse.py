@@ -267,7 +267,12 @@ def get_cmd(peer: str, keys: tuple[str, ...], level: str, model: str, out: str, 
     """C-GET into a folder ({SOPInstanceUID}.dcm): each instance written to a file as it
     arrives, under its name once whole."""
     client = _client(peer, **kw)
-    os.makedirs(out, exist_ok=True)
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as e:  # a file of that name, a file on the way, no permission
+        raise click.ClickException(
+            f"cannot make the output folder {out} (--out): {e.strerror or e}"
+        ) from e
     result = _run(
         lambda: client.get(_pairs(keys, "--key"), level.upper(), model.upper(), folder=out)
     )

@@ -20,6 +20,7 @@ from typing import Any
 from pydicom import dcmread
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
 from pynetdicom import AE, evt
 from pynetdicom import status as status_tables
 from pynetdicom.association import Association
@@ -226,12 +227,16 @@ class Client:
     def store(self, paths: Iterable[str]) -> list[tuple[str, int]]:
         """C-STORE each file, in its own transfer syntax where the peer accepts it, else
         converted to Explicit VR Little Endian; ``(path, status)`` of each (``0x0122``:
-        not sent, no context and no conversion for it)."""
+        not sent, no context and no conversion for it).
+
+        Raises
+        ------
+        DimseError
+            A file cannot be read or is not a DICOM file (named; checked before any is
+            sent); the association is refused.
+        """
         files = list(paths)
-        pairs = []
-        for path in files:
-            meta = dcmread(path, stop_before_pixels=True).file_meta
-            pairs.append((str(meta.MediaStorageSOPClassUID), str(meta.TransferSyntaxUID)))
+        pairs = [_stored_as(path) for path in files]  # every file checked before sending any
         assoc = self._associate(storage_contexts(pairs))
         out = []
         try:
@@ -388,6 +393,33 @@ class GetCancelledError(DimseError):
     def __init__(self, message: str, result: RetrieveResult):
         super().__init__(message)
         self.result = result
+
+
+def _stored_as(path: str) -> tuple[str, str]:
+    """``(SOP class, transfer syntax)`` of the DICOM file ``path`` from its file meta group.
+
+    Raises
+    ------
+    DimseError
+        ``path`` cannot be read, is not a DICOM file (Part 10: preamble, ``DICM``, file meta
+        group) or its file meta group lacks the SOP class or transfer syntax; the message
+        names the file.
+    """
+    try:
+        meta = dcmread(path, stop_before_pixels=True).file_meta
+    except OSError as e:
+        raise DimseError(f"cannot read {path}: {e.strerror or e}; nothing was sent") from e
+    except InvalidDicomError as e:
+        raise DimseError(
+            f"{path} is not a DICOM file (no 'DICM' prefix and file meta group): only DICOM "
+            "files can be sent (leave it out); nothing was sent"
+        ) from e
+    sop_class, syntax = meta.get("MediaStorageSOPClassUID"), meta.get("TransferSyntaxUID")
+    if not sop_class or not syntax:
+        tag = "(0002,0002) Media Storage SOP Class UID" if not sop_class else ""
+        tag = tag or "(0002,0010) Transfer Syntax UID"
+        raise DimseError(f"{path}: its file meta group has no {tag}; nothing was sent")
+    return str(sop_class), str(syntax)
 
 
 def _explicit_le(path: str, syntax: str) -> Dataset:
