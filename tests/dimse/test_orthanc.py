@@ -19,7 +19,7 @@ import pytest
 
 from dimse.conftest import big_mr, dataset_of, free_port, mount_tmpfs, sample
 from pixels import Catalog
-from pixels.dimse.config import ServerConfig
+from pixels.dimse.config import DimseError, ServerConfig
 from pixels.dimse.scu import Client, GetCancelledError, retrieve
 from pixels.dimse.server import DimseServer
 
@@ -155,6 +155,30 @@ def test_pixels_scu_stores_finds_and_retrieves_from_orthanc(peers: Peers) -> Non
     rows = Catalog(moved).table.delta().to_pyarrow_table().to_pylist()
     assert len(rows) == 1 and rows[0]["StudyInstanceUID"] == MR_STUDY
     assert dataset_of(str(rows[0]["path"])) == dataset_of(sample("mr"))
+
+
+def test_a_move_sent_elsewhere_is_an_error_naming_the_ae(peers: Peers) -> None:
+    """Orthanc knows PIXELS at the module's SCP, not at the port this retrieve serves:
+    it reports the instance moved, none arrives here, and the retrieve says why instead
+    of a success with nothing cataloged."""
+    client = Client(f"ORTHANC@127.0.0.1:{peers.orthanc_port}", ae_title="PIXELS")
+    assert [s for _, s in client.store([sample("mr")])] == [0]
+    port = free_port()
+    elsewhere = os.path.join(peers.root, "moved-elsewhere")
+    with pytest.raises(DimseError) as err:
+        retrieve(
+            client.peer,
+            elsewhere,
+            {"StudyInstanceUID": MR_STUDY},
+            method="move",
+            ae_title="PIXELS",
+            port=port,
+            client=client,
+            storage_root=os.path.join(peers.root, "stow-moved-elsewhere"),
+        )
+    message = str(err.value)
+    assert "says it moved 1 instance(s) to PIXELS, but 0 arrived here" in message, message
+    assert f"PIXELS@127.0.0.1:{port}" in message and "--ae-title" in message, message
 
 
 def test_orthanc_finds_moves_and_stores_with_pixels(peers: Peers) -> None:

@@ -542,6 +542,12 @@ def retrieve(
     ``method="get"``: C-GET, the instances arrive on the same association.
     ``method="move"``: C-MOVE to ``ae_title``, which this call serves on
     ``host:port`` for the time of the move (the peer must know it there).
+
+    Raises
+    ------
+    DimseError
+        The association or the retrieve failed; with ``"move"``, the peer says it sent
+        more instances than arrived here (it knows ``ae_title`` at another address).
     """
     from pixels.dimse.server import DimseServer
     from pixels.web.state import WebState
@@ -563,4 +569,15 @@ def retrieve(
     with server:
         result = cli.move(keys, ae_title, level)
         server.sink.flush()
+        arrived = server.sink.committed
+    if result.completed > arrived and server.sink.error is None:
+        # the peer's sub-operations all ended before its final answer: what it says it
+        # sent to ae_title and did not come here went to another host or port
+        raise DimseError(
+            f"{cli.peer} says it moved {result.completed} instance(s) to {ae_title}, but "
+            f"{arrived} arrived here ({ae_title}@{host}:{port}): it sends {ae_title}'s "
+            f"C-MOVEs to another host or port. Give {ae_title} this host and port {port} "
+            "in its configuration, or pass the AE title it knows here (--ae-title) and "
+            "its port (--port)"
+        )
     return result
