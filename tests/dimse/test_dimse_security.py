@@ -78,6 +78,9 @@ def test_listening_beyond_loopback_needs_authentication() -> None:
     )
     assert res.exit_code != 0
     assert "refusing to listen for DIMSE on 0.0.0.0" in res.output
+    # and says which options configure it
+    for option in ("--user NAME=PASSCODE", "--tls-cert", "--tls-ca"):
+        assert option in res.output, res.output
 
 
 def test_user_identity_and_calling_ae_title(guarded: DimseServer) -> None:

@@ -17,8 +17,10 @@ import pytest
 
 from dimse.conftest import dcmtk, sample
 from pixels import Catalog
-from pixels.dimse.config import DimseError
+from pixels.dimse.config import DimseError, ServerConfig
 from pixels.dimse.scu import Client
+from pixels.dimse.server import DimseServer
+from pixels.web.listen import bind, bound_port
 from ports import port_file_args, wait_for_ports
 
 
@@ -106,3 +108,20 @@ def test_scp_on_port_0_says_its_port(tmp_path: pytest.TempPathFactory) -> None:
     assert f"DIMSE: ZEROPORT@127.0.0.1:{port}  (catalog {catalog})" in log, log
     assert proc.returncode == -signal.SIGTERM
     assert not os.path.exists(port_file)  # removed on SIGTERM too (a script's kill PID)
+
+
+def test_a_dimse_port_in_use_says_what_to_do(tmp_path: pytest.TempPathFactory) -> None:
+    """A DIMSE port another process listens on: named, with what to do about it."""
+    catalog = os.path.join(str(tmp_path), "catalog")
+    Catalog(catalog).catalog(sample("ct"), workers=0)
+    taken = bind("127.0.0.1", 0)
+    port = bound_port(taken)
+    try:
+        with pytest.raises(DimseError) as err:
+            DimseServer(catalog, ServerConfig(port=port)).start()
+    finally:
+        for sock in taken:
+            sock.close()
+    message = str(err.value)
+    assert f"cannot listen for DIMSE on 127.0.0.1:{port}: Address already in use" in message
+    assert "choose another port; 0: a free one" in message, message

@@ -146,6 +146,7 @@ def test_a_port_in_use_is_named(catalog: str, tmp_path: Path) -> None:
             sock.close()
     assert proc.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in err, err
+    assert "choose another port; 0: a free one" in err, err  # and what to do
     assert not (tmp_path / "p").exists()
 
 

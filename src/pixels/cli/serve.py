@@ -107,6 +107,14 @@ def serve_cmd(
     if options:
         where = table if not is_local(table) else "s3://"
         os.environ.update(delta_options(where, options) or {})
+    if dimse_port is not None:  # refused before anything is bound or said to listen
+        try:
+            config = server_config(dimse_port, dimse)
+            from pixels.dimse.config import check_listen
+
+            check_listen(config)
+        except PixelsError as e:
+            raise click.ClickException(str(e)) from e
     clear_port_file(port_file)
     try:
         sockets = bind(host, port)  # here: port 0's port is known before any line is printed
@@ -128,13 +136,6 @@ def serve_cmd(
     ports = [bound_port(sockets)]  # what --port-file gets once both listen
     on_start = None
     if dimse_port is not None:
-        try:
-            config = server_config(dimse_port, dimse)
-            from pixels.dimse.config import check_listen
-
-            check_listen(config)
-        except PixelsError as e:
-            raise click.ClickException(str(e)) from e
 
         def on_start(state: object) -> object:
             from pixels.dimse.server import DimseServer

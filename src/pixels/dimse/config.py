@@ -183,8 +183,9 @@ def check_listen(config: ServerConfig) -> None:
     if not _is_loopback(config.host) and not config.authenticated:
         raise DimseError(
             f"refusing to listen for DIMSE on {config.host}: that is not loopback and no "
-            "authentication is configured (give users for user identity negotiation, "
-            "or a TLS certificate with a CA for client certificates)"
+            "authentication is configured: give users for user identity negotiation "
+            "(--user NAME=PASSCODE), or a TLS certificate with a CA for client certificates "
+            "(--tls-cert, --tls-key, --tls-ca)"
         )
     if config.tls_ca and not config.tls_cert:
         raise DimseError("a TLS CA was given without the server's certificate (tls_cert)")

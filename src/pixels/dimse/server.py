@@ -62,6 +62,7 @@ from pixels.dimse.receive import (
 from pixels.sources import open_file
 from pixels.sources.ref import FileRef
 from pixels.web.index import index_of
+from pixels.web.listen import why_not
 from pixels.web.state import WebState
 from pixels.web.stow import clean_stale_spools
 
@@ -274,8 +275,7 @@ class DimseServer:
             )
         except OSError as e:  # in use, not an address of this machine: said, not a traceback
             raise DimseError(
-                f"cannot listen for DIMSE on {self.config.host}:{self.config.port}: "
-                f"{e.strerror or e}"
+                f"cannot listen for DIMSE on {self.config.host}:{self.config.port}: {why_not(e)}"
             ) from e
         LOG.info(
             "DIMSE: %s listening on %s:%d (catalog %s)",

@@ -13,7 +13,7 @@ import socket
 
 from pixels.errors import PixelsError
 
-__all__ = ["BACKLOG", "bind", "bound_port"]
+__all__ = ["BACKLOG", "bind", "bound_port", "why_not"]
 
 #: Connections the kernel queues before the server accepts them (uvicorn's default).
 BACKLOG = 2048
@@ -81,8 +81,16 @@ def bind(host: str, port: int) -> list[socket.socket]:
         except OSError as e:
             if port == 0 and len(addresses) > 1 and e.errno == errno.EADDRINUSE:
                 continue  # the first address's free port is taken on another one
-            raise PixelsError(f"cannot listen on {host}:{port}: {e.strerror or e}") from e
+            raise PixelsError(f"cannot listen on {host}:{port}: {why_not(e)}") from e
     raise PixelsError(f"cannot listen on {host}:{port}: no port free on all its addresses")
+
+
+def why_not(error: OSError) -> str:
+    """Why a port could not be bound, and for one in use what to do (a server's message)."""
+    why = error.strerror or str(error)
+    if error.errno == errno.EADDRINUSE:
+        why += " (another process listens there: stop it, or choose another port; 0: a free one)"
+    return why
 
 
 def bound_port(sockets: list[socket.socket]) -> int:
