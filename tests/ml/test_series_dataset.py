@@ -166,6 +166,38 @@ def test_mixed_sizes_reported(tmp_path):
         SeriesDataset(cat)
 
 
+def test_the_same_instance_cataloged_twice_is_named(tmp_path):
+    """A copy of a slice under another path (an instance cataloged from its folder and
+    received again into the storage root): named as the same SOP instance twice, with
+    both paths; a different instance at the same position stays 'several acquisitions'."""
+    import re
+
+    from pixels import Catalog
+    from pixels.errors import SeriesError
+    from pixels.ml import SeriesDataset
+
+    paths = ct_series(tmp_path / "d", 3)
+    (tmp_path / "d" / "again").mkdir()
+    copy = tmp_path / "d" / "again" / "copy.dcm"
+    shutil.copy(paths[1], copy)
+    cat = Catalog(str(tmp_path / "cat"))
+    cat.catalog(str(tmp_path / "d"), workers=0)
+    sop = pydicom.dcmread(paths[1]).SOPInstanceUID
+    with pytest.raises(SeriesError) as err:
+        SeriesDataset(cat)[0]
+    message = str(err.value)
+    assert f"the same instance twice, SOP Instance UID (0008,0018) {sop}: " in message, message
+    assert str(paths[1]) in message and str(copy) in message, message
+    assert "remove_paths" in message  # what to do
+    # another instance at that position: not the same instance
+    ds = pydicom.dcmread(copy)
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+    ds.save_as(copy)
+    cat.catalog(str(tmp_path / "d"), workers=0)
+    with pytest.raises(SeriesError, match=re.escape("several acquisitions, phases or echoes")):
+        SeriesDataset(cat)[0]
+
+
 def test_corrupt_slice_names_the_file_or_is_skipped(tmp_path):
     from pixels import Catalog
     from pixels.errors import SeriesError

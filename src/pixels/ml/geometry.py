@@ -70,6 +70,8 @@ class SliceRef:
         Frame size.
     thickness : float or None
         Slice Thickness (0018,0050).
+    sop_uid : str or None
+        SOP Instance UID (0008,0018) of the file (the same instance twice is named so).
     """
 
     path: str
@@ -81,6 +83,7 @@ class SliceRef:
     rows: int
     columns: int
     thickness: float | None = None
+    sop_uid: str | None = None
 
 
 @dataclass(frozen=True)
@@ -182,6 +185,7 @@ def slices_of_row(meta: Mapping[str, Any] | str, path: str, row: int = 0) -> lis
     cols = _int(js, "00280011", 0)
     n = max(_int(js, "00280008", 1), 1)
     enhanced = "52009229" in js or "52009230" in js
+    sop_uid = next((str(v) for v in _values(js, "00080018")), None)
     out = []
     for f in range(n):
         if enhanced:
@@ -208,6 +212,7 @@ def slices_of_row(meta: Mapping[str, Any] | str, path: str, row: int = 0) -> lis
                 rows=rows,
                 columns=cols,
                 thickness=thick[0] if thick else None,
+                sop_uid=sop_uid,
             )
         )
     return out
@@ -311,6 +316,15 @@ def plan_series(series_uid: str, slices: Sequence[SliceRef], *, min_slices: int 
         dup = np.flatnonzero(gaps < STEP_ATOL_MM)
         if dup.size:
             a, b = ordered[dup[0]], ordered[dup[0] + 1]
+            if a.sop_uid is not None and (a.sop_uid, a.frame) == (b.sop_uid, b.frame):
+                raise _fail(
+                    series_uid,
+                    f"the same instance twice, SOP Instance UID (0008,0018) {a.sop_uid}: "
+                    f"{a.path} and {b.path} (a copy cataloged again, or received again "
+                    "over DICOMweb or DIMSE into the storage root): keep one, removing "
+                    "the other's file and row (Catalog(table).table.remove_paths([path]))",
+                    b.path,
+                )
             raise _fail(
                 series_uid,
                 f"two slices at the same position {d[dup[0]]:.3f} mm along the normal "
