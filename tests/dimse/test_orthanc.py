@@ -16,9 +16,11 @@ from typing import Any
 
 import pydicom
 import pytest
+from click.testing import CliRunner
 
 from dimse.conftest import big_mr, dataset_of, free_port, mount_tmpfs, sample
 from pixels import Catalog
+from pixels.cli import main
 from pixels.dimse.config import DimseError, ServerConfig
 from pixels.dimse.scu import Client, GetCancelledError, retrieve
 from pixels.dimse.server import DimseServer
@@ -179,6 +181,19 @@ def test_a_move_sent_elsewhere_is_an_error_naming_the_ae(peers: Peers) -> None:
     message = str(err.value)
     assert "says it moved 1 instance(s) to PIXELS, but 0 arrived here" in message, message
     assert f"PIXELS@127.0.0.1:{port}" in message and "--ae-title" in message, message
+
+
+def test_a_get_of_nothing_orthanc_holds_says_what_to_check(peers: Peers) -> None:
+    """Orthanc answers a C-GET of a study it does not hold with 0xC000 and no
+    sub-operation: the command's error says nothing was sent and how to look."""
+    peer = f"ORTHANC@127.0.0.1:{peers.orthanc_port}"
+    out = os.path.join(peers.root, "get-nothing")
+    res = CliRunner().invoke(main, ["dimse", "get", peer, "-k", "StudyInstanceUID=1.2.3",
+                                    "-o", out])  # fmt: skip
+    assert res.exit_code == 1, res.output
+    assert "completed 0, failed 0" in res.output, res.output
+    assert f"C-GET from {peer} did not complete: nothing was sent" in res.output, res.output
+    assert "`pixels dimse find` with the same --level and -k keys" in res.output
 
 
 def test_orthanc_finds_moves_and_stores_with_pixels(peers: Peers) -> None:

@@ -367,4 +367,10 @@ def _report(what: str, result: Any, service: str, peer: Any) -> None:
     for refused in getattr(result, "refused", []):
         click.echo(f"not stored: {refused}", err=True)
     if result.failed or result.status not in (0, 0xB000):
-        raise click.ClickException(f"{what} from {peer} did not complete")
+        hint = ""
+        if not (result.completed or result.failed or result.warning):  # e.g. Orthanc: 0xC000
+            hint = (
+                ": nothing was sent. Does the peer hold what the keys name? `pixels dimse "
+                "find` with the same --level and -k keys lists what it matches"
+            )
+        raise click.ClickException(f"{what} from {peer} did not complete{hint}")
