@@ -331,6 +331,7 @@ def test_a_web_module_run_as_a_script_is_imported_once() -> None:
 #: The layers of /work/shared/DESIGN.md, lowest first: a module imports its own layer and below.
 LAYERS: tuple[tuple[str, ...], ...] = (
     (
+        "pixels.durable",
         "pixels.errors",
         "pixels.schema",
         "pixels.schema_names",

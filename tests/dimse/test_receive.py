@@ -14,10 +14,12 @@ import pytest
 from pynetdicom.dimse import DIMSEServiceProvider
 
 from dimse.conftest import DCMTK, big_mr, dataset_bytes, dcmtk, mount_tmpfs, sample
+from fsyncs import record_fsyncs
 from pixels import Catalog
 from pixels.dimse.config import ServerConfig
 from pixels.dimse.receive import JOURNAL_DIR, StoreSink
 from pixels.dimse.server import DimseServer
+from pixels.table.durability import added_files, log_entry
 from pixels.web.state import WebState
 
 
@@ -94,6 +96,17 @@ def test_stored_but_uncommitted_files_are_cataloged_at_the_next_start(
         again.stop()
 
 
+def _received_from_storescu(catalog: str) -> DimseServer:
+    """A real SCP of ``catalog`` that received MR_small from dcmtk's storescu, stopped."""
+    server = DimseServer(catalog, ServerConfig(port=0)).start()
+    try:
+        res = dcmtk("storescu", "-aec", "PIXELS", "127.0.0.1", str(server.port), sample("mr"))
+        assert res.returncode == 0, res.stderr
+    finally:
+        server.stop()
+    return server
+
+
 def test_a_c_store_is_answered_after_its_file_and_journal_are_on_disk(
     tmp_path: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -105,25 +118,16 @@ def test_a_c_store_is_answered_after_its_file_and_journal_are_on_disk(
     catalog = os.path.join(str(tmp_path), "catalog")
     Catalog(catalog).catalog(sample("ct"), workers=0)
     events: list[tuple[str, str]] = []
-    real_fsync, real_send = os.fsync, DIMSEServiceProvider.send_msg
-
-    def fsync(fd: int) -> None:
-        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
-        real_fsync(fd)
+    real_send = DIMSEServiceProvider.send_msg
+    record_fsyncs(monkeypatch, lambda path: events.append(("fsync", path)))
 
     def send_msg(self: DIMSEServiceProvider, primitive: object, context_id: int) -> None:
         status = getattr(primitive, "Status", None)  # (a response's)
         events.append(("sent", f"{type(primitive).__name__} status {status}"))
         real_send(self, primitive, context_id)
 
-    monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(DIMSEServiceProvider, "send_msg", send_msg)
-    server = DimseServer(catalog, ServerConfig(port=0)).start()
-    try:
-        res = dcmtk("storescu", "-aec", "PIXELS", "127.0.0.1", str(server.port), sample("mr"))
-        assert res.returncode == 0, res.stderr
-    finally:
-        server.stop()
+    server = _received_from_storescu(catalog)
     root = server.state.storage_root
     answered = events.index(("sent", "C_STORE status 0"))
     synced = [path for kind, path in events[:answered] if kind == "fsync"]
@@ -135,6 +139,39 @@ def test_a_c_store_is_answered_after_its_file_and_journal_are_on_disk(
     expected |= {journal, journals}
     assert expected <= set(synced), expected - set(synced)
     assert synced.index(journals) < synced.index(journal)  # named, then its line synced
+
+
+def test_a_journal_is_removed_only_once_its_commit_is_on_disk(
+    tmp_path: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real SCP receiving from dcmtk's storescu, ``os.fsync`` and ``os.unlink`` spied on
+    (the real ones run): the batch's journal is removed only after its commit's log entry,
+    the data file it adds, ``_delta_log`` and the table folder are synced. delta-rs syncs
+    none of them: a power loss after the removal could keep an acknowledged file but lose
+    its row and the journal that would have cataloged it."""
+    catalog = os.path.join(str(tmp_path), "catalog")
+    Catalog(catalog).catalog(sample("ct"), workers=0)
+    events: list[tuple[str, str]] = []
+    real_unlink = os.unlink
+    record_fsyncs(monkeypatch, lambda path: events.append(("fsync", path)))
+
+    def unlink(path: str, *args: object, **kwargs: object) -> None:
+        events.append(("unlink", os.fspath(path)))
+        real_unlink(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "unlink", unlink)
+    server = _received_from_storescu(catalog)
+    journals = os.path.join(server.state.storage_root, JOURNAL_DIR)
+    (removed,) = [
+        i for i, (kind, p) in enumerate(events) if kind == "unlink" and p.startswith(journals)
+    ]
+    synced = [p for kind, p in events[:removed] if kind == "fsync"]
+    version = Catalog(catalog).table.version()  # the sink's one commit
+    (data,) = added_files(catalog, version)
+    entry = log_entry(catalog, version)
+    expected = {data, entry, os.path.join(catalog, "_delta_log"), catalog}
+    assert expected <= set(synced), expected - set(synced)
+    assert synced.index(data) < synced.index(entry)
 
 
 def test_a_sink_commits_in_batches(tmp_path: pytest.TempPathFactory) -> None:

@@ -14,7 +14,7 @@ renamed into place (:func:`receive_store`: the same steps for the C-GET SCU,
 success status is sent the file, its folder (and a folder made for it, in its parent)
 are ``fsync``-ed and its path is appended to a journal
 (``{storage_root}/.dimse/batch-*.paths``: its data and its entry in ``.dimse``
-``fsync``-ed too; :class:`pixels.web.durable.Durable`).
+``fsync``-ed too; :class:`pixels.durable.Durable`).
 
 The rows are committed to the Delta table in batches (:class:`StoreSink`: one
 commit per :attr:`~pixels.dimse.config.ServerConfig.commit_every` instances or
@@ -56,9 +56,9 @@ from pynetdicom import dimse_messages
 
 from pixels.dicom.meta import read_header
 from pixels.dicom.notices import kept_warnings
+from pixels.durable import Durable
 from pixels.errors import PixelsError
 from pixels.web import spool
-from pixels.web.durable import Durable
 from pixels.web.spool import Spool
 from pixels.web.state import WebState
 from pixels.web.stow import committer_of, store_file, store_path

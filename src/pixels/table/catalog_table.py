@@ -21,12 +21,14 @@ from deltalake.exceptions import CommitFailedError, TableNotFoundError
 from deltalake.schema import Schema as DeltaSchema
 from deltalake.transaction import AddAction, RemoveAction
 
+from pixels.durable import Durable
 from pixels.errors import TableError
 from pixels.scan import LOOKUP_SCHEMA, TableScan, protocol_features
 from pixels.schema import SCHEMA
 from pixels.storage import delta_options, is_local, local_path
 from pixels.table import cleanup
 from pixels.table.cleanup import _LOCK_DIR, ORPHAN_MIN_AGE_HOURS
+from pixels.table.durability import sync_commits
 from pixels.table.evolve import DESCRIPTION, conform, upgrade_rows, upgrade_table
 from pixels.table.firsts import write_firsts
 from pixels.table.footer import leaf_index
@@ -74,6 +76,8 @@ class CatalogTable:
         #: ``(min path, max path)`` of data files (None: unknown), to skip files in look-ups
         self._ranges: dict[str, tuple[str, str] | None] = {}
         self._con: duckdb.DuckDBPyConnection | None = None
+        #: the folders of a local table whose entries are synced (:meth:`_sync_since`)
+        self._durable = Durable(_local_path(self.uri)) if _is_local(self.uri) else None
 
     # ------------------------------------------------------------------ state
     def exists(self) -> bool:
@@ -137,6 +141,8 @@ class CatalogTable:
         except CommitFailedError:
             if not self.exists():  # somebody else created it at the same moment: fine
                 raise
+        if self._durable is not None:  # version 0 on disk before any commit after it
+            sync_commits(_local_path(self.uri), self._durable, -1, 0)
 
     def _evolve(self) -> None:
         """Add the columns an older Pixels did not write (a metadata-only commit).
@@ -263,6 +269,13 @@ class CatalogTable:
     # ----------------------------------------------------------------- writes
     @contextlib.contextmanager
     def _writer_lock(self) -> Iterator[None]:
+        """Hold the local table's writer lock (``_pixels/writer.lock``) for the block, and
+        make the commits made meanwhile durable before it is released
+        (:mod:`pixels.table.durability`: a write that returned survives a power loss).
+
+        Object-store tables have no lock (a commit is made only on the version checked)
+        and nothing to sync (a PUT is durable once it succeeds).
+        """
         if not _is_local(self.uri):
             yield
             return
@@ -271,9 +284,30 @@ class CatalogTable:
         with open(os.path.join(lock_dir, "writer.lock"), "a+") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             try:
-                yield
+                start = self._committed_version()
+                try:
+                    yield
+                except BaseException:  # a commit made before the error counts too
+                    with contextlib.suppress(Exception):
+                        self._sync_since(start)
+                    raise
+                self._sync_since(start)
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def _committed_version(self) -> int:
+        """The latest version of the table (-1 when there is none yet)."""
+        try:
+            return int(self.delta().version())
+        except TableError:
+            return -1
+
+    def _sync_since(self, start: int) -> None:
+        """``fsync`` the commits after version ``start`` of a local table, their data
+        files and the folders naming them (:func:`pixels.table.durability.sync_commits`)."""
+        if self._durable is not None:
+            last = self._committed_version()
+            sync_commits(_local_path(self.uri), self._durable, start, last)
 
     def append(
         self,

@@ -1,10 +1,13 @@
-"""``fsync`` of what a receive path acknowledges: a file and the folder entries naming it.
+"""``fsync`` of what is acknowledged: a file and the folder entries naming it.
 
 A file survives a power loss only when its data (``fsync`` of the file) and its name
 (``fsync`` of the folder holding it: a rename or a creation is an entry of that folder)
 are on disk, and a folder made for it only when its own entry in its parent is too. The
 C-STORE sink (:class:`pixels.dimse.receive.StoreSink`) calls :meth:`Durable.placed` for
-each stored file and its journal before the success status is sent.
+each stored file and its journal before the success status is sent; a local catalog
+table (:mod:`pixels.table.durability`) for each commit's log entry and data files
+before :meth:`pixels.table.CatalogTable.append` returns. (A ground-layer module: the
+table and the receive paths above it share it.)
 
 Examples
 --------
@@ -25,10 +28,18 @@ __all__ = ["Durable", "sync"]
 
 
 def sync(path: str, folder: bool = False) -> None:
-    """``fsync`` the file (or, ``folder``, the folder) at ``path``: its data, or its entries."""
+    """``fsync`` the file (or, ``folder``, the folder) at ``path``: its data, or its entries.
+
+    Raises
+    ------
+    OSError
+        Naming ``path`` (an ``fsync`` error alone names no file).
+    """
     fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if folder else 0))
     try:
         os.fsync(fd)
+    except OSError as e:
+        raise OSError(e.errno, f"fsync failed: {e.strerror}", path) from e
     finally:
         os.close(fd)
 

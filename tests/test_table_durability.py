@@ -1,0 +1,68 @@
+"""A local table's writes are on disk when they return (:mod:`pixels.table.durability`).
+
+``os.fsync`` is spied on (the real one runs): what a write syncs is read from the
+descriptors it syncs, and what it should sync from the Delta log it wrote.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from corpus import copy_with_new_uids, sample_file
+from fsyncs import record_fsyncs
+from pixels.schema import TIMESTAMP
+from pixels.table import CatalogTable
+from pixels.table.durability import added_files, log_entry
+
+
+def _rows(files: list[Path], root: Path) -> pa.Table:
+    from pixels.dicom.record import catalog_batch
+    from pixels.sources import iter_files
+
+    refs = [r for r in iter_files(str(root)) if r.path in {str(f) for f in files}]
+    return pa.Table.from_batches([catalog_batch(refs)])
+
+
+@pytest.fixture
+def fsynced(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The paths ``os.fsync`` is called on, in order (the real one runs)."""
+    synced: list[str] = []
+    record_fsyncs(monkeypatch, synced.append)
+    return synced
+
+
+def test_an_append_returns_once_its_commit_and_data_files_are_on_disk(
+    tmp_path: Path, fsynced: list[str]
+) -> None:
+    """delta-rs syncs neither a commit's log entry nor its data files: a power loss after
+    an append returned could lose the commit (a C-STORE journal already removed for it)
+    or keep a log entry naming a data file never written. Now each append syncs its data
+    files, their folder, its log entry and ``_delta_log`` (and, for a table it made,
+    version 0 and the table's entry in its parent), the data before the log entry. The
+    same for an append replacing a row (delta-rs' own overwrite writes the files)."""
+    src = tmp_path / "src"
+    rows = _rows(copy_with_new_uids(sample_file("CT_small.dcm"), src, 3), src)
+    root = tmp_path / "new" / "cat"
+    table = CatalogTable(root)
+    assert table.append(rows.slice(0, 2)) == 2
+    version = table.version()
+    (data,) = added_files(str(root), version)
+    log = str(root / "_delta_log")
+    expected = {log_entry(str(root), 0), log_entry(str(root), version), data, log}
+    expected |= {str(root), str(root.parent)}
+    assert expected <= set(fsynced), expected - set(fsynced)
+    assert fsynced.index(data) < fsynced.index(log_entry(str(root), version))
+
+    fsynced.clear()  # row 0's file changed (another modificationTime): its row replaced
+    changed = rows.slice(0, 1).set_column(
+        1, "modificationTime", pa.array([dt.datetime(2030, 1, 1, tzinfo=dt.UTC)], TIMESTAMP)
+    )
+    assert table.append(pa.concat_tables([changed, rows.slice(2, 1)])) == 2
+    commits = range(version + 1, table.version() + 1)
+    written = {f for v in commits for f in added_files(str(root), v)}
+    assert written and written <= set(fsynced), written - set(fsynced)
+    assert {log_entry(str(root), v) for v in commits} | {log, str(root)} <= set(fsynced)
