@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 
 from corpus import sample_file
+from fsyncs import record_fsyncs
 from pixels.web import stow
 from pixels.web.state import WebState
-from pixels.web.stow_root import OWNER_FILE, StorageRootError
+from pixels.web.stow_root import OWNER_FILE, StorageRootError, claim
 
 
 def test_the_first_write_claims_the_root_and_another_table_is_refused(tmp_path: Path) -> None:
@@ -91,3 +92,20 @@ def test_a_url_storage_root_is_refused(tmp_path: Path, command: list[str]) -> No
     assert not (tmp_path / "s3:").exists()
     state = WebState(str(tmp_path / "a"), storage_root=f"file://{tmp_path / 'local'}")
     assert state.storage_root == str(tmp_path / "local")
+
+
+def test_the_record_of_a_new_root_is_on_disk_when_claimed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first write records the table in a new storage root: the record, its entry in
+    the root and the root's in its parent are synced (``os.fsync`` spied on, the real one
+    runs), or a power loss could leave received files in a root that names no table."""
+    synced: list[str] = []
+    record_fsyncs(monkeypatch, synced.append)
+    root = tmp_path / "new" / "stow"
+    claim(str(root), str(tmp_path / "a"))
+    marker = str(root / OWNER_FILE)
+    assert synced[:3] == [marker, str(root), str(root.parent)]
+    synced.clear()
+    claim(str(root), str(tmp_path / "a"))  # recorded already: nothing written, nothing synced
+    assert synced == []

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 
+from pixels.durable import Durable
 from pixels.errors import PixelsError
 
 __all__ = ["OWNER_FILE", "StorageRootError", "check", "claim"]
@@ -60,7 +61,9 @@ def check(root: str, table_uri: str) -> None:
 def claim(root: str, table_uri: str) -> None:
     """Make ``root`` (if missing) and record ``table_uri`` as its table, unless it is
     recorded already (then :func:`check`); safe when several processes of one table
-    claim it at once.
+    claim it at once. The record is durable when this returns (its data, its entry in
+    ``root`` and ``root``'s in its parent: :class:`pixels.durable.Durable`): after a
+    power loss a root with received files still names its table.
 
     Raises
     ------
@@ -77,4 +80,7 @@ def claim(root: str, table_uri: str) -> None:
         else:
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 fh.write(table_uri + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            Durable(root).named(marker)
     check(root, table_uri)
