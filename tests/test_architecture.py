@@ -333,6 +333,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     (
         "pixels.durable",
         "pixels.errors",
+        "pixels.locks",
         "pixels.schema",
         "pixels.schema_names",
         "pixels.storage",

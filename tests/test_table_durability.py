@@ -1,4 +1,5 @@
-"""A local table's writes are on disk when they return (:mod:`pixels.table.durability`).
+"""A local table's writes are on disk when they return, and its writer lock is the open
+file's (:mod:`pixels.table.durability`, :meth:`pixels.table.CatalogTable._writer_lock`).
 
 ``os.fsync`` is spied on (the real one runs): what a write syncs is read from the
 descriptors it syncs, and what it should sync from the Delta log it wrote.
@@ -7,6 +8,9 @@ descriptors it syncs, and what it should sync from the Delta log it wrote.
 from __future__ import annotations
 
 import datetime as dt
+import os
+import threading
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -14,6 +18,7 @@ import pytest
 
 from corpus import copy_with_new_uids, sample_file
 from fsyncs import record_fsyncs
+from pixels.locks import lock_file, unlock_file
 from pixels.schema import TIMESTAMP
 from pixels.table import CatalogTable
 from pixels.table.durability import added_files, log_entry
@@ -66,3 +71,38 @@ def test_an_append_returns_once_its_commit_and_data_files_are_on_disk(
     written = {f for v in commits for f in added_files(str(root), v)}
     assert written and written <= set(fsynced), written - set(fsynced)
     assert {log_entry(str(root), v) for v in commits} | {log, str(root)} <= set(fsynced)
+
+
+def test_the_writer_lock_is_held_by_its_open_file_not_by_the_process(tmp_path: Path) -> None:
+    """On NFS a ``flock`` is a POSIX record lock: the process's, dropped when any of its
+    descriptors of the file closes, never conflicting within the process (two writers of
+    one server both "held" it). The table's writer lock is its open file's
+    (:func:`pixels.locks.lock_file`): another descriptor of the process, opened and
+    closed, leaves it held, another open of the file in the process cannot take it, and
+    a second writer of the process waits for it."""
+    src = tmp_path / "src"
+    rows = _rows(copy_with_new_uids(sample_file("MR_small.dcm"), src, 2), src)
+    table, other = CatalogTable(tmp_path / "cat"), CatalogTable(tmp_path / "cat")
+    table.create()
+    lock = str(tmp_path / "cat" / "_pixels" / "writer.lock")
+    written: list[int] = []
+    waiting = threading.Thread(target=lambda: written.append(other.append(rows)))
+    with table._writer_lock():
+        os.close(os.open(lock, os.O_RDWR))  # another descriptor of the file, closed
+        fd = os.open(lock, os.O_RDWR)
+        try:
+            with pytest.raises(BlockingIOError):
+                lock_file(fd, wait=False)
+        finally:
+            os.close(fd)
+        waiting.start()
+        time.sleep(1.0)  # (not a timing assert: the writer must still be waiting after it)
+        assert waiting.is_alive() and written == []
+    waiting.join(timeout=120)
+    assert written == [2]
+    fd = os.open(lock, os.O_RDWR)  # released: free for anyone
+    try:
+        lock_file(fd, wait=False)
+        unlock_file(fd)
+    finally:
+        os.close(fd)

@@ -106,9 +106,10 @@ def test_searches_are_answered_while_stow_requests_wait_for_their_commit(
     """More STOW requests than the server has worker threads wait for a commit held up
     by another writer (the table's writer lock, as a running ``pixels catalog`` holds
     it): a search is still answered at once, and every STOW is stored once the lock goes."""
-    import fcntl
     import os
     import time
+
+    from pixels.locks import lock_file, unlock_file
 
     url, catalog, _ = served
     n = 48  # more than the 40 threads Starlette runs sync handlers in
@@ -116,7 +117,7 @@ def test_searches_are_answered_while_stow_requests_wait_for_their_commit(
     lock_dir = os.path.join(catalog, "_pixels")
     os.makedirs(lock_dir, exist_ok=True)
     with open(os.path.join(lock_dir, "writer.lock"), "a+") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        lock_file(lock.fileno())
         pool = ThreadPoolExecutor(n)
         try:
             futures = [
@@ -134,7 +135,7 @@ def test_searches_are_answered_while_stow_requests_wait_for_their_commit(
             r = httpx.get(f"{url}/dicomweb/studies", timeout=20)
             assert r.status_code == 200 and len(r.json()) == 1  # the table as it was
         finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+            unlock_file(lock.fileno())
         codes = [f.result().status_code for f in futures]
         pool.shutdown()
     assert codes == [200] * n

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import random
@@ -23,6 +22,7 @@ from deltalake.transaction import AddAction, RemoveAction
 
 from pixels.durable import Durable
 from pixels.errors import TableError
+from pixels.locks import lock_file, unlock_file
 from pixels.scan import LOOKUP_SCHEMA, TableScan, protocol_features
 from pixels.schema import SCHEMA
 from pixels.storage import delta_options, is_local, local_path
@@ -273,8 +273,11 @@ class CatalogTable:
         make the commits made meanwhile durable before it is released
         (:mod:`pixels.table.durability`: a write that returned survives a power loss).
 
-        Object-store tables have no lock (a commit is made only on the version checked)
-        and nothing to sync (a PUT is durable once it succeeds).
+        The lock is an open file description lock (:func:`pixels.locks.lock_file`): on NFS
+        a ``flock`` is a POSIX record lock of the process, dropped when any descriptor of
+        the file in the process closes and never conflicting within it. Object-store
+        tables have no lock (a commit is made only on the version checked) and nothing
+        to sync (a PUT is durable once it succeeds).
         """
         if not _is_local(self.uri):
             yield
@@ -282,7 +285,7 @@ class CatalogTable:
         lock_dir = os.path.join(_local_path(self.uri), _LOCK_DIR)
         os.makedirs(lock_dir, exist_ok=True)
         with open(os.path.join(lock_dir, "writer.lock"), "a+") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
+            lock_file(fh.fileno())
             try:
                 start = self._committed_version()
                 try:
@@ -293,7 +296,7 @@ class CatalogTable:
                     raise
                 self._sync_since(start)
             finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+                unlock_file(fh.fileno())
 
     def _committed_version(self) -> int:
         """The latest version of the table (-1 when there is none yet)."""

@@ -11,16 +11,9 @@ writing it from its creation (:func:`create`) until it is renamed away or remove
 (:func:`locked_leftovers`, :func:`clean`): a live writer's lock stops it, a killed
 writer's lock went with its process.
 
-The lock is an open file description lock (Linux ``F_OFD_SETLK``, :func:`lock_file`; a
-``flock`` elsewhere): held by the spool's own descriptor, not by the process. A
-``flock`` would do on a local file system, but on NFS Linux emulates ``flock`` with
-POSIX record locks, which are the process's: closing *any* descriptor of the file in
-the process (the STOW path opening a spooled body to map it, the sink reading a
-received file) drops it, and a clean-up in the same process takes the file of a live
-writer beside it; and an exclusive one on a descriptor opened read-only fails
-(``EBADF``). Open file description locks behave as ``flock`` does locally (one per
-descriptor, conflicting within a process too, dropped with the last descriptor of
-that open) and are shared with the other hosts of an NFS mount (NLM / NFSv4 locks), so
+The lock is an open file description lock (:func:`pixels.locks.lock_file`: why not a
+``flock``, which on NFS is the process's and would drop when the STOW path closes
+another descriptor of a spooled body it mapped, or the sink one of a received file), so
 the clean-up opens a file read-write to lock it. Where a lock cannot be taken for
 another reason than another holder (``ENOLCK``: an NFS mount without a lock manager; a
 file not ours to write, a read-only mount), the clean-up cannot tell a live writer's
@@ -34,16 +27,15 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import logging
 import os
 import stat
-import struct
-import sys
 import tempfile
 from collections.abc import Iterator
 
-__all__ = ["INCOMING", "Spool", "clean", "create", "lock_file", "locked_leftovers"]
+from pixels.locks import HELD, lock_file
+
+__all__ = ["INCOMING", "Spool", "clean", "create", "locked_leftovers"]
 
 LOG = logging.getLogger("pixels.web")
 
@@ -51,34 +43,8 @@ LOG = logging.getLogger("pixels.web")
 INCOMING = ".incoming"
 
 
-#: ``struct flock`` of an exclusive lock of the whole file (64-bit Linux: l_type,
-#: l_whence, l_start, l_len, l_pid 0 as open file description locks require).
-_WHOLE = struct.pack("hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
-#: Open file description locks where this platform has them (non-blocking, blocking).
-_OFD = (
-    (fcntl.F_OFD_SETLK, fcntl.F_OFD_SETLKW)
-    if sys.platform == "linux" and hasattr(fcntl, "F_OFD_SETLK") and struct.calcsize("P") == 8
-    else None
-)
-#: What a lock taken by another gives (anything else: this file system cannot lock it).
-_HELD = frozenset({errno.EAGAIN, errno.EACCES})
 #: Files the clean-up passes over without a word (gone, a link, a folder, a device).
 _NOT_FILES = frozenset({errno.ENOENT, errno.ELOOP, errno.EISDIR, errno.ENXIO})
-
-
-def lock_file(fd: int, wait: bool = True) -> None:
-    """Lock the file open (read-write) at ``fd`` exclusively, for that open file
-    description (module docstring): until its last descriptor is closed. ``wait``
-    False: raise :class:`BlockingIOError` at once when another holds it."""
-    if _OFD is None:
-        fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        return
-    try:
-        fcntl.fcntl(fd, _OFD[1] if wait else _OFD[0], _WHOLE)
-    except OSError as e:
-        if e.errno in _HELD and not isinstance(e, BlockingIOError):
-            raise BlockingIOError(e.errno, e.strerror) from e
-        raise
 
 
 class Spool:
@@ -188,7 +154,7 @@ def locked_leftovers(folder: str, suffix: str = "") -> Iterator[list[tuple[str, 
 def _unsure(path: str, error: OSError) -> None:
     """Say why a file the clean-up could not lock is kept (silent for a live writer's
     lock and for what is no file of ours: gone, a link, a folder)."""
-    if error.errno in _HELD or error.errno in _NOT_FILES:
+    if error.errno in HELD or error.errno in _NOT_FILES:
         return
     LOG.warning(
         "%s kept: it cannot be locked here (%s), so whether a live process still writes it "
