@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -127,6 +128,46 @@ def test_serve_on_all_addresses_needs_a_token(
             assert r.status_code == (200 if extra == ["--allow-unauthenticated"] else 401)
         finally:
             _stop(proc)
+
+
+def _a_non_loopback_address() -> str:
+    """An address of this machine that is not loopback (the one a default route uses)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))  # TEST-NET-1: nothing is sent (UDP, no data)
+        except OSError:
+            pytest.skip("no network interface besides loopback")
+        address = str(s.getsockname()[0])
+    if address.startswith("127."):
+        pytest.skip("no network interface besides loopback")
+    return address
+
+
+def test_serve_on_all_addresses_answers_at_this_machines_address(
+    corpus: tuple[str, dict[str, str]], tmp_path: Path
+) -> None:
+    """``--host 0.0.0.0``: reached at this machine's address (its host name may resolve to
+    127.0.1.1 only, as on Debian), the request is answered; an address it did not come in
+    on, or a name, is still refused (DNS rebinding)."""
+    address = _a_non_loopback_address()
+    ports = tmp_path / "port"
+    proc = _serve(["--table", corpus[0], "--host", "0.0.0.0", *port_file_args(ports),
+                   "--token", TOKEN], {})  # fmt: skip
+    try:
+        [port] = wait_for_ports(ports, proc)
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        r = httpx.get(f"http://{address}:{port}/dicomweb/studies", headers=auth, timeout=30)
+        assert r.status_code == 200, r.text
+        studies = r.json()
+        assert studies, "no study answered"
+        for study in studies:  # the URLs handed out name the address asked for
+            assert study["00081190"]["Value"][0].startswith(f"http://{address}:{port}/dicomweb/")
+        for host in ("203.0.113.7", f"203.0.113.7:{port}", "rebind.attacker.example"):
+            r = httpx.get(f"http://{address}:{port}/dicomweb/studies",
+                          headers={**auth, "Host": host}, timeout=30)  # fmt: skip
+            assert r.status_code == 400 and "not served here" in r.text, host
+    finally:
+        _stop(proc)
 
 
 def test_serving_a_table_that_does_not_exist_says_so(tmp_path: Path) -> None:

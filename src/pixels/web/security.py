@@ -6,7 +6,10 @@
   gets 400. Without it, any web page the user opens can read the catalog through
   DNS rebinding (a name of the attacker's that resolves to 127.0.0.1 makes the
   browser send the page's requests to the local server as same-origin). Allowed
-  by default: the loopback names (:data:`LOOPBACK_HOSTS`).
+  by default: the loopback names (:data:`LOOPBACK_HOSTS`), and an IP address that is
+  the one the request came in on (a server on ``0.0.0.0`` reached at this machine's
+  address: a browser sends an address as ``Host`` only when it was given that
+  address, never through a name, so rebinding cannot use it).
 - :func:`check_binding`: serving on an address other than loopback without a
   token is refused unless asked for explicitly.
 - :class:`RedactTokens`: a logging filter that hides ``token=`` query values
@@ -148,7 +151,8 @@ class HostCheck:
         if scope["type"] in ("http", "websocket"):
             for key, value in scope.get("headers") or []:
                 if key == b"host":
-                    if not self.allows(value.decode("latin-1")):
+                    header = value.decode("latin-1")
+                    if not self.allows(header) and not _came_in_on(header, scope):
                         resp = PlainTextResponse(
                             f"Host {value.decode('latin-1')[:100]!r} is not served here "
                             "(allowed hosts: pixels serve --allowed-host)",
@@ -158,6 +162,20 @@ class HostCheck:
                         return
                     break
         await self.app(scope, receive, send)
+
+
+def _came_in_on(header: str, scope: Scope) -> bool:
+    """Whether ``header`` is an IP address, the one the request came in on (the ASGI
+    ``server`` address: the connection's local end)."""
+    server = scope.get("server")
+    if not server:
+        return False
+    try:
+        named = ipaddress.ip_address(_host_name(header))
+        local = ipaddress.ip_address(str(server[0]).partition("%")[0])
+    except ValueError:
+        return False
+    return named == local and not local.is_unspecified
 
 
 def is_loopback(host: str) -> bool:
