@@ -106,3 +106,24 @@ def test_the_writer_lock_is_held_by_its_open_file_not_by_the_process(tmp_path: P
         unlock_file(fd)
     finally:
         os.close(fd)
+
+
+def test_a_checkpoint_written_by_a_commit_is_synced_with_its_pointer(
+    tmp_path: Path, fsynced: list[str]
+) -> None:
+    """delta-rs writes a checkpoint after every ``delta.checkpointInterval``-th commit and
+    points readers at it (``_last_checkpoint``): both are synced with the commit, or a
+    reader after a power loss could be pointed at a checkpoint that is not there."""
+    src = tmp_path / "src"
+    rows = _rows(copy_with_new_uids(sample_file("MR_small.dcm"), src, 2), src)
+    root = tmp_path / "cat"
+    table = CatalogTable(root)
+    table.create()
+    table.delta().alter.set_table_properties({"delta.checkpointInterval": "2"})
+    table.append(rows.slice(0, 1))
+    fsynced.clear()
+    table.append(rows.slice(1, 1))  # version 3: (3 + 1) % 2 == 0, a checkpoint
+    log = root / "_delta_log"
+    checkpoint = log / f"{table.version():020d}.checkpoint.parquet"
+    assert checkpoint.exists()
+    assert {str(checkpoint), str(log / "_last_checkpoint")} <= set(fsynced)

@@ -50,9 +50,14 @@ def log_entry(root: str, version: int) -> str:
 
 
 def added_files(root: str, version: int) -> list[str]:
-    """The local paths of the data files ``version``'s commit adds (its ``add`` actions)."""
-    files = []
-    with open(log_entry(root, version), encoding="utf-8") as fh:
+    """The local paths of the data files ``version``'s commit adds (its ``add`` actions;
+    none when its log entry is gone: expired, removed by another writer's log clean-up)."""
+    files: list[str] = []
+    try:
+        fh = open(log_entry(root, version), encoding="utf-8")  # noqa: SIM115 - closed below
+    except FileNotFoundError:
+        return files
+    with fh:
         for line in fh:
             if not line.strip():
                 continue
@@ -75,18 +80,25 @@ def sync_commits(root: str, durable: Durable, after: int, last: int) -> None:
     versions = range(after + 1, last + 1)
     if not versions:
         return
-    data = [path for v in versions for path in added_files(root, v)]
-    for path in data:
-        sync(path)
+    data = [path for v in versions for path in added_files(root, v) if _synced(path)]
     for path in {os.path.dirname(p): p for p in data}.values():  # each folder once
         durable.named(path)
-    entries = [log_entry(root, v) for v in versions]
     log = os.path.join(root, LOG_DIR)
-    for v in versions:
-        checkpoint = os.path.join(log, f"{v:020d}.checkpoint.parquet")
-        if os.path.exists(checkpoint):
-            entries += [checkpoint, os.path.join(log, "_last_checkpoint")]
-    for path in entries:
-        if os.path.exists(path):  # (a _last_checkpoint already replaced by a later one)
-            sync(path)
-    durable.named(entries[0])
+    entries = [path for v in versions if _synced(path := log_entry(root, v))]
+    checkpoints = [
+        path for v in versions if _synced(path := os.path.join(log, f"{v:020d}.checkpoint.parquet"))
+    ]
+    if checkpoints:  # and what points readers at it
+        _synced(os.path.join(log, "_last_checkpoint"))
+    if entries or checkpoints:
+        durable.named(log_entry(root, last))  # _delta_log's entries (and, once, its own)
+
+
+def _synced(path: str) -> bool:
+    """``fsync`` the file at ``path``; False when there is none (a version's checkpoint
+    delta-rs did not write; a file another writer removed since: nothing to keep)."""
+    try:
+        sync(path)
+    except FileNotFoundError:
+        return False
+    return True
