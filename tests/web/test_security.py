@@ -162,12 +162,17 @@ def test_serve_on_all_addresses_answers_at_this_machines_address(
         assert studies, "no study answered"
         for study in studies:  # the URLs handed out name the address asked for
             assert study["00081190"]["Value"][0].startswith(f"http://{address}:{port}/dicomweb/")
-        for host in ("203.0.113.7", f"203.0.113.7:{port}", "rebind.attacker.example"):
+        for host in ("203.0.113.7", f"203.0.113.7:{port}", "rebind.attacker.example",
+                     f"0.0.0.0:{port}"):  # fmt: skip
             r = httpx.get(f"http://{address}:{port}/dicomweb/studies",
                           headers={**auth, "Host": host}, timeout=30)  # fmt: skip
             assert r.status_code == 400 and "not served here" in r.text, host
     finally:
-        _stop(proc)
+        log = _stop(proc)
+    # the start-up lines give a URL that is answered (a 0.0.0.0 one is refused: its Host
+    # names no address of this machine), and say the server listens on every address
+    assert f"DICOMweb: http://127.0.0.1:{port}/dicomweb  (catalog " in log, log
+    assert f"Bound:    http://0.0.0.0:{port}  (every address of this machine)" in log, log
 
 
 def test_serving_a_table_that_does_not_exist_says_so(tmp_path: Path) -> None:

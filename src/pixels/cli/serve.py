@@ -95,7 +95,7 @@ def serve_cmd(
     from pixels.web.app import serve
     from pixels.web.listen import bind, bound_port
     from pixels.web.ohif import installed_version
-    from pixels.web.security import check_binding
+    from pixels.web.security import check_binding, is_wildcard
 
     try:
         check_binding(host, token, allow_unauthenticated)
@@ -122,11 +122,15 @@ def serve_cmd(
         raise click.ClickException(str(e)) from e
     shown = f"[{host}]" if ":" in host else host
     listening = f"http://{shown}:{bound_port(sockets)}"
-    base = public_url.rstrip("/") if public_url else listening
+    # a wildcard address is no URL to open (its Host is refused): this machine's, here
+    here = f"http://{'[::1]' if ':' in host else '127.0.0.1'}:{bound_port(sockets)}"
+    wildcard = is_wildcard(host)
+    base = public_url.rstrip("/") if public_url else here if wildcard else listening
     catalog = table if not is_local(table) else os.path.abspath(table)
     click.echo(f"DICOMweb: {base}/dicomweb  (catalog {catalog})", err=True)
-    if public_url:
-        click.echo(f"Bound:    {listening}", err=True)
+    if public_url or wildcard:
+        every = "  (every address of this machine)" if wildcard else ""
+        click.echo(f"Bound:    {listening}{every}", err=True)
     note_if_no_table(catalog, options)  # a mistyped --table served an empty viewer silently
     if installed_version():
         hint = "  (viewer URLs take ?token=...)" if token else ""

@@ -41,6 +41,7 @@ __all__ = [
     "check_binding",
     "host_names_of",
     "is_loopback",
+    "is_wildcard",
 ]
 
 #: Host names always allowed: the loopback ones.
@@ -189,6 +190,14 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def is_wildcard(host: str) -> bool:
+    """True for the addresses that bind every address (``0.0.0.0``, ``::``, ``""``)."""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_unspecified
+    except ValueError:
+        return host == ""
+
+
 def host_names_of(bind: str) -> set[str]:
     """Names a client may use to reach a server bound to ``bind``.
 
@@ -196,11 +205,7 @@ def host_names_of(bind: str) -> set[str]:
     adds this machine's host name, fully qualified name and their addresses.
     """
     bind = bind.strip("[]")
-    try:
-        wildcard = ipaddress.ip_address(bind).is_unspecified
-    except ValueError:
-        wildcard = bind == ""
-    if not wildcard:
+    if not is_wildcard(bind):
         return {bind.lower()}
     names = {socket.gethostname().lower(), socket.getfqdn().lower()}
     for name in list(names):
