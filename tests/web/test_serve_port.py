@@ -66,8 +66,11 @@ def served(catalog: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[i
         assert os.listdir(port_file.parent) == ["port"]  # no temporary file left behind
         yield port
     finally:
-        _stop(proc)
+        log = _stop(proc)
     assert not port_file.exists()  # removed when the server stopped
+    # Ctrl-C is how it is stopped: a clean exit, not click's 'Aborted!' and status 1
+    assert proc.returncode == 0, log
+    assert "Aborted!" not in log, log
 
 
 def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes, Message]:

@@ -167,5 +167,7 @@ def serve_cmd(
         )
     except PixelsError as e:
         raise click.ClickException(str(e)) from e
+    except KeyboardInterrupt:  # Ctrl-C (uvicorn raises it again once shut down): a stop
+        pass  # as asked, exit status 0 as 'pixels dimse scp', not click's 'Aborted!'
     finally:
         clear_port_file(port_file)  # its ports are no one's now
