@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import pydicom
 import pytest
@@ -125,3 +127,41 @@ def test_a_dimse_port_in_use_says_what_to_do(tmp_path: pytest.TempPathFactory) -
     message = str(err.value)
     assert f"cannot listen for DIMSE on 127.0.0.1:{port}: Address already in use" in message
     assert "choose another port; 0: a free one" in message, message
+
+
+def _readme_dcmtk_lines() -> list[str]:
+    """The README's dcmtk command lines against PIXELS (echoscu to getscu: movescu needs
+    a destination), continuation lines joined, comments left."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    block = readme.split("## DICOM networking", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    text = block.replace("\\\n", " ")
+    lines = [line.split("#", 1)[0].strip() for line in text.splitlines()]
+    start = next(i for i, line in enumerate(lines) if line.startswith("echoscu "))
+    end = next(i for i, line in enumerate(lines) if line.startswith("movescu "))
+    return [line for line in lines[start:end] if line]
+
+
+def test_the_readmes_dcmtk_commands_run_as_written(tmp_path: Path) -> None:
+    """echoscu, storescu, findscu and getscu as the README writes them (dcmtk's, its port
+    and study UID replaced by this server's and a cataloged study's), in a fresh folder."""
+    catalog = os.path.join(str(tmp_path), "catalog")
+    Catalog(catalog).catalog(sample("ct"), workers=0)
+    work = tmp_path / "user"
+    work.mkdir()
+    shutil.copy(sample("mr"), work / "mr.dcm")  # storescu's *.dcm
+    study = pydicom.dcmread(sample("ct")).StudyInstanceUID
+    lines = _readme_dcmtk_lines()
+    words = {w for line in lines for w in line.replace(";", " ").split()}
+    assert {"echoscu", "storescu", "findscu", "getscu"} <= words, lines
+    with DimseServer(catalog, ServerConfig(port=0)) as server:
+        for line in lines:
+            command = line.replace(" 11112", f" {server.port}")
+            command = command.replace("StudyInstanceUID=1.2.3 ", f"StudyInstanceUID={study} ")
+            res = subprocess.run(["bash", "-c", command], cwd=work, capture_output=True,
+                                 text=True, timeout=120,
+                                 env={**os.environ, "PATH": f"/usr/bin:{os.environ['PATH']}"})  # fmt: skip
+            assert res.returncode == 0, (line, res.stdout, res.stderr)
+    [got] = os.listdir(work / "out")  # getscu's -od folder: the CT
+    assert pydicom.dcmread(work / "out" / got).SOPInstanceUID == (
+        pydicom.dcmread(sample("ct")).SOPInstanceUID
+    )
