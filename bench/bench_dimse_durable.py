@@ -46,7 +46,7 @@ def _child(count: int, series: int, every: int, folder: str) -> None:
     catalog = os.path.join(folder, "catalog")
     first = str(get_testdata_file("CT_small.dcm"))
     Catalog(catalog).catalog(first, workers=0)
-    ds = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
+    ds = pydicom.dcmread(str(get_testdata_file("MR_small.dcm")))
     ds.StudyInstanceUID = generate_uid()
     series_uids = [generate_uid() for _ in range(series)]
     datas = []
@@ -107,7 +107,7 @@ def _time_syncs() -> list[float]:
         finally:
             times.append(time.perf_counter() - start)
 
-    module.sync_commits = timed  # type: ignore[attr-defined]
+    module.sync_commits = timed
     return times
 
 
