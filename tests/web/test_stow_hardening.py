@@ -14,6 +14,7 @@ import pydicom
 import pytest
 from pydicom.uid import generate_uid
 
+from fsyncs import record_fsyncs
 from pixels import Catalog
 from pixels.web import create_app
 from web.conftest import running
@@ -159,3 +160,42 @@ def test_deflate_bomb_is_refused_without_exhausting_memory(stow: Stow) -> None:
     assert "inflates to more than" in r.headers["warning"]
     assert peak < 256 << 20, f"peak {peak >> 20} MiB for a {len(bomb)} byte bomb"
     assert _stored(stow.storage) == before
+
+
+def test_a_stored_instance_is_on_disk_before_the_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A STOW-RS answer comes after the stored file, its series folder, the study folder
+    made for it (in its parent), the storage root made at the first write (in its parent),
+    and the table's commit of its row are ``fsync``-ed: a power loss after the answer
+    loses neither the file nor its row (``os.fsync`` spied on, the real one runs)."""
+    catalog = tmp_path / "catalog"
+    Catalog(str(catalog)).catalog(str(pydicom.data.get_testdata_file("CT_small.dcm")), workers=0)
+    storage = tmp_path / "stow"
+    ds = pydicom.dcmread(io.BytesIO(_real("MR_small.dcm")))
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    buf = io.BytesIO()
+    ds.save_as(buf)
+    events: list[str] = []
+    record_fsyncs(monkeypatch, events.append)
+    with running(
+        create_app(str(catalog), token="", storage_root=str(storage), viewer=False)
+    ) as url:
+        body, ctype = _body([buf.getvalue()])
+        r = httpx.post(
+            f"{url}/dicomweb/studies", content=body, headers={"Content-Type": ctype}, timeout=60
+        )
+        events.append("answered")
+    assert r.status_code == 200, r.text
+    stored = storage / ds.StudyInstanceUID / ds.SeriesInstanceUID / f"{ds.SOPInstanceUID}.dcm"
+    assert stored.is_file()
+    before = events[: events.index("answered")]
+    # the file's data is synced on its spool descriptor (the name it had then)
+    spooled = [e for e in before if e.startswith(str(storage / ".incoming") + os.sep)]
+    assert len(spooled) == 1, before
+    for folder in (stored.parent, stored.parent.parent, storage, tmp_path):
+        assert str(folder) in before, (folder, before)
+    assert before.index(spooled[0]) < before.index(str(stored.parent))
+    logs = [e for e in before if e.startswith(str(catalog / "_delta_log") + os.sep)]
+    assert logs and str(catalog / "_delta_log") in before, before

@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 from pixels.catalog import Catalog
+from pixels.durable import Durable
 from pixels.storage import is_local, local_path
 from pixels.web import stow_root
 
@@ -124,6 +125,8 @@ class WebState:
                 "table itself may be on an object store)"
             )
         self.storage_root = os.path.abspath(local_path(storage_root))
+        #: Makes stored files and the folders made for them durable (STOW-RS).
+        self.durable = Durable(self.storage_root)
         stow_root.check(self.storage_root, self.table.uri)  # (claimed at the first write)
         self._claimed = False
         self.token = token if token is not None else (os.environ.get("PIXELS_TOKEN") or None)

@@ -18,8 +18,9 @@ then :func:`os.replace`) and cataloged before the answer, so the next QIDO-RS re
 sees it: the rows of one request, and of the requests that arrive while a commit
 runs, go into one Delta commit (:class:`GroupCommitter`), and a request is answered
 only once its rows are committed and in the server's index. A server killed at any
-point loses nothing it acknowledged (the files are in place before their commit;
-the files and the Delta log are not ``fsync``-ed, so a power loss may).
+point loses nothing it acknowledged, nor does a power loss: each stored file, its
+folder and any folder made for it are ``fsync``-ed before their commit
+(:class:`pixels.durable.Durable`), and a local table's commit before it returns.
 
 Duplicates: a SOP instance already stored with identical bytes is a success and
 nothing is written; different bytes replace the stored file (a new version; the
@@ -438,6 +439,7 @@ def _place(
                 for pos in range(start, end, 1 << 22):
                     out.write(body[pos : min(end, pos + (1 << 22))])
                 out.flush()
+                os.fsync(out.fileno())  # on disk before its row is committed
                 st = os.fstat(out.fileno())  # a rename keeps it: the stored file's stat
         with state.write_lock:  # one request at a time decides between duplicate and replace
             replaced = os.path.exists(dest)
@@ -449,7 +451,9 @@ def _place(
                 os.makedirs(folder, exist_ok=True)
                 os.replace(tmp, dest)
             placed = True
-            return replaced, st
+        if move_from is None:  # (a C-STORE's file: its sink makes it durable)
+            state.durable.named(dest)
+        return replaced, st
     finally:
         if not placed:
             with contextlib.suppress(OSError):
