@@ -449,3 +449,17 @@ def timed_get(client: Any, path: str, **kwargs: Any) -> tuple[float, Any]:
     seconds = time.perf_counter() - t0
     r.raise_for_status()
     return seconds, r
+
+
+def child_json(script: str, src: str, args: Sequence[str]) -> dict[str, float]:
+    """Run ``script`` with ``args`` in a process importing ``pixels`` from ``src`` (a
+    before/after comparison's side); its last stdout line, parsed as JSON."""
+    out = subprocess.run(
+        [sys.executable, script, *args],
+        env={**os.environ, "PYTHONPATH": src},
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result

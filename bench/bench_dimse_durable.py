@@ -22,12 +22,12 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from _common import child_json
 
 HERE = Path(__file__).resolve().parent
 
@@ -113,27 +113,8 @@ def _time_syncs() -> list[float]:
 
 def _run(src: str, args: argparse.Namespace) -> dict[str, float]:
     with tempfile.TemporaryDirectory(dir=args.dir) as folder:
-        env = {**os.environ, "PYTHONPATH": src}
-        out = subprocess.run(
-            [
-                sys.executable,
-                __file__,
-                "--child",
-                folder,
-                "--count",
-                str(args.count),
-                "--series",
-                str(args.series),
-                "--every",
-                str(args.every),
-            ],
-            env=env,
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
-        return result
+        child = ["--child", folder, "--count", str(args.count), "--series", str(args.series)]
+        return child_json(__file__, src, [*child, "--every", str(args.every)])
 
 
 def main() -> None:

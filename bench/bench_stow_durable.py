@@ -20,12 +20,12 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from _common import child_json
 
 HERE = Path(__file__).resolve().parent
 BOUNDARY = "bench-boundary"
@@ -76,17 +76,8 @@ def _child(count: int, clients: int, folder: str) -> None:
 
 def _run(src: str, args: argparse.Namespace) -> dict[str, float]:
     with tempfile.TemporaryDirectory(dir=args.dir) as folder:
-        env = {**os.environ, "PYTHONPATH": src}
-        cmd = [sys.executable, __file__, "--child", folder, "--count", str(args.count)]
-        out = subprocess.run(
-            [*cmd, "--clients", str(args.clients)],
-            env=env,
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
-        return result
+        child = ["--child", folder, "--count", str(args.count), "--clients", str(args.clients)]
+        return child_json(__file__, src, child)
 
 
 def main() -> None:
